@@ -1,0 +1,391 @@
+//! Inventory of one SKU of one tenant: stock on hand and the holds (reservations) against it.
+//!
+//! A hold reserves units for an order until it is committed (the order shipped), released (the
+//! order was cancelled) or expired (the order was not paid in time). Invariant: `reserved` is
+//! the sum of open holds and never exceeds `on_hand`; available = on_hand − reserved.
+
+use std::collections::BTreeMap;
+
+use super::decider::{Context, Decider};
+use super::limits::{MAX_ON_HAND, MAX_QUANTITY};
+use super::types::{OrderId, Quantity, Timestamp};
+
+/// The inventory decider.
+#[derive(Debug)]
+pub enum Inventory {}
+
+/// Units reserved for one order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hold {
+    /// Units held.
+    pub quantity: Quantity,
+    /// From this time on the hold may be expired.
+    pub expires_at: Timestamp,
+}
+
+/// Stock of one SKU. Fields are private so that only events change them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InventoryState {
+    known: bool,
+    on_hand: u64,
+    reserved: u64,
+    holds: BTreeMap<OrderId, Hold>,
+}
+
+impl InventoryState {
+    /// Whether the SKU has ever been stocked; an unknown SKU cannot be held or adjusted.
+    #[must_use]
+    pub fn is_known(&self) -> bool {
+        self.known
+    }
+
+    /// Units physically in stock, held or not.
+    #[must_use]
+    pub fn on_hand(&self) -> u64 {
+        self.on_hand
+    }
+
+    /// Units held for orders not yet shipped.
+    #[must_use]
+    pub fn reserved(&self) -> u64 {
+        self.reserved
+    }
+
+    /// Units that can still be held: on hand minus reserved.
+    #[must_use]
+    pub fn available(&self) -> u64 {
+        self.on_hand - self.reserved
+    }
+
+    /// The open hold of `order`, if any.
+    #[must_use]
+    pub fn hold(&self, order: &OrderId) -> Option<Hold> {
+        self.holds.get(order).copied()
+    }
+
+    /// Open holds, by order.
+    pub fn holds(&self) -> impl Iterator<Item = (&OrderId, &Hold)> {
+        self.holds.iter()
+    }
+}
+
+/// Commands on one SKU's inventory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InventoryCommand {
+    /// Goods arrived: add to on hand.
+    Receive {
+        /// Units received.
+        quantity: Quantity,
+    },
+    /// A stock count found more (positive) or fewer (negative) units than recorded.
+    Adjust {
+        /// Signed change of on hand, at most [`MAX_QUANTITY`] either way, never zero.
+        delta: i64,
+    },
+    /// Reserve units for an order until `expires_at`.
+    Hold {
+        /// The order the units are for.
+        order: OrderId,
+        /// Units to reserve.
+        quantity: Quantity,
+        /// When the hold may be expired.
+        expires_at: Timestamp,
+    },
+    /// The order shipped: the held units leave the warehouse.
+    Commit {
+        /// The order whose hold is committed.
+        order: OrderId,
+    },
+    /// The order was cancelled: the held units become available again.
+    Release {
+        /// The order whose hold is released.
+        order: OrderId,
+    },
+    /// The hold ran out of time: the held units become available again.
+    Expire {
+        /// The order whose hold expired.
+        order: OrderId,
+    },
+}
+
+/// Facts about one SKU's inventory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InventoryEvent {
+    /// Units were added to on hand.
+    StockReceived {
+        /// Units received.
+        quantity: Quantity,
+    },
+    /// On hand was corrected by a count.
+    StockAdjusted {
+        /// Signed change of on hand.
+        delta: i64,
+    },
+    /// Units were reserved for an order.
+    StockHeld {
+        /// The order the units are for.
+        order: OrderId,
+        /// Units reserved.
+        quantity: Quantity,
+        /// When the hold may be expired.
+        expires_at: Timestamp,
+    },
+    /// Held units shipped and left on hand.
+    StockCommitted {
+        /// The order that shipped.
+        order: OrderId,
+        /// Units that left.
+        quantity: Quantity,
+    },
+    /// Held units were released by a cancellation.
+    StockReleased {
+        /// The cancelled order.
+        order: OrderId,
+        /// Units released.
+        quantity: Quantity,
+    },
+    /// Held units were released because the hold ran out of time.
+    HoldExpired {
+        /// The order whose hold expired.
+        order: OrderId,
+        /// Units released.
+        quantity: Quantity,
+    },
+}
+
+/// Why an inventory command was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InventoryRejection {
+    /// The SKU has never been received, so it cannot be held or adjusted.
+    #[error("unknown SKU: it has never been received")]
+    UnknownSku,
+    /// Fewer units are available than requested.
+    #[error("insufficient stock: requested {requested}, available {available}")]
+    InsufficientStock {
+        /// Units requested.
+        requested: u64,
+        /// Units available.
+        available: u64,
+    },
+    /// An adjustment was zero or larger than [`MAX_QUANTITY`] either way.
+    #[error("adjustment must be non-zero and at most {MAX_QUANTITY} either way, got {delta}")]
+    InvalidAdjustment {
+        /// The rejected change.
+        delta: i64,
+    },
+    /// A negative adjustment would leave fewer units on hand than are reserved.
+    #[error("adjustment {delta} would leave on hand {on_hand} below reserved {reserved}")]
+    AdjustmentBelowReserved {
+        /// The rejected change.
+        delta: i64,
+        /// Units on hand now.
+        on_hand: u64,
+        /// Units reserved now.
+        reserved: u64,
+    },
+    /// A receipt or adjustment would take on hand above [`MAX_ON_HAND`].
+    #[error("on hand would exceed the limit of {MAX_ON_HAND}")]
+    StockLimitExceeded,
+    /// The order already holds this SKU.
+    #[error("order {order} already holds this SKU")]
+    HoldExists {
+        /// The order.
+        order: OrderId,
+    },
+    /// The order holds nothing of this SKU.
+    #[error("order {order} holds nothing of this SKU")]
+    UnknownHold {
+        /// The order.
+        order: OrderId,
+    },
+    /// The hold's time has not run out yet.
+    #[error("hold of order {order} expires at {expires_at}, not yet (now {now})")]
+    HoldNotExpired {
+        /// The order.
+        order: OrderId,
+        /// When it may expire.
+        expires_at: Timestamp,
+        /// Admission time of the command.
+        now: Timestamp,
+    },
+}
+
+impl InventoryRejection {
+    /// Stable snake_case code, part of the API.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            InventoryRejection::UnknownSku => "unknown_sku",
+            InventoryRejection::InsufficientStock { .. } => "insufficient_stock",
+            InventoryRejection::InvalidAdjustment { .. } => "invalid_adjustment",
+            InventoryRejection::AdjustmentBelowReserved { .. } => "adjustment_below_reserved",
+            InventoryRejection::StockLimitExceeded => "stock_limit_exceeded",
+            InventoryRejection::HoldExists { .. } => "hold_exists",
+            InventoryRejection::UnknownHold { .. } => "unknown_hold",
+            InventoryRejection::HoldNotExpired { .. } => "hold_not_expired",
+        }
+    }
+}
+
+impl Decider for Inventory {
+    type State = InventoryState;
+    type Command = InventoryCommand;
+    type Event = InventoryEvent;
+    type Rejection = InventoryRejection;
+
+    fn decide(
+        state: &InventoryState,
+        command: &InventoryCommand,
+        ctx: &Context,
+    ) -> Result<Vec<InventoryEvent>, InventoryRejection> {
+        use InventoryCommand as C;
+        use InventoryEvent as E;
+        use InventoryRejection as R;
+        let event = match command {
+            C::Receive { quantity } => {
+                if state.on_hand + quantity.get() > MAX_ON_HAND {
+                    return Err(R::StockLimitExceeded);
+                }
+                E::StockReceived {
+                    quantity: *quantity,
+                }
+            }
+            C::Adjust { delta } => {
+                let delta = *delta;
+                if delta == 0 || delta.unsigned_abs() > u64::from(MAX_QUANTITY) {
+                    return Err(R::InvalidAdjustment { delta });
+                }
+                if !state.known {
+                    return Err(R::UnknownSku);
+                }
+                match state.on_hand.checked_add_signed(delta) {
+                    Some(after) if after > MAX_ON_HAND => return Err(R::StockLimitExceeded),
+                    Some(after) if after >= state.reserved => {}
+                    _ => {
+                        return Err(R::AdjustmentBelowReserved {
+                            delta,
+                            on_hand: state.on_hand,
+                            reserved: state.reserved,
+                        });
+                    }
+                }
+                E::StockAdjusted { delta }
+            }
+            C::Hold {
+                order,
+                quantity,
+                expires_at,
+            } => {
+                if !state.known {
+                    return Err(R::UnknownSku);
+                }
+                if state.holds.contains_key(order) {
+                    return Err(R::HoldExists {
+                        order: order.clone(),
+                    });
+                }
+                if quantity.get() > state.available() {
+                    return Err(R::InsufficientStock {
+                        requested: quantity.get(),
+                        available: state.available(),
+                    });
+                }
+                E::StockHeld {
+                    order: order.clone(),
+                    quantity: *quantity,
+                    expires_at: *expires_at,
+                }
+            }
+            C::Commit { order } => {
+                let hold = open_hold(state, order)?;
+                E::StockCommitted {
+                    order: order.clone(),
+                    quantity: hold.quantity,
+                }
+            }
+            C::Release { order } => {
+                let hold = open_hold(state, order)?;
+                E::StockReleased {
+                    order: order.clone(),
+                    quantity: hold.quantity,
+                }
+            }
+            C::Expire { order } => {
+                let hold = open_hold(state, order)?;
+                if ctx.now < hold.expires_at {
+                    return Err(R::HoldNotExpired {
+                        order: order.clone(),
+                        expires_at: hold.expires_at,
+                        now: ctx.now,
+                    });
+                }
+                E::HoldExpired {
+                    order: order.clone(),
+                    quantity: hold.quantity,
+                }
+            }
+        };
+        Ok(vec![event])
+    }
+
+    fn evolve(state: &mut InventoryState, event: &InventoryEvent) {
+        use InventoryEvent as E;
+        match event {
+            E::StockReceived { quantity } => {
+                state.known = true;
+                state.on_hand += quantity.get();
+            }
+            E::StockAdjusted { delta } => {
+                state.on_hand = state
+                    .on_hand
+                    .checked_add_signed(*delta)
+                    .expect("an adjustment never takes on hand below zero");
+            }
+            E::StockHeld {
+                order,
+                quantity,
+                expires_at,
+            } => {
+                let hold = Hold {
+                    quantity: *quantity,
+                    expires_at: *expires_at,
+                };
+                let previous = state.holds.insert(order.clone(), hold);
+                assert!(previous.is_none(), "an order holds a SKU at most once");
+                state.reserved += quantity.get();
+            }
+            E::StockCommitted { order, quantity } => {
+                remove_hold(state, order, *quantity);
+                state.on_hand -= quantity.get();
+            }
+            E::StockReleased { order, quantity } | E::HoldExpired { order, quantity } => {
+                remove_hold(state, order, *quantity);
+            }
+        }
+        assert!(
+            state.reserved <= state.on_hand,
+            "reserved never exceeds on hand"
+        );
+    }
+}
+
+fn open_hold(state: &InventoryState, order: &OrderId) -> Result<Hold, InventoryRejection> {
+    state
+        .hold(order)
+        .ok_or_else(|| InventoryRejection::UnknownHold {
+            order: order.clone(),
+        })
+}
+
+fn remove_hold(state: &mut InventoryState, order: &OrderId, quantity: Quantity) {
+    let hold = state
+        .holds
+        .remove(order)
+        .expect("a hold is closed only while open");
+    assert_eq!(
+        hold.quantity, quantity,
+        "a hold closes with the quantity it was opened with"
+    );
+    state.reserved -= quantity.get();
+}

@@ -1,0 +1,378 @@
+//! All aggregates of one tenant as one decider: the commands callers send, and the atomic
+//! decisions that span aggregates.
+//!
+//! Placing an order holds stock on every line, shipping commits those holds, cancelling
+//! releases them and expiring lets them run out, each in one decision whose events are
+//! committed together: all lines move or none do, so stock is never oversold and never leaks.
+//! Callers cannot reach an inventory hold directly, which keeps orders and holds in step.
+
+use std::collections::HashMap;
+
+use super::decider::{Context, Decider};
+use super::inventory::{
+    Inventory, InventoryCommand, InventoryEvent, InventoryRejection, InventoryState,
+};
+use super::order::{Order, OrderCommand, OrderEvent, OrderRejection, OrderState, Shortage};
+use super::payment::{Payment, PaymentCommand, PaymentEvent, PaymentRejection, PaymentState};
+use super::types::{OrderId, PaymentId, Quantity, Sku, Timestamp};
+
+/// The decider over all aggregates of one tenant.
+#[derive(Debug)]
+pub enum Tenant {}
+
+/// A command on one tenant's aggregates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Goods of `sku` arrived.
+    ReceiveStock {
+        /// The SKU.
+        sku: Sku,
+        /// Units received.
+        quantity: Quantity,
+    },
+    /// A stock count corrected `sku` by `delta` units.
+    AdjustStock {
+        /// The SKU.
+        sku: Sku,
+        /// Signed change of on hand.
+        delta: i64,
+    },
+    /// A command on one order, with its effect on the stock of every line.
+    Order {
+        /// The order.
+        order: OrderId,
+        /// What to do.
+        command: OrderCommand,
+    },
+    /// A command on one payment.
+    Payment {
+        /// The payment.
+        payment: PaymentId,
+        /// What to do.
+        command: PaymentCommand,
+    },
+}
+
+/// An event of one of the tenant's aggregates, named by the aggregate's id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// An event of the inventory of `sku`.
+    Inventory {
+        /// The SKU.
+        sku: Sku,
+        /// What happened.
+        event: InventoryEvent,
+    },
+    /// An event of `order`.
+    Order {
+        /// The order.
+        order: OrderId,
+        /// What happened.
+        event: OrderEvent,
+    },
+    /// An event of `payment`.
+    Payment {
+        /// The payment.
+        payment: PaymentId,
+        /// What happened.
+        event: PaymentEvent,
+    },
+}
+
+/// Why a command was refused: the family's rejection and the aggregate it was about.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// An inventory command was refused.
+    #[error("SKU {sku}: {rejection}")]
+    Inventory {
+        /// The SKU.
+        sku: Sku,
+        /// Why.
+        rejection: InventoryRejection,
+    },
+    /// An order command was refused.
+    #[error("order {order}: {rejection}")]
+    Order {
+        /// The order.
+        order: OrderId,
+        /// Why.
+        rejection: OrderRejection,
+    },
+    /// A payment command was refused.
+    #[error("payment {payment}: {rejection}")]
+    Payment {
+        /// The payment.
+        payment: PaymentId,
+        /// Why.
+        rejection: PaymentRejection,
+    },
+}
+
+impl Rejection {
+    /// Stable snake_case code, part of the API.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::Inventory { rejection, .. } => rejection.code(),
+            Rejection::Order { rejection, .. } => rejection.code(),
+            Rejection::Payment { rejection, .. } => rejection.code(),
+        }
+    }
+}
+
+/// Every aggregate of one tenant, in memory. Aggregates never seen are absent, which reads the
+/// same as their default state.
+#[derive(Clone, Debug, Default)]
+pub struct TenantState {
+    inventory: HashMap<Sku, InventoryState>,
+    orders: HashMap<OrderId, OrderState>,
+    payments: HashMap<PaymentId, PaymentState>,
+}
+
+impl TenantState {
+    /// The inventory of `sku`, if it was ever touched.
+    #[must_use]
+    pub fn inventory(&self, sku: &Sku) -> Option<&InventoryState> {
+        self.inventory.get(sku)
+    }
+
+    /// Every SKU's inventory.
+    pub fn inventories(&self) -> impl Iterator<Item = (&Sku, &InventoryState)> {
+        self.inventory.iter()
+    }
+
+    /// The order `order`, if it was placed.
+    #[must_use]
+    pub fn order(&self, order: &OrderId) -> Option<&OrderState> {
+        self.orders.get(order)
+    }
+
+    /// Every order.
+    pub fn orders(&self) -> impl Iterator<Item = (&OrderId, &OrderState)> {
+        self.orders.iter()
+    }
+
+    /// The payment `payment`, if it was started.
+    #[must_use]
+    pub fn payment(&self, payment: &PaymentId) -> Option<&PaymentState> {
+        self.payments.get(payment)
+    }
+
+    /// Every payment.
+    pub fn payments(&self) -> impl Iterator<Item = (&PaymentId, &PaymentState)> {
+        self.payments.iter()
+    }
+}
+
+impl Decider for Tenant {
+    type State = TenantState;
+    type Command = Command;
+    type Event = Event;
+    type Rejection = Rejection;
+
+    fn decide(
+        state: &TenantState,
+        command: &Command,
+        ctx: &Context,
+    ) -> Result<Vec<Event>, Rejection> {
+        match command {
+            Command::ReceiveStock { sku, quantity } => decide_stock(
+                state,
+                sku,
+                &InventoryCommand::Receive {
+                    quantity: *quantity,
+                },
+                ctx,
+            ),
+            Command::AdjustStock { sku, delta } => {
+                decide_stock(state, sku, &InventoryCommand::Adjust { delta: *delta }, ctx)
+            }
+            Command::Order { order, command } => {
+                decide_order(state, order, command, ctx).map_err(|rejection| Rejection::Order {
+                    order: order.clone(),
+                    rejection,
+                })
+            }
+            Command::Payment { payment, command } => decide_payment(state, payment, command, ctx)
+                .map_err(|rejection| Rejection::Payment {
+                    payment: payment.clone(),
+                    rejection,
+                }),
+        }
+    }
+
+    fn evolve(state: &mut TenantState, event: &Event) {
+        match event {
+            Event::Inventory { sku, event } => {
+                Inventory::evolve(state.inventory.entry(sku.clone()).or_default(), event);
+            }
+            Event::Order { order, event } => {
+                Order::evolve(state.orders.entry(order.clone()).or_default(), event);
+            }
+            Event::Payment { payment, event } => {
+                Payment::evolve(state.payments.entry(payment.clone()).or_default(), event);
+            }
+        }
+    }
+}
+
+fn decide_stock(
+    state: &TenantState,
+    sku: &Sku,
+    command: &InventoryCommand,
+    ctx: &Context,
+) -> Result<Vec<Event>, Rejection> {
+    let stock = state.inventory.get(sku).cloned().unwrap_or_default();
+    let events =
+        Inventory::decide(&stock, command, ctx).map_err(|rejection| Rejection::Inventory {
+            sku: sku.clone(),
+            rejection,
+        })?;
+    Ok(events
+        .into_iter()
+        .map(|event| Event::Inventory {
+            sku: sku.clone(),
+            event,
+        })
+        .collect())
+}
+
+fn decide_order(
+    state: &TenantState,
+    id: &OrderId,
+    command: &OrderCommand,
+    ctx: &Context,
+) -> Result<Vec<Event>, OrderRejection> {
+    let absent = OrderState::default();
+    let order = state.orders.get(id).unwrap_or(&absent);
+    let order_events = Order::decide(order, command, ctx)?;
+    let (lines, effect) = match (&order_events[..], command) {
+        (
+            [
+                OrderEvent::OrderPlaced {
+                    lines,
+                    hold_expires_at,
+                    ..
+                },
+            ],
+            _,
+        ) => (lines.as_slice(), StockEffect::Hold(*hold_expires_at)),
+        (_, OrderCommand::Ship) => (order.lines(), StockEffect::Commit),
+        (_, OrderCommand::Cancel { .. }) => (order.lines(), StockEffect::Release),
+        (_, OrderCommand::Expire) => (order.lines(), StockEffect::Expire),
+        _ => {
+            let events = order_events.into_iter();
+            return Ok(events
+                .map(|event| Event::Order {
+                    order: id.clone(),
+                    event,
+                })
+                .collect());
+        }
+    };
+    let mut stock_events = Vec::with_capacity(lines.len());
+    let mut unknown = Vec::new();
+    let mut shortages = Vec::new();
+    for line in lines {
+        let stock = match state.inventory.get(&line.sku) {
+            Some(stock) if stock.is_known() => stock,
+            _ => {
+                unknown.push(line.sku.clone());
+                continue;
+            }
+        };
+        match Inventory::decide(stock, &effect.command(id, line.quantity), ctx) {
+            Ok(events) => stock_events.extend(events.into_iter().map(|event| Event::Inventory {
+                sku: line.sku.clone(),
+                event,
+            })),
+            Err(InventoryRejection::InsufficientStock {
+                requested,
+                available,
+            }) => {
+                shortages.push(Shortage {
+                    sku: line.sku.clone(),
+                    requested,
+                    available,
+                });
+            }
+            Err(other) => panic!(
+                "order {id} and the holds of {} are out of step: {other}",
+                line.sku
+            ),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(OrderRejection::UnknownSku { skus: unknown });
+    }
+    if !shortages.is_empty() {
+        return Err(OrderRejection::InsufficientStock { shortages });
+    }
+    let order_events = order_events.into_iter().map(|event| Event::Order {
+        order: id.clone(),
+        event,
+    });
+    Ok(order_events.chain(stock_events).collect())
+}
+
+/// What an order command does to the stock of each of its lines.
+#[derive(Clone, Copy)]
+enum StockEffect {
+    /// A new order holds each line until the given time.
+    Hold(Timestamp),
+    /// Shipping takes the held units out of stock.
+    Commit,
+    /// Cancelling gives the held units back.
+    Release,
+    /// The hold ran out of time.
+    Expire,
+}
+
+impl StockEffect {
+    fn command(self, order: &OrderId, quantity: Quantity) -> InventoryCommand {
+        let order = order.clone();
+        match self {
+            StockEffect::Hold(expires_at) => InventoryCommand::Hold {
+                order,
+                quantity,
+                expires_at,
+            },
+            StockEffect::Commit => InventoryCommand::Commit { order },
+            StockEffect::Release => InventoryCommand::Release { order },
+            StockEffect::Expire => InventoryCommand::Expire { order },
+        }
+    }
+}
+
+fn decide_payment(
+    state: &TenantState,
+    id: &PaymentId,
+    command: &PaymentCommand,
+    ctx: &Context,
+) -> Result<Vec<Event>, PaymentRejection> {
+    if let PaymentCommand::Authorize { order, amount, .. }
+    | PaymentCommand::Decline { order, amount, .. } = command
+    {
+        let Some(total) = state.orders.get(order).and_then(OrderState::total) else {
+            return Err(PaymentRejection::UnknownOrder {
+                order: order.clone(),
+            });
+        };
+        if amount.currency != total.currency {
+            return Err(PaymentRejection::CurrencyMismatch {
+                expected: total.currency,
+                got: amount.currency,
+            });
+        }
+    }
+    let absent = PaymentState::default();
+    let payment = state.payments.get(id).unwrap_or(&absent);
+    let events = Payment::decide(payment, command, ctx)?;
+    Ok(events
+        .into_iter()
+        .map(|event| Event::Payment {
+            payment: id.clone(),
+            event,
+        })
+        .collect())
+}

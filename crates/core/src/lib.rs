@@ -1,0 +1,9 @@
+//! orderly-core: the pure domain (deciders for inventory, orders and payments) and, around it,
+//! the engine, projections and process managers.
+//!
+//! **Architecture Invariant:** [`domain`] does no IO, reads no clock, draws no randomness and is
+//! not async; time enters only through [`domain::Context`].
+
+pub mod domain;
+
+pub use orderly_store::{Position, StreamVersion};
