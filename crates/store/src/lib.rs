@@ -1,8 +1,29 @@
-//! orderly-store: a generic, durable, append-only log of records.
+//! orderly-store: a generic, durable, append-only log of records in segment files.
 //!
-//! **Architecture Invariant:** this crate knows nothing of orders, tenants or HTTP; payloads are
-//! opaque bytes.
+//! Appenders hand batches to one writer thread ([`Log::append`], [`Log::append_with`]), which
+//! commits whatever is queued with one `write` and one `fdatasync` (group commit) and only then
+//! answers. Positions are assigned at commit, gapless and in order. Every record carries a
+//! CRC32C and the blake3 hash of the record before it, so any change to the log is detected.
+//! `docs/design/event-log.md` documents the format and why commit and recovery are safe.
+//!
+//! **Architecture Invariant:** this crate knows nothing of orders, tenants or HTTP; stream ids,
+//! event types and payloads are opaque.
 
+mod error;
+pub mod faults;
+mod index;
+pub mod limits;
+mod log;
 mod position;
+mod record;
+mod recovery;
+mod segment;
+mod storage;
+mod writer;
 
+pub use error::{AppendError, Corruption, OpenError, Problem, ReadError};
+pub use log::{Appended, Log, LogConfig, Reader, Subscription};
 pub use position::{Position, StreamVersion};
+pub use record::{ChainHash, Expected, NewRecord, Record};
+pub use recovery::{Recovery, TornTail};
+pub use storage::{DirStorage, Storage, StorageFile};

@@ -1,0 +1,198 @@
+//! Fault injection for tests: a [`Storage`] that fails the Nth write or fsync, cuts a write
+//! short, or flips a bit of what it writes. Not for production use.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+
+use crate::storage::{DirStorage, Storage, StorageFile};
+
+/// Which fault to inject next; shared by the storage and the test that arms it.
+#[derive(Debug, Default)]
+pub struct Faults {
+    state: Mutex<FaultState>,
+    released: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct FaultState {
+    writes: u64,
+    syncs: u64,
+    fail_write: Option<u64>,
+    fail_sync: Option<u64>,
+    cut_write: Option<(u64, usize)>,
+    flip_write: Option<(u64, usize)>,
+    syncs_held: bool,
+}
+
+impl Faults {
+    /// Shared fault settings, none armed.
+    #[must_use]
+    pub fn new() -> Arc<Faults> {
+        Arc::new(Faults::default())
+    }
+
+    /// The write after `n` more successful ones fails with an IO error, writing nothing.
+    pub fn fail_write_after(&self, n: u64) {
+        let mut s = self.lock();
+        s.fail_write = Some(s.writes + n);
+    }
+
+    /// The fsync after `n` more successful ones fails with an IO error.
+    pub fn fail_sync_after(&self, n: u64) {
+        let mut s = self.lock();
+        s.fail_sync = Some(s.syncs + n);
+    }
+
+    /// The write after `n` more writes stores only its first `keep` bytes, then fails.
+    pub fn cut_write_after(&self, n: u64, keep: usize) {
+        let mut s = self.lock();
+        s.cut_write = Some((s.writes + n, keep));
+    }
+
+    /// The write after `n` more writes stores its bytes with bit `bit` flipped, and succeeds.
+    pub fn flip_bit_after(&self, n: u64, bit: usize) {
+        let mut s = self.lock();
+        s.flip_write = Some((s.writes + n, bit));
+    }
+
+    /// While held, every fsync waits (so the writer's queue fills up); released by
+    /// [`Faults::release_syncs`].
+    pub fn hold_syncs(&self) {
+        self.lock().syncs_held = true;
+    }
+
+    /// Lets waiting and later fsyncs go on.
+    pub fn release_syncs(&self) {
+        self.lock().syncs_held = false;
+        self.released.notify_all();
+    }
+
+    /// Writes attempted so far.
+    #[must_use]
+    pub fn writes(&self) -> u64 {
+        self.lock().writes
+    }
+
+    /// Fsyncs attempted so far.
+    #[must_use]
+    pub fn syncs(&self) -> u64 {
+        self.lock().syncs
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FaultState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A [`DirStorage`] whose files obey a [`Faults`].
+#[derive(Debug)]
+pub struct FaultyStorage {
+    inner: DirStorage,
+    faults: Arc<Faults>,
+}
+
+impl FaultyStorage {
+    /// Storage in `dir` with faults armed through `faults`.
+    #[must_use]
+    pub fn new(dir: &std::path::Path, faults: Arc<Faults>) -> FaultyStorage {
+        FaultyStorage {
+            inner: DirStorage::new(dir),
+            faults,
+        }
+    }
+}
+
+impl Storage for FaultyStorage {
+    fn list(&self) -> io::Result<Vec<String>> {
+        self.inner.list()
+    }
+
+    fn create(&self, name: &str, len: u64) -> io::Result<Arc<dyn StorageFile>> {
+        let file = self.inner.create(name, len)?;
+        Ok(Arc::new(FaultyFile {
+            inner: file,
+            faults: self.faults.clone(),
+        }))
+    }
+
+    fn open(&self, name: &str, writable: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let file = self.inner.open(name, writable)?;
+        Ok(Arc::new(FaultyFile {
+            inner: file,
+            faults: self.faults.clone(),
+        }))
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        self.inner.remove(name)
+    }
+
+    fn path_of(&self, name: &str) -> PathBuf {
+        self.inner.path_of(name)
+    }
+}
+
+#[derive(Debug)]
+struct FaultyFile {
+    inner: Arc<dyn StorageFile>,
+    faults: Arc<Faults>,
+}
+
+impl StorageFile for FaultyFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let (nth, fail, cut, flip) = {
+            let mut s = self.faults.lock();
+            s.writes += 1;
+            (s.writes - 1, s.fail_write, s.cut_write, s.flip_write)
+        };
+        if fail == Some(nth) {
+            return Err(io::Error::other("injected write failure"));
+        }
+        if let Some((at, keep)) = cut
+            && at == nth
+        {
+            self.inner.write_at(&buf[..keep.min(buf.len())], offset)?;
+            return Err(io::Error::other("injected short write"));
+        }
+        if let Some((at, bit)) = flip
+            && at == nth
+        {
+            let mut flipped = buf.to_vec();
+            flipped[(bit / 8) % buf.len()] ^= 1 << (bit % 8);
+            return self.inner.write_at(&flipped, offset);
+        }
+        self.inner.write_at(buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        let mut s = self.faults.lock();
+        while s.syncs_held {
+            s = self
+                .faults
+                .released
+                .wait(s)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        s.syncs += 1;
+        if s.fail_sync == Some(s.syncs - 1) {
+            return Err(io::Error::other("injected fsync failure"));
+        }
+        drop(s);
+        self.inner.sync_data()
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        self.inner.size()
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+}

@@ -1,0 +1,83 @@
+//! The in-memory index, rebuilt on open: where each segment starts, a sparse map from position
+//! to byte offset within segments, and the positions of every stream.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use crate::storage::StorageFile;
+
+/// One position in every this many gets an entry in the sparse position index.
+pub(crate) const SPARSE_EVERY: u64 = 256;
+
+/// An open segment.
+#[derive(Debug)]
+pub(crate) struct SegmentMeta {
+    pub name: String,
+    /// Position of the segment's first record.
+    pub first: u64,
+    pub file: Arc<dyn StorageFile>,
+    /// Byte offset just past the last committed record; readers never read beyond it.
+    pub committed_end: AtomicU64,
+}
+
+/// Segments and streams. Positions at or past the log's head may be listed (the writer adds
+/// them before its fsync returns); readers filter them out by the head.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    pub segments: Vec<Arc<SegmentMeta>>,
+    /// Per segment, `(position, byte offset)` of every [`SPARSE_EVERY`]th position.
+    sparse: Vec<Vec<(u64, u64)>>,
+    streams: HashMap<Box<[u8]>, Vec<u64>>,
+}
+
+impl Index {
+    pub(crate) fn add_segment(&mut self, segment: Arc<SegmentMeta>) {
+        self.segments.push(segment);
+        self.sparse.push(Vec::new());
+    }
+
+    /// Records that the record at `position` of `stream` lies at `offset` of the last segment.
+    pub(crate) fn add_record(&mut self, stream: &[u8], position: u64, offset: u64) {
+        match self.streams.get_mut(stream) {
+            Some(positions) => positions.push(position),
+            None => {
+                self.streams.insert(stream.into(), vec![position]);
+            }
+        }
+        let last_segment = self.sparse.last_mut().expect("records live in a segment");
+        if position.is_multiple_of(SPARSE_EVERY) || last_segment.is_empty() {
+            last_segment.push((position, offset));
+        }
+    }
+
+    /// The number of records of `stream`, committed or not.
+    pub(crate) fn stream_len(&self, stream: &[u8]) -> u64 {
+        self.streams.get(stream).map_or(0, |p| p.len() as u64)
+    }
+
+    /// Positions of `stream`, committed or not, in order.
+    pub(crate) fn stream_positions(&self, stream: &[u8]) -> &[u64] {
+        self.streams.get(stream).map_or(&[], Vec::as_slice)
+    }
+
+    /// Number of streams.
+    pub(crate) fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// The segment holding `position` and a byte offset in it at or before that record.
+    pub(crate) fn locate(&self, position: u64) -> Option<(Arc<SegmentMeta>, u64)> {
+        let i = self
+            .segments
+            .partition_point(|s| s.first <= position)
+            .checked_sub(1)?;
+        let sparse = &self.sparse[i];
+        let j = sparse.partition_point(|&(p, _)| p <= position);
+        let offset = match j.checked_sub(1) {
+            Some(j) => sparse[j].1,
+            None => crate::limits::SEGMENT_HEADER_LEN as u64,
+        };
+        Some((self.segments[i].clone(), offset))
+    }
+}

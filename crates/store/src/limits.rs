@@ -1,0 +1,34 @@
+//! Every limit of the log in one place, with compile-time checks of how they relate.
+
+/// Longest stream id, in bytes.
+pub const MAX_STREAM_ID_LEN: usize = 255;
+
+/// Largest payload of one record, in bytes.
+pub const MAX_PAYLOAD_LEN: usize = 1 << 20;
+
+/// Bytes of the largest possible record.
+pub const MAX_RECORD_LEN: usize = crate::record::HEADER_LEN + MAX_STREAM_ID_LEN + MAX_PAYLOAD_LEN;
+
+/// Most records one batch may hold.
+pub const MAX_BATCH_RECORDS: usize = 1 << 16;
+
+/// Default size of a segment file, preallocated when the segment is created.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 256 << 20;
+
+/// Smallest segment size accepted (tests use small segments to exercise rollover).
+pub const MIN_SEGMENT_SIZE: u64 = 64 << 10;
+
+/// Default number of batches that may wait for the writer; beyond it appends are refused with
+/// `AppendError::QueueFull` rather than buffered without bound.
+pub const DEFAULT_QUEUE_DEPTH: usize = 4096;
+
+/// Bytes the writer gathers into one `write` + `fdatasync` at most. Larger groups amortize the
+/// fsync further but delay the first waiter; 8 MiB is ~25 ms of this machine's disk bandwidth.
+pub const MAX_GROUP_BYTES: usize = 8 << 20;
+
+/// Bytes of the segment header at the start of every segment file.
+pub const SEGMENT_HEADER_LEN: usize = 64;
+
+const _: () = assert!(MIN_SEGMENT_SIZE <= DEFAULT_SEGMENT_SIZE);
+const _: () = assert!(MAX_STREAM_ID_LEN <= u16::MAX as usize);
+const _: () = assert!(MAX_PAYLOAD_LEN <= u32::MAX as usize);

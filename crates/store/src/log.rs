@@ -1,0 +1,467 @@
+//! The log handle: open (with recovery), append through the writer, read, subscribe.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, TrySendError};
+
+use crate::error::{AppendError, Corruption, OpenError, Problem, ReadError};
+use crate::index::{Index, SegmentMeta};
+use crate::limits::{
+    DEFAULT_QUEUE_DEPTH, DEFAULT_SEGMENT_SIZE, MIN_SEGMENT_SIZE, SEGMENT_HEADER_LEN,
+};
+use crate::position::{Position, StreamVersion};
+use crate::record::{NewRecord, Record};
+use crate::recovery::{self, Recovery};
+use crate::segment::{self, Window};
+use crate::storage::{DirLock, DirStorage, Storage};
+use crate::writer::{Request, Writer};
+
+/// How the log is set up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Bytes preallocated for each segment file.
+    pub segment_size: u64,
+    /// Batches that may wait for the writer before appends are refused.
+    pub queue_depth: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            queue_depth: DEFAULT_QUEUE_DEPTH,
+        }
+    }
+}
+
+/// Where an appended batch landed: positions `first..next`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// Position of the batch's first record.
+    pub first: Position,
+    /// Position after the batch's last record.
+    pub next: Position,
+}
+
+/// State shared by the writer, readers and handles.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub storage: Arc<dyn Storage>,
+    index: RwLock<Index>,
+    /// Number of committed records: every position below it is durable.
+    head: AtomicU64,
+    commits: Mutex<()>,
+    committed: Condvar,
+    failure: Mutex<Option<String>>,
+}
+
+impl Shared {
+    pub(crate) fn index(&self) -> RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn index_mut(&self) -> RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn head(&self) -> u64 {
+        self.head.load(Ordering::Acquire)
+    }
+
+    /// Makes every position below `head` visible to readers and wakes subscribers.
+    pub(crate) fn publish(&self, head: u64) {
+        self.head.store(head, Ordering::Release);
+        let _guard = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
+        self.committed.notify_all();
+    }
+
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_failure(&self, cause: String) {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(cause);
+        let _guard = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
+        self.committed.notify_all();
+    }
+
+    fn wait_beyond(&self, position: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let head = self.head();
+            let now = Instant::now();
+            if head > position || now >= deadline || self.failure().is_some() {
+                return head;
+            }
+            guard = self
+                .committed
+                .wait_timeout(guard, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+/// A durable append-only log of records in segment files, with one writer thread.
+///
+/// Cloning the handle is cheap; the writer stops when the last handle is dropped, after
+/// answering every queued batch.
+#[derive(Clone, Debug)]
+pub struct Log {
+    shared: Arc<Shared>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    requests: Option<Sender<Request>>,
+    writer: Option<JoinHandle<()>>,
+    _lock: Option<DirLock>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        drop(self.requests.take());
+        if let Some(writer) = self.writer.take() {
+            // A panic in the writer is a bug already reported on stderr; nothing more to do.
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir` for writing: takes the folder's lock, verifies the
+    /// log, cuts a torn tail, and starts the writer.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<(Log, Recovery), OpenError> {
+        let io_err = |source| OpenError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io_err)?;
+        let lock = DirLock::acquire(dir).map_err(|e| match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => OpenError::Locked {
+                dir: dir.to_path_buf(),
+            },
+            _ => io_err(e),
+        })?;
+        Log::open_with(Arc::new(DirStorage::new(dir)), config, Some(lock))
+    }
+
+    /// Opens the log on any [`Storage`] (tests use [`crate::faults::FaultyStorage`]). The
+    /// caller is responsible for there being one writer per log.
+    pub fn open_on(
+        storage: Arc<dyn Storage>,
+        config: LogConfig,
+    ) -> Result<(Log, Recovery), OpenError> {
+        Log::open_with(storage, config, None)
+    }
+
+    fn open_with(
+        storage: Arc<dyn Storage>,
+        config: LogConfig,
+        lock: Option<DirLock>,
+    ) -> Result<(Log, Recovery), OpenError> {
+        if config.segment_size < MIN_SEGMENT_SIZE || config.queue_depth == 0 {
+            return Err(OpenError::InvalidConfig(format!(
+                "segment_size must be at least {MIN_SEGMENT_SIZE} and queue_depth at least 1, \
+                 got {config:?}"
+            )));
+        }
+        let recovered = recovery::recover(&*storage, true)?;
+        let mut index = recovered.index;
+        let segment = match index.segments.last() {
+            Some(last) => last.clone(),
+            None => {
+                let name = segment::name(recovered.next_position);
+                let io_err = |source| OpenError::Io {
+                    path: storage.path_of(&name),
+                    source,
+                };
+                let file = storage.create(&name, config.segment_size).map_err(io_err)?;
+                file.write_at(&segment::encode_header(recovered.next_position), 0)
+                    .and_then(|()| file.sync_data())
+                    .map_err(io_err)?;
+                let meta = Arc::new(SegmentMeta {
+                    name,
+                    first: recovered.next_position,
+                    file,
+                    committed_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
+                });
+                index.add_segment(meta.clone());
+                meta
+            }
+        };
+        let capacity = segment.file.size().map_err(|source| OpenError::Io {
+            path: storage.path_of(&segment.name),
+            source,
+        })?;
+        let offset = segment.committed_end.load(Ordering::Acquire);
+        let shared = Arc::new(Shared {
+            storage,
+            index: RwLock::new(index),
+            head: AtomicU64::new(recovered.next_position),
+            commits: Mutex::new(()),
+            committed: Condvar::new(),
+            failure: Mutex::new(None),
+        });
+        let (sender, receiver) = crossbeam_channel::bounded(config.queue_depth);
+        let writer = Writer {
+            shared: shared.clone(),
+            requests: receiver,
+            segment,
+            capacity,
+            segment_size: config.segment_size,
+            offset,
+            next_position: recovered.next_position,
+            last_hash: recovered.last_hash,
+            buf: Vec::with_capacity(crate::limits::MAX_GROUP_BYTES),
+            waiting: Vec::new(),
+        };
+        let writer = std::thread::Builder::new()
+            .name("orderly-log-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|source| OpenError::Io {
+                path: ".".into(),
+                source,
+            })?;
+        let inner = Inner {
+            requests: Some(sender),
+            writer: Some(writer),
+            _lock: lock,
+        };
+        Ok((
+            Log {
+                shared,
+                inner: Arc::new(inner),
+            },
+            recovered.report,
+        ))
+    }
+
+    /// Queues `records` as one batch and calls `done` once it is durable (or refused). The
+    /// batch is atomic: after a crash it is either all there or not at all. Returns
+    /// [`AppendError::QueueFull`] at once when the writer is too far behind.
+    pub fn append_with(
+        &self,
+        records: Vec<NewRecord>,
+        done: impl FnOnce(Result<Appended, AppendError>) + Send + 'static,
+    ) -> Result<(), AppendError> {
+        if let Some(cause) = self.shared.failure() {
+            return Err(AppendError::Stopped { cause });
+        }
+        let sender = self.inner.requests.as_ref().ok_or(AppendError::Closed)?;
+        sender
+            .try_send(Request {
+                records,
+                done: Box::new(done),
+            })
+            .map_err(|e| match e {
+                TrySendError::Full(_) => AppendError::QueueFull,
+                TrySendError::Disconnected(_) => AppendError::Closed,
+            })
+    }
+
+    /// Appends `records` as one batch and returns once it is durable (fdatasync returned).
+    pub fn append(&self, records: Vec<NewRecord>) -> Result<Appended, AppendError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.append_with(records, move |outcome| {
+            // The receiver waits below, so this send cannot fail.
+            let _ = tx.send(outcome);
+        })?;
+        rx.recv().unwrap_or(Err(AppendError::Closed))
+    }
+
+    /// The number of committed records; the next record will get this position.
+    #[must_use]
+    pub fn head(&self) -> Position {
+        Position(self.shared.head())
+    }
+
+    /// The committed version of `stream`: how many committed records it has.
+    #[must_use]
+    pub fn stream_version(&self, stream: &[u8]) -> StreamVersion {
+        let head = self.shared.head();
+        let index = self.shared.index();
+        let positions = index.stream_positions(stream);
+        StreamVersion(positions.partition_point(|&p| p < head) as u64)
+    }
+
+    /// Number of distinct streams (committed or being committed).
+    #[must_use]
+    pub fn stream_count(&self) -> usize {
+        self.shared.index().stream_count()
+    }
+
+    /// The storage error that stopped the log, if one did.
+    #[must_use]
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure()
+    }
+
+    /// Reads committed records from `from` up to the head as it is now.
+    #[must_use]
+    pub fn read_from(&self, from: Position) -> Reader {
+        Reader::new(self.shared.clone(), from.0, self.shared.head())
+    }
+
+    /// Reads every committed record of `stream`, in order.
+    pub fn read_stream(&self, stream: &[u8]) -> Result<Vec<Record>, ReadError> {
+        let head = self.shared.head();
+        let positions: Vec<u64> = {
+            let index = self.shared.index();
+            let all = index.stream_positions(stream);
+            all[..all.partition_point(|&p| p < head)].to_vec()
+        };
+        let mut records = Vec::with_capacity(positions.len());
+        for p in positions {
+            let mut reader = Reader::new(self.shared.clone(), p, p + 1);
+            match reader.next() {
+                Some(record) => records.push(record?),
+                None => unreachable!("a committed position below the head is readable"),
+            }
+        }
+        Ok(records)
+    }
+
+    /// Blocks until the head moves past `position` or `timeout` passes; returns the head.
+    pub fn wait_beyond(&self, position: Position, timeout: Duration) -> Position {
+        Position(self.shared.wait_beyond(position.0, timeout))
+    }
+
+    /// Follows the log from `from`: yields committed records and waits for new ones.
+    #[must_use]
+    pub fn subscribe(&self, from: Position) -> Subscription {
+        Subscription {
+            shared: self.shared.clone(),
+            reader: Reader::new(self.shared.clone(), from.0, from.0),
+        }
+    }
+}
+
+/// An iterator over committed records in position order.
+#[derive(Debug)]
+pub struct Reader {
+    shared: Arc<Shared>,
+    next: u64,
+    until: u64,
+    segment: Option<Arc<SegmentMeta>>,
+    offset: u64,
+    window: Window,
+}
+
+impl Reader {
+    fn new(shared: Arc<Shared>, next: u64, until: u64) -> Reader {
+        Reader {
+            shared,
+            next,
+            until,
+            segment: None,
+            offset: 0,
+            window: Window::default(),
+        }
+    }
+
+    /// The position of the next record this reader yields.
+    #[must_use]
+    pub fn position(&self) -> Position {
+        Position(self.next)
+    }
+
+    fn read_next(&mut self) -> Result<Record, ReadError> {
+        loop {
+            let segment = match &self.segment {
+                Some(s) if self.offset < s.committed_end.load(Ordering::Acquire) => s.clone(),
+                _ => {
+                    let (segment, offset) = self
+                        .shared
+                        .index()
+                        .locate(self.next)
+                        .expect("a committed position has a segment");
+                    self.offset = offset;
+                    // The window caches bytes of one file; a new segment starts afresh.
+                    self.window = Window::default();
+                    self.segment = Some(segment.clone());
+                    segment
+                }
+            };
+            let end = segment.committed_end.load(Ordering::Acquire);
+            let corrupt = |offset, problem| Corruption {
+                segment: self.shared.storage.path_of(&segment.name),
+                offset,
+                position: Some(self.next),
+                problem,
+            };
+            let view = match self.window.record_at(&*segment.file, self.offset, end)? {
+                Ok(view) => view,
+                Err(damage) => {
+                    let problem = match damage {
+                        crate::record::Damage::BadChecksum => Problem::BadChecksum,
+                        _ => Problem::BadHeader,
+                    };
+                    return Err(corrupt(self.offset, problem).into());
+                }
+            };
+            let (position, len) = (view.position, view.bytes.len() as u64);
+            if position > self.next {
+                return Err(corrupt(self.offset, Problem::PositionGap { found: position }).into());
+            }
+            let record = (position == self.next).then(|| view.to_record());
+            self.offset += len;
+            if let Some(record) = record {
+                self.next += 1;
+                return Ok(record);
+            }
+        }
+    }
+}
+
+impl Iterator for Reader {
+    type Item = Result<Record, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.until {
+            return None;
+        }
+        let result = self.read_next();
+        if result.is_err() {
+            // Stop after an error rather than yield records past a hole.
+            self.until = self.next;
+        }
+        Some(result)
+    }
+}
+
+/// Follows the log: yields committed records, waiting for commits when caught up.
+#[derive(Debug)]
+pub struct Subscription {
+    shared: Arc<Shared>,
+    reader: Reader,
+}
+
+impl Subscription {
+    /// The next committed record, waiting up to `timeout` for one; `None` on timeout.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<Record, ReadError>> {
+        if self.reader.next >= self.reader.until {
+            let head = self.shared.wait_beyond(self.reader.next, timeout);
+            self.reader.until = head;
+        }
+        self.reader.next()
+    }
+
+    /// The position of the next record this subscription yields.
+    #[must_use]
+    pub fn position(&self) -> Position {
+        self.reader.position()
+    }
+}

@@ -1,0 +1,223 @@
+//! The record format: a hand-encoded little-endian header, the stream id and the opaque
+//! payload. `docs/design/event-log.md` has the byte diagram; this file is its only encoder and
+//! decoder.
+//!
+//! ```text
+//! offset size field
+//!      0    4 crc32c of bytes [4, record end): everything after this field
+//!      4    4 payload length
+//!      8    1 format version (1); 0 marks unused space after the last record
+//!      9    1 flags (bit 0: last record of its batch)
+//!     10    2 stream id length (1..=MAX_STREAM_ID_LEN)
+//!     12    2 event type
+//!     14    2 schema version
+//!     16    8 global position
+//!     24    8 stream version
+//!     32    8 timestamp (milliseconds since the Unix epoch)
+//!     40   32 blake3 hash of the previous record's bytes (zeros before the first record)
+//!     72    . stream id, then payload
+//! ```
+
+use crate::limits::{MAX_PAYLOAD_LEN, MAX_STREAM_ID_LEN};
+use crate::position::{Position, StreamVersion};
+
+/// Bytes of the fixed header before the stream id.
+pub(crate) const HEADER_LEN: usize = 72;
+/// The only record format version written so far.
+pub(crate) const FORMAT_VERSION: u8 = 1;
+/// Flag bit: this record ends its batch; a batch is durable only with its last record.
+pub(crate) const FLAG_BATCH_END: u8 = 1;
+
+/// The blake3 hash that chains one record to the next.
+pub type ChainHash = [u8; 32];
+
+/// A record to append. The log assigns its position and stream version at commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRecord {
+    /// The stream (aggregate) the record belongs to: 1 to [`MAX_STREAM_ID_LEN`] bytes.
+    pub stream: Vec<u8>,
+    /// Optimistic concurrency: what the stream's version must be when this record is written.
+    pub expected: Expected,
+    /// The caller's event type code; opaque to the log.
+    pub event_type: u16,
+    /// The schema version of the payload; opaque to the log.
+    pub schema_version: u16,
+    /// Milliseconds since the Unix epoch, stamped by the caller.
+    pub timestamp: u64,
+    /// The event, opaque bytes of at most [`MAX_PAYLOAD_LEN`].
+    pub payload: Vec<u8>,
+}
+
+/// What a stream's version must be for a record to be appended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expected {
+    /// No check.
+    Any,
+    /// The stream must be at exactly this version (0: the stream must not exist yet).
+    Exactly(StreamVersion),
+}
+
+/// A committed record, as read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Its place in the whole log.
+    pub position: Position,
+    /// Its stream.
+    pub stream: Vec<u8>,
+    /// Its version within the stream (0 for the stream's first record).
+    pub stream_version: StreamVersion,
+    /// The caller's event type code.
+    pub event_type: u16,
+    /// The schema version of the payload.
+    pub schema_version: u16,
+    /// Milliseconds since the Unix epoch, as stamped by the appender.
+    pub timestamp: u64,
+    /// The payload bytes.
+    pub payload: Vec<u8>,
+}
+
+/// A decoded record borrowing its bytes from a read buffer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RecordView<'a> {
+    pub position: u64,
+    pub stream_version: u64,
+    pub event_type: u16,
+    pub schema_version: u16,
+    pub timestamp: u64,
+    pub flags: u8,
+    pub prev_hash: &'a [u8; 32],
+    pub stream: &'a [u8],
+    pub payload: &'a [u8],
+    /// The whole record, header included.
+    pub bytes: &'a [u8],
+}
+
+impl RecordView<'_> {
+    pub(crate) fn ends_batch(&self) -> bool {
+        self.flags & FLAG_BATCH_END != 0
+    }
+
+    pub(crate) fn to_record(self) -> Record {
+        Record {
+            position: Position(self.position),
+            stream: self.stream.to_vec(),
+            stream_version: StreamVersion(self.stream_version),
+            event_type: self.event_type,
+            schema_version: self.schema_version,
+            timestamp: self.timestamp,
+            payload: self.payload.to_vec(),
+        }
+    }
+
+    /// The hash the next record must carry as its previous hash.
+    pub(crate) fn hash(&self) -> ChainHash {
+        chain_hash(self.bytes)
+    }
+}
+
+/// Bytes `record` takes on disk.
+pub(crate) fn encoded_len(stream_len: usize, payload_len: usize) -> usize {
+    HEADER_LEN + stream_len + payload_len
+}
+
+/// What is wrong with the bytes at a record's place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Damage {
+    /// The bytes are zero: nothing was ever written here.
+    Unused,
+    /// The header's version, lengths or flags are impossible, or the record runs past the end.
+    BadHeader,
+    /// The checksum does not match the bytes.
+    BadChecksum,
+}
+
+/// The header fields the writer knows for one record.
+pub(crate) struct Header<'a> {
+    pub position: u64,
+    pub stream_version: u64,
+    pub batch_end: bool,
+    pub prev_hash: &'a ChainHash,
+}
+
+/// Appends the encoding of `record` to `out` and returns its chain hash.
+pub(crate) fn encode(record: &NewRecord, header: &Header<'_>, out: &mut Vec<u8>) -> ChainHash {
+    let start = out.len();
+    let payload_len = u32::try_from(record.payload.len()).expect("payload length is checked");
+    let stream_len = u16::try_from(record.stream.len()).expect("stream length is checked");
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&payload_len.to_le_bytes());
+    out.push(FORMAT_VERSION);
+    out.push(if header.batch_end { FLAG_BATCH_END } else { 0 });
+    out.extend_from_slice(&stream_len.to_le_bytes());
+    out.extend_from_slice(&record.event_type.to_le_bytes());
+    out.extend_from_slice(&record.schema_version.to_le_bytes());
+    out.extend_from_slice(&header.position.to_le_bytes());
+    out.extend_from_slice(&header.stream_version.to_le_bytes());
+    out.extend_from_slice(&record.timestamp.to_le_bytes());
+    out.extend_from_slice(header.prev_hash);
+    debug_assert_eq!(out.len() - start, HEADER_LEN);
+    out.extend_from_slice(&record.stream);
+    out.extend_from_slice(&record.payload);
+    let crc = crc32c::crc32c(&out[start + 4..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    chain_hash(&out[start..])
+}
+
+/// The chain hash of one record's bytes.
+pub(crate) fn chain_hash(bytes: &[u8]) -> ChainHash {
+    *blake3::hash(bytes).as_bytes()
+}
+
+/// Decodes the record at the start of `buf`, checking its header and checksum (not its place
+/// in the chain, which the caller knows). `Err(Damage::Unused)` means `buf` starts with zeros.
+pub(crate) fn decode(buf: &[u8]) -> Result<RecordView<'_>, Damage> {
+    if buf.len() < HEADER_LEN {
+        return Err(if buf.iter().all(|&b| b == 0) {
+            Damage::Unused
+        } else {
+            Damage::BadHeader
+        });
+    }
+    let u16_at = |at: usize| u16::from_le_bytes([buf[at], buf[at + 1]]);
+    let u32_at = |at: usize| u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
+    let version = buf[8];
+    if version == 0 {
+        return Err(if buf[..HEADER_LEN].iter().all(|&b| b == 0) {
+            Damage::Unused
+        } else {
+            Damage::BadHeader
+        });
+    }
+    let payload_len = u32_at(4) as usize;
+    let stream_len = usize::from(u16_at(10));
+    let flags = buf[9];
+    if version != FORMAT_VERSION
+        || flags & !FLAG_BATCH_END != 0
+        || stream_len == 0
+        || stream_len > MAX_STREAM_ID_LEN
+        || payload_len > MAX_PAYLOAD_LEN
+    {
+        return Err(Damage::BadHeader);
+    }
+    let len = encoded_len(stream_len, payload_len);
+    if buf.len() < len {
+        return Err(Damage::BadHeader);
+    }
+    let bytes = &buf[..len];
+    if crc32c::crc32c(&bytes[4..]) != u32_at(0) {
+        return Err(Damage::BadChecksum);
+    }
+    Ok(RecordView {
+        position: u64_at(16),
+        stream_version: u64_at(24),
+        event_type: u16_at(12),
+        schema_version: u16_at(14),
+        timestamp: u64_at(32),
+        flags,
+        prev_hash: bytes[40..72].try_into().expect("32 bytes"),
+        stream: &bytes[HEADER_LEN..HEADER_LEN + stream_len],
+        payload: &bytes[HEADER_LEN + stream_len..],
+        bytes,
+    })
+}

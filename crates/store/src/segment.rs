@@ -1,0 +1,203 @@
+//! Segment files: naming, the segment header, and reading records out of a segment.
+//!
+//! ```text
+//! offset size field (segment header, 64 bytes)
+//!      0    8 magic "ORDLYSEG"
+//!      8    2 segment format version (1)
+//!     10    6 reserved, zero
+//!     16    8 global position of the segment's first record
+//!     24   36 reserved, zero
+//!     60    4 crc32c of bytes [0, 60)
+//! ```
+//! Records follow back to back from byte 64. A segment is preallocated; the bytes after its
+//! last record are zero until written. A closed segment is cut to the end of its last record.
+
+use std::io;
+use std::ops::ControlFlow;
+
+use crate::limits::SEGMENT_HEADER_LEN;
+use crate::record::{self, Damage, HEADER_LEN, RecordView};
+use crate::storage::StorageFile;
+
+const MAGIC: &[u8; 8] = b"ORDLYSEG";
+const SEGMENT_FORMAT_VERSION: u16 = 1;
+/// Bytes read from a segment at a time.
+const READ_CHUNK: usize = 1 << 20;
+
+/// The file name of the segment whose first record is at `first_position`.
+pub(crate) fn name(first_position: u64) -> String {
+    format!("{first_position:020}.seg")
+}
+
+/// The first position encoded in a segment file name, or `None` for other files.
+pub(crate) fn parse_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".seg")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The segment header for a segment starting at `first_position`.
+pub(crate) fn encode_header(first_position: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    let mut h = [0u8; SEGMENT_HEADER_LEN];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..10].copy_from_slice(&SEGMENT_FORMAT_VERSION.to_le_bytes());
+    h[16..24].copy_from_slice(&first_position.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..60]);
+    h[60..].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// What a segment header says, or why it cannot be trusted.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum HeaderCheck {
+    /// A valid header for a segment starting at this position.
+    Valid(u64),
+    /// All zeros: the file was created but its header never written.
+    Unwritten,
+    /// Anything else.
+    Damaged,
+}
+
+pub(crate) fn check_header(file: &dyn StorageFile) -> io::Result<HeaderCheck> {
+    let mut h = [0u8; SEGMENT_HEADER_LEN];
+    let n = file.read_at(&mut h, 0)?;
+    if h[..n].iter().all(|&b| b == 0) {
+        return Ok(HeaderCheck::Unwritten);
+    }
+    let crc = u32::from_le_bytes(h[60..].try_into().expect("4 bytes"));
+    if n < SEGMENT_HEADER_LEN
+        || &h[..8] != MAGIC
+        || u16::from_le_bytes([h[8], h[9]]) != SEGMENT_FORMAT_VERSION
+        || crc32c::crc32c(&h[..60]) != crc
+    {
+        return Ok(HeaderCheck::Damaged);
+    }
+    Ok(HeaderCheck::Valid(u64::from_le_bytes(
+        h[16..24].try_into().expect("8 bytes"),
+    )))
+}
+
+/// A read buffer over part of a segment file, refilled as records are consumed.
+#[derive(Debug, Default)]
+pub(crate) struct Window {
+    data: Vec<u8>,
+    /// File offset of `data[0]`.
+    start: u64,
+}
+
+impl Window {
+    /// Makes the window hold `[offset, offset + need)`, reading ahead up to a chunk, never past
+    /// `end`. Returns the bytes from `offset` on.
+    fn fill(
+        &mut self,
+        file: &dyn StorageFile,
+        offset: u64,
+        need: usize,
+        end: u64,
+    ) -> io::Result<&[u8]> {
+        let window_end = self.start + self.data.len() as u64;
+        let inside = offset >= self.start && offset <= window_end;
+        if !(inside && (offset + need as u64 <= window_end || window_end >= end)) {
+            let want = need.max(READ_CHUNK) as u64;
+            let len = usize::try_from(want.min(end.saturating_sub(offset))).expect("fits usize");
+            self.data.resize(len, 0);
+            let n = file.read_at(&mut self.data, offset)?;
+            self.data.truncate(n);
+            self.start = offset;
+        }
+        let from = usize::try_from(offset - self.start).expect("offset within window");
+        Ok(&self.data[from..])
+    }
+
+    /// Decodes the record at `offset`, reading no byte at or past `end`.
+    pub(crate) fn record_at(
+        &mut self,
+        file: &dyn StorageFile,
+        offset: u64,
+        end: u64,
+    ) -> io::Result<Result<RecordView<'_>, Damage>> {
+        let head = self.fill(file, offset, HEADER_LEN, end)?;
+        let need = record_len_hint(head).unwrap_or(HEADER_LEN);
+        let bytes = self.fill(file, offset, need, end)?;
+        Ok(record::decode(bytes))
+    }
+}
+
+/// The length the header at the start of `buf` claims, if it can be read at all.
+pub(crate) fn record_len_hint(buf: &[u8]) -> Option<usize> {
+    if buf.len() < HEADER_LEN {
+        return None;
+    }
+    let payload = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes")) as usize;
+    let stream = usize::from(u16::from_le_bytes([buf[10], buf[11]]));
+    (payload <= crate::limits::MAX_PAYLOAD_LEN && stream <= crate::limits::MAX_STREAM_ID_LEN)
+        .then(|| record::encoded_len(stream, payload))
+}
+
+/// Why a scan stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ScanEnd {
+    /// Reached `end`.
+    End,
+    /// Zeros: no record was written here.
+    Unused,
+    /// The bytes here are not a valid record.
+    Damaged(Damage),
+    /// The visitor asked to stop.
+    Stopped,
+}
+
+/// Visits the records of `file` from `offset` until `end`, zeros, damage or the visitor says
+/// stop. Returns the offset it stopped at and why.
+pub(crate) fn scan(
+    file: &dyn StorageFile,
+    mut offset: u64,
+    end: u64,
+    mut visit: impl FnMut(u64, &RecordView<'_>) -> ControlFlow<()>,
+) -> io::Result<(u64, ScanEnd)> {
+    let mut window = Window::default();
+    loop {
+        if offset >= end {
+            return Ok((offset, ScanEnd::End));
+        }
+        let view = match window.record_at(file, offset, end)? {
+            Ok(view) => view,
+            Err(Damage::Unused) => return Ok((offset, ScanEnd::Unused)),
+            Err(damage) => return Ok((offset, ScanEnd::Damaged(damage))),
+        };
+        if visit(offset, &view).is_break() {
+            return Ok((offset, ScanEnd::Stopped));
+        }
+        offset += view.bytes.len() as u64;
+    }
+}
+
+/// Whether a valid record (header and checksum) starts at any byte offset in `[from, end)`.
+pub(crate) fn has_record_within(file: &dyn StorageFile, from: u64, end: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; usize::try_from(end.saturating_sub(from)).expect("fits usize")];
+    let n = file.read_at(&mut buf, from)?;
+    let buf = &buf[..n];
+    Ok((0..n).any(|at| {
+        buf.get(at + 8) == Some(&record::FORMAT_VERSION) && record::decode(&buf[at..]).is_ok()
+    }))
+}
+
+/// Whether every byte of `file` in `[from, end)` is zero.
+pub(crate) fn is_zero(file: &dyn StorageFile, from: u64, end: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut offset = from;
+    while offset < end {
+        let len = usize::try_from((end - offset).min(READ_CHUNK as u64)).expect("chunk");
+        let n = file.read_at(&mut buf[..len], offset)?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        offset += n as u64;
+    }
+    Ok(true)
+}

@@ -1,0 +1,172 @@
+//! The storage seam: the few file operations the log needs, behind a trait so that tests can
+//! fail the Nth write or fsync, cut a write short, or flip bits (see [`crate::faults`]).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A folder of named files.
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// Names of the files in the folder.
+    fn list(&self) -> io::Result<Vec<String>>;
+    /// Creates `name` with `len` bytes reserved on disk and zero-filled, made durable together
+    /// with its directory entry.
+    fn create(&self, name: &str, len: u64) -> io::Result<Arc<dyn StorageFile>>;
+    /// Opens an existing file, for writing too when `writable`.
+    fn open(&self, name: &str, writable: bool) -> io::Result<Arc<dyn StorageFile>>;
+    /// Removes `name` and makes the removal durable.
+    fn remove(&self, name: &str) -> io::Result<()>;
+    /// Where the files are, for messages.
+    fn path_of(&self, name: &str) -> PathBuf;
+}
+
+/// One open file.
+pub trait StorageFile: Send + Sync + std::fmt::Debug {
+    /// Reads up to `buf.len()` bytes at `offset`; fewer only at the end of the file.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Writes all of `buf` at `offset`.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes every write so far durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+    /// The file's size in bytes.
+    fn size(&self) -> io::Result<u64>;
+    /// Cuts or extends the file to `len` bytes (durable after the next `sync_data`).
+    fn set_len(&self, len: u64) -> io::Result<()>;
+}
+
+/// Files in a directory of the local file system.
+#[derive(Debug, Clone)]
+pub struct DirStorage {
+    dir: PathBuf,
+}
+
+impl DirStorage {
+    /// Storage in `dir`, which must exist.
+    #[must_use]
+    pub fn new(dir: &Path) -> DirStorage {
+        DirStorage {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        File::open(&self.dir)?.sync_all()
+    }
+}
+
+impl Storage for DirStorage {
+    fn list(&self) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            if let Ok(name) = entry?.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn create(&self, name: &str, len: u64) -> io::Result<Arc<dyn StorageFile>> {
+        let path = self.dir.join(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        preallocate(&file, len)?;
+        file.sync_all()?;
+        self.sync_dir()?;
+        Ok(Arc::new(DiskFile { file }))
+    }
+
+    fn open(&self, name: &str, writable: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(self.dir.join(name))?;
+        Ok(Arc::new(DiskFile { file }))
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        std::fs::remove_file(self.dir.join(name))?;
+        self.sync_dir()
+    }
+
+    fn path_of(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// Reserves `len` bytes for `file` with `fallocate`, so appends never run out of space
+/// midway and the file reads as zeros past the last record. (Writing the zeros instead would
+/// make each later `fdatasync` cheaper but cost a second pass over the disk's bandwidth.)
+fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::other("segment too large"))?;
+    // SAFETY: fallocate is called on a file descriptor that `file` owns and keeps open.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+struct DiskFile {
+    file: File,
+}
+
+impl StorageFile for DiskFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+}
+
+/// An exclusive advisory lock on a data folder, held while a writable log is open so that two
+/// processes never append to the same log. Released when dropped (or when the process dies).
+#[derive(Debug)]
+pub(crate) struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    pub(crate) fn acquire(dir: &Path) -> io::Result<DirLock> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK"))?;
+        // SAFETY: flock is called on a file descriptor that `file` owns and keeps open.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(DirLock { _file: file })
+    }
+}

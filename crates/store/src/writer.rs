@@ -1,0 +1,227 @@
+//! The writer thread: group commit.
+//!
+//! Appenders queue batches. The writer takes whatever is queued (up to [`MAX_GROUP_BYTES`]),
+//! checks expected versions, assigns positions, encodes everything into one buffer, and makes
+//! it durable with one `write` and one `fdatasync`. Only then does it publish the new head to
+//! readers and answer every waiter. A failed write or fsync stops the log for good
+//! (fail-stop): the outcome of an fsync that failed is unknowable, so it is never retried.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_channel::Receiver;
+
+use crate::error::AppendError;
+use crate::index::SegmentMeta;
+use crate::limits::SEGMENT_HEADER_LEN;
+use crate::limits::{MAX_BATCH_RECORDS, MAX_GROUP_BYTES, MAX_PAYLOAD_LEN, MAX_STREAM_ID_LEN};
+use crate::log::{Appended, Shared};
+use crate::position::{Position, StreamVersion};
+use crate::record::{self, ChainHash, Expected, Header, NewRecord};
+use crate::segment;
+
+/// Called once with the outcome of a batch: after it is durable, or when it is refused.
+pub(crate) type Completion = Box<dyn FnOnce(Result<Appended, AppendError>) + Send>;
+
+/// A batch waiting for the writer.
+pub(crate) struct Request {
+    pub records: Vec<NewRecord>,
+    pub done: Completion,
+}
+
+pub(crate) struct Writer {
+    pub shared: Arc<Shared>,
+    pub requests: Receiver<Request>,
+    pub segment: Arc<SegmentMeta>,
+    /// Bytes the current segment file can hold.
+    pub capacity: u64,
+    /// Size of new segments.
+    pub segment_size: u64,
+    /// Byte offset in the current segment where the next group is written.
+    pub offset: u64,
+    pub next_position: u64,
+    pub last_hash: ChainHash,
+    pub buf: Vec<u8>,
+    pub waiting: Vec<(Completion, Appended)>,
+}
+
+impl Writer {
+    pub(crate) fn run(mut self) {
+        while let Ok(first) = self.requests.recv() {
+            self.take(first);
+            while self.buf.len() < MAX_GROUP_BYTES {
+                match self.requests.try_recv() {
+                    Ok(request) => self.take(request),
+                    Err(_) => break,
+                }
+            }
+            self.flush();
+        }
+    }
+
+    /// Checks one batch and, if it may be written, encodes it into the group buffer.
+    fn take(&mut self, Request { records, done }: Request) {
+        if let Some(cause) = self.shared.failure() {
+            return done(Err(AppendError::Stopped { cause }));
+        }
+        let size = match check_batch(&records, self.segment_size) {
+            Ok(size) => size,
+            Err(e) => return done(Err(e)),
+        };
+        if let Err(e) = self.check_versions(&records) {
+            return done(Err(e));
+        }
+        if self.offset + (self.buf.len() + size) as u64 > self.capacity {
+            self.flush();
+            if let Err(cause) = self.roll() {
+                self.fail(cause);
+            }
+            if let Some(cause) = self.shared.failure() {
+                return done(Err(AppendError::Stopped { cause }));
+            }
+        }
+        let first = self.next_position;
+        let mut index = self.shared.index_mut();
+        let last = records.len() - 1;
+        for (i, rec) in records.iter().enumerate() {
+            let offset = self.offset + self.buf.len() as u64;
+            let header = Header {
+                position: self.next_position,
+                stream_version: index.stream_len(&rec.stream),
+                batch_end: i == last,
+                prev_hash: &self.last_hash,
+            };
+            self.last_hash = record::encode(rec, &header, &mut self.buf);
+            index.add_record(&rec.stream, self.next_position, offset);
+            self.next_position += 1;
+        }
+        drop(index);
+        let appended = Appended {
+            first: Position(first),
+            next: Position(self.next_position),
+        };
+        self.waiting.push((done, appended));
+    }
+
+    /// Refuses the batch if any record's expected version does not hold, counting earlier
+    /// records of the same batch.
+    fn check_versions(&self, records: &[NewRecord]) -> Result<(), AppendError> {
+        let index = self.shared.index();
+        let mut in_batch: HashMap<&[u8], u64> = HashMap::new();
+        for rec in records {
+            let actual = *in_batch
+                .entry(&rec.stream)
+                .or_insert_with(|| index.stream_len(&rec.stream));
+            if let Expected::Exactly(expected) = rec.expected
+                && expected.0 != actual
+            {
+                return Err(AppendError::Conflict {
+                    stream: rec.stream.clone(),
+                    expected,
+                    actual: StreamVersion(actual),
+                });
+            }
+            in_batch.insert(&rec.stream, actual + 1);
+        }
+        Ok(())
+    }
+
+    /// Writes and syncs the group, then publishes it and answers its waiters.
+    fn flush(&mut self) {
+        if !self.buf.is_empty() && self.shared.failure().is_none() {
+            let written = self
+                .segment
+                .file
+                .write_at(&self.buf, self.offset)
+                .and_then(|()| self.segment.file.sync_data());
+            match written {
+                Ok(()) => {
+                    self.offset += self.buf.len() as u64;
+                    self.segment
+                        .committed_end
+                        .store(self.offset, Ordering::Release);
+                    self.shared.publish(self.next_position);
+                }
+                Err(e) => self.fail(format!("{e} (segment {})", self.segment.name)),
+            }
+        }
+        self.buf.clear();
+        let failure = self.shared.failure();
+        for (done, appended) in self.waiting.drain(..) {
+            match &failure {
+                None => done(Ok(appended)),
+                Some(cause) => done(Err(AppendError::Stopped {
+                    cause: cause.clone(),
+                })),
+            }
+        }
+    }
+
+    /// Closes the current segment at its last record and starts the next one.
+    fn roll(&mut self) -> Result<(), String> {
+        let old = &self.segment;
+        old.file
+            .set_len(self.offset)
+            .and_then(|()| old.file.sync_data())
+            .map_err(|e| format!("cannot close segment {}: {e}", old.name))?;
+        let name = segment::name(self.next_position);
+        let file = self
+            .shared
+            .storage
+            .create(&name, self.segment_size)
+            .and_then(|file| {
+                file.write_at(&segment::encode_header(self.next_position), 0)?;
+                file.sync_data()?;
+                Ok(file)
+            })
+            .map_err(|e| format!("cannot create segment {name}: {e}"))?;
+        let meta = Arc::new(SegmentMeta {
+            name,
+            first: self.next_position,
+            file,
+            committed_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
+        });
+        self.shared.index_mut().add_segment(meta.clone());
+        self.segment = meta;
+        self.capacity = self.segment_size;
+        self.offset = SEGMENT_HEADER_LEN as u64;
+        Ok(())
+    }
+
+    fn fail(&self, cause: String) {
+        self.shared.set_failure(cause);
+    }
+}
+
+/// Checks a batch against the limits and returns its encoded size.
+fn check_batch(records: &[NewRecord], segment_size: u64) -> Result<usize, AppendError> {
+    if records.is_empty() || records.len() > MAX_BATCH_RECORDS {
+        return Err(AppendError::Invalid(format!(
+            "a batch holds 1 to {MAX_BATCH_RECORDS} records, got {}",
+            records.len()
+        )));
+    }
+    let mut size = 0;
+    for rec in records {
+        if rec.stream.is_empty() || rec.stream.len() > MAX_STREAM_ID_LEN {
+            return Err(AppendError::Invalid(format!(
+                "a stream id is 1 to {MAX_STREAM_ID_LEN} bytes, got {}",
+                rec.stream.len()
+            )));
+        }
+        if rec.payload.len() > MAX_PAYLOAD_LEN {
+            return Err(AppendError::Invalid(format!(
+                "a payload is at most {MAX_PAYLOAD_LEN} bytes, got {}",
+                rec.payload.len()
+            )));
+        }
+        size += record::encoded_len(rec.stream.len(), rec.payload.len());
+    }
+    if (size + SEGMENT_HEADER_LEN) as u64 > segment_size {
+        return Err(AppendError::Invalid(format!(
+            "a batch of {size} bytes does not fit in a segment of {segment_size} bytes"
+        )));
+    }
+    Ok(size)
+}

@@ -1,0 +1,11 @@
+//! The log's test suite: one binary, one module per concern.
+
+mod log {
+    pub mod common;
+    mod corruption;
+    mod faults;
+    mod kill;
+    mod properties;
+    mod round_trip;
+    mod torn_tail;
+}

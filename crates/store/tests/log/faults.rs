@@ -1,0 +1,123 @@
+//! A failed write or fsync stops the log (fail-stop): that batch and every later one get an
+//! error, and everything acknowledged before survives reopening.
+
+use std::time::Duration;
+
+use orderly_store::{AppendError, LogConfig};
+
+use super::common::{open, open_faulty, payload, read_all, record};
+
+fn assert_fail_stop(arm: impl Fn(&orderly_store::faults::Faults)) {
+    let dir = tempfile::tempdir().unwrap();
+    let acked = {
+        let (log, faults) = open_faulty(dir.path(), LogConfig::default());
+        for i in 0..10 {
+            log.append(vec![record("s", &payload(i))]).unwrap();
+        }
+        let acked = read_all(&log);
+        arm(&faults);
+        let failed = log.append(vec![record("s", &payload(10))]);
+        assert!(
+            matches!(failed, Err(AppendError::Stopped { .. })),
+            "got {failed:?}"
+        );
+        for i in 11..15 {
+            let later = log.append(vec![record("s", &payload(i))]);
+            assert!(
+                matches!(later, Err(AppendError::Stopped { .. })),
+                "every later append errors"
+            );
+        }
+        assert!(log.failure().is_some());
+        assert_eq!(log.head().0, 10, "nothing after the failure became visible");
+        acked
+    };
+    let (log, _) = open(dir.path(), LogConfig::default());
+    let after = read_all(&log);
+    assert!(
+        after.len() >= 10 && after.len() <= 11,
+        "acknowledged records survive"
+    );
+    assert_eq!(after[..10], acked[..]);
+}
+
+#[test]
+fn a_failed_write_stops_the_log() {
+    assert_fail_stop(|f| f.fail_write_after(0));
+}
+
+#[test]
+fn a_failed_fsync_stops_the_log_and_is_never_retried() {
+    assert_fail_stop(|f| f.fail_sync_after(0));
+}
+
+#[test]
+fn concurrent_appenders_lose_nothing_acknowledged_when_an_fsync_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let acked: Vec<u64> = {
+        let (log, faults) = open_faulty(dir.path(), LogConfig::default());
+        faults.fail_sync_after(40);
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut acked = Vec::new();
+                    for i in 0..100u64 {
+                        let id = t * 1_000 + i;
+                        match log.append(vec![record("s", &payload(id))]) {
+                            Ok(_) => acked.push(id),
+                            Err(AppendError::Stopped { .. }) => break,
+                            Err(e) => panic!("unexpected {e}"),
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    };
+    let (log, _) = open(dir.path(), LogConfig::default());
+    let present: std::collections::HashSet<u64> = read_all(&log)
+        .iter()
+        .map(|r| u64::from_le_bytes(r.payload[..8].try_into().unwrap()))
+        .collect();
+    assert!(!acked.is_empty());
+    for id in acked {
+        assert!(present.contains(&id), "acknowledged record {id} survived");
+    }
+}
+
+#[test]
+fn a_full_queue_is_refused_not_buffered() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        queue_depth: 2,
+        ..LogConfig::default()
+    };
+    let (log, faults) = open_faulty(dir.path(), config);
+    faults.hold_syncs();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut refused = 0;
+    for i in 0..50 {
+        let tx = tx.clone();
+        match log.append_with(vec![record("s", &payload(i))], move |r| tx.send(r).unwrap()) {
+            Ok(()) => {}
+            Err(AppendError::QueueFull) => refused += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(refused > 0, "a held writer fills the queue of 2");
+    faults.release_syncs();
+    drop(tx);
+    let answered: Vec<_> = rx.iter().collect();
+    assert_eq!(
+        answered.len(),
+        50 - refused,
+        "every accepted batch is answered"
+    );
+    assert!(answered.iter().all(Result::is_ok));
+}

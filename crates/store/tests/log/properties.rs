@@ -1,0 +1,86 @@
+//! Property: any sequence of batches with right or wrong expected versions reads back exactly
+//! as a simple in-memory model says, before and after reopening.
+
+use std::collections::HashMap;
+
+use orderly_store::{AppendError, Expected, StreamVersion};
+use proptest::prelude::*;
+
+use super::common::{open, read_all, record, small_segments};
+
+#[derive(Clone, Debug)]
+struct Op {
+    stream: u8,
+    expect: Option<u64>,
+    payload: Vec<u8>,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    (
+        0u8..4,
+        prop::option::of(0u64..6),
+        prop::collection::vec(any::<u8>(), 0..300),
+    )
+        .prop_map(|(stream, expect, payload)| Op {
+            stream,
+            expect,
+            payload,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn batches_read_back_as_the_model_says(batches in prop::collection::vec(prop::collection::vec(op(), 1..5), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = open(dir.path(), small_segments());
+        let mut model: Vec<(u8, Vec<u8>, u64)> = Vec::new();
+        let mut versions: HashMap<u8, u64> = HashMap::new();
+        for batch in batches {
+            // The model decides the batch first.
+            let mut tentative = versions.clone();
+            let mut conflict = None;
+            for op in &batch {
+                let actual = *tentative.get(&op.stream).unwrap_or(&0);
+                if let Some(e) = op.expect && e != actual && conflict.is_none() {
+                    conflict = Some((op.stream, e, actual));
+                }
+                tentative.insert(op.stream, actual + 1);
+            }
+            let records = batch.iter().map(|op| {
+                let mut r = record(&format!("s{}", op.stream), &op.payload);
+                r.expected = op.expect.map_or(Expected::Any, |e| Expected::Exactly(StreamVersion(e)));
+                r
+            }).collect();
+            match (log.append(records), conflict) {
+                (Ok(_), None) => {
+                    for op in &batch {
+                        let v = versions.entry(op.stream).or_insert(0);
+                        model.push((op.stream, op.payload.clone(), *v));
+                        *v += 1;
+                    }
+                }
+                (Err(AppendError::Conflict { stream, expected, actual }), Some((s, e, a))) => {
+                    prop_assert_eq!(stream, format!("s{s}").into_bytes());
+                    prop_assert_eq!((expected.0, actual.0), (e, a));
+                }
+                (outcome, expected) => prop_assert!(false, "log said {outcome:?}, model {expected:?}"),
+            }
+        }
+        let check = |records: Vec<orderly_store::Record>| -> Result<(), TestCaseError> {
+            prop_assert_eq!(records.len(), model.len());
+            for (i, (r, (s, p, v))) in records.iter().zip(&model).enumerate() {
+                prop_assert_eq!(r.position.0, i as u64);
+                prop_assert_eq!(&r.stream, &format!("s{s}").into_bytes());
+                prop_assert_eq!(&r.payload, p);
+                prop_assert_eq!(r.stream_version.0, *v);
+            }
+            Ok(())
+        };
+        check(read_all(&log))?;
+        drop(log);
+        let (log, _) = open(dir.path(), small_segments());
+        check(read_all(&log))?;
+    }
+}
