@@ -1,16 +1,18 @@
-//! The writer thread: group commit.
+//! The writer: group commit in two pipelined threads.
 //!
-//! Appenders queue batches. The writer takes whatever is queued (up to [`MAX_GROUP_BYTES`]),
-//! checks expected versions, assigns positions, encodes everything into one buffer, and makes
-//! it durable with one `write` and one `fdatasync`. Only then does it publish the new head to
-//! readers and answer every waiter. A failed write or fsync stops the log for good
-//! (fail-stop): the outcome of an fsync that failed is unknowable, so it is never retried.
+//! Appenders queue batches. The encoder thread takes whatever is queued (up to
+//! [`MAX_GROUP_BYTES`]), checks expected versions, assigns positions and encodes everything
+//! into one buffer: a group. The sync thread makes each group durable with one `write` and one
+//! `fdatasync`; only then does it publish the new head to readers and answer the group's
+//! waiters. While group n is being synced, group n+1 is being encoded. A failed write or fsync
+//! stops the log for good (fail-stop): the outcome of an fsync that failed is unknowable, so it
+//! is never retried, and every later batch is refused.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::AppendError;
 use crate::index::SegmentMeta;
@@ -30,6 +32,7 @@ pub(crate) struct Request {
     pub done: Completion,
 }
 
+/// The encoding half of the writer: decides batches and encodes groups.
 pub(crate) struct Writer {
     pub shared: Arc<Shared>,
     pub requests: Receiver<Request>,
@@ -46,22 +49,59 @@ pub(crate) struct Writer {
     pub waiting: Vec<(Completion, Appended)>,
 }
 
+/// A group on its way to the disk.
+struct Group {
+    buf: Vec<u8>,
+    segment: Arc<SegmentMeta>,
+    offset: u64,
+    /// The head once the group is durable.
+    head: u64,
+    waiting: Vec<(Completion, Appended)>,
+}
+
+/// What the encoder hands the syncer, in order.
+enum Stage {
+    Group(Group),
+    /// Answered once every earlier group is done.
+    Barrier(Sender<()>),
+}
+
+/// The encoder's end of the pipeline to the syncer.
+struct Pipeline {
+    stages: Sender<Stage>,
+    /// Buffers the syncer is done with, reused to avoid reallocating a group buffer each time.
+    spare: Receiver<Vec<u8>>,
+}
+
 impl Writer {
+    /// Runs the writer: this thread decides and encodes group n+1 while a second thread
+    /// writes and syncs group n, so neither the CPU nor the disk waits for the other.
     pub(crate) fn run(mut self) {
+        let (stages, stage_rx) = crossbeam_channel::bounded(1);
+        let (spare_tx, spare) = crossbeam_channel::bounded(2);
+        let shared = self.shared.clone();
+        let syncer = std::thread::Builder::new()
+            .name("orderly-log-sync".into())
+            .spawn(move || sync_groups(&shared, &stage_rx, &spare_tx))
+            .expect("the log's sync thread starts");
+        let pipeline = Pipeline { stages, spare };
         while let Ok(first) = self.requests.recv() {
-            self.take(first);
+            self.take(first, &pipeline);
             while self.buf.len() < MAX_GROUP_BYTES {
                 match self.requests.try_recv() {
-                    Ok(request) => self.take(request),
+                    Ok(request) => self.take(request, &pipeline),
                     Err(_) => break,
                 }
             }
-            self.flush();
+            self.send_group(&pipeline);
         }
+        drop(pipeline);
+        // A panic in the syncer is a bug already reported on stderr.
+        let _ = syncer.join();
     }
 
     /// Checks one batch and, if it may be written, encodes it into the group buffer.
-    fn take(&mut self, Request { records, done }: Request) {
+    fn take(&mut self, Request { records, done }: Request, pipeline: &Pipeline) {
         if let Some(cause) = self.shared.failure() {
             return done(Err(AppendError::Stopped { cause }));
         }
@@ -73,7 +113,11 @@ impl Writer {
             return done(Err(e));
         }
         if self.offset + (self.buf.len() + size) as u64 > self.capacity {
-            self.flush();
+            self.send_group(pipeline);
+            let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+            if pipeline.stages.send(Stage::Barrier(done_tx)).is_ok() {
+                let _ = done_rx.recv();
+            }
             if let Err(cause) = self.roll() {
                 self.fail(cause);
             }
@@ -127,35 +171,22 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes and syncs the group, then publishes it and answers its waiters.
-    fn flush(&mut self) {
-        if !self.buf.is_empty() && self.shared.failure().is_none() {
-            let written = self
-                .segment
-                .file
-                .write_at(&self.buf, self.offset)
-                .and_then(|()| self.segment.file.sync_data());
-            match written {
-                Ok(()) => {
-                    self.offset += self.buf.len() as u64;
-                    self.segment
-                        .committed_end
-                        .store(self.offset, Ordering::Release);
-                    self.shared.publish(self.next_position);
-                }
-                Err(e) => self.fail(format!("{e} (segment {})", self.segment.name)),
-            }
+    /// Hands the encoded group to the syncer and starts a new one.
+    fn send_group(&mut self, pipeline: &Pipeline) {
+        if self.waiting.is_empty() {
+            return;
         }
-        self.buf.clear();
-        let failure = self.shared.failure();
-        for (done, appended) in self.waiting.drain(..) {
-            match &failure {
-                None => done(Ok(appended)),
-                Some(cause) => done(Err(AppendError::Stopped {
-                    cause: cause.clone(),
-                })),
-            }
-        }
+        let spare = pipeline.spare.try_recv().unwrap_or_default();
+        let group = Group {
+            buf: std::mem::replace(&mut self.buf, spare),
+            segment: self.segment.clone(),
+            offset: self.offset,
+            head: self.next_position,
+            waiting: std::mem::take(&mut self.waiting),
+        };
+        self.offset += group.buf.len() as u64;
+        let sent = pipeline.stages.send(Stage::Group(group));
+        assert!(sent.is_ok(), "the syncer runs until the encoder stops");
     }
 
     /// Closes the current segment at its last record and starts the next one.
@@ -191,6 +222,46 @@ impl Writer {
 
     fn fail(&self, cause: String) {
         self.shared.set_failure(cause);
+    }
+}
+
+/// The syncing half of the writer: writes each group with one `write` and one `fdatasync`,
+/// then publishes it and answers its waiters, in order.
+fn sync_groups(shared: &Shared, stages: &Receiver<Stage>, spare: &Sender<Vec<u8>>) {
+    for stage in stages {
+        let mut group = match stage {
+            Stage::Group(group) => group,
+            Stage::Barrier(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
+        if shared.failure().is_none() {
+            let file = &group.segment.file;
+            match file
+                .write_at(&group.buf, group.offset)
+                .and_then(|()| file.sync_data())
+            {
+                Ok(()) => {
+                    let end = group.offset + group.buf.len() as u64;
+                    group.segment.committed_end.store(end, Ordering::Release);
+                    shared.publish(group.head);
+                }
+                Err(e) => shared.set_failure(format!("{e} (segment {})", group.segment.name)),
+            }
+        }
+        let failure = shared.failure();
+        for (done, appended) in group.waiting.drain(..) {
+            match &failure {
+                None => done(Ok(appended)),
+                Some(cause) => done(Err(AppendError::Stopped {
+                    cause: cause.clone(),
+                })),
+            }
+        }
+        group.buf.clear();
+        // The encoder may have enough spares already; then this buffer is simply freed.
+        let _ = spare.try_send(group.buf);
     }
 }
 
