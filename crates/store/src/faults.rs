@@ -81,9 +81,7 @@ impl Faults {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FaultState> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -98,10 +96,7 @@ impl FaultyStorage {
     /// Storage in `dir` with faults armed through `faults`.
     #[must_use]
     pub fn new(dir: &std::path::Path, faults: Arc<Faults>) -> FaultyStorage {
-        FaultyStorage {
-            inner: DirStorage::new(dir),
-            faults,
-        }
+        FaultyStorage { inner: DirStorage::new(dir), faults }
     }
 }
 
@@ -112,18 +107,12 @@ impl Storage for FaultyStorage {
 
     fn create(&self, name: &str, len: u64) -> io::Result<Arc<dyn StorageFile>> {
         let file = self.inner.create(name, len)?;
-        Ok(Arc::new(FaultyFile {
-            inner: file,
-            faults: self.faults.clone(),
-        }))
+        Ok(Arc::new(FaultyFile { inner: file, faults: self.faults.clone() }))
     }
 
     fn open(&self, name: &str, writable: bool) -> io::Result<Arc<dyn StorageFile>> {
         let file = self.inner.open(name, writable)?;
-        Ok(Arc::new(FaultyFile {
-            inner: file,
-            faults: self.faults.clone(),
-        }))
+        Ok(Arc::new(FaultyFile { inner: file, faults: self.faults.clone() }))
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
@@ -174,11 +163,7 @@ impl StorageFile for FaultyFile {
     fn sync_data(&self) -> io::Result<()> {
         let mut s = self.faults.lock();
         while s.syncs_held {
-            s = self
-                .faults
-                .released
-                .wait(s)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            s = self.faults.released.wait(s).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         s.syncs += 1;
         if s.fail_sync == Some(s.syncs - 1) {

@@ -68,10 +68,7 @@ impl Index {
 
     /// The segment holding `position` and a byte offset in it at or before that record.
     pub(crate) fn locate(&self, position: u64) -> Option<(Arc<SegmentMeta>, u64)> {
-        let i = self
-            .segments
-            .partition_point(|s| s.first <= position)
-            .checked_sub(1)?;
+        let i = self.segments.partition_point(|s| s.first <= position).checked_sub(1)?;
         let sparse = &self.sparse[i];
         let j = sparse.partition_point(|&(p, _)| p <= position);
         let offset = match j.checked_sub(1) {

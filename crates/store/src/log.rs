@@ -31,10 +31,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> LogConfig {
-        LogConfig {
-            segment_size: DEFAULT_SEGMENT_SIZE,
-            queue_depth: DEFAULT_QUEUE_DEPTH,
-        }
+        LogConfig { segment_size: DEFAULT_SEGMENT_SIZE, queue_depth: DEFAULT_QUEUE_DEPTH }
     }
 }
 
@@ -80,17 +77,11 @@ impl Shared {
     }
 
     pub(crate) fn failure(&self) -> Option<String> {
-        self.failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.failure.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     pub(crate) fn set_failure(&self, cause: String) {
-        self.failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert(cause);
+        self.failure.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(cause);
         let _guard = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
         self.committed.notify_all();
     }
@@ -144,15 +135,10 @@ impl Log {
     /// Opens (or creates) the log in `dir` for writing: takes the folder's lock, verifies the
     /// log, cuts a torn tail, and starts the writer.
     pub fn open(dir: &Path, config: LogConfig) -> Result<(Log, Recovery), OpenError> {
-        let io_err = |source| OpenError::Io {
-            path: dir.to_path_buf(),
-            source,
-        };
+        let io_err = |source| OpenError::Io { path: dir.to_path_buf(), source };
         std::fs::create_dir_all(dir).map_err(io_err)?;
         let lock = DirLock::acquire(dir).map_err(|e| match e.raw_os_error() {
-            Some(libc::EWOULDBLOCK) => OpenError::Locked {
-                dir: dir.to_path_buf(),
-            },
+            Some(libc::EWOULDBLOCK) => OpenError::Locked { dir: dir.to_path_buf() },
             _ => io_err(e),
         })?;
         Log::open_with(Arc::new(DirStorage::new(dir)), config, Some(lock))
@@ -184,10 +170,7 @@ impl Log {
             Some(last) => last.clone(),
             None => {
                 let name = segment::name(recovered.next_position);
-                let io_err = |source| OpenError::Io {
-                    path: storage.path_of(&name),
-                    source,
-                };
+                let io_err = |source| OpenError::Io { path: storage.path_of(&name), source };
                 let file = storage.create(&name, config.segment_size).map_err(io_err)?;
                 file.write_at(&segment::encode_header(recovered.next_position), 0)
                     .and_then(|()| file.sync_data())
@@ -202,10 +185,10 @@ impl Log {
                 meta
             }
         };
-        let capacity = segment.file.size().map_err(|source| OpenError::Io {
-            path: storage.path_of(&segment.name),
-            source,
-        })?;
+        let capacity = segment
+            .file
+            .size()
+            .map_err(|source| OpenError::Io { path: storage.path_of(&segment.name), source })?;
         let offset = segment.committed_end.load(Ordering::Acquire);
         let shared = Arc::new(Shared {
             storage,
@@ -231,22 +214,9 @@ impl Log {
         let writer = std::thread::Builder::new()
             .name("orderly-log-writer".into())
             .spawn(move || writer.run())
-            .map_err(|source| OpenError::Io {
-                path: ".".into(),
-                source,
-            })?;
-        let inner = Inner {
-            requests: Some(sender),
-            writer: Some(writer),
-            _lock: lock,
-        };
-        Ok((
-            Log {
-                shared,
-                inner: Arc::new(inner),
-            },
-            recovered.report,
-        ))
+            .map_err(|source| OpenError::Io { path: ".".into(), source })?;
+        let inner = Inner { requests: Some(sender), writer: Some(writer), _lock: lock };
+        Ok((Log { shared, inner: Arc::new(inner) }, recovered.report))
     }
 
     /// Queues `records` as one batch and calls `done` once it is durable (or refused). The
@@ -261,15 +231,10 @@ impl Log {
             return Err(AppendError::Stopped { cause });
         }
         let sender = self.inner.requests.as_ref().ok_or(AppendError::Closed)?;
-        sender
-            .try_send(Request {
-                records,
-                done: Box::new(done),
-            })
-            .map_err(|e| match e {
-                TrySendError::Full(_) => AppendError::QueueFull,
-                TrySendError::Disconnected(_) => AppendError::Closed,
-            })
+        sender.try_send(Request { records, done: Box::new(done) }).map_err(|e| match e {
+            TrySendError::Full(_) => AppendError::QueueFull,
+            TrySendError::Disconnected(_) => AppendError::Closed,
+        })
     }
 
     /// Appends `records` as one batch and returns once it is durable (fdatasync returned).
@@ -362,14 +327,7 @@ pub struct Reader {
 
 impl Reader {
     fn new(shared: Arc<Shared>, next: u64, until: u64) -> Reader {
-        Reader {
-            shared,
-            next,
-            until,
-            segment: None,
-            offset: 0,
-            window: Window::default(),
-        }
+        Reader { shared, next, until, segment: None, offset: 0, window: Window::default() }
     }
 
     /// The position of the next record this reader yields.

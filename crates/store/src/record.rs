@@ -172,11 +172,7 @@ pub(crate) fn chain_hash(bytes: &[u8]) -> ChainHash {
 /// in the chain, which the caller knows). `Err(Damage::Unused)` means `buf` starts with zeros.
 pub(crate) fn decode(buf: &[u8]) -> Result<RecordView<'_>, Damage> {
     if buf.len() < HEADER_LEN {
-        return Err(if buf.iter().all(|&b| b == 0) {
-            Damage::Unused
-        } else {
-            Damage::BadHeader
-        });
+        return Err(if buf.iter().all(|&b| b == 0) { Damage::Unused } else { Damage::BadHeader });
     }
     let u16_at = |at: usize| u16::from_le_bytes([buf[at], buf[at + 1]]);
     let u32_at = |at: usize| u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes"));

@@ -88,16 +88,9 @@ pub(crate) fn recover(storage: &dyn Storage, writable: bool) -> Result<Recovered
         let is_last = i + 1 == count;
         let path = storage.path_of(&name);
         let corrupt = |offset: u64, position: Option<u64>, problem: Problem| {
-            OpenError::Corrupt(Corruption {
-                segment: path.clone(),
-                offset,
-                position,
-                problem,
-            })
+            OpenError::Corrupt(Corruption { segment: path.clone(), offset, position, problem })
         };
-        let file = storage
-            .open(&name, writable && is_last)
-            .map_err(io_err(&name))?;
+        let file = storage.open(&name, writable && is_last).map_err(io_err(&name))?;
         match segment::check_header(&*file).map_err(io_err(&name))? {
             HeaderCheck::Valid(p) if p == first && p == next_position => {}
             HeaderCheck::Valid(p) if p == first && p > next_position => {
@@ -129,9 +122,7 @@ pub(crate) fn recover(storage: &dyn Storage, writable: bool) -> Result<Recovered
         let mut failure: Option<(u64, Option<u64>, Problem)> = None;
         let (stop_offset, stop) = segment::scan(&*file, committed_end, len, |offset, view| {
             let problem = if view.position != position {
-                Some(Problem::PositionGap {
-                    found: view.position,
-                })
+                Some(Problem::PositionGap { found: view.position })
             } else if *view.prev_hash != hash {
                 Some(Problem::BrokenChain)
             } else {
@@ -139,21 +130,15 @@ pub(crate) fn recover(storage: &dyn Storage, writable: bool) -> Result<Recovered
                     .get(view.stream)
                     .copied()
                     .unwrap_or_else(|| index.stream_len(view.stream));
-                (view.stream_version != expected).then_some(Problem::StreamVersionGap {
-                    expected,
-                    found: view.stream_version,
-                })
+                (view.stream_version != expected)
+                    .then_some(Problem::StreamVersionGap { expected, found: view.stream_version })
             };
             if let Some(problem) = problem {
                 failure = Some((offset, Some(position), problem));
                 return ControlFlow::Break(());
             }
             pending_versions.insert(view.stream.into(), view.stream_version + 1);
-            pending.push(Pending {
-                stream: view.stream.into(),
-                position,
-                offset,
-            });
+            pending.push(Pending { stream: view.stream.into(), position, offset });
             position += 1;
             hash = view.hash();
             if view.ends_batch() {
@@ -203,41 +188,24 @@ pub(crate) fn recover(storage: &dyn Storage, writable: bool) -> Result<Recovered
         if torn_end > committed_end {
             // A torn write: an incomplete batch and/or a record cut short, then zeros.
             let mut torn = vec![0u8; usize::try_from(torn_end - committed_end).expect("fits")];
-            let n = file
-                .read_at(&mut torn, committed_end)
-                .map_err(io_err(&name))?;
-            let bytes = torn[..n]
-                .iter()
-                .rposition(|&b| b != 0)
-                .map_or(0, |last| last + 1);
+            let n = file.read_at(&mut torn, committed_end).map_err(io_err(&name))?;
+            let bytes = torn[..n].iter().rposition(|&b| b != 0).map_or(0, |last| last + 1);
             if bytes > 0 {
                 if writable {
                     torn[..bytes].fill(0);
-                    file.write_at(&torn[..bytes], committed_end)
-                        .map_err(io_err(&name))?;
+                    file.write_at(&torn[..bytes], committed_end).map_err(io_err(&name))?;
                     file.sync_data().map_err(io_err(&name))?;
                 }
                 let (segment, offset, bytes) = (path.clone(), committed_end, bytes as u64);
-                report.torn_tail = Some(TornTail {
-                    segment,
-                    offset,
-                    bytes,
-                });
+                report.torn_tail = Some(TornTail { segment, offset, bytes });
             }
         }
         let segment = index.segments.last().expect("just added");
-        segment
-            .committed_end
-            .store(committed_end, std::sync::atomic::Ordering::Release);
+        segment.committed_end.store(committed_end, std::sync::atomic::Ordering::Release);
     }
     report.records = next_position;
     report.segments = index.segments.len();
-    Ok(Recovered {
-        index,
-        next_position,
-        last_hash,
-        report,
-    })
+    Ok(Recovered { index, next_position, last_hash, report })
 }
 
 fn problem_of(damage: Damage) -> Problem {

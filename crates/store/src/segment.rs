@@ -74,9 +74,7 @@ pub(crate) fn check_header(file: &dyn StorageFile) -> io::Result<HeaderCheck> {
     {
         return Ok(HeaderCheck::Damaged);
     }
-    Ok(HeaderCheck::Valid(u64::from_le_bytes(
-        h[16..24].try_into().expect("8 bytes"),
-    )))
+    Ok(HeaderCheck::Valid(u64::from_le_bytes(h[16..24].try_into().expect("8 bytes"))))
 }
 
 /// A read buffer over part of a segment file, refilled as records are consumed.

@@ -47,9 +47,7 @@ impl DirStorage {
     /// Storage in `dir`, which must exist.
     #[must_use]
     pub fn new(dir: &Path) -> DirStorage {
-        DirStorage {
-            dir: dir.to_path_buf(),
-        }
+        DirStorage { dir: dir.to_path_buf() }
     }
 
     fn sync_dir(&self) -> io::Result<()> {
@@ -70,11 +68,7 @@ impl Storage for DirStorage {
 
     fn create(&self, name: &str, len: u64) -> io::Result<Arc<dyn StorageFile>> {
         let path = self.dir.join(name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
         preallocate(&file, len)?;
         file.sync_all()?;
         self.sync_dir()?;
@@ -82,10 +76,7 @@ impl Storage for DirStorage {
     }
 
     fn open(&self, name: &str, writable: bool) -> io::Result<Arc<dyn StorageFile>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .open(self.dir.join(name))?;
+        let file = OpenOptions::new().read(true).write(writable).open(self.dir.join(name))?;
         Ok(Arc::new(DiskFile { file }))
     }
 
@@ -157,11 +148,8 @@ pub(crate) struct DirLock {
 
 impl DirLock {
     pub(crate) fn acquire(dir: &Path) -> io::Result<DirLock> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("LOCK"))?;
+        let file =
+            OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("LOCK"))?;
         // SAFETY: flock is called on a file descriptor that `file` owns and keeps open.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {

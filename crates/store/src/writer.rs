@@ -141,10 +141,7 @@ impl Writer {
             self.next_position += 1;
         }
         drop(index);
-        let appended = Appended {
-            first: Position(first),
-            next: Position(self.next_position),
-        };
+        let appended = Appended { first: Position(first), next: Position(self.next_position) };
         self.waiting.push((done, appended));
     }
 
@@ -154,9 +151,8 @@ impl Writer {
         let index = self.shared.index();
         let mut in_batch: HashMap<&[u8], u64> = HashMap::new();
         for rec in records {
-            let actual = *in_batch
-                .entry(&rec.stream)
-                .or_insert_with(|| index.stream_len(&rec.stream));
+            let actual =
+                *in_batch.entry(&rec.stream).or_insert_with(|| index.stream_len(&rec.stream));
             if let Expected::Exactly(expected) = rec.expected
                 && expected.0 != actual
             {
@@ -238,10 +234,7 @@ fn sync_groups(shared: &Shared, stages: &Receiver<Stage>, spare: &Sender<Vec<u8>
         };
         if shared.failure().is_none() {
             let file = &group.segment.file;
-            match file
-                .write_at(&group.buf, group.offset)
-                .and_then(|()| file.sync_data())
-            {
+            match file.write_at(&group.buf, group.offset).and_then(|()| file.sync_data()) {
                 Ok(()) => {
                     let end = group.offset + group.buf.len() as u64;
                     group.segment.committed_end.store(end, Ordering::Release);
@@ -254,9 +247,7 @@ fn sync_groups(shared: &Shared, stages: &Receiver<Stage>, spare: &Sender<Vec<u8>
         for (done, appended) in group.waiting.drain(..) {
             match &failure {
                 None => done(Ok(appended)),
-                Some(cause) => done(Err(AppendError::Stopped {
-                    cause: cause.clone(),
-                })),
+                Some(cause) => done(Err(AppendError::Stopped { cause: cause.clone() })),
             }
         }
         group.buf.clear();

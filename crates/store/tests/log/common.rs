@@ -27,10 +27,7 @@ pub fn payload(n: u64) -> Vec<u8> {
 
 /// Small segments, so that tests cross segment boundaries quickly.
 pub fn small_segments() -> LogConfig {
-    LogConfig {
-        segment_size: orderly_store::limits::MIN_SEGMENT_SIZE,
-        ..LogConfig::default()
-    }
+    LogConfig { segment_size: orderly_store::limits::MIN_SEGMENT_SIZE, ..LogConfig::default() }
 }
 
 pub fn open(dir: &Path, config: LogConfig) -> (Log, Recovery) {
@@ -46,9 +43,7 @@ pub fn open_faulty(dir: &Path, config: LogConfig) -> (Log, Arc<Faults>) {
 
 /// Every committed record, read from position 0.
 pub fn read_all(log: &Log) -> Vec<Record> {
-    log.read_from(orderly_store::Position(0))
-        .collect::<Result<_, _>>()
-        .expect("log reads")
+    log.read_from(orderly_store::Position(0)).collect::<Result<_, _>>().expect("log reads")
 }
 
 /// Segment files of the log in `dir`, in order.

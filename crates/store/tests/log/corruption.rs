@@ -17,8 +17,7 @@ fn two_segment_log(dir: &Path) {
     let (log, _) = open(dir, small_segments());
     let mut i = 0u64;
     while segment_files(dir).len() < 2 {
-        log.append(vec![record(&format!("s{}", i % 5), &payload(i))])
-            .unwrap();
+        log.append(vec![record(&format!("s{}", i % 5), &payload(i))]).unwrap();
         i += 1;
     }
     for j in 0..10 {
@@ -80,10 +79,7 @@ fn a_flipped_bit_before_the_tail_of_the_last_segment_is_corruption_not_a_torn_ta
         Err(OpenError::Corrupt(c)) => c,
         other => panic!("expected corruption, got {other:?}"),
     };
-    assert_eq!(
-        (c.segment, c.offset, c.position),
-        (segment, 64 + 9 * 201, Some(9))
-    );
+    assert_eq!((c.segment, c.offset, c.position), (segment, 64 + 9 * 201, Some(9)));
     assert_eq!(c.problem, orderly_store::Problem::BadChecksum);
 }
 

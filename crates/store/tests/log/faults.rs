@@ -17,16 +17,10 @@ fn assert_fail_stop(arm: impl Fn(&orderly_store::faults::Faults)) {
         let acked = read_all(&log);
         arm(&faults);
         let failed = log.append(vec![record("s", &payload(10))]);
-        assert!(
-            matches!(failed, Err(AppendError::Stopped { .. })),
-            "got {failed:?}"
-        );
+        assert!(matches!(failed, Err(AppendError::Stopped { .. })), "got {failed:?}");
         for i in 11..15 {
             let later = log.append(vec![record("s", &payload(i))]);
-            assert!(
-                matches!(later, Err(AppendError::Stopped { .. })),
-                "every later append errors"
-            );
+            assert!(matches!(later, Err(AppendError::Stopped { .. })), "every later append errors");
         }
         assert!(log.failure().is_some());
         assert_eq!(log.head().0, 10, "nothing after the failure became visible");
@@ -34,10 +28,7 @@ fn assert_fail_stop(arm: impl Fn(&orderly_store::faults::Faults)) {
     };
     let (log, _) = open(dir.path(), LogConfig::default());
     let after = read_all(&log);
-    assert!(
-        after.len() >= 10 && after.len() <= 11,
-        "acknowledged records survive"
-    );
+    assert!(after.len() >= 10 && after.len() <= 11, "acknowledged records survive");
     assert_eq!(after[..10], acked[..]);
 }
 
@@ -74,10 +65,7 @@ fn concurrent_appenders_lose_nothing_acknowledged_when_an_fsync_fails() {
                 })
             })
             .collect();
-        threads
-            .into_iter()
-            .flat_map(|t| t.join().unwrap())
-            .collect()
+        threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
     };
     let (log, _) = open(dir.path(), LogConfig::default());
     let present: std::collections::HashSet<u64> = read_all(&log)
@@ -93,10 +81,7 @@ fn concurrent_appenders_lose_nothing_acknowledged_when_an_fsync_fails() {
 #[test]
 fn a_full_queue_is_refused_not_buffered() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        queue_depth: 2,
-        ..LogConfig::default()
-    };
+    let config = LogConfig { queue_depth: 2, ..LogConfig::default() };
     let (log, faults) = open_faulty(dir.path(), config);
     faults.hold_syncs();
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -114,10 +99,6 @@ fn a_full_queue_is_refused_not_buffered() {
     faults.release_syncs();
     drop(tx);
     let answered: Vec<_> = rx.iter().collect();
-    assert_eq!(
-        answered.len(),
-        50 - refused,
-        "every accepted batch is answered"
-    );
+    assert_eq!(answered.len(), 50 - refused, "every accepted batch is answered");
     assert!(answered.iter().all(Result::is_ok));
 }

@@ -46,10 +46,7 @@ fn child_appender() {
 
 #[test]
 fn every_acknowledged_record_survives_sigkill() {
-    let kills: u64 = std::env::var("ORDERLY_KILLS")
-        .ok()
-        .and_then(|k| k.parse().ok())
-        .unwrap_or(50);
+    let kills: u64 = std::env::var("ORDERLY_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(50);
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
@@ -59,12 +56,7 @@ fn every_acknowledged_record_survives_sigkill() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "log::kill::child_appender",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["--exact", "log::kill::child_appender", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -92,10 +84,7 @@ fn every_acknowledged_record_survives_sigkill() {
 
         let (log, _) = Log::open(
             dir.path(),
-            LogConfig {
-                segment_size: small_segments().segment_size,
-                ..LogConfig::default()
-            },
+            LogConfig { segment_size: small_segments().segment_size, ..LogConfig::default() },
         )
         .unwrap_or_else(|e| panic!("kill {kill}: the log reopens: {e}"));
         let records = read_all(&log);

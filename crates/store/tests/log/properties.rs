@@ -16,16 +16,8 @@ struct Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    (
-        0u8..4,
-        prop::option::of(0u64..6),
-        prop::collection::vec(any::<u8>(), 0..300),
-    )
-        .prop_map(|(stream, expect, payload)| Op {
-            stream,
-            expect,
-            payload,
-        })
+    (0u8..4, prop::option::of(0u64..6), prop::collection::vec(any::<u8>(), 0..300))
+        .prop_map(|(stream, expect, payload)| Op { stream, expect, payload })
 }
 
 proptest! {

@@ -11,9 +11,7 @@ fn appended_batches_read_back_in_order_with_gapless_positions() {
     let dir = tempfile::tempdir().unwrap();
     let (log, recovery) = open(dir.path(), LogConfig::default());
     assert_eq!(recovery.records, 0);
-    let a = log
-        .append(vec![record("a", b"one"), record("b", b"two")])
-        .unwrap();
+    let a = log.append(vec![record("a", b"one"), record("b", b"two")]).unwrap();
     let b = log.append(vec![record("a", b"three")]).unwrap();
     assert_eq!(
         (a.first, a.next, b.first, b.next),
@@ -26,20 +24,13 @@ fn appended_batches_read_back_in_order_with_gapless_positions() {
     assert_eq!(payloads, [b"one".as_slice(), b"two", b"three"]);
     let positions: Vec<u64> = all.iter().map(|r| r.position.0).collect();
     assert_eq!(positions, [0, 1, 2]);
-    assert_eq!(
-        all[2].stream_version,
-        StreamVersion(1),
-        "second record of stream a"
-    );
+    assert_eq!(all[2].stream_version, StreamVersion(1), "second record of stream a");
     assert_eq!(all[0].event_type, 7);
     assert_eq!(all[0].schema_version, 1);
     assert_eq!(all[0].timestamp, 1_700_000_000_000);
 
     let stream_a = log.read_stream(b"a").unwrap();
-    assert_eq!(
-        stream_a.iter().map(|r| r.position.0).collect::<Vec<_>>(),
-        [0, 2]
-    );
+    assert_eq!(stream_a.iter().map(|r| r.position.0).collect::<Vec<_>>(), [0, 2]);
     assert_eq!(log.stream_version(b"a"), StreamVersion(2));
     assert_eq!(log.stream_version(b"nobody"), StreamVersion(0));
 }
@@ -50,15 +41,11 @@ fn reopening_recovers_every_record_and_continues_the_chain() {
     let before = {
         let (log, _) = open(dir.path(), small_segments());
         for i in 0..2_000u64 {
-            log.append(vec![record(&format!("s{}", i % 7), &payload(i))])
-                .unwrap();
+            log.append(vec![record(&format!("s{}", i % 7), &payload(i))]).unwrap();
         }
         read_all(&log)
     };
-    assert!(
-        super::common::segment_files(dir.path()).len() > 3,
-        "records span several segments"
-    );
+    assert!(super::common::segment_files(dir.path()).len() > 3, "records span several segments");
     let (log, recovery) = open(dir.path(), small_segments());
     assert_eq!(recovery.records, 2_000);
     assert_eq!(recovery.torn_tail, None);
@@ -68,10 +55,7 @@ fn reopening_recovers_every_record_and_continues_the_chain() {
     drop(log);
     let (log, _) = open(dir.path(), small_segments());
     let last = log.read_stream(b"s3").unwrap().pop().unwrap();
-    assert_eq!(
-        (last.position, last.stream_version),
-        (Position(2_000), StreamVersion(286))
-    );
+    assert_eq!((last.position, last.stream_version), (Position(2_000), StreamVersion(286)));
     assert_eq!(last.payload, b"after reopen");
 }
 
@@ -87,10 +71,7 @@ fn reading_from_the_middle_starts_at_that_position() {
         assert_eq!(first.position, Position(from));
         assert_eq!(&first.payload[..8], &from.to_le_bytes());
     }
-    assert!(
-        log.read_from(Position(1_500)).next().is_none(),
-        "nothing past the head"
-    );
+    assert!(log.read_from(Position(1_500)).next().is_none(), "nothing past the head");
 }
 
 #[test]
@@ -112,11 +93,7 @@ fn expected_version_conflict_writes_nothing_of_the_batch() {
             actual: StreamVersion(1)
         }
     );
-    assert_eq!(
-        log.head(),
-        Position(1),
-        "no record of the refused batch was written"
-    );
+    assert_eq!(log.head(), Position(1), "no record of the refused batch was written");
 
     // Versions count earlier records of the same batch.
     let mut second = record("order-1", b"confirmed");
@@ -132,20 +109,11 @@ fn invalid_batches_are_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = open(dir.path(), LogConfig::default());
     assert!(matches!(log.append(vec![]), Err(AppendError::Invalid(_))));
-    assert!(matches!(
-        log.append(vec![record("", b"x")]),
-        Err(AppendError::Invalid(_))
-    ));
+    assert!(matches!(log.append(vec![record("", b"x")]), Err(AppendError::Invalid(_))));
     let long = "s".repeat(256);
-    assert!(matches!(
-        log.append(vec![record(&long, b"x")]),
-        Err(AppendError::Invalid(_))
-    ));
+    assert!(matches!(log.append(vec![record(&long, b"x")]), Err(AppendError::Invalid(_))));
     let big = vec![0u8; orderly_store::limits::MAX_PAYLOAD_LEN + 1];
-    assert!(matches!(
-        log.append(vec![record("s", &big)]),
-        Err(AppendError::Invalid(_))
-    ));
+    assert!(matches!(log.append(vec![record("s", &big)]), Err(AppendError::Invalid(_))));
     assert_eq!(log.head(), Position(0));
     log.append(vec![record("s", b"still fine")]).unwrap();
 }
@@ -166,17 +134,8 @@ fn a_subscription_wakes_on_commit() {
     let (log, _) = open(dir.path(), LogConfig::default());
     log.append(vec![record("s", b"before")]).unwrap();
     let mut sub = log.subscribe(Position(0));
-    assert_eq!(
-        sub.next_timeout(Duration::from_secs(5))
-            .unwrap()
-            .unwrap()
-            .payload,
-        b"before"
-    );
-    assert!(
-        sub.next_timeout(Duration::from_millis(20)).is_none(),
-        "caught up: times out"
-    );
+    assert_eq!(sub.next_timeout(Duration::from_secs(5)).unwrap().unwrap().payload, b"before");
+    assert!(sub.next_timeout(Duration::from_millis(20)).is_none(), "caught up: times out");
     let appender = {
         let log = log.clone();
         std::thread::spawn(move || {
@@ -184,14 +143,8 @@ fn a_subscription_wakes_on_commit() {
             log.append(vec![record("s", b"later")]).unwrap();
         })
     };
-    let later = sub
-        .next_timeout(Duration::from_secs(10))
-        .expect("woken by the commit")
-        .unwrap();
-    assert_eq!(
-        (later.position, later.payload.as_slice()),
-        (Position(1), b"later".as_slice())
-    );
+    let later = sub.next_timeout(Duration::from_secs(10)).expect("woken by the commit").unwrap();
+    assert_eq!((later.position, later.payload.as_slice()), (Position(1), b"later".as_slice()));
     appender.join().unwrap();
 }
 
@@ -213,31 +166,20 @@ fn many_concurrent_appenders_get_distinct_gapless_positions() {
             })
         })
         .collect();
-    let mut spans: Vec<_> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
+    let mut spans: Vec<_> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
     spans.sort_by_key(|a| a.first);
     let mut next = Position(0);
     for a in &spans {
-        assert_eq!(
-            a.first, next,
-            "batches tile the positions without gaps or overlaps"
-        );
+        assert_eq!(a.first, next, "batches tile the positions without gaps or overlaps");
         assert_eq!(a.next.0 - a.first.0, 3);
         next = a.next;
     }
     assert_eq!(read_all(&log).len(), 8 * 200 * 3);
     for t in 0..8u64 {
         let stream = log.read_stream(format!("t{t}").as_bytes()).unwrap();
-        let ids: Vec<u64> = stream
-            .iter()
-            .map(|r| u64::from_le_bytes(r.payload[..8].try_into().unwrap()))
-            .collect();
+        let ids: Vec<u64> =
+            stream.iter().map(|r| u64::from_le_bytes(r.payload[..8].try_into().unwrap())).collect();
         let expected: Vec<u64> = (0..600).map(|k| t * 10_000 + k).collect();
-        assert_eq!(
-            ids, expected,
-            "each thread's records keep its order within its stream"
-        );
+        assert_eq!(ids, expected, "each thread's records keep its order within its stream");
     }
 }
