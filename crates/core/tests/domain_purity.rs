@@ -38,9 +38,7 @@ fn tokens(source: &str) -> Vec<(usize, Token<'_>)> {
     let bytes = source.as_bytes();
     let (mut out, mut line, mut i) = (Vec::new(), 1, 0);
     let skip_to = |from: usize, end: &str| {
-        source[from..]
-            .find(end)
-            .map_or(source.len(), |at| from + at + end.len())
+        source[from..].find(end).map_or(source.len(), |at| from + at + end.len())
     };
     while i < bytes.len() {
         let rest = &source[i..];
@@ -63,9 +61,8 @@ fn tokens(source: &str) -> Vec<(usize, Token<'_>)> {
             out.push((line, Token::PathSep));
             i + 2
         } else if rest.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
-            let len = rest
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(rest.len());
+            let len =
+                rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
             out.push((line, Token::Ident(&rest[..len])));
             i + len
         } else {
@@ -159,15 +156,9 @@ fn the_check_catches_each_forbidden_use() {
         "fn f() -> crate::StreamVersion { todo!() }",
     ];
     for code in uses {
-        assert!(
-            !violations(code).is_empty(),
-            "missed a forbidden use in {code:?}"
-        );
+        assert!(!violations(code).is_empty(), "missed a forbidden use in {code:?}");
     }
-    assert_eq!(
-        violations("fn f() {}\n\nuse std::fs;"),
-        ["line 3: `fs` (file IO (std::fs))"]
-    );
+    assert_eq!(violations("fn f() {}\n\nuse std::fs;"), ["line 3: `fs` (file IO (std::fs))"]);
 }
 
 #[test]

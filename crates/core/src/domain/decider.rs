@@ -18,10 +18,7 @@ impl Context {
     /// A context at `now` with the default policy.
     #[must_use]
     pub fn at(now: Timestamp) -> Context {
-        Context {
-            now,
-            hold_ttl_ms: DEFAULT_HOLD_TTL_MS,
-        }
+        Context { now, hold_ttl_ms: DEFAULT_HOLD_TTL_MS }
     }
 }
 

@@ -24,12 +24,7 @@ impl Envelope {
     /// An envelope for `command` of `tenant`, without idempotency key, not yet admitted.
     #[must_use]
     pub fn new(tenant: TenantId, command: Command) -> Envelope {
-        Envelope {
-            tenant,
-            idempotency_key: None,
-            admitted_at: Timestamp::default(),
-            command,
-        }
+        Envelope { tenant, idempotency_key: None, admitted_at: Timestamp::default(), command }
     }
 
     /// The same envelope with an idempotency key.
@@ -42,9 +37,6 @@ impl Envelope {
     /// The decision context: the admission time and the default hold policy.
     #[must_use]
     pub fn context(&self) -> Context {
-        Context {
-            now: self.admitted_at,
-            hold_ttl_ms: DEFAULT_HOLD_TTL_MS,
-        }
+        Context { now: self.admitted_at, hold_ttl_ms: DEFAULT_HOLD_TTL_MS }
     }
 }

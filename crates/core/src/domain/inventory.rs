@@ -247,9 +247,7 @@ impl Decider for Inventory {
                 if state.on_hand + quantity.get() > MAX_ON_HAND {
                     return Err(R::StockLimitExceeded);
                 }
-                E::StockReceived {
-                    quantity: *quantity,
-                }
+                E::StockReceived { quantity: *quantity }
             }
             C::Adjust { delta } => {
                 let delta = *delta;
@@ -272,18 +270,12 @@ impl Decider for Inventory {
                 }
                 E::StockAdjusted { delta }
             }
-            C::Hold {
-                order,
-                quantity,
-                expires_at,
-            } => {
+            C::Hold { order, quantity, expires_at } => {
                 if !state.known {
                     return Err(R::UnknownSku);
                 }
                 if state.holds.contains_key(order) {
-                    return Err(R::HoldExists {
-                        order: order.clone(),
-                    });
+                    return Err(R::HoldExists { order: order.clone() });
                 }
                 if quantity.get() > state.available() {
                     return Err(R::InsufficientStock {
@@ -291,25 +283,15 @@ impl Decider for Inventory {
                         available: state.available(),
                     });
                 }
-                E::StockHeld {
-                    order: order.clone(),
-                    quantity: *quantity,
-                    expires_at: *expires_at,
-                }
+                E::StockHeld { order: order.clone(), quantity: *quantity, expires_at: *expires_at }
             }
             C::Commit { order } => {
                 let hold = open_hold(state, order)?;
-                E::StockCommitted {
-                    order: order.clone(),
-                    quantity: hold.quantity,
-                }
+                E::StockCommitted { order: order.clone(), quantity: hold.quantity }
             }
             C::Release { order } => {
                 let hold = open_hold(state, order)?;
-                E::StockReleased {
-                    order: order.clone(),
-                    quantity: hold.quantity,
-                }
+                E::StockReleased { order: order.clone(), quantity: hold.quantity }
             }
             C::Expire { order } => {
                 let hold = open_hold(state, order)?;
@@ -320,10 +302,7 @@ impl Decider for Inventory {
                         now: ctx.now,
                     });
                 }
-                E::HoldExpired {
-                    order: order.clone(),
-                    quantity: hold.quantity,
-                }
+                E::HoldExpired { order: order.clone(), quantity: hold.quantity }
             }
         };
         Ok(vec![event])
@@ -342,15 +321,8 @@ impl Decider for Inventory {
                     .checked_add_signed(*delta)
                     .expect("an adjustment never takes on hand below zero");
             }
-            E::StockHeld {
-                order,
-                quantity,
-                expires_at,
-            } => {
-                let hold = Hold {
-                    quantity: *quantity,
-                    expires_at: *expires_at,
-                };
+            E::StockHeld { order, quantity, expires_at } => {
+                let hold = Hold { quantity: *quantity, expires_at: *expires_at };
                 let previous = state.holds.insert(order.clone(), hold);
                 assert!(previous.is_none(), "an order holds a SKU at most once");
                 state.reserved += quantity.get();
@@ -363,29 +335,16 @@ impl Decider for Inventory {
                 remove_hold(state, order, *quantity);
             }
         }
-        assert!(
-            state.reserved <= state.on_hand,
-            "reserved never exceeds on hand"
-        );
+        assert!(state.reserved <= state.on_hand, "reserved never exceeds on hand");
     }
 }
 
 fn open_hold(state: &InventoryState, order: &OrderId) -> Result<Hold, InventoryRejection> {
-    state
-        .hold(order)
-        .ok_or_else(|| InventoryRejection::UnknownHold {
-            order: order.clone(),
-        })
+    state.hold(order).ok_or_else(|| InventoryRejection::UnknownHold { order: order.clone() })
 }
 
 fn remove_hold(state: &mut InventoryState, order: &OrderId, quantity: Quantity) {
-    let hold = state
-        .holds
-        .remove(order)
-        .expect("a hold is closed only while open");
-    assert_eq!(
-        hold.quantity, quantity,
-        "a hold closes with the quantity it was opened with"
-    );
+    let hold = state.holds.remove(order).expect("a hold is closed only while open");
+    assert_eq!(hold.quantity, quantity, "a hold closes with the quantity it was opened with");
     state.reserved -= quantity.get();
 }

@@ -124,17 +124,13 @@ impl OrderState {
     /// Sum of the lines, in the order's currency.
     #[must_use]
     pub fn total(&self) -> Option<Money> {
-        self.placed
-            .as_ref()
-            .map(|p| Money::new(p.total, p.currency))
+        self.placed.as_ref().map(|p| Money::new(p.total, p.currency))
     }
 
     /// Amount refunded so far.
     #[must_use]
     pub fn refunded(&self) -> Option<Money> {
-        self.placed
-            .as_ref()
-            .map(|p| Money::new(p.refunded, p.currency))
+        self.placed.as_ref().map(|p| Money::new(p.refunded, p.currency))
     }
 
     /// When the stock hold of an unpaid order runs out.
@@ -163,7 +159,8 @@ pub enum OrderCommand {
         /// What is bought: 1 to [`MAX_LINES_PER_ORDER`] lines, each SKU once.
         lines: Vec<OrderLine>,
     },
-    /// The payment was authorized.
+    /// The payment was authorized. (Authorizing through [`super::tenant`] confirms the order
+    /// in the same decision.)
     Confirm {
         /// The authorized payment.
         payment: PaymentId,
@@ -172,7 +169,8 @@ pub enum OrderCommand {
     Ship,
     /// The goods arrived.
     Deliver,
-    /// Cancel an order that has not shipped.
+    /// Cancel an order that has not shipped. The reason `HoldExpired` is accepted only once
+    /// the hold has run out, exactly as [`OrderCommand::Expire`].
     Cancel {
         /// Why.
         reason: CancelReason,
@@ -317,6 +315,12 @@ pub enum OrderRejection {
         /// Admission time of the command.
         now: Timestamp,
     },
+    /// Confirming with a payment that is not an authorization of this order's total.
+    #[error("payment {payment} is not an authorization of this order's total")]
+    PaymentNotAuthorized {
+        /// The payment named by the command.
+        payment: PaymentId,
+    },
     /// A refund of zero.
     #[error("a refund must be at least one minor unit")]
     InvalidAmount,
@@ -328,7 +332,7 @@ pub enum OrderRejection {
         /// The command's currency.
         got: Currency,
     },
-    /// A refund above what was captured and not yet refunded.
+    /// A refund above what was captured (the total, taken on shipping) and not yet refunded.
     #[error("refund of {requested} exceeds the {refundable} still refundable")]
     RefundExceedsCaptured {
         /// Amount asked for.
@@ -355,6 +359,7 @@ impl OrderRejection {
             R::InsufficientStock { .. } => "insufficient_stock",
             R::InvalidTransition { .. } => "invalid_transition",
             R::HoldNotExpired { .. } => "hold_not_expired",
+            R::PaymentNotAuthorized { .. } => "payment_not_authorized",
             R::InvalidAmount => "invalid_amount",
             R::CurrencyMismatch { .. } => "currency_mismatch",
             R::RefundExceedsCaptured { .. } => "refund_exceeds_captured",
@@ -379,11 +384,7 @@ impl Decider for Order {
         use OrderStatus as S;
         let Some(order) = &state.placed else {
             return match command {
-                C::Place {
-                    customer,
-                    currency,
-                    lines,
-                } => {
+                C::Place { customer, currency, lines } => {
                     let total = validate_lines(lines)?;
                     Ok(vec![E::OrderPlaced {
                         customer: customer.clone(),
@@ -396,17 +397,29 @@ impl Decider for Order {
                 _ => Err(R::UnknownOrder),
             };
         };
-        let invalid = || R::InvalidTransition {
-            status: order.status,
-            command: command.name(),
-        };
+        let invalid = || R::InvalidTransition { status: order.status, command: command.name() };
         let event = match (command, order.status) {
             (C::Place { .. }, _) => return Err(R::OrderExists),
-            (C::Confirm { payment }, S::Placed) => E::OrderConfirmed {
-                payment: payment.clone(),
-            },
+            (C::Confirm { payment }, S::Placed) => E::OrderConfirmed { payment: payment.clone() },
             (C::Ship, S::Confirmed) => E::OrderShipped,
             (C::Deliver, S::Shipped) => E::OrderDelivered,
+            // Only the hold's running out cancels for that reason, and only an unpaid order.
+            (C::Expire | C::Cancel { reason: CancelReason::HoldExpired }, S::Placed) => {
+                if ctx.now < order.hold_expires_at {
+                    return Err(R::HoldNotExpired {
+                        expires_at: order.hold_expires_at,
+                        now: ctx.now,
+                    });
+                }
+                E::OrderCancelled { reason: CancelReason::HoldExpired }
+            }
+            // A confirmed order was paid: neither its hold nor its payment can fail any more.
+            (
+                C::Cancel { reason: CancelReason::HoldExpired | CancelReason::PaymentDeclined },
+                _,
+            ) if order.status != S::Placed => {
+                return Err(invalid());
+            }
             (C::Cancel { reason }, S::Placed | S::Confirmed) => {
                 E::OrderCancelled { reason: *reason }
             }
@@ -422,25 +435,9 @@ impl Decider for Order {
                 }
                 let refundable = order.total - order.refunded;
                 if amount.minor > refundable {
-                    return Err(R::RefundExceedsCaptured {
-                        requested: amount.minor,
-                        refundable,
-                    });
+                    return Err(R::RefundExceedsCaptured { requested: amount.minor, refundable });
                 }
-                E::OrderRefunded {
-                    amount: amount.minor,
-                }
-            }
-            (C::Expire, S::Placed) => {
-                if ctx.now < order.hold_expires_at {
-                    return Err(R::HoldNotExpired {
-                        expires_at: order.hold_expires_at,
-                        now: ctx.now,
-                    });
-                }
-                E::OrderCancelled {
-                    reason: CancelReason::HoldExpired,
-                }
+                E::OrderRefunded { amount: amount.minor }
             }
             _ => return Err(invalid()),
         };
@@ -450,14 +447,7 @@ impl Decider for Order {
     fn evolve(state: &mut OrderState, event: &OrderEvent) {
         use OrderEvent as E;
         use OrderStatus as S;
-        if let E::OrderPlaced {
-            customer,
-            currency,
-            lines,
-            total,
-            hold_expires_at,
-        } = event
-        {
+        if let E::OrderPlaced { customer, currency, lines, total, hold_expires_at } = event {
             assert!(state.placed.is_none(), "an order is placed once");
             state.placed = Some(Placed {
                 status: S::Placed,
@@ -471,29 +461,25 @@ impl Decider for Order {
             });
             return;
         }
-        let order = state
-            .placed
-            .as_mut()
-            .expect("events after OrderPlaced need a placed order");
+        let order = state.placed.as_mut().expect("events after OrderPlaced need a placed order");
         let from = order.status;
-        order.status = match event {
+        let (allowed_from, to): (&[OrderStatus], OrderStatus) = match event {
             E::OrderPlaced { .. } => unreachable!("handled above"),
             E::OrderConfirmed { payment } => {
                 order.payment = Some(payment.clone());
-                S::Confirmed
+                (&[S::Placed], S::Confirmed)
             }
-            E::OrderShipped => S::Shipped,
-            E::OrderDelivered => S::Delivered,
-            E::OrderCancelled { .. } => S::Cancelled,
+            E::OrderShipped => (&[S::Confirmed], S::Shipped),
+            E::OrderDelivered => (&[S::Shipped], S::Delivered),
+            E::OrderCancelled { .. } => (&[S::Placed, S::Confirmed], S::Cancelled),
             E::OrderRefunded { amount } => {
                 order.refunded += amount;
-                assert!(
-                    order.refunded <= order.total,
-                    "refunds never exceed the total"
-                );
-                from
+                assert!(order.refunded <= order.total, "refunds never exceed the total");
+                (&[S::Shipped, S::Delivered], from)
             }
         };
+        assert!(allowed_from.contains(&from), "an order that is {from} cannot take {event:?}");
+        order.status = to;
     }
 }
 
@@ -508,9 +494,7 @@ fn validate_lines(lines: &[OrderLine]) -> Result<u64, OrderRejection> {
     let mut seen = BTreeSet::new();
     for line in lines {
         if !seen.insert(&line.sku) {
-            return Err(OrderRejection::DuplicateSku {
-                sku: line.sku.clone(),
-            });
+            return Err(OrderRejection::DuplicateSku { sku: line.sku.clone() });
         }
         if line.unit_price == 0 || line.unit_price > MAX_UNIT_PRICE {
             return Err(OrderRejection::InvalidUnitPrice {

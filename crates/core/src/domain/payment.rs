@@ -8,7 +8,8 @@ use std::fmt;
 
 use super::decider::{Context, Decider};
 use super::limits::MAX_AMOUNT;
-use super::types::{Currency, GatewayId, Money, OrderId};
+use super::order::OrderStatus;
+use super::types::{Currency, GatewayId, Money, OrderId, Timestamp};
 
 /// The payment decider.
 #[derive(Debug)]
@@ -94,25 +95,19 @@ impl PaymentState {
     /// Amount authorized (zero when declined).
     #[must_use]
     pub fn authorized(&self) -> Option<Money> {
-        self.started
-            .as_ref()
-            .map(|p| Money::new(p.authorized, p.currency))
+        self.started.as_ref().map(|p| Money::new(p.authorized, p.currency))
     }
 
     /// Amount captured.
     #[must_use]
     pub fn captured(&self) -> Option<Money> {
-        self.started
-            .as_ref()
-            .map(|p| Money::new(p.captured, p.currency))
+        self.started.as_ref().map(|p| Money::new(p.captured, p.currency))
     }
 
     /// Amount refunded.
     #[must_use]
     pub fn refunded(&self) -> Option<Money> {
-        self.started
-            .as_ref()
-            .map(|p| Money::new(p.refunded, p.currency))
+        self.started.as_ref().map(|p| Money::new(p.refunded, p.currency))
     }
 }
 
@@ -253,6 +248,34 @@ pub enum PaymentRejection {
         /// Captured minus refunded.
         refundable: u64,
     },
+    /// An authorization or decline for another amount than the order's total.
+    #[error("the order's total is {expected}, the payment is for {got}")]
+    AmountMismatch {
+        /// The order's total.
+        expected: u64,
+        /// The command's amount.
+        got: u64,
+    },
+    /// The order is not waiting for payment (it is confirmed, shipped or cancelled).
+    #[error("the order is {status}, not waiting for payment")]
+    OrderNotPayable {
+        /// The order's status.
+        status: OrderStatus,
+    },
+    /// The order's stock hold ran out before the authorization was recorded; the order is
+    /// about to expire, so it cannot be paid any more.
+    #[error("the order's hold expired at {expires_at}")]
+    HoldExpired {
+        /// When the hold ran out.
+        expires_at: Timestamp,
+    },
+    /// Capture, void and refund follow the order (ship, cancel, refund it), so that money and
+    /// goods always move together.
+    #[error("{command} follows the order: ship, cancel or refund the order instead")]
+    FollowsOrder {
+        /// The refused command.
+        command: &'static str,
+    },
     /// The command does not apply to a payment in this status.
     #[error("cannot {command} a payment that is {status}")]
     InvalidTransition {
@@ -277,6 +300,10 @@ impl PaymentRejection {
             R::CurrencyMismatch { .. } => "currency_mismatch",
             R::CaptureExceedsAuthorized { .. } => "capture_exceeds_authorized",
             R::RefundExceedsCaptured { .. } => "refund_exceeds_captured",
+            R::AmountMismatch { .. } => "amount_mismatch",
+            R::OrderNotPayable { .. } => "order_not_payable",
+            R::HoldExpired { .. } => "hold_expired",
+            R::FollowsOrder { .. } => "payment_follows_order",
             R::InvalidTransition { .. } => "invalid_transition",
         }
     }
@@ -299,11 +326,7 @@ impl Decider for Payment {
         use PaymentStatus as S;
         let Some(payment) = &state.started else {
             return match command {
-                C::Authorize {
-                    order,
-                    amount,
-                    gateway,
-                } => {
+                C::Authorize { order, amount, gateway } => {
                     check_new_amount(amount)?;
                     Ok(vec![E::PaymentAuthorized {
                         order: order.clone(),
@@ -311,12 +334,7 @@ impl Decider for Payment {
                         gateway: gateway.clone(),
                     }])
                 }
-                C::Decline {
-                    order,
-                    amount,
-                    gateway,
-                    reason,
-                } => {
+                C::Decline { order, amount, gateway, reason } => {
                     check_new_amount(amount)?;
                     Ok(vec![E::PaymentDeclined {
                         order: order.clone(),
@@ -330,10 +348,7 @@ impl Decider for Payment {
         };
         let check_amount = |amount: &Money| {
             if amount.currency != payment.currency {
-                Err(R::CurrencyMismatch {
-                    expected: payment.currency,
-                    got: amount.currency,
-                })
+                Err(R::CurrencyMismatch { expected: payment.currency, got: amount.currency })
             } else if amount.minor == 0 {
                 Err(R::InvalidAmount)
             } else {
@@ -357,18 +372,12 @@ impl Decider for Payment {
                 let requested = check_amount(amount)?;
                 let refundable = payment.captured - payment.refunded;
                 if requested > refundable {
-                    return Err(R::RefundExceedsCaptured {
-                        requested,
-                        refundable,
-                    });
+                    return Err(R::RefundExceedsCaptured { requested, refundable });
                 }
                 E::PaymentRefunded { amount: requested }
             }
             (_, status) => {
-                return Err(R::InvalidTransition {
-                    status,
-                    command: command.name(),
-                });
+                return Err(R::InvalidTransition { status, command: command.name() });
             }
         };
         Ok(vec![event])
@@ -382,58 +391,33 @@ impl Decider for Payment {
             order: order.clone(),
             gateway: gateway.clone(),
             currency: amount.currency,
-            authorized: if status == S::Authorized {
-                amount.minor
-            } else {
-                0
-            },
+            authorized: if status == S::Authorized { amount.minor } else { 0 },
             captured: 0,
             refunded: 0,
         };
         match event {
-            E::PaymentAuthorized {
-                order,
-                amount,
-                gateway,
-            } => {
+            E::PaymentAuthorized { order, amount, gateway } => {
                 assert!(state.started.is_none(), "a payment starts once");
                 state.started = Some(start(S::Authorized, order, gateway, amount));
             }
-            E::PaymentDeclined {
-                order,
-                amount,
-                gateway,
-                ..
-            } => {
+            E::PaymentDeclined { order, amount, gateway, .. } => {
                 assert!(state.started.is_none(), "a payment starts once");
                 state.started = Some(start(S::Declined, order, gateway, amount));
             }
             E::PaymentCaptured { amount } => {
-                let p = state
-                    .started
-                    .as_mut()
-                    .expect("a captured payment was authorized");
+                let p = state.started.as_mut().expect("a captured payment was authorized");
                 assert_eq!(p.status, S::Authorized, "only an authorization is captured");
                 p.captured = *amount;
                 p.status = S::Captured;
-                assert!(
-                    p.captured <= p.authorized,
-                    "captured never exceeds authorized"
-                );
+                assert!(p.captured <= p.authorized, "captured never exceeds authorized");
             }
             E::PaymentVoided => {
-                let p = state
-                    .started
-                    .as_mut()
-                    .expect("a voided payment was authorized");
+                let p = state.started.as_mut().expect("a voided payment was authorized");
                 assert_eq!(p.status, S::Authorized, "only an authorization is voided");
                 p.status = S::Voided;
             }
             E::PaymentRefunded { amount } => {
-                let p = state
-                    .started
-                    .as_mut()
-                    .expect("a refunded payment was captured");
+                let p = state.started.as_mut().expect("a refunded payment was captured");
                 assert_eq!(p.status, S::Captured, "only a captured payment is refunded");
                 p.refunded += amount;
                 assert!(p.refunded <= p.captured, "refunded never exceeds captured");
@@ -446,9 +430,7 @@ fn check_new_amount(amount: &Money) -> Result<(), PaymentRejection> {
     if amount.minor == 0 {
         Err(PaymentRejection::InvalidAmount)
     } else if amount.minor > MAX_AMOUNT {
-        Err(PaymentRejection::AmountTooLarge {
-            amount: amount.minor,
-        })
+        Err(PaymentRejection::AmountTooLarge { amount: amount.minor })
     } else {
         Ok(())
     }

@@ -12,8 +12,13 @@ use super::decider::{Context, Decider};
 use super::inventory::{
     Inventory, InventoryCommand, InventoryEvent, InventoryRejection, InventoryState,
 };
-use super::order::{Order, OrderCommand, OrderEvent, OrderRejection, OrderState, Shortage};
-use super::payment::{Payment, PaymentCommand, PaymentEvent, PaymentRejection, PaymentState};
+use super::order::{
+    CancelReason, Order, OrderCommand, OrderEvent, OrderRejection, OrderState, OrderStatus,
+    Shortage,
+};
+use super::payment::{
+    Payment, PaymentCommand, PaymentEvent, PaymentRejection, PaymentState, PaymentStatus,
+};
 use super::types::{OrderId, PaymentId, Quantity, Sku, Timestamp};
 
 /// The decider over all aggregates of one tenant.
@@ -176,28 +181,19 @@ impl Decider for Tenant {
         ctx: &Context,
     ) -> Result<Vec<Event>, Rejection> {
         match command {
-            Command::ReceiveStock { sku, quantity } => decide_stock(
+            Command::ReceiveStock { sku, quantity } => decide_inventory(
                 state,
                 sku,
-                &InventoryCommand::Receive {
-                    quantity: *quantity,
-                },
+                &InventoryCommand::Receive { quantity: *quantity },
                 ctx,
             ),
             Command::AdjustStock { sku, delta } => {
-                decide_stock(state, sku, &InventoryCommand::Adjust { delta: *delta }, ctx)
+                decide_inventory(state, sku, &InventoryCommand::Adjust { delta: *delta }, ctx)
             }
-            Command::Order { order, command } => {
-                decide_order(state, order, command, ctx).map_err(|rejection| Rejection::Order {
-                    order: order.clone(),
-                    rejection,
-                })
-            }
+            Command::Order { order, command } => decide_order(state, order, command, ctx)
+                .map_err(|rejection| Rejection::Order { order: order.clone(), rejection }),
             Command::Payment { payment, command } => decide_payment(state, payment, command, ctx)
-                .map_err(|rejection| Rejection::Payment {
-                    payment: payment.clone(),
-                    rejection,
-                }),
+                .map_err(|rejection| Rejection::Payment { payment: payment.clone(), rejection }),
         }
     }
 
@@ -216,25 +212,17 @@ impl Decider for Tenant {
     }
 }
 
-fn decide_stock(
+fn decide_inventory(
     state: &TenantState,
     sku: &Sku,
     command: &InventoryCommand,
     ctx: &Context,
 ) -> Result<Vec<Event>, Rejection> {
-    let stock = state.inventory.get(sku).cloned().unwrap_or_default();
-    let events =
-        Inventory::decide(&stock, command, ctx).map_err(|rejection| Rejection::Inventory {
-            sku: sku.clone(),
-            rejection,
-        })?;
-    Ok(events
-        .into_iter()
-        .map(|event| Event::Inventory {
-            sku: sku.clone(),
-            event,
-        })
-        .collect())
+    let absent = InventoryState::default();
+    let stock = state.inventory.get(sku).unwrap_or(&absent);
+    let events = Inventory::decide(stock, command, ctx)
+        .map_err(|rejection| Rejection::Inventory { sku: sku.clone(), rejection })?;
+    Ok(events.into_iter().map(|event| Event::Inventory { sku: sku.clone(), event }).collect())
 }
 
 fn decide_order(
@@ -245,30 +233,42 @@ fn decide_order(
 ) -> Result<Vec<Event>, OrderRejection> {
     let absent = OrderState::default();
     let order = state.orders.get(id).unwrap_or(&absent);
+    if let OrderCommand::Confirm { payment } = command {
+        check_authorizes(state, id, order, payment)?;
+    }
     let order_events = Order::decide(order, command, ctx)?;
-    let (lines, effect) = match (&order_events[..], command) {
-        (
-            [
-                OrderEvent::OrderPlaced {
-                    lines,
-                    hold_expires_at,
-                    ..
-                },
-            ],
-            _,
-        ) => (lines.as_slice(), StockEffect::Hold(*hold_expires_at)),
-        (_, OrderCommand::Ship) => (order.lines(), StockEffect::Commit),
-        (_, OrderCommand::Cancel { .. }) => (order.lines(), StockEffect::Release),
-        (_, OrderCommand::Expire) => (order.lines(), StockEffect::Expire),
-        _ => {
-            let events = order_events.into_iter();
-            return Ok(events
-                .map(|event| Event::Order {
-                    order: id.clone(),
-                    event,
-                })
-                .collect());
+    let stock_events = decide_order_stock(state, id, order, command, &order_events, ctx)?;
+    let payment_events = payment_effect(order, command).map(|(payment, command)| {
+        let state = state.payments.get(payment).expect("an order's payment exists");
+        let events = Payment::decide(state, &command, ctx)
+            .unwrap_or_else(|r| panic!("order {id} and payment {payment} are out of step: {r}"));
+        events.into_iter().map(|event| Event::Payment { payment: payment.clone(), event })
+    });
+    let order_events =
+        order_events.into_iter().map(|event| Event::Order { order: id.clone(), event });
+    Ok(order_events.chain(stock_events).chain(payment_events.into_iter().flatten()).collect())
+}
+
+/// The stock events of an order command: every line of the order moves, or the command is
+/// rejected naming every line that cannot.
+fn decide_order_stock(
+    state: &TenantState,
+    id: &OrderId,
+    order: &OrderState,
+    command: &OrderCommand,
+    order_events: &[OrderEvent],
+    ctx: &Context,
+) -> Result<Vec<Event>, OrderRejection> {
+    let (lines, effect) = match (order_events, command) {
+        ([OrderEvent::OrderPlaced { lines, hold_expires_at, .. }], _) => {
+            (lines.as_slice(), StockEffect::Hold(*hold_expires_at))
         }
+        (_, OrderCommand::Ship) => (order.lines(), StockEffect::Commit),
+        (_, OrderCommand::Expire | OrderCommand::Cancel { reason: CancelReason::HoldExpired }) => {
+            (order.lines(), StockEffect::Expire)
+        }
+        (_, OrderCommand::Cancel { .. }) => (order.lines(), StockEffect::Release),
+        _ => return Ok(Vec::new()),
     };
     let mut stock_events = Vec::with_capacity(lines.len());
     let mut unknown = Vec::new();
@@ -282,24 +282,15 @@ fn decide_order(
             }
         };
         match Inventory::decide(stock, &effect.command(id, line.quantity), ctx) {
-            Ok(events) => stock_events.extend(events.into_iter().map(|event| Event::Inventory {
-                sku: line.sku.clone(),
-                event,
-            })),
-            Err(InventoryRejection::InsufficientStock {
-                requested,
-                available,
-            }) => {
-                shortages.push(Shortage {
-                    sku: line.sku.clone(),
-                    requested,
-                    available,
-                });
-            }
-            Err(other) => panic!(
-                "order {id} and the holds of {} are out of step: {other}",
-                line.sku
+            Ok(events) => stock_events.extend(
+                events.into_iter().map(|event| Event::Inventory { sku: line.sku.clone(), event }),
             ),
+            Err(InventoryRejection::InsufficientStock { requested, available }) => {
+                shortages.push(Shortage { sku: line.sku.clone(), requested, available });
+            }
+            Err(other) => {
+                panic!("order {id} and the holds of {} are out of step: {other}", line.sku)
+            }
         }
     }
     if !unknown.is_empty() {
@@ -308,11 +299,44 @@ fn decide_order(
     if !shortages.is_empty() {
         return Err(OrderRejection::InsufficientStock { shortages });
     }
-    let order_events = order_events.into_iter().map(|event| Event::Order {
-        order: id.clone(),
-        event,
+    Ok(stock_events)
+}
+
+/// What an order command does to the order's payment, so that money moves with the goods:
+/// shipping captures the total, cancelling a confirmed order voids its authorization, and a
+/// refund of the order refunds the payment.
+fn payment_effect<'a>(
+    order: &'a OrderState,
+    command: &OrderCommand,
+) -> Option<(&'a PaymentId, PaymentCommand)> {
+    let payment = order.payment()?;
+    let command = match command {
+        OrderCommand::Ship => PaymentCommand::Capture { amount: order.total()? },
+        OrderCommand::Cancel { .. } => PaymentCommand::Void,
+        OrderCommand::Refund { amount } => PaymentCommand::Refund { amount: *amount },
+        _ => return None,
+    };
+    Some((payment, command))
+}
+
+/// Checks that `payment` is an authorization of the order's total, so that it may confirm it.
+fn check_authorizes(
+    state: &TenantState,
+    id: &OrderId,
+    order: &OrderState,
+    payment: &PaymentId,
+) -> Result<(), OrderRejection> {
+    let authorizes = state.payments.get(payment).is_some_and(|p| {
+        p.status() == Some(PaymentStatus::Authorized)
+            && p.order() == Some(id)
+            && p.authorized() == order.total()
     });
-    Ok(order_events.chain(stock_events).collect())
+    // Only an order waiting for payment needs the check; others are refused by the order.
+    if authorizes || order.status() != Some(OrderStatus::Placed) {
+        Ok(())
+    } else {
+        Err(OrderRejection::PaymentNotAuthorized { payment: payment.clone() })
+    }
 }
 
 /// What an order command does to the stock of each of its lines.
@@ -332,11 +356,7 @@ impl StockEffect {
     fn command(self, order: &OrderId, quantity: Quantity) -> InventoryCommand {
         let order = order.clone();
         match self {
-            StockEffect::Hold(expires_at) => InventoryCommand::Hold {
-                order,
-                quantity,
-                expires_at,
-            },
+            StockEffect::Hold(expires_at) => InventoryCommand::Hold { order, quantity, expires_at },
             StockEffect::Commit => InventoryCommand::Commit { order },
             StockEffect::Release => InventoryCommand::Release { order },
             StockEffect::Expire => InventoryCommand::Expire { order },
@@ -350,29 +370,46 @@ fn decide_payment(
     command: &PaymentCommand,
     ctx: &Context,
 ) -> Result<Vec<Event>, PaymentRejection> {
-    if let PaymentCommand::Authorize { order, amount, .. }
-    | PaymentCommand::Decline { order, amount, .. } = command
-    {
-        let Some(total) = state.orders.get(order).and_then(OrderState::total) else {
-            return Err(PaymentRejection::UnknownOrder {
-                order: order.clone(),
-            });
-        };
-        if amount.currency != total.currency {
-            return Err(PaymentRejection::CurrencyMismatch {
-                expected: total.currency,
-                got: amount.currency,
-            });
-        }
-    }
     let absent = PaymentState::default();
     let payment = state.payments.get(id).unwrap_or(&absent);
-    let events = Payment::decide(payment, command, ctx)?;
-    Ok(events
-        .into_iter()
-        .map(|event| Event::Payment {
-            payment: id.clone(),
-            event,
-        })
-        .collect())
+    let (PaymentCommand::Authorize { order: order_id, amount, .. }
+    | PaymentCommand::Decline { order: order_id, amount, .. }) = command
+    else {
+        return Err(PaymentRejection::FollowsOrder { command: command.name() });
+    };
+    if payment.status().is_some() {
+        return Err(PaymentRejection::PaymentExists);
+    }
+    let (Some(order), Some(total), Some(status)) =
+        state.orders.get(order_id).map_or((None, None, None), |o| (Some(o), o.total(), o.status()))
+    else {
+        return Err(PaymentRejection::UnknownOrder { order: order_id.clone() });
+    };
+    if amount.currency != total.currency {
+        return Err(PaymentRejection::CurrencyMismatch {
+            expected: total.currency,
+            got: amount.currency,
+        });
+    }
+    if amount.minor != total.minor {
+        return Err(PaymentRejection::AmountMismatch { expected: total.minor, got: amount.minor });
+    }
+    if status != OrderStatus::Placed {
+        return Err(PaymentRejection::OrderNotPayable { status });
+    }
+    let expires_at = order.hold_expires_at().expect("a placed order has a hold");
+    if matches!(command, PaymentCommand::Authorize { .. }) && ctx.now >= expires_at {
+        return Err(PaymentRejection::HoldExpired { expires_at });
+    }
+    let payment_events = Payment::decide(payment, command, ctx)?;
+    // An authorization confirms the order in the same decision, so no second payment can be
+    // authorized for it.
+    let confirm = matches!(command, PaymentCommand::Authorize { .. }).then(|| {
+        let confirm = OrderCommand::Confirm { payment: id.clone() };
+        let events = Order::decide(order, &confirm, ctx).expect("a placed order can be confirmed");
+        events.into_iter().map(|event| Event::Order { order: order_id.clone(), event })
+    });
+    let payment_events =
+        payment_events.into_iter().map(|event| Event::Payment { payment: id.clone(), event });
+    Ok(payment_events.chain(confirm.into_iter().flatten()).collect())
 }

@@ -43,9 +43,5 @@ pub fn usd(minor: u64) -> Money {
 
 /// A line of `units` of `sku_id` at `unit_price` minor units each.
 pub fn line(sku_id: &str, units: u64, unit_price: u64) -> OrderLine {
-    OrderLine {
-        sku: sku(sku_id),
-        quantity: qty(units),
-        unit_price,
-    }
+    OrderLine { sku: sku(sku_id), quantity: qty(units), unit_price }
 }

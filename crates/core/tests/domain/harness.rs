@@ -31,10 +31,7 @@ where
         for event in events {
             D::evolve(&mut state, &event);
         }
-        Scenario {
-            state,
-            ctx: Context::at(Timestamp(0)),
-        }
+        Scenario { state, ctx: Context::at(Timestamp(0)) }
     }
 
     /// Decides the command at `now` milliseconds (the default is 0).
@@ -52,10 +49,7 @@ where
     /// Decides `command` against the state of the history.
     pub fn when(self, command: D::Command) -> Outcome<D> {
         let result = D::decide(&self.state, &command, &self.ctx);
-        Outcome {
-            state: self.state,
-            result,
-        }
+        Outcome { state: self.state, result }
     }
 }
 
@@ -73,10 +67,7 @@ where
             Ok(events) => events,
             Err(rejection) => panic!("expected {expected:#?}, but rejected with {rejection:#?}"),
         };
-        assert_eq!(
-            events, expected,
-            "the command was accepted with other events"
-        );
+        assert_eq!(events, expected, "the command was accepted with other events");
         let mut state = self.state;
         for event in &events {
             D::evolve(&mut state, event);
@@ -126,9 +117,4 @@ macro_rules! code_by_inherent_method {
     )*};
 }
 
-code_by_inherent_method!(
-    InventoryRejection,
-    OrderRejection,
-    PaymentRejection,
-    Rejection
-);
+code_by_inherent_method!(InventoryRejection, OrderRejection, PaymentRejection, Rejection);

@@ -11,25 +11,15 @@ use super::fixtures::{order_id, qty};
 use super::harness::Scenario;
 
 fn received(units: u64) -> E {
-    E::StockReceived {
-        quantity: qty(units),
-    }
+    E::StockReceived { quantity: qty(units) }
 }
 
 fn held(order: &str, units: u64, expires_at: u64) -> E {
-    E::StockHeld {
-        order: order_id(order),
-        quantity: qty(units),
-        expires_at: Timestamp(expires_at),
-    }
+    E::StockHeld { order: order_id(order), quantity: qty(units), expires_at: Timestamp(expires_at) }
 }
 
 fn hold(order: &str, units: u64, expires_at: u64) -> C {
-    C::Hold {
-        order: order_id(order),
-        quantity: qty(units),
-        expires_at: Timestamp(expires_at),
-    }
+    C::Hold { order: order_id(order), quantity: qty(units), expires_at: Timestamp(expires_at) }
 }
 
 /// On hand at exactly `MAX_ON_HAND`, reached by receipts of `MAX_QUANTITY`.
@@ -59,9 +49,7 @@ fn receiving_adds_to_on_hand_and_makes_the_sku_known() {
 #[test]
 fn receiving_up_to_the_on_hand_limit_is_accepted_and_beyond_it_rejected() {
     let state = Scenario::<Inventory>::given(full_stock().skip(1))
-        .when(C::Receive {
-            quantity: qty(u64::from(MAX_QUANTITY)),
-        })
+        .when(C::Receive { quantity: qty(u64::from(MAX_QUANTITY)) })
         .then([received(u64::from(MAX_QUANTITY))]);
     assert_eq!(state.on_hand(), MAX_ON_HAND);
 
@@ -91,21 +79,14 @@ fn a_count_may_take_on_hand_down_to_what_is_reserved() {
     let state = Scenario::<Inventory>::given([received(10), held("o1", 4, 100)])
         .when(C::Adjust { delta: -6 })
         .then([E::StockAdjusted { delta: -6 }]);
-    assert_eq!(
-        (state.on_hand(), state.reserved(), state.available()),
-        (4, 4, 0)
-    );
+    assert_eq!((state.on_hand(), state.reserved(), state.available()), (4, 4, 0));
 }
 
 #[test]
 fn a_count_below_what_is_reserved_is_rejected() {
     Scenario::<Inventory>::given([received(10), held("o1", 4, 100)])
         .when(C::Adjust { delta: -7 })
-        .then_rejects(R::AdjustmentBelowReserved {
-            delta: -7,
-            on_hand: 10,
-            reserved: 4,
-        });
+        .then_rejects(R::AdjustmentBelowReserved { delta: -7, on_hand: 10, reserved: 4 });
 }
 
 #[test]
@@ -113,11 +94,7 @@ fn a_count_below_zero_is_rejected_as_below_reserved() {
     // With nothing reserved, "below reserved" means "below zero".
     Scenario::<Inventory>::given([received(3)])
         .when(C::Adjust { delta: -4 })
-        .then_rejects(R::AdjustmentBelowReserved {
-            delta: -4,
-            on_hand: 3,
-            reserved: 0,
-        });
+        .then_rejects(R::AdjustmentBelowReserved { delta: -4, on_hand: 3, reserved: 0 });
 }
 
 #[test]
@@ -137,9 +114,7 @@ fn a_count_of_zero_or_beyond_max_quantity_either_way_is_invalid() {
 
 #[test]
 fn a_count_of_an_unknown_sku_is_rejected_after_checking_the_delta() {
-    Scenario::<Inventory>::given([])
-        .when(C::Adjust { delta: 5 })
-        .then_rejects(R::UnknownSku);
+    Scenario::<Inventory>::given([]).when(C::Adjust { delta: 5 }).then_rejects(R::UnknownSku);
     // The delta is checked first: a malformed command is malformed whatever the state.
     Scenario::<Inventory>::given([])
         .when(C::Adjust { delta: 0 })
@@ -160,20 +135,11 @@ fn a_hold_reserves_units_for_an_order_until_it_expires() {
     let state = Scenario::<Inventory>::given([received(10)])
         .when(hold("o1", 7, 900))
         .then([held("o1", 7, 900)]);
-    assert_eq!(
-        (state.on_hand(), state.reserved(), state.available()),
-        (10, 7, 3)
-    );
-    let expected = Hold {
-        quantity: qty(7),
-        expires_at: Timestamp(900),
-    };
+    assert_eq!((state.on_hand(), state.reserved(), state.available()), (10, 7, 3));
+    let expected = Hold { quantity: qty(7), expires_at: Timestamp(900) };
     assert_eq!(state.hold(&order_id("o1")), Some(expected));
     assert_eq!(state.hold(&order_id("o2")), None);
-    assert_eq!(
-        state.holds().collect::<Vec<_>>(),
-        [(&order_id("o1"), &expected)]
-    );
+    assert_eq!(state.holds().collect::<Vec<_>>(), [(&order_id("o1"), &expected)]);
 }
 
 #[test]
@@ -188,26 +154,19 @@ fn a_hold_may_take_everything_available() {
 fn a_hold_beyond_what_is_available_is_rejected_with_both_numbers() {
     Scenario::<Inventory>::given([received(10), held("o1", 7, 900)])
         .when(hold("o2", 4, 900))
-        .then_rejects(R::InsufficientStock {
-            requested: 4,
-            available: 3,
-        });
+        .then_rejects(R::InsufficientStock { requested: 4, available: 3 });
 }
 
 #[test]
 fn a_hold_on_an_unknown_sku_is_rejected() {
-    Scenario::<Inventory>::given([])
-        .when(hold("o1", 1, 900))
-        .then_rejects(R::UnknownSku);
+    Scenario::<Inventory>::given([]).when(hold("o1", 1, 900)).then_rejects(R::UnknownSku);
 }
 
 #[test]
 fn an_order_holds_a_sku_at_most_once() {
     Scenario::<Inventory>::given([received(10), held("o1", 2, 900)])
         .when(hold("o1", 1, 900))
-        .then_rejects(R::HoldExists {
-            order: order_id("o1"),
-        });
+        .then_rejects(R::HoldExists { order: order_id("o1") });
 }
 
 // Commit, release, expire.
@@ -215,34 +174,18 @@ fn an_order_holds_a_sku_at_most_once() {
 #[test]
 fn committing_a_hold_takes_its_units_out_of_stock() {
     let state = Scenario::<Inventory>::given([received(10), held("o1", 7, 900)])
-        .when(C::Commit {
-            order: order_id("o1"),
-        })
-        .then([E::StockCommitted {
-            order: order_id("o1"),
-            quantity: qty(7),
-        }]);
-    assert_eq!(
-        (state.on_hand(), state.reserved(), state.available()),
-        (3, 0, 3)
-    );
+        .when(C::Commit { order: order_id("o1") })
+        .then([E::StockCommitted { order: order_id("o1"), quantity: qty(7) }]);
+    assert_eq!((state.on_hand(), state.reserved(), state.available()), (3, 0, 3));
     assert_eq!(state.hold(&order_id("o1")), None);
 }
 
 #[test]
 fn releasing_a_hold_makes_its_units_available_again() {
     let state = Scenario::<Inventory>::given([received(10), held("o1", 7, 900)])
-        .when(C::Release {
-            order: order_id("o1"),
-        })
-        .then([E::StockReleased {
-            order: order_id("o1"),
-            quantity: qty(7),
-        }]);
-    assert_eq!(
-        (state.on_hand(), state.reserved(), state.available()),
-        (10, 0, 10)
-    );
+        .when(C::Release { order: order_id("o1") })
+        .then([E::StockReleased { order: order_id("o1"), quantity: qty(7) }]);
+    assert_eq!((state.on_hand(), state.reserved(), state.available()), (10, 0, 10));
     assert_eq!(state.holds().count(), 0);
 }
 
@@ -251,13 +194,8 @@ fn a_hold_expires_from_its_expiry_time_on() {
     for now in [900, 901, u64::MAX] {
         let state = Scenario::<Inventory>::given([received(10), held("o1", 7, 900)])
             .at(now)
-            .when(C::Expire {
-                order: order_id("o1"),
-            })
-            .then([E::HoldExpired {
-                order: order_id("o1"),
-                quantity: qty(7),
-            }]);
+            .when(C::Expire { order: order_id("o1") })
+            .then([E::HoldExpired { order: order_id("o1"), quantity: qty(7) }]);
         assert_eq!((state.on_hand(), state.reserved()), (10, 0));
     }
 }
@@ -266,9 +204,7 @@ fn a_hold_expires_from_its_expiry_time_on() {
 fn a_hold_cannot_expire_before_its_expiry_time() {
     Scenario::<Inventory>::given([received(10), held("o1", 7, 900)])
         .at(899)
-        .when(C::Expire {
-            order: order_id("o1"),
-        })
+        .when(C::Expire { order: order_id("o1") })
         .then_rejects(R::HoldNotExpired {
             order: order_id("o1"),
             expires_at: Timestamp(900),
@@ -279,29 +215,14 @@ fn a_hold_cannot_expire_before_its_expiry_time() {
 #[test]
 fn only_an_open_hold_can_be_committed_released_or_expired() {
     let closed = [
-        E::StockCommitted {
-            order: order_id("o1"),
-            quantity: qty(2),
-        },
-        E::StockReleased {
-            order: order_id("o1"),
-            quantity: qty(2),
-        },
-        E::HoldExpired {
-            order: order_id("o1"),
-            quantity: qty(2),
-        },
+        E::StockCommitted { order: order_id("o1"), quantity: qty(2) },
+        E::StockReleased { order: order_id("o1"), quantity: qty(2) },
+        E::HoldExpired { order: order_id("o1"), quantity: qty(2) },
     ];
     let commands = [
-        C::Commit {
-            order: order_id("o1"),
-        },
-        C::Release {
-            order: order_id("o1"),
-        },
-        C::Expire {
-            order: order_id("o1"),
-        },
+        C::Commit { order: order_id("o1") },
+        C::Release { order: order_id("o1") },
+        C::Expire { order: order_id("o1") },
     ];
     for command in &commands {
         // Never held, held by another order only, and held but already closed.
@@ -316,9 +237,7 @@ fn only_an_open_hold_can_be_committed_released_or_expired() {
             Scenario::<Inventory>::given(history)
                 .at(1_000)
                 .when(command.clone())
-                .then_rejects(R::UnknownHold {
-                    order: order_id("o1"),
-                });
+                .then_rejects(R::UnknownHold { order: order_id("o1") });
         }
     }
 }
@@ -328,31 +247,17 @@ fn inventory_rejection_codes_are_stable() {
     let o1 = order_id("o1");
     let codes = [
         (R::UnknownSku, "unknown_sku"),
-        (
-            R::InsufficientStock {
-                requested: 2,
-                available: 1,
-            },
-            "insufficient_stock",
-        ),
+        (R::InsufficientStock { requested: 2, available: 1 }, "insufficient_stock"),
         (R::InvalidAdjustment { delta: 0 }, "invalid_adjustment"),
         (
-            R::AdjustmentBelowReserved {
-                delta: -1,
-                on_hand: 0,
-                reserved: 0,
-            },
+            R::AdjustmentBelowReserved { delta: -1, on_hand: 0, reserved: 0 },
             "adjustment_below_reserved",
         ),
         (R::StockLimitExceeded, "stock_limit_exceeded"),
         (R::HoldExists { order: o1.clone() }, "hold_exists"),
         (R::UnknownHold { order: o1.clone() }, "unknown_hold"),
         (
-            R::HoldNotExpired {
-                order: o1,
-                expires_at: Timestamp(2),
-                now: Timestamp(1),
-            },
+            R::HoldNotExpired { order: o1, expires_at: Timestamp(2), now: Timestamp(1) },
             "hold_not_expired",
         ),
     ];
@@ -363,21 +268,12 @@ fn inventory_rejection_codes_are_stable() {
 
 #[test]
 fn inventory_rejections_explain_themselves() {
-    let rejection = R::InsufficientStock {
-        requested: 4,
-        available: 3,
-    };
-    assert_eq!(
-        rejection.to_string(),
-        "insufficient stock: requested 4, available 3"
-    );
+    let rejection = R::InsufficientStock { requested: 4, available: 3 };
+    assert_eq!(rejection.to_string(), "insufficient stock: requested 4, available 3");
     let rejection = R::HoldNotExpired {
         order: order_id("o1"),
         expires_at: Timestamp(900),
         now: Timestamp(899),
     };
-    assert_eq!(
-        rejection.to_string(),
-        "hold of order o1 expires at 900ms, not yet (now 899ms)"
-    );
+    assert_eq!(rejection.to_string(), "hold of order o1 expires at 900ms, not yet (now 899ms)");
 }

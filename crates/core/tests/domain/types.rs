@@ -19,9 +19,7 @@ where
 {
     let longest = "x".repeat(MAX_ID_LEN);
     for valid in ["a", "Z", "0", "sku-1.2_b:C", longest.as_str()] {
-        let id: T = valid
-            .parse()
-            .unwrap_or_else(|e| panic!("{kind} {valid:?}: {e}"));
+        let id: T = valid.parse().unwrap_or_else(|e| panic!("{kind} {valid:?}: {e}"));
         assert_eq!(id.to_string(), valid, "{kind} displays as its text");
     }
 
@@ -86,10 +84,7 @@ fn an_identifier_shows_its_kind_in_debug_and_its_text_otherwise() {
     assert_eq!(id.as_str(), "sku-1");
     assert_eq!(format!("{id}"), "sku-1");
     assert_eq!(format!("{id:?}"), "Sku(\"sku-1\")");
-    assert_eq!(
-        format!("{:?}", PaymentId::new("p").unwrap()),
-        "PaymentId(\"p\")"
-    );
+    assert_eq!(format!("{:?}", PaymentId::new("p").unwrap()), "PaymentId(\"p\")");
 }
 
 #[test]
@@ -99,20 +94,14 @@ fn a_quantity_is_one_to_max_quantity() {
     assert_eq!(Quantity::new(max).map(Quantity::get), Ok(max));
     assert_eq!(Quantity::new(0), Err(InvalidValue::Quantity(0)));
     assert_eq!(Quantity::new(max + 1), Err(InvalidValue::Quantity(max + 1)));
-    assert_eq!(
-        Quantity::new(u64::MAX),
-        Err(InvalidValue::Quantity(u64::MAX))
-    );
+    assert_eq!(Quantity::new(u64::MAX), Err(InvalidValue::Quantity(u64::MAX)));
 }
 
 #[test]
 fn a_quantity_beyond_u32_is_rejected_not_wrapped() {
     // 2^32 + 1 would wrap to 1 in a plain cast.
     let wraps_to_one = (1u64 << 32) + 1;
-    assert_eq!(
-        Quantity::new(wraps_to_one),
-        Err(InvalidValue::Quantity(wraps_to_one))
-    );
+    assert_eq!(Quantity::new(wraps_to_one), Err(InvalidValue::Quantity(wraps_to_one)));
 }
 
 #[test]
@@ -123,9 +112,7 @@ fn a_currency_is_three_upper_case_ascii_letters() {
         assert_eq!(currency.to_string(), code);
     }
     assert_eq!(format!("{:?}", currency("EUR")), "Currency(EUR)");
-    for code in [
-        "", "E", "EU", "EURO", "eur", "Eur", "E1R", "EU ", "ÉUR", "€",
-    ] {
+    for code in ["", "E", "EU", "EURO", "eur", "Eur", "E1R", "EU ", "ÉUR", "€"] {
         assert_eq!(
             Currency::new(code),
             Err(InvalidValue::Currency(code.to_owned())),
@@ -136,10 +123,7 @@ fn a_currency_is_three_upper_case_ascii_letters() {
 
 #[test]
 fn a_rejected_currency_is_cut_to_eight_characters() {
-    assert_eq!(
-        Currency::new("EURO-DOLLAR"),
-        Err(InvalidValue::Currency("EURO-DOL".to_owned()))
-    );
+    assert_eq!(Currency::new("EURO-DOLLAR"), Err(InvalidValue::Currency("EURO-DOL".to_owned())));
 }
 
 #[test]
@@ -147,10 +131,7 @@ fn invalid_values_explain_themselves() {
     let id = Sku::new("a b").unwrap_err().to_string();
     assert!(id.starts_with("sku must be 1 to 64 characters"), "{id}");
     assert!(id.ends_with("got \"a b\""), "{id}");
-    assert_eq!(
-        Quantity::new(0).unwrap_err().to_string(),
-        "quantity must be 1 to 1000000, got 0"
-    );
+    assert_eq!(Quantity::new(0).unwrap_err().to_string(), "quantity must be 1 to 1000000, got 0");
     assert_eq!(
         Currency::new("eur").unwrap_err().to_string(),
         "currency must be three upper-case letters (ISO 4217), got \"eur\""
