@@ -4,6 +4,9 @@
 //! **Architecture Invariant:** [`domain`] does no IO, reads no clock, draws no randomness and is
 //! not async; time enters only through [`domain::Context`].
 
+pub mod codec;
 pub mod domain;
+pub mod engine;
+pub mod payments;
 
 pub use orderly_store::{Position, StreamVersion};

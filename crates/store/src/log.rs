@@ -237,6 +237,20 @@ impl Log {
         })
     }
 
+    /// Like [`Log::append_with`], but waits for room in the queue instead of refusing: for a
+    /// single upstream writer (the engine) that applies its own back-pressure further up.
+    pub fn append_or_wait(
+        &self,
+        records: Vec<NewRecord>,
+        done: impl FnOnce(Result<Appended, AppendError>) + Send + 'static,
+    ) -> Result<(), AppendError> {
+        if let Some(cause) = self.shared.failure() {
+            return Err(AppendError::Stopped { cause });
+        }
+        let sender = self.inner.requests.as_ref().ok_or(AppendError::Closed)?;
+        sender.send(Request { records, done: Box::new(done) }).map_err(|_| AppendError::Closed)
+    }
+
     /// Appends `records` as one batch and returns once it is durable (fdatasync returned).
     pub fn append(&self, records: Vec<NewRecord>) -> Result<Appended, AppendError> {
         let (tx, rx) = crossbeam_channel::bounded(1);

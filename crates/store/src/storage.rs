@@ -147,14 +147,26 @@ pub(crate) struct DirLock {
 }
 
 impl DirLock {
+    /// How long to wait for a lock that is held. A process that just forked holds a copy of
+    /// the lock until its child execs, so a lock released a moment ago may still look held.
+    const PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+
     pub(crate) fn acquire(dir: &Path) -> io::Result<DirLock> {
         let file =
             OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("LOCK"))?;
-        // SAFETY: flock is called on a file descriptor that `file` owns and keeps open.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
+        let started = std::time::Instant::now();
+        loop {
+            // SAFETY: flock is called on a file descriptor that `file` owns and keeps open.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                return Ok(DirLock { _file: file });
+            }
+            let error = io::Error::last_os_error();
+            if error.raw_os_error() != Some(libc::EWOULDBLOCK) || started.elapsed() > Self::PATIENCE
+            {
+                return Err(error);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        Ok(DirLock { _file: file })
     }
 }

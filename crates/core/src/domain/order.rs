@@ -5,7 +5,7 @@
 //!   │  └──expire (unpaid, hold ran out)       └── refund (partial or full), also when delivered
 //!   └──cancel──┴──cancel──▶ cancelled
 //! ```
-//! The order decider checks the order alone; [`super::tenant`] combines it with the inventory
+//! The order decider checks the order alone; `tenant` combines it with the inventory
 //! of every line so that placing, shipping, cancelling and expiring move stock atomically.
 
 use std::collections::BTreeSet;
@@ -150,7 +150,7 @@ impl OrderState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OrderCommand {
     /// Place a new order; stock for every line is held in the same decision (see
-    /// [`super::tenant`]).
+    /// `tenant`).
     Place {
         /// Who buys.
         customer: CustomerId,
@@ -159,7 +159,7 @@ pub enum OrderCommand {
         /// What is bought: 1 to [`MAX_LINES_PER_ORDER`] lines, each SKU once.
         lines: Vec<OrderLine>,
     },
-    /// The payment was authorized. (Authorizing through [`super::tenant`] confirms the order
+    /// The payment was authorized. (Authorizing through `tenant` confirms the order
     /// in the same decision.)
     Confirm {
         /// The authorized payment.

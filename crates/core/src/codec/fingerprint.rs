@@ -1,0 +1,111 @@
+//! Command fingerprints: what makes "the same command" for an idempotency key.
+//!
+//! A fingerprint hashes a canonical encoding of the command (a tag per variant, then each
+//! field in a fixed order, strings length-prefixed), never its `Debug` text, so that it stays
+//! the same across releases; a retry after an upgrade is still recognized.
+
+use crate::domain::{CancelReason, Command, DeclineReason, Money, OrderCommand, PaymentCommand};
+
+/// The first 16 bytes of the blake3 hash of a command's canonical encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub [u8; 16]);
+
+struct Canonical(blake3::Hasher);
+
+impl Canonical {
+    fn tag(&mut self, tag: u8) -> &mut Self {
+        self.0.update(&[tag]);
+        self
+    }
+    fn text(&mut self, text: &str) -> &mut Self {
+        self.0.update(&(text.len() as u64).to_le_bytes());
+        self.0.update(text.as_bytes());
+        self
+    }
+    fn number(&mut self, n: u64) -> &mut Self {
+        self.0.update(&n.to_le_bytes());
+        self
+    }
+    fn money(&mut self, m: &Money) -> &mut Self {
+        self.number(m.minor).text(m.currency.as_str())
+    }
+}
+
+/// The fingerprint of `command`.
+#[must_use]
+pub fn fingerprint(command: &Command) -> Fingerprint {
+    let mut c = Canonical(blake3::Hasher::new());
+    match command {
+        Command::ReceiveStock { sku, quantity } => {
+            c.tag(1).text(sku.as_str()).number(quantity.get());
+        }
+        Command::AdjustStock { sku, delta } => {
+            c.tag(2).text(sku.as_str()).number(u64::from_le_bytes(delta.to_le_bytes()));
+        }
+        Command::Order { order, command } => {
+            c.tag(3).text(order.as_str());
+            match command {
+                OrderCommand::Place { customer, currency, lines } => {
+                    c.tag(1)
+                        .text(customer.as_str())
+                        .text(currency.as_str())
+                        .number(lines.len() as u64);
+                    for line in lines {
+                        c.text(line.sku.as_str())
+                            .number(line.quantity.get())
+                            .number(line.unit_price);
+                    }
+                }
+                OrderCommand::Confirm { payment } => {
+                    c.tag(2).text(payment.as_str());
+                }
+                OrderCommand::Ship => {
+                    c.tag(3);
+                }
+                OrderCommand::Deliver => {
+                    c.tag(4);
+                }
+                OrderCommand::Cancel { reason } => {
+                    c.tag(5).tag(match reason {
+                        CancelReason::Requested => 0,
+                        CancelReason::PaymentDeclined => 1,
+                        CancelReason::HoldExpired => 2,
+                    });
+                }
+                OrderCommand::Refund { amount } => {
+                    c.tag(6).money(amount);
+                }
+                OrderCommand::Expire => {
+                    c.tag(7);
+                }
+            }
+        }
+        Command::Payment { payment, command } => {
+            c.tag(4).text(payment.as_str());
+            match command {
+                PaymentCommand::Authorize { order, amount, gateway } => {
+                    c.tag(1).text(order.as_str()).money(amount).text(gateway.as_str());
+                }
+                PaymentCommand::Decline { order, amount, gateway, reason } => {
+                    c.tag(2).text(order.as_str()).money(amount).text(gateway.as_str()).tag(
+                        match reason {
+                            DeclineReason::Refused => 0,
+                            DeclineReason::GatewayUnavailable => 1,
+                        },
+                    );
+                }
+                PaymentCommand::Capture { amount } => {
+                    c.tag(3).money(amount);
+                }
+                PaymentCommand::Void => {
+                    c.tag(4);
+                }
+                PaymentCommand::Refund { amount } => {
+                    c.tag(5).money(amount);
+                }
+            }
+        }
+    }
+    let hash = c.0.finalize();
+    Fingerprint(hash.as_bytes()[..16].try_into().expect("16 of 32 bytes"))
+}

@@ -1,0 +1,526 @@
+//! The event codec: domain events to log records and back.
+//!
+//! A record's stream id names the tenant and the aggregate (`{tenant}/o/{order}`,
+//! `{tenant}/i/{sku}`, `{tenant}/p/{payment}`; ids cannot contain `/`), its event type says
+//! which event it is (stable codes in [`EventType`]), and its payload is the event's fields as
+//! rkyv bytes of a frozen schema version ([`v1`]). Decoding dispatches on (event type, schema
+//! version), so an old version stays readable through an upcaster when a new one is added.
+
+mod fingerprint;
+pub mod v1;
+
+pub use fingerprint::{Fingerprint, fingerprint};
+
+use crate::domain::{
+    CancelReason, Currency, CustomerId, DeclineReason, Event, GatewayId, IdempotencyKey,
+    InvalidValue, InventoryEvent, Money, OrderEvent, OrderId, OrderLine, PaymentEvent, PaymentId,
+    Quantity, Sku, TenantId, Timestamp,
+};
+
+/// The schema version every event is written with today.
+pub const CURRENT_SCHEMA: u16 = 1;
+
+/// Stable event type codes: part of the log format, never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+#[allow(missing_docs, reason = "each variant is the event of the same name")]
+pub enum EventType {
+    StockReceived = 1,
+    StockAdjusted = 2,
+    StockHeld = 3,
+    StockCommitted = 4,
+    StockReleased = 5,
+    HoldExpired = 6,
+    OrderPlaced = 20,
+    OrderConfirmed = 21,
+    OrderShipped = 22,
+    OrderDelivered = 23,
+    OrderCancelled = 24,
+    OrderRefunded = 25,
+    PaymentAuthorized = 40,
+    PaymentDeclined = 41,
+    PaymentCaptured = 42,
+    PaymentVoided = 43,
+    PaymentRefunded = 44,
+    /// Not a domain event: the engine's record of an idempotency key (see `engine`).
+    CommandAccepted = 60,
+}
+
+impl EventType {
+    const ALL: [EventType; 18] = [
+        EventType::StockReceived,
+        EventType::StockAdjusted,
+        EventType::StockHeld,
+        EventType::StockCommitted,
+        EventType::StockReleased,
+        EventType::HoldExpired,
+        EventType::OrderPlaced,
+        EventType::OrderConfirmed,
+        EventType::OrderShipped,
+        EventType::OrderDelivered,
+        EventType::OrderCancelled,
+        EventType::OrderRefunded,
+        EventType::PaymentAuthorized,
+        EventType::PaymentDeclined,
+        EventType::PaymentCaptured,
+        EventType::PaymentVoided,
+        EventType::PaymentRefunded,
+        EventType::CommandAccepted,
+    ];
+
+    /// The type with this code, if any.
+    #[must_use]
+    pub fn from_code(code: u16) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| *t as u16 == code)
+    }
+
+    /// The type of a domain event.
+    #[must_use]
+    pub fn of(event: &Event) -> EventType {
+        use InventoryEvent as I;
+        use OrderEvent as O;
+        use PaymentEvent as P;
+        match event {
+            Event::Inventory { event, .. } => match event {
+                I::StockReceived { .. } => EventType::StockReceived,
+                I::StockAdjusted { .. } => EventType::StockAdjusted,
+                I::StockHeld { .. } => EventType::StockHeld,
+                I::StockCommitted { .. } => EventType::StockCommitted,
+                I::StockReleased { .. } => EventType::StockReleased,
+                I::HoldExpired { .. } => EventType::HoldExpired,
+            },
+            Event::Order { event, .. } => match event {
+                O::OrderPlaced { .. } => EventType::OrderPlaced,
+                O::OrderConfirmed { .. } => EventType::OrderConfirmed,
+                O::OrderShipped => EventType::OrderShipped,
+                O::OrderDelivered => EventType::OrderDelivered,
+                O::OrderCancelled { .. } => EventType::OrderCancelled,
+                O::OrderRefunded { .. } => EventType::OrderRefunded,
+            },
+            Event::Payment { event, .. } => match event {
+                P::PaymentAuthorized { .. } => EventType::PaymentAuthorized,
+                P::PaymentDeclined { .. } => EventType::PaymentDeclined,
+                P::PaymentCaptured { .. } => EventType::PaymentCaptured,
+                P::PaymentVoided => EventType::PaymentVoided,
+                P::PaymentRefunded { .. } => EventType::PaymentRefunded,
+            },
+        }
+    }
+
+    /// Stable snake_case name, as the API and audit show it.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            EventType::StockReceived => "stock_received",
+            EventType::StockAdjusted => "stock_adjusted",
+            EventType::StockHeld => "stock_held",
+            EventType::StockCommitted => "stock_committed",
+            EventType::StockReleased => "stock_released",
+            EventType::HoldExpired => "hold_expired",
+            EventType::OrderPlaced => "order_placed",
+            EventType::OrderConfirmed => "order_confirmed",
+            EventType::OrderShipped => "order_shipped",
+            EventType::OrderDelivered => "order_delivered",
+            EventType::OrderCancelled => "order_cancelled",
+            EventType::OrderRefunded => "order_refunded",
+            EventType::PaymentAuthorized => "payment_authorized",
+            EventType::PaymentDeclined => "payment_declined",
+            EventType::PaymentCaptured => "payment_captured",
+            EventType::PaymentVoided => "payment_voided",
+            EventType::PaymentRefunded => "payment_refunded",
+            EventType::CommandAccepted => "command_accepted",
+        }
+    }
+}
+
+/// A record's fields as the log stores them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Encoded {
+    /// The stream id: tenant and aggregate.
+    pub stream: Vec<u8>,
+    /// An [`EventType`] code.
+    pub event_type: u16,
+    /// The payload's schema version.
+    pub schema_version: u16,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// A decoded record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// A domain event of `tenant`.
+    Event {
+        /// The tenant.
+        tenant: TenantId,
+        /// The event.
+        event: Event,
+    },
+    /// The engine's record that a command with an idempotency key was accepted; the command's
+    /// `events` events follow it in the same batch.
+    CommandAccepted {
+        /// The tenant.
+        tenant: TenantId,
+        /// The key.
+        key: IdempotencyKey,
+        /// Fingerprint of the command first sent with the key.
+        fingerprint: Fingerprint,
+        /// How many events the command recorded.
+        events: u32,
+    },
+}
+
+/// Why a record could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// An event type or schema version this build does not know.
+    #[error("unknown event type {event_type} schema version {schema_version}")]
+    UnknownType {
+        /// The record's event type.
+        event_type: u16,
+        /// The record's schema version.
+        schema_version: u16,
+    },
+    /// The stream id does not name a tenant and an aggregate of the event's kind.
+    #[error("malformed stream id {0:?}")]
+    BadStream(String),
+    /// The payload does not validate against its schema.
+    #[error("payload does not match its schema: {0}")]
+    BadPayload(String),
+    /// The payload holds a value outside the domain's rules.
+    #[error("payload holds an invalid value: {0}")]
+    InvalidValue(#[from] InvalidValue),
+}
+
+fn stream(tenant: &TenantId, kind: &str, id: &str) -> Vec<u8> {
+    let mut s = Vec::with_capacity(tenant.as_str().len() + kind.len() + id.len() + 2);
+    s.extend_from_slice(tenant.as_str().as_bytes());
+    s.push(b'/');
+    s.extend_from_slice(kind.as_bytes());
+    if !id.is_empty() {
+        s.push(b'/');
+        s.extend_from_slice(id.as_bytes());
+    }
+    s
+}
+
+fn archive<T>(value: &T) -> Vec<u8>
+where
+    T: for<'a> rkyv::Serialize<
+            rkyv::api::high::HighSerializer<
+                rkyv::util::AlignedVec,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                rkyv::rancor::Error,
+            >,
+        >,
+{
+    rkyv::to_bytes::<rkyv::rancor::Error>(value).expect("plain data always serializes").into_vec()
+}
+
+/// The record of one domain event of `tenant`.
+#[must_use]
+pub fn encode_event(tenant: &TenantId, event: &Event) -> Encoded {
+    use InventoryEvent as I;
+    use OrderEvent as O;
+    use PaymentEvent as P;
+    let event_type = EventType::of(event) as u16;
+    let (stream, payload) = match event {
+        Event::Inventory { sku, event } => {
+            let payload = match event {
+                I::StockReceived { quantity } => {
+                    archive(&v1::StockReceived { quantity: q(*quantity) })
+                }
+                I::StockAdjusted { delta } => archive(&v1::StockAdjusted { delta: *delta }),
+                I::StockHeld { order, quantity, expires_at } => archive(&v1::StockHeld {
+                    order: order.to_string(),
+                    quantity: q(*quantity),
+                    expires_at: expires_at.0,
+                }),
+                I::StockCommitted { order, quantity }
+                | I::StockReleased { order, quantity }
+                | I::HoldExpired { order, quantity } => {
+                    archive(&v1::HoldClosed { order: order.to_string(), quantity: q(*quantity) })
+                }
+            };
+            (stream(tenant, "i", sku.as_str()), payload)
+        }
+        Event::Order { order, event } => {
+            let payload = match event {
+                O::OrderPlaced { customer, currency, lines, total, hold_expires_at } => {
+                    archive(&v1::OrderPlaced {
+                        customer: customer.to_string(),
+                        currency: currency_bytes(*currency),
+                        lines: lines
+                            .iter()
+                            .map(|l| v1::Line {
+                                sku: l.sku.to_string(),
+                                quantity: q(l.quantity),
+                                unit_price: l.unit_price,
+                            })
+                            .collect(),
+                        total: *total,
+                        hold_expires_at: hold_expires_at.0,
+                    })
+                }
+                O::OrderConfirmed { payment } => {
+                    archive(&v1::OrderConfirmed { payment: payment.to_string() })
+                }
+                O::OrderShipped | O::OrderDelivered => Vec::new(),
+                O::OrderCancelled { reason } => {
+                    archive(&v1::OrderCancelled { reason: cancel_code(*reason) })
+                }
+                O::OrderRefunded { amount } => archive(&v1::Amount { amount: *amount }),
+            };
+            (stream(tenant, "o", order.as_str()), payload)
+        }
+        Event::Payment { payment, event } => {
+            let started = |order: &OrderId, amount: &Money, gateway: &GatewayId, reason| {
+                archive(&v1::PaymentStarted {
+                    order: order.to_string(),
+                    amount: amount.minor,
+                    currency: currency_bytes(amount.currency),
+                    gateway: gateway.to_string(),
+                    reason,
+                })
+            };
+            let payload = match event {
+                P::PaymentAuthorized { order, amount, gateway } => {
+                    started(order, amount, gateway, 0)
+                }
+                P::PaymentDeclined { order, amount, gateway, reason } => {
+                    started(order, amount, gateway, decline_code(*reason))
+                }
+                P::PaymentCaptured { amount } | P::PaymentRefunded { amount } => {
+                    archive(&v1::Amount { amount: *amount })
+                }
+                P::PaymentVoided => Vec::new(),
+            };
+            (stream(tenant, "p", payment.as_str()), payload)
+        }
+    };
+    Encoded { stream, event_type, schema_version: CURRENT_SCHEMA, payload }
+}
+
+/// The engine's record that `key` was accepted with a command of `fingerprint` that recorded
+/// `events` events.
+#[must_use]
+pub fn encode_command_accepted(
+    tenant: &TenantId,
+    key: &IdempotencyKey,
+    fingerprint: Fingerprint,
+    events: u32,
+) -> Encoded {
+    let payload =
+        archive(&v1::CommandAccepted { key: key.to_string(), fingerprint: fingerprint.0, events });
+    Encoded {
+        stream: stream(tenant, "k", ""),
+        event_type: EventType::CommandAccepted as u16,
+        schema_version: CURRENT_SCHEMA,
+        payload,
+    }
+}
+
+/// Decodes one record.
+pub fn decode(
+    stream_id: &[u8],
+    event_type: u16,
+    schema_version: u16,
+    payload: &[u8],
+) -> Result<Decoded, DecodeError> {
+    let unknown = DecodeError::UnknownType { event_type, schema_version };
+    let Some(kind) = EventType::from_code(event_type) else { return Err(unknown) };
+    if schema_version != 1 {
+        return Err(unknown);
+    }
+    let bad_stream = || DecodeError::BadStream(String::from_utf8_lossy(stream_id).into_owned());
+    let text = std::str::from_utf8(stream_id).map_err(|_| bad_stream())?;
+    let mut parts = text.splitn(3, '/');
+    let (Some(tenant), Some(aggregate)) = (parts.next(), parts.next()) else {
+        return Err(bad_stream());
+    };
+    let id = parts.next().unwrap_or("");
+    let tenant = TenantId::new(tenant)?;
+    let expected_aggregate = match kind as u16 {
+        1..=19 => "i",
+        20..=39 => "o",
+        40..=59 => "p",
+        _ => "k",
+    };
+    if aggregate != expected_aggregate {
+        return Err(bad_stream());
+    }
+    use EventType as T;
+    let event = match kind {
+        T::StockReceived
+        | T::StockAdjusted
+        | T::StockHeld
+        | T::StockCommitted
+        | T::StockReleased
+        | T::HoldExpired => {
+            let event = match kind {
+                T::StockReceived => {
+                    let p = unarchive::<v1::StockReceived>(payload)?;
+                    InventoryEvent::StockReceived { quantity: quantity(p.quantity)? }
+                }
+                T::StockAdjusted => InventoryEvent::StockAdjusted {
+                    delta: unarchive::<v1::StockAdjusted>(payload)?.delta,
+                },
+                T::StockHeld => {
+                    let p = unarchive::<v1::StockHeld>(payload)?;
+                    InventoryEvent::StockHeld {
+                        order: OrderId::new(&p.order)?,
+                        quantity: quantity(p.quantity)?,
+                        expires_at: Timestamp(p.expires_at),
+                    }
+                }
+                _ => {
+                    let p = unarchive::<v1::HoldClosed>(payload)?;
+                    let (order, quantity) = (OrderId::new(&p.order)?, quantity(p.quantity)?);
+                    match kind {
+                        T::StockCommitted => InventoryEvent::StockCommitted { order, quantity },
+                        T::StockReleased => InventoryEvent::StockReleased { order, quantity },
+                        _ => InventoryEvent::HoldExpired { order, quantity },
+                    }
+                }
+            };
+            Event::Inventory { sku: Sku::new(id)?, event }
+        }
+        T::OrderPlaced
+        | T::OrderConfirmed
+        | T::OrderShipped
+        | T::OrderDelivered
+        | T::OrderCancelled
+        | T::OrderRefunded => {
+            let event = match kind {
+                T::OrderPlaced => {
+                    let p = unarchive::<v1::OrderPlaced>(payload)?;
+                    let lines = p
+                        .lines
+                        .iter()
+                        .map(|l| {
+                            Ok(OrderLine {
+                                sku: Sku::new(&l.sku)?,
+                                quantity: quantity(l.quantity)?,
+                                unit_price: l.unit_price,
+                            })
+                        })
+                        .collect::<Result<_, DecodeError>>()?;
+                    OrderEvent::OrderPlaced {
+                        customer: CustomerId::new(&p.customer)?,
+                        currency: currency(p.currency)?,
+                        lines,
+                        total: p.total,
+                        hold_expires_at: Timestamp(p.hold_expires_at),
+                    }
+                }
+                T::OrderConfirmed => OrderEvent::OrderConfirmed {
+                    payment: PaymentId::new(&unarchive::<v1::OrderConfirmed>(payload)?.payment)?,
+                },
+                T::OrderShipped => OrderEvent::OrderShipped,
+                T::OrderDelivered => OrderEvent::OrderDelivered,
+                T::OrderCancelled => OrderEvent::OrderCancelled {
+                    reason: cancel_reason(unarchive::<v1::OrderCancelled>(payload)?.reason)?,
+                },
+                _ => OrderEvent::OrderRefunded { amount: unarchive::<v1::Amount>(payload)?.amount },
+            };
+            Event::Order { order: OrderId::new(id)?, event }
+        }
+        T::PaymentAuthorized
+        | T::PaymentDeclined
+        | T::PaymentCaptured
+        | T::PaymentVoided
+        | T::PaymentRefunded => {
+            let event = match kind {
+                T::PaymentAuthorized | T::PaymentDeclined => {
+                    let p = unarchive::<v1::PaymentStarted>(payload)?;
+                    let order = OrderId::new(&p.order)?;
+                    let amount = Money::new(p.amount, currency(p.currency)?);
+                    let gateway = GatewayId::new(&p.gateway)?;
+                    if kind == T::PaymentAuthorized {
+                        PaymentEvent::PaymentAuthorized { order, amount, gateway }
+                    } else {
+                        let reason = decline_reason(p.reason)?;
+                        PaymentEvent::PaymentDeclined { order, amount, gateway, reason }
+                    }
+                }
+                T::PaymentCaptured => PaymentEvent::PaymentCaptured {
+                    amount: unarchive::<v1::Amount>(payload)?.amount,
+                },
+                T::PaymentVoided => PaymentEvent::PaymentVoided,
+                _ => PaymentEvent::PaymentRefunded {
+                    amount: unarchive::<v1::Amount>(payload)?.amount,
+                },
+            };
+            Event::Payment { payment: PaymentId::new(id)?, event }
+        }
+        T::CommandAccepted => {
+            let p = unarchive::<v1::CommandAccepted>(payload)?;
+            return Ok(Decoded::CommandAccepted {
+                tenant,
+                key: IdempotencyKey::new(&p.key)?,
+                fingerprint: Fingerprint(p.fingerprint),
+                events: p.events,
+            });
+        }
+    };
+    Ok(Decoded::Event { tenant, event })
+}
+
+fn unarchive<T>(payload: &[u8]) -> Result<T, DecodeError>
+where
+    T: rkyv::Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+{
+    rkyv::from_bytes::<T, rkyv::rancor::Error>(payload)
+        .map_err(|e| DecodeError::BadPayload(e.to_string()))
+}
+
+fn q(quantity: Quantity) -> u32 {
+    u32::try_from(quantity.get()).expect("a quantity fits u32 by its limit")
+}
+
+fn quantity(value: u32) -> Result<Quantity, DecodeError> {
+    Ok(Quantity::new(u64::from(value))?)
+}
+
+fn currency_bytes(currency: Currency) -> [u8; 3] {
+    currency.as_str().as_bytes().try_into().expect("a currency is three bytes")
+}
+
+fn currency(bytes: [u8; 3]) -> Result<Currency, DecodeError> {
+    Ok(Currency::new(&String::from_utf8_lossy(&bytes))?)
+}
+
+fn cancel_code(reason: CancelReason) -> u8 {
+    match reason {
+        CancelReason::Requested => 0,
+        CancelReason::PaymentDeclined => 1,
+        CancelReason::HoldExpired => 2,
+    }
+}
+
+fn cancel_reason(code: u8) -> Result<CancelReason, DecodeError> {
+    match code {
+        0 => Ok(CancelReason::Requested),
+        1 => Ok(CancelReason::PaymentDeclined),
+        2 => Ok(CancelReason::HoldExpired),
+        _ => Err(DecodeError::BadPayload(format!("unknown cancel reason {code}"))),
+    }
+}
+
+fn decline_code(reason: DeclineReason) -> u8 {
+    match reason {
+        DeclineReason::Refused => 0,
+        DeclineReason::GatewayUnavailable => 1,
+    }
+}
+
+fn decline_reason(code: u8) -> Result<DeclineReason, DecodeError> {
+    match code {
+        0 => Ok(DeclineReason::Refused),
+        1 => Ok(DeclineReason::GatewayUnavailable),
+        _ => Err(DecodeError::BadPayload(format!("unknown decline reason {code}"))),
+    }
+}

@@ -1,0 +1,183 @@
+//! The decision thread: the single writer.
+//!
+//! It owns all hot state. For each admitted command it stamps the admission time, checks the
+//! idempotency key, decides against the in-memory state, applies the events at once (so the
+//! next command sees them), and hands the command's records to the log as one atomic batch.
+//! The caller is answered from the log's sync thread once that batch is durable. Deciding the
+//! next commands therefore overlaps with the fsync of the previous ones, yet no caller is ever
+//! answered before its events are on disk. If the log fails, every later command is refused:
+//! the in-memory state may be ahead of the disk, and only reopening (replay) is trusted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use orderly_store::{Expected, Log, NewRecord};
+
+use super::clock::Clock;
+use super::error::{EngineError, ExecuteError};
+use super::state::{KeyEntry, World};
+use crate::codec::{self, Encoded, fingerprint};
+use crate::domain::{
+    Command, Context, Decider, Envelope, Event, IdempotencyKey, OrderCommand, Tenant, TenantId,
+    TenantState, Timestamp,
+};
+
+/// How often an idle decision thread wakes to expire holds that ran out.
+const EXPIRY_TICK: Duration = Duration::from_millis(100);
+/// Most commands decided per turn before expiry timers are checked again.
+const MAX_DECISIONS_PER_TURN: usize = 4096;
+
+/// What the decision thread answers.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// The command's events, admitted at `at`, are durable from position `first` on.
+    Committed { first: u64, events: Vec<Event>, at: Timestamp },
+    /// The key was seen with the same command: its `count` events are at `first..`.
+    Replay { first: u64, count: u32 },
+}
+
+pub(crate) type Reply = Box<dyn FnOnce(Result<Answer, ExecuteError>) + Send>;
+
+pub(crate) struct Request {
+    pub envelope: Envelope,
+    pub reply: Reply,
+}
+
+pub(crate) struct DecisionThread {
+    pub world: World,
+    pub log: Log,
+    pub requests: Receiver<Request>,
+    pub clock: Arc<dyn Clock>,
+    pub hold_ttl_ms: u64,
+    /// The position the next record will get: this thread is the log's only appender.
+    pub next_position: u64,
+    /// Admission times never go backwards, even if the wall clock does.
+    pub last_now: Timestamp,
+}
+
+impl DecisionThread {
+    pub(crate) fn run(mut self) {
+        loop {
+            let first = match self.requests.recv_timeout(EXPIRY_TICK) {
+                Ok(request) => Some(request),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let now = self.admission_time();
+            self.expire_due(now);
+            let Some(first) = first else { continue };
+            self.handle(first, now);
+            for _ in 1..MAX_DECISIONS_PER_TURN {
+                let Ok(request) = self.requests.try_recv() else { break };
+                self.handle(request, now);
+            }
+        }
+    }
+
+    fn admission_time(&mut self) -> Timestamp {
+        self.last_now = self.last_now.max(self.clock.now());
+        self.last_now
+    }
+
+    fn context(&self, now: Timestamp) -> Context {
+        Context { now, hold_ttl_ms: self.hold_ttl_ms }
+    }
+
+    fn handle(&mut self, Request { envelope, reply }: Request, now: Timestamp) {
+        if let Some(cause) = self.log.failure() {
+            return reply(Err(EngineError::Stopped { cause }.into()));
+        }
+        let Envelope { tenant, idempotency_key, command, .. } = envelope;
+        let key = idempotency_key.map(|key| (key, fingerprint(&command)));
+        if let Some((key, fingerprint)) = &key
+            && let Some(entry) = self.world.key(&tenant, key)
+        {
+            return reply(if entry.fingerprint == *fingerprint {
+                Ok(Answer::Replay { first: entry.first, count: entry.events })
+            } else {
+                Err(ExecuteError::IdempotencyKeyReused { key: key.clone() })
+            });
+        }
+        let absent = TenantState::default();
+        let state = self.world.tenant(&tenant).unwrap_or(&absent);
+        match Tenant::decide(state, &command, &self.context(now)) {
+            Ok(events) => self.commit(&tenant, key, events, now, reply),
+            Err(rejection) => reply(Err(ExecuteError::Rejected(rejection))),
+        }
+    }
+
+    /// Expires the holds of unpaid orders that ran out. These commands come from the engine
+    /// itself; their timers are rebuilt from the log on open, so they survive restarts.
+    fn expire_due(&mut self, now: Timestamp) {
+        for (tenant, order) in self.world.take_due(now) {
+            if self.log.failure().is_some() {
+                return;
+            }
+            let command = Command::Order { order, command: OrderCommand::Expire };
+            let Some(state) = self.world.tenant(&tenant) else { continue };
+            // A rejection means the order moved on meanwhile; nothing to expire.
+            if let Ok(events) = Tenant::decide(state, &command, &self.context(now)) {
+                self.commit(&tenant, None, events, now, Box::new(|_| {}));
+            }
+        }
+    }
+
+    /// Applies `events` and hands them to the log as one batch, preceded by the key record
+    /// when the command carried an idempotency key.
+    fn commit(
+        &mut self,
+        tenant: &TenantId,
+        key: Option<(IdempotencyKey, codec::Fingerprint)>,
+        events: Vec<Event>,
+        now: Timestamp,
+        reply: Reply,
+    ) {
+        let count = u32::try_from(events.len()).expect("a decision has few events");
+        let mut records = Vec::with_capacity(events.len() + 1);
+        if let Some((key, fingerprint)) = &key {
+            records.push(record(
+                codec::encode_command_accepted(tenant, key, *fingerprint, count),
+                now,
+            ));
+        }
+        for event in &events {
+            records.push(record(codec::encode_event(tenant, event), now));
+            self.world.apply(tenant, event);
+        }
+        let first = self.next_position + u64::from(key.is_some());
+        if let Some((key, fingerprint)) = &key {
+            self.world.remember_key(
+                tenant,
+                key,
+                KeyEntry { fingerprint: *fingerprint, first, events: count },
+            );
+        }
+        let expected_first = self.next_position;
+        self.next_position += records.len() as u64;
+        // If the log refuses the batch (it stopped or closed), the callback is dropped with it:
+        // the caller learns the engine stopped, and later commands are refused through
+        // `log.failure()`.
+        let _refused = self.log.append_or_wait(records, move |outcome| match outcome {
+            Ok(appended) => {
+                assert_eq!(
+                    appended.first.0, expected_first,
+                    "the engine is the log's only appender"
+                );
+                reply(Ok(Answer::Committed { first, events, at: now }));
+            }
+            Err(e) => reply(Err(EngineError::Stopped { cause: e.to_string() }.into())),
+        });
+    }
+}
+
+fn record(encoded: Encoded, now: Timestamp) -> NewRecord {
+    NewRecord {
+        stream: encoded.stream,
+        expected: Expected::Any,
+        event_type: encoded.event_type,
+        schema_version: encoded.schema_version,
+        timestamp: now.0,
+        payload: encoded.payload,
+    }
+}

@@ -1,0 +1,77 @@
+//! What can go wrong when executing a command.
+
+use orderly_store::{OpenError, ReadError};
+
+use crate::codec::DecodeError;
+use crate::domain::{IdempotencyKey, Rejection};
+
+/// The engine could not do its job; nothing about the command itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The admission queue is full: shed load or retry later (HTTP 429/503).
+    #[error("the engine is overloaded; retry later")]
+    Overloaded,
+    /// The log stopped after a storage error; nothing more is accepted until the engine is
+    /// reopened. Commands not yet acknowledged were not recorded.
+    #[error("the engine stopped after a storage error: {cause}")]
+    Stopped {
+        /// The storage error.
+        cause: String,
+    },
+    /// The engine is shutting down.
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+}
+
+/// Why a command was not executed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecuteError {
+    /// The domain refused the command; nothing was recorded.
+    #[error("rejected: {0}")]
+    Rejected(Rejection),
+    /// The idempotency key was first used with a different command.
+    #[error("idempotency key {key} was already used with a different command")]
+    IdempotencyKeyReused {
+        /// The key.
+        key: IdempotencyKey,
+    },
+    /// The engine could not take the command.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl ExecuteError {
+    /// Stable snake_case code, part of the API.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            ExecuteError::Rejected(rejection) => rejection.code(),
+            ExecuteError::IdempotencyKeyReused { .. } => "idempotency_key_reused",
+            ExecuteError::Engine(EngineError::Overloaded) => "overloaded",
+            ExecuteError::Engine(EngineError::Stopped { .. }) => "engine_stopped",
+            ExecuteError::Engine(EngineError::ShuttingDown) => "shutting_down",
+        }
+    }
+}
+
+/// Why the engine could not open.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenEngineError {
+    /// The log could not be opened (IO, lock, corruption).
+    #[error(transparent)]
+    Log(#[from] OpenError),
+    /// A committed record could not be read back.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// A committed record does not decode: the log was written by an unknown version, or is
+    /// damaged in a way its checksums did not catch.
+    #[error("record at position {position} does not decode: {error}")]
+    Decode {
+        /// The record's position.
+        position: u64,
+        /// Why.
+        error: DecodeError,
+    },
+}

@@ -1,0 +1,287 @@
+//! The engine: many callers, one decision thread, durable acknowledgements.
+//!
+//! ```text
+//! execute(envelope) ─▶ admission queue (bounded) ─▶ decision thread ─▶ log group commit
+//!        ▲                                         (state, keys, timers)        │
+//!        └──────────── answered after fdatasync ◀────────────────────────────────┘
+//! ```
+//! [`Engine::open`] replays the log to rebuild every tenant's aggregates, the idempotency keys
+//! and the expiry timers, then starts the decision thread. See `decision.rs` for why answers
+//! are never early and `state.rs` for what is kept in memory.
+
+mod clock;
+mod decision;
+mod error;
+mod state;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, TrySendError};
+use orderly_store::{Log, LogConfig, Position};
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{EngineError, ExecuteError, OpenEngineError};
+
+use self::decision::{Answer, DecisionThread, Reply, Request};
+use self::state::World;
+use crate::codec::{self, Decoded};
+use crate::domain::limits::DEFAULT_HOLD_TTL_MS;
+use crate::domain::{Envelope, Event, TenantId, Timestamp};
+
+/// Commands that may wait for the decision thread before `execute` answers `Overloaded`.
+pub const DEFAULT_ADMISSION_QUEUE: usize = 65_536;
+
+/// How long a replayed answer waits for the original command's batch to become durable.
+const REPLAY_WAIT: Duration = Duration::from_secs(30);
+
+/// How the engine is set up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How long a placed order holds its stock unpaid, in milliseconds.
+    pub hold_ttl_ms: u64,
+    /// Commands that may wait for the decision thread.
+    pub admission_queue: usize,
+    /// The log's settings.
+    pub log: LogConfig,
+    /// Where admission times come from.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            hold_ttl_ms: DEFAULT_HOLD_TTL_MS,
+            admission_queue: DEFAULT_ADMISSION_QUEUE,
+            log: LogConfig::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// One committed event and where it is in the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedEvent {
+    /// Its position in the log.
+    pub position: Position,
+    /// The tenant it belongs to.
+    pub tenant: TenantId,
+    /// The event.
+    pub event: Event,
+    /// The admission time of the command that recorded it.
+    pub recorded_at: Timestamp,
+}
+
+/// What a command did: its events, durable, with their positions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The events, in order.
+    pub events: Vec<CommittedEvent>,
+    /// True when the idempotency key had been seen with the same command: these are the
+    /// events the first execution recorded, and nothing new was decided.
+    pub replayed: bool,
+}
+
+impl Outcome {
+    /// The position after the command's last event: wait for read models to reach it to read
+    /// your own write.
+    #[must_use]
+    pub fn next_position(&self) -> Position {
+        self.events.last().map_or(Position(0), |e| e.position.next())
+    }
+}
+
+/// An open engine. Cloning the handle is cheap; all clones share one engine.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    requests: Mutex<Option<Sender<Request>>>,
+    decision: Mutex<Option<JoinHandle<()>>>,
+    log: Log,
+}
+
+impl Engine {
+    /// Opens the engine on the data folder `dir`: recovers the log, replays it into memory, and
+    /// starts the decision thread.
+    pub fn open(dir: &Path, config: Config) -> Result<Engine, OpenEngineError> {
+        let (log, _recovery) = Log::open(dir, config.log.clone())?;
+        let mut world = World::default();
+        let mut last_now = Timestamp(0);
+        for record in log.read_from(Position(0)) {
+            let record = record?;
+            let decoded = codec::decode(
+                &record.stream,
+                record.event_type,
+                record.schema_version,
+                &record.payload,
+            )
+            .map_err(|error| OpenEngineError::Decode { position: record.position.0, error })?;
+            world.replay(record.position.0, &decoded);
+            last_now = last_now.max(Timestamp(record.timestamp));
+        }
+        let (sender, requests) = crossbeam_channel::bounded(config.admission_queue.max(1));
+        let thread = DecisionThread {
+            world,
+            log: log.clone(),
+            requests,
+            clock: config.clock.clone(),
+            hold_ttl_ms: config.hold_ttl_ms,
+            next_position: log.head().0,
+            last_now,
+        };
+        let decision = std::thread::Builder::new()
+            .name("orderly-decide".into())
+            .spawn(move || thread.run())
+            .map_err(|source| orderly_store::OpenError::Io { path: dir.to_path_buf(), source })?;
+        let inner =
+            Inner { requests: Mutex::new(Some(sender)), decision: Mutex::new(Some(decision)), log };
+        Ok(Engine { inner: Arc::new(inner) })
+    }
+
+    /// Executes one command: answered once its events are durable, or with why not.
+    pub async fn execute(&self, envelope: Envelope) -> Result<Outcome, ExecuteError> {
+        let tenant = envelope.tenant.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(envelope, Box::new(move |answer| drop(tx.send(answer))))?;
+        let answer = rx.await.map_err(|_| self.gone())??;
+        self.outcome(tenant, answer)
+    }
+
+    /// [`Engine::execute`] for code without an async runtime: blocks the calling thread.
+    pub fn execute_blocking(&self, envelope: Envelope) -> Result<Outcome, ExecuteError> {
+        let tenant = envelope.tenant.clone();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.submit(envelope, Box::new(move |answer| drop(tx.send(answer))))?;
+        let answer = rx.recv().map_err(|_| self.gone())??;
+        self.outcome(tenant, answer)
+    }
+
+    /// Follows the committed events from `from` on (domain events only).
+    #[must_use]
+    pub fn subscribe(&self, from: Position) -> Subscription {
+        Subscription { inner: self.inner.log.subscribe(from) }
+    }
+
+    /// The position the next record will get: everything below it is durable.
+    #[must_use]
+    pub fn head(&self) -> Position {
+        self.inner.log.head()
+    }
+
+    /// The engine's log, for readers (projections, audit).
+    #[must_use]
+    pub fn log(&self) -> &Log {
+        &self.inner.log
+    }
+
+    /// Stops admitting commands, decides and commits what was admitted, and waits for the
+    /// decision thread to finish. The log closes when the last handle is dropped.
+    pub fn shutdown(&self) {
+        drop(self.inner.requests.lock().unwrap_or_else(PoisonError::into_inner).take());
+        let decision = self.inner.decision.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(decision) = decision {
+            // A panic on the decision thread is a bug already printed; the log keeps what was
+            // acknowledged.
+            let _ = decision.join();
+        }
+    }
+
+    fn submit(&self, envelope: Envelope, reply: Reply) -> Result<(), ExecuteError> {
+        let requests = self.inner.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        let sender = requests.as_ref().ok_or(EngineError::ShuttingDown)?;
+        sender.try_send(Request { envelope, reply }).map_err(|e| match e {
+            TrySendError::Full(_) => EngineError::Overloaded.into(),
+            TrySendError::Disconnected(_) => EngineError::ShuttingDown.into(),
+        })
+    }
+
+    /// Why an answer never came: the log stopped (and dropped the batch) or the engine closed.
+    fn gone(&self) -> ExecuteError {
+        match self.inner.log.failure() {
+            Some(cause) => EngineError::Stopped { cause }.into(),
+            None => EngineError::ShuttingDown.into(),
+        }
+    }
+
+    fn outcome(&self, tenant: TenantId, answer: Answer) -> Result<Outcome, ExecuteError> {
+        match answer {
+            Answer::Committed { first, events, at: recorded_at } => {
+                let events = events
+                    .into_iter()
+                    .zip(first..)
+                    .map(|(event, p)| CommittedEvent {
+                        position: Position(p),
+                        tenant: tenant.clone(),
+                        event,
+                        recorded_at,
+                    })
+                    .collect();
+                Ok(Outcome { events, replayed: false })
+            }
+            Answer::Replay { first, count } => {
+                let next = first + u64::from(count);
+                // The first execution may still be on its way to the disk: wait for it.
+                if next > 0 && self.inner.log.wait_beyond(Position(next - 1), REPLAY_WAIT).0 < next
+                {
+                    return Err(self.gone());
+                }
+                let mut events = Vec::with_capacity(count as usize);
+                for record in self.inner.log.read_from(Position(first)).take(count as usize) {
+                    let record =
+                        record.map_err(|e| EngineError::Stopped { cause: e.to_string() })?;
+                    if let Some(event) = committed(&record) {
+                        events.push(event);
+                    }
+                }
+                Ok(Outcome { events, replayed: true })
+            }
+        }
+    }
+}
+
+/// A committed domain event from a log record; `None` for the engine's own records.
+fn committed(record: &orderly_store::Record) -> Option<CommittedEvent> {
+    let decoded =
+        codec::decode(&record.stream, record.event_type, record.schema_version, &record.payload)
+            .expect("committed records decode: they were verified when the engine opened");
+    match decoded {
+        Decoded::Event { tenant, event } => Some(CommittedEvent {
+            position: record.position,
+            tenant,
+            event,
+            recorded_at: Timestamp(record.timestamp),
+        }),
+        Decoded::CommandAccepted { .. } => None,
+    }
+}
+
+/// Follows committed domain events.
+#[derive(Debug)]
+pub struct Subscription {
+    inner: orderly_store::Subscription,
+}
+
+impl Subscription {
+    /// The next committed event, waiting up to `timeout`; `None` on timeout.
+    pub fn next_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Option<Result<CommittedEvent, orderly_store::ReadError>> {
+        loop {
+            match self.inner.next_timeout(timeout)? {
+                Ok(record) => {
+                    if let Some(event) = committed(&record) {
+                        return Some(Ok(event));
+                    }
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The engine's in-memory state, owned by the decision thread: every tenant's aggregates, the
+//! idempotency keys, and the hold-expiry timers. All of it is derived from the log and rebuilt
+//! by replaying it on open.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::codec::{Decoded, Fingerprint};
+use crate::domain::{
+    Decider, Event, IdempotencyKey, OrderEvent, OrderId, Tenant, TenantId, TenantState, Timestamp,
+};
+
+/// Where the events of a command accepted with an idempotency key are in the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KeyEntry {
+    pub fingerprint: Fingerprint,
+    /// Position of the command's first event.
+    pub first: u64,
+    /// Number of events the command recorded.
+    pub events: u32,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct World {
+    tenants: HashMap<TenantId, TenantState>,
+    keys: HashMap<(TenantId, IdempotencyKey), KeyEntry>,
+    /// Unpaid orders by the time their stock hold runs out.
+    timers: BTreeSet<(Timestamp, TenantId, OrderId)>,
+}
+
+impl World {
+    /// The state of `tenant`, if it has ever recorded anything.
+    pub(crate) fn tenant(&self, tenant: &TenantId) -> Option<&TenantState> {
+        self.tenants.get(tenant)
+    }
+
+    pub(crate) fn key(&self, tenant: &TenantId, key: &IdempotencyKey) -> Option<KeyEntry> {
+        self.keys.get(&(tenant.clone(), key.clone())).copied()
+    }
+
+    pub(crate) fn remember_key(
+        &mut self,
+        tenant: &TenantId,
+        key: &IdempotencyKey,
+        entry: KeyEntry,
+    ) {
+        let previous = self.keys.insert((tenant.clone(), key.clone()), entry);
+        assert!(previous.is_none(), "an idempotency key is accepted once");
+    }
+
+    /// Applies one event of `tenant`, keeping the expiry timers in step.
+    pub(crate) fn apply(&mut self, tenant: &TenantId, event: &Event) {
+        let state = self.tenants.entry(tenant.clone()).or_default();
+        if let Event::Order { order, event } = event {
+            match event {
+                OrderEvent::OrderPlaced { hold_expires_at, .. } => {
+                    self.timers.insert((*hold_expires_at, tenant.clone(), order.clone()));
+                }
+                OrderEvent::OrderConfirmed { .. } | OrderEvent::OrderCancelled { .. } => {
+                    let at = state.order(order).and_then(|o| o.hold_expires_at());
+                    if let Some(at) = at {
+                        self.timers.remove(&(at, tenant.clone(), order.clone()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Tenant::evolve(state, event);
+    }
+
+    /// Applies a record read back from the log at `position`.
+    pub(crate) fn replay(&mut self, position: u64, record: &Decoded) {
+        match record {
+            Decoded::Event { tenant, event } => self.apply(tenant, event),
+            Decoded::CommandAccepted { tenant, key, fingerprint, events } => {
+                let entry =
+                    KeyEntry { fingerprint: *fingerprint, first: position + 1, events: *events };
+                self.remember_key(tenant, key, entry);
+            }
+        }
+    }
+
+    /// Takes every unpaid order whose hold has run out by `now`.
+    pub(crate) fn take_due(&mut self, now: Timestamp) -> Vec<(TenantId, OrderId)> {
+        let mut due = Vec::new();
+        while let Some(first) = self.timers.first() {
+            if first.0 > now {
+                break;
+            }
+            let (_, tenant, order) = self.timers.pop_first().expect("just looked");
+            due.push((tenant, order));
+        }
+        due
+    }
+}

@@ -1,0 +1,601 @@
+//! A simulated gateway for demos, tests and benchmarks: configurable latency, decline rate and
+//! outage windows, deterministic for a seed, and as strict about idempotency keys and amounts as
+//! a real provider, so a flow that double-charges against it would double-charge for real.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::gateway::{
+    Authorization, AuthorizeRequest, BoxFuture, GatewayError, MoneyRequest, PaymentGateway,
+};
+use crate::domain::{GatewayId, Money, OrderId, TenantId};
+
+/// Basis points in a whole: a decline rate of `BASIS_POINTS` declines everything.
+const BASIS_POINTS: u32 = 10_000;
+
+/// A time window, relative to the gateway's creation, during which every call fails with
+/// [`GatewayError::Unavailable`]: `from` inclusive, `until` exclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outage {
+    /// Start of the outage, since the gateway was created.
+    pub from: Duration,
+    /// End of the outage (exclusive), since the gateway was created.
+    pub until: Duration,
+}
+
+/// How a [`SimulatedGateway`] behaves. [`SimulatedGatewayConfig::new`] gives an instant,
+/// always-approving, always-up gateway to adjust field by field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimulatedGatewayConfig {
+    /// The gateway's id.
+    pub id: GatewayId,
+    /// Time each call takes. Zero still yields once to the runtime, so callers see a real
+    /// await point, as with any IO.
+    pub latency: Duration,
+    /// Share of authorizations declined, in basis points (0 to 10 000; 250 is 2.5%).
+    pub decline_basis_points: u32,
+    /// Windows during which the gateway is down.
+    pub outages: Vec<Outage>,
+    /// Picks which keys are declined; the same seed and key always give the same answer.
+    pub seed: u64,
+}
+
+impl SimulatedGatewayConfig {
+    /// No latency, no declines, no outages, seed 0.
+    #[must_use]
+    pub fn new(id: GatewayId) -> SimulatedGatewayConfig {
+        SimulatedGatewayConfig {
+            id,
+            latency: Duration::ZERO,
+            decline_basis_points: 0,
+            outages: Vec::new(),
+            seed: 0,
+        }
+    }
+}
+
+/// A [`PaymentGateway`] that moves no real money but keeps the books a real one would.
+///
+/// Whether an authorization is declined depends only on the seed and the idempotency key, so a
+/// run replays exactly. Outcomes are remembered per key: a repeated key returns the first
+/// outcome and moves nothing, and reusing a key for a different request is
+/// [`GatewayError::Rejected`], as real providers do. A call during an outage fails before it is
+/// recorded, so retrying it with the same key after the outage is safe.
+#[derive(Debug)]
+pub struct SimulatedGateway {
+    config: SimulatedGatewayConfig,
+    started: Instant,
+    down: AtomicBool,
+    books: Mutex<Books>,
+}
+
+/// Everything the gateway remembers, under one lock so each call is atomic.
+#[derive(Debug, Default)]
+struct Books {
+    /// Authorization outcomes by idempotency key, with the request that produced them.
+    authorizations: HashMap<String, (AuthorizeFingerprint, Authorization)>,
+    /// Approved authorizations by reference.
+    held: HashMap<String, Held>,
+    /// Captures, voids and refunds by idempotency key, with their outcome.
+    movements: HashMap<String, (Movement, Result<(), GatewayError>)>,
+    calls: u64,
+    approvals: u64,
+    declines: u64,
+    captured_minor: u64,
+    refunded_minor: u64,
+    voids: u64,
+}
+
+/// What an authorization key was first used for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct AuthorizeFingerprint {
+    tenant: TenantId,
+    order: OrderId,
+    amount: Money,
+}
+
+/// What a capture, void or refund key was first used for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MovementKind {
+    Capture,
+    Void,
+    Refund,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Movement {
+    kind: MovementKind,
+    reference: String,
+    amount: Money,
+}
+
+/// An approved authorization and what has happened to it since.
+#[derive(Debug)]
+struct Held {
+    amount: Money,
+    captured: u64,
+    refunded: u64,
+    voided: bool,
+}
+
+impl SimulatedGateway {
+    /// A gateway whose outage windows count from now.
+    ///
+    /// # Panics
+    /// If the decline rate is above 10 000 basis points or an outage ends before it starts.
+    #[must_use]
+    pub fn new(config: SimulatedGatewayConfig) -> SimulatedGateway {
+        assert!(
+            config.decline_basis_points <= BASIS_POINTS,
+            "decline_basis_points is 0 to {BASIS_POINTS}, got {}",
+            config.decline_basis_points
+        );
+        for outage in &config.outages {
+            assert!(outage.from <= outage.until, "outage ends before it starts: {outage:?}");
+        }
+        SimulatedGateway {
+            config,
+            started: Instant::now(),
+            down: AtomicBool::new(false),
+            books: Mutex::new(Books::default()),
+        }
+    }
+
+    /// The configuration the gateway was built with.
+    #[must_use]
+    pub fn config(&self) -> &SimulatedGatewayConfig {
+        &self.config
+    }
+
+    /// Forces an outage (`true`) until called with `false`, on top of the configured windows.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Calls received, including those that failed with an outage or were repeats.
+    #[must_use]
+    pub fn calls(&self) -> u64 {
+        self.books().calls
+    }
+
+    /// Authorizations approved, each key counted once.
+    #[must_use]
+    pub fn approvals(&self) -> u64 {
+        self.books().approvals
+    }
+
+    /// Authorizations declined, each key counted once.
+    #[must_use]
+    pub fn declines(&self) -> u64 {
+        self.books().declines
+    }
+
+    /// Sum of all captures in minor units (of whatever currency each was in).
+    #[must_use]
+    pub fn captured_total(&self) -> u64 {
+        self.books().captured_minor
+    }
+
+    /// Sum of all refunds in minor units (of whatever currency each was in).
+    #[must_use]
+    pub fn refunded_total(&self) -> u64 {
+        self.books().refunded_minor
+    }
+
+    /// Authorizations voided.
+    #[must_use]
+    pub fn voids(&self) -> u64 {
+        self.books().voids
+    }
+
+    /// Whether the gateway is declining this key; a pure function of the seed and the key.
+    fn declines_key(&self, key: &str) -> bool {
+        let roll = splitmix64(self.config.seed ^ fnv1a64(key.as_bytes()));
+        roll % u64::from(BASIS_POINTS) < u64::from(self.config.decline_basis_points)
+    }
+
+    /// Waits out the latency, counts the call and fails it if the gateway is down.
+    async fn arrive(&self) -> Result<(), GatewayError> {
+        if self.config.latency.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(self.config.latency).await;
+        }
+        self.books().calls += 1;
+        let elapsed = Instant::now().saturating_duration_since(self.started);
+        let in_outage = self.config.outages.iter().any(|o| o.from <= elapsed && elapsed < o.until);
+        if self.down.load(Ordering::SeqCst) || in_outage {
+            return Err(GatewayError::Unavailable(format!(
+                "simulated outage of {}",
+                self.config.id
+            )));
+        }
+        Ok(())
+    }
+
+    fn authorize_now(&self, request: &AuthorizeRequest) -> Result<Authorization, GatewayError> {
+        let fingerprint = AuthorizeFingerprint {
+            tenant: request.tenant.clone(),
+            order: request.order.clone(),
+            amount: request.amount,
+        };
+        let mut books = self.books();
+        if let Some((first, outcome)) = books.authorizations.get(&request.idempotency_key) {
+            if *first != fingerprint {
+                return Err(reused_key(&request.idempotency_key));
+            }
+            return Ok(outcome.clone());
+        }
+        if request.amount.minor == 0 {
+            return Err(GatewayError::Rejected("cannot authorize a zero amount".to_owned()));
+        }
+        let outcome = if self.declines_key(&request.idempotency_key) {
+            books.declines += 1;
+            Authorization::Declined
+        } else {
+            // The key is unique among authorizations, so it makes the reference unique too.
+            let reference = format!("{}:{}", self.config.id, request.idempotency_key);
+            books.held.insert(
+                reference.clone(),
+                Held { amount: request.amount, captured: 0, refunded: 0, voided: false },
+            );
+            books.approvals += 1;
+            Authorization::Approved { reference }
+        };
+        books
+            .authorizations
+            .insert(request.idempotency_key.clone(), (fingerprint, outcome.clone()));
+        Ok(outcome)
+    }
+
+    /// Applies a capture, void or refund once per key; a repeated key returns the first outcome.
+    fn move_money(&self, kind: MovementKind, request: &MoneyRequest) -> Result<(), GatewayError> {
+        let movement =
+            Movement { kind, reference: request.reference.clone(), amount: request.amount };
+        let mut books = self.books();
+        if let Some((first, outcome)) = books.movements.get(&request.idempotency_key) {
+            if *first != movement {
+                return Err(reused_key(&request.idempotency_key));
+            }
+            return outcome.clone();
+        }
+        let outcome = books.apply(&movement);
+        books.movements.insert(request.idempotency_key.clone(), (movement, outcome.clone()));
+        outcome
+    }
+
+    fn books(&self) -> MutexGuard<'_, Books> {
+        // Each call checks everything before changing anything, so a poisoned lock (a panic in
+        // another test thread) still guards consistent books.
+        self.books.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Books {
+    /// Checks a movement against its authorization and applies it, all or nothing.
+    fn apply(&mut self, movement: &Movement) -> Result<(), GatewayError> {
+        let Some(held) = self.held.get_mut(&movement.reference) else {
+            return Err(rejected(format!("unknown reference {:?}", movement.reference)));
+        };
+        let amount = movement.amount;
+        if amount.currency != held.amount.currency {
+            return Err(rejected(format!(
+                "currency {} differs from the authorization's {}",
+                amount.currency, held.amount.currency
+            )));
+        }
+        if held.voided {
+            return Err(rejected(format!("authorization {:?} was voided", movement.reference)));
+        }
+        match movement.kind {
+            MovementKind::Capture => {
+                let left = held.amount.minor - held.captured;
+                if amount.minor == 0 || amount.minor > left {
+                    return Err(rejected(format!(
+                        "capture of {} with {left} left to capture",
+                        amount.minor
+                    )));
+                }
+                held.captured += amount.minor;
+                self.captured_minor = self.captured_minor.saturating_add(amount.minor);
+            }
+            MovementKind::Void => {
+                if held.captured > 0 {
+                    return Err(rejected("cannot void a captured authorization".to_owned()));
+                }
+                if amount.minor != held.amount.minor {
+                    return Err(rejected(format!(
+                        "void of {} for an authorization of {}",
+                        amount.minor, held.amount.minor
+                    )));
+                }
+                held.voided = true;
+                self.voids += 1;
+            }
+            MovementKind::Refund => {
+                let left = held.captured - held.refunded;
+                if amount.minor == 0 || amount.minor > left {
+                    return Err(rejected(format!(
+                        "refund of {} with {left} left to refund",
+                        amount.minor
+                    )));
+                }
+                held.refunded += amount.minor;
+                self.refunded_minor = self.refunded_minor.saturating_add(amount.minor);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PaymentGateway for SimulatedGateway {
+    fn id(&self) -> &GatewayId {
+        &self.config.id
+    }
+
+    fn authorize<'a>(
+        &'a self,
+        request: &'a AuthorizeRequest,
+    ) -> BoxFuture<'a, Result<Authorization, GatewayError>> {
+        Box::pin(async move {
+            self.arrive().await?;
+            self.authorize_now(request)
+        })
+    }
+
+    fn capture<'a>(&'a self, request: &'a MoneyRequest) -> BoxFuture<'a, Result<(), GatewayError>> {
+        Box::pin(async move {
+            self.arrive().await?;
+            self.move_money(MovementKind::Capture, request)
+        })
+    }
+
+    fn void<'a>(&'a self, request: &'a MoneyRequest) -> BoxFuture<'a, Result<(), GatewayError>> {
+        Box::pin(async move {
+            self.arrive().await?;
+            self.move_money(MovementKind::Void, request)
+        })
+    }
+
+    fn refund<'a>(&'a self, request: &'a MoneyRequest) -> BoxFuture<'a, Result<(), GatewayError>> {
+        Box::pin(async move {
+            self.arrive().await?;
+            self.move_money(MovementKind::Refund, request)
+        })
+    }
+}
+
+fn rejected(reason: String) -> GatewayError {
+    GatewayError::Rejected(reason)
+}
+
+fn reused_key(key: &str) -> GatewayError {
+    rejected(format!("idempotency key {key:?} was first used for a different request"))
+}
+
+/// FNV-1a: a fixed, portable hash of the key bytes (std's `DefaultHasher` may change between
+/// Rust releases, which would change which keys a seed declines).
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    bytes.iter().fold(OFFSET, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(PRIME))
+}
+
+/// SplitMix64's finalizer: spreads FNV's weak low bits and mixes in the seed, so the decline
+/// roll is uniform even for keys that differ in one character.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Proves the simulated gateway is deterministic per (seed, key), honours its decline rate
+    //! and outage windows, and never moves money twice for one key.
+
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    use super::*;
+    use crate::domain::Currency;
+
+    fn eur(minor: u64) -> Money {
+        Money::new(minor, Currency::new("EUR").unwrap())
+    }
+
+    fn config(decline_basis_points: u32, seed: u64) -> SimulatedGatewayConfig {
+        SimulatedGatewayConfig {
+            decline_basis_points,
+            seed,
+            ..SimulatedGatewayConfig::new(GatewayId::new("sim").unwrap())
+        }
+    }
+
+    fn request(key: &str, minor: u64) -> AuthorizeRequest {
+        AuthorizeRequest {
+            idempotency_key: key.to_owned(),
+            tenant: TenantId::new("t1").unwrap(),
+            order: OrderId::new(&format!("o-{key}")).unwrap(),
+            amount: eur(minor),
+        }
+    }
+
+    fn money(key: &str, reference: &str, minor: u64) -> MoneyRequest {
+        MoneyRequest {
+            idempotency_key: key.to_owned(),
+            reference: reference.to_owned(),
+            amount: eur(minor),
+        }
+    }
+
+    async fn approve(gateway: &SimulatedGateway, key: &str, minor: u64) -> String {
+        match gateway.authorize(&request(key, minor)).await.unwrap() {
+            Authorization::Approved { reference } => reference,
+            Authorization::Declined => panic!("{key} declined"),
+        }
+    }
+
+    #[tokio::test]
+    async fn same_key_same_answer() {
+        // Two gateways with one seed answer alike: the answer depends on nothing else.
+        let a = SimulatedGateway::new(config(5_000, 7));
+        let b = SimulatedGateway::new(config(5_000, 7));
+        for i in 0..200 {
+            let req = request(&format!("k{i}"), 1_000);
+            let first = a.authorize(&req).await.unwrap();
+            assert_eq!(a.authorize(&req).await.unwrap(), first, "repeat of k{i}");
+            assert_eq!(b.authorize(&req).await.unwrap(), first, "other gateway, k{i}");
+        }
+        assert_eq!(a.approvals() + a.declines(), 200, "repeats are not new authorizations");
+        assert_eq!(a.calls(), 400);
+    }
+
+    #[tokio::test]
+    async fn another_seed_declines_other_keys() {
+        let a = SimulatedGateway::new(config(5_000, 1));
+        let b = SimulatedGateway::new(config(5_000, 2));
+        let mut differ = 0;
+        for i in 0..200 {
+            let req = request(&format!("k{i}"), 1_000);
+            if a.authorize(&req).await.unwrap() != b.authorize(&req).await.unwrap() {
+                differ += 1;
+            }
+        }
+        assert!(differ > 50, "the seed should matter: only {differ} of 200 answers differ");
+    }
+
+    #[tokio::test]
+    async fn decline_rate_is_roughly_honoured() {
+        // Random keys rather than a counter, so the hash is exercised on varied input.
+        let mut rng = StdRng::seed_from_u64(42);
+        for (basis_points, seed) in [(0, 3), (250, 4), (2_000, 5), (10_000, 6)] {
+            let gateway = SimulatedGateway::new(config(basis_points, seed));
+            for _ in 0..10_000 {
+                let key = format!("{:016x}", rng.random::<u64>());
+                gateway.authorize(&request(&key, 500)).await.unwrap();
+            }
+            // 10 000 keys at rate p: standard deviation at most 50 declines; allow 4 of them
+            // (and 0 and 100% must be exact).
+            let expected = u64::from(basis_points);
+            let declines = gateway.declines();
+            assert!(
+                declines.abs_diff(expected) <= 200,
+                "{basis_points} bp: {declines} declines of 10 000, expected about {expected}"
+            );
+        }
+        let none = SimulatedGateway::new(config(0, 9));
+        let all = SimulatedGateway::new(config(BASIS_POINTS, 9));
+        for i in 0..1_000 {
+            none.authorize(&request(&format!("k{i}"), 1)).await.unwrap();
+            all.authorize(&request(&format!("k{i}"), 1)).await.unwrap();
+        }
+        assert_eq!((none.declines(), all.approvals()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outage_windows_fail_every_call() {
+        let outage = Outage { from: Duration::from_secs(10), until: Duration::from_secs(20) };
+        let gateway =
+            SimulatedGateway::new(SimulatedGatewayConfig { outages: vec![outage], ..config(0, 0) });
+        let reference = approve(&gateway, "before", 100).await;
+
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let during = gateway.authorize(&request("during", 100)).await;
+        assert!(matches!(during, Err(GatewayError::Unavailable(_))), "{during:?}");
+        let capture = gateway.capture(&money("cap", &reference, 100)).await;
+        assert!(matches!(capture, Err(GatewayError::Unavailable(_))), "{capture:?}");
+        assert_eq!(gateway.captured_total(), 0);
+
+        tokio::time::advance(Duration::from_secs(10)).await;
+        // The failed calls left no trace, so retrying them with the same keys works.
+        approve(&gateway, "during", 100).await;
+        gateway.capture(&money("cap", &reference, 100)).await.unwrap();
+        assert_eq!(gateway.captured_total(), 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latency_delays_the_answer() {
+        let gateway = SimulatedGateway::new(SimulatedGatewayConfig {
+            latency: Duration::from_millis(250),
+            ..config(0, 0)
+        });
+        let start = Instant::now();
+        approve(&gateway, "k", 100).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(250));
+    }
+
+    #[tokio::test]
+    async fn set_down_forces_an_outage() {
+        let gateway = SimulatedGateway::new(config(0, 0));
+        gateway.set_down(true);
+        let result = gateway.authorize(&request("k", 100)).await;
+        assert!(matches!(result, Err(GatewayError::Unavailable(_))), "{result:?}");
+        gateway.set_down(false);
+        approve(&gateway, "k", 100).await;
+    }
+
+    #[tokio::test]
+    async fn a_repeated_capture_key_captures_once() {
+        let gateway = SimulatedGateway::new(config(0, 0));
+        let reference = approve(&gateway, "auth", 1_000).await;
+        for _ in 0..3 {
+            gateway.capture(&money("cap-1", &reference, 600)).await.unwrap();
+        }
+        assert_eq!(gateway.captured_total(), 600);
+        // A second capture under a new key takes what is left, and no more.
+        gateway.capture(&money("cap-2", &reference, 400)).await.unwrap();
+        let over = gateway.capture(&money("cap-3", &reference, 1)).await;
+        assert!(matches!(over, Err(GatewayError::Rejected(_))), "{over:?}");
+        assert_eq!(gateway.captured_total(), 1_000);
+    }
+
+    #[tokio::test]
+    async fn a_reused_key_for_another_request_is_rejected() {
+        let gateway = SimulatedGateway::new(config(0, 0));
+        let reference = approve(&gateway, "auth", 1_000).await;
+        let other_amount = gateway.authorize(&request("auth", 999)).await;
+        assert!(matches!(other_amount, Err(GatewayError::Rejected(_))), "{other_amount:?}");
+        gateway.capture(&money("k", &reference, 100)).await.unwrap();
+        let as_refund = gateway.refund(&money("k", &reference, 100)).await;
+        assert!(matches!(as_refund, Err(GatewayError::Rejected(_))), "{as_refund:?}");
+        assert_eq!((gateway.captured_total(), gateway.refunded_total()), (100, 0));
+    }
+
+    #[tokio::test]
+    async fn money_movements_are_checked_against_the_authorization() {
+        let gateway = SimulatedGateway::new(config(0, 0));
+        let reference = approve(&gateway, "auth", 1_000).await;
+        let rejected = |r: Result<(), GatewayError>| matches!(r, Err(GatewayError::Rejected(_)));
+
+        assert!(rejected(gateway.capture(&money("c0", "nope", 100)).await), "unknown reference");
+        assert!(rejected(gateway.capture(&money("c1", &reference, 1_001)).await), "above auth");
+        assert!(rejected(gateway.refund(&money("r0", &reference, 1)).await), "nothing captured");
+        assert!(rejected(gateway.void(&money("v0", &reference, 999)).await), "partial void");
+
+        gateway.capture(&money("c2", &reference, 700)).await.unwrap();
+        assert!(rejected(gateway.void(&money("v1", &reference, 1_000)).await), "captured");
+        gateway.refund(&money("r1", &reference, 700)).await.unwrap();
+        assert!(rejected(gateway.refund(&money("r2", &reference, 1)).await), "all refunded");
+        assert_eq!((gateway.captured_total(), gateway.refunded_total()), (700, 700));
+
+        let other = approve(&gateway, "auth-2", 500).await;
+        gateway.void(&money("v2", &other, 500)).await.unwrap();
+        gateway.void(&money("v2", &other, 500)).await.unwrap();
+        assert_eq!(gateway.voids(), 1, "a repeated void key voids once");
+        assert!(rejected(gateway.capture(&money("c3", &other, 100)).await), "voided");
+    }
+
+    #[test]
+    fn the_decline_hash_is_stable() {
+        // Pinned values: if these change, every seeded run replays differently.
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(splitmix64(0), 0xe220_a839_7b1d_cdaf);
+    }
+}

@@ -1,0 +1,21 @@
+//! orderly-core's behaviour: the domain as given/when/then scenarios for every command and
+//! rejection of each aggregate and as properties that random command sequences must keep, and
+//! the event codec's round trips and golden bytes.
+//!
+//! One binary for the crate (see `../shared/style.md`, "tests as documentation"); each module
+//! opens with what it proves.
+
+mod domain {
+    mod fixtures;
+    mod harness;
+
+    mod inventory;
+    mod order;
+    mod payment;
+    mod properties;
+    mod tenant;
+    mod types;
+}
+
+mod codec;
+mod engine;

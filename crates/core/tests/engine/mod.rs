@@ -1,0 +1,287 @@
+//! The engine end to end on a real log in a temporary folder: commands are answered only once
+//! durable, with positions; retries with an idempotency key return the first outcome, also
+//! after a restart; concurrent callers never oversell; holds expire on time, also after a
+//! restart; tenants never see each other's data.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orderly_core::domain::{
+    CancelReason, Command, Currency, CustomerId, Envelope, Event, IdempotencyKey, InventoryEvent,
+    OrderCommand, OrderEvent, OrderId, OrderLine, Quantity, Sku, TenantId, Timestamp,
+};
+use orderly_core::engine::{Config, Engine, ExecuteError, ManualClock, Outcome};
+use orderly_core::{Position, domain::Rejection};
+use orderly_store::LogConfig;
+
+const START: Timestamp = Timestamp(1_764_115_200_000);
+const TTL: u64 = 60_000;
+
+fn tenant(t: &str) -> TenantId {
+    TenantId::new(t).unwrap()
+}
+
+fn config(clock: &ManualClock) -> Config {
+    Config {
+        hold_ttl_ms: TTL,
+        log: LogConfig { segment_size: 1 << 20, ..LogConfig::default() },
+        clock: Arc::new(clock.clone()),
+        ..Config::default()
+    }
+}
+
+fn receive(t: &str, sku: &str, units: u64) -> Envelope {
+    let command = Command::ReceiveStock {
+        sku: Sku::new(sku).unwrap(),
+        quantity: Quantity::new(units).unwrap(),
+    };
+    Envelope::new(tenant(t), command)
+}
+
+fn place(t: &str, order: &str, lines: &[(&str, u64)]) -> Envelope {
+    let lines = lines
+        .iter()
+        .map(|(sku, units)| OrderLine {
+            sku: Sku::new(sku).unwrap(),
+            quantity: Quantity::new(*units).unwrap(),
+            unit_price: 1_000,
+        })
+        .collect();
+    let command = OrderCommand::Place {
+        customer: CustomerId::new("c-1").unwrap(),
+        currency: Currency::new("EUR").unwrap(),
+        lines,
+    };
+    Envelope::new(tenant(t), Command::Order { order: OrderId::new(order).unwrap(), command })
+}
+
+fn key(k: &str) -> IdempotencyKey {
+    IdempotencyKey::new(k).unwrap()
+}
+
+/// The stock of `sku` as (on hand, reserved), read through a probe order that asks for more
+/// than any test stocks: the rejection names what is available.
+fn available(engine: &Engine, t: &str, sku: &str) -> u64 {
+    match engine.execute_blocking(place(t, "probe", &[(sku, 999_999)])) {
+        Err(ExecuteError::Rejected(Rejection::Order { rejection, .. })) => match rejection {
+            orderly_core::domain::OrderRejection::InsufficientStock { shortages } => {
+                shortages[0].available
+            }
+            other => panic!("probe rejected with {other}"),
+        },
+        other => panic!("probe must be rejected, got {other:?}"),
+    }
+}
+
+fn positions(outcome: &Outcome) -> Vec<u64> {
+    outcome.events.iter().map(|e| e.position.0).collect()
+}
+
+#[test]
+fn a_command_is_answered_with_its_durable_events_and_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    let received = engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    assert_eq!(positions(&received), [0]);
+    assert_eq!(received.events[0].recorded_at, START);
+    let placed = engine.execute_blocking(place("acme", "o-1", &[("sku-1", 3)])).unwrap();
+    assert_eq!(positions(&placed), [1, 2], "the order and its hold, in one batch");
+    assert!(matches!(
+        placed.events[0].event,
+        Event::Order { event: OrderEvent::OrderPlaced { .. }, .. }
+    ));
+    assert!(matches!(
+        placed.events[1].event,
+        Event::Inventory { event: InventoryEvent::StockHeld { .. }, .. }
+    ));
+    assert!(engine.head() >= Position(3), "acknowledged means durable in the log");
+    assert_eq!(available(&engine, "acme", "sku-1"), 7);
+
+    let mut events = engine.subscribe(Position(0));
+    let seen: Vec<u64> = (0..3)
+        .map(|_| events.next_timeout(Duration::from_secs(5)).unwrap().unwrap().position.0)
+        .collect();
+    assert_eq!(seen, [0, 1, 2]);
+}
+
+#[test]
+fn a_rejection_records_nothing_and_names_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 2)).unwrap();
+    let err =
+        engine.execute_blocking(place("acme", "o-1", &[("sku-1", 3), ("nope", 1)])).unwrap_err();
+    assert_eq!(err.code(), "unknown_sku");
+    let err = engine.execute_blocking(place("acme", "o-1", &[("sku-1", 3)])).unwrap_err();
+    assert_eq!(err.code(), "insufficient_stock");
+    assert_eq!(engine.head(), Position(1));
+}
+
+#[test]
+fn a_retried_key_returns_the_first_outcome_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let first = {
+        let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+        engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+        let first = engine
+            .execute_blocking(place("acme", "o-1", &[("sku-1", 3)]).with_key(key("k-1")))
+            .unwrap();
+        assert!(!first.replayed);
+        let again = engine
+            .execute_blocking(place("acme", "o-1", &[("sku-1", 3)]).with_key(key("k-1")))
+            .unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.events, first.events, "same events at the same positions");
+        let other =
+            engine.execute_blocking(place("acme", "o-2", &[("sku-1", 1)]).with_key(key("k-1")));
+        assert_eq!(other.unwrap_err().code(), "idempotency_key_reused");
+        engine.shutdown();
+        first
+    };
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    let after = engine
+        .execute_blocking(place("acme", "o-1", &[("sku-1", 3)]).with_key(key("k-1")))
+        .unwrap();
+    assert!(after.replayed, "keys are rebuilt from the log");
+    assert_eq!(after.events, first.events);
+    assert_eq!(available(&engine, "acme", "sku-1"), 7, "the retry held nothing more");
+    // The same key in another tenant is another key.
+    engine.execute_blocking(receive("globex", "sku-1", 5)).unwrap();
+    let theirs = engine
+        .execute_blocking(place("globex", "o-1", &[("sku-1", 1)]).with_key(key("k-1")))
+        .unwrap();
+    assert!(!theirs.replayed);
+}
+
+#[test]
+fn concurrent_callers_never_oversell() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    engine.execute_blocking(receive("acme", "hot", 100)).unwrap();
+    engine.execute_blocking(receive("acme", "cold", 1_000)).unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                (0..50)
+                    .filter(|i| {
+                        let order = format!("o-{t}-{i}");
+                        let result = engine.execute_blocking(place(
+                            "acme",
+                            &order,
+                            &[("cold", 1), ("hot", 1)],
+                        ));
+                        match result {
+                            Ok(_) => true,
+                            Err(e) if e.code() == "insufficient_stock" => false,
+                            Err(e) => panic!("unexpected {e}"),
+                        }
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    let placed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(placed, 100, "exactly the hot SKU's stock was sold, to 400 attempts");
+    assert_eq!(available(&engine, "acme", "hot"), 0);
+    assert_eq!(available(&engine, "acme", "cold"), 900, "rejected orders held nothing");
+}
+
+#[test]
+fn tenants_never_see_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    engine.execute_blocking(place("acme", "o-1", &[("sku-1", 1)])).unwrap();
+    let err = engine.execute_blocking(place("globex", "o-2", &[("sku-1", 1)])).unwrap_err();
+    assert_eq!(err.code(), "unknown_sku", "acme's SKU does not exist for globex");
+    let ship = Envelope::new(
+        tenant("globex"),
+        Command::Order { order: OrderId::new("o-1").unwrap(), command: OrderCommand::Ship },
+    );
+    assert_eq!(engine.execute_blocking(ship).unwrap_err().code(), "unknown_order");
+}
+
+/// Waits until `check` holds, polling; the engine expires holds on its own thread.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not happen within 4 s");
+}
+
+fn order_cancelled_by_expiry(engine: &Engine, from: Position) -> bool {
+    let mut events = engine.subscribe(from);
+    while let Some(event) = events.next_timeout(Duration::from_millis(10)) {
+        if let Event::Order {
+            event: OrderEvent::OrderCancelled { reason: CancelReason::HoldExpired },
+            ..
+        } = event.unwrap().event
+        {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn an_unpaid_order_expires_and_releases_its_stock() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    engine.execute_blocking(place("acme", "o-1", &[("sku-1", 4)])).unwrap();
+    clock.advance(TTL - 1);
+    std::thread::sleep(Duration::from_millis(250));
+    assert!(!order_cancelled_by_expiry(&engine, Position(0)), "not before the hold runs out");
+    clock.advance(1);
+    eventually("expiry", || order_cancelled_by_expiry(&engine, Position(0)));
+    assert_eq!(available(&engine, "acme", "sku-1"), 10);
+}
+
+#[test]
+fn expiry_timers_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    {
+        let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+        engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+        engine.execute_blocking(place("acme", "o-1", &[("sku-1", 4)])).unwrap();
+        engine.shutdown();
+    }
+    clock.advance(TTL + 5_000);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    eventually("expiry after restart", || order_cancelled_by_expiry(&engine, Position(0)));
+    assert_eq!(available(&engine, "acme", "sku-1"), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execute_is_async_and_answers_many_callers() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    engine.execute(receive("acme", "sku-1", 1_000)).await.unwrap();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                engine.execute(place("acme", &format!("o-{i}"), &[("sku-1", 2)])).await
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(positions(&task.await.unwrap().unwrap()));
+    }
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 400, "every event got its own position");
+}
