@@ -8,5 +8,6 @@ pub mod codec;
 pub mod domain;
 pub mod engine;
 pub mod payments;
+pub mod process;
 
 pub use orderly_store::{Position, StreamVersion};

@@ -1,0 +1,6 @@
+//! Process managers: long-running flows that react to committed events by calling the outside
+//! world and sending commands back through the engine.
+
+mod payments;
+
+pub use payments::{PaymentProcess, payment_id_for};

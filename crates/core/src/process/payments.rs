@@ -1,0 +1,327 @@
+//! The payments process: authorize every placed order through the gateways, then record the
+//! outcome; move money at the gateway when the order ships, is cancelled or refunded.
+//!
+//! ```text
+//! OrderPlaced ──▶ router.authorize (gateway IO, async) ──▶ Authorize command (confirms order)
+//!                                   ├─ declined / all down ──▶ Decline + Cancel (releases stock)
+//! PaymentCaptured / Voided / Refunded ──▶ gateway capture / void / refund
+//! ```
+//! Gateway calls run on this process's own runtime, never on the engine's decision thread.
+//! Every call and every command carries a key derived from the order (`{tenant}:{order}:auth`,
+//! `pm:auth:{order}`, …), so a restart mid-flow repeats calls that return their first outcome:
+//! nothing is charged twice. On start the process replays the log to find orders still waiting
+//! for payment and resumes them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::domain::{
+    CancelReason, Command, DeclineReason, Envelope, Event, GatewayId, IdempotencyKey, Money,
+    OrderCommand, OrderEvent, OrderId, PaymentCommand, PaymentEvent, PaymentId, TenantId,
+};
+use crate::engine::{CommittedEvent, Engine};
+use crate::payments::{Authorization, AuthorizeRequest, MoneyRequest, Router};
+
+/// Payment flows in progress at once; beyond it the process stops reading new events.
+const MAX_FLOWS_IN_FLIGHT: usize = 1024;
+/// How often the event loop checks whether it should stop.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The payment id the process uses for `order`: one payment per order, so a retried flow finds
+/// the payment it already started.
+#[must_use]
+pub fn payment_id_for(order: &OrderId) -> PaymentId {
+    let text = order.as_str();
+    let id = if text.len() + 4 <= crate::domain::limits::MAX_ID_LEN {
+        format!("{text}.pay")
+    } else {
+        let hash = blake3::hash(text.as_bytes()).to_hex();
+        format!("pay-{}", &hash[..40])
+    };
+    PaymentId::new(&id).expect("built from valid characters within the length limit")
+}
+
+/// A running payments process. Stops when dropped or on [`PaymentProcess::stop`].
+#[derive(Debug)]
+pub struct PaymentProcess {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl PaymentProcess {
+    /// Starts the process for `engine`, paying through `router`.
+    #[must_use]
+    pub fn start(engine: Engine, router: Arc<Router>) -> PaymentProcess {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("orderly-payments".into())
+            .spawn(move || run(&engine, &router, &stopping))
+            .expect("the payments thread starts");
+        PaymentProcess { stop, thread: Some(thread) }
+    }
+
+    /// Stops reading events, lets flows in progress finish (bounded), and waits.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            // A panic in the process is a bug already printed; the engine is unaffected.
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for PaymentProcess {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// What the process remembers of a payment to move its money later.
+#[derive(Clone, Debug)]
+struct Known {
+    gateway: GatewayId,
+    order: OrderId,
+    amount: Money,
+}
+
+fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("orderly-payments-io")
+        .build()
+        .expect("the payments runtime starts");
+    let mut flows = Flows {
+        engine: engine.clone(),
+        router: router.clone(),
+        runtime,
+        permits: Arc::new(Semaphore::new(MAX_FLOWS_IN_FLIGHT)),
+        waiting: HashMap::new(),
+        payments: HashMap::new(),
+    };
+    // History: what was committed before this process started is only remembered; then the
+    // orders still waiting for payment are resumed, and from there on every event is acted on.
+    let start_head = engine.head();
+    let mut events = engine.subscribe(crate::Position(0));
+    let mut live = start_head.0 == 0;
+    if live {
+        flows.resume();
+    }
+    while !stop.load(Ordering::SeqCst) {
+        let next = events.next_timeout(POLL);
+        let is_live = match &next {
+            Some(Ok(event)) => event.position >= start_head,
+            _ => true,
+        };
+        if is_live && !live {
+            live = true;
+            flows.resume();
+        }
+        match next {
+            Some(Ok(event)) => flows.on_event(event, live),
+            Some(Err(_)) => break,
+            None => {}
+        }
+    }
+    flows.runtime.shutdown_timeout(Duration::from_secs(5));
+}
+
+/// The process's memory and the runtime its gateway calls run on.
+struct Flows {
+    engine: Engine,
+    router: Arc<Router>,
+    runtime: tokio::runtime::Runtime,
+    permits: Arc<Semaphore>,
+    /// Orders placed and not yet confirmed or cancelled.
+    waiting: HashMap<(TenantId, OrderId), Money>,
+    /// Authorized payments, to move their money later.
+    payments: HashMap<(TenantId, PaymentId), Known>,
+}
+
+impl Flows {
+    fn on_event(&mut self, committed: CommittedEvent, live: bool) {
+        let CommittedEvent { position, tenant, event, .. } = committed;
+        match event {
+            Event::Order { order, event: OrderEvent::OrderPlaced { total, currency, .. } } => {
+                let amount = Money::new(total, currency);
+                if live {
+                    self.spawn_flow(tenant, order, amount);
+                } else {
+                    self.waiting.insert((tenant, order), amount);
+                }
+            }
+            Event::Order {
+                order,
+                event: OrderEvent::OrderConfirmed { .. } | OrderEvent::OrderCancelled { .. },
+            } => {
+                self.waiting.remove(&(tenant, order));
+            }
+            Event::Payment {
+                payment,
+                event: PaymentEvent::PaymentAuthorized { order, amount, gateway },
+            } => {
+                self.payments.insert((tenant, payment), Known { gateway, order, amount });
+            }
+            Event::Payment { payment, event } if live => {
+                let Some(known) = self.payments.get(&(tenant.clone(), payment.clone())).cloned()
+                else {
+                    return;
+                };
+                let (what, minor) = match event {
+                    PaymentEvent::PaymentCaptured { amount } => ("capture", amount),
+                    PaymentEvent::PaymentVoided => ("void", known.amount.minor),
+                    PaymentEvent::PaymentRefunded { amount } => ("refund", amount),
+                    _ => return,
+                };
+                let router = self.router.clone();
+                let key = format!("{tenant}:{payment}:{what}:{position}");
+                self.runtime.spawn(async move {
+                    move_money(&router, &tenant, &known, what, minor, key).await;
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Restarts the flows of orders that were waiting for payment when the process started.
+    fn resume(&mut self) {
+        for ((tenant, order), amount) in std::mem::take(&mut self.waiting) {
+            self.spawn_flow(tenant, order, amount);
+        }
+    }
+
+    fn spawn_flow(&self, tenant: TenantId, order: OrderId, amount: Money) {
+        let permits = self.permits.clone();
+        let permit =
+            self.runtime.block_on(permits.acquire_owned()).expect("the semaphore stays open");
+        let (engine, router) = (self.engine.clone(), self.router.clone());
+        self.runtime.spawn(async move {
+            authorize_order(&engine, &router, tenant, order, amount).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Authorizes one order and records the outcome; on a decline or when every gateway is down,
+/// records the decline and cancels the order, which releases its stock.
+async fn authorize_order(
+    engine: &Engine,
+    router: &Router,
+    tenant: TenantId,
+    order: OrderId,
+    amount: Money,
+) {
+    let payment = payment_id_for(&order);
+    let request = AuthorizeRequest {
+        idempotency_key: format!("{tenant}:{order}:auth"),
+        tenant: tenant.clone(),
+        order: order.clone(),
+        amount,
+    };
+    let (gateway, reason) = match router.authorize(&request, Instant::now()).await {
+        Ok((gateway, Authorization::Approved { .. })) => {
+            let command = PaymentCommand::Authorize {
+                order: order.clone(),
+                amount,
+                gateway: gateway.clone(),
+            };
+            let recorded =
+                execute(engine, &tenant, "pm:auth", &order, Command::Payment { payment, command })
+                    .await;
+            if !recorded {
+                // The order moved on (expired or cancelled) before the authorization was
+                // recorded: give the reserved money back.
+                let known = Known { gateway, order: order.clone(), amount };
+                let key = format!("{tenant}:{order}:void-unrecorded");
+                move_money(router, &tenant, &known, "void", amount.minor, key).await;
+            }
+            return;
+        }
+        Ok((gateway, Authorization::Declined)) => (gateway, DeclineReason::Refused),
+        Err(_) => {
+            let gateway = router_fallback_gateway(router, &amount);
+            (gateway, DeclineReason::GatewayUnavailable)
+        }
+    };
+    let command = PaymentCommand::Decline { order: order.clone(), amount, gateway, reason };
+    execute(engine, &tenant, "pm:decline", &order, Command::Payment { payment, command }).await;
+    let cancel = OrderCommand::Cancel { reason: CancelReason::PaymentDeclined };
+    execute(
+        engine,
+        &tenant,
+        "pm:cancel",
+        &order,
+        Command::Order { order: order.clone(), command: cancel },
+    )
+    .await;
+}
+
+/// The gateway named on a decline when no gateway answered: the first configured one.
+fn router_fallback_gateway(router: &Router, amount: &Money) -> GatewayId {
+    let candidates = router.candidates(amount, Instant::now());
+    candidates.first().map_or_else(|| GatewayId::new("none").expect("valid id"), |g| g.id().clone())
+}
+
+/// Sends a command with a key derived from the order; true when it was recorded (now or by an
+/// earlier attempt).
+async fn execute(
+    engine: &Engine,
+    tenant: &TenantId,
+    step: &str,
+    order: &OrderId,
+    command: Command,
+) -> bool {
+    let key = idempotency_key(step, order);
+    let envelope = Envelope::new(tenant.clone(), command).with_key(key);
+    engine.execute(envelope).await.is_ok()
+}
+
+fn idempotency_key(step: &str, order: &OrderId) -> IdempotencyKey {
+    let text = format!("{step}:{order}");
+    IdempotencyKey::new(&text).unwrap_or_else(|_| {
+        let hash = blake3::hash(text.as_bytes()).to_hex();
+        IdempotencyKey::new(&format!("{step}:{}", &hash[..40])).expect("short and valid")
+    })
+}
+
+/// Captures, voids or refunds at the gateway that authorized the payment. The reference is
+/// asked again with the authorization's own key, which returns the first outcome.
+async fn move_money(
+    router: &Router,
+    tenant: &TenantId,
+    known: &Known,
+    what: &str,
+    minor: u64,
+    key: String,
+) {
+    let Some(gateway) = router.gateway(&known.gateway) else { return };
+    let request = AuthorizeRequest {
+        idempotency_key: format!("{tenant}:{}:auth", known.order),
+        tenant: tenant.clone(),
+        order: known.order.clone(),
+        amount: known.amount,
+    };
+    let Ok(Authorization::Approved { reference }) = gateway.authorize(&request).await else {
+        return;
+    };
+    let money = MoneyRequest {
+        idempotency_key: key,
+        reference,
+        amount: Money::new(minor, known.amount.currency),
+    };
+    let _ = match what {
+        "capture" => gateway.capture(&money).await,
+        "void" => gateway.void(&money).await,
+        _ => gateway.refund(&money).await,
+    };
+}
