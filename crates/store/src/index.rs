@@ -1,9 +1,10 @@
 //! The in-memory index, rebuilt on open: where each segment starts, a sparse map from position
 //! to byte offset within segments, and the positions of every stream.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+
+use rustc_hash::FxHashMap;
 
 use crate::storage::StorageFile;
 
@@ -28,7 +29,7 @@ pub(crate) struct Index {
     pub segments: Vec<Arc<SegmentMeta>>,
     /// Per segment, `(position, byte offset)` of every [`SPARSE_EVERY`]th position.
     sparse: Vec<Vec<(u64, u64)>>,
-    streams: HashMap<Box<[u8]>, Vec<u64>>,
+    streams: FxHashMap<Box<[u8]>, Vec<u64>>,
 }
 
 impl Index {

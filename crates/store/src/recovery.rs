@@ -7,12 +7,13 @@
 //! anywhere else is corruption, reported with segment and byte offset, and the log does not
 //! open. See `docs/design/event-log.md` for why this is safe.
 
-use std::collections::HashMap;
 use std::io;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+
+use rustc_hash::FxHashMap;
 
 use crate::error::{Corruption, OpenError, Problem};
 use crate::index::{Index, SegmentMeta};
@@ -115,7 +116,7 @@ pub(crate) fn recover(storage: &dyn Storage, writable: bool) -> Result<Recovered
 
         // Scan, keeping the records of the current batch aside until its end.
         let mut pending: Vec<Pending> = Vec::new();
-        let mut pending_versions: HashMap<Box<[u8]>, u64> = HashMap::new();
+        let mut pending_versions: FxHashMap<Box<[u8]>, u64> = FxHashMap::default();
         let mut committed_end = SEGMENT_HEADER_LEN as u64;
         let mut position = next_position;
         let mut hash = last_hash;

@@ -8,11 +8,11 @@
 //! stops the log for good (fail-stop): the outcome of an fsync that failed is unknowable, so it
 //! is never retried, and every later batch is refused.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_channel::{Receiver, Sender};
+use rustc_hash::FxHashMap;
 
 use crate::error::AppendError;
 use crate::index::SegmentMeta;
@@ -149,7 +149,7 @@ impl Writer {
     /// records of the same batch.
     fn check_versions(&self, records: &[NewRecord]) -> Result<(), AppendError> {
         let index = self.shared.index();
-        let mut in_batch: HashMap<&[u8], u64> = HashMap::new();
+        let mut in_batch: FxHashMap<&[u8], u64> = FxHashMap::default();
         for rec in records {
             let actual =
                 *in_batch.entry(&rec.stream).or_insert_with(|| index.stream_len(&rec.stream));

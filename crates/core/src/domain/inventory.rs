@@ -4,7 +4,7 @@
 //! order was cancelled) or expired (the order was not paid in time). Invariant: `reserved` is
 //! the sum of open holds and never exceeds `on_hand`; available = on_hand − reserved.
 
-use std::collections::BTreeMap;
+use rustc_hash::FxHashMap;
 
 use super::decider::{Context, Decider};
 use super::limits::{MAX_ON_HAND, MAX_QUANTITY};
@@ -29,7 +29,7 @@ pub struct InventoryState {
     known: bool,
     on_hand: u64,
     reserved: u64,
-    holds: BTreeMap<OrderId, Hold>,
+    holds: FxHashMap<OrderId, Hold>,
 }
 
 impl InventoryState {
@@ -63,7 +63,7 @@ impl InventoryState {
         self.holds.get(order).copied()
     }
 
-    /// Open holds, by order.
+    /// Open holds, by order, in no particular order.
     pub fn holds(&self) -> impl Iterator<Item = (&OrderId, &Hold)> {
         self.holds.iter()
     }

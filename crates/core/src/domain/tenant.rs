@@ -6,7 +6,7 @@
 //! committed together: all lines move or none do, so stock is never oversold and never leaks.
 //! Callers cannot reach an inventory hold directly, which keeps orders and holds in step.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use super::decider::{Context, Decider};
 use super::inventory::{
@@ -129,9 +129,9 @@ impl Rejection {
 /// same as their default state.
 #[derive(Clone, Debug, Default)]
 pub struct TenantState {
-    inventory: HashMap<Sku, InventoryState>,
-    orders: HashMap<OrderId, OrderState>,
-    payments: HashMap<PaymentId, PaymentState>,
+    inventory: FxHashMap<Sku, InventoryState>,
+    orders: FxHashMap<OrderId, OrderState>,
+    payments: FxHashMap<PaymentId, PaymentState>,
 }
 
 impl TenantState {

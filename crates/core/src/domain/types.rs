@@ -4,6 +4,7 @@
 //! [`super::limits`] and deciders never re-check it.
 
 use std::fmt;
+use std::sync::Arc;
 
 use super::limits::{MAX_ID_LEN, MAX_QUANTITY};
 
@@ -29,8 +30,10 @@ pub enum InvalidValue {
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
+        // Shared text: the same id sits in many events and map keys, so a clone is a counter
+        // increment, not an allocation.
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(Box<str>);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Checks `value` against the identifier rules and wraps it.

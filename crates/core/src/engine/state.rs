@@ -2,7 +2,9 @@
 //! idempotency keys, and the hold-expiry timers. All of it is derived from the log and rebuilt
 //! by replaying it on open.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap;
 
 use crate::codec::{Decoded, Fingerprint};
 use crate::domain::{
@@ -21,8 +23,8 @@ pub(crate) struct KeyEntry {
 
 #[derive(Debug, Default)]
 pub(crate) struct World {
-    tenants: HashMap<TenantId, TenantState>,
-    keys: HashMap<(TenantId, IdempotencyKey), KeyEntry>,
+    tenants: FxHashMap<TenantId, TenantState>,
+    keys: FxHashMap<(TenantId, IdempotencyKey), KeyEntry>,
     /// Unpaid orders by the time their stock hold runs out.
     timers: BTreeSet<(Timestamp, TenantId, OrderId)>,
 }

@@ -1,0 +1,300 @@
+//! The engine's throughput, against the disk's own limit, in one run.
+//!
+//! 1. **raw**: fdatasync'd sequential writes with plain `File` calls (1 MiB chunks): the disk's
+//!    limit, `raw_mb_per_sec`.
+//! 2. **decide**: the decision thread's work alone, in memory: decide, apply and encode
+//!    (`Tenant::decide`, `Tenant::evolve`, `codec::encode_event`) for a Black Friday mix of
+//!    stock receipts and orders of 1–5 lines over 50 tenants: `decide_commands_per_sec`.
+//! 3. **lifecycle**: full order lives through the durable engine from many concurrent callers:
+//!    place (1–5 lines), authorize through two simulated gateways with zero latency (the
+//!    authorization confirms the order), ship (commits the stock, captures the payment). Each
+//!    command is acknowledged only after fdatasync. Reports `orders_per_sec`,
+//!    `commands_per_sec`, `ack_p50_ms`/`ack_p99_ms` per command and `log_mb_per_sec`.
+//!
+//! Run with `cargo bench --bench engine`. Overrides: `ORDERLY_BENCH_ORDERS` [200000],
+//! `ORDERLY_BENCH_CALLERS` [512], `ORDERLY_BENCH_DECIDE` [1000000]. The last stdout line is one
+//! JSON object. Data lives under `target/bench-engine` and is removed at the end.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use orderly::codec;
+use orderly::domain::{
+    Command, Context, Currency, CustomerId, Decider, Envelope, GatewayId, OrderCommand, OrderId,
+    OrderLine, PaymentCommand, Quantity, Sku, Tenant, TenantId, TenantState, Timestamp,
+};
+use orderly::engine::{Config, Engine};
+use orderly::payments::{
+    Authorization, AuthorizeRequest, Route, Router, RouterConfig, SimulatedGateway,
+    SimulatedGatewayConfig,
+};
+use orderly::process::payment_id_for;
+
+const TENANTS: u64 = 50;
+const SKUS_PER_TENANT: u64 = 200;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A small deterministic generator, so every run does the same work.
+struct Mix(u64);
+
+impl Mix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// 1–5 distinct SKUs of one tenant, skewed towards the first ones (popular products).
+    fn basket(&mut self) -> Vec<OrderLine> {
+        let lines = 1 + self.below(5);
+        let mut skus: Vec<u64> = Vec::new();
+        while (skus.len() as u64) < lines {
+            let sku = self.below(SKUS_PER_TENANT).min(self.below(SKUS_PER_TENANT));
+            if !skus.contains(&sku) {
+                skus.push(sku);
+            }
+        }
+        skus.into_iter()
+            .map(|sku| OrderLine {
+                sku: Sku::new(&format!("sku-{sku}")).unwrap(),
+                quantity: Quantity::new(1 + self.below(2)).unwrap(),
+                unit_price: 500 + self.below(20_000),
+            })
+            .collect()
+    }
+}
+
+fn tenant(t: u64) -> TenantId {
+    TenantId::new(&format!("tenant-{t}")).unwrap()
+}
+
+fn stock_commands() -> Vec<(TenantId, Command)> {
+    let mut commands = Vec::new();
+    for t in 0..TENANTS {
+        for s in 0..SKUS_PER_TENANT {
+            let command = Command::ReceiveStock {
+                sku: Sku::new(&format!("sku-{s}")).unwrap(),
+                quantity: Quantity::new(1_000_000).unwrap(),
+            };
+            commands.push((tenant(t), command));
+        }
+    }
+    commands
+}
+
+fn place(order: &OrderId, lines: Vec<OrderLine>) -> Command {
+    let customer = CustomerId::new("c-1").unwrap();
+    let command = OrderCommand::Place { customer, currency: Currency::new("EUR").unwrap(), lines };
+    Command::Order { order: order.clone(), command }
+}
+
+#[allow(clippy::cast_precision_loss, reason = "figures for people, not for arithmetic")]
+fn per_sec(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64()
+}
+
+fn raw_mb_per_sec(dir: &Path) -> f64 {
+    let path = dir.join("raw");
+    let mut file = File::create(&path).unwrap();
+    let chunk = vec![0xA5u8; 1 << 20];
+    let total = 256u64;
+    let started = Instant::now();
+    for _ in 0..total {
+        file.write_all(&chunk).unwrap();
+        file.sync_data().unwrap();
+    }
+    let elapsed = started.elapsed();
+    std::fs::remove_file(path).unwrap();
+    per_sec(total << 20, elapsed) / 1e6
+}
+
+fn decide_commands_per_sec(commands: u64) -> f64 {
+    let mut tenants: Vec<TenantState> = (0..TENANTS).map(|_| TenantState::default()).collect();
+    let ids: Vec<TenantId> = (0..TENANTS).map(tenant).collect();
+    let ctx = Context::at(Timestamp(1_764_115_200_000));
+    for (t, command) in stock_commands() {
+        let i = (0..TENANTS as usize).find(|&i| ids[i] == t).unwrap();
+        for event in Tenant::decide(&tenants[i], &command, &ctx).unwrap() {
+            Tenant::evolve(&mut tenants[i], &event);
+        }
+    }
+    let mut mix = Mix(1);
+    let work: Vec<(usize, Command)> = (0..commands)
+        .map(|n| {
+            let t = usize::try_from(mix.below(TENANTS)).unwrap();
+            (t, place(&OrderId::new(&format!("o-{n}")).unwrap(), mix.basket()))
+        })
+        .collect();
+    let mut encoded = 0usize;
+    let started = Instant::now();
+    for (t, command) in &work {
+        let events = Tenant::decide(&tenants[*t], command, &ctx).unwrap();
+        for event in &events {
+            encoded += codec::encode_event(&ids[*t], event).payload.len();
+            Tenant::evolve(&mut tenants[*t], event);
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(encoded > 0);
+    per_sec(commands, elapsed)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "an index into a small sorted sample"
+    )]
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    #[allow(clippy::cast_precision_loss, reason = "microseconds to milliseconds for display")]
+    let ms = sorted[i] as f64 / 1_000.0;
+    ms
+}
+
+fn main() {
+    let orders = env("ORDERLY_BENCH_ORDERS", 200_000);
+    let callers = env("ORDERLY_BENCH_CALLERS", 512);
+    let decide = env("ORDERLY_BENCH_DECIDE", 1_000_000);
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-engine");
+    std::fs::create_dir_all(&base).unwrap();
+    let scratch = tempfile::tempdir_in(&base).unwrap();
+
+    let raw = raw_mb_per_sec(scratch.path());
+    eprintln!("raw fdatasync'd writes: {raw:.0} MB/s");
+    let decided = decide_commands_per_sec(decide);
+    eprintln!("decision thread alone: {decided:.0} commands/s");
+
+    let engine = Engine::open(&scratch.path().join("data"), Config::default()).unwrap();
+    for (t, command) in stock_commands() {
+        engine.execute_blocking(Envelope::new(t, command)).unwrap();
+    }
+    let gateways = ["pay-a", "pay-b"].map(|id| Route {
+        gateway: Arc::new(SimulatedGateway::new(SimulatedGatewayConfig::new(
+            GatewayId::new(id).unwrap(),
+        ))),
+        fees: vec![],
+        currencies: None,
+    });
+    let router = Arc::new(Router::new(gateways.into(), RouterConfig::default()));
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let next_order = Arc::new(AtomicU64::new(0));
+    let head_before = engine.head();
+    let started = Instant::now();
+    let latencies: Vec<u64> = runtime.block_on(async {
+        let tasks: Vec<_> = (0..callers)
+            .map(|c| {
+                let (engine, router, next_order) =
+                    (engine.clone(), router.clone(), next_order.clone());
+                tokio::spawn(async move {
+                    let mut mix = Mix(1_000 + c);
+                    let mut latencies = Vec::new();
+                    let mut timed = async |envelope: Envelope| {
+                        let sent = Instant::now();
+                        let outcome = engine.execute(envelope).await;
+                        latencies.push(u64::try_from(sent.elapsed().as_micros()).unwrap());
+                        outcome
+                    };
+                    loop {
+                        let n = next_order.fetch_add(1, Ordering::Relaxed);
+                        if n >= orders {
+                            break;
+                        }
+                        let t = tenant(mix.below(TENANTS));
+                        let order = OrderId::new(&format!("o-{n}")).unwrap();
+                        let placed = timed(Envelope::new(t.clone(), place(&order, mix.basket())))
+                            .await
+                            .unwrap();
+                        let Some(total) =
+                            placed.events.iter().find_map(|e| match &e.event {
+                                orderly::domain::Event::Order {
+                                    event:
+                                        orderly::domain::OrderEvent::OrderPlaced {
+                                            total, currency, ..
+                                        },
+                                    ..
+                                } => Some(orderly::domain::Money::new(*total, *currency)),
+                                _ => None,
+                            })
+                        else {
+                            unreachable!("a placed order records OrderPlaced")
+                        };
+                        let request = AuthorizeRequest {
+                            idempotency_key: format!("{t}:{order}:auth"),
+                            tenant: t.clone(),
+                            order: order.clone(),
+                            amount: total,
+                        };
+                        let (gateway, answer) =
+                            router.authorize(&request, Instant::now()).await.unwrap();
+                        assert!(matches!(answer, Authorization::Approved { .. }));
+                        let authorize = PaymentCommand::Authorize {
+                            order: order.clone(),
+                            amount: total,
+                            gateway,
+                        };
+                        timed(Envelope::new(
+                            t.clone(),
+                            Command::Payment {
+                                payment: payment_id_for(&order),
+                                command: authorize,
+                            },
+                        ))
+                        .await
+                        .unwrap();
+                        timed(Envelope::new(
+                            t,
+                            Command::Order { order, command: OrderCommand::Ship },
+                        ))
+                        .await
+                        .unwrap();
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.unwrap());
+        }
+        all
+    });
+    let elapsed = started.elapsed();
+    let records = engine.head().0 - head_before.0;
+    // The bytes the lifecycle's records take in the log: header, stream id and payload.
+    let log_bytes: u64 = engine
+        .log()
+        .read_from(head_before)
+        .map(|r| r.map(|r| 72 + (r.stream.len() + r.payload.len()) as u64).unwrap())
+        .sum();
+    engine.shutdown();
+    let mut sorted = latencies.clone();
+    sorted.sort_unstable();
+    let orders_per_sec = per_sec(orders, elapsed);
+    let commands_per_sec = per_sec(sorted.len() as u64, elapsed);
+    let log_mb_per_sec = per_sec(log_bytes, elapsed) / 1e6;
+    eprintln!(
+        "lifecycle: {orders} orders in {:.2} s with {callers} callers: {orders_per_sec:.0} orders/s, {commands_per_sec:.0} commands/s, {records} records",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "{{\"orders\":{orders},\"seconds\":{:.3},\"orders_per_sec\":{orders_per_sec:.0},\"commands_per_sec\":{commands_per_sec:.0},\"decide_commands_per_sec\":{decided:.0},\"ack_p50_ms\":{:.3},\"ack_p99_ms\":{:.3},\"records\":{records},\"log_mb_per_sec\":{log_mb_per_sec:.1},\"raw_mb_per_sec\":{raw:.1},\"callers\":{callers}}}",
+        elapsed.as_secs_f64(),
+        percentile(&sorted, 0.5),
+        percentile(&sorted, 0.99),
+    );
+}
