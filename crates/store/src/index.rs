@@ -38,18 +38,24 @@ impl Index {
         self.sparse.push(Vec::new());
     }
 
-    /// Records that the record at `position` of `stream` lies at `offset` of the last segment.
-    pub(crate) fn add_record(&mut self, stream: &[u8], position: u64, offset: u64) {
-        match self.streams.get_mut(stream) {
-            Some(positions) => positions.push(position),
+    /// Records that the record at `position` of `stream` lies at `offset` of the last segment,
+    /// and returns its stream version (the stream's length before it).
+    pub(crate) fn add_record(&mut self, stream: &[u8], position: u64, offset: u64) -> u64 {
+        let version = match self.streams.get_mut(stream) {
+            Some(positions) => {
+                positions.push(position);
+                positions.len() - 1
+            }
             None => {
                 self.streams.insert(stream.into(), vec![position]);
+                0
             }
-        }
+        };
         let last_segment = self.sparse.last_mut().expect("records live in a segment");
         if position.is_multiple_of(SPARSE_EVERY) || last_segment.is_empty() {
             last_segment.push((position, offset));
         }
+        version as u64
     }
 
     /// The number of records of `stream`, committed or not.

@@ -210,6 +210,7 @@ impl Log {
             last_hash: recovered.last_hash,
             buf: Vec::with_capacity(crate::limits::MAX_GROUP_BYTES),
             waiting: Vec::new(),
+            spent: Vec::new(),
         };
         let writer = std::thread::Builder::new()
             .name("orderly-log-writer".into())

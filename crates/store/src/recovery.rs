@@ -144,7 +144,7 @@ pub(crate) fn recover(storage: &dyn Storage, writable: bool) -> Result<Recovered
             hash = view.hash();
             if view.ends_batch() {
                 for p in pending.drain(..) {
-                    index.add_record(&p.stream, p.position, p.offset);
+                    let _version = index.add_record(&p.stream, p.position, p.offset);
                 }
                 pending_versions.clear();
                 committed_end = offset + view.bytes.len() as u64;

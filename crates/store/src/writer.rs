@@ -47,6 +47,8 @@ pub(crate) struct Writer {
     pub last_hash: ChainHash,
     pub buf: Vec<u8>,
     pub waiting: Vec<(Completion, Appended)>,
+    /// Batches encoded into `buf`, to be freed off this thread.
+    pub spent: Vec<Vec<NewRecord>>,
 }
 
 /// A group on its way to the disk.
@@ -57,6 +59,7 @@ struct Group {
     /// The head once the group is durable.
     head: u64,
     waiting: Vec<(Completion, Appended)>,
+    spent: Vec<Vec<NewRecord>>,
 }
 
 /// What the encoder hands the syncer, in order.
@@ -130,24 +133,29 @@ impl Writer {
         let last = records.len() - 1;
         for (i, rec) in records.iter().enumerate() {
             let offset = self.offset + self.buf.len() as u64;
+            let stream_version = index.add_record(&rec.stream, self.next_position, offset);
             let header = Header {
                 position: self.next_position,
-                stream_version: index.stream_len(&rec.stream),
+                stream_version,
                 batch_end: i == last,
                 prev_hash: &self.last_hash,
             };
             self.last_hash = record::encode(rec, &header, &mut self.buf);
-            index.add_record(&rec.stream, self.next_position, offset);
             self.next_position += 1;
         }
         drop(index);
         let appended = Appended { first: Position(first), next: Position(self.next_position) };
         self.waiting.push((done, appended));
+        // Freeing the records is left to the sync thread, which mostly waits on the disk.
+        self.spent.push(records);
     }
 
     /// Refuses the batch if any record's expected version does not hold, counting earlier
     /// records of the same batch.
     fn check_versions(&self, records: &[NewRecord]) -> Result<(), AppendError> {
+        if records.iter().all(|r| r.expected == Expected::Any) {
+            return Ok(());
+        }
         let index = self.shared.index();
         let mut in_batch: FxHashMap<&[u8], u64> = FxHashMap::default();
         for rec in records {
@@ -179,6 +187,7 @@ impl Writer {
             offset: self.offset,
             head: self.next_position,
             waiting: std::mem::take(&mut self.waiting),
+            spent: std::mem::take(&mut self.spent),
         };
         self.offset += group.buf.len() as u64;
         let sent = pipeline.stages.send(Stage::Group(group));
@@ -250,6 +259,7 @@ fn sync_groups(shared: &Shared, stages: &Receiver<Stage>, spare: &Sender<Vec<u8>
                 Some(cause) => done(Err(AppendError::Stopped { cause: cause.clone() })),
             }
         }
+        drop(std::mem::take(&mut group.spent));
         group.buf.clear();
         // The encoder may have enough spares already; then this buffer is simply freed.
         let _ = spare.try_send(group.buf);
