@@ -27,6 +27,8 @@ use crate::domain::{
 const EXPIRY_TICK: Duration = Duration::from_millis(100);
 /// Most commands decided per turn before expiry timers are checked again.
 const MAX_DECISIONS_PER_TURN: usize = 4096;
+/// Most records in one turn's batch (well below the log's batch limit).
+const MAX_TURN_RECORDS: usize = 8192;
 
 /// What the decision thread answers.
 #[derive(Debug)]
@@ -54,6 +56,10 @@ pub(crate) struct DecisionThread {
     pub next_position: u64,
     /// Admission times never go backwards, even if the wall clock does.
     pub last_now: Timestamp,
+    /// The batch being built this turn.
+    pub turn: Turn,
+    /// Bytes after which a turn's batch goes to the log early (it must fit in a segment).
+    pub max_turn_bytes: usize,
 }
 
 impl DecisionThread {
@@ -66,12 +72,14 @@ impl DecisionThread {
             };
             let now = self.admission_time();
             self.expire_due(now);
-            let Some(first) = first else { continue };
-            self.handle(first, now);
-            for _ in 1..MAX_DECISIONS_PER_TURN {
-                let Ok(request) = self.requests.try_recv() else { break };
-                self.handle(request, now);
+            if let Some(first) = first {
+                self.handle(first, now);
+                for _ in 1..MAX_DECISIONS_PER_TURN {
+                    let Ok(request) = self.requests.try_recv() else { break };
+                    self.handle(request, now);
+                }
             }
+            self.flush();
         }
     }
 
@@ -123,7 +131,7 @@ impl DecisionThread {
         }
     }
 
-    /// Applies `events` and hands them to the log as one batch, preceded by the key record
+    /// Applies `events` and adds their records to the turn's batch, preceded by the key record
     /// when the command carried an idempotency key.
     fn commit(
         &mut self,
@@ -153,10 +161,27 @@ impl DecisionThread {
                 KeyEntry { fingerprint: *fingerprint, first, events: count },
             );
         }
-        let expected_first = self.next_position;
         self.next_position += records.len() as u64;
+        self.turn.bytes +=
+            records.iter().map(|r| r.stream.len() + r.payload.len() + 72).sum::<usize>();
+        self.turn.records.extend(records);
+        self.turn.answers.push((reply, first, events, now));
+        if self.turn.records.len() >= MAX_TURN_RECORDS || self.turn.bytes >= self.max_turn_bytes {
+            self.flush();
+        }
+    }
+
+    /// Hands the turn's records to the log as one atomic batch; its commands are answered
+    /// once it is durable. One batch per turn, not per command, keeps the log's per-batch work
+    /// and the number of wake-ups low under load.
+    fn flush(&mut self) {
+        if self.turn.answers.is_empty() {
+            return;
+        }
+        let Turn { records, answers, .. } = std::mem::take(&mut self.turn);
+        let expected_first = self.next_position - records.len() as u64;
         // If the log refuses the batch (it stopped or closed), the callback is dropped with it:
-        // the caller learns the engine stopped, and later commands are refused through
+        // the callers learn the engine stopped, and later commands are refused through
         // `log.failure()`.
         let _refused = self.log.append_or_wait(records, move |outcome| match outcome {
             Ok(appended) => {
@@ -164,11 +189,25 @@ impl DecisionThread {
                     appended.first.0, expected_first,
                     "the engine is the log's only appender"
                 );
-                reply(Ok(Answer::Committed { first, events, at: now }));
+                for (reply, first, events, at) in answers {
+                    reply(Ok(Answer::Committed { first, events, at }));
+                }
             }
-            Err(e) => reply(Err(EngineError::Stopped { cause: e.to_string() }.into())),
+            Err(e) => {
+                for (reply, ..) in answers {
+                    reply(Err(EngineError::Stopped { cause: e.to_string() }.into()));
+                }
+            }
         });
     }
+}
+
+/// The records and answers of the commands decided in one turn, not yet handed to the log.
+#[derive(Default)]
+pub(crate) struct Turn {
+    records: Vec<NewRecord>,
+    bytes: usize,
+    answers: Vec<(Reply, u64, Vec<Event>, Timestamp)>,
 }
 
 fn record(encoded: Encoded, now: Timestamp) -> NewRecord {

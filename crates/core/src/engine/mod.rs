@@ -134,6 +134,11 @@ impl Engine {
             hold_ttl_ms: config.hold_ttl_ms,
             next_position: log.head().0,
             last_now,
+            turn: decision::Turn::default(),
+            // A turn's batch must fit in a segment with room to spare; 1 MiB keeps it short.
+            max_turn_bytes: usize::try_from(config.log.segment_size / 4)
+                .unwrap_or(usize::MAX)
+                .min(1 << 20),
         };
         let decision = std::thread::Builder::new()
             .name("orderly-decide".into())
