@@ -14,6 +14,8 @@ use orderly_core::engine::{Config, Engine, ExecuteError, ManualClock, Outcome};
 use orderly_core::{Position, domain::Rejection};
 use orderly_store::LogConfig;
 
+mod kill;
+
 const START: Timestamp = Timestamp(1_764_115_200_000);
 const TTL: u64 = 60_000;
 
