@@ -126,7 +126,7 @@ fn decide_commands_per_sec(commands: u64) -> f64 {
     let ids: Vec<TenantId> = (0..TENANTS).map(tenant).collect();
     let ctx = Context::at(Timestamp(1_764_115_200_000));
     for (t, command) in stock_commands() {
-        let i = (0..TENANTS as usize).find(|&i| ids[i] == t).unwrap();
+        let i = ids.iter().position(|id| *id == t).unwrap();
         for event in Tenant::decide(&tenants[i], &command, &ctx).unwrap() {
             Tenant::evolve(&mut tenants[i], &event);
         }

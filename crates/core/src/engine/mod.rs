@@ -6,7 +6,12 @@
 //!        └──────────── answered after fdatasync ◀────────────────────────────────┘
 //! ```
 //! [`Engine::open`] replays the log to rebuild every tenant's aggregates, the idempotency keys
-//! and the expiry timers, then starts the decision thread. See `decision.rs` for why answers
+//! and the expiry timers, then starts the decision thread.
+//!
+//! Idempotency keys are recorded with the commands they were accepted with, in the same atomic
+//! batch, and never expire. A rejected command records nothing, its key included: retrying it
+//! with the same key decides it again (the rejection changed nothing, so there is nothing to
+//! replay). See `decision.rs` for why answers
 //! are never early and `state.rs` for what is kept in memory.
 
 mod clock;
@@ -20,7 +25,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
-use orderly_store::{Log, LogConfig, Position};
+use orderly_store::{Log, LogConfig, Position, Recovery};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{EngineError, ExecuteError, OpenEngineError};
@@ -104,13 +109,14 @@ struct Inner {
     requests: Mutex<Option<Sender<Request>>>,
     decision: Mutex<Option<JoinHandle<()>>>,
     log: Log,
+    recovery: Recovery,
 }
 
 impl Engine {
     /// Opens the engine on the data folder `dir`: recovers the log, replays it into memory, and
     /// starts the decision thread.
     pub fn open(dir: &Path, config: Config) -> Result<Engine, OpenEngineError> {
-        let (log, _recovery) = Log::open(dir, config.log.clone())?;
+        let (log, recovery) = Log::open(dir, config.log.clone())?;
         let mut world = World::default();
         let mut last_now = Timestamp(0);
         for record in log.read_from(Position(0)) {
@@ -144,8 +150,12 @@ impl Engine {
             .name("orderly-decide".into())
             .spawn(move || thread.run())
             .map_err(|source| orderly_store::OpenError::Io { path: dir.to_path_buf(), source })?;
-        let inner =
-            Inner { requests: Mutex::new(Some(sender)), decision: Mutex::new(Some(decision)), log };
+        let inner = Inner {
+            requests: Mutex::new(Some(sender)),
+            decision: Mutex::new(Some(decision)),
+            log,
+            recovery,
+        };
         Ok(Engine { inner: Arc::new(inner) })
     }
 
@@ -177,6 +187,12 @@ impl Engine {
     #[must_use]
     pub fn head(&self) -> Position {
         self.inner.log.head()
+    }
+
+    /// What opening the log found: records, segments, and a torn tail it cut, if any.
+    #[must_use]
+    pub fn recovery(&self) -> &Recovery {
+        &self.inner.recovery
     }
 
     /// The engine's log, for readers (projections, audit).
