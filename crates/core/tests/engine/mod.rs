@@ -15,6 +15,8 @@ use orderly_core::{Position, domain::Rejection};
 use orderly_store::LogConfig;
 
 mod kill;
+mod oversell;
+mod payments;
 
 const START: Timestamp = Timestamp(1_764_115_200_000);
 const TTL: u64 = 60_000;

@@ -1,0 +1,143 @@
+//! The payments process against a real engine: an approved payment confirms its order; a
+//! declined one, or one no gateway could take, cancels the order and releases its stock; a
+//! failing gateway's breaker opens and payments move to the healthy one; a restart resumes
+//! orders still waiting for payment without authorizing anything twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orderly_core::Position;
+use orderly_core::domain::{CancelReason, Event, GatewayId, OrderEvent, PaymentEvent};
+use orderly_core::engine::{Engine, ManualClock};
+use orderly_core::payments::{
+    BreakerState, Route, Router, RouterConfig, SimulatedGateway, SimulatedGatewayConfig,
+};
+use orderly_core::process::PaymentProcess;
+
+use super::{START, available, config, place, receive};
+
+fn gateway(id: &str, decline_basis_points: u32) -> Arc<SimulatedGateway> {
+    Arc::new(SimulatedGateway::new(SimulatedGatewayConfig {
+        decline_basis_points,
+        ..SimulatedGatewayConfig::new(GatewayId::new(id).unwrap())
+    }))
+}
+
+fn router(gateways: &[Arc<SimulatedGateway>]) -> Arc<Router> {
+    let routes = gateways
+        .iter()
+        .map(|g| Route { gateway: g.clone(), fees: vec![], currencies: None })
+        .collect();
+    Arc::new(Router::new(routes, RouterConfig::default()))
+}
+
+/// Every order event of the log, as (order id, event).
+fn order_events(engine: &Engine) -> Vec<(String, OrderEvent)> {
+    let mut events = engine.subscribe(Position(0));
+    let mut found = Vec::new();
+    while let Some(event) = events.next_timeout(Duration::from_millis(20)) {
+        if let Event::Order { order, event } = event.unwrap().event {
+            found.push((order.to_string(), event));
+        }
+    }
+    found
+}
+
+fn settled(engine: &Engine, orders: usize) -> Vec<(String, OrderEvent)> {
+    for _ in 0..300 {
+        let events = order_events(engine);
+        let done = events
+            .iter()
+            .filter(|(_, e)| {
+                matches!(e, OrderEvent::OrderConfirmed { .. } | OrderEvent::OrderCancelled { .. })
+            })
+            .count();
+        if done >= orders {
+            return events;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the payments process did not settle {orders} orders");
+}
+
+#[test]
+fn an_approved_payment_confirms_and_a_declined_one_cancels_and_releases() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+
+    let approving = gateway("approves", 0);
+    let process = PaymentProcess::start(engine.clone(), router(&[approving.clone()]));
+    engine.execute_blocking(place("acme", "o-1", &[("sku-1", 3)])).unwrap();
+    let events = settled(&engine, 1);
+    assert!(
+        events.iter().any(|(o, e)| o == "o-1" && matches!(e, OrderEvent::OrderConfirmed { .. }))
+    );
+    process.stop();
+    assert_eq!(approving.approvals(), 1);
+
+    let declining = gateway("declines", 10_000);
+    let process = PaymentProcess::start(engine.clone(), router(&[declining.clone()]));
+    engine.execute_blocking(place("acme", "o-2", &[("sku-1", 4)])).unwrap();
+    let events = settled(&engine, 2);
+    assert!(events.iter().any(|(o, e)| o == "o-2"
+        && *e == OrderEvent::OrderCancelled { reason: CancelReason::PaymentDeclined }));
+    process.stop();
+    assert_eq!(declining.declines(), 1);
+    assert_eq!(available(&engine, "acme", "sku-1"), 7, "o-2's four units are back, o-1's held");
+}
+
+#[test]
+fn traffic_moves_off_a_failing_gateway_and_nothing_is_charged_twice_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 100)).unwrap();
+    let down = gateway("down", 0);
+    down.set_down(true);
+    let healthy = gateway("healthy", 0);
+    let routes = router(&[down.clone(), healthy.clone()]);
+    let process = PaymentProcess::start(engine.clone(), routes.clone());
+    for n in 0..20 {
+        engine.execute_blocking(place("acme", &format!("o-{n}"), &[("sku-1", 1)])).unwrap();
+    }
+    settled(&engine, 20);
+    let down_id = GatewayId::new("down").unwrap();
+    let now = std::time::Instant::now();
+    assert_eq!(routes.breaker_state(&down_id, now), Some(BreakerState::Open));
+    // While the breaker is open, payments go straight to the healthy gateway.
+    let calls_when_opened = down.calls();
+    for n in 20..30 {
+        engine.execute_blocking(place("acme", &format!("o-{n}"), &[("sku-1", 1)])).unwrap();
+    }
+    let events = settled(&engine, 30);
+    process.stop();
+    assert_eq!(down.calls(), calls_when_opened, "no call reached the failing gateway");
+    let confirmed = events.iter().filter(|(_, e)| matches!(e, OrderEvent::OrderConfirmed { .. }));
+    assert_eq!(confirmed.count(), 30, "every order was paid through the healthy gateway");
+    assert_eq!(healthy.approvals(), 30);
+
+    // A restart finds nothing waiting and authorizes nothing again.
+    engine.execute_blocking(place("acme", "o-late", &[("sku-1", 1)])).unwrap();
+    let process = PaymentProcess::start(engine.clone(), router(&[healthy.clone()]));
+    let events = settled(&engine, 31);
+    process.stop();
+    let payments_authorized = {
+        let mut events = engine.subscribe(Position(0));
+        let mut n = 0;
+        while let Some(e) = events.next_timeout(Duration::from_millis(20)) {
+            if let Event::Payment { event: PaymentEvent::PaymentAuthorized { .. }, .. } =
+                e.unwrap().event
+            {
+                n += 1;
+            }
+        }
+        n
+    };
+    assert_eq!(payments_authorized, 31, "one authorization per order, none repeated");
+    assert_eq!(healthy.approvals(), 31);
+    assert!(
+        events.iter().any(|(o, e)| o == "o-late" && matches!(e, OrderEvent::OrderConfirmed { .. }))
+    );
+}
