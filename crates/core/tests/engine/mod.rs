@@ -1,7 +1,8 @@
 //! The engine end to end on a real log in a temporary folder: commands are answered only once
 //! durable, with positions; retries with an idempotency key return the first outcome, also
-//! after a restart; concurrent callers never oversell; holds expire on time, also after a
-//! restart; tenants never see each other's data.
+//! after a restart; concurrent callers never oversell (here, and as a property in
+//! `oversell.rs`); holds expire on time, also after a restart; tenants never see each other's
+//! data. `kill.rs` SIGKILLs a child engine; `payments.rs` runs the payments process.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -68,7 +68,7 @@ fn an_approved_payment_confirms_and_a_declined_one_cancels_and_releases() {
     engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
 
     let approving = gateway("approves", 0);
-    let process = PaymentProcess::start(engine.clone(), router(&[approving.clone()]));
+    let process = PaymentProcess::start(engine.clone(), router(std::slice::from_ref(&approving)));
     engine.execute_blocking(place("acme", "o-1", &[("sku-1", 3)])).unwrap();
     let events = settled(&engine, 1);
     assert!(
@@ -78,7 +78,7 @@ fn an_approved_payment_confirms_and_a_declined_one_cancels_and_releases() {
     assert_eq!(approving.approvals(), 1);
 
     let declining = gateway("declines", 10_000);
-    let process = PaymentProcess::start(engine.clone(), router(&[declining.clone()]));
+    let process = PaymentProcess::start(engine.clone(), router(std::slice::from_ref(&declining)));
     engine.execute_blocking(place("acme", "o-2", &[("sku-1", 4)])).unwrap();
     let events = settled(&engine, 2);
     assert!(events.iter().any(|(o, e)| o == "o-2"
@@ -120,7 +120,7 @@ fn traffic_moves_off_a_failing_gateway_and_nothing_is_charged_twice_after_a_rest
 
     // A restart finds nothing waiting and authorizes nothing again.
     engine.execute_blocking(place("acme", "o-late", &[("sku-1", 1)])).unwrap();
-    let process = PaymentProcess::start(engine.clone(), router(&[healthy.clone()]));
+    let process = PaymentProcess::start(engine.clone(), router(std::slice::from_ref(&healthy)));
     let events = settled(&engine, 31);
     process.stop();
     let payments_authorized = {
