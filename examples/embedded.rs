@@ -1,7 +1,8 @@
 //! The embedded way in: open an engine in a temporary folder, stock two SKUs, place orders,
-//! watch the payments process authorize them through two simulated gateways (one of them
-//! declining every payment of a certain key), ship one order, cancel another, and print every
-//! event the log recorded.
+//! watch the payments process authorize them through two simulated gateways (the cheaper one
+//! declines about one payment in four), ship one order, cancel another, and print every event
+//! the log recorded. Positions missing from the listing hold the engine's idempotency-key
+//! records, written with the payments process's commands.
 //!
 //! Run with `cargo run --release --example embedded`.
 
@@ -134,9 +135,43 @@ fn status_of(engine: &Engine, order: &str) -> Option<OrderStatus> {
 }
 
 fn describe(event: &Event) -> String {
+    use orderly::domain::{InventoryEvent as I, OrderEvent as O, PaymentEvent as P};
     match event {
-        Event::Inventory { sku, event } => format!("inventory {sku}: {event:?}"),
-        Event::Order { order, event } => format!("order {order}: {event:?}"),
-        Event::Payment { payment, event } => format!("payment {payment}: {event:?}"),
+        Event::Inventory { sku, event } => match event {
+            I::StockReceived { quantity } => format!("{sku}: {quantity} received"),
+            I::StockAdjusted { delta } => format!("{sku}: adjusted by {delta}"),
+            I::StockHeld { order, quantity, .. } => format!("{sku}: {quantity} held for {order}"),
+            I::StockCommitted { order, quantity } => {
+                format!("{sku}: {quantity} shipped for {order}")
+            }
+            I::StockReleased { order, quantity } => {
+                format!("{sku}: {quantity} released by {order}")
+            }
+            I::HoldExpired { order, quantity } => format!("{sku}: {quantity} expired for {order}"),
+        },
+        Event::Order { order, event } => match event {
+            O::OrderPlaced { customer, lines, total, currency, .. } => {
+                format!(
+                    "{order}: placed by {customer}, {} lines, {total} {currency} (minor units)",
+                    lines.len()
+                )
+            }
+            O::OrderConfirmed { payment } => format!("{order}: confirmed by payment {payment}"),
+            O::OrderShipped => format!("{order}: shipped"),
+            O::OrderDelivered => format!("{order}: delivered"),
+            O::OrderCancelled { reason } => format!("{order}: cancelled ({reason:?})"),
+            O::OrderRefunded { amount } => format!("{order}: refunded {amount}"),
+        },
+        Event::Payment { payment, event } => match event {
+            P::PaymentAuthorized { amount, gateway, .. } => {
+                format!("{payment}: {} {} authorized by {gateway}", amount.minor, amount.currency)
+            }
+            P::PaymentDeclined { gateway, reason, .. } => {
+                format!("{payment}: declined by {gateway} ({reason:?})")
+            }
+            P::PaymentCaptured { amount } => format!("{payment}: {amount} captured"),
+            P::PaymentVoided => format!("{payment}: authorization voided"),
+            P::PaymentRefunded { amount } => format!("{payment}: {amount} refunded"),
+        },
     }
 }
