@@ -276,6 +276,7 @@ fn payment_rejection_codes_are_stable() {
         (R::AmountMismatch { expected: 2, got: 1 }, "amount_mismatch"),
         (R::OrderNotPayable { status: OrderStatus::Confirmed }, "order_not_payable"),
         (R::FollowsOrder { command: "capture" }, "payment_follows_order"),
+        (R::HoldExpired { expires_at: orderly_core::domain::Timestamp(900) }, "hold_expired"),
         (R::InvalidTransition { status: S::Voided, command: "void" }, "invalid_transition"),
     ];
     for (rejection, code) in codes {
