@@ -209,13 +209,16 @@ fn archive<T>(value: &T) -> Vec<u8>
 where
     T: for<'a> rkyv::Serialize<
             rkyv::api::high::HighSerializer<
-                rkyv::util::AlignedVec,
+                Vec<u8>,
                 rkyv::ser::allocator::ArenaHandle<'a>,
                 rkyv::rancor::Error,
             >,
         >,
 {
-    rkyv::to_bytes::<rkyv::rancor::Error>(value).expect("plain data always serializes").into_vec()
+    // Straight into a plain Vec: payloads need no alignment (format feature `unaligned`), so
+    // there is no aligned buffer to allocate and copy out of.
+    rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(value, Vec::with_capacity(64))
+        .expect("plain data always serializes")
 }
 
 /// The record of one domain event of `tenant`.

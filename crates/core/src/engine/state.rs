@@ -2,13 +2,15 @@
 //! idempotency keys, and the hold-expiry timers. All of it is derived from the log and rebuilt
 //! by replaying it on open.
 
-use std::collections::BTreeSet;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 use rustc_hash::FxHashMap;
 
 use crate::codec::{Decoded, Fingerprint};
 use crate::domain::{
-    Decider, Event, IdempotencyKey, OrderEvent, OrderId, Tenant, TenantId, TenantState, Timestamp,
+    Decider, Event, IdempotencyKey, OrderEvent, OrderId, OrderStatus, Tenant, TenantId,
+    TenantState, Timestamp,
 };
 
 /// Where the events of a command accepted with an idempotency key are in the log.
@@ -25,8 +27,10 @@ pub(crate) struct KeyEntry {
 pub(crate) struct World {
     tenants: FxHashMap<TenantId, TenantState>,
     keys: FxHashMap<(TenantId, IdempotencyKey), KeyEntry>,
-    /// Unpaid orders by the time their stock hold runs out.
-    timers: BTreeSet<(Timestamp, TenantId, OrderId)>,
+    /// Placed orders by the time their stock hold runs out, earliest first. Entries are never
+    /// removed early: an order paid or cancelled meanwhile is skipped when its time comes,
+    /// which is cheaper than finding it in the heap on every confirmation.
+    timers: BinaryHeap<Reverse<(Timestamp, TenantId, OrderId)>>,
 }
 
 impl World {
@@ -52,19 +56,10 @@ impl World {
     /// Applies one event of `tenant`, keeping the expiry timers in step.
     pub(crate) fn apply(&mut self, tenant: &TenantId, event: &Event) {
         let state = self.tenants.entry(tenant.clone()).or_default();
-        if let Event::Order { order, event } = event {
-            match event {
-                OrderEvent::OrderPlaced { hold_expires_at, .. } => {
-                    self.timers.insert((*hold_expires_at, tenant.clone(), order.clone()));
-                }
-                OrderEvent::OrderConfirmed { .. } | OrderEvent::OrderCancelled { .. } => {
-                    let at = state.order(order).and_then(|o| o.hold_expires_at());
-                    if let Some(at) = at {
-                        self.timers.remove(&(at, tenant.clone(), order.clone()));
-                    }
-                }
-                _ => {}
-            }
+        if let Event::Order { order, event: OrderEvent::OrderPlaced { hold_expires_at, .. } } =
+            event
+        {
+            self.timers.push(Reverse((*hold_expires_at, tenant.clone(), order.clone())));
         }
         Tenant::evolve(state, event);
     }
@@ -81,15 +76,21 @@ impl World {
         }
     }
 
-    /// Takes every unpaid order whose hold has run out by `now`.
+    /// Takes every order still unpaid whose hold has run out by `now`.
     pub(crate) fn take_due(&mut self, now: Timestamp) -> Vec<(TenantId, OrderId)> {
         let mut due = Vec::new();
-        while let Some(first) = self.timers.first() {
-            if first.0 > now {
+        while let Some(Reverse((at, _, _))) = self.timers.peek() {
+            if *at > now {
                 break;
             }
-            let (_, tenant, order) = self.timers.pop_first().expect("just looked");
-            due.push((tenant, order));
+            let Reverse((_, tenant, order)) = self.timers.pop().expect("just looked");
+            let unpaid = self
+                .tenant(&tenant)
+                .and_then(|t| t.order(&order))
+                .is_some_and(|o| o.status() == Some(OrderStatus::Placed));
+            if unpaid {
+                due.push((tenant, order));
+            }
         }
         due
     }
