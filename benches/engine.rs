@@ -3,8 +3,9 @@
 //! 1. **raw**: fdatasync'd sequential writes with plain `File` calls (1 MiB chunks): the disk's
 //!    limit, `raw_mb_per_sec`.
 //! 2. **decide**: the decision thread's work alone, in memory: decide, apply and encode
-//!    (`Tenant::decide`, `Tenant::evolve`, `codec::encode_event`) for a Black Friday mix of
-//!    stock receipts and orders of 1–5 lines over 50 tenants: `decide_commands_per_sec`.
+//!    (`Tenant::decide`, `Tenant::evolve`, `codec::encode_event`) for whole order lives (place
+//!    with 1–5 lines, authorize, ship) over 50 tenants with skewed SKU popularity:
+//!    `decide_commands_per_sec`.
 //! 3. **lifecycle**: full order lives through the durable engine from many concurrent callers:
 //!    place (1–5 lines), authorize through two simulated gateways with zero latency (the
 //!    authorization confirms the order), ship (commits the stock, captures the payment). Each
@@ -131,13 +132,38 @@ fn decide_commands_per_sec(commands: u64) -> f64 {
             Tenant::evolve(&mut tenants[i], &event);
         }
     }
+    // Whole order lives, interleaved as concurrent callers would send them: order n is placed
+    // while order n-256 is authorized and order n-512 ships, so holds open and close as they
+    // do on a real day instead of piling up.
+    let orders = commands / 3;
     let mut mix = Mix(1);
-    let work: Vec<(usize, Command)> = (0..commands)
+    let lives: Vec<(usize, OrderId, Vec<OrderLine>)> = (0..orders)
         .map(|n| {
             let t = usize::try_from(mix.below(TENANTS)).unwrap();
-            (t, place(&OrderId::new(&format!("o-{n}")).unwrap(), mix.basket()))
+            (t, OrderId::new(&format!("o-{n}")).unwrap(), mix.basket())
         })
         .collect();
+    const LAG: usize = 256;
+    let gateway = GatewayId::new("pay-a").unwrap();
+    let mut work: Vec<(usize, Command)> = Vec::with_capacity(lives.len() * 3);
+    for i in 0..lives.len() + 2 * LAG {
+        if let Some((t, order, lines)) = lives.get(i) {
+            work.push((*t, place(order, lines.clone())));
+        }
+        if let Some((t, order, lines)) = i.checked_sub(LAG).and_then(|j| lives.get(j)) {
+            let total = lines.iter().map(OrderLine::amount).sum();
+            let amount = orderly::domain::Money::new(total, Currency::new("EUR").unwrap());
+            let command = PaymentCommand::Authorize {
+                order: order.clone(),
+                amount,
+                gateway: gateway.clone(),
+            };
+            work.push((*t, Command::Payment { payment: payment_id_for(order), command }));
+        }
+        if let Some((t, order, _)) = i.checked_sub(2 * LAG).and_then(|j| lives.get(j)) {
+            work.push((*t, Command::Order { order: order.clone(), command: OrderCommand::Ship }));
+        }
+    }
     let mut encoded = 0usize;
     let started = Instant::now();
     for (t, command) in &work {
@@ -149,7 +175,7 @@ fn decide_commands_per_sec(commands: u64) -> f64 {
     }
     let elapsed = started.elapsed();
     assert!(encoded > 0);
-    per_sec(commands, elapsed)
+    per_sec(work.len() as u64, elapsed)
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
