@@ -16,6 +16,10 @@
 //! `ORDERLY_BENCH_CALLERS` [512], `ORDERLY_BENCH_DECIDE` [1000000]. The last stdout line is one
 //! JSON object. Data lives under `target/bench-engine` and is removed at the end.
 
+/// The allocator orderly's binaries use (see the workspace `Cargo.toml`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;

@@ -22,6 +22,10 @@
 //! tmpfs), and is removed at the end. The thread figures come from `/proc` (Linux); without
 //! them they are left out and the raw chunk falls back to 1 MiB.
 
+/// The allocator orderly's binaries use (see the workspace `Cargo.toml`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
