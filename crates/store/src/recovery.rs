@@ -80,8 +80,25 @@ pub(crate) fn recover(storage: &dyn Storage, writable: bool) -> Result<Recovered
         .collect();
     names.sort();
 
-    let mut index = Index::default();
     let mut report = Recovery::default();
+    // A last segment whose creation was cut short (never written at all) is dropped first, so
+    // that the segment before it is treated, and opened, as the last one.
+    if let Some((_, name)) = names.last() {
+        let file = storage.open(name, false).map_err(io_err(name))?;
+        let len = file.size().map_err(io_err(name))?;
+        if segment::check_header(&*file).map_err(io_err(name))? == HeaderCheck::Unwritten
+            && segment::is_zero(&*file, 0, len).map_err(io_err(name))?
+        {
+            drop(file);
+            if writable {
+                storage.remove(name).map_err(io_err(name))?;
+            }
+            report.removed_segment = Some(storage.path_of(name));
+            names.pop();
+        }
+    }
+
+    let mut index = Index::default();
     let mut next_position = 0u64;
     let mut last_hash: ChainHash = [0; 32];
     let count = names.len();
@@ -96,13 +113,6 @@ pub(crate) fn recover(storage: &dyn Storage, writable: bool) -> Result<Recovered
             HeaderCheck::Valid(p) if p == first && p == next_position => {}
             HeaderCheck::Valid(p) if p == first && p > next_position => {
                 return Err(corrupt(0, Some(next_position), Problem::MissingSegment));
-            }
-            HeaderCheck::Unwritten if is_last => {
-                if writable {
-                    storage.remove(&name).map_err(io_err(&name))?;
-                }
-                report.removed_segment = Some(path.clone());
-                break;
             }
             _ => return Err(corrupt(0, Some(next_position), Problem::BadSegmentHeader)),
         }

@@ -121,6 +121,11 @@ impl Writer {
             if pipeline.stages.send(Stage::Barrier(done_tx)).is_ok() {
                 let _ = done_rx.recv();
             }
+            // A group that failed while we waited leaves positions that never reached the disk:
+            // rolling now would name the next segment after them.
+            if let Some(cause) = self.shared.failure() {
+                return done(Err(AppendError::Stopped { cause }));
+            }
             if let Err(cause) = self.roll() {
                 self.fail(cause);
             }

@@ -99,3 +99,43 @@ fn a_missing_segment_is_corruption() {
     let c = expect_corruption(dir.path(), &files[2], "missing middle segment");
     assert_eq!(c.problem, orderly_store::Problem::MissingSegment);
 }
+
+#[test]
+fn a_zeroed_header_on_the_last_segment_is_corruption_not_an_empty_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (log, _) = open(dir.path(), LogConfig::default());
+        for i in 0..100 {
+            log.append(vec![record("s", &payload(i))]).unwrap();
+        }
+    }
+    let segment = segment_files(dir.path())[0].clone();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[..64].fill(0);
+    std::fs::write(&segment, bytes).unwrap();
+    let c = expect_corruption(dir.path(), &segment, "zeroed header");
+    assert_eq!(c.problem, orderly_store::Problem::BadSegmentHeader);
+}
+
+#[test]
+fn a_last_segment_never_written_is_removed_and_the_log_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    two_segment_log(dir.path());
+    let files = segment_files(dir.path());
+    let last = files.last().unwrap().clone();
+    // A crash right after creating the next segment file, before its header was written.
+    let next = dir.path().join("00000000000999999999.seg");
+    std::fs::write(&next, vec![0u8; 4096]).unwrap();
+    let (log, recovery) = open(dir.path(), small_segments());
+    assert_eq!(recovery.removed_segment, Some(next.clone()));
+    assert!(!next.exists());
+    let before = log.head();
+    for i in 0..400 {
+        log.append(vec![record("after", &payload(i))]).unwrap();
+    }
+    assert_eq!(log.head().0, before.0 + 400, "the previous last segment takes appends again");
+    drop(log);
+    let (log, _) = open(dir.path(), small_segments());
+    assert_eq!(log.head().0, before.0 + 400);
+    assert!(last.exists());
+}

@@ -102,3 +102,36 @@ fn a_full_queue_is_refused_not_buffered() {
     assert_eq!(answered.len(), 50 - refused, "every accepted batch is answered");
     assert!(answered.iter().all(Result::is_ok));
 }
+
+#[test]
+fn a_failure_just_before_a_segment_roll_leaves_a_log_that_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = super::common::small_segments();
+    let acked = {
+        let (log, faults) = open_faulty(dir.path(), config.clone());
+        // Fill the first segment to one record short of full (325 fit), then fail the fsync of
+        // the group that the next batch's roll waits for.
+        let mut i = 0;
+        while log.head().0 < 324 {
+            log.append(vec![record("s", &payload(i))]).unwrap();
+            i += 1;
+        }
+        let acked = read_all(&log);
+        faults.fail_sync_after(0);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for j in 0..200 {
+            let tx = tx.clone();
+            let _ = log.append_with(vec![record("s", &payload(10_000 + j))], move |r| {
+                let _ = tx.send(r.is_ok());
+            });
+        }
+        drop(tx);
+        let answers: Vec<bool> = rx.iter().collect();
+        assert!(answers.iter().all(|ok| !ok), "nothing after the failure is acknowledged");
+        acked
+    };
+    let (log, _) = open(dir.path(), config);
+    let after = read_all(&log);
+    assert_eq!(after[..acked.len()], acked[..], "acknowledged records survive");
+    log.append(vec![record("s", b"goes on")]).unwrap();
+}
