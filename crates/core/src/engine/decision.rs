@@ -60,6 +60,8 @@ pub(crate) struct DecisionThread {
     pub turn: Turn,
     /// Bytes after which a turn's batch goes to the log early (it must fit in a segment).
     pub max_turn_bytes: usize,
+    /// Deferred answers of turns that wrote nothing, to the thread that gives them once durable.
+    pub durable: crossbeam_channel::Sender<(u64, Deferred)>,
 }
 
 impl DecisionThread {
@@ -101,17 +103,22 @@ impl DecisionThread {
         if let Some((key, fingerprint)) = &key
             && let Some(entry) = self.world.key(&tenant, key)
         {
-            return reply(if entry.fingerprint == *fingerprint {
-                Ok(Answer::Replay { first: entry.first, count: entry.events })
-            } else {
-                Err(ExecuteError::IdempotencyKeyReused { key: key.clone() })
-            });
+            if entry.fingerprint == *fingerprint {
+                return reply(Ok(Answer::Replay { first: entry.first, count: entry.events }));
+            }
+            let reused = Err(ExecuteError::IdempotencyKeyReused { key: key.clone() });
+            return self.turn.deferred.push((reply, reused));
         }
         let absent = TenantState::default();
         let state = self.world.tenant(&tenant).unwrap_or(&absent);
         match Tenant::decide(state, &command, &self.context(now)) {
             Ok(events) => self.commit(&tenant, key, events, now, reply),
-            Err(rejection) => reply(Err(ExecuteError::Rejected(rejection))),
+            // A rejection may rest on events not yet durable: it waits for them like an
+            // acknowledgement does, so no caller is told "no" on the strength of a state that a
+            // failed fsync could undo.
+            Err(rejection) => {
+                self.turn.deferred.push((reply, Err(ExecuteError::Rejected(rejection))));
+            }
         }
     }
 
@@ -175,10 +182,15 @@ impl DecisionThread {
     /// once it is durable. One batch per turn, not per command, keeps the log's per-batch work
     /// and the number of wake-ups low under load.
     fn flush(&mut self) {
-        if self.turn.answers.is_empty() {
+        let Turn { records, answers, deferred, .. } = std::mem::take(&mut self.turn);
+        if answers.is_empty() {
+            // Nothing new to write: the deferred answers wait only for what is in flight.
+            if !deferred.is_empty() {
+                let durable_at = self.next_position;
+                let _closed = self.durable.send((durable_at, deferred));
+            }
             return;
         }
-        let Turn { records, answers, .. } = std::mem::take(&mut self.turn);
         let expected_first = self.next_position - records.len() as u64;
         // If the log refuses the batch (it stopped or closed), the callback is dropped with it:
         // the callers learn the engine stopped, and later commands are refused through
@@ -192,13 +204,41 @@ impl DecisionThread {
                 for (reply, first, events, at) in answers {
                     reply(Ok(Answer::Committed { first, events, at }));
                 }
+                for (reply, answer) in deferred {
+                    reply(answer);
+                }
             }
             Err(e) => {
+                let stopped = || EngineError::Stopped { cause: e.to_string() }.into();
                 for (reply, ..) in answers {
-                    reply(Err(EngineError::Stopped { cause: e.to_string() }.into()));
+                    reply(Err(stopped()));
+                }
+                for (reply, _) in deferred {
+                    reply(Err(stopped()));
                 }
             }
         });
+    }
+}
+
+/// Answers that must wait until the log is durable up to a position, with nothing of their
+/// own to write: rejections decided against events still in flight.
+pub(crate) type Deferred = Vec<(Reply, Result<Answer, ExecuteError>)>;
+
+/// Answers deferred answers once the log's head reaches their position, in order. Runs on its
+/// own thread so that the decision thread never waits for the disk.
+pub(crate) fn answer_when_durable(log: &Log, waiting: &Receiver<(u64, Deferred)>) {
+    for (durable_at, deferred) in waiting {
+        while log.head().0 < durable_at && log.failure().is_none() {
+            log.wait_beyond(orderly_store::Position(durable_at - 1), Duration::from_millis(100));
+        }
+        let failure = log.failure().filter(|_| log.head().0 < durable_at);
+        for (reply, answer) in deferred {
+            match &failure {
+                None => reply(answer),
+                Some(cause) => reply(Err(EngineError::Stopped { cause: cause.clone() }.into())),
+            }
+        }
     }
 }
 
@@ -208,6 +248,8 @@ pub(crate) struct Turn {
     records: Vec<NewRecord>,
     bytes: usize,
     answers: Vec<(Reply, u64, Vec<Event>, Timestamp)>,
+    /// Answers without records of their own, given once the turn's batch is durable.
+    deferred: Deferred,
 }
 
 fn record(encoded: Encoded, now: Timestamp) -> NewRecord {

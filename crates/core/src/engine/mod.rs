@@ -132,6 +132,12 @@ impl Engine {
             last_now = last_now.max(Timestamp(record.timestamp));
         }
         let (sender, requests) = crossbeam_channel::bounded(config.admission_queue.max(1));
+        let (durable, waiting) = crossbeam_channel::unbounded();
+        let waiter_log = log.clone();
+        std::thread::Builder::new()
+            .name("orderly-durable".into())
+            .spawn(move || decision::answer_when_durable(&waiter_log, &waiting))
+            .map_err(|source| orderly_store::OpenError::Io { path: dir.to_path_buf(), source })?;
         let thread = DecisionThread {
             world,
             log: log.clone(),
@@ -141,6 +147,7 @@ impl Engine {
             next_position: log.head().0,
             last_now,
             turn: decision::Turn::default(),
+            durable,
             // A turn's batch must fit in a segment with room to spare; 1 MiB keeps it short.
             max_turn_bytes: usize::try_from(config.log.segment_size / 4)
                 .unwrap_or(usize::MAX)

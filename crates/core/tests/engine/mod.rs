@@ -290,3 +290,34 @@ async fn execute_is_async_and_answers_many_callers() {
     all.dedup();
     assert_eq!(all.len(), 400, "every event got its own position");
 }
+
+#[test]
+fn a_rejection_is_answered_only_once_what_it_rests_on_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    for race in 0..100 {
+        let sku = format!("last-{race}");
+        engine.execute_blocking(receive("acme", &sku, 1)).unwrap();
+        let racers: Vec<_> = (0..2)
+            .map(|r| {
+                let (engine, sku) = (engine.clone(), sku.clone());
+                std::thread::spawn(move || {
+                    let result = engine.execute_blocking(place(
+                        "acme",
+                        &format!("o-{race}-{r}"),
+                        &[(&sku, 1)],
+                    ));
+                    (result, engine.head())
+                })
+            })
+            .collect();
+        let results: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+        let winner = results.iter().find_map(|(r, _)| r.as_ref().ok()).expect("one racer wins");
+        let (_, head_at_rejection) = results.iter().find(|(r, _)| r.is_err()).expect("one loses");
+        assert!(
+            *head_at_rejection >= winner.next_position(),
+            "race {race}: the loser heard 'insufficient stock' before the winner's hold was durable"
+        );
+    }
+}
