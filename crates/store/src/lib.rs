@@ -22,7 +22,7 @@ mod storage;
 mod writer;
 
 pub use error::{AppendError, Corruption, OpenError, Problem, ReadError};
-pub use log::{Appended, Log, LogConfig, Reader, Subscription};
+pub use log::{Appended, Log, LogConfig, LogReader, Reader, Subscription};
 pub use position::{Position, StreamVersion};
 pub use record::{ChainHash, Expected, NewRecord, Record};
 pub use recovery::{Recovery, TornTail};

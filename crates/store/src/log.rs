@@ -319,6 +319,12 @@ impl Log {
         Position(self.shared.wait_beyond(position.0, timeout))
     }
 
+    /// A handle that can read this log but not append to it.
+    #[must_use]
+    pub fn reader(&self) -> LogReader {
+        LogReader { log: self.clone() }
+    }
+
     /// Follows the log from `from`: yields committed records and waits for new ones.
     #[must_use]
     pub fn subscribe(&self, from: Position) -> Subscription {
@@ -326,6 +332,55 @@ impl Log {
             shared: self.shared.clone(),
             reader: Reader::new(self.shared.clone(), from.0, from.0),
         }
+    }
+}
+
+/// A read-only handle on a [`Log`]: for readers next to a single appender that must stay the
+/// only one (the engine).
+#[derive(Clone, Debug)]
+pub struct LogReader {
+    log: Log,
+}
+
+impl LogReader {
+    /// See [`Log::head`].
+    #[must_use]
+    pub fn head(&self) -> Position {
+        self.log.head()
+    }
+
+    /// See [`Log::read_from`].
+    #[must_use]
+    pub fn read_from(&self, from: Position) -> Reader {
+        self.log.read_from(from)
+    }
+
+    /// See [`Log::read_stream`].
+    pub fn read_stream(&self, stream: &[u8]) -> Result<Vec<Record>, ReadError> {
+        self.log.read_stream(stream)
+    }
+
+    /// See [`Log::stream_version`].
+    #[must_use]
+    pub fn stream_version(&self, stream: &[u8]) -> StreamVersion {
+        self.log.stream_version(stream)
+    }
+
+    /// See [`Log::subscribe`].
+    #[must_use]
+    pub fn subscribe(&self, from: Position) -> Subscription {
+        self.log.subscribe(from)
+    }
+
+    /// See [`Log::wait_beyond`].
+    pub fn wait_beyond(&self, position: Position, timeout: Duration) -> Position {
+        self.log.wait_beyond(position, timeout)
+    }
+
+    /// See [`Log::failure`].
+    #[must_use]
+    pub fn failure(&self) -> Option<String> {
+        self.log.failure()
     }
 }
 

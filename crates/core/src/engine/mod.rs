@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
-use orderly_store::{Log, LogConfig, Position, Recovery};
+use orderly_store::{Log, LogConfig, LogReader, Position, Recovery};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{EngineError, ExecuteError, OpenEngineError};
@@ -166,13 +166,24 @@ impl Engine {
         Ok(Engine { inner: Arc::new(inner) })
     }
 
-    /// Executes one command: answered once its events are durable, or with why not.
+    /// Executes one command: answered once its events are durable, or with why not. Runs on a
+    /// tokio runtime (a replayed answer reads the log on its blocking pool).
     pub async fn execute(&self, envelope: Envelope) -> Result<Outcome, ExecuteError> {
         let tenant = envelope.tenant.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(envelope, Box::new(move |answer| drop(tx.send(answer))))?;
         let answer = rx.await.map_err(|_| self.gone())??;
-        self.outcome(tenant, answer)
+        match answer {
+            Answer::Committed { .. } => self.outcome(tenant, answer),
+            Answer::Replay { .. } => {
+                // Waiting for the first execution's batch and reading it back block: keep that
+                // off the async worker.
+                let engine = self.clone();
+                tokio::task::spawn_blocking(move || engine.outcome(tenant, answer))
+                    .await
+                    .map_err(|_| ExecuteError::from(EngineError::ShuttingDown))?
+            }
+        }
     }
 
     /// [`Engine::execute`] for code without an async runtime: blocks the calling thread.
@@ -202,10 +213,11 @@ impl Engine {
         &self.inner.recovery
     }
 
-    /// The engine's log, for readers (projections, audit).
+    /// The engine's log, read-only, for readers (projections, audit): the engine must stay its
+    /// only appender.
     #[must_use]
-    pub fn log(&self) -> &Log {
-        &self.inner.log
+    pub fn log(&self) -> LogReader {
+        self.inner.log.reader()
     }
 
     /// Stops admitting commands, decides and commits what was admitted, and waits for the

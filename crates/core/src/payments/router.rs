@@ -201,6 +201,11 @@ impl Router {
         &self.config
     }
 
+    /// The ids of the configured gateways, in configuration order.
+    pub fn gateway_ids(&self) -> impl Iterator<Item = GatewayId> + '_ {
+        self.routes.iter().map(|state| state.route.gateway.id().clone())
+    }
+
     /// The configured gateway with this id, for captures, voids and refunds, which must go to
     /// the gateway that authorized.
     #[must_use]

@@ -7,10 +7,12 @@
 //! PaymentCaptured / Voided / Refunded ──▶ gateway capture / void / refund
 //! ```
 //! Gateway calls run on this process's own runtime, never on the engine's decision thread.
-//! Every call and every command carries a key derived from the order (`{tenant}:{order}:auth`,
+//! Every call and every command carries a key derived from the order (`{tenant}/{order}/auth`,
 //! `pm:auth:{order}`, …), so a restart mid-flow repeats calls that return their first outcome:
-//! nothing is charged twice. On start the process replays the log to find orders still waiting
-//! for payment and resumes them.
+//! nothing is charged twice. On start the process replays the log: it resumes orders still
+//! waiting for payment and repeats every capture, void and refund (each returns its first
+//! outcome). Repeating them all is the price of having no checkpoint yet; a checkpoint of the
+//! last movement the gateways confirmed will bound it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,8 +26,8 @@ use crate::domain::{
     CancelReason, Command, DeclineReason, Envelope, Event, GatewayId, IdempotencyKey, Money,
     OrderCommand, OrderEvent, OrderId, PaymentCommand, PaymentEvent, PaymentId, TenantId,
 };
-use crate::engine::{CommittedEvent, Engine};
-use crate::payments::{Authorization, AuthorizeRequest, MoneyRequest, Router};
+use crate::engine::{CommittedEvent, Engine, EngineError, ExecuteError};
+use crate::payments::{Authorization, AuthorizeRequest, GatewayError, MoneyRequest, Router};
 
 /// Payment flows in progress at once; beyond it the process stops reading new events.
 const MAX_FLOWS_IN_FLIGHT: usize = 1024;
@@ -172,7 +174,10 @@ impl Flows {
             } => {
                 self.payments.insert((tenant, payment), Known { gateway, order, amount });
             }
-            Event::Payment { payment, event } if live => {
+            // Money movements are issued for history too: the process cannot know whether the
+            // gateway call after a commit was made before it last stopped, and the keys (which
+            // include the event's position) make a repeated call return its first outcome.
+            Event::Payment { payment, event } => {
                 let Some(known) = self.payments.get(&(tenant.clone(), payment.clone())).cloned()
                 else {
                     return;
@@ -184,7 +189,7 @@ impl Flows {
                     _ => return,
                 };
                 let router = self.router.clone();
-                let key = format!("{tenant}:{payment}:{what}:{position}");
+                let key = format!("{tenant}/{payment}/{what}/{position}");
                 self.runtime.spawn(async move {
                     move_money(&router, &tenant, &known, what, minor, key).await;
                 });
@@ -223,7 +228,7 @@ async fn authorize_order(
 ) {
     let payment = payment_id_for(&order);
     let request = AuthorizeRequest {
-        idempotency_key: format!("{tenant}:{order}:auth"),
+        idempotency_key: authorization_key(&tenant, &order),
         tenant: tenant.clone(),
         order: order.clone(),
         amount,
@@ -235,55 +240,80 @@ async fn authorize_order(
                 amount,
                 gateway: gateway.clone(),
             };
-            let recorded =
-                execute(engine, &tenant, "pm:auth", &order, Command::Payment { payment, command })
-                    .await;
-            if !recorded {
-                // The order moved on (expired or cancelled) before the authorization was
-                // recorded: give the reserved money back.
+            let payment = Command::Payment { payment, command };
+            if execute(engine, &tenant, "pm:auth", &order, payment).await == Recorded::Refused {
+                // The engine definitively refused the authorization (the order expired or was
+                // cancelled meanwhile): give the reserved money back. When the engine merely
+                // could not answer (shutting down, stopped), nothing is voided: the order stays
+                // waiting and the next start records this same authorization.
                 let known = Known { gateway, order: order.clone(), amount };
-                let key = format!("{tenant}:{order}:void-unrecorded");
+                let key = format!("{tenant}/{order}/void-unrecorded");
                 move_money(router, &tenant, &known, "void", amount.minor, key).await;
             }
             return;
         }
         Ok((gateway, Authorization::Declined)) => (gateway, DeclineReason::Refused),
-        Err(_) => {
-            let gateway = router_fallback_gateway(router, &amount);
-            (gateway, DeclineReason::GatewayUnavailable)
-        }
+        Err(_) => (fallback_gateway(router), DeclineReason::GatewayUnavailable),
     };
     let command = PaymentCommand::Decline { order: order.clone(), amount, gateway, reason };
     execute(engine, &tenant, "pm:decline", &order, Command::Payment { payment, command }).await;
     let cancel = OrderCommand::Cancel { reason: CancelReason::PaymentDeclined };
-    execute(
-        engine,
-        &tenant,
-        "pm:cancel",
-        &order,
-        Command::Order { order: order.clone(), command: cancel },
-    )
-    .await;
+    let cancel = Command::Order { order: order.clone(), command: cancel };
+    execute(engine, &tenant, "pm:cancel", &order, cancel).await;
 }
 
-/// The gateway named on a decline when no gateway answered: the first configured one.
-fn router_fallback_gateway(router: &Router, amount: &Money) -> GatewayId {
-    let candidates = router.candidates(amount, Instant::now());
-    candidates.first().map_or_else(|| GatewayId::new("none").expect("valid id"), |g| g.id().clone())
+/// The key of an order's authorization at the gateways. Ids cannot contain `/`, so no two
+/// (tenant, order) pairs share a key.
+fn authorization_key(tenant: &TenantId, order: &OrderId) -> String {
+    format!("{tenant}/{order}/auth")
 }
 
-/// Sends a command with a key derived from the order; true when it was recorded (now or by an
-/// earlier attempt).
+/// The gateway named on a decline when no gateway answered: the first configured one. (Asking
+/// the router for candidates would use up a half-open breaker's trial.)
+fn fallback_gateway(router: &Router) -> GatewayId {
+    router.gateway_ids().next().unwrap_or_else(|| GatewayId::new("none").expect("a valid id"))
+}
+
+/// What became of a command the process sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Recorded {
+    /// Recorded, now or by an earlier attempt with the same key.
+    Yes,
+    /// Refused for good: a rejection, or the key already used with another command.
+    Refused,
+    /// The engine could not answer (shutting down, stopped); the next start tries again.
+    Unknown,
+}
+
+/// How often an overloaded engine is asked again before the flow gives up until next start.
+const OVERLOADED_RETRIES: u32 = 50;
+
+/// Sends a command with a key derived from the order, retrying while the engine is overloaded.
 async fn execute(
     engine: &Engine,
     tenant: &TenantId,
     step: &str,
     order: &OrderId,
     command: Command,
-) -> bool {
-    let key = idempotency_key(step, order);
-    let envelope = Envelope::new(tenant.clone(), command).with_key(key);
-    engine.execute(envelope).await.is_ok()
+) -> Recorded {
+    let envelope = Envelope::new(tenant.clone(), command).with_key(idempotency_key(step, order));
+    for attempt in 0..OVERLOADED_RETRIES {
+        match engine.execute(envelope.clone()).await {
+            Ok(_) => return Recorded::Yes,
+            Err(ExecuteError::Rejected(_) | ExecuteError::IdempotencyKeyReused { .. }) => {
+                return Recorded::Refused;
+            }
+            Err(ExecuteError::Engine(EngineError::Overloaded)) => {
+                tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt + 1))).await;
+            }
+            Err(ExecuteError::Engine(e)) => {
+                tracing::warn!(%tenant, %order, step, error = %e, "payment step not recorded");
+                return Recorded::Unknown;
+            }
+        }
+    }
+    tracing::warn!(%tenant, %order, step, "payment step not recorded: engine overloaded");
+    Recorded::Unknown
 }
 
 fn idempotency_key(step: &str, order: &OrderId) -> IdempotencyKey {
@@ -294,8 +324,12 @@ fn idempotency_key(step: &str, order: &OrderId) -> IdempotencyKey {
     })
 }
 
-/// Captures, voids or refunds at the gateway that authorized the payment. The reference is
-/// asked again with the authorization's own key, which returns the first outcome.
+/// How often a money movement is tried before it is left for the next start.
+const MONEY_ATTEMPTS: u32 = 8;
+
+/// Captures, voids or refunds at the gateway that authorized the payment, retrying with
+/// backoff until the gateway answers. The reference is asked again with the authorization's
+/// own key, which returns the first outcome.
 async fn move_money(
     router: &Router,
     tenant: &TenantId,
@@ -304,24 +338,44 @@ async fn move_money(
     minor: u64,
     key: String,
 ) {
-    let Some(gateway) = router.gateway(&known.gateway) else { return };
+    let Some(gateway) = router.gateway(&known.gateway) else {
+        tracing::warn!(%tenant, order = %known.order, gateway = %known.gateway, what, "unknown gateway: money not moved");
+        return;
+    };
     let request = AuthorizeRequest {
-        idempotency_key: format!("{tenant}:{}:auth", known.order),
+        idempotency_key: authorization_key(tenant, &known.order),
         tenant: tenant.clone(),
         order: known.order.clone(),
         amount: known.amount,
     };
-    let Ok(Authorization::Approved { reference }) = gateway.authorize(&request).await else {
-        return;
-    };
-    let money = MoneyRequest {
-        idempotency_key: key,
-        reference,
-        amount: Money::new(minor, known.amount.currency),
-    };
-    let _ = match what {
-        "capture" => gateway.capture(&money).await,
-        "void" => gateway.void(&money).await,
-        _ => gateway.refund(&money).await,
-    };
+    for attempt in 0..MONEY_ATTEMPTS {
+        let outcome = match gateway.authorize(&request).await {
+            Ok(Authorization::Approved { reference }) => {
+                let money = MoneyRequest {
+                    idempotency_key: key.clone(),
+                    reference,
+                    amount: Money::new(minor, known.amount.currency),
+                };
+                match what {
+                    "capture" => gateway.capture(&money).await,
+                    "void" => gateway.void(&money).await,
+                    _ => gateway.refund(&money).await,
+                }
+            }
+            Ok(Authorization::Declined) => Err(GatewayError::Rejected("no authorization".into())),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => return,
+            Err(GatewayError::Rejected(why)) => {
+                tracing::error!(%tenant, order = %known.order, what, %why, "gateway refused a money movement");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%tenant, order = %known.order, what, error = %e, attempt, "gateway call failed; retrying");
+                tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
+            }
+        }
+    }
+    tracing::error!(%tenant, order = %known.order, what, "money not moved after retries; the next start tries again");
 }

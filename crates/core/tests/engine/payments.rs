@@ -141,3 +141,42 @@ fn traffic_moves_off_a_failing_gateway_and_nothing_is_charged_twice_after_a_rest
         events.iter().any(|(o, e)| o == "o-late" && matches!(e, OrderEvent::OrderConfirmed { .. }))
     );
 }
+
+#[test]
+fn a_capture_committed_while_the_process_was_down_is_made_when_it_starts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    let pay = gateway("pay", 0);
+    let process = PaymentProcess::start(engine.clone(), router(std::slice::from_ref(&pay)));
+    engine.execute_blocking(place("acme", "o-1", &[("sku-1", 2)])).unwrap();
+    settled(&engine, 1);
+    process.stop();
+
+    // Shipped (and captured in the log) while no payments process runs.
+    let ship = orderly_core::domain::Envelope::new(
+        super::tenant("acme"),
+        orderly_core::domain::Command::Order {
+            order: orderly_core::domain::OrderId::new("o-1").unwrap(),
+            command: orderly_core::domain::OrderCommand::Ship,
+        },
+    );
+    engine.execute_blocking(ship).unwrap();
+    assert_eq!(pay.captured_total(), 0);
+
+    let process = PaymentProcess::start(engine.clone(), router(std::slice::from_ref(&pay)));
+    for _ in 0..200 {
+        if pay.captured_total() > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    process.stop();
+    assert_eq!(pay.captured_total(), 2_000, "the order's total was captured once");
+    // A third start repeats the capture call, which returns its first outcome.
+    let process = PaymentProcess::start(engine.clone(), router(std::slice::from_ref(&pay)));
+    std::thread::sleep(Duration::from_millis(200));
+    process.stop();
+    assert_eq!(pay.captured_total(), 2_000, "never captured twice");
+}
