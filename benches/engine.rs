@@ -13,7 +13,7 @@
 //!    `commands_per_sec`, `ack_p50_ms`/`ack_p99_ms` per command and `log_mb_per_sec`.
 //!
 //! Run with `cargo bench --bench engine`. Overrides: `ORDERLY_BENCH_ORDERS` [200000],
-//! `ORDERLY_BENCH_CALLERS` [512], `ORDERLY_BENCH_DECIDE` [1000000]. The last stdout line is one
+//! `ORDERLY_BENCH_CALLERS` [4096], `ORDERLY_BENCH_DECIDE` [1000000]. The last stdout line is one
 //! JSON object. Data lives under `target/bench-engine` and is removed at the end.
 
 /// The allocator orderly's binaries use (see the workspace `Cargo.toml`).
@@ -197,7 +197,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 fn main() {
     let orders = env("ORDERLY_BENCH_ORDERS", 200_000);
-    let callers = env("ORDERLY_BENCH_CALLERS", 512);
+    let callers = env("ORDERLY_BENCH_CALLERS", 4096);
     let decide = env("ORDERLY_BENCH_DECIDE", 1_000_000);
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-engine");
     std::fs::create_dir_all(&base).unwrap();
