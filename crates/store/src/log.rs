@@ -228,11 +228,8 @@ impl Log {
         records: Vec<NewRecord>,
         done: impl FnOnce(Result<Appended, AppendError>) + Send + 'static,
     ) -> Result<(), AppendError> {
-        if let Some(cause) = self.shared.failure() {
-            return Err(AppendError::Stopped { cause });
-        }
-        let sender = self.inner.requests.as_ref().ok_or(AppendError::Closed)?;
-        sender.try_send(Request { records, done: Box::new(done) }).map_err(|e| match e {
+        let request = Request { records, done: Box::new(done) };
+        self.requests()?.try_send(request).map_err(|e| match e {
             TrySendError::Full(_) => AppendError::QueueFull,
             TrySendError::Disconnected(_) => AppendError::Closed,
         })
@@ -245,11 +242,16 @@ impl Log {
         records: Vec<NewRecord>,
         done: impl FnOnce(Result<Appended, AppendError>) + Send + 'static,
     ) -> Result<(), AppendError> {
+        let request = Request { records, done: Box::new(done) };
+        self.requests()?.send(request).map_err(|_| AppendError::Closed)
+    }
+
+    /// The writer's queue, unless the log stopped or is closing.
+    fn requests(&self) -> Result<&Sender<Request>, AppendError> {
         if let Some(cause) = self.shared.failure() {
             return Err(AppendError::Stopped { cause });
         }
-        let sender = self.inner.requests.as_ref().ok_or(AppendError::Closed)?;
-        sender.send(Request { records, done: Box::new(done) }).map_err(|_| AppendError::Closed)
+        self.inner.requests.as_ref().ok_or(AppendError::Closed)
     }
 
     /// Appends `records` as one batch and returns once it is durable (fdatasync returned).
