@@ -267,16 +267,13 @@ impl Log {
     /// The number of committed records; the next record will get this position.
     #[must_use]
     pub fn head(&self) -> Position {
-        Position(self.shared.head())
+        self.reader().head()
     }
 
     /// The committed version of `stream`: how many committed records it has.
     #[must_use]
     pub fn stream_version(&self, stream: &[u8]) -> StreamVersion {
-        let head = self.shared.head();
-        let index = self.shared.index();
-        let positions = index.stream_positions(stream);
-        StreamVersion(positions.partition_point(|&p| p < head) as u64)
+        self.reader().stream_version(stream)
     }
 
     /// Number of distinct streams (committed or being committed).
@@ -294,10 +291,53 @@ impl Log {
     /// Reads committed records from `from` up to the head as it is now.
     #[must_use]
     pub fn read_from(&self, from: Position) -> Reader {
-        Reader::new(self.shared.clone(), from.0, self.shared.head())
+        self.reader().read_from(from)
     }
 
     /// Reads every committed record of `stream`, in order.
+    pub fn read_stream(&self, stream: &[u8]) -> Result<Vec<Record>, ReadError> {
+        self.reader().read_stream(stream)
+    }
+
+    /// Blocks until the head moves past `position` or `timeout` passes; returns the head.
+    pub fn wait_beyond(&self, position: Position, timeout: Duration) -> Position {
+        self.reader().wait_beyond(position, timeout)
+    }
+
+    /// A handle that can read this log but not append to it.
+    #[must_use]
+    pub fn reader(&self) -> LogReader {
+        LogReader { shared: self.shared.clone() }
+    }
+
+    /// Follows the log from `from`: yields committed records and waits for new ones.
+    #[must_use]
+    pub fn subscribe(&self, from: Position) -> Subscription {
+        self.reader().subscribe(from)
+    }
+}
+
+/// A read-only handle on a [`Log`]: for readers next to a single appender that must stay the
+/// only one (the engine). It does not keep the writer or the folder lock alive.
+#[derive(Clone, Debug)]
+pub struct LogReader {
+    shared: Arc<Shared>,
+}
+
+impl LogReader {
+    /// See [`Log::head`].
+    #[must_use]
+    pub fn head(&self) -> Position {
+        Position(self.shared.head())
+    }
+
+    /// See [`Log::read_from`].
+    #[must_use]
+    pub fn read_from(&self, from: Position) -> Reader {
+        Reader::new(self.shared.clone(), from.0, self.shared.head())
+    }
+
+    /// See [`Log::read_stream`].
     pub fn read_stream(&self, stream: &[u8]) -> Result<Vec<Record>, ReadError> {
         let head = self.shared.head();
         let positions: Vec<u64> = {
@@ -316,18 +356,16 @@ impl Log {
         Ok(records)
     }
 
-    /// Blocks until the head moves past `position` or `timeout` passes; returns the head.
-    pub fn wait_beyond(&self, position: Position, timeout: Duration) -> Position {
-        Position(self.shared.wait_beyond(position.0, timeout))
-    }
-
-    /// A handle that can read this log but not append to it.
+    /// See [`Log::stream_version`].
     #[must_use]
-    pub fn reader(&self) -> LogReader {
-        LogReader { log: self.clone() }
+    pub fn stream_version(&self, stream: &[u8]) -> StreamVersion {
+        let head = self.shared.head();
+        let index = self.shared.index();
+        let positions = index.stream_positions(stream);
+        StreamVersion(positions.partition_point(|&p| p < head) as u64)
     }
 
-    /// Follows the log from `from`: yields committed records and waits for new ones.
+    /// See [`Log::subscribe`].
     #[must_use]
     pub fn subscribe(&self, from: Position) -> Subscription {
         Subscription {
@@ -335,54 +373,16 @@ impl Log {
             reader: Reader::new(self.shared.clone(), from.0, from.0),
         }
     }
-}
-
-/// A read-only handle on a [`Log`]: for readers next to a single appender that must stay the
-/// only one (the engine).
-#[derive(Clone, Debug)]
-pub struct LogReader {
-    log: Log,
-}
-
-impl LogReader {
-    /// See [`Log::head`].
-    #[must_use]
-    pub fn head(&self) -> Position {
-        self.log.head()
-    }
-
-    /// See [`Log::read_from`].
-    #[must_use]
-    pub fn read_from(&self, from: Position) -> Reader {
-        self.log.read_from(from)
-    }
-
-    /// See [`Log::read_stream`].
-    pub fn read_stream(&self, stream: &[u8]) -> Result<Vec<Record>, ReadError> {
-        self.log.read_stream(stream)
-    }
-
-    /// See [`Log::stream_version`].
-    #[must_use]
-    pub fn stream_version(&self, stream: &[u8]) -> StreamVersion {
-        self.log.stream_version(stream)
-    }
-
-    /// See [`Log::subscribe`].
-    #[must_use]
-    pub fn subscribe(&self, from: Position) -> Subscription {
-        self.log.subscribe(from)
-    }
 
     /// See [`Log::wait_beyond`].
     pub fn wait_beyond(&self, position: Position, timeout: Duration) -> Position {
-        self.log.wait_beyond(position, timeout)
+        Position(self.shared.wait_beyond(position.0, timeout))
     }
 
     /// See [`Log::failure`].
     #[must_use]
     pub fn failure(&self) -> Option<String> {
-        self.log.failure()
+        self.shared.failure()
     }
 }
 

@@ -81,6 +81,7 @@ pub(crate) fn recover(storage: &dyn Storage, writable: bool) -> Result<Recovered
     names.sort();
 
     let mut report = Recovery::default();
+    let mut removed_first = None;
     // A last segment whose creation was cut short (never written at all) is dropped first, so
     // that the segment before it is treated, and opened, as the last one.
     if let Some((_, name)) = names.last() {
@@ -94,7 +95,7 @@ pub(crate) fn recover(storage: &dyn Storage, writable: bool) -> Result<Recovered
                 storage.remove(name).map_err(io_err(name))?;
             }
             report.removed_segment = Some(storage.path_of(name));
-            names.pop();
+            removed_first = names.pop().map(|(first, _)| first);
         }
     }
 
@@ -213,6 +214,16 @@ pub(crate) fn recover(storage: &dyn Storage, writable: bool) -> Result<Recovered
         }
         let segment = index.segments.last().expect("just added");
         segment.committed_end.store(committed_end, std::sync::atomic::Ordering::Release);
+    }
+    // The dropped segment was created to follow the one before it; if that one ends elsewhere,
+    // records are missing in between.
+    if let Some(first) = removed_first
+        && first != next_position
+        && let Some(segment) = report.removed_segment.clone()
+    {
+        let position = Some(next_position);
+        let problem = Problem::MissingSegment;
+        return Err(OpenError::Corrupt(Corruption { segment, offset: 0, position, problem }));
     }
     report.records = next_position;
     report.segments = index.segments.len();

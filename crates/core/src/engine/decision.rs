@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use orderly_store::{Expected, Log, NewRecord};
+use orderly_store::{Expected, Log, LogReader, NewRecord};
 
 use super::clock::Clock;
 use super::error::{EngineError, ExecuteError};
@@ -227,7 +227,7 @@ pub(crate) type Deferred = Vec<(Reply, Result<Answer, ExecuteError>)>;
 
 /// Answers deferred answers once the log's head reaches their position, in order. Runs on its
 /// own thread so that the decision thread never waits for the disk.
-pub(crate) fn answer_when_durable(log: &Log, waiting: &Receiver<(u64, Deferred)>) {
+pub(crate) fn answer_when_durable(log: &LogReader, waiting: &Receiver<(u64, Deferred)>) {
     for (durable_at, deferred) in waiting {
         while log.head().0 < durable_at && log.failure().is_none() {
             log.wait_beyond(orderly_store::Position(durable_at - 1), Duration::from_millis(100));

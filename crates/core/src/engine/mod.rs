@@ -108,6 +108,8 @@ pub struct Engine {
 struct Inner {
     requests: Mutex<Option<Sender<Request>>>,
     decision: Mutex<Option<JoinHandle<()>>>,
+    /// Answers rejections once what they rest on is durable; ends after the decision thread.
+    durable_answers: Mutex<Option<JoinHandle<()>>>,
     log: Log,
     recovery: Recovery,
 }
@@ -133,8 +135,8 @@ impl Engine {
         }
         let (sender, requests) = crossbeam_channel::bounded(config.admission_queue.max(1));
         let (durable, waiting) = crossbeam_channel::unbounded();
-        let waiter_log = log.clone();
-        std::thread::Builder::new()
+        let waiter_log = log.reader();
+        let durable_answers = std::thread::Builder::new()
             .name("orderly-durable".into())
             .spawn(move || decision::answer_when_durable(&waiter_log, &waiting))
             .map_err(|source| orderly_store::OpenError::Io { path: dir.to_path_buf(), source })?;
@@ -160,6 +162,7 @@ impl Engine {
         let inner = Inner {
             requests: Mutex::new(Some(sender)),
             decision: Mutex::new(Some(decision)),
+            durable_answers: Mutex::new(Some(durable_answers)),
             log,
             recovery,
         };
@@ -176,12 +179,17 @@ impl Engine {
         match answer {
             Answer::Committed { .. } => self.outcome(tenant, answer),
             Answer::Replay { .. } => {
-                // Waiting for the first execution's batch and reading it back block: keep that
-                // off the async worker.
+                // Waiting for the first execution's batch and reading it back block: on a tokio
+                // runtime that goes to its blocking pool, elsewhere it runs here.
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    return self.outcome(tenant, answer);
+                };
                 let engine = self.clone();
-                tokio::task::spawn_blocking(move || engine.outcome(tenant, answer))
-                    .await
-                    .map_err(|_| ExecuteError::from(EngineError::ShuttingDown))?
+                match runtime.spawn_blocking(move || engine.outcome(tenant, answer)).await {
+                    Ok(outcome) => outcome,
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(_) => Err(EngineError::ShuttingDown.into()),
+                }
             }
         }
     }
@@ -229,6 +237,11 @@ impl Engine {
             // A panic on the decision thread is a bug already printed; the log keeps what was
             // acknowledged.
             let _ = decision.join();
+        }
+        let durable =
+            self.inner.durable_answers.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(durable) = durable {
+            let _ = durable.join();
         }
     }
 

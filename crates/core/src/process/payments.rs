@@ -31,6 +31,8 @@ use crate::payments::{Authorization, AuthorizeRequest, GatewayError, MoneyReques
 
 /// Payment flows in progress at once; beyond it the process stops reading new events.
 const MAX_FLOWS_IN_FLIGHT: usize = 1024;
+/// Finished movements are forgotten once more than this many are remembered.
+const MOVEMENTS_KEPT: usize = 4096;
 /// How often the event loop checks whether it should stop.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -110,6 +112,7 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool) {
         permits: Arc::new(Semaphore::new(MAX_FLOWS_IN_FLIGHT)),
         waiting: HashMap::new(),
         payments: HashMap::new(),
+        movements: HashMap::new(),
     };
     // History: what was committed before this process started is only remembered; then the
     // orders still waiting for payment are resumed, and from there on every event is acted on.
@@ -148,6 +151,8 @@ struct Flows {
     waiting: HashMap<(TenantId, OrderId), Money>,
     /// Authorized payments, to move their money later.
     payments: HashMap<(TenantId, PaymentId), Known>,
+    /// The last money movement started per payment; the next one waits for it.
+    movements: HashMap<(TenantId, PaymentId), tokio::task::JoinHandle<()>>,
 }
 
 impl Flows {
@@ -190,9 +195,27 @@ impl Flows {
                 };
                 let router = self.router.clone();
                 let key = format!("{tenant}/{payment}/{what}/{position}");
-                self.runtime.spawn(async move {
-                    move_money(&router, &tenant, &known, what, minor, key).await;
+                let permit = self
+                    .runtime
+                    .block_on(self.permits.clone().acquire_owned())
+                    .expect("the semaphore stays open");
+                // One payment's movements run one after another, in log order: a refund must
+                // not reach the gateway before the capture it gives back.
+                let previous = self.movements.remove(&(tenant.clone(), payment.clone()));
+                let next = self.runtime.spawn({
+                    let tenant = tenant.clone();
+                    async move {
+                        if let Some(previous) = previous {
+                            let _ = previous.await;
+                        }
+                        move_money(&router, &tenant, &known, what, minor, key).await;
+                        drop(permit);
+                    }
                 });
+                self.movements.insert((tenant, payment), next);
+                if self.movements.len() > MOVEMENTS_KEPT {
+                    self.movements.retain(|_, movement| !movement.is_finished());
+                }
             }
             _ => {}
         }
@@ -285,10 +308,13 @@ enum Recorded {
     Unknown,
 }
 
-/// How often an overloaded engine is asked again before the flow gives up until next start.
-const OVERLOADED_RETRIES: u32 = 50;
+/// Longest pause between two tries of a command the engine was too busy to take.
+const OVERLOADED_BACKOFF_CAP: Duration = Duration::from_secs(1);
 
-/// Sends a command with a key derived from the order, retrying while the engine is overloaded.
+/// Sends a command with a key derived from the order. An overloaded engine is asked again,
+/// with growing pauses, until it answers: the engine is alive and the flow must not be
+/// dropped (an authorization made at the gateway would otherwise stay held with nothing to
+/// record or void it). Only a stopping engine ends the flow; the next start resumes it.
 async fn execute(
     engine: &Engine,
     tenant: &TenantId,
@@ -297,14 +323,16 @@ async fn execute(
     command: Command,
 ) -> Recorded {
     let envelope = Envelope::new(tenant.clone(), command).with_key(idempotency_key(step, order));
-    for attempt in 0..OVERLOADED_RETRIES {
+    let mut pause = Duration::from_millis(10);
+    loop {
         match engine.execute(envelope.clone()).await {
             Ok(_) => return Recorded::Yes,
             Err(ExecuteError::Rejected(_) | ExecuteError::IdempotencyKeyReused { .. }) => {
                 return Recorded::Refused;
             }
             Err(ExecuteError::Engine(EngineError::Overloaded)) => {
-                tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt + 1))).await;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(OVERLOADED_BACKOFF_CAP);
             }
             Err(ExecuteError::Engine(e)) => {
                 tracing::warn!(%tenant, %order, step, error = %e, "payment step not recorded");
@@ -312,8 +340,6 @@ async fn execute(
             }
         }
     }
-    tracing::warn!(%tenant, %order, step, "payment step not recorded: engine overloaded");
-    Recorded::Unknown
 }
 
 fn idempotency_key(step: &str, order: &OrderId) -> IdempotencyKey {

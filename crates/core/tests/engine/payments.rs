@@ -180,3 +180,105 @@ fn a_capture_committed_while_the_process_was_down_is_made_when_it_starts_again()
     process.stop();
     assert_eq!(pay.captured_total(), 2_000, "never captured twice");
 }
+
+/// A gateway whose first capture times out (after which it behaves), to make a capture retry.
+#[derive(Debug)]
+struct FirstCaptureTimesOut {
+    inner: Arc<SimulatedGateway>,
+    timed_out: std::sync::atomic::AtomicBool,
+}
+
+impl orderly_core::payments::PaymentGateway for FirstCaptureTimesOut {
+    fn id(&self) -> &GatewayId {
+        self.inner.id()
+    }
+    fn authorize<'a>(
+        &'a self,
+        request: &'a orderly_core::payments::AuthorizeRequest,
+    ) -> orderly_core::payments::BoxFuture<
+        'a,
+        Result<orderly_core::payments::Authorization, orderly_core::payments::GatewayError>,
+    > {
+        self.inner.authorize(request)
+    }
+    fn capture<'a>(
+        &'a self,
+        request: &'a orderly_core::payments::MoneyRequest,
+    ) -> orderly_core::payments::BoxFuture<'a, Result<(), orderly_core::payments::GatewayError>>
+    {
+        if !self.timed_out.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Box::pin(async { Err(orderly_core::payments::GatewayError::Timeout) });
+        }
+        self.inner.capture(request)
+    }
+    fn void<'a>(
+        &'a self,
+        request: &'a orderly_core::payments::MoneyRequest,
+    ) -> orderly_core::payments::BoxFuture<'a, Result<(), orderly_core::payments::GatewayError>>
+    {
+        self.inner.void(request)
+    }
+    fn refund<'a>(
+        &'a self,
+        request: &'a orderly_core::payments::MoneyRequest,
+    ) -> orderly_core::payments::BoxFuture<'a, Result<(), orderly_core::payments::GatewayError>>
+    {
+        self.inner.refund(request)
+    }
+}
+
+#[test]
+fn a_refund_waits_for_the_capture_it_gives_back_even_when_the_capture_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    let pay = gateway("pay", 0);
+    let flaky = Arc::new(FirstCaptureTimesOut {
+        inner: pay.clone(),
+        timed_out: std::sync::atomic::AtomicBool::new(false),
+    });
+    let routes = vec![Route { gateway: flaky, fees: vec![], currencies: None }];
+    let process = PaymentProcess::start(
+        engine.clone(),
+        Arc::new(Router::new(routes, RouterConfig::default())),
+    );
+    engine.execute_blocking(place("acme", "o-1", &[("sku-1", 1)])).unwrap();
+    settled(&engine, 1);
+    let order = |command| {
+        orderly_core::domain::Envelope::new(
+            super::tenant("acme"),
+            orderly_core::domain::Command::Order {
+                order: orderly_core::domain::OrderId::new("o-1").unwrap(),
+                command,
+            },
+        )
+    };
+    use orderly_core::domain::OrderCommand;
+    engine.execute_blocking(order(OrderCommand::Ship)).unwrap();
+    let eur = orderly_core::domain::Currency::new("EUR").unwrap();
+    let refund = OrderCommand::Refund { amount: orderly_core::domain::Money::new(1_000, eur) };
+    engine.execute_blocking(order(refund)).unwrap();
+    for _ in 0..300 {
+        if pay.refunded_total() > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    process.stop();
+    assert_eq!(pay.captured_total(), 1_000);
+    assert_eq!(pay.refunded_total(), 1_000, "the refund reached the gateway after the capture");
+}
+
+#[test]
+fn a_log_reader_does_not_keep_the_engine_s_folder_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    let reader = engine.log();
+    engine.shutdown();
+    drop(engine);
+    let again = Engine::open(dir.path(), config(&clock)).expect("the folder is free again");
+    assert_eq!(reader.head(), again.head());
+}

@@ -123,8 +123,9 @@ fn a_last_segment_never_written_is_removed_and_the_log_goes_on() {
     two_segment_log(dir.path());
     let files = segment_files(dir.path());
     let last = files.last().unwrap().clone();
+    let head = open(dir.path(), small_segments()).0.head();
     // A crash right after creating the next segment file, before its header was written.
-    let next = dir.path().join("00000000000999999999.seg");
+    let next = dir.path().join(format!("{:020}.seg", head.0));
     std::fs::write(&next, vec![0u8; 4096]).unwrap();
     let (log, recovery) = open(dir.path(), small_segments());
     assert_eq!(recovery.removed_segment, Some(next.clone()));
@@ -138,4 +139,15 @@ fn a_last_segment_never_written_is_removed_and_the_log_goes_on() {
     let (log, _) = open(dir.path(), small_segments());
     assert_eq!(log.head().0, before.0 + 400);
     assert!(last.exists());
+}
+
+#[test]
+fn an_empty_last_segment_that_does_not_follow_the_log_reveals_missing_records() {
+    let dir = tempfile::tempdir().unwrap();
+    two_segment_log(dir.path());
+    let head = open(dir.path(), small_segments()).0.head();
+    let stray = dir.path().join(format!("{:020}.seg", head.0 + 50));
+    std::fs::write(&stray, vec![0u8; 4096]).unwrap();
+    let c = expect_corruption(dir.path(), &stray, "an empty segment 50 positions too far");
+    assert_eq!(c.problem, orderly_store::Problem::MissingSegment);
 }
