@@ -2,11 +2,14 @@
 //!
 //! It owns all hot state. For each admitted command it stamps the admission time, checks the
 //! idempotency key, decides against the in-memory state, applies the events at once (so the
-//! next command sees them), and hands the command's records to the log as one atomic batch.
-//! The caller is answered from the log's sync thread once that batch is durable. Deciding the
-//! next commands therefore overlaps with the fsync of the previous ones, yet no caller is ever
-//! answered before its events are on disk. If the log fails, every later command is refused:
-//! the in-memory state may be ahead of the disk, and only reopening (replay) is trusted.
+//! next command sees them), and adds the command's records to the turn's batch. Each turn (the
+//! commands waiting when the thread looks) goes to the log as one atomic batch, and its callers
+//! are answered from the log's sync thread once that batch is durable. Rejections are answered
+//! then too, since they may rest on events of the same or an earlier batch still in flight.
+//! Deciding the next turn therefore overlaps with the fsync of the previous ones, yet no caller
+//! is ever answered before what its answer rests on is on disk. If the log fails, every later
+//! command is refused: the in-memory state may be ahead of the disk, and only reopening
+//! (replay) is trusted.
 
 use std::sync::Arc;
 use std::time::Duration;
