@@ -114,8 +114,9 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool) {
         payments: HashMap::new(),
         movements: HashMap::new(),
     };
-    // History: what was committed before this process started is only remembered; then the
-    // orders still waiting for payment are resumed, and from there on every event is acted on.
+    // History (what was committed before this process started): orders are remembered and
+    // resumed once history is read, since a live flow may already be deciding them; money
+    // movements are repeated at once. From there on every event is acted on as it comes.
     let start_head = engine.head();
     let mut events = engine.subscribe(crate::Position(0));
     let mut live = start_head.0 == 0;
@@ -134,7 +135,10 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool) {
         }
         match next {
             Some(Ok(event)) => flows.on_event(event, live),
-            Some(Err(_)) => break,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "the payments process cannot read the log and stops");
+                break;
+            }
             None => {}
         }
     }
