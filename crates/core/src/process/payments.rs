@@ -114,9 +114,10 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool) {
         payments: HashMap::new(),
         movements: HashMap::new(),
     };
-    // History (what was committed before this process started): orders are remembered and
-    // resumed once history is read, since a live flow may already be deciding them; money
-    // movements are repeated at once. From there on every event is acted on as it comes.
+    // History (what was committed before this process started): placed orders are remembered
+    // until history is read, since a later event may show them paid or cancelled, and the ones
+    // still waiting are then resumed; money movements are repeated at once. From there on every
+    // event is acted on as it comes.
     let start_head = engine.head();
     let mut events = engine.subscribe(crate::Position(0));
     let mut live = start_head.0 == 0;
