@@ -9,5 +9,6 @@ pub mod domain;
 pub mod engine;
 pub mod payments;
 pub mod process;
+pub mod projection;
 
 pub use orderly_store::{Position, StreamVersion};

@@ -19,3 +19,4 @@ mod domain {
 
 mod codec;
 mod engine;
+mod projection;

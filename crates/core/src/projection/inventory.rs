@@ -1,0 +1,134 @@
+//! Inventory levels per (tenant, SKU): units on hand and reserved; available = on hand −
+//! reserved.
+//!
+//! Table `inventory`: key `(tenant, sku)` (redb tuple of two strings, ordered by tenant then
+//! SKU), value `(on_hand, reserved)` (two `u64`). A SKU appears once it has an event.
+//! Maintained from `StockReceived` (+on hand), `StockAdjusted` (±on hand), `StockHeld`
+//! (+reserved), `StockCommitted` (−reserved, −on hand), `StockReleased` and `HoldExpired`
+//! (−reserved). Every change is checked: a level that would go below zero or reserve more than
+//! is on hand is [`ProjectionError::Inconsistent`], never a wrap or a panic.
+
+use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
+
+use super::{Projection, ProjectionError, inconsistent, read_table};
+use crate::domain::{Event, InventoryEvent, Sku, TenantId};
+use crate::engine::CommittedEvent;
+
+/// The inventory table: (tenant, SKU) → (on hand, reserved).
+pub const INVENTORY: TableDefinition<'static, (&str, &str), (u64, u64)> =
+    TableDefinition::new("inventory");
+
+/// The stock of one SKU as the read model holds it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InventoryLevel {
+    /// Units physically in stock, held or not.
+    pub on_hand: u64,
+    /// Units held for orders not yet shipped.
+    pub reserved: u64,
+}
+
+impl InventoryLevel {
+    /// Units that can still be held: on hand minus reserved.
+    #[must_use]
+    pub fn available(&self) -> u64 {
+        self.on_hand.saturating_sub(self.reserved)
+    }
+}
+
+/// Maintains the [`INVENTORY`] table. Checkpoint name `inventory`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InventoryProjection;
+
+impl Projection for InventoryProjection {
+    type Tables<'txn> = Table<'txn, (&'static str, &'static str), (u64, u64)>;
+
+    fn name(&self) -> &str {
+        "inventory"
+    }
+
+    fn tables(&self) -> Vec<String> {
+        vec![redb::TableHandle::name(&INVENTORY).to_owned()]
+    }
+
+    fn open<'txn>(
+        &self,
+        txn: &'txn WriteTransaction,
+    ) -> Result<Self::Tables<'txn>, ProjectionError> {
+        Ok(txn.open_table(INVENTORY)?)
+    }
+
+    fn apply(
+        &self,
+        table: &mut Self::Tables<'_>,
+        committed: &CommittedEvent,
+    ) -> Result<(), ProjectionError> {
+        use InventoryEvent as E;
+        let Event::Inventory { sku, event } = &committed.event else { return Ok(()) };
+        let key = (committed.tenant.as_str(), sku.as_str());
+        let (on_hand, reserved) = table.get(key)?.map_or((0, 0), |v| v.value());
+        let bad = |what: &str| inconsistent(committed, format!("SKU {sku}: {what}"));
+        let (on_hand, reserved) = match event {
+            E::StockReceived { quantity } => (
+                on_hand.checked_add(quantity.get()).ok_or_else(|| bad("on hand overflows"))?,
+                reserved,
+            ),
+            E::StockAdjusted { delta } => (
+                on_hand.checked_add_signed(*delta).ok_or_else(|| bad("on hand below zero"))?,
+                reserved,
+            ),
+            E::StockHeld { quantity, .. } => (
+                on_hand,
+                reserved.checked_add(quantity.get()).ok_or_else(|| bad("reserved overflows"))?,
+            ),
+            E::StockCommitted { quantity, .. } => (
+                on_hand.checked_sub(quantity.get()).ok_or_else(|| bad("on hand below zero"))?,
+                reserved.checked_sub(quantity.get()).ok_or_else(|| bad("reserved below zero"))?,
+            ),
+            E::StockReleased { quantity, .. } | E::HoldExpired { quantity, .. } => (
+                on_hand,
+                reserved.checked_sub(quantity.get()).ok_or_else(|| bad("reserved below zero"))?,
+            ),
+        };
+        if reserved > on_hand {
+            return Err(bad("reserved exceeds on hand"));
+        }
+        table.insert(key, (on_hand, reserved))?;
+        Ok(())
+    }
+}
+
+/// The stock of `sku` of `tenant` as far as the inventory projection has come; `None` if the
+/// SKU has no event there yet.
+pub fn inventory(
+    db: &Database,
+    tenant: &TenantId,
+    sku: &Sku,
+) -> Result<Option<InventoryLevel>, ProjectionError> {
+    let Some(table) = read_table(db, INVENTORY)? else { return Ok(None) };
+    let level = table.get((tenant.as_str(), sku.as_str()))?.map(|v| {
+        let (on_hand, reserved) = v.value();
+        InventoryLevel { on_hand, reserved }
+    });
+    Ok(level)
+}
+
+/// Every SKU of `tenant` with its stock, ordered by SKU.
+pub fn inventory_levels(
+    db: &Database,
+    tenant: &TenantId,
+) -> Result<Vec<(Sku, InventoryLevel)>, ProjectionError> {
+    let Some(table) = read_table(db, INVENTORY)? else { return Ok(Vec::new()) };
+    let mut levels = Vec::new();
+    for row in table.range((tenant.as_str(), "")..)? {
+        let (key, value) = row?;
+        let (row_tenant, sku) = key.value();
+        if row_tenant != tenant.as_str() {
+            break;
+        }
+        let sku =
+            Sku::new(sku).map_err(|e| ProjectionError::Corrupt(format!("SKU {sku:?}: {e}")))?;
+        let (on_hand, reserved) = value.value();
+        levels.push((sku, InventoryLevel { on_hand, reserved }));
+    }
+    Ok(levels)
+}

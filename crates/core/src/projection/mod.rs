@@ -1,0 +1,164 @@
+//! Projections: read models derived from the log, kept in redb.
+//!
+//! ```text
+//! log (position order) ─▶ ProjectionWorker ─▶ one redb write transaction per batch:
+//!                          decode, skip the      read-model rows of the batch's events
+//!                          engine's own records  + checkpoint "next position" of the projection
+//! ```
+//! A [`Projection`] names itself, lists the redb tables it owns, opens them inside a write
+//! transaction and applies one [`CommittedEvent`] at a time to them. A [`ProjectionWorker`]
+//! runs one projection on its own thread: it follows the log from the projection's checkpoint
+//! (the `checkpoints` table, keyed by projection name, value = the next position to apply),
+//! reads a batch of whatever is committed (up to [`WorkerConfig::max_batch`] records), and
+//! writes the batch's changes and the new checkpoint in **one** redb transaction. A crash
+//! anywhere leaves model and checkpoint consistent: either the whole batch and its checkpoint
+//! are committed or neither is, so restarting never applies an event twice or skips one.
+//!
+//! Read models are derived: deleting the redb file and starting the workers again rebuilds them
+//! from position 0 of the log.
+//!
+//! Read models here (per tenant, see each module for its row format):
+//! - [`mod@inventory`]: (tenant, SKU) → on hand, reserved; query [`inventory()`].
+//! - [`mod@orders`]: (tenant, order) → status, customer, lines, totals, payment, positions of the
+//!   order's events; query [`order()`].
+
+pub mod inventory;
+pub mod orders;
+mod worker;
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, TableDefinition, WriteTransaction};
+
+pub use inventory::{InventoryLevel, InventoryProjection, inventory, inventory_levels};
+pub use orders::{OrderView, OrdersProjection, order, orders_of};
+pub use worker::{ProjectionWorker, WaitError, WorkerConfig};
+
+use crate::Position;
+use crate::codec::DecodeError;
+use crate::engine::CommittedEvent;
+
+/// The table of every projection's checkpoint: projection name → the next position to apply
+/// (everything below it is in the projection's read model).
+pub const CHECKPOINTS: TableDefinition<'static, &str, u64> = TableDefinition::new("checkpoints");
+
+/// A read model maintained from committed events.
+///
+/// `apply` is called in position order, inside the write transaction that also moves the
+/// projection's checkpoint; it must change nothing outside the tables it owns and must not
+/// commit. An error aborts the whole batch (nothing of it is written) and stops the worker.
+pub trait Projection: Send + 'static {
+    /// The projection's tables opened in one write transaction.
+    type Tables<'txn>;
+
+    /// The projection's name: its key in [`CHECKPOINTS`]. Stable across restarts.
+    fn name(&self) -> &str;
+
+    /// The names of the redb tables this projection owns (and only it writes).
+    fn tables(&self) -> Vec<String>;
+
+    /// Opens (creating if needed) the projection's tables in `txn`.
+    fn open<'txn>(
+        &self,
+        txn: &'txn WriteTransaction,
+    ) -> Result<Self::Tables<'txn>, ProjectionError>;
+
+    /// Applies one committed event to the read model.
+    fn apply(
+        &self,
+        tables: &mut Self::Tables<'_>,
+        event: &CommittedEvent,
+    ) -> Result<(), ProjectionError>;
+}
+
+/// Why a projection or a query failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProjectionError {
+    /// redb failed (IO, a full disk, a table of another type under the same name, …).
+    #[error("read-model store: {0}")]
+    Store(#[from] redb::Error),
+    /// The log could not be read.
+    #[error("cannot read the log at position {position}: {error}")]
+    Read {
+        /// The position being read.
+        position: u64,
+        /// Why.
+        error: orderly_store::ReadError,
+    },
+    /// A log record is not an event this build can decode.
+    #[error("the record at position {position} does not decode: {error}")]
+    Decode {
+        /// The record's position.
+        position: u64,
+        /// Why.
+        error: DecodeError,
+    },
+    /// An event does not fit the read model (an event for an order never placed, stock going
+    /// below zero, …): the read model or the log is not what the projection expects.
+    #[error("the event at position {position} does not fit the read model: {problem}")]
+    Inconsistent {
+        /// The event's position.
+        position: u64,
+        /// What does not fit.
+        problem: String,
+    },
+    /// A stored read-model row does not decode.
+    #[error("a read-model row is corrupt: {0}")]
+    Corrupt(String),
+    /// The worker thread could not be started.
+    #[error("cannot start the projection worker: {0}")]
+    Spawn(std::io::Error),
+}
+
+macro_rules! store_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for ProjectionError {
+            fn from(e: $t) -> ProjectionError {
+                ProjectionError::Store(e.into())
+            }
+        }
+    )*};
+}
+store_error!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Opens (or creates) the read-model database at `path`. An empty or missing file is a new,
+/// empty database: every projection starts from position 0.
+pub fn open_db(path: &Path) -> Result<Database, ProjectionError> {
+    Ok(Database::create(path)?)
+}
+
+/// The checkpoint of projection `name`: the next position it will apply (0 if it never ran).
+pub fn checkpoint(db: &Database, name: &str) -> Result<Position, ProjectionError> {
+    let txn = db.begin_read()?;
+    let table = match txn.open_table(CHECKPOINTS) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Position(0)),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Position(table.get(name)?.map_or(0, |v| v.value())))
+}
+
+/// Opens `table` for reading; `None` when no projection has created it yet.
+fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    db: &Database,
+    table: TableDefinition<'_, K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, ProjectionError> {
+    let txn = db.begin_read()?;
+    match txn.open_table(table) {
+        Ok(table) => Ok(Some(table)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// An [`ProjectionError::Inconsistent`] at `event`'s position.
+fn inconsistent(event: &CommittedEvent, problem: impl Into<String>) -> ProjectionError {
+    ProjectionError::Inconsistent { position: event.position.0, problem: problem.into() }
+}

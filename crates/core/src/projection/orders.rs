@@ -1,0 +1,313 @@
+//! The order view per (tenant, order): status, customer, lines, totals, payment, and the
+//! positions of the order's events.
+//!
+//! Table `orders`: key `(tenant, order)` (redb tuple of two strings), value an [`OrderView`]
+//! in a small hand-written little-endian encoding (format 1):
+//!
+//! ```text
+//! u8 format (1) | u8 status | u8 cancel reason | [u8; 3] currency
+//! u64 total | u64 refunded | u64 placed_at (ms)
+//! str customer | str payment (length 0: none)        str = u8 length + UTF-8 bytes (ids ≤ 64)
+//! u16 line count, per line: str sku | u64 quantity | u64 unit price
+//! u32 position count, per position: u64
+//! ```
+//! status: 0 placed, 1 confirmed, 2 shipped, 3 delivered, 4 cancelled; cancel reason: 0 none,
+//! 1 requested, 2 payment declined, 3 hold expired. The view follows the events of the order's
+//! own stream (placed, confirmed, shipped, delivered, cancelled, refunded); their positions are
+//! listed in order. Payment and stock events are not folded in (yet).
+
+use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
+
+use super::{Projection, ProjectionError, inconsistent, read_table};
+use crate::Position;
+use crate::domain::{
+    CancelReason, Currency, CustomerId, Event, OrderEvent, OrderId, OrderLine, OrderStatus,
+    PaymentId, Quantity, Sku, TenantId, Timestamp,
+};
+use crate::engine::CommittedEvent;
+
+/// The orders table: (tenant, order) → encoded [`OrderView`].
+pub const ORDERS: TableDefinition<'static, (&str, &str), &[u8]> = TableDefinition::new("orders");
+
+const FORMAT: u8 = 1;
+
+/// One order as the read model holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderView {
+    /// Where the order is in its life.
+    pub status: OrderStatus,
+    /// Why it was cancelled, when it was.
+    pub cancel_reason: Option<CancelReason>,
+    /// Who buys.
+    pub customer: CustomerId,
+    /// Currency of every amount.
+    pub currency: Currency,
+    /// What is bought.
+    pub lines: Vec<OrderLine>,
+    /// Sum of the lines, in minor units.
+    pub total: u64,
+    /// Money given back so far, in minor units.
+    pub refunded: u64,
+    /// The authorized payment, once confirmed.
+    pub payment: Option<PaymentId>,
+    /// When the order was placed (admission time).
+    pub placed_at: Timestamp,
+    /// Positions of the order's events, in order.
+    pub positions: Vec<Position>,
+}
+
+impl OrderView {
+    /// The row bytes (format above).
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.lines.len() * 40 + self.positions.len() * 8);
+        out.push(FORMAT);
+        out.push(status_code(self.status));
+        out.push(match self.cancel_reason {
+            None => 0,
+            Some(CancelReason::Requested) => 1,
+            Some(CancelReason::PaymentDeclined) => 2,
+            Some(CancelReason::HoldExpired) => 3,
+        });
+        out.extend_from_slice(self.currency.as_str().as_bytes());
+        for n in [self.total, self.refunded, self.placed_at.0] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        put_str(&mut out, self.customer.as_str());
+        put_str(&mut out, self.payment.as_ref().map_or("", PaymentId::as_str));
+        let lines = u16::try_from(self.lines.len()).expect("lines are limited far below u16");
+        out.extend_from_slice(&lines.to_le_bytes());
+        for line in &self.lines {
+            put_str(&mut out, line.sku.as_str());
+            out.extend_from_slice(&line.quantity.get().to_le_bytes());
+            out.extend_from_slice(&line.unit_price.to_le_bytes());
+        }
+        let positions = u32::try_from(self.positions.len()).expect("an order has few events");
+        out.extend_from_slice(&positions.to_le_bytes());
+        for p in &self.positions {
+            out.extend_from_slice(&p.0.to_le_bytes());
+        }
+        out
+    }
+
+    /// Reads a row written by [`OrderView::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<OrderView, ProjectionError> {
+        let mut r = Bytes(bytes);
+        let format = r.u8()?;
+        if format != FORMAT {
+            return Err(corrupt(format!("unknown order row format {format}")));
+        }
+        let status = match r.u8()? {
+            0 => OrderStatus::Placed,
+            1 => OrderStatus::Confirmed,
+            2 => OrderStatus::Shipped,
+            3 => OrderStatus::Delivered,
+            4 => OrderStatus::Cancelled,
+            other => return Err(corrupt(format!("unknown order status {other}"))),
+        };
+        let cancel_reason = match r.u8()? {
+            0 => None,
+            1 => Some(CancelReason::Requested),
+            2 => Some(CancelReason::PaymentDeclined),
+            3 => Some(CancelReason::HoldExpired),
+            other => return Err(corrupt(format!("unknown cancel reason {other}"))),
+        };
+        let currency = Currency::new(&String::from_utf8_lossy(r.take(3)?)).map_err(invalid)?;
+        let (total, refunded, placed_at) = (r.u64()?, r.u64()?, Timestamp(r.u64()?));
+        let customer = CustomerId::new(r.str()?).map_err(invalid)?;
+        let payment = match r.str()? {
+            "" => None,
+            id => Some(PaymentId::new(id).map_err(invalid)?),
+        };
+        let count = u16::from_le_bytes(r.array()?);
+        let mut lines = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let sku = Sku::new(r.str()?).map_err(invalid)?;
+            let quantity = Quantity::new(r.u64()?).map_err(invalid)?;
+            lines.push(OrderLine { sku, quantity, unit_price: r.u64()? });
+        }
+        let count = u32::from_le_bytes(r.array()?);
+        let mut positions = Vec::with_capacity(count.min(1024) as usize);
+        for _ in 0..count {
+            positions.push(Position(r.u64()?));
+        }
+        if !r.0.is_empty() {
+            return Err(corrupt("trailing bytes after an order row"));
+        }
+        Ok(OrderView {
+            status,
+            cancel_reason,
+            customer,
+            currency,
+            lines,
+            total,
+            refunded,
+            payment,
+            placed_at,
+            positions,
+        })
+    }
+}
+
+fn status_code(status: OrderStatus) -> u8 {
+    match status {
+        OrderStatus::Placed => 0,
+        OrderStatus::Confirmed => 1,
+        OrderStatus::Shipped => 2,
+        OrderStatus::Delivered => 3,
+        OrderStatus::Cancelled => 4,
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.push(u8::try_from(s.len()).expect("ids are at most 64 bytes"));
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn corrupt(what: impl Into<String>) -> ProjectionError {
+    ProjectionError::Corrupt(what.into())
+}
+
+fn invalid(e: crate::domain::InvalidValue) -> ProjectionError {
+    corrupt(format!("order row holds an invalid value: {e}"))
+}
+
+/// A cursor over a row's bytes.
+struct Bytes<'a>(&'a [u8]);
+
+impl<'a> Bytes<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ProjectionError> {
+        if self.0.len() < n {
+            return Err(corrupt("order row is truncated"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], ProjectionError> {
+        Ok(self.take(N)?.try_into().expect("took exactly N bytes"))
+    }
+
+    fn u8(&mut self) -> Result<u8, ProjectionError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u64(&mut self) -> Result<u64, ProjectionError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    fn str(&mut self) -> Result<&'a str, ProjectionError> {
+        let len = usize::from(self.u8()?);
+        std::str::from_utf8(self.take(len)?).map_err(|_| corrupt("order row holds invalid UTF-8"))
+    }
+}
+
+/// Maintains the [`ORDERS`] table. Checkpoint name `orders`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OrdersProjection;
+
+impl Projection for OrdersProjection {
+    type Tables<'txn> = Table<'txn, (&'static str, &'static str), &'static [u8]>;
+
+    fn name(&self) -> &str {
+        "orders"
+    }
+
+    fn tables(&self) -> Vec<String> {
+        vec![redb::TableHandle::name(&ORDERS).to_owned()]
+    }
+
+    fn open<'txn>(
+        &self,
+        txn: &'txn WriteTransaction,
+    ) -> Result<Self::Tables<'txn>, ProjectionError> {
+        Ok(txn.open_table(ORDERS)?)
+    }
+
+    fn apply(
+        &self,
+        table: &mut Self::Tables<'_>,
+        committed: &CommittedEvent,
+    ) -> Result<(), ProjectionError> {
+        use OrderEvent as E;
+        use OrderStatus as S;
+        let Event::Order { order, event } = &committed.event else { return Ok(()) };
+        let key = (committed.tenant.as_str(), order.as_str());
+        let existing = table.get(key)?.map(|row| OrderView::decode(row.value())).transpose()?;
+        let bad = |what: &str| inconsistent(committed, format!("order {order}: {what}"));
+        let view = match (event, existing) {
+            (E::OrderPlaced { customer, currency, lines, total, .. }, None) => OrderView {
+                status: S::Placed,
+                cancel_reason: None,
+                customer: customer.clone(),
+                currency: *currency,
+                lines: lines.clone(),
+                total: *total,
+                refunded: 0,
+                payment: None,
+                placed_at: committed.recorded_at,
+                positions: vec![committed.position],
+            },
+            (E::OrderPlaced { .. }, Some(_)) => return Err(bad("placed twice")),
+            (_, None) => return Err(bad("an event before the order was placed")),
+            (event, Some(mut view)) => {
+                match event {
+                    E::OrderPlaced { .. } => unreachable!("matched above"),
+                    E::OrderConfirmed { payment } => {
+                        view.status = S::Confirmed;
+                        view.payment = Some(payment.clone());
+                    }
+                    E::OrderShipped => view.status = S::Shipped,
+                    E::OrderDelivered => view.status = S::Delivered,
+                    E::OrderCancelled { reason } => {
+                        view.status = S::Cancelled;
+                        view.cancel_reason = Some(*reason);
+                    }
+                    E::OrderRefunded { amount } => {
+                        view.refunded = view
+                            .refunded
+                            .checked_add(*amount)
+                            .filter(|r| *r <= view.total)
+                            .ok_or_else(|| bad("refunds exceed the total"))?;
+                    }
+                }
+                view.positions.push(committed.position);
+                view
+            }
+        };
+        table.insert(key, view.encode().as_slice())?;
+        Ok(())
+    }
+}
+
+/// The view of `order` of `tenant` as far as the orders projection has come; `None` if it has
+/// not seen the order placed.
+pub fn order(
+    db: &Database,
+    tenant: &TenantId,
+    order: &OrderId,
+) -> Result<Option<OrderView>, ProjectionError> {
+    let Some(table) = read_table(db, ORDERS)? else { return Ok(None) };
+    let row = table.get((tenant.as_str(), order.as_str()))?;
+    row.map(|row| OrderView::decode(row.value())).transpose()
+}
+
+/// Every order of `tenant` with its view, ordered by order id.
+pub fn orders_of(
+    db: &Database,
+    tenant: &TenantId,
+) -> Result<Vec<(OrderId, OrderView)>, ProjectionError> {
+    let Some(table) = read_table(db, ORDERS)? else { return Ok(Vec::new()) };
+    let mut orders = Vec::new();
+    for row in table.range((tenant.as_str(), "")..)? {
+        let (key, value) = row?;
+        let (row_tenant, order) = key.value();
+        if row_tenant != tenant.as_str() {
+            break;
+        }
+        let order = OrderId::new(order).map_err(invalid)?;
+        orders.push((order, OrderView::decode(value.value())?));
+    }
+    Ok(orders)
+}

@@ -1,0 +1,324 @@
+//! The worker that runs one projection: follow the log from the checkpoint, one redb write
+//! transaction per batch (model changes + checkpoint), publish the position reached.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use orderly_store::LogReader;
+use redb::Database;
+
+use super::{CHECKPOINTS, Projection, ProjectionError, checkpoint};
+use crate::Position;
+use crate::codec::{self, Decoded};
+use crate::domain::Timestamp;
+use crate::engine::CommittedEvent;
+
+/// How a worker batches and waits.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// At most this many log records (events and the engine's own records) per transaction.
+    pub max_batch: usize,
+    /// How long the worker waits for new records before it looks at its stop flag again: the
+    /// upper bound of how long [`ProjectionWorker::stop`] takes when the log is idle.
+    pub idle_wait: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> WorkerConfig {
+        WorkerConfig { max_batch: 10_000, idle_wait: Duration::from_millis(50) }
+    }
+}
+
+/// Why [`ProjectionWorker::wait_for`] returned without the position being reached.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WaitError {
+    /// The timeout passed first.
+    #[error("timed out waiting for position {wanted}: the projection has reached {reached}")]
+    TimedOut {
+        /// The position waited for.
+        wanted: u64,
+        /// The position the projection had reached (all below it applied).
+        reached: u64,
+    },
+    /// The worker stopped (asked to, or on an error) before reaching the position.
+    #[error("the projection stopped at position {reached} before reaching {wanted}: {cause}")]
+    Stopped {
+        /// The position waited for.
+        wanted: u64,
+        /// The position the projection had reached.
+        reached: u64,
+        /// Why it stopped.
+        cause: String,
+    },
+}
+
+/// What the worker publishes: every position below `reached` is committed to the read model.
+#[derive(Debug, Default)]
+struct Progress {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    reached: u64,
+    /// Set when the worker thread has ended, with why.
+    ended: Option<String>,
+}
+
+impl Progress {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn reached(&self, position: u64) {
+        self.lock().reached = position;
+        self.changed.notify_all();
+    }
+}
+
+/// Marks the progress ended when the worker thread ends, by return or by panic, so that
+/// waiters never wait for a thread that is gone.
+struct EndGuard {
+    progress: Arc<Progress>,
+    cause: Option<String>,
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        let cause = self.cause.take().unwrap_or_else(|| {
+            if std::thread::panicking() { "the worker panicked".into() } else { "stopped".into() }
+        });
+        self.progress.lock().ended = Some(cause);
+        self.progress.changed.notify_all();
+    }
+}
+
+/// Runs one [`Projection`] on its own thread, from its checkpoint, until stopped or an error.
+///
+/// Dropping the worker stops it (waiting at most about [`WorkerConfig::idle_wait`] plus the
+/// batch in progress); [`ProjectionWorker::stop`] does the same and returns the error that
+/// stopped it, if any.
+#[derive(Debug)]
+pub struct ProjectionWorker {
+    name: String,
+    log: LogReader,
+    progress: Arc<Progress>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<(), ProjectionError>>>,
+}
+
+impl ProjectionWorker {
+    /// Starts `projection` on `db`, following `log` (for the engine: [`crate::engine::Engine::log`])
+    /// from the projection's checkpoint.
+    pub fn start<P: Projection>(
+        db: Arc<Database>,
+        log: LogReader,
+        projection: P,
+        config: WorkerConfig,
+    ) -> Result<ProjectionWorker, ProjectionError> {
+        let name = projection.name().to_owned();
+        let from = checkpoint(&db, &name)?.0;
+        let progress = Arc::new(Progress::default());
+        progress.lock().reached = from;
+        let stop = Arc::new(AtomicBool::new(false));
+        let run = Run {
+            db,
+            log: log.clone(),
+            projection,
+            config,
+            progress: progress.clone(),
+            stop: stop.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("orderly-proj-{name}"))
+            .spawn(move || run.run(from))
+            .map_err(ProjectionError::Spawn)?;
+        Ok(ProjectionWorker { name, log, progress, stop, thread: Some(thread) })
+    }
+
+    /// The projection's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The position reached: every event below it is in the read model (committed).
+    #[must_use]
+    pub fn reached(&self) -> Position {
+        Position(self.progress.lock().reached)
+    }
+
+    /// How many log positions the read model is behind the log's head.
+    #[must_use]
+    pub fn lag(&self) -> u64 {
+        self.log.head().0.saturating_sub(self.reached().0)
+    }
+
+    /// Why the worker ended, once it has (`"stopped"` when asked to); `None` while it runs.
+    #[must_use]
+    pub fn ended(&self) -> Option<String> {
+        self.progress.lock().ended.clone()
+    }
+
+    /// Waits until the read model holds every event below `position` (for read-your-writes:
+    /// pass [`crate::engine::Outcome::next_position`]), or `timeout` passes, or the worker ends.
+    pub fn wait_for(&self, position: Position, timeout: Duration) -> Result<(), WaitError> {
+        let deadline = Instant::now().checked_add(timeout);
+        let wanted = position.0;
+        let mut state = self.progress.lock();
+        loop {
+            if state.reached >= wanted {
+                return Ok(());
+            }
+            if let Some(cause) = &state.ended {
+                return Err(WaitError::Stopped {
+                    wanted,
+                    reached: state.reached,
+                    cause: cause.clone(),
+                });
+            }
+            let left = match deadline {
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if left.is_zero() {
+                return Err(WaitError::TimedOut { wanted, reached: state.reached });
+            }
+            state = self
+                .progress
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Stops the worker after the batch in progress and waits for its thread; returns the
+    /// error that had stopped it, if any. A panic of the worker thread (a bug) is resumed here.
+    pub fn stop(mut self) -> Result<(), ProjectionError> {
+        match self.halt() {
+            Some(Ok(result)) => result,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            None => Ok(()),
+        }
+    }
+
+    fn halt(&mut self) -> Option<std::thread::Result<Result<(), ProjectionError>>> {
+        self.stop.store(true, Ordering::Release);
+        self.thread.take().map(JoinHandle::join)
+    }
+}
+
+impl Drop for ProjectionWorker {
+    fn drop(&mut self) {
+        // An error was reported through `ended` (and traced) already.
+        drop(self.halt());
+    }
+}
+
+struct Run<P> {
+    db: Arc<Database>,
+    log: LogReader,
+    projection: P,
+    config: WorkerConfig,
+    progress: Arc<Progress>,
+    stop: Arc<AtomicBool>,
+}
+
+impl<P: Projection> Run<P> {
+    fn run(self, from: u64) -> Result<(), ProjectionError> {
+        let mut guard = EndGuard { progress: self.progress.clone(), cause: None };
+        let result = self.follow(from);
+        if let Err(e) = &result {
+            tracing::error!(projection = self.projection.name(), error = %e, "projection stopped");
+            guard.cause = Some(e.to_string());
+        }
+        result
+    }
+
+    fn follow(&self, mut next: u64) -> Result<(), ProjectionError> {
+        let max_batch = u64::try_from(self.config.max_batch.max(1)).unwrap_or(u64::MAX);
+        let mut events = Vec::new();
+        while !self.stop.load(Ordering::Acquire) {
+            let head = self.log.wait_beyond(Position(next), self.config.idle_wait).0;
+            if head <= next {
+                if self.log.failure().is_some() {
+                    // A failed log answers at once and will not grow: do not spin.
+                    std::thread::sleep(self.config.idle_wait);
+                }
+                continue;
+            }
+            let until = head.min(next.saturating_add(max_batch));
+            events.clear();
+            let reached = self.read(next, until, &mut events)?;
+            self.write(&events, reached)?;
+            next = reached;
+            self.progress.reached(next);
+        }
+        Ok(())
+    }
+
+    /// Reads and decodes records `from..until` into `events` (domain events only); returns the
+    /// position after the last record read.
+    fn read(
+        &self,
+        from: u64,
+        until: u64,
+        events: &mut Vec<CommittedEvent>,
+    ) -> Result<u64, ProjectionError> {
+        let mut reader = self.log.read_from(Position(from));
+        let mut next = from;
+        while next < until {
+            let record = match reader.next() {
+                None => break,
+                Some(Err(error)) => return Err(ProjectionError::Read { position: next, error }),
+                Some(Ok(record)) => record,
+            };
+            let position = record.position.0;
+            if position != next {
+                return Err(ProjectionError::Inconsistent {
+                    position,
+                    problem: format!("the log yielded position {position} where {next} was due"),
+                });
+            }
+            let decoded = codec::decode(
+                &record.stream,
+                record.event_type,
+                record.schema_version,
+                &record.payload,
+            )
+            .map_err(|error| ProjectionError::Decode { position, error })?;
+            match decoded {
+                Decoded::Event { tenant, event } => events.push(CommittedEvent {
+                    position: record.position,
+                    tenant,
+                    event,
+                    recorded_at: Timestamp(record.timestamp),
+                }),
+                // The engine's idempotency records: nothing to project, but passed over.
+                Decoded::CommandAccepted { .. } => {}
+            }
+            next += 1;
+        }
+        Ok(next)
+    }
+
+    /// Applies `events` and moves the checkpoint to `reached`, in one transaction. On any error
+    /// the transaction is dropped uncommitted: nothing of the batch is written.
+    fn write(&self, events: &[CommittedEvent], reached: u64) -> Result<(), ProjectionError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut tables = self.projection.open(&txn)?;
+            for event in events {
+                self.projection.apply(&mut tables, event)?;
+            }
+            let mut checkpoints = txn.open_table(CHECKPOINTS)?;
+            checkpoints.insert(self.projection.name(), reached)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
