@@ -25,12 +25,12 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use orderly::codec;
 use orderly::domain::{
-    Command, Context, Currency, CustomerId, Decider, Envelope, GatewayId, OrderCommand, OrderId,
-    OrderLine, PaymentCommand, Quantity, Sku, Tenant, TenantId, TenantState, Timestamp,
+    Command, Context, Currency, Decider, Envelope, GatewayId, OrderCommand, OrderId, OrderLine,
+    PaymentCommand, Tenant, TenantId, TenantState, Timestamp,
 };
 use orderly::engine::{Config, Engine};
 use orderly::payments::{
@@ -39,77 +39,9 @@ use orderly::payments::{
 };
 use orderly::process::payment_id_for;
 
-const TENANTS: u64 = 50;
-const SKUS_PER_TENANT: u64 = 200;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// A small deterministic generator, so every run does the same work.
-struct Mix(u64);
-
-impl Mix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// 1–5 distinct SKUs of one tenant, skewed towards the first ones (popular products).
-    fn basket(&mut self) -> Vec<OrderLine> {
-        let lines = 1 + self.below(5);
-        let mut skus: Vec<u64> = Vec::new();
-        while (skus.len() as u64) < lines {
-            let sku = self.below(SKUS_PER_TENANT).min(self.below(SKUS_PER_TENANT));
-            if !skus.contains(&sku) {
-                skus.push(sku);
-            }
-        }
-        skus.into_iter()
-            .map(|sku| OrderLine {
-                sku: Sku::new(&format!("sku-{sku}")).unwrap(),
-                quantity: Quantity::new(1 + self.below(2)).unwrap(),
-                unit_price: 500 + self.below(20_000),
-            })
-            .collect()
-    }
-}
-
-fn tenant(t: u64) -> TenantId {
-    TenantId::new(&format!("tenant-{t}")).unwrap()
-}
-
-fn stock_commands() -> Vec<(TenantId, Command)> {
-    let mut commands = Vec::new();
-    for t in 0..TENANTS {
-        for s in 0..SKUS_PER_TENANT {
-            let command = Command::ReceiveStock {
-                sku: Sku::new(&format!("sku-{s}")).unwrap(),
-                quantity: Quantity::new(1_000_000).unwrap(),
-            };
-            commands.push((tenant(t), command));
-        }
-    }
-    commands
-}
-
-fn place(order: &OrderId, lines: Vec<OrderLine>) -> Command {
-    let customer = CustomerId::new("c-1").unwrap();
-    let command = OrderCommand::Place { customer, currency: Currency::new("EUR").unwrap(), lines };
-    Command::Order { order: order.clone(), command }
-}
-
-#[allow(clippy::cast_precision_loss, reason = "figures for people, not for arithmetic")]
-fn per_sec(count: u64, elapsed: Duration) -> f64 {
-    count as f64 / elapsed.as_secs_f64()
-}
+#[path = "support/mod.rs"]
+mod support;
+use support::{Mix, TENANTS, env, per_sec, percentile, place, stock_commands, tenant};
 
 fn raw_mb_per_sec(dir: &Path) -> f64 {
     let path = dir.join("raw");
@@ -180,19 +112,6 @@ fn decide_commands_per_sec(commands: u64) -> f64 {
     let elapsed = started.elapsed();
     assert!(encoded > 0);
     per_sec(work.len() as u64, elapsed)
-}
-
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss,
-        reason = "an index into a small sorted sample"
-    )]
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    #[allow(clippy::cast_precision_loss, reason = "microseconds to milliseconds for display")]
-    let ms = sorted[i] as f64 / 1_000.0;
-    ms
 }
 
 fn main() {

@@ -10,7 +10,7 @@
 
 use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
 
-use super::{Projection, ProjectionError, inconsistent, read_table};
+use super::{Generation, Projection, ProjectionError, inconsistent, read_table};
 use crate::domain::{Event, InventoryEvent, Sku, TenantId};
 use crate::engine::CommittedEvent;
 
@@ -55,6 +55,14 @@ impl Projection for InventoryProjection {
         txn: &'txn WriteTransaction,
     ) -> Result<Self::Tables<'txn>, ProjectionError> {
         Ok(txn.open_table(INVENTORY)?)
+    }
+
+    fn open_generation<'txn>(
+        &self,
+        txn: &'txn WriteTransaction,
+        generation: Generation,
+    ) -> Result<Self::Tables<'txn>, ProjectionError> {
+        Ok(txn.open_table(generation.definition(INVENTORY))?)
     }
 
     fn apply(

@@ -21,17 +21,28 @@
 //! - [`mod@inventory`]: (tenant, SKU) → on hand, reserved; query [`inventory()`].
 //! - [`mod@orders`]: (tenant, order) → status, customer, lines, totals, payment, positions of the
 //!   order's events; query [`order()`].
+//!   Also (tenant, payment) → order, so payment events update the order's payment state.
+//! - [`mod@customers`]: (tenant, customer, placed at, order) → nothing, an index; query
+//!   [`orders_of_customer()`], paginated newest first.
+//! - [`mod@kpi`]: (tenant, minute) → orders, revenue per currency, basket, cancellations,
+//!   payment declines by gateway; query [`kpis()`].
 
+pub mod customers;
 pub mod inventory;
+pub mod kpi;
 pub mod orders;
+pub mod rebuild;
 mod worker;
 
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, TableDefinition, WriteTransaction};
 
+pub use customers::{CustomerCursor, CustomersProjection, orders_of_customer};
 pub use inventory::{InventoryLevel, InventoryProjection, inventory, inventory_levels};
+pub use kpi::{Cancellations, CurrencySales, KpiProjection, SalesKpis, kpis};
 pub use orders::{OrderView, OrdersProjection, order, orders_of};
+pub use rebuild::{Generation, Rebuilt, generation, rebuild};
 pub use worker::{ProjectionWorker, WaitError, WorkerConfig};
 
 use crate::Position;
@@ -62,6 +73,22 @@ pub trait Projection: Send + 'static {
         &self,
         txn: &'txn WriteTransaction,
     ) -> Result<Self::Tables<'txn>, ProjectionError>;
+
+    /// Opens (creating if needed) the tables of `generation` in `txn`: the names of
+    /// [`Projection::tables`] passed through [`Generation::table`]. The default opens generation
+    /// 0 with [`Projection::open`] and refuses others: such a projection runs but cannot be
+    /// [`rebuild()`]-ed ([`ProjectionError::NotRebuildable`]).
+    fn open_generation<'txn>(
+        &self,
+        txn: &'txn WriteTransaction,
+        generation: Generation,
+    ) -> Result<Self::Tables<'txn>, ProjectionError> {
+        if generation == Generation::FIRST {
+            self.open(txn)
+        } else {
+            Err(ProjectionError::NotRebuildable { name: self.name().to_owned() })
+        }
+    }
 
     /// Applies one committed event to the read model.
     fn apply(
@@ -109,6 +136,18 @@ pub enum ProjectionError {
     /// The worker thread could not be started.
     #[error("cannot start the projection worker: {0}")]
     Spawn(std::io::Error),
+    /// A worker (or a rebuild) of this projection already runs on this database.
+    #[error("projection {name} is already running on this database")]
+    AlreadyRunning {
+        /// The projection (` (rebuild)` appended for a rebuild).
+        name: String,
+    },
+    /// The projection does not implement [`Projection::open_generation`].
+    #[error("projection {name} cannot be rebuilt: it has no table generations")]
+    NotRebuildable {
+        /// The projection.
+        name: String,
+    },
 }
 
 macro_rules! store_error {
@@ -151,6 +190,9 @@ fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     table: TableDefinition<'_, K, V>,
 ) -> Result<Option<redb::ReadOnlyTable<K, V>>, ProjectionError> {
     let txn = db.begin_read()?;
+    // Queries read the current generation, resolved in the same snapshot.
+    let name = rebuild::current_table(&txn, redb::TableHandle::name(&table))?;
+    let table = TableDefinition::<K, V>::new(&name);
     match txn.open_table(table) {
         Ok(table) => Ok(Some(table)),
         Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),

@@ -2,34 +2,46 @@
 //! positions of the order's events.
 //!
 //! Table `orders`: key `(tenant, order)` (redb tuple of two strings), value an [`OrderView`]
-//! in a small hand-written little-endian encoding (format 1):
+//! in a small hand-written little-endian encoding (format 2):
 //!
 //! ```text
-//! u8 format (1) | u8 status | u8 cancel reason | [u8; 3] currency
+//! u8 format (2) | u8 status | u8 cancel reason | [u8; 3] currency
 //! u64 total | u64 refunded | u64 placed_at (ms)
+//! u8 payment status | u64 authorized | u64 captured
 //! str customer | str payment (length 0: none)        str = u8 length + UTF-8 bytes (ids ≤ 64)
 //! u16 line count, per line: str sku | u64 quantity | u64 unit price
 //! u32 position count, per position: u64
 //! ```
 //! status: 0 placed, 1 confirmed, 2 shipped, 3 delivered, 4 cancelled; cancel reason: 0 none,
-//! 1 requested, 2 payment declined, 3 hold expired. The view follows the events of the order's
-//! own stream (placed, confirmed, shipped, delivered, cancelled, refunded); their positions are
-//! listed in order. Payment and stock events are not folded in (yet).
+//! 1 requested, 2 payment declined, 3 hold expired; payment status: 0 none, 1 authorized,
+//! 2 captured, 3 voided, 4 declined. Format 1 (before payment state) is not read: read models
+//! are derived, rebuild them. The view follows the events of the order's own stream (placed,
+//! confirmed, shipped, delivered, cancelled, refunded); their positions are listed in order.
+//!
+//! Payment state: capture, void and refund events name only the payment, so the projection
+//! also keeps table `order_payments`: key `(tenant, payment)` → the order (a string), filled
+//! from `PaymentAuthorized` and `PaymentDeclined`, which name the order. Through it the
+//! payment's events set the view's payment status and amounts (their positions are not listed:
+//! `positions` is the order's own stream). Stock events are not folded in.
 
 use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
 
-use super::{Projection, ProjectionError, inconsistent, read_table};
+use super::{Generation, Projection, ProjectionError, inconsistent, read_table};
 use crate::Position;
 use crate::domain::{
     CancelReason, Currency, CustomerId, Event, OrderEvent, OrderId, OrderLine, OrderStatus,
-    PaymentId, Quantity, Sku, TenantId, Timestamp,
+    PaymentEvent, PaymentId, PaymentStatus, Quantity, Sku, TenantId, Timestamp,
 };
 use crate::engine::CommittedEvent;
 
 /// The orders table: (tenant, order) → encoded [`OrderView`].
 pub const ORDERS: TableDefinition<'static, (&str, &str), &[u8]> = TableDefinition::new("orders");
 
-const FORMAT: u8 = 1;
+/// The payments table: (tenant, payment) → the order it pays for.
+pub const ORDER_PAYMENTS: TableDefinition<'static, (&str, &str), &str> =
+    TableDefinition::new("order_payments");
+
+const FORMAT: u8 = 2;
 
 /// One order as the read model holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,8 +60,16 @@ pub struct OrderView {
     pub total: u64,
     /// Money given back so far, in minor units.
     pub refunded: u64,
-    /// The authorized payment, once confirmed.
+    /// The order's payment: the one that authorized it, else the last declined attempt;
+    /// `None` before any.
     pub payment: Option<PaymentId>,
+    /// Where [`OrderView::payment`] is (`None` without a payment). A refund keeps it
+    /// `Captured`; [`OrderView::refunded`] says how much was given back.
+    pub payment_status: Option<PaymentStatus>,
+    /// Amount the payment authorized, in minor units (0 unless authorized).
+    pub authorized: u64,
+    /// Amount the payment captured, in minor units (0 until captured).
+    pub captured: u64,
     /// When the order was placed (admission time).
     pub placed_at: Timestamp,
     /// Positions of the order's events, in order.
@@ -71,6 +91,16 @@ impl OrderView {
         });
         out.extend_from_slice(self.currency.as_str().as_bytes());
         for n in [self.total, self.refunded, self.placed_at.0] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        out.push(match self.payment_status {
+            None => 0,
+            Some(PaymentStatus::Authorized) => 1,
+            Some(PaymentStatus::Captured) => 2,
+            Some(PaymentStatus::Voided) => 3,
+            Some(PaymentStatus::Declined) => 4,
+        });
+        for n in [self.authorized, self.captured] {
             out.extend_from_slice(&n.to_le_bytes());
         }
         put_str(&mut out, self.customer.as_str());
@@ -114,6 +144,15 @@ impl OrderView {
         };
         let currency = Currency::new(&String::from_utf8_lossy(r.take(3)?)).map_err(invalid)?;
         let (total, refunded, placed_at) = (r.u64()?, r.u64()?, Timestamp(r.u64()?));
+        let payment_status = match r.u8()? {
+            0 => None,
+            1 => Some(PaymentStatus::Authorized),
+            2 => Some(PaymentStatus::Captured),
+            3 => Some(PaymentStatus::Voided),
+            4 => Some(PaymentStatus::Declined),
+            other => return Err(corrupt(format!("unknown payment status {other}"))),
+        };
+        let (authorized, captured) = (r.u64()?, r.u64()?);
         let customer = CustomerId::new(r.str()?).map_err(invalid)?;
         let payment = match r.str()? {
             "" => None,
@@ -143,6 +182,9 @@ impl OrderView {
             total,
             refunded,
             payment,
+            payment_status,
+            authorized,
+            captured,
             placed_at,
             positions,
         })
@@ -203,36 +245,64 @@ impl<'a> Bytes<'a> {
     }
 }
 
-/// Maintains the [`ORDERS`] table. Checkpoint name `orders`.
+/// The tables of [`OrdersProjection`], open in one write transaction.
+#[derive(Debug)]
+pub struct OrdersTables<'txn> {
+    orders: Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    payments: Table<'txn, (&'static str, &'static str), &'static str>,
+}
+
+/// Maintains the [`ORDERS`] and [`ORDER_PAYMENTS`] tables. Checkpoint name `orders`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OrdersProjection;
 
 impl Projection for OrdersProjection {
-    type Tables<'txn> = Table<'txn, (&'static str, &'static str), &'static [u8]>;
+    type Tables<'txn> = OrdersTables<'txn>;
 
     fn name(&self) -> &str {
         "orders"
     }
 
     fn tables(&self) -> Vec<String> {
-        vec![redb::TableHandle::name(&ORDERS).to_owned()]
+        vec![
+            redb::TableHandle::name(&ORDERS).to_owned(),
+            redb::TableHandle::name(&ORDER_PAYMENTS).to_owned(),
+        ]
     }
 
     fn open<'txn>(
         &self,
         txn: &'txn WriteTransaction,
     ) -> Result<Self::Tables<'txn>, ProjectionError> {
-        Ok(txn.open_table(ORDERS)?)
+        self.open_generation(txn, Generation::FIRST)
+    }
+
+    fn open_generation<'txn>(
+        &self,
+        txn: &'txn WriteTransaction,
+        generation: Generation,
+    ) -> Result<Self::Tables<'txn>, ProjectionError> {
+        Ok(OrdersTables {
+            orders: txn.open_table(generation.definition(ORDERS))?,
+            payments: txn.open_table(generation.definition(ORDER_PAYMENTS))?,
+        })
     }
 
     fn apply(
         &self,
-        table: &mut Self::Tables<'_>,
+        tables: &mut Self::Tables<'_>,
         committed: &CommittedEvent,
     ) -> Result<(), ProjectionError> {
         use OrderEvent as E;
         use OrderStatus as S;
-        let Event::Order { order, event } = &committed.event else { return Ok(()) };
+        let (order, event) = match &committed.event {
+            Event::Order { order, event } => (order, event),
+            Event::Payment { payment, event } => {
+                return apply_payment(tables, committed, payment, event);
+            }
+            Event::Inventory { .. } => return Ok(()),
+        };
+        let table = &mut tables.orders;
         let key = (committed.tenant.as_str(), order.as_str());
         let existing = table.get(key)?.map(|row| OrderView::decode(row.value())).transpose()?;
         let bad = |what: &str| inconsistent(committed, format!("order {order}: {what}"));
@@ -246,6 +316,9 @@ impl Projection for OrdersProjection {
                 total: *total,
                 refunded: 0,
                 payment: None,
+                payment_status: None,
+                authorized: 0,
+                captured: 0,
                 placed_at: committed.recorded_at,
                 positions: vec![committed.position],
             },
@@ -279,6 +352,71 @@ impl Projection for OrdersProjection {
         table.insert(key, view.encode().as_slice())?;
         Ok(())
     }
+}
+
+/// Applies an event of `payment` to the view of the order it pays for.
+fn apply_payment(
+    tables: &mut OrdersTables<'_>,
+    committed: &CommittedEvent,
+    payment: &PaymentId,
+    event: &PaymentEvent,
+) -> Result<(), ProjectionError> {
+    use PaymentEvent as E;
+    use PaymentStatus as S;
+    let tenant = committed.tenant.as_str();
+    let bad = |what: String| inconsistent(committed, format!("payment {payment}: {what}"));
+    let order = match event {
+        E::PaymentAuthorized { order, .. } | E::PaymentDeclined { order, .. } => {
+            let known = tables.payments.get((tenant, payment.as_str()))?.is_some();
+            if known {
+                return Err(bad("started twice".into()));
+            }
+            tables.payments.insert((tenant, payment.as_str()), order.as_str())?;
+            order.clone()
+        }
+        E::PaymentCaptured { .. } | E::PaymentVoided | E::PaymentRefunded { .. } => {
+            let row = tables.payments.get((tenant, payment.as_str()))?;
+            let Some(row) = row else { return Err(bad("an event before it was started".into())) };
+            OrderId::new(row.value()).map_err(invalid)?
+        }
+    };
+    let key = (tenant, order.as_str());
+    let view = tables.orders.get(key)?.map(|row| OrderView::decode(row.value())).transpose()?;
+    let Some(mut view) = view else {
+        return Err(bad(format!("pays for order {order}, which was not placed")));
+    };
+    let current = view.payment.as_ref() == Some(payment);
+    match (event, view.payment_status) {
+        (E::PaymentAuthorized { amount, .. }, None | Some(S::Declined)) => {
+            view.payment = Some(payment.clone());
+            view.payment_status = Some(S::Authorized);
+            view.authorized = amount.minor;
+        }
+        (E::PaymentDeclined { .. }, None | Some(S::Declined)) => {
+            view.payment = Some(payment.clone());
+            view.payment_status = Some(S::Declined);
+        }
+        (E::PaymentAuthorized { .. } | E::PaymentDeclined { .. }, Some(status)) => {
+            return Err(bad(format!("started for order {order}, whose payment is {status}")));
+        }
+        (E::PaymentCaptured { amount }, Some(S::Authorized))
+            if current && *amount <= view.authorized =>
+        {
+            view.payment_status = Some(S::Captured);
+            view.captured = *amount;
+        }
+        (E::PaymentVoided, Some(S::Authorized)) if current => {
+            view.payment_status = Some(S::Voided);
+        }
+        // The order's refund event, just before, counted the amount.
+        (E::PaymentRefunded { .. }, Some(S::Captured)) if current => {}
+        (_, status) => {
+            let status = status.map_or("none", S::as_str);
+            return Err(bad(format!("does not fit order {order} (payment status {status})")));
+        }
+    }
+    tables.orders.insert(key, view.encode().as_slice())?;
+    Ok(())
 }
 
 /// The view of `order` of `tenant` as far as the orders projection has come; `None` if it has

@@ -7,9 +7,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use orderly_store::LogReader;
-use redb::Database;
+use redb::{Database, ReadableTable};
 
-use super::{CHECKPOINTS, Projection, ProjectionError, checkpoint};
+use super::rebuild::{self, Generation, Lease};
+use super::{CHECKPOINTS, Projection, ProjectionError};
 use crate::Position;
 use crate::codec::{self, Decoded};
 use crate::domain::Timestamp;
@@ -98,6 +99,11 @@ impl Drop for EndGuard {
 
 /// Runs one [`Projection`] on its own thread, from its checkpoint, until stopped or an error.
 ///
+/// At most one worker per projection name runs on a database at a time: a second
+/// [`ProjectionWorker::start`] is [`ProjectionError::AlreadyRunning`] until the first has
+/// stopped. The worker writes the projection's current generation; when a
+/// [`super::rebuild()`] switches generations, the worker follows at its next batch.
+///
 /// Dropping the worker stops it (waiting at most about [`WorkerConfig::idle_wait`] plus the
 /// batch in progress); [`ProjectionWorker::stop`] does the same and returns the error that
 /// stopped it, if any.
@@ -120,7 +126,8 @@ impl ProjectionWorker {
         config: WorkerConfig,
     ) -> Result<ProjectionWorker, ProjectionError> {
         let name = projection.name().to_owned();
-        let from = checkpoint(&db, &name)?.0;
+        let lease = Lease::acquire(&db, name.clone())?;
+        let (generation, from) = rebuild::current(&db, &name)?;
         let progress = Arc::new(Progress::default());
         progress.lock().reached = from;
         let stop = Arc::new(AtomicBool::new(false));
@@ -131,10 +138,11 @@ impl ProjectionWorker {
             config,
             progress: progress.clone(),
             stop: stop.clone(),
+            _lease: lease,
         };
         let thread = std::thread::Builder::new()
             .name(format!("orderly-proj-{name}"))
-            .spawn(move || run.run(from))
+            .spawn(move || run.run(generation, from))
             .map_err(ProjectionError::Spawn)?;
         Ok(ProjectionWorker { name, log, progress, stop, thread: Some(thread) })
     }
@@ -226,12 +234,22 @@ struct Run<P> {
     config: WorkerConfig,
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
+    /// Released when the thread ends.
+    _lease: Lease,
+}
+
+/// What a batch transaction found.
+enum Written {
+    /// The batch and its checkpoint are committed.
+    Committed,
+    /// A rebuild switched generations: nothing was written; go on from here.
+    Moved(Generation, u64),
 }
 
 impl<P: Projection> Run<P> {
-    fn run(self, from: u64) -> Result<(), ProjectionError> {
+    fn run(self, generation: Generation, from: u64) -> Result<(), ProjectionError> {
         let mut guard = EndGuard { progress: self.progress.clone(), cause: None };
-        let result = self.follow(from);
+        let result = self.follow(generation, from);
         if let Err(e) = &result {
             tracing::error!(projection = self.projection.name(), error = %e, "projection stopped");
             guard.cause = Some(e.to_string());
@@ -239,7 +257,7 @@ impl<P: Projection> Run<P> {
         result
     }
 
-    fn follow(&self, mut next: u64) -> Result<(), ProjectionError> {
+    fn follow(&self, mut generation: Generation, mut next: u64) -> Result<(), ProjectionError> {
         let max_batch = u64::try_from(self.config.max_batch.max(1)).unwrap_or(u64::MAX);
         let mut events = Vec::new();
         while !self.stop.load(Ordering::Acquire) {
@@ -253,72 +271,97 @@ impl<P: Projection> Run<P> {
             }
             let until = head.min(next.saturating_add(max_batch));
             events.clear();
-            let reached = self.read(next, until, &mut events)?;
-            self.write(&events, reached)?;
-            next = reached;
+            let reached = read_batch(&self.log, next, until, &mut events)?;
+            match self.write(&events, generation, next, reached)? {
+                Written::Committed => next = reached,
+                Written::Moved(to, at) => {
+                    // The switch applied everything up to a head at least as far as `next`.
+                    debug_assert!(at >= next, "a rebuild moved the checkpoint back");
+                    (generation, next) = (to, at.max(next));
+                }
+            }
             self.progress.reached(next);
         }
         Ok(())
     }
 
-    /// Reads and decodes records `from..until` into `events` (domain events only); returns the
-    /// position after the last record read.
-    fn read(
+    /// Applies `events` to `generation` and moves the checkpoint from `from` to `reached`, in
+    /// one transaction, unless a rebuild has switched generations meanwhile. On any error the
+    /// transaction is dropped uncommitted: nothing of the batch is written.
+    fn write(
         &self,
+        events: &[CommittedEvent],
+        generation: Generation,
         from: u64,
-        until: u64,
-        events: &mut Vec<CommittedEvent>,
-    ) -> Result<u64, ProjectionError> {
-        let mut reader = self.log.read_from(Position(from));
-        let mut next = from;
-        while next < until {
-            let record = match reader.next() {
-                None => break,
-                Some(Err(error)) => return Err(ProjectionError::Read { position: next, error }),
-                Some(Ok(record)) => record,
-            };
-            let position = record.position.0;
-            if position != next {
+        reached: u64,
+    ) -> Result<Written, ProjectionError> {
+        let name = self.projection.name();
+        let txn = self.db.begin_write()?;
+        let (current, _) = rebuild::generations(&txn, name)?;
+        {
+            let mut checkpoints = txn.open_table(CHECKPOINTS)?;
+            let stored = checkpoints.get(name)?.map_or(0, |v| v.value());
+            if current != generation {
+                return Ok(Written::Moved(current, stored));
+            }
+            if stored != from {
                 return Err(ProjectionError::Inconsistent {
-                    position,
-                    problem: format!("the log yielded position {position} where {next} was due"),
+                    position: from,
+                    problem: format!("projection {name}: checkpoint {stored}, another writer?"),
                 });
             }
-            let decoded = codec::decode(
-                &record.stream,
-                record.event_type,
-                record.schema_version,
-                &record.payload,
-            )
-            .map_err(|error| ProjectionError::Decode { position, error })?;
-            match decoded {
-                Decoded::Event { tenant, event } => events.push(CommittedEvent {
-                    position: record.position,
-                    tenant,
-                    event,
-                    recorded_at: Timestamp(record.timestamp),
-                }),
-                // The engine's idempotency records: nothing to project, but passed over.
-                Decoded::CommandAccepted { .. } => {}
-            }
-            next += 1;
-        }
-        Ok(next)
-    }
-
-    /// Applies `events` and moves the checkpoint to `reached`, in one transaction. On any error
-    /// the transaction is dropped uncommitted: nothing of the batch is written.
-    fn write(&self, events: &[CommittedEvent], reached: u64) -> Result<(), ProjectionError> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut tables = self.projection.open(&txn)?;
+            let mut tables = self.projection.open_generation(&txn, generation)?;
             for event in events {
                 self.projection.apply(&mut tables, event)?;
             }
-            let mut checkpoints = txn.open_table(CHECKPOINTS)?;
-            checkpoints.insert(self.projection.name(), reached)?;
+            checkpoints.insert(name, reached)?;
         }
         txn.commit()?;
-        Ok(())
+        Ok(Written::Committed)
     }
+}
+
+/// Reads and decodes records `from..until` of `log` into `events` (domain events only);
+/// returns the position after the last record read.
+pub(super) fn read_batch(
+    log: &LogReader,
+    from: u64,
+    until: u64,
+    events: &mut Vec<CommittedEvent>,
+) -> Result<u64, ProjectionError> {
+    let mut reader = log.read_from(Position(from));
+    let mut next = from;
+    while next < until {
+        let record = match reader.next() {
+            None => break,
+            Some(Err(error)) => return Err(ProjectionError::Read { position: next, error }),
+            Some(Ok(record)) => record,
+        };
+        let position = record.position.0;
+        if position != next {
+            return Err(ProjectionError::Inconsistent {
+                position,
+                problem: format!("the log yielded position {position} where {next} was due"),
+            });
+        }
+        let decoded = codec::decode(
+            &record.stream,
+            record.event_type,
+            record.schema_version,
+            &record.payload,
+        )
+        .map_err(|error| ProjectionError::Decode { position, error })?;
+        match decoded {
+            Decoded::Event { tenant, event } => events.push(CommittedEvent {
+                position: record.position,
+                tenant,
+                event,
+                recorded_at: Timestamp(record.timestamp),
+            }),
+            // The engine's idempotency records: nothing to project, but passed over.
+            Decoded::CommandAccepted { .. } => {}
+        }
+        next += 1;
+    }
+    Ok(next)
 }

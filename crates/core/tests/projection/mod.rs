@@ -463,6 +463,9 @@ fn an_order_row_round_trips_and_garbage_is_an_error_not_a_panic() {
         total: 14,
         refunded: 0,
         payment: Some(PaymentId::new("p-9").unwrap()),
+        payment_status: Some(orderly_core::domain::PaymentStatus::Voided),
+        authorized: 14,
+        captured: 0,
         placed_at: START,
         positions: vec![Position(3), Position(9)],
     };
@@ -478,3 +481,6 @@ fn an_order_row_round_trips_and_garbage_is_an_error_not_a_panic() {
     bad_status[1] = 99;
     assert!(matches!(OrderView::decode(&bad_status), Err(ProjectionError::Corrupt(_))));
 }
+
+mod models;
+mod rebuild;

@@ -1,0 +1,191 @@
+//! Projection throughput and lag, in one run.
+//!
+//! 1. **catch-up**: a log of at least `ORDERLY_BENCH_EVENTS` [5,000,000] records is written
+//!    through the durable engine (orders of 1–5 lines over 50 tenants, placed by many concurrent
+//!    callers). Then the inventory and order projections start on an empty redb file and catch
+//!    up with it, both at once: `projection_events_per_sec` = records / time until both reached
+//!    the head (each projection reads every record).
+//! 2. **lag**: with both projections caught up, the engine takes a paced load of
+//!    `ORDERLY_BENCH_LAG_RATE` [30,000] orders/s (about four events each) for
+//!    `ORDERLY_BENCH_LAG_SECONDS` [5]; every 5 ms a sampler notes the log's head and the time,
+//!    and measures how long both projections take to reach it: `lag_p50_ms`, `lag_p99_ms`.
+//!
+//! Run with `cargo bench --bench projections`. The last stdout line is one JSON object. Data
+//! lives under `target/bench-projections` and is removed at the end.
+
+/// The allocator orderly's binaries use (see the workspace `Cargo.toml`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use orderly::Position;
+use orderly::domain::{Envelope, OrderId};
+use orderly::engine::{Config, Engine};
+use orderly::projection::{InventoryProjection, OrdersProjection, ProjectionWorker, WorkerConfig};
+
+#[path = "support/mod.rs"]
+mod support;
+use support::{Mix, TENANTS, env, per_sec, percentile, place, stock_commands, tenant};
+
+/// Concurrent callers writing the log.
+const CALLERS: u64 = 4096;
+
+/// Places orders from many concurrent callers until `stop` says so; orders are numbered from
+/// `next`. With `rate` (orders per second), callers hold back to keep to it.
+async fn place_orders(
+    engine: &Engine,
+    next: &Arc<AtomicU64>,
+    stop: &Arc<AtomicBool>,
+    rate: Option<u64>,
+) {
+    let started = Instant::now();
+    let first = next.load(Ordering::Relaxed);
+    let tasks: Vec<_> = (0..CALLERS)
+        .map(|c| {
+            let (engine, next, stop) = (engine.clone(), next.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut mix = Mix(7_000 + c);
+                while !stop.load(Ordering::Relaxed) {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if let Some(rate) = rate {
+                        // Order n is due at (n - first) / rate seconds into the run.
+                        let due =
+                            Duration::from_secs_f64(per_sec(n - first, Duration::from_secs(rate)));
+                        if let Some(wait) = due.checked_sub(started.elapsed()) {
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
+                    let t = tenant(mix.below(TENANTS));
+                    let order = OrderId::new(&format!("o-{n}")).unwrap();
+                    let placed =
+                        engine.execute(Envelope::new(t, place(&order, mix.basket()))).await;
+                    if let Err(e) = placed {
+                        assert_eq!(e.code(), "insufficient_stock", "unexpected {e}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+fn main() {
+    let target_events = env("ORDERLY_BENCH_EVENTS", 5_000_000);
+    let lag_rate = env("ORDERLY_BENCH_LAG_RATE", 30_000);
+    let lag_seconds = env("ORDERLY_BENCH_LAG_SECONDS", 5);
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-projections");
+    std::fs::create_dir_all(&base).unwrap();
+    let scratch = tempfile::tempdir_in(&base).unwrap();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+
+    let engine = Engine::open(&scratch.path().join("data"), Config::default()).unwrap();
+    for (t, command) in stock_commands() {
+        engine.execute_blocking(Envelope::new(t, command)).unwrap();
+    }
+    let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writing = Instant::now();
+    runtime.block_on(async {
+        let watcher = {
+            let (engine, stop) = (engine.clone(), stop.clone());
+            tokio::spawn(async move {
+                while engine.head().0 < target_events {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                stop.store(true, Ordering::Relaxed);
+            })
+        };
+        place_orders(&engine, &next, &stop, None).await;
+        watcher.await.unwrap();
+    });
+    let head = engine.head();
+    eprintln!("log: {} records written in {:.1} s", head.0, writing.elapsed().as_secs_f64());
+
+    // Catch-up: both projections from position 0 on an empty read-model file.
+    let db = Arc::new(orderly::projection::open_db(&scratch.path().join("models.redb")).unwrap());
+    let catching_up = Instant::now();
+    let inventory = ProjectionWorker::start(
+        db.clone(),
+        engine.log(),
+        InventoryProjection,
+        WorkerConfig::default(),
+    )
+    .unwrap();
+    let orders = ProjectionWorker::start(
+        db.clone(),
+        engine.log(),
+        OrdersProjection,
+        WorkerConfig::default(),
+    )
+    .unwrap();
+    for worker in [&inventory, &orders] {
+        worker.wait_for(head, Duration::from_secs(3_600)).unwrap();
+    }
+    let catchup = catching_up.elapsed();
+    let projection_events_per_sec = per_sec(head.0, catchup);
+    eprintln!(
+        "catch-up: {} records in {:.2} s: {projection_events_per_sec:.0} records/s",
+        head.0,
+        catchup.as_secs_f64()
+    );
+
+    // Lag under a paced load.
+    stop.store(false, Ordering::Relaxed);
+    let before = engine.head();
+    let loading = Instant::now();
+    let mut lags: Vec<u64> = Vec::new();
+    std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut lags = Vec::new();
+            while loading.elapsed() < Duration::from_secs(lag_seconds) {
+                let noted = Instant::now();
+                let at = engine.head();
+                if at.0 > 0 {
+                    for worker in [&inventory, &orders] {
+                        worker.wait_for(Position(at.0), Duration::from_secs(60)).unwrap();
+                    }
+                    lags.push(u64::try_from(noted.elapsed().as_micros()).unwrap());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            lags
+        });
+        let (engine, next, stop) = (&engine, &next, &stop);
+        runtime.block_on(async {
+            let stopper = {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(lag_seconds)).await;
+                    stop.store(true, Ordering::Relaxed);
+                })
+            };
+            place_orders(engine, next, stop, Some(lag_rate)).await;
+            stopper.await.unwrap();
+        });
+        lags = sampler.join().unwrap();
+    });
+    let loaded = loading.elapsed();
+    let engine_events_per_sec = per_sec(engine.head().0 - before.0, loaded);
+    lags.sort_unstable();
+    let (lag_p50_ms, lag_p99_ms) = (percentile(&lags, 0.5), percentile(&lags, 0.99));
+    eprintln!(
+        "lag: engine took {engine_events_per_sec:.0} events/s; projections behind the head p50 {lag_p50_ms:.2} ms, p99 {lag_p99_ms:.2} ms ({} samples)",
+        lags.len()
+    );
+    inventory.stop().unwrap();
+    orders.stop().unwrap();
+    engine.shutdown();
+    println!(
+        "{{\"catchup_records\":{},\"catchup_seconds\":{:.3},\"projection_events_per_sec\":{projection_events_per_sec:.0},\"projections\":2,\"lag_engine_events_per_sec\":{engine_events_per_sec:.0},\"lag_p50_ms\":{lag_p50_ms:.3},\"lag_p99_ms\":{lag_p99_ms:.3},\"lag_samples\":{}}}",
+        head.0,
+        catchup.as_secs_f64(),
+        lags.len(),
+    );
+}

@@ -1,0 +1,349 @@
+//! Sales KPIs per tenant and minute: what the live dashboard shows.
+//!
+//! An event counts in the minute of its admission time: `recorded_at / 60_000` (minutes since
+//! the Unix epoch, UTC). Minutes without a counted event have no row.
+//!
+//! - **orders** and **revenue** per currency, from `OrderPlaced`: revenue is the sum of the
+//!   totals of the orders *placed* in the minute (booked sales, known at once), not of captured
+//!   amounts, which arrive only when orders ship; cancellations and refunds do not lower it.
+//! - **basket**: lines and units of the placed orders, so the average basket is
+//!   revenue / orders per currency ([`CurrencySales::average_basket`]) and lines / orders
+//!   ([`SalesKpis::average_lines`]).
+//! - **cancellations** by reason, from `OrderCancelled`.
+//! - **payment declines** by gateway, from `PaymentDeclined`.
+//!
+//! Table `sales_kpis`: key `(tenant, minute)` (redb tuple of a string and a `u64`), value a
+//! [`SalesKpis`] in a small hand-written little-endian encoding (format 1):
+//!
+//! ```text
+//! u8 format (1) | u64 lines | u64 units
+//! u64 cancelled: requested | u64 payment declined | u64 hold expired
+//! u16 currency count, per currency (ascending): [u8; 3] code | u64 orders | u64 revenue
+//! u16 gateway count, per gateway (ascending): u8 length + UTF-8 id | u64 declines
+//! ```
+//! Every sum is checked: an overflow is [`ProjectionError::Inconsistent`], never a wrap.
+
+use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
+
+use super::{Generation, Projection, ProjectionError, inconsistent, read_table};
+use crate::domain::{
+    CancelReason, Currency, Event, GatewayId, OrderEvent, OrderLine, PaymentEvent, TenantId,
+};
+use crate::engine::CommittedEvent;
+
+/// The KPI table: (tenant, minute since the epoch) → encoded [`SalesKpis`].
+pub const SALES_KPIS: TableDefinition<'static, (&str, u64), &[u8]> =
+    TableDefinition::new("sales_kpis");
+
+const FORMAT: u8 = 1;
+
+/// Milliseconds per minute: an event's minute is `recorded_at / MINUTE_MS`.
+pub const MINUTE_MS: u64 = 60_000;
+
+/// Orders placed in one currency in one minute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CurrencySales {
+    /// The currency.
+    pub currency: Currency,
+    /// Orders placed in it.
+    pub orders: u64,
+    /// Sum of their totals, in minor units.
+    pub revenue: u64,
+}
+
+impl CurrencySales {
+    /// Average order total in minor units, rounded down (0 without orders).
+    #[must_use]
+    pub fn average_basket(&self) -> u64 {
+        self.revenue.checked_div(self.orders).unwrap_or(0)
+    }
+}
+
+/// Orders cancelled in one minute, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cancellations {
+    /// Asked for by the customer or the merchant.
+    pub requested: u64,
+    /// No gateway authorized the payment.
+    pub payment_declined: u64,
+    /// Not paid before the stock hold ran out.
+    pub hold_expired: u64,
+}
+
+impl Cancellations {
+    /// Every cancellation.
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.requested + self.payment_declined + self.hold_expired
+    }
+}
+
+/// The sales figures of one tenant in one minute.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SalesKpis {
+    /// Orders placed and their revenue, per currency, ordered by currency code.
+    pub sales: Vec<CurrencySales>,
+    /// Lines of the orders placed.
+    pub lines: u64,
+    /// Units of the orders placed (sum of the lines' quantities).
+    pub units: u64,
+    /// Orders cancelled.
+    pub cancellations: Cancellations,
+    /// Payments declined, per gateway (the refusing one, or the last one tried), ordered by
+    /// gateway id.
+    pub declines: Vec<(GatewayId, u64)>,
+}
+
+impl SalesKpis {
+    /// Orders placed, in every currency.
+    #[must_use]
+    pub fn orders(&self) -> u64 {
+        self.sales.iter().map(|s| s.orders).sum()
+    }
+
+    /// The sales in `currency`, if an order was placed in it.
+    #[must_use]
+    pub fn in_currency(&self, currency: Currency) -> Option<&CurrencySales> {
+        self.sales.iter().find(|s| s.currency == currency)
+    }
+
+    /// Average lines per placed order, `None` without orders.
+    #[must_use]
+    #[allow(clippy::cast_precision_loss)] // a dashboard figure: exact far beyond real counts
+    pub fn average_lines(&self) -> Option<f64> {
+        let orders = self.orders();
+        (orders > 0).then(|| self.lines as f64 / orders as f64)
+    }
+
+    /// Payments declined, over every gateway.
+    #[must_use]
+    pub fn declines_total(&self) -> u64 {
+        self.declines.iter().map(|(_, n)| n).sum()
+    }
+
+    /// The row bytes (format above).
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(48 + self.sales.len() * 19 + self.declines.len() * 40);
+        out.push(FORMAT);
+        let c = &self.cancellations;
+        for n in [self.lines, self.units, c.requested, c.payment_declined, c.hold_expired] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        let count = u16::try_from(self.sales.len()).expect("fewer currencies than u16::MAX");
+        out.extend_from_slice(&count.to_le_bytes());
+        for s in &self.sales {
+            out.extend_from_slice(s.currency.as_str().as_bytes());
+            out.extend_from_slice(&s.orders.to_le_bytes());
+            out.extend_from_slice(&s.revenue.to_le_bytes());
+        }
+        let count = u16::try_from(self.declines.len()).expect("fewer gateways than u16::MAX");
+        out.extend_from_slice(&count.to_le_bytes());
+        for (gateway, n) in &self.declines {
+            let id = gateway.as_str();
+            out.push(u8::try_from(id.len()).expect("ids are at most 64 bytes"));
+            out.extend_from_slice(id.as_bytes());
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        out
+    }
+
+    /// Reads a row written by [`SalesKpis::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<SalesKpis, ProjectionError> {
+        let mut r = Bytes(bytes);
+        let format = r.u8()?;
+        if format != FORMAT {
+            return Err(corrupt(format!("unknown KPI row format {format}")));
+        }
+        let (lines, units) = (r.u64()?, r.u64()?);
+        let cancellations = Cancellations {
+            requested: r.u64()?,
+            payment_declined: r.u64()?,
+            hold_expired: r.u64()?,
+        };
+        let count = r.u16()?;
+        let mut sales = Vec::with_capacity(usize::from(count).min(64));
+        for _ in 0..count {
+            let code = std::str::from_utf8(r.take(3)?).map_err(|_| corrupt("invalid UTF-8"))?;
+            let currency = Currency::new(code).map_err(invalid)?;
+            sales.push(CurrencySales { currency, orders: r.u64()?, revenue: r.u64()? });
+        }
+        let count = r.u16()?;
+        let mut declines = Vec::with_capacity(usize::from(count).min(64));
+        for _ in 0..count {
+            let len = usize::from(r.u8()?);
+            let id = std::str::from_utf8(r.take(len)?).map_err(|_| corrupt("invalid UTF-8"))?;
+            declines.push((GatewayId::new(id).map_err(invalid)?, r.u64()?));
+        }
+        if !r.0.is_empty() {
+            return Err(corrupt("trailing bytes after a KPI row"));
+        }
+        Ok(SalesKpis { sales, lines, units, cancellations, declines })
+    }
+}
+
+fn corrupt(what: impl Into<String>) -> ProjectionError {
+    ProjectionError::Corrupt(what.into())
+}
+
+fn invalid(e: crate::domain::InvalidValue) -> ProjectionError {
+    corrupt(format!("KPI row holds an invalid value: {e}"))
+}
+
+/// A cursor over a row's bytes.
+struct Bytes<'a>(&'a [u8]);
+
+impl<'a> Bytes<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ProjectionError> {
+        if self.0.len() < n {
+            return Err(corrupt("KPI row is truncated"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], ProjectionError> {
+        Ok(self.take(N)?.try_into().expect("took exactly N bytes"))
+    }
+
+    fn u8(&mut self) -> Result<u8, ProjectionError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, ProjectionError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, ProjectionError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+}
+
+/// What one event adds to its minute.
+enum Count<'a> {
+    Placed { currency: Currency, lines: &'a [OrderLine], total: u64 },
+    Cancelled(CancelReason),
+    Declined(&'a GatewayId),
+}
+
+/// Maintains the [`SALES_KPIS`] table. Checkpoint name `sales_kpis`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KpiProjection;
+
+impl Projection for KpiProjection {
+    type Tables<'txn> = Table<'txn, (&'static str, u64), &'static [u8]>;
+
+    fn name(&self) -> &str {
+        "sales_kpis"
+    }
+
+    fn tables(&self) -> Vec<String> {
+        vec![redb::TableHandle::name(&SALES_KPIS).to_owned()]
+    }
+
+    fn open<'txn>(
+        &self,
+        txn: &'txn WriteTransaction,
+    ) -> Result<Self::Tables<'txn>, ProjectionError> {
+        self.open_generation(txn, Generation::FIRST)
+    }
+
+    fn open_generation<'txn>(
+        &self,
+        txn: &'txn WriteTransaction,
+        generation: Generation,
+    ) -> Result<Self::Tables<'txn>, ProjectionError> {
+        let name = generation.table(redb::TableHandle::name(&SALES_KPIS));
+        Ok(txn.open_table(TableDefinition::new(&name))?)
+    }
+
+    fn apply(
+        &self,
+        table: &mut Self::Tables<'_>,
+        committed: &CommittedEvent,
+    ) -> Result<(), ProjectionError> {
+        let count = match &committed.event {
+            Event::Order {
+                event: OrderEvent::OrderPlaced { currency, lines, total, .. }, ..
+            } => Count::Placed { currency: *currency, lines, total: *total },
+            Event::Order { event: OrderEvent::OrderCancelled { reason }, .. } => {
+                Count::Cancelled(*reason)
+            }
+            Event::Payment { event: PaymentEvent::PaymentDeclined { gateway, .. }, .. } => {
+                Count::Declined(gateway)
+            }
+            _ => return Ok(()),
+        };
+        let key = (committed.tenant.as_str(), committed.recorded_at.0 / MINUTE_MS);
+        let mut kpis = table
+            .get(key)?
+            .map(|row| SalesKpis::decode(row.value()))
+            .transpose()?
+            .unwrap_or_default();
+        let overflow = || inconsistent(committed, "a KPI sum overflows");
+        let add = |n: &mut u64, by: u64| -> Result<(), ProjectionError> {
+            *n = n.checked_add(by).ok_or_else(overflow)?;
+            Ok(())
+        };
+        match count {
+            Count::Placed { currency, lines, total } => {
+                let found =
+                    kpis.sales.binary_search_by_key(&currency.as_str(), |s| s.currency.as_str());
+                let at = found.unwrap_or_else(|at| {
+                    kpis.sales.insert(at, CurrencySales { currency, orders: 0, revenue: 0 });
+                    at
+                });
+                add(&mut kpis.sales[at].orders, 1)?;
+                add(&mut kpis.sales[at].revenue, total)?;
+                add(&mut kpis.lines, u64::try_from(lines.len()).map_err(|_| overflow())?)?;
+                for line in lines {
+                    add(&mut kpis.units, line.quantity.get())?;
+                }
+            }
+            Count::Cancelled(reason) => {
+                let c = &mut kpis.cancellations;
+                let n = match reason {
+                    CancelReason::Requested => &mut c.requested,
+                    CancelReason::PaymentDeclined => &mut c.payment_declined,
+                    CancelReason::HoldExpired => &mut c.hold_expired,
+                };
+                add(n, 1)?;
+            }
+            Count::Declined(gateway) => {
+                let found =
+                    kpis.declines.binary_search_by(|(g, _)| g.as_str().cmp(gateway.as_str()));
+                let at = found.unwrap_or_else(|at| {
+                    kpis.declines.insert(at, (gateway.clone(), 0));
+                    at
+                });
+                add(&mut kpis.declines[at].1, 1)?;
+            }
+        }
+        table.insert(key, kpis.encode().as_slice())?;
+        Ok(())
+    }
+}
+
+/// The KPIs of `tenant` for every minute from `from_minute` to `to_minute`, **both included**
+/// (minutes since the epoch, see [`MINUTE_MS`]), ascending, as far as the projection has come.
+/// Minutes without activity are left out. An empty range (`from_minute > to_minute`) gives
+/// nothing.
+pub fn kpis(
+    db: &Database,
+    tenant: &TenantId,
+    from_minute: u64,
+    to_minute: u64,
+) -> Result<Vec<(u64, SalesKpis)>, ProjectionError> {
+    let Some(table) = read_table(db, SALES_KPIS)? else { return Ok(Vec::new()) };
+    if from_minute > to_minute {
+        return Ok(Vec::new());
+    }
+    let tenant = tenant.as_str();
+    let mut minutes = Vec::new();
+    for row in table.range((tenant, from_minute)..=(tenant, to_minute))? {
+        let (key, value) = row?;
+        minutes.push((key.value().1, SalesKpis::decode(value.value())?));
+    }
+    Ok(minutes)
+}
