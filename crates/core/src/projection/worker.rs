@@ -138,6 +138,8 @@ impl ProjectionWorker {
             config,
             progress: progress.clone(),
             stop: stop.clone(),
+            last_durable: std::cell::Cell::new(Instant::now()),
+            unsynced: std::cell::Cell::new(false),
             _lease: lease,
         };
         let thread = std::thread::Builder::new()
@@ -234,9 +236,19 @@ struct Run<P> {
     config: WorkerConfig,
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
+    /// When a batch was last committed durably (fsync'd).
+    last_durable: std::cell::Cell<Instant>,
+    /// Whether batches were committed since, without a sync.
+    unsynced: std::cell::Cell<bool>,
     /// Released when the thread ends.
     _lease: Lease,
 }
+
+/// Batch commits in between are atomic and visible at once but not fsync'd: read models are
+/// derived, so a crash that loses the last fraction of a second loses model and checkpoint
+/// together, and the worker applies those events again. One durable commit per this interval
+/// bounds that replay and keeps an fsync off every batch.
+const DURABLE_EVERY: Duration = Duration::from_millis(500);
 
 /// What a batch transaction found.
 enum Written {
@@ -263,6 +275,7 @@ impl<P: Projection> Run<P> {
         while !self.stop.load(Ordering::Acquire) {
             let head = self.log.wait_beyond(Position(next), self.config.idle_wait).0;
             if head <= next {
+                self.sync_if_due()?;
                 if self.log.failure().is_some() {
                     // A failed log answers at once and will not grow: do not spin.
                     std::thread::sleep(self.config.idle_wait);
@@ -282,6 +295,26 @@ impl<P: Projection> Run<P> {
             }
             self.progress.reached(next);
         }
+        // Leaving: make the batches committed since the last sync durable.
+        if self.unsynced.get() {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// When idle, makes unsynced batches durable once the interval has passed.
+    fn sync_if_due(&self) -> Result<(), ProjectionError> {
+        if self.unsynced.get() && self.last_durable.get().elapsed() >= DURABLE_EVERY {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// A durable empty commit, which makes every earlier commit durable too.
+    fn sync(&self) -> Result<(), ProjectionError> {
+        self.db.begin_write()?.commit()?;
+        self.last_durable.set(Instant::now());
+        self.unsynced.set(false);
         Ok(())
     }
 
@@ -296,7 +329,10 @@ impl<P: Projection> Run<P> {
         reached: u64,
     ) -> Result<Written, ProjectionError> {
         let name = self.projection.name();
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        let durable = self.last_durable.get().elapsed() >= DURABLE_EVERY;
+        // A store that cannot commit without syncing simply syncs every batch.
+        let durable = durable || txn.set_durability(redb::Durability::None).is_err();
         let (current, _) = rebuild::generations(&txn, name)?;
         {
             let mut checkpoints = txn.open_table(CHECKPOINTS)?;
@@ -317,6 +353,10 @@ impl<P: Projection> Run<P> {
             checkpoints.insert(name, reached)?;
         }
         txn.commit()?;
+        if durable {
+            self.last_durable.set(Instant::now());
+        }
+        self.unsynced.set(!durable);
         Ok(Written::Committed)
     }
 }
