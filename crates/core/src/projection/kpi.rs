@@ -25,6 +25,7 @@
 
 use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
 
+use super::row::{RowReader, put_str};
 use super::{Generation, Projection, ProjectionError, inconsistent, read_table};
 use crate::domain::{
     CancelReason, Currency, Event, GatewayId, OrderEvent, OrderLine, PaymentEvent, TenantId,
@@ -140,9 +141,7 @@ impl SalesKpis {
         let count = u16::try_from(self.declines.len()).expect("fewer gateways than u16::MAX");
         out.extend_from_slice(&count.to_le_bytes());
         for (gateway, n) in &self.declines {
-            let id = gateway.as_str();
-            out.push(u8::try_from(id.len()).expect("ids are at most 64 bytes"));
-            out.extend_from_slice(id.as_bytes());
+            put_str(&mut out, gateway.as_str());
             out.extend_from_slice(&n.to_le_bytes());
         }
         out
@@ -150,7 +149,7 @@ impl SalesKpis {
 
     /// Reads a row written by [`SalesKpis::encode`].
     pub fn decode(bytes: &[u8]) -> Result<SalesKpis, ProjectionError> {
-        let mut r = Bytes(bytes);
+        let mut r = RowReader::new(bytes, "KPI");
         let format = r.u8()?;
         if format != FORMAT {
             return Err(corrupt(format!("unknown KPI row format {format}")));
@@ -164,18 +163,15 @@ impl SalesKpis {
         let count = r.u16()?;
         let mut sales = Vec::with_capacity(usize::from(count).min(64));
         for _ in 0..count {
-            let code = std::str::from_utf8(r.take(3)?).map_err(|_| corrupt("invalid UTF-8"))?;
-            let currency = Currency::new(code).map_err(invalid)?;
+            let currency = Currency::new(r.text(3)?).map_err(invalid)?;
             sales.push(CurrencySales { currency, orders: r.u64()?, revenue: r.u64()? });
         }
         let count = r.u16()?;
         let mut declines = Vec::with_capacity(usize::from(count).min(64));
         for _ in 0..count {
-            let len = usize::from(r.u8()?);
-            let id = std::str::from_utf8(r.take(len)?).map_err(|_| corrupt("invalid UTF-8"))?;
-            declines.push((GatewayId::new(id).map_err(invalid)?, r.u64()?));
+            declines.push((GatewayId::new(r.str()?).map_err(invalid)?, r.u64()?));
         }
-        if !r.0.is_empty() {
+        if !r.is_done() {
             return Err(corrupt("trailing bytes after a KPI row"));
         }
         Ok(SalesKpis { sales, lines, units, cancellations, declines })
@@ -188,36 +184,6 @@ fn corrupt(what: impl Into<String>) -> ProjectionError {
 
 fn invalid(e: crate::domain::InvalidValue) -> ProjectionError {
     corrupt(format!("KPI row holds an invalid value: {e}"))
-}
-
-/// A cursor over a row's bytes.
-struct Bytes<'a>(&'a [u8]);
-
-impl<'a> Bytes<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], ProjectionError> {
-        if self.0.len() < n {
-            return Err(corrupt("KPI row is truncated"));
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], ProjectionError> {
-        Ok(self.take(N)?.try_into().expect("took exactly N bytes"))
-    }
-
-    fn u8(&mut self) -> Result<u8, ProjectionError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, ProjectionError> {
-        Ok(u16::from_le_bytes(self.array()?))
-    }
-
-    fn u64(&mut self) -> Result<u64, ProjectionError> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
 }
 
 /// What one event adds to its minute.

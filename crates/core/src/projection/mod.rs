@@ -32,6 +32,7 @@ pub mod inventory;
 pub mod kpi;
 pub mod orders;
 pub mod rebuild;
+mod row;
 mod worker;
 
 use std::path::Path;

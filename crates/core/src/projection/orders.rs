@@ -26,6 +26,7 @@
 
 use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
 
+use super::row::{RowReader, put_str};
 use super::{Generation, Projection, ProjectionError, inconsistent, read_table};
 use crate::Position;
 use crate::domain::{
@@ -122,7 +123,7 @@ impl OrderView {
 
     /// Reads a row written by [`OrderView::encode`].
     pub fn decode(bytes: &[u8]) -> Result<OrderView, ProjectionError> {
-        let mut r = Bytes(bytes);
+        let mut r = RowReader::new(bytes, "order");
         let format = r.u8()?;
         if format != FORMAT {
             return Err(corrupt(format!("unknown order row format {format}")));
@@ -170,7 +171,7 @@ impl OrderView {
         for _ in 0..count {
             positions.push(Position(r.u64()?));
         }
-        if !r.0.is_empty() {
+        if !r.is_done() {
             return Err(corrupt("trailing bytes after an order row"));
         }
         Ok(OrderView {
@@ -201,48 +202,12 @@ fn status_code(status: OrderStatus) -> u8 {
     }
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.push(u8::try_from(s.len()).expect("ids are at most 64 bytes"));
-    out.extend_from_slice(s.as_bytes());
-}
-
 fn corrupt(what: impl Into<String>) -> ProjectionError {
     ProjectionError::Corrupt(what.into())
 }
 
 fn invalid(e: crate::domain::InvalidValue) -> ProjectionError {
     corrupt(format!("order row holds an invalid value: {e}"))
-}
-
-/// A cursor over a row's bytes.
-struct Bytes<'a>(&'a [u8]);
-
-impl<'a> Bytes<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], ProjectionError> {
-        if self.0.len() < n {
-            return Err(corrupt("order row is truncated"));
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], ProjectionError> {
-        Ok(self.take(N)?.try_into().expect("took exactly N bytes"))
-    }
-
-    fn u8(&mut self) -> Result<u8, ProjectionError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u64(&mut self) -> Result<u64, ProjectionError> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-
-    fn str(&mut self) -> Result<&'a str, ProjectionError> {
-        let len = usize::from(self.u8()?);
-        std::str::from_utf8(self.take(len)?).map_err(|_| corrupt("order row holds invalid UTF-8"))
-    }
 }
 
 /// The tables of [`OrdersProjection`], open in one write transaction.

@@ -1,0 +1,65 @@
+//! Reading the small hand-made binary rows of the read models: little-endian numbers and
+//! length-prefixed text, with every shortfall an error rather than a panic.
+
+use super::ProjectionError;
+
+/// A cursor over one row's bytes; `kind` names the row in error messages.
+pub(super) struct RowReader<'a> {
+    bytes: &'a [u8],
+    kind: &'static str,
+}
+
+impl<'a> RowReader<'a> {
+    pub(super) fn new(bytes: &'a [u8], kind: &'static str) -> RowReader<'a> {
+        RowReader { bytes, kind }
+    }
+
+    /// Whether the whole row was read.
+    pub(super) fn is_done(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], ProjectionError> {
+        if self.bytes.len() < n {
+            return Err(ProjectionError::Corrupt(format!("{} row is truncated", self.kind)));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    pub(super) fn array<const N: usize>(&mut self) -> Result<[u8; N], ProjectionError> {
+        Ok(self.take(N)?.try_into().expect("took exactly N bytes"))
+    }
+
+    pub(super) fn u8(&mut self) -> Result<u8, ProjectionError> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub(super) fn u16(&mut self) -> Result<u16, ProjectionError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+
+    pub(super) fn u64(&mut self) -> Result<u64, ProjectionError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    /// Text of `len` bytes.
+    pub(super) fn text(&mut self, len: usize) -> Result<&'a str, ProjectionError> {
+        let kind = self.kind;
+        std::str::from_utf8(self.take(len)?)
+            .map_err(|_| ProjectionError::Corrupt(format!("{kind} row holds invalid UTF-8")))
+    }
+
+    /// Text prefixed with its length in one byte.
+    pub(super) fn str(&mut self) -> Result<&'a str, ProjectionError> {
+        let len = usize::from(self.u8()?);
+        self.text(len)
+    }
+}
+
+/// Appends `s` prefixed with its length in one byte (ids are at most 64 bytes).
+pub(super) fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.push(u8::try_from(s.len()).expect("ids are at most 64 bytes"));
+    out.extend_from_slice(s.as_bytes());
+}
