@@ -2,13 +2,14 @@
 //!
 //! 1. **catch-up**: a log of at least `ORDERLY_BENCH_EVENTS` [5,000,000] records is written
 //!    through the durable engine (orders of 1–5 lines over 50 tenants, placed by many concurrent
-//!    callers). Then the inventory and order projections start on an empty redb file and catch
-//!    up with it, both at once: `projection_events_per_sec` = records / time until both reached
-//!    the head (each projection reads every record).
+//!    callers). Then `ORDERLY_BENCH_PROJECTIONS` [2] projections (inventory, orders, orders by
+//!    customer, KPIs, in that order) start on an empty redb file and catch up with it, all at
+//!    once: `projection_events_per_sec` = records / time until all reached the head (each
+//!    projection reads every record).
 //! 2. **lag**: with both projections caught up, the engine takes a paced load of
 //!    `ORDERLY_BENCH_LAG_RATE` [30,000] orders/s (about four events each) for
 //!    `ORDERLY_BENCH_LAG_SECONDS` [5]; every 5 ms a sampler notes the log's head and the time,
-//!    and measures how long both projections take to reach it: `lag_p50_ms`, `lag_p99_ms`.
+//!    and measures how long all projections take to reach it: `lag_p50_ms`, `lag_p99_ms`.
 //!
 //! Run with `cargo bench --bench projections`. The last stdout line is one JSON object. Data
 //! lives under `target/bench-projections` and is removed at the end.
@@ -25,7 +26,10 @@ use std::time::{Duration, Instant};
 use orderly::Position;
 use orderly::domain::{Envelope, OrderId};
 use orderly::engine::{Config, Engine};
-use orderly::projection::{InventoryProjection, OrdersProjection, ProjectionWorker, WorkerConfig};
+use orderly::projection::{
+    CustomersProjection, InventoryProjection, KpiProjection, OrdersProjection, ProjectionWorker,
+    WorkerConfig,
+};
 
 #[path = "support/mod.rs"]
 mod support;
@@ -79,6 +83,7 @@ fn main() {
     let target_events = env("ORDERLY_BENCH_EVENTS", 5_000_000);
     let lag_rate = env("ORDERLY_BENCH_LAG_RATE", 30_000);
     let lag_seconds = env("ORDERLY_BENCH_LAG_SECONDS", 5);
+    let projections = env("ORDERLY_BENCH_PROJECTIONS", 2).clamp(1, 4);
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-projections");
     std::fs::create_dir_all(&base).unwrap();
     let scratch = tempfile::tempdir_in(&base).unwrap();
@@ -108,24 +113,21 @@ fn main() {
     let head = engine.head();
     eprintln!("log: {} records written in {:.1} s", head.0, writing.elapsed().as_secs_f64());
 
-    // Catch-up: both projections from position 0 on an empty read-model file.
+    // Catch-up: the projections from position 0 on an empty read-model file, all at once.
     let db = Arc::new(orderly::projection::open_db(&scratch.path().join("models.redb")).unwrap());
     let catching_up = Instant::now();
-    let inventory = ProjectionWorker::start(
-        db.clone(),
-        engine.log(),
-        InventoryProjection,
-        WorkerConfig::default(),
-    )
-    .unwrap();
-    let orders = ProjectionWorker::start(
-        db.clone(),
-        engine.log(),
-        OrdersProjection,
-        WorkerConfig::default(),
-    )
-    .unwrap();
-    for worker in [&inventory, &orders] {
+    let start = |which: u64| {
+        let (db, log, config) = (db.clone(), engine.log(), WorkerConfig::default());
+        match which {
+            0 => ProjectionWorker::start(db, log, InventoryProjection, config),
+            1 => ProjectionWorker::start(db, log, OrdersProjection, config),
+            2 => ProjectionWorker::start(db, log, CustomersProjection, config),
+            _ => ProjectionWorker::start(db, log, KpiProjection, config),
+        }
+        .unwrap()
+    };
+    let workers: Vec<ProjectionWorker> = (0..projections).map(start).collect();
+    for worker in &workers {
         worker.wait_for(head, Duration::from_secs(3_600)).unwrap();
     }
     let catchup = catching_up.elapsed();
@@ -148,7 +150,7 @@ fn main() {
                 let noted = Instant::now();
                 let at = engine.head();
                 if at.0 > 0 {
-                    for worker in [&inventory, &orders] {
+                    for worker in &workers {
                         worker.wait_for(Position(at.0), Duration::from_secs(60)).unwrap();
                     }
                     lags.push(u64::try_from(noted.elapsed().as_micros()).unwrap());
@@ -179,11 +181,12 @@ fn main() {
         "lag: engine took {engine_events_per_sec:.0} events/s; projections behind the head p50 {lag_p50_ms:.2} ms, p99 {lag_p99_ms:.2} ms ({} samples)",
         lags.len()
     );
-    inventory.stop().unwrap();
-    orders.stop().unwrap();
+    for worker in workers {
+        worker.stop().unwrap();
+    }
     engine.shutdown();
     println!(
-        "{{\"catchup_records\":{},\"catchup_seconds\":{:.3},\"projection_events_per_sec\":{projection_events_per_sec:.0},\"projections\":2,\"lag_engine_events_per_sec\":{engine_events_per_sec:.0},\"lag_p50_ms\":{lag_p50_ms:.3},\"lag_p99_ms\":{lag_p99_ms:.3},\"lag_samples\":{}}}",
+        "{{\"catchup_records\":{},\"catchup_seconds\":{:.3},\"projection_events_per_sec\":{projection_events_per_sec:.0},\"projections\":{projections},\"lag_engine_events_per_sec\":{engine_events_per_sec:.0},\"lag_p50_ms\":{lag_p50_ms:.3},\"lag_p99_ms\":{lag_p99_ms:.3},\"lag_samples\":{}}}",
         head.0,
         catchup.as_secs_f64(),
         lags.len(),
