@@ -30,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let gateway = |id: &str, decline_basis_points, fixed_minor| Route {
         gateway: Arc::new(SimulatedGateway::new(SimulatedGatewayConfig {
             decline_basis_points,
-            seed: 7,
+            seed: 6,
             ..SimulatedGatewayConfig::new(GatewayId::new(id).expect("valid id"))
         })),
         fees: vec![Fee { currency: eur, fixed_minor, basis_points: 150 }],
