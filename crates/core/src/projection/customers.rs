@@ -71,13 +71,6 @@ impl Projection for CustomersProjection {
         vec![redb::TableHandle::name(&ORDERS_BY_CUSTOMER).to_owned()]
     }
 
-    fn open<'txn>(
-        &self,
-        txn: &'txn WriteTransaction,
-    ) -> Result<Self::Tables<'txn>, ProjectionError> {
-        self.open_generation(txn, Generation::FIRST)
-    }
-
     fn open_generation<'txn>(
         &self,
         txn: &'txn WriteTransaction,

@@ -50,13 +50,6 @@ impl Projection for InventoryProjection {
         vec![redb::TableHandle::name(&INVENTORY).to_owned()]
     }
 
-    fn open<'txn>(
-        &self,
-        txn: &'txn WriteTransaction,
-    ) -> Result<Self::Tables<'txn>, ProjectionError> {
-        Ok(txn.open_table(INVENTORY)?)
-    }
-
     fn open_generation<'txn>(
         &self,
         txn: &'txn WriteTransaction,

@@ -208,13 +208,6 @@ impl Projection for KpiProjection {
         vec![redb::TableHandle::name(&SALES_KPIS).to_owned()]
     }
 
-    fn open<'txn>(
-        &self,
-        txn: &'txn WriteTransaction,
-    ) -> Result<Self::Tables<'txn>, ProjectionError> {
-        self.open_generation(txn, Generation::FIRST)
-    }
-
     fn open_generation<'txn>(
         &self,
         txn: &'txn WriteTransaction,

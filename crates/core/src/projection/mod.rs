@@ -69,27 +69,14 @@ pub trait Projection: Send + 'static {
     /// The names of the redb tables this projection owns (and only it writes).
     fn tables(&self) -> Vec<String>;
 
-    /// Opens (creating if needed) the projection's tables in `txn`.
-    fn open<'txn>(
-        &self,
-        txn: &'txn WriteTransaction,
-    ) -> Result<Self::Tables<'txn>, ProjectionError>;
-
     /// Opens (creating if needed) the tables of `generation` in `txn`: the names of
-    /// [`Projection::tables`] passed through [`Generation::table`]. The default opens generation
-    /// 0 with [`Projection::open`] and refuses others: such a projection runs but cannot be
-    /// [`rebuild()`]-ed ([`ProjectionError::NotRebuildable`]).
+    /// [`Projection::tables`] passed through [`Generation::table`] (for example with
+    /// [`Generation::definition`]). Generation 0 is the plain names.
     fn open_generation<'txn>(
         &self,
         txn: &'txn WriteTransaction,
         generation: Generation,
-    ) -> Result<Self::Tables<'txn>, ProjectionError> {
-        if generation == Generation::FIRST {
-            self.open(txn)
-        } else {
-            Err(ProjectionError::NotRebuildable { name: self.name().to_owned() })
-        }
-    }
+    ) -> Result<Self::Tables<'txn>, ProjectionError>;
 
     /// Applies one committed event to the read model.
     fn apply(
@@ -141,12 +128,6 @@ pub enum ProjectionError {
     #[error("projection {name} is already running on this database")]
     AlreadyRunning {
         /// The projection (` (rebuild)` appended for a rebuild).
-        name: String,
-    },
-    /// The projection does not implement [`Projection::open_generation`].
-    #[error("projection {name} cannot be rebuilt: it has no table generations")]
-    NotRebuildable {
-        /// The projection.
         name: String,
     },
 }

@@ -235,13 +235,6 @@ impl Projection for OrdersProjection {
         ]
     }
 
-    fn open<'txn>(
-        &self,
-        txn: &'txn WriteTransaction,
-    ) -> Result<Self::Tables<'txn>, ProjectionError> {
-        self.open_generation(txn, Generation::FIRST)
-    }
-
     fn open_generation<'txn>(
         &self,
         txn: &'txn WriteTransaction,

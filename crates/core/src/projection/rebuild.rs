@@ -192,9 +192,8 @@ impl Drop for Lease {
 ///
 /// Blocks until done; the current read model keeps answering queries throughout, and its live
 /// [`super::ProjectionWorker`] may keep running. Batches as `config` says. Errors:
-/// [`ProjectionError::AlreadyRunning`] if a rebuild of the same projection runs on `db`,
-/// [`ProjectionError::NotRebuildable`] if the projection keeps the default
-/// [`Projection::open_generation`]; any other error leaves the current generation as it was.
+/// [`ProjectionError::AlreadyRunning`] if a rebuild of the same projection runs on `db`; any
+/// other error leaves the current generation as it was.
 pub fn rebuild<P: Projection>(
     db: &Arc<Database>,
     log: &LogReader,
