@@ -286,6 +286,16 @@ mod tests {
         CircuitBreaker::new(BreakerConfig::default())
     }
 
+    /// A default breaker opened by a threshold of consecutive failures at the returned time.
+    fn opened() -> (CircuitBreaker, Instant) {
+        let b = breaker();
+        let t0 = Instant::now();
+        for _ in 0..BreakerConfig::DEFAULT_FAILURE_THRESHOLD {
+            b.record_failure(t0);
+        }
+        (b, t0)
+    }
+
     #[test]
     fn opens_after_consecutive_failures() {
         let b = breaker();
@@ -317,11 +327,7 @@ mod tests {
 
     #[test]
     fn stays_open_until_open_for_then_half_opens() {
-        let b = breaker();
-        let t0 = Instant::now();
-        for _ in 0..BreakerConfig::DEFAULT_FAILURE_THRESHOLD {
-            b.record_failure(t0);
-        }
+        let (b, t0) = opened();
         let open_for = BreakerConfig::DEFAULT_OPEN_FOR;
         let just_before = t0 + open_for - Duration::from_millis(1);
         assert_eq!(b.state(just_before), BreakerState::Open);
@@ -331,11 +337,7 @@ mod tests {
 
     #[test]
     fn half_open_lets_only_the_configured_trials_through() {
-        let b = breaker();
-        let t0 = Instant::now();
-        for _ in 0..BreakerConfig::DEFAULT_FAILURE_THRESHOLD {
-            b.record_failure(t0);
-        }
+        let (b, t0) = opened();
         let t1 = t0 + BreakerConfig::DEFAULT_OPEN_FOR;
         assert!(b.allow(t1), "the trial call");
         assert!(!b.allow(t1), "only one trial at a time by default");
@@ -344,11 +346,7 @@ mod tests {
 
     #[test]
     fn closes_on_a_successful_trial_with_counters_reset() {
-        let b = breaker();
-        let t0 = Instant::now();
-        for _ in 0..BreakerConfig::DEFAULT_FAILURE_THRESHOLD {
-            b.record_failure(t0);
-        }
+        let (b, t0) = opened();
         let t1 = t0 + BreakerConfig::DEFAULT_OPEN_FOR;
         assert!(b.allow(t1));
         b.record_success(t1);
@@ -362,11 +360,7 @@ mod tests {
 
     #[test]
     fn reopens_on_a_failed_trial() {
-        let b = breaker();
-        let t0 = Instant::now();
-        for _ in 0..BreakerConfig::DEFAULT_FAILURE_THRESHOLD {
-            b.record_failure(t0);
-        }
+        let (b, t0) = opened();
         let t1 = t0 + BreakerConfig::DEFAULT_OPEN_FOR;
         assert!(b.allow(t1));
         b.record_failure(t1);
@@ -399,11 +393,7 @@ mod tests {
 
     #[test]
     fn a_lost_trial_permit_lapses_after_open_for() {
-        let b = breaker();
-        let t0 = Instant::now();
-        for _ in 0..BreakerConfig::DEFAULT_FAILURE_THRESHOLD {
-            b.record_failure(t0);
-        }
+        let (b, t0) = opened();
         let t1 = t0 + BreakerConfig::DEFAULT_OPEN_FOR;
         assert!(b.allow(t1), "a trial whose outcome is never recorded");
         assert!(!b.allow(t1 + SEC));
