@@ -76,8 +76,7 @@ impl Projection for CustomersProjection {
         txn: &'txn WriteTransaction,
         generation: Generation,
     ) -> Result<Self::Tables<'txn>, ProjectionError> {
-        let name = generation.table(redb::TableHandle::name(&ORDERS_BY_CUSTOMER));
-        Ok(txn.open_table(TableDefinition::new(&name))?)
+        generation.open_table(txn, ORDERS_BY_CUSTOMER)
     }
 
     fn apply(

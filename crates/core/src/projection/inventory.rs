@@ -55,7 +55,7 @@ impl Projection for InventoryProjection {
         txn: &'txn WriteTransaction,
         generation: Generation,
     ) -> Result<Self::Tables<'txn>, ProjectionError> {
-        Ok(txn.open_table(generation.definition(INVENTORY))?)
+        generation.open_table(txn, INVENTORY)
     }
 
     fn apply(

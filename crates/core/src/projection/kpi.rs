@@ -213,8 +213,7 @@ impl Projection for KpiProjection {
         txn: &'txn WriteTransaction,
         generation: Generation,
     ) -> Result<Self::Tables<'txn>, ProjectionError> {
-        let name = generation.table(redb::TableHandle::name(&SALES_KPIS));
-        Ok(txn.open_table(TableDefinition::new(&name))?)
+        generation.open_table(txn, SALES_KPIS)
     }
 
     fn apply(

@@ -241,8 +241,8 @@ impl Projection for OrdersProjection {
         generation: Generation,
     ) -> Result<Self::Tables<'txn>, ProjectionError> {
         Ok(OrdersTables {
-            orders: txn.open_table(generation.definition(ORDERS))?,
-            payments: txn.open_table(generation.definition(ORDER_PAYMENTS))?,
+            orders: generation.open_table(txn, ORDERS)?,
+            payments: generation.open_table(txn, ORDER_PAYMENTS)?,
         })
     }
 

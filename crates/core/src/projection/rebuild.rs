@@ -68,33 +68,21 @@ impl Generation {
         if self.0 == 0 { base.to_owned() } else { format!("{base}@{}", self.0) }
     }
 
-    /// The definition of table `base` in this generation, for [`Projection::open_generation`].
-    /// Names are interned: one small allocation per table and generation for the life of the
-    /// process.
-    #[must_use]
-    pub fn definition<K: redb::Key + 'static, V: redb::Value + 'static>(
+    /// Opens (creating if needed) table `base` of this generation in `txn`, for
+    /// [`Projection::open_generation`].
+    pub fn open_table<'txn, K: redb::Key + 'static, V: redb::Value + 'static>(
         self,
+        txn: &'txn redb::WriteTransaction,
         base: TableDefinition<'_, K, V>,
-    ) -> TableDefinition<'static, K, V> {
-        TableDefinition::new(intern(self.table(base.name())))
+    ) -> Result<redb::Table<'txn, K, V>, ProjectionError> {
+        let name = self.table(base.name());
+        Ok(txn.open_table(TableDefinition::<K, V>::new(&name))?)
     }
 
     /// The checkpoint key of projection `name` while this generation is being built.
     fn building_key(self, name: &str) -> String {
         format!("{name}@{}", self.0)
     }
-}
-
-/// `name` as a `&'static str`, allocated once per distinct name.
-fn intern(name: String) -> &'static str {
-    static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
-    let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(known) = names.iter().find(|n| **n == name) {
-        return known;
-    }
-    let leaked: &'static str = Box::leak(name.into_boxed_str());
-    names.push(leaked);
-    leaked
 }
 
 /// What [`rebuild`] did.
