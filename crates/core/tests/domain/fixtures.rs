@@ -2,7 +2,8 @@
 //! because a fixture is a literal the test author chose.
 
 use orderly_core::domain::{
-    Currency, CustomerId, GatewayId, Money, OrderId, OrderLine, PaymentId, Quantity, Sku,
+    Currency, CustomerId, GatewayId, Money, OrderCommand, OrderEvent, OrderId, OrderLine,
+    PaymentId, Quantity, Sku, Timestamp,
 };
 
 pub fn sku(id: &str) -> Sku {
@@ -44,4 +45,21 @@ pub fn usd(minor: u64) -> Money {
 /// A line of `units` of `sku_id` at `unit_price` minor units each.
 pub fn line(sku_id: &str, units: u64, unit_price: u64) -> OrderLine {
     OrderLine { sku: sku(sku_id), quantity: qty(units), unit_price }
+}
+
+/// Customer c1 places `lines` in EUR.
+pub fn place(lines: Vec<OrderLine>) -> OrderCommand {
+    OrderCommand::Place { customer: customer("c1"), currency: currency("EUR"), lines }
+}
+
+/// What [`place`] records: the order of c1 in EUR, totalling `total`, held until
+/// `hold_expires_at`.
+pub fn placed(lines: Vec<OrderLine>, total: u64, hold_expires_at: u64) -> OrderEvent {
+    OrderEvent::OrderPlaced {
+        customer: customer("c1"),
+        currency: currency("EUR"),
+        lines,
+        total,
+        hold_expires_at: Timestamp(hold_expires_at),
+    }
 }

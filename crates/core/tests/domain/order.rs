@@ -14,22 +14,8 @@ use orderly_core::domain::{
     OrderRejection as R, OrderState, OrderStatus as S, Shortage, Timestamp,
 };
 
-use super::fixtures::{currency, customer, eur, line, payment_id, qty, sku, usd};
+use super::fixtures::{currency, customer, eur, line, payment_id, place, placed, qty, sku, usd};
 use super::harness::Scenario;
-
-fn place(lines: Vec<OrderLine>) -> C {
-    C::Place { customer: customer("c1"), currency: currency("EUR"), lines }
-}
-
-fn placed(lines: Vec<OrderLine>, total: u64, hold_expires_at: u64) -> E {
-    E::OrderPlaced {
-        customer: customer("c1"),
-        currency: currency("EUR"),
-        lines,
-        total,
-        hold_expires_at: Timestamp(hold_expires_at),
-    }
-}
 
 /// An order of 2 × a at 500 and 1 × b at 250 (total 1250 EUR), held until 900.
 fn a_placed_order() -> E {

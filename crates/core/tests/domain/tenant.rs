@@ -9,13 +9,13 @@
 use orderly_core::domain::limits::DEFAULT_HOLD_TTL_MS;
 use orderly_core::domain::{
     CancelReason, Command, Context, Decider, DeclineReason, Envelope, Event, IdempotencyKey,
-    InventoryEvent, InventoryRejection, Money, OrderCommand, OrderEvent, OrderLine, OrderRejection,
+    InventoryEvent, InventoryRejection, Money, OrderCommand, OrderEvent, OrderRejection,
     OrderStatus, PaymentCommand, PaymentEvent, PaymentRejection, PaymentStatus, Rejection,
     Shortage, Tenant, TenantId, TenantState, Timestamp,
 };
 
 use super::fixtures::{
-    currency, customer, eur, gateway, line, order_id, payment_id, qty, sku, usd,
+    currency, eur, gateway, line, order_id, payment_id, place, placed, qty, sku, usd,
 };
 use super::harness::Scenario;
 
@@ -58,20 +58,6 @@ fn order(order: &str, command: OrderCommand) -> Command {
 
 fn payment(payment: &str, command: PaymentCommand) -> Command {
     Command::Payment { payment: payment_id(payment), command }
-}
-
-fn place(lines: Vec<OrderLine>) -> OrderCommand {
-    OrderCommand::Place { customer: customer("c1"), currency: currency("EUR"), lines }
-}
-
-fn placed(lines: Vec<OrderLine>, total: u64, hold_expires_at: u64) -> OrderEvent {
-    OrderEvent::OrderPlaced {
-        customer: customer("c1"),
-        currency: currency("EUR"),
-        lines,
-        total,
-        hold_expires_at: Timestamp(hold_expires_at),
-    }
 }
 
 fn authorize(order: &str, amount: Money) -> PaymentCommand {
