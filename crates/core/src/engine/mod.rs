@@ -32,7 +32,7 @@ pub use error::{EngineError, ExecuteError, OpenEngineError};
 
 use self::decision::{Answer, DecisionThread, Reply, Request};
 use self::state::World;
-use crate::codec::{self, Decoded};
+use crate::codec::{self, DecodeError, Decoded};
 use crate::domain::limits::DEFAULT_HOLD_TTL_MS;
 use crate::domain::{Envelope, Event, TenantId, Timestamp};
 
@@ -298,19 +298,33 @@ impl Engine {
     }
 }
 
-/// A committed domain event from a log record; `None` for the engine's own records.
+/// A committed domain event from a log record; `None` for the engine's own records. Records
+/// appended by this engine always decode: they were verified when it opened or written by it.
 fn committed(record: &orderly_store::Record) -> Option<CommittedEvent> {
-    let decoded =
-        codec::decode(&record.stream, record.event_type, record.schema_version, &record.payload)
-            .expect("committed records decode: they were verified when the engine opened");
-    match decoded {
-        Decoded::Event { tenant, event } => Some(CommittedEvent {
-            position: record.position,
-            tenant,
-            event,
-            recorded_at: Timestamp(record.timestamp),
-        }),
-        Decoded::CommandAccepted { .. } => None,
+    CommittedEvent::from_record(record).expect("records of this engine's log decode")
+}
+
+impl CommittedEvent {
+    /// Decodes a log record: the domain event it holds, or `None` for the engine's own
+    /// records (idempotency keys).
+    pub fn from_record(
+        record: &orderly_store::Record,
+    ) -> Result<Option<CommittedEvent>, DecodeError> {
+        let decoded = codec::decode(
+            &record.stream,
+            record.event_type,
+            record.schema_version,
+            &record.payload,
+        )?;
+        Ok(match decoded {
+            Decoded::Event { tenant, event } => Some(CommittedEvent {
+                position: record.position,
+                tenant,
+                event,
+                recorded_at: Timestamp(record.timestamp),
+            }),
+            Decoded::CommandAccepted { .. } => None,
+        })
     }
 }
 

@@ -12,8 +12,6 @@ use redb::{Database, ReadableTable};
 use super::rebuild::{self, Generation, Lease};
 use super::{CHECKPOINTS, Projection, ProjectionError};
 use crate::Position;
-use crate::codec::{self, Decoded};
-use crate::domain::Timestamp;
 use crate::engine::CommittedEvent;
 
 /// How a worker batches and waits.
@@ -384,23 +382,10 @@ pub(super) fn read_batch(
                 problem: format!("the log yielded position {position} where {next} was due"),
             });
         }
-        let decoded = codec::decode(
-            &record.stream,
-            record.event_type,
-            record.schema_version,
-            &record.payload,
-        )
-        .map_err(|error| ProjectionError::Decode { position, error })?;
-        match decoded {
-            Decoded::Event { tenant, event } => events.push(CommittedEvent {
-                position: record.position,
-                tenant,
-                event,
-                recorded_at: Timestamp(record.timestamp),
-            }),
-            // The engine's idempotency records: nothing to project, but passed over.
-            Decoded::CommandAccepted { .. } => {}
-        }
+        // The engine's own records (idempotency keys) hold nothing to project: passed over.
+        let event = CommittedEvent::from_record(&record)
+            .map_err(|error| ProjectionError::Decode { position, error })?;
+        events.extend(event);
         next += 1;
     }
     Ok(next)
