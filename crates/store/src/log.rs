@@ -345,9 +345,12 @@ impl LogReader {
             let all = index.stream_positions(stream);
             all[..all.partition_point(|&p| p < head)].to_vec()
         };
+        // One reader, moved from position to position, so its read buffer serves every record
+        // of the stream that lies in it.
+        let mut reader = Reader::new(self.shared.clone(), 0, 0);
         let mut records = Vec::with_capacity(positions.len());
         for p in positions {
-            let mut reader = Reader::new(self.shared.clone(), p, p + 1);
+            reader.seek(p);
             match reader.next() {
                 Some(record) => records.push(record?),
                 None => unreachable!("a committed position below the head is readable"),
@@ -408,6 +411,15 @@ impl Reader {
         Position(self.next)
     }
 
+    /// Makes the next record read the one at `position` (and only it), keeping what the read
+    /// buffer holds.
+    fn seek(&mut self, position: u64) {
+        self.next = position;
+        self.until = position + 1;
+        // Located afresh from the index on the next read; the buffer stays if the segment does.
+        self.offset = u64::MAX;
+    }
+
     fn read_next(&mut self) -> Result<Record, ReadError> {
         loop {
             let segment = match &self.segment {
@@ -419,8 +431,10 @@ impl Reader {
                         .locate(self.next)
                         .expect("a committed position has a segment");
                     self.offset = offset;
-                    // The window caches bytes of one file; a new segment starts afresh.
-                    self.window = Window::default();
+                    // The window caches bytes of one file: a new segment starts afresh.
+                    if self.segment.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &segment)) {
+                        self.window = Window::default();
+                    }
                     self.segment = Some(segment.clone());
                     segment
                 }
