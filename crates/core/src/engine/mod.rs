@@ -20,7 +20,7 @@ mod error;
 mod state;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -106,7 +106,9 @@ pub struct Engine {
 
 #[derive(Debug)]
 struct Inner {
-    requests: Mutex<Option<Sender<Request>>>,
+    /// Taken (closing the admission queue) by `shutdown`; read by every `execute`, hence a
+    /// read-write lock: callers never wait for each other here.
+    requests: RwLock<Option<Sender<Request>>>,
     decision: Mutex<Option<JoinHandle<()>>>,
     /// Answers rejections once what they rest on is durable; ends after the decision thread.
     durable_answers: Mutex<Option<JoinHandle<()>>>,
@@ -160,7 +162,7 @@ impl Engine {
             .spawn(move || thread.run())
             .map_err(|source| orderly_store::OpenError::Io { path: dir.to_path_buf(), source })?;
         let inner = Inner {
-            requests: Mutex::new(Some(sender)),
+            requests: RwLock::new(Some(sender)),
             decision: Mutex::new(Some(decision)),
             durable_answers: Mutex::new(Some(durable_answers)),
             log,
@@ -231,7 +233,7 @@ impl Engine {
     /// Stops admitting commands, decides and commits what was admitted, and waits for the
     /// decision thread to finish. The log closes when the last handle is dropped.
     pub fn shutdown(&self) {
-        drop(self.inner.requests.lock().unwrap_or_else(PoisonError::into_inner).take());
+        drop(self.inner.requests.write().unwrap_or_else(PoisonError::into_inner).take());
         let decision = self.inner.decision.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(decision) = decision {
             // A panic on the decision thread is a bug already printed; the log keeps what was
@@ -246,7 +248,7 @@ impl Engine {
     }
 
     fn submit(&self, envelope: Envelope, reply: Reply) -> Result<(), ExecuteError> {
-        let requests = self.inner.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        let requests = self.inner.requests.read().unwrap_or_else(PoisonError::into_inner);
         let sender = requests.as_ref().ok_or(EngineError::ShuttingDown)?;
         sender.try_send(Request { envelope, reply }).map_err(|e| match e {
             TrySendError::Full(_) => EngineError::Overloaded.into(),
