@@ -68,18 +68,6 @@ impl Faults {
         self.released.notify_all();
     }
 
-    /// Writes attempted so far.
-    #[must_use]
-    pub fn writes(&self) -> u64 {
-        self.lock().writes
-    }
-
-    /// Fsyncs attempted so far.
-    #[must_use]
-    pub fn syncs(&self) -> u64 {
-        self.lock().syncs
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, FaultState> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
