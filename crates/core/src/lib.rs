@@ -7,8 +7,11 @@
 pub mod codec;
 pub mod domain;
 pub mod engine;
+pub mod node;
 pub mod payments;
 pub mod process;
 pub mod projection;
 
+/// The log underneath (its configuration, observer and readers).
+pub use orderly_store as store;
 pub use orderly_store::{Position, StreamVersion};

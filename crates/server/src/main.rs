@@ -1,10 +1,98 @@
-//! `orderly`: the standalone order server and command-line tool.
+//! `orderly`: the order server and its command-line tool.
 
-fn main() -> std::process::ExitCode {
-    eprintln!(
-        "orderly {}: the order server is not built yet (see the open issues); \
-         the library and its tests are: cargo test --workspace",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::ExitCode::FAILURE
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use orderly_core::domain::TenantId;
+use orderly_server::app::{
+    DEFAULT_BODY_LIMIT, DEFAULT_MAX_CONCURRENT, DEFAULT_TENANT_RATE, ServerConfig,
+};
+use orderly_server::{serve, tenants};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "orderly",
+    version,
+    about = "Event-sourced order engine: inventory, orders and payments"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+enum Commands {
+    /// Run the order server (HTTP API, metrics, dashboard) on a data folder.
+    Serve(ServeArgs),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "ORDERLY_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The data folder (created if missing).
+    #[arg(long, env = "ORDERLY_DATA", default_value = "./data")]
+    data: PathBuf,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "ORDERLY_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
+    body_limit: usize,
+    /// Seconds a request may take before it is answered 503.
+    #[arg(long, env = "ORDERLY_REQUEST_TIMEOUT", default_value_t = 30)]
+    request_timeout: u64,
+    /// Requests in progress at once; more wait.
+    #[arg(long, env = "ORDERLY_MAX_CONCURRENT", default_value_t = DEFAULT_MAX_CONCURRENT)]
+    max_concurrent: usize,
+    /// Requests per second per tenant (0: no limit).
+    #[arg(long, env = "ORDERLY_TENANT_RATE", default_value_t = DEFAULT_TENANT_RATE)]
+    tenant_rate: u32,
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and print its bearer token (shown only this once).
+    Add {
+        /// The tenant's name: 1 to 64 of A-Z a-z 0-9 . _ : -
+        name: String,
+        /// The data folder.
+        #[arg(long, env = "ORDERLY_DATA", default_value = "./data")]
+        data: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Commands::Serve(args) => {
+            init_logging();
+            let mut config = ServerConfig::new(args.data);
+            config.body_limit = args.body_limit;
+            config.request_timeout = Duration::from_secs(args.request_timeout.max(1));
+            config.max_concurrent = args.max_concurrent.max(1);
+            config.tenant_rate = std::num::NonZeroU32::new(args.tenant_rate);
+            config.node.payments = Some(orderly_server::app::simulated_payments());
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(serve::serve(config, args.listen))
+        }
+        Commands::Tenant(TenantCommand::Add { name, data }) => {
+            let name = TenantId::new(&name)?;
+            let token = tenants::add(&data, &name)?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

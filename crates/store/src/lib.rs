@@ -14,6 +14,7 @@ pub mod faults;
 mod index;
 pub mod limits;
 mod log;
+mod observer;
 mod position;
 mod record;
 mod recovery;
@@ -23,6 +24,7 @@ mod writer;
 
 pub use error::{AppendError, Corruption, OpenError, Problem, ReadError};
 pub use log::{Appended, Log, LogConfig, LogReader, Reader, Subscription};
+pub use observer::{GroupSynced, SyncObserver};
 pub use position::{Position, StreamVersion};
 pub use record::{ChainHash, Expected, NewRecord, Record};
 pub use recovery::{Recovery, TornTail};

@@ -13,6 +13,7 @@ use crate::index::{Index, SegmentMeta};
 use crate::limits::{
     DEFAULT_QUEUE_DEPTH, DEFAULT_SEGMENT_SIZE, MIN_SEGMENT_SIZE, SEGMENT_HEADER_LEN,
 };
+use crate::observer::SyncObserver;
 use crate::position::{Position, StreamVersion};
 use crate::record::{NewRecord, Record};
 use crate::recovery::{self, Recovery};
@@ -27,11 +28,17 @@ pub struct LogConfig {
     pub segment_size: u64,
     /// Batches that may wait for the writer before appends are refused.
     pub queue_depth: usize,
+    /// Told of every durable group (for metrics); `None` observes nothing.
+    pub observer: Option<SyncObserver>,
 }
 
 impl Default for LogConfig {
     fn default() -> LogConfig {
-        LogConfig { segment_size: DEFAULT_SEGMENT_SIZE, queue_depth: DEFAULT_QUEUE_DEPTH }
+        LogConfig {
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            queue_depth: DEFAULT_QUEUE_DEPTH,
+            observer: None,
+        }
     }
 }
 
@@ -54,6 +61,7 @@ pub(crate) struct Shared {
     commits: Mutex<()>,
     committed: Condvar,
     failure: Mutex<Option<String>>,
+    pub(crate) observer: Option<SyncObserver>,
 }
 
 impl Shared {
@@ -65,7 +73,7 @@ impl Shared {
         self.index.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn head(&self) -> u64 {
+    pub(crate) fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)
     }
 
@@ -197,6 +205,7 @@ impl Log {
             commits: Mutex::new(()),
             committed: Condvar::new(),
             failure: Mutex::new(None),
+            observer: config.observer.clone(),
         });
         let (sender, receiver) = crossbeam_channel::bounded(config.queue_depth);
         let writer = Writer {

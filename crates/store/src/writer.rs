@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 use rustc_hash::FxHashMap;
@@ -19,6 +20,7 @@ use crate::index::SegmentMeta;
 use crate::limits::SEGMENT_HEADER_LEN;
 use crate::limits::{MAX_BATCH_RECORDS, MAX_GROUP_BYTES, MAX_PAYLOAD_LEN, MAX_STREAM_ID_LEN};
 use crate::log::{Appended, Shared};
+use crate::observer::GroupSynced;
 use crate::position::{Position, StreamVersion};
 use crate::record::{self, ChainHash, Expected, Header, NewRecord};
 use crate::segment;
@@ -248,11 +250,17 @@ fn sync_groups(shared: &Shared, stages: &Receiver<Stage>, spare: &Sender<Vec<u8>
         };
         if shared.failure().is_none() {
             let file = &group.segment.file;
+            let started = Instant::now();
             match file.write_at(&group.buf, group.offset).and_then(|()| file.sync_data()) {
                 Ok(()) => {
                     let end = group.offset + group.buf.len() as u64;
                     group.segment.committed_end.store(end, Ordering::Release);
+                    let records = group.head - shared.head();
                     shared.publish(group.head);
+                    if let Some(observer) = &shared.observer {
+                        let bytes = group.buf.len() as u64;
+                        observer.report(&GroupSynced { records, bytes, sync: started.elapsed() });
+                    }
                 }
                 Err(e) => shared.set_failure(format!("{e} (segment {})", group.segment.name)),
             }

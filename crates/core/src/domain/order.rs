@@ -64,6 +64,14 @@ impl OrderStatus {
             OrderStatus::Cancelled => "cancelled",
         }
     }
+
+    /// The status named `name` by [`OrderStatus::as_str`].
+    #[must_use]
+    pub fn parse(name: &str) -> Option<OrderStatus> {
+        [Self::Placed, Self::Confirmed, Self::Shipped, Self::Delivered, Self::Cancelled]
+            .into_iter()
+            .find(|status| status.as_str() == name)
+    }
 }
 
 impl fmt::Display for OrderStatus {
@@ -81,6 +89,18 @@ pub enum CancelReason {
     PaymentDeclined,
     /// The order was not paid before its stock hold ran out.
     HoldExpired,
+}
+
+impl CancelReason {
+    /// Stable snake_case name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::Requested => "requested",
+            CancelReason::PaymentDeclined => "payment_declined",
+            CancelReason::HoldExpired => "hold_expired",
+        }
+    }
 }
 
 /// State of one order. Fields are private so that only events change them.

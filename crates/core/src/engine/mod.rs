@@ -196,6 +196,13 @@ impl Engine {
         }
     }
 
+    /// Commands admitted and waiting for the decision thread (a gauge for metrics).
+    #[must_use]
+    pub fn queue_depth(&self) -> usize {
+        let requests = self.inner.requests.read().unwrap_or_else(PoisonError::into_inner);
+        requests.as_ref().map_or(0, Sender::len)
+    }
+
     /// [`Engine::execute`] for code without an async runtime: blocks the calling thread.
     pub fn execute_blocking(&self, envelope: Envelope) -> Result<Outcome, ExecuteError> {
         let tenant = envelope.tenant.clone();

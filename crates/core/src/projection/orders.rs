@@ -42,6 +42,10 @@ pub const ORDERS: TableDefinition<'static, (&str, &str), &[u8]> = TableDefinitio
 pub const ORDER_PAYMENTS: TableDefinition<'static, (&str, &str), &str> =
     TableDefinition::new("order_payments");
 
+/// The status counts table: (tenant, status) → orders of the tenant in that status.
+pub const ORDER_STATUS_COUNTS: TableDefinition<'static, (&str, &str), u64> =
+    TableDefinition::new("order_status_counts");
+
 const FORMAT: u8 = 2;
 
 /// One order as the read model holds it.
@@ -215,9 +219,10 @@ fn invalid(e: crate::domain::InvalidValue) -> ProjectionError {
 pub struct OrdersTables<'txn> {
     orders: Table<'txn, (&'static str, &'static str), &'static [u8]>,
     payments: Table<'txn, (&'static str, &'static str), &'static str>,
+    status_counts: Table<'txn, (&'static str, &'static str), u64>,
 }
 
-/// Maintains the [`ORDERS`] and [`ORDER_PAYMENTS`] tables. Checkpoint name `orders`.
+/// Maintains the [`ORDERS`], [`ORDER_PAYMENTS`] and [`ORDER_STATUS_COUNTS`] tables. Checkpoint name `orders`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OrdersProjection;
 
@@ -232,6 +237,7 @@ impl Projection for OrdersProjection {
         vec![
             redb::TableHandle::name(&ORDERS).to_owned(),
             redb::TableHandle::name(&ORDER_PAYMENTS).to_owned(),
+            redb::TableHandle::name(&ORDER_STATUS_COUNTS).to_owned(),
         ]
     }
 
@@ -243,6 +249,7 @@ impl Projection for OrdersProjection {
         Ok(OrdersTables {
             orders: generation.open_table(txn, ORDERS)?,
             payments: generation.open_table(txn, ORDER_PAYMENTS)?,
+            status_counts: generation.open_table(txn, ORDER_STATUS_COUNTS)?,
         })
     }
 
@@ -263,6 +270,7 @@ impl Projection for OrdersProjection {
         let table = &mut tables.orders;
         let key = (committed.tenant.as_str(), order.as_str());
         let existing = table.get(key)?.map(|row| OrderView::decode(row.value())).transpose()?;
+        let before = existing.as_ref().map(|view| view.status);
         let bad = |what: &str| inconsistent(committed, format!("order {order}: {what}"));
         let view = match (event, existing) {
             (E::OrderPlaced { customer, currency, lines, total, .. }, None) => OrderView {
@@ -308,6 +316,18 @@ impl Projection for OrdersProjection {
             }
         };
         table.insert(key, view.encode().as_slice())?;
+        if before != Some(view.status) {
+            let counts = &mut tables.status_counts;
+            if let Some(before) = before {
+                let key = (committed.tenant.as_str(), before.as_str());
+                let count = counts.get(key)?.map_or(0, |c| c.value());
+                let count = count.checked_sub(1).ok_or_else(|| bad("status count below zero"))?;
+                counts.insert(key, count)?;
+            }
+            let key = (committed.tenant.as_str(), view.status.as_str());
+            let count = counts.get(key)?.map_or(0, |c| c.value());
+            counts.insert(key, count + 1)?;
+        }
         Ok(())
     }
 }
@@ -406,4 +426,24 @@ pub fn orders_of(
         orders.push((order, OrderView::decode(value.value())?));
     }
     Ok(orders)
+}
+
+/// How many orders each tenant has in each status, as far as the orders projection has come,
+/// ordered by tenant then status name; statuses no order of the tenant ever reached are left
+/// out (a status all its orders have left counts 0).
+pub fn order_status_counts(
+    db: &Database,
+) -> Result<Vec<(TenantId, OrderStatus, u64)>, ProjectionError> {
+    let Some(table) = read_table(db, ORDER_STATUS_COUNTS)? else { return Ok(Vec::new()) };
+    let mut counts = Vec::new();
+    for row in table.iter()? {
+        let (key, count) = row?;
+        let (tenant, status) = key.value();
+        let count = count.value();
+        let tenant = TenantId::new(tenant).map_err(invalid)?;
+        let status = OrderStatus::parse(status)
+            .ok_or_else(|| ProjectionError::Corrupt(format!("order status {status:?}")))?;
+        counts.push((tenant, status, count));
+    }
+    Ok(counts)
 }

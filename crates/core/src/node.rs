@@ -1,0 +1,154 @@
+//! A running orderly: the engine, the read models it feeds and the payments process, opened
+//! together on one data folder. The order server hosts one; an embedding program may too.
+//!
+//! ```text
+//! <data>/log/                segment files: the source of truth (orderly-store)
+//! <data>/read-models.redb    projections' tables and checkpoints, derived from the log
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::Database;
+
+use crate::engine::{self, Engine, OpenEngineError};
+use crate::payments::Router;
+use crate::process::PaymentProcess;
+use crate::projection::{
+    self, CustomersProjection, InventoryProjection, KpiProjection, OrdersProjection,
+    ProjectionError, ProjectionWorker, WorkerConfig,
+};
+
+/// The folder of the log inside a data folder.
+pub const LOG_DIR: &str = "log";
+/// The read-model database inside a data folder.
+pub const READ_MODELS_FILE: &str = "read-models.redb";
+
+/// The read models a node keeps, one projection worker each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReadModel {
+    /// Stock levels per SKU ([`projection::inventory()`]).
+    Inventory,
+    /// Order views and status counts ([`projection::order()`]).
+    Orders,
+    /// Orders by customer ([`projection::orders_of_customer()`]).
+    Customers,
+    /// Sales figures per minute ([`projection::kpis()`]).
+    Kpi,
+}
+
+impl ReadModel {
+    /// Every read model, in the order of [`Node::projections`].
+    pub const ALL: [ReadModel; 4] =
+        [ReadModel::Inventory, ReadModel::Orders, ReadModel::Customers, ReadModel::Kpi];
+}
+
+/// How a node is set up.
+#[derive(Clone, Debug, Default)]
+pub struct NodeConfig {
+    /// The engine's settings.
+    pub engine: engine::Config,
+    /// How projection workers batch.
+    pub workers: WorkerConfig,
+    /// Where payments go; `None` runs no payments process (orders then stay placed until
+    /// something else authorizes them).
+    pub payments: Option<Arc<Router>>,
+}
+
+/// Why a node did not open or did not close cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The data folder could not be created.
+    #[error("cannot create the data folder {path}: {source}")]
+    DataDir {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The engine did not open.
+    #[error(transparent)]
+    Engine(#[from] OpenEngineError),
+    /// The read models did not open, or a projection failed.
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+}
+
+/// An open node. Dropping it without [`Node::shutdown`] still stops every thread.
+#[derive(Debug)]
+pub struct Node {
+    engine: Engine,
+    read_models: Arc<Database>,
+    projections: Vec<ProjectionWorker>,
+    payments: Option<PaymentProcess>,
+}
+
+impl Node {
+    /// Opens the node on `data` (created if missing): recovers the log, replays it, starts a
+    /// worker per read model from its checkpoint, and starts the payments process.
+    pub fn open(data: &Path, config: NodeConfig) -> Result<Node, NodeError> {
+        std::fs::create_dir_all(data)
+            .map_err(|source| NodeError::DataDir { path: data.to_path_buf(), source })?;
+        let engine = Engine::open(&data.join(LOG_DIR), config.engine)?;
+        let read_models = Arc::new(projection::open_db(&data.join(READ_MODELS_FILE))?);
+        let start = |model| {
+            let (db, log, workers) = (read_models.clone(), engine.log(), config.workers.clone());
+            match model {
+                ReadModel::Inventory => {
+                    ProjectionWorker::start(db, log, InventoryProjection, workers)
+                }
+                ReadModel::Orders => ProjectionWorker::start(db, log, OrdersProjection, workers),
+                ReadModel::Customers => {
+                    ProjectionWorker::start(db, log, CustomersProjection, workers)
+                }
+                ReadModel::Kpi => ProjectionWorker::start(db, log, KpiProjection, workers),
+            }
+        };
+        let projections = ReadModel::ALL.into_iter().map(start).collect::<Result<_, _>>()?;
+        let payments = config.payments.map(|router| PaymentProcess::start(engine.clone(), router));
+        Ok(Node { engine, read_models, projections, payments })
+    }
+
+    /// The engine: execute commands here.
+    #[must_use]
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The read-model database: pass it to the queries of [`crate::projection`].
+    #[must_use]
+    pub fn read_models(&self) -> &Database {
+        &self.read_models
+    }
+
+    /// The worker of `model`: for `wait_for` (read-your-writes) and its lag.
+    #[must_use]
+    pub fn projection(&self, model: ReadModel) -> &ProjectionWorker {
+        let index = ReadModel::ALL.iter().position(|m| *m == model).unwrap_or_default();
+        &self.projections[index]
+    }
+
+    /// Every projection worker, in the order of [`ReadModel::ALL`].
+    #[must_use]
+    pub fn projections(&self) -> &[ProjectionWorker] {
+        &self.projections
+    }
+
+    /// Stops in dependency order: the payments process (which sends commands), then the engine
+    /// (answering every admitted command), then the projection workers. Returns the first
+    /// projection error, if a worker had stopped on one.
+    pub fn shutdown(mut self) -> Result<(), NodeError> {
+        if let Some(payments) = self.payments.take() {
+            payments.stop();
+        }
+        self.engine.shutdown();
+        let mut first_error = None;
+        for worker in self.projections.drain(..) {
+            if let Err(e) = worker.stop() {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), |e| Err(e.into()))
+    }
+}

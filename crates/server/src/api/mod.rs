@@ -1,0 +1,190 @@
+//! The HTTP API: routes, their OpenAPI description, and what handlers share.
+//!
+//! Every route is registered through [`routes`] with its `#[utoipa::path]` description, so
+//! `/openapi.json` cannot miss one.
+
+mod inventory;
+mod ops;
+mod orders;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use orderly_core::Position;
+use orderly_core::domain::{Command, Envelope, IdempotencyKey, TenantId};
+use orderly_core::engine::Outcome;
+use orderly_core::node::{Node, ReadModel};
+use orderly_core::projection::WaitError;
+use std::sync::Arc;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{IntoResponses, Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::{App, Shared};
+use crate::error::{ApiError, ErrorBody};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "orderly",
+        description = "Inventory, orders and payments over HTTP. Every /v1 route takes a \
+                       tenant's bearer token; every error has the shape of ErrorBody."
+    ),
+    modifiers(&BearerToken),
+    tags(
+        (name = "inventory", description = "Stock per SKU"),
+        (name = "orders", description = "Placing orders and moving them along"),
+        (name = "operations", description = "Health, readiness, metrics and this document"),
+    )
+)]
+struct ApiDoc;
+
+/// Declares the `bearer` security scheme the /v1 routes use.
+struct BearerToken;
+
+impl Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components
+            .add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The errors any command route may answer.
+#[allow(dead_code, reason = "describes responses for OpenAPI; never built")]
+#[derive(IntoResponses)]
+enum CommandErrors {
+    /// `invalid_json`: the body is not JSON.
+    #[response(status = 400)]
+    InvalidJson(#[to_schema] ErrorBody),
+    /// `unauthorized`: the bearer token is missing or unknown.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// `payload_too_large`: the body is over the limit (1 MiB by default).
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// `unsupported_media_type`: the body is not sent as application/json.
+    #[response(status = 415)]
+    NotJson(ErrorBody),
+    /// `validation_failed` (naming the field), `idempotency_key_reused`, or a domain
+    /// rejection with its code (`insufficient_stock`, `invalid_transition`, …).
+    #[response(status = 422)]
+    Rejected(ErrorBody),
+    /// `rate_limited`: the tenant is over its rate; see `Retry-After`.
+    #[response(status = 429)]
+    RateLimited(ErrorBody),
+    /// `overloaded`, `not_ready`, `shutting_down` or `request_timeout`; see `Retry-After`.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// The errors any query route may answer.
+#[allow(dead_code, reason = "describes responses for OpenAPI; never built")]
+#[derive(IntoResponses)]
+enum QueryErrors {
+    /// `unauthorized`: the bearer token is missing or unknown.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// `unknown_order` or `unknown_sku`.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// `validation_failed`: a query parameter is wrong (named in `details.field`).
+    #[response(status = 422)]
+    Invalid(ErrorBody),
+    /// `rate_limited`: the tenant is over its rate; see `Retry-After`.
+    #[response(status = 429)]
+    RateLimited(ErrorBody),
+    /// `read_model_behind` (`min_position` not reached in time), `not_ready`; see
+    /// `Retry-After`.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// Every route with its OpenAPI description.
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(inventory::receive))
+        .routes(routes!(inventory::adjust))
+        .routes(routes!(inventory::level))
+        .routes(routes!(orders::place, orders::list))
+        .routes(routes!(orders::get))
+        .routes(routes!(orders::ship))
+        .routes(routes!(orders::deliver))
+        .routes(routes!(orders::cancel))
+        .routes(routes!(orders::refund))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi))
+}
+
+/// The OpenAPI document of [`routes`], built once.
+pub fn openapi() -> &'static utoipa::openapi::OpenApi {
+    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOC.get_or_init(|| routes().split_for_parts().1)
+}
+
+/// Set on a response that repeats the first outcome of an idempotency key.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// Runs `command` for `tenant` with `key`: answered once durable, or the error to send.
+async fn execute(
+    app: &App,
+    tenant: TenantId,
+    key: Option<IdempotencyKey>,
+    command: Command,
+) -> Result<(Outcome, HeaderMap), ApiError> {
+    let node = app.node()?;
+    let mut envelope = Envelope::new(tenant, command);
+    if let Some(key) = key {
+        envelope = envelope.with_key(key);
+    }
+    let outcome = node.engine().execute(envelope).await?;
+    let mut headers = HeaderMap::new();
+    if outcome.replayed {
+        headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok((outcome, headers))
+}
+
+/// Waits (bounded by the server's read wait) until `model` has applied every position below
+/// `min_position`, and returns the position the read model has reached.
+async fn read_at_least(
+    app: &Shared,
+    node: &Arc<Node>,
+    model: ReadModel,
+    min_position: Option<u64>,
+) -> Result<u64, ApiError> {
+    let worker = node.projection(model);
+    let Some(wanted) = min_position else { return Ok(worker.reached().0) };
+    let head = node.engine().head().0;
+    if wanted > head {
+        return Err(ApiError::validation(
+            "min_position",
+            format!("min_position {wanted} is beyond the log's head {head}"),
+        ));
+    }
+    if worker.reached().0 < wanted {
+        let (node, wait) = (node.clone(), app.config().read_wait);
+        let waited = tokio::task::spawn_blocking(move || {
+            node.projection(model).wait_for(Position(wanted), wait)
+        })
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+        match waited {
+            Ok(()) => {}
+            Err(WaitError::TimedOut { reached, .. }) => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "read_model_behind",
+                    format!("the read model reached {reached}, not yet {wanted}; retry"),
+                )
+                .retry_after(Duration::from_secs(1)));
+            }
+            Err(e @ WaitError::Stopped { .. }) => return Err(ApiError::internal(&e)),
+        }
+    }
+    Ok(worker.reached().0)
+}

@@ -1,0 +1,63 @@
+//! Operations: liveness, readiness, metrics and the API's own description. No token needed.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::app::Shared;
+use crate::error::{ApiError, ErrorBody};
+
+/// The server's state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Status {
+    /// `ok` (alive) or `ready` (recovered and accepting commands).
+    pub status: &'static str,
+    /// Records durable in the log (when ready).
+    pub head: Option<u64>,
+}
+
+/// Alive: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Status)))]
+pub async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok", head: None })
+}
+
+/// Ready: the log is recovered and commands are accepted.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses((status = 200, body = Status), (status = 503, description = "`not_ready`: still recovering", body = ErrorBody))
+)]
+pub async fn readyz(State(app): State<Shared>) -> Result<Json<Status>, ApiError> {
+    let node = app.node()?;
+    Ok(Json(Status { status: "ready", head: Some(node.engine().head().0) }))
+}
+
+/// Prometheus metrics: requests by route and status, engine queue, group commit and fsync
+/// times, projection lag, orders by status.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text"))
+)]
+pub async fn metrics(State(app): State<Shared>) -> impl IntoResponse {
+    let node = app.node().ok();
+    let text = app.metrics().render(node.as_deref());
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+}
+
+/// This API's OpenAPI 3.1 description.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json"))
+)]
+pub async fn openapi() -> impl IntoResponse {
+    Json(super::openapi())
+}

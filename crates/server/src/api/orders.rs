@@ -1,0 +1,463 @@
+//! Orders: place one, move it along (ship, deliver, cancel, refund), read it, list a
+//! customer's.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use orderly_core::domain::{
+    CancelReason, Command, Currency, CustomerId, Event, IdempotencyKey, Money, OrderCommand,
+    OrderEvent, OrderId, OrderLine, Quantity, Sku, TenantId,
+};
+use orderly_core::engine::Outcome;
+use orderly_core::node::ReadModel;
+use orderly_core::projection::{self, CustomerCursor, OrderView};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::inventory::ReadAfter;
+use super::{CommandErrors, QueryErrors, execute, read_at_least};
+use crate::app::Shared;
+use crate::error::ApiError;
+use crate::extract::{Caller, IdempotencyKeyHeader, JsonBody, QueryOf};
+
+/// Orders per page of a customer's orders, unless `limit` says otherwise.
+const DEFAULT_PAGE: usize = 50;
+/// The largest page.
+const MAX_PAGE: usize = 500;
+
+/// A new order.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrder {
+    /// The order's id. Optional: without it the server derives one from the
+    /// `Idempotency-Key` (so a retry names the same order), or makes a random one.
+    #[schema(example = "o-1001")]
+    pub order_id: Option<String>,
+    /// Who buys.
+    #[schema(example = "c-42")]
+    pub customer_id: String,
+    /// ISO 4217 code of every price.
+    #[schema(example = "EUR")]
+    pub currency: String,
+    /// What is bought: 1 to 50 lines, each SKU once.
+    pub lines: Vec<Line>,
+}
+
+/// One line of an order.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Line {
+    /// What is bought.
+    #[schema(example = "mug")]
+    pub sku: String,
+    /// How many, 1 or more.
+    #[schema(minimum = 1, example = 2)]
+    pub quantity: u64,
+    /// Price of one unit in minor units (cents), 1 or more.
+    #[schema(minimum = 1, example = 1200)]
+    pub unit_price: u64,
+}
+
+/// The order was placed and its stock held.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderPlaced {
+    /// The order's id.
+    pub order_id: String,
+    /// Always `placed`: payment follows.
+    pub status: String,
+    /// Who buys.
+    pub customer_id: String,
+    /// Currency of the total.
+    pub currency: String,
+    /// Sum of the lines, in minor units.
+    pub total: u64,
+    /// When the stock hold runs out unless the order is paid (ms since the Unix epoch).
+    pub hold_expires_at_ms: u64,
+    /// Pass as `min_position` to read this order back.
+    pub position: u64,
+}
+
+/// A command moved an order along.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderChanged {
+    /// The order's id.
+    pub order_id: String,
+    /// The order's new status (absent when it did not change, as for a refund).
+    pub status: Option<String>,
+    /// Pass as `min_position` to read the change back.
+    pub position: u64,
+}
+
+/// Give money back after shipping.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Refund {
+    /// How much, in minor units, 1 or more.
+    #[schema(minimum = 1, example = 500)]
+    pub amount: u64,
+    /// The order's currency.
+    #[schema(example = "EUR")]
+    pub currency: String,
+}
+
+/// An order as the orders read model holds it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderBody {
+    /// The order's id.
+    pub order_id: String,
+    /// `placed`, `confirmed`, `shipped`, `delivered` or `cancelled`.
+    pub status: String,
+    /// Why it was cancelled: `requested`, `payment_declined` or `hold_expired`.
+    pub cancel_reason: Option<String>,
+    /// Who buys.
+    pub customer_id: String,
+    /// Currency of every amount.
+    pub currency: String,
+    /// What is bought.
+    pub lines: Vec<Line>,
+    /// Sum of the lines, in minor units.
+    pub total: u64,
+    /// Money given back so far, in minor units.
+    pub refunded: u64,
+    /// The order's payment, once one was attempted.
+    pub payment: Option<PaymentBody>,
+    /// When the order was placed (ms since the Unix epoch).
+    pub placed_at_ms: u64,
+    /// Log positions of the order's events, in order.
+    pub event_positions: Vec<u64>,
+    /// The read model includes every event below this log position.
+    pub position: u64,
+}
+
+/// The payment of an order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentBody {
+    /// The payment's id.
+    pub payment_id: String,
+    /// `authorized`, `declined`, `captured` or `voided`.
+    pub status: Option<String>,
+    /// Amount authorized, in minor units.
+    pub authorized: u64,
+    /// Amount captured, in minor units.
+    pub captured: u64,
+}
+
+/// One page of a customer's orders, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrdersPage {
+    /// The orders.
+    pub orders: Vec<OrderBody>,
+    /// Pass as `after` for the next (older) page; absent on the last page.
+    pub next: Option<String>,
+    /// The read model includes every event below this log position.
+    pub position: u64,
+}
+
+/// Which orders to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListOrders {
+    /// The customer whose orders to list.
+    pub customer_id: String,
+    /// The `next` of the previous page.
+    pub after: Option<String>,
+    /// Orders per page, 1 to 500 (50 by default).
+    pub limit: Option<usize>,
+    /// Wait (bounded) until the read model has reached this position.
+    pub min_position: Option<u64>,
+}
+
+/// Place an order: every line's stock is held in the same decision, or nothing is.
+#[utoipa::path(
+    post,
+    path = "/v1/orders",
+    tag = "orders",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes placing safe to retry: the same key and body return the first response")),
+    request_body = PlaceOrder,
+    responses((status = 201, description = "Placed, durably; payment follows", body = OrderPlaced), CommandErrors),
+    security(("bearer" = []))
+)]
+pub async fn place(
+    State(app): State<Shared>,
+    Caller(tenant): Caller,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    JsonBody(body): JsonBody<PlaceOrder>,
+) -> Result<(StatusCode, HeaderMap, Json<OrderPlaced>), ApiError> {
+    let order = match &body.order_id {
+        Some(id) => {
+            OrderId::new(id).map_err(|e| ApiError::validation("order_id", e.to_string()))?
+        }
+        None => new_order_id(&tenant, key.as_ref()),
+    };
+    let customer = CustomerId::new(&body.customer_id)
+        .map_err(|e| ApiError::validation("customer_id", e.to_string()))?;
+    let currency = currency(&body.currency, "currency")?;
+    let lines = body
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let field = |name: &str| format!("lines[{i}].{name}");
+            Ok(OrderLine {
+                sku: Sku::new(&line.sku)
+                    .map_err(|e| ApiError::validation(&field("sku"), e.to_string()))?,
+                quantity: Quantity::new(line.quantity)
+                    .map_err(|e| ApiError::validation(&field("quantity"), e.to_string()))?,
+                unit_price: line.unit_price,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let command = Command::Order {
+        order: order.clone(),
+        command: OrderCommand::Place { customer, currency, lines },
+    };
+    let (outcome, headers) = execute(&app, tenant, key, command).await?;
+    let placed = outcome.events.iter().find_map(|e| match &e.event {
+        Event::Order {
+            event: OrderEvent::OrderPlaced { customer, currency, total, hold_expires_at, .. },
+            ..
+        } => Some(OrderPlaced {
+            order_id: order.as_str().to_owned(),
+            status: "placed".to_owned(),
+            customer_id: customer.as_str().to_owned(),
+            currency: currency.as_str().to_owned(),
+            total: *total,
+            hold_expires_at_ms: hold_expires_at.0,
+            position: outcome.next_position().0,
+        }),
+        _ => None,
+    });
+    let placed = placed.ok_or_else(|| ApiError::internal(&"placing recorded no OrderPlaced"))?;
+    Ok((StatusCode::CREATED, headers, Json(placed)))
+}
+
+/// A fresh order id: derived from the idempotency key when there is one, so a retry of the
+/// same request names the same order (and is recognized as the same command).
+fn new_order_id(tenant: &TenantId, key: Option<&IdempotencyKey>) -> OrderId {
+    let digest = match key {
+        Some(key) => {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(tenant.as_str().as_bytes()).update(b"/").update(key.as_str().as_bytes());
+            *hasher.finalize().as_bytes()
+        }
+        None => rand::random(),
+    };
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    OrderId::new(&format!("o-{hex}")).expect("o- and hex digits make a valid id")
+}
+
+fn currency(text: &str, field: &str) -> Result<Currency, ApiError> {
+    Currency::new(text).map_err(|e| ApiError::validation(field, e.to_string()))
+}
+
+fn order_id(text: &str) -> Result<OrderId, ApiError> {
+    OrderId::new(text)
+        .map_err(|_| ApiError::not_found("unknown_order", format!("no order {text:?}")))
+}
+
+/// Runs an order command and answers with the order's new status.
+async fn change(
+    app: Shared,
+    tenant: TenantId,
+    key: Option<IdempotencyKey>,
+    order_text: &str,
+    command: OrderCommand,
+) -> Result<(HeaderMap, Json<OrderChanged>), ApiError> {
+    let order = order_id(order_text)?;
+    let command = Command::Order { order: order.clone(), command };
+    let (outcome, headers) = execute(&app, tenant, key, command).await?;
+    let status = new_status(&outcome).map(str::to_owned);
+    let position = outcome.next_position().0;
+    Ok((headers, Json(OrderChanged { order_id: order.as_str().to_owned(), status, position })))
+}
+
+fn new_status(outcome: &Outcome) -> Option<&'static str> {
+    outcome.events.iter().rev().find_map(|e| match &e.event {
+        Event::Order { event, .. } => match event {
+            OrderEvent::OrderPlaced { .. } => Some("placed"),
+            OrderEvent::OrderConfirmed { .. } => Some("confirmed"),
+            OrderEvent::OrderShipped => Some("shipped"),
+            OrderEvent::OrderDelivered => Some("delivered"),
+            OrderEvent::OrderCancelled { .. } => Some("cancelled"),
+            OrderEvent::OrderRefunded { .. } => None,
+        },
+        _ => None,
+    })
+}
+
+/// The goods left the warehouse: the held stock is committed and the payment captured.
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{id}/ship",
+    tag = "orders",
+    params(("id" = String, Path, description = "The order"), ("Idempotency-Key" = Option<String>, Header, description = "Makes the command safe to retry")),
+    responses((status = 200, description = "Shipped, durably", body = OrderChanged), (status = 404, description = "`unknown_order`", body = crate::error::ErrorBody), CommandErrors),
+    security(("bearer" = []))
+)]
+pub async fn ship(
+    State(app): State<Shared>,
+    Caller(tenant): Caller,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    Path(id): Path<String>,
+) -> Result<(HeaderMap, Json<OrderChanged>), ApiError> {
+    change(app, tenant, key, &id, OrderCommand::Ship).await
+}
+
+/// The goods arrived.
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{id}/deliver",
+    tag = "orders",
+    params(("id" = String, Path, description = "The order"), ("Idempotency-Key" = Option<String>, Header, description = "Makes the command safe to retry")),
+    responses((status = 200, description = "Delivered, durably", body = OrderChanged), (status = 404, description = "`unknown_order`", body = crate::error::ErrorBody), CommandErrors),
+    security(("bearer" = []))
+)]
+pub async fn deliver(
+    State(app): State<Shared>,
+    Caller(tenant): Caller,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    Path(id): Path<String>,
+) -> Result<(HeaderMap, Json<OrderChanged>), ApiError> {
+    change(app, tenant, key, &id, OrderCommand::Deliver).await
+}
+
+/// Cancel an order that has not shipped: its stock is released and its authorization voided.
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{id}/cancel",
+    tag = "orders",
+    params(("id" = String, Path, description = "The order"), ("Idempotency-Key" = Option<String>, Header, description = "Makes the command safe to retry")),
+    responses((status = 200, description = "Cancelled, durably", body = OrderChanged), (status = 404, description = "`unknown_order`", body = crate::error::ErrorBody), CommandErrors),
+    security(("bearer" = []))
+)]
+pub async fn cancel(
+    State(app): State<Shared>,
+    Caller(tenant): Caller,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    Path(id): Path<String>,
+) -> Result<(HeaderMap, Json<OrderChanged>), ApiError> {
+    let command = OrderCommand::Cancel { reason: CancelReason::Requested };
+    change(app, tenant, key, &id, command).await
+}
+
+/// Give money back after shipping, partly or fully; the payment is refunded with it.
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{id}/refund",
+    tag = "orders",
+    params(("id" = String, Path, description = "The order"), ("Idempotency-Key" = Option<String>, Header, description = "Makes the command safe to retry")),
+    request_body = Refund,
+    responses((status = 200, description = "Refunded, durably", body = OrderChanged), (status = 404, description = "`unknown_order`", body = crate::error::ErrorBody), CommandErrors),
+    security(("bearer" = []))
+)]
+pub async fn refund(
+    State(app): State<Shared>,
+    Caller(tenant): Caller,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<Refund>,
+) -> Result<(HeaderMap, Json<OrderChanged>), ApiError> {
+    let amount = Money::new(body.amount, currency(&body.currency, "currency")?);
+    change(app, tenant, key, &id, OrderCommand::Refund { amount }).await
+}
+
+/// One order, from the orders read model.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{id}",
+    tag = "orders",
+    params(("id" = String, Path, description = "The order"), ReadAfter),
+    responses((status = 200, description = "The order", body = OrderBody), QueryErrors),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(app): State<Shared>,
+    Caller(tenant): Caller,
+    Path(id): Path<String>,
+    QueryOf(read): QueryOf<ReadAfter>,
+) -> Result<Json<OrderBody>, ApiError> {
+    let order = order_id(&id)?;
+    let node = app.node()?;
+    let position = read_at_least(&app, &node, ReadModel::Orders, read.min_position).await?;
+    let view = projection::order(node.read_models(), &tenant, &order)
+        .map_err(|e| ApiError::internal(&e))?
+        .ok_or_else(|| ApiError::not_found("unknown_order", format!("no order {id:?}")))?;
+    Ok(Json(order_body(&order, view, position)))
+}
+
+/// A customer's orders, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/orders",
+    tag = "orders",
+    params(ListOrders),
+    responses((status = 200, description = "A page of orders", body = OrdersPage), QueryErrors),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(app): State<Shared>,
+    Caller(tenant): Caller,
+    QueryOf(query): QueryOf<ListOrders>,
+) -> Result<Json<OrdersPage>, ApiError> {
+    let customer = CustomerId::new(&query.customer_id)
+        .map_err(|e| ApiError::validation("customer_id", e.to_string()))?;
+    let after = match &query.after {
+        Some(text) => Some(CustomerCursor::parse(text).ok_or_else(|| {
+            ApiError::validation("after", "not a cursor: pass the `next` of the previous page")
+        })?),
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::validation("limit", format!("limit must be 1 to {MAX_PAGE}")));
+    }
+    let node = app.node()?;
+    // Both read models must have the orders: the index names them, the views describe them.
+    let position = read_at_least(&app, &node, ReadModel::Customers, query.min_position)
+        .await?
+        .min(read_at_least(&app, &node, ReadModel::Orders, query.min_position).await?);
+    let db = node.read_models();
+    let (ids, next) = projection::orders_of_customer(db, &tenant, &customer, after.as_ref(), limit)
+        .map_err(|e| ApiError::internal(&e))?;
+    let mut orders = Vec::with_capacity(ids.len());
+    for id in ids {
+        // The index may run ahead of the order views; an order not yet viewable is left out.
+        if let Some(view) =
+            projection::order(db, &tenant, &id).map_err(|e| ApiError::internal(&e))?
+        {
+            orders.push(order_body(&id, view, position));
+        }
+    }
+    Ok(Json(OrdersPage { orders, next: next.map(|cursor| cursor.to_string()), position }))
+}
+
+fn order_body(order: &OrderId, view: OrderView, position: u64) -> OrderBody {
+    let payment = view.payment.as_ref().map(|payment| PaymentBody {
+        payment_id: payment.as_str().to_owned(),
+        status: view.payment_status.map(|s| s.as_str().to_owned()),
+        authorized: view.authorized,
+        captured: view.captured,
+    });
+    OrderBody {
+        order_id: order.as_str().to_owned(),
+        status: view.status.as_str().to_owned(),
+        cancel_reason: view.cancel_reason.map(|r| r.as_str().to_owned()),
+        customer_id: view.customer.as_str().to_owned(),
+        currency: view.currency.as_str().to_owned(),
+        lines: view
+            .lines
+            .iter()
+            .map(|line| Line {
+                sku: line.sku.as_str().to_owned(),
+                quantity: line.quantity.get(),
+                unit_price: line.unit_price,
+            })
+            .collect(),
+        total: view.total,
+        refunded: view.refunded,
+        payment,
+        placed_at_ms: view.placed_at.0,
+        event_positions: view.positions.iter().map(|p| p.0).collect(),
+        position,
+    }
+}

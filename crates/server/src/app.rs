@@ -1,0 +1,226 @@
+//! The server's state and its HTTP stack.
+//!
+//! ```text
+//! request ─▶ body limit ─▶ uniform errors ─▶ metrics ─▶ timeout ─▶ concurrency ─▶ route ─▶ handler
+//!                                                                                   │
+//!                    Caller (token → tenant, rate limit), JsonBody, QueryOf ◀───────┘
+//!                                                                                   ▼
+//!                                              Node: engine (commands), read models (queries)
+//! ```
+//! The node opens after the listener is up, so `/healthz` answers at once and `/readyz` says
+//! when recovery is done; until then the API answers `503 not_ready`.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use orderly_core::domain::{Currency, GatewayId, TenantId};
+use orderly_core::node::{Node, NodeConfig};
+use orderly_core::payments::{
+    Fee, Route, Router, RouterConfig, SimulatedGateway, SimulatedGatewayConfig,
+};
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::api;
+use crate::error::{ApiError, uniform_errors};
+use crate::metrics::{self, Metrics};
+use crate::tenants::Tenants;
+
+/// Request bodies above this many bytes are refused by default.
+pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
+/// Requests in progress at once by default; more wait their turn.
+pub const DEFAULT_MAX_CONCURRENT: usize = 8_192;
+/// Requests per second each tenant may make by default (bursts up to the same number).
+pub const DEFAULT_TENANT_RATE: u32 = 200_000;
+
+/// How the server is set up.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The data folder.
+    pub data: PathBuf,
+    /// The largest request body accepted, in bytes.
+    pub body_limit: usize,
+    /// How long a request may take before it is answered `503 request_timeout`.
+    pub request_timeout: Duration,
+    /// Requests in progress at once.
+    pub max_concurrent: usize,
+    /// Requests per second per tenant; `None` for no limit.
+    pub tenant_rate: Option<NonZeroU32>,
+    /// How long a query with `?min_position=` waits for the read model at most.
+    pub read_wait: Duration,
+    /// The node's settings.
+    pub node: NodeConfig,
+}
+
+impl ServerConfig {
+    /// The defaults, on the data folder `data`.
+    #[must_use]
+    pub fn new(data: PathBuf) -> ServerConfig {
+        ServerConfig {
+            data,
+            body_limit: DEFAULT_BODY_LIMIT,
+            request_timeout: Duration::from_secs(30),
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
+            tenant_rate: NonZeroU32::new(DEFAULT_TENANT_RATE),
+            read_wait: Duration::from_secs(5),
+            node: NodeConfig::default(),
+        }
+    }
+}
+
+/// The state every handler shares.
+pub type Shared = Arc<App>;
+
+/// The server: its node (once open), tenants, metrics and limits.
+#[derive(Debug)]
+pub struct App {
+    config: ServerConfig,
+    node: RwLock<Option<Arc<Node>>>,
+    tenants: Tenants,
+    metrics: Metrics,
+    limiter: Option<DefaultKeyedRateLimiter<TenantId>>,
+}
+
+impl App {
+    /// The server on `config.data`, its node not open yet (see [`App::open_node`]).
+    pub fn new(config: ServerConfig) -> anyhow::Result<Shared> {
+        let tenants = Tenants::open(&config.data)?;
+        let limiter = config.tenant_rate.map(|rate| RateLimiter::keyed(Quota::per_second(rate)));
+        let mut config = config;
+        let metrics = Metrics::new();
+        config.node.engine.log.observer = Some(metrics.sync_observer());
+        Ok(Arc::new(App { config, node: RwLock::new(None), tenants, metrics, limiter }))
+    }
+
+    /// The server with its node open: what tests and embedders usually want.
+    pub fn open(config: ServerConfig) -> anyhow::Result<Shared> {
+        let app = App::new(config)?;
+        app.open_node()?;
+        Ok(app)
+    }
+
+    /// Opens the node (recovering the log, which may take a while): blocks.
+    pub fn open_node(&self) -> anyhow::Result<()> {
+        let node = Node::open(&self.config.data, self.config.node.clone())?;
+        *self.node.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(node));
+        Ok(())
+    }
+
+    /// The HTTP routes with every layer.
+    pub fn router(self: &Shared) -> axum::Router {
+        let (routes, _) = api::routes().split_for_parts();
+        routes
+            .layer(GlobalConcurrencyLimitLayer::new(self.config.max_concurrent))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                self.config.request_timeout,
+            ))
+            .layer(middleware::from_fn_with_state(self.clone(), metrics::track))
+            .layer(middleware::from_fn(uniform_errors))
+            .layer(DefaultBodyLimit::disable())
+            .layer(RequestBodyLimitLayer::new(self.config.body_limit))
+            .with_state(self.clone())
+    }
+
+    /// The open node, or `503 not_ready` while it is recovering (or after shutdown).
+    pub fn node(&self) -> Result<Arc<Node>, ApiError> {
+        let node = self.node.read().unwrap_or_else(PoisonError::into_inner);
+        node.clone().ok_or_else(ApiError::not_ready)
+    }
+
+    /// Whether the node is open and accepting commands.
+    pub fn is_ready(&self) -> bool {
+        self.node.read().unwrap_or_else(PoisonError::into_inner).is_some()
+    }
+
+    /// Closes the node: no new requests reach it, commands admitted are answered, the log is
+    /// closed. Waits (bounded) for requests still holding it.
+    pub fn shutdown(&self) {
+        let Some(mut node) = self.node.write().unwrap_or_else(PoisonError::into_inner).take()
+        else {
+            return;
+        };
+        for _ in 0..500 {
+            match Arc::try_unwrap(node) {
+                Ok(node) => {
+                    if let Err(e) = node.shutdown() {
+                        tracing::error!("read models stopped on an error: {e}");
+                    }
+                    return;
+                }
+                Err(shared) => node = shared,
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Something still holds the node (a stuck client): close the engine under it anyway.
+        tracing::warn!("requests still running at shutdown; closing the engine under them");
+        node.engine().shutdown();
+    }
+
+    /// The tenants.
+    pub fn tenants(&self) -> &Tenants {
+        &self.tenants
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The body limit in bytes.
+    pub fn body_limit(&self) -> usize {
+        self.config.body_limit
+    }
+
+    /// `429 rate_limited` when `tenant` is over its rate.
+    pub fn check_rate(&self, tenant: &TenantId) -> Result<(), ApiError> {
+        let Some(limiter) = &self.limiter else { return Ok(()) };
+        limiter.check_key(tenant).map_err(|_| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("tenant {tenant} is over its rate limit; slow down"),
+            )
+            .retry_after(Duration::from_secs(1))
+        })
+    }
+}
+
+/// The payments the server runs with until real gateways are configured: two simulated
+/// gateways, a cheaper one that declines about 2% of authorizations and a dearer one that
+/// declines none. The router prefers the cheaper while its success rate holds.
+#[must_use]
+pub fn simulated_payments() -> Arc<Router> {
+    let gateway = |id: &str, decline_basis_points, fixed_minor| {
+        let id = GatewayId::new(id).expect("a valid gateway id");
+        let fees = ["EUR", "USD", "GBP"]
+            .iter()
+            .map(|code| Currency::new(code).expect("a valid currency"))
+            .map(|currency| Fee { currency, fixed_minor, basis_points: 150 })
+            .collect();
+        Route {
+            gateway: Arc::new(SimulatedGateway::new(SimulatedGatewayConfig {
+                decline_basis_points,
+                ..SimulatedGatewayConfig::new(id)
+            })),
+            fees,
+            currencies: None,
+        }
+    };
+    Arc::new(Router::new(
+        vec![gateway("sim-card", 200, 10), gateway("sim-wallet", 0, 25)],
+        RouterConfig::default(),
+    ))
+}

@@ -1,0 +1,151 @@
+//! What handlers take from a request, each turning bad input into the right [`ApiError`]:
+//! the calling tenant (bearer token, rate limit), JSON bodies (400 for broken JSON, 422 naming
+//! the field for wrong data, 413 over the limit), query strings and the idempotency key.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use orderly_core::domain::{IdempotencyKey, TenantId};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::app::Shared;
+use crate::error::ApiError;
+
+/// The tenant the request's bearer token belongs to, within its rate limit.
+#[derive(Clone, Debug)]
+pub struct Caller(pub TenantId);
+
+impl FromRequestParts<Shared> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Caller, ApiError> {
+        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized("missing bearer token: send `Authorization: Bearer <token>`")
+        })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header is not `Bearer <token>`")
+            })?;
+        let tenant = app
+            .tenants()
+            .authenticate(token)
+            .ok_or_else(|| ApiError::unauthorized("unknown token"))?;
+        app.check_rate(&tenant)?;
+        Ok(Caller(tenant))
+    }
+}
+
+/// A JSON request body of type `T`.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Shared> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, app: &Shared) -> Result<JsonBody<T>, ApiError> {
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with `Content-Type: application/json`",
+            ));
+        }
+        // The body-limit layer has refused a declared length over the limit already; this
+        // stops reading an undeclared (chunked) one as soon as it passes the limit.
+        let bytes = Bytes::from_request(request, app).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("the request body is over the limit of {} bytes", app.body_limit()),
+                )
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", rejection.body_text())
+            }
+        })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses `bytes` as a `T`: broken JSON is `400 invalid_json`, JSON of the wrong shape is
+/// `422 validation_failed` with the path of the field (`lines[0].quantity`).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let field = error.path().to_string();
+        let inner = error.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                ApiError::validation(&field, format!("{field}: {inner}"))
+            }
+            _ => invalid_json(&inner),
+        }
+    })?;
+    // Trailing bytes after the value are broken JSON too.
+    deserializer.end().map_err(|e| invalid_json(&e))?;
+    Ok(value)
+}
+
+fn invalid_json(error: &serde_json::Error) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", error.to_string())
+        .with_details(json!({ "line": error.line(), "column": error.column() }))
+}
+
+/// A query string of type `T`; a bad one is `422 validation_failed` naming the parameter.
+#[derive(Debug)]
+pub struct QueryOf<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryOf<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<QueryOf<T>, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer = serde_urlencoded_deserializer(query);
+        serde_path_to_error::deserialize(deserializer).map(QueryOf).map_err(|error| {
+            let field = error.path().to_string();
+            ApiError::validation(&field, format!("query parameter {field}: {}", error.inner()))
+        })
+    }
+}
+
+fn serde_urlencoded_deserializer(query: &str) -> serde_urlencoded::Deserializer<'_> {
+    serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()))
+}
+
+/// The `Idempotency-Key` header, if sent.
+#[derive(Clone, Debug)]
+pub struct IdempotencyKeyHeader(pub Option<IdempotencyKey>);
+
+/// The header carrying a command's idempotency key.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _: &S,
+    ) -> Result<IdempotencyKeyHeader, ApiError> {
+        let Some(value) = parts.headers.get(IDEMPOTENCY_KEY) else {
+            return Ok(IdempotencyKeyHeader(None));
+        };
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::validation("Idempotency-Key", "the key must be ASCII text"))?;
+        let key = IdempotencyKey::new(text)
+            .map_err(|e| ApiError::validation("Idempotency-Key", e.to_string()))?;
+        Ok(IdempotencyKeyHeader(Some(key)))
+    }
+}

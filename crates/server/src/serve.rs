@@ -1,0 +1,95 @@
+//! `orderly serve`: the listener, first-start setup and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context;
+use orderly_core::domain::TenantId;
+use tokio::net::TcpListener;
+
+use crate::app::{App, ServerConfig};
+use crate::tenants::{self, TENANTS_FILE};
+
+/// The tenant a fresh data folder starts with.
+pub const DEMO_TENANT: &str = "demo";
+
+/// Serves on `listen` until SIGTERM or Ctrl-C, then closes cleanly: stops accepting, lets
+/// requests in flight finish, answers every admitted command and closes the log.
+pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<()> {
+    let demo_token = first_start(&config.data)?;
+    let app = App::new(config)?;
+    let listener =
+        TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let address = listener.local_addr()?;
+    tracing::info!("listening on http://{address}");
+    match demo_token {
+        Some(token) => tracing::info!(
+            "dashboard: http://{address}/#token={token}  (API: `Authorization: Bearer {token}`; \
+             the token of tenant {DEMO_TENANT} is in {})",
+            app.config().data.join(format!("{DEMO_TENANT}.token")).display()
+        ),
+        None => tracing::info!("dashboard: http://{address}/ (paste a tenant's token)"),
+    }
+
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
+    let opening = app.clone();
+    tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        match opening.open_node() {
+            Ok(()) => tracing::info!("ready: log recovered in {:.1?}", started.elapsed()),
+            Err(e) => drop(failed_tx.send(e)),
+        }
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
+    let stopping = async move {
+        tokio::select! {
+            () = shutdown_signal() => tracing::info!("shutting down"),
+            Ok(error) = failed_rx => {
+                tracing::error!("cannot open the data folder: {error:#}");
+                let _ = stop_tx.send(error);
+            }
+        }
+    };
+    axum::serve(listener, app.router()).with_graceful_shutdown(stopping).await?;
+    let closing = app.clone();
+    tokio::task::spawn_blocking(move || closing.shutdown()).await?;
+    match stop_rx.await {
+        Ok(error) => Err(error),
+        Err(_) => Ok(()),
+    }
+}
+
+/// On a data folder without tenants, creates the demo tenant and writes its token to
+/// `<data>/demo.token`. Returns the demo token when its file exists.
+fn first_start(data: &Path) -> anyhow::Result<Option<String>> {
+    let token_file = data.join(format!("{DEMO_TENANT}.token"));
+    if !data.join(TENANTS_FILE).exists() {
+        let demo = TenantId::new(DEMO_TENANT)?;
+        let token = tenants::add(data, &demo)?;
+        tenants::write_token_file(&token_file, &token)?;
+        tracing::info!("created tenant {DEMO_TENANT}; its token is in {}", token_file.display());
+    }
+    match std::fs::read_to_string(&token_file) {
+        Ok(token) => Ok(Some(token.trim().to_owned())),
+        Err(_) => Ok(None),
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,170 @@
+//! Tenants and their bearer tokens.
+//!
+//! `<data>/tenants` holds one line per token: `tenant NAME BLAKE3-OF-TOKEN`. Tokens are 256
+//! random bits, so a plain hash stores them safely (nothing to brute-force); the token itself
+//! is shown once, when it is made. The file is only ever appended to (one short `O_APPEND`
+//! write, then fsync), so `orderly tenant add` may run beside a server, which rereads the file
+//! when it sees a token it does not know and the file has changed.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError, RwLock};
+use std::time::SystemTime;
+
+use anyhow::{Context, bail};
+use orderly_core::domain::TenantId;
+
+/// The tenants file inside a data folder.
+pub const TENANTS_FILE: &str = "tenants";
+/// Every token starts with this, so a leaked one is easy to recognize (and to scan for).
+const TOKEN_PREFIX: &str = "orderly_";
+
+/// The known tokens, by their hash.
+#[derive(Debug)]
+pub struct Tenants {
+    path: PathBuf,
+    by_hash: RwLock<HashMap<blake3::Hash, TenantId>>,
+    /// When the file was last read, to reread it only when it changed.
+    read_at: Mutex<Option<SystemTime>>,
+}
+
+impl Tenants {
+    /// Reads the tenants of the data folder `data` (none if the file does not exist yet).
+    pub fn open(data: &Path) -> anyhow::Result<Tenants> {
+        let tenants = Tenants {
+            path: data.join(TENANTS_FILE),
+            by_hash: RwLock::new(HashMap::new()),
+            read_at: Mutex::new(None),
+        };
+        tenants.reload()?;
+        Ok(tenants)
+    }
+
+    /// The tenant `token` belongs to, if any.
+    pub fn authenticate(&self, token: &str) -> Option<TenantId> {
+        let hash = blake3::hash(token.as_bytes());
+        if let Some(tenant) = self.lookup(&hash) {
+            return Some(tenant);
+        }
+        // Perhaps `tenant add` made it since the file was read.
+        match self.reload() {
+            Ok(true) => self.lookup(&hash),
+            Ok(false) => None,
+            Err(e) => {
+                tracing::warn!("cannot reread {}: {e:#}", self.path.display());
+                None
+            }
+        }
+    }
+
+    /// The names of every tenant, sorted.
+    pub fn names(&self) -> Vec<TenantId> {
+        let by_hash = self.by_hash.read().unwrap_or_else(PoisonError::into_inner);
+        let mut names: Vec<TenantId> = by_hash.values().cloned().collect();
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        names.dedup();
+        names
+    }
+
+    fn lookup(&self, hash: &blake3::Hash) -> Option<TenantId> {
+        self.by_hash.read().unwrap_or_else(PoisonError::into_inner).get(hash).cloned()
+    }
+
+    /// Rereads the file if it changed since the last read; true if it did.
+    fn reload(&self) -> anyhow::Result<bool> {
+        let mut read_at = self.read_at.lock().unwrap_or_else(PoisonError::into_inner);
+        let modified = match std::fs::metadata(&self.path) {
+            Ok(meta) => meta.modified()?,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e).context(format!("cannot read {}", self.path.display())),
+        };
+        if *read_at == Some(modified) {
+            return Ok(false);
+        }
+        let text = std::fs::read_to_string(&self.path)
+            .with_context(|| format!("cannot read {}", self.path.display()))?;
+        let by_hash = parse(&text).with_context(|| format!("in {}", self.path.display()))?;
+        *self.by_hash.write().unwrap_or_else(PoisonError::into_inner) = by_hash;
+        *read_at = Some(modified);
+        Ok(true)
+    }
+}
+
+/// Adds tenant `name` to the data folder `data` and returns its new token. Refuses a name
+/// that already has a token.
+pub fn add(data: &Path, name: &TenantId) -> anyhow::Result<String> {
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("cannot create the data folder {}", data.display()))?;
+    let path = data.join(TENANTS_FILE);
+    let existing = match std::fs::read_to_string(&path) {
+        Ok(text) => parse(&text).with_context(|| format!("in {}", path.display()))?,
+        Err(e) if e.kind() == ErrorKind::NotFound => HashMap::new(),
+        Err(e) => return Err(e).context(format!("cannot read {}", path.display())),
+    };
+    if existing.values().any(|tenant| tenant == name) {
+        bail!("tenant {name} already exists");
+    }
+    let token = new_token();
+    let line = format!("tenant {name} {}\n", blake3::hash(token.as_bytes()).to_hex());
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    file.write_all(line.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    sync_dir(data)?;
+    Ok(token)
+}
+
+/// Writes `token` alone to `path`, readable by its owner only.
+pub fn write_token_file(path: &Path, token: &str) -> anyhow::Result<()> {
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(token.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn new_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{TOKEN_PREFIX}{hex}")
+}
+
+fn parse(text: &str) -> anyhow::Result<HashMap<blake3::Hash, TenantId>> {
+    let mut by_hash = HashMap::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+        let [kind, name, hash] = fields[..] else {
+            bail!("line {}: expected `tenant NAME HASH`", number + 1);
+        };
+        if kind != "tenant" {
+            bail!("line {}: unknown entry {kind:?}", number + 1);
+        }
+        let name = TenantId::new(name).with_context(|| format!("line {}", number + 1))?;
+        let hash = blake3::Hash::from_hex(hash)
+            .with_context(|| format!("line {}: not a blake3 hash", number + 1))?;
+        by_hash.insert(hash, name);
+    }
+    Ok(by_hash)
+}
+
+fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))
+}
