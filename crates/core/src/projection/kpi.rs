@@ -10,16 +10,19 @@
 //!   revenue / orders per currency ([`CurrencySales::average_basket`]) and lines / orders
 //!   ([`SalesKpis::average_lines`]).
 //! - **cancellations** by reason, from `OrderCancelled`.
-//! - **payment declines** by gateway, from `PaymentDeclined`.
+//! - **payment declines** by gateway, from `PaymentDeclined`, and **authorizations** by
+//!   gateway, from `PaymentAuthorized`: together the success rate per gateway.
 //!
 //! Table `sales_kpis`: key `(tenant, minute)` (redb tuple of a string and a `u64`), value a
-//! [`SalesKpis`] in a small hand-written little-endian encoding (format 1):
+//! [`SalesKpis`] in a small hand-written little-endian encoding (format 2; format 1, without
+//! the authorizations, is still read):
 //!
 //! ```text
 //! u8 format (1) | u64 lines | u64 units
 //! u64 cancelled: requested | u64 payment declined | u64 hold expired
 //! u16 currency count, per currency (ascending): [u8; 3] code | u64 orders | u64 revenue
 //! u16 gateway count, per gateway (ascending): u8 length + UTF-8 id | u64 declines
+//! u16 gateway count, per gateway (ascending): u8 length + UTF-8 id | u64 authorizations
 //! ```
 //! Every sum is checked: an overflow is [`ProjectionError::Inconsistent`], never a wrap.
 
@@ -36,7 +39,7 @@ use crate::engine::CommittedEvent;
 pub const SALES_KPIS: TableDefinition<'static, (&str, u64), &[u8]> =
     TableDefinition::new("sales_kpis");
 
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 
 /// Milliseconds per minute: an event's minute is `recorded_at / MINUTE_MS`.
 pub const MINUTE_MS: u64 = 60_000;
@@ -93,6 +96,8 @@ pub struct SalesKpis {
     /// Payments declined, per gateway (the refusing one, or the last one tried), ordered by
     /// gateway id.
     pub declines: Vec<(GatewayId, u64)>,
+    /// Payments authorized, per gateway, ordered by gateway id.
+    pub authorizations: Vec<(GatewayId, u64)>,
 }
 
 impl SalesKpis {
@@ -138,11 +143,13 @@ impl SalesKpis {
             out.extend_from_slice(&s.orders.to_le_bytes());
             out.extend_from_slice(&s.revenue.to_le_bytes());
         }
-        let count = u16::try_from(self.declines.len()).expect("fewer gateways than u16::MAX");
-        out.extend_from_slice(&count.to_le_bytes());
-        for (gateway, n) in &self.declines {
-            put_str(&mut out, gateway.as_str());
-            out.extend_from_slice(&n.to_le_bytes());
+        for per_gateway in [&self.declines, &self.authorizations] {
+            let count = u16::try_from(per_gateway.len()).expect("fewer gateways than u16::MAX");
+            out.extend_from_slice(&count.to_le_bytes());
+            for (gateway, n) in per_gateway {
+                put_str(&mut out, gateway.as_str());
+                out.extend_from_slice(&n.to_le_bytes());
+            }
         }
         out
     }
@@ -151,7 +158,7 @@ impl SalesKpis {
     pub fn decode(bytes: &[u8]) -> Result<SalesKpis, ProjectionError> {
         let mut r = RowReader::new(bytes, "KPI");
         let format = r.u8()?;
-        if format != FORMAT {
+        if format != FORMAT && format != 1 {
             return Err(corrupt(format!("unknown KPI row format {format}")));
         }
         let (lines, units) = (r.u64()?, r.u64()?);
@@ -166,16 +173,23 @@ impl SalesKpis {
             let currency = Currency::new(r.text(3)?).map_err(invalid)?;
             sales.push(CurrencySales { currency, orders: r.u64()?, revenue: r.u64()? });
         }
-        let count = r.u16()?;
-        let mut declines = Vec::with_capacity(usize::from(count).min(64));
-        for _ in 0..count {
-            declines.push((GatewayId::new(r.str()?).map_err(invalid)?, r.u64()?));
-        }
+        let declines = per_gateway(&mut r)?;
+        let authorizations = if format == 1 { Vec::new() } else { per_gateway(&mut r)? };
         if !r.is_done() {
             return Err(corrupt("trailing bytes after a KPI row"));
         }
-        Ok(SalesKpis { sales, lines, units, cancellations, declines })
+        Ok(SalesKpis { sales, lines, units, cancellations, declines, authorizations })
     }
+}
+
+/// Reads a list of (gateway, count) pairs.
+fn per_gateway(r: &mut RowReader<'_>) -> Result<Vec<(GatewayId, u64)>, ProjectionError> {
+    let count = r.u16()?;
+    let mut list = Vec::with_capacity(usize::from(count).min(64));
+    for _ in 0..count {
+        list.push((GatewayId::new(r.str()?).map_err(invalid)?, r.u64()?));
+    }
+    Ok(list)
 }
 
 fn corrupt(what: impl Into<String>) -> ProjectionError {
@@ -191,6 +205,7 @@ enum Count<'a> {
     Placed { currency: Currency, lines: &'a [OrderLine], total: u64 },
     Cancelled(CancelReason),
     Declined(&'a GatewayId),
+    Authorized(&'a GatewayId),
 }
 
 /// Maintains the [`SALES_KPIS`] table. Checkpoint name `sales_kpis`.
@@ -231,6 +246,9 @@ impl Projection for KpiProjection {
             Event::Payment { event: PaymentEvent::PaymentDeclined { gateway, .. }, .. } => {
                 Count::Declined(gateway)
             }
+            Event::Payment { event: PaymentEvent::PaymentAuthorized { gateway, .. }, .. } => {
+                Count::Authorized(gateway)
+            }
             _ => return Ok(()),
         };
         let key = (committed.tenant.as_str(), committed.recorded_at.0 / MINUTE_MS);
@@ -268,15 +286,8 @@ impl Projection for KpiProjection {
                 };
                 add(n, 1)?;
             }
-            Count::Declined(gateway) => {
-                let found =
-                    kpis.declines.binary_search_by(|(g, _)| g.as_str().cmp(gateway.as_str()));
-                let at = found.unwrap_or_else(|at| {
-                    kpis.declines.insert(at, (gateway.clone(), 0));
-                    at
-                });
-                add(&mut kpis.declines[at].1, 1)?;
-            }
+            Count::Declined(gateway) => add(count_of(&mut kpis.declines, gateway), 1)?,
+            Count::Authorized(gateway) => add(count_of(&mut kpis.authorizations, gateway), 1)?,
         }
         table.insert(key, kpis.encode().as_slice())?;
         Ok(())
@@ -304,4 +315,87 @@ pub fn kpis(
         minutes.push((key.value().1, SalesKpis::decode(value.value())?));
     }
     Ok(minutes)
+}
+
+/// The count of `gateway` in a list ordered by gateway id, inserted at 0 if missing.
+fn count_of<'a>(list: &'a mut Vec<(GatewayId, u64)>, gateway: &GatewayId) -> &'a mut u64 {
+    let at = match list.binary_search_by(|(g, _)| g.as_str().cmp(gateway.as_str())) {
+        Ok(at) => at,
+        Err(at) => {
+            list.insert(at, (gateway.clone(), 0));
+            at
+        }
+    };
+    &mut list[at].1
+}
+
+impl SalesKpis {
+    /// Adds `other`'s figures to these (saturating: a dashboard sum, never a panic).
+    pub fn add(&mut self, other: &SalesKpis) {
+        for sale in &other.sales {
+            match self.sales.binary_search_by_key(&sale.currency.as_str(), |s| s.currency.as_str())
+            {
+                Ok(at) => {
+                    let mine = &mut self.sales[at];
+                    mine.orders = mine.orders.saturating_add(sale.orders);
+                    mine.revenue = mine.revenue.saturating_add(sale.revenue);
+                }
+                Err(at) => self.sales.insert(at, *sale),
+            }
+        }
+        self.lines = self.lines.saturating_add(other.lines);
+        self.units = self.units.saturating_add(other.units);
+        let (mine, theirs) = (&mut self.cancellations, &other.cancellations);
+        mine.requested = mine.requested.saturating_add(theirs.requested);
+        mine.payment_declined = mine.payment_declined.saturating_add(theirs.payment_declined);
+        mine.hold_expired = mine.hold_expired.saturating_add(theirs.hold_expired);
+        for (gateway, n) in &other.declines {
+            let count = count_of(&mut self.declines, gateway);
+            *count = count.saturating_add(*n);
+        }
+        for (gateway, n) in &other.authorizations {
+            let count = count_of(&mut self.authorizations, gateway);
+            *count = count.saturating_add(*n);
+        }
+    }
+}
+
+/// Minutes per day.
+pub const DAY_MINUTES: u64 = 24 * 60;
+
+/// One tenant's sales of one UTC day: what the live dashboard shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DayKpis {
+    /// The day's first minute (minutes since the epoch).
+    pub first_minute: u64,
+    /// Orders placed per minute, `(minute, orders)` ascending, minutes with activity only.
+    pub per_minute: Vec<(u64, u64)>,
+    /// The day's figures, summed over its minutes.
+    pub totals: SalesKpis,
+    /// The busiest minute and its orders (the earliest of equals), `None` without orders.
+    pub peak: Option<(u64, u64)>,
+}
+
+impl DayKpis {
+    /// Orders placed in `minute` (0 if none).
+    #[must_use]
+    pub fn orders_in(&self, minute: u64) -> u64 {
+        self.per_minute.iter().find(|(m, _)| *m == minute).map_or(0, |(_, n)| *n)
+    }
+}
+
+/// The KPIs of the UTC day holding `minute` (minutes since the epoch), for `tenant`, as far as
+/// the projection has come.
+pub fn day(db: &Database, tenant: &TenantId, minute: u64) -> Result<DayKpis, ProjectionError> {
+    let first_minute = minute - minute % DAY_MINUTES;
+    let mut day = DayKpis { first_minute, ..DayKpis::default() };
+    for (minute, kpis) in kpis(db, tenant, first_minute, first_minute + DAY_MINUTES - 1)? {
+        let orders = kpis.orders();
+        day.per_minute.push((minute, orders));
+        if orders > 0 && day.peak.is_none_or(|(_, peak)| orders > peak) {
+            day.peak = Some((minute, orders));
+        }
+        day.totals.add(&kpis);
+    }
+    Ok(day)
 }

@@ -41,7 +41,7 @@ use redb::{Database, ReadableDatabase, TableDefinition, WriteTransaction};
 
 pub use customers::{CustomerCursor, CustomersProjection, orders_of_customer};
 pub use inventory::{InventoryLevel, InventoryProjection, inventory, inventory_levels};
-pub use kpi::{Cancellations, CurrencySales, KpiProjection, SalesKpis, kpis};
+pub use kpi::{Cancellations, CurrencySales, DayKpis, KpiProjection, SalesKpis, day, kpis};
 pub use orders::{OrderView, OrdersProjection, order, order_status_counts, orders_of};
 pub use rebuild::{Generation, Rebuilt, generation, rebuild};
 pub use worker::{ProjectionWorker, WaitError, WorkerConfig};

@@ -408,6 +408,7 @@ fn sales_kpis_count_each_minute_of_each_tenant() {
                 units: 4 + 2 + 4,
                 cancellations: Cancellations { payment_declined: 1, ..Cancellations::default() },
                 declines: vec![(gateway("gw-1"), 1)],
+                authorizations: Vec::new(),
             },
         ),
         (
@@ -418,6 +419,7 @@ fn sales_kpis_count_each_minute_of_each_tenant() {
                 units: 1,
                 cancellations: Cancellations { requested: 1, ..Cancellations::default() },
                 declines: vec![(gateway("gw-1"), 1), (gateway("gw-2"), 2)],
+                authorizations: Vec::new(),
             },
         ),
         (
@@ -428,6 +430,7 @@ fn sales_kpis_count_each_minute_of_each_tenant() {
                 units: 1,
                 cancellations: Cancellations { requested: 1, ..Cancellations::default() },
                 declines: Vec::new(),
+                authorizations: vec![(gateway("gw-1"), 1)],
             },
         ),
     ];
@@ -457,6 +460,27 @@ fn sales_kpis_count_each_minute_of_each_tenant() {
         assert!(kpis("initech", 0, u64::MAX).is_empty());
     }
 
+    // The day the dashboard shows: per-minute orders, the peak and the sums.
+    let db = new_db(dir.path(), "day.redb");
+    catch_up(&db, &engine, KpiProjection, &WorkerConfig::default(), last.next_position());
+    let day = projection::day(&db, &tenant("acme"), m0 + 4).unwrap();
+    let day_start = m0 - m0 % projection::kpi::DAY_MINUTES;
+    assert_eq!(day.first_minute, day_start);
+    assert!(m0 + 4 < day_start + projection::kpi::DAY_MINUTES, "the clock starts early in a day");
+    assert_eq!(day.per_minute, vec![(m0, 3), (m0 + 1, 1), (m0 + 4, 1)]);
+    assert_eq!(day.peak, Some((m0, 3)));
+    assert_eq!(day.orders_in(m0 + 1), 1);
+    assert_eq!(day.orders_in(m0 + 2), 0);
+    assert_eq!(day.totals.orders(), 5);
+    assert_eq!(
+        day.totals.sales,
+        vec![sales(eur(), 4, 3_500 + 2_000 + 4_000 + 10), sales(usd(), 1, 1_000)]
+    );
+    assert_eq!(day.totals.declines, vec![(gateway("gw-1"), 2), (gateway("gw-2"), 2)]);
+    assert_eq!(day.totals.authorizations, vec![(gateway("gw-1"), 1)]);
+    assert_eq!(day.totals.cancellations.total(), 3);
+    assert!(projection::day(&db, &tenant("initech"), m0).unwrap().peak.is_none());
+
     // The derived figures.
     let first = &expected_acme[0].1;
     assert_eq!(first.orders(), 3);
@@ -477,6 +501,7 @@ fn a_kpi_row_round_trips_and_garbage_is_an_error_not_a_panic() {
         units: 10,
         cancellations: Cancellations { requested: 1, payment_declined: 2, hold_expired: 3 },
         declines: vec![(gateway("gw-1"), 1), (gateway("gw-2"), 7)],
+        authorizations: vec![(gateway("gw-1"), 3)],
     };
     let bytes = kpis.encode();
     assert_eq!(SalesKpis::decode(&bytes).unwrap(), kpis);
