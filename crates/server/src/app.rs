@@ -10,9 +10,10 @@
 //! The node opens after the listener is up, so `/healthz` answers at once and `/readyz` says
 //! when recovery is done; until then the API answers `503 not_ready`.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
@@ -39,6 +40,8 @@ pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
 pub const DEFAULT_MAX_CONCURRENT: usize = 8_192;
 /// Requests per second each tenant may make by default (bursts up to the same number).
 pub const DEFAULT_TENANT_RATE: u32 = 200_000;
+/// Event and KPI streams each tenant may have open at once by default.
+pub const DEFAULT_STREAMS_PER_TENANT: usize = 16;
 
 /// How the server is set up.
 #[derive(Clone, Debug)]
@@ -55,6 +58,8 @@ pub struct ServerConfig {
     pub tenant_rate: Option<NonZeroU32>,
     /// How long a query with `?min_position=` waits for the read model at most.
     pub read_wait: Duration,
+    /// Event and KPI streams a tenant may have open at once.
+    pub streams_per_tenant: usize,
     /// The node's settings.
     pub node: NodeConfig,
 }
@@ -70,6 +75,7 @@ impl ServerConfig {
             max_concurrent: DEFAULT_MAX_CONCURRENT,
             tenant_rate: NonZeroU32::new(DEFAULT_TENANT_RATE),
             read_wait: Duration::from_secs(5),
+            streams_per_tenant: DEFAULT_STREAMS_PER_TENANT,
             node: NodeConfig::default(),
         }
     }
@@ -86,6 +92,27 @@ pub struct App {
     tenants: Tenants,
     metrics: Metrics,
     limiter: Option<DefaultKeyedRateLimiter<TenantId>>,
+    /// Streams open per tenant.
+    streams: Arc<Mutex<HashMap<TenantId, usize>>>,
+}
+
+/// One open stream of a tenant; closing it (dropping) frees its place.
+#[derive(Debug)]
+pub struct StreamSlot {
+    tenant: TenantId,
+    streams: Arc<Mutex<HashMap<TenantId, usize>>>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = streams.get_mut(&self.tenant) {
+            *open -= 1;
+            if *open == 0 {
+                streams.remove(&self.tenant);
+            }
+        }
+    }
 }
 
 impl App {
@@ -96,7 +123,8 @@ impl App {
         let mut config = config;
         let metrics = Metrics::new();
         config.node.engine.log.observer = Some(metrics.sync_observer());
-        Ok(Arc::new(App { config, node: RwLock::new(None), tenants, metrics, limiter }))
+        let streams = Arc::default();
+        Ok(Arc::new(App { config, node: RwLock::new(None), tenants, metrics, limiter, streams }))
     }
 
     /// The server with its node open: what tests and embedders usually want.
@@ -182,6 +210,25 @@ impl App {
     /// The body limit in bytes.
     pub fn body_limit(&self) -> usize {
         self.config.body_limit
+    }
+
+    /// A place for one more stream of `tenant`, or `429 too_many_streams`.
+    pub fn open_stream(&self, tenant: &TenantId) -> Result<StreamSlot, ApiError> {
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = streams.entry(tenant.clone()).or_default();
+        if *open >= self.config.streams_per_tenant {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                format!(
+                    "tenant {tenant} has {} streams open, the most allowed; close one",
+                    self.config.streams_per_tenant
+                ),
+            )
+            .retry_after(Duration::from_secs(5)));
+        }
+        *open += 1;
+        Ok(StreamSlot { tenant: tenant.clone(), streams: self.streams.clone() })
     }
 
     /// `429 rate_limited` when `tenant` is over its rate.

@@ -74,6 +74,12 @@ impl EventType {
         EventType::ALL.into_iter().find(|t| *t as u16 == code)
     }
 
+    /// The type named `name` by [`EventType::name`].
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| t.name() == name)
+    }
+
     /// The type of a domain event.
     #[must_use]
     pub fn of(event: &Event) -> EventType {

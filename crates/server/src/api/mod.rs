@@ -3,7 +3,11 @@
 //! Every route is registered through [`routes`] with its `#[utoipa::path]` description, so
 //! `/openapi.json` cannot miss one.
 
+mod dashboard;
+mod event_json;
+mod events;
 mod inventory;
+mod kpi;
 mod ops;
 mod orders;
 
@@ -36,6 +40,7 @@ use crate::error::{ApiError, ErrorBody};
     tags(
         (name = "inventory", description = "Stock per SKU"),
         (name = "orders", description = "Placing orders and moving them along"),
+        (name = "events", description = "Live streams: events and KPIs (Server-Sent Events)"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
 )]
@@ -114,6 +119,9 @@ pub fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(orders::deliver))
         .routes(routes!(orders::cancel))
         .routes(routes!(orders::refund))
+        .routes(routes!(events::events))
+        .routes(routes!(kpi::kpi_stream))
+        .routes(routes!(dashboard::page))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

@@ -1,0 +1,168 @@
+//! The live event stream: a tenant's events as Server-Sent Events, in commit order.
+//!
+//! Each stream has its own reader thread following the log (`id:` is the global position, so
+//! `Last-Event-ID` resumes exactly after the last event seen: no gap, no duplicate). The thread
+//! hands events to the response through a bounded buffer; a client that lets the buffer fill is
+//! cut off (the stream ends, and it reconnects with `Last-Event-ID`), so a slow client never
+//! holds up commits or other clients. Streams per tenant are capped.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::Stream;
+use orderly_core::Position;
+use orderly_core::codec::EventType;
+use orderly_core::domain::TenantId;
+use orderly_core::engine::CommittedEvent;
+use orderly_core::store::LogReader;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use utoipa::IntoParams;
+
+use super::QueryErrors;
+use super::event_json::event_json;
+use crate::app::{Shared, StreamSlot};
+use crate::error::ApiError;
+use crate::extract::{Caller, QueryOf};
+
+/// Events buffered per client before it counts as too slow and is cut off.
+pub const CLIENT_BUFFER: usize = 4_096;
+/// A comment is sent on an idle stream this often, so proxies keep it open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How often an idle reader thread checks that its client is still there.
+const IDLE_CHECK: Duration = Duration::from_millis(250);
+
+/// Where to start and what to send.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Start at this log position (inclusive). Without it (and without `Last-Event-ID`), the
+    /// stream starts at the head: new events only.
+    pub from: Option<u64>,
+    /// Only these event types, comma-separated (`order_placed,order_cancelled`).
+    pub types: Option<String>,
+}
+
+/// The tenant's events as Server-Sent Events: `id:` is the position, `data:` the event JSON.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    params(
+        EventsQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this position (sent by reconnecting clients); wins over `from`"),
+    ),
+    responses(
+        (status = 200, description = "An endless `text/event-stream`; each event's `id` is its log position and its `data` the event as JSON", content_type = "text/event-stream", body = String),
+        (status = 429, description = "`too_many_streams`: the tenant has the most streams open", body = crate::error::ErrorBody),
+        QueryErrors,
+    ),
+    security(("bearer" = []))
+)]
+pub async fn events(
+    State(app): State<Shared>,
+    Caller(tenant): Caller,
+    headers: HeaderMap,
+    QueryOf(query): QueryOf<EventsQuery>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let node = app.node()?;
+    let head = node.engine().head().0;
+    let from = match headers.get("last-event-id") {
+        Some(value) => {
+            let last: u64 =
+                value.to_str().ok().and_then(|v| v.trim().parse().ok()).ok_or_else(|| {
+                    ApiError::validation("Last-Event-ID", "Last-Event-ID must be a position")
+                })?;
+            last.saturating_add(1)
+        }
+        None => query.from.unwrap_or(head),
+    };
+    if from > head {
+        return Err(ApiError::validation(
+            "from",
+            format!("position {from} is beyond the log's head {head}"),
+        ));
+    }
+    let types = parse_types(query.types.as_deref())?;
+    let slot = app.open_stream(&tenant)?;
+    let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
+    let log = node.engine().log();
+    std::thread::Builder::new()
+        .name("orderly-sse".into())
+        .spawn(move || follow(&log, &tenant, Position(from), types.as_ref(), &tx, slot))
+        .map_err(|e| ApiError::internal(&e))?;
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|event| (Ok(event), rx))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
+
+fn parse_types(types: Option<&str>) -> Result<Option<HashSet<EventType>>, ApiError> {
+    let Some(types) = types else { return Ok(None) };
+    types
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            EventType::from_name(name).filter(|t| *t != EventType::CommandAccepted).ok_or_else(
+                || ApiError::validation("types", format!("unknown event type {name:?}")),
+            )
+        })
+        .collect::<Result<HashSet<_>, _>>()
+        .map(Some)
+}
+
+/// The reader thread of one stream: follows the log from `from`, sends the tenant's events of
+/// the wanted types, and ends when the client leaves or falls a whole buffer behind.
+fn follow(
+    log: &LogReader,
+    tenant: &TenantId,
+    from: Position,
+    types: Option<&HashSet<EventType>>,
+    tx: &mpsc::Sender<SseEvent>,
+    _slot: StreamSlot,
+) {
+    let prefix = format!("{tenant}/");
+    let mut records = log.subscribe(from);
+    while !tx.is_closed() {
+        let record = match records.next_timeout(IDLE_CHECK) {
+            None => continue,
+            Some(Ok(record)) => record,
+            Some(Err(e)) => {
+                tracing::warn!("event stream of {tenant} stopped: {e}");
+                return;
+            }
+        };
+        // Other tenants' records are skipped before decoding.
+        if !record.stream.starts_with(prefix.as_bytes()) {
+            continue;
+        }
+        let event = match CommittedEvent::from_record(&record) {
+            Ok(Some(event)) => event,
+            Ok(None) => continue, // the engine's own records
+            Err(e) => {
+                tracing::warn!("event stream of {tenant} stopped at {}: {e}", record.position);
+                return;
+            }
+        };
+        if types.is_some_and(|types| !types.contains(&EventType::of(&event.event))) {
+            continue;
+        }
+        let sse = SseEvent::default()
+            .id(event.position.0.to_string())
+            .data(event_json(&event).to_string());
+        match tx.try_send(sse) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                tracing::info!("event stream of {tenant} cut off: the client fell behind");
+                return;
+            }
+            Err(TrySendError::Closed(_)) => return,
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The live KPI stream: a tenant's figures of the day, pushed as Server-Sent Events once a
+//! second from the KPI and inventory read models.
+
+use std::convert::Infallible;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::Stream;
+use orderly_core::domain::TenantId;
+use orderly_core::node::{Node, ReadModel};
+use orderly_core::projection::{self, ProjectionError, kpi::MINUTE_MS};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::QueryErrors;
+use crate::app::Shared;
+use crate::error::ApiError;
+use crate::extract::Caller;
+
+/// How often figures are pushed.
+const PERIOD: Duration = Duration::from_secs(1);
+
+/// A tenant's figures for the current UTC day.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DayFigures {
+    /// When the figures were read (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// The KPI read model includes every event below this log position.
+    pub position: u64,
+    /// Start of the day (UTC midnight, ms since the Unix epoch).
+    pub day_start_ms: u64,
+    /// Orders placed today.
+    pub orders_today: u64,
+    /// Orders placed in the current minute so far.
+    pub orders_this_minute: u64,
+    /// Orders placed in the last full minute.
+    pub orders_last_minute: u64,
+    /// The most orders placed in one minute today.
+    pub peak_per_minute: u64,
+    /// When that minute started (ms since the Unix epoch); absent without orders.
+    pub peak_minute_ms: Option<u64>,
+    /// Booked revenue per currency (totals of the orders placed today).
+    pub revenue: Vec<CurrencyFigures>,
+    /// Orders cancelled today.
+    pub cancellations: u64,
+    /// Payment outcomes per gateway today.
+    pub payments: Vec<GatewayFigures>,
+    /// Units held for orders not yet shipped, now.
+    pub open_reservations: u64,
+    /// Orders per minute today: `[minute of the day (0–1439), orders]`, minutes with
+    /// orders only.
+    pub per_minute: Vec<[u64; 2]>,
+}
+
+/// Sales in one currency.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CurrencyFigures {
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Orders placed in it.
+    pub orders: u64,
+    /// Sum of their totals, in minor units.
+    pub revenue: u64,
+    /// Average order total, in minor units.
+    pub average_basket: u64,
+}
+
+/// One gateway's payment outcomes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GatewayFigures {
+    /// The gateway.
+    pub gateway: String,
+    /// Payments it authorized.
+    pub authorized: u64,
+    /// Payments it declined (or that failed over to no one after it).
+    pub declined: u64,
+    /// authorized / (authorized + declined), 0 to 1; absent without payments.
+    pub success_rate: Option<f64>,
+}
+
+/// The tenant's live figures as Server-Sent Events: one `DayFigures` JSON per second.
+#[utoipa::path(
+    get,
+    path = "/v1/kpi/stream",
+    tag = "events",
+    responses(
+        (status = 200, description = "An endless `text/event-stream` of DayFigures JSON, one a second", content_type = "text/event-stream", body = DayFigures),
+        (status = 429, description = "`too_many_streams`: the tenant has the most streams open", body = crate::error::ErrorBody),
+        QueryErrors,
+    ),
+    security(("bearer" = []))
+)]
+pub async fn kpi_stream(
+    State(app): State<Shared>,
+    Caller(tenant): Caller,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let slot = app.open_stream(&tenant)?;
+    let mut ticks = tokio::time::interval(PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let state = (app, tenant, ticks, slot);
+    let stream = futures_util::stream::unfold(state, |(app, tenant, mut ticks, slot)| async move {
+        ticks.tick().await;
+        let node = app.node().ok()?;
+        let reading = tenant.clone();
+        let figures =
+            tokio::task::spawn_blocking(move || day_figures(&node, &reading, now_ms())).await;
+        let event = match figures {
+            Ok(Ok(figures)) => SseEvent::default().json_data(&figures).ok()?,
+            Ok(Err(e)) => {
+                tracing::warn!("cannot read the KPIs of {tenant}: {e}");
+                SseEvent::default().comment("figures unavailable")
+            }
+            Err(_) => return None,
+        };
+        Some((Ok(event), (app, tenant, ticks, slot)))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+fn now_ms() -> u64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The figures of `tenant` for the day of `now_ms`, from the read models.
+pub fn day_figures(
+    node: &Node,
+    tenant: &TenantId,
+    now_ms: u64,
+) -> Result<DayFigures, ProjectionError> {
+    let position = node.projection(ReadModel::Kpi).reached().0;
+    let db = node.read_models();
+    let minute = now_ms / MINUTE_MS;
+    let day = projection::day(db, tenant, minute)?;
+    let open_reservations = projection::inventory_levels(db, tenant)?
+        .iter()
+        .fold(0u64, |sum, (_, level)| sum.saturating_add(level.reserved));
+    let totals = &day.totals;
+    let revenue = totals
+        .sales
+        .iter()
+        .map(|s| CurrencyFigures {
+            currency: s.currency.as_str().to_owned(),
+            orders: s.orders,
+            revenue: s.revenue,
+            average_basket: s.average_basket(),
+        })
+        .collect();
+    let mut gateways: Vec<&str> =
+        totals.authorizations.iter().chain(&totals.declines).map(|(g, _)| g.as_str()).collect();
+    gateways.sort_unstable();
+    gateways.dedup();
+    let count = |list: &[(orderly_core::domain::GatewayId, u64)], gateway: &str| {
+        list.iter().find(|(g, _)| g.as_str() == gateway).map_or(0, |(_, n)| *n)
+    };
+    let payments = gateways
+        .into_iter()
+        .map(|gateway| {
+            let authorized = count(&totals.authorizations, gateway);
+            let declined = count(&totals.declines, gateway);
+            #[expect(clippy::cast_precision_loss, reason = "a dashboard ratio")]
+            let success_rate = (authorized + declined > 0)
+                .then(|| authorized as f64 / (authorized + declined) as f64);
+            GatewayFigures { gateway: gateway.to_owned(), authorized, declined, success_rate }
+        })
+        .collect();
+    Ok(DayFigures {
+        at_ms: now_ms,
+        position,
+        day_start_ms: day.first_minute * MINUTE_MS,
+        orders_today: totals.orders(),
+        orders_this_minute: day.orders_in(minute),
+        orders_last_minute: day.orders_in(minute.saturating_sub(1)),
+        peak_per_minute: day.peak.map_or(0, |(_, n)| n),
+        peak_minute_ms: day.peak.map(|(m, _)| m * MINUTE_MS),
+        revenue,
+        cancellations: totals.cancellations.total(),
+        payments,
+        open_reservations,
+        per_minute: day.per_minute.iter().map(|(m, n)| [m - day.first_minute, *n]).collect(),
+    })
+}
