@@ -7,6 +7,7 @@ pub mod api;
 pub mod app;
 pub mod error;
 pub mod extract;
+pub mod load;
 pub mod metrics;
 pub mod serve;
 pub mod tenants;

@@ -9,6 +9,7 @@ use orderly_core::domain::TenantId;
 use orderly_server::app::{
     DEFAULT_BODY_LIMIT, DEFAULT_MAX_CONCURRENT, DEFAULT_TENANT_RATE, ServerConfig,
 };
+use orderly_server::load::{self, LoadConfig};
 use orderly_server::{serve, tenants};
 
 #[global_allocator]
@@ -32,6 +33,37 @@ enum Commands {
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Drive a running server with a seeded Black Friday mix; prints a JSON line of figures.
+    Load(LoadArgs),
+    /// A hello-world HTTP server: the baseline `orderly load --hello` measures.
+    #[command(hide = true)]
+    HelloServer {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct LoadArgs {
+    /// The server, as `http://HOST:PORT`.
+    #[arg(long, env = "ORDERLY_TARGET", default_value = "http://127.0.0.1:8080")]
+    target: String,
+    /// A tenant's bearer token.
+    #[arg(long, env = "ORDERLY_TOKEN")]
+    token: String,
+    /// Orders to place.
+    #[arg(long, default_value_t = 100_000)]
+    orders: u64,
+    /// Connections, each with one request in flight.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Seeds the mix: the same seed sends the same requests.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Send the placements to a hello-world server (`orderly hello-server`) instead.
+    #[arg(long)]
+    hello: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -82,6 +114,27 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(serve::serve(config, args.listen))
         }
+        Commands::Load(args) => {
+            init_logging();
+            let config = LoadConfig {
+                target: resolve(&args.target)?,
+                token: args.token,
+                orders: args.orders,
+                concurrency: args.concurrency,
+                seed: args.seed,
+                hello: args.hello,
+                progress: true,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime.block_on(load::run(config))?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Commands::HelloServer { listen } => {
+            init_logging();
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(load::hello_server(listen))
+        }
         Commands::Tenant(TenantCommand::Add { name, data }) => {
             let name = TenantId::new(&name)?;
             let token = tenants::add(&data, &name)?;
@@ -95,4 +148,15 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// The address of `http://HOST:PORT` (or of `HOST:PORT`).
+fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let authority = target.strip_prefix("http://").unwrap_or(target).trim_end_matches('/');
+    authority
+        .to_socket_addrs()
+        .map_err(|e| anyhow::anyhow!("cannot resolve {target}: {e}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{target} resolves to no address"))
 }

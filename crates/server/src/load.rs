@@ -1,0 +1,349 @@
+//! `orderly load`: drives a running server's HTTP API with a seeded Black Friday mix and
+//! reports throughput and latency.
+//!
+//! Setup stocks a catalog (a few flash-sale SKUs with little stock that sell out, the rest
+//! plentiful); then `concurrency` workers, each on its own keep-alive connection, place orders
+//! of 1 to 5 lines with skewed SKU popularity, each with an idempotency key; some placements
+//! are retried with the same key (the server must answer the first response again) and some
+//! orders are cancelled. The same seed sends the same requests.
+//!
+//! With `--hello` the same placement requests go to a hello-world server ([`hello_server`])
+//! instead: the ceiling of the HTTP stack and of this generator on the same machine.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use axum::http::{Method, Request, StatusCode, header};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::Serialize;
+use serde_json::json;
+use tokio::net::TcpStream;
+
+/// SKUs in the catalog.
+const CATALOG: usize = 500;
+/// The first SKUs of the catalog are flash-sale items with little stock.
+const FLASH_SKUS: usize = 5;
+/// Units of stock of a flash-sale SKU.
+const FLASH_STOCK: u64 = 200;
+/// Units received per receive command for the other SKUs (the most one command may take).
+const PLENTY: u64 = 1_000_000;
+/// Share of placements sent twice with the same key, in percent.
+const RETRY_PERCENT: u32 = 3;
+/// Share of placed orders cancelled, in percent.
+const CANCEL_PERCENT: u32 = 5;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    /// The server, `http://host:port`.
+    pub target: SocketAddr,
+    /// A tenant's bearer token.
+    pub token: String,
+    /// Orders to place.
+    pub orders: u64,
+    /// Workers, each with one connection and one request in flight.
+    pub concurrency: usize,
+    /// Seeds the mix.
+    pub seed: u64,
+    /// Send the placements to a hello-world server (no setup, no follow-ups).
+    pub hello: bool,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// What a run measured.
+#[derive(Debug, Serialize)]
+pub struct LoadReport {
+    /// `orders` or `hello`.
+    pub mode: &'static str,
+    /// Workers (connections).
+    pub concurrency: usize,
+    /// Placements answered 201.
+    pub orders_placed: u64,
+    /// Every request of the timed phase.
+    pub requests: u64,
+    /// Length of the timed phase.
+    pub seconds: f64,
+    /// Requests answered per second.
+    pub requests_per_sec: f64,
+    /// Placements answered 201 per second.
+    pub orders_per_sec: f64,
+    /// Median latency.
+    pub p50_ms: f64,
+    /// 99th percentile latency.
+    pub p99_ms: f64,
+    /// 99.9th percentile latency.
+    pub p999_ms: f64,
+    /// Slowest request.
+    pub max_ms: f64,
+    /// Answers by status code.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Answers that were not a success, by status (`0` for a failed connection); a 422 is
+    /// usually a flash-sale SKU sold out.
+    pub errors: BTreeMap<u16, u64>,
+}
+
+/// One worker's tally.
+struct Tally {
+    latency: Histogram<u64>,
+    statuses: BTreeMap<u16, u64>,
+    placed: u64,
+}
+
+/// Runs the load and reports.
+pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
+    if config.concurrency == 0 {
+        bail!("concurrency must be at least 1");
+    }
+    if !config.hello {
+        stock_catalog(&config).await.context("stocking the catalog")?;
+    }
+    let progress = if config.progress {
+        let bar = ProgressBar::new(config.orders);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} orders  {per_sec}  eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let started = Instant::now();
+    let workers: Vec<_> = (0..config.concurrency)
+        .map(|worker| {
+            let share = config.orders / config.concurrency as u64
+                + u64::from((worker as u64) < config.orders % config.concurrency as u64);
+            let (config, progress) = (config.clone(), progress.clone());
+            tokio::spawn(async move { work(&config, worker, share, &progress).await })
+        })
+        .collect();
+    let mut latency = Histogram::<u64>::new(3)?;
+    let mut statuses = BTreeMap::new();
+    let mut placed = 0;
+    for worker in workers {
+        let tally = worker.await??;
+        latency.add(&tally.latency)?;
+        for (status, n) in tally.statuses {
+            *statuses.entry(status).or_default() += n;
+        }
+        placed += tally.placed;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    progress.finish_and_clear();
+    let requests = latency.len();
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    let errors = statuses
+        .iter()
+        .filter(|(status, _)| !(200..300).contains(*status))
+        .map(|(status, n)| (*status, *n))
+        .collect();
+    Ok(LoadReport {
+        mode: if config.hello { "hello" } else { "orders" },
+        concurrency: config.concurrency,
+        orders_placed: placed,
+        requests,
+        seconds,
+        requests_per_sec: requests as f64 / seconds,
+        orders_per_sec: placed as f64 / seconds,
+        p50_ms: ms(latency.value_at_quantile(0.5)),
+        p99_ms: ms(latency.value_at_quantile(0.99)),
+        p999_ms: ms(latency.value_at_quantile(0.999)),
+        max_ms: ms(latency.max()),
+        statuses,
+        errors,
+    })
+}
+
+/// Receives the catalog's stock, one request at a time.
+async fn stock_catalog(config: &LoadConfig) -> anyhow::Result<()> {
+    let mut connection = Connection::open(config.target, &config.token).await?;
+    for sku in 0..CATALOG {
+        let quantity = if sku < FLASH_SKUS { FLASH_STOCK } else { PLENTY };
+        let path = format!("/v1/inventory/{}/receive", sku_name(sku));
+        let key = format!("load-{}-stock-{sku}", config.seed);
+        let body = json!({ "quantity": quantity }).to_string();
+        let (status, _) = connection.post(&path, Some(&key), body).await?;
+        if !status.is_success() {
+            bail!("receiving stock of {} answered {status}", sku_name(sku));
+        }
+    }
+    Ok(())
+}
+
+fn sku_name(index: usize) -> String {
+    format!("sku-{index:03}")
+}
+
+/// One worker: its share of placements, with retries and cancels, on one connection.
+async fn work(
+    config: &LoadConfig,
+    worker: usize,
+    orders: u64,
+    progress: &ProgressBar,
+) -> anyhow::Result<Tally> {
+    let mut rng = StdRng::seed_from_u64(config.seed ^ (worker as u64).wrapping_mul(0x9e37_79b9));
+    let mut tally = Tally { latency: Histogram::new(3)?, statuses: BTreeMap::new(), placed: 0 };
+    let mut connection = Connection::open(config.target, &config.token).await?;
+    for n in 0..orders {
+        let key = format!("load-{}-{worker}-{n}", config.seed);
+        let body = order_body(&mut rng);
+        let retry = rng.random_range(0..100) < RETRY_PERCENT;
+        let cancel = rng.random_range(0..100) < CANCEL_PERCENT;
+        let (status, response) =
+            timed(&mut connection, &mut tally, "/v1/orders", &key, body.clone()).await?;
+        progress.inc(1);
+        if status != StatusCode::CREATED || config.hello {
+            continue;
+        }
+        tally.placed += 1;
+        if retry {
+            let (again, replay) =
+                timed(&mut connection, &mut tally, "/v1/orders", &key, body).await?;
+            if again != StatusCode::CREATED || replay != response {
+                bail!("retrying {key} answered {again}, not the first response");
+            }
+        }
+        if cancel {
+            let order: serde_json::Value = serde_json::from_slice(&response)?;
+            let id = order["order_id"].as_str().context("a placed order has an id")?;
+            let path = format!("/v1/orders/{id}/cancel");
+            timed(&mut connection, &mut tally, &path, &format!("{key}-cancel"), String::new())
+                .await?;
+        }
+    }
+    Ok(tally)
+}
+
+/// Sends one request, recording its latency and status; reconnects after a broken
+/// connection (status 0).
+async fn timed(
+    connection: &mut Connection,
+    tally: &mut Tally,
+    path: &str,
+    key: &str,
+    body: String,
+) -> anyhow::Result<(StatusCode, Bytes)> {
+    let started = Instant::now();
+    let answer = connection.post(path, Some(key), body).await;
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    tally.latency.record(micros.max(1))?;
+    match answer {
+        Ok((status, bytes)) => {
+            *tally.statuses.entry(status.as_u16()).or_default() += 1;
+            Ok((status, bytes))
+        }
+        Err(e) => {
+            *tally.statuses.entry(0).or_default() += 1;
+            tracing::warn!("request failed: {e:#}; reconnecting");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            connection.reconnect().await?;
+            Ok((StatusCode::from_u16(599).unwrap_or(StatusCode::BAD_GATEWAY), Bytes::new()))
+        }
+    }
+}
+
+/// 1 to 5 distinct SKUs, popular ones more often (the square of a uniform draw leans low).
+fn order_body(rng: &mut StdRng) -> String {
+    let lines = rng.random_range(1..=5);
+    let mut skus: Vec<usize> = Vec::with_capacity(lines);
+    while skus.len() < lines {
+        let u: f64 = rng.random();
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "in 0..CATALOG"
+        )]
+        let sku = ((u * u) * CATALOG as f64) as usize;
+        if !skus.contains(&sku) {
+            skus.push(sku);
+        }
+    }
+    let lines: Vec<_> = skus
+        .iter()
+        .map(|sku| {
+            json!({
+                "sku": sku_name(*sku),
+                "quantity": rng.random_range(1..=3),
+                "unit_price": rng.random_range(199..=19_999),
+            })
+        })
+        .collect();
+    let customer = format!("c-{}", rng.random_range(0..200_000));
+    json!({ "customer_id": customer, "currency": "EUR", "lines": lines }).to_string()
+}
+
+/// One keep-alive HTTP/1.1 connection.
+struct Connection {
+    target: SocketAddr,
+    authorization: String,
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl Connection {
+    async fn open(target: SocketAddr, token: &str) -> anyhow::Result<Connection> {
+        let sender = handshake(target).await?;
+        Ok(Connection { target, authorization: format!("Bearer {token}"), sender })
+    }
+
+    async fn reconnect(&mut self) -> anyhow::Result<()> {
+        self.sender = handshake(self.target).await?;
+        Ok(())
+    }
+
+    async fn post(
+        &mut self,
+        path: &str,
+        key: Option<&str>,
+        body: String,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(header::HOST, self.target.to_string())
+            .header(header::AUTHORIZATION, &self.authorization)
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let request = request.body(Full::new(Bytes::from(body)))?;
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        Ok((status, bytes))
+    }
+}
+
+async fn handshake(target: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let stream =
+        TcpStream::connect(target).await.with_context(|| format!("cannot connect to {target}"))?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("connection closed: {e}");
+        }
+    });
+    Ok(sender)
+}
+
+/// A hello-world server: reads any request's body and answers `201` with a small JSON, doing
+/// nothing else. What `orderly load --hello` is measured against.
+pub async fn hello_server(listen: SocketAddr) -> anyhow::Result<()> {
+    let app = axum::Router::new().fallback(|body: Bytes| async move {
+        (StatusCode::CREATED, axum::Json(json!({ "hello": "world", "bytes": body.len() })))
+    });
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!("hello server listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
