@@ -377,12 +377,15 @@ impl Chain {
         // Classify how the scan ended. Acknowledged records are contiguous and each was
         // fsynced before the next group was written, so only the last group of the last
         // segment can be torn: a damaged record there with no valid record and no other data
-        // after it. Anything else is corruption.
-        let at = self.next_position;
+        // after it. Anything else is corruption. A damaged record is named by the position it
+        // should have had; a segment cut inside a batch by the position the batch starts at.
+        let (at, batch_start) = (position, self.next_position);
         let torn_end = match stop {
             ScanEnd::End | ScanEnd::Stopped => stop_offset,
             ScanEnd::Unused => {
-                if !segment::is_zero(segment.file, stop_offset, segment.len).map_err(io_err)? {
+                if !segment::is_zero(segment.file, stop_offset, segment.len).map_err(io_err)?
+                    && !(is_last && grew(segment, stop_offset).map_err(io_err)?)
+                {
                     return Err(corrupt(stop_offset, at, Problem::DataAfterEnd));
                 }
                 stop_offset
@@ -393,14 +396,17 @@ impl Chain {
                     && segment::is_zero(segment.file, limit, segment.len).map_err(io_err)?
                     && !segment::has_record_within(segment.file, stop_offset + 1, limit)
                         .map_err(io_err)?;
-                if !torn {
+                if torn {
+                    limit
+                } else if is_last && grew(segment, stop_offset).map_err(io_err)? {
+                    stop_offset
+                } else {
                     return Err(corrupt(stop_offset, at, problem_of(damage)));
                 }
-                limit
             }
         };
         if !is_last && pending {
-            return Err(corrupt(committed_end, at, Problem::SegmentEndsInsideBatch));
+            return Err(corrupt(committed_end, batch_start, Problem::SegmentEndsInsideBatch));
         }
         if torn_end > committed_end {
             // A torn write: an incomplete batch and/or a record cut short, then zeros.
@@ -414,6 +420,14 @@ impl Chain {
         }
         Ok(committed_end)
     }
+}
+
+/// Whether a valid record now starts at `offset`, where the pass found none: a writer appended
+/// while the pass was reading (audits run next to a running writer). The pass then ends where it
+/// stopped, as at the end of a snapshot. On a log nobody writes, this is never true.
+fn grew(segment: &Segment<'_>, offset: u64) -> io::Result<bool> {
+    let mut window = segment::Window::default();
+    Ok(window.record_at(segment.file, offset, segment.len)?.is_ok())
 }
 
 fn problem_of(damage: Damage) -> Problem {
