@@ -383,9 +383,11 @@ impl Chain {
         let torn_end = match stop {
             ScanEnd::End | ScanEnd::Stopped => stop_offset,
             ScanEnd::Unused => {
-                if !segment::is_zero(segment.file, stop_offset, segment.len).map_err(io_err)?
-                    && !(is_last && grew(segment, stop_offset).map_err(io_err)?)
-                {
+                let clean_end =
+                    segment::is_zero(segment.file, stop_offset, segment.len).map_err(io_err)?;
+                let appended =
+                    !clean_end && is_last && grew(segment, stop_offset).map_err(io_err)?;
+                if !clean_end && !appended {
                     return Err(corrupt(stop_offset, at, Problem::DataAfterEnd));
                 }
                 stop_offset
