@@ -4,6 +4,7 @@
 //! **Architecture Invariant:** [`domain`] does no IO, reads no clock, draws no randomness and is
 //! not async; time enters only through [`domain::Context`].
 
+pub mod audit;
 pub mod codec;
 pub mod domain;
 pub mod engine;

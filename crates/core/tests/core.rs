@@ -1,6 +1,7 @@
 //! orderly-core's behaviour: the domain as given/when/then scenarios for every command and
 //! rejection of each aggregate and as properties that random command sequences must keep, and
-//! the event codec's round trips and golden bytes.
+//! the event codec's round trips and golden bytes, and the audit commands on intact and damaged
+//! logs.
 //!
 //! One binary for the crate (see `../shared/style.md`, "tests as documentation"); each module
 //! opens with what it proves.
@@ -17,6 +18,7 @@ mod domain {
     mod types;
 }
 
+mod audit;
 mod codec;
 mod engine;
 mod projection;

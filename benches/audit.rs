@@ -1,0 +1,263 @@
+//! Audit throughput: verify + replay of a log of at least `ORDERLY_BENCH_AUDIT_EVENTS`
+//! [10,000,000] records in one single-threaded pass, next to the memory bandwidth measured in
+//! the same run.
+//!
+//! The log is written straight through the store (not the engine, which would take minutes):
+//! the Black Friday mix of `support/` as whole order lives — placed with a hold per line,
+//! authorized and confirmed, then shipped (holds committed, payment captured) or, one in four,
+//! cancelled (holds released, authorization voided) — each command one batch, as the engine
+//! writes them. It is kept under `target/bench-audit` and reused while it has enough records.
+//!
+//! Then, each over the page-cached log: `scan` (the store's verifying pass alone: checksums,
+//! hash chain, positions, stream versions), `verify` (plus decoding every payload), and
+//! `verify + replay` (plus applying every event with the domain's `evolve`), the figure of
+//! issue 8. Run with `cargo bench --bench audit`; the last stdout line is one JSON object.
+
+/// The allocator orderly's binaries use (see the workspace `Cargo.toml`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use orderly::audit::{self, ReplayPoint};
+use orderly::codec;
+use orderly::domain::{
+    CancelReason, Currency, CustomerId, Event, GatewayId, InventoryEvent, Money, OrderEvent,
+    OrderId, PaymentEvent, PaymentId, Quantity, Sku, TenantId, Timestamp,
+};
+use orderly_store::{Expected, Log, LogConfig, NewRecord};
+
+#[path = "support/mod.rs"]
+mod support;
+use support::{Mix, SKUS_PER_TENANT, TENANTS, env, per_sec, tenant};
+
+const START: u64 = 1_764_115_200_000;
+
+/// Appends batches of events as the engine would, a few hundred per `append` call so that the
+/// log's group commit is not the bottleneck of writing the benchmark's input.
+struct Writer {
+    log: Log,
+    pending: Vec<NewRecord>,
+    batches: Vec<Vec<NewRecord>>,
+    records: u64,
+    now: u64,
+}
+
+impl Writer {
+    fn event(&mut self, tenant: &TenantId, event: Event) {
+        let encoded = codec::encode_event(tenant, &event);
+        self.pending.push(NewRecord {
+            stream: encoded.stream,
+            expected: Expected::Any,
+            event_type: encoded.event_type,
+            schema_version: encoded.schema_version,
+            timestamp: self.now,
+            payload: encoded.payload,
+        });
+    }
+
+    /// Ends the command's batch.
+    fn commit(&mut self) {
+        self.records += self.pending.len() as u64;
+        self.batches.push(std::mem::take(&mut self.pending));
+        self.now += 1;
+        if self.batches.len() >= 256 {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        // One `append` per command keeps the batch flags of the engine; appending them through
+        // the asynchronous path lets the writer group them.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let count = self.batches.len();
+        for batch in self.batches.drain(..) {
+            let tx = tx.clone();
+            self.log.append_or_wait(batch, move |r| drop(tx.send(r))).unwrap();
+        }
+        for _ in 0..count {
+            rx.recv().unwrap().unwrap();
+        }
+    }
+}
+
+fn write_log(dir: &Path, events: u64) -> u64 {
+    let (log, _) = Log::open(dir, LogConfig::default()).unwrap();
+    let mut w = Writer { log, pending: Vec::new(), batches: Vec::new(), records: 0, now: START };
+    let eur = Currency::new("EUR").unwrap();
+    let customer = CustomerId::new("c-1").unwrap();
+    let gateway = GatewayId::new("sim-1").unwrap();
+    for t in 0..TENANTS {
+        for s in 0..SKUS_PER_TENANT {
+            let sku = Sku::new(&format!("sku-{s}")).unwrap();
+            let quantity = Quantity::new(1_000_000).unwrap();
+            w.event(
+                &tenant(t),
+                Event::Inventory { sku, event: InventoryEvent::StockReceived { quantity } },
+            );
+            w.commit();
+        }
+    }
+    let mut mix = Mix(42);
+    let mut n = 0u64;
+    while w.records < events {
+        let t = tenant(mix.below(TENANTS));
+        let order = OrderId::new(&format!("o-{n}")).unwrap();
+        let payment = PaymentId::new(&format!("pay-{n}")).unwrap();
+        n += 1;
+        let lines = mix.basket();
+        let total: u64 = lines.iter().map(|l| l.amount()).sum();
+        let held: Vec<(Sku, Quantity)> =
+            lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
+        let expires_at = Timestamp(w.now + 900_000);
+        let placed = OrderEvent::OrderPlaced {
+            customer: customer.clone(),
+            currency: eur,
+            lines,
+            total,
+            hold_expires_at: expires_at,
+        };
+        w.event(&t, Event::Order { order: order.clone(), event: placed });
+        for (sku, quantity) in &held {
+            let event =
+                InventoryEvent::StockHeld { order: order.clone(), quantity: *quantity, expires_at };
+            w.event(&t, Event::Inventory { sku: sku.clone(), event });
+        }
+        w.commit();
+        let amount = Money::new(total, eur);
+        let authorized = PaymentEvent::PaymentAuthorized {
+            order: order.clone(),
+            amount,
+            gateway: gateway.clone(),
+        };
+        w.event(&t, Event::Payment { payment: payment.clone(), event: authorized });
+        w.event(
+            &t,
+            Event::Order {
+                order: order.clone(),
+                event: OrderEvent::OrderConfirmed { payment: payment.clone() },
+            },
+        );
+        w.commit();
+        let cancel = mix.below(4) == 0;
+        if cancel {
+            let reason = CancelReason::Requested;
+            w.event(
+                &t,
+                Event::Order { order: order.clone(), event: OrderEvent::OrderCancelled { reason } },
+            );
+        } else {
+            w.event(&t, Event::Order { order: order.clone(), event: OrderEvent::OrderShipped });
+        }
+        for (sku, quantity) in held {
+            let (order, quantity) = (order.clone(), quantity);
+            let event = if cancel {
+                InventoryEvent::StockReleased { order, quantity }
+            } else {
+                InventoryEvent::StockCommitted { order, quantity }
+            };
+            w.event(&t, Event::Inventory { sku, event });
+        }
+        let event = if cancel {
+            PaymentEvent::PaymentVoided
+        } else {
+            PaymentEvent::PaymentCaptured { amount: total }
+        };
+        w.event(&t, Event::Payment { payment, event });
+        w.commit();
+    }
+    w.flush();
+    w.records
+}
+
+/// The log under `target/bench-audit`, written unless a large enough one is there.
+fn prepared_log(events: u64) -> (std::path::PathBuf, u64) {
+    let dir = Path::new("target/bench-audit");
+    let marker = dir.join("records");
+    if let Some(records) = std::fs::read_to_string(&marker).ok().and_then(|s| s.trim().parse().ok())
+        && records >= events
+    {
+        eprintln!("reusing the log of {records} records in {}", dir.display());
+        return (dir.join("log"), records);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let started = Instant::now();
+    let records = write_log(&dir.join("log"), events);
+    eprintln!("wrote {records} records in {:.1} s", started.elapsed().as_secs_f64());
+    std::fs::write(&marker, records.to_string()).unwrap();
+    (dir.join("log"), records)
+}
+
+/// Memory bandwidth: bytes copied per second by `memcpy` between two 256 MiB buffers.
+fn memory_gb_per_sec() -> f64 {
+    let len = 256 << 20;
+    let src = vec![1u8; len];
+    let mut dst = vec![0u8; len];
+    dst.copy_from_slice(&src);
+    let rounds = 8;
+    let started = Instant::now();
+    for i in 0..rounds {
+        dst.copy_from_slice(&src);
+        std::hint::black_box(&mut dst[i]);
+    }
+    per_sec(rounds as u64 * len as u64, started.elapsed()) / 1e9
+}
+
+fn log_bytes(dir: &Path) -> u64 {
+    let mut bytes = 0;
+    orderly_store::scan(
+        dir,
+        |_| {},
+        |r| {
+            bytes += r.len;
+            ControlFlow::Continue(())
+        },
+    )
+    .unwrap();
+    bytes
+}
+
+fn timed<T>(what: &str, records: u64, run: impl FnOnce() -> T) -> (T, Duration) {
+    let started = Instant::now();
+    let out = run();
+    let elapsed = started.elapsed();
+    eprintln!("{what}: {:.2} s, {:.0} records/s", elapsed.as_secs_f64(), per_sec(records, elapsed));
+    (out, elapsed)
+}
+
+fn main() {
+    let events = env("ORDERLY_BENCH_AUDIT_EVENTS", 10_000_000);
+    let (dir, records) = prepared_log(events);
+    let bytes = log_bytes(&dir); // also brings the log into the page cache
+    let mem = memory_gb_per_sec();
+    eprintln!(
+        "memory bandwidth (memcpy): {mem:.1} GB/s; log: {records} records, {:.0} MB",
+        bytes as f64 / 1e6
+    );
+
+    let (_, scan) =
+        timed("scan (store pass: crc32c, blake3 chain, positions, versions)", records, || {
+            orderly_store::scan(&dir, |_| {}, |_| ControlFlow::Continue(())).unwrap()
+        });
+    let (_, verify) = timed("verify (scan + decode every payload)", records, || {
+        audit::verify(&dir, None, &mut audit::no_progress).unwrap()
+    });
+    let (state, both) = timed("verify + replay (one pass)", records, || {
+        audit::replay(&dir, ReplayPoint::Head, None, &mut audit::no_progress).unwrap()
+    });
+    assert_eq!(state.digest.head, records, "replay reached the head");
+
+    let events_per_sec = per_sec(records, both);
+    let mb_per_sec = per_sec(bytes, both) / 1e6;
+    let ratio = mb_per_sec / (mem * 1e3);
+    println!(
+        "{{\"records\":{records},\"log_mb\":{:.0},\"seconds\":{:.3},\"events_per_sec\":{events_per_sec:.0},\"mb_per_sec\":{mb_per_sec:.1},\"mem_gb_per_sec\":{mem:.2},\"ratio_to_mem_bandwidth\":{ratio:.4},\"scan_events_per_sec\":{:.0},\"verify_events_per_sec\":{:.0},\"target_events_per_sec\":5000000}}",
+        bytes as f64 / 1e6,
+        both.as_secs_f64(),
+        per_sec(records, scan),
+        per_sec(records, verify),
+    );
+}

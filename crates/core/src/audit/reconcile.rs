@@ -1,0 +1,420 @@
+//! `reconcile`: stock and money recomputed from the events alone, as an auditor who does not
+//! trust the deciders would, checked against the rules they must keep and against the state
+//! the domain's own `evolve` builds.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::Serialize;
+
+use super::digest::Digest;
+use super::error::AuditError;
+use super::state::DomainState;
+use super::{Progress, pass};
+use crate::codec::Decoded;
+use crate::domain::{
+    Currency, Event, InventoryEvent, OrderEvent, OrderId, PaymentEvent, PaymentId, Sku, TenantId,
+};
+
+/// What [`reconcile`] found: the totals, and every discrepancy (none: the books balance).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Reconciliation {
+    /// The digest of the log the books were computed over.
+    pub digest: Digest,
+    /// Every rule found broken, in the order found (end-of-log comparisons last).
+    pub discrepancies: Vec<Discrepancy>,
+    /// Stock per tenant and SKU, by tenant and SKU.
+    pub stock: Vec<StockLedger>,
+    /// Money per currency, by currency.
+    pub money: Vec<MoneyTotals>,
+}
+
+/// One broken rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Discrepancy {
+    /// Stable snake_case code: `hold_not_open`, `capture_exceeds_authorized`, …
+    pub code: &'static str,
+    /// The tenant.
+    pub tenant: String,
+    /// What it is about: a SKU, an order or a payment id.
+    pub subject: String,
+    /// The position of the event that broke the rule, for rules checked as events come.
+    pub position: Option<u64>,
+    /// What was found, for people.
+    pub detail: String,
+}
+
+/// Stock of one SKU, summed from its events.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StockLedger {
+    /// The tenant.
+    pub tenant: String,
+    /// The SKU.
+    pub sku: String,
+    /// Units received.
+    pub received: u64,
+    /// Net units added (positive) or removed by stock counts.
+    pub adjusted: i64,
+    /// Units shipped (holds committed).
+    pub shipped: u64,
+    /// Units whose holds were released by a cancellation.
+    pub released: u64,
+    /// Units whose holds expired.
+    pub expired: u64,
+    /// received + adjusted − shipped.
+    pub on_hand: i64,
+    /// Sum of the open holds.
+    pub reserved: u64,
+    /// Number of open holds.
+    pub open_holds: u64,
+}
+
+/// Money of one currency, summed from the payment events.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MoneyTotals {
+    /// ISO currency code.
+    pub currency: String,
+    /// Amount authorized.
+    pub authorized: u64,
+    /// Amount asked for and declined.
+    pub declined: u64,
+    /// Amount captured.
+    pub captured: u64,
+    /// Amount of authorizations voided (authorized minus captured when voided).
+    pub voided: u64,
+    /// Amount refunded.
+    pub refunded: u64,
+}
+
+/// Reconciles the log in `dir`, read-only and without the lock, verifying every record on
+/// the way. Checked as events come: holds open once and close with their quantity, stock on
+/// hand never negative and never below what is reserved, payments captured at most what was
+/// authorized and refunded at most what was captured, per payment and per order. Checked at
+/// the end: the domain's on hand equals received + adjusted − shipped, its reserved equals
+/// the open holds, its payments carry the summed amounts, and each order's refunds equal its
+/// payments' refunds.
+pub fn reconcile(
+    dir: &Path,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Reconciliation, AuditError> {
+    let mut books = Books::default();
+    let scan = pass::run(
+        dir,
+        progress,
+        |_| {},
+        |batch| {
+            for entry in batch.entries {
+                if let Decoded::Event { tenant, event } = &entry.record {
+                    books.apply(tenant, event, entry.position);
+                }
+            }
+            ControlFlow::Continue(())
+        },
+    )?;
+    let digest = Digest { head: scan.records, hash: scan.last_hash };
+    Ok(books.close(digest))
+}
+
+#[derive(Debug, Default)]
+struct SkuBook {
+    ledger: StockLedger,
+    holds: FxHashMap<OrderId, u64>,
+}
+
+#[derive(Debug)]
+struct PaymentBook {
+    order: OrderId,
+    currency: Currency,
+    authorized: u64,
+    captured: u64,
+    refunded: u64,
+}
+
+#[derive(Debug, Default)]
+struct OrderBook {
+    currency: Option<Currency>,
+    /// Refunds the order's own events record.
+    refunded: u64,
+    /// Captures and refunds of its payments.
+    captured_by_payments: u64,
+    refunded_by_payments: u64,
+}
+
+#[derive(Debug, Default)]
+struct Books {
+    skus: FxHashMap<(TenantId, Sku), SkuBook>,
+    payments: FxHashMap<(TenantId, PaymentId), PaymentBook>,
+    orders: FxHashMap<(TenantId, OrderId), OrderBook>,
+    money: FxHashMap<Currency, MoneyTotals>,
+    domain: DomainState,
+    /// Tenants whose domain state broke on an event; not compared at the end.
+    broken: FxHashSet<TenantId>,
+    discrepancies: Vec<Discrepancy>,
+}
+
+impl Books {
+    fn flag(
+        &mut self,
+        code: &'static str,
+        tenant: &TenantId,
+        subject: &str,
+        position: Option<u64>,
+        detail: String,
+    ) {
+        let (tenant, subject) = (tenant.to_string(), subject.to_owned());
+        self.discrepancies.push(Discrepancy { code, tenant, subject, position, detail });
+    }
+
+    fn apply(&mut self, tenant: &TenantId, event: &Event, position: u64) {
+        match event {
+            Event::Inventory { sku, event } => self.stock(tenant, sku, event, position),
+            Event::Payment { payment, event } => self.payment(tenant, payment, event, position),
+            Event::Order { order, event } => self.order(tenant, order, event),
+        }
+        if !self.broken.contains(tenant)
+            && let Err(message) = self.domain.apply(tenant, event)
+        {
+            self.broken.insert(tenant.clone());
+            self.flag("domain_rejects_event", tenant, "", Some(position), message);
+        }
+    }
+
+    fn stock(&mut self, tenant: &TenantId, sku: &Sku, event: &InventoryEvent, position: u64) {
+        let book = self.skus.entry((tenant.clone(), sku.clone())).or_default();
+        let l = &mut book.ledger;
+        let mut problems: Vec<(&'static str, String)> = Vec::new();
+        match event {
+            InventoryEvent::StockReceived { quantity } => {
+                l.received = l.received.saturating_add(quantity.get());
+            }
+            InventoryEvent::StockAdjusted { delta } => {
+                l.adjusted = l.adjusted.saturating_add(*delta)
+            }
+            InventoryEvent::StockHeld { order, quantity, .. } => {
+                if book.holds.insert(order.clone(), quantity.get()).is_some() {
+                    problems.push(("hold_opened_twice", format!("order {order} already held it")));
+                }
+            }
+            InventoryEvent::StockCommitted { order, quantity }
+            | InventoryEvent::StockReleased { order, quantity }
+            | InventoryEvent::HoldExpired { order, quantity } => {
+                let units = quantity.get();
+                match book.holds.remove(order) {
+                    None => problems.push(("hold_not_open", format!("order {order} held none"))),
+                    Some(held) if held != units => problems.push((
+                        "hold_quantity_mismatch",
+                        format!("order {order} held {held}, closed {units}"),
+                    )),
+                    Some(_) => {}
+                }
+                let total = match event {
+                    InventoryEvent::StockCommitted { .. } => &mut l.shipped,
+                    InventoryEvent::StockReleased { .. } => &mut l.released,
+                    _ => &mut l.expired,
+                };
+                *total = total.saturating_add(units);
+            }
+        }
+        l.on_hand = i64::try_from(l.received)
+            .unwrap_or(i64::MAX)
+            .saturating_add(l.adjusted)
+            .saturating_sub(i64::try_from(l.shipped).unwrap_or(i64::MAX));
+        l.reserved = book.holds.values().fold(0u64, |sum, q| sum.saturating_add(*q));
+        l.open_holds = book.holds.len() as u64;
+        if l.on_hand < 0 {
+            problems.push(("negative_stock", format!("on hand {}", l.on_hand)));
+        } else if i64::try_from(l.reserved).unwrap_or(i64::MAX) > l.on_hand {
+            problems.push((
+                "reserved_exceeds_on_hand",
+                format!("reserved {} > on hand {}", l.reserved, l.on_hand),
+            ));
+        }
+        for (code, detail) in problems {
+            self.flag(code, tenant, sku.as_str(), Some(position), detail);
+        }
+    }
+
+    fn payment(&mut self, tenant: &TenantId, id: &PaymentId, event: &PaymentEvent, position: u64) {
+        let key = (tenant.clone(), id.clone());
+        let at = Some(position);
+        let amount = match event {
+            PaymentEvent::PaymentAuthorized { order, amount, .. }
+            | PaymentEvent::PaymentDeclined { order, amount, .. } => {
+                let totals = self.money_of(amount.currency);
+                let authorized = matches!(event, PaymentEvent::PaymentAuthorized { .. });
+                let sum = if authorized { &mut totals.authorized } else { &mut totals.declined };
+                *sum = sum.saturating_add(amount.minor);
+                if self.payments.contains_key(&key) {
+                    self.flag(
+                        "payment_started_twice",
+                        tenant,
+                        id.as_str(),
+                        at,
+                        format!("{event:?}"),
+                    );
+                    return;
+                }
+                let order_currency =
+                    self.orders.get(&(tenant.clone(), order.clone())).and_then(|o| o.currency);
+                if order_currency.is_some_and(|c| c != amount.currency) {
+                    let detail = format!(
+                        "order {order} is in {order_currency:?}, payment in {}",
+                        amount.currency
+                    );
+                    self.flag("currency_mismatch", tenant, id.as_str(), at, detail);
+                }
+                let book = PaymentBook {
+                    order: order.clone(),
+                    currency: amount.currency,
+                    authorized: if authorized { amount.minor } else { 0 },
+                    captured: 0,
+                    refunded: 0,
+                };
+                self.payments.insert(key, book);
+                return;
+            }
+            PaymentEvent::PaymentCaptured { amount } | PaymentEvent::PaymentRefunded { amount } => {
+                *amount
+            }
+            PaymentEvent::PaymentVoided => 0,
+        };
+        let Some(book) = self.payments.get_mut(&key) else {
+            self.flag("payment_not_authorized", tenant, id.as_str(), at, format!("{event:?}"));
+            return;
+        };
+        let mut problems: Vec<(&'static str, String)> = Vec::new();
+        let (currency, order) = (book.currency, book.order.clone());
+        let orders = self.orders.entry((tenant.clone(), order.clone())).or_default();
+        let totals = self.money.entry(currency).or_insert_with(|| MoneyTotals {
+            currency: currency.to_string(),
+            ..MoneyTotals::default()
+        });
+        match event {
+            PaymentEvent::PaymentCaptured { .. } => {
+                book.captured = book.captured.saturating_add(amount);
+                orders.captured_by_payments = orders.captured_by_payments.saturating_add(amount);
+                totals.captured = totals.captured.saturating_add(amount);
+                if book.captured > book.authorized {
+                    problems.push((
+                        "capture_exceeds_authorized",
+                        format!("captured {} of {} authorized", book.captured, book.authorized),
+                    ));
+                }
+            }
+            PaymentEvent::PaymentRefunded { .. } => {
+                book.refunded = book.refunded.saturating_add(amount);
+                orders.refunded_by_payments = orders.refunded_by_payments.saturating_add(amount);
+                totals.refunded = totals.refunded.saturating_add(amount);
+                if book.refunded > book.captured {
+                    problems.push((
+                        "refund_exceeds_captured",
+                        format!("refunded {} of {} captured", book.refunded, book.captured),
+                    ));
+                }
+                if orders.refunded_by_payments > orders.captured_by_payments {
+                    problems.push((
+                        "order_refunds_exceed_captures",
+                        format!(
+                            "order {order}: refunded {} of {} captured",
+                            orders.refunded_by_payments, orders.captured_by_payments
+                        ),
+                    ));
+                }
+            }
+            _ => {
+                totals.voided =
+                    totals.voided.saturating_add(book.authorized.saturating_sub(book.captured));
+            }
+        }
+        for (code, detail) in problems {
+            self.flag(code, tenant, id.as_str(), at, detail);
+        }
+    }
+
+    fn money_of(&mut self, currency: Currency) -> &mut MoneyTotals {
+        self.money.entry(currency).or_insert_with(|| MoneyTotals {
+            currency: currency.to_string(),
+            ..MoneyTotals::default()
+        })
+    }
+
+    fn order(&mut self, tenant: &TenantId, id: &OrderId, event: &OrderEvent) {
+        let book = self.orders.entry((tenant.clone(), id.clone())).or_default();
+        match event {
+            OrderEvent::OrderPlaced { currency, .. } => book.currency = Some(*currency),
+            OrderEvent::OrderRefunded { amount } => {
+                book.refunded = book.refunded.saturating_add(*amount);
+            }
+            _ => {}
+        }
+    }
+
+    /// The end-of-log comparisons with the domain's state, and the report.
+    fn close(mut self, digest: Digest) -> Reconciliation {
+        let mut late: Vec<Discrepancy> = Vec::new();
+        let mut flag = |code, tenant: &TenantId, subject: &str, detail| {
+            let (tenant, subject) = (tenant.to_string(), subject.to_owned());
+            late.push(Discrepancy { code, tenant, subject, position: None, detail });
+        };
+        for ((tenant, sku), book) in &self.skus {
+            if self.broken.contains(tenant) {
+                continue;
+            }
+            let domain = self.domain.tenants.get(tenant).and_then(|t| t.inventory(sku));
+            let (on_hand, reserved) = domain.map_or((0, 0), |s| (s.on_hand(), s.reserved()));
+            let l = &book.ledger;
+            if i64::try_from(on_hand).ok() != Some(l.on_hand) {
+                let detail = format!(
+                    "received {} + adjusted {} - shipped {} = {}, the domain has {on_hand}",
+                    l.received, l.adjusted, l.shipped, l.on_hand
+                );
+                flag("on_hand_mismatch", tenant, sku.as_str(), detail);
+            }
+            if reserved != l.reserved {
+                let detail = format!("open holds {}, the domain reserves {reserved}", l.reserved);
+                flag("reserved_mismatch", tenant, sku.as_str(), detail);
+            }
+        }
+        for ((tenant, id), book) in &self.payments {
+            if self.broken.contains(tenant) {
+                continue;
+            }
+            let domain = self.domain.tenants.get(tenant).and_then(|t| t.payment(id));
+            let amounts = |m: Option<crate::domain::Money>| m.map_or(0, |m| m.minor);
+            let found = domain
+                .map(|p| (amounts(p.authorized()), amounts(p.captured()), amounts(p.refunded())));
+            let summed = (book.authorized, book.captured, book.refunded);
+            if found != Some(summed) {
+                let detail = format!(
+                    "events sum to (authorized, captured, refunded) {summed:?}, the domain has {found:?}"
+                );
+                flag("payment_mismatch", tenant, id.as_str(), detail);
+            }
+        }
+        for ((tenant, id), book) in &self.orders {
+            if book.refunded != book.refunded_by_payments {
+                let detail = format!(
+                    "the order records {} refunded, its payments {}",
+                    book.refunded, book.refunded_by_payments
+                );
+                flag("refunds_differ", tenant, id.as_str(), detail);
+            }
+        }
+        late.sort_by(|a, b| (a.code, &a.tenant, &a.subject).cmp(&(b.code, &b.tenant, &b.subject)));
+        self.discrepancies.extend(late);
+        let mut stock: Vec<StockLedger> = self
+            .skus
+            .into_iter()
+            .map(|((tenant, sku), book)| StockLedger {
+                tenant: tenant.to_string(),
+                sku: sku.to_string(),
+                ..book.ledger
+            })
+            .collect();
+        stock.sort_by(|a, b| (&a.tenant, &a.sku).cmp(&(&b.tenant, &b.sku)));
+        let mut money: Vec<MoneyTotals> = self.money.into_values().collect();
+        money.sort_by(|a, b| a.currency.cmp(&b.currency));
+        Reconciliation { digest, discrepancies: self.discrepancies, stock, money }
+    }
+}

@@ -1,0 +1,124 @@
+//! `trace`: every event of one order, of its payments and of its stock holds, in log order.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use rustc_hash::FxHashSet;
+use serde::Serialize;
+
+use super::error::AuditError;
+use super::{Progress, pass};
+use crate::codec::{Decoded, EventType};
+use crate::domain::{Event, InventoryEvent, OrderId, PaymentEvent, PaymentId, TenantId};
+
+/// The story of one order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Trace {
+    /// The order.
+    pub order: String,
+    /// Every event of the order (in every tenant that has one by that id, unless a tenant was
+    /// given), of the payments for it, and of the stock held for it, in log order.
+    pub entries: Vec<TraceEntry>,
+}
+
+/// One event of a [`Trace`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TraceEntry {
+    /// Its position in the log.
+    pub position: u64,
+    /// Its admission time, ms since the Unix epoch.
+    pub timestamp: u64,
+    /// The tenant.
+    pub tenant: String,
+    /// Its stream: `{tenant}/o/{order}`, `{tenant}/p/{payment}` or `{tenant}/i/{sku}`.
+    pub stream: String,
+    /// The event type's stable name (`order_placed`, `stock_held`, …).
+    pub event_type: &'static str,
+    /// The event's fields, for people.
+    pub detail: String,
+    /// The event itself.
+    #[serde(skip)]
+    pub event: Event,
+}
+
+/// Traces `order` (of `tenant`, or of every tenant that has an order by that id) through the
+/// log in `dir`, read-only and without the lock, verifying every record on the way. Payments
+/// are tied to the order by the order id their authorization or decline names; stock events
+/// by the order their hold is for.
+pub fn trace(
+    dir: &Path,
+    tenant: Option<&TenantId>,
+    order: &OrderId,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Trace, AuditError> {
+    let mut payments: FxHashSet<(TenantId, PaymentId)> = FxHashSet::default();
+    let mut entries = Vec::new();
+    pass::run(
+        dir,
+        progress,
+        |_| {},
+        |batch| {
+            for entry in batch.entries {
+                let Decoded::Event { tenant: of, event } = &entry.record else { continue };
+                if tenant.is_some_and(|t| t != of) {
+                    continue;
+                }
+                let (concerns, stream) = match event {
+                    Event::Order { order: id, .. } => (id == order, format!("{of}/o/{id}")),
+                    Event::Inventory { sku, event } => {
+                        (hold_order(event) == order.as_str(), format!("{of}/i/{sku}"))
+                    }
+                    Event::Payment { payment, event } => {
+                        let key = (of.clone(), payment.clone());
+                        let concerns = match event {
+                            PaymentEvent::PaymentAuthorized { order: id, .. }
+                            | PaymentEvent::PaymentDeclined { order: id, .. } => {
+                                let for_order = id == order;
+                                if for_order {
+                                    payments.insert(key);
+                                }
+                                for_order
+                            }
+                            _ => payments.contains(&key),
+                        };
+                        (concerns, format!("{of}/p/{payment}"))
+                    }
+                };
+                if !concerns {
+                    continue;
+                }
+                entries.push(TraceEntry {
+                    position: entry.position,
+                    timestamp: entry.timestamp,
+                    tenant: of.to_string(),
+                    stream,
+                    event_type: EventType::of(event).name(),
+                    detail: detail(event),
+                    event: event.clone(),
+                });
+            }
+            ControlFlow::Continue(())
+        },
+    )?;
+    Ok(Trace { order: order.to_string(), entries })
+}
+
+/// The order a stock event's hold is for; a receipt or an adjustment is for none, which no
+/// order id equals (ids are never empty).
+fn hold_order(event: &InventoryEvent) -> &str {
+    match event {
+        InventoryEvent::StockHeld { order, .. }
+        | InventoryEvent::StockCommitted { order, .. }
+        | InventoryEvent::StockReleased { order, .. }
+        | InventoryEvent::HoldExpired { order, .. } => order.as_str(),
+        InventoryEvent::StockReceived { .. } | InventoryEvent::StockAdjusted { .. } => "",
+    }
+}
+
+fn detail(event: &Event) -> String {
+    match event {
+        Event::Order { event, .. } => format!("{event:?}"),
+        Event::Inventory { event, .. } => format!("{event:?}"),
+        Event::Payment { event, .. } => format!("{event:?}"),
+    }
+}

@@ -1,0 +1,378 @@
+//! The audit commands on real logs in temporary folders: verify, digest, replay at a position
+//! and at a time (for all tenants or one), trace and reconcile on a log the engine wrote, and
+//! findings on logs forged with valid checksums. `corruption.rs` damages real logs in every
+//! way the issue names; `live.rs` audits a log a running engine holds.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use orderly_core::audit::{self, AuditError, ReplayPoint};
+use orderly_core::codec;
+use orderly_core::domain::{
+    CancelReason, Command, Currency, CustomerId, Envelope, Event, GatewayId, InventoryEvent, Money,
+    OrderCommand, OrderId, OrderLine, PaymentCommand, PaymentEvent, PaymentId, Quantity, Sku,
+    TenantId, Timestamp,
+};
+use orderly_core::engine::{Config, Engine, ManualClock};
+use orderly_store::{Expected, Log, LogConfig, NewRecord};
+
+mod corruption;
+mod live;
+
+const START: Timestamp = Timestamp(1_764_115_200_000);
+
+fn tenant(t: &str) -> TenantId {
+    TenantId::new(t).unwrap()
+}
+
+fn order(o: &str) -> OrderId {
+    OrderId::new(o).unwrap()
+}
+
+fn eur(minor: u64) -> Money {
+    Money::new(minor, Currency::new("EUR").unwrap())
+}
+
+fn config(clock: &ManualClock, segment_size: u64) -> Config {
+    Config {
+        log: LogConfig { segment_size, ..LogConfig::default() },
+        clock: Arc::new(clock.clone()),
+        ..Config::default()
+    }
+}
+
+fn receive(t: &str, sku: &str, units: u64) -> Envelope {
+    let sku = Sku::new(sku).unwrap();
+    Envelope::new(tenant(t), Command::ReceiveStock { sku, quantity: Quantity::new(units).unwrap() })
+}
+
+fn on_order(t: &str, o: &str, command: OrderCommand) -> Envelope {
+    Envelope::new(tenant(t), Command::Order { order: order(o), command })
+}
+
+fn place(t: &str, o: &str, lines: &[(&str, u64)]) -> Envelope {
+    let lines = lines
+        .iter()
+        .map(|(sku, units)| OrderLine {
+            sku: Sku::new(sku).unwrap(),
+            quantity: Quantity::new(*units).unwrap(),
+            unit_price: 1_000,
+        })
+        .collect();
+    let customer = CustomerId::new("c-1").unwrap();
+    let currency = Currency::new("EUR").unwrap();
+    on_order(t, o, OrderCommand::Place { customer, currency, lines })
+}
+
+fn authorize(t: &str, o: &str, payment: &str, amount: u64) -> Envelope {
+    let command = PaymentCommand::Authorize {
+        order: order(o),
+        amount: eur(amount),
+        gateway: GatewayId::new("g-1").unwrap(),
+    };
+    Envelope::new(
+        tenant(t),
+        Command::Payment { payment: PaymentId::new(payment).unwrap(), command },
+    )
+}
+
+/// Heads and times at the steps of [`story`] that tests replay to.
+struct Story {
+    /// The head right after acme's o-1 was placed, and the time then.
+    placed_o1: (u64, u64),
+    /// The head once every command is recorded.
+    head: u64,
+}
+
+/// Two tenants, one order shipped and partly refunded, one cancelled, one waiting for payment,
+/// and the same order id in both tenants; the clock moves a second per command.
+fn story(dir: &Path, segment_size: u64) -> Story {
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(dir, config(&clock, segment_size)).unwrap();
+    let run = |envelope: Envelope| {
+        engine.execute_blocking(envelope).unwrap();
+        clock.advance(1_000);
+    };
+    run(receive("acme", "sku-1", 10));
+    run(receive("acme", "sku-2", 5));
+    run(receive("globex", "sku-1", 4));
+    run(place("acme", "o-1", &[("sku-1", 3), ("sku-2", 1)]));
+    let placed_o1 = (engine.head().0, START.0 + 3_000);
+    run(authorize("acme", "o-1", "p-1", 4_000));
+    run(on_order("acme", "o-1", OrderCommand::Ship));
+    run(on_order("acme", "o-1", OrderCommand::Refund { amount: eur(1_000) }));
+    run(place("acme", "o-2", &[("sku-1", 2)]));
+    run(on_order("acme", "o-2", OrderCommand::Cancel { reason: CancelReason::Requested }));
+    run(place("globex", "o-1", &[("sku-1", 1)]));
+    run(place("acme", "o-3", &[("sku-2", 1)]));
+    let head = engine.head().0;
+    engine.shutdown();
+    Story { placed_o1, head }
+}
+
+fn no_progress() -> impl FnMut(audit::Progress) {
+    audit::no_progress
+}
+
+/// Every record of the log in `dir`: (segment, offset, length, position).
+fn records(dir: &Path) -> Vec<(PathBuf, u64, u64, u64)> {
+    let mut all = Vec::new();
+    orderly_store::scan(
+        dir,
+        |_| {},
+        |r| {
+            all.push((r.segment.to_path_buf(), r.offset, r.len, r.position.0));
+            ControlFlow::Continue(())
+        },
+    )
+    .unwrap();
+    all
+}
+
+/// Writes `events` of `tenant` to a new log in `dir` directly through the store, one batch
+/// each: a log with valid checksums and chain that the engine might never have written.
+fn forge(dir: &Path, events: &[(&str, Event)]) {
+    let (log, _) = Log::open(dir, LogConfig::default()).unwrap();
+    for (i, (t, event)) in events.iter().enumerate() {
+        let encoded = codec::encode_event(&tenant(t), event);
+        log.append(vec![NewRecord {
+            stream: encoded.stream,
+            expected: Expected::Any,
+            event_type: encoded.event_type,
+            schema_version: encoded.schema_version,
+            timestamp: START.0 + i as u64,
+            payload: encoded.payload,
+        }])
+        .unwrap();
+    }
+}
+
+fn stock(sku: &str, event: InventoryEvent) -> Event {
+    Event::Inventory { sku: Sku::new(sku).unwrap(), event }
+}
+
+fn payment(id: &str, event: PaymentEvent) -> Event {
+    Event::Payment { payment: PaymentId::new(id).unwrap(), event }
+}
+
+#[test]
+fn an_intact_log_verifies_and_its_digest_is_the_head_and_last_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let story = story(dir.path(), 64 << 10);
+    let mut reports = 0;
+    let report = audit::verify(dir.path(), None, &mut |p| {
+        reports += 1;
+        assert!(p.bytes_done <= p.bytes_total, "progress never passes the total");
+    })
+    .unwrap();
+    assert!(reports >= 1, "progress is reported");
+    assert_eq!(report.records, story.head);
+    assert_eq!(report.digest.head, story.head);
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(report.first_timestamp, Some(START.0));
+    let digest = audit::digest(dir.path(), &mut no_progress()).unwrap();
+    assert_eq!(digest, report.digest);
+    assert_eq!(digest.to_string().parse::<audit::Digest>().unwrap(), digest);
+    assert!("12:abc".parse::<audit::Digest>().is_err());
+
+    // The log extends its own digest and every earlier one taken on the way.
+    let checked = audit::verify(dir.path(), Some(digest), &mut no_progress()).unwrap();
+    assert_eq!(checked.extends, Some(digest));
+    let earlier = audit::replay(dir.path(), ReplayPoint::Position(5), None, &mut no_progress())
+        .unwrap()
+        .digest;
+    assert!(earlier.head <= 5);
+    audit::verify(dir.path(), Some(earlier), &mut no_progress()).unwrap();
+    // A digest past the head is not extended.
+    let beyond = audit::Digest { head: story.head + 1, hash: digest.hash };
+    let err = audit::verify(dir.path(), Some(beyond), &mut no_progress()).unwrap_err();
+    assert_eq!(err.code(), "digest_mismatch");
+}
+
+#[test]
+fn replay_at_the_head_gives_stock_and_order_counts_per_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let story = story(dir.path(), 1 << 20);
+    let state = audit::replay(dir.path(), ReplayPoint::Head, None, &mut no_progress()).unwrap();
+    assert_eq!(state.digest.head, story.head);
+    let acme = &state.tenants[0];
+    assert_eq!(acme.tenant, "acme");
+    let levels: Vec<_> =
+        acme.skus.iter().map(|s| (s.sku.as_str(), s.on_hand, s.reserved, s.available)).collect();
+    assert_eq!(levels, [("sku-1", 7, 0, 7), ("sku-2", 4, 1, 3)]);
+    let o = &acme.orders;
+    assert_eq!((o.placed, o.confirmed, o.shipped, o.cancelled), (1, 0, 1, 1));
+    let globex = &state.tenants[1];
+    assert_eq!((globex.skus[0].on_hand, globex.skus[0].reserved), (4, 1));
+    assert_eq!(globex.orders.placed, 1);
+
+    let only =
+        audit::replay(dir.path(), ReplayPoint::Head, Some(&tenant("globex")), &mut no_progress())
+            .unwrap();
+    assert_eq!(only.tenants, std::slice::from_ref(globex));
+}
+
+#[test]
+fn replay_at_a_position_or_a_time_shows_the_state_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let story = story(dir.path(), 1 << 20);
+    let (head, time) = story.placed_o1;
+    for point in [ReplayPoint::Position(head), ReplayPoint::Time(time)] {
+        let state =
+            audit::replay(dir.path(), point, Some(&tenant("acme")), &mut no_progress()).unwrap();
+        assert_eq!(state.digest.head, head, "{point:?}");
+        assert_eq!(state.last_timestamp, Some(time), "{point:?}");
+        let acme = &state.tenants[0];
+        let sku1 = &acme.skus[0];
+        assert_eq!((sku1.on_hand, sku1.reserved, sku1.available), (10, 3, 7), "{point:?}");
+        assert_eq!(acme.orders.placed, 1, "{point:?}");
+    }
+    // Inside the order's batch (its placement and its holds), replay stops before the batch.
+    let inside =
+        audit::replay(dir.path(), ReplayPoint::Position(head - 1), None, &mut no_progress())
+            .unwrap();
+    assert_eq!(inside.digest.head, head - 3, "the order and its two holds are one batch");
+    let before =
+        audit::replay(dir.path(), ReplayPoint::Time(START.0 - 1), None, &mut no_progress())
+            .unwrap();
+    assert_eq!((before.digest.head, before.tenants.len()), (0, 0));
+}
+
+#[test]
+fn trace_follows_an_order_its_payment_and_its_holds_in_log_order() {
+    let dir = tempfile::tempdir().unwrap();
+    story(dir.path(), 1 << 20);
+    let trace =
+        audit::trace(dir.path(), Some(&tenant("acme")), &order("o-1"), &mut no_progress()).unwrap();
+    let mut kinds: Vec<&str> = trace.entries.iter().map(|e| e.event_type).collect();
+    let positions: Vec<u64> = trace.entries.iter().map(|e| e.position).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "in log order: {positions:?}");
+    assert!(trace.entries.iter().all(|e| e.tenant == "acme"));
+    assert!(trace.entries.iter().all(|e| e.timestamp >= START.0));
+    kinds.sort_unstable();
+    let mut expected = vec![
+        "order_placed",
+        "stock_held",
+        "stock_held",
+        "payment_authorized",
+        "order_confirmed",
+        "order_shipped",
+        "stock_committed",
+        "stock_committed",
+        "payment_captured",
+        "order_refunded",
+        "payment_refunded",
+    ];
+    expected.sort_unstable();
+    assert_eq!(kinds, expected);
+    assert!(trace.entries.iter().any(|e| e.stream == "acme/p/p-1"));
+    assert!(trace.entries.iter().any(|e| e.stream == "acme/i/sku-2"));
+
+    let everywhere = audit::trace(dir.path(), None, &order("o-1"), &mut no_progress()).unwrap();
+    let globex: Vec<_> = everywhere.entries.iter().filter(|e| e.tenant == "globex").collect();
+    assert_eq!(globex.len(), 2, "globex's o-1: placed and held");
+    let none = audit::trace(dir.path(), None, &order("o-404"), &mut no_progress()).unwrap();
+    assert!(none.entries.is_empty());
+}
+
+#[test]
+fn reconcile_balances_an_engine_written_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let story = story(dir.path(), 1 << 20);
+    let books = audit::reconcile(dir.path(), &mut no_progress()).unwrap();
+    assert_eq!(books.discrepancies, [], "an engine-written log balances");
+    assert_eq!(books.digest.head, story.head);
+    let eur = &books.money[0];
+    assert_eq!(eur.currency, "EUR");
+    assert_eq!((eur.authorized, eur.captured, eur.refunded, eur.voided), (4_000, 4_000, 1_000, 0));
+    let sku1 = &books.stock[0];
+    assert_eq!((sku1.tenant.as_str(), sku1.sku.as_str()), ("acme", "sku-1"));
+    assert_eq!((sku1.received, sku1.shipped, sku1.released, sku1.on_hand), (10, 3, 2, 7));
+    let sku2 = &books.stock[1];
+    assert_eq!((sku2.reserved, sku2.open_holds), (1, 1));
+}
+
+#[test]
+fn reconcile_names_each_broken_rule_of_a_forged_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = |n| Quantity::new(n).unwrap();
+    forge(
+        dir.path(),
+        &[
+            ("acme", stock("sku-1", InventoryEvent::StockReceived { quantity: q(5) })),
+            // Ships two units that were never held.
+            (
+                "acme",
+                stock(
+                    "sku-1",
+                    InventoryEvent::StockCommitted { order: order("o-9"), quantity: q(2) },
+                ),
+            ),
+            (
+                "beta",
+                payment(
+                    "p-1",
+                    PaymentEvent::PaymentAuthorized {
+                        order: order("o-1"),
+                        amount: eur(100),
+                        gateway: GatewayId::new("g").unwrap(),
+                    },
+                ),
+            ),
+            // Captures more than was authorized, then refunds more than that.
+            ("beta", payment("p-1", PaymentEvent::PaymentCaptured { amount: 150 })),
+            ("beta", payment("p-1", PaymentEvent::PaymentRefunded { amount: 200 })),
+        ],
+    );
+    let books = audit::reconcile(dir.path(), &mut no_progress()).unwrap();
+    let found: Vec<(&str, Option<u64>)> =
+        books.discrepancies.iter().map(|d| (d.code, d.position)).collect();
+    assert!(found.contains(&("hold_not_open", Some(1))), "{found:?}");
+    assert!(found.contains(&("domain_rejects_event", Some(1))), "{found:?}");
+    assert!(found.contains(&("capture_exceeds_authorized", Some(3))), "{found:?}");
+    assert!(found.contains(&("refund_exceeds_captured", Some(4))), "{found:?}");
+    assert!(found.contains(&("order_refunds_exceed_captures", Some(4))), "{found:?}");
+
+    // Replay uses the domain, which cannot apply a commit without a hold: reported, not a panic.
+    let err = audit::replay(dir.path(), ReplayPoint::Head, None, &mut no_progress()).unwrap_err();
+    assert!(matches!(err, AuditError::Inconsistent { .. }), "{err}");
+    assert_eq!(err.location().unwrap().position, Some(1));
+    // The bytes themselves are intact.
+    audit::verify(dir.path(), None, &mut no_progress()).unwrap();
+}
+
+#[test]
+fn a_record_that_does_not_decode_is_named_with_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    forge(
+        dir.path(),
+        &[(
+            "acme",
+            stock("sku-1", InventoryEvent::StockReceived { quantity: Quantity::new(1).unwrap() }),
+        )],
+    );
+    let (log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let record = |event_type, payload: &[u8]| NewRecord {
+        stream: b"acme/i/sku-1".to_vec(),
+        expected: Expected::Any,
+        event_type,
+        schema_version: 1,
+        timestamp: START.0,
+        payload: payload.to_vec(),
+    };
+    log.append(vec![record(999, b"")]).unwrap();
+    drop(log);
+    let err = audit::verify(dir.path(), None, &mut no_progress()).unwrap_err();
+    assert_eq!(err.code(), "undecodable");
+    let at = err.location().unwrap();
+    assert_eq!((at.position, at.offset), (Some(1), records(dir.path())[1].1));
+
+    let garbage = tempfile::tempdir().unwrap();
+    forge(garbage.path(), &[]);
+    let (log, _) = Log::open(garbage.path(), LogConfig::default()).unwrap();
+    log.append(vec![record(1, b"\xff\xff\xff")]).unwrap();
+    drop(log);
+    let err = audit::verify(garbage.path(), None, &mut no_progress()).unwrap_err();
+    assert_eq!(err.code(), "undecodable", "{err}");
+}

@@ -1,0 +1,440 @@
+//! One verifying pass over a log's segments, shared by recovery (on open, with the lock) and by
+//! audits ([`scan`]: read-only, without the lock, next to a running writer).
+//!
+//! Every record is checked as it is read: header and checksum ([`crate::record::decode`]),
+//! position in sequence, hash chain, stream version in sequence. How the pass ends is
+//! classified the same way for both callers (see `docs/design/event-log.md`): the end of a
+//! batch followed by zeros is a clean end; an incomplete batch or a damaged record with nothing
+//! valid after it, in the last segment, is a torn tail; anything else is corruption. The pass
+//! itself never writes: recovery cuts a torn tail afterwards, from what the pass reports.
+
+use std::io;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::error::{Corruption, Problem};
+use crate::limits::{MAX_RECORD_LEN, SEGMENT_HEADER_LEN};
+use crate::position::{Position, StreamVersion};
+use crate::record::{ChainHash, Damage};
+use crate::recovery::TornTail;
+use crate::segment::{self, HeaderCheck, ScanEnd};
+use crate::storage::{DirStorage, Storage, StorageFile};
+
+/// Bytes between two progress reports.
+const PROGRESS_EVERY: u64 = 4 << 20;
+
+/// A verified record, as a scan hands it over. It borrows from the scan's read buffer.
+///
+/// A record is *committed* once its batch is: records are handed over as they are verified,
+/// so the records of a batch cut short by a torn tail are handed over too, and
+/// [`ScanReport::records`] then stops before them. A caller that applies records should apply
+/// a batch when it sees its last record ([`ScannedRecord::ends_batch`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ScannedRecord<'a> {
+    /// The segment file the record is in.
+    pub segment: &'a Path,
+    /// Byte offset of the record within its segment file.
+    pub offset: u64,
+    /// Its place in the whole log.
+    pub position: Position,
+    /// Its stream.
+    pub stream: &'a [u8],
+    /// Its version within the stream.
+    pub stream_version: StreamVersion,
+    /// The caller's event type code.
+    pub event_type: u16,
+    /// The schema version of the payload.
+    pub schema_version: u16,
+    /// Milliseconds since the Unix epoch, as stamped by the appender.
+    pub timestamp: u64,
+    /// The payload bytes.
+    pub payload: &'a [u8],
+    /// The record's chain hash: the blake3 hash of its bytes, which the next record carries.
+    pub hash: &'a ChainHash,
+    /// Whether this record ends its batch.
+    pub ends_batch: bool,
+    /// Bytes the record takes in its segment.
+    pub len: u64,
+}
+
+/// How far a scan has come, for progress bars.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScanProgress {
+    /// Bytes of segment files scanned so far.
+    pub bytes_done: u64,
+    /// Bytes of all segment files (the last one's preallocated zeros included).
+    pub bytes_total: u64,
+}
+
+/// What a scan found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    /// Committed records (in complete batches) that were scanned: the head of the log, or the
+    /// position the visitor stopped at.
+    pub records: u64,
+    /// Segment files scanned.
+    pub segments: usize,
+    /// Bytes of committed records and segment headers.
+    pub bytes: u64,
+    /// The chain hash of the last committed record (zeros for an empty log).
+    pub last_hash: ChainHash,
+    /// Bytes after the last complete batch of the last segment that are not a clean end: a
+    /// write in progress (next to a running writer) or a crash's torn write. Never
+    /// acknowledged; recovery cuts them when it opens the log for writing.
+    pub torn_tail: Option<TornTail>,
+    /// A last segment whose creation was interrupted before its header was written (all
+    /// zeros). Recovery removes it when it opens the log for writing.
+    pub unwritten_segment: Option<PathBuf>,
+    /// Whether the scan reached the end of the log (false when the visitor stopped it).
+    pub complete: bool,
+}
+
+/// Why a scan failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScanError {
+    /// The file system failed.
+    #[error("cannot read the log at {}: {source}", path.display())]
+    Io {
+        /// The file or folder involved.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The bytes at a place are not what was written.
+    #[error("the log is corrupt: {0}")]
+    Corrupt(#[from] Corruption),
+}
+
+/// Scans the log in `dir` read-only: every record is verified (checksum, header, position,
+/// hash chain, stream version) and handed to `visit` in log order; `progress` hears how far the
+/// scan has come every few MiB. Takes no lock and writes nothing, so it works next to a
+/// running writer (it then sees the log as it was when each segment was reached) and on a
+/// read-only copy. `visit` may stop the scan early with `ControlFlow::Break`.
+///
+/// Stream versions are checked against a map of every stream the scan has seen, so memory
+/// grows with the number of streams.
+pub fn scan(
+    dir: &Path,
+    mut progress: impl FnMut(ScanProgress),
+    mut visit: impl FnMut(&ScannedRecord<'_>) -> ControlFlow<()>,
+) -> Result<ScanReport, ScanError> {
+    let storage = DirStorage::new(dir);
+    let mut visitor =
+        ReadOnly { versions: FxHashMap::default(), progress: &mut progress, visit: &mut visit };
+    scan_storage(&storage, false, &mut visitor)
+}
+
+/// The stream versions a read-only scan has seen.
+struct ReadOnly<'v, P, V> {
+    versions: FxHashMap<Box<[u8]>, u64>,
+    progress: &'v mut P,
+    visit: &'v mut V,
+}
+
+impl<P, V> Visitor for ReadOnly<'_, P, V>
+where
+    P: FnMut(ScanProgress),
+    V: FnMut(&ScannedRecord<'_>) -> ControlFlow<()>,
+{
+    fn stream_version(&mut self, stream: &[u8], found: u64) -> Result<(), u64> {
+        match self.versions.get_mut(stream) {
+            Some(next) if *next == found => {
+                *next += 1;
+                Ok(())
+            }
+            Some(next) => Err(*next),
+            None if found == 0 => {
+                self.versions.insert(stream.into(), 1);
+                Ok(())
+            }
+            None => Err(0),
+        }
+    }
+
+    fn record(&mut self, record: &ScannedRecord<'_>) -> ControlFlow<()> {
+        (self.visit)(record)
+    }
+
+    fn progress(&mut self, progress: ScanProgress) {
+        (self.progress)(progress);
+    }
+}
+
+/// What the shared pass asks of its caller.
+pub(crate) trait Visitor {
+    /// Checks that `found` is the next version of `stream` and counts it; `Err(expected)` when
+    /// it is not.
+    fn stream_version(&mut self, stream: &[u8], found: u64) -> Result<(), u64>;
+
+    /// A segment is about to be scanned.
+    fn segment_start(&mut self, _name: &str, _first: u64, _file: &Arc<dyn StorageFile>) {}
+
+    /// A verified record.
+    fn record(&mut self, record: &ScannedRecord<'_>) -> ControlFlow<()>;
+
+    /// The segment just scanned ends its committed records at `committed_end`.
+    fn segment_end(&mut self, _committed_end: u64) {}
+
+    /// How far the pass has come.
+    fn progress(&mut self, _progress: ScanProgress) {}
+}
+
+/// Segment files of `storage` by first position, in log order.
+fn segment_names(storage: &dyn Storage) -> Result<Vec<(u64, String)>, ScanError> {
+    let mut names: Vec<(u64, String)> = storage
+        .list()
+        .map_err(io_error(storage, "."))?
+        .into_iter()
+        .filter_map(|n| segment::parse_name(&n).map(|first| (first, n)))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+fn io_error(storage: &dyn Storage, name: &str) -> impl FnOnce(io::Error) -> ScanError {
+    let path = storage.path_of(name);
+    move |source| ScanError::Io { path, source }
+}
+
+/// The pass itself: verifies every segment of `storage` in order, telling `visitor` about each
+/// segment and record. Opens the last segment for writing when `writable_last` (recovery
+/// writes there next) and never writes anything itself.
+pub(crate) fn scan_storage(
+    storage: &dyn Storage,
+    writable_last: bool,
+    visitor: &mut dyn Visitor,
+) -> Result<ScanReport, ScanError> {
+    let mut names = segment_names(storage)?;
+    let mut report = ScanReport { complete: true, ..ScanReport::default() };
+
+    // A last segment whose creation was cut short (never written at all) is set aside first,
+    // so that the segment before it is treated as the last one.
+    let mut unwritten_first = None;
+    if let Some((_, name)) = names.last() {
+        let file = storage.open(name, false).map_err(io_error(storage, name))?;
+        let len = file.size().map_err(io_error(storage, name))?;
+        if segment::check_header(&*file).map_err(io_error(storage, name))? == HeaderCheck::Unwritten
+            && segment::is_zero(&*file, 0, len).map_err(io_error(storage, name))?
+        {
+            report.unwritten_segment = Some(storage.path_of(name));
+            unwritten_first = names.pop().map(|(first, _)| first);
+        }
+    }
+
+    let mut files = Vec::with_capacity(names.len());
+    let mut bytes_total = 0;
+    for (i, (_, name)) in names.iter().enumerate() {
+        let writable = writable_last && i + 1 == names.len();
+        let file = storage.open(name, writable).map_err(io_error(storage, name))?;
+        let len = file.size().map_err(io_error(storage, name))?;
+        bytes_total += len;
+        files.push((file, len));
+    }
+
+    let mut chain = Chain { next_position: 0, last_hash: [0; 32], bytes_before: 0, bytes_total };
+    let count = names.len();
+    for (i, ((first, name), (file, len))) in names.into_iter().zip(files).enumerate() {
+        visitor.segment_start(&name, first, &file);
+        let segment = Segment { path: storage.path_of(&name), file: &*file, first, len };
+        let end = chain.scan_segment(&segment, i + 1 == count, visitor, &mut report)?;
+        visitor.segment_end(end);
+        report.segments += 1;
+        if !report.complete {
+            break;
+        }
+        chain.bytes_before += len;
+    }
+    // The unwritten segment was created to follow the one before it; if that one ends
+    // elsewhere, records are missing in between.
+    if report.complete
+        && let Some(first) = unwritten_first
+        && first != chain.next_position
+        && let Some(segment) = report.unwritten_segment.clone()
+    {
+        let position = Some(chain.next_position);
+        let problem = Problem::MissingSegment;
+        return Err(Corruption { segment, offset: 0, position, problem }.into());
+    }
+    visitor.progress(ScanProgress { bytes_done: bytes_total, bytes_total });
+    report.records = chain.next_position;
+    report.last_hash = chain.last_hash;
+    Ok(report)
+}
+
+/// One segment file to scan.
+struct Segment<'a> {
+    path: PathBuf,
+    file: &'a dyn StorageFile,
+    first: u64,
+    len: u64,
+}
+
+/// Where the chain of committed records stands between segments.
+struct Chain {
+    /// The position the next committed record gets: the head so far.
+    next_position: u64,
+    /// The chain hash of the last committed record.
+    last_hash: ChainHash,
+    /// Bytes of the segments before this one, for progress.
+    bytes_before: u64,
+    bytes_total: u64,
+}
+
+impl Chain {
+    /// Verifies one segment, handing its records to `visitor`, and returns the offset where
+    /// its committed records end.
+    fn scan_segment(
+        &mut self,
+        segment: &Segment<'_>,
+        is_last: bool,
+        visitor: &mut dyn Visitor,
+        report: &mut ScanReport,
+    ) -> Result<u64, ScanError> {
+        let io_err = |source| ScanError::Io { path: segment.path.clone(), source };
+        let corrupt = |offset: u64, position: u64, problem: Problem| -> ScanError {
+            let (segment, position) = (segment.path.clone(), Some(position));
+            Corruption { segment, offset, position, problem }.into()
+        };
+        match segment::check_header(segment.file).map_err(io_err)? {
+            HeaderCheck::Valid(p) if p == segment.first && p == self.next_position => {}
+            HeaderCheck::Valid(p) if p == segment.first && p > self.next_position => {
+                return Err(corrupt(0, self.next_position, Problem::MissingSegment));
+            }
+            _ => return Err(corrupt(0, self.next_position, Problem::BadSegmentHeader)),
+        }
+
+        // Records of the current batch count once its last record is verified.
+        let mut committed_end = SEGMENT_HEADER_LEN as u64;
+        let mut position = self.next_position;
+        let mut hash = self.last_hash;
+        let mut pending = false;
+        let mut next_progress = 0;
+        let mut failure: Option<(u64, u64, Problem)> = None;
+        let mut stopped = false;
+        let (stop_offset, stop) =
+            segment::scan(segment.file, committed_end, segment.len, |offset, view| {
+                let problem = if view.position != position {
+                    Some(Problem::PositionGap { found: view.position })
+                } else if *view.prev_hash != hash {
+                    Some(Problem::BrokenChain)
+                } else {
+                    visitor.stream_version(view.stream, view.stream_version).err().map(|expected| {
+                        Problem::StreamVersionGap { expected, found: view.stream_version }
+                    })
+                };
+                if let Some(problem) = problem {
+                    failure = Some((offset, position, problem));
+                    return ControlFlow::Break(());
+                }
+                hash = view.hash();
+                let len = view.bytes.len() as u64;
+                let record = ScannedRecord {
+                    segment: &segment.path,
+                    offset,
+                    position: Position(position),
+                    stream: view.stream,
+                    stream_version: StreamVersion(view.stream_version),
+                    event_type: view.event_type,
+                    schema_version: view.schema_version,
+                    timestamp: view.timestamp,
+                    payload: view.payload,
+                    hash: &hash,
+                    ends_batch: view.ends_batch(),
+                    len,
+                };
+                position += 1;
+                pending = !view.ends_batch();
+                if view.ends_batch() {
+                    committed_end = offset + len;
+                    self.next_position = position;
+                    self.last_hash = hash;
+                }
+                if offset >= next_progress {
+                    next_progress = offset + PROGRESS_EVERY;
+                    let bytes_done = self.bytes_before + offset;
+                    visitor.progress(ScanProgress { bytes_done, bytes_total: self.bytes_total });
+                }
+                if visitor.record(&record).is_break() {
+                    stopped = true;
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            })
+            .map_err(io_err)?;
+        if let Some((offset, position, problem)) = failure {
+            return Err(corrupt(offset, position, problem));
+        }
+        report.bytes += committed_end;
+        if stopped {
+            report.complete = false;
+            return Ok(committed_end);
+        }
+
+        // Classify how the scan ended. Acknowledged records are contiguous and each was
+        // fsynced before the next group was written, so only the last group of the last
+        // segment can be torn: a damaged record there with no valid record and no other data
+        // after it. Anything else is corruption. A damaged record is named by the position it
+        // should have had; a segment cut inside a batch by the position the batch starts at.
+        let (at, batch_start) = (position, self.next_position);
+        let torn_end = match stop {
+            ScanEnd::End | ScanEnd::Stopped => stop_offset,
+            ScanEnd::Unused => {
+                let clean_end =
+                    segment::is_zero(segment.file, stop_offset, segment.len).map_err(io_err)?;
+                let appended =
+                    !clean_end && is_last && grew(segment, stop_offset).map_err(io_err)?;
+                if !clean_end && !appended {
+                    return Err(corrupt(stop_offset, at, Problem::DataAfterEnd));
+                }
+                stop_offset
+            }
+            ScanEnd::Damaged(damage) => {
+                let limit = (stop_offset + MAX_RECORD_LEN as u64).min(segment.len);
+                let torn = is_last
+                    && segment::is_zero(segment.file, limit, segment.len).map_err(io_err)?
+                    && !segment::has_record_within(segment.file, stop_offset + 1, limit)
+                        .map_err(io_err)?;
+                if torn {
+                    limit
+                } else if is_last && grew(segment, stop_offset).map_err(io_err)? {
+                    stop_offset
+                } else {
+                    return Err(corrupt(stop_offset, at, problem_of(damage)));
+                }
+            }
+        };
+        if !is_last && pending {
+            return Err(corrupt(committed_end, batch_start, Problem::SegmentEndsInsideBatch));
+        }
+        if torn_end > committed_end {
+            // A torn write: an incomplete batch and/or a record cut short, then zeros.
+            let mut torn = vec![0u8; usize::try_from(torn_end - committed_end).unwrap_or(0)];
+            let n = segment.file.read_at(&mut torn, committed_end).map_err(io_err)?;
+            let bytes = torn[..n].iter().rposition(|&b| b != 0).map_or(0, |last| last + 1);
+            if bytes > 0 {
+                let (path, offset, bytes) = (segment.path.clone(), committed_end, bytes as u64);
+                report.torn_tail = Some(TornTail { segment: path, offset, bytes });
+            }
+        }
+        Ok(committed_end)
+    }
+}
+
+/// Whether a valid record now starts at `offset`, where the pass found none: a writer appended
+/// while the pass was reading (audits run next to a running writer). The pass then ends where it
+/// stopped, as at the end of a snapshot. On a log nobody writes, this is never true.
+fn grew(segment: &Segment<'_>, offset: u64) -> io::Result<bool> {
+    let mut window = segment::Window::default();
+    Ok(window.record_at(segment.file, offset, segment.len)?.is_ok())
+}
+
+fn problem_of(damage: Damage) -> Problem {
+    match damage {
+        Damage::BadChecksum => Problem::BadChecksum,
+        Damage::BadHeader | Damage::Unused => Problem::BadHeader,
+    }
+}
