@@ -1,7 +1,7 @@
 //! The server's state and its HTTP stack.
 //!
 //! ```text
-//! request ─▶ body limit ─▶ uniform errors ─▶ metrics ─▶ timeout ─▶ concurrency ─▶ route ─▶ handler
+//! request ─▶ uniform errors ─▶ metrics ─▶ body limit ─▶ timeout ─▶ concurrency ─▶ route ─▶ handler
 //!                                                                                   │
 //!                    Caller (token → tenant, rate limit), JsonBody, QueryOf ◀───────┘
 //!                                                                                   ▼
@@ -150,10 +150,12 @@ impl App {
                 StatusCode::SERVICE_UNAVAILABLE,
                 self.config.request_timeout,
             ))
-            .layer(middleware::from_fn_with_state(self.clone(), metrics::track))
-            .layer(middleware::from_fn(uniform_errors))
+            // Inside metrics and uniform errors, so that a body refused for its declared
+            // length is counted and answered in the one shape too.
             .layer(DefaultBodyLimit::disable())
             .layer(RequestBodyLimitLayer::new(self.config.body_limit))
+            .layer(middleware::from_fn_with_state(self.clone(), metrics::track))
+            .layer(middleware::from_fn(uniform_errors))
             .with_state(self.clone())
     }
 
