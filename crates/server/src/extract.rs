@@ -84,7 +84,7 @@ impl<T: DeserializeOwned> FromRequest<Shared> for JsonBody<T> {
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let field = error.path().to_string();
+        let field = field_of(error.path(), &error.inner().to_string());
         let inner = error.into_inner();
         match inner.classify() {
             serde_json::error::Category::Data => {
@@ -96,6 +96,19 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Trailing bytes after the value are broken JSON too.
     deserializer.end().map_err(|e| invalid_json(&e))?;
     Ok(value)
+}
+
+/// The field an error is about. Serde reports a missing field at the object that should hold
+/// it, so its name is taken from the message: `customer_id`, not `.`; `lines[0].quantity`,
+/// not `lines[0]`.
+fn field_of(path: &serde_path_to_error::Path, message: &str) -> String {
+    let missing = message.strip_prefix("missing field `").and_then(|rest| rest.split('`').next());
+    let path = path.to_string();
+    match missing {
+        Some(name) if path == "." => name.to_owned(),
+        Some(name) => format!("{path}.{name}"),
+        None => path,
+    }
 }
 
 fn invalid_json(error: &serde_json::Error) -> ApiError {
@@ -114,7 +127,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryOf<T> {
         let query = parts.uri.query().unwrap_or_default();
         let deserializer = serde_urlencoded_deserializer(query);
         serde_path_to_error::deserialize(deserializer).map(QueryOf).map_err(|error| {
-            let field = error.path().to_string();
+            let field = field_of(error.path(), &error.inner().to_string());
             ApiError::validation(&field, format!("query parameter {field}: {}", error.inner()))
         })
     }
