@@ -37,6 +37,8 @@ use crate::error::{ApiError, ErrorBody};
                        tenant's bearer token; every error has the shape of ErrorBody."
     ),
     modifiers(&BearerToken),
+    // Every error response refers to this one schema.
+    components(schemas(ErrorBody)),
     tags(
         (name = "inventory", description = "Stock per SKU"),
         (name = "orders", description = "Placing orders and moving them along"),
@@ -63,7 +65,7 @@ impl Modify for BearerToken {
 enum CommandErrors {
     /// `invalid_json`: the body is not JSON.
     #[response(status = 400)]
-    InvalidJson(#[to_schema] ErrorBody),
+    InvalidJson(ErrorBody),
     /// `unauthorized`: the bearer token is missing or unknown.
     #[response(status = 401)]
     Unauthorized(ErrorBody),
