@@ -27,8 +27,10 @@ const TOKEN_PREFIX: &str = "orderly_";
 pub struct Tenants {
     path: PathBuf,
     by_hash: RwLock<HashMap<blake3::Hash, TenantId>>,
-    /// When the file was last read, to reread it only when it changed.
-    read_at: Mutex<Option<SystemTime>>,
+    /// The file's modification time and length when it was last read, to reread it only when
+    /// it changed. The length too: the file only grows, and two appends within one tick of a
+    /// coarse file-system clock leave the same modification time.
+    read_at: Mutex<Option<(SystemTime, u64)>>,
 }
 
 impl Tenants {
@@ -77,7 +79,7 @@ impl Tenants {
     fn reload(&self) -> anyhow::Result<bool> {
         let mut read_at = self.read_at.lock().unwrap_or_else(PoisonError::into_inner);
         let modified = match std::fs::metadata(&self.path) {
-            Ok(meta) => meta.modified()?,
+            Ok(meta) => (meta.modified()?, meta.len()),
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e).context(format!("cannot read {}", self.path.display())),
         };
