@@ -1,0 +1,301 @@
+//! The real binary: `orderly serve` on a temporary data folder is SIGKILLed while orders are
+//! in flight, restarted on the same folder, and every order it acknowledged (201) is there and
+//! every idempotency key it acknowledged replays to the same order. `orderly tenant add`
+//! prints a token a running server accepts, and the first start leaves the demo tenant's token
+//! alone in `<data>/demo.token`, readable by its owner only.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use super::support;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_orderly");
+
+/// A running `orderly serve`.
+struct Running {
+    child: Child,
+    address: SocketAddr,
+}
+
+impl Running {
+    /// Starts `orderly serve` on `data` and waits (bounded) until it is ready.
+    async fn start(data: &Path) -> Running {
+        let mut child = Command::new(BINARY)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (address_tx, address_rx) = mpsc::channel();
+        // Reads stderr to its end, so that the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut address_tx = Some(address_tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(address) = listening_address(&line)
+                    && let Some(tx) = address_tx.take()
+                {
+                    let _ = tx.send(address);
+                }
+            }
+        });
+        let address =
+            tokio::task::spawn_blocking(move || address_rx.recv_timeout(Duration::from_secs(20)))
+                .await
+                .expect("the reader ends")
+                .expect("the server logs `listening on http://ADDR`");
+        let running = Running { child, address };
+        running.wait_ready().await;
+        running
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(reply) = client.get(self.url("/readyz")).send().await {
+                if reply.status() == StatusCode::OK {
+                    return;
+                }
+                assert_eq!(reply.status(), StatusCode::SERVICE_UNAVAILABLE, "readyz");
+            }
+            assert!(Instant::now() < deadline, "the server never became ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL sent");
+        let status = self.child.wait().expect("the child is reaped");
+        assert_eq!(status.signal(), Some(9), "killed by SIGKILL: {status:?}");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // A test that failed half-way leaves no server behind.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address of a `listening on http://ADDR` log line.
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    let (_, rest) = line.split_once("listening on http://")?;
+    let end = rest.find(|c: char| c.is_whitespace() || c == '\u{1b}').unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+fn demo_token(data: &Path) -> String {
+    std::fs::read_to_string(data.join("demo.token")).expect("demo.token")
+}
+
+/// What a placing task saw acknowledged: key → (order id, position).
+type Acknowledged = Arc<Mutex<HashMap<String, (String, u64)>>>;
+
+const PLACERS: usize = 6;
+/// Acknowledged orders before the kill; the placers keep going until it.
+const ACKS_BEFORE_KILL: usize = 120;
+
+fn order_body(key: &str) -> Value {
+    support::order(None, &format!("c-{}", &key[..3]), &[("mug", 1), ("tea", 2)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_order_and_key_survives_sigkill() {
+    let data = tempfile::tempdir().expect("a temporary folder");
+    let server = Running::start(data.path()).await;
+    let token = demo_token(data.path());
+    let client = reqwest::Client::new();
+    for sku in ["mug", "tea"] {
+        let reply = client
+            .post(server.url(&format!("/v1/inventory/{sku}/receive")))
+            .bearer_auth(&token)
+            .json(&json!({ "quantity": 1_000_000 }))
+            .send()
+            .await
+            .expect("an answer");
+        assert_eq!(reply.status(), StatusCode::OK);
+    }
+
+    let acknowledged: Acknowledged = Arc::default();
+    let killed = Arc::new(AtomicBool::new(false));
+    let placers: Vec<_> = (0..PLACERS)
+        .map(|placer| {
+            let (client, token, acknowledged, killed) =
+                (client.clone(), token.clone(), acknowledged.clone(), killed.clone());
+            let url = server.url("/v1/orders");
+            tokio::spawn(async move {
+                let mut failures = 0;
+                for n in 0_u64.. {
+                    let key = format!("p{placer}-{n}");
+                    let sent = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .header("idempotency-key", &key)
+                        .json(&order_body(&key))
+                        .send()
+                        .await;
+                    let answer = match sent {
+                        Ok(reply) => match reply.status() {
+                            StatusCode::CREATED => reply.json::<Value>().await.ok(),
+                            status => panic!("order {key}: {status}"),
+                        },
+                        Err(_) => None,
+                    };
+                    match answer {
+                        Some(body) => {
+                            let id = body["order_id"].as_str().expect("an id").to_owned();
+                            let position = support::position(&body);
+                            acknowledged.lock().expect("not poisoned").insert(key, (id, position));
+                        }
+                        // Cut off by the kill: not acknowledged, so nothing is promised.
+                        None if killed.load(Ordering::SeqCst) => return (failures, key),
+                        None => failures += 1,
+                    }
+                }
+                unreachable!("a placer places until the server is gone")
+            })
+        })
+        .collect();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acknowledged.lock().expect("not poisoned").len() < ACKS_BEFORE_KILL {
+        assert!(Instant::now() < deadline, "too few orders acknowledged before the kill");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    killed.store(true, Ordering::SeqCst);
+    server.kill();
+    let mut cut_off = Vec::new();
+    for placer in placers {
+        let (failures, key) = placer.await.expect("a placer ends");
+        assert_eq!(failures, 0, "requests failed before the kill");
+        cut_off.push(key);
+    }
+    let acknowledged = std::mem::take(&mut *acknowledged.lock().expect("not poisoned"));
+    assert!(acknowledged.len() >= ACKS_BEFORE_KILL);
+
+    let server = Running::start(data.path()).await;
+    for (key, (id, position)) in &acknowledged {
+        // A position beyond the restarted log's head would be refused with 422: lost writes.
+        let uri = format!("/v1/orders/{id}?min_position={position}");
+        let reply =
+            client.get(server.url(&uri)).bearer_auth(&token).send().await.expect("an answer");
+        assert_eq!(reply.status(), StatusCode::OK, "order {id} of key {key} is lost");
+        let order: Value = reply.json().await.expect("JSON");
+        assert_eq!(order["customer_id"], order_body(key)["customer_id"]);
+        assert!(
+            order["event_positions"][0].as_u64().is_some_and(|p| p < *position),
+            "order {id} was placed below its acknowledged position {position}: {order}"
+        );
+
+        let replay = client
+            .post(server.url("/v1/orders"))
+            .bearer_auth(&token)
+            .header("idempotency-key", key)
+            .json(&order_body(key))
+            .send()
+            .await
+            .expect("an answer");
+        assert_eq!(replay.status(), StatusCode::CREATED, "key {key}");
+        assert_eq!(
+            replay.headers().get("idempotent-replayed").map(|v| v.as_bytes()),
+            Some(&b"true"[..])
+        );
+        let replay: Value = replay.json().await.expect("JSON");
+        assert_eq!(replay["order_id"], id.as_str(), "key {key}");
+        assert_eq!(support::position(&replay), *position, "key {key}");
+    }
+
+    // A request cut off by the kill may or may not have been recorded; retried with its key,
+    // it is placed exactly once either way.
+    for key in &cut_off {
+        let mut first = None;
+        for _ in 0..2 {
+            let reply = client
+                .post(server.url("/v1/orders"))
+                .bearer_auth(&token)
+                .header("idempotency-key", key)
+                .json(&order_body(key))
+                .send()
+                .await
+                .expect("an answer");
+            assert_eq!(reply.status(), StatusCode::CREATED, "key {key}");
+            let body: Value = reply.json().await.expect("JSON");
+            let first = first.get_or_insert_with(|| body.clone());
+            assert_eq!(body, *first, "key {key} placed twice");
+        }
+    }
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_add_prints_a_token_a_running_server_accepts() {
+    let data = tempfile::tempdir().expect("a temporary folder");
+    let server = Running::start(data.path()).await;
+
+    // The demo tenant's token, alone and private.
+    let token_file = data.path().join("demo.token");
+    let mode = std::fs::metadata(&token_file).expect("demo.token").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "demo.token mode {mode:o}");
+    let demo = demo_token(data.path());
+    assert!(demo.starts_with("orderly_") && demo.len() > 40, "{demo:?}");
+    assert!(demo.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'), "{demo:?}");
+    // The tenants file holds hashes, never tokens.
+    let tenants = std::fs::read_to_string(data.path().join("tenants")).expect("tenants");
+    assert!(!tenants.contains(&demo), "a token stored in the clear");
+
+    let added = Command::new(BINARY)
+        .args(["tenant", "add", "globex", "--data"])
+        .arg(data.path())
+        .output()
+        .expect("tenant add runs");
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let token = String::from_utf8(added.stdout).expect("UTF-8");
+    let token = token.trim();
+    assert!(token.starts_with("orderly_") && token != demo, "{token:?}");
+
+    let client = reqwest::Client::new();
+    let receive = |token: &str| {
+        client
+            .post(server.url("/v1/inventory/mug/receive"))
+            .bearer_auth(token)
+            .json(&json!({ "quantity": 1 }))
+            .send()
+    };
+    assert_eq!(receive(token).await.expect("an answer").status(), StatusCode::OK);
+    assert_eq!(receive(&demo).await.expect("an answer").status(), StatusCode::OK);
+    let wrong = receive("orderly_nope").await.expect("an answer");
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+
+    // A name is taken once.
+    let again = Command::new(BINARY)
+        .args(["tenant", "add", "globex", "--data"])
+        .arg(data.path())
+        .output()
+        .expect("tenant add runs");
+    assert!(!again.status.success(), "globex added twice");
+    assert!(again.stdout.is_empty());
+    drop(server);
+}

@@ -1,0 +1,349 @@
+//! Every error code the API promises, each in the one error shape: 400 `invalid_json`, 422
+//! `validation_failed` naming the field (body, path and query), 401 `unauthorized` (missing,
+//! malformed, unknown token), 413 `payload_too_large` (declared and undeclared lengths), 415,
+//! 422 domain rejections with their codes and particulars, 404 for unknown orders, SKUs and
+//! routes, 405, 429 `rate_limited` and 503 `overloaded` with `Retry-After`.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, StatusCode, header};
+use axum::response::IntoResponse;
+use orderly_core::engine::{EngineError, ExecuteError};
+use orderly_server::app::DEFAULT_BODY_LIMIT;
+use orderly_server::error::ApiError;
+use serde_json::json;
+
+use super::support::{self, Server};
+
+#[tokio::test]
+async fn broken_json_is_400_invalid_json() {
+    let server = Server::start();
+    for text in ["{", "{\"quantity\": 1", "not json", "{\"quantity\": 1} trailing", ""] {
+        let request =
+            support::request(Method::POST, "/v1/inventory/mug/receive", Some(&server.token))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(text))
+                .expect("a request");
+        let details = server.call(request).await.error(StatusCode::BAD_REQUEST, "invalid_json");
+        assert!(details["line"].is_u64() && details["column"].is_u64(), "{text:?}: {details}");
+    }
+}
+
+#[tokio::test]
+async fn wrong_fields_are_422_validation_failed_naming_the_field() {
+    let server = Server::start();
+    server.receive("mug", 10).await;
+    let line = |quantity: serde_json::Value| json!({ "sku": "mug", "quantity": quantity, "unit_price": 100 });
+    let cases = [
+        // Refused by the domain's types.
+        (
+            json!({ "customer_id": "c-1", "currency": "EUR", "lines": [line(json!(0))] }),
+            "lines[0].quantity",
+        ),
+        (
+            json!({ "customer_id": "c-1", "currency": "EUR", "lines": [line(json!(1)), { "sku": "bad sku", "quantity": 1, "unit_price": 1 }] }),
+            "lines[1].sku",
+        ),
+        (json!({ "customer_id": "", "currency": "EUR", "lines": [line(json!(1))] }), "customer_id"),
+        (
+            json!({ "customer_id": "c-1", "currency": "euro", "lines": [line(json!(1))] }),
+            "currency",
+        ),
+        (
+            json!({ "order_id": "no spaces", "customer_id": "c-1", "currency": "EUR", "lines": [line(json!(1))] }),
+            "order_id",
+        ),
+        // Refused by the JSON's shape.
+        (
+            json!({ "customer_id": "c-1", "currency": "EUR", "lines": [line(json!("two"))] }),
+            "lines[0].quantity",
+        ),
+        (
+            json!({ "customer_id": "c-1", "currency": "EUR", "lines": [line(json!(-1))] }),
+            "lines[0].quantity",
+        ),
+        (json!({ "customer_id": 7, "currency": "EUR", "lines": [] }), "customer_id"),
+        (json!({ "customer_id": "c-1", "currency": "EUR", "lines": "mug" }), "lines"),
+        (json!({ "currency": "EUR", "lines": [line(json!(1))] }), "customer_id"),
+        (
+            json!({ "customer_id": "c-1", "currency": "EUR", "lines": [{ "sku": "mug", "unit_price": 1 }] }),
+            "lines[0].quantity",
+        ),
+        (
+            json!({ "customer_id": "c-1", "currency": "EUR", "lines": [line(json!(1)), { "sku": "tea", "quantity": 1, "unit_price": 1, "note": "x" }] }),
+            "lines[1].note",
+        ),
+    ];
+    for (body, field) in cases {
+        let reply = server.post("/v1/orders", &body).await;
+        let details = reply.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(details["field"], field, "{body}");
+    }
+
+    let receive = server.post("/v1/inventory/mug/receive", &json!({ "quantity": 0 })).await;
+    let details = receive.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(details["field"], "quantity");
+    let unknown = json!({ "quantity": 1, "extra": true });
+    let receive = server.post("/v1/inventory/mug/receive", &unknown).await;
+    let details = receive.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(details["field"], "extra");
+    let path = server.post("/v1/inventory/bad%20sku/receive", &json!({ "quantity": 1 })).await;
+    let details = path.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(details["field"], "sku");
+    let refund =
+        server.post("/v1/orders/o-1/refund", &json!({ "amount": 1, "currency": "E" })).await;
+    let details = refund.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(details["field"], "currency");
+}
+
+#[tokio::test]
+async fn wrong_query_parameters_are_422_naming_the_parameter() {
+    let server = Server::start();
+    let head = server.receive("mug", 1).await;
+    let cases = [
+        ("/v1/orders?customer_id=c-1&limit=0", "limit"),
+        ("/v1/orders?customer_id=c-1&limit=501", "limit"),
+        ("/v1/orders?customer_id=c-1&limit=ten", "limit"),
+        ("/v1/orders?customer_id=c-1&after=nonsense", "after"),
+        ("/v1/orders?customer_id=", "customer_id"),
+        ("/v1/orders", "customer_id"),
+        ("/v1/orders/o-1?min_position=-1", "min_position"),
+        ("/v1/inventory/mug?min_position=x", "min_position"),
+    ];
+    for (uri, field) in cases {
+        let details =
+            server.get(uri).await.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(details["field"], field, "{uri}");
+    }
+    // A position the log has not reached yet cannot be waited for.
+    let beyond = server.get(&format!("/v1/inventory/mug?min_position={}", head + 1000)).await;
+    let details = beyond.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(details["field"], "min_position");
+}
+
+#[tokio::test]
+async fn a_missing_malformed_or_unknown_token_is_401() {
+    let server = Server::start();
+    let body = support::order(Some("o-1"), "c-1", &[("mug", 1)]);
+    let authorizations = [
+        None,
+        Some("Basic dXNlcjpwYXNz".to_owned()),
+        Some("Bearer".to_owned()),
+        Some("Bearer ".to_owned()),
+        Some(format!("bearer {}", server.token)),
+        Some(
+            "Bearer orderly_0000000000000000000000000000000000000000000000000000000000000000"
+                .to_owned(),
+        ),
+        Some(format!("Bearer {}x", server.token)),
+    ];
+    for authorization in authorizations {
+        for method in [Method::GET, Method::POST] {
+            let (uri, body) = match method {
+                Method::GET => ("/v1/orders/o-1", Body::empty()),
+                _ => ("/v1/orders", Body::from(body.to_string())),
+            };
+            let mut request = support::request(method, uri, None)
+                .header(header::CONTENT_TYPE, "application/json");
+            if let Some(value) = &authorization {
+                request = request.header(header::AUTHORIZATION, value);
+            }
+            let reply = server.call(request.body(body).expect("a request")).await;
+            reply.error(StatusCode::UNAUTHORIZED, "unauthorized");
+        }
+    }
+    // Nothing was placed by any of them.
+    server.get("/v1/orders/o-1").await.error(StatusCode::NOT_FOUND, "unknown_order");
+}
+
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_413_before_the_body_is_read() {
+    let server = Server::start();
+    let over = DEFAULT_BODY_LIMIT + 1;
+    // The body sent is far shorter than declared: only the header can have been looked at.
+    let request = support::request(Method::POST, "/v1/orders", Some(&server.token))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, over)
+        .body(Body::from("{}"))
+        .expect("a request");
+    server.call(request).await.error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+
+    // Exactly the limit passes the size check (and fails as JSON).
+    let at_limit = vec![b' '; DEFAULT_BODY_LIMIT];
+    let request = support::request(Method::POST, "/v1/inventory/mug/receive", Some(&server.token))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(at_limit))
+        .expect("a request");
+    server.call(request).await.error(StatusCode::BAD_REQUEST, "invalid_json");
+}
+
+#[tokio::test]
+async fn an_undeclared_length_over_the_limit_is_413() {
+    let server = Server::start();
+    // No Content-Length header: the limit can only be found while reading.
+    let request = support::request(Method::POST, "/v1/orders", Some(&server.token))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(vec![b' '; 2 * DEFAULT_BODY_LIMIT]))
+        .expect("a request");
+    assert!(request.headers().get(header::CONTENT_LENGTH).is_none());
+    server.call(request).await.error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_415() {
+    let server = Server::start();
+    for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+        let mut request =
+            support::request(Method::POST, "/v1/inventory/mug/receive", Some(&server.token));
+        if let Some(value) = content_type {
+            request = request.header(header::CONTENT_TYPE, value);
+        }
+        let reply =
+            server.call(request.body(Body::from("{\"quantity\": 1}")).expect("a request")).await;
+        reply.error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    }
+    // Parameters and case do not matter.
+    let request = support::request(Method::POST, "/v1/inventory/mug/receive", Some(&server.token))
+        .header(header::CONTENT_TYPE, "Application/JSON; charset=utf-8")
+        .body(Body::from("{\"quantity\": 1}"))
+        .expect("a request");
+    assert_eq!(server.call(request).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn domain_rejections_are_422_with_their_codes() {
+    let server = Server::start();
+    server.receive("mug", 3).await;
+    let tea_at = server.receive("tea", 10).await;
+
+    // Overselling names the short SKU.
+    let oversell = server
+        .post("/v1/orders", &support::order(Some("o-1"), "c-1", &[("tea", 1), ("mug", 4)]))
+        .await;
+    let details = oversell.error(StatusCode::UNPROCESSABLE_ENTITY, "insufficient_stock");
+    assert_eq!(details["sku"], "mug", "{details}");
+    assert_eq!(details["shortages"], json!([{ "sku": "mug", "requested": 4, "available": 3 }]));
+    // ... and held nothing, not even the lines that were in stock.
+    let tea =
+        server.get(&format!("/v1/inventory/tea?min_position={tea_at}")).await.ok(StatusCode::OK);
+    assert_eq!(tea["reserved"], 0);
+
+    let unknown =
+        server.post("/v1/orders", &support::order(Some("o-2"), "c-1", &[("nothing", 1)])).await;
+    let details = unknown.error(StatusCode::UNPROCESSABLE_ENTITY, "unknown_sku");
+    assert_eq!(details["skus"], json!(["nothing"]));
+
+    let duplicate = server
+        .post("/v1/orders", &support::order(Some("o-3"), "c-1", &[("mug", 1), ("mug", 1)]))
+        .await;
+    let details = duplicate.error(StatusCode::UNPROCESSABLE_ENTITY, "duplicate_sku");
+    assert_eq!(details["sku"], "mug");
+
+    server.place("o-4", "c-1", &[("mug", 2)]).await;
+    let deliver = server.post("/v1/orders/o-4/deliver", &json!(null)).await;
+    let details = deliver.error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_transition");
+    assert_eq!(details["status"], "placed");
+    let again = server.post("/v1/orders", &support::order(Some("o-4"), "c-1", &[("tea", 1)])).await;
+    assert_eq!(again.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", again.text);
+
+    let below = server.post("/v1/inventory/mug/adjust", &json!({ "delta": -2 })).await;
+    let details = below.error(StatusCode::UNPROCESSABLE_ENTITY, "adjustment_below_reserved");
+    assert_eq!(details["sku"], "mug");
+    assert_eq!(details["reserved"], 2);
+}
+
+#[tokio::test]
+async fn unknown_orders_skus_and_routes_are_404_in_the_error_shape() {
+    let server = Server::start();
+    server.get("/v1/orders/o-missing").await.error(StatusCode::NOT_FOUND, "unknown_order");
+    server.get("/v1/inventory/never-received").await.error(StatusCode::NOT_FOUND, "unknown_sku");
+    for action in ["ship", "deliver", "cancel"] {
+        let reply = server.post(&format!("/v1/orders/o-missing/{action}"), &json!(null)).await;
+        reply.error(StatusCode::NOT_FOUND, "unknown_order");
+    }
+    let refund = json!({ "amount": 1, "currency": "EUR" });
+    let reply = server.post("/v1/orders/o-missing/refund", &refund).await;
+    reply.error(StatusCode::NOT_FOUND, "unknown_order");
+    // An id that could never exist is unknown too, not a server error.
+    server.get("/v1/orders/bad%20id").await.error(StatusCode::NOT_FOUND, "unknown_order");
+
+    for uri in ["/v1", "/v2/orders", "/v1/orders/o-1/teleport", "/v1/inventory"] {
+        let reply = support::call(&server.app, support::get(uri, Some(&server.token))).await;
+        reply.error(StatusCode::NOT_FOUND, "not_found");
+    }
+    let delete = support::request(Method::DELETE, "/v1/orders/o-1", Some(&server.token))
+        .body(Body::empty())
+        .expect("a request");
+    server.call(delete).await.error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn a_tenant_over_its_rate_is_429_with_retry_after_and_others_are_not() {
+    let server = Server::configured(|config| config.tenant_rate = NonZeroU32::new(1));
+    let other = server.add_tenant("globex");
+    assert_eq!(server.get("/v1/orders?customer_id=c-1").await.status, StatusCode::OK);
+    let limited = server.get("/v1/orders?customer_id=c-1").await;
+    limited.error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    limited.assert_retry_after();
+    let theirs = server.call(support::get("/v1/orders?customer_id=c-1", Some(&other))).await;
+    assert_eq!(theirs.status, StatusCode::OK, "{}", theirs.text);
+    // Requests without a tenant are not counted against any.
+    let health = server.call(support::get("/healthz", None)).await;
+    assert_eq!(health.status, StatusCode::OK);
+}
+
+/// An engine overloaded is `503 overloaded` with `Retry-After`. Filling the admission queue
+/// through HTTP is a race against the decision thread, so the mapping is checked directly;
+/// `load_is_answered_201_or_503_overloaded` checks what a loaded server answers.
+#[tokio::test]
+async fn engine_errors_map_to_503_with_retry_after() {
+    let cases = [
+        (ExecuteError::Engine(EngineError::Overloaded), "overloaded"),
+        (ExecuteError::Engine(EngineError::ShuttingDown), "shutting_down"),
+    ];
+    for (error, code) in cases {
+        let reply = support::reply(ApiError::from(error).into_response()).await;
+        reply.error(StatusCode::SERVICE_UNAVAILABLE, code);
+        reply.assert_retry_after();
+    }
+    let stopped =
+        ApiError::from(ExecuteError::Engine(EngineError::Stopped { cause: "disk".into() }));
+    assert_eq!(
+        (stopped.status(), stopped.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "engine_stopped")
+    );
+}
+
+/// With an admission queue of one command, many orders at once: each is placed or refused
+/// with `503 overloaded` and `Retry-After`, never anything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_is_answered_201_or_503_overloaded() {
+    let server = Arc::new(Server::configured(|config| config.node.engine.admission_queue = 1));
+    server.receive("mug", 1_000).await;
+    let tasks: Vec<_> = (0..64)
+        .map(|n| {
+            let server = server.clone();
+            tokio::spawn(async move {
+                server
+                    .post(
+                        "/v1/orders",
+                        &support::order(Some(&format!("o-{n}")), "c-1", &[("mug", 1)]),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut placed = 0;
+    for task in tasks {
+        let reply = task.await.expect("the task ends");
+        if reply.status == StatusCode::CREATED {
+            placed += 1;
+        } else {
+            reply.error(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+            reply.assert_retry_after();
+        }
+    }
+    assert!(placed >= 1, "at least the first order is placed");
+}

@@ -1,0 +1,100 @@
+//! Idempotent replay: the same `Idempotency-Key` with the same body answers the first response
+//! again (same order id, same position, `idempotent-replayed: true`) and records nothing new;
+//! with another body it is `422 idempotency_key_reused`. Keys outlive a restart.
+
+use axum::http::StatusCode;
+use serde_json::json;
+
+use super::support::{self, Server, position};
+
+#[tokio::test]
+async fn the_same_key_and_body_replay_the_first_response() {
+    let server = Server::start();
+    server.receive("mug", 10).await;
+    // No order id in the body: the server derives it from the key, so a retry names the same
+    // order.
+    let body = support::order(None, "c-1", &[("mug", 2)]);
+    let first = server.post_keyed("/v1/orders", "k-1", &body).await;
+    assert!(!first.replayed());
+    let first_body = first.ok(StatusCode::CREATED);
+
+    let again = server.post_keyed("/v1/orders", "k-1", &body).await;
+    assert!(again.replayed(), "no idempotent-replayed header: {:?}", again.headers);
+    assert_eq!(again.ok(StatusCode::CREATED), first_body);
+
+    // Only one order holds stock.
+    let mug =
+        server.get(&format!("/v1/inventory/mug?min_position={}", position(&first_body))).await;
+    assert_eq!(mug.ok(StatusCode::OK)["reserved"], 2);
+    let uri = format!("/v1/orders?customer_id=c-1&min_position={}", position(&first_body));
+    let orders = server.get(&uri).await.ok(StatusCode::OK);
+    assert_eq!(orders["orders"].as_array().map(Vec::len), Some(1), "{orders}");
+
+    // Another key is another order.
+    let other = server.post_keyed("/v1/orders", "k-2", &body).await.ok(StatusCode::CREATED);
+    assert_ne!(other["order_id"], first_body["order_id"]);
+}
+
+#[tokio::test]
+async fn the_same_key_with_another_body_is_422_idempotency_key_reused() {
+    let server = Server::start();
+    server.receive("mug", 10).await;
+    let first = support::order(None, "c-1", &[("mug", 2)]);
+    server.post_keyed("/v1/orders", "k-1", &first).await.ok(StatusCode::CREATED);
+    for other in [
+        support::order(None, "c-1", &[("mug", 3)]),
+        support::order(None, "c-2", &[("mug", 2)]),
+        support::order(Some("o-explicit"), "c-1", &[("mug", 2)]),
+    ] {
+        let reply = server.post_keyed("/v1/orders", "k-1", &other).await;
+        let details = reply.error(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused");
+        assert_eq!(details["idempotency_key"], "k-1");
+    }
+    // A key is one command across routes too.
+    let receive =
+        server.post_keyed("/v1/inventory/mug/receive", "k-1", &json!({ "quantity": 1 })).await;
+    receive.error(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused");
+}
+
+#[tokio::test]
+async fn stock_and_order_commands_replay_too() {
+    let server = Server::start();
+    let body = json!({ "quantity": 5 });
+    let first =
+        server.post_keyed("/v1/inventory/mug/receive", "r-1", &body).await.ok(StatusCode::OK);
+    let again = server.post_keyed("/v1/inventory/mug/receive", "r-1", &body).await;
+    assert!(again.replayed());
+    assert_eq!(again.ok(StatusCode::OK), first);
+    let mug = server.get(&format!("/v1/inventory/mug?min_position={}", position(&first))).await;
+    assert_eq!(mug.ok(StatusCode::OK)["on_hand"], 5, "received once");
+
+    server.place("o-1", "c-1", &[("mug", 1)]).await;
+    let cancel =
+        server.post_keyed("/v1/orders/o-1/cancel", "x-1", &json!(null)).await.ok(StatusCode::OK);
+    let again = server.post_keyed("/v1/orders/o-1/cancel", "x-1", &json!(null)).await;
+    assert!(again.replayed());
+    assert_eq!(again.ok(StatusCode::OK), cancel);
+    // Without the key a second cancel is a new command, refused by the domain.
+    let unkeyed = server.post("/v1/orders/o-1/cancel", &json!(null)).await;
+    unkeyed.error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_transition");
+}
+
+#[tokio::test]
+async fn keys_outlive_a_restart() {
+    let mut server = Server::start();
+    server.receive("mug", 10).await;
+    let body = support::order(None, "c-1", &[("mug", 2)]);
+    let first = server.post_keyed("/v1/orders", "k-1", &body).await.ok(StatusCode::CREATED);
+
+    server.restart();
+
+    let again = server.post_keyed("/v1/orders", "k-1", &body).await;
+    assert!(again.replayed());
+    assert_eq!(again.ok(StatusCode::CREATED), first);
+    let other = support::order(None, "c-1", &[("mug", 1)]);
+    let reused = server.post_keyed("/v1/orders", "k-1", &other).await;
+    reused.error(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused");
+    let id = first["order_id"].as_str().expect("an id");
+    let uri = format!("/v1/orders/{id}?min_position={}", position(&first));
+    assert_eq!(server.get(&uri).await.ok(StatusCode::OK)["status"], "placed");
+}

@@ -1,0 +1,75 @@
+//! `/metrics` (no token) reports in the Prometheus text format what the issue lists: requests
+//! by route template and status, the engine's queue depth, group commit sizes and fsync
+//! latency, projection lag and orders by status. A body refused for its declared length is
+//! counted like any other answer.
+
+use axum::body::Body;
+use axum::http::{Method, StatusCode, header};
+use orderly_server::app::DEFAULT_BODY_LIMIT;
+
+use super::support::{self, Server};
+
+#[tokio::test]
+async fn metrics_count_requests_and_show_the_engine_the_log_and_the_read_models() {
+    let server = Server::start();
+    server.receive("mug", 10).await;
+    let placed = server.place("o-1", "c-1", &[("mug", 1)]).await;
+    server.place("o-2", "c-1", &[("mug", 1)]).await;
+    let cancelled = server.post("/v1/orders/o-2/cancel", &serde_json::json!(null)).await;
+    let at = support::position(&cancelled.ok(StatusCode::OK));
+    server.get(&format!("/v1/orders/o-1?min_position={at}")).await.ok(StatusCode::OK);
+    server.get("/v1/orders/o-missing").await.error(StatusCode::NOT_FOUND, "unknown_order");
+    server.get("/no/such/route").await.error(StatusCode::NOT_FOUND, "not_found");
+    let too_large = support::request(Method::POST, "/v1/orders", Some(&server.token))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, DEFAULT_BODY_LIMIT + 1)
+        .body(Body::empty())
+        .expect("a request");
+    server.call(too_large).await.error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    assert!(support::position(&placed) > 0);
+
+    let reply = server.call(support::get("/metrics", None)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let content_type = reply.headers.get("content-type").expect("a content type");
+    assert!(content_type.to_str().is_ok_and(|t| t.contains("text")), "{content_type:?}");
+    let text = &reply.text;
+    let has = |needle: &str| {
+        assert!(text.contains(needle), "no {needle:?} in\n{text}");
+    };
+
+    // Requests by route template (never the raw path) and status.
+    has(r#"orderly_http_requests_total{route="/v1/orders",method="POST",status="201"} 2"#);
+    has(
+        r#"orderly_http_requests_total{route="/v1/orders/{id}/cancel",method="POST",status="200"} 1"#,
+    );
+    has(r#"orderly_http_requests_total{route="/v1/orders/{id}",method="GET",status="200"} 1"#);
+    has(r#"orderly_http_requests_total{route="/v1/orders/{id}",method="GET",status="404"} 1"#);
+    has(r#"orderly_http_requests_total{route="unmatched",method="GET",status="404"} 1"#);
+    has(r#"orderly_http_requests_total{route="/v1/orders",method="POST",status="413"} 1"#);
+    has(r#"orderly_http_request_duration_seconds_bucket{"#);
+    assert!(!text.contains("o-missing") && !text.contains("/no/such/route"), "raw paths in labels");
+    // The engine, the log and the read models.
+    has("orderly_engine_queue_depth ");
+    has("orderly_log_head_position ");
+    has("orderly_log_group_records_bucket{");
+    has("orderly_log_fsync_duration_seconds_bucket{");
+    has("orderly_log_fsync_duration_seconds_count ");
+    for projection in ["inventory", "orders", "orders_by_customer"] {
+        has(&format!(r#"orderly_projection_lag_positions{{projection="{projection}"}}"#));
+    }
+    has(r#"orderly_orders{tenant="acme",status="placed"} 1"#);
+    has(r#"orderly_orders{tenant="acme",status="cancelled"} 1"#);
+    // Every group commit so far was observed.
+    let groups = sample(text, "orderly_log_group_records_count");
+    assert!(groups >= 1.0, "{groups}");
+    let records = sample(text, "orderly_log_group_records_sum");
+    assert!(records >= 4.0, "receive, two places, a cancel: {records}");
+}
+
+/// The value of the sample named exactly `name` (no labels).
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+}

@@ -1,0 +1,175 @@
+//! Through a real socket: a client places and reads an order over HTTP/1.1, and a body of
+//! 16 MiB — declared with `Content-Length` or sent in chunks without one — is answered
+//! `413 payload_too_large` while the client is still sending it, without the server waiting
+//! for the rest.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use super::support::{self, Server};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_places_and_reads_an_order_over_http() {
+    let server = Server::start();
+    let address = support::serve(&server.app).await;
+    let client = reqwest::Client::new();
+    let base = format!("http://{address}");
+
+    let received = client
+        .post(format!("{base}/v1/inventory/mug/receive"))
+        .bearer_auth(&server.token)
+        .json(&json!({ "quantity": 5 }))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(received.status(), StatusCode::OK);
+    let placed = client
+        .post(format!("{base}/v1/orders"))
+        .bearer_auth(&server.token)
+        .header("idempotency-key", "k-1")
+        .json(&support::order(Some("o-1"), "c-1", &[("mug", 2)]))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(placed.status(), StatusCode::CREATED);
+    let placed: Value = placed.json().await.expect("JSON");
+    let order = client
+        .get(format!("{base}/v1/orders/o-1?min_position={}", support::position(&placed)))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(order.status(), StatusCode::OK);
+    let order: Value = order.json().await.expect("JSON");
+    assert_eq!((&order["order_id"], &order["status"]), (&json!("o-1"), &json!("placed")));
+
+    let unauthorized = client.get(format!("{base}/v1/orders/o-1")).send().await.expect("an answer");
+    assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = unauthorized.json().await.expect("JSON");
+    assert_eq!(support::error_code(&body), "unauthorized");
+}
+
+const SIXTEEN_MIB: usize = 16 << 20;
+/// Sent before the client waits for the answer: more than the limit, far less than the body.
+const SENT_BEFORE_ANSWER: usize = 2 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_mib_with_content_length_is_413_before_it_is_read() {
+    let server = Server::start();
+    let address = support::serve(&server.app).await;
+    let head = format!(
+        "POST /v1/orders HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {SIXTEEN_MIB}\r\n\r\n",
+        server.token
+    );
+    let answer = tokio::task::spawn_blocking(move || send_large(address, &head, false))
+        .await
+        .expect("the client ends");
+    check_413(&answer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_mib_chunked_is_413_before_it_is_read() {
+    let server = Server::start();
+    let address = support::serve(&server.app).await;
+    let head = format!(
+        "POST /v1/orders HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        server.token
+    );
+    let answer = tokio::task::spawn_blocking(move || send_large(address, &head, true))
+        .await
+        .expect("the client ends");
+    check_413(&answer);
+}
+
+/// Sends `head`, then a 16 MiB body of spaces in 64 KiB pieces (HTTP chunks if `chunked`).
+/// After [`SENT_BEFORE_ANSWER`] bytes the writer pauses until the answer has been read — so the
+/// server cannot have waited for the whole body — then sends the rest, which the server may
+/// refuse (a reset or broken pipe is fine). Returns the raw answer.
+fn send_large(address: SocketAddr, head: &str, chunked: bool) -> String {
+    let mut stream = TcpStream::connect(address).expect("connected");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("a timeout");
+    stream.write_all(head.as_bytes()).expect("the head is sent");
+    let mut reader = stream.try_clone().expect("a second handle");
+    let (answered_tx, answered_rx) = mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        let piece = vec![b' '; 64 * 1024];
+        let mut sent = 0;
+        while sent < SIXTEEN_MIB {
+            if sent == SENT_BEFORE_ANSWER {
+                // Bounded: the reader answers or times out within 10 s.
+                let _ = answered_rx.recv_timeout(Duration::from_secs(15));
+            }
+            let written = if chunked {
+                let framed =
+                    [format!("{:x}\r\n", piece.len()).as_bytes(), &piece, b"\r\n"].concat();
+                stream.write_all(&framed)
+            } else {
+                stream.write_all(&piece)
+            };
+            if written.is_err() {
+                // The server answered and closed the connection: the rest is not wanted.
+                return;
+            }
+            sent += piece.len();
+        }
+        if chunked {
+            let _ = stream.write_all(b"0\r\n\r\n");
+        }
+    });
+    let answer = read_answer(&mut reader);
+    drop(answered_tx);
+    // The writer may have been cut off early: the server answers and closes the connection
+    // without reading the rest, which is what is wanted.
+    writer.join().expect("the writer ends");
+    answer
+}
+
+/// Reads one HTTP answer: the head, then as many body bytes as its Content-Length says (or
+/// until the server closes the connection).
+fn read_answer(reader: &mut TcpStream) -> String {
+    let mut bytes = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        if let Some(end) = find(&bytes, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse::<usize>().ok());
+            if length.is_some_and(|length| bytes.len() >= end + 4 + length) {
+                break;
+            }
+        }
+        match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&buffer[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            // A reset after the answer was read is the server refusing the rest.
+            Err(e) if !bytes.is_empty() && e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) => panic!(
+                "no answer while sending 16 MiB: {e} (read {:?})",
+                String::from_utf8_lossy(&bytes)
+            ),
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|window| window == needle)
+}
+
+fn check_413(answer: &str) {
+    let status_line = answer.lines().next().unwrap_or_default();
+    assert!(status_line.starts_with("HTTP/1.1 413"), "answer: {answer:?}");
+    let body = answer.split_once("\r\n\r\n").map(|(_, body)| body).unwrap_or_default();
+    let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer:?}"));
+    assert_eq!(support::error_code(&body), "payload_too_large");
+}

@@ -1,0 +1,269 @@
+//! What the tests share: a server on a temporary data folder called through its `Router`, and
+//! assertions on the one error shape.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use orderly_core::domain::TenantId;
+use orderly_server::app::{App, ServerConfig, Shared};
+use orderly_server::tenants;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+/// The tenant every [`Server`] starts with.
+pub const TENANT: &str = "acme";
+
+/// A server on its own temporary data folder, node open, with tenant [`TENANT`].
+pub struct Server {
+    pub app: Shared,
+    /// The bearer token of [`TENANT`].
+    pub token: String,
+    config: ServerConfig,
+    // Dropped last: the node is shut down first (see `Drop`).
+    dir: TempDir,
+}
+
+/// Small log segments, so that temporary folders stay small.
+pub fn config(dir: &Path) -> ServerConfig {
+    let mut config = ServerConfig::new(dir.to_path_buf());
+    config.node.engine.log.segment_size = 1 << 20;
+    config
+}
+
+impl Server {
+    /// The default configuration, without payments: orders stay `placed`.
+    pub fn start() -> Server {
+        Server::configured(|_| {})
+    }
+
+    /// With the simulated payments, so that placed orders get confirmed.
+    pub fn with_payments() -> Server {
+        Server::configured(|config| {
+            config.node.payments = Some(orderly_server::app::simulated_payments());
+        })
+    }
+
+    /// The default configuration changed by `configure`.
+    pub fn configured(configure: impl FnOnce(&mut ServerConfig)) -> Server {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let token = tenants::add(dir.path(), &tenant(TENANT)).expect("tenant added");
+        let mut config = config(dir.path());
+        configure(&mut config);
+        let app = App::open(config.clone()).expect("the app opens");
+        Server { app, token, config, dir }
+    }
+
+    /// The data folder.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Closes the app and opens it again on the same folder and configuration.
+    pub fn restart(&mut self) {
+        self.app.shutdown();
+        self.app = App::open(self.config.clone()).expect("the app reopens");
+    }
+
+    /// Adds tenant `name` while the server runs and returns its token (the server rereads the
+    /// tenants file when it meets a token it does not know).
+    pub fn add_tenant(&self, name: &str) -> String {
+        tenants::add(self.dir(), &tenant(name)).expect("tenant added")
+    }
+
+    /// Sends `request` through the router.
+    pub async fn call(&self, request: Request<Body>) -> Reply {
+        call(&self.app, request).await
+    }
+
+    /// `GET uri` with [`TENANT`]'s token.
+    pub async fn get(&self, uri: &str) -> Reply {
+        self.call(get(uri, Some(&self.token))).await
+    }
+
+    /// `POST uri` with [`TENANT`]'s token and `body` as JSON.
+    pub async fn post(&self, uri: &str, body: &Value) -> Reply {
+        self.call(post(uri, Some(&self.token), body)).await
+    }
+
+    /// `POST uri` with [`TENANT`]'s token, `body` as JSON and an idempotency key.
+    pub async fn post_keyed(&self, uri: &str, key: &str, body: &Value) -> Reply {
+        let mut request = post(uri, Some(&self.token), body);
+        request.headers_mut().insert("idempotency-key", key.parse().expect("a header value"));
+        self.call(request).await
+    }
+
+    /// Receives `quantity` units of `sku`; returns the command's position.
+    pub async fn receive(&self, sku: &str, quantity: u64) -> u64 {
+        let uri = format!("/v1/inventory/{sku}/receive");
+        position(&self.post(&uri, &json!({ "quantity": quantity })).await.ok(StatusCode::OK))
+    }
+
+    /// Places order `id` of `lines` (SKU, quantity; unit price 1000) for `customer`; returns
+    /// the 201 body.
+    pub async fn place(&self, id: &str, customer: &str, lines: &[(&str, u64)]) -> Value {
+        self.post("/v1/orders", &order(Some(id), customer, lines)).await.ok(StatusCode::CREATED)
+    }
+
+    /// Polls `GET /v1/orders/{id}` (bounded) until the order has `status`.
+    pub async fn wait_for_status(&self, id: &str, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let reply = self.get(&format!("/v1/orders/{id}")).await;
+            // The read model may not have the order yet.
+            let body = match reply.status {
+                StatusCode::NOT_FOUND => reply.error(StatusCode::NOT_FOUND, "unknown_order"),
+                _ => reply.ok(StatusCode::OK),
+            };
+            if body["status"] == status {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "order {id} never became {status}: {body}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.app.shutdown();
+    }
+}
+
+/// `name` as a tenant id.
+pub fn tenant(name: &str) -> TenantId {
+    TenantId::new(name).expect("a valid tenant name")
+}
+
+/// The body of placing an order.
+pub fn order(id: Option<&str>, customer: &str, lines: &[(&str, u64)]) -> Value {
+    let lines: Vec<Value> = lines
+        .iter()
+        .map(|(sku, quantity)| json!({ "sku": sku, "quantity": quantity, "unit_price": 1000 }))
+        .collect();
+    let mut body = json!({ "customer_id": customer, "currency": "EUR", "lines": lines });
+    if let Some(id) = id {
+        body["order_id"] = json!(id);
+    }
+    body
+}
+
+/// The `position` field of a command's answer.
+pub fn position(body: &Value) -> u64 {
+    body["position"].as_u64().unwrap_or_else(|| panic!("no position in {body}"))
+}
+
+/// `GET uri`, with a bearer token if given.
+pub fn get(uri: &str, token: Option<&str>) -> Request<Body> {
+    request(Method::GET, uri, token).body(Body::empty()).expect("a request")
+}
+
+/// `POST uri` with `body` as JSON, with a bearer token if given.
+pub fn post(uri: &str, token: Option<&str>, body: &Value) -> Request<Body> {
+    request(Method::POST, uri, token)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("a request")
+}
+
+/// A request builder for `method` and `uri`, with a bearer token if given.
+pub fn request(method: Method, uri: &str, token: Option<&str>) -> axum::http::request::Builder {
+    let builder = Request::builder().method(method).uri(uri);
+    match token {
+        Some(token) => builder.header(header::AUTHORIZATION, format!("Bearer {token}")),
+        None => builder,
+    }
+}
+
+/// Sends `request` through `app`'s router.
+pub async fn call(app: &Shared, request: Request<Body>) -> Reply {
+    reply(app.router().oneshot(request).await.expect("the router is infallible")).await
+}
+
+/// `response` with its body read.
+pub async fn reply(response: axum::response::Response) -> Reply {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.expect("the body is read").to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).expect("a UTF-8 body");
+    Reply { status, headers, text }
+}
+
+/// A response, its body read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}), status {}: {:?}", self.status, self.text))
+    }
+
+    /// Asserts `status` and returns the JSON body.
+    #[track_caller]
+    pub fn ok(&self, status: StatusCode) -> Value {
+        assert_eq!(self.status, status, "unexpected answer: {}", self.text);
+        self.json()
+    }
+
+    /// Asserts an error answer with `status` and `code` in the one shape; returns its details.
+    #[track_caller]
+    pub fn error(&self, status: StatusCode, code: &str) -> Value {
+        assert_eq!(self.status, status, "unexpected answer: {}", self.text);
+        let body = self.json();
+        assert_eq!(error_code(&body), code, "unexpected code: {body}");
+        body["error"]["details"].clone()
+    }
+
+    /// Asserts a `Retry-After` header of a whole number of seconds, at least 1.
+    #[track_caller]
+    pub fn assert_retry_after(&self) {
+        let after = self.headers.get(header::RETRY_AFTER).expect("a Retry-After header");
+        let seconds: u64 = after.to_str().expect("ASCII").parse().expect("whole seconds");
+        assert!(seconds >= 1, "Retry-After {seconds}");
+    }
+
+    /// Whether the header `idempotent-replayed: true` is set.
+    pub fn replayed(&self) -> bool {
+        self.headers.get("idempotent-replayed").is_some_and(|value| value == "true")
+    }
+}
+
+/// Asserts `body` is in the one error shape — `{"error":{"code","message","details"}}` and
+/// nothing else — and returns its code.
+#[track_caller]
+pub fn error_code(body: &Value) -> &str {
+    let top = body.as_object().unwrap_or_else(|| panic!("not an object: {body}"));
+    assert_eq!(top.len(), 1, "more than `error` at the top: {body}");
+    let error = body["error"].as_object().unwrap_or_else(|| panic!("no error object: {body}"));
+    let mut keys: Vec<&str> = error.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["code", "details", "message"], "{body}");
+    let code = error["code"].as_str().unwrap_or_else(|| panic!("code is not a string: {body}"));
+    assert!(
+        !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+        "code is not snake_case: {body}"
+    );
+    let message = error["message"].as_str().unwrap_or_else(|| panic!("no message: {body}"));
+    assert!(!message.is_empty(), "empty message: {body}");
+    assert!(error["details"].is_object(), "details is not an object: {body}");
+    code
+}
+
+/// Serves `app` on a real socket on 127.0.0.1; returns its address. The server runs until the
+/// test's runtime ends.
+pub async fn serve(app: &Shared) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a listener");
+    let address = listener.local_addr().expect("an address");
+    let router = app.router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    address
+}
