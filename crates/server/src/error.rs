@@ -123,8 +123,13 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => {
                 ("payload_too_large", "the request body is over the size limit")
             }
-            StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => {
-                ("request_timeout", "the request took too long; retry with its idempotency key")
+            // The timeout layer answers 503; every other 503 is an ApiError, shaped already.
+            StatusCode::REQUEST_TIMEOUT
+            | StatusCode::GATEWAY_TIMEOUT
+            | StatusCode::SERVICE_UNAVAILABLE => {
+                let message = "the request took too long; retry with its idempotency key";
+                return ApiError::new(status, "request_timeout", message)
+                    .retry_after(Duration::from_secs(1));
             }
             StatusCode::UNSUPPORTED_MEDIA_TYPE => {
                 ("unsupported_media_type", "the body must be application/json")
