@@ -1,6 +1,7 @@
 //! The real binary: `orderly serve` on a temporary data folder is SIGKILLed while orders are
 //! in flight, restarted on the same folder, and every order it acknowledged (201) is there and
-//! every idempotency key it acknowledged replays to the same order. `orderly tenant add`
+//! every idempotency key it acknowledged replays to the same order. SIGTERM stops it cleanly
+//! (exit status 0) with what it acknowledged intact. `orderly tenant add`
 //! prints a token a running server accepts, and the first start leaves the demo tenant's token
 //! alone in `<data>/demo.token`, readable by its owner only.
 
@@ -248,6 +249,48 @@ async fn every_acknowledged_order_and_key_survives_sigkill() {
         }
     }
     drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_server_cleanly() {
+    let data = tempfile::tempdir().expect("a temporary folder");
+    let mut server = Running::start(data.path()).await;
+    let token = demo_token(data.path());
+    let client = reqwest::Client::new();
+    let receive = client
+        .post(server.url("/v1/inventory/mug/receive"))
+        .bearer_auth(&token)
+        .header("idempotency-key", "r-1")
+        .json(&json!({ "quantity": 3 }))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(receive.status(), StatusCode::OK);
+    let received: Value = receive.json().await.expect("JSON");
+
+    let pid = server.child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+    assert!(sent.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("the child's status") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the server did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+
+    let server = Running::start(data.path()).await;
+    let at = support::position(&received);
+    let level = client
+        .get(server.url(&format!("/v1/inventory/mug?min_position={at}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(level.status(), StatusCode::OK);
+    assert_eq!(level.json::<Value>().await.expect("JSON")["on_hand"], 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

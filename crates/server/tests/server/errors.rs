@@ -2,10 +2,12 @@
 //! `validation_failed` naming the field (body, path and query), 401 `unauthorized` (missing,
 //! malformed, unknown token), 413 `payload_too_large` (declared and undeclared lengths), 415,
 //! 422 domain rejections with their codes and particulars, 404 for unknown orders, SKUs and
-//! routes, 405, 429 `rate_limited` and 503 `overloaded` with `Retry-After`.
+//! routes, 405, 429 `rate_limited`, and 503 `request_timeout` and `overloaded` with
+//! `Retry-After`.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, StatusCode, header};
@@ -292,6 +294,20 @@ async fn a_tenant_over_its_rate_is_429_with_retry_after_and_others_are_not() {
     // Requests without a tenant are not counted against any.
     let health = server.call(support::get("/healthz", None)).await;
     assert_eq!(health.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_request_over_the_time_limit_is_503_request_timeout() {
+    let server = Server::configured(|config| config.request_timeout = Duration::from_millis(100));
+    // A body that never arrives keeps the handler waiting until the timeout answers.
+    let never = futures_util::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+    let request = support::request(Method::POST, "/v1/orders", Some(&server.token))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(never))
+        .expect("a request");
+    let reply = server.call(request).await;
+    reply.error(StatusCode::SERVICE_UNAVAILABLE, "request_timeout");
+    reply.assert_retry_after();
 }
 
 /// An engine overloaded is `503 overloaded` with `Retry-After`. Filling the admission queue
