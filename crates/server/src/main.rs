@@ -2,9 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
+mod audit_cli;
 use orderly_core::domain::TenantId;
 use orderly_server::app::{
     DEFAULT_BODY_LIMIT, DEFAULT_MAX_CONCURRENT, DEFAULT_TENANT_RATE, ServerConfig,
@@ -33,6 +36,26 @@ enum Commands {
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Audit a data folder, read-only (works beside a running server): verify, digest,
+    /// trace, reconcile.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Rebuild the state as of a position or a time and print inventory levels and order
+    /// counts.
+    Replay {
+        /// The data folder (or a copy of its `log` folder).
+        #[arg(long, env = "ORDERLY_DATA", default_value = "./data")]
+        data: PathBuf,
+        /// A log position (state before it) or an RFC 3339 time (state at it).
+        #[arg(long)]
+        at: String,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Drive a running server with a seeded Black Friday mix; prints a JSON line of figures.
     Load(LoadArgs),
     /// A hello-world HTTP server: the baseline `orderly load --hello` measures.
@@ -89,6 +112,56 @@ struct ServeArgs {
 }
 
 #[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check every record's checksum, the hash chain, positions, stream versions and payloads;
+    /// exit 1 naming segment, byte offset and position of the first problem.
+    Verify {
+        /// The data folder (or a copy of its `log` folder).
+        #[arg(long, env = "ORDERLY_DATA", default_value = "./data")]
+        data: PathBuf,
+        /// Also prove the log still extends this published digest (`POS:HASH`).
+        #[arg(long)]
+        digest: Option<String>,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the head position and its chain hash (`POS:HASH`), to publish.
+    Digest {
+        /// The data folder (or a copy of its `log` folder).
+        #[arg(long, env = "ORDERLY_DATA", default_value = "./data")]
+        data: PathBuf,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every event of one order, its payments and its stock holds, in log order.
+    Trace {
+        /// The order.
+        order: String,
+        /// The data folder (or a copy of its `log` folder).
+        #[arg(long, env = "ORDERLY_DATA", default_value = "./data")]
+        data: PathBuf,
+        /// Only this tenant's order of that id.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recompute stock per SKU and money per currency from the events; exit 1 on any
+    /// discrepancy.
+    Reconcile {
+        /// The data folder (or a copy of its `log` folder).
+        #[arg(long, env = "ORDERLY_DATA", default_value = "./data")]
+        data: PathBuf,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum TenantCommand {
     /// Create a tenant and print its bearer token (shown only this once).
     Add {
@@ -100,8 +173,26 @@ enum TenantCommand {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Commands::Serve(_)) {
+        // Like any Unix tool, end quietly when the reader of our output goes away
+        // (`orderly audit trace … | head`), rather than panic on a failed print.
+        // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Commands::Serve(args) => {
             init_logging();
@@ -112,7 +203,30 @@ fn main() -> anyhow::Result<()> {
             config.tenant_rate = std::num::NonZeroU32::new(args.tenant_rate);
             config.node.payments = Some(orderly_server::app::simulated_payments());
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(serve::serve(config, args.listen))
+            runtime.block_on(serve::serve(config, args.listen))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Audit(command) => match command {
+            AuditCommand::Verify { data, digest, json } => {
+                audit_cli::existing(&data)?;
+                audit_cli::verify(&data, digest.as_deref(), json)
+            }
+            AuditCommand::Digest { data, json } => {
+                audit_cli::existing(&data)?;
+                audit_cli::digest(&data, json)
+            }
+            AuditCommand::Trace { order, data, tenant, json } => {
+                audit_cli::existing(&data)?;
+                audit_cli::trace(&data, &order, tenant.as_deref(), json)
+            }
+            AuditCommand::Reconcile { data, json } => {
+                audit_cli::existing(&data)?;
+                audit_cli::reconcile(&data, json)
+            }
+        },
+        Commands::Replay { data, at, tenant, json } => {
+            audit_cli::existing(&data)?;
+            audit_cli::replay(&data, &at, tenant.as_deref(), json)
         }
         Commands::Load(args) => {
             init_logging();
@@ -128,18 +242,19 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let report = runtime.block_on(load::run(config))?;
             println!("{}", serde_json::to_string(&report)?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Commands::HelloServer { listen } => {
             init_logging();
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(load::hello_server(listen))
+            runtime.block_on(load::hello_server(listen))?;
+            Ok(ExitCode::SUCCESS)
         }
         Commands::Tenant(TenantCommand::Add { name, data }) => {
             let name = TenantId::new(&name)?;
             let token = tenants::add(&data, &name)?;
             println!("{token}");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
