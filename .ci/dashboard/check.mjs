@@ -1,0 +1,64 @@
+// Opens the dashboard in headless Chromium with the demo token in the URL fragment, places
+// orders through the API, and checks that the big number goes up by exactly that many
+// without a reload. Leaves a screenshot for people to look at.
+//
+// Usage: node check.mjs BASE_URL TOKEN SCREENSHOT_PATH
+import { chromium } from "playwright-core";
+
+const [base, token, screenshot] = process.argv.slice(2);
+if (!base || !token || !screenshot) {
+  console.error("usage: node check.mjs BASE_URL TOKEN SCREENSHOT_PATH");
+  process.exit(2);
+}
+const ORDERS = 25;
+const fail = (message) => { console.error("dashboard check failed: " + message); process.exit(1); };
+const count = (text) => Number(text.replace(/[^0-9]/g, ""));
+
+const api = async (path, body) => {
+  const response = await fetch(base + path, {
+    method: "POST",
+    headers: { authorization: "Bearer " + token, "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  if (!response.ok) fail(`POST ${path} answered ${response.status}: ${await response.text()}`);
+  return response.json();
+};
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--no-sandbox"],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1366, height: 900 } });
+  page.on("pageerror", (error) => fail("the page threw: " + error.message));
+  await page.goto(`${base}/#token=${token}`);
+  // The token leaves the address bar once it is stored.
+  await page.waitForFunction(() => !location.hash.includes("token="), null, { timeout: 5000 });
+  const bigNumber = () => page.textContent("#orders-today");
+  await page.waitForFunction(() => /\d/.test(document.getElementById("orders-today").textContent),
+    null, { timeout: 15000 }).catch(() => fail("the big number never showed a figure"));
+  const before = count(await bigNumber());
+  await page.evaluate(() => { window.__sameDocument = true; });
+
+  await api("/v1/inventory/ci-mug/receive", { quantity: 1000 });
+  for (let i = 0; i < ORDERS; i++) {
+    await api("/v1/orders", {
+      customer_id: `ci-${i}`, currency: "EUR",
+      lines: [{ sku: "ci-mug", quantity: 1, unit_price: 1250 }],
+    });
+  }
+  const expected = before + ORDERS;
+  await page.waitForFunction((want) =>
+    Number(document.getElementById("orders-today").textContent.replace(/[^0-9]/g, "")) === want,
+    expected, { timeout: 15000 })
+    .catch(async () => fail(`the big number shows ${await bigNumber()}, expected ${expected}`));
+  if (!(await page.evaluate(() => window.__sameDocument === true))) fail("the page reloaded");
+  const state = await page.getAttribute("#state", "data-state");
+  if (state !== "live") fail(`the connection state is ${state}, not live`);
+  const bars = await page.locator("#chart path").count();
+  if (bars !== 1) fail("the per-minute chart is empty");
+  await page.screenshot({ path: screenshot, fullPage: true });
+  console.log(JSON.stringify({ before, after: expected, screenshot }));
+} finally {
+  await browser.close();
+}
