@@ -32,6 +32,8 @@ use tokio::net::TcpStream;
 const CATALOG: usize = 500;
 /// The first SKUs of the catalog are flash-sale items with little stock.
 const FLASH_SKUS: usize = 5;
+/// Share of order lines that ask for a flash-sale SKU, in percent.
+const FLASH_PERCENT: u32 = 2;
 /// Units of stock of a flash-sale SKU.
 const FLASH_STOCK: u64 = 200;
 /// Units received per receive command for the other SKUs (the most one command may take).
@@ -117,13 +119,20 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     } else {
         ProgressBar::hidden()
     };
-    let started = Instant::now();
-    let workers: Vec<_> = (0..config.concurrency)
+    let plans: Vec<Vec<Planned>> = (0..config.concurrency)
         .map(|worker| {
-            let share = config.orders / config.concurrency as u64
-                + u64::from((worker as u64) < config.orders % config.concurrency as u64);
+            let (concurrency, index) = (config.concurrency as u64, worker as u64);
+            let share =
+                config.orders / concurrency + u64::from(index < config.orders % concurrency);
+            plan(config.seed, worker, share)
+        })
+        .collect();
+    let started = Instant::now();
+    let workers: Vec<_> = plans
+        .into_iter()
+        .map(|placements| {
             let (config, progress) = (config.clone(), progress.clone());
-            tokio::spawn(async move { work(&config, worker, share, &progress).await })
+            tokio::spawn(async move { work(&config, placements, &progress).await })
         })
         .collect();
     let mut latency = Histogram::<u64>::new(3)?;
@@ -183,33 +192,52 @@ fn sku_name(index: usize) -> String {
     format!("sku-{index:03}")
 }
 
-/// One worker: its share of placements, with retries and cancels, on one connection.
+/// One placement a worker will send, made before the clock starts so that the timed phase
+/// measures the server, not the making of requests.
+struct Planned {
+    key: String,
+    body: String,
+    /// Send it a second time with the same key.
+    retry: bool,
+    /// Cancel the order once placed.
+    cancel: bool,
+}
+
+/// A worker's placements, from its own seeded generator.
+fn plan(seed: u64, worker: usize, orders: u64) -> Vec<Planned> {
+    let mut rng = StdRng::seed_from_u64(seed ^ (worker as u64).wrapping_mul(0x9e37_79b9));
+    (0..orders)
+        .map(|n| Planned {
+            key: format!("load-{seed}-{worker}-{n}"),
+            body: order_body(&mut rng),
+            retry: rng.random_range(0..100) < RETRY_PERCENT,
+            cancel: rng.random_range(0..100) < CANCEL_PERCENT,
+        })
+        .collect()
+}
+
+/// One worker: its planned placements, with retries and cancels, on one connection.
 async fn work(
     config: &LoadConfig,
-    worker: usize,
-    orders: u64,
+    placements: Vec<Planned>,
     progress: &ProgressBar,
 ) -> anyhow::Result<Tally> {
-    let mut rng = StdRng::seed_from_u64(config.seed ^ (worker as u64).wrapping_mul(0x9e37_79b9));
     let mut tally = Tally { latency: Histogram::new(3)?, statuses: BTreeMap::new(), placed: 0 };
     let mut connection = Connection::open(config.target, &config.token).await?;
-    for n in 0..orders {
-        let key = format!("load-{}-{worker}-{n}", config.seed);
-        let body = order_body(&mut rng);
-        let retry = rng.random_range(0..100) < RETRY_PERCENT;
-        let cancel = rng.random_range(0..100) < CANCEL_PERCENT;
+    for Planned { key, body, retry, cancel } in placements {
+        let again = retry.then(|| body.clone());
         let (status, response) =
-            timed(&mut connection, &mut tally, "/v1/orders", &key, body.clone()).await?;
+            timed(&mut connection, &mut tally, "/v1/orders", &key, body).await?;
         progress.inc(1);
         if status != StatusCode::CREATED || config.hello {
             continue;
         }
         tally.placed += 1;
-        if retry {
-            let (again, replay) =
+        if let Some(body) = again {
+            let (status, replay) =
                 timed(&mut connection, &mut tally, "/v1/orders", &key, body).await?;
-            if again != StatusCode::CREATED || replay != response {
-                bail!("retrying {key} answered {again}, not the first response");
+            if status != StatusCode::CREATED || replay != response {
+                bail!("retrying {key} answered {status}, not the first response");
             }
         }
         if cancel {
@@ -251,18 +279,26 @@ async fn timed(
     }
 }
 
-/// 1 to 5 distinct SKUs, popular ones more often (the square of a uniform draw leans low).
+/// 1 to 5 distinct SKUs: now and then a flash-sale SKU, otherwise popular ones more often
+/// (the square of a uniform draw leans low).
 fn order_body(rng: &mut StdRng) -> String {
     let lines = rng.random_range(1..=5);
     let mut skus: Vec<usize> = Vec::with_capacity(lines);
     while skus.len() < lines {
-        let u: f64 = rng.random();
-        #[expect(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            reason = "in 0..CATALOG"
-        )]
-        let sku = ((u * u) * CATALOG as f64) as usize;
+        let sku = if rng.random_range(0..100) < FLASH_PERCENT {
+            rng.random_range(0..FLASH_SKUS)
+        } else {
+            let u: f64 = rng.random();
+            #[expect(clippy::cast_precision_loss, reason = "a few hundred SKUs")]
+            let regular = (CATALOG - FLASH_SKUS) as f64;
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "in 0..CATALOG - FLASH_SKUS"
+            )]
+            let skewed = ((u * u) * regular) as usize;
+            FLASH_SKUS + skewed
+        };
         if !skus.contains(&sku) {
             skus.push(sku);
         }
