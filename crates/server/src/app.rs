@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -94,6 +95,9 @@ pub struct App {
     limiter: Option<DefaultKeyedRateLimiter<TenantId>>,
     /// Streams open per tenant.
     streams: Arc<Mutex<HashMap<TenantId, usize>>>,
+    /// Set when the server starts closing: endless streams end, so that a graceful shutdown
+    /// (which waits for every connection) can finish.
+    closing: AtomicBool,
 }
 
 /// One open stream of a tenant; closing it (dropping) frees its place.
@@ -124,7 +128,15 @@ impl App {
         let metrics = Metrics::new();
         config.node.engine.log.observer = Some(metrics.sync_observer());
         let streams = Arc::default();
-        Ok(Arc::new(App { config, node: RwLock::new(None), tenants, metrics, limiter, streams }))
+        Ok(Arc::new(App {
+            config,
+            node: RwLock::new(None),
+            tenants,
+            metrics,
+            limiter,
+            streams,
+            closing: AtomicBool::new(false),
+        }))
     }
 
     /// The server with its node open: what tests and embedders usually want.
@@ -170,9 +182,20 @@ impl App {
         self.node.read().unwrap_or_else(PoisonError::into_inner).is_some()
     }
 
+    /// Starts closing: event and KPI streams end (within a second), new ones are refused.
+    pub fn begin_close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the server is closing.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
     /// Closes the node: no new requests reach it, commands admitted are answered, the log is
     /// closed. Waits (bounded) for requests still holding it.
     pub fn shutdown(&self) {
+        self.begin_close();
         let Some(mut node) = self.node.write().unwrap_or_else(PoisonError::into_inner).take()
         else {
             return;
@@ -216,6 +239,14 @@ impl App {
 
     /// A place for one more stream of `tenant`, or `429 too_many_streams`.
     pub fn open_stream(&self, tenant: &TenantId) -> Result<StreamSlot, ApiError> {
+        if self.is_closing() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down",
+            )
+            .retry_after(Duration::from_secs(5)));
+        }
         let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
         let open = streams.entry(tenant.clone()).or_default();
         if *open >= self.config.streams_per_tenant {

@@ -42,9 +42,13 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
     });
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
+    let closing = app.clone();
     let stopping = async move {
         tokio::select! {
-            () = shutdown_signal() => tracing::info!("shutting down"),
+            () = shutdown_signal() => {
+                tracing::info!("shutting down");
+                closing.begin_close();
+            }
             Ok(error) = failed_rx => {
                 tracing::error!("cannot open the data folder: {error:#}");
                 let _ = stop_tx.send(error);
@@ -52,8 +56,8 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
         }
     };
     axum::serve(listener, app.router()).with_graceful_shutdown(stopping).await?;
-    let closing = app.clone();
-    tokio::task::spawn_blocking(move || closing.shutdown()).await?;
+    let app_closing = app.clone();
+    tokio::task::spawn_blocking(move || app_closing.shutdown()).await?;
     match stop_rx.await {
         Ok(error) => Err(error),
         Err(_) => Ok(()),

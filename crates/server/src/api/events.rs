@@ -92,9 +92,13 @@ pub async fn events(
     let slot = app.open_stream(&tenant)?;
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
     let log = node.engine().log();
+    let server = app.clone();
     std::thread::Builder::new()
         .name("orderly-sse".into())
-        .spawn(move || follow(&log, &tenant, Position(from), types.as_ref(), &tx, slot))
+        .spawn(move || {
+            let closing = || server.is_closing();
+            follow(&log, &tenant, Position(from), types.as_ref(), &tx, &closing, slot);
+        })
         .map_err(|e| ApiError::internal(&e))?;
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|event| (Ok(event), rx))
@@ -118,18 +122,20 @@ fn parse_types(types: Option<&str>) -> Result<Option<HashSet<EventType>>, ApiErr
 }
 
 /// The reader thread of one stream: follows the log from `from`, sends the tenant's events of
-/// the wanted types, and ends when the client leaves or falls a whole buffer behind.
+/// the wanted types, and ends when the client leaves, falls a whole buffer behind, or the
+/// server closes.
 fn follow(
     log: &LogReader,
     tenant: &TenantId,
     from: Position,
     types: Option<&HashSet<EventType>>,
     tx: &mpsc::Sender<SseEvent>,
+    closing: &dyn Fn() -> bool,
     _slot: StreamSlot,
 ) {
     let prefix = format!("{tenant}/");
     let mut records = log.subscribe(from);
-    while !tx.is_closed() {
+    while !tx.is_closed() && !closing() {
         let record = match records.next_timeout(IDLE_CHECK) {
             None => continue,
             Some(Ok(record)) => record,

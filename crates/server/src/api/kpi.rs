@@ -101,6 +101,9 @@ pub async fn kpi_stream(
     let state = (app, tenant, ticks, slot);
     let stream = futures_util::stream::unfold(state, |(app, tenant, mut ticks, slot)| async move {
         ticks.tick().await;
+        if app.is_closing() {
+            return None;
+        }
         let node = app.node().ok()?;
         let reading = tenant.clone();
         let figures =
@@ -178,6 +181,13 @@ pub fn day_figures(
         cancellations: totals.cancellations.total(),
         payments,
         open_reservations,
-        per_minute: day.per_minute.iter().map(|(m, n)| [m - day.first_minute, *n]).collect(),
+        // The read model has a row for every minute with a counted event; a minute with only a
+        // cancellation or a payment outcome has no orders and is not one of these.
+        per_minute: day
+            .per_minute
+            .iter()
+            .filter(|(_, orders)| *orders > 0)
+            .map(|(m, n)| [m - day.first_minute, *n])
+            .collect(),
     })
 }

@@ -1,7 +1,7 @@
 //! The real binary: `orderly serve` on a temporary data folder is SIGKILLed while orders are
 //! in flight, restarted on the same folder, and every order it acknowledged (201) is there and
 //! every idempotency key it acknowledged replays to the same order. SIGTERM stops it cleanly
-//! (exit status 0) with what it acknowledged intact. `orderly tenant add`
+//! (exit status 0), even with event streams open, with what it acknowledged intact. `orderly tenant add`
 //! prints a token a running server accepts, and the first start leaves the demo tenant's token
 //! alone in `<data>/demo.token`, readable by its owner only.
 
@@ -267,6 +267,16 @@ async fn sigterm_stops_the_server_cleanly() {
         .expect("an answer");
     assert_eq!(receive.status(), StatusCode::OK);
     let received: Value = receive.json().await.expect("JSON");
+    // Endless streams must not hold a graceful shutdown open.
+    let events = client
+        .get(server.url("/v1/events?from=0"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("the event stream opens");
+    let kpis =
+        client.get(server.url("/v1/kpi/stream")).bearer_auth(&token).send().await.expect("opens");
+    assert_eq!((events.status(), kpis.status()), (StatusCode::OK, StatusCode::OK));
 
     let pid = server.child.id().to_string();
     let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
@@ -280,6 +290,7 @@ async fn sigterm_stops_the_server_cleanly() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(status.code(), Some(0), "{status:?}");
+    drop((events, kpis));
 
     let server = Running::start(data.path()).await;
     let at = support::position(&received);
