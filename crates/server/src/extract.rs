@@ -82,6 +82,11 @@ impl<T: DeserializeOwned> FromRequest<Shared> for JsonBody<T> {
 /// Parses `bytes` as a `T`: broken JSON is `400 invalid_json`, JSON of the wrong shape is
 /// `422 validation_failed` with the path of the field (`lines[0].quantity`).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // The common case parses once, without tracking paths; only a failure parses again to name
+    // the field.
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let field = field_of(error.path(), &error.inner().to_string());
