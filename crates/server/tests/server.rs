@@ -13,6 +13,7 @@
 mod server {
     mod support;
 
+    mod audit;
     mod binary;
     mod dashboard;
     mod endpoints;
