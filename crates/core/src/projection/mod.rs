@@ -28,9 +28,12 @@
 //!   payment declines by gateway; query [`kpis()`].
 
 pub mod customers;
+mod host;
 pub mod inventory;
 pub mod kpi;
 pub mod orders;
+mod progress;
+mod reader;
 pub mod rebuild;
 mod row;
 mod worker;
@@ -44,7 +47,9 @@ pub use inventory::{InventoryLevel, InventoryProjection, inventory, inventory_le
 pub use kpi::{Cancellations, CurrencySales, DayKpis, KpiProjection, SalesKpis, day, kpis};
 pub use orders::{OrderView, OrdersProjection, order, order_status_counts, orders_of};
 pub use rebuild::{Generation, Rebuilt, generation, rebuild};
-pub use worker::{ProjectionWorker, WaitError, WorkerConfig};
+pub use host::{Hosted, ProjectionHost};
+pub use progress::{ProjectionHandle, WaitError};
+pub use worker::{ProjectionWorker, WorkerConfig};
 
 use crate::Position;
 use crate::codec::DecodeError;
@@ -78,11 +83,15 @@ pub trait Projection: Send + 'static {
         generation: Generation,
     ) -> Result<Self::Tables<'txn>, ProjectionError>;
 
-    /// Applies one committed event to the read model.
+    /// Applies a batch of committed events, in position order, to the read model.
+    ///
+    /// A batch is given whole so that a projection can keep the rows it touches in memory
+    /// across the batch and write each one once, rather than reading, decoding, encoding and
+    /// writing a row per event. The result must be the same whatever the batch boundaries.
     fn apply(
         &self,
         tables: &mut Self::Tables<'_>,
-        event: &CommittedEvent,
+        events: &[CommittedEvent],
     ) -> Result<(), ProjectionError>;
 }
 
