@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use orderly::Position;
 use orderly::domain::{Envelope, OrderId};
-use orderly::engine::{Config, Engine};
 use orderly::engine::CommittedEvent;
+use orderly::engine::{Config, Engine};
 use orderly::projection::{
     CustomersProjection, Hosted, InventoryProjection, KpiProjection, OrdersProjection,
     ProjectionHost, WorkerConfig,
@@ -141,7 +141,10 @@ fn main() {
         .collect();
     let default = WorkerConfig::default();
     let max_batch = usize::try_from(env("ORDERLY_BENCH_MAX_BATCH", 0)).unwrap();
-    let config = WorkerConfig { max_batch: if max_batch == 0 { default.max_batch } else { max_batch }, ..default };
+    let config = WorkerConfig {
+        max_batch: if max_batch == 0 { default.max_batch } else { max_batch },
+        ..default
+    };
     let host = ProjectionHost::start(db, engine.log(), hosted, config).unwrap();
     let workers = host.projections();
     for worker in workers {

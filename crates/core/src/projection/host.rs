@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 use orderly_store::LogReader;
 use redb::{Database, ReadableTable, WriteTransaction};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::RecvTimeoutError;
 
 use super::progress::{Progress, ProjectionHandle};
-use super::reader::{self, Batch};
+use super::reader::{self, Batches};
 use super::rebuild::{self, Generation, Lease};
 use super::worker::{WorkerConfig, read_batch};
 use super::{CHECKPOINTS, Projection, ProjectionError};
@@ -182,9 +182,10 @@ struct Member {
 }
 
 /// Batch commits in between are atomic and visible at once but not fsync'd: read models are
-/// derived, so a crash that loses the last fraction of a second loses models and checkpoints
-/// together, and the host applies those events again. One durable commit per this interval
-/// bounds that replay and keeps an fsync off every batch.
+/// derived, so a crash that loses the last seconds loses models and checkpoints together, and
+/// the host applies those events again (a few seconds of a loaded log replay in about one).
+/// One durable commit per this interval bounds that replay and keeps an fsync (whose stall
+/// shows as lag) off all but a few batches.
 const DURABLE_EVERY: Duration = Duration::from_secs(2);
 
 struct Run {
@@ -239,7 +240,8 @@ impl Run {
         };
         // The batch starts where the projection furthest behind is; members only move
         // forward, so the reader can go on from there in contiguous batches.
-        let (batches, reader) = reader::start(self.log.clone(), from, &self.config, self.stop.clone())?;
+        let (batches, reader) =
+            reader::start(self.log.clone(), from, &self.config, self.stop.clone())?;
         let result = self.apply_batches(&batches);
         // The reader sees the stop flag (or, on an error here, the dropped receiver) and ends.
         self.stop.store(true, Ordering::Release);
@@ -255,10 +257,7 @@ impl Run {
         Ok(())
     }
 
-    fn apply_batches(
-        &mut self,
-        batches: &Receiver<Result<Batch, ProjectionError>>,
-    ) -> Result<(), ProjectionError> {
+    fn apply_batches(&mut self, batches: &Batches) -> Result<(), ProjectionError> {
         while !self.stop.load(Ordering::Acquire) {
             let batch = match batches.recv_timeout(self.config.idle_wait) {
                 Ok(batch) => batch?,
@@ -342,9 +341,7 @@ impl Run {
                 if stored != member.next {
                     return Err(ProjectionError::Inconsistent {
                         position: member.next,
-                        problem: format!(
-                            "projection {name}: checkpoint {stored}, another writer?"
-                        ),
+                        problem: format!("projection {name}: checkpoint {stored}, another writer?"),
                     });
                 }
                 let first = events.partition_point(|e| e.position.0 < member.next);

@@ -99,14 +99,12 @@ fn next_level(
     use InventoryEvent as E;
     let bad = |what: &str| inconsistent(committed, format!("SKU {sku}: {what}"));
     let (on_hand, reserved) = match event {
-        E::StockReceived { quantity } => (
-            on_hand.checked_add(quantity.get()).ok_or_else(|| bad("on hand overflows"))?,
-            reserved,
-        ),
-        E::StockAdjusted { delta } => (
-            on_hand.checked_add_signed(*delta).ok_or_else(|| bad("on hand below zero"))?,
-            reserved,
-        ),
+        E::StockReceived { quantity } => {
+            (on_hand.checked_add(quantity.get()).ok_or_else(|| bad("on hand overflows"))?, reserved)
+        }
+        E::StockAdjusted { delta } => {
+            (on_hand.checked_add_signed(*delta).ok_or_else(|| bad("on hand below zero"))?, reserved)
+        }
         E::StockHeld { quantity, .. } => (
             on_hand,
             reserved.checked_add(quantity.get()).ok_or_else(|| bad("reserved overflows"))?,

@@ -289,7 +289,11 @@ impl<'a> Count<'a> {
 
 impl SalesKpis {
     /// Adds what `committed` counts to this minute, checked.
-    fn count(&mut self, committed: &CommittedEvent, count: Count<'_>) -> Result<(), ProjectionError> {
+    fn count(
+        &mut self,
+        committed: &CommittedEvent,
+        count: Count<'_>,
+    ) -> Result<(), ProjectionError> {
         let overflow = || inconsistent(committed, "a KPI sum overflows");
         let add = |n: &mut u64, by: u64| -> Result<(), ProjectionError> {
             *n = n.checked_add(by).ok_or_else(overflow)?;

@@ -16,6 +16,9 @@ use crate::engine::CommittedEvent;
 /// Decoded batches waiting for the writer: two keep it busy without holding much memory.
 const AHEAD: usize = 2;
 
+/// What the reader sends: a batch, or the read error that ended it.
+pub(super) type Batches = Receiver<Result<Batch, ProjectionError>>;
+
 /// The records `from..reached` of the log, decoded (domain events only).
 pub(super) struct Batch {
     pub(super) from: u64,
@@ -31,7 +34,7 @@ pub(super) fn start(
     from: u64,
     config: &WorkerConfig,
     stop: Arc<AtomicBool>,
-) -> Result<(Receiver<Result<Batch, ProjectionError>>, JoinHandle<()>), ProjectionError> {
+) -> Result<(Batches, JoinHandle<()>), ProjectionError> {
     let (batches, receiver) = crossbeam_channel::bounded(AHEAD);
     let config = config.clone();
     let thread = std::thread::Builder::new()
@@ -60,8 +63,11 @@ fn read(
         }
         let until = head.min(from.saturating_add(max_batch));
         let mut events = Vec::new();
-        let batch = read_batch(log, from, until, &mut events)
-            .map(|reached| Batch { from, reached, events });
+        let batch = read_batch(log, from, until, &mut events).map(|reached| Batch {
+            from,
+            reached,
+            events,
+        });
         let failed = batch.is_err();
         if let Ok(batch) = &batch {
             from = batch.reached;

@@ -12,7 +12,9 @@ use redb::ReadableTable;
 use rustc_hash::FxHashMap;
 
 use super::{OrderView, OrdersTables, invalid};
-use crate::domain::{Event, OrderEvent, OrderId, OrderStatus, PaymentEvent, PaymentId, PaymentStatus};
+use crate::domain::{
+    Event, OrderEvent, OrderId, OrderStatus, PaymentEvent, PaymentId, PaymentStatus,
+};
 use crate::engine::CommittedEvent;
 use crate::projection::{ProjectionError, inconsistent};
 

@@ -32,8 +32,8 @@ use super::row::{RowReader, put_str};
 use super::{Generation, Projection, ProjectionError, read_table};
 use crate::Position;
 use crate::domain::{
-    CancelReason, Currency, CustomerId, OrderId, OrderLine, OrderStatus,
-    PaymentId, PaymentStatus, Quantity, Sku, TenantId, Timestamp,
+    CancelReason, Currency, CustomerId, OrderId, OrderLine, OrderStatus, PaymentId, PaymentStatus,
+    Quantity, Sku, TenantId, Timestamp,
 };
 use crate::engine::CommittedEvent;
 
