@@ -27,7 +27,7 @@ pub struct WorkerConfig {
 
 impl Default for WorkerConfig {
     fn default() -> WorkerConfig {
-        WorkerConfig { max_batch: 100_000, idle_wait: Duration::from_millis(50) }
+        WorkerConfig { max_batch: 10_000, idle_wait: Duration::from_millis(50) }
     }
 }
 
