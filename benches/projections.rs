@@ -2,14 +2,19 @@
 //!
 //! 1. **catch-up**: a log of at least `ORDERLY_BENCH_EVENTS` [5,000,000] records is written
 //!    through the durable engine (orders of 1–5 lines over 50 tenants, placed by many concurrent
-//!    callers). Then `ORDERLY_BENCH_PROJECTIONS` [2] projections (inventory, orders, orders by
-//!    customer, KPIs, in that order) start on an empty redb file and catch up with it, all at
-//!    once: `projection_events_per_sec` = records / time until all reached the head (each
-//!    projection reads every record).
-//! 2. **lag**: with both projections caught up, the engine takes a paced load of
+//!    callers). Then the first `ORDERLY_BENCH_PROJECTIONS` [4: what the server runs] of the read
+//!    models (inventory, orders, orders by customer, KPIs, in that order) start on one
+//!    projection host, as `Node` runs them, on an empty redb file, and catch up with it:
+//!    `projection_events_per_sec` = records / time until all reached the head.
+//!    The bound it is compared with: one pass that reads and decodes every record and writes
+//!    nothing (`decode_events_per_sec`, `ratio_to_decode`), which a host, reading and decoding
+//!    each record once, cannot beat.
+//! 2. **lag**: with the projections caught up, the engine takes a paced load of
 //!    `ORDERLY_BENCH_LAG_RATE` [30,000] orders/s (about four events each) for
 //!    `ORDERLY_BENCH_LAG_SECONDS` [5]; every 5 ms a sampler notes the log's head and the time,
 //!    and measures how long all projections take to reach it: `lag_p50_ms`, `lag_p99_ms`.
+//!
+//! `ORDERLY_BENCH_MAX_BATCH` overrides the host's batch cap.
 //!
 //! Run with `cargo bench --bench projections`. The last stdout line is one JSON object. Data
 //! lives under `target/bench-projections` and is removed at the end.
@@ -25,10 +30,11 @@ use std::time::{Duration, Instant};
 
 use orderly::Position;
 use orderly::domain::{Envelope, OrderId};
+use orderly::engine::CommittedEvent;
 use orderly::engine::{Config, Engine};
 use orderly::projection::{
-    CustomersProjection, InventoryProjection, KpiProjection, OrdersProjection, ProjectionWorker,
-    WorkerConfig,
+    CustomersProjection, Hosted, InventoryProjection, KpiProjection, OrdersProjection,
+    ProjectionHost, WorkerConfig,
 };
 
 #[path = "support/mod.rs"]
@@ -83,7 +89,7 @@ fn main() {
     let target_events = env("ORDERLY_BENCH_EVENTS", 5_000_000);
     let lag_rate = env("ORDERLY_BENCH_LAG_RATE", 30_000);
     let lag_seconds = env("ORDERLY_BENCH_LAG_SECONDS", 5);
-    let projections = env("ORDERLY_BENCH_PROJECTIONS", 2).clamp(1, 4);
+    let projections = env("ORDERLY_BENCH_PROJECTIONS", 4).clamp(1, 4);
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-projections");
     std::fs::create_dir_all(&base).unwrap();
     let scratch = tempfile::tempdir_in(&base).unwrap();
@@ -113,21 +119,35 @@ fn main() {
     let head = engine.head();
     eprintln!("log: {} records written in {:.1} s", head.0, writing.elapsed().as_secs_f64());
 
-    // Catch-up: the projections from position 0 on an empty read-model file, all at once.
+    // The bound: read and decode every record once, write nothing.
+    let decoding = Instant::now();
+    let mut decoded = 0_u64;
+    for record in engine.log().read_from(Position(0)) {
+        decoded += u64::from(CommittedEvent::from_record(&record.unwrap()).unwrap().is_some());
+    }
+    let decode_events_per_sec = per_sec(head.0, decoding.elapsed());
+    eprintln!("read + decode only: {decode_events_per_sec:.0} records/s ({decoded} events)");
+
+    // Catch-up: the projections from position 0 on an empty read-model file, on one host.
     let db = Arc::new(orderly::projection::open_db(&scratch.path().join("models.redb")).unwrap());
     let catching_up = Instant::now();
-    let start = |which: u64| {
-        let (db, log, config) = (db.clone(), engine.log(), WorkerConfig::default());
-        match which {
-            0 => ProjectionWorker::start(db, log, InventoryProjection, config),
-            1 => ProjectionWorker::start(db, log, OrdersProjection, config),
-            2 => ProjectionWorker::start(db, log, CustomersProjection, config),
-            _ => ProjectionWorker::start(db, log, KpiProjection, config),
-        }
-        .unwrap()
+    let hosted: Vec<Hosted> = (0..projections)
+        .map(|which| match which {
+            0 => InventoryProjection.into(),
+            1 => OrdersProjection.into(),
+            2 => CustomersProjection.into(),
+            _ => KpiProjection.into(),
+        })
+        .collect();
+    let default = WorkerConfig::default();
+    let max_batch = usize::try_from(env("ORDERLY_BENCH_MAX_BATCH", 0)).unwrap();
+    let config = WorkerConfig {
+        max_batch: if max_batch == 0 { default.max_batch } else { max_batch },
+        ..default
     };
-    let workers: Vec<ProjectionWorker> = (0..projections).map(start).collect();
-    for worker in &workers {
+    let host = ProjectionHost::start(db, engine.log(), hosted, config).unwrap();
+    let workers = host.projections();
+    for worker in workers {
         worker.wait_for(head, Duration::from_secs(3_600)).unwrap();
     }
     let catchup = catching_up.elapsed();
@@ -150,7 +170,7 @@ fn main() {
                 let noted = Instant::now();
                 let at = engine.head();
                 if at.0 > 0 {
-                    for worker in &workers {
+                    for worker in workers {
                         worker.wait_for(Position(at.0), Duration::from_secs(60)).unwrap();
                     }
                     lags.push(u64::try_from(noted.elapsed().as_micros()).unwrap());
@@ -181,14 +201,13 @@ fn main() {
         "lag: engine took {engine_events_per_sec:.0} events/s; projections behind the head p50 {lag_p50_ms:.2} ms, p99 {lag_p99_ms:.2} ms ({} samples)",
         lags.len()
     );
-    for worker in workers {
-        worker.stop().unwrap();
-    }
+    host.stop().unwrap();
     engine.shutdown();
     println!(
-        "{{\"catchup_records\":{},\"catchup_seconds\":{:.3},\"projection_events_per_sec\":{projection_events_per_sec:.0},\"projections\":{projections},\"lag_engine_events_per_sec\":{engine_events_per_sec:.0},\"lag_p50_ms\":{lag_p50_ms:.3},\"lag_p99_ms\":{lag_p99_ms:.3},\"lag_samples\":{}}}",
+        "{{\"catchup_records\":{},\"catchup_seconds\":{:.3},\"projection_events_per_sec\":{projection_events_per_sec:.0},\"decode_events_per_sec\":{decode_events_per_sec:.0},\"ratio_to_decode\":{:.3},\"projections\":{projections},\"lag_engine_events_per_sec\":{engine_events_per_sec:.0},\"lag_p50_ms\":{lag_p50_ms:.3},\"lag_p99_ms\":{lag_p99_ms:.3},\"lag_samples\":{}}}",
         head.0,
         catchup.as_secs_f64(),
+        projection_events_per_sec / decode_events_per_sec,
         lags.len(),
     );
 }

@@ -15,8 +15,8 @@ use crate::engine::{self, Engine, OpenEngineError};
 use crate::payments::Router;
 use crate::process::PaymentProcess;
 use crate::projection::{
-    self, CustomersProjection, InventoryProjection, KpiProjection, OrdersProjection,
-    ProjectionError, ProjectionWorker, WorkerConfig,
+    self, CustomersProjection, Hosted, InventoryProjection, KpiProjection, OrdersProjection,
+    ProjectionError, ProjectionHandle, ProjectionHost, WorkerConfig,
 };
 
 /// The folder of the log inside a data folder.
@@ -24,7 +24,7 @@ pub const LOG_DIR: &str = "log";
 /// The read-model database inside a data folder.
 pub const READ_MODELS_FILE: &str = "read-models.redb";
 
-/// The read models a node keeps, one projection worker each.
+/// The read models a node keeps, all on one projection host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReadModel {
     /// Stock levels per SKU ([`projection::inventory()`]).
@@ -48,7 +48,7 @@ impl ReadModel {
 pub struct NodeConfig {
     /// The engine's settings.
     pub engine: engine::Config,
-    /// How projection workers batch.
+    /// How the projection host batches.
     pub workers: WorkerConfig,
     /// Where payments go; `None` runs no payments process (orders then stay placed until
     /// something else authorizes them).
@@ -80,32 +80,36 @@ pub enum NodeError {
 pub struct Node {
     engine: Engine,
     read_models: Arc<Database>,
-    projections: Vec<ProjectionWorker>,
+    projections: Option<ProjectionHost>,
     payments: Option<PaymentProcess>,
 }
 
 impl Node {
-    /// Opens the node on `data` (created if missing): recovers the log, replays it, starts a
-    /// worker per read model from its checkpoint, and starts the payments process.
+    /// Opens the node on `data` (created if missing): recovers the log, replays it, starts the
+    /// projection host with every read model, each from its checkpoint, and starts the payments
+    /// process.
     pub fn open(data: &Path, config: NodeConfig) -> Result<Node, NodeError> {
         std::fs::create_dir_all(data)
             .map_err(|source| NodeError::DataDir { path: data.to_path_buf(), source })?;
         let engine = Engine::open(&data.join(LOG_DIR), config.engine)?;
         let read_models = Arc::new(projection::open_db(&data.join(READ_MODELS_FILE))?);
-        let start = |model| {
-            let (db, log, workers) = (read_models.clone(), engine.log(), config.workers.clone());
+        let hosted = ReadModel::ALL.map(|model| -> Hosted {
             match model {
-                ReadModel::Inventory => {
-                    ProjectionWorker::start(db, log, InventoryProjection, workers)
-                }
-                ReadModel::Orders => ProjectionWorker::start(db, log, OrdersProjection, workers),
-                ReadModel::Customers => {
-                    ProjectionWorker::start(db, log, CustomersProjection, workers)
-                }
-                ReadModel::Kpi => ProjectionWorker::start(db, log, KpiProjection, workers),
+                ReadModel::Inventory => InventoryProjection.into(),
+                ReadModel::Orders => OrdersProjection.into(),
+                ReadModel::Customers => CustomersProjection.into(),
+                ReadModel::Kpi => KpiProjection.into(),
             }
-        };
-        let projections = ReadModel::ALL.into_iter().map(start).collect::<Result<_, _>>()?;
+        });
+        // One thread reads and decodes the log once for every read model and commits one
+        // transaction per batch for all of them.
+        let host = ProjectionHost::start(
+            read_models.clone(),
+            engine.log(),
+            hosted.into(),
+            config.workers,
+        )?;
+        let projections = Some(host);
         let payments = config.payments.map(|router| PaymentProcess::start(engine.clone(), router));
         Ok(Node { engine, read_models, projections, payments })
     }
@@ -122,33 +126,30 @@ impl Node {
         &self.read_models
     }
 
-    /// The worker of `model`: for `wait_for` (read-your-writes) and its lag.
+    /// The projection of `model`: for `wait_for` (read-your-writes) and its lag.
     #[must_use]
-    pub fn projection(&self, model: ReadModel) -> &ProjectionWorker {
+    pub fn projection(&self, model: ReadModel) -> &ProjectionHandle {
         let index = ReadModel::ALL.iter().position(|m| *m == model).unwrap_or_default();
-        &self.projections[index]
+        &self.projections()[index]
     }
 
-    /// Every projection worker, in the order of [`ReadModel::ALL`].
+    /// Every projection, in the order of [`ReadModel::ALL`].
     #[must_use]
-    pub fn projections(&self) -> &[ProjectionWorker] {
-        &self.projections
+    pub fn projections(&self) -> &[ProjectionHandle] {
+        self.projections.as_ref().map_or(&[], ProjectionHost::projections)
     }
 
     /// Stops in dependency order: the payments process (which sends commands), then the engine
-    /// (answering every admitted command), then the projection workers. Returns the first
-    /// projection error, if a worker had stopped on one.
+    /// (answering every admitted command), then the projection host. Returns the projection
+    /// error the host had stopped on, if any.
     pub fn shutdown(mut self) -> Result<(), NodeError> {
         if let Some(payments) = self.payments.take() {
             payments.stop();
         }
         self.engine.shutdown();
-        let mut first_error = None;
-        for worker in self.projections.drain(..) {
-            if let Err(e) = worker.stop() {
-                first_error.get_or_insert(e);
-            }
+        match self.projections.take() {
+            Some(host) => Ok(host.stop()?),
+            None => Ok(()),
         }
-        first_error.map_or(Ok(()), |e| Err(e.into()))
     }
 }

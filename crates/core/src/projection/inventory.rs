@@ -8,7 +8,10 @@
 //! (−reserved). Every change is checked: a level that would go below zero or reserve more than
 //! is on hand is [`ProjectionError::Inconsistent`], never a wrap or a panic.
 
+use std::collections::hash_map::Entry;
+
 use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
+use rustc_hash::FxHashMap;
 
 use super::{Generation, Projection, ProjectionError, inconsistent, read_table};
 use crate::domain::{Event, InventoryEvent, Sku, TenantId};
@@ -61,41 +64,64 @@ impl Projection for InventoryProjection {
     fn apply(
         &self,
         table: &mut Self::Tables<'_>,
-        committed: &CommittedEvent,
+        events: &[CommittedEvent],
     ) -> Result<(), ProjectionError> {
-        use InventoryEvent as E;
-        let Event::Inventory { sku, event } = &committed.event else { return Ok(()) };
-        let key = (committed.tenant.as_str(), sku.as_str());
-        let (on_hand, reserved) = table.get(key)?.map_or((0, 0), |v| v.value());
-        let bad = |what: &str| inconsistent(committed, format!("SKU {sku}: {what}"));
-        let (on_hand, reserved) = match event {
-            E::StockReceived { quantity } => (
-                on_hand.checked_add(quantity.get()).ok_or_else(|| bad("on hand overflows"))?,
-                reserved,
-            ),
-            E::StockAdjusted { delta } => (
-                on_hand.checked_add_signed(*delta).ok_or_else(|| bad("on hand below zero"))?,
-                reserved,
-            ),
-            E::StockHeld { quantity, .. } => (
-                on_hand,
-                reserved.checked_add(quantity.get()).ok_or_else(|| bad("reserved overflows"))?,
-            ),
-            E::StockCommitted { quantity, .. } => (
-                on_hand.checked_sub(quantity.get()).ok_or_else(|| bad("on hand below zero"))?,
-                reserved.checked_sub(quantity.get()).ok_or_else(|| bad("reserved below zero"))?,
-            ),
-            E::StockReleased { quantity, .. } | E::HoldExpired { quantity, .. } => (
-                on_hand,
-                reserved.checked_sub(quantity.get()).ok_or_else(|| bad("reserved below zero"))?,
-            ),
-        };
-        if reserved > on_hand {
-            return Err(bad("reserved exceeds on hand"));
+        // Each SKU touched by the batch is read once and written once.
+        let mut levels: FxHashMap<(&str, &str), (u64, u64)> = FxHashMap::default();
+        for committed in events {
+            let Event::Inventory { sku, event } = &committed.event else { continue };
+            let key = (committed.tenant.as_str(), sku.as_str());
+            let level = match levels.entry(key) {
+                Entry::Occupied(cached) => cached.into_mut(),
+                Entry::Vacant(missing) => {
+                    missing.insert(table.get(key)?.map_or((0, 0), |v| v.value()))
+                }
+            };
+            *level = next_level(committed, sku, event, *level)?;
         }
-        table.insert(key, (on_hand, reserved))?;
+        let mut rows: Vec<_> = levels.into_iter().collect();
+        // In key order: neighbouring rows share B-tree pages.
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (key, level) in rows {
+            table.insert(key, level)?;
+        }
         Ok(())
     }
+}
+
+/// The (on hand, reserved) of `sku` after `event`, checked.
+fn next_level(
+    committed: &CommittedEvent,
+    sku: &Sku,
+    event: &InventoryEvent,
+    (on_hand, reserved): (u64, u64),
+) -> Result<(u64, u64), ProjectionError> {
+    use InventoryEvent as E;
+    let bad = |what: &str| inconsistent(committed, format!("SKU {sku}: {what}"));
+    let (on_hand, reserved) = match event {
+        E::StockReceived { quantity } => {
+            (on_hand.checked_add(quantity.get()).ok_or_else(|| bad("on hand overflows"))?, reserved)
+        }
+        E::StockAdjusted { delta } => {
+            (on_hand.checked_add_signed(*delta).ok_or_else(|| bad("on hand below zero"))?, reserved)
+        }
+        E::StockHeld { quantity, .. } => (
+            on_hand,
+            reserved.checked_add(quantity.get()).ok_or_else(|| bad("reserved overflows"))?,
+        ),
+        E::StockCommitted { quantity, .. } => (
+            on_hand.checked_sub(quantity.get()).ok_or_else(|| bad("on hand below zero"))?,
+            reserved.checked_sub(quantity.get()).ok_or_else(|| bad("reserved below zero"))?,
+        ),
+        E::StockReleased { quantity, .. } | E::HoldExpired { quantity, .. } => (
+            on_hand,
+            reserved.checked_sub(quantity.get()).ok_or_else(|| bad("reserved below zero"))?,
+        ),
+    };
+    if reserved > on_hand {
+        return Err(bad("reserved exceeds on hand"));
+    }
+    Ok((on_hand, reserved))
 }
 
 /// The stock of `sku` of `tenant` as far as the inventory projection has come; `None` if the

@@ -26,7 +26,10 @@
 //! ```
 //! Every sum is checked: an overflow is [`ProjectionError::Inconsistent`], never a wrap.
 
+use std::collections::hash_map::Entry;
+
 use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
+use rustc_hash::FxHashMap;
 
 use super::row::{RowReader, put_str};
 use super::{Generation, Projection, ProjectionError, inconsistent, read_table};
@@ -234,9 +237,39 @@ impl Projection for KpiProjection {
     fn apply(
         &self,
         table: &mut Self::Tables<'_>,
-        committed: &CommittedEvent,
+        events: &[CommittedEvent],
     ) -> Result<(), ProjectionError> {
-        let count = match &committed.event {
+        // Each (tenant, minute) touched by the batch is read once and written once.
+        let mut minutes: FxHashMap<(&str, u64), SalesKpis> = FxHashMap::default();
+        for committed in events {
+            let Some(count) = Count::of(&committed.event) else { continue };
+            let key = (committed.tenant.as_str(), committed.recorded_at.0 / MINUTE_MS);
+            let kpis = match minutes.entry(key) {
+                Entry::Occupied(cached) => cached.into_mut(),
+                Entry::Vacant(missing) => missing.insert(
+                    table
+                        .get(key)?
+                        .map(|row| SalesKpis::decode(row.value()))
+                        .transpose()?
+                        .unwrap_or_default(),
+                ),
+            };
+            kpis.count(committed, count)?;
+        }
+        let mut rows: Vec<_> = minutes.into_iter().collect();
+        // In key order: neighbouring rows share B-tree pages.
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (key, kpis) in rows {
+            table.insert(key, kpis.encode().as_slice())?;
+        }
+        Ok(())
+    }
+}
+
+impl<'a> Count<'a> {
+    /// What `event` adds to its minute, if anything.
+    fn of(event: &'a Event) -> Option<Count<'a>> {
+        Some(match event {
             Event::Order {
                 event: OrderEvent::OrderPlaced { currency, lines, total, .. }, ..
             } => Count::Placed { currency: *currency, lines, total: *total },
@@ -249,14 +282,18 @@ impl Projection for KpiProjection {
             Event::Payment { event: PaymentEvent::PaymentAuthorized { gateway, .. }, .. } => {
                 Count::Authorized(gateway)
             }
-            _ => return Ok(()),
-        };
-        let key = (committed.tenant.as_str(), committed.recorded_at.0 / MINUTE_MS);
-        let mut kpis = table
-            .get(key)?
-            .map(|row| SalesKpis::decode(row.value()))
-            .transpose()?
-            .unwrap_or_default();
+            _ => return None,
+        })
+    }
+}
+
+impl SalesKpis {
+    /// Adds what `committed` counts to this minute, checked.
+    fn count(
+        &mut self,
+        committed: &CommittedEvent,
+        count: Count<'_>,
+    ) -> Result<(), ProjectionError> {
         let overflow = || inconsistent(committed, "a KPI sum overflows");
         let add = |n: &mut u64, by: u64| -> Result<(), ProjectionError> {
             *n = n.checked_add(by).ok_or_else(overflow)?;
@@ -265,20 +302,20 @@ impl Projection for KpiProjection {
         match count {
             Count::Placed { currency, lines, total } => {
                 let found =
-                    kpis.sales.binary_search_by_key(&currency.as_str(), |s| s.currency.as_str());
+                    self.sales.binary_search_by_key(&currency.as_str(), |s| s.currency.as_str());
                 let at = found.unwrap_or_else(|at| {
-                    kpis.sales.insert(at, CurrencySales { currency, orders: 0, revenue: 0 });
+                    self.sales.insert(at, CurrencySales { currency, orders: 0, revenue: 0 });
                     at
                 });
-                add(&mut kpis.sales[at].orders, 1)?;
-                add(&mut kpis.sales[at].revenue, total)?;
-                add(&mut kpis.lines, u64::try_from(lines.len()).map_err(|_| overflow())?)?;
+                add(&mut self.sales[at].orders, 1)?;
+                add(&mut self.sales[at].revenue, total)?;
+                add(&mut self.lines, u64::try_from(lines.len()).map_err(|_| overflow())?)?;
                 for line in lines {
-                    add(&mut kpis.units, line.quantity.get())?;
+                    add(&mut self.units, line.quantity.get())?;
                 }
             }
             Count::Cancelled(reason) => {
-                let c = &mut kpis.cancellations;
+                let c = &mut self.cancellations;
                 let n = match reason {
                     CancelReason::Requested => &mut c.requested,
                     CancelReason::PaymentDeclined => &mut c.payment_declined,
@@ -286,10 +323,9 @@ impl Projection for KpiProjection {
                 };
                 add(n, 1)?;
             }
-            Count::Declined(gateway) => add(count_of(&mut kpis.declines, gateway), 1)?,
-            Count::Authorized(gateway) => add(count_of(&mut kpis.authorizations, gateway), 1)?,
+            Count::Declined(gateway) => add(count_of(&mut self.declines, gateway), 1)?,
+            Count::Authorized(gateway) => add(count_of(&mut self.authorizations, gateway), 1)?,
         }
-        table.insert(key, kpis.encode().as_slice())?;
         Ok(())
     }
 }

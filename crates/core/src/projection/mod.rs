@@ -1,18 +1,22 @@
 //! Projections: read models derived from the log, kept in redb.
 //!
 //! ```text
-//! log (position order) ─▶ ProjectionWorker ─▶ one redb write transaction per batch:
-//!                          decode, skip the      read-model rows of the batch's events
-//!                          engine's own records  + checkpoint "next position" of the projection
+//! log ─▶ reader thread: read + decode ─▶ host thread: ONE redb write transaction per batch:
+//!        each record once                 every hosted projection's changes (whole batch)
+//!                                         + each projection's checkpoint "next position"
 //! ```
 //! A [`Projection`] names itself, lists the redb tables it owns, opens them inside a write
-//! transaction and applies one [`CommittedEvent`] at a time to them. A [`ProjectionWorker`]
-//! runs one projection on its own thread: it follows the log from the projection's checkpoint
-//! (the `checkpoints` table, keyed by projection name, value = the next position to apply),
-//! reads a batch of whatever is committed (up to [`WorkerConfig::max_batch`] records), and
-//! writes the batch's changes and the new checkpoint in **one** redb transaction. A crash
-//! anywhere leaves model and checkpoint consistent: either the whole batch and its checkpoint
-//! are committed or neither is, so restarting never applies an event twice or skips one.
+//! transaction and applies a batch of [`CommittedEvent`]s to them (keeping the rows it touches
+//! in memory and writing each once per batch). A [`ProjectionHost`] runs several projections:
+//! a reader thread follows the log and decodes each record once, and the host thread applies
+//! each batch (whatever is committed, up to [`WorkerConfig::max_batch`] records) to every
+//! projection from its own checkpoint (the `checkpoints` table, keyed by projection name,
+//! value = the next position to apply), writing all their changes and checkpoints in **one**
+//! redb transaction. A crash anywhere leaves every model consistent with its checkpoint:
+//! either the whole batch and the checkpoints are committed or nothing is, so restarting never
+//! applies an event twice or skips one. [`ProjectionWorker`] is a host of one.
+//! [`ProjectionHandle`] is a hosted projection seen from outside: `reached`, `wait_for`
+//! (read-your-writes), `lag` (positions) and `lag_time` (age of the oldest unapplied record).
 //!
 //! Read models are derived: deleting the redb file and starting the workers again rebuilds them
 //! from position 0 of the log.
@@ -28,9 +32,12 @@
 //!   payment declines by gateway; query [`kpis()`].
 
 pub mod customers;
+mod host;
 pub mod inventory;
 pub mod kpi;
 pub mod orders;
+mod progress;
+mod reader;
 pub mod rebuild;
 mod row;
 mod worker;
@@ -40,11 +47,13 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, TableDefinition, WriteTransaction};
 
 pub use customers::{CustomerCursor, CustomersProjection, orders_of_customer};
+pub use host::{Hosted, ProjectionHost};
 pub use inventory::{InventoryLevel, InventoryProjection, inventory, inventory_levels};
 pub use kpi::{Cancellations, CurrencySales, DayKpis, KpiProjection, SalesKpis, day, kpis};
 pub use orders::{OrderView, OrdersProjection, order, order_status_counts, orders_of};
+pub use progress::{ProjectionHandle, WaitError};
 pub use rebuild::{Generation, Rebuilt, generation, rebuild};
-pub use worker::{ProjectionWorker, WaitError, WorkerConfig};
+pub use worker::{ProjectionWorker, WorkerConfig};
 
 use crate::Position;
 use crate::codec::DecodeError;
@@ -78,11 +87,15 @@ pub trait Projection: Send + 'static {
         generation: Generation,
     ) -> Result<Self::Tables<'txn>, ProjectionError>;
 
-    /// Applies one committed event to the read model.
+    /// Applies a batch of committed events, in position order, to the read model.
+    ///
+    /// A batch is given whole so that a projection can keep the rows it touches in memory
+    /// across the batch and write each one once, rather than reading, decoding, encoding and
+    /// writing a row per event. The result must be the same whatever the batch boundaries.
     fn apply(
         &self,
         tables: &mut Self::Tables<'_>,
-        event: &CommittedEvent,
+        events: &[CommittedEvent],
     ) -> Result<(), ProjectionError>;
 }
 

@@ -243,9 +243,7 @@ fn build<P: Projection>(
         check_building(&txn, name, building)?;
         {
             let mut tables = projection.open_generation(&txn, building)?;
-            for event in &events {
-                projection.apply(&mut tables, event)?;
-            }
+            projection.apply(&mut tables, &events)?;
             txn.open_table(CHECKPOINTS)?.insert(key.as_str(), reached)?;
         }
         txn.commit()?;
@@ -270,9 +268,7 @@ fn build<P: Projection>(
                     problem: format!("the log's head is {head} but it ends at {from}"),
                 });
             }
-            for event in &events {
-                projection.apply(&mut tables, event)?;
-            }
+            projection.apply(&mut tables, &events)?;
         }
     }
     drop_tables(&txn, projection, current)?;

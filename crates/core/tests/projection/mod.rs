@@ -482,5 +482,6 @@ fn an_order_row_round_trips_and_garbage_is_an_error_not_a_panic() {
     assert!(matches!(OrderView::decode(&bad_status), Err(ProjectionError::Corrupt(_))));
 }
 
+mod host;
 mod models;
 mod rebuild;

@@ -6,10 +6,11 @@
 //!   one, never a mix and never an error. The old model was deliberately damaged first (a row
 //!   no event made, as an earlier buggy version of a projection might leave), so the two
 //!   differ. After the switch the models equal a fresh build, the old generation's tables are
-//!   gone, and the live workers, which kept running, follow the new generation.
+//!   gone, and the live projections (both on one host), which kept running, follow the new
+//!   generation.
 //! - Two workers (or two rebuilds) of one projection on one database: the second is refused.
 //! - kill -9: a child process (this test binary, run with `ORDERLY_PROJ_KILL_DIR` set) catches
-//!   the inventory and order projections up over a log of a few thousand events and then
+//!   the inventory and order projections (on one host, one transaction per batch for both) up over a log of a few thousand events and then
 //!   rebuilds them over and over; it is SIGKILLed at random moments (≥ 10 times). After each
 //!   kill a copy of its redb file reopens, finishes catch-up, and equals a fresh build into a
 //!   new file; rebuilt once more (dropping any half-built generation) it still does.
@@ -25,8 +26,8 @@ use std::time::{Duration, Instant};
 use orderly_core::domain::{CancelReason, OrderCommand};
 use orderly_core::engine::{Engine, ManualClock};
 use orderly_core::projection::{
-    self, Generation, InventoryProjection, OrdersProjection, ProjectionError, ProjectionWorker,
-    WorkerConfig,
+    self, Generation, InventoryProjection, OrdersProjection, ProjectionError, ProjectionHost,
+    ProjectionWorker, WorkerConfig,
 };
 use orderly_store::{Log, LogConfig, LogReader};
 use redb::{Database, ReadableDatabase, TableDefinition};
@@ -36,24 +37,20 @@ use super::{START, WAIT, dump, open_engine, order_command, pay, place, receive, 
 const TENANTS: [&str; 2] = ["acme", "globex"];
 const KILL_ENV: &str = "ORDERLY_PROJ_KILL_DIR";
 
-fn start(db: &Arc<Database>, log: &LogReader, config: &WorkerConfig) -> [ProjectionWorker; 2] {
-    [
-        ProjectionWorker::start(db.clone(), log.clone(), InventoryProjection, config.clone())
-            .unwrap(),
-        ProjectionWorker::start(db.clone(), log.clone(), OrdersProjection, config.clone()).unwrap(),
-    ]
+/// Both projections on one host, as a node runs them.
+fn start(db: &Arc<Database>, log: &LogReader, config: &WorkerConfig) -> ProjectionHost {
+    let hosted = vec![InventoryProjection.into(), OrdersProjection.into()];
+    ProjectionHost::start(db.clone(), log.clone(), hosted, config.clone()).unwrap()
 }
 
-fn catch_up(workers: &[ProjectionWorker; 2], log: &LogReader) {
-    for worker in workers {
-        worker.wait_for(log.head(), WAIT).unwrap();
+fn catch_up(host: &ProjectionHost, log: &LogReader) {
+    for projection in host.projections() {
+        projection.wait_for(log.head(), WAIT).unwrap();
     }
 }
 
-fn stop(workers: [ProjectionWorker; 2]) {
-    for worker in workers {
-        worker.stop().unwrap();
-    }
+fn stop(host: ProjectionHost) {
+    host.stop().unwrap();
 }
 
 /// Both read models built from position 0 into a new file at `path`.
@@ -67,7 +64,12 @@ fn fresh_build(path: &Path, log: &LogReader) -> super::Dump {
 
 /// `orders` orders per tenant from `threads` threads: every fifth paid and shipped, every
 /// seventh cancelled, the rest left placed.
-fn orders(engine: &Engine, orders: usize, threads: usize) {
+pub(super) fn orders(engine: &Engine, orders: usize, threads: usize) {
+    numbered_orders(engine, 0, orders, threads);
+}
+
+/// As [`orders`], numbered from `first`.
+pub(super) fn numbered_orders(engine: &Engine, first: usize, orders: usize, threads: usize) {
     for t in TENANTS {
         for s in ["sku-1", "sku-2", "sku-3"] {
             receive(engine, t, s, 1_000_000);
@@ -78,7 +80,7 @@ fn orders(engine: &Engine, orders: usize, threads: usize) {
             scope.spawn(move || {
                 for n in (thread..orders).step_by(threads) {
                     for t in TENANTS {
-                        let o = format!("o-{n}");
+                        let o = format!("o-{}", first + n);
                         let first = 1 + u64::try_from(n % 3).unwrap();
                         let lines = [("sku-1", first), ("sku-2", 1), ("sku-3", 2)];
                         let lines = &lines[..1 + n % 3];
@@ -191,7 +193,7 @@ fn a_rebuild_while_serving_answers_old_or_new_never_a_mix() {
 
     // The live workers kept running and follow the new generation.
     let received = receive(&engine, "acme", "sku-1", 5);
-    for worker in &live {
+    for worker in live.projections() {
         worker.wait_for(received.next_position(), WAIT).unwrap();
         assert!(worker.ended().is_none());
     }

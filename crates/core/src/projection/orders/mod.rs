@@ -24,14 +24,16 @@
 //! payment's events set the view's payment status and amounts (their positions are not listed:
 //! `positions` is the order's own stream). Stock events are not folded in.
 
+mod apply;
+
 use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::row::{RowReader, put_str};
-use super::{Generation, Projection, ProjectionError, inconsistent, read_table};
+use super::{Generation, Projection, ProjectionError, read_table};
 use crate::Position;
 use crate::domain::{
-    CancelReason, Currency, CustomerId, Event, OrderEvent, OrderId, OrderLine, OrderStatus,
-    PaymentEvent, PaymentId, PaymentStatus, Quantity, Sku, TenantId, Timestamp,
+    CancelReason, Currency, CustomerId, OrderId, OrderLine, OrderStatus, PaymentId, PaymentStatus,
+    Quantity, Sku, TenantId, Timestamp,
 };
 use crate::engine::CommittedEvent;
 
@@ -86,6 +88,12 @@ impl OrderView {
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.lines.len() * 40 + self.positions.len() * 8);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the row bytes to `out` (to reuse one buffer for many rows).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.push(FORMAT);
         out.push(status_code(self.status));
         out.push(match self.cancel_reason {
@@ -108,12 +116,12 @@ impl OrderView {
         for n in [self.authorized, self.captured] {
             out.extend_from_slice(&n.to_le_bytes());
         }
-        put_str(&mut out, self.customer.as_str());
-        put_str(&mut out, self.payment.as_ref().map_or("", PaymentId::as_str));
+        put_str(out, self.customer.as_str());
+        put_str(out, self.payment.as_ref().map_or("", PaymentId::as_str));
         let lines = u16::try_from(self.lines.len()).expect("lines are limited far below u16");
         out.extend_from_slice(&lines.to_le_bytes());
         for line in &self.lines {
-            put_str(&mut out, line.sku.as_str());
+            put_str(out, line.sku.as_str());
             out.extend_from_slice(&line.quantity.get().to_le_bytes());
             out.extend_from_slice(&line.unit_price.to_le_bytes());
         }
@@ -122,7 +130,6 @@ impl OrderView {
         for p in &self.positions {
             out.extend_from_slice(&p.0.to_le_bytes());
         }
-        out
     }
 
     /// Reads a row written by [`OrderView::encode`].
@@ -256,145 +263,10 @@ impl Projection for OrdersProjection {
     fn apply(
         &self,
         tables: &mut Self::Tables<'_>,
-        committed: &CommittedEvent,
+        events: &[CommittedEvent],
     ) -> Result<(), ProjectionError> {
-        use OrderEvent as E;
-        use OrderStatus as S;
-        let (order, event) = match &committed.event {
-            Event::Order { order, event } => (order, event),
-            Event::Payment { payment, event } => {
-                return apply_payment(tables, committed, payment, event);
-            }
-            Event::Inventory { .. } => return Ok(()),
-        };
-        let table = &mut tables.orders;
-        let key = (committed.tenant.as_str(), order.as_str());
-        let existing = table.get(key)?.map(|row| OrderView::decode(row.value())).transpose()?;
-        let before = existing.as_ref().map(|view| view.status);
-        let bad = |what: &str| inconsistent(committed, format!("order {order}: {what}"));
-        let view = match (event, existing) {
-            (E::OrderPlaced { customer, currency, lines, total, .. }, None) => OrderView {
-                status: S::Placed,
-                cancel_reason: None,
-                customer: customer.clone(),
-                currency: *currency,
-                lines: lines.clone(),
-                total: *total,
-                refunded: 0,
-                payment: None,
-                payment_status: None,
-                authorized: 0,
-                captured: 0,
-                placed_at: committed.recorded_at,
-                positions: vec![committed.position],
-            },
-            (E::OrderPlaced { .. }, Some(_)) => return Err(bad("placed twice")),
-            (_, None) => return Err(bad("an event before the order was placed")),
-            (event, Some(mut view)) => {
-                match event {
-                    E::OrderPlaced { .. } => unreachable!("matched above"),
-                    E::OrderConfirmed { payment } => {
-                        view.status = S::Confirmed;
-                        view.payment = Some(payment.clone());
-                    }
-                    E::OrderShipped => view.status = S::Shipped,
-                    E::OrderDelivered => view.status = S::Delivered,
-                    E::OrderCancelled { reason } => {
-                        view.status = S::Cancelled;
-                        view.cancel_reason = Some(*reason);
-                    }
-                    E::OrderRefunded { amount } => {
-                        view.refunded = view
-                            .refunded
-                            .checked_add(*amount)
-                            .filter(|r| *r <= view.total)
-                            .ok_or_else(|| bad("refunds exceed the total"))?;
-                    }
-                }
-                view.positions.push(committed.position);
-                view
-            }
-        };
-        table.insert(key, view.encode().as_slice())?;
-        if before != Some(view.status) {
-            let counts = &mut tables.status_counts;
-            if let Some(before) = before {
-                let key = (committed.tenant.as_str(), before.as_str());
-                let count = counts.get(key)?.map_or(0, |c| c.value());
-                let count = count.checked_sub(1).ok_or_else(|| bad("status count below zero"))?;
-                counts.insert(key, count)?;
-            }
-            let key = (committed.tenant.as_str(), view.status.as_str());
-            let count = counts.get(key)?.map_or(0, |c| c.value());
-            counts.insert(key, count + 1)?;
-        }
-        Ok(())
+        apply::apply(tables, events)
     }
-}
-
-/// Applies an event of `payment` to the view of the order it pays for.
-fn apply_payment(
-    tables: &mut OrdersTables<'_>,
-    committed: &CommittedEvent,
-    payment: &PaymentId,
-    event: &PaymentEvent,
-) -> Result<(), ProjectionError> {
-    use PaymentEvent as E;
-    use PaymentStatus as S;
-    let tenant = committed.tenant.as_str();
-    let bad = |what: String| inconsistent(committed, format!("payment {payment}: {what}"));
-    let order = match event {
-        E::PaymentAuthorized { order, .. } | E::PaymentDeclined { order, .. } => {
-            let known = tables.payments.get((tenant, payment.as_str()))?.is_some();
-            if known {
-                return Err(bad("started twice".into()));
-            }
-            tables.payments.insert((tenant, payment.as_str()), order.as_str())?;
-            order.clone()
-        }
-        E::PaymentCaptured { .. } | E::PaymentVoided | E::PaymentRefunded { .. } => {
-            let row = tables.payments.get((tenant, payment.as_str()))?;
-            let Some(row) = row else { return Err(bad("an event before it was started".into())) };
-            OrderId::new(row.value()).map_err(invalid)?
-        }
-    };
-    let key = (tenant, order.as_str());
-    let view = tables.orders.get(key)?.map(|row| OrderView::decode(row.value())).transpose()?;
-    let Some(mut view) = view else {
-        return Err(bad(format!("pays for order {order}, which was not placed")));
-    };
-    let current = view.payment.as_ref() == Some(payment);
-    match (event, view.payment_status) {
-        (E::PaymentAuthorized { amount, .. }, None | Some(S::Declined)) => {
-            view.payment = Some(payment.clone());
-            view.payment_status = Some(S::Authorized);
-            view.authorized = amount.minor;
-        }
-        (E::PaymentDeclined { .. }, None | Some(S::Declined)) => {
-            view.payment = Some(payment.clone());
-            view.payment_status = Some(S::Declined);
-        }
-        (E::PaymentAuthorized { .. } | E::PaymentDeclined { .. }, Some(status)) => {
-            return Err(bad(format!("started for order {order}, whose payment is {status}")));
-        }
-        (E::PaymentCaptured { amount }, Some(S::Authorized))
-            if current && *amount <= view.authorized =>
-        {
-            view.payment_status = Some(S::Captured);
-            view.captured = *amount;
-        }
-        (E::PaymentVoided, Some(S::Authorized)) if current => {
-            view.payment_status = Some(S::Voided);
-        }
-        // The order's refund event, just before, counted the amount.
-        (E::PaymentRefunded { .. }, Some(S::Captured)) if current => {}
-        (_, status) => {
-            let status = status.map_or("none", S::as_str);
-            return Err(bad(format!("does not fit order {order} (payment status {status})")));
-        }
-    }
-    tables.orders.insert(key, view.encode().as_slice())?;
-    Ok(())
 }
 
 /// The view of `order` of `tenant` as far as the orders projection has come; `None` if it has

@@ -1,0 +1,180 @@
+//! One host for several projections: every read model built on one host (with odd batch
+//! boundaries, and with two of them joining later from position 0 next to two caught up)
+//! equals the same read model built alone by its own worker; a projection that fails in the
+//! middle of a batch stops the host and leaves every hosted projection, model and checkpoint,
+//! as it was before the batch. (A kill -9 of a host mid-batch is in `rebuild.rs`.)
+
+use std::sync::Arc;
+
+use orderly_core::domain::{CustomerId, Event};
+use orderly_core::engine::{CommittedEvent, ManualClock};
+use orderly_core::projection::{
+    self, CustomersProjection, Generation, Hosted, InventoryProjection, KpiProjection,
+    OrdersProjection, Projection, ProjectionError, ProjectionHost, ProjectionWorker, WaitError,
+    WorkerConfig,
+};
+use redb::{Database, Table, TableDefinition, WriteTransaction};
+
+use super::rebuild::{numbered_orders, orders};
+use super::{START, WAIT, dump, open_engine, tenant};
+
+const TENANTS: [&str; 2] = ["acme", "globex"];
+
+/// Every row of the four read models, and every checkpoint.
+fn everything(db: &Database) -> impl PartialEq + std::fmt::Debug {
+    let per_tenant: Vec<_> = TENANTS
+        .iter()
+        .map(|t| {
+            let customer = CustomerId::new("c-1").unwrap();
+            let page =
+                projection::orders_of_customer(db, &tenant(t), &customer, None, 10_000).unwrap();
+            (page, projection::kpis(db, &tenant(t), 0, u64::MAX).unwrap())
+        })
+        .collect();
+    let checkpoints: Vec<_> = ["inventory", "orders", "orders_by_customer", "sales_kpis"]
+        .map(|name| projection::checkpoint(db, name).unwrap())
+        .into();
+    (dump(db, &TENANTS), per_tenant, projection::order_status_counts(db).unwrap(), checkpoints)
+}
+
+fn new_db(dir: &std::path::Path, name: &str) -> Arc<Database> {
+    Arc::new(projection::open_db(&dir.join(name)).unwrap())
+}
+
+#[test]
+fn every_model_on_one_host_equals_each_built_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = open_engine(&dir.path().join("log"), &clock);
+    orders(&engine, 60, 4);
+    let log = engine.log();
+    let odd = WorkerConfig { max_batch: 7, ..WorkerConfig::default() };
+
+    // Two models first; then all four, two of them from position 0 next to two caught up,
+    // while more orders come in a minute later.
+    let hosted = new_db(dir.path(), "hosted.redb");
+    let two: Vec<Hosted> = vec![InventoryProjection.into(), OrdersProjection.into()];
+    let host = ProjectionHost::start(hosted.clone(), log.clone(), two, odd.clone()).unwrap();
+    for projection in host.projections() {
+        projection.wait_for(log.head(), WAIT).unwrap();
+    }
+    host.stop().unwrap();
+    let four: Vec<Hosted> = vec![
+        InventoryProjection.into(),
+        OrdersProjection.into(),
+        CustomersProjection.into(),
+        KpiProjection.into(),
+    ];
+    let host = ProjectionHost::start(hosted.clone(), log.clone(), four, odd).unwrap();
+    clock.advance(60_000);
+    numbered_orders(&engine, 1_000, 30, 2);
+    for projection in host.projections() {
+        projection.wait_for(log.head(), WAIT).unwrap();
+        assert_eq!(projection.lag(), 0);
+        assert_eq!(projection.lag_time(), std::time::Duration::ZERO);
+    }
+    host.stop().unwrap();
+
+    let alone = new_db(dir.path(), "alone.redb");
+    let start = |projection: Hosted| {
+        ProjectionHost::start(alone.clone(), log.clone(), vec![projection], WorkerConfig::default())
+            .unwrap()
+    };
+    let hosts = [
+        start(InventoryProjection.into()),
+        start(OrdersProjection.into()),
+        start(CustomersProjection.into()),
+        start(KpiProjection.into()),
+    ];
+    for host in hosts {
+        host.projections()[0].wait_for(log.head(), WAIT).unwrap();
+        host.stop().unwrap();
+    }
+    assert_eq!(everything(&hosted), everything(&alone));
+    assert_eq!(projection::checkpoint(&hosted, "sales_kpis").unwrap(), log.head());
+    engine.shutdown();
+}
+
+/// A projection that records the positions it sees and fails at one of them.
+#[derive(Clone, Copy)]
+struct FailingAt(u64);
+
+const SEEN: TableDefinition<'static, u64, ()> = TableDefinition::new("seen");
+
+impl Projection for FailingAt {
+    type Tables<'txn> = Table<'txn, u64, ()>;
+
+    fn name(&self) -> &str {
+        "failing"
+    }
+
+    fn tables(&self) -> Vec<String> {
+        vec!["seen".to_owned()]
+    }
+
+    fn open_generation<'txn>(
+        &self,
+        txn: &'txn WriteTransaction,
+        generation: Generation,
+    ) -> Result<Self::Tables<'txn>, ProjectionError> {
+        generation.open_table(txn, SEEN)
+    }
+
+    fn apply(
+        &self,
+        table: &mut Self::Tables<'_>,
+        events: &[CommittedEvent],
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            if event.position.0 >= self.0 && matches!(event.event, Event::Order { .. }) {
+                return Err(ProjectionError::Inconsistent {
+                    position: event.position.0,
+                    problem: "failing on purpose".into(),
+                });
+            }
+            table.insert(event.position.0, ())?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_projection_failing_mid_batch_leaves_every_hosted_projection_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = open_engine(&dir.path().join("log"), &clock);
+    orders(&engine, 20, 2);
+    let log = engine.log();
+    let db = new_db(dir.path(), "models.redb");
+    let worker = ProjectionWorker::start(
+        db.clone(),
+        log.clone(),
+        InventoryProjection,
+        WorkerConfig::default(),
+    )
+    .unwrap();
+    worker.wait_for(log.head(), WAIT).unwrap();
+    worker.stop().unwrap();
+    let before = (dump(&db, &TENANTS), projection::checkpoint(&db, "inventory").unwrap());
+
+    numbered_orders(&engine, 1_000, 20, 2);
+    let head = log.head();
+    // One batch holds everything from 0 to the head: the failing projection starts at 0.
+    let hosted: Vec<Hosted> = vec![InventoryProjection.into(), FailingAt(head.0 / 2).into()];
+    let host =
+        ProjectionHost::start(db.clone(), log.clone(), hosted, WorkerConfig::default()).unwrap();
+    for projection in host.projections() {
+        match projection.wait_for(head, WAIT) {
+            Err(WaitError::Stopped { cause, .. }) => assert!(cause.contains("failing on purpose")),
+            other => panic!("{}: {other:?}", projection.name()),
+        }
+        assert_eq!(
+            projection.reached(),
+            if projection.name() == "failing" { orderly_core::Position(0) } else { before.1 }
+        );
+    }
+    assert!(matches!(host.stop(), Err(ProjectionError::Inconsistent { .. })));
+    assert_eq!((dump(&db, &TENANTS), projection::checkpoint(&db, "inventory").unwrap()), before);
+    assert_eq!(projection::checkpoint(&db, "failing").unwrap(), orderly_core::Position(0));
+    engine.shutdown();
+}
