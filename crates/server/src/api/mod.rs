@@ -11,6 +11,9 @@ mod kpi;
 mod ops;
 mod orders;
 
+pub use events::CLIENT_BUFFER;
+pub use kpi::{CurrencyFigures, DayFigures, GatewayFigures, day_figures};
+
 use std::sync::OnceLock;
 use std::time::Duration;
 

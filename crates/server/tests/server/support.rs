@@ -1,5 +1,5 @@
-//! What the tests share: a server on a temporary data folder called through its `Router`, and
-//! assertions on the one error shape.
+//! What the tests share: a server on a temporary data folder called through its `Router`,
+//! assertions on the one error shape, the log read straight, and a Server-Sent Events reader.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
+use orderly_core::Position;
 use orderly_core::domain::TenantId;
+use orderly_core::engine::CommittedEvent;
 use orderly_server::app::{App, ServerConfig, Shared};
 use orderly_server::tenants;
 use serde_json::{Value, json};
@@ -266,4 +268,107 @@ pub async fn serve(app: &Shared) -> std::net::SocketAddr {
     let router = app.router();
     tokio::spawn(async move { axum::serve(listener, router).await });
     address
+}
+
+/// Every domain event of `tenant` in the log, in commit order, read straight from the log.
+pub fn log_events(app: &Shared, tenant: &str) -> Vec<CommittedEvent> {
+    let node = app.node().expect("the node is open");
+    let tenant = self::tenant(tenant);
+    let mut events = Vec::new();
+    for record in node.engine().log().read_from(Position(0)) {
+        let record = record.expect("the log reads");
+        if let Some(event) = CommittedEvent::from_record(&record).expect("records decode")
+            && event.tenant == tenant
+        {
+            events.push(event);
+        }
+    }
+    events
+}
+
+/// An open Server-Sent Events stream, read from a real socket.
+pub struct EventStream {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+/// One Server-Sent Event.
+#[derive(Debug)]
+pub struct Message {
+    /// Its `id:`, if it has one.
+    pub id: Option<u64>,
+    /// Its `data:`, as JSON.
+    pub data: Value,
+}
+
+impl EventStream {
+    /// Sends `request` and asserts it opens an event stream.
+    pub async fn open(request: reqwest::RequestBuilder) -> EventStream {
+        let response = request.send().await.expect("an answer");
+        if response.status() != StatusCode::OK {
+            let status = response.status();
+            panic!("no stream: {status} {}", response.text().await.unwrap_or_default());
+        }
+        let kind = response.headers().get(header::CONTENT_TYPE).expect("a content type");
+        assert_eq!(kind.to_str().ok(), Some("text/event-stream"));
+        EventStream { response, buffer: Vec::new() }
+    }
+
+    /// The next event (comments such as keep-alives are skipped), or `None` once the server has
+    /// ended the stream. Panics when nothing comes `within`.
+    pub async fn next(&mut self, within: Duration) -> Option<Message> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            while let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                if let Some(message) = parse_event(&block) {
+                    return Some(message);
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.response.chunk()).await {
+                Err(_) => panic!("no event within {within:?}"),
+                Ok(Err(e)) => panic!("the stream broke: {e}"),
+                Ok(Ok(None)) => {
+                    assert!(
+                        self.buffer.is_empty(),
+                        "a partial event at the end: {:?}",
+                        self.buffer
+                    );
+                    return None;
+                }
+                Ok(Ok(Some(bytes))) => self.buffer.extend_from_slice(&bytes),
+            }
+        }
+    }
+
+    /// The next event, which must come `within`.
+    pub async fn expect(&mut self, within: Duration) -> Message {
+        self.next(within).await.expect("an event, not the end of the stream")
+    }
+}
+
+/// One event block (lines up to a blank line); `None` for a comment-only block.
+fn parse_event(block: &[u8]) -> Option<Message> {
+    let text = std::str::from_utf8(block).expect("UTF-8 events");
+    let (mut id, mut data) = (None, None::<String>);
+    for line in text.lines() {
+        if let Some(value) = line.strip_prefix("id:") {
+            id = Some(value.trim().parse().expect("a numeric id"));
+        } else if let Some(value) = line.strip_prefix("data:") {
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match &mut data {
+                Some(data) => {
+                    data.push('\n');
+                    data.push_str(value);
+                }
+                None => data = Some(value.to_owned()),
+            }
+        } else {
+            assert!(line.is_empty() || line.starts_with(':'), "unexpected line {line:?}");
+        }
+    }
+    let data = data?;
+    let data =
+        serde_json::from_str(&data).unwrap_or_else(|e| panic!("data not JSON ({e}): {data}"));
+    Some(Message { id, data })
 }

@@ -1,0 +1,431 @@
+//! The audit commands of the real binary on a data folder a server wrote: `audit verify` (also
+//! `--json` and `--digest`), `audit digest`, a digest that still verifies after more orders,
+//! a bit flipped in a closed segment named by file, byte offset and position, `replay` at a
+//! position and at a time, `audit trace`, `audit reconcile`, `audit verify` beside a running
+//! server, and bad input answered with a message and an exit status, never a panic.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::http::StatusCode;
+use orderly_core::domain::{Currency, Event, GatewayId, InventoryEvent, PaymentEvent};
+use orderly_core::engine::CommittedEvent;
+use orderly_core::payments::{
+    Fee, Route, Router, RouterConfig, SimulatedGateway, SimulatedGatewayConfig,
+};
+use serde_json::{Value, json};
+
+use super::support::{self, Server};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_orderly");
+
+/// What a run of the binary did.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Asserts exit status `code` and returns stdout.
+    #[track_caller]
+    fn exits(&self, code: i32) -> &str {
+        assert_eq!(self.code, Some(code), "stdout: {}\nstderr: {}", self.stdout, self.stderr);
+        &self.stdout
+    }
+
+    /// Asserts exit status `code` and returns stdout as JSON.
+    #[track_caller]
+    fn json(&self, code: i32) -> Value {
+        let out = self.exits(code);
+        serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+}
+
+/// Runs `orderly` with `args`; it never panics.
+fn orderly<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) -> Run {
+    let output = Command::new(BINARY)
+        .args(args)
+        .env_remove("ORDERLY_DATA")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the binary runs");
+    let run = Run {
+        code: output.status.code(),
+        stdout: String::from_utf8(output.stdout).expect("UTF-8"),
+        stderr: String::from_utf8(output.stderr).expect("UTF-8"),
+    };
+    assert!(!run.stderr.contains("panicked"), "a panic: {}", run.stderr);
+    run
+}
+
+/// `orderly <command…> --data <data> [--json]`.
+fn audit(command: &[&str], data: &Path, json: bool) -> Run {
+    let mut args: Vec<&OsStr> = command.iter().map(OsStr::new).collect();
+    args.extend([OsStr::new("--data"), data.as_os_str()]);
+    if json {
+        args.push(OsStr::new("--json"));
+    }
+    orderly(args)
+}
+
+/// One simulated gateway that authorizes everything.
+fn approving() -> Arc<Router> {
+    let id = GatewayId::new("sim-ok").expect("a valid id");
+    let gateway = SimulatedGateway::new(SimulatedGatewayConfig::new(id));
+    let currency = Currency::new("EUR").expect("a currency");
+    let fees = vec![Fee { currency, fixed_minor: 0, basis_points: 100 }];
+    Arc::new(Router::new(
+        vec![Route { gateway: Arc::new(gateway), fees, currencies: None }],
+        RouterConfig::default(),
+    ))
+}
+
+/// SKUs of the large orders that fill the first segment.
+const BULK_SKUS: usize = 50;
+const BULK_ORDERS: usize = 10;
+
+fn ms(time: SystemTime) -> u64 {
+    u64::try_from(time.duration_since(UNIX_EPOCH).expect("after 1970").as_millis()).expect("ms fit")
+}
+
+/// What the story below left in the log, as the test knows it.
+struct Story {
+    server: Server,
+    /// Position after the stock was received, before any order.
+    received_at: u64,
+    /// A time after the stock was received and before any order was admitted.
+    received_time: SystemTime,
+    /// The log head when the server closed, and every event of the tenant.
+    head: u64,
+    events: Vec<CommittedEvent>,
+}
+
+/// Stock received; ten 50-line orders (so the first segment closes); o-1 shipped, o-2
+/// cancelled, o-3 left confirmed; then the server is shut down.
+async fn story() -> Story {
+    let server = Server::configured(|config| {
+        config.node.engine.log.segment_size = 64 << 10;
+        config.node.payments = Some(approving());
+    });
+    let skus: Vec<String> = (0..BULK_SKUS).map(|n| format!("sku-{n}")).collect();
+    for sku in &skus {
+        server.receive(sku, 1_000).await;
+    }
+    server.receive("mug", 10).await;
+    let received_at = server.receive("tea", 10).await;
+    let received_time = SystemTime::now();
+    // The orders are admitted at a later millisecond than `received_time`.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while ms(SystemTime::now()) <= ms(received_time) {
+        assert!(Instant::now() < deadline, "the clock stands still");
+        std::thread::yield_now();
+    }
+    let lines: Vec<(&str, u64)> = skus.iter().map(|sku| (sku.as_str(), 1)).collect();
+    for n in 0..BULK_ORDERS {
+        server.place(&format!("b-{n}"), "c-bulk", &lines).await;
+    }
+    server.place("o-1", "c-1", &[("mug", 2)]).await;
+    server.place("o-2", "c-2", &[("tea", 1)]).await;
+    server.place("o-3", "c-3", &[("mug", 1), ("tea", 1)]).await;
+    for n in 0..BULK_ORDERS {
+        server.wait_for_status(&format!("b-{n}"), "confirmed").await;
+    }
+    for id in ["o-1", "o-2", "o-3"] {
+        server.wait_for_status(id, "confirmed").await;
+    }
+    server.post("/v1/orders/o-1/ship", &json!(null)).await.ok(StatusCode::OK);
+    server.post("/v1/orders/o-2/cancel", &json!(null)).await.ok(StatusCode::OK);
+    let events = support::log_events(&server.app, support::TENANT);
+    let head = server.app.node().expect("open").engine().head().0;
+    server.app.shutdown();
+    Story { server, received_at, received_time, head, events }
+}
+
+/// The segment files of `data`, in order.
+fn segments(data: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("log"))
+        .expect("a log folder")
+        .map(|entry| entry.expect("an entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A tenant's snapshot in a `replay --json` report.
+fn snapshot<'a>(report: &'a Value, tenant: &str) -> &'a Value {
+    let tenants = report["tenants"].as_array().expect("tenants");
+    tenants.iter().find(|t| t["tenant"] == tenant).unwrap_or_else(|| panic!("{report}"))
+}
+
+/// The level of `sku` in a tenant snapshot: (on hand, reserved, available).
+fn level(snapshot: &Value, sku: &str) -> (u64, u64, u64) {
+    let skus = snapshot["skus"].as_array().expect("skus");
+    let level = skus.iter().find(|s| s["sku"] == sku).unwrap_or_else(|| panic!("{snapshot}"));
+    let n = |field: &str| level[field].as_u64().expect("a count");
+    (n("on_hand"), n("reserved"), n("available"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_commands_on_a_folder_a_server_wrote() {
+    let mut story = story().await;
+    let data = story.server.dir().to_path_buf();
+    assert!(segments(&data).len() >= 2, "the first segment is closed");
+
+    // verify, digest, verify --digest.
+    let text = audit(&["audit", "verify"], &data, false);
+    assert!(text.exits(0).starts_with("intact:"), "{}", text.stdout);
+    let report = audit(&["audit", "verify"], &data, true).json(0);
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["report"]["records"], story.head, "{report}");
+    let digest = audit(&["audit", "digest"], &data, false).exits(0).trim().to_owned();
+    let (position, hash) = digest.split_once(':').expect("POS:HASH");
+    assert_eq!(position.parse::<u64>().ok(), Some(story.head));
+    assert!(hash.len() >= 32 && hash.bytes().all(|b| b.is_ascii_hexdigit()), "{digest}");
+    let extends = audit(&["audit", "verify", "--digest", &digest], &data, false);
+    assert!(extends.exits(0).contains("extends the digest"), "{}", extends.stdout);
+
+    // replay at the position after the stock was received: no orders yet.
+    let at = story.received_at.to_string();
+    let before = audit(&["replay", "--at", &at], &data, true).json(0);
+    let applied = before["digest"].as_str().and_then(|d| d.split_once(':')).map(|(pos, _)| pos);
+    assert_eq!(applied, Some(at.as_str()), "{before}");
+    let acme = snapshot(&before, support::TENANT);
+    assert_eq!(level(acme, "mug"), (10, 0, 10));
+    assert_eq!(level(acme, "sku-7"), (1_000, 0, 1_000));
+    let no_orders =
+        json!({ "placed": 0, "confirmed": 0, "shipped": 0, "delivered": 0, "cancelled": 0 });
+    assert_eq!(acme["orders"], no_orders);
+    // … and at a time between the stock and the first order: the same state.
+    let time = humantime::format_rfc3339_millis(story.received_time).to_string();
+    let then = audit(&["replay", "--at", &time], &data, true).json(0);
+    assert_eq!(then["tenants"], before["tenants"], "at {time}");
+    // At the head and at a time after everything: every order where it ended.
+    let head = audit(&["replay", "--at", &story.head.to_string()], &data, true).json(0);
+    let acme = snapshot(&head, support::TENANT);
+    let counts = json!({ "placed": 0, "confirmed": BULK_ORDERS + 1, "shipped": 1, "delivered": 0, "cancelled": 1 });
+    assert_eq!(acme["orders"], counts);
+    assert_eq!(level(acme, "mug"), (8, 1, 7), "2 shipped, 1 held for o-3");
+    assert_eq!(level(acme, "tea"), (10, 1, 9), "o-2's unit released, 1 held for o-3");
+    assert_eq!(level(acme, "sku-7"), (1_000, 10, 990));
+    let later = humantime::format_rfc3339(SystemTime::now() + Duration::from_secs(60)).to_string();
+    let now = audit(&["replay", "--at", &later], &data, true).json(0);
+    assert_eq!(now["tenants"], head["tenants"]);
+    let human = audit(&["replay", "--at", &at], &data, false);
+    assert!(human.exits(0).contains("tenant acme"), "{}", human.stdout);
+
+    // trace: o-2's events, its payment's and its hold's, with their positions.
+    let trace = audit(&["audit", "trace", "o-2"], &data, true).json(0);
+    let entries = trace["entries"].as_array().expect("entries");
+    let traced: Vec<(u64, &str)> = entries
+        .iter()
+        .map(|e| {
+            (e["position"].as_u64().expect("a position"), e["event_type"].as_str().expect("a type"))
+        })
+        .collect();
+    let expected = story_of(&story.events, "o-2");
+    assert_eq!(traced, expected);
+    let types: Vec<&str> = traced.iter().map(|(_, t)| *t).collect();
+    for wanted in
+        ["stock_held", "order_placed", "payment_authorized", "order_cancelled", "stock_released"]
+    {
+        assert!(types.contains(&wanted), "no {wanted} in {types:?}");
+    }
+    audit(&["audit", "trace", "o-404"], &data, false).exits(1);
+
+    // reconcile: a clean log.
+    assert!(audit(&["audit", "reconcile"], &data, false).exits(0).contains("no discrepancies"));
+    let books = audit(&["audit", "reconcile"], &data, true).json(0);
+    assert_eq!(
+        (&books["ok"], &books["reconciliation"]["discrepancies"]),
+        (&json!(true), &json!([]))
+    );
+
+    // More orders: the published digest still verifies, and the head moved on.
+    story.server.restart();
+    story.server.place("o-4", "c-4", &[("mug", 1)]).await;
+    story.server.app.shutdown();
+    let extends = audit(&["audit", "verify", "--digest", &digest], &data, true).json(0);
+    assert_eq!(extends["report"]["extends"], digest.as_str(), "{extends}");
+    let newer = audit(&["audit", "digest"], &data, false).exits(0).trim().to_owned();
+    assert_ne!(newer, digest);
+
+    // A bit flipped in an early record of the closed first segment.
+    let first = segments(&data).remove(0);
+    let flipped = 4_096;
+    flip_bit(&first, flipped);
+    let broken = audit(&["audit", "verify"], &data, false);
+    broken.exits(1);
+    assert!(broken.stderr.contains("NOT INTACT"), "{}", broken.stderr);
+    let report = audit(&["audit", "verify"], &data, true).json(1);
+    let error = &report["error"];
+    assert_eq!(report["ok"], false);
+    let segment = error["segment"].as_str().expect("a segment");
+    assert!(
+        segment.ends_with(first.file_name().and_then(OsStr::to_str).expect("a name")),
+        "{report}"
+    );
+    let offset = error["offset"].as_u64().expect("an offset");
+    assert!(offset <= flipped && flipped - offset < 2_048, "the damaged record: {report}");
+    let position = error["position"].as_u64().expect("a position");
+    assert!(position > 0 && position < story.head, "{report}");
+    audit(&["audit", "verify", "--digest", &digest], &data, true).json(1);
+    audit(&["audit", "reconcile"], &data, false).exits(1);
+    let replay = audit(&["replay", "--at", &story.head.to_string()], &data, true).json(1);
+    assert_eq!(replay["error"]["position"], position);
+}
+
+/// Position and type of every event of `order`, of its payments and of its holds.
+fn story_of<'a>(events: &'a [CommittedEvent], order: &str) -> Vec<(u64, &'a str)> {
+    let mut payments = Vec::new();
+    let mut story = Vec::new();
+    for event in events {
+        let ours = match &event.event {
+            Event::Order { order: of, .. } => of.as_str() == order,
+            Event::Payment { payment, event } => {
+                let names = match event {
+                    PaymentEvent::PaymentAuthorized { order: of, .. }
+                    | PaymentEvent::PaymentDeclined { order: of, .. } => of.as_str() == order,
+                    _ => false,
+                };
+                if names {
+                    payments.push(payment.clone());
+                }
+                payments.contains(payment)
+            }
+            Event::Inventory { event, .. } => match event {
+                InventoryEvent::StockHeld { order: of, .. }
+                | InventoryEvent::StockCommitted { order: of, .. }
+                | InventoryEvent::StockReleased { order: of, .. }
+                | InventoryEvent::HoldExpired { order: of, .. } => of.as_str() == order,
+                InventoryEvent::StockReceived { .. } | InventoryEvent::StockAdjusted { .. } => {
+                    false
+                }
+            },
+        };
+        if ours {
+            story.push((event.position.0, orderly_core::codec::EventType::of(&event.event).name()));
+        }
+    }
+    story
+}
+
+/// Flips the lowest bit of the byte at `offset` of `file`.
+fn flip_bit(file: &Path, offset: u64) {
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(file).expect("opened");
+    let mut byte = [0u8];
+    file.seek(SeekFrom::Start(offset)).expect("seek");
+    file.read_exact(&mut byte).expect("a byte");
+    byte[0] ^= 1;
+    file.seek(SeekFrom::Start(offset)).expect("seek");
+    file.write_all(&byte).expect("written");
+    file.sync_all().expect("synced");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_works_beside_a_running_server() {
+    let data = tempfile::tempdir().expect("a temporary folder");
+    let mut child = Command::new(BINARY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (address_tx, address_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut address_tx = Some(address_tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some((_, rest)) = line.split_once("listening on http://") {
+                let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
+                if let (Some(tx), Ok(address)) =
+                    (address_tx.take(), rest[..end].parse::<std::net::SocketAddr>())
+                {
+                    let _ = tx.send(address);
+                }
+            }
+        }
+    });
+    let address =
+        tokio::task::spawn_blocking(move || address_rx.recv_timeout(Duration::from_secs(20)))
+            .await
+            .expect("the reader ends")
+            .expect("the server says where it listens");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = client.get(format!("http://{address}/readyz")).send().await;
+        if ready.is_ok_and(|r| r.status() == StatusCode::OK) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let token = std::fs::read_to_string(data.path().join("demo.token")).expect("demo.token");
+    let received = client
+        .post(format!("http://{address}/v1/inventory/mug/receive"))
+        .bearer_auth(token.trim())
+        .json(&json!({ "quantity": 3 }))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(received.status(), StatusCode::OK);
+    let position = support::position(&received.json().await.expect("JSON"));
+
+    let verified = audit(&["audit", "verify"], data.path(), true);
+    let report = verified.json(0);
+    assert!(report["report"]["records"].as_u64().is_some_and(|n| n >= position), "{report}");
+    assert!(!verified.stderr.to_lowercase().contains("lock"), "{}", verified.stderr);
+    // The server still works, and still holds its folder.
+    let level = client
+        .get(format!("http://{address}/v1/inventory/mug?min_position={position}"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(level.status(), StatusCode::OK);
+    child.kill().expect("SIGKILL sent");
+    child.wait().expect("the child is reaped");
+}
+
+#[test]
+fn bad_input_is_a_message_and_an_exit_status() {
+    let missing = Path::new("/nonexistent/orderly-data");
+    for command in [
+        &["audit", "verify"][..],
+        &["audit", "digest"],
+        &["audit", "reconcile"],
+        &["audit", "trace", "o-1"],
+        &["replay", "--at", "0"],
+    ] {
+        let run = audit(command, missing, false);
+        assert_ne!(run.code, Some(0), "{command:?}");
+        assert!(
+            run.stderr.contains("no data folder at /nonexistent/orderly-data"),
+            "{command:?}: {}",
+            run.stderr
+        );
+    }
+    let data = tempfile::tempdir().expect("a temporary folder");
+    for (command, says) in [
+        (&["audit", "verify", "--digest", "not-a-digest"][..], "--digest"),
+        (&["replay", "--at", "yesterday-ish"], "neither a position nor an RFC 3339 time"),
+        (&["audit", "trace", "bad order id!"], "ORDER_ID"),
+        (&["replay", "--at", "0", "--tenant", "bad tenant!"], "--tenant"),
+    ] {
+        let run = audit(command, data.path(), false);
+        assert_ne!(run.code, Some(0), "{command:?}");
+        assert!(run.stderr.contains(says), "{command:?}: {}", run.stderr);
+    }
+}
