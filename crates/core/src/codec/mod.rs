@@ -462,12 +462,12 @@ pub fn decode(
     match kind {
         T::CommandAccepted => {
             let p = unarchive::<v1::CommandAccepted>(payload)?;
-            return Ok(Decoded::CommandAccepted {
+            Ok(Decoded::CommandAccepted {
                 tenant,
                 key: IdempotencyKey::new(&p.key)?,
                 fingerprint: Fingerprint(p.fingerprint),
                 events: p.events,
-            });
+            })
         }
         T::Decision => {
             let p = unarchive::<v1::Decision>(payload)?;
