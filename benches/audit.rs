@@ -1,12 +1,13 @@
 //! Audit throughput: verify + replay of a log of at least `ORDERLY_BENCH_AUDIT_EVENTS`
-//! [10,000,000] records in one single-threaded pass, next to the memory bandwidth measured in
-//! the same run.
+//! [10,000,000] domain events in one single-threaded pass, next to the memory bandwidth
+//! measured in the same run.
 //!
 //! The log is written straight through the store (not the engine, which would take minutes):
 //! the Black Friday mix of `support/` as whole order lives — placed with a hold per line,
 //! authorized and confirmed, then shipped (holds committed, payment captured) or, one in four,
-//! cancelled (holds released, authorization voided) — each command one batch, as the engine
-//! writes them. It is kept under `target/bench-audit` and reused while it has enough records.
+//! cancelled (holds released, authorization voided) — each command one decision record in a
+//! batch of its own, as the engine writes them. It is kept under `target/bench-audit` and
+//! reused while it has enough events.
 //!
 //! Then, each over the page-cached log: `scan` (the store's verifying pass alone: checksums,
 //! hash chain, positions, stream versions), `verify` (plus decoding every payload), and
@@ -39,29 +40,36 @@ const START: u64 = 1_764_115_200_000;
 /// log's group commit is not the bottleneck of writing the benchmark's input.
 struct Writer {
     log: Log,
-    pending: Vec<NewRecord>,
+    /// The events of the command being written, and their tenant.
+    pending: Vec<Event>,
+    tenant: Option<TenantId>,
     batches: Vec<Vec<NewRecord>>,
     records: u64,
+    events: u64,
     now: u64,
 }
 
 impl Writer {
     fn event(&mut self, tenant: &TenantId, event: Event) {
-        let encoded = codec::encode_event(tenant, &event);
-        self.pending.push(NewRecord {
+        self.tenant = Some(tenant.clone());
+        self.pending.push(event);
+    }
+
+    /// Ends the command: its decision record, in a batch of its own.
+    fn commit(&mut self) {
+        let tenant = self.tenant.take().expect("a command has events");
+        let encoded = codec::encode_decision(&tenant, None, &self.pending);
+        self.events += self.pending.len() as u64;
+        self.pending.clear();
+        self.records += 1;
+        self.batches.push(vec![NewRecord {
             stream: encoded.stream,
             expected: Expected::Any,
             event_type: encoded.event_type,
             schema_version: encoded.schema_version,
             timestamp: self.now,
             payload: encoded.payload,
-        });
-    }
-
-    /// Ends the command's batch.
-    fn commit(&mut self) {
-        self.records += self.pending.len() as u64;
-        self.batches.push(std::mem::take(&mut self.pending));
+        }]);
         self.now += 1;
         if self.batches.len() >= 256 {
             self.flush();
@@ -83,9 +91,18 @@ impl Writer {
     }
 }
 
-fn write_log(dir: &Path, events: u64) -> u64 {
+/// Writes the log; returns its records and events.
+fn write_log(dir: &Path, events: u64) -> (u64, u64) {
     let (log, _) = Log::open(dir, LogConfig::default()).unwrap();
-    let mut w = Writer { log, pending: Vec::new(), batches: Vec::new(), records: 0, now: START };
+    let mut w = Writer {
+        log,
+        pending: Vec::new(),
+        tenant: None,
+        batches: Vec::new(),
+        records: 0,
+        events: 0,
+        now: START,
+    };
     let eur = Currency::new("EUR").unwrap();
     let customer = CustomerId::new("c-1").unwrap();
     let gateway = GatewayId::new("sim-1").unwrap();
@@ -102,7 +119,7 @@ fn write_log(dir: &Path, events: u64) -> u64 {
     }
     let mut mix = Mix(42);
     let mut n = 0u64;
-    while w.records < events {
+    while w.events < events {
         let t = tenant(mix.below(TENANTS));
         let order = OrderId::new(&format!("o-{n}")).unwrap();
         let payment = PaymentId::new(&format!("pay-{n}")).unwrap();
@@ -169,26 +186,35 @@ fn write_log(dir: &Path, events: u64) -> u64 {
         w.commit();
     }
     w.flush();
-    w.records
+    (w.records, w.events)
 }
 
-/// The log under `target/bench-audit`, written unless a large enough one is there.
-fn prepared_log(events: u64) -> (std::path::PathBuf, u64) {
+/// The log under `target/bench-audit`, written unless a large enough one of decision records
+/// is there; returns its folder, records and events.
+fn prepared_log(events: u64) -> (std::path::PathBuf, u64, u64) {
     let dir = Path::new("target/bench-audit");
-    let marker = dir.join("records");
-    if let Some(records) = std::fs::read_to_string(&marker).ok().and_then(|s| s.trim().parse().ok())
-        && records >= events
+    // Named for the record format: a log of an older format is written again.
+    let marker = dir.join("decision-records");
+    let known = std::fs::read_to_string(&marker).ok().and_then(|s| {
+        let (records, events) = s.trim().split_once(' ')?;
+        Some((records.parse().ok()?, events.parse().ok()?))
+    });
+    if let Some((records, logged)) = known
+        && logged >= events
     {
-        eprintln!("reusing the log of {records} records in {}", dir.display());
-        return (dir.join("log"), records);
+        eprintln!("reusing the log of {records} records, {logged} events in {}", dir.display());
+        return (dir.join("log"), records, logged);
     }
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
     let started = Instant::now();
-    let records = write_log(&dir.join("log"), events);
-    eprintln!("wrote {records} records in {:.1} s", started.elapsed().as_secs_f64());
-    std::fs::write(&marker, records.to_string()).unwrap();
-    (dir.join("log"), records)
+    let (records, logged) = write_log(&dir.join("log"), events);
+    eprintln!(
+        "wrote {records} records, {logged} events in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    std::fs::write(&marker, format!("{records} {logged}")).unwrap();
+    (dir.join("log"), records, logged)
 }
 
 /// Memory bandwidth: bytes copied per second by `memcpy` between two 256 MiB buffers.
@@ -220,44 +246,44 @@ fn log_bytes(dir: &Path) -> u64 {
     bytes
 }
 
-fn timed<T>(what: &str, records: u64, run: impl FnOnce() -> T) -> (T, Duration) {
+fn timed<T>(what: &str, events: u64, run: impl FnOnce() -> T) -> (T, Duration) {
     let started = Instant::now();
     let out = run();
     let elapsed = started.elapsed();
-    eprintln!("{what}: {:.2} s, {:.0} records/s", elapsed.as_secs_f64(), per_sec(records, elapsed));
+    eprintln!("{what}: {:.2} s, {:.0} events/s", elapsed.as_secs_f64(), per_sec(events, elapsed));
     (out, elapsed)
 }
 
 fn main() {
     let events = env("ORDERLY_BENCH_AUDIT_EVENTS", 10_000_000);
-    let (dir, records) = prepared_log(events);
+    let (dir, records, events) = prepared_log(events);
     let bytes = log_bytes(&dir); // also brings the log into the page cache
     let mem = memory_gb_per_sec();
     eprintln!(
-        "memory bandwidth (memcpy): {mem:.1} GB/s; log: {records} records, {:.0} MB",
+        "memory bandwidth (memcpy): {mem:.1} GB/s; log: {records} records, {events} events, {:.0} MB",
         bytes as f64 / 1e6
     );
 
     let (_, scan) =
-        timed("scan (store pass: crc32c, blake3 chain, positions, versions)", records, || {
+        timed("scan (store pass: crc32c, blake3 chain, positions, versions)", events, || {
             orderly_store::scan(&dir, |_| {}, |_| ControlFlow::Continue(())).unwrap()
         });
-    let (_, verify) = timed("verify (scan + decode every payload)", records, || {
+    let (_, verify) = timed("verify (scan + decode every payload)", events, || {
         audit::verify(&dir, None, &mut audit::no_progress).unwrap()
     });
-    let (state, both) = timed("verify + replay (one pass)", records, || {
+    let (state, both) = timed("verify + replay (one pass)", events, || {
         audit::replay(&dir, ReplayPoint::Head, None, &mut audit::no_progress).unwrap()
     });
     assert_eq!(state.digest.head, records, "replay reached the head");
 
-    let events_per_sec = per_sec(records, both);
+    let events_per_sec = per_sec(events, both);
     let mb_per_sec = per_sec(bytes, both) / 1e6;
     let ratio = mb_per_sec / (mem * 1e3);
     println!(
-        "{{\"records\":{records},\"log_mb\":{:.0},\"seconds\":{:.3},\"events_per_sec\":{events_per_sec:.0},\"mb_per_sec\":{mb_per_sec:.1},\"mem_gb_per_sec\":{mem:.2},\"ratio_to_mem_bandwidth\":{ratio:.4},\"scan_events_per_sec\":{:.0},\"verify_events_per_sec\":{:.0},\"target_events_per_sec\":5000000}}",
+        "{{\"records\":{records},\"events\":{events},\"log_mb\":{:.0},\"seconds\":{:.3},\"events_per_sec\":{events_per_sec:.0},\"mb_per_sec\":{mb_per_sec:.1},\"mem_gb_per_sec\":{mem:.2},\"ratio_to_mem_bandwidth\":{ratio:.4},\"scan_events_per_sec\":{:.0},\"verify_events_per_sec\":{:.0},\"target_events_per_sec\":5000000}}",
         bytes as f64 / 1e6,
         both.as_secs_f64(),
-        per_sec(records, scan),
-        per_sec(records, verify),
+        per_sec(events, scan),
+        per_sec(events, verify),
     );
 }

@@ -3,7 +3,7 @@
 //! 1. **raw**: fdatasync'd sequential writes with plain `File` calls (1 MiB chunks): the disk's
 //!    limit, `raw_mb_per_sec`.
 //! 2. **decide**: the decision thread's work alone, in memory: decide, apply and encode
-//!    (`Tenant::decide`, `Tenant::evolve`, `codec::encode_event`) for whole order lives (place
+//!    (`Tenant::decide`, `Tenant::evolve`, `codec::encode_decision`) for whole order lives (place
 //!    with 1–5 lines, authorize, ship) over 50 tenants with skewed SKU popularity:
 //!    `decide_commands_per_sec`.
 //! 3. **lifecycle**: full order lives through the durable engine from many concurrent callers:
@@ -104,8 +104,8 @@ fn decide_commands_per_sec(commands: u64) -> f64 {
     let started = Instant::now();
     for (t, command) in &work {
         let events = Tenant::decide(&tenants[*t], command, &ctx).unwrap();
+        encoded += codec::encode_decision(&ids[*t], None, &events).payload.len();
         for event in &events {
-            encoded += codec::encode_event(&ids[*t], event).payload.len();
             Tenant::evolve(&mut tenants[*t], event);
         }
     }

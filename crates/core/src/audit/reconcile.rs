@@ -12,7 +12,6 @@ use super::digest::Digest;
 use super::error::AuditError;
 use super::state::DomainState;
 use super::{Progress, pass};
-use crate::codec::Decoded;
 use crate::domain::{
     Currency, Event, InventoryEvent, OrderEvent, OrderId, PaymentEvent, PaymentId, Sku, TenantId,
 };
@@ -105,8 +104,8 @@ pub fn reconcile(
         |_| {},
         |batch| {
             for entry in batch.entries {
-                if let Decoded::Event { tenant, event } = &entry.record {
-                    books.apply(tenant, event, entry.position);
+                for event in entry.record.events() {
+                    books.apply(entry.record.tenant(), event, entry.position);
                 }
             }
             ControlFlow::Continue(())

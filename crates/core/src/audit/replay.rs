@@ -9,7 +9,6 @@ use super::digest::Digest;
 use super::error::AuditError;
 use super::state::DomainState;
 use super::{Progress, pass};
-use crate::codec::Decoded;
 use crate::domain::{OrderStatus, TenantId, TenantState};
 
 /// How far to replay. Replay applies whole batches only (a command's events are one batch,
@@ -109,14 +108,16 @@ pub fn replay(
                 return ControlFlow::Break(());
             }
             for entry in batch.entries {
-                let Decoded::Event { tenant: of, event } = &entry.record else { continue };
+                let of = entry.record.tenant();
                 if tenant.is_some_and(|t| t != of) {
                     continue;
                 }
-                if let Err(message) = state.apply(of, event) {
-                    inconsistent =
-                        Some(AuditError::Inconsistent { at: batch.location(entry), message });
-                    return ControlFlow::Break(());
+                for event in entry.record.events() {
+                    if let Err(message) = state.apply(of, event) {
+                        inconsistent =
+                            Some(AuditError::Inconsistent { at: batch.location(entry), message });
+                        return ControlFlow::Break(());
+                    }
                 }
             }
             digest = Digest { head: last.position + 1, hash: *batch.last_hash };

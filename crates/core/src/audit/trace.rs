@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::error::AuditError;
 use super::{Progress, pass};
-use crate::codec::{Decoded, EventType};
+use crate::codec::EventType;
 use crate::domain::{Event, InventoryEvent, OrderId, PaymentEvent, PaymentId, TenantId};
 
 /// The story of one order.
@@ -59,43 +59,45 @@ pub fn trace(
         |_| {},
         |batch| {
             for entry in batch.entries {
-                let Decoded::Event { tenant: of, event } = &entry.record else { continue };
+                let of = entry.record.tenant();
                 if tenant.is_some_and(|t| t != of) {
                     continue;
                 }
-                let (concerns, stream) = match event {
-                    Event::Order { order: id, .. } => (id == order, format!("{of}/o/{id}")),
-                    Event::Inventory { sku, event } => {
-                        (hold_order(event) == order.as_str(), format!("{of}/i/{sku}"))
-                    }
-                    Event::Payment { payment, event } => {
-                        let key = (of.clone(), payment.clone());
-                        let concerns = match event {
-                            PaymentEvent::PaymentAuthorized { order: id, .. }
-                            | PaymentEvent::PaymentDeclined { order: id, .. } => {
-                                let for_order = id == order;
-                                if for_order {
-                                    payments.insert(key);
+                for event in entry.record.events() {
+                    let (concerns, stream) = match event {
+                        Event::Order { order: id, .. } => (id == order, format!("{of}/o/{id}")),
+                        Event::Inventory { sku, event } => {
+                            (hold_order(event) == order.as_str(), format!("{of}/i/{sku}"))
+                        }
+                        Event::Payment { payment, event } => {
+                            let key = (of.clone(), payment.clone());
+                            let concerns = match event {
+                                PaymentEvent::PaymentAuthorized { order: id, .. }
+                                | PaymentEvent::PaymentDeclined { order: id, .. } => {
+                                    let for_order = id == order;
+                                    if for_order {
+                                        payments.insert(key);
+                                    }
+                                    for_order
                                 }
-                                for_order
-                            }
-                            _ => payments.contains(&key),
-                        };
-                        (concerns, format!("{of}/p/{payment}"))
+                                _ => payments.contains(&key),
+                            };
+                            (concerns, format!("{of}/p/{payment}"))
+                        }
+                    };
+                    if !concerns {
+                        continue;
                     }
-                };
-                if !concerns {
-                    continue;
+                    entries.push(TraceEntry {
+                        position: entry.position,
+                        timestamp: entry.timestamp,
+                        tenant: of.to_string(),
+                        stream,
+                        event_type: EventType::of(event).name(),
+                        detail: detail(event),
+                        event: event.clone(),
+                    });
                 }
-                entries.push(TraceEntry {
-                    position: entry.position,
-                    timestamp: entry.timestamp,
-                    tenant: of.to_string(),
-                    stream,
-                    event_type: EventType::of(event).name(),
-                    detail: detail(event),
-                    event: event.clone(),
-                });
             }
             ControlFlow::Continue(())
         },

@@ -1,10 +1,17 @@
 //! The event codec: domain events to log records and back.
 //!
-//! A record's stream id names the tenant and the aggregate (`{tenant}/o/{order}`,
-//! `{tenant}/i/{sku}`, `{tenant}/p/{payment}`; ids cannot contain `/`), its event type says
-//! which event it is (stable codes in [`EventType`]), and its payload is the event's fields as
-//! rkyv bytes of a frozen schema version ([`v1`]). Decoding dispatches on (event type, schema
-//! version), so an old version stays readable through an upcaster when a new one is added.
+//! The engine writes one **decision record** per decided command ([`encode_decision`]): on the
+//! stream of the aggregate the command was about (`{tenant}/o/{order}`, `{tenant}/i/{sku}`,
+//! `{tenant}/p/{payment}`; ids cannot contain `/`), holding every event the command decided,
+//! each with its own event type (stable codes in [`EventType`]), aggregate id and payload, and
+//! the command's idempotency key. One record per command rather than per event keeps the
+//! log's per-record work (checksum, hash chain, index) per decision: placing an order of five
+//! lines is one record, not seven.
+//!
+//! Logs written before decision records hold one record per event ([`encode_event`]) and a
+//! `CommandAccepted` record per key; both stay readable. Payloads are rkyv bytes of a frozen
+//! schema version ([`v1`]). Decoding dispatches on (event type, schema version), so an old
+//! version stays readable through an upcaster when a new one is added.
 
 mod fingerprint;
 pub mod v1;
@@ -42,12 +49,15 @@ pub enum EventType {
     PaymentCaptured = 42,
     PaymentVoided = 43,
     PaymentRefunded = 44,
-    /// Not a domain event: the engine's record of an idempotency key (see `engine`).
+    /// Not a domain event: the engine's record of an idempotency key (see `engine`), in logs
+    /// written before decision records.
     CommandAccepted = 60,
+    /// Not one event: every event one command decided, and its idempotency key.
+    Decision = 70,
 }
 
 impl EventType {
-    const ALL: [EventType; 18] = [
+    const ALL: [EventType; 19] = [
         EventType::StockReceived,
         EventType::StockAdjusted,
         EventType::StockHeld,
@@ -66,6 +76,7 @@ impl EventType {
         EventType::PaymentVoided,
         EventType::PaymentRefunded,
         EventType::CommandAccepted,
+        EventType::Decision,
     ];
 
     /// The type with this code, if any.
@@ -135,6 +146,7 @@ impl EventType {
             EventType::PaymentVoided => "payment_voided",
             EventType::PaymentRefunded => "payment_refunded",
             EventType::CommandAccepted => "command_accepted",
+            EventType::Decision => "decision",
         }
     }
 }
@@ -174,6 +186,47 @@ pub enum Decoded {
         /// How many events the command recorded.
         events: u32,
     },
+    /// Everything one command decided, with its idempotency key.
+    Decision {
+        /// The tenant.
+        tenant: TenantId,
+        /// The command's key and fingerprint, if it carried a key.
+        key: Option<(IdempotencyKey, Fingerprint)>,
+        /// The events, in the order they were decided.
+        events: Vec<Event>,
+    },
+}
+
+impl Decoded {
+    /// The tenant the record belongs to.
+    #[must_use]
+    pub fn tenant(&self) -> &TenantId {
+        match self {
+            Decoded::Event { tenant, .. }
+            | Decoded::CommandAccepted { tenant, .. }
+            | Decoded::Decision { tenant, .. } => tenant,
+        }
+    }
+
+    /// The domain events the record holds: one, none (a key record) or a decision's.
+    #[must_use]
+    pub fn events(&self) -> &[Event] {
+        match self {
+            Decoded::Event { event, .. } => std::slice::from_ref(event),
+            Decoded::CommandAccepted { .. } => &[],
+            Decoded::Decision { events, .. } => events,
+        }
+    }
+
+    /// The domain events, owned.
+    #[must_use]
+    pub fn into_events(self) -> Vec<Event> {
+        match self {
+            Decoded::Event { event, .. } => vec![event],
+            Decoded::CommandAccepted { .. } => Vec::new(),
+            Decoded::Decision { events, .. } => events,
+        }
+    }
 }
 
 /// Why a record could not be decoded.
@@ -330,6 +383,50 @@ pub fn encode_command_accepted(
     }
 }
 
+/// The one record of everything a command of `tenant` decided: `events` (at least one), on
+/// the stream of the first event's aggregate (the one the command was about), with the
+/// command's idempotency key and fingerprint.
+#[must_use]
+pub fn encode_decision(
+    tenant: &TenantId,
+    key: Option<(&IdempotencyKey, Fingerprint)>,
+    events: &[Event],
+) -> Encoded {
+    assert!(!events.is_empty(), "a decision records at least one event");
+    let decided = events
+        .iter()
+        .map(|event| {
+            let (_, id) = aggregate_of(event);
+            let encoded = encode_event(tenant, event);
+            v1::DecidedEvent {
+                event_type: encoded.event_type,
+                aggregate: id.to_owned(),
+                payload: encoded.payload,
+            }
+        })
+        .collect();
+    let key = key.map(|(key, fingerprint)| v1::DecisionKey {
+        key: key.to_string(),
+        fingerprint: fingerprint.0,
+    });
+    let (kind, id) = aggregate_of(&events[0]);
+    Encoded {
+        stream: stream(tenant, kind, id),
+        event_type: EventType::Decision as u16,
+        schema_version: CURRENT_SCHEMA,
+        payload: archive(&v1::Decision { key, events: decided }),
+    }
+}
+
+/// The stream kind (`i`, `o`, `p`) and id of an event's aggregate.
+fn aggregate_of(event: &Event) -> (&'static str, &str) {
+    match event {
+        Event::Inventory { sku, .. } => ("i", sku.as_str()),
+        Event::Order { order, .. } => ("o", order.as_str()),
+        Event::Payment { payment, .. } => ("p", payment.as_str()),
+    }
+}
+
 /// Decodes one record.
 pub fn decode(
     stream_id: &[u8],
@@ -354,11 +451,53 @@ pub fn decode(
         1..=19 => "i",
         20..=39 => "o",
         40..=59 => "p",
-        _ => "k",
+        60 => "k",
+        // A decision is on the stream of the aggregate its command was about.
+        _ => aggregate,
     };
-    if aggregate != expected_aggregate {
+    if aggregate != expected_aggregate || !matches!(aggregate, "i" | "o" | "p" | "k") {
         return Err(bad_stream());
     }
+    use EventType as T;
+    match kind {
+        T::CommandAccepted => {
+            let p = unarchive::<v1::CommandAccepted>(payload)?;
+            Ok(Decoded::CommandAccepted {
+                tenant,
+                key: IdempotencyKey::new(&p.key)?,
+                fingerprint: Fingerprint(p.fingerprint),
+                events: p.events,
+            })
+        }
+        T::Decision => {
+            let p = unarchive::<v1::Decision>(payload)?;
+            let key = p
+                .key
+                .map(|k| {
+                    Ok::<_, DecodeError>((IdempotencyKey::new(&k.key)?, Fingerprint(k.fingerprint)))
+                })
+                .transpose()?;
+            if p.events.is_empty() {
+                return Err(DecodeError::BadPayload("a decision without events".into()));
+            }
+            let events = p
+                .events
+                .iter()
+                .map(|e| {
+                    let unknown =
+                        DecodeError::UnknownType { event_type: e.event_type, schema_version };
+                    let kind = EventType::from_code(e.event_type).ok_or(unknown)?;
+                    decode_event(kind, &e.aggregate, &e.payload)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Decoded::Decision { tenant, key, events })
+        }
+        _ => Ok(Decoded::Event { tenant, event: decode_event(kind, id, payload)? }),
+    }
+}
+
+/// Decodes one domain event of `kind` of the aggregate `id` from its v1 payload.
+fn decode_event(kind: EventType, id: &str, payload: &[u8]) -> Result<Event, DecodeError> {
     use EventType as T;
     let event = match kind {
         T::StockReceived
@@ -463,17 +602,11 @@ pub fn decode(
             };
             Event::Payment { payment: PaymentId::new(id)?, event }
         }
-        T::CommandAccepted => {
-            let p = unarchive::<v1::CommandAccepted>(payload)?;
-            return Ok(Decoded::CommandAccepted {
-                tenant,
-                key: IdempotencyKey::new(&p.key)?,
-                fingerprint: Fingerprint(p.fingerprint),
-                events: p.events,
-            });
+        T::CommandAccepted | T::Decision => {
+            return Err(DecodeError::UnknownType { event_type: kind as u16, schema_version: 1 });
         }
     };
-    Ok(Decoded::Event { tenant, event })
+    Ok(event)
 }
 
 fn unarchive<T>(payload: &[u8]) -> Result<T, DecodeError>

@@ -91,3 +91,32 @@ pub struct CommandAccepted {
     pub fingerprint: [u8; 16],
     pub events: u32,
 }
+
+/// Payload of a `Decision` record: everything one command decided, as one record on the
+/// stream of the aggregate the command was about. Each event keeps its own event type and
+/// v1 payload (the types above), with the id of its aggregate (SKU, order or payment), since a
+/// decision spans aggregates (placing an order holds stock of every line).
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The command's idempotency key, if it carried one.
+    pub key: Option<DecisionKey>,
+    /// The events, in the order they were decided.
+    pub events: Vec<DecidedEvent>,
+}
+
+/// The idempotency key of a decision and the fingerprint of its command.
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq, Eq)]
+pub struct DecisionKey {
+    pub key: String,
+    pub fingerprint: [u8; 16],
+}
+
+/// One event of a decision.
+#[derive(Archive, Serialize, Deserialize, Debug, PartialEq, Eq)]
+pub struct DecidedEvent {
+    pub event_type: u16,
+    /// The SKU, order or payment the event belongs to.
+    pub aggregate: String,
+    /// The event's own v1 payload.
+    pub payload: Vec<u8>,
+}

@@ -36,10 +36,12 @@ const MAX_TURN_RECORDS: usize = 8192;
 /// What the decision thread answers.
 #[derive(Debug)]
 pub(crate) enum Answer {
-    /// The command's events, admitted at `at`, are durable from position `first` on.
-    Committed { first: u64, events: Vec<Event>, at: Timestamp },
-    /// The key was seen with the same command: its `count` events are at `first..`.
-    Replay { first: u64, count: u32 },
+    /// The command's events, admitted at `at`, are durable in the decision record at
+    /// `position`.
+    Committed { position: u64, events: Vec<Event>, at: Timestamp },
+    /// The key was seen with the same command: its events are in the `records` records from
+    /// `first` on.
+    Replay { first: u64, records: u32 },
 }
 
 pub(crate) type Reply = Box<dyn FnOnce(Result<Answer, ExecuteError>) + Send>;
@@ -107,7 +109,7 @@ impl DecisionThread {
             && let Some(entry) = self.world.key(&tenant, key)
         {
             if entry.fingerprint == *fingerprint {
-                return reply(Ok(Answer::Replay { first: entry.first, count: entry.events }));
+                return reply(Ok(Answer::Replay { first: entry.first, records: entry.records }));
             }
             let reused = Err(ExecuteError::IdempotencyKeyReused { key: key.clone() });
             return self.turn.deferred.push((reply, reused));
@@ -141,8 +143,8 @@ impl DecisionThread {
         }
     }
 
-    /// Applies `events` and adds their records to the turn's batch, preceded by the key record
-    /// when the command carried an idempotency key.
+    /// Applies `events` and adds their decision record, with the command's idempotency key, to
+    /// the turn's batch.
     fn commit(
         &mut self,
         tenant: &TenantId,
@@ -151,31 +153,22 @@ impl DecisionThread {
         now: Timestamp,
         reply: Reply,
     ) {
-        let count = u32::try_from(events.len()).expect("a decision has few events");
-        let mut records = Vec::with_capacity(events.len() + 1);
-        if let Some((key, fingerprint)) = &key {
-            records.push(record(
-                codec::encode_command_accepted(tenant, key, *fingerprint, count),
-                now,
-            ));
-        }
+        let decision = record(
+            codec::encode_decision(tenant, key.as_ref().map(|(k, f)| (k, *f)), &events),
+            now,
+        );
         for event in &events {
-            records.push(record(codec::encode_event(tenant, event), now));
             self.world.apply(tenant, event);
         }
-        let first = self.next_position + u64::from(key.is_some());
+        let position = self.next_position;
         if let Some((key, fingerprint)) = &key {
-            self.world.remember_key(
-                tenant,
-                key,
-                KeyEntry { fingerprint: *fingerprint, first, events: count },
-            );
+            let entry = KeyEntry { fingerprint: *fingerprint, first: position, records: 1 };
+            self.world.remember_key(tenant, key, entry);
         }
-        self.next_position += records.len() as u64;
-        self.turn.bytes +=
-            records.iter().map(|r| r.stream.len() + r.payload.len() + 72).sum::<usize>();
-        self.turn.records.extend(records);
-        self.turn.answers.push((reply, first, events, now));
+        self.next_position += 1;
+        self.turn.bytes += decision.stream.len() + decision.payload.len() + 72;
+        self.turn.records.push(decision);
+        self.turn.answers.push((reply, position, events, now));
         if self.turn.records.len() >= MAX_TURN_RECORDS || self.turn.bytes >= self.max_turn_bytes {
             self.flush();
         }
@@ -204,8 +197,8 @@ impl DecisionThread {
                     appended.first.0, expected_first,
                     "the engine is the log's only appender"
                 );
-                for (reply, first, events, at) in answers {
-                    reply(Ok(Answer::Committed { first, events, at }));
+                for (reply, position, events, at) in answers {
+                    reply(Ok(Answer::Committed { position, events, at }));
                 }
                 for (reply, answer) in deferred {
                     reply(answer);

@@ -32,7 +32,7 @@ pub use error::{EngineError, ExecuteError, OpenEngineError};
 
 use self::decision::{Answer, DecisionThread, Reply, Request};
 use self::state::World;
-use crate::codec::{self, DecodeError, Decoded};
+use crate::codec::{self, DecodeError};
 use crate::domain::limits::DEFAULT_HOLD_TTL_MS;
 use crate::domain::{Envelope, Event, TenantId, Timestamp};
 
@@ -215,7 +215,7 @@ impl Engine {
     /// Follows the committed events from `from` on (domain events only).
     #[must_use]
     pub fn subscribe(&self, from: Position) -> Subscription {
-        Subscription { inner: self.inner.log.subscribe(from) }
+        Subscription { inner: self.inner.log.subscribe(from), pending: Default::default() }
     }
 
     /// The position the next record will get: everything below it is durable.
@@ -273,12 +273,11 @@ impl Engine {
 
     fn outcome(&self, tenant: TenantId, answer: Answer) -> Result<Outcome, ExecuteError> {
         match answer {
-            Answer::Committed { first, events, at: recorded_at } => {
+            Answer::Committed { position, events, at: recorded_at } => {
                 let events = events
                     .into_iter()
-                    .zip(first..)
-                    .map(|(event, p)| CommittedEvent {
-                        position: Position(p),
+                    .map(|event| CommittedEvent {
+                        position: Position(position),
                         tenant: tenant.clone(),
                         event,
                         recorded_at,
@@ -286,20 +285,18 @@ impl Engine {
                     .collect();
                 Ok(Outcome { events, replayed: false })
             }
-            Answer::Replay { first, count } => {
-                let next = first + u64::from(count);
+            Answer::Replay { first, records } => {
+                let next = first + u64::from(records);
                 // The first execution may still be on its way to the disk: wait for it.
                 if next > 0 && self.inner.log.wait_beyond(Position(next - 1), REPLAY_WAIT).0 < next
                 {
                     return Err(self.gone());
                 }
-                let mut events = Vec::with_capacity(count as usize);
-                for record in self.inner.log.read_from(Position(first)).take(count as usize) {
+                let mut events = Vec::new();
+                for record in self.inner.log.read_from(Position(first)).take(records as usize) {
                     let record =
                         record.map_err(|e| EngineError::Stopped { cause: e.to_string() })?;
-                    if let Some(event) = committed(&record) {
-                        events.push(event);
-                    }
+                    events.extend(committed(&record));
                 }
                 Ok(Outcome { events, replayed: true })
             }
@@ -307,40 +304,46 @@ impl Engine {
     }
 }
 
-/// A committed domain event from a log record; `None` for the engine's own records. Records
-/// appended by this engine always decode: they were verified when it opened or written by it.
-fn committed(record: &orderly_store::Record) -> Option<CommittedEvent> {
-    CommittedEvent::from_record(record).expect("records of this engine's log decode")
+/// The committed domain events of a log record. Records appended by this engine always
+/// decode: they were verified when it opened or written by it.
+fn committed(record: &orderly_store::Record) -> Vec<CommittedEvent> {
+    CommittedEvent::decode_record(record).expect("records of this engine's log decode")
 }
 
 impl CommittedEvent {
-    /// Decodes a log record: the domain event it holds, or `None` for the engine's own
-    /// records (idempotency keys).
-    pub fn from_record(
+    /// Decodes a log record into the domain events it holds, in order, all at the record's
+    /// position: a decision record's events, an older single-event record's event, or none
+    /// (an older key record).
+    pub fn decode_record(
         record: &orderly_store::Record,
-    ) -> Result<Option<CommittedEvent>, DecodeError> {
+    ) -> Result<Vec<CommittedEvent>, DecodeError> {
         let decoded = codec::decode(
             &record.stream,
             record.event_type,
             record.schema_version,
             &record.payload,
         )?;
-        Ok(match decoded {
-            Decoded::Event { tenant, event } => Some(CommittedEvent {
+        let tenant = decoded.tenant().clone();
+        let at = Timestamp(record.timestamp);
+        Ok(decoded
+            .into_events()
+            .into_iter()
+            .map(|event| CommittedEvent {
                 position: record.position,
-                tenant,
+                tenant: tenant.clone(),
                 event,
-                recorded_at: Timestamp(record.timestamp),
-            }),
-            Decoded::CommandAccepted { .. } => None,
-        })
+                recorded_at: at,
+            })
+            .collect())
     }
 }
 
-/// Follows committed domain events.
+/// Follows committed domain events, one at a time.
 #[derive(Debug)]
 pub struct Subscription {
     inner: orderly_store::Subscription,
+    /// Events of the last record read not handed out yet.
+    pending: std::collections::VecDeque<CommittedEvent>,
 }
 
 impl Subscription {
@@ -350,12 +353,11 @@ impl Subscription {
         timeout: Duration,
     ) -> Option<Result<CommittedEvent, orderly_store::ReadError>> {
         loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(Ok(event));
+            }
             match self.inner.next_timeout(timeout)? {
-                Ok(record) => {
-                    if let Some(event) = committed(&record) {
-                        return Some(Ok(event));
-                    }
-                }
+                Ok(record) => self.pending.extend(committed(&record)),
                 Err(e) => return Some(Err(e)),
             }
         }

@@ -17,10 +17,11 @@ use crate::domain::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct KeyEntry {
     pub fingerprint: Fingerprint,
-    /// Position of the command's first event.
+    /// Position of the first record holding the command's events.
     pub first: u64,
-    /// Number of events the command recorded.
-    pub events: u32,
+    /// Records holding them: one decision record (or, in logs written before decision
+    /// records, one record per event).
+    pub records: u32,
 }
 
 #[derive(Debug, Default)]
@@ -70,8 +71,17 @@ impl World {
             Decoded::Event { tenant, event } => self.apply(tenant, event),
             Decoded::CommandAccepted { tenant, key, fingerprint, events } => {
                 let entry =
-                    KeyEntry { fingerprint: *fingerprint, first: position + 1, events: *events };
+                    KeyEntry { fingerprint: *fingerprint, first: position + 1, records: *events };
                 self.remember_key(tenant, key, entry);
+            }
+            Decoded::Decision { tenant, key, events } => {
+                for event in events {
+                    self.apply(tenant, event);
+                }
+                if let Some((key, fingerprint)) = key {
+                    let entry = KeyEntry { fingerprint: *fingerprint, first: position, records: 1 };
+                    self.remember_key(tenant, key, entry);
+                }
             }
         }
     }

@@ -135,7 +135,7 @@ pub(super) fn read_batch(
             });
         }
         // The engine's own records (idempotency keys) hold nothing to project: passed over.
-        let event = CommittedEvent::from_record(&record)
+        let event = CommittedEvent::decode_record(&record)
             .map_err(|error| ProjectionError::Decode { position, error })?;
         events.extend(event);
         next += 1;

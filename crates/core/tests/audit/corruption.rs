@@ -7,26 +7,48 @@
 use std::path::{Path, PathBuf};
 
 use orderly_core::audit::{self, AuditError, ReplayPoint};
-use orderly_core::engine::{Engine, ManualClock};
+use orderly_core::codec;
+use orderly_core::domain::{
+    CancelReason, Context, Decider, Envelope, OrderCommand, Tenant, TenantState, Timestamp,
+};
+use orderly_core::store::{Expected, Log, LogConfig, NewRecord};
 
-use super::{START, config, no_progress, on_order, place, receive, records};
-use orderly_core::domain::{CancelReason, OrderCommand};
+use super::{START, no_progress, on_order, place, receive, records};
 
-/// A log of several 64 KiB segments written by the engine: stock received in `units`, then
-/// orders placed and cancelled. Logs built with different `units` have records of the same
-/// sizes at the same offsets, but different bytes from the first record on.
+/// A log of several 64 KiB segments of decision records, as the engine writes them: stock
+/// received in `units`, then orders placed and cancelled, each order's placement and
+/// cancellation one atomic batch of two records (as when both are decided in one turn). Logs
+/// built with different `units` have records of the same sizes at the same offsets, but
+/// different bytes from the first record on.
 fn segmented_log(dir: &Path, units: u64) {
-    let clock = ManualClock::at(START);
-    let engine = Engine::open(dir, config(&clock, 64 << 10)).unwrap();
-    engine.execute_blocking(receive("acme", "sku-1", units)).unwrap();
+    let config = LogConfig { segment_size: 64 << 10, ..LogConfig::default() };
+    let (log, _) = Log::open(dir, config).unwrap();
+    let mut state = TenantState::default();
+    let mut now = START;
+    let decide = |state: &mut TenantState, envelope: Envelope, now: Timestamp| {
+        let events = Tenant::decide(state, &envelope.command, &Context::at(now)).unwrap();
+        for event in &events {
+            Tenant::evolve(state, event);
+        }
+        let encoded = codec::encode_decision(&envelope.tenant, None, &events);
+        NewRecord {
+            stream: encoded.stream,
+            expected: Expected::Any,
+            event_type: encoded.event_type,
+            schema_version: encoded.schema_version,
+            timestamp: now.0,
+            payload: encoded.payload,
+        }
+    };
+    log.append(vec![decide(&mut state, receive("acme", "sku-1", units), now)]).unwrap();
     for n in 0..700 {
         let o = format!("o-{n:04}");
-        engine.execute_blocking(place("acme", &o, &[("sku-1", 1)])).unwrap();
+        let placed = decide(&mut state, place("acme", &o, &[("sku-1", 1)]), now);
         let cancel = OrderCommand::Cancel { reason: CancelReason::Requested };
-        engine.execute_blocking(on_order("acme", &o, cancel)).unwrap();
-        clock.advance(10);
+        let cancelled = decide(&mut state, on_order("acme", &o, cancel), now);
+        log.append(vec![placed, cancelled]).unwrap();
+        now = now.plus_millis(10);
     }
-    engine.shutdown();
 }
 
 fn copy_log(from: &Path, to: &Path) {
@@ -112,7 +134,8 @@ fn truncation_of_a_closed_segment_is_corruption_at_the_cut() {
     edit(&segment, |b| b.truncate(at(offset + len / 2)));
     expect(case.path(), "bad_header", &segment, offset, position);
 
-    // At a record boundary inside a batch (an order and its hold are one batch).
+    // At a record boundary inside a batch (an order's placement and cancellation are one
+    // batch).
     let case = Case::new(pristine.path());
     let records = case.first_segment();
     let (segment, offset, _, position) =
@@ -142,8 +165,8 @@ fn a_cut_at_the_end_of_the_last_segment_is_a_torn_tail_warning_not_corruption() 
     let pristine = pristine();
     let case = Case::new(pristine.path());
     let (segment, offset, len, _) = case.records.last().cloned().unwrap();
-    // The last batch is a cancellation and its release; its first record starts where the
-    // committed log will end.
+    // The last batch is an order's placement and its cancellation; its first record starts
+    // where the committed log will end.
     let (_, batch_offset, batch_len, batch_start) = case.records[case.records.len() - 2].clone();
     // Zero the last record's second half: what a crash mid-write leaves in a preallocated file.
     edit(&segment, |b| b[at(offset + len / 2)..at(offset + len)].fill(0));

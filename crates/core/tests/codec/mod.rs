@@ -122,6 +122,24 @@ fn the_bytes_of_schema_version_1_never_change() {
     let accepted = codec::encode_command_accepted(&tenant(), &key, codec::Fingerprint([7; 16]), 3);
     writeln!(lines, "command_accepted {} 1 acme/k {}", accepted.event_type, hex(&accepted.payload))
         .unwrap();
+    // A decision: an order placed with its hold, under a key.
+    let events = &samples()[..];
+    let placed = events
+        .iter()
+        .find(|e| matches!(e, Event::Order { event: OrderEvent::OrderPlaced { .. }, .. }))
+        .unwrap();
+    let held = events
+        .iter()
+        .find(|e| matches!(e, Event::Inventory { event: InventoryEvent::StockHeld { .. }, .. }))
+        .unwrap();
+    let decision = codec::encode_decision(
+        &tenant(),
+        Some((&key, codec::Fingerprint([7; 16]))),
+        &[placed.clone(), held.clone()],
+    );
+    let stream = String::from_utf8(decision.stream).unwrap();
+    writeln!(lines, "decision {} 1 {stream} {}", decision.event_type, hex(&decision.payload))
+        .unwrap();
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/codec/golden_v1.txt");
     if std::env::var_os("ORDERLY_BLESS").is_some() {
         std::fs::write(path, &lines).unwrap();
@@ -131,6 +149,29 @@ fn the_bytes_of_schema_version_1_never_change() {
         assert_eq!(now, then, "schema version 1 bytes changed: write a v2 instead");
     }
     assert_eq!(lines.lines().count(), golden.lines().count());
+}
+
+#[test]
+fn a_decision_record_round_trips_on_the_stream_of_its_first_event() {
+    let key = IdempotencyKey::new("retry-7").unwrap();
+    let all = samples();
+    for (n, first) in all.iter().enumerate() {
+        let events: Vec<Event> = all[n..].iter().take(3).cloned().collect();
+        for keyed in [None, Some((&key, codec::Fingerprint([3; 16])))] {
+            let e = codec::encode_decision(&tenant(), keyed, &events);
+            assert_eq!(EventType::from_code(e.event_type), Some(EventType::Decision));
+            let stream = codec::encode_event(&tenant(), first).stream;
+            assert_eq!(e.stream, stream, "on the stream of the command's aggregate");
+            let decoded =
+                codec::decode(&e.stream, e.event_type, e.schema_version, &e.payload).unwrap();
+            let expected_key = keyed.map(|(k, f)| (k.clone(), f));
+            assert_eq!(
+                decoded,
+                Decoded::Decision { tenant: tenant(), key: expected_key, events: events.clone() }
+            );
+            assert_eq!(decoded.events(), &events[..]);
+        }
+    }
 }
 
 #[test]

@@ -329,112 +329,103 @@ fn verify(dir: &Path, book: &Book, kill: u64, seed: &mut u64) -> Checked {
     let frozen_at = Timestamp(last_recorded.0 + CHILD_HOLD_TTL_MS / 2);
     clock.set(frozen_at);
 
-    // Batches are whole, keys unique, and the stock never oversold at any point of the log.
+    // Decisions are whole, keys unique, and the stock never oversold at any point of the log.
     let mut keys: HashMap<String, u64> = HashMap::new();
     let mut stock: HashMap<Sku, Stock> = HashMap::new();
     let mut placed: HashSet<OrderId> = HashSet::new();
     for (p, decoded) in log.iter().enumerate() {
         let p = p as u64;
-        let (tenant, event) = match decoded {
-            Decoded::CommandAccepted { tenant, key, events, .. } => {
-                assert_eq!(tenant, &acme);
-                let previous = keys.insert(key.to_string(), p);
-                assert!(previous.is_none(), "kill {kill}: key {key} accepted twice");
-                let batch = log
-                    .get(index(p) + 1..)
-                    .and_then(|rest| rest.get(..*events as usize))
-                    .unwrap_or_else(|| panic!("kill {kill}: the batch of key {key} at {p} is cut"));
-                assert!(
-                    batch.iter().all(|d| matches!(d, Decoded::Event { .. })),
-                    "kill {kill}: the {events} events of key {key} follow it"
-                );
-                continue;
-            }
-            Decoded::Event { tenant, event } => (tenant, event),
+        let Decoded::Decision { tenant, key, events } = decoded else {
+            panic!("kill {kill}: record {p} is a decision record: {decoded:?}");
         };
         assert_eq!(tenant, &acme);
-        match event {
-            Event::Inventory { sku, event } => {
-                let s = stock.entry(sku.clone()).or_default();
-                match event {
-                    InventoryEvent::StockReceived { quantity } => {
-                        s.receipts += 1;
-                        s.on_hand += quantity.get();
-                    }
-                    InventoryEvent::StockHeld { order, quantity, expires_at } => {
-                        let before = s.holds.insert(order.clone(), (quantity.get(), *expires_at));
-                        assert!(before.is_none(), "kill {kill}: {order} held {sku} twice");
-                        s.reserved += quantity.get();
-                        s.max_reserved = s.max_reserved.max(s.reserved);
-                    }
-                    InventoryEvent::StockCommitted { order, quantity }
-                    | InventoryEvent::StockReleased { order, quantity }
-                    | InventoryEvent::HoldExpired { order, quantity } => {
-                        let hold = s.holds.remove(order);
-                        assert_eq!(
-                            hold.map(|h| h.0),
-                            Some(quantity.get()),
-                            "kill {kill}: at {p} {order} gives back what it held of {sku}"
-                        );
-                        if let InventoryEvent::HoldExpired { .. } = event {
-                            let expires_at = hold.unwrap().1;
-                            assert!(
-                                expires_at <= recorded_at[index(p)],
-                                "kill {kill}: at {p} the hold of {order} expired early"
+        if let Some((key, _)) = key {
+            let previous = keys.insert(key.to_string(), p);
+            assert!(previous.is_none(), "kill {kill}: key {key} accepted twice");
+        }
+        for (n, event) in events.iter().enumerate() {
+            match event {
+                Event::Inventory { sku, event } => {
+                    let s = stock.entry(sku.clone()).or_default();
+                    match event {
+                        InventoryEvent::StockReceived { quantity } => {
+                            s.receipts += 1;
+                            s.on_hand += quantity.get();
+                        }
+                        InventoryEvent::StockHeld { order, quantity, expires_at } => {
+                            let before =
+                                s.holds.insert(order.clone(), (quantity.get(), *expires_at));
+                            assert!(before.is_none(), "kill {kill}: {order} held {sku} twice");
+                            s.reserved += quantity.get();
+                            s.max_reserved = s.max_reserved.max(s.reserved);
+                        }
+                        InventoryEvent::StockCommitted { order, quantity }
+                        | InventoryEvent::StockReleased { order, quantity }
+                        | InventoryEvent::HoldExpired { order, quantity } => {
+                            let hold = s.holds.remove(order);
+                            assert_eq!(
+                                hold.map(|h| h.0),
+                                Some(quantity.get()),
+                                "kill {kill}: at {p} {order} gives back what it held of {sku}"
                             );
+                            if let InventoryEvent::HoldExpired { .. } = event {
+                                let expires_at = hold.unwrap().1;
+                                assert!(
+                                    expires_at <= recorded_at[index(p)],
+                                    "kill {kill}: at {p} the hold of {order} expired early"
+                                );
+                            }
+                            s.reserved -= quantity.get();
+                            if let InventoryEvent::StockCommitted { .. } = event {
+                                s.on_hand -= quantity.get();
+                            }
                         }
-                        s.reserved -= quantity.get();
-                        if let InventoryEvent::StockCommitted { .. } = event {
-                            s.on_hand -= quantity.get();
+                        InventoryEvent::StockAdjusted { .. } => {
+                            panic!("kill {kill}: nobody adjusts")
                         }
                     }
-                    InventoryEvent::StockAdjusted { .. } => panic!("kill {kill}: nobody adjusts"),
-                }
-                assert!(
-                    s.reserved <= s.on_hand,
-                    "kill {kill}: at {p} {sku} is oversold: {} reserved of {} on hand",
-                    s.reserved,
-                    s.on_hand
-                );
-            }
-            Event::Order {
-                order,
-                event: OrderEvent::OrderPlaced { lines, hold_expires_at, .. },
-            } => {
-                assert!(placed.insert(order.clone()), "kill {kill}: {order} placed twice");
-                let expected = lines_of(order.as_str());
-                assert_eq!(lines.len(), expected.len());
-                let key_events = match p.checked_sub(1).map(|k| &log[index(k)]) {
-                    Some(Decoded::CommandAccepted { events, .. }) => Some(*events as usize),
-                    _ => None,
-                };
-                assert_eq!(
-                    key_events,
-                    Some(lines.len() + 1),
-                    "kill {kill}: {order} at {p} follows its key record, which counts its events"
-                );
-                for (n, line) in lines.iter().enumerate() {
-                    assert_eq!((line.sku.as_str(), line.quantity.get()), expected[n]);
-                    let held = &log[index(p) + 1 + n];
-                    let Decoded::Event {
-                        event:
-                            Event::Inventory {
-                                sku,
-                                event: InventoryEvent::StockHeld { order: o, quantity, expires_at },
-                            },
-                        ..
-                    } = held
-                    else {
-                        panic!("kill {kill}: line {n} of {order} at {p} is held next: {held:?}");
-                    };
-                    assert_eq!(
-                        (sku, o, *quantity, expires_at),
-                        (&line.sku, order, line.quantity, hold_expires_at)
+                    assert!(
+                        s.reserved <= s.on_hand,
+                        "kill {kill}: at {p} {sku} is oversold: {} reserved of {} on hand",
+                        s.reserved,
+                        s.on_hand
                     );
                 }
+                Event::Order {
+                    order,
+                    event: OrderEvent::OrderPlaced { lines, hold_expires_at, .. },
+                } => {
+                    assert!(placed.insert(order.clone()), "kill {kill}: {order} placed twice");
+                    assert_eq!(n, 0, "kill {kill}: {order} at {p} opens its decision");
+                    assert!(key.is_some(), "kill {kill}: {order} at {p} was placed with its key");
+                    let expected = lines_of(order.as_str());
+                    assert_eq!(lines.len(), expected.len());
+                    assert_eq!(
+                        events.len(),
+                        lines.len() + 1,
+                        "kill {kill}: {order} at {p}: one hold per line in the same record"
+                    );
+                    for (n, line) in lines.iter().enumerate() {
+                        assert_eq!((line.sku.as_str(), line.quantity.get()), expected[n]);
+                        let held = &events[1 + n];
+                        let Event::Inventory {
+                            sku,
+                            event: InventoryEvent::StockHeld { order: o, quantity, expires_at },
+                        } = held
+                        else {
+                            panic!(
+                                "kill {kill}: line {n} of {order} at {p} is held next: {held:?}"
+                            );
+                        };
+                        assert_eq!(
+                            (sku, o, *quantity, expires_at),
+                            (&line.sku, order, line.quantity, hold_expires_at)
+                        );
+                    }
+                }
+                Event::Order { .. } => {}
+                Event::Payment { .. } => panic!("kill {kill}: nobody pays"),
             }
-            Event::Order { .. } => {}
-            Event::Payment { .. } => panic!("kill {kill}: nobody pays"),
         }
     }
     for (sku, units) in STOCK {
@@ -446,19 +437,19 @@ fn verify(dir: &Path, book: &Book, kill: u64, seed: &mut u64) -> Checked {
         }
     }
 
-    // (1) Every acknowledged command is where it was answered, with its key record before it.
+    // (1) Every acknowledged command is where it was answered: one record, with its key.
     for ack in book.acks.values() {
         let first = ack.positions[0];
-        let contiguous = ack.positions.iter().zip(first..).all(|(p, q)| *p == q);
-        assert!(contiguous, "kill {kill}: {} answered contiguous positions", ack.key);
+        let one_record = ack.positions.iter().all(|p| *p == first);
+        assert!(one_record, "kill {kill}: {} answered one record's position", ack.key);
         assert_eq!(
             keys.get(&ack.key),
-            Some(&(first - 1)),
-            "kill {kill}: acknowledged key {} is recorded just before its events at {first}",
+            Some(&first),
+            "kill {kill}: acknowledged key {} is recorded with its events at {first}",
             ack.key
         );
-        match log.get(index(first)) {
-            Some(Decoded::Event { event: Event::Order { order, event }, .. }) => {
+        match log.get(index(first)).map(Decoded::events).and_then(|events| events.first()) {
+            Some(Event::Order { order, event }) => {
                 assert!(matches!(event, OrderEvent::OrderPlaced { .. }));
                 assert_eq!(
                     order.as_str(),
@@ -469,10 +460,7 @@ fn verify(dir: &Path, book: &Book, kill: u64, seed: &mut u64) -> Checked {
                 // The order's events were checked against its lines above.
                 assert_eq!(ack.positions.len(), lines_of(&ack.subject).len() + 1);
             }
-            Some(Decoded::Event {
-                event: Event::Inventory { sku, event: InventoryEvent::StockReceived { .. } },
-                ..
-            }) => {
+            Some(Event::Inventory { sku, event: InventoryEvent::StockReceived { .. } }) => {
                 assert_eq!(sku.as_str(), ack.subject);
                 assert_eq!(ack.positions.len(), 1);
             }
@@ -511,13 +499,11 @@ fn verify(dir: &Path, book: &Book, kill: u64, seed: &mut u64) -> Checked {
             .unwrap_or_else(|e| panic!("kill {kill}: retry of {}: {e}", ack.key));
         assert!(outcome.replayed, "kill {kill}: key {} is recognized", ack.key);
         assert_eq!(positions(&outcome), ack.positions, "kill {kill}: {} replays", ack.key);
-        for event in &outcome.events {
-            let Some(Decoded::Event { event: logged, .. }) = log.get(index(event.position.0))
-            else {
-                panic!("kill {kill}: replayed event at {} is in the log", event.position.0);
-            };
-            assert_eq!(&event.event, logged);
-        }
+        let replayed: Vec<&Event> = outcome.events.iter().map(|e| &e.event).collect();
+        let logged: Vec<&Event> = log
+            .get(index(first_position(&outcome)))
+            .map_or(Vec::new(), |d| d.events().iter().collect());
+        assert_eq!(replayed, logged, "kill {kill}: {} replays the events of its record", ack.key);
     }
     if let Some(ack) = retried.iter().find(|a| a.subject.starts_with("o-")) {
         let other =
@@ -551,4 +537,8 @@ fn verify(dir: &Path, book: &Book, kill: u64, seed: &mut u64) -> Checked {
     drop(engine);
     let hot = stock.get(&Sku::new("hot").unwrap());
     Checked { records: log.len(), max_hot_reserved: hot.map_or(0, |s| s.max_reserved) }
+}
+
+fn first_position(outcome: &orderly_core::engine::Outcome) -> u64 {
+    outcome.events.first().map_or(u64::MAX, |e| e.position.0)
 }

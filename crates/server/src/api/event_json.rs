@@ -1,5 +1,8 @@
-//! Domain events as the API shows them: `{"position","type","recorded_at_ms",<aggregate id>,
-//! "data":{…}}`, with the stable snake_case type names of the log (`order_placed`, …).
+//! Domain events as the API shows them: `{"position","index","type","recorded_at_ms",
+//! <aggregate id>,"data":{…}}`, with the stable snake_case type names of the log
+//! (`order_placed`, …). `position` is the log record holding the event (one record holds
+//! everything one command decided) and `index` its place in that record: together they name
+//! the event.
 
 use orderly_core::codec::EventType;
 use orderly_core::domain::{
@@ -8,8 +11,8 @@ use orderly_core::domain::{
 use orderly_core::engine::CommittedEvent;
 use serde_json::{Value, json};
 
-/// The JSON of one committed event.
-pub fn event_json(committed: &CommittedEvent) -> Value {
+/// The JSON of one committed event, the `index`th of its record.
+pub fn event_json(committed: &CommittedEvent, index: usize) -> Value {
     let (id_field, id, data) = match &committed.event {
         Event::Inventory { sku, event } => ("sku", sku.as_str(), inventory(event)),
         Event::Order { order, event } => ("order_id", order.as_str(), order_data(event)),
@@ -17,6 +20,7 @@ pub fn event_json(committed: &CommittedEvent) -> Value {
     };
     let mut value = json!({
         "position": committed.position.0,
+        "index": index,
         "type": EventType::of(&committed.event).name(),
         "recorded_at_ms": committed.recorded_at.0,
         "data": data,

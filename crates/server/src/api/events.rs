@@ -1,7 +1,9 @@
 //! The live event stream: a tenant's events as Server-Sent Events, in commit order.
 //!
-//! Each stream has its own reader thread following the log (`id:` is the global position, so
-//! `Last-Event-ID` resumes exactly after the last event seen: no gap, no duplicate). The thread
+//! Each stream has its own reader thread following the log. A log record holds the events one
+//! command decided; they are sent together, and the last of them carries the `id:`, the
+//! record's global position, so `Last-Event-ID` resumes exactly after the last record seen: no
+//! gap, no duplicate. The thread
 //! hands events to the response through a bounded buffer; a client that lets the buffer fill is
 //! cut off (the stream ends, and it reconnects with `Last-Event-ID`), so a slow client never
 //! holds up commits or other clients. Streams per tenant are capped.
@@ -148,27 +150,35 @@ fn follow(
         if !record.stream.starts_with(prefix.as_bytes()) {
             continue;
         }
-        let event = match CommittedEvent::from_record(&record) {
-            Ok(Some(event)) => event,
-            Ok(None) => continue, // the engine's own records
+        let events = match CommittedEvent::decode_record(&record) {
+            Ok(events) => events,
             Err(e) => {
                 tracing::warn!("event stream of {tenant} stopped at {}: {e}", record.position);
                 return;
             }
         };
-        if types.is_some_and(|types| !types.contains(&EventType::of(&event.event))) {
-            continue;
-        }
-        let sse = SseEvent::default()
-            .id(event.position.0.to_string())
-            .data(event_json(&event).to_string());
-        match tx.try_send(sse) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
+        let wanted: Vec<(usize, CommittedEvent)> = events
+            .into_iter()
+            .enumerate()
+            .filter(|(_, e)| types.is_none_or(|types| types.contains(&EventType::of(&e.event))))
+            .collect();
+        let Some(last) = wanted.len().checked_sub(1) else { continue };
+        // A record's events go out together or not at all, and only the last carries the id:
+        // a client resuming with `Last-Event-ID` resumes after a whole record.
+        let permits = match tx.try_reserve_many(wanted.len()) {
+            Ok(permits) => permits,
+            Err(TrySendError::Full(())) => {
                 tracing::info!("event stream of {tenant} cut off: the client fell behind");
                 return;
             }
-            Err(TrySendError::Closed(_)) => return,
+            Err(TrySendError::Closed(())) => return,
+        };
+        for ((i, (index, event)), permit) in wanted.iter().enumerate().zip(permits) {
+            let mut sse = SseEvent::default().data(event_json(event, *index).to_string());
+            if i == last {
+                sse = sse.id(event.position.0.to_string());
+            }
+            permit.send(sse);
         }
     }
 }

@@ -47,20 +47,24 @@ impl Client {
     }
 }
 
-/// Asserts `message` is `event` as the API shows it.
+/// Asserts `message` is `event` as the API shows it: the last event of its record carries the
+/// record's position as its id, the others none.
 #[track_caller]
-fn assert_is(message: &Message, event: &CommittedEvent) {
+fn assert_is(message: &Message, event: &CommittedEvent, last_of_record: bool) {
     let position = event.position.0;
-    assert_eq!(message.id, Some(position), "{:?}", message.data);
+    let id = last_of_record.then_some(position);
+    assert_eq!(message.id, id, "{:?}", message.data);
     assert_eq!(message.data["position"], position, "{}", message.data);
     assert_eq!(message.data["type"], EventType::of(&event.event).name(), "{}", message.data);
     assert_eq!(message.data["recorded_at_ms"], event.recorded_at.0, "{}", message.data);
 }
 
-/// Reads as many events as `expected` holds and asserts they are those, in that order.
+/// Reads as many events as `expected` holds (whole records) and asserts they are those, in
+/// that order.
 async fn assert_receives(stream: &mut EventStream, expected: &[CommittedEvent]) {
-    for event in expected {
-        assert_is(&stream.expect(WITHIN).await, event);
+    for (n, event) in expected.iter().enumerate() {
+        let last = expected.get(n + 1).is_none_or(|next| next.position != event.position);
+        assert_is(&stream.expect(WITHIN).await, event, last);
     }
 }
 
@@ -85,7 +89,7 @@ async fn from_zero_streams_the_tenants_events_in_commit_order_and_no_one_elses()
     assert_eq!(expected.len(), 5, "{expected:?}");
     let mut stream = client.stream(&server.token, "?from=0").await;
     let first = stream.expect(WITHIN).await;
-    assert_is(&first, &expected[0]);
+    assert_is(&first, &expected[0], true);
     assert_eq!(
         (&first.data["sku"], &first.data["data"]),
         (&json!("mug"), &json!({ "quantity": 10 }))
@@ -113,14 +117,19 @@ async fn a_reconnecting_client_gets_exactly_the_events_it_missed() {
     for n in 0..4 {
         server.place(&format!("o-{n}"), "c-1", &[("mug", 1)]).await;
     }
-    // 1 + 4 × 2 events, of which the client reads 4 and misses 5 before it leaves.
+    // 1 + 4 × 2 events in 5 records, of which the client reads the first 3 records (5 events)
+    // and misses 2 records (4 events) before it leaves.
     let mut stream = client.stream(&server.token, "?from=0").await;
     let mut seen = Vec::new();
-    for _ in 0..4 {
-        seen.push(stream.expect(WITHIN).await.id.expect("an id"));
+    let mut ids = Vec::new();
+    while ids.len() < 3 {
+        let message = stream.expect(WITHIN).await;
+        seen.push(message.data["position"].as_u64().expect("a position"));
+        ids.extend(message.id);
     }
     drop(stream);
-    let last_seen = *seen.last().expect("events were read");
+    let last_seen = *ids.last().expect("records were read");
+    assert_eq!(seen.len(), 5, "the first three records hold five events");
 
     // More is committed while it is away.
     server.post("/v1/orders/o-0/cancel", &json!(null)).await.ok(StatusCode::OK);
@@ -128,11 +137,11 @@ async fn a_reconnecting_client_gets_exactly_the_events_it_missed() {
     server.receive("tea", 1).await;
 
     let all = support::log_events(&server.app, support::TENANT);
-    let seen_events: Vec<u64> = all.iter().map(|e| e.position.0).take(4).collect();
+    let seen_events: Vec<u64> = all.iter().map(|e| e.position.0).take(seen.len()).collect();
     assert_eq!(seen, seen_events, "the first connection read the first events");
     let missed: Vec<CommittedEvent> =
         all.into_iter().filter(|e| e.position.0 > last_seen).collect();
-    assert_eq!(missed.len(), 5 + 2 + 2 + 1, "{missed:?}");
+    assert_eq!(missed.len(), 4 + 2 + 2 + 1, "{missed:?}");
 
     // `Last-Event-ID` resumes after the last event seen, and wins over `from`.
     let resumed = client.events(&server.token, "?from=0").header("last-event-id", last_seen);
@@ -142,10 +151,11 @@ async fn a_reconnecting_client_gets_exactly_the_events_it_missed() {
     let next = server.receive("tea", 1).await;
     assert_eq!(stream.expect(WITHIN).await.id, Some(next - 1));
 
-    // `?from=` resumes at a position, inclusive.
-    let from = missed[3].position.0;
+    // `?from=` resumes at a position, inclusive: the whole record there.
+    let from = missed[4].position.0;
+    let at = missed.iter().position(|e| e.position.0 == from).expect("the record's first event");
     let mut stream = client.stream(&server.token, &format!("?from={from}")).await;
-    assert_receives(&mut stream, &missed[3..]).await;
+    assert_receives(&mut stream, &missed[at..]).await;
     assert_eq!(stream.expect(WITHIN).await.id, Some(next - 1));
 
     // Without either, only new events come.
@@ -241,14 +251,14 @@ async fn a_client_that_never_reads_holds_up_no_command_and_is_cut_off() {
 
     // The reading client reads as events come, on its own task.
     let reader = tokio::spawn(async move {
-        let mut ids = Vec::new();
+        let mut positions = Vec::new();
         while let Some(message) = reading.next(Duration::from_secs(20)).await {
-            ids.push(message.id.expect("an id"));
-            if ids.len() == ORDERS * (LINES + 1) {
+            positions.push(message.data["position"].as_u64().expect("a position"));
+            if positions.len() == ORDERS * (LINES + 1) {
                 break;
             }
         }
-        ids
+        positions
     });
 
     let lines: Vec<(&str, u64)> = skus.iter().map(|sku| (sku.as_str(), 1)).collect();
@@ -312,8 +322,8 @@ async fn never_reading(address: SocketAddr, token: &str, from: u64) -> TcpStream
     stream
 }
 
-/// Reads a response of [`never_reading`] to its end (bounded) and returns the ids of its
-/// events.
+/// Reads a response of [`never_reading`] to its end (bounded) and returns the positions of
+/// its events.
 async fn read_to_end(mut stream: TcpStream) -> Vec<u64> {
     stream.set_read_timeout(Some(WITHIN)).expect("a read timeout");
     let bytes = tokio::task::spawn_blocking(move || {
@@ -343,12 +353,15 @@ async fn read_to_end(mut stream: TcpStream) -> Vec<u64> {
         rest = &rest[size + 2..];
     }
     let text = String::from_utf8(body).expect("UTF-8 events");
-    let ids: Vec<u64> = text
+    let positions: Vec<u64> = text
         .split("\n\n")
-        .filter_map(|block| block.lines().find_map(|line| line.strip_prefix("id:")))
-        .map(|id| id.trim().parse().expect("a numeric id"))
+        .filter_map(|block| block.lines().find_map(|line| line.strip_prefix("data:")))
+        .map(|data| {
+            let event: serde_json::Value = serde_json::from_str(data.trim()).expect("JSON data");
+            event["position"].as_u64().expect("a position")
+        })
         .collect();
-    ids
+    positions
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -277,11 +277,8 @@ pub fn log_events(app: &Shared, tenant: &str) -> Vec<CommittedEvent> {
     let mut events = Vec::new();
     for record in node.engine().log().read_from(Position(0)) {
         let record = record.expect("the log reads");
-        if let Some(event) = CommittedEvent::from_record(&record).expect("records decode")
-            && event.tenant == tenant
-        {
-            events.push(event);
-        }
+        let decoded = CommittedEvent::decode_record(&record).expect("records decode");
+        events.extend(decoded.into_iter().filter(|event| event.tenant == tenant));
     }
     events
 }
