@@ -1,8 +1,8 @@
 //! The embedded way in: open an engine in a temporary folder, stock two SKUs, place orders,
 //! watch the payments process authorize them through two simulated gateways (the cheaper one
 //! declines about one payment in four), ship one order, cancel another, and print every event
-//! the log recorded. Positions missing from the listing hold the engine's idempotency-key
-//! records, written with the payments process's commands.
+//! the log recorded. Events at the same position were decided by one command and share its
+//! log record (an order and its holds, say).
 //!
 //! Run with `cargo run --release --example embedded`.
 

@@ -1,7 +1,8 @@
 //! Prometheus metrics: requests by route and status, the engine's queue, group commit, projection
-//! lag and orders by status. Counters and histograms are updated as things happen; gauges that
+//! lag (in records and in time) and orders by status. Counters and histograms are updated as things happen; gauges that
 //! mirror state are read when `/metrics` is scraped.
 
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -51,6 +52,7 @@ pub struct Metrics {
     group_records: Histogram,
     fsync_seconds: Histogram,
     projection_lag: Family<ProjectionLabels, Gauge>,
+    projection_lag_seconds: Family<ProjectionLabels, Gauge<f64, AtomicU64>>,
     orders: Family<StatusLabels, Gauge>,
 }
 
@@ -99,6 +101,12 @@ impl Metrics {
             "Log records committed but not yet in the projection's read model",
             projection_lag.clone(),
         );
+        let projection_lag_seconds = Family::<ProjectionLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "projection_lag_seconds",
+            "Age of the oldest committed record not yet in the projection's read model",
+            projection_lag_seconds.clone(),
+        );
         let orders = Family::<StatusLabels, Gauge>::default();
         registry.register(
             "orders",
@@ -114,6 +122,7 @@ impl Metrics {
             group_records,
             fsync_seconds,
             projection_lag,
+            projection_lag_seconds,
             orders,
         }
     }
@@ -147,6 +156,7 @@ impl Metrics {
         for worker in node.projections() {
             let labels = ProjectionLabels { projection: worker.name().to_owned() };
             self.projection_lag.get_or_create(&labels).set(saturate(worker.lag()));
+            self.projection_lag_seconds.get_or_create(&labels).set(worker.lag_time().as_secs_f64());
         }
         match projection::order_status_counts(node.read_models()) {
             Ok(counts) => {

@@ -54,8 +54,9 @@ async fn metrics_count_requests_and_show_the_engine_the_log_and_the_read_models(
     has("orderly_log_group_records_bucket{");
     has("orderly_log_fsync_duration_seconds_bucket{");
     has("orderly_log_fsync_duration_seconds_count ");
-    for projection in ["inventory", "orders", "orders_by_customer"] {
+    for projection in ["inventory", "orders", "orders_by_customer", "sales_kpis"] {
         has(&format!(r#"orderly_projection_lag_positions{{projection="{projection}"}}"#));
+        has(&format!(r#"orderly_projection_lag_seconds{{projection="{projection}"}}"#));
     }
     has(r#"orderly_orders{tenant="acme",status="placed"} 1"#);
     has(r#"orderly_orders{tenant="acme",status="cancelled"} 1"#);
