@@ -16,7 +16,7 @@ use crate::payments::Router;
 use crate::process::PaymentProcess;
 use crate::projection::{
     self, CustomersProjection, Hosted, InventoryProjection, KpiProjection, OrdersProjection,
-    ProjectionError, ProjectionHandle, ProjectionHost, WorkerConfig,
+    ProjectionError, ProjectionHandle, ProjectionHost, Rebuilt, WorkerConfig,
 };
 
 /// The folder of the log inside a data folder.
@@ -38,6 +38,23 @@ pub enum ReadModel {
 }
 
 impl ReadModel {
+    /// The name of the read model's projection (its checkpoint name).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadModel::Inventory => "inventory",
+            ReadModel::Orders => "orders",
+            ReadModel::Customers => "orders_by_customer",
+            ReadModel::Kpi => "sales_kpis",
+        }
+    }
+
+    /// The read model whose projection is named `name`.
+    #[must_use]
+    pub fn named(name: &str) -> Option<ReadModel> {
+        ReadModel::ALL.into_iter().find(|model| model.name() == name)
+    }
+
     /// Every read model, in the order of [`Node::projections`].
     pub const ALL: [ReadModel; 4] =
         [ReadModel::Inventory, ReadModel::Orders, ReadModel::Customers, ReadModel::Kpi];
@@ -82,6 +99,7 @@ pub struct Node {
     read_models: Arc<Database>,
     projections: Option<ProjectionHost>,
     payments: Option<PaymentProcess>,
+    workers: WorkerConfig,
 }
 
 impl Node {
@@ -107,11 +125,12 @@ impl Node {
             read_models.clone(),
             engine.log(),
             hosted.into(),
-            config.workers,
+            config.workers.clone(),
         )?;
         let projections = Some(host);
         let payments = config.payments.map(|router| PaymentProcess::start(engine.clone(), router));
-        Ok(Node { engine, read_models, projections, payments })
+        let workers = config.workers;
+        Ok(Node { engine, read_models, projections, payments, workers })
     }
 
     /// The engine: execute commands here.
@@ -137,6 +156,20 @@ impl Node {
     #[must_use]
     pub fn projections(&self) -> &[ProjectionHandle] {
         self.projections.as_ref().map_or(&[], ProjectionHost::projections)
+    }
+
+    /// Rebuilds `model` from position 0 of the log into a new generation of its tables while
+    /// the current one keeps answering queries, then switches to it atomically (blue-green; see
+    /// [`projection::rebuild()`]). Blocks until done.
+    pub fn rebuild(&self, model: ReadModel) -> Result<Rebuilt, NodeError> {
+        let (db, log, config) = (&self.read_models, &self.engine.log(), &self.workers);
+        let rebuilt = match model {
+            ReadModel::Inventory => projection::rebuild(db, log, &InventoryProjection, config),
+            ReadModel::Orders => projection::rebuild(db, log, &OrdersProjection, config),
+            ReadModel::Customers => projection::rebuild(db, log, &CustomersProjection, config),
+            ReadModel::Kpi => projection::rebuild(db, log, &KpiProjection, config),
+        };
+        Ok(rebuilt?)
     }
 
     /// Stops in dependency order: the payments process (which sends commands), then the engine

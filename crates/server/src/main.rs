@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod audit_cli;
 use orderly_core::domain::TenantId;
+use orderly_core::node::{Node, NodeConfig, ReadModel};
 use orderly_server::app::{
     DEFAULT_BODY_LIMIT, DEFAULT_MAX_CONCURRENT, DEFAULT_TENANT_RATE, ServerConfig,
 };
@@ -55,6 +56,17 @@ enum Commands {
         /// One JSON object on stdout.
         #[arg(long)]
         json: bool,
+    },
+    /// Rebuild read models from the log (blue-green: the old ones answer until the switch).
+    /// Runs on a data folder no server holds.
+    Rebuild {
+        /// The data folder.
+        #[arg(long, env = "ORDERLY_DATA", default_value = "./data")]
+        data: PathBuf,
+        /// The read model: inventory, orders, orders_by_customer or sales_kpis; all when
+        /// left out.
+        #[arg(long)]
+        projection: Option<String>,
     },
     /// Drive a running server with a seeded Black Friday mix; prints a JSON line of figures.
     Load(LoadArgs),
@@ -224,6 +236,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 audit_cli::reconcile(&data, json)
             }
         },
+        Commands::Rebuild { data, projection } => {
+            audit_cli::existing(&data)?;
+            rebuild(&data, projection.as_deref())
+        }
         Commands::Replay { data, at, tenant, json } => {
             audit_cli::existing(&data)?;
             audit_cli::replay(&data, &at, tenant.as_deref(), json)
@@ -274,4 +290,32 @@ fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
         .map_err(|e| anyhow::anyhow!("cannot resolve {target}: {e}"))?
         .next()
         .ok_or_else(|| anyhow::anyhow!("{target} resolves to no address"))
+}
+
+/// `orderly rebuild`: each read model rebuilt from position 0 and switched to atomically.
+fn rebuild(data: &std::path::Path, projection: Option<&str>) -> anyhow::Result<ExitCode> {
+    let models = match projection {
+        None => ReadModel::ALL.to_vec(),
+        Some(name) => vec![ReadModel::named(name).ok_or_else(|| {
+            let names: Vec<&str> = ReadModel::ALL.iter().map(|m| m.name()).collect();
+            anyhow::anyhow!("no read model {name:?}; one of {}", names.join(", "))
+        })?],
+    };
+    let node = Node::open(data, NodeConfig::default()).map_err(|e| {
+        anyhow::anyhow!("cannot open {} (is a server running on it?): {e}", data.display())
+    })?;
+    for model in models {
+        let started = std::time::Instant::now();
+        let rebuilt = node.rebuild(model)?;
+        println!(
+            "rebuilt {} up to position {} in {:.1?} (generation {} replaces {})",
+            model.name(),
+            rebuilt.position,
+            started.elapsed(),
+            rebuilt.generation.0,
+            rebuilt.replaced.0
+        );
+    }
+    node.shutdown()?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,8 @@
 //! `--json` and `--digest`), `audit digest`, a digest that still verifies after more orders,
 //! a bit flipped in a closed segment named by file, byte offset and position, `replay` at a
 //! position and at a time, `audit trace`, `audit reconcile`, `audit verify` beside a running
-//! server, and bad input answered with a message and an exit status, never a panic.
+//! server, `rebuild` (refused beside a running server; otherwise read models equal to the ones
+//! replaced), and bad input answered with a message and an exit status, never a panic.
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -19,6 +20,8 @@ use orderly_core::payments::{
     Fee, Route, Router, RouterConfig, SimulatedGateway, SimulatedGatewayConfig,
 };
 use serde_json::{Value, json};
+
+use orderly_server::app::ServerConfig;
 
 use super::support::{self, Server};
 
@@ -387,6 +390,10 @@ async fn audit_verify_works_beside_a_running_server() {
     let report = verified.json(0);
     assert!(report["report"]["records"].as_u64().is_some_and(|n| n >= position), "{report}");
     assert!(!verified.stderr.to_lowercase().contains("lock"), "{}", verified.stderr);
+    // Rebuilding needs the folder to itself: refused, clearly, while the server holds it.
+    let refused = orderly([OsStr::new("rebuild"), OsStr::new("--data"), data.path().as_os_str()]);
+    refused.exits(1);
+    assert!(refused.stderr.contains("is a server running on it?"), "{}", refused.stderr);
     // The server still works, and still holds its folder.
     let level = client
         .get(format!("http://{address}/v1/inventory/mug?min_position={position}"))
@@ -428,4 +435,41 @@ fn bad_input_is_a_message_and_an_exit_status() {
         assert_ne!(run.code, Some(0), "{command:?}");
         assert!(run.stderr.contains(says), "{command:?}: {}", run.stderr);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_replaces_read_models_with_equal_ones_built_from_the_log() {
+    let story = story().await;
+    let data = story.server.dir().to_path_buf();
+    let read = |app: &orderly_server::app::Shared| {
+        let node = app.node().expect("open");
+        let db = node.read_models();
+        let tenant = orderly_core::domain::TenantId::new(support::TENANT).expect("an id");
+        let orders = orderly_core::projection::orders_of(db, &tenant).expect("orders");
+        let levels = orderly_core::projection::inventory_levels(db, &tenant).expect("levels");
+        (orders, levels)
+    };
+    let app = orderly_server::app::App::open(ServerConfig::new(data.clone())).expect("reopens");
+    let head = app.node().expect("open").engine().head();
+    for projection in app.node().expect("open").projections() {
+        projection.wait_for(head, Duration::from_secs(10)).expect("caught up");
+    }
+    let before = read(&app);
+    assert!(!before.0.is_empty() && !before.1.is_empty());
+    app.shutdown();
+
+    let all = audit(&["rebuild"], &data, false);
+    let out = all.exits(0);
+    for name in ["inventory", "orders", "orders_by_customer", "sales_kpis"] {
+        assert!(out.contains(&format!("rebuilt {name} up to position {}", head.0)), "{out}");
+    }
+    let one = audit(&["rebuild", "--projection", "orders"], &data, false);
+    assert!(one.exits(0).contains("generation 2 replaces 1"), "{}", one.stdout);
+    let unknown = audit(&["rebuild", "--projection", "nope"], &data, false);
+    unknown.exits(1);
+    assert!(unknown.stderr.contains("no read model \"nope\""), "{}", unknown.stderr);
+
+    let app = orderly_server::app::App::open(ServerConfig::new(data)).expect("reopens");
+    assert_eq!(read(&app), before, "the rebuilt read models equal the ones they replaced");
+    app.shutdown();
 }
