@@ -14,7 +14,8 @@
 //! The model decides the payments itself and emits them as `Command::Payment` authorize or
 //! decline commands (an authorization confirms the order): a bench driven by it measures the
 //! engine, not the simulated gateway network. Holds of unpaid orders are left to the engine's
-//! own expiry timers: a runner sets a `ManualClock` to each step's virtual time.
+//! own expiry timers: a runner drives the engine with a `ManualClock` that follows the steps'
+//! virtual times and never admits a step later than its own.
 //!
 //! [`Workload`] yields the steps in virtual-time order, lazily: arrivals come from the curve
 //! and each order's next step waits in a heap, so a day of millions of commands never sits in
@@ -61,18 +62,22 @@ pub const REFUND_PER_MILLE: u64 = 30;
 /// Gateway outages in the day.
 pub const OUTAGES: usize = 3;
 
-/// A runner may keep steps in flight up to this much virtual time ahead of the oldest one
-/// not yet answered: the model leaves room for it (consecutive steps of one order are at least
-/// [`MIN_FOLLOW_UP_MS`] apart, and an order's last payment step comes at least this long
-/// before its hold expires).
-pub const MAX_LAG_MS: u64 = 60_000;
 /// The least virtual time between two steps of one order.
-pub const MIN_FOLLOW_UP_MS: u64 = 75_000;
+pub const MIN_FOLLOW_UP_MS: u64 = 10_000;
 
-// The payment steps of an order end by 10 minutes after it was placed and a cancel after a
-// refusal by 13: both leave the lag before the default 15-minute hold runs out.
-const _: () = assert!(13 * 60_000 + MAX_LAG_MS < DEFAULT_HOLD_TTL_MS);
-const _: () = assert!(MIN_FOLLOW_UP_MS > MAX_LAG_MS);
+/// The latest an order's payment steps come after its placement (a cancel after a refused
+/// payment included).
+pub const LAST_PAYMENT_STEP_MS: u64 = 9 * 60_000;
+
+/// How much earlier than its virtual time a runner may have a step admitted. The engine stamps
+/// one time per turn, so a runner with many commands in flight cannot give each its own; the
+/// model leaves this much room before the default 15-minute hold runs out, so that no payment
+/// is refused for a hold the model meant to be still open. (Admitted later than its virtual
+/// time, a step would find holds expired that the model still counts on; admitted earlier, a
+/// placement's hold runs out early by as much.)
+pub const MAX_ADMISSION_LAG_MS: u64 = 5 * 60_000;
+
+const _: () = assert!(LAST_PAYMENT_STEP_MS + MAX_ADMISSION_LAG_MS < DEFAULT_HOLD_TTL_MS);
 
 /// 2025-11-28 00:00 UTC, Black Friday: when the modelled day begins.
 pub const BLACK_FRIDAY: Timestamp = Timestamp(1_764_288_000_000);
@@ -387,10 +392,10 @@ impl Workload {
             at,
         );
         // The life is drawn now, whole, so that the step carries its fate. Payment attempts
-        // come 3 to 6 minutes after placing (after a retry of the placement, if any), and
-        // a second one 2 to 4 minutes after an attempt an outage failed.
-        let first_payment = at + self.random.between(3 * 60_000, 6 * 60_000);
-        let second_payment = first_payment + self.random.between(2 * 60_000, 4 * 60_000);
+        // come 2 to 5 minutes after placing (after a retry of the placement, if any), and a
+        // second one 90 to 150 seconds after an attempt an outage failed.
+        let first_payment = at + self.random.between(2 * 60_000, 5 * 60_000);
+        let second_payment = first_payment + self.random.between(90_000, 150_000);
         let abandoned = self.random.chance(ABANDON_PER_MILLE);
         let unavailable = if abandoned || !self.in_outage(first_payment) {
             0
@@ -416,7 +421,7 @@ impl Workload {
             Life { number, tenant, total, fate, unavailable, payments_at, placement: None };
         if retry {
             life.placement = Some(Box::new(envelope.clone()));
-            let retry_at = at + self.random.between(MIN_FOLLOW_UP_MS, MIN_FOLLOW_UP_MS + 30_000);
+            let retry_at = at + self.random.between(MIN_FOLLOW_UP_MS, 40_000);
             self.plan(retry_at, life, Next::RetryPlace);
         } else {
             self.plan_payment(life);
@@ -470,7 +475,7 @@ impl Workload {
                     gateway,
                     reason: DeclineReason::Refused,
                 };
-                let cancel_at = at + self.random.between(MIN_FOLLOW_UP_MS, 3 * 60_000);
+                let cancel_at = at + self.random.between(20_000, 90_000);
                 self.plan(cancel_at, life.clone(), Next::CancelDeclined);
                 let envelope =
                     Envelope::new(tenant, Command::Payment { payment: payment(attempt), command })
@@ -481,7 +486,7 @@ impl Workload {
                 let command = PaymentCommand::Authorize { order, amount: life.total, gateway };
                 let retried = matches!(next, Next::RetryAuthorize { .. });
                 if !retried && self.random.chance(AUTHORIZE_RETRY_PER_MILLE) {
-                    let again = at + self.random.between(MIN_FOLLOW_UP_MS, 2 * 60_000);
+                    let again = at + self.random.between(MIN_FOLLOW_UP_MS, 40_000);
                     self.plan(again, life.clone(), Next::RetryAuthorize { attempt });
                 } else if life.fate == Fate::CancelledByShopper {
                     let cancel_at = at + self.random.between(10 * 60_000, 60 * 60_000);

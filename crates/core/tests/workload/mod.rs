@@ -1,13 +1,13 @@
 //! The seeded day model: the same seed yields the same steps, the curve adds up to the day with
 //! its peak where the record puts it, steps come in virtual-time order, and each order's steps
-//! leave the room a runner needs (see `MAX_LAG_MS`).
+//! are spaced, with every payment step well before the order's hold runs out.
 
 use std::collections::HashMap;
 
 use orderly_core::domain::{Command, DeclineReason, OrderCommand, PaymentCommand};
 use orderly_core::workload::{
-    Fate, MIN_FOLLOW_UP_MS, MINUTES_PER_DAY, PEAK_MINUTE, Step, StepKind, Workload, WorkloadConfig,
-    day_curve, peak_orders,
+    Fate, LAST_PAYMENT_STEP_MS, MIN_FOLLOW_UP_MS, MINUTES_PER_DAY, PEAK_MINUTE, Step, StepKind,
+    Workload, WorkloadConfig, day_curve, peak_orders,
 };
 
 fn day(orders: u64, tenants: usize, seed: u64) -> Vec<Step> {
@@ -77,6 +77,23 @@ fn an_orders_steps_are_spaced_and_end_as_its_fate_says() {
         for pair in life.windows(2) {
             let gap = pair[1].at.0 - pair[0].at.0;
             assert!(gap >= MIN_FOLLOW_UP_MS, "order {number}: steps {gap} ms apart");
+        }
+        let paying = |s: &&&Step| {
+            matches!(
+                s.kind,
+                StepKind::Authorize
+                    | StepKind::RetryAuthorize
+                    | StepKind::Decline
+                    | StepKind::DeclineUnavailable
+            ) || (fate == Fate::Declined && s.kind == StepKind::Cancel)
+        };
+        for step in life.iter().filter(paying) {
+            let after = step.at.0 - life[0].at.0;
+            assert!(
+                after <= LAST_PAYMENT_STEP_MS,
+                "order {number}: {:?} after {after} ms",
+                step.kind
+            );
         }
         let last = life.last().expect("at least the placement");
         let ends = match fate {
