@@ -89,7 +89,7 @@ fn run_chart(path: &Path, tally: &Tally) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (960, 640)).into_drawing_area();
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(320);
-    let seconds = tally.seconds.len().max(1) as u32;
+    let seconds = u32::try_from(tally.seconds.len().max(1))?;
     let most = tally.seconds.iter().map(|s| s.commands).max().unwrap_or(1).max(1);
     let mut throughput = ChartBuilder::on(&top)
         .caption("answers per second of the run", ("sans-serif", 18))
