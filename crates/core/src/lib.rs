@@ -12,6 +12,7 @@ pub mod node;
 pub mod payments;
 pub mod process;
 pub mod projection;
+pub mod workload;
 
 /// The log underneath (its configuration, observer and readers).
 pub use orderly_store as store;

@@ -22,3 +22,4 @@ mod audit;
 mod codec;
 mod engine;
 mod projection;
+mod workload;

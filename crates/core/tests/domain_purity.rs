@@ -1,6 +1,7 @@
 //! Proves `core::domain` stays pure: no source file under `src/domain/` names IO, a clock,
 //! randomness, threads, the environment, async, or the store (the architecture invariant in
-//! `src/domain/mod.rs`).
+//! `src/domain/mod.rs`). The seeded day model (`src/workload/`) keeps the same rule, so the
+//! same seed yields the same day: its only chance comes from its seed.
 //!
 //! The check reads the code's tokens, not its text, so comments and strings may mention what
 //! the code must not use, and a word that merely contains a forbidden one (`operand`) passes.
@@ -111,11 +112,20 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn the_domain_does_no_io_reads_no_clock_draws_no_randomness_and_is_not_async() {
-    let domain = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/domain");
+    assert_pure("src/domain", 9);
+}
+
+#[test]
+fn the_workload_model_is_as_pure_as_the_domain() {
+    assert_pure("src/workload", 4);
+}
+
+fn assert_pure(folder: &str, at_least: usize) {
+    let domain = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
     let files = rust_files(&domain);
     assert!(
-        files.iter().any(|f| f.ends_with("mod.rs")) && files.len() >= 9,
-        "expected the domain's files under {}, found {files:?}",
+        files.iter().any(|f| f.ends_with("mod.rs")) && files.len() >= at_least,
+        "expected the pure files under {}, found {files:?}",
         domain.display()
     );
     let mut report = Vec::new();
@@ -127,7 +137,7 @@ fn the_domain_does_no_io_reads_no_clock_draws_no_randomness_and_is_not_async() {
     }
     assert!(
         report.is_empty(),
-        "the domain must stay pure (see src/domain/mod.rs):\n{}",
+        "{folder} must stay pure (see src/domain/mod.rs):\n{}",
         report.join("\n")
     );
 }

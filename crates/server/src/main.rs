@@ -70,6 +70,9 @@ enum Commands {
     },
     /// Drive a running server with a seeded Black Friday mix; prints a JSON line of figures.
     Load(LoadArgs),
+    /// Run a seeded Black Friday day through the embedded engine, durably, then check it
+    /// (verify, reconcile, nothing oversold, every order there); last line JSON figures.
+    Bench(orderly_server::bench::BenchArgs),
     /// A hello-world HTTP server: the baseline `orderly load --hello` measures.
     #[command(hide = true)]
     HelloServer {
@@ -260,6 +263,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(ExitCode::SUCCESS)
         }
+        Commands::Bench(args) => orderly_server::bench::main(args),
         Commands::HelloServer { listen } => {
             init_logging();
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

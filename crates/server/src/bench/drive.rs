@@ -1,0 +1,304 @@
+//! Runs the day's steps through the engine as fast as it takes them: the virtual times order
+//! the work and set the engine's clock, and are never slept on.
+//!
+//! Many commands are in flight at once so that group commit fills its batches (as
+//! `benches/engine.rs` does with concurrent callers), within two bounds: a count, and
+//! [`MAX_ADMISSION_LAG_MS`] of virtual time ahead of the oldest step not yet answered. The
+//! engine's clock stands at that oldest step, so every command is admitted no later than its
+//! virtual time and no earlier than the model allows (see the constant). An order's later
+//! steps wait for its placement's answer (other orders' steps go on meanwhile); those of a
+//! placement refused (a flash-sale product sold out) are not sent.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
+use orderly_core::audit::OrderCounts;
+use orderly_core::domain::{Envelope, OrderStatus, TenantId, Timestamp};
+use orderly_core::engine::{Engine, ExecuteError, ManualClock, Outcome};
+use orderly_core::workload::{MAX_ADMISSION_LAG_MS, OrderTag, Step, StepKind, Workload};
+
+/// What the run saw, answer by answer.
+#[derive(Debug)]
+pub(crate) struct Tally {
+    /// Latency of every answer, in microseconds.
+    pub latency: Histogram<u64>,
+    /// Per second of the run: answers, placements answered, and their latency.
+    pub seconds: Vec<Second>,
+    /// Records the engine wrote for the commands (events and idempotency-key records).
+    pub events: u64,
+    pub key_records: u64,
+    pub commands: u64,
+    pub placed: u64,
+    pub sold_out: u64,
+    /// Follow-ups not sent because their order's placement was refused.
+    pub skipped: u64,
+    pub retries_replayed: u64,
+    /// Retries answered with something else than the first outcome: must be none.
+    pub retries_not_replayed: u64,
+    /// Refusals other than a sold-out placement, by code: must be none.
+    pub unexpected: BTreeMap<String, u64>,
+    /// Order statuses the model expects at the end, per tenant, from the placements accepted.
+    pub expected: BTreeMap<String, OrderCounts>,
+    /// Wall time from the first step sent to the last answer.
+    pub elapsed: Duration,
+}
+
+/// One second of the run.
+#[derive(Debug)]
+pub(crate) struct Second {
+    pub commands: u64,
+    pub orders: u64,
+    pub latency: Histogram<u64>,
+}
+
+impl Second {
+    fn new() -> Second {
+        Second { commands: 0, orders: 0, latency: histogram() }
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 2).expect("valid histogram bounds")
+}
+
+/// Where an order's placement is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    NotSent,
+    InFlight,
+    Accepted,
+    Refused,
+}
+
+/// A step on its way, with what is needed to judge its answer.
+struct Sent {
+    sequence: u64,
+    kind: StepKind,
+    order: Option<OrderTag>,
+    tenant: TenantId,
+    keyed: bool,
+}
+
+type Answered = (Sent, Duration, Result<Outcome, ExecuteError>);
+
+async fn send(engine: Engine, sent: Sent, envelope: Envelope) -> Answered {
+    let started = Instant::now();
+    let answer = engine.execute(envelope).await;
+    (sent, started.elapsed(), answer)
+}
+
+/// Runs every step of `workload`, at most `max_in_flight` at once, and waits until the engine
+/// has expired the holds still open when the day's last step is answered.
+pub(crate) async fn run(
+    engine: &Engine,
+    clock: &ManualClock,
+    workload: Workload,
+    orders: u64,
+    max_in_flight: usize,
+    hold_ttl_ms: u64,
+    progress: &ProgressBar,
+) -> anyhow::Result<Tally> {
+    let mut driver = Driver {
+        tally: Tally {
+            latency: histogram(),
+            seconds: Vec::new(),
+            events: 0,
+            key_records: 0,
+            commands: 0,
+            placed: 0,
+            sold_out: 0,
+            skipped: 0,
+            retries_replayed: 0,
+            retries_not_replayed: 0,
+            unexpected: BTreeMap::new(),
+            expected: BTreeMap::new(),
+            elapsed: Duration::ZERO,
+        },
+        placements: vec![Placement::NotSent; usize::try_from(orders)?],
+        held: HashMap::new(),
+        pending: VecDeque::new(),
+        first_pending: 0,
+        started: Instant::now(),
+        progress,
+    };
+    let mut in_flight = FuturesUnordered::new();
+    let mut last = 0u64;
+    for step in workload {
+        while in_flight.len() >= max_in_flight
+            || driver.oldest_pending().is_some_and(|o| step.at.0 > o + MAX_ADMISSION_LAG_MS)
+        {
+            let answered = in_flight.next().await.expect("steps are in flight");
+            for (sequence, step) in driver.judge(answered)? {
+                in_flight.push(driver.send(engine, clock, sequence, step));
+            }
+        }
+        last = last.max(step.at.0);
+        let sequence = driver.first_pending + driver.pending.len() as u64;
+        driver.pending.push_back(Some(step.at.0));
+        let placement = step.order.map(|o| usize::try_from(o.number)).transpose()?;
+        match (step.kind, placement.map(|n| (n, driver.placements[n]))) {
+            (StepKind::Place, Some((n, _))) => driver.placements[n] = Placement::InFlight,
+            (_, Some((n, Placement::InFlight))) => {
+                driver.held.entry(n).or_default().push_back((sequence, step));
+                continue;
+            }
+            (_, Some((_, Placement::Refused))) => {
+                driver.skip(sequence);
+                continue;
+            }
+            (_, Some((n, Placement::NotSent))) => {
+                bail!("order {n} has a step before its placement")
+            }
+            _ => {}
+        }
+        let send = driver.send(engine, clock, sequence, step);
+        in_flight.push(send);
+    }
+    while let Some(answered) = in_flight.next().await {
+        for (sequence, step) in driver.judge(answered)? {
+            in_flight.push(driver.send(engine, clock, sequence, step));
+        }
+    }
+    driver.tally.elapsed = driver.started.elapsed();
+    assert!(driver.held.is_empty(), "every held step was sent or skipped");
+    // Holds still open run out once the clock passes them; the engine expires them on its
+    // own tick. Wait until its log stops growing.
+    clock.set(Timestamp(last + hold_ttl_ms + 60_000));
+    let mut head = engine.head();
+    let mut quiet = 0;
+    while quiet < 5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now_head = engine.head();
+        quiet = if now_head == head { quiet + 1 } else { 0 };
+        head = now_head;
+    }
+    Ok(driver.tally)
+}
+
+struct Driver<'a> {
+    tally: Tally,
+    placements: Vec<Placement>,
+    /// Steps waiting for their order's placement to be answered, by order number.
+    held: HashMap<usize, VecDeque<(u64, Step)>>,
+    /// Virtual times of the steps taken from the workload, from `first_pending` on; `None`
+    /// once answered or skipped.
+    pending: VecDeque<Option<u64>>,
+    first_pending: u64,
+    started: Instant,
+    progress: &'a ProgressBar,
+}
+
+impl Driver<'_> {
+    /// Sends `step`, with the clock at the oldest step not yet answered.
+    fn send(
+        &mut self,
+        engine: &Engine,
+        clock: &ManualClock,
+        sequence: u64,
+        step: Step,
+    ) -> impl Future<Output = Answered> + use<> {
+        let oldest = self.oldest_pending().unwrap_or(step.at.0);
+        clock.set(Timestamp(oldest));
+        let sent = Sent {
+            sequence,
+            kind: step.kind,
+            order: step.order,
+            tenant: step.envelope.tenant.clone(),
+            keyed: step.envelope.idempotency_key.is_some(),
+        };
+        send(engine.clone(), sent, step.envelope)
+    }
+
+    /// The virtual time of the oldest step taken from the workload and not yet answered.
+    fn oldest_pending(&mut self) -> Option<u64> {
+        while let Some(None) = self.pending.front() {
+            self.pending.pop_front();
+            self.first_pending += 1;
+        }
+        self.pending.front().copied().flatten()
+    }
+
+    fn skip(&mut self, sequence: u64) {
+        let index = usize::try_from(sequence - self.first_pending).expect("a pending step");
+        self.pending[index] = None;
+        self.tally.skipped += 1;
+    }
+
+    /// Counts one answer and checks it against what the model expects; returns the steps it
+    /// releases (those held for a placement now accepted).
+    fn judge(&mut self, (sent, latency, answer): Answered) -> anyhow::Result<Vec<(u64, Step)>> {
+        let index = usize::try_from(sent.sequence - self.first_pending)?;
+        self.pending[index] = None;
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+        self.tally.latency.saturating_record(micros);
+        let second = usize::try_from(self.started.elapsed().as_secs())?;
+        while self.tally.seconds.len() <= second {
+            self.tally.seconds.push(Second::new());
+        }
+        let this_second = &mut self.tally.seconds[second];
+        this_second.commands += 1;
+        this_second.latency.saturating_record(micros);
+        self.tally.commands += 1;
+        let placement = sent.order.map(|o| usize::try_from(o.number)).transpose()?;
+        if sent.kind == StepKind::Place {
+            this_second.orders += 1;
+            self.progress.inc(1);
+        }
+        match answer {
+            Ok(outcome) => {
+                let retry = matches!(sent.kind, StepKind::RetryPlace | StepKind::RetryAuthorize);
+                match (retry, outcome.replayed) {
+                    (true, true) => self.tally.retries_replayed += 1,
+                    (true, false) => self.tally.retries_not_replayed += 1,
+                    (false, true) => self.unexpected("replayed_first_send"),
+                    (false, false) => {
+                        self.tally.events += outcome.events.len() as u64;
+                        self.tally.key_records += u64::from(sent.keyed);
+                    }
+                }
+                if let (StepKind::Place, Some(n), Some(order)) = (sent.kind, placement, sent.order)
+                {
+                    self.placements[n] = Placement::Accepted;
+                    self.tally.placed += 1;
+                    let counts = self.tally.expected.entry(sent.tenant.to_string()).or_default();
+                    match order.fate.final_status() {
+                        OrderStatus::Shipped => counts.shipped += 1,
+                        OrderStatus::Cancelled => counts.cancelled += 1,
+                        other => bail!("the model ends no order as {other:?}"),
+                    }
+                }
+            }
+            Err(ExecuteError::Rejected(rejection)) => {
+                if let (StepKind::Place, Some(n)) = (sent.kind, placement) {
+                    self.placements[n] = Placement::Refused;
+                }
+                if sent.kind == StepKind::Place && rejection.code() == "insufficient_stock" {
+                    self.tally.sold_out += 1;
+                } else {
+                    self.unexpected(rejection.code());
+                }
+            }
+            Err(error) => bail!("the engine failed a {:?}: {error}", sent.kind),
+        }
+        let Some(n) = placement.filter(|_| sent.kind == StepKind::Place) else {
+            return Ok(Vec::new());
+        };
+        let held: Vec<(u64, Step)> = self.held.remove(&n).unwrap_or_default().into();
+        if self.placements[n] == Placement::Accepted {
+            return Ok(held);
+        }
+        for (sequence, _) in held {
+            self.skip(sequence);
+        }
+        Ok(Vec::new())
+    }
+
+    fn unexpected(&mut self, code: &str) {
+        *self.tally.unexpected.entry(code.to_owned()).or_default() += 1;
+    }
+}

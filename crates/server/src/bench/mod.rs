@@ -1,0 +1,395 @@
+//! `orderly bench`: the Black Friday day of [`orderly_core::workload`] through the embedded,
+//! durable engine, as fast as the machine takes it, then checked.
+//!
+//! The run: the disk's own fdatasync'd sequential write speed is measured first, in the same
+//! folder (the figure the log is bounded by); then every step of the day goes through
+//! [`Engine::execute`] (see `drive.rs`), acknowledged only once durable; the engine's clock is
+//! a `ManualClock` set to the steps' virtual times, so it expires unpaid holds itself. The
+//! checks, on the closed log: `audit::verify` passes, `audit::reconcile` finds nothing, no SKU
+//! is oversold, every acknowledged order is there with the status the model expects, and every
+//! retry got its first answer back.
+
+mod drive;
+mod report;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use orderly_core::audit::{self, OrderCounts, ReplayPoint};
+use orderly_core::domain::limits::DEFAULT_HOLD_TTL_MS;
+use orderly_core::engine::{Config, Engine, ManualClock};
+use orderly_core::workload::{Workload, WorkloadConfig};
+use serde::Serialize;
+
+/// Commands in flight at once: enough for group commit to fill its batches (the virtual-time
+/// window bounds them further; on the record day 16,384 ran faster than 4,096).
+pub const DEFAULT_IN_FLIGHT: usize = 16_384;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    /// Orders in the day.
+    pub orders: u64,
+    /// Tenants sharing them.
+    pub tenants: usize,
+    /// Seeds the workload: the same seed runs the same day.
+    pub seed: u64,
+    /// The data folder (must not hold a log yet); a temporary folder, removed after, if none.
+    pub data: Option<PathBuf>,
+    /// Where to write `report.md` and the charts, if anywhere.
+    pub report: Option<PathBuf>,
+    /// MiB written to measure the raw disk (in 1 MiB fdatasync'd chunks).
+    pub raw_mib: u64,
+    /// Commands in flight at once.
+    pub in_flight: usize,
+    /// Show progress bars on stderr.
+    pub progress: bool,
+}
+
+impl BenchConfig {
+    /// The record day: 1,033,625 orders over 50 tenants.
+    #[must_use]
+    pub fn record_day(seed: u64) -> BenchConfig {
+        BenchConfig {
+            orders: orderly_core::workload::RECORD_DAY_ORDERS,
+            tenants: 50,
+            seed,
+            data: None,
+            report: None,
+            raw_mib: 256,
+            in_flight: DEFAULT_IN_FLIGHT,
+            progress: false,
+        }
+    }
+}
+
+/// What a run measured and what its checks found. Serialized as the command's last line.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    /// Orders in the day (placements sent).
+    pub orders: u64,
+    /// Tenants.
+    pub tenants: usize,
+    /// The workload's seed.
+    pub seed: u64,
+    /// Domain events recorded (log records less the idempotency-key records).
+    pub events: u64,
+    /// Records in the log.
+    pub records: u64,
+    /// Commands sent and answered.
+    pub commands: u64,
+    /// Wall time from the first command sent to the last answer.
+    pub seconds: f64,
+    /// `orders / seconds`.
+    pub orders_per_sec: f64,
+    /// Answers per second.
+    pub commands_per_sec: f64,
+    /// Median time from sending a command to its durable answer.
+    pub ack_p50_ms: f64,
+    /// 99th percentile of the same.
+    pub ack_p99_ms: f64,
+    /// Slowest answer.
+    pub ack_max_ms: f64,
+    /// Log bytes written per second of the run.
+    pub log_mb_per_sec: f64,
+    /// The disk's fdatasync'd sequential write speed, measured in the same run.
+    pub raw_mb_per_sec: f64,
+    /// Peak resident memory of the process after the run (VmHWM), in MB.
+    pub rss_mb: f64,
+    /// Placements accepted.
+    pub placed: u64,
+    /// Placements refused because a flash-sale product had sold out.
+    pub sold_out: u64,
+    /// Follow-ups not sent because their placement was refused.
+    pub skipped: u64,
+    /// Retries answered with the first outcome.
+    pub retries_replayed: u64,
+    /// Orders in the log at the end (must be `placed`).
+    pub orders_found: u64,
+    /// Units whose holds expired (orders never paid).
+    pub expired_units: u64,
+    /// Holds still open at the end (all must have expired, shipped or been released).
+    pub open_holds: u64,
+    /// SKUs whose ledger shows stock oversold: on hand below zero, more reserved than on
+    /// hand, or more shipped than received.
+    pub oversold: u64,
+    /// `audit::verify` passed with a clean end.
+    pub verify_ok: bool,
+    /// `audit::reconcile` found no discrepancy.
+    pub reconcile_ok: bool,
+    /// Every acknowledged order is in the log, each tenant with the statuses the model expects.
+    pub orders_ok: bool,
+    /// Every retry was answered with its first outcome.
+    pub retries_ok: bool,
+    /// Refusals other than sold-out placements, by code (none expected).
+    pub unexpected_rejections: BTreeMap<String, u64>,
+    /// Seconds the checks took.
+    pub check_seconds: f64,
+}
+
+impl BenchReport {
+    /// True when every check passed.
+    #[must_use]
+    pub fn passed(&self) -> bool {
+        self.verify_ok
+            && self.reconcile_ok
+            && self.orders_ok
+            && self.retries_ok
+            && self.oversold == 0
+            && self.open_holds == 0
+            && self.unexpected_rejections.is_empty()
+            && self.placed + self.sold_out == self.orders
+    }
+}
+
+/// Runs the day and checks it. Errors are failures to run (IO, a stopped engine), not failed
+/// checks: those are in the report ([`BenchReport::passed`]).
+pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
+    let scratch;
+    let data = match &config.data {
+        Some(data) => data.clone(),
+        None => {
+            scratch = tempfile::tempdir()?;
+            scratch.path().to_path_buf()
+        }
+    };
+    let log_dir = data.join("log");
+    if log_dir.exists() {
+        bail!("{} already holds a log: the day needs an empty data folder", data.display());
+    }
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let raw_mb_per_sec = raw_mb_per_sec(&data, config.raw_mib)?;
+    if config.progress {
+        eprintln!("raw fdatasync'd sequential writes: {raw_mb_per_sec:.0} MB/s");
+    }
+
+    let workload = Workload::new(WorkloadConfig::new(config.orders, config.tenants, config.seed));
+    let curve = workload.curve().to_vec();
+    let clock = ManualClock::default();
+    let engine_config = Config { clock: Arc::new(clock.clone()), ..Config::default() };
+    let hold_ttl_ms = engine_config.hold_ttl_ms;
+    assert_eq!(hold_ttl_ms, DEFAULT_HOLD_TTL_MS, "the model plans for the default hold");
+    let engine = Engine::open(&log_dir, engine_config)?;
+    let progress = bar(config.progress, config.orders, "orders");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let tally = runtime.block_on(drive::run(
+        &engine,
+        &clock,
+        workload,
+        config.orders,
+        config.in_flight.max(1),
+        hold_ttl_ms,
+        &progress,
+    ))?;
+    progress.finish_and_clear();
+    let records = engine.head().0;
+    engine.shutdown();
+    drop(engine);
+    let rss_mb = peak_rss_mb();
+
+    let checks_started = Instant::now();
+    let spinner = |what: &str| audit_bar(config.progress, what);
+    let verify_bar = spinner("verify");
+    let verified = audit::verify(&log_dir, None, &mut |p| {
+        verify_bar.set_length(p.bytes_total);
+        verify_bar.set_position(p.bytes_done);
+    });
+    verify_bar.finish_and_clear();
+    let (verify_ok, log_bytes) = match &verified {
+        Ok(report) => (report.torn_tail.is_none() && report.records == records, report.bytes),
+        Err(_) => (false, 0),
+    };
+    let reconcile_bar = spinner("reconcile");
+    let books = audit::reconcile(&log_dir, &mut |p| {
+        reconcile_bar.set_length(p.bytes_total);
+        reconcile_bar.set_position(p.bytes_done);
+    })?;
+    reconcile_bar.finish_and_clear();
+    let oversold = books
+        .stock
+        .iter()
+        .filter(|l| {
+            let received = i64::try_from(l.received).unwrap_or(i64::MAX).saturating_add(l.adjusted);
+            l.on_hand < 0
+                || i64::try_from(l.reserved).unwrap_or(i64::MAX) > l.on_hand
+                || i64::try_from(l.shipped).unwrap_or(i64::MAX) > received
+        })
+        .count() as u64;
+    let expired_units = books.stock.iter().map(|l| l.expired).sum::<u64>();
+    let open_holds = books.stock.iter().map(|l| l.open_holds).sum::<u64>();
+    let replay_bar = spinner("replay");
+    let state = audit::replay(&log_dir, ReplayPoint::Head, None, &mut |p| {
+        replay_bar.set_length(p.bytes_total);
+        replay_bar.set_position(p.bytes_done);
+    })?;
+    replay_bar.finish_and_clear();
+    let found: BTreeMap<String, OrderCounts> =
+        state.tenants.into_iter().map(|t| (t.tenant, t.orders)).collect();
+    let none = OrderCounts::default();
+    let orders_found: u64 = found.values().map(total).sum();
+    // Every acknowledged order is there (and no other), and each tenant's orders ended as the
+    // model says: none still waiting for payment, none paid and left unshipped.
+    let orders_ok = orders_found == tally.placed
+        && found.keys().chain(tally.expected.keys()).all(|tenant| {
+            found.get(tenant).unwrap_or(&none) == tally.expected.get(tenant).unwrap_or(&none)
+        });
+    let check_seconds = checks_started.elapsed().as_secs_f64();
+
+    let seconds = tally.elapsed.as_secs_f64();
+    let report = BenchReport {
+        orders: config.orders,
+        tenants: config.tenants,
+        seed: config.seed,
+        events: records - tally.key_records,
+        records,
+        commands: tally.commands,
+        seconds,
+        orders_per_sec: per_sec(config.orders, seconds),
+        commands_per_sec: per_sec(tally.commands, seconds),
+        ack_p50_ms: ms(tally.latency.value_at_quantile(0.5)),
+        ack_p99_ms: ms(tally.latency.value_at_quantile(0.99)),
+        ack_max_ms: ms(tally.latency.max()),
+        log_mb_per_sec: per_sec(log_bytes, seconds) / 1e6,
+        raw_mb_per_sec,
+        rss_mb,
+        placed: tally.placed,
+        sold_out: tally.sold_out,
+        skipped: tally.skipped,
+        retries_replayed: tally.retries_replayed,
+        orders_found,
+        expired_units,
+        open_holds,
+        oversold,
+        verify_ok,
+        reconcile_ok: books.discrepancies.is_empty(),
+        orders_ok,
+        retries_ok: tally.retries_not_replayed == 0,
+        unexpected_rejections: tally.unexpected.clone(),
+        check_seconds,
+    };
+    if let Some(dir) = &config.report {
+        report::write(dir, config, &report, &tally, &curve)?;
+    }
+    Ok(report)
+}
+
+fn total(counts: &OrderCounts) -> u64 {
+    counts.placed + counts.confirmed + counts.shipped + counts.delivered + counts.cancelled
+}
+
+/// The disk's fdatasync'd sequential write speed: `mib` MiB in 1 MiB chunks, each synced, as
+/// `benches/log.rs` measures it.
+fn raw_mb_per_sec(dir: &Path, mib: u64) -> anyhow::Result<f64> {
+    if mib == 0 {
+        return Ok(0.0);
+    }
+    let path = dir.join("raw-disk-probe");
+    let mut file = File::create(&path)?;
+    let chunk = vec![0xA5u8; 1 << 20];
+    let started = Instant::now();
+    for _ in 0..mib {
+        file.write_all(&chunk)?;
+        file.sync_data()?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(per_sec(mib << 20, seconds) / 1e6)
+}
+
+/// Peak resident memory of this process (VmHWM), in MB; 0 where /proc is not there.
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    per_sec(kib * 1024, 1.0) / 1e6
+}
+
+fn bar(shown: bool, length: u64, what: &str) -> ProgressBar {
+    if !shown {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(length);
+    let template = format!("{{bar:40}} {{pos}}/{{len}} {what}  {{per_sec}}  eta {{eta}}");
+    bar.set_style(
+        ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+fn audit_bar(shown: bool, what: &str) -> ProgressBar {
+    if !shown {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    let template = format!("{{bar:40}} {{bytes}}/{{total_bytes}} {what}  eta {{eta}}");
+    bar.set_style(
+        ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+#[allow(clippy::cast_precision_loss, reason = "figures for people, not for arithmetic")]
+fn per_sec(count: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 { count as f64 / seconds } else { 0.0 }
+}
+
+#[allow(clippy::cast_precision_loss, reason = "microseconds to milliseconds for display")]
+fn ms(micros: u64) -> f64 {
+    micros as f64 / 1_000.0
+}
+
+/// The command line of `orderly bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Orders in the day (the record day by default).
+    #[arg(long, default_value_t = orderly_core::workload::RECORD_DAY_ORDERS)]
+    orders: u64,
+    /// Tenants sharing the traffic.
+    #[arg(long, default_value_t = 50)]
+    tenants: usize,
+    /// Seeds the workload: the same seed runs the same day.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The data folder, which must not hold a log yet (default: a temporary one, removed).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Write report.md and SVG charts into this folder.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Commands in flight at once.
+    #[arg(long, default_value_t = DEFAULT_IN_FLIGHT)]
+    in_flight: usize,
+}
+
+/// Runs `orderly bench`: progress on stderr, the report as the last stdout line (JSON), and
+/// a failure exit code if any check failed.
+pub fn main(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
+    let config = BenchConfig {
+        orders: args.orders,
+        tenants: args.tenants.max(1),
+        seed: args.seed,
+        data: args.data,
+        report: args.report,
+        in_flight: args.in_flight.max(1),
+        progress: true,
+        ..BenchConfig::record_day(args.seed)
+    };
+    let report = run(&config)?;
+    println!("{}", serde_json::to_string(&report)?);
+    if report.passed() {
+        Ok(std::process::ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: a check failed (see the report above)");
+        Ok(std::process::ExitCode::FAILURE)
+    }
+}
