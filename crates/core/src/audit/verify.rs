@@ -14,6 +14,8 @@ use super::{Progress, pass};
 pub struct VerifyReport {
     /// Committed records: the head of the log.
     pub records: u64,
+    /// Domain events in them (a decision record holds every event of one command).
+    pub events: u64,
     /// Segment files.
     pub segments: usize,
     /// Bytes of committed records and segment headers.
@@ -68,6 +70,7 @@ pub fn verify(
     let mut at_expected = None;
     let mut first_timestamp = None;
     let mut last_timestamp = None;
+    let mut events = 0u64;
     let wanted = expected.and_then(|d| d.head.checked_sub(1));
     let scan = pass::run(
         dir,
@@ -82,6 +85,7 @@ pub fn verify(
                 first_timestamp = Some(first.timestamp);
             }
             last_timestamp = batch.entries.last().map(|e| e.timestamp).or(last_timestamp);
+            events += batch.entries.iter().map(|e| e.record.events().len() as u64).sum::<u64>();
             ControlFlow::Continue(())
         },
     )?;
@@ -98,6 +102,7 @@ pub fn verify(
     }
     Ok(VerifyReport {
         records: scan.records,
+        events,
         segments: scan.segments,
         bytes: scan.bytes,
         digest: Digest { head: scan.records, hash: scan.last_hash },

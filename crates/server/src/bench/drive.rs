@@ -29,9 +29,6 @@ pub(crate) struct Tally {
     pub latency: Histogram<u64>,
     /// Per second of the run: answers, placements answered, and their latency.
     pub seconds: Vec<Second>,
-    /// Records the engine wrote for the commands (events and idempotency-key records).
-    pub events: u64,
-    pub key_records: u64,
     pub commands: u64,
     pub placed: u64,
     pub sold_out: u64,
@@ -81,7 +78,6 @@ struct Sent {
     kind: StepKind,
     order: Option<OrderTag>,
     tenant: TenantId,
-    keyed: bool,
 }
 
 type Answered = (Sent, Duration, Result<Outcome, ExecuteError>);
@@ -107,8 +103,6 @@ pub(crate) async fn run(
         tally: Tally {
             latency: histogram(),
             seconds: Vec::new(),
-            events: 0,
-            key_records: 0,
             commands: 0,
             placed: 0,
             sold_out: 0,
@@ -209,7 +203,6 @@ impl Driver<'_> {
             kind: step.kind,
             order: step.order,
             tenant: step.envelope.tenant.clone(),
-            keyed: step.envelope.idempotency_key.is_some(),
         };
         send(engine.clone(), sent, step.envelope)
     }
@@ -256,10 +249,7 @@ impl Driver<'_> {
                     (true, true) => self.tally.retries_replayed += 1,
                     (true, false) => self.tally.retries_not_replayed += 1,
                     (false, true) => self.unexpected("replayed_first_send"),
-                    (false, false) => {
-                        self.tally.events += outcome.events.len() as u64;
-                        self.tally.key_records += u64::from(sent.keyed);
-                    }
+                    (false, false) => {}
                 }
                 if let (StepKind::Place, Some(n), Some(order)) = (sent.kind, placement, sent.order)
                 {

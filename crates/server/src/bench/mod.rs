@@ -78,7 +78,7 @@ pub struct BenchReport {
     pub tenants: usize,
     /// The workload's seed.
     pub seed: u64,
-    /// Domain events recorded (log records less the idempotency-key records).
+    /// Domain events in the log, as `audit::verify` counted them.
     pub events: u64,
     /// Records in the log.
     pub records: u64,
@@ -201,9 +201,11 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         verify_bar.set_position(p.bytes_done);
     });
     verify_bar.finish_and_clear();
-    let (verify_ok, log_bytes) = match &verified {
-        Ok(report) => (report.torn_tail.is_none() && report.records == records, report.bytes),
-        Err(_) => (false, 0),
+    let (verify_ok, log_bytes, events) = match &verified {
+        Ok(report) => {
+            (report.torn_tail.is_none() && report.records == records, report.bytes, report.events)
+        }
+        Err(_) => (false, 0, 0),
     };
     let reconcile_bar = spinner("reconcile");
     let books = audit::reconcile(&log_dir, &mut |p| {
@@ -246,7 +248,7 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         orders: config.orders,
         tenants: config.tenants,
         seed: config.seed,
-        events: records - tally.key_records,
+        events,
         records,
         commands: tally.commands,
         seconds,
