@@ -18,6 +18,7 @@ pub mod v1;
 
 pub use fingerprint::{Fingerprint, fingerprint};
 
+use crate::domain::limits::MAX_LINES_PER_ORDER;
 use crate::domain::{
     CancelReason, Currency, CustomerId, DeclineReason, Event, GatewayId, IdempotencyKey,
     InvalidValue, InventoryEvent, Money, OrderEvent, OrderId, OrderLine, PaymentEvent, PaymentId,
@@ -470,7 +471,10 @@ pub fn decode(
             })
         }
         T::Decision => decode_decision(tenant, payload),
-        _ => Ok(Decoded::Event { tenant, event: decode_event(kind, id, payload)? }),
+        _ => Ok(Decoded::Event {
+            tenant,
+            event: decode_event(kind, id, payload, &mut Ids::default())?,
+        }),
     }
 }
 
@@ -491,6 +495,9 @@ fn decode_decision(tenant: TenantId, payload: &[u8]) -> Result<Decoded, DecodeEr
     if p.events.is_empty() {
         return Err(DecodeError::BadPayload("a decision without events".into()));
     }
+    // Events of one decision name the same order, payment and SKUs again and again (an
+    // order's holds, its confirmation): each id is made once and shared.
+    let mut ids = Ids::default();
     let events = p
         .events
         .iter()
@@ -498,14 +505,19 @@ fn decode_decision(tenant: TenantId, payload: &[u8]) -> Result<Decoded, DecodeEr
             let event_type = e.event_type.to_native();
             let unknown = DecodeError::UnknownType { event_type, schema_version: CURRENT_SCHEMA };
             let kind = EventType::from_code(event_type).ok_or(unknown)?;
-            decode_event(kind, e.aggregate.as_str(), e.payload.as_slice())
+            decode_event(kind, e.aggregate.as_str(), e.payload.as_slice(), &mut ids)
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Decoded::Decision { tenant, key, events })
 }
 
 /// Decodes one domain event of `kind` of the aggregate `id` from its v1 payload.
-fn decode_event(kind: EventType, id: &str, payload: &[u8]) -> Result<Event, DecodeError> {
+fn decode_event(
+    kind: EventType,
+    id: &str,
+    payload: &[u8],
+    ids: &mut Ids,
+) -> Result<Event, DecodeError> {
     use EventType as T;
     let event = match kind {
         T::StockReceived
@@ -514,7 +526,7 @@ fn decode_event(kind: EventType, id: &str, payload: &[u8]) -> Result<Event, Deco
         | T::StockCommitted
         | T::StockReleased
         | T::HoldExpired => {
-            Event::Inventory { sku: Sku::new(id)?, event: inventory_event(kind, payload)? }
+            Event::Inventory { sku: ids.sku(id)?, event: inventory_event(kind, payload, ids)? }
         }
         T::OrderPlaced
         | T::OrderConfirmed
@@ -522,14 +534,14 @@ fn decode_event(kind: EventType, id: &str, payload: &[u8]) -> Result<Event, Deco
         | T::OrderDelivered
         | T::OrderCancelled
         | T::OrderRefunded => {
-            Event::Order { order: OrderId::new(id)?, event: order_event(kind, payload)? }
+            Event::Order { order: ids.order(id)?, event: order_event(kind, payload, ids)? }
         }
         T::PaymentAuthorized
         | T::PaymentDeclined
         | T::PaymentCaptured
         | T::PaymentVoided
         | T::PaymentRefunded => {
-            Event::Payment { payment: PaymentId::new(id)?, event: payment_event(kind, payload)? }
+            Event::Payment { payment: ids.payment(id)?, event: payment_event(kind, payload, ids)? }
         }
         T::CommandAccepted | T::Decision => {
             return Err(DecodeError::UnknownType { event_type: kind as u16, schema_version: 1 });
@@ -539,7 +551,11 @@ fn decode_event(kind: EventType, id: &str, payload: &[u8]) -> Result<Event, Deco
 }
 
 /// An inventory event of `kind` (one of the stock types) from its v1 payload.
-fn inventory_event(kind: EventType, payload: &[u8]) -> Result<InventoryEvent, DecodeError> {
+fn inventory_event(
+    kind: EventType,
+    payload: &[u8],
+    ids: &mut Ids,
+) -> Result<InventoryEvent, DecodeError> {
     use EventType as T;
     Ok(match kind {
         T::StockReceived => {
@@ -552,14 +568,14 @@ fn inventory_event(kind: EventType, payload: &[u8]) -> Result<InventoryEvent, De
         T::StockHeld => {
             let p = access::<v1::ArchivedStockHeld>(payload)?;
             InventoryEvent::StockHeld {
-                order: OrderId::new(p.order.as_str())?,
+                order: ids.order(p.order.as_str())?,
                 quantity: quantity(p.quantity.to_native())?,
                 expires_at: Timestamp(p.expires_at.to_native()),
             }
         }
         _ => {
             let p = access::<v1::ArchivedHoldClosed>(payload)?;
-            let order = OrderId::new(p.order.as_str())?;
+            let order = ids.order(p.order.as_str())?;
             let quantity = quantity(p.quantity.to_native())?;
             match kind {
                 T::StockCommitted => InventoryEvent::StockCommitted { order, quantity },
@@ -571,7 +587,7 @@ fn inventory_event(kind: EventType, payload: &[u8]) -> Result<InventoryEvent, De
 }
 
 /// An order event of `kind` (one of the order types) from its v1 payload.
-fn order_event(kind: EventType, payload: &[u8]) -> Result<OrderEvent, DecodeError> {
+fn order_event(kind: EventType, payload: &[u8], ids: &mut Ids) -> Result<OrderEvent, DecodeError> {
     use EventType as T;
     Ok(match kind {
         T::OrderPlaced => {
@@ -581,7 +597,7 @@ fn order_event(kind: EventType, payload: &[u8]) -> Result<OrderEvent, DecodeErro
                 .iter()
                 .map(|l| {
                     Ok(OrderLine {
-                        sku: Sku::new(l.sku.as_str())?,
+                        sku: ids.sku(l.sku.as_str())?,
                         quantity: quantity(l.quantity.to_native())?,
                         unit_price: l.unit_price.to_native(),
                     })
@@ -596,9 +612,8 @@ fn order_event(kind: EventType, payload: &[u8]) -> Result<OrderEvent, DecodeErro
             }
         }
         T::OrderConfirmed => OrderEvent::OrderConfirmed {
-            payment: PaymentId::new(
-                access::<v1::ArchivedOrderConfirmed>(payload)?.payment.as_str(),
-            )?,
+            payment: ids
+                .payment(access::<v1::ArchivedOrderConfirmed>(payload)?.payment.as_str())?,
         },
         T::OrderShipped => OrderEvent::OrderShipped,
         T::OrderDelivered => OrderEvent::OrderDelivered,
@@ -610,12 +625,16 @@ fn order_event(kind: EventType, payload: &[u8]) -> Result<OrderEvent, DecodeErro
 }
 
 /// A payment event of `kind` (one of the payment types) from its v1 payload.
-fn payment_event(kind: EventType, payload: &[u8]) -> Result<PaymentEvent, DecodeError> {
+fn payment_event(
+    kind: EventType,
+    payload: &[u8],
+    ids: &mut Ids,
+) -> Result<PaymentEvent, DecodeError> {
     use EventType as T;
     Ok(match kind {
         T::PaymentAuthorized | T::PaymentDeclined => {
             let p = access::<v1::ArchivedPaymentStarted>(payload)?;
-            let order = OrderId::new(p.order.as_str())?;
+            let order = ids.order(p.order.as_str())?;
             let amount = Money::new(p.amount.to_native(), currency(p.currency)?);
             let gateway = GatewayId::new(p.gateway.as_str())?;
             if kind == T::PaymentAuthorized {
@@ -629,6 +648,52 @@ fn payment_event(kind: EventType, payload: &[u8]) -> Result<PaymentEvent, Decode
         T::PaymentVoided => PaymentEvent::PaymentVoided,
         _ => PaymentEvent::PaymentRefunded { amount: amount(payload)? },
     })
+}
+
+/// The ids one record's events have made so far, to share rather than make again.
+///
+/// A decision names its order, payment and SKUs in several events: placing an order names the
+/// order in its event and in every hold, and each line's SKU again as the aggregate of the
+/// hold. Sharing them saves an allocation each, and the state built from the events keeps one
+/// copy. Only the last order and payment are remembered (a decision is about one of each), and
+/// the first [`MAX_LINES_PER_ORDER`] SKUs of the record: as many as an order can hold, and a
+/// bound on the linear search, whatever a damaged record holds.
+#[derive(Debug, Default)]
+struct Ids {
+    order: Option<OrderId>,
+    payment: Option<PaymentId>,
+    skus: Vec<Sku>,
+}
+
+impl Ids {
+    fn order(&mut self, text: &str) -> Result<OrderId, DecodeError> {
+        if let Some(order) = self.order.as_ref().filter(|o| o.as_str() == text) {
+            return Ok(order.clone());
+        }
+        let order = OrderId::new(text)?;
+        self.order = Some(order.clone());
+        Ok(order)
+    }
+
+    fn payment(&mut self, text: &str) -> Result<PaymentId, DecodeError> {
+        if let Some(payment) = self.payment.as_ref().filter(|p| p.as_str() == text) {
+            return Ok(payment.clone());
+        }
+        let payment = PaymentId::new(text)?;
+        self.payment = Some(payment.clone());
+        Ok(payment)
+    }
+
+    fn sku(&mut self, text: &str) -> Result<Sku, DecodeError> {
+        if let Some(sku) = self.skus.iter().find(|s| s.as_str() == text) {
+            return Ok(sku.clone());
+        }
+        let sku = Sku::new(text)?;
+        if self.skus.len() < MAX_LINES_PER_ORDER {
+            self.skus.push(sku.clone());
+        }
+        Ok(sku)
+    }
 }
 
 /// The amount of an `Amount` payload.
