@@ -112,12 +112,10 @@ pub fn replay(
                 if tenant.is_some_and(|t| t != of) {
                     continue;
                 }
-                for event in entry.record.events() {
-                    if let Err(message) = state.apply(of, event) {
-                        inconsistent =
-                            Some(AuditError::Inconsistent { at: batch.location(entry), message });
-                        return ControlFlow::Break(());
-                    }
+                if let Err(message) = state.apply_all(of, entry.record.events()) {
+                    inconsistent =
+                        Some(AuditError::Inconsistent { at: batch.location(entry), message });
+                    return ControlFlow::Break(());
                 }
             }
             digest = Digest { head: last.position + 1, hash: *batch.last_hash };

@@ -14,21 +14,44 @@ pub(crate) struct DomainState {
 }
 
 impl DomainState {
-    /// Applies `event` of `tenant` with [`Tenant::evolve`].
+    /// Applies `event` of `tenant` with [`Tenant::evolve`]; see [`DomainState::apply_all`].
+    pub(crate) fn apply(&mut self, tenant: &TenantId, event: &Event) -> Result<(), String> {
+        self.apply_all(tenant, std::slice::from_ref(event))
+    }
+
+    /// Applies `events` of `tenant` (a record's, in order) with [`Tenant::evolve`].
     ///
     /// `evolve` cannot fail on a log the engine wrote: it asserts the invariants every
     /// decided event keeps, and panics if one breaks. A log under audit may hold anything
     /// that passes the checksums (a rewrite with recomputed checksums, a bug), so the panic is
     /// caught and returned as the invariant's message; the tenant's state is then unreliable
     /// and the caller stops using it. (The panic hook still prints the message on stderr.)
-    pub(crate) fn apply(&mut self, tenant: &TenantId, event: &Event) -> Result<(), String> {
-        let state = self.tenants.entry(tenant.clone()).or_default();
-        catch_unwind(AssertUnwindSafe(|| Tenant::evolve(state, event))).map_err(|panic| {
+    ///
+    /// The tenant is looked up, and the panic guard set, once for all of a record's events:
+    /// a decision holds several, and a replay applies tens of millions.
+    pub(crate) fn apply_all(&mut self, tenant: &TenantId, events: &[Event]) -> Result<(), String> {
+        let state = self.tenant_mut(tenant);
+        catch_unwind(AssertUnwindSafe(|| {
+            for event in events {
+                Tenant::evolve(state, event);
+            }
+        }))
+        .map_err(|panic| {
             panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
                 .unwrap_or_else(|| "an invariant of the domain broke".to_owned())
         })
+    }
+
+    /// The state of `tenant`, created empty the first time; the id is cloned only then.
+    fn tenant_mut(&mut self, tenant: &TenantId) -> &mut TenantState {
+        // Two lookups on a new tenant, one on every later record: `entry` would take the id
+        // by value, cloning it for every record.
+        if !self.tenants.contains_key(tenant) {
+            self.tenants.insert(tenant.clone(), TenantState::default());
+        }
+        self.tenants.get_mut(tenant).expect("inserted above")
     }
 }

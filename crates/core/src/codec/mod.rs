@@ -18,6 +18,7 @@ pub mod v1;
 
 pub use fingerprint::{Fingerprint, fingerprint};
 
+use crate::domain::limits::MAX_LINES_PER_ORDER;
 use crate::domain::{
     CancelReason, Currency, CustomerId, DeclineReason, Event, GatewayId, IdempotencyKey,
     InvalidValue, InventoryEvent, Money, OrderEvent, OrderId, OrderLine, PaymentEvent, PaymentId,
@@ -461,43 +462,62 @@ pub fn decode(
     use EventType as T;
     match kind {
         T::CommandAccepted => {
-            let p = unarchive::<v1::CommandAccepted>(payload)?;
+            let p = access::<v1::ArchivedCommandAccepted>(payload)?;
             Ok(Decoded::CommandAccepted {
                 tenant,
-                key: IdempotencyKey::new(&p.key)?,
+                key: IdempotencyKey::new(p.key.as_str())?,
                 fingerprint: Fingerprint(p.fingerprint),
-                events: p.events,
+                events: p.events.to_native(),
             })
         }
-        T::Decision => {
-            let p = unarchive::<v1::Decision>(payload)?;
-            let key = p
-                .key
-                .map(|k| {
-                    Ok::<_, DecodeError>((IdempotencyKey::new(&k.key)?, Fingerprint(k.fingerprint)))
-                })
-                .transpose()?;
-            if p.events.is_empty() {
-                return Err(DecodeError::BadPayload("a decision without events".into()));
-            }
-            let events = p
-                .events
-                .iter()
-                .map(|e| {
-                    let unknown =
-                        DecodeError::UnknownType { event_type: e.event_type, schema_version };
-                    let kind = EventType::from_code(e.event_type).ok_or(unknown)?;
-                    decode_event(kind, &e.aggregate, &e.payload)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Decoded::Decision { tenant, key, events })
-        }
-        _ => Ok(Decoded::Event { tenant, event: decode_event(kind, id, payload)? }),
+        T::Decision => decode_decision(tenant, payload),
+        _ => Ok(Decoded::Event {
+            tenant,
+            event: decode_event(kind, id, payload, &mut Ids::default())?,
+        }),
     }
 }
 
+/// Decodes a decision of `tenant` (its key and events) from its v1 payload.
+///
+/// The decision is validated once and read in place; each event's own payload is a byte
+/// slice inside it, validated and read in place as well, so nothing is copied on the way to
+/// the domain values.
+fn decode_decision(tenant: TenantId, payload: &[u8]) -> Result<Decoded, DecodeError> {
+    let p = access::<v1::ArchivedDecision>(payload)?;
+    let key = p
+        .key
+        .as_ref()
+        .map(|k| {
+            Ok::<_, DecodeError>((IdempotencyKey::new(k.key.as_str())?, Fingerprint(k.fingerprint)))
+        })
+        .transpose()?;
+    if p.events.is_empty() {
+        return Err(DecodeError::BadPayload("a decision without events".into()));
+    }
+    // Events of one decision name the same order, payment and SKUs again and again (an
+    // order's holds, its confirmation): each id is made once and shared.
+    let mut ids = Ids::default();
+    let events = p
+        .events
+        .iter()
+        .map(|e| {
+            let event_type = e.event_type.to_native();
+            let unknown = DecodeError::UnknownType { event_type, schema_version: CURRENT_SCHEMA };
+            let kind = EventType::from_code(event_type).ok_or(unknown)?;
+            decode_event(kind, e.aggregate.as_str(), e.payload.as_slice(), &mut ids)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Decoded::Decision { tenant, key, events })
+}
+
 /// Decodes one domain event of `kind` of the aggregate `id` from its v1 payload.
-fn decode_event(kind: EventType, id: &str, payload: &[u8]) -> Result<Event, DecodeError> {
+fn decode_event(
+    kind: EventType,
+    id: &str,
+    payload: &[u8],
+    ids: &mut Ids,
+) -> Result<Event, DecodeError> {
     use EventType as T;
     let event = match kind {
         T::StockReceived
@@ -506,33 +526,7 @@ fn decode_event(kind: EventType, id: &str, payload: &[u8]) -> Result<Event, Deco
         | T::StockCommitted
         | T::StockReleased
         | T::HoldExpired => {
-            let event = match kind {
-                T::StockReceived => {
-                    let p = unarchive::<v1::StockReceived>(payload)?;
-                    InventoryEvent::StockReceived { quantity: quantity(p.quantity)? }
-                }
-                T::StockAdjusted => InventoryEvent::StockAdjusted {
-                    delta: unarchive::<v1::StockAdjusted>(payload)?.delta,
-                },
-                T::StockHeld => {
-                    let p = unarchive::<v1::StockHeld>(payload)?;
-                    InventoryEvent::StockHeld {
-                        order: OrderId::new(&p.order)?,
-                        quantity: quantity(p.quantity)?,
-                        expires_at: Timestamp(p.expires_at),
-                    }
-                }
-                _ => {
-                    let p = unarchive::<v1::HoldClosed>(payload)?;
-                    let (order, quantity) = (OrderId::new(&p.order)?, quantity(p.quantity)?);
-                    match kind {
-                        T::StockCommitted => InventoryEvent::StockCommitted { order, quantity },
-                        T::StockReleased => InventoryEvent::StockReleased { order, quantity },
-                        _ => InventoryEvent::HoldExpired { order, quantity },
-                    }
-                }
-            };
-            Event::Inventory { sku: Sku::new(id)?, event }
+            Event::Inventory { sku: ids.sku(id)?, event: inventory_event(kind, payload, ids)? }
         }
         T::OrderPlaced
         | T::OrderConfirmed
@@ -540,67 +534,14 @@ fn decode_event(kind: EventType, id: &str, payload: &[u8]) -> Result<Event, Deco
         | T::OrderDelivered
         | T::OrderCancelled
         | T::OrderRefunded => {
-            let event = match kind {
-                T::OrderPlaced => {
-                    let p = unarchive::<v1::OrderPlaced>(payload)?;
-                    let lines = p
-                        .lines
-                        .iter()
-                        .map(|l| {
-                            Ok(OrderLine {
-                                sku: Sku::new(&l.sku)?,
-                                quantity: quantity(l.quantity)?,
-                                unit_price: l.unit_price,
-                            })
-                        })
-                        .collect::<Result<_, DecodeError>>()?;
-                    OrderEvent::OrderPlaced {
-                        customer: CustomerId::new(&p.customer)?,
-                        currency: currency(p.currency)?,
-                        lines,
-                        total: p.total,
-                        hold_expires_at: Timestamp(p.hold_expires_at),
-                    }
-                }
-                T::OrderConfirmed => OrderEvent::OrderConfirmed {
-                    payment: PaymentId::new(&unarchive::<v1::OrderConfirmed>(payload)?.payment)?,
-                },
-                T::OrderShipped => OrderEvent::OrderShipped,
-                T::OrderDelivered => OrderEvent::OrderDelivered,
-                T::OrderCancelled => OrderEvent::OrderCancelled {
-                    reason: cancel_reason(unarchive::<v1::OrderCancelled>(payload)?.reason)?,
-                },
-                _ => OrderEvent::OrderRefunded { amount: unarchive::<v1::Amount>(payload)?.amount },
-            };
-            Event::Order { order: OrderId::new(id)?, event }
+            Event::Order { order: ids.order(id)?, event: order_event(kind, payload, ids)? }
         }
         T::PaymentAuthorized
         | T::PaymentDeclined
         | T::PaymentCaptured
         | T::PaymentVoided
         | T::PaymentRefunded => {
-            let event = match kind {
-                T::PaymentAuthorized | T::PaymentDeclined => {
-                    let p = unarchive::<v1::PaymentStarted>(payload)?;
-                    let order = OrderId::new(&p.order)?;
-                    let amount = Money::new(p.amount, currency(p.currency)?);
-                    let gateway = GatewayId::new(&p.gateway)?;
-                    if kind == T::PaymentAuthorized {
-                        PaymentEvent::PaymentAuthorized { order, amount, gateway }
-                    } else {
-                        let reason = decline_reason(p.reason)?;
-                        PaymentEvent::PaymentDeclined { order, amount, gateway, reason }
-                    }
-                }
-                T::PaymentCaptured => PaymentEvent::PaymentCaptured {
-                    amount: unarchive::<v1::Amount>(payload)?.amount,
-                },
-                T::PaymentVoided => PaymentEvent::PaymentVoided,
-                _ => PaymentEvent::PaymentRefunded {
-                    amount: unarchive::<v1::Amount>(payload)?.amount,
-                },
-            };
-            Event::Payment { payment: PaymentId::new(id)?, event }
+            Event::Payment { payment: ids.payment(id)?, event: payment_event(kind, payload, ids)? }
         }
         T::CommandAccepted | T::Decision => {
             return Err(DecodeError::UnknownType { event_type: kind as u16, schema_version: 1 });
@@ -609,13 +550,168 @@ fn decode_event(kind: EventType, id: &str, payload: &[u8]) -> Result<Event, Deco
     Ok(event)
 }
 
-fn unarchive<T>(payload: &[u8]) -> Result<T, DecodeError>
+/// An inventory event of `kind` (one of the stock types) from its v1 payload.
+fn inventory_event(
+    kind: EventType,
+    payload: &[u8],
+    ids: &mut Ids,
+) -> Result<InventoryEvent, DecodeError> {
+    use EventType as T;
+    Ok(match kind {
+        T::StockReceived => {
+            let p = access::<v1::ArchivedStockReceived>(payload)?;
+            InventoryEvent::StockReceived { quantity: quantity(p.quantity.to_native())? }
+        }
+        T::StockAdjusted => InventoryEvent::StockAdjusted {
+            delta: access::<v1::ArchivedStockAdjusted>(payload)?.delta.to_native(),
+        },
+        T::StockHeld => {
+            let p = access::<v1::ArchivedStockHeld>(payload)?;
+            InventoryEvent::StockHeld {
+                order: ids.order(p.order.as_str())?,
+                quantity: quantity(p.quantity.to_native())?,
+                expires_at: Timestamp(p.expires_at.to_native()),
+            }
+        }
+        _ => {
+            let p = access::<v1::ArchivedHoldClosed>(payload)?;
+            let order = ids.order(p.order.as_str())?;
+            let quantity = quantity(p.quantity.to_native())?;
+            match kind {
+                T::StockCommitted => InventoryEvent::StockCommitted { order, quantity },
+                T::StockReleased => InventoryEvent::StockReleased { order, quantity },
+                _ => InventoryEvent::HoldExpired { order, quantity },
+            }
+        }
+    })
+}
+
+/// An order event of `kind` (one of the order types) from its v1 payload.
+fn order_event(kind: EventType, payload: &[u8], ids: &mut Ids) -> Result<OrderEvent, DecodeError> {
+    use EventType as T;
+    Ok(match kind {
+        T::OrderPlaced => {
+            let p = access::<v1::ArchivedOrderPlaced>(payload)?;
+            let lines = p
+                .lines
+                .iter()
+                .map(|l| {
+                    Ok(OrderLine {
+                        sku: ids.sku(l.sku.as_str())?,
+                        quantity: quantity(l.quantity.to_native())?,
+                        unit_price: l.unit_price.to_native(),
+                    })
+                })
+                .collect::<Result<_, DecodeError>>()?;
+            OrderEvent::OrderPlaced {
+                customer: CustomerId::new(p.customer.as_str())?,
+                currency: currency(p.currency)?,
+                lines,
+                total: p.total.to_native(),
+                hold_expires_at: Timestamp(p.hold_expires_at.to_native()),
+            }
+        }
+        T::OrderConfirmed => OrderEvent::OrderConfirmed {
+            payment: ids
+                .payment(access::<v1::ArchivedOrderConfirmed>(payload)?.payment.as_str())?,
+        },
+        T::OrderShipped => OrderEvent::OrderShipped,
+        T::OrderDelivered => OrderEvent::OrderDelivered,
+        T::OrderCancelled => OrderEvent::OrderCancelled {
+            reason: cancel_reason(access::<v1::ArchivedOrderCancelled>(payload)?.reason)?,
+        },
+        _ => OrderEvent::OrderRefunded { amount: amount(payload)? },
+    })
+}
+
+/// A payment event of `kind` (one of the payment types) from its v1 payload.
+fn payment_event(
+    kind: EventType,
+    payload: &[u8],
+    ids: &mut Ids,
+) -> Result<PaymentEvent, DecodeError> {
+    use EventType as T;
+    Ok(match kind {
+        T::PaymentAuthorized | T::PaymentDeclined => {
+            let p = access::<v1::ArchivedPaymentStarted>(payload)?;
+            let order = ids.order(p.order.as_str())?;
+            let amount = Money::new(p.amount.to_native(), currency(p.currency)?);
+            let gateway = GatewayId::new(p.gateway.as_str())?;
+            if kind == T::PaymentAuthorized {
+                PaymentEvent::PaymentAuthorized { order, amount, gateway }
+            } else {
+                let reason = decline_reason(p.reason)?;
+                PaymentEvent::PaymentDeclined { order, amount, gateway, reason }
+            }
+        }
+        T::PaymentCaptured => PaymentEvent::PaymentCaptured { amount: amount(payload)? },
+        T::PaymentVoided => PaymentEvent::PaymentVoided,
+        _ => PaymentEvent::PaymentRefunded { amount: amount(payload)? },
+    })
+}
+
+/// The ids one record's events have made so far, to share rather than make again.
+///
+/// A decision names its order, payment and SKUs in several events: placing an order names the
+/// order in its event and in every hold, and each line's SKU again as the aggregate of the
+/// hold. Sharing them saves an allocation each, and the state built from the events keeps one
+/// copy. Only the last order and payment are remembered (a decision is about one of each), and
+/// the first [`MAX_LINES_PER_ORDER`] SKUs of the record: as many as an order can hold, and a
+/// bound on the linear search, whatever a damaged record holds.
+#[derive(Debug, Default)]
+struct Ids {
+    order: Option<OrderId>,
+    payment: Option<PaymentId>,
+    skus: Vec<Sku>,
+}
+
+impl Ids {
+    fn order(&mut self, text: &str) -> Result<OrderId, DecodeError> {
+        if let Some(order) = self.order.as_ref().filter(|o| o.as_str() == text) {
+            return Ok(order.clone());
+        }
+        let order = OrderId::new(text)?;
+        self.order = Some(order.clone());
+        Ok(order)
+    }
+
+    fn payment(&mut self, text: &str) -> Result<PaymentId, DecodeError> {
+        if let Some(payment) = self.payment.as_ref().filter(|p| p.as_str() == text) {
+            return Ok(payment.clone());
+        }
+        let payment = PaymentId::new(text)?;
+        self.payment = Some(payment.clone());
+        Ok(payment)
+    }
+
+    fn sku(&mut self, text: &str) -> Result<Sku, DecodeError> {
+        if let Some(sku) = self.skus.iter().find(|s| s.as_str() == text) {
+            return Ok(sku.clone());
+        }
+        let sku = Sku::new(text)?;
+        if self.skus.len() < MAX_LINES_PER_ORDER {
+            self.skus.push(sku.clone());
+        }
+        Ok(sku)
+    }
+}
+
+/// The amount of an `Amount` payload.
+fn amount(payload: &[u8]) -> Result<u64, DecodeError> {
+    Ok(access::<v1::ArchivedAmount>(payload)?.amount.to_native())
+}
+
+/// Validates `payload` as an archived `T` and borrows it in place.
+///
+/// The format's `unaligned` feature gives every archived type an alignment of 1, so a payload
+/// may start at any byte of a record (it does: the log packs records without padding). The
+/// low-level validator suffices because the v1 types hold no shared pointers.
+fn access<T>(payload: &[u8]) -> Result<&T, DecodeError>
 where
-    T: rkyv::Archive,
-    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
-        + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+    T: rkyv::Portable
+        + for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::low::LowValidator<'a, rkyv::rancor::Error>>,
 {
-    rkyv::from_bytes::<T, rkyv::rancor::Error>(payload)
+    rkyv::api::low::access::<T, rkyv::rancor::Error>(payload)
         .map_err(|e| DecodeError::BadPayload(e.to_string()))
 }
 

@@ -222,6 +222,78 @@ fn unknown_types_versions_streams_and_garbage_are_errors_not_panics() {
     assert!(codec::decode(&e.stream, e.event_type, 1, &flipped).is_err());
 }
 
+/// A decision record of every sample event, under a key: the widest payload there is.
+fn decision_of_every_sample() -> codec::Encoded {
+    let key = IdempotencyKey::new("retry-7").unwrap();
+    codec::encode_decision(&tenant(), Some((&key, codec::Fingerprint([5; 16]))), &samples())
+}
+
+/// Archives a hand-made v1 decision, to build payloads the encoder would never write.
+fn archived_decision(events: Vec<codec::v1::DecidedEvent>) -> Vec<u8> {
+    let decision = codec::v1::Decision { key: None, events };
+    rkyv::to_bytes::<rkyv::rancor::Error>(&decision).unwrap().to_vec()
+}
+
+#[test]
+fn records_decode_from_any_byte_offset() {
+    // Payloads sit wherever the log put them, so decoding must not need aligned bytes.
+    let mut records: Vec<codec::Encoded> =
+        samples().iter().map(|e| codec::encode_event(&tenant(), e)).collect();
+    records.push(decision_of_every_sample());
+    for record in records {
+        let expected =
+            codec::decode(&record.stream, record.event_type, 1, &record.payload).unwrap();
+        for offset in 1..8 {
+            let mut shifted = vec![0xA5; offset];
+            shifted.extend_from_slice(&record.payload);
+            let decoded =
+                codec::decode(&record.stream, record.event_type, 1, &shifted[offset..]).unwrap();
+            assert_eq!(decoded, expected, "decoded at offset {offset}");
+        }
+    }
+}
+
+#[test]
+fn garbage_in_a_decision_record_is_an_error_not_a_panic() {
+    let e = decision_of_every_sample();
+    let decode = |payload: &[u8]| codec::decode(&e.stream, e.event_type, 1, payload);
+    for cut in 0..e.payload.len() {
+        assert!(decode(&e.payload[..cut]).is_err(), "a decision cut at {cut} is an error");
+    }
+    // A flipped byte may still spell a valid decision (a different quantity, say); what
+    // matters is that no byte of it can make decoding panic or read out of bounds.
+    for at in 0..e.payload.len() {
+        for mask in [0x01, 0x80, 0xFF] {
+            let mut flipped = e.payload.clone();
+            flipped[at] ^= mask;
+            let _ = decode(&flipped);
+        }
+    }
+    let without_events = archived_decision(Vec::new());
+    assert!(matches!(decode(&without_events), Err(DecodeError::BadPayload(_))));
+    let unknown_inner = archived_decision(vec![codec::v1::DecidedEvent {
+        event_type: 999,
+        aggregate: "SKU-1".into(),
+        payload: Vec::new(),
+    }]);
+    assert!(matches!(
+        decode(&unknown_inner),
+        Err(DecodeError::UnknownType { event_type: 999, .. })
+    ));
+    let garbage_inner = archived_decision(vec![codec::v1::DecidedEvent {
+        event_type: EventType::StockHeld as u16,
+        aggregate: "SKU-1".into(),
+        payload: vec![0xFF; 7],
+    }]);
+    assert!(matches!(decode(&garbage_inner), Err(DecodeError::BadPayload(_))));
+    let bad_aggregate = archived_decision(vec![codec::v1::DecidedEvent {
+        event_type: EventType::OrderShipped as u16,
+        aggregate: "o/1".into(),
+        payload: Vec::new(),
+    }]);
+    assert!(matches!(decode(&bad_aggregate), Err(DecodeError::InvalidValue(_))));
+}
+
 /// The fingerprint of "ship order o-1001" as first released.
 const PINNED_SHIP_FINGERPRINT: &str = "13c28ffd4c0aa9fe9f09ff68b98246b4";
 
