@@ -53,13 +53,17 @@ fn read(
 ) {
     let max_batch = u64::try_from(config.max_batch.max(1)).unwrap_or(u64::MAX);
     while !stop.load(Ordering::Acquire) {
-        let head = log.wait_beyond(Position(from), config.idle_wait).0;
+        let mut head = log.wait_beyond(Position(from), config.idle_wait).0;
         if head <= from {
             if log.failure().is_some() {
                 // A failed log answers at once and will not grow: do not spin.
                 std::thread::sleep(config.idle_wait);
             }
             continue;
+        }
+        if head - from < config.gather_records && !config.gather.is_zero() {
+            let enough = from.saturating_add(config.gather_records);
+            head = log.wait_beyond(Position(enough - 1), config.gather).0.max(head);
         }
         let until = head.min(from.saturating_add(max_batch));
         let mut events = Vec::new();
