@@ -200,7 +200,10 @@ impl App {
         else {
             return;
         };
-        for _ in 0..500 {
+        // Longer than a `?min_position=` wait (`read_wait`) may hold the node.
+        let patience = self.config.read_wait + Duration::from_secs(5);
+        let deadline = std::time::Instant::now() + patience;
+        while std::time::Instant::now() < deadline {
             match Arc::try_unwrap(node) {
                 Ok(node) => {
                     if let Err(e) = node.shutdown() {

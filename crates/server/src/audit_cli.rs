@@ -185,10 +185,15 @@ pub fn trace(
         print_json(&trace)?;
         return Ok(ExitCode::SUCCESS);
     }
+    // RFC 3339 ends with the year 9999; a later (damaged) time is shown in milliseconds.
+    const YEAR_10000_MS: u64 = 253_402_300_800_000;
     for entry in &trace.entries {
-        let time = humantime::format_rfc3339_millis(
-            UNIX_EPOCH + std::time::Duration::from_millis(entry.timestamp),
-        );
+        let time = if entry.timestamp < YEAR_10000_MS {
+            let at = UNIX_EPOCH + std::time::Duration::from_millis(entry.timestamp);
+            humantime::format_rfc3339_millis(at).to_string()
+        } else {
+            format!("{} ms", entry.timestamp)
+        };
         println!(
             "{:>10}  {time}  {:<10} {:<20} {:<32} {}",
             entry.position, entry.tenant, entry.event_type, entry.stream, entry.detail

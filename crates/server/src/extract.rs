@@ -7,6 +7,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use orderly_core::domain::{IdempotencyKey, TenantId};
+use orderly_core::process::RESERVED_KEY_PREFIX;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -164,6 +165,12 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
             .map_err(|_| ApiError::validation("Idempotency-Key", "the key must be ASCII text"))?;
         let key = IdempotencyKey::new(text)
             .map_err(|e| ApiError::validation("Idempotency-Key", e.to_string()))?;
+        if text.starts_with(RESERVED_KEY_PREFIX) {
+            return Err(ApiError::validation(
+                "Idempotency-Key",
+                format!("keys starting with {RESERVED_KEY_PREFIX:?} are reserved for the engine"),
+            ));
+        }
         Ok(IdempotencyKeyHeader(Some(key)))
     }
 }

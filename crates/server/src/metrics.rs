@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use orderly_core::node::Node;
@@ -35,7 +36,6 @@ struct ProjectionLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
-    tenant: String,
     status: String,
 }
 
@@ -110,7 +110,7 @@ impl Metrics {
         let orders = Family::<StatusLabels, Gauge>::default();
         registry.register(
             "orders",
-            "Orders by tenant and status, per the orders read model",
+            "Orders by status over all tenants, per the orders read model",
             orders.clone(),
         );
         Metrics {
@@ -160,11 +160,13 @@ impl Metrics {
         }
         match projection::order_status_counts(node.read_models()) {
             Ok(counts) => {
-                for (tenant, status, count) in counts {
-                    let labels = StatusLabels {
-                        tenant: tenant.as_str().to_owned(),
-                        status: status.as_str().to_owned(),
-                    };
+                // Summed over tenants: `/metrics` needs no token, so it names no tenant.
+                let mut by_status = std::collections::BTreeMap::new();
+                for (_, status, count) in counts {
+                    *by_status.entry(status.as_str()).or_insert(0u64) += count;
+                }
+                for (status, count) in by_status {
+                    let labels = StatusLabels { status: status.to_owned() };
                     self.orders.get_or_create(&labels).set(saturate(count));
                 }
             }
@@ -197,7 +199,19 @@ pub async fn track(State(app): State<Shared>, request: Request, next: Next) -> R
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    // Any token is a valid HTTP method: only the standard ones become labels, so that no
+    // client can grow the label set.
+    let method = match *request.method() {
+        Method::GET
+        | Method::POST
+        | Method::PUT
+        | Method::DELETE
+        | Method::HEAD
+        | Method::OPTIONS
+        | Method::PATCH => request.method().as_str(),
+        _ => "other",
+    }
+    .to_owned();
     let response = next.run(request).await;
     let seconds = started.elapsed().as_secs_f64();
     app.metrics().record(route, method, response.status().as_u16(), seconds);

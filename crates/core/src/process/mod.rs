@@ -3,4 +3,4 @@
 
 mod payments;
 
-pub use payments::{PaymentProcess, payment_id_for};
+pub use payments::{PaymentProcess, RESERVED_KEY_PREFIX, payment_id_for};

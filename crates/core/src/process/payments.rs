@@ -347,7 +347,12 @@ async fn execute(
     }
 }
 
+/// Keys starting with this belong to the payments process; callers (the server) must not send
+/// them, or they could take a key the process will need.
+pub const RESERVED_KEY_PREFIX: &str = "pm:";
+
 fn idempotency_key(step: &str, order: &OrderId) -> IdempotencyKey {
+    debug_assert!(step.starts_with(RESERVED_KEY_PREFIX), "the process's keys are reserved");
     let text = format!("{step}:{order}");
     IdempotencyKey::new(&text).unwrap_or_else(|_| {
         let hash = blake3::hash(text.as_bytes()).to_hex();

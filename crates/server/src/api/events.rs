@@ -115,9 +115,11 @@ fn parse_types(types: Option<&str>) -> Result<Option<HashSet<EventType>>, ApiErr
         .map(str::trim)
         .filter(|name| !name.is_empty())
         .map(|name| {
-            EventType::from_name(name).filter(|t| *t != EventType::CommandAccepted).ok_or_else(
-                || ApiError::validation("types", format!("unknown event type {name:?}")),
-            )
+            EventType::from_name(name)
+                .filter(|t| !matches!(t, EventType::CommandAccepted | EventType::Decision))
+                .ok_or_else(|| {
+                    ApiError::validation("types", format!("unknown event type {name:?}"))
+                })
         })
         .collect::<Result<HashSet<_>, _>>()
         .map(Some)

@@ -207,9 +207,11 @@ async fn bad_parameters_are_validation_failures_naming_them() {
     let details = details.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     assert_eq!(details["field"], "types");
     // The engine's own records are not an event type a client may ask for.
-    let details = server.get("/v1/events?types=command_accepted").await;
-    let details = details.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
-    assert_eq!(details["field"], "types");
+    for record_kind in ["command_accepted", "decision"] {
+        let details = server.get(&format!("/v1/events?types={record_kind}")).await;
+        let details = details.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(details["field"], "types");
+    }
 
     let beyond = format!("/v1/events?from={}", head + 1);
     let details =

@@ -57,6 +57,18 @@ async fn the_same_key_with_another_body_is_422_idempotency_key_reused() {
 }
 
 #[tokio::test]
+async fn the_payments_process_keys_are_reserved() {
+    let server = Server::start();
+    server.receive("mug", 10).await;
+    // Taken first, this key would make the process's authorization of o-9 look reused.
+    let order = support::order(Some("o-9"), "c-1", &[("mug", 1)]);
+    let reply = server.post_keyed("/v1/orders", "pm:auth:o-9", &order).await;
+    let details = reply.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(details["field"], "Idempotency-Key");
+    server.post_keyed("/v1/orders", "pm-like-but-mine", &order).await.ok(StatusCode::CREATED);
+}
+
+#[tokio::test]
 async fn stock_and_order_commands_replay_too() {
     let server = Server::start();
     let body = json!({ "quantity": 5 });

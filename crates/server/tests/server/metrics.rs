@@ -26,6 +26,12 @@ async fn metrics_count_requests_and_show_the_engine_the_log_and_the_read_models(
         .body(Body::empty())
         .expect("a request");
     server.call(too_large).await.error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    // Any token is a method; made-up ones share one label.
+    for made_up in ["FROB", "M12345"] {
+        let method = Method::from_bytes(made_up.as_bytes()).expect("a method token");
+        let request = support::request(method, "/healthz", None).body(Body::empty()).expect("ok");
+        server.call(request).await.error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    }
     assert!(support::position(&placed) > 0);
 
     let reply = server.call(support::get("/metrics", None)).await;
@@ -48,6 +54,8 @@ async fn metrics_count_requests_and_show_the_engine_the_log_and_the_read_models(
     has(r#"orderly_http_requests_total{route="/v1/orders",method="POST",status="413"} 1"#);
     has(r#"orderly_http_request_duration_seconds_bucket{"#);
     assert!(!text.contains("o-missing") && !text.contains("/no/such/route"), "raw paths in labels");
+    has(r#"orderly_http_requests_total{route="/healthz",method="other",status="405"} 2"#);
+    assert!(!text.contains("FROB") && !text.contains("M12345"), "made-up methods in labels");
     // The engine, the log and the read models.
     has("orderly_engine_queue_depth ");
     has("orderly_log_head_position ");
@@ -58,8 +66,10 @@ async fn metrics_count_requests_and_show_the_engine_the_log_and_the_read_models(
         has(&format!(r#"orderly_projection_lag_positions{{projection="{projection}"}}"#));
         has(&format!(r#"orderly_projection_lag_seconds{{projection="{projection}"}}"#));
     }
-    has(r#"orderly_orders{tenant="acme",status="placed"} 1"#);
-    has(r#"orderly_orders{tenant="acme",status="cancelled"} 1"#);
+    // Summed over tenants: `/metrics` needs no token and names no tenant.
+    has(r#"orderly_orders{status="placed"} 1"#);
+    has(r#"orderly_orders{status="cancelled"} 1"#);
+    assert!(!text.contains("acme"), "a tenant's name in the metrics");
     // Every group commit so far was observed.
     let groups = sample(text, "orderly_log_group_records_count");
     assert!(groups >= 1.0, "{groups}");
