@@ -28,7 +28,7 @@ use orderly::domain::{
     CancelReason, Currency, CustomerId, Event, GatewayId, InventoryEvent, Money, OrderEvent,
     OrderId, PaymentEvent, PaymentId, Quantity, Sku, TenantId, Timestamp,
 };
-use orderly_store::{Expected, Log, LogConfig, NewRecord};
+use orderly_store::{Log, LogConfig, NewRecord};
 
 #[path = "support/mod.rs"]
 mod support;
@@ -62,14 +62,7 @@ impl Writer {
         self.events += self.pending.len() as u64;
         self.pending.clear();
         self.records += 1;
-        self.batches.push(vec![NewRecord {
-            stream: encoded.stream,
-            expected: Expected::Any,
-            event_type: encoded.event_type,
-            schema_version: encoded.schema_version,
-            timestamp: self.now,
-            payload: encoded.payload,
-        }]);
+        self.batches.push(vec![encoded.into_record(Timestamp(self.now))]);
         self.now += 1;
         if self.batches.len() >= 256 {
             self.flush();

@@ -165,6 +165,22 @@ pub struct Encoded {
     pub payload: Vec<u8>,
 }
 
+impl Encoded {
+    /// The log record of these fields, admitted at `at`, appended whatever its stream's
+    /// version (the engine is the log's only appender).
+    #[must_use]
+    pub fn into_record(self, at: Timestamp) -> orderly_store::NewRecord {
+        orderly_store::NewRecord {
+            stream: self.stream,
+            expected: orderly_store::Expected::Any,
+            event_type: self.event_type,
+            schema_version: self.schema_version,
+            timestamp: at.0,
+            payload: self.payload,
+        }
+    }
+}
+
 /// A decoded record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decoded {

@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use orderly_store::{Expected, Log, LogReader, NewRecord};
+use orderly_store::{Log, LogReader, NewRecord};
 
 use super::clock::Clock;
 use super::error::{EngineError, ExecuteError};
 use super::state::{KeyEntry, World};
-use crate::codec::{self, Encoded, fingerprint};
+use crate::codec::{self, fingerprint};
 use crate::domain::{
     Command, Context, Decider, Envelope, Event, IdempotencyKey, OrderCommand, Tenant, TenantId,
     TenantState, Timestamp,
@@ -153,10 +153,8 @@ impl DecisionThread {
         now: Timestamp,
         reply: Reply,
     ) {
-        let decision = record(
-            codec::encode_decision(tenant, key.as_ref().map(|(k, f)| (k, *f)), &events),
-            now,
-        );
+        let decision = codec::encode_decision(tenant, key.as_ref().map(|(k, f)| (k, *f)), &events)
+            .into_record(now);
         for event in &events {
             self.world.apply(tenant, event);
         }
@@ -246,15 +244,4 @@ pub(crate) struct Turn {
     answers: Vec<(Reply, u64, Vec<Event>, Timestamp)>,
     /// Answers without records of their own, given once the turn's batch is durable.
     deferred: Deferred,
-}
-
-fn record(encoded: Encoded, now: Timestamp) -> NewRecord {
-    NewRecord {
-        stream: encoded.stream,
-        expected: Expected::Any,
-        event_type: encoded.event_type,
-        schema_version: encoded.schema_version,
-        timestamp: now.0,
-        payload: encoded.payload,
-    }
 }

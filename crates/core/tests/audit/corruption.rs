@@ -11,7 +11,7 @@ use orderly_core::codec;
 use orderly_core::domain::{
     CancelReason, Context, Decider, Envelope, OrderCommand, Tenant, TenantState, Timestamp,
 };
-use orderly_core::store::{Expected, Log, LogConfig, NewRecord};
+use orderly_core::store::{Log, LogConfig};
 
 use super::{START, no_progress, on_order, place, receive, records};
 
@@ -30,15 +30,7 @@ fn segmented_log(dir: &Path, units: u64) {
         for event in &events {
             Tenant::evolve(state, event);
         }
-        let encoded = codec::encode_decision(&envelope.tenant, None, &events);
-        NewRecord {
-            stream: encoded.stream,
-            expected: Expected::Any,
-            event_type: encoded.event_type,
-            schema_version: encoded.schema_version,
-            timestamp: now.0,
-            payload: encoded.payload,
-        }
+        codec::encode_decision(&envelope.tenant, None, &events).into_record(now)
     };
     log.append(vec![decide(&mut state, receive("acme", "sku-1", units), now)]).unwrap();
     for n in 0..700 {

@@ -135,16 +135,8 @@ fn records(dir: &Path) -> Vec<(PathBuf, u64, u64, u64)> {
 fn forge(dir: &Path, events: &[(&str, Event)]) {
     let (log, _) = Log::open(dir, LogConfig::default()).unwrap();
     for (i, (t, event)) in events.iter().enumerate() {
-        let encoded = codec::encode_event(&tenant(t), event);
-        log.append(vec![NewRecord {
-            stream: encoded.stream,
-            expected: Expected::Any,
-            event_type: encoded.event_type,
-            schema_version: encoded.schema_version,
-            timestamp: START.0 + i as u64,
-            payload: encoded.payload,
-        }])
-        .unwrap();
+        let at = Timestamp(START.0 + i as u64);
+        log.append(vec![codec::encode_event(&tenant(t), event).into_record(at)]).unwrap();
     }
 }
 

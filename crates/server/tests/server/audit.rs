@@ -6,11 +6,10 @@
 //! replaced), and bad input answered with a message and an exit status, never a panic.
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
@@ -23,9 +22,7 @@ use serde_json::{Value, json};
 
 use orderly_server::app::ServerConfig;
 
-use super::support::{self, Server};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_orderly");
+use super::support::{self, BINARY, Server};
 
 /// What a run of the binary did.
 struct Run {
@@ -334,47 +331,9 @@ fn flip_bit(file: &Path, offset: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_verify_works_beside_a_running_server() {
     let data = tempfile::tempdir().expect("a temporary folder");
-    let mut child = Command::new(BINARY)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data.path())
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (address_tx, address_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut address_tx = Some(address_tx);
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some((_, rest)) = line.split_once("listening on http://") {
-                let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
-                if let (Some(tx), Ok(address)) =
-                    (address_tx.take(), rest[..end].parse::<std::net::SocketAddr>())
-                {
-                    let _ = tx.send(address);
-                }
-            }
-        }
-    });
-    let address =
-        tokio::task::spawn_blocking(move || address_rx.recv_timeout(Duration::from_secs(20)))
-            .await
-            .expect("the reader ends")
-            .expect("the server says where it listens");
+    let server = support::Running::start(data.path()).await;
+    let address = server.address;
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ready = client.get(format!("http://{address}/readyz")).send().await;
-        if ready.is_ok_and(|r| r.status() == StatusCode::OK) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the server never became ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let token = std::fs::read_to_string(data.path().join("demo.token")).expect("demo.token");
     let received = client
         .post(format!("http://{address}/v1/inventory/mug/receive"))
@@ -402,8 +361,7 @@ async fn audit_verify_works_beside_a_running_server() {
         .await
         .expect("an answer");
     assert_eq!(level.status(), StatusCode::OK);
-    child.kill().expect("SIGKILL sent");
-    child.wait().expect("the child is reaped");
+    server.kill();
 }
 
 #[test]

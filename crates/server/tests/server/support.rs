@@ -1,7 +1,12 @@
 //! What the tests share: a server on a temporary data folder called through its `Router`,
 //! assertions on the one error shape, the log read straight, and a Server-Sent Events reader.
 
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -368,4 +373,101 @@ fn parse_event(block: &[u8]) -> Option<Message> {
     let data =
         serde_json::from_str(&data).unwrap_or_else(|e| panic!("data not JSON ({e}): {data}"));
     Some(Message { id, data })
+}
+
+/// The `orderly` binary of this build.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_orderly");
+
+/// A running `orderly serve` (the real binary); killed when dropped.
+pub struct Running {
+    /// The process.
+    pub child: Child,
+    /// Where it listens.
+    pub address: SocketAddr,
+}
+
+impl Running {
+    /// Starts `orderly serve` on `data` and waits (bounded) until it is ready.
+    pub async fn start(data: &Path) -> Running {
+        let mut child = Command::new(BINARY)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (address_tx, address_rx) = mpsc::channel();
+        // Reads stderr to its end, so that the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut address_tx = Some(address_tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(address) = listening_address(&line)
+                    && let Some(tx) = address_tx.take()
+                {
+                    let _ = tx.send(address);
+                }
+            }
+        });
+        let address =
+            tokio::task::spawn_blocking(move || address_rx.recv_timeout(Duration::from_secs(20)))
+                .await
+                .expect("the reader ends")
+                .expect("the server logs `listening on http://ADDR`");
+        let running = Running { child, address };
+        running.wait_ready().await;
+        running
+    }
+
+    /// The URL of `path` on the server.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Waits (bounded) until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(reply) = client.get(self.url("/readyz")).send().await {
+                if reply.status() == StatusCode::OK {
+                    return;
+                }
+                assert_eq!(reply.status(), StatusCode::SERVICE_UNAVAILABLE, "readyz");
+            }
+            assert!(Instant::now() < deadline, "the server never became ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL sent");
+        let status = self.child.wait().expect("the child is reaped");
+        assert_eq!(status.signal(), Some(9), "killed by SIGKILL: {status:?}");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // A test that failed half-way leaves no server behind.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address of a `listening on http://ADDR` log line.
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    let (_, rest) = line.split_once("listening on http://")?;
+    let end = rest.find(|c: char| c.is_whitespace() || c == '\u{1b}').unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// The demo tenant's token, as the first start wrote it.
+pub fn demo_token(data: &Path) -> String {
+    std::fs::read_to_string(data.join("demo.token")).expect("demo.token")
 }
