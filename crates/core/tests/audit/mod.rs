@@ -10,9 +10,8 @@ use std::sync::Arc;
 use orderly_core::audit::{self, AuditError, ReplayPoint};
 use orderly_core::codec;
 use orderly_core::domain::{
-    CancelReason, Command, Currency, CustomerId, Envelope, Event, GatewayId, InventoryEvent, Money,
-    OrderCommand, OrderId, OrderLine, PaymentCommand, PaymentEvent, PaymentId, Quantity, Sku,
-    TenantId, Timestamp,
+    CancelReason, Command, Currency, Envelope, Event, GatewayId, InventoryEvent, Money,
+    OrderCommand, OrderId, PaymentCommand, PaymentEvent, PaymentId, Quantity, Sku, Timestamp,
 };
 use orderly_core::engine::{Config, Engine, ManualClock};
 use orderly_store::{Expected, Log, LogConfig, NewRecord};
@@ -20,11 +19,8 @@ use orderly_store::{Expected, Log, LogConfig, NewRecord};
 mod corruption;
 mod live;
 
-const START: Timestamp = Timestamp(1_764_115_200_000);
-
-fn tenant(t: &str) -> TenantId {
-    TenantId::new(t).unwrap()
-}
+// The engine tests' envelopes and start time: the audit reads logs of the same commands.
+use crate::engine::{START, place, receive, tenant};
 
 fn order(o: &str) -> OrderId {
     OrderId::new(o).unwrap()
@@ -42,27 +38,8 @@ fn config(clock: &ManualClock, segment_size: u64) -> Config {
     }
 }
 
-fn receive(t: &str, sku: &str, units: u64) -> Envelope {
-    let sku = Sku::new(sku).unwrap();
-    Envelope::new(tenant(t), Command::ReceiveStock { sku, quantity: Quantity::new(units).unwrap() })
-}
-
 fn on_order(t: &str, o: &str, command: OrderCommand) -> Envelope {
     Envelope::new(tenant(t), Command::Order { order: order(o), command })
-}
-
-fn place(t: &str, o: &str, lines: &[(&str, u64)]) -> Envelope {
-    let lines = lines
-        .iter()
-        .map(|(sku, units)| OrderLine {
-            sku: Sku::new(sku).unwrap(),
-            quantity: Quantity::new(*units).unwrap(),
-            unit_price: 1_000,
-        })
-        .collect();
-    let customer = CustomerId::new("c-1").unwrap();
-    let currency = Currency::new("EUR").unwrap();
-    on_order(t, o, OrderCommand::Place { customer, currency, lines })
 }
 
 fn authorize(t: &str, o: &str, payment: &str, amount: u64) -> Envelope {

@@ -19,10 +19,10 @@ mod kill;
 mod oversell;
 mod payments;
 
-const START: Timestamp = Timestamp(1_764_115_200_000);
+pub(crate) const START: Timestamp = Timestamp(1_764_115_200_000);
 const TTL: u64 = 60_000;
 
-fn tenant(t: &str) -> TenantId {
+pub(crate) fn tenant(t: &str) -> TenantId {
     TenantId::new(t).unwrap()
 }
 
@@ -35,7 +35,7 @@ fn config(clock: &ManualClock) -> Config {
     }
 }
 
-fn receive(t: &str, sku: &str, units: u64) -> Envelope {
+pub(crate) fn receive(t: &str, sku: &str, units: u64) -> Envelope {
     let command = Command::ReceiveStock {
         sku: Sku::new(sku).unwrap(),
         quantity: Quantity::new(units).unwrap(),
@@ -43,7 +43,7 @@ fn receive(t: &str, sku: &str, units: u64) -> Envelope {
     Envelope::new(tenant(t), command)
 }
 
-fn place(t: &str, order: &str, lines: &[(&str, u64)]) -> Envelope {
+pub(crate) fn place(t: &str, order: &str, lines: &[(&str, u64)]) -> Envelope {
     let lines = lines
         .iter()
         .map(|(sku, units)| OrderLine {

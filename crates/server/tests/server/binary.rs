@@ -28,6 +28,16 @@ fn order_body(key: &str) -> Value {
     support::order(None, &format!("c-{}", &key[..3]), &[("mug", 1), ("tea", 2)])
 }
 
+/// Placing the order of `key`, with `key` as its idempotency key.
+fn place_keyed(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    key: &str,
+) -> reqwest::RequestBuilder {
+    client.post(url).bearer_auth(token).header("idempotency-key", key).json(&order_body(key))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_order_and_key_survives_sigkill() {
     let data = tempfile::tempdir().expect("a temporary folder");
@@ -56,13 +66,7 @@ async fn every_acknowledged_order_and_key_survives_sigkill() {
                 let mut failures = 0;
                 for n in 0_u64.. {
                     let key = format!("p{placer}-{n}");
-                    let sent = client
-                        .post(&url)
-                        .bearer_auth(&token)
-                        .header("idempotency-key", &key)
-                        .json(&order_body(&key))
-                        .send()
-                        .await;
+                    let sent = place_keyed(&client, &url, &token, &key).send().await;
                     let answer = match sent {
                         Ok(reply) => match reply.status() {
                             StatusCode::CREATED => reply.json::<Value>().await.ok(),
@@ -116,11 +120,7 @@ async fn every_acknowledged_order_and_key_survives_sigkill() {
             "order {id} was placed below its acknowledged position {position}: {order}"
         );
 
-        let replay = client
-            .post(server.url("/v1/orders"))
-            .bearer_auth(&token)
-            .header("idempotency-key", key)
-            .json(&order_body(key))
+        let replay = place_keyed(&client, &server.url("/v1/orders"), &token, key)
             .send()
             .await
             .expect("an answer");
@@ -139,11 +139,7 @@ async fn every_acknowledged_order_and_key_survives_sigkill() {
     for key in &cut_off {
         let mut first = None;
         for _ in 0..2 {
-            let reply = client
-                .post(server.url("/v1/orders"))
-                .bearer_auth(&token)
-                .header("idempotency-key", key)
-                .json(&order_body(key))
+            let reply = place_keyed(&client, &server.url("/v1/orders"), &token, key)
                 .send()
                 .await
                 .expect("an answer");
