@@ -15,6 +15,7 @@
 
 mod fingerprint;
 pub mod v1;
+mod v1_write;
 
 pub use fingerprint::{Fingerprint, fingerprint};
 
@@ -281,6 +282,26 @@ fn stream(tenant: &TenantId, kind: &str, id: &str) -> Vec<u8> {
     s
 }
 
+/// `value`'s rkyv bytes, appended to `out`.
+///
+/// Straight into a plain Vec: payloads need no alignment (format feature `unaligned`), so
+/// there is no aligned buffer to allocate and copy out of. For the same reason a payload can
+/// be appended after others in one buffer: its relative pointers do not depend on where it
+/// starts, so its bytes are the same as alone.
+fn archive_into<T>(value: &T, out: Vec<u8>) -> Vec<u8>
+where
+    T: for<'a> rkyv::Serialize<
+            rkyv::api::high::HighSerializer<
+                Vec<u8>,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                rkyv::rancor::Error,
+            >,
+        >,
+{
+    rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(value, out)
+        .expect("plain data always serializes")
+}
+
 fn archive<T>(value: &T) -> Vec<u8>
 where
     T: for<'a> rkyv::Serialize<
@@ -291,94 +312,102 @@ where
             >,
         >,
 {
-    // Straight into a plain Vec: payloads need no alignment (format feature `unaligned`), so
-    // there is no aligned buffer to allocate and copy out of.
-    rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(value, Vec::with_capacity(64))
-        .expect("plain data always serializes")
+    archive_into(value, Vec::with_capacity(64))
 }
 
 /// The record of one domain event of `tenant`.
 #[must_use]
 pub fn encode_event(tenant: &TenantId, event: &Event) -> Encoded {
+    let (kind, id) = aggregate_of(event);
+    Encoded {
+        stream: stream(tenant, kind, id),
+        event_type: EventType::of(event) as u16,
+        schema_version: CURRENT_SCHEMA,
+        payload: write_payload(event, Vec::with_capacity(64)),
+    }
+}
+
+/// The v1 payload of `event` (without its aggregate id, which the record names), appended to
+/// `out`. Written through the borrowing twins of [`v1_write`]: no id is copied on the way.
+fn write_payload(event: &Event, out: Vec<u8>) -> Vec<u8> {
     use InventoryEvent as I;
     use OrderEvent as O;
     use PaymentEvent as P;
-    let event_type = EventType::of(event) as u16;
-    let (stream, payload) = match event {
-        Event::Inventory { sku, event } => {
-            let payload = match event {
-                I::StockReceived { quantity } => {
-                    archive(&v1::StockReceived { quantity: q(*quantity) })
-                }
-                I::StockAdjusted { delta } => archive(&v1::StockAdjusted { delta: *delta }),
-                I::StockHeld { order, quantity, expires_at } => archive(&v1::StockHeld {
-                    order: order.to_string(),
+    use v1_write::Text;
+    match event {
+        Event::Inventory { event, .. } => match event {
+            I::StockReceived { quantity } => {
+                archive_into(&v1::StockReceived { quantity: q(*quantity) }, out)
+            }
+            I::StockAdjusted { delta } => archive_into(&v1::StockAdjusted { delta: *delta }, out),
+            I::StockHeld { order, quantity, expires_at } => {
+                let held = v1_write::StockHeld {
+                    order: Text(order.as_str()),
                     quantity: q(*quantity),
                     expires_at: expires_at.0,
-                }),
-                I::StockCommitted { order, quantity }
-                | I::StockReleased { order, quantity }
-                | I::HoldExpired { order, quantity } => {
-                    archive(&v1::HoldClosed { order: order.to_string(), quantity: q(*quantity) })
-                }
-            };
-            (stream(tenant, "i", sku.as_str()), payload)
-        }
-        Event::Order { order, event } => {
-            let payload = match event {
-                O::OrderPlaced { customer, currency, lines, total, hold_expires_at } => {
-                    archive(&v1::OrderPlaced {
-                        customer: customer.to_string(),
-                        currency: currency_bytes(*currency),
-                        lines: lines
-                            .iter()
-                            .map(|l| v1::Line {
-                                sku: l.sku.to_string(),
-                                quantity: q(l.quantity),
-                                unit_price: l.unit_price,
-                            })
-                            .collect(),
-                        total: *total,
-                        hold_expires_at: hold_expires_at.0,
-                    })
-                }
-                O::OrderConfirmed { payment } => {
-                    archive(&v1::OrderConfirmed { payment: payment.to_string() })
-                }
-                O::OrderShipped | O::OrderDelivered => Vec::new(),
-                O::OrderCancelled { reason } => {
-                    archive(&v1::OrderCancelled { reason: cancel_code(*reason) })
-                }
-                O::OrderRefunded { amount } => archive(&v1::Amount { amount: *amount }),
-            };
-            (stream(tenant, "o", order.as_str()), payload)
-        }
-        Event::Payment { payment, event } => {
-            let started = |order: &OrderId, amount: &Money, gateway: &GatewayId, reason| {
-                archive(&v1::PaymentStarted {
-                    order: order.to_string(),
+                };
+                archive_into(&held, out)
+            }
+            I::StockCommitted { order, quantity }
+            | I::StockReleased { order, quantity }
+            | I::HoldExpired { order, quantity } => {
+                let closed =
+                    v1_write::HoldClosed { order: Text(order.as_str()), quantity: q(*quantity) };
+                archive_into(&closed, out)
+            }
+        },
+        Event::Order { event, .. } => match event {
+            O::OrderPlaced { customer, currency, lines, total, hold_expires_at } => {
+                let placed = v1_write::OrderPlaced {
+                    customer: Text(customer.as_str()),
+                    currency: currency_bytes(*currency),
+                    lines: lines
+                        .iter()
+                        .map(|l| v1_write::Line {
+                            sku: Text(l.sku.as_str()),
+                            quantity: q(l.quantity),
+                            unit_price: l.unit_price,
+                        })
+                        .collect(),
+                    total: *total,
+                    hold_expires_at: hold_expires_at.0,
+                };
+                archive_into(&placed, out)
+            }
+            O::OrderConfirmed { payment } => {
+                archive_into(&v1_write::OrderConfirmed { payment: Text(payment.as_str()) }, out)
+            }
+            O::OrderShipped | O::OrderDelivered => out,
+            O::OrderCancelled { reason } => {
+                archive_into(&v1::OrderCancelled { reason: cancel_code(*reason) }, out)
+            }
+            O::OrderRefunded { amount } => archive_into(&v1::Amount { amount: *amount }, out),
+        },
+        Event::Payment { event, .. } => {
+            let started = |order: &OrderId, amount: &Money, gateway: &GatewayId, reason, out| {
+                let started = v1_write::PaymentStarted {
+                    order: Text(order.as_str()),
                     amount: amount.minor,
                     currency: currency_bytes(amount.currency),
-                    gateway: gateway.to_string(),
+                    gateway: Text(gateway.as_str()),
                     reason,
-                })
+                };
+                archive_into(&started, out)
             };
-            let payload = match event {
+            match event {
                 P::PaymentAuthorized { order, amount, gateway } => {
-                    started(order, amount, gateway, 0)
+                    started(order, amount, gateway, 0, out)
                 }
                 P::PaymentDeclined { order, amount, gateway, reason } => {
-                    started(order, amount, gateway, decline_code(*reason))
+                    started(order, amount, gateway, decline_code(*reason), out)
                 }
                 P::PaymentCaptured { amount } | P::PaymentRefunded { amount } => {
-                    archive(&v1::Amount { amount: *amount })
+                    archive_into(&v1::Amount { amount: *amount }, out)
                 }
-                P::PaymentVoided => Vec::new(),
-            };
-            (stream(tenant, "p", payment.as_str()), payload)
+                P::PaymentVoided => out,
+            }
         }
-    };
-    Encoded { stream, event_type, schema_version: CURRENT_SCHEMA, payload }
+    }
 }
 
 /// The engine's record that `key` was accepted with a command of `fingerprint` that recorded
@@ -410,28 +439,37 @@ pub fn encode_decision(
     events: &[Event],
 ) -> Encoded {
     assert!(!events.is_empty(), "a decision records at least one event");
+    // Every event's own payload goes into one buffer, back to back; the decision then refers
+    // to each by its range.
+    let mut payloads = Vec::with_capacity(64 * events.len());
+    let mut ends = Vec::with_capacity(events.len());
+    for event in events {
+        payloads = write_payload(event, payloads);
+        ends.push(payloads.len());
+    }
+    let starts = std::iter::once(0).chain(ends.iter().copied());
     let decided = events
         .iter()
-        .map(|event| {
-            let (_, id) = aggregate_of(event);
-            let encoded = encode_event(tenant, event);
-            v1::DecidedEvent {
-                event_type: encoded.event_type,
-                aggregate: id.to_owned(),
-                payload: encoded.payload,
-            }
+        .zip(starts.zip(ends.iter().copied()))
+        .map(|(event, (start, end))| v1_write::DecidedEvent {
+            event_type: EventType::of(event) as u16,
+            aggregate: v1_write::Text(aggregate_of(event).1),
+            payload: v1_write::Bytes(&payloads[start..end]),
         })
         .collect();
-    let key = key.map(|(key, fingerprint)| v1::DecisionKey {
-        key: key.to_string(),
+    let key = key.map(|(key, fingerprint)| v1_write::DecisionKey {
+        key: v1_write::Text(key.as_str()),
         fingerprint: fingerprint.0,
     });
     let (kind, id) = aggregate_of(&events[0]);
+    // The decision's own framing per event: type, id and payload length, plus the key.
+    let capacity = payloads.len() + 40 * events.len() + 64;
+    let decision = v1_write::Decision { key, events: decided };
     Encoded {
         stream: stream(tenant, kind, id),
         event_type: EventType::Decision as u16,
         schema_version: CURRENT_SCHEMA,
-        payload: archive(&v1::Decision { key, events: decided }),
+        payload: archive_into(&decision, Vec::with_capacity(capacity)),
     }
 }
 

@@ -20,9 +20,6 @@ fn sku(s: &str) -> Sku {
 fn order() -> OrderId {
     OrderId::new("o-1001").unwrap()
 }
-fn payment() -> PaymentId {
-    PaymentId::new("o-1001.1").unwrap()
-}
 fn eur(minor: u64) -> Money {
     Money::new(minor, Currency::new("EUR").unwrap())
 }
@@ -32,10 +29,32 @@ fn qty(n: u64) -> Quantity {
 
 /// One sample of every event kind, in event-type order.
 fn samples() -> Vec<Event> {
-    let on_sku = |event| Event::Inventory { sku: sku("SKU-1"), event };
+    samples_named(&Names {
+        order: "o-1001",
+        payment: "o-1001.1",
+        skus: ["SKU-1", "SKU-2"],
+        customer: "c-42",
+        gateway: "stripe-eu",
+    })
+}
+
+/// The ids the samples use.
+struct Names {
+    order: &'static str,
+    payment: &'static str,
+    skus: [&'static str; 2],
+    customer: &'static str,
+    gateway: &'static str,
+}
+
+fn samples_named(names: &Names) -> Vec<Event> {
+    let order = || OrderId::new(names.order).unwrap();
+    let payment = || PaymentId::new(names.payment).unwrap();
+    let [sku_1, sku_2] = names.skus.map(sku);
+    let on_sku = |event| Event::Inventory { sku: sku_1.clone(), event };
     let on_order = |event| Event::Order { order: order(), event };
     let on_payment = |event| Event::Payment { payment: payment(), event };
-    let gateway = GatewayId::new("stripe-eu").unwrap();
+    let gateway = GatewayId::new(names.gateway).unwrap();
     vec![
         on_sku(InventoryEvent::StockReceived { quantity: qty(100) }),
         on_sku(InventoryEvent::StockAdjusted { delta: -3 }),
@@ -48,11 +67,11 @@ fn samples() -> Vec<Event> {
         on_sku(InventoryEvent::StockReleased { order: order(), quantity: qty(2) }),
         on_sku(InventoryEvent::HoldExpired { order: order(), quantity: qty(2) }),
         on_order(OrderEvent::OrderPlaced {
-            customer: CustomerId::new("c-42").unwrap(),
+            customer: CustomerId::new(names.customer).unwrap(),
             currency: Currency::new("EUR").unwrap(),
             lines: vec![
-                OrderLine { sku: sku("SKU-1"), quantity: qty(2), unit_price: 1_999 },
-                OrderLine { sku: sku("SKU-2"), quantity: qty(1), unit_price: 500 },
+                OrderLine { sku: sku_1.clone(), quantity: qty(2), unit_price: 1_999 },
+                OrderLine { sku: sku_2.clone(), quantity: qty(1), unit_price: 500 },
             ],
             total: 4_498,
             hold_expires_at: Timestamp(1_764_000_900_000),
@@ -149,6 +168,153 @@ fn the_bytes_of_schema_version_1_never_change() {
         assert_eq!(now, then, "schema version 1 bytes changed: write a v2 instead");
     }
     assert_eq!(lines.lines().count(), golden.lines().count());
+}
+
+/// The payload of `event` written the plain way, through the owned frozen v1 types: what the
+/// codec's borrowing writers must reproduce byte for byte.
+fn plain_v1_payload(event: &Event) -> Vec<u8> {
+    use codec::v1;
+    fn bytes<T>(value: &T) -> Vec<u8>
+    where
+        T: for<'a> rkyv::Serialize<
+                rkyv::api::high::HighSerializer<
+                    rkyv::util::AlignedVec,
+                    rkyv::ser::allocator::ArenaHandle<'a>,
+                    rkyv::rancor::Error,
+                >,
+            >,
+    {
+        rkyv::to_bytes::<rkyv::rancor::Error>(value).unwrap().to_vec()
+    }
+    let q = |quantity: &Quantity| u32::try_from(quantity.get()).unwrap();
+    let currency = |c: &Currency| <[u8; 3]>::try_from(c.as_str().as_bytes()).unwrap();
+    match event {
+        Event::Inventory { event, .. } => match event {
+            InventoryEvent::StockReceived { quantity } => {
+                bytes(&v1::StockReceived { quantity: q(quantity) })
+            }
+            InventoryEvent::StockAdjusted { delta } => bytes(&v1::StockAdjusted { delta: *delta }),
+            InventoryEvent::StockHeld { order, quantity, expires_at } => bytes(&v1::StockHeld {
+                order: order.to_string(),
+                quantity: q(quantity),
+                expires_at: expires_at.0,
+            }),
+            InventoryEvent::StockCommitted { order, quantity }
+            | InventoryEvent::StockReleased { order, quantity }
+            | InventoryEvent::HoldExpired { order, quantity } => {
+                bytes(&v1::HoldClosed { order: order.to_string(), quantity: q(quantity) })
+            }
+        },
+        Event::Order { event, .. } => match event {
+            OrderEvent::OrderPlaced { customer, currency: c, lines, total, hold_expires_at } => {
+                bytes(&v1::OrderPlaced {
+                    customer: customer.to_string(),
+                    currency: currency(c),
+                    lines: lines
+                        .iter()
+                        .map(|l| v1::Line {
+                            sku: l.sku.to_string(),
+                            quantity: q(&l.quantity),
+                            unit_price: l.unit_price,
+                        })
+                        .collect(),
+                    total: *total,
+                    hold_expires_at: hold_expires_at.0,
+                })
+            }
+            OrderEvent::OrderConfirmed { payment } => {
+                bytes(&v1::OrderConfirmed { payment: payment.to_string() })
+            }
+            OrderEvent::OrderShipped | OrderEvent::OrderDelivered => Vec::new(),
+            OrderEvent::OrderCancelled { reason } => {
+                let reason = match reason {
+                    CancelReason::Requested => 0,
+                    CancelReason::PaymentDeclined => 1,
+                    CancelReason::HoldExpired => 2,
+                };
+                bytes(&v1::OrderCancelled { reason })
+            }
+            OrderEvent::OrderRefunded { amount } => bytes(&v1::Amount { amount: *amount }),
+        },
+        Event::Payment { event, .. } => {
+            let started = |order: &OrderId, amount: &Money, gateway: &GatewayId, reason| {
+                bytes(&v1::PaymentStarted {
+                    order: order.to_string(),
+                    amount: amount.minor,
+                    currency: currency(&amount.currency),
+                    gateway: gateway.to_string(),
+                    reason,
+                })
+            };
+            match event {
+                PaymentEvent::PaymentAuthorized { order, amount, gateway } => {
+                    started(order, amount, gateway, 0)
+                }
+                PaymentEvent::PaymentDeclined { order, amount, gateway, reason } => {
+                    let reason = match reason {
+                        DeclineReason::Refused => 0,
+                        DeclineReason::GatewayUnavailable => 1,
+                    };
+                    started(order, amount, gateway, reason)
+                }
+                PaymentEvent::PaymentCaptured { amount }
+                | PaymentEvent::PaymentRefunded { amount } => {
+                    bytes(&v1::Amount { amount: *amount })
+                }
+                PaymentEvent::PaymentVoided => Vec::new(),
+            }
+        }
+    }
+}
+
+#[test]
+fn the_codec_writes_the_bytes_of_the_frozen_v1_types() {
+    // Short ids are stored inline in an archived string, long ones out of line: both kinds.
+    let long = Names {
+        order: "order-2026-11-27-000000001",
+        payment: "order-2026-11-27-000000001.1",
+        skus: ["sku-flash-sale-television-65", "sku-gift-card-fifty-euro"],
+        customer: "customer-000000000042",
+        gateway: "stripe-eu-west-primary",
+    };
+    let short = samples();
+    let long = samples_named(&long);
+    for event in short.iter().chain(&long) {
+        let written = codec::encode_event(&tenant(), event).payload;
+        assert_eq!(written, plain_v1_payload(event), "{event:?}");
+    }
+    let key = IdempotencyKey::new("checkout-attempt-000000000042").unwrap();
+    for events in [&short, &long] {
+        for keyed in [None, Some((&key, codec::Fingerprint([5; 16])))] {
+            let written = codec::encode_decision(&tenant(), keyed, events).payload;
+            let plain = codec::v1::Decision {
+                key: keyed.map(|(key, fingerprint)| codec::v1::DecisionKey {
+                    key: key.to_string(),
+                    fingerprint: fingerprint.0,
+                }),
+                events: events
+                    .iter()
+                    .map(|event| codec::v1::DecidedEvent {
+                        event_type: EventType::of(event) as u16,
+                        aggregate: match event {
+                            Event::Inventory { sku, .. } => sku.to_string(),
+                            Event::Order { order, .. } => order.to_string(),
+                            Event::Payment { payment, .. } => payment.to_string(),
+                        },
+                        payload: plain_v1_payload(event),
+                    })
+                    .collect(),
+            };
+            let plain = rkyv::to_bytes::<rkyv::rancor::Error>(&plain).unwrap().to_vec();
+            assert_eq!(
+                written,
+                plain,
+                "decision of {} events, keyed: {}",
+                events.len(),
+                keyed.is_some()
+            );
+        }
+    }
 }
 
 #[test]
