@@ -17,6 +17,9 @@ mod fingerprint;
 pub mod v1;
 mod v1_write;
 
+use rkyv::ser::allocator::{Arena, ArenaHandle};
+use rkyv::util::with_arena;
+
 pub use fingerprint::{Fingerprint, fingerprint};
 
 use crate::domain::limits::MAX_LINES_PER_ORDER;
@@ -282,37 +285,24 @@ fn stream(tenant: &TenantId, kind: &str, id: &str) -> Vec<u8> {
     s
 }
 
-/// `value`'s rkyv bytes, appended to `out`.
+/// `value`'s rkyv bytes, appended to `out`, with `arena` as the serializer's scratch space.
 ///
 /// Straight into a plain Vec: payloads need no alignment (format feature `unaligned`), so
 /// there is no aligned buffer to allocate and copy out of. For the same reason a payload can
 /// be appended after others in one buffer: its relative pointers do not depend on where it
 /// starts, so its bytes are the same as alone.
-fn archive_into<T>(value: &T, out: Vec<u8>) -> Vec<u8>
+fn archive_into<T>(arena: &mut Arena, value: &T, out: Vec<u8>) -> Vec<u8>
 where
     T: for<'a> rkyv::Serialize<
-            rkyv::api::high::HighSerializer<
-                Vec<u8>,
-                rkyv::ser::allocator::ArenaHandle<'a>,
-                rkyv::rancor::Error,
-            >,
+            rkyv::api::high::HighSerializer<Vec<u8>, ArenaHandle<'a>, rkyv::rancor::Error>,
         >,
 {
-    rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(value, out)
-        .expect("plain data always serializes")
-}
-
-fn archive<T>(value: &T) -> Vec<u8>
-where
-    T: for<'a> rkyv::Serialize<
-            rkyv::api::high::HighSerializer<
-                Vec<u8>,
-                rkyv::ser::allocator::ArenaHandle<'a>,
-                rkyv::rancor::Error,
-            >,
-        >,
-{
-    archive_into(value, Vec::with_capacity(64))
+    rkyv::api::high::to_bytes_in_with_alloc::<_, _, rkyv::rancor::Error>(
+        value,
+        out,
+        arena.acquire(),
+    )
+    .expect("plain data always serializes")
 }
 
 /// The record of one domain event of `tenant`.
@@ -323,13 +313,13 @@ pub fn encode_event(tenant: &TenantId, event: &Event) -> Encoded {
         stream: stream(tenant, kind, id),
         event_type: EventType::of(event) as u16,
         schema_version: CURRENT_SCHEMA,
-        payload: write_payload(event, Vec::with_capacity(64)),
+        payload: with_arena(|arena| write_payload(arena, event, Vec::with_capacity(64))),
     }
 }
 
 /// The v1 payload of `event` (without its aggregate id, which the record names), appended to
 /// `out`. Written through the borrowing twins of [`v1_write`]: no id is copied on the way.
-fn write_payload(event: &Event, out: Vec<u8>) -> Vec<u8> {
+fn write_payload(arena: &mut Arena, event: &Event, out: Vec<u8>) -> Vec<u8> {
     use InventoryEvent as I;
     use OrderEvent as O;
     use PaymentEvent as P;
@@ -337,23 +327,25 @@ fn write_payload(event: &Event, out: Vec<u8>) -> Vec<u8> {
     match event {
         Event::Inventory { event, .. } => match event {
             I::StockReceived { quantity } => {
-                archive_into(&v1::StockReceived { quantity: q(*quantity) }, out)
+                archive_into(arena, &v1::StockReceived { quantity: q(*quantity) }, out)
             }
-            I::StockAdjusted { delta } => archive_into(&v1::StockAdjusted { delta: *delta }, out),
+            I::StockAdjusted { delta } => {
+                archive_into(arena, &v1::StockAdjusted { delta: *delta }, out)
+            }
             I::StockHeld { order, quantity, expires_at } => {
                 let held = v1_write::StockHeld {
                     order: Text(order.as_str()),
                     quantity: q(*quantity),
                     expires_at: expires_at.0,
                 };
-                archive_into(&held, out)
+                archive_into(arena, &held, out)
             }
             I::StockCommitted { order, quantity }
             | I::StockReleased { order, quantity }
             | I::HoldExpired { order, quantity } => {
                 let closed =
                     v1_write::HoldClosed { order: Text(order.as_str()), quantity: q(*quantity) };
-                archive_into(&closed, out)
+                archive_into(arena, &closed, out)
             }
         },
         Event::Order { event, .. } => match event {
@@ -372,37 +364,42 @@ fn write_payload(event: &Event, out: Vec<u8>) -> Vec<u8> {
                     total: *total,
                     hold_expires_at: hold_expires_at.0,
                 };
-                archive_into(&placed, out)
+                archive_into(arena, &placed, out)
             }
-            O::OrderConfirmed { payment } => {
-                archive_into(&v1_write::OrderConfirmed { payment: Text(payment.as_str()) }, out)
-            }
+            O::OrderConfirmed { payment } => archive_into(
+                arena,
+                &v1_write::OrderConfirmed { payment: Text(payment.as_str()) },
+                out,
+            ),
             O::OrderShipped | O::OrderDelivered => out,
             O::OrderCancelled { reason } => {
-                archive_into(&v1::OrderCancelled { reason: cancel_code(*reason) }, out)
+                archive_into(arena, &v1::OrderCancelled { reason: cancel_code(*reason) }, out)
             }
-            O::OrderRefunded { amount } => archive_into(&v1::Amount { amount: *amount }, out),
+            O::OrderRefunded { amount } => {
+                archive_into(arena, &v1::Amount { amount: *amount }, out)
+            }
         },
         Event::Payment { event, .. } => {
-            let started = |order: &OrderId, amount: &Money, gateway: &GatewayId, reason, out| {
-                let started = v1_write::PaymentStarted {
-                    order: Text(order.as_str()),
-                    amount: amount.minor,
-                    currency: currency_bytes(amount.currency),
-                    gateway: Text(gateway.as_str()),
-                    reason,
+            let started =
+                |arena, order: &OrderId, amount: &Money, gateway: &GatewayId, reason, out| {
+                    let started = v1_write::PaymentStarted {
+                        order: Text(order.as_str()),
+                        amount: amount.minor,
+                        currency: currency_bytes(amount.currency),
+                        gateway: Text(gateway.as_str()),
+                        reason,
+                    };
+                    archive_into(arena, &started, out)
                 };
-                archive_into(&started, out)
-            };
             match event {
                 P::PaymentAuthorized { order, amount, gateway } => {
-                    started(order, amount, gateway, 0, out)
+                    started(arena, order, amount, gateway, 0, out)
                 }
                 P::PaymentDeclined { order, amount, gateway, reason } => {
-                    started(order, amount, gateway, decline_code(*reason), out)
+                    started(arena, order, amount, gateway, decline_code(*reason), out)
                 }
                 P::PaymentCaptured { amount } | P::PaymentRefunded { amount } => {
-                    archive_into(&v1::Amount { amount: *amount }, out)
+                    archive_into(arena, &v1::Amount { amount: *amount }, out)
                 }
                 P::PaymentVoided => out,
             }
@@ -419,8 +416,8 @@ pub fn encode_command_accepted(
     fingerprint: Fingerprint,
     events: u32,
 ) -> Encoded {
-    let payload =
-        archive(&v1::CommandAccepted { key: key.to_string(), fingerprint: fingerprint.0, events });
+    let accepted = v1::CommandAccepted { key: key.to_string(), fingerprint: fingerprint.0, events };
+    let payload = with_arena(|arena| archive_into(arena, &accepted, Vec::with_capacity(64)));
     Encoded {
         stream: stream(tenant, "k", ""),
         event_type: EventType::CommandAccepted as u16,
@@ -439,37 +436,40 @@ pub fn encode_decision(
     events: &[Event],
 ) -> Encoded {
     assert!(!events.is_empty(), "a decision records at least one event");
-    // Every event's own payload goes into one buffer, back to back; the decision then refers
-    // to each by its range.
-    let mut payloads = Vec::with_capacity(64 * events.len());
-    let mut ends = Vec::with_capacity(events.len());
-    for event in events {
-        payloads = write_payload(event, payloads);
-        ends.push(payloads.len());
-    }
-    let starts = std::iter::once(0).chain(ends.iter().copied());
-    let decided = events
-        .iter()
-        .zip(starts.zip(ends.iter().copied()))
-        .map(|(event, (start, end))| v1_write::DecidedEvent {
-            event_type: EventType::of(event) as u16,
-            aggregate: v1_write::Text(aggregate_of(event).1),
-            payload: v1_write::Bytes(&payloads[start..end]),
-        })
-        .collect();
-    let key = key.map(|(key, fingerprint)| v1_write::DecisionKey {
-        key: v1_write::Text(key.as_str()),
-        fingerprint: fingerprint.0,
-    });
     let (kind, id) = aggregate_of(&events[0]);
-    // The decision's own framing per event: type, id and payload length, plus the key.
-    let capacity = payloads.len() + 40 * events.len() + 64;
-    let decision = v1_write::Decision { key, events: decided };
+    let payload = with_arena(|arena| {
+        // Every event's own payload goes into one buffer, back to back; the decision then
+        // refers to each by its range.
+        let mut payloads = Vec::with_capacity(64 * events.len());
+        let mut ends = Vec::with_capacity(events.len());
+        for event in events {
+            payloads = write_payload(arena, event, payloads);
+            ends.push(payloads.len());
+        }
+        let starts = std::iter::once(0).chain(ends.iter().copied());
+        let decided = events
+            .iter()
+            .zip(starts.zip(ends.iter().copied()))
+            .map(|(event, (start, end))| v1_write::DecidedEvent {
+                event_type: EventType::of(event) as u16,
+                aggregate: v1_write::Text(aggregate_of(event).1),
+                payload: v1_write::Bytes(&payloads[start..end]),
+            })
+            .collect();
+        let key = key.map(|(key, fingerprint)| v1_write::DecisionKey {
+            key: v1_write::Text(key.as_str()),
+            fingerprint: fingerprint.0,
+        });
+        // The decision's own framing per event: type, id and payload length, plus the key.
+        let capacity = payloads.len() + 40 * events.len() + 64;
+        let decision = v1_write::Decision { key, events: decided };
+        archive_into(arena, &decision, Vec::with_capacity(capacity))
+    });
     Encoded {
         stream: stream(tenant, kind, id),
         event_type: EventType::Decision as u16,
         schema_version: CURRENT_SCHEMA,
-        payload: archive_into(&decision, Vec::with_capacity(capacity)),
+        payload,
     }
 }
 
