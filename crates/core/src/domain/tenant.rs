@@ -200,16 +200,28 @@ impl Decider for Tenant {
     fn evolve(state: &mut TenantState, event: &Event) {
         match event {
             Event::Inventory { sku, event } => {
-                Inventory::evolve(state.inventory.entry(sku.clone()).or_default(), event);
+                Inventory::evolve(slot(&mut state.inventory, sku), event);
             }
-            Event::Order { order, event } => {
-                Order::evolve(state.orders.entry(order.clone()).or_default(), event);
-            }
+            Event::Order { order, event } => Order::evolve(slot(&mut state.orders, order), event),
             Event::Payment { payment, event } => {
-                Payment::evolve(state.payments.entry(payment.clone()).or_default(), event);
+                Payment::evolve(slot(&mut state.payments, payment), event);
             }
         }
     }
+}
+
+/// The value of `key` in `map`, inserted as the default if absent. Looked up by reference
+/// first: the entry API takes the key by value, and cloning an id is an atomic increment (and
+/// its drop a decrement) on every event of an aggregate that already exists.
+pub(crate) fn slot<'m, K, V>(map: &'m mut FxHashMap<K, V>, key: &K) -> &'m mut V
+where
+    K: Clone + Eq + std::hash::Hash,
+    V: Default,
+{
+    if map.contains_key(key) {
+        return map.get_mut(key).expect("just found");
+    }
+    map.entry(key.clone()).or_default()
 }
 
 fn decide_inventory(

@@ -8,6 +8,7 @@ use std::collections::BinaryHeap;
 use rustc_hash::FxHashMap;
 
 use crate::codec::{Decoded, Fingerprint};
+use crate::domain::slot;
 use crate::domain::{
     Decider, Event, IdempotencyKey, OrderEvent, OrderId, OrderStatus, Tenant, TenantId,
     TenantState, Timestamp,
@@ -27,7 +28,8 @@ pub(crate) struct KeyEntry {
 #[derive(Debug, Default)]
 pub(crate) struct World {
     tenants: FxHashMap<TenantId, TenantState>,
-    keys: FxHashMap<(TenantId, IdempotencyKey), KeyEntry>,
+    /// Per tenant, so that a lookup borrows the tenant and the key instead of cloning both.
+    keys: FxHashMap<TenantId, FxHashMap<IdempotencyKey, KeyEntry>>,
     /// Placed orders by the time their stock hold runs out, earliest first. Entries are never
     /// removed early: an order paid or cancelled meanwhile is skipped when its time comes,
     /// which is cheaper than finding it in the heap on every confirmation.
@@ -41,7 +43,7 @@ impl World {
     }
 
     pub(crate) fn key(&self, tenant: &TenantId, key: &IdempotencyKey) -> Option<KeyEntry> {
-        self.keys.get(&(tenant.clone(), key.clone())).copied()
+        self.keys.get(tenant)?.get(key).copied()
     }
 
     pub(crate) fn remember_key(
@@ -50,13 +52,13 @@ impl World {
         key: &IdempotencyKey,
         entry: KeyEntry,
     ) {
-        let previous = self.keys.insert((tenant.clone(), key.clone()), entry);
+        let previous = slot(&mut self.keys, tenant).insert(key.clone(), entry);
         assert!(previous.is_none(), "an idempotency key is accepted once");
     }
 
     /// Applies one event of `tenant`, keeping the expiry timers in step.
     pub(crate) fn apply(&mut self, tenant: &TenantId, event: &Event) {
-        let state = self.tenants.entry(tenant.clone()).or_default();
+        let state = slot(&mut self.tenants, tenant);
         if let Event::Order { order, event: OrderEvent::OrderPlaced { hold_expires_at, .. } } =
             event
         {
