@@ -58,6 +58,19 @@ pub enum Problem {
     /// A closed segment is missing between two others.
     #[error("segment missing before this one")]
     MissingSegment,
+    /// The record before the log's checkpoint does not hash to the checkpoint's hash: the log
+    /// was rewritten, or the checkpoint file belongs to another log.
+    #[error(
+        "the record before the checkpoint does not match it (the log was rewritten, or the \
+         `checkpoint` file belongs to another log; removing it verifies the whole chain)"
+    )]
+    CheckpointMismatch,
+    /// The log ends before the position its checkpoint recorded: durable records are gone.
+    #[error("the log ends before its checkpoint at position {checkpoint}: records are missing")]
+    EndsBeforeCheckpoint {
+        /// The checkpoint's position.
+        checkpoint: u64,
+    },
 }
 
 /// Why the log could not be opened.

@@ -107,6 +107,10 @@ impl Storage for FaultyStorage {
         self.inner.remove(name)
     }
 
+    fn replace(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.inner.replace(name, bytes)
+    }
+
     fn path_of(&self, name: &str) -> PathBuf {
         self.inner.path_of(name)
     }

@@ -9,6 +9,7 @@
 //! **Architecture Invariant:** this crate knows nothing of orders, tenants or HTTP; stream ids,
 //! event types and payloads are opaque.
 
+mod checkpoint;
 mod error;
 pub mod faults;
 mod index;

@@ -1,7 +1,9 @@
 //! Recovery on open: verify every segment, rebuild the index, and cut a torn tail.
 //!
 //! Every record is checked by the verifying pass recovery shares with audits
-//! ([`crate::scan`]): checksum, position in sequence, hash chain, stream version in sequence. A batch counts only with its last record (flag `batch end`), so a batch cut by a
+//! ([`crate::scan`]): checksum, position in sequence, stream version in sequence, and the hash
+//! chain from the last checkpoint on ([`crate::checkpoint`]; a log opened for writing then
+//! checkpoints what it verified). A batch counts only with its last record (flag `batch end`), so a batch cut by a
 //! crash disappears whole. Only the last segment can end in a torn write; there, a damaged
 //! record followed by nothing but zeros is a torn tail and is cut (and reported). Damage
 //! anywhere else is corruption, reported with segment and byte offset, and the log does not
@@ -15,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustc_hash::FxHashMap;
 
+use crate::checkpoint::{self, Checkpoint};
 use crate::error::OpenError;
 use crate::index::{Index, SegmentMeta};
 use crate::limits::SEGMENT_HEADER_LEN;
@@ -34,6 +37,12 @@ pub struct Recovery {
     pub torn_tail: Option<TornTail>,
     /// A last segment whose creation was interrupted before its header was written, removed.
     pub removed_segment: Option<PathBuf>,
+    /// Where the hash chain was recomputed from: the position of the log's checkpoint (0
+    /// without one). Every record's checksum was checked all the same.
+    pub chain_verified_from: u64,
+    /// Why a checkpoint file was ignored (unreadable, damaged, unknown version), if it was;
+    /// the whole chain was then verified.
+    pub checkpoint_ignored: Option<String>,
 }
 
 /// A torn write at the end of the log.
@@ -121,11 +130,18 @@ impl Visitor for IndexBuilder {
 /// Verifies the log in `storage` and rebuilds its index. With `writable`, a torn tail is cut
 /// and an unwritten last segment removed; without, they are only reported.
 pub(crate) fn recover(storage: &dyn Storage, writable: bool) -> Result<Recovered, OpenError> {
+    let checkpoint_path = storage.path_of(checkpoint::FILE_NAME);
+    let checkpoint_io = |source| OpenError::Io { path: checkpoint_path.clone(), source };
+    let (checkpoint, checkpoint_ignored) = match checkpoint::load(storage).map_err(checkpoint_io)? {
+        Ok(checkpoint) => (checkpoint, None),
+        Err(why) => (None, Some(why)),
+    };
     let mut builder = IndexBuilder::default();
-    let scanned = scan::scan_storage(storage, writable, &mut builder).map_err(|e| match e {
-        ScanError::Io { path, source } => OpenError::Io { path, source },
-        ScanError::Corrupt(corruption) => OpenError::Corrupt(corruption),
-    })?;
+    let scanned =
+        scan::scan_storage(storage, writable, checkpoint, &mut builder).map_err(|e| match e {
+            ScanError::Io { path, source } => OpenError::Io { path, source },
+            ScanError::Corrupt(corruption) => OpenError::Corrupt(corruption),
+        })?;
     let index = builder.index;
     let io_err = |path: &PathBuf| {
         let path = path.clone();
@@ -145,11 +161,18 @@ pub(crate) fn recover(storage: &dyn Storage, writable: bool) -> Result<Recovered
             last.file.sync_data().map_err(io_err(&torn.segment))?;
         }
     }
+    let chain_verified_from = checkpoint.map_or(0, |c| c.position);
+    if writable && (checkpoint.is_none() || scanned.records > chain_verified_from) {
+        let verified = Checkpoint { position: scanned.records, hash: scanned.last_hash };
+        checkpoint::store(storage, &verified).map_err(checkpoint_io)?;
+    }
     let report = Recovery {
         records: scanned.records,
         segments: index.segments.len(),
         torn_tail: scanned.torn_tail,
         removed_segment: scanned.unwritten_segment,
+        chain_verified_from,
+        checkpoint_ignored,
     };
     Ok(Recovered { index, next_position: scanned.records, last_hash: scanned.last_hash, report })
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
+use crate::checkpoint::Checkpoint;
 use crate::error::{Corruption, Problem};
 use crate::limits::{MAX_RECORD_LEN, SEGMENT_HEADER_LEN};
 use crate::position::{Position, StreamVersion};
@@ -53,6 +54,8 @@ pub struct ScannedRecord<'a> {
     /// The payload bytes.
     pub payload: &'a [u8],
     /// The record's chain hash: the blake3 hash of its bytes, which the next record carries.
+    /// (Zeros for the records before the checkpoint of a log being opened, whose chain is not
+    /// recomputed; [`scan`] always recomputes it.)
     pub hash: &'a ChainHash,
     /// Whether this record ends its batch.
     pub ends_batch: bool,
@@ -125,7 +128,7 @@ pub fn scan(
     let storage = DirStorage::new(dir);
     let mut visitor =
         ReadOnly { versions: FxHashMap::default(), progress: &mut progress, visit: &mut visit };
-    scan_storage(&storage, false, &mut visitor)
+    scan_storage(&storage, false, None, &mut visitor)
 }
 
 /// The stream versions a read-only scan has seen.
@@ -202,10 +205,13 @@ fn io_error(storage: &dyn Storage, name: &str) -> impl FnOnce(io::Error) -> Scan
 
 /// The pass itself: verifies every segment of `storage` in order, telling `visitor` about each
 /// segment and record. Opens the last segment for writing when `writable_last` (recovery
-/// writes there next) and never writes anything itself.
+/// writes there next) and never writes anything itself. With a `checkpoint`, the chain hashes
+/// of the records before it are not recomputed (see [`crate::checkpoint`]); everything else is
+/// checked all the same.
 pub(crate) fn scan_storage(
     storage: &dyn Storage,
     writable_last: bool,
+    checkpoint: Option<Checkpoint>,
     visitor: &mut dyn Visitor,
 ) -> Result<ScanReport, ScanError> {
     let mut names = segment_names(storage)?;
@@ -235,18 +241,32 @@ pub(crate) fn scan_storage(
         files.push((file, len));
     }
 
-    let mut chain = Chain { next_position: 0, last_hash: [0; 32], bytes_before: 0, bytes_total };
+    let mut chain =
+        Chain { next_position: 0, last_hash: [0; 32], checkpoint, bytes_before: 0, bytes_total };
     let count = names.len();
+    let mut end_of_log = (storage.path_of("."), 0);
     for (i, ((first, name), (file, len))) in names.into_iter().zip(files).enumerate() {
         visitor.segment_start(&name, first, &file);
         let segment = Segment { path: storage.path_of(&name), file: &*file, first, len };
         let end = chain.scan_segment(&segment, i + 1 == count, visitor, &mut report)?;
         visitor.segment_end(end);
         report.segments += 1;
+        end_of_log = (segment.path, end);
         if !report.complete {
             break;
         }
         chain.bytes_before += len;
+    }
+    // Records the checkpoint vouches for were durable: a log that ends before it lost them.
+    if let Some(checkpoint) = checkpoint
+        && report.complete
+        && chain.next_position < checkpoint.position
+    {
+        let (segment, offset) = end_of_log;
+        let problem = Problem::EndsBeforeCheckpoint { checkpoint: checkpoint.position };
+        return Err(
+            Corruption { segment, offset, position: Some(chain.next_position), problem }.into()
+        );
     }
     // The unwritten segment was created to follow the one before it; if that one ends
     // elsewhere, records are missing in between.
@@ -279,6 +299,8 @@ struct Chain {
     next_position: u64,
     /// The chain hash of the last committed record.
     last_hash: ChainHash,
+    /// Before its position, chain hashes are not recomputed.
+    checkpoint: Option<Checkpoint>,
     /// Bytes of the segments before this one, for progress.
     bytes_before: u64,
     bytes_total: u64,
@@ -317,9 +339,10 @@ impl Chain {
         let mut stopped = false;
         let (stop_offset, stop) =
             segment::scan(segment.file, committed_end, segment.len, |offset, view| {
+                let checkpoint = self.checkpoint.filter(|c| position < c.position);
                 let problem = if view.position != position {
                     Some(Problem::PositionGap { found: view.position })
-                } else if *view.prev_hash != hash {
+                } else if checkpoint.is_none() && *view.prev_hash != hash {
                     Some(Problem::BrokenChain)
                 } else {
                     visitor.stream_version(view.stream, view.stream_version).err().map(|expected| {
@@ -330,7 +353,20 @@ impl Chain {
                     failure = Some((offset, position, problem));
                     return ControlFlow::Break(());
                 }
-                hash = view.hash();
+                hash = match checkpoint {
+                    None => view.hash(),
+                    // The record just before the checkpoint ties it to these bytes: the chain
+                    // is verified onwards from its hash.
+                    Some(c) if position + 1 == c.position => {
+                        let record_hash = view.hash();
+                        if record_hash != c.hash {
+                            failure = Some((offset, position, Problem::CheckpointMismatch));
+                            return ControlFlow::Break(());
+                        }
+                        record_hash
+                    }
+                    Some(_) => [0; 32],
+                };
                 let len = view.bytes.len() as u64;
                 let record = ScannedRecord {
                     segment: &segment.path,

@@ -19,6 +19,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn open(&self, name: &str, writable: bool) -> io::Result<Arc<dyn StorageFile>>;
     /// Removes `name` and makes the removal durable.
     fn remove(&self, name: &str) -> io::Result<()>;
+    /// Makes `bytes` the whole content of `name`, atomically and durably: a reader sees the old
+    /// content or the new, never a mix, even after a crash.
+    fn replace(&self, name: &str, bytes: &[u8]) -> io::Result<()>;
     /// Where the files are, for messages.
     fn path_of(&self, name: &str) -> PathBuf;
 }
@@ -82,6 +85,17 @@ impl Storage for DirStorage {
 
     fn remove(&self, name: &str) -> io::Result<()> {
         std::fs::remove_file(self.dir.join(name))?;
+        self.sync_dir()
+    }
+
+    fn replace(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        // Written beside, synced, then renamed over: rename is atomic, and syncing the folder
+        // makes the new name durable.
+        let temporary = self.dir.join(format!("{name}.new"));
+        let mut file = File::create(&temporary)?;
+        std::io::Write::write_all(&mut file, bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, self.dir.join(name))?;
         self.sync_dir()
     }
 

@@ -1,6 +1,7 @@
 //! The log's test suite: one binary, one module per concern.
 
 mod log {
+    mod checkpoint;
     pub mod common;
     mod corruption;
     mod faults;

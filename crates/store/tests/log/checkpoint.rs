@@ -1,0 +1,166 @@
+//! The checkpoint: a reopened log recomputes its hash chain only after the position its last
+//! open verified, yet still finds every damaged byte (checksums); a checkpoint that disagrees
+//! with the log, or a log cut short of it, refuses to open; a damaged checkpoint file is
+//! ignored and reported. Only a full scan (the audit) catches a rewrite that fixed checksums.
+
+use std::path::Path;
+
+use orderly_store::{Log, OpenError, Problem};
+
+use super::common::{open, payload, read_all, record, segment_files, small_segments};
+
+/// Bytes of one test record: header, a one-byte stream id, a 128-byte payload.
+const RECORD_LEN: u64 = 72 + 1 + 128;
+/// Bytes of a segment header.
+const SEGMENT_HEADER: u64 = 64;
+
+/// A log of `n` one-record batches in small segments (tests copy them often), opened twice,
+/// so its checkpoint stands at `n`.
+fn checkpointed_log(dir: &Path, n: u64) {
+    {
+        let (log, _) = open(dir, small_segments());
+        for i in 0..n {
+            log.append(vec![record("s", &payload(i))]).unwrap();
+        }
+    }
+    let (_, recovery) = open(dir, small_segments());
+    assert_eq!(recovery.records, n);
+}
+
+fn open_error(dir: &Path) -> OpenError {
+    match Log::open(dir, small_segments()) {
+        Err(e) => e,
+        Ok(_) => panic!("a damaged log must not open"),
+    }
+}
+
+/// Changes payload byte 40 of record `n` and writes a checksum that fits the change: damage
+/// only the hash chain can see.
+fn rewrite_with_valid_checksum(segment: &Path, n: u64) {
+    let mut bytes = std::fs::read(segment).unwrap();
+    let start = usize::try_from(SEGMENT_HEADER + n * RECORD_LEN).unwrap();
+    let end = start + usize::try_from(RECORD_LEN).unwrap();
+    bytes[start + 72 + 1 + 40] ^= 0xFF;
+    let crc = crc32c::crc32c(&bytes[start + 4..end]);
+    bytes[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(segment, bytes).unwrap();
+}
+
+#[test]
+fn a_reopened_log_recomputes_the_chain_only_after_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (log, recovery) = open(dir.path(), small_segments());
+        assert_eq!((recovery.chain_verified_from, recovery.checkpoint_ignored), (0, None));
+        for i in 0..50 {
+            log.append(vec![record("s", &payload(i))]).unwrap();
+        }
+    }
+    // The first open checkpointed an empty log: the whole chain is verified now.
+    let (log, recovery) = open(dir.path(), small_segments());
+    assert_eq!((recovery.records, recovery.chain_verified_from), (50, 0));
+    for i in 50..80 {
+        log.append(vec![record("s", &payload(i))]).unwrap();
+    }
+    drop(log);
+    let (log, recovery) = open(dir.path(), small_segments());
+    assert_eq!((recovery.records, recovery.chain_verified_from), (80, 50));
+    let records = read_all(&log);
+    assert_eq!(records.len(), 80);
+    assert!(records.iter().enumerate().all(|(i, r)| r.payload == payload(i as u64)));
+}
+
+#[test]
+fn every_sampled_flipped_bit_before_the_checkpoint_is_still_detected() {
+    let pristine = tempfile::tempdir().unwrap();
+    checkpointed_log(pristine.path(), 40);
+    let segment = segment_files(pristine.path())[0].clone();
+    let end = SEGMENT_HEADER + 40 * RECORD_LEN;
+    for (n, offset) in (0..end).step_by(13).enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        for file in std::fs::read_dir(pristine.path()).unwrap() {
+            let file = file.unwrap().path();
+            std::fs::copy(&file, dir.path().join(file.file_name().unwrap())).unwrap();
+        }
+        let damaged = dir.path().join(segment.file_name().unwrap());
+        let mut bytes = std::fs::read(&damaged).unwrap();
+        bytes[usize::try_from(offset).unwrap()] ^= 1 << (n % 8);
+        std::fs::write(&damaged, bytes).unwrap();
+        match open_error(dir.path()) {
+            OpenError::Corrupt(c) => assert!(c.offset <= offset, "bit at byte {offset}: {c}"),
+            other => panic!("bit at byte {offset}: expected corruption, got {other}"),
+        }
+    }
+}
+
+#[test]
+fn a_rewrite_before_the_checkpoint_that_fixed_its_checksum_is_left_to_the_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    checkpointed_log(dir.path(), 40);
+    let segment = segment_files(dir.path())[0].clone();
+    rewrite_with_valid_checksum(&segment, 10);
+    // Opening trusts the chain before the checkpoint (checksums, positions and versions hold).
+    let (_, recovery) = open(dir.path(), small_segments());
+    assert_eq!(recovery.chain_verified_from, 40);
+    // The audit's full scan recomputes the chain: the next record no longer carries the
+    // rewritten record's hash.
+    match orderly_store::scan(dir.path(), |_| {}, |_| std::ops::ControlFlow::Continue(())) {
+        Err(orderly_store::ScanError::Corrupt(c)) => {
+            assert_eq!((c.position, c.problem), (Some(11), Problem::BrokenChain));
+        }
+        other => panic!("the audit must find the rewrite, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_rewrite_of_the_record_before_the_checkpoint_does_not_match_it() {
+    let dir = tempfile::tempdir().unwrap();
+    checkpointed_log(dir.path(), 40);
+    let segment = segment_files(dir.path())[0].clone();
+    rewrite_with_valid_checksum(&segment, 39);
+    match open_error(dir.path()) {
+        OpenError::Corrupt(c) => {
+            assert_eq!((c.segment, c.position), (segment, Some(39)));
+            assert_eq!(c.problem, Problem::CheckpointMismatch);
+        }
+        other => panic!("expected corruption, got {other}"),
+    }
+}
+
+#[test]
+fn a_log_cut_short_of_its_checkpoint_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    checkpointed_log(dir.path(), 40);
+    let segment = segment_files(dir.path())[0].clone();
+    // The last five records, acknowledged and checkpointed, are gone.
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let cut = usize::try_from(SEGMENT_HEADER + 35 * RECORD_LEN).unwrap();
+    let end = usize::try_from(SEGMENT_HEADER + 40 * RECORD_LEN).unwrap();
+    bytes[cut..end].fill(0);
+    std::fs::write(&segment, bytes).unwrap();
+    match open_error(dir.path()) {
+        OpenError::Corrupt(c) => {
+            assert_eq!(c.position, Some(35));
+            assert_eq!(c.problem, Problem::EndsBeforeCheckpoint { checkpoint: 40 });
+        }
+        other => panic!("expected corruption, got {other}"),
+    }
+}
+
+#[test]
+fn a_damaged_checkpoint_file_is_ignored_and_the_whole_chain_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    checkpointed_log(dir.path(), 40);
+    let file = dir.path().join("checkpoint");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[12] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+    let (log, recovery) = open(dir.path(), small_segments());
+    assert_eq!(recovery.chain_verified_from, 0);
+    assert!(recovery.checkpoint_ignored.is_some_and(|why| why.contains("damaged")));
+    assert_eq!(read_all(&log).len(), 40);
+    drop(log);
+    // That open verified everything and wrote a good checkpoint again.
+    let (_, recovery) = open(dir.path(), small_segments());
+    assert_eq!((recovery.chain_verified_from, recovery.checkpoint_ignored), (40, None));
+}
