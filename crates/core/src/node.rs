@@ -4,6 +4,7 @@
 //! ```text
 //! <data>/log/                segment files: the source of truth (orderly-store)
 //! <data>/read-models.redb    projections' tables and checkpoints, derived from the log
+//! <data>/payments.checkpoint where the payments process's money movements are settled
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ use crate::projection::{
 pub const LOG_DIR: &str = "log";
 /// The read-model database inside a data folder.
 pub const READ_MODELS_FILE: &str = "read-models.redb";
+/// The payments process's checkpoint inside a data folder.
+pub const PAYMENTS_CHECKPOINT_FILE: &str = "payments.checkpoint";
 
 /// The read models a node keeps, all on one projection host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -128,7 +131,10 @@ impl Node {
             config.workers.clone(),
         )?;
         let projections = Some(host);
-        let payments = config.payments.map(|router| PaymentProcess::start(engine.clone(), router));
+        let checkpoint = data.join(PAYMENTS_CHECKPOINT_FILE);
+        let payments = config
+            .payments
+            .map(|router| PaymentProcess::start_checkpointed(engine.clone(), router, checkpoint));
         let workers = config.workers;
         Ok(Node { engine, read_models, projections, payments, workers })
     }

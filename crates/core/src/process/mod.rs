@@ -2,5 +2,6 @@
 //! world and sending commands back through the engine.
 
 mod payments;
+mod settled;
 
 pub use payments::{PaymentProcess, RESERVED_KEY_PREFIX, payment_id_for};

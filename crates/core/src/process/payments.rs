@@ -10,13 +10,15 @@
 //! Every call and every command carries a key derived from the order (`{tenant}/{order}/auth`,
 //! `pm:auth:{order}`, …), so a restart mid-flow repeats calls that return their first outcome:
 //! nothing is charged twice. On start the process replays the log: it resumes orders still
-//! waiting for payment and repeats every capture, void and refund (each returns its first
-//! outcome). Repeating them all is the price of having no checkpoint yet; a checkpoint of the
-//! last movement the gateways confirmed will bound it.
+//! waiting for payment and repeats the captures, voids and refunds it is not sure were made
+//! (each returns its first outcome): with a checkpoint ([`super::settled`], as a `Node` runs
+//! it), those committed since the oldest movement not settled when it last ran; without one,
+//! all of them.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -29,12 +31,16 @@ use crate::domain::{
 use crate::engine::{CommittedEvent, Engine, EngineError, ExecuteError};
 use crate::payments::{Authorization, AuthorizeRequest, GatewayError, MoneyRequest, Router};
 
+use super::settled::{self, Ledger};
+
 /// Payment flows in progress at once; beyond it the process stops reading new events.
 const MAX_FLOWS_IN_FLIGHT: usize = 1024;
 /// Finished movements are forgotten once more than this many are remembered.
 const MOVEMENTS_KEPT: usize = 4096;
 /// How often the event loop checks whether it should stop.
 const POLL: Duration = Duration::from_millis(50);
+/// How often the checkpoint of settled movements is written while it moves.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// The payment id the process uses for `order`: one payment per order, so a retried flow finds
 /// the payment it already started.
@@ -58,14 +64,31 @@ pub struct PaymentProcess {
 }
 
 impl PaymentProcess {
-    /// Starts the process for `engine`, paying through `router`.
+    /// Starts the process for `engine`, paying through `router`. Without a checkpoint, every
+    /// start repeats every money movement in the log (see [`PaymentProcess::start_checkpointed`]).
     #[must_use]
     pub fn start(engine: Engine, router: Arc<Router>) -> PaymentProcess {
+        Self::spawn(engine, router, None)
+    }
+
+    /// Starts the process with its checkpoint of settled money movements in the file
+    /// `checkpoint` (created if missing): a start repeats only the movements committed since
+    /// the oldest one not settled when the process last ran.
+    #[must_use]
+    pub fn start_checkpointed(
+        engine: Engine,
+        router: Arc<Router>,
+        checkpoint: PathBuf,
+    ) -> PaymentProcess {
+        Self::spawn(engine, router, Some(checkpoint))
+    }
+
+    fn spawn(engine: Engine, router: Arc<Router>, checkpoint: Option<PathBuf>) -> PaymentProcess {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name("orderly-payments".into())
-            .spawn(move || run(&engine, &router, &stopping))
+            .spawn(move || run(&engine, &router, &stopping, checkpoint.as_ref()))
             .expect("the payments thread starts");
         PaymentProcess { stop, thread: Some(thread) }
     }
@@ -98,7 +121,7 @@ struct Known {
     amount: Money,
 }
 
-fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool) {
+fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool, checkpoint: Option<&PathBuf>) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -113,7 +136,18 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool) {
         waiting: HashMap::new(),
         payments: HashMap::new(),
         movements: HashMap::new(),
+        ledger: Arc::new(Mutex::new(Ledger::default())),
+        settled_before: 0,
     };
+    if let Some(path) = checkpoint {
+        let (position, ignored) = settled::load(path);
+        if let Some(why) = ignored {
+            tracing::warn!(%why, "payments checkpoint ignored: every money movement is repeated");
+        }
+        flows.settled_before = position;
+    }
+    let mut stored = (flows.settled_before, Instant::now());
+    let mut last_read = None;
     // History (what was committed before this process started): placed orders are remembered
     // until history is read, since a later event may show them paid or cancelled, and the ones
     // still waiting are then resumed; money movements are repeated at once. From there on every
@@ -135,15 +169,52 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool) {
             flows.resume();
         }
         match next {
-            Some(Ok(event)) => flows.on_event(event, live),
+            Some(Ok(event)) => {
+                last_read = Some(event.position.0);
+                flows.on_event(event, live);
+            }
             Some(Err(e)) => {
                 tracing::error!(error = %e, "the payments process cannot read the log and stops");
                 break;
             }
-            None => {}
+            None => {
+                if let Some(last) = last_read {
+                    flows.ledger().caught_up(last);
+                }
+            }
+        }
+        if let Some(path) = checkpoint
+            && stored.1.elapsed() >= CHECKPOINT_EVERY
+        {
+            stored = (store_checkpoint(&flows, path, stored.0), Instant::now());
         }
     }
-    flows.runtime.shutdown_timeout(Duration::from_secs(5));
+    let Flows { runtime, ledger, settled_before, .. } = flows;
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    if let Some(path) = checkpoint {
+        let settled = ledger.lock().unwrap_or_else(PoisonError::into_inner).settled_before();
+        store_if_moved(path, settled.max(settled_before), stored.0);
+    }
+}
+
+/// Writes the checkpoint if it moved past `stored`; returns where it stands in the file.
+fn store_checkpoint(flows: &Flows, path: &Path, stored: u64) -> u64 {
+    store_if_moved(path, flows.ledger().settled_before().max(flows.settled_before), stored)
+}
+
+/// Writes `settled_before` if it is past `stored`; returns where the file stands. A failed
+/// write is logged and tried again later: without it, a start only repeats more.
+fn store_if_moved(path: &Path, settled_before: u64, stored: u64) -> u64 {
+    if settled_before <= stored {
+        return stored;
+    }
+    match settled::store(path, settled_before) {
+        Ok(()) => settled_before,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "payments checkpoint not written");
+            stored
+        }
+    }
 }
 
 /// The process's memory and the runtime its gateway calls run on.
@@ -158,11 +229,16 @@ struct Flows {
     payments: HashMap<(TenantId, PaymentId), Known>,
     /// The last money movement started per payment; the next one waits for it.
     movements: HashMap<(TenantId, PaymentId), tokio::task::JoinHandle<()>>,
+    /// Which movements are settled at the gateways.
+    ledger: Arc<Mutex<Ledger>>,
+    /// Movements committed before this position were settled when the process last ran.
+    settled_before: u64,
 }
 
 impl Flows {
     fn on_event(&mut self, committed: CommittedEvent, live: bool) {
         let CommittedEvent { position, tenant, event, .. } = committed;
+        self.ledger().read(position.0);
         match event {
             Event::Order { order, event: OrderEvent::OrderPlaced { total, currency, .. } } => {
                 let amount = Money::new(total, currency);
@@ -184,9 +260,11 @@ impl Flows {
             } => {
                 self.payments.insert((tenant, payment), Known { gateway, order, amount });
             }
-            // Money movements are issued for history too: the process cannot know whether the
-            // gateway call after a commit was made before it last stopped, and the keys (which
-            // include the event's position) make a repeated call return its first outcome.
+            // Money movements are issued for history too, from the checkpoint on: the process
+            // cannot know whether the gateway call after a commit was made before it last
+            // stopped, and the keys (which include the event's position) make a repeated call
+            // return its first outcome.
+            Event::Payment { .. } if position.0 < self.settled_before => {}
             Event::Payment { payment, event } => {
                 let Some(known) = self.payments.get(&(tenant.clone(), payment.clone())).cloned()
                 else {
@@ -207,13 +285,20 @@ impl Flows {
                 // One payment's movements run one after another, in log order: a refund must
                 // not reach the gateway before the capture it gives back.
                 let previous = self.movements.remove(&(tenant.clone(), payment.clone()));
+                self.ledger().started(position.0);
+                let ledger = self.ledger.clone();
                 let next = self.runtime.spawn({
                     let tenant = tenant.clone();
                     async move {
                         if let Some(previous) = previous {
                             let _ = previous.await;
                         }
-                        move_money(&router, &tenant, &known, what, minor, key).await;
+                        if move_money(&router, &tenant, &known, what, minor, key).await {
+                            ledger
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .settled(position.0);
+                        }
                         drop(permit);
                     }
                 });
@@ -224,6 +309,10 @@ impl Flows {
             }
             _ => {}
         }
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Restarts the flows of orders that were waiting for payment when the process started.
@@ -276,7 +365,8 @@ async fn authorize_order(
                 // waiting and the next start records this same authorization.
                 let known = Known { gateway, order: order.clone(), amount };
                 let key = format!("{tenant}/{order}/void-unrecorded");
-                move_money(router, &tenant, &known, "void", amount.minor, key).await;
+                // Not a committed movement: nothing in the log would repeat it.
+                let _settled = move_money(router, &tenant, &known, "void", amount.minor, key).await;
             }
             return;
         }
@@ -365,7 +455,8 @@ const MONEY_ATTEMPTS: u32 = 8;
 
 /// Captures, voids or refunds at the gateway that authorized the payment, retrying with
 /// backoff until the gateway answers. The reference is asked again with the authorization's
-/// own key, which returns the first outcome.
+/// own key, which returns the first outcome. Returns whether the movement is settled: made, or
+/// refused for good (repeating it could not change that); not when the retries ran out.
 async fn move_money(
     router: &Router,
     tenant: &TenantId,
@@ -373,10 +464,10 @@ async fn move_money(
     what: &str,
     minor: u64,
     key: String,
-) {
+) -> bool {
     let Some(gateway) = router.gateway(&known.gateway) else {
         tracing::warn!(%tenant, order = %known.order, gateway = %known.gateway, what, "unknown gateway: money not moved");
-        return;
+        return true;
     };
     let request = AuthorizeRequest {
         idempotency_key: authorization_key(tenant, &known.order),
@@ -402,10 +493,10 @@ async fn move_money(
             Err(e) => Err(e),
         };
         match outcome {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(GatewayError::Rejected(why)) => {
                 tracing::error!(%tenant, order = %known.order, what, %why, "gateway refused a money movement");
-                return;
+                return true;
             }
             Err(e) => {
                 tracing::warn!(%tenant, order = %known.order, what, error = %e, attempt, "gateway call failed; retrying");
@@ -414,4 +505,5 @@ async fn move_money(
         }
     }
     tracing::error!(%tenant, order = %known.order, what, "money not moved after retries; the next start tries again");
+    false
 }

@@ -181,6 +181,66 @@ fn a_capture_committed_while_the_process_was_down_is_made_when_it_starts_again()
     assert_eq!(pay.captured_total(), 2_000, "never captured twice");
 }
 
+#[test]
+fn with_a_checkpoint_a_start_repeats_no_settled_movement_and_makes_the_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("payments.checkpoint");
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(&dir.path().join("log"), config(&clock)).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    let pay = gateway("pay", 0);
+    let start = || {
+        PaymentProcess::start_checkpointed(
+            engine.clone(),
+            router(std::slice::from_ref(&pay)),
+            checkpoint.clone(),
+        )
+    };
+    let ship = |order: &str| {
+        orderly_core::domain::Envelope::new(
+            super::tenant("acme"),
+            orderly_core::domain::Command::Order {
+                order: orderly_core::domain::OrderId::new(order).unwrap(),
+                command: orderly_core::domain::OrderCommand::Ship,
+            },
+        )
+    };
+    let captured = |total: u64| {
+        for _ in 0..200 {
+            if pay.captured_total() >= total {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(pay.captured_total(), total);
+    };
+
+    let process = start();
+    engine.execute_blocking(place("acme", "o-1", &[("sku-1", 2)])).unwrap();
+    settled(&engine, 1);
+    engine.execute_blocking(ship("o-1")).unwrap();
+    captured(2_000);
+    process.stop();
+    assert!(checkpoint.exists(), "the stop wrote the checkpoint");
+    let calls = pay.calls();
+
+    // A start with nothing new makes no gateway call: the capture is behind the checkpoint.
+    let process = start();
+    std::thread::sleep(Duration::from_millis(300));
+    process.stop();
+    assert_eq!(pay.calls(), calls, "no settled movement repeated");
+
+    // What was committed while no process ran is still made.
+    let process = start();
+    engine.execute_blocking(place("acme", "o-2", &[("sku-1", 3)])).unwrap();
+    settled(&engine, 2);
+    process.stop();
+    engine.execute_blocking(ship("o-2")).unwrap();
+    let process = start();
+    captured(5_000);
+    process.stop();
+}
+
 /// A gateway whose first capture times out (after which it behaves), to make a capture retry.
 #[derive(Debug)]
 struct FirstCaptureTimesOut {

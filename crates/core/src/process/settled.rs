@@ -1,0 +1,125 @@
+//! How far the payments process's money movements are settled, and the checkpoint that keeps
+//! it across restarts.
+//!
+//! A capture, void or refund is committed in the log first and made at the gateway after. A
+//! process that stops in between cannot know which calls were made, so a start repeats the
+//! movements it is not sure of; their keys make a repeated call return its first outcome. The
+//! checkpoint bounds that: every movement committed before its position was settled at the
+//! gateway (made, or refused for good), so a start repeats only those from there on instead of
+//! the whole history. A movement given up after its retries holds the checkpoint back, so the
+//! next start tries it again.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The settled movements. Shared by the process's event loop (which starts movements) and the
+/// movements themselves (which report when they settle).
+#[derive(Debug, Default)]
+pub(super) struct Ledger {
+    /// Positions of the movements started and not settled, with how many each.
+    unsettled: BTreeMap<u64, u32>,
+    /// Every event before this position was read.
+    read_to: u64,
+}
+
+impl Ledger {
+    /// An event at `position` was read. (Others of its record may follow.)
+    pub(super) fn read(&mut self, position: u64) {
+        self.read_to = self.read_to.max(position);
+    }
+
+    /// No event is waiting: every event of the last record read was read too.
+    pub(super) fn caught_up(&mut self, last_position: u64) {
+        self.read_to = self.read_to.max(last_position + 1);
+    }
+
+    /// A movement committed at `position` was started.
+    pub(super) fn started(&mut self, position: u64) {
+        *self.unsettled.entry(position).or_default() += 1;
+    }
+
+    /// A movement committed at `position` was settled at the gateway.
+    pub(super) fn settled(&mut self, position: u64) {
+        let count = self.unsettled.get_mut(&position).expect("a started movement settles once");
+        *count -= 1;
+        if *count == 0 {
+            self.unsettled.remove(&position);
+        }
+    }
+
+    /// Every movement committed before this position is settled.
+    pub(super) fn settled_before(&self) -> u64 {
+        self.unsettled.keys().next().copied().unwrap_or(self.read_to).min(self.read_to)
+    }
+}
+
+/// The checkpoint file's first line; the position follows on the second.
+const HEADER: &str = "orderly payments checkpoint v1";
+
+/// The checkpoint in `path`: the position before which every movement was settled. A missing
+/// or unreadable file is 0 (every movement is repeated, which is safe) and the reason is given.
+pub(super) fn load(path: &Path) -> (u64, Option<String>) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (0, None),
+        Err(e) => return (0, Some(e.to_string())),
+    };
+    let mut lines = text.lines();
+    match (lines.next(), lines.next().map(str::parse::<u64>)) {
+        (Some(HEADER), Some(Ok(position))) => (position, None),
+        _ => (0, Some(format!("{} is not a payments checkpoint", path.display()))),
+    }
+}
+
+/// Replaces the checkpoint in `path` with `position`, atomically (written beside, synced,
+/// renamed over, folder synced).
+pub(super) fn store(path: &Path, position: u64) -> std::io::Result<()> {
+    let temporary = PathBuf::from(format!("{}.new", path.display()));
+    let mut file = std::fs::File::create(&temporary)?;
+    writeln!(file, "{HEADER}\n{position}")?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(folder)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checkpoint_stops_at_the_oldest_unsettled_movement() {
+        let mut ledger = Ledger::default();
+        assert_eq!(ledger.settled_before(), 0);
+        ledger.read(5);
+        ledger.started(5);
+        ledger.read(9);
+        ledger.started(9);
+        ledger.started(9);
+        ledger.read(12);
+        assert_eq!(ledger.settled_before(), 5);
+        ledger.settled(9);
+        ledger.settled(5);
+        assert_eq!(ledger.settled_before(), 9, "one of the two at 9 is still out");
+        ledger.settled(9);
+        assert_eq!(ledger.settled_before(), 12, "all settled: up to the record being read");
+        ledger.caught_up(12);
+        assert_eq!(ledger.settled_before(), 13, "and past it once nothing more is waiting");
+    }
+
+    #[test]
+    fn a_stored_checkpoint_loads_and_a_foreign_file_reads_as_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("payments.checkpoint");
+        assert_eq!(load(&path), (0, None));
+        store(&path, 1234).unwrap();
+        assert_eq!(load(&path), (1234, None));
+        std::fs::write(&path, "something else\n77\n").unwrap();
+        let (position, why) = load(&path);
+        assert_eq!(position, 0);
+        assert!(why.is_some_and(|w| w.contains("not a payments checkpoint")));
+    }
+}
