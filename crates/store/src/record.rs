@@ -131,36 +131,57 @@ pub(crate) enum Damage {
     BadChecksum,
 }
 
-/// The header fields the writer knows for one record.
-pub(crate) struct Header<'a> {
+/// The header fields the encoder knows for one record. Its checksum and previous-record hash
+/// are filled in later by [`seal`], on another thread (see `writer.rs`).
+pub(crate) struct Header {
     pub position: u64,
     pub stream_version: u64,
     pub batch_end: bool,
-    pub prev_hash: &'a ChainHash,
 }
 
-/// Appends the encoding of `record` to `out` and returns its chain hash.
-pub(crate) fn encode(record: &NewRecord, header: &Header<'_>, out: &mut Vec<u8>) -> ChainHash {
-    let start = out.len();
+/// Appends `record` to `out` with its checksum and previous-record hash left zero: an
+/// *unsealed* record, which [`seal`] completes.
+pub(crate) fn encode_unsealed(record: &NewRecord, header: &Header, out: &mut Vec<u8>) {
     let payload_len = u32::try_from(record.payload.len()).expect("payload length is checked");
     let stream_len = u16::try_from(record.stream.len()).expect("stream length is checked");
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&payload_len.to_le_bytes());
-    out.push(FORMAT_VERSION);
-    out.push(if header.batch_end { FLAG_BATCH_END } else { 0 });
-    out.extend_from_slice(&stream_len.to_le_bytes());
-    out.extend_from_slice(&record.event_type.to_le_bytes());
-    out.extend_from_slice(&record.schema_version.to_le_bytes());
-    out.extend_from_slice(&header.position.to_le_bytes());
-    out.extend_from_slice(&header.stream_version.to_le_bytes());
-    out.extend_from_slice(&record.timestamp.to_le_bytes());
-    out.extend_from_slice(header.prev_hash);
-    debug_assert_eq!(out.len() - start, HEADER_LEN);
+    // The header is assembled on the stack and copied once, not field by field into `out`.
+    let mut fixed = [0u8; HEADER_LEN];
+    fixed[4..8].copy_from_slice(&payload_len.to_le_bytes());
+    fixed[8] = FORMAT_VERSION;
+    fixed[9] = if header.batch_end { FLAG_BATCH_END } else { 0 };
+    fixed[10..12].copy_from_slice(&stream_len.to_le_bytes());
+    fixed[12..14].copy_from_slice(&record.event_type.to_le_bytes());
+    fixed[14..16].copy_from_slice(&record.schema_version.to_le_bytes());
+    fixed[16..24].copy_from_slice(&header.position.to_le_bytes());
+    fixed[24..32].copy_from_slice(&header.stream_version.to_le_bytes());
+    fixed[32..40].copy_from_slice(&record.timestamp.to_le_bytes());
+    out.reserve(HEADER_LEN + record.stream.len() + record.payload.len());
+    out.extend_from_slice(&fixed);
     out.extend_from_slice(&record.stream);
     out.extend_from_slice(&record.payload);
-    let crc = crc32c::crc32c(&out[start + 4..]);
-    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
-    chain_hash(&out[start..])
+}
+
+/// Seals the unsealed records that fill `buf` back to back, the first chained to `prev_hash`:
+/// writes each one's previous-record hash and checksum. Returns the chain hash of the last.
+pub(crate) fn seal_all(buf: &mut [u8], mut prev_hash: ChainHash) -> ChainHash {
+    let mut at = 0;
+    while at < buf.len() {
+        let rest = &buf[at..];
+        let stream_len = usize::from(u16::from_le_bytes([rest[10], rest[11]]));
+        let payload_len = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes")) as usize;
+        let len = encoded_len(stream_len, payload_len);
+        prev_hash = seal(&mut buf[at..at + len], &prev_hash);
+        at += len;
+    }
+    prev_hash
+}
+
+/// Completes one unsealed record (`bytes` is exactly the record) and returns its chain hash.
+fn seal(bytes: &mut [u8], prev_hash: &ChainHash) -> ChainHash {
+    bytes[40..72].copy_from_slice(prev_hash);
+    let crc = crc32c::crc32c(&bytes[4..]);
+    bytes[..4].copy_from_slice(&crc.to_le_bytes());
+    chain_hash(bytes)
 }
 
 /// The chain hash of one record's bytes.

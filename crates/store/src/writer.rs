@@ -1,12 +1,15 @@
-//! The writer: group commit in two pipelined threads.
+//! The writer: group commit in three pipelined threads.
 //!
 //! Appenders queue batches. The encoder thread takes whatever is queued (up to
 //! [`MAX_GROUP_BYTES`]), checks expected versions, assigns positions and encodes everything
-//! into one buffer: a group. The sync thread makes each group durable with one `write` and one
-//! `fdatasync`; only then does it publish the new head to readers and answer the group's
-//! waiters. While group n is being synced, group n+1 is being encoded. A failed write or fsync
-//! stops the log for good (fail-stop): the outcome of an fsync that failed is unknowable, so it
-//! is never retried, and every later batch is refused.
+//! into one buffer: a group, whose records still lack their checksums and chain hashes. The
+//! seal thread fills those in, record after record (the hash chain is sequential, and blake3
+//! is most of a record's CPU cost). The sync thread makes each group durable with one `write`
+//! and one `fdatasync`; only then does it publish the new head to readers and answer the
+//! group's waiters. While group n is being synced, group n+1 is being sealed and group n+2
+//! encoded, so no single thread does all the per-record work. A failed write or fsync stops the
+//! log for good (fail-stop): the outcome of an fsync that failed is unknowable, so it is never
+//! retried, and every later batch is refused.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +49,7 @@ pub(crate) struct Writer {
     /// Byte offset in the current segment where the next group is written.
     pub offset: u64,
     pub next_position: u64,
+    /// The chain hash of the last record written so far; the seal thread takes it over.
     pub last_hash: ChainHash,
     pub buf: Vec<u8>,
     pub waiting: Vec<(Completion, Appended)>,
@@ -64,30 +68,41 @@ struct Group {
     spent: Vec<Vec<NewRecord>>,
 }
 
-/// What the encoder hands the syncer, in order.
+/// What the encoder hands down the pipeline (sealer, then syncer), in order.
 enum Stage {
     Group(Group),
     /// Answered once every earlier group is done.
     Barrier(Sender<()>),
 }
 
-/// The encoder's end of the pipeline to the syncer.
+/// The encoder's end of the pipeline.
 struct Pipeline {
     stages: Sender<Stage>,
     /// Buffers the syncer is done with, reused to avoid reallocating a group buffer each time.
     spare: Receiver<Vec<u8>>,
 }
 
+/// Groups on their way through the pipeline besides the one each stage works on: one between
+/// each pair of stages. More would only add latency: the disk is the slowest stage.
+const STAGE_QUEUE: usize = 1;
+
 impl Writer {
     /// Runs the writer: this thread decides and encodes group n+1 while a second thread
     /// writes and syncs group n, so neither the CPU nor the disk waits for the other.
     pub(crate) fn run(mut self) {
-        let (stages, stage_rx) = crossbeam_channel::bounded(1);
-        let (spare_tx, spare) = crossbeam_channel::bounded(2);
+        let (stages, sealer_rx) = crossbeam_channel::bounded(STAGE_QUEUE);
+        let (sealed, syncer_rx) = crossbeam_channel::bounded(STAGE_QUEUE);
+        // One spare per group that can be in flight behind the encoder.
+        let (spare_tx, spare) = crossbeam_channel::bounded(3);
+        let last_hash = self.last_hash;
+        let sealer = std::thread::Builder::new()
+            .name("orderly-log-seal".into())
+            .spawn(move || seal_groups(last_hash, &sealer_rx, &sealed))
+            .expect("the log's seal thread starts");
         let shared = self.shared.clone();
         let syncer = std::thread::Builder::new()
             .name("orderly-log-sync".into())
-            .spawn(move || sync_groups(&shared, &stage_rx, &spare_tx))
+            .spawn(move || sync_groups(&shared, &syncer_rx, &spare_tx))
             .expect("the log's sync thread starts");
         let pipeline = Pipeline { stages, spare };
         while let Ok(first) = self.requests.recv() {
@@ -101,7 +116,8 @@ impl Writer {
             self.send_group(&pipeline);
         }
         drop(pipeline);
-        // A panic in the syncer is a bug already reported on stderr.
+        // A panic in the sealer or syncer is a bug already reported on stderr.
+        let _ = sealer.join();
         let _ = syncer.join();
     }
 
@@ -141,13 +157,9 @@ impl Writer {
         for (i, rec) in records.iter().enumerate() {
             let offset = self.offset + self.buf.len() as u64;
             let stream_version = index.add_record(&rec.stream, self.next_position, offset);
-            let header = Header {
-                position: self.next_position,
-                stream_version,
-                batch_end: i == last,
-                prev_hash: &self.last_hash,
-            };
-            self.last_hash = record::encode(rec, &header, &mut self.buf);
+            let header =
+                Header { position: self.next_position, stream_version, batch_end: i == last };
+            record::encode_unsealed(rec, &header, &mut self.buf);
             self.next_position += 1;
         }
         drop(index);
@@ -237,7 +249,19 @@ impl Writer {
     }
 }
 
-/// The syncing half of the writer: writes each group with one `write` and one `fdatasync`,
+/// The sealing stage: completes each group's records with their chain hashes and checksums,
+/// chaining from the last record before them.
+fn seal_groups(mut last_hash: ChainHash, stages: &Receiver<Stage>, sealed: &Sender<Stage>) {
+    for mut stage in stages {
+        if let Stage::Group(group) = &mut stage {
+            last_hash = record::seal_all(&mut group.buf, last_hash);
+        }
+        let sent = sealed.send(stage);
+        assert!(sent.is_ok(), "the syncer runs until the sealer stops");
+    }
+}
+
+/// The syncing stage of the writer: writes each group with one `write` and one `fdatasync`,
 /// then publishes it and answers its waiters, in order.
 fn sync_groups(shared: &Shared, stages: &Receiver<Stage>, spare: &Sender<Vec<u8>>) {
     for stage in stages {
