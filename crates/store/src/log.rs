@@ -19,7 +19,7 @@ use crate::record::{NewRecord, Record};
 use crate::recovery::{self, Recovery};
 use crate::segment::{self, Window};
 use crate::storage::{DirLock, DirStorage, Storage};
-use crate::writer::{Request, Writer};
+use crate::writer::{Completion, EncodedBatch, Request, Writer};
 
 /// How the log is set up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,6 +125,8 @@ pub struct Log {
 #[derive(Debug)]
 struct Inner {
     requests: Option<Sender<Request>>,
+    /// Size of new segments: no batch may be larger.
+    segment_size: u64,
     writer: Option<JoinHandle<()>>,
     _lock: Option<DirLock>,
 }
@@ -219,25 +221,31 @@ impl Log {
             last_hash: recovered.last_hash,
             buf: Vec::with_capacity(crate::limits::MAX_GROUP_BYTES),
             waiting: Vec::new(),
-            spent: Vec::new(),
         };
         let writer = std::thread::Builder::new()
             .name("orderly-log-writer".into())
             .spawn(move || writer.run())
             .map_err(|source| OpenError::Io { path: ".".into(), source })?;
-        let inner = Inner { requests: Some(sender), writer: Some(writer), _lock: lock };
+        let inner = Inner {
+            requests: Some(sender),
+            segment_size: config.segment_size,
+            writer: Some(writer),
+            _lock: lock,
+        };
         Ok((Log { shared, inner: Arc::new(inner) }, recovered.report))
     }
 
     /// Queues `records` as one batch and calls `done` once it is durable (or refused). The
     /// batch is atomic: after a crash it is either all there or not at all. Returns
-    /// [`AppendError::QueueFull`] at once when the writer is too far behind.
+    /// [`AppendError::QueueFull`] at once when the writer is too far behind, and
+    /// [`AppendError::Invalid`] at once for a batch outside the limits; `done` is not called
+    /// then. The records are encoded on the calling thread, before they are queued.
     pub fn append_with(
         &self,
         records: Vec<NewRecord>,
         done: impl FnOnce(Result<Appended, AppendError>) + Send + 'static,
     ) -> Result<(), AppendError> {
-        let request = Request { records, done: Box::new(done) };
+        let request = self.request(&records, Box::new(done))?;
         self.requests()?.try_send(request).map_err(|e| match e {
             TrySendError::Full(_) => AppendError::QueueFull,
             TrySendError::Disconnected(_) => AppendError::Closed,
@@ -251,8 +259,13 @@ impl Log {
         records: Vec<NewRecord>,
         done: impl FnOnce(Result<Appended, AppendError>) + Send + 'static,
     ) -> Result<(), AppendError> {
-        let request = Request { records, done: Box::new(done) };
+        let request = self.request(&records, Box::new(done))?;
         self.requests()?.send(request).map_err(|_| AppendError::Closed)
+    }
+
+    /// Checks and encodes a batch for the writer.
+    fn request(&self, records: &[NewRecord], done: Completion) -> Result<Request, AppendError> {
+        Ok(Request { batch: EncodedBatch::new(records, self.inner.segment_size)?, done })
     }
 
     /// The writer's queue, unless the log stopped or is closing.

@@ -131,34 +131,44 @@ pub(crate) enum Damage {
     BadChecksum,
 }
 
-/// The header fields the encoder knows for one record. Its checksum and previous-record hash
-/// are filled in later by [`seal`], on another thread (see `writer.rs`).
-pub(crate) struct Header {
-    pub position: u64,
-    pub stream_version: u64,
-    pub batch_end: bool,
-}
-
-/// Appends `record` to `out` with its checksum and previous-record hash left zero: an
-/// *unsealed* record, which [`seal`] completes.
-pub(crate) fn encode_unsealed(record: &NewRecord, header: &Header, out: &mut Vec<u8>) {
+/// Appends `record` to `out` as an *unsealed* record: its position, stream version and flags
+/// are zero until the writer places it ([`place`]), and its checksum and previous-record hash
+/// until the seal thread completes it ([`seal_all`]). Appenders encode their batches this way
+/// on their own threads, so the writer copies each batch with one `memcpy`.
+pub(crate) fn encode_unsealed(record: &NewRecord, out: &mut Vec<u8>) {
     let payload_len = u32::try_from(record.payload.len()).expect("payload length is checked");
     let stream_len = u16::try_from(record.stream.len()).expect("stream length is checked");
     // The header is assembled on the stack and copied once, not field by field into `out`.
     let mut fixed = [0u8; HEADER_LEN];
     fixed[4..8].copy_from_slice(&payload_len.to_le_bytes());
     fixed[8] = FORMAT_VERSION;
-    fixed[9] = if header.batch_end { FLAG_BATCH_END } else { 0 };
     fixed[10..12].copy_from_slice(&stream_len.to_le_bytes());
     fixed[12..14].copy_from_slice(&record.event_type.to_le_bytes());
     fixed[14..16].copy_from_slice(&record.schema_version.to_le_bytes());
-    fixed[16..24].copy_from_slice(&header.position.to_le_bytes());
-    fixed[24..32].copy_from_slice(&header.stream_version.to_le_bytes());
     fixed[32..40].copy_from_slice(&record.timestamp.to_le_bytes());
-    out.reserve(HEADER_LEN + record.stream.len() + record.payload.len());
     out.extend_from_slice(&fixed);
     out.extend_from_slice(&record.stream);
     out.extend_from_slice(&record.payload);
+}
+
+/// The length of the well-formed record at the start of `bytes`, from its header.
+pub(crate) fn len_at(bytes: &[u8]) -> usize {
+    let stream_len = usize::from(u16::from_le_bytes([bytes[10], bytes[11]]));
+    let payload_len = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
+    encoded_len(stream_len, payload_len)
+}
+
+/// The stream id of the well-formed record at the start of `bytes`.
+pub(crate) fn stream_at(bytes: &[u8]) -> &[u8] {
+    let stream_len = usize::from(u16::from_le_bytes([bytes[10], bytes[11]]));
+    &bytes[HEADER_LEN..HEADER_LEN + stream_len]
+}
+
+/// Gives the unsealed record at the start of `bytes` its place in the log.
+pub(crate) fn place(bytes: &mut [u8], position: u64, stream_version: u64, batch_end: bool) {
+    bytes[9] = if batch_end { FLAG_BATCH_END } else { 0 };
+    bytes[16..24].copy_from_slice(&position.to_le_bytes());
+    bytes[24..32].copy_from_slice(&stream_version.to_le_bytes());
 }
 
 /// Seals the unsealed records that fill `buf` back to back, the first chained to `prev_hash`:
@@ -166,10 +176,7 @@ pub(crate) fn encode_unsealed(record: &NewRecord, header: &Header, out: &mut Vec
 pub(crate) fn seal_all(buf: &mut [u8], mut prev_hash: ChainHash) -> ChainHash {
     let mut at = 0;
     while at < buf.len() {
-        let rest = &buf[at..];
-        let stream_len = usize::from(u16::from_le_bytes([rest[10], rest[11]]));
-        let payload_len = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes")) as usize;
-        let len = encoded_len(stream_len, payload_len);
+        let len = len_at(&buf[at..]);
         prev_hash = seal(&mut buf[at..at + len], &prev_hash);
         at += len;
     }

@@ -1,7 +1,8 @@
 //! The writer: group commit in three pipelined threads.
 //!
-//! Appenders queue batches. The encoder thread takes whatever is queued (up to
-//! [`MAX_GROUP_BYTES`]), checks expected versions, assigns positions and encodes everything
+//! Appenders encode their batches on their own threads ([`EncodedBatch`]) and queue them. The
+//! encoder thread takes whatever is queued (up to
+//! [`MAX_GROUP_BYTES`]), checks expected versions, assigns positions and copies everything
 //! into one buffer: a group, whose records still lack their checksums and chain hashes. The
 //! seal thread fills those in, record after record (the hash chain is sequential, and blake3
 //! is most of a record's CPU cost). The sync thread makes each group durable with one `write`
@@ -25,7 +26,7 @@ use crate::limits::{MAX_BATCH_RECORDS, MAX_GROUP_BYTES, MAX_PAYLOAD_LEN, MAX_STR
 use crate::log::{Appended, Shared};
 use crate::observer::GroupSynced;
 use crate::position::{Position, StreamVersion};
-use crate::record::{self, ChainHash, Expected, Header, NewRecord};
+use crate::record::{self, ChainHash, Expected, NewRecord};
 use crate::segment;
 
 /// Called once with the outcome of a batch: after it is durable, or when it is refused.
@@ -33,8 +34,46 @@ pub(crate) type Completion = Box<dyn FnOnce(Result<Appended, AppendError>) + Sen
 
 /// A batch waiting for the writer.
 pub(crate) struct Request {
-    pub records: Vec<NewRecord>,
+    pub batch: EncodedBatch,
     pub done: Completion,
+}
+
+/// A batch checked against the limits and encoded by its appender: its records back to back as
+/// unsealed records (see [`record::encode_unsealed`]). Encoding here, on the appenders' threads,
+/// keeps the per-record copying and freeing off the writer's threads, which every record of
+/// the log passes through.
+pub(crate) struct EncodedBatch {
+    bytes: Vec<u8>,
+    /// The records' expected versions, in order; empty when every one is [`Expected::Any`].
+    expected: Vec<Expected>,
+}
+
+impl EncodedBatch {
+    /// Checks `records` against the limits (and against `segment_size`: a batch never spans
+    /// segments) and encodes them.
+    pub(crate) fn new(records: &[NewRecord], segment_size: u64) -> Result<Self, AppendError> {
+        let size = check_batch(records, segment_size)?;
+        let mut bytes = Vec::with_capacity(size);
+        for rec in records {
+            record::encode_unsealed(rec, &mut bytes);
+        }
+        let expected = if records.iter().all(|r| r.expected == Expected::Any) {
+            Vec::new()
+        } else {
+            records.iter().map(|r| r.expected).collect()
+        };
+        Ok(EncodedBatch { bytes, expected })
+    }
+
+    /// The stream ids of the batch's records, in order.
+    fn streams(&self) -> impl Iterator<Item = &[u8]> {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let rest = self.bytes.get(at..).filter(|rest| !rest.is_empty())?;
+            at += record::len_at(rest);
+            Some(record::stream_at(rest))
+        })
+    }
 }
 
 /// The encoding half of the writer: decides batches and encodes groups.
@@ -53,8 +92,6 @@ pub(crate) struct Writer {
     pub last_hash: ChainHash,
     pub buf: Vec<u8>,
     pub waiting: Vec<(Completion, Appended)>,
-    /// Batches encoded into `buf`, to be freed off this thread.
-    pub spent: Vec<Vec<NewRecord>>,
 }
 
 /// A group on its way to the disk.
@@ -65,7 +102,6 @@ struct Group {
     /// The head once the group is durable.
     head: u64,
     waiting: Vec<(Completion, Appended)>,
-    spent: Vec<Vec<NewRecord>>,
 }
 
 /// What the encoder hands down the pipeline (sealer, then syncer), in order.
@@ -121,19 +157,16 @@ impl Writer {
         let _ = syncer.join();
     }
 
-    /// Checks one batch and, if it may be written, encodes it into the group buffer.
-    fn take(&mut self, Request { records, done }: Request, pipeline: &Pipeline) {
+    /// Checks one batch and, if it may be written, places its records in the log and copies
+    /// them into the group buffer.
+    fn take(&mut self, Request { batch, done }: Request, pipeline: &Pipeline) {
         if let Some(cause) = self.shared.failure() {
             return done(Err(AppendError::Stopped { cause }));
         }
-        let size = match check_batch(&records, self.segment_size) {
-            Ok(size) => size,
-            Err(e) => return done(Err(e)),
-        };
-        if let Err(e) = self.check_versions(&records) {
+        if let Err(e) = self.check_versions(&batch) {
             return done(Err(e));
         }
-        if self.offset + (self.buf.len() + size) as u64 > self.capacity {
+        if self.offset + (self.buf.len() + batch.bytes.len()) as u64 > self.capacity {
             self.send_group(pipeline);
             let (done_tx, done_rx) = crossbeam_channel::bounded(1);
             if pipeline.stages.send(Stage::Barrier(done_tx)).is_ok() {
@@ -152,44 +185,44 @@ impl Writer {
             }
         }
         let first = self.next_position;
+        let mut at = self.buf.len();
+        self.buf.extend_from_slice(&batch.bytes);
         let mut index = self.shared.index_mut();
-        let last = records.len() - 1;
-        for (i, rec) in records.iter().enumerate() {
-            let offset = self.offset + self.buf.len() as u64;
-            let stream_version = index.add_record(&rec.stream, self.next_position, offset);
-            let header =
-                Header { position: self.next_position, stream_version, batch_end: i == last };
-            record::encode_unsealed(rec, &header, &mut self.buf);
+        while at < self.buf.len() {
+            let rec = &self.buf[at..];
+            let len = record::len_at(rec);
+            let offset = self.offset + at as u64;
+            let version = index.add_record(record::stream_at(rec), self.next_position, offset);
+            let batch_end = at + len == self.buf.len();
+            record::place(&mut self.buf[at..], self.next_position, version, batch_end);
             self.next_position += 1;
+            at += len;
         }
         drop(index);
         let appended = Appended { first: Position(first), next: Position(self.next_position) };
         self.waiting.push((done, appended));
-        // Freeing the records is left to the sync thread, which mostly waits on the disk.
-        self.spent.push(records);
     }
 
     /// Refuses the batch if any record's expected version does not hold, counting earlier
     /// records of the same batch.
-    fn check_versions(&self, records: &[NewRecord]) -> Result<(), AppendError> {
-        if records.iter().all(|r| r.expected == Expected::Any) {
+    fn check_versions(&self, batch: &EncodedBatch) -> Result<(), AppendError> {
+        if batch.expected.is_empty() {
             return Ok(());
         }
         let index = self.shared.index();
         let mut in_batch: FxHashMap<&[u8], u64> = FxHashMap::default();
-        for rec in records {
-            let actual =
-                *in_batch.entry(&rec.stream).or_insert_with(|| index.stream_len(&rec.stream));
-            if let Expected::Exactly(expected) = rec.expected
+        for (stream, &expected) in batch.streams().zip(&batch.expected) {
+            let actual = *in_batch.entry(stream).or_insert_with(|| index.stream_len(stream));
+            if let Expected::Exactly(expected) = expected
                 && expected.0 != actual
             {
                 return Err(AppendError::Conflict {
-                    stream: rec.stream.clone(),
+                    stream: stream.to_vec(),
                     expected,
                     actual: StreamVersion(actual),
                 });
             }
-            in_batch.insert(&rec.stream, actual + 1);
+            in_batch.insert(stream, actual + 1);
         }
         Ok(())
     }
@@ -206,7 +239,6 @@ impl Writer {
             offset: self.offset,
             head: self.next_position,
             waiting: std::mem::take(&mut self.waiting),
-            spent: std::mem::take(&mut self.spent),
         };
         self.offset += group.buf.len() as u64;
         let sent = pipeline.stages.send(Stage::Group(group));
@@ -296,7 +328,6 @@ fn sync_groups(shared: &Shared, stages: &Receiver<Stage>, spare: &Sender<Vec<u8>
                 Some(cause) => done(Err(AppendError::Stopped { cause: cause.clone() })),
             }
         }
-        drop(std::mem::take(&mut group.spent));
         group.buf.clear();
         // The encoder may have enough spares already; then this buffer is simply freed.
         let _ = spare.try_send(group.buf);
