@@ -362,11 +362,7 @@ impl LogReader {
     /// See [`Log::read_stream`].
     pub fn read_stream(&self, stream: &[u8]) -> Result<Vec<Record>, ReadError> {
         let head = self.shared.head();
-        let positions: Vec<u64> = {
-            let index = self.shared.index();
-            let all = index.stream_positions(stream);
-            all[..all.partition_point(|&p| p < head)].to_vec()
-        };
+        let positions = self.shared.index().stream_positions(stream, head);
         // One reader, moved from position to position, so its read buffer serves every record
         // of the stream that lies in it.
         let mut reader = Reader::new(self.shared.clone(), 0, 0);
@@ -385,9 +381,7 @@ impl LogReader {
     #[must_use]
     pub fn stream_version(&self, stream: &[u8]) -> StreamVersion {
         let head = self.shared.head();
-        let index = self.shared.index();
-        let positions = index.stream_positions(stream);
-        StreamVersion(positions.partition_point(|&p| p < head) as u64)
+        StreamVersion(self.shared.index().stream_len_below(stream, head))
     }
 
     /// See [`Log::subscribe`].
