@@ -52,7 +52,8 @@ pub struct ScannedRecord<'a> {
     pub timestamp: u64,
     /// The payload bytes.
     pub payload: &'a [u8],
-    /// The record's chain hash: the blake3 hash of its bytes, which the next record carries.
+    /// The record's chain hash, which the next record carries: blake3 over all its bytes
+    /// (keyed by its previous hash from record format 2 on; see `docs/design/event-log.md`).
     pub hash: &'a ChainHash,
     /// Whether this record ends its batch.
     pub ends_batch: bool,
