@@ -7,9 +7,11 @@
 //!    `NewRecord`s (formatting stream ids, filling payloads) before the clock starts, so the
 //!    figures are the log's cost, not the workload generator's; what the log does with a batch
 //!    (checking and encoding it on the appender's thread, then freeing it) is all inside the
-//!    clock. A batch refused with `QueueFull` is built again inside the clock. Reports records/s, MB/s of encoded
-//!    records, submit-to-ack latency per batch, and how each of the log's own threads
-//!    (`orderly-log-*`) spent its time: on a CPU, waiting for one, or blocked (fsync or idle).
+//!    clock. A batch refused with `QueueFull` is built again inside the clock. Reports
+//!    records/s, MB/s of encoded records, submit-to-ack latency per batch, how each of the log's
+//!    own threads (`orderly-log-*`) spent its time: on a CPU, waiting for one, or blocked (fsync
+//!    or idle), and the CPU the log cost per record on its threads and the appenders'
+//!    (`cpu_ns_per_record`), which other load on the machine hardly moves.
 //! 2. **raw**: as many bytes as the log wrote, with plain `File::write_all` + `sync_data`
 //!    (fdatasync) per chunk, the chunk being the log's average group commit. This is the ceiling
 //!    the log is compared with (`ratio_to_raw`).
@@ -147,9 +149,14 @@ fn main() {
             threads.raw(&t.name, &one.finish());
         }
         let busiest = log.threads.iter().map(|t| t.stats.on_cpu).max().unwrap_or_default();
+        // CPU the log cost per record, on its own threads and on the appenders' (which check
+        // and encode batches): unlike the rates, this hardly moves with other load on the
+        // machine, so it compares builds on a busy one.
+        let cpu = writes.on_cpu + log.appenders_cpu;
         json.int("group_commits", writes.write_calls)
             .int("bytes_per_group", chunk)
             .num("busiest_log_thread_on_cpu_frac", log.share(busiest), 3)
+            .num("cpu_ns_per_record", cpu.as_secs_f64() * 1e9 / to_f64(log.records), 0)
             .raw("log_threads", &threads.finish());
     }
     println!("{}", json.finish());
