@@ -112,7 +112,8 @@ impl Shared {
     }
 }
 
-/// A durable append-only log of records in segment files, with one writer thread.
+/// A durable append-only log of records in segment files, with one writer (three pipelined
+/// threads: encode, seal, sync).
 ///
 /// Cloning the handle is cheap; the writer stops when the last handle is dropped, after
 /// answering every queued batch.

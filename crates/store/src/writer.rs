@@ -1,9 +1,8 @@
 //! The writer: group commit in three pipelined threads.
 //!
 //! Appenders encode their batches on their own threads ([`EncodedBatch`]) and queue them. The
-//! encoder thread takes whatever is queued (up to
-//! [`MAX_GROUP_BYTES`]), checks expected versions, assigns positions and copies everything
-//! into one buffer: a group, whose records still lack their checksums and chain hashes. The
+//! encoder thread takes whatever is queued (up to [`MAX_GROUP_BYTES`]), checks expected
+//! versions, assigns positions and copies everything into one buffer: a group, whose records still lack their checksums and chain hashes. The
 //! seal thread fills those in, record after record (the hash chain is sequential, and blake3
 //! is most of a record's CPU cost). The sync thread makes each group durable with one `write`
 //! and one `fdatasync`; only then does it publish the new head to readers and answer the
@@ -76,7 +75,8 @@ impl EncodedBatch {
     }
 }
 
-/// The encoding half of the writer: decides batches and encodes groups.
+/// The first stage of the writer: decides batches, places their records in the log and gathers
+/// them into groups.
 pub(crate) struct Writer {
     pub shared: Arc<Shared>,
     pub requests: Receiver<Request>,
@@ -119,12 +119,13 @@ struct Pipeline {
 }
 
 /// Groups on their way through the pipeline besides the one each stage works on: one between
-/// each pair of stages. More would only add latency: the disk is the slowest stage.
+/// each pair of stages, so that a stage that finishes early finds its next group waiting. More
+/// would only add latency and memory.
 const STAGE_QUEUE: usize = 1;
 
 impl Writer {
-    /// Runs the writer: this thread decides and encodes group n+1 while a second thread
-    /// writes and syncs group n, so neither the CPU nor the disk waits for the other.
+    /// Runs the writer: this thread gathers group n+2 while a second one seals group n+1 and a
+    /// third writes and syncs group n, so neither the CPU nor the disk waits for the other.
     pub(crate) fn run(mut self) {
         let (stages, sealer_rx) = crossbeam_channel::bounded(STAGE_QUEUE);
         let (sealed, syncer_rx) = crossbeam_channel::bounded(STAGE_QUEUE);
@@ -242,7 +243,7 @@ impl Writer {
         };
         self.offset += group.buf.len() as u64;
         let sent = pipeline.stages.send(Stage::Group(group));
-        assert!(sent.is_ok(), "the syncer runs until the encoder stops");
+        assert!(sent.is_ok(), "the sealer runs until the encoder stops");
     }
 
     /// Closes the current segment at its last record and starts the next one.
