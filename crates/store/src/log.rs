@@ -19,7 +19,7 @@ use crate::record::{NewRecord, Record};
 use crate::recovery::{self, Recovery};
 use crate::segment::{self, Window};
 use crate::storage::{DirLock, DirStorage, Storage};
-use crate::writer::{Completion, EncodedBatch, Request, Writer};
+use crate::writer::{BatchBuffers, Completion, EncodedBatch, Request, Writer};
 
 /// How the log is set up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +62,8 @@ pub(crate) struct Shared {
     committed: Condvar,
     failure: Mutex<Option<String>>,
     pub(crate) observer: Option<SyncObserver>,
+    /// Encoded batch buffers for appenders to reuse.
+    pub(crate) batch_buffers: BatchBuffers,
 }
 
 impl Shared {
@@ -209,6 +211,7 @@ impl Log {
             committed: Condvar::new(),
             failure: Mutex::new(None),
             observer: config.observer.clone(),
+            batch_buffers: BatchBuffers::default(),
         });
         let (sender, receiver) = crossbeam_channel::bounded(config.queue_depth);
         let writer = Writer {
@@ -266,7 +269,9 @@ impl Log {
 
     /// Checks and encodes a batch for the writer.
     fn request(&self, records: &[NewRecord], done: Completion) -> Result<Request, AppendError> {
-        Ok(Request { batch: EncodedBatch::new(records, self.inner.segment_size)?, done })
+        let batch =
+            EncodedBatch::new(records, self.inner.segment_size, &self.shared.batch_buffers)?;
+        Ok(Request { batch, done })
     }
 
     /// The writer's queue, unless the log stopped or is closing.
