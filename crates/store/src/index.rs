@@ -1,5 +1,11 @@
 //! The in-memory index, rebuilt on open: where each segment starts, a sparse map from position
 //! to byte offset within segments, and the positions of every stream.
+//!
+//! A stream's positions are kept as a linked list through the log: the stream map holds only
+//! each stream's length and last position, and a per-position link gives the position of the
+//! previous record of the same stream. Adding a record then costs one map lookup and one
+//! append to the links, with no allocation per stream beyond its key; the writer adds every
+//! record of the log, so this is on its critical path. Reading a stream walks the links back.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -15,6 +21,15 @@ pub(crate) const SPARSE_EVERY: u64 = 256;
 /// copies every entry) stalls the writer for a 64th of the time a single map would: at a
 /// million streams, a few milliseconds instead of a few hundred.
 const STREAM_SHARDS: usize = 64;
+
+/// Stream ids up to this many bytes are stored inside the map's entries, not behind a pointer.
+const INLINE_KEY: usize = 30;
+
+/// Links are stored in chunks of this many positions, so that growing them never copies them.
+const LINK_CHUNK: usize = 1 << 16;
+
+/// The link of a stream's first record.
+const NO_PREVIOUS: u64 = u64::MAX;
 
 /// An open segment.
 #[derive(Debug)]
@@ -34,8 +49,72 @@ pub(crate) struct Index {
     pub segments: Vec<Arc<SegmentMeta>>,
     /// Per segment, `(position, byte offset)` of every [`SPARSE_EVERY`]th position.
     sparse: Vec<Vec<(u64, u64)>>,
-    /// Positions of every stream, in [`STREAM_SHARDS`] shards.
-    streams: Vec<FxHashMap<Box<[u8]>, Vec<u64>>>,
+    /// The length and last position of every stream, in [`STREAM_SHARDS`] shards.
+    streams: Vec<FxHashMap<StreamKey, StreamTail>>,
+    /// For every position from `first_linked` on, the position of the previous record of its
+    /// stream ([`NO_PREVIOUS`] for a stream's first), in chunks of [`LINK_CHUNK`].
+    links: Vec<Vec<u64>>,
+    /// The first position added; positions are added in order from it.
+    first_linked: Option<u64>,
+}
+
+/// Where a stream ends.
+#[derive(Clone, Copy, Debug)]
+struct StreamTail {
+    /// Records of the stream, committed or not.
+    len: u64,
+    /// Position of its last record.
+    last: u64,
+}
+
+/// A stream id as a map key. Short ids, the common case, are kept inline, so that a lookup
+/// compares bytes already in the map's memory instead of following a pointer out of cache.
+#[derive(Debug)]
+enum StreamKey {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
+}
+
+impl StreamKey {
+    fn new(stream: &[u8]) -> StreamKey {
+        match u8::try_from(stream.len()) {
+            Ok(len) if stream.len() <= INLINE_KEY => {
+                let mut bytes = [0; INLINE_KEY];
+                bytes[..stream.len()].copy_from_slice(stream);
+                StreamKey::Inline { len, bytes }
+            }
+            _ => StreamKey::Heap(stream.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            StreamKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            StreamKey::Heap(bytes) => bytes,
+        }
+    }
+}
+
+// Hash and equality are those of the bytes, as `Borrow<[u8]>` requires: the maps are looked up
+// by `&[u8]`.
+impl PartialEq for StreamKey {
+    fn eq(&self, other: &StreamKey) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for StreamKey {}
+
+impl std::hash::Hash for StreamKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for StreamKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
 }
 
 impl Default for Index {
@@ -44,6 +123,8 @@ impl Default for Index {
             segments: Vec::new(),
             sparse: Vec::new(),
             streams: (0..STREAM_SHARDS).map(|_| FxHashMap::default()).collect(),
+            links: Vec::new(),
+            first_linked: None,
         }
     }
 }
@@ -55,43 +136,71 @@ impl Index {
     }
 
     /// Records that the record at `position` of `stream` lies at `offset` of the last segment,
-    /// and returns its stream version (the stream's length before it).
+    /// and returns its stream version (the stream's length before it). Positions are added in
+    /// order, each once.
     pub(crate) fn add_record(&mut self, stream: &[u8], position: u64, offset: u64) -> u64 {
-        let shard = self.shard_mut(stream);
-        let version = match shard.get_mut(stream) {
-            Some(positions) => {
-                positions.push(position);
-                positions.len() - 1
+        let shard = &mut self.streams[shard_of(stream)];
+        let (version, previous) = match shard.get_mut(stream) {
+            Some(tail) => {
+                let seen = *tail;
+                *tail = StreamTail { len: seen.len + 1, last: position };
+                (seen.len, seen.last)
             }
             None => {
-                shard.insert(stream.into(), vec![position]);
-                0
+                shard.insert(StreamKey::new(stream), StreamTail { len: 1, last: position });
+                (0, NO_PREVIOUS)
             }
         };
+        let first = *self.first_linked.get_or_insert(position);
+        let linked =
+            self.links.len().saturating_sub(1) * LINK_CHUNK + self.links.last().map_or(0, Vec::len);
+        assert_eq!(position - first, linked as u64, "positions are indexed in order, each once");
+        match self.links.last_mut() {
+            Some(chunk) if chunk.len() < LINK_CHUNK => chunk.push(previous),
+            _ => {
+                let mut chunk = Vec::with_capacity(LINK_CHUNK);
+                chunk.push(previous);
+                self.links.push(chunk);
+            }
+        }
         let last_segment = self.sparse.last_mut().expect("records live in a segment");
         if position.is_multiple_of(SPARSE_EVERY) || last_segment.is_empty() {
             last_segment.push((position, offset));
         }
-        version as u64
+        version
     }
 
     /// The number of records of `stream`, committed or not.
     pub(crate) fn stream_len(&self, stream: &[u8]) -> u64 {
-        self.stream_positions(stream).len() as u64
+        self.streams[shard_of(stream)].get(stream).map_or(0, |tail| tail.len)
     }
 
-    /// Positions of `stream`, committed or not, in order.
-    pub(crate) fn stream_positions(&self, stream: &[u8]) -> &[u64] {
-        self.streams[shard_of(stream)].get(stream).map_or(&[], Vec::as_slice)
+    /// The number of records of `stream` at positions below `head`.
+    pub(crate) fn stream_len_below(&self, stream: &[u8], head: u64) -> u64 {
+        let beyond = self.walk_back(stream).take_while(|&p| p >= head).count();
+        self.stream_len(stream) - beyond as u64
+    }
+
+    /// Positions of `stream` below `head`, in order.
+    pub(crate) fn stream_positions(&self, stream: &[u8], head: u64) -> Vec<u64> {
+        let mut positions: Vec<u64> = self.walk_back(stream).skip_while(|&p| p >= head).collect();
+        positions.reverse();
+        positions
+    }
+
+    /// Positions of `stream`, committed or not, from its last record back to its first.
+    fn walk_back(&self, stream: &[u8]) -> impl Iterator<Item = u64> + '_ {
+        let last = self.streams[shard_of(stream)].get(stream).map(|tail| tail.last);
+        std::iter::successors(last, |&position| {
+            let i = usize::try_from(position - self.first_linked?).expect("fits in memory");
+            let previous = self.links[i / LINK_CHUNK][i % LINK_CHUNK];
+            (previous != NO_PREVIOUS).then_some(previous)
+        })
     }
 
     /// Number of streams.
     pub(crate) fn stream_count(&self) -> usize {
         self.streams.iter().map(FxHashMap::len).sum()
-    }
-
-    fn shard_mut(&mut self, stream: &[u8]) -> &mut FxHashMap<Box<[u8]>, Vec<u64>> {
-        &mut self.streams[shard_of(stream)]
     }
 
     /// The segment holding `position` and a byte offset in it at or before that record.
@@ -107,10 +216,12 @@ impl Index {
     }
 }
 
-/// The shard of `stream`: the high bits of its hash (the low bits pick its bucket inside the
-/// shard, so the two choices stay independent).
+/// The shard of `stream`: six bits from the middle of its hash. The shard's map uses the low
+/// bits to pick a bucket and the top seven as the tag it compares before the key, so both
+/// must stay independent of the shard: sharding by the top bits left a tag one bit of entropy
+/// within a shard, and every other probe compared a key out of cache.
 fn shard_of(stream: &[u8]) -> usize {
     use std::hash::BuildHasher;
     let hash = rustc_hash::FxBuildHasher.hash_one(stream);
-    usize::try_from(hash >> 58).expect("six bits") % STREAM_SHARDS
+    usize::try_from((hash >> 32) % STREAM_SHARDS as u64).expect("below STREAM_SHARDS")
 }

@@ -28,6 +28,12 @@ pub const DEFAULT_QUEUE_DEPTH: usize = 4096;
 /// the records per second of 8 MiB groups, and still amortize each fsync over ~1,000 records.
 pub const MAX_GROUP_BYTES: usize = 256 << 10;
 
+/// Encoded batch buffers kept for reuse once the writer has copied them (see
+/// `writer::BatchBuffers`), and the largest one kept: at most 8 MiB held idle.
+pub const POOLED_BATCH_BUFFERS: usize = 32;
+/// See [`POOLED_BATCH_BUFFERS`].
+pub const MAX_POOLED_BATCH_BYTES: usize = MAX_GROUP_BYTES;
+
 /// Bytes of the segment header at the start of every segment file.
 pub const SEGMENT_HEADER_LEN: usize = 64;
 

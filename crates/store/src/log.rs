@@ -19,7 +19,7 @@ use crate::record::{NewRecord, Record};
 use crate::recovery::{self, Recovery};
 use crate::segment::{self, Window};
 use crate::storage::{DirLock, DirStorage, Storage};
-use crate::writer::{Request, Writer};
+use crate::writer::{BatchBuffers, Completion, EncodedBatch, Request, Writer};
 
 /// How the log is set up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +62,8 @@ pub(crate) struct Shared {
     committed: Condvar,
     failure: Mutex<Option<String>>,
     pub(crate) observer: Option<SyncObserver>,
+    /// Encoded batch buffers for appenders to reuse.
+    pub(crate) batch_buffers: BatchBuffers,
 }
 
 impl Shared {
@@ -112,7 +114,8 @@ impl Shared {
     }
 }
 
-/// A durable append-only log of records in segment files, with one writer thread.
+/// A durable append-only log of records in segment files, with one writer (three pipelined
+/// threads: encode, seal, sync).
 ///
 /// Cloning the handle is cheap; the writer stops when the last handle is dropped, after
 /// answering every queued batch.
@@ -125,6 +128,8 @@ pub struct Log {
 #[derive(Debug)]
 struct Inner {
     requests: Option<Sender<Request>>,
+    /// Size of new segments: no batch may be larger.
+    segment_size: u64,
     writer: Option<JoinHandle<()>>,
     _lock: Option<DirLock>,
 }
@@ -206,6 +211,7 @@ impl Log {
             committed: Condvar::new(),
             failure: Mutex::new(None),
             observer: config.observer.clone(),
+            batch_buffers: BatchBuffers::default(),
         });
         let (sender, receiver) = crossbeam_channel::bounded(config.queue_depth);
         let writer = Writer {
@@ -219,25 +225,31 @@ impl Log {
             last_hash: recovered.last_hash,
             buf: Vec::with_capacity(crate::limits::MAX_GROUP_BYTES),
             waiting: Vec::new(),
-            spent: Vec::new(),
         };
         let writer = std::thread::Builder::new()
             .name("orderly-log-writer".into())
             .spawn(move || writer.run())
             .map_err(|source| OpenError::Io { path: ".".into(), source })?;
-        let inner = Inner { requests: Some(sender), writer: Some(writer), _lock: lock };
+        let inner = Inner {
+            requests: Some(sender),
+            segment_size: config.segment_size,
+            writer: Some(writer),
+            _lock: lock,
+        };
         Ok((Log { shared, inner: Arc::new(inner) }, recovered.report))
     }
 
     /// Queues `records` as one batch and calls `done` once it is durable (or refused). The
     /// batch is atomic: after a crash it is either all there or not at all. Returns
-    /// [`AppendError::QueueFull`] at once when the writer is too far behind.
+    /// [`AppendError::QueueFull`] at once when the writer is too far behind, and
+    /// [`AppendError::Invalid`] at once for a batch outside the limits; `done` is not called
+    /// then. The records are encoded on the calling thread, before they are queued.
     pub fn append_with(
         &self,
         records: Vec<NewRecord>,
         done: impl FnOnce(Result<Appended, AppendError>) + Send + 'static,
     ) -> Result<(), AppendError> {
-        let request = Request { records, done: Box::new(done) };
+        let request = self.request(&records, Box::new(done))?;
         self.requests()?.try_send(request).map_err(|e| match e {
             TrySendError::Full(_) => AppendError::QueueFull,
             TrySendError::Disconnected(_) => AppendError::Closed,
@@ -251,8 +263,15 @@ impl Log {
         records: Vec<NewRecord>,
         done: impl FnOnce(Result<Appended, AppendError>) + Send + 'static,
     ) -> Result<(), AppendError> {
-        let request = Request { records, done: Box::new(done) };
+        let request = self.request(&records, Box::new(done))?;
         self.requests()?.send(request).map_err(|_| AppendError::Closed)
+    }
+
+    /// Checks and encodes a batch for the writer.
+    fn request(&self, records: &[NewRecord], done: Completion) -> Result<Request, AppendError> {
+        let batch =
+            EncodedBatch::new(records, self.inner.segment_size, &self.shared.batch_buffers)?;
+        Ok(Request { batch, done })
     }
 
     /// The writer's queue, unless the log stopped or is closing.
@@ -349,11 +368,7 @@ impl LogReader {
     /// See [`Log::read_stream`].
     pub fn read_stream(&self, stream: &[u8]) -> Result<Vec<Record>, ReadError> {
         let head = self.shared.head();
-        let positions: Vec<u64> = {
-            let index = self.shared.index();
-            let all = index.stream_positions(stream);
-            all[..all.partition_point(|&p| p < head)].to_vec()
-        };
+        let positions = self.shared.index().stream_positions(stream, head);
         // One reader, moved from position to position, so its read buffer serves every record
         // of the stream that lies in it.
         let mut reader = Reader::new(self.shared.clone(), 0, 0);
@@ -372,9 +387,7 @@ impl LogReader {
     #[must_use]
     pub fn stream_version(&self, stream: &[u8]) -> StreamVersion {
         let head = self.shared.head();
-        let index = self.shared.index();
-        let positions = index.stream_positions(stream);
-        StreamVersion(positions.partition_point(|&p| p < head) as u64)
+        StreamVersion(self.shared.index().stream_len_below(stream, head))
     }
 
     /// See [`Log::subscribe`].

@@ -53,9 +53,10 @@ pub struct ScannedRecord<'a> {
     pub timestamp: u64,
     /// The payload bytes.
     pub payload: &'a [u8],
-    /// The record's chain hash: the blake3 hash of its bytes, which the next record carries.
-    /// (Zeros for the records before the checkpoint of a log being opened, whose chain is not
-    /// recomputed; [`scan`] always recomputes it.)
+    /// The record's chain hash, which the next record carries: blake3 over all its bytes
+    /// (keyed by its previous hash from record format 2 on; see `docs/design/event-log.md`).
+    /// Zeros for the records before the checkpoint of a log being opened, whose chain is not
+    /// recomputed; [`scan`] always recomputes it.
     pub hash: &'a ChainHash,
     /// Whether this record ends its batch.
     pub ends_batch: bool,

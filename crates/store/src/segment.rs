@@ -178,7 +178,8 @@ pub(crate) fn has_record_within(file: &dyn StorageFile, from: u64, end: u64) -> 
     let n = file.read_at(&mut buf, from)?;
     let buf = &buf[..n];
     Ok((0..n).any(|at| {
-        buf.get(at + 8) == Some(&record::FORMAT_VERSION) && record::decode(&buf[at..]).is_ok()
+        buf.get(at + 8).is_some_and(|&v| record::is_known_version(v))
+            && record::decode(&buf[at..]).is_ok()
     }))
 }
 

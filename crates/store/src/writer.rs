@@ -1,12 +1,16 @@
-//! The writer: group commit in two pipelined threads.
+//! The writer: group commit in three pipelined threads.
 //!
-//! Appenders queue batches. The encoder thread takes whatever is queued (up to
-//! [`MAX_GROUP_BYTES`]), checks expected versions, assigns positions and encodes everything
-//! into one buffer: a group. The sync thread makes each group durable with one `write` and one
-//! `fdatasync`; only then does it publish the new head to readers and answer the group's
-//! waiters. While group n is being synced, group n+1 is being encoded. A failed write or fsync
-//! stops the log for good (fail-stop): the outcome of an fsync that failed is unknowable, so it
-//! is never retried, and every later batch is refused.
+//! Appenders encode their batches on their own threads ([`EncodedBatch`]) and queue them. The
+//! encoder thread takes whatever is queued (up to [`MAX_GROUP_BYTES`]), checks expected
+//! versions, assigns positions and copies everything into one buffer: a group, whose records
+//! still lack their checksums and chain hashes. The seal thread fills those in, record after
+//! record (the hash chain is sequential, and blake3 is most of a record's CPU cost). The sync
+//! thread makes each group durable with one `write` and one `fdatasync`; only then does it
+//! publish the new head to readers and answer the group's waiters. While group n is being
+//! synced, group n+1 is being sealed and group n+2 encoded, so no single thread does all the
+//! per-record work. A failed write or fsync stops the log for good (fail-stop): the outcome of
+//! an fsync that failed is unknowable, so it is never retried, and every later batch is
+//! refused.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,10 +23,11 @@ use crate::error::AppendError;
 use crate::index::SegmentMeta;
 use crate::limits::SEGMENT_HEADER_LEN;
 use crate::limits::{MAX_BATCH_RECORDS, MAX_GROUP_BYTES, MAX_PAYLOAD_LEN, MAX_STREAM_ID_LEN};
+use crate::limits::{MAX_POOLED_BATCH_BYTES, POOLED_BATCH_BUFFERS};
 use crate::log::{Appended, Shared};
 use crate::observer::GroupSynced;
 use crate::position::{Position, StreamVersion};
-use crate::record::{self, ChainHash, Expected, Header, NewRecord};
+use crate::record::{self, ChainHash, Expected, NewRecord};
 use crate::segment;
 
 /// Called once with the outcome of a batch: after it is durable, or when it is refused.
@@ -30,11 +35,86 @@ pub(crate) type Completion = Box<dyn FnOnce(Result<Appended, AppendError>) + Sen
 
 /// A batch waiting for the writer.
 pub(crate) struct Request {
-    pub records: Vec<NewRecord>,
+    pub batch: EncodedBatch,
     pub done: Completion,
 }
 
-/// The encoding half of the writer: decides batches and encodes groups.
+/// A batch checked against the limits and encoded by its appender: its records back to back as
+/// unsealed records (see [`record::encode_unsealed`]). Encoding here, on the appenders' threads,
+/// keeps the per-record copying and freeing off the writer's threads, which every record of
+/// the log passes through.
+pub(crate) struct EncodedBatch {
+    bytes: Vec<u8>,
+    /// The records' expected versions, in order; empty when every one is [`Expected::Any`].
+    expected: Vec<Expected>,
+}
+
+impl EncodedBatch {
+    /// Checks `records` against the limits (and against `segment_size`: a batch never spans
+    /// segments) and encodes them, into a buffer from `buffers` if one is free.
+    pub(crate) fn new(
+        records: &[NewRecord],
+        segment_size: u64,
+        buffers: &BatchBuffers,
+    ) -> Result<Self, AppendError> {
+        let size = check_batch(records, segment_size)?;
+        let mut bytes = buffers.take();
+        bytes.reserve(size);
+        for rec in records {
+            record::encode_unsealed(rec, &mut bytes);
+        }
+        let expected = if records.iter().all(|r| r.expected == Expected::Any) {
+            Vec::new()
+        } else {
+            records.iter().map(|r| r.expected).collect()
+        };
+        Ok(EncodedBatch { bytes, expected })
+    }
+
+    /// The stream ids of the batch's records, in order.
+    fn streams(&self) -> impl Iterator<Item = &[u8]> {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let rest = self.bytes.get(at..).filter(|rest| !rest.is_empty())?;
+            at += record::len_at(rest);
+            Some(record::stream_at(rest))
+        })
+    }
+}
+
+/// Batch buffers the encoder is done with, handed back to appenders. Reusing them spares each
+/// append a fresh allocation (page faults, on this workload's 100 KiB batches) and the writer a
+/// free of memory another thread allocated.
+#[derive(Debug)]
+pub(crate) struct BatchBuffers {
+    give: Sender<Vec<u8>>,
+    take: Receiver<Vec<u8>>,
+}
+
+impl Default for BatchBuffers {
+    fn default() -> BatchBuffers {
+        let (give, take) = crossbeam_channel::bounded(POOLED_BATCH_BUFFERS);
+        BatchBuffers { give, take }
+    }
+}
+
+impl BatchBuffers {
+    /// An empty buffer: a pooled one if there is one.
+    fn take(&self) -> Vec<u8> {
+        self.take.try_recv().unwrap_or_default()
+    }
+
+    /// Keeps `buf` for a later batch, unless the pool is full or `buf` is unusually large.
+    fn give(&self, mut buf: Vec<u8>) {
+        if buf.capacity() <= MAX_POOLED_BATCH_BYTES {
+            buf.clear();
+            let _ = self.give.try_send(buf);
+        }
+    }
+}
+
+/// The first stage of the writer: decides batches, places their records in the log and gathers
+/// them into groups.
 pub(crate) struct Writer {
     pub shared: Arc<Shared>,
     pub requests: Receiver<Request>,
@@ -46,11 +126,10 @@ pub(crate) struct Writer {
     /// Byte offset in the current segment where the next group is written.
     pub offset: u64,
     pub next_position: u64,
+    /// The chain hash of the last record written so far; the seal thread takes it over.
     pub last_hash: ChainHash,
     pub buf: Vec<u8>,
     pub waiting: Vec<(Completion, Appended)>,
-    /// Batches encoded into `buf`, to be freed off this thread.
-    pub spent: Vec<Vec<NewRecord>>,
 }
 
 /// A group on its way to the disk.
@@ -61,33 +140,44 @@ struct Group {
     /// The head once the group is durable.
     head: u64,
     waiting: Vec<(Completion, Appended)>,
-    spent: Vec<Vec<NewRecord>>,
 }
 
-/// What the encoder hands the syncer, in order.
+/// What the encoder hands down the pipeline (sealer, then syncer), in order.
 enum Stage {
     Group(Group),
     /// Answered once every earlier group is done.
     Barrier(Sender<()>),
 }
 
-/// The encoder's end of the pipeline to the syncer.
+/// The encoder's end of the pipeline.
 struct Pipeline {
     stages: Sender<Stage>,
     /// Buffers the syncer is done with, reused to avoid reallocating a group buffer each time.
     spare: Receiver<Vec<u8>>,
 }
 
+/// Groups on their way through the pipeline besides the one each stage works on: one between
+/// each pair of stages, so that a stage that finishes early finds its next group waiting. More
+/// would only add latency and memory.
+const STAGE_QUEUE: usize = 1;
+
 impl Writer {
-    /// Runs the writer: this thread decides and encodes group n+1 while a second thread
-    /// writes and syncs group n, so neither the CPU nor the disk waits for the other.
+    /// Runs the writer: this thread gathers group n+2 while a second one seals group n+1 and a
+    /// third writes and syncs group n, so neither the CPU nor the disk waits for the other.
     pub(crate) fn run(mut self) {
-        let (stages, stage_rx) = crossbeam_channel::bounded(1);
-        let (spare_tx, spare) = crossbeam_channel::bounded(2);
+        let (stages, sealer_rx) = crossbeam_channel::bounded(STAGE_QUEUE);
+        let (sealed, syncer_rx) = crossbeam_channel::bounded(STAGE_QUEUE);
+        // One spare per group that can be in flight behind the encoder.
+        let (spare_tx, spare) = crossbeam_channel::bounded(3);
+        let last_hash = self.last_hash;
+        let sealer = std::thread::Builder::new()
+            .name("orderly-log-seal".into())
+            .spawn(move || seal_groups(last_hash, &sealer_rx, &sealed))
+            .expect("the log's seal thread starts");
         let shared = self.shared.clone();
         let syncer = std::thread::Builder::new()
             .name("orderly-log-sync".into())
-            .spawn(move || sync_groups(&shared, &stage_rx, &spare_tx))
+            .spawn(move || sync_groups(&shared, &syncer_rx, &spare_tx))
             .expect("the log's sync thread starts");
         let pipeline = Pipeline { stages, spare };
         while let Ok(first) = self.requests.recv() {
@@ -101,23 +191,21 @@ impl Writer {
             self.send_group(&pipeline);
         }
         drop(pipeline);
-        // A panic in the syncer is a bug already reported on stderr.
+        // A panic in the sealer or syncer is a bug already reported on stderr.
+        let _ = sealer.join();
         let _ = syncer.join();
     }
 
-    /// Checks one batch and, if it may be written, encodes it into the group buffer.
-    fn take(&mut self, Request { records, done }: Request, pipeline: &Pipeline) {
+    /// Checks one batch and, if it may be written, places its records in the log and copies
+    /// them into the group buffer.
+    fn take(&mut self, Request { batch, done }: Request, pipeline: &Pipeline) {
         if let Some(cause) = self.shared.failure() {
             return done(Err(AppendError::Stopped { cause }));
         }
-        let size = match check_batch(&records, self.segment_size) {
-            Ok(size) => size,
-            Err(e) => return done(Err(e)),
-        };
-        if let Err(e) = self.check_versions(&records) {
+        if let Err(e) = self.check_versions(&batch) {
             return done(Err(e));
         }
-        if self.offset + (self.buf.len() + size) as u64 > self.capacity {
+        if self.offset + (self.buf.len() + batch.bytes.len()) as u64 > self.capacity {
             self.send_group(pipeline);
             let (done_tx, done_rx) = crossbeam_channel::bounded(1);
             if pipeline.stages.send(Stage::Barrier(done_tx)).is_ok() {
@@ -136,48 +224,45 @@ impl Writer {
             }
         }
         let first = self.next_position;
+        let mut at = self.buf.len();
+        self.buf.extend_from_slice(&batch.bytes);
+        self.shared.batch_buffers.give(batch.bytes);
         let mut index = self.shared.index_mut();
-        let last = records.len() - 1;
-        for (i, rec) in records.iter().enumerate() {
-            let offset = self.offset + self.buf.len() as u64;
-            let stream_version = index.add_record(&rec.stream, self.next_position, offset);
-            let header = Header {
-                position: self.next_position,
-                stream_version,
-                batch_end: i == last,
-                prev_hash: &self.last_hash,
-            };
-            self.last_hash = record::encode(rec, &header, &mut self.buf);
+        while at < self.buf.len() {
+            let rec = &self.buf[at..];
+            let len = record::len_at(rec);
+            let offset = self.offset + at as u64;
+            let version = index.add_record(record::stream_at(rec), self.next_position, offset);
+            let batch_end = at + len == self.buf.len();
+            record::place(&mut self.buf[at..], self.next_position, version, batch_end);
             self.next_position += 1;
+            at += len;
         }
         drop(index);
         let appended = Appended { first: Position(first), next: Position(self.next_position) };
         self.waiting.push((done, appended));
-        // Freeing the records is left to the sync thread, which mostly waits on the disk.
-        self.spent.push(records);
     }
 
     /// Refuses the batch if any record's expected version does not hold, counting earlier
     /// records of the same batch.
-    fn check_versions(&self, records: &[NewRecord]) -> Result<(), AppendError> {
-        if records.iter().all(|r| r.expected == Expected::Any) {
+    fn check_versions(&self, batch: &EncodedBatch) -> Result<(), AppendError> {
+        if batch.expected.is_empty() {
             return Ok(());
         }
         let index = self.shared.index();
         let mut in_batch: FxHashMap<&[u8], u64> = FxHashMap::default();
-        for rec in records {
-            let actual =
-                *in_batch.entry(&rec.stream).or_insert_with(|| index.stream_len(&rec.stream));
-            if let Expected::Exactly(expected) = rec.expected
+        for (stream, &expected) in batch.streams().zip(&batch.expected) {
+            let actual = *in_batch.entry(stream).or_insert_with(|| index.stream_len(stream));
+            if let Expected::Exactly(expected) = expected
                 && expected.0 != actual
             {
                 return Err(AppendError::Conflict {
-                    stream: rec.stream.clone(),
+                    stream: stream.to_vec(),
                     expected,
                     actual: StreamVersion(actual),
                 });
             }
-            in_batch.insert(&rec.stream, actual + 1);
+            in_batch.insert(stream, actual + 1);
         }
         Ok(())
     }
@@ -194,11 +279,10 @@ impl Writer {
             offset: self.offset,
             head: self.next_position,
             waiting: std::mem::take(&mut self.waiting),
-            spent: std::mem::take(&mut self.spent),
         };
         self.offset += group.buf.len() as u64;
         let sent = pipeline.stages.send(Stage::Group(group));
-        assert!(sent.is_ok(), "the syncer runs until the encoder stops");
+        assert!(sent.is_ok(), "the sealer runs until the encoder stops");
     }
 
     /// Closes the current segment at its last record and starts the next one.
@@ -237,7 +321,19 @@ impl Writer {
     }
 }
 
-/// The syncing half of the writer: writes each group with one `write` and one `fdatasync`,
+/// The sealing stage: completes each group's records with their chain hashes and checksums,
+/// chaining from the last record before them.
+fn seal_groups(mut last_hash: ChainHash, stages: &Receiver<Stage>, sealed: &Sender<Stage>) {
+    for mut stage in stages {
+        if let Stage::Group(group) = &mut stage {
+            last_hash = record::seal_all(&mut group.buf, last_hash);
+        }
+        let sent = sealed.send(stage);
+        assert!(sent.is_ok(), "the syncer runs until the sealer stops");
+    }
+}
+
+/// The syncing stage of the writer: writes each group with one `write` and one `fdatasync`,
 /// then publishes it and answers its waiters, in order.
 fn sync_groups(shared: &Shared, stages: &Receiver<Stage>, spare: &Sender<Vec<u8>>) {
     for stage in stages {
@@ -272,7 +368,6 @@ fn sync_groups(shared: &Shared, stages: &Receiver<Stage>, spare: &Sender<Vec<u8>
                 Some(cause) => done(Err(AppendError::Stopped { cause: cause.clone() })),
             }
         }
-        drop(std::mem::take(&mut group.spent));
         group.buf.clear();
         // The encoder may have enough spares already; then this buffer is simply freed.
         let _ = spare.try_send(group.buf);

@@ -5,6 +5,7 @@ mod log {
     pub mod common;
     mod corruption;
     mod faults;
+    mod format;
     mod kill;
     mod properties;
     mod round_trip;

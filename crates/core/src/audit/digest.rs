@@ -7,7 +7,7 @@ use orderly_store::ChainHash;
 use serde::{Serialize, Serializer};
 
 /// A published digest of a log, written `POS:HASH`: `head` is the number of records it covers
-/// (records `0..head`), `hash` the chain hash (blake3 of the bytes) of the record at `head - 1`,
+/// (records `0..head`), `hash` the chain hash (blake3 over its bytes) of the record at `head - 1`,
 /// 64 lower-case hex digits; all zeros when `head` is 0.
 ///
 /// Every record carries the hash of the record before it, so a log that has exactly this hash

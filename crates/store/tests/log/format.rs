@@ -1,0 +1,223 @@
+//! The record format byte for byte: a record as written (format 2) against bytes spelled out
+//! here, its chain hash against a pinned value, and a log of format 1 records, built by hand,
+//! still opening, verifying its chain and growing with format 2 records.
+
+use std::path::Path;
+
+use orderly_store::{Expected, Log, LogConfig, NewRecord, OpenError, Position, Problem};
+
+use super::common::{open, read_all, segment_files};
+
+const SEGMENT_HEADER_LEN: usize = 64;
+const RECORD_HEADER_LEN: usize = 72;
+
+/// The fields of one record, in the order of the header.
+struct Fields<'a> {
+    version: u8,
+    batch_end: bool,
+    event_type: u16,
+    schema_version: u16,
+    position: u64,
+    stream_version: u64,
+    timestamp: u64,
+    prev_hash: [u8; 32],
+    stream: &'a [u8],
+    payload: &'a [u8],
+}
+
+/// The record's bytes, written out field by field as `docs/design/event-log.md` draws them.
+fn encode(f: &Fields<'_>) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&[0; 4]);
+    b.extend_from_slice(&u32::try_from(f.payload.len()).unwrap().to_le_bytes());
+    b.push(f.version);
+    b.push(u8::from(f.batch_end));
+    b.extend_from_slice(&u16::try_from(f.stream.len()).unwrap().to_le_bytes());
+    b.extend_from_slice(&f.event_type.to_le_bytes());
+    b.extend_from_slice(&f.schema_version.to_le_bytes());
+    b.extend_from_slice(&f.position.to_le_bytes());
+    b.extend_from_slice(&f.stream_version.to_le_bytes());
+    b.extend_from_slice(&f.timestamp.to_le_bytes());
+    b.extend_from_slice(&f.prev_hash);
+    assert_eq!(b.len(), RECORD_HEADER_LEN);
+    b.extend_from_slice(f.stream);
+    b.extend_from_slice(f.payload);
+    let crc = crc32c::crc32c(&b[4..]);
+    b[..4].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// Format 1's chain hash: blake3 of all the record's bytes.
+fn chain_v1(record: &[u8]) -> [u8; 32] {
+    *blake3::hash(record).as_bytes()
+}
+
+/// Format 2's chain hash: blake3 keyed by the record's previous hash, over its other bytes.
+fn chain_v2(record: &[u8]) -> [u8; 32] {
+    let key: [u8; 32] = record[40..72].try_into().unwrap();
+    let mut rest = record[..40].to_vec();
+    rest.extend_from_slice(&record[72..]);
+    *blake3::keyed_hash(&key, &rest).as_bytes()
+}
+
+fn new_record(stream: &[u8], payload: &[u8]) -> NewRecord {
+    NewRecord {
+        stream: stream.to_vec(),
+        expected: Expected::Any,
+        event_type: 0x0102,
+        schema_version: 3,
+        timestamp: 1_700_000_000_123,
+        payload: payload.to_vec(),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn records_are_written_as_format_2_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), LogConfig::default());
+    log.append(vec![new_record(b"order-1", b"first"), new_record(b"order-2", b"second")]).unwrap();
+    log.append(vec![new_record(b"order-1", b"third")]).unwrap();
+    drop(log);
+
+    let fields = |position, stream_version, batch_end, prev_hash, stream, payload| Fields {
+        version: 2,
+        batch_end,
+        event_type: 0x0102,
+        schema_version: 3,
+        position,
+        stream_version,
+        timestamp: 1_700_000_000_123,
+        prev_hash,
+        stream,
+        payload,
+    };
+    let first = encode(&fields(0, 0, false, [0; 32], b"order-1", b"first"));
+    let second = encode(&fields(1, 0, true, chain_v2(&first), b"order-2", b"second"));
+    let third = encode(&fields(2, 1, true, chain_v2(&second), b"order-1", b"third"));
+    let written = std::fs::read(&segment_files(dir.path())[0]).unwrap();
+    let mut at = SEGMENT_HEADER_LEN;
+    for (name, expected) in [("first", &first), ("second", &second), ("third", &third)] {
+        assert_eq!(hex(&written[at..at + expected.len()]), hex(expected), "{name} record");
+        at += expected.len();
+    }
+    assert!(written[at..at + RECORD_HEADER_LEN].iter().all(|&b| b == 0), "zeros after the end");
+    // Pinned, so that the hash a published digest holds can never change by accident.
+    assert_eq!(
+        hex(&chain_v2(&first)),
+        "a03f8f7015914f480f3dfe8b88cebd1c4a7035437638c8ff70a900e0691d27b5",
+        "chain hash of the first record"
+    );
+}
+
+/// Writes a one-segment log of format 1 records by hand: positions `0..n`, one stream, one
+/// record per batch. Returns each record's bytes.
+fn write_v1_log(dir: &Path, n: u64) -> Vec<Vec<u8>> {
+    let mut segment = Vec::new();
+    segment.extend_from_slice(b"ORDLYSEG");
+    segment.extend_from_slice(&1u16.to_le_bytes());
+    segment.resize(SEGMENT_HEADER_LEN - 4, 0);
+    let crc = crc32c::crc32c(&segment);
+    segment.extend_from_slice(&crc.to_le_bytes());
+    let mut records = Vec::new();
+    let mut prev_hash = [0; 32];
+    for position in 0..n {
+        let payload = format!("old event {position}");
+        let record = encode(&Fields {
+            version: 1,
+            batch_end: true,
+            event_type: 9,
+            schema_version: 1,
+            position,
+            stream_version: position,
+            timestamp: 1_600_000_000_000 + position,
+            prev_hash,
+            stream: b"legacy",
+            payload: payload.as_bytes(),
+        });
+        prev_hash = chain_v1(&record);
+        segment.extend_from_slice(&record);
+        records.push(record);
+    }
+    std::fs::write(dir.join("00000000000000000000.seg"), segment).unwrap();
+    records
+}
+
+#[test]
+fn a_format_1_log_opens_verifies_and_grows_with_format_2_records() {
+    let dir = tempfile::tempdir().unwrap();
+    write_v1_log(dir.path(), 3);
+    let (log, recovery) = open(dir.path(), LogConfig::default());
+    assert_eq!(recovery.torn_tail, None);
+    assert_eq!(log.head(), Position(3));
+    // The hand-made segment is full, so this batch rolls over to a new segment.
+    log.append(vec![new_record(b"legacy", b"new event 3"), new_record(b"legacy", b"new event 4")])
+        .unwrap();
+    drop(log);
+
+    let (log, _) = open(dir.path(), LogConfig::default());
+    let records = read_all(&log);
+    let payloads: Vec<&[u8]> = records.iter().map(|r| r.payload.as_slice()).collect();
+    assert_eq!(
+        payloads,
+        [&b"old event 0"[..], b"old event 1", b"old event 2", b"new event 3", b"new event 4"]
+    );
+    assert_eq!(log.stream_version(b"legacy").0, 5);
+    drop(log);
+    // The new segment's first record carries the format 1 chain hash of the last old record.
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 2);
+    let old = std::fs::read(&files[0]).unwrap();
+    let new = std::fs::read(&files[1]).unwrap();
+    let last_old = &old[old.len() - (RECORD_HEADER_LEN + 6 + 11)..];
+    assert_eq!(new[SEGMENT_HEADER_LEN + 8], 2, "new records are format 2");
+    assert_eq!(new[SEGMENT_HEADER_LEN + 40..SEGMENT_HEADER_LEN + 72], chain_v1(last_old));
+}
+
+/// Rewrites the payload of the record at `offset` of `file` and fixes its checksum, so that
+/// only the hash chain can tell.
+fn rewrite_payload(file: &Path, offset: usize) {
+    let mut bytes = std::fs::read(file).unwrap();
+    let len = RECORD_HEADER_LEN
+        + usize::from(u16::from_le_bytes([bytes[offset + 10], bytes[offset + 11]]))
+        + u32::from_le_bytes(bytes[offset + 4..offset + 8].try_into().unwrap()) as usize;
+    bytes[offset + len - 1] ^= 0x01;
+    let crc = crc32c::crc32c(&bytes[offset + 4..offset + len]);
+    bytes[offset..offset + 4].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(file, bytes).unwrap();
+}
+
+fn expect_broken_chain(dir: &Path, position: u64) {
+    match Log::open(dir, LogConfig::default()) {
+        Err(OpenError::Corrupt(c)) => {
+            assert_eq!(c.problem, Problem::BrokenChain, "{c}");
+            assert_eq!(c.position, Some(position), "{c}");
+        }
+        Err(other) => panic!("expected a broken chain, got {other}"),
+        Ok(_) => panic!("a rewritten record must not open"),
+    }
+}
+
+#[test]
+fn a_rewritten_record_with_a_valid_checksum_breaks_the_chain_in_both_formats() {
+    // Format 1: the second of three records.
+    let dir = tempfile::tempdir().unwrap();
+    let records = write_v1_log(dir.path(), 3);
+    let file = dir.path().join("00000000000000000000.seg");
+    rewrite_payload(&file, SEGMENT_HEADER_LEN + records[0].len());
+    expect_broken_chain(dir.path(), 2);
+
+    // Format 2: the second of three records written by the log.
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), LogConfig::default());
+    for i in 0..3 {
+        log.append(vec![new_record(b"s", format!("event {i}").as_bytes())]).unwrap();
+    }
+    drop(log);
+    let first_len = RECORD_HEADER_LEN + 1 + "event 0".len();
+    rewrite_payload(&segment_files(dir.path())[0], SEGMENT_HEADER_LEN + first_len);
+    expect_broken_chain(dir.path(), 2);
+}
