@@ -180,8 +180,21 @@ impl Log {
         let recovered = recovery::recover(&*storage, true)?;
         let mut index = recovered.index;
         let segment = match index.segments.last() {
-            Some(last) => last.clone(),
-            None => {
+            Some(last) if !older_format(last).map_err(segment_io(&*storage, last))? => last.clone(),
+            Some(last) if !holds_records(last) => {
+                // Nothing in it to protect: its header is rewritten in the current format (64
+                // bytes within the first sector, which the device writes whole).
+                let header = segment::encode_header(last.first);
+                last.file
+                    .write_at(&header, 0)
+                    .and_then(|()| last.file.sync_data())
+                    .map_err(segment_io(&*storage, last))?;
+                last.clone()
+            }
+            last => {
+                if let Some(last) = last {
+                    close_segment(last).map_err(segment_io(&*storage, last))?;
+                }
                 let name = segment::name(recovered.next_position);
                 let io_err = |source| OpenError::Io { path: storage.path_of(&name), source };
                 let file = storage.create(&name, config.segment_size).map_err(io_err)?;
@@ -530,4 +543,29 @@ impl Subscription {
     pub fn position(&self) -> Position {
         self.reader.position()
     }
+}
+
+/// Whether `last` is of an older segment format than this build writes. Format 2 records
+/// appended to it would sit where a binary that knows only its format takes them for a torn
+/// write and cuts them: opening gives such a log a new segment (or, if it holds no record, a
+/// new header) first, so that an older binary refuses it instead.
+fn older_format(last: &SegmentMeta) -> std::io::Result<bool> {
+    Ok(segment::header_version(&*last.file)? < segment::SEGMENT_FORMAT_VERSION)
+}
+
+fn holds_records(segment: &SegmentMeta) -> bool {
+    segment.committed_end.load(Ordering::Acquire) > SEGMENT_HEADER_LEN as u64
+}
+
+/// Closes `last` at its last record, as a roll does, so the next segment can follow it.
+fn close_segment(last: &SegmentMeta) -> std::io::Result<()> {
+    last.file.set_len(last.committed_end.load(Ordering::Acquire))?;
+    last.file.sync_data()
+}
+
+fn segment_io<'a>(
+    storage: &'a dyn Storage,
+    segment: &'a SegmentMeta,
+) -> impl FnOnce(std::io::Error) -> OpenError + 'a {
+    move |source| OpenError::Io { path: storage.path_of(&segment.name), source }
 }

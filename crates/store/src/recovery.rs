@@ -163,6 +163,11 @@ pub(crate) fn recover(storage: &dyn Storage, writable: bool) -> Result<Recovered
     }
     let chain_verified_from = checkpoint.map_or(0, |c| c.position);
     if writable && (checkpoint.is_none() || scanned.records > chain_verified_from) {
+        // The checkpoint vouches only for what is on disk: a writer killed between its write
+        // and its fdatasync left a group that this pass read from the page cache.
+        if let Some(last) = index.segments.last() {
+            last.file.sync_data().map_err(io_err(&storage.path_of(&last.name)))?;
+        }
         let verified = Checkpoint { position: scanned.records, hash: scanned.last_hash };
         checkpoint::store(storage, &verified).map_err(checkpoint_io)?;
     }

@@ -3,7 +3,7 @@
 //! ```text
 //! offset size field (segment header, 64 bytes)
 //!      0    8 magic "ORDLYSEG"
-//!      8    2 segment format version (1)
+//!      8    2 segment format version (2; 1 in older logs)
 //!     10    6 reserved, zero
 //!     16    8 global position of the segment's first record
 //!     24   36 reserved, zero
@@ -20,7 +20,14 @@ use crate::record::{self, Damage, HEADER_LEN, RecordView};
 use crate::storage::StorageFile;
 
 const MAGIC: &[u8; 8] = b"ORDLYSEG";
-const SEGMENT_FORMAT_VERSION: u16 = 1;
+/// Segments are written with this version: 2 may hold format 2 records. Version 1 segments
+/// (format 1 records only) are still read; a log whose last segment is version 1 is given a new
+/// segment on open before anything is appended (see `Log::open`), so that a binary that knows
+/// only format 1 refuses the segment it cannot read instead of taking its records for a torn
+/// write and cutting them.
+pub(crate) const SEGMENT_FORMAT_VERSION: u16 = 2;
+/// Segment format versions this build reads.
+const READABLE_SEGMENT_VERSIONS: std::ops::RangeInclusive<u16> = 1..=SEGMENT_FORMAT_VERSION;
 /// Bytes read from a segment at a time.
 const READ_CHUNK: usize = 1 << 20;
 
@@ -69,12 +76,19 @@ pub(crate) fn check_header(file: &dyn StorageFile) -> io::Result<HeaderCheck> {
     let crc = u32::from_le_bytes(h[60..].try_into().expect("4 bytes"));
     if n < SEGMENT_HEADER_LEN
         || &h[..8] != MAGIC
-        || u16::from_le_bytes([h[8], h[9]]) != SEGMENT_FORMAT_VERSION
+        || !READABLE_SEGMENT_VERSIONS.contains(&u16::from_le_bytes([h[8], h[9]]))
         || crc32c::crc32c(&h[..60]) != crc
     {
         return Ok(HeaderCheck::Damaged);
     }
     Ok(HeaderCheck::Valid(u64::from_le_bytes(h[16..24].try_into().expect("8 bytes"))))
+}
+
+/// The format version in a segment's header (which [`check_header`] found valid).
+pub(crate) fn header_version(file: &dyn StorageFile) -> io::Result<u16> {
+    let mut version = [0u8; 2];
+    file.read_at(&mut version, 8)?;
+    Ok(u16::from_le_bytes(version))
 }
 
 /// A read buffer over part of a segment file, refilled as records are consumed.

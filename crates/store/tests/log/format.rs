@@ -177,6 +177,46 @@ fn a_format_1_log_opens_verifies_and_grows_with_format_2_records() {
     assert_eq!(new[SEGMENT_HEADER_LEN + 40..SEGMENT_HEADER_LEN + 72], chain_v1(last_old));
 }
 
+/// The segment format version in a segment file's header.
+fn segment_version(file: &Path) -> u16 {
+    let bytes = std::fs::read(file).unwrap();
+    u16::from_le_bytes([bytes[8], bytes[9]])
+}
+
+#[test]
+fn a_log_ending_in_a_version_1_segment_gets_a_new_segment_before_any_format_2_record() {
+    // Room left in the old segment: appending there would put format 2 records where a binary
+    // that knows only format 1 takes them for a torn write.
+    let dir = tempfile::tempdir().unwrap();
+    write_v1_log(dir.path(), 3);
+    let old = segment_files(dir.path())[0].clone();
+    let file = std::fs::OpenOptions::new().write(true).open(&old).unwrap();
+    let old_len = file.metadata().unwrap().len();
+    file.set_len(old_len + 64 * 1024).unwrap();
+    let (log, _) = open(dir.path(), LogConfig::default());
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 2, "opening started a new segment");
+    assert_eq!((segment_version(&files[0]), segment_version(&files[1])), (1, 2));
+    assert_eq!(std::fs::metadata(&old).unwrap().len(), old_len, "the old one closed at its end");
+    log.append(vec![new_record(b"legacy", b"new event 3")]).unwrap();
+    drop(log);
+    let (log, _) = open(dir.path(), LogConfig::default());
+    assert_eq!(read_all(&log).len(), 4);
+    assert_eq!(segment_files(dir.path()).len(), 2, "a version 2 segment is kept");
+}
+
+#[test]
+fn an_empty_version_1_segment_gets_a_version_2_header() {
+    let dir = tempfile::tempdir().unwrap();
+    write_v1_log(dir.path(), 0);
+    let segment = segment_files(dir.path())[0].clone();
+    std::fs::OpenOptions::new().write(true).open(&segment).unwrap().set_len(64 * 1024).unwrap();
+    let (log, _) = open(dir.path(), LogConfig::default());
+    assert_eq!(segment_version(&segment), 2);
+    log.append(vec![new_record(b"legacy", b"first")]).unwrap();
+    assert_eq!(segment_files(dir.path()), [segment]);
+}
+
 /// Rewrites the payload of the record at `offset` of `file` and fixes its checksum, so that
 /// only the hash chain can tell.
 fn rewrite_payload(file: &Path, offset: usize) {
