@@ -211,10 +211,17 @@ impl Log {
                 meta
             }
         };
-        let capacity = segment
-            .file
-            .size()
-            .map_err(|source| OpenError::Io { path: storage.path_of(&segment.name), source })?;
+        let mut capacity = segment.file.size().map_err(segment_io(&*storage, &segment))?;
+        // An empty last segment made with a smaller segment size would be rolled over to a file
+        // of its own name when a batch does not fit: it grows to the size configured now.
+        if !holds_records(&segment) && capacity < config.segment_size {
+            segment
+                .file
+                .set_len(config.segment_size)
+                .and_then(|()| segment.file.sync_data())
+                .map_err(segment_io(&*storage, &segment))?;
+            capacity = config.segment_size;
+        }
         let offset = segment.committed_end.load(Ordering::Acquire);
         let shared = Arc::new(Shared {
             storage,

@@ -183,3 +183,14 @@ fn many_concurrent_appenders_get_distinct_gapless_positions() {
         assert_eq!(ids, expected, "each thread's records keep its order within its stream");
     }
 }
+
+#[test]
+fn an_empty_log_reopened_with_bigger_segments_takes_a_batch_bigger_than_the_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path(), small_segments()));
+    let bigger = LogConfig { segment_size: 1 << 20, ..LogConfig::default() };
+    let (log, _) = open(dir.path(), bigger);
+    let batch: Vec<_> = (0..500).map(|i| record("big", &payload(i))).collect();
+    log.append(batch).expect("a 100 KB batch fits the 1 MiB segment size now configured");
+    assert_eq!(read_all(&log).len(), 500);
+}
