@@ -1,27 +1,33 @@
-//! The read-model file: redb with a bounded cache, on a file whose dirty pages a background
-//! thread writes back early.
+//! The read-model file: redb with a bounded cache, on a **write-behind** file whose writes and
+//! syncs a background thread carries out, in order.
 //!
-//! Why: the host commits batches with `Durability::None`, and redb keeps the pages of such
-//! commits in its write buffer (up to half its cache, 1 GiB by default) until the next durable
-//! commit, which then writes them all and fsyncs them while the host waits. Measured under
-//! 120k events/s (`benches/projections.rs`), that durable commit wrote 7,000–23,000 pages and
-//! took 50–220 ms, every [`super::host`] durable interval: the lag's p99. With the cache bounded
-//! to [`CACHE_BYTES`], redb writes buffered pages to the file as it goes (oldest first), and the
-//! [`WRITEBACK_EVERY`] background `fdatasync` moves them on to the disk, so a durable commit is
-//! left with at most half the cache to write and little to sync.
+//! Why: the host commits batches with `Durability::None` and makes them durable with a
+//! periodic durable commit (see `host.rs`). On a plain file that commit writes every page the
+//! batches since changed and fsyncs them while the host waits: measured under 120k events/s
+//! (`benches/projections.rs`, a busy 2-core machine), 9–24 ms per durable commit every 100 ms
+//! to 2 s, of which the fsync was 5–12 ms and the page writes 2–15 ms; that stall was the lag's
+//! p99. Here redb's `write` only queues a copy of the page and `sync_data` only queues a sync,
+//! so the host goes on with its next batch while the disk catches up.
 //!
-//! The background sync never decides durability: redb's own sync at a durable commit still
-//! does. It only starts the disk's work early. A failed background sync is kept and returned by
-//! the next [`StorageBackend::sync_data`], so an error the kernel reports once is never lost.
+//! Why it is safe: the thread performs the queued operations strictly in the order redb issued
+//! them — writes, then the sync, then later writes — so whatever a crash (kill or power loss)
+//! leaves on disk is a state redb itself could have left had it been stopped at some point of
+//! its own sequence of writes and syncs, which its commit protocol recovers from. The only
+//! difference is that a durable commit returns before it is on disk; read models are derived,
+//! and what such a commit promised (models and checkpoints together) is kept either way, so
+//! that costs at most replaying a few more events after a crash. Reads see queued writes (each
+//! is kept until it is on the file); resizing waits until the queue is empty, so it stays in
+//! order too; closing drains the queue (redb's last sync included). A
+//! failed write or sync stops the thread for good (later operations never reach the file) and
+//! fails every later write, sync and resize: fail-stop, never retried.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
+use std::io;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use redb::backends::FileBackend;
 use redb::{BackendError, Database, StorageBackend};
@@ -29,17 +35,17 @@ use redb::{BackendError, Database, StorageBackend};
 use super::ProjectionError;
 
 /// redb's cache for the read models (read cache and write buffer together). Half of it bounds
-/// what a durable commit has to write; the OS page cache still holds the rest of the file for
-/// reads. On a busy 2-core machine, 16 MiB took the bench's lag p99 from 32–209 ms to 23–137 ms
-/// (paired runs; durable commits from 50–220 ms to 17–35 ms), but catch-up may be slower: its
-/// 10,000-record batches overflow the write buffer (4 and 8 MiB were clearly slower; the
-/// 16 MiB figures were too noisy to say). The trade-off to revisit on a quiet machine.
+/// the pages a durable commit hands over at once; the OS page cache still holds the rest of the
+/// file for reads.
 pub const CACHE_BYTES: usize = 16 << 20;
 
-/// How often the background thread syncs the file when pages were written since.
-pub const WRITEBACK_EVERY: Duration = Duration::from_millis(50);
+/// Most bytes of page writes queued ahead of the disk; a write that would go beyond waits for
+/// the background thread (backpressure instead of unbounded memory).
+pub const WRITE_BEHIND_BYTES: usize = 64 << 20;
 
-/// Opens (or creates) the read-model database at `path` on a [`WritebackFile`].
+const _: () = assert!(WRITE_BEHIND_BYTES >= CACHE_BYTES, "a durable commit's pages fit at once");
+
+/// Opens (or creates) the read-model database at `path` on a [`WriteBehindFile`].
 pub(super) fn open(path: &Path) -> Result<Database, ProjectionError> {
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -48,92 +54,250 @@ pub(super) fn open(path: &Path) -> Result<Database, ProjectionError> {
         .truncate(false)
         .open(path)
         .map_err(redb::DatabaseError::from)?;
-    let backend = WritebackFile::start(file).map_err(ProjectionError::Spawn)?;
+    let backend = WriteBehindFile::start(file).map_err(ProjectionError::Spawn)?;
     Ok(Database::builder().set_cache_size(CACHE_BYTES).create_with_backend(backend)?)
 }
 
-/// redb's file backend, plus a thread that syncs the file every [`WRITEBACK_EVERY`] while it is
-/// being written.
+/// redb's file backend with writes and syncs queued for a background thread; see the module
+/// documentation.
 #[derive(Debug)]
-struct WritebackFile {
+struct WriteBehindFile {
+    /// Reads, length, resizing and locks; writes and syncs go through the queue.
     file: FileBackend,
     shared: Arc<Shared>,
-    /// Dropped by `close`, which wakes the thread and ends it.
-    stop: Mutex<Option<Sender<()>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 #[derive(Debug, Default)]
 struct Shared {
-    /// Pages were written since the last background sync.
-    written: AtomicBool,
-    /// A background sync failed: the next `sync_data` reports it.
-    failed: Mutex<Option<std::io::Error>>,
+    queue: Mutex<Queue>,
+    /// Signalled when an operation is queued or closing starts.
+    queued: Condvar,
+    /// Signalled when the thread has finished an operation (or failed).
+    done: Condvar,
 }
 
-impl WritebackFile {
-    fn start(file: File) -> std::io::Result<WritebackFile> {
-        let syncing = file.try_clone()?;
-        let shared = Arc::new(Shared::default());
-        let (stop, stopped) = mpsc::channel::<()>();
-        let thread = {
-            let shared = shared.clone();
-            std::thread::Builder::new().name("orderly-proj-sync".to_owned()).spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(WRITEBACK_EVERY) {
-                    if shared.written.swap(false, Ordering::AcqRel)
-                        && let Err(e) = syncing.sync_data()
-                    {
-                        shared
-                            .failed
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .get_or_insert(e);
-                    }
-                }
-            })?
-        };
-        let file = FileBackend::new(file).map_err(std::io::Error::other)?;
-        Ok(WritebackFile {
-            file,
-            shared,
-            stop: Mutex::new(Some(stop)),
-            thread: Mutex::new(Some(thread)),
-        })
+#[derive(Debug, Default)]
+struct Queue {
+    ops: VecDeque<Op>,
+    /// Every queued write not on the file yet, by (offset, sequence number), for reads.
+    pending: BTreeMap<(u64, u64), Arc<[u8]>>,
+    /// The length of the longest write queued so far: how far back a read looks for overlaps.
+    longest: u64,
+    next_seq: u64,
+    /// Bytes of the queued writes (the one in progress included).
+    bytes: usize,
+    /// The thread is carrying out an operation it took off the queue.
+    busy: bool,
+    /// Why the thread stopped: an operation failed. Kept for every later caller.
+    failed: Option<(io::ErrorKind, String)>,
+    closing: bool,
+}
+
+#[derive(Debug)]
+enum Op {
+    Write { seq: u64, offset: u64, data: Arc<[u8]> },
+    Sync,
+}
+
+impl Queue {
+    fn check(&self) -> io::Result<()> {
+        match &self.failed {
+            None => Ok(()),
+            Some((kind, why)) => Err(io::Error::new(
+                *kind,
+                format!("an earlier write or sync of the read-model file failed: {why}"),
+            )),
+        }
+    }
+
+    fn drained(&self) -> bool {
+        self.failed.is_some() || (self.ops.is_empty() && !self.busy)
     }
 }
 
-impl StorageBackend for WritebackFile {
-    fn len(&self) -> Result<u64, std::io::Error> {
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait_done<'a>(&self, queue: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        self.done.wait(queue).unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until every queued operation is carried out (or the thread failed).
+    fn drain(&self) -> MutexGuard<'_, Queue> {
+        let mut queue = self.lock();
+        while !queue.drained() {
+            queue = self.wait_done(queue);
+        }
+        queue
+    }
+
+    /// The background thread: carries out the queued operations in order until closed or an
+    /// operation fails.
+    fn run(&self, file: &File) {
+        loop {
+            let op = {
+                let mut queue = self.lock();
+                loop {
+                    if queue.failed.is_some() {
+                        return;
+                    }
+                    if let Some(op) = queue.ops.pop_front() {
+                        queue.busy = true;
+                        break op;
+                    }
+                    if queue.closing {
+                        return;
+                    }
+                    queue = self.queued.wait(queue).unwrap_or_else(PoisonError::into_inner);
+                }
+            };
+            let result = match &op {
+                Op::Write { offset, data, .. } => write_at(file, *offset, data),
+                Op::Sync => file.sync_data(),
+            };
+            let mut queue = self.lock();
+            queue.busy = false;
+            match result {
+                Ok(()) => {
+                    if let Op::Write { seq, offset, data } = op {
+                        queue.bytes -= data.len();
+                        queue.pending.remove(&(offset, seq));
+                    }
+                }
+                Err(e) => {
+                    // Nothing queued after a failed operation may reach the file. The copies in
+                    // `pending` stay, so reads keep seeing what redb wrote.
+                    queue.failed = Some((e.kind(), e.to_string()));
+                    queue.ops.clear();
+                }
+            }
+            drop(queue);
+            self.done.notify_all();
+        }
+    }
+}
+
+impl WriteBehindFile {
+    fn start(file: File) -> io::Result<WriteBehindFile> {
+        let writing = file.try_clone()?;
+        let shared = Arc::new(Shared::default());
+        let thread = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("orderly-proj-write".to_owned())
+                .spawn(move || shared.run(&writing))?
+        };
+        let file = FileBackend::new(file).map_err(io::Error::other)?;
+        Ok(WriteBehindFile { file, shared, thread: Mutex::new(Some(thread)) })
+    }
+
+    /// Drains the queue and ends the thread; the failure that stopped it, if any.
+    fn finish(&self) -> io::Result<()> {
+        let result = {
+            let mut queue = self.shared.drain();
+            queue.closing = true;
+            queue.check()
+        };
+        self.shared.queued.notify_all();
+        if let Some(thread) = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            // The thread holds no result; a panic there (a bug) shows in the queue state.
+            drop(thread.join());
+        }
+        result
+    }
+}
+
+impl Drop for WriteBehindFile {
+    fn drop(&mut self) {
+        // Closed already, or dropped without a close (redb failed to open): queued writes
+        // still reach the file in order.
+        drop(self.finish());
+    }
+}
+
+impl StorageBackend for WriteBehindFile {
+    fn len(&self) -> Result<u64, io::Error> {
         self.file.len()
     }
 
-    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
-        self.file.read(offset, out)
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        let end = offset + out.len() as u64;
+        // The queued writes overlapping the range. Taken before the file is read: one the
+        // thread finishes meanwhile is on the file by then, and is copied again here.
+        let mut overlaps: Vec<(u64, u64, Arc<[u8]>)> = {
+            let queue = self.shared.lock();
+            let from = offset.saturating_sub(queue.longest.saturating_sub(1));
+            queue
+                .pending
+                .range((from, 0)..(end, 0))
+                .filter(|((at, _), data)| at + data.len() as u64 > offset)
+                .map(|((at, seq), data)| (*seq, *at, data.clone()))
+                .collect()
+        };
+        overlaps.sort_unstable_by_key(|(seq, ..)| *seq);
+        // From the newest write that covers the whole range (usually a page read back as it
+        // was written), else from the file; then every later write, oldest first.
+        let covering = overlaps
+            .iter()
+            .rposition(|(_, at, data)| *at <= offset && at + data.len() as u64 >= end);
+        let later = match covering {
+            Some(newest) => newest,
+            None => {
+                self.file.read(offset, out)?;
+                0
+            }
+        };
+        for (_, at, data) in &overlaps[later..] {
+            let (from, to) = ((*at).max(offset), (at + data.len() as u64).min(end));
+            let source = &data[usize::try_from(from - at).expect("within a write")..]
+                [..usize::try_from(to - from).expect("within a write")];
+            out[usize::try_from(from - offset).expect("within the read")..][..source.len()]
+                .copy_from_slice(source);
+        }
+        Ok(())
     }
 
-    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
-        self.shared.written.store(true, Ordering::Release);
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        // In order with the writes and syncs before it: only once they are all carried out.
+        // The queue stays locked, so no write slips in between.
+        let queue = self.shared.drain();
+        queue.check()?;
         self.file.set_len(len)
     }
 
-    fn sync_data(&self) -> Result<(), std::io::Error> {
-        if let Some(e) = self.shared.failed.lock().unwrap_or_else(PoisonError::into_inner).take() {
-            return Err(e);
-        }
-        self.file.sync_data()
+    fn sync_data(&self) -> Result<(), io::Error> {
+        let mut queue = self.shared.lock();
+        queue.check()?;
+        queue.ops.push_back(Op::Sync);
+        drop(queue);
+        self.shared.queued.notify_one();
+        Ok(())
     }
 
-    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-        self.shared.written.store(true, Ordering::Release);
-        self.file.write(offset, data)
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        let data: Arc<[u8]> = data.into();
+        let mut queue = self.shared.lock();
+        queue.check()?;
+        while queue.bytes > 0 && queue.bytes + data.len() > WRITE_BEHIND_BYTES {
+            queue = self.shared.wait_done(queue);
+            queue.check()?;
+        }
+        let seq = queue.next_seq;
+        queue.next_seq += 1;
+        queue.bytes += data.len();
+        queue.longest = queue.longest.max(data.len() as u64);
+        queue.pending.insert((offset, seq), data.clone());
+        queue.ops.push_back(Op::Write { seq, offset, data });
+        drop(queue);
+        self.shared.queued.notify_one();
+        Ok(())
     }
 
-    fn close(&self) -> Result<(), std::io::Error> {
-        drop(self.stop.lock().unwrap_or_else(PoisonError::into_inner).take());
-        if let Some(thread) = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take() {
-            // The thread only syncs; a panic there has nothing to hand over.
-            drop(thread.join());
-        }
+    fn close(&self) -> Result<(), io::Error> {
+        self.finish()?;
         self.file.close()
     }
 
@@ -159,5 +323,65 @@ impl StorageBackend for WritebackFile {
 
     fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
         self.file.unlock_range(start, end)
+    }
+}
+
+/// Writes all of `data` at `offset`.
+#[cfg(unix)]
+fn write_at(file: &File, offset: u64, data: &[u8]) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, data, offset)
+}
+
+/// Writes all of `data` at `offset`.
+#[cfg(windows)]
+fn write_at(file: &File, offset: u64, mut data: &[u8]) -> io::Result<()> {
+    let mut at = offset;
+    while !data.is_empty() {
+        match std::os::windows::fs::FileExt::seek_write(file, data, at)? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => {
+                data = &data[n..];
+                at += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(file: &WriteBehindFile, offset: u64, len: usize) -> Vec<u8> {
+        let mut out = vec![0; len];
+        file.read(offset, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn reads_see_queued_writes_newest_last_and_close_leaves_them_on_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = WriteBehindFile::start(File::create_new(&path).unwrap()).unwrap();
+        file.set_len(64).unwrap();
+        file.write(0, &[1; 16]).unwrap();
+        file.write(8, &[2; 16]).unwrap();
+        file.sync_data().unwrap();
+        file.write(4, &[3; 8]).unwrap();
+        file.write(0, &[4; 2]).unwrap();
+        let mut expected = vec![0_u8; 64];
+        expected[..16].fill(1);
+        expected[8..24].fill(2);
+        expected[4..12].fill(3);
+        expected[..2].fill(4);
+        // Whatever the thread has carried out so far, reads see every write in order.
+        assert_eq!(read(&file, 0, 64), expected);
+        assert_eq!(read(&file, 6, 4), expected[6..10]);
+        // Resizing waits for the queue, so it cannot cut a write queued before it.
+        file.set_len(20).unwrap();
+        assert_eq!(read(&file, 0, 20), expected[..20]);
+        file.close().unwrap();
+        drop(file);
+        assert_eq!(std::fs::read(&path).unwrap(), expected[..20]);
     }
 }

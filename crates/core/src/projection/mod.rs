@@ -48,7 +48,7 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, TableDefinition, WriteTransaction};
 
 pub use customers::{CustomerCursor, CustomersProjection, orders_of_customer};
-pub use file::{CACHE_BYTES, WRITEBACK_EVERY};
+pub use file::{CACHE_BYTES, WRITE_BEHIND_BYTES};
 pub use host::{Hosted, ProjectionHost};
 pub use inventory::{InventoryLevel, InventoryProjection, inventory, inventory_levels};
 pub use kpi::{Cancellations, CurrencySales, DayKpis, KpiProjection, SalesKpis, day, kpis};
@@ -167,8 +167,9 @@ store_error!(
 /// Opens (or creates) the read-model database at `path`. An empty or missing file is a new,
 /// empty database: every projection starts from position 0.
 ///
-/// redb's cache is bounded ([`CACHE_BYTES`]) and a background thread writes the file back
-/// every [`WRITEBACK_EVERY`], so that the periodic durable commit does not stall the host
+/// redb's cache is bounded ([`CACHE_BYTES`]), and the file is written behind: a background
+/// thread carries out redb's writes and syncs in the order redb issued them (at most
+/// [`WRITE_BEHIND_BYTES`] ahead), so that a durable commit does not stall the host on the disk
 /// (see `file.rs`).
 pub fn open_db(path: &Path) -> Result<Database, ProjectionError> {
     file::open(path)
