@@ -25,10 +25,8 @@ use std::time::{Duration, Instant};
 use orderly_store::LogReader;
 use redb::{Database, ReadableTable, WriteTransaction};
 
-use crossbeam_channel::RecvTimeoutError;
-
 use super::progress::{Progress, ProjectionHandle};
-use super::reader::{self, Batches};
+use super::reader::{self, Batches, Empty};
 use super::rebuild::{self, Generation, Lease};
 use super::worker::{WorkerConfig, read_batch};
 use super::{CHECKPOINTS, Projection, ProjectionError};
@@ -245,7 +243,7 @@ impl Run {
         let (batches, reader) =
             reader::start(self.log.clone(), from, &self.config, self.stop.clone())?;
         let result = self.apply_batches(&batches);
-        // The reader sees the stop flag (or, on an error here, the dropped receiver) and ends.
+        // The reader sees the stop flag (or, on an error here, the dropped `Batches`) and ends.
         self.stop.store(true, Ordering::Release);
         drop(batches);
         if reader.join().is_err() {
@@ -261,13 +259,13 @@ impl Run {
 
     fn apply_batches(&mut self, batches: &Batches) -> Result<(), ProjectionError> {
         while !self.stop.load(Ordering::Acquire) {
-            let batch = match batches.recv_timeout(self.config.idle_wait) {
+            let batch = match batches.take(self.config.idle_wait) {
                 Ok(batch) => batch?,
-                Err(RecvTimeoutError::Timeout) => {
+                Err(Empty::Timeout) => {
                     self.sync_if_due()?;
                     continue;
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(Empty::Ended) => break,
             };
             // Every member is at `batch.from` or beyond (see `catch_up_to`).
             self.catch_up_to(batch.from)?;
