@@ -45,7 +45,12 @@ pub const CACHE_BYTES: usize = 16 << 20;
 /// the background thread (backpressure instead of unbounded memory).
 pub const WRITE_BEHIND_BYTES: usize = 64 << 20;
 
+/// Queued writes that wake the thread without a sync.
+const WAKE_BYTES: usize = WRITE_BEHIND_BYTES / 4;
+
 const _: () = assert!(WRITE_BEHIND_BYTES >= CACHE_BYTES, "a durable commit's pages fit at once");
+const _: () =
+    assert!(WAKE_BYTES > 0 && WAKE_BYTES < WRITE_BEHIND_BYTES, "woken before writers wait");
 
 /// Opens (or creates) the read-model database at `path` on a [`WriteBehindFile`].
 pub(super) fn open(path: &Path) -> Result<Database, ProjectionError> {
@@ -133,6 +138,9 @@ impl Shared {
     fn drain(&self) -> MutexGuard<'_, Queue> {
         let mut queue = self.lock();
         while !queue.drained() {
+            if queue.sleeping {
+                self.queued.notify_one();
+            }
             queue = self.wait_done(queue);
         }
         queue
@@ -194,7 +202,7 @@ impl Shared {
         }
     }
 
-    /// Wakes the thread if it waits for work (a wake-up per page would cost a syscall each).
+    /// Wakes the thread if it waits for work.
     fn wake(&self, queue: MutexGuard<'_, Queue>) {
         let sleeping = queue.sleeping;
         drop(queue);
@@ -305,6 +313,9 @@ impl StorageBackend for WriteBehindFile {
         let mut queue = self.shared.lock();
         queue.check()?;
         while queue.bytes > 0 && queue.bytes + data.len() > WRITE_BEHIND_BYTES {
+            if queue.sleeping {
+                self.shared.queued.notify_one();
+            }
             queue = self.shared.wait_done(queue);
             queue.check()?;
         }
@@ -314,7 +325,12 @@ impl StorageBackend for WriteBehindFile {
         queue.longest = queue.longest.max(data.len() as u64);
         queue.pending.insert((offset, seq), data.clone());
         queue.ops.push_back(Op::Write { seq, offset, data });
-        self.shared.wake(queue);
+        // Writes wait for the next sync (or for enough of them): woken per page, the thread
+        // would take the pages of a durable commit a few at a time, contending for the queue and
+        // a core with the host while redb hands them over.
+        if queue.bytes >= WAKE_BYTES {
+            self.shared.wake(queue);
+        }
         Ok(())
     }
 
