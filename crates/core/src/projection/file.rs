@@ -17,9 +17,12 @@
 //! and what such a commit promised (models and checkpoints together) is kept either way, so
 //! that costs at most replaying a few more events after a crash. Reads see queued writes (each
 //! is kept until it is on the file); resizing waits until the queue is empty, so it stays in
-//! order too; closing drains the queue (redb's last sync included). A
-//! failed write or sync stops the thread for good (later operations never reach the file) and
-//! fails every later write, sync and resize: fail-stop, never retried.
+//! order too; closing drains the queue (redb's last sync included). A failed write or sync
+//! stops the thread for good (later operations never reach the file) and fails every later
+//! write, sync and resize: fail-stop, never retried.
+//!
+//! The thread is woken by a sync (or by [`WRITE_BEHIND_BYTES`]` / 4` of queued writes) and then
+//! carries out everything queued, so handing a page over costs a copy, not a syscall.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
