@@ -32,6 +32,7 @@
 //!   payment declines by gateway; query [`kpis()`].
 
 pub mod customers;
+mod file;
 mod host;
 pub mod inventory;
 pub mod kpi;
@@ -47,6 +48,7 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, TableDefinition, WriteTransaction};
 
 pub use customers::{CustomerCursor, CustomersProjection, orders_of_customer};
+pub use file::{CACHE_BYTES, WRITE_BEHIND_BYTES};
 pub use host::{Hosted, ProjectionHost};
 pub use inventory::{InventoryLevel, InventoryProjection, inventory, inventory_levels};
 pub use kpi::{Cancellations, CurrencySales, DayKpis, KpiProjection, SalesKpis, day, kpis};
@@ -164,8 +166,13 @@ store_error!(
 
 /// Opens (or creates) the read-model database at `path`. An empty or missing file is a new,
 /// empty database: every projection starts from position 0.
+///
+/// redb's cache is bounded ([`CACHE_BYTES`]), and the file is written behind: a background
+/// thread carries out redb's writes and syncs in the order redb issued them (at most
+/// [`WRITE_BEHIND_BYTES`] ahead), so that a durable commit does not stall the host on the disk
+/// (see `file.rs`).
 pub fn open_db(path: &Path) -> Result<Database, ProjectionError> {
-    Ok(Database::create(path)?)
+    file::open(path)
 }
 
 /// The checkpoint of projection `name`: the next position it will apply (0 if it never ran).

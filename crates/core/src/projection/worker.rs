@@ -23,9 +23,10 @@ pub struct WorkerConfig {
     /// How long the worker waits for new records before it looks at its stop flag again: the
     /// upper bound of how long [`ProjectionWorker::stop`] takes when the log is idle.
     pub idle_wait: Duration,
-    /// When fewer than [`WorkerConfig::gather_records`] records are new, how long to wait for
-    /// more before reading them: under a stream of small commits (one HTTP request each), a
-    /// transaction per few records costs more than the records. Adds at most this to the lag.
+    /// When fewer than [`WorkerConfig::gather_records`] records are new and the host has
+    /// nothing waiting, how long to wait for more before reading them: under a stream of small
+    /// commits (one HTTP request each), a transaction per few records costs more than the
+    /// records. Adds at most this to the lag.
     pub gather: Duration,
     /// A batch this large goes at once, without [`WorkerConfig::gather`]ing.
     pub gather_records: u64,

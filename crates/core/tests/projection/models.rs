@@ -2,7 +2,8 @@
 //! KPIs on a real engine: each model equals what the commands did (the payment state also
 //! equals the domain's own fold of the committed events), pages of a customer's orders walk
 //! newest first with exact boundaries, a minute is the admission time of the event (driven by
-//! a manual clock), and two tenants never see each other's rows.
+//! a manual clock), two tenants never see each other's rows, and an order placed twice is an
+//! error whether the first placing is in the same batch or stored.
 
 use std::sync::Arc;
 
@@ -553,4 +554,63 @@ fn an_order_row_with_a_bad_payment_state_or_the_old_format_is_an_error() {
     let mut old = bytes;
     old[0] = 1;
     assert!(matches!(projection::OrderView::decode(&old), Err(ProjectionError::Corrupt(_))));
+}
+
+/// An `OrderPlaced` at `position` for order `o` of tenant `t`.
+fn placed(position: u64, t: &str, o: &str) -> orderly_core::engine::CommittedEvent {
+    let event = orderly_core::domain::OrderEvent::OrderPlaced {
+        customer: CustomerId::new("c-1").unwrap(),
+        currency: eur(),
+        lines: vec![OrderLine {
+            sku: sku("s-1"),
+            quantity: Quantity::new(1).unwrap(),
+            unit_price: 100,
+        }],
+        total: 100,
+        hold_expires_at: START,
+    };
+    orderly_core::engine::CommittedEvent {
+        position: orderly_core::Position(position),
+        tenant: tenant(t),
+        event: Event::Order { order: order_id(o), event },
+        recorded_at: START,
+    }
+}
+
+/// Applies `events` to the orders projection in one transaction; commits only if it applied.
+fn apply_orders(
+    db: &Database,
+    events: &[orderly_core::engine::CommittedEvent],
+) -> Result<(), ProjectionError> {
+    use orderly_core::projection::{Generation, Projection};
+    let txn = db.begin_write().unwrap();
+    let mut tables = OrdersProjection.open_generation(&txn, Generation::FIRST)?;
+    OrdersProjection.apply(&mut tables, events)?;
+    drop(tables);
+    txn.commit().unwrap();
+    Ok(())
+}
+
+#[test]
+fn an_order_placed_twice_is_inconsistent_in_one_batch_or_across_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_db(dir.path(), "models.redb");
+    apply_orders(&db, &[placed(0, "t1", "o-1")]).unwrap();
+    // The same order id of another tenant is another order.
+    apply_orders(&db, &[placed(1, "t2", "o-1")]).unwrap();
+    for batch in [
+        vec![placed(2, "t1", "o-2"), placed(3, "t1", "o-1")],
+        vec![placed(2, "t1", "o-2"), placed(3, "t1", "o-2")],
+    ] {
+        match apply_orders(&db, &batch) {
+            Err(ProjectionError::Inconsistent { position: 3, problem }) => {
+                assert!(problem.contains("placed twice"), "{problem}");
+            }
+            other => panic!("expected placed twice at 3, got {other:?}"),
+        }
+    }
+    assert!(
+        projection::order(&db, &tenant("t1"), &order_id("o-2")).unwrap().is_none(),
+        "nothing of a failed batch"
+    );
 }

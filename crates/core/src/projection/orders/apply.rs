@@ -43,6 +43,10 @@ struct Batch<'a> {
     views: FxHashMap<(&'a str, Cow<'a, str>), Option<OrderView>>,
     /// (tenant, payment) → the order it pays for, and whether this batch started it.
     payments: FxHashMap<(&'a str, &'a str), (Cow<'a, str>, bool)>,
+    /// Orders this batch placed without looking them up first (a lookup per new order costs
+    /// as much as its insert), with their `OrderPlaced`: writing one that was already stored is
+    /// "placed twice", caught by `insert` returning the old row.
+    unchecked: FxHashMap<(&'a str, &'a str), &'a CommittedEvent>,
     /// (tenant, status) → orders in that status.
     counts: FxHashMap<(&'a str, &'static str), u64>,
 }
@@ -59,7 +63,12 @@ impl<'a> Batch<'a> {
         use OrderStatus as S;
         let tenant = committed.tenant.as_str();
         let bad = |what: &str| inconsistent(committed, format!("order {order}: {what}"));
-        let slot = self.view(tables, tenant, Cow::Borrowed(order.as_str()))?;
+        let key = (tenant, Cow::Borrowed(order.as_str()));
+        if matches!(event, E::OrderPlaced { .. }) && !self.views.contains_key(&key) {
+            self.views.insert(key.clone(), None);
+            self.unchecked.insert((tenant, order.as_str()), committed);
+        }
+        let slot = self.view(tables, tenant, key.1)?;
         let before = slot.as_ref().map(|view| view.status);
         match slot {
             None => {
@@ -244,7 +253,12 @@ impl<'a> Batch<'a> {
         for ((tenant, order), view) in views {
             row.clear();
             view.encode_into(&mut row);
-            tables.orders.insert((tenant, order.as_ref()), row.as_slice())?;
+            let stored = tables.orders.insert((tenant, order.as_ref()), row.as_slice())?;
+            if stored.is_some()
+                && let Some(placed) = self.unchecked.get(&(tenant, order.as_ref()))
+            {
+                return Err(inconsistent(placed, format!("order {order}: placed twice")));
+            }
         }
         let mut payments: Vec<_> =
             self.payments.into_iter().filter(|(_, (_, started))| *started).collect();
