@@ -721,21 +721,11 @@ struct Ids {
 
 impl Ids {
     fn order(&mut self, text: &str) -> Result<OrderId, DecodeError> {
-        if let Some(order) = self.order.as_ref().filter(|o| o.as_str() == text) {
-            return Ok(order.clone());
-        }
-        let order = OrderId::new(text)?;
-        self.order = Some(order.clone());
-        Ok(order)
+        reuse(&mut self.order, text, OrderId::as_str, OrderId::new)
     }
 
     fn payment(&mut self, text: &str) -> Result<PaymentId, DecodeError> {
-        if let Some(payment) = self.payment.as_ref().filter(|p| p.as_str() == text) {
-            return Ok(payment.clone());
-        }
-        let payment = PaymentId::new(text)?;
-        self.payment = Some(payment.clone());
-        Ok(payment)
+        reuse(&mut self.payment, text, PaymentId::as_str, PaymentId::new)
     }
 
     fn sku(&mut self, text: &str) -> Result<Sku, DecodeError> {
@@ -751,6 +741,21 @@ impl Ids {
 }
 
 /// The amount of an `Amount` payload.
+/// The id in `slot` if it reads `text`; otherwise a new one from `text`, kept in `slot`.
+fn reuse<T: Clone>(
+    slot: &mut Option<T>,
+    text: &str,
+    as_str: fn(&T) -> &str,
+    new: fn(&str) -> Result<T, InvalidValue>,
+) -> Result<T, DecodeError> {
+    if let Some(id) = slot.as_ref().filter(|id| as_str(id) == text) {
+        return Ok(id.clone());
+    }
+    let id = new(text)?;
+    *slot = Some(id.clone());
+    Ok(id)
+}
+
 fn amount(payload: &[u8]) -> Result<u64, DecodeError> {
     Ok(access::<v1::ArchivedAmount>(payload)?.amount.to_native())
 }

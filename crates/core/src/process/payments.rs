@@ -145,6 +145,7 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool, checkpoint: Opt
             tracing::warn!(%why, "payments checkpoint ignored: every money movement is repeated");
         }
         flows.settled_before = position;
+        flows.ledger = Arc::new(Mutex::new(Ledger::resuming_at(position)));
     }
     let mut stored = (flows.settled_before, Instant::now());
     let mut last_read = None;
@@ -186,20 +187,16 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool, checkpoint: Opt
         if let Some(path) = checkpoint
             && stored.1.elapsed() >= CHECKPOINT_EVERY
         {
-            stored = (store_checkpoint(&flows, path, stored.0), Instant::now());
+            stored =
+                (store_if_moved(path, flows.ledger().settled_before(), stored.0), Instant::now());
         }
     }
-    let Flows { runtime, ledger, settled_before, .. } = flows;
+    let Flows { runtime, ledger, .. } = flows;
     runtime.shutdown_timeout(Duration::from_secs(5));
     if let Some(path) = checkpoint {
         let settled = ledger.lock().unwrap_or_else(PoisonError::into_inner).settled_before();
-        store_if_moved(path, settled.max(settled_before), stored.0);
+        store_if_moved(path, settled, stored.0);
     }
-}
-
-/// Writes the checkpoint if it moved past `stored`; returns where it stands in the file.
-fn store_checkpoint(flows: &Flows, path: &Path, stored: u64) -> u64 {
-    store_if_moved(path, flows.ledger().settled_before().max(flows.settled_before), stored)
 }
 
 /// Writes `settled_before` if it is past `stored`; returns where the file stands. A failed

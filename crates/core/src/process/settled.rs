@@ -24,6 +24,12 @@ pub(super) struct Ledger {
 }
 
 impl Ledger {
+    /// A ledger for a process whose movements before `position` were settled when it last
+    /// ran: those are not started again, so the ledger never reports less.
+    pub(super) fn resuming_at(position: u64) -> Ledger {
+        Ledger { unsettled: BTreeMap::new(), read_to: position }
+    }
+
     /// An event at `position` was read. (Others of its record may follow.)
     pub(super) fn read(&mut self, position: u64) {
         self.read_to = self.read_to.max(position);
@@ -108,6 +114,10 @@ mod tests {
         assert_eq!(ledger.settled_before(), 12, "all settled: up to the record being read");
         ledger.caught_up(12);
         assert_eq!(ledger.settled_before(), 13, "and past it once nothing more is waiting");
+        let mut resumed = Ledger::resuming_at(40);
+        resumed.read(3);
+        resumed.caught_up(3);
+        assert_eq!(resumed.settled_before(), 40, "history before the checkpoint moves nothing");
     }
 
     #[test]
