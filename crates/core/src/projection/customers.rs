@@ -12,9 +12,10 @@
 
 use std::fmt;
 
-use redb::{Database, Table, TableDefinition, WriteTransaction};
+use redb::{Database, TableDefinition};
 
-use super::{Generation, Projection, ProjectionError, inconsistent, read_table};
+use super::pending::read_table;
+use super::{Projection, ProjectionError, Rows, Stage, inconsistent};
 use crate::domain::{CustomerId, Event, OrderEvent, OrderId, TenantId, Timestamp};
 use crate::engine::CommittedEvent;
 
@@ -61,7 +62,7 @@ impl fmt::Display for CustomerCursor {
 pub struct CustomersProjection;
 
 impl Projection for CustomersProjection {
-    type Tables<'txn> = Table<'txn, (&'static str, &'static str, u64, &'static str), ()>;
+    type Tables<'s> = Rows<'s, (&'static str, &'static str, u64, &'static str), ()>;
 
     fn name(&self) -> &str {
         "orders_by_customer"
@@ -71,12 +72,8 @@ impl Projection for CustomersProjection {
         vec![redb::TableHandle::name(&ORDERS_BY_CUSTOMER).to_owned()]
     }
 
-    fn open_generation<'txn>(
-        &self,
-        txn: &'txn WriteTransaction,
-        generation: Generation,
-    ) -> Result<Self::Tables<'txn>, ProjectionError> {
-        generation.open_table(txn, ORDERS_BY_CUSTOMER)
+    fn open<'s>(&self, stage: &'s Stage<'_>) -> Result<Self::Tables<'s>, ProjectionError> {
+        stage.table(ORDERS_BY_CUSTOMER)
     }
 
     fn apply(
@@ -84,27 +81,21 @@ impl Projection for CustomersProjection {
         table: &mut Self::Tables<'_>,
         events: &[CommittedEvent],
     ) -> Result<(), ProjectionError> {
-        let mut placed: Vec<_> = events
-            .iter()
-            .filter_map(|committed| match &committed.event {
-                Event::Order { order, event: OrderEvent::OrderPlaced { customer, .. } } => {
-                    let key = (
-                        committed.tenant.as_str(),
-                        customer.as_str(),
-                        committed.recorded_at.0,
-                        order.as_str(),
-                    );
-                    Some((key, committed))
-                }
-                _ => None,
-            })
-            .collect();
-        // In key order: neighbouring rows share B-tree pages. A key placed twice in the batch
-        // meets itself below, as one placed in an earlier batch does.
-        placed.sort_by(|a, b| a.0.cmp(&b.0));
-        for (key, committed) in placed {
-            if table.insert(key, ())?.is_some() {
-                return Err(inconsistent(committed, format!("order {}: placed twice", key.3)));
+        for committed in events {
+            let Event::Order { order, event: OrderEvent::OrderPlaced { customer, .. } } =
+                &committed.event
+            else {
+                continue;
+            };
+            let key = (
+                committed.tenant.as_str(),
+                customer.as_str(),
+                committed.recorded_at.0,
+                order.as_str(),
+            );
+            // One already in redb is refused when the batch is committed.
+            if !table.insert_new(key, (), committed.position.0) {
+                return Err(inconsistent(committed, format!("order {order}: placed twice")));
             }
         }
         Ok(())
@@ -123,7 +114,7 @@ pub fn orders_of_customer(
     after: Option<&CustomerCursor>,
     limit: usize,
 ) -> Result<(Vec<OrderId>, Option<CustomerCursor>), ProjectionError> {
-    let Some(table) = read_table(db, ORDERS_BY_CUSTOMER)? else { return Ok((Vec::new(), None)) };
+    let table = read_table(db, ORDERS_BY_CUSTOMER)?;
     let (tenant, customer) = (tenant.as_str(), customer.as_str());
     let start = (tenant, customer, 0, "");
     let rows = match after {

@@ -1,34 +1,41 @@
-//! The projection host: one thread that follows the log once for several projections.
+//! The projection host: follows the log once for several projections.
 //!
 //! ```text
-//! log ─▶ read + decode each record once ─▶ ONE redb write transaction per batch:
-//!                                            for each hosted projection behind the batch's end:
-//!                                              its events of the batch (from its checkpoint)
-//!                                              + its checkpoint, under its own name
+//! log ─▶ reader: read + decode ─▶ host thread: apply the batch to every hosted projection
+//!        each record once         behind its end (from its own checkpoint) ─▶ one Delta,
+//!                                 published at once (queries see it) ─▶ `reached`
+//!                                     │
+//!                                     ▼
+//!        committer thread: every delta waiting ─▶ ONE redb transaction: their rows and
+//!                          each projection's checkpoint ─▶ the deltas are dropped
 //! ```
 //! Every projection keeps its own checkpoint, generation and progress: they may start at
 //! different positions (a new read model starts from 0 next to ones that are caught up), and a
 //! rebuild moves one of them without touching the others. Because each projection's rows and
-//! its checkpoint are written in the same transaction, a crash anywhere leaves every one of
-//! them consistent, as with one thread per projection — but the log is read and decoded once
-//! and there is one commit per batch instead of one per projection.
+//! its checkpoint are committed in the same transaction, a crash anywhere leaves every one of
+//! them consistent; published batches not committed yet are lost with it and applied again
+//! from the checkpoints (`pending.rs` says why queries see them meanwhile, consistently).
 //!
-//! A failing projection stops the host: the batch is not committed (for any projection) and
-//! every hosted projection ends with the error. Read models are derived: an error there is a
-//! bug or a damaged file, not something to skip over.
+//! A failing projection stops the host: its batch is not published (for any projection), the
+//! batches before it are committed, and every hosted projection ends with the error. Read
+//! models are derived: an error there is a bug or a damaged file, not something to skip over.
+//! A failing commit stops the host too.
 
-use std::sync::Arc;
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use orderly_store::LogReader;
-use redb::{Database, ReadableTable, WriteTransaction};
+use redb::{Database, ReadableTable};
 
+use super::pending::{self, Delta, MemberRows, Pending, Registration, TableRows};
 use super::progress::{Progress, ProjectionHandle};
 use super::reader::{self, Batches, Empty};
 use super::rebuild::{self, Generation, Lease};
-use super::worker::{WorkerConfig, read_batch};
+use super::stage::{RowCache, Snapshot, Stage};
+use super::worker::WorkerConfig;
 use super::{CHECKPOINTS, Projection, ProjectionError};
 use crate::engine::CommittedEvent;
 
@@ -52,12 +59,7 @@ impl<P: Projection> From<P> for Hosted {
 trait Erased: Send {
     fn name(&self) -> &str;
 
-    fn apply(
-        &self,
-        txn: &WriteTransaction,
-        generation: Generation,
-        events: &[CommittedEvent],
-    ) -> Result<(), ProjectionError>;
+    fn apply(&self, stage: &Stage<'_>, events: &[CommittedEvent]) -> Result<(), ProjectionError>;
 }
 
 impl<P: Projection> Erased for P {
@@ -65,13 +67,8 @@ impl<P: Projection> Erased for P {
         Projection::name(self)
     }
 
-    fn apply(
-        &self,
-        txn: &WriteTransaction,
-        generation: Generation,
-        events: &[CommittedEvent],
-    ) -> Result<(), ProjectionError> {
-        let mut tables = self.open_generation(txn, generation)?;
+    fn apply(&self, stage: &Stage<'_>, events: &[CommittedEvent]) -> Result<(), ProjectionError> {
+        let mut tables = self.open(stage)?;
         Projection::apply(self, &mut tables, events)
     }
 }
@@ -117,14 +114,19 @@ impl ProjectionHost {
             [one] => format!("orderly-proj-{}", one.name()),
             _ => "orderly-projections".to_owned(),
         };
+        let pending = Arc::new(Pending::default());
+        let registration = pending::register(&db, pending.clone());
         let run = Run {
             db,
             log,
             config,
             members,
             stop: stop.clone(),
-            last_durable: Instant::now(),
-            unsynced: false,
+            pending,
+            registration,
+            cache: RefCell::default(),
+            // Never a count: the first batch looks at the generations.
+            seen_switches: u64::MAX,
         };
         let thread = std::thread::Builder::new()
             .name(thread_name)
@@ -173,19 +175,22 @@ struct Member {
     projection: Box<dyn Erased>,
     progress: Arc<Progress>,
     generation: Generation,
-    /// The next position to apply: its committed checkpoint.
+    /// The next position to apply: everything below it is published.
     next: u64,
     /// Released when the thread ends.
     _lease: Lease,
 }
 
-/// Batch commits in between are atomic and visible at once but not fsync'd: read models are
-/// derived, so a crash that loses the last second loses models and checkpoints together, and
-/// the host applies those events again. One durable commit per this interval bounds that
-/// replay. Its fsync runs behind, off this thread (`file.rs`), but redb's own work at a durable
-/// commit (the page bookkeeping of every commit since, handing over the pages changed since)
-/// stays here and grows with the interval: at 120k events/s on a busy 2-core machine it took
-/// 3–9 ms every 250 ms, 5–14 ms every second and 10–23 ms every 2 s.
+/// How long published batches wait to be committed together: one transaction per this
+/// interval rather than per batch (a redb commit rewrites every page it touches, so fewer,
+/// bigger ones cost much less per record).
+const COMMIT_EVERY: Duration = Duration::from_millis(25);
+
+/// Commits are made with `Durability::None`, and durable once per this interval: read models
+/// are derived, so a crash that loses the last second loses models and checkpoints together,
+/// and the host applies those events again. Its fsync runs behind (`file.rs`); redb's own work
+/// at a durable commit (the bookkeeping of every commit since, handing over the pages changed
+/// since) stays on the committer, where it delays durability but not what queries see.
 const DURABLE_EVERY: Duration = Duration::from_secs(1);
 
 struct Run {
@@ -194,10 +199,13 @@ struct Run {
     config: WorkerConfig,
     members: Vec<Member>,
     stop: Arc<AtomicBool>,
-    /// When a batch was last committed durably (fsync'd).
-    last_durable: Instant,
-    /// Whether batches were committed since, without a sync.
-    unsynced: bool,
+    pending: Arc<Pending>,
+    /// Keeps the pending batches visible to queries until the host has ended.
+    registration: Registration,
+    /// Rows this host read or published, for the batches after.
+    cache: RefCell<RowCache>,
+    /// The count of generation switches when the host last looked at its generations.
+    seen_switches: u64,
 }
 
 /// Marks every hosted projection ended when the thread ends, by return or by panic, so that
@@ -222,12 +230,40 @@ impl Run {
     fn run(mut self) -> Result<(), ProjectionError> {
         let progress = self.members.iter().map(|m| m.progress.clone()).collect();
         let mut guard = EndGuard { progress, cause: None };
-        let result = self.follow();
+        let draining = Arc::new(AtomicBool::new(false));
+        let committer = Committer {
+            db: self.db.clone(),
+            names: self.members.iter().map(|m| m.projection.name().to_owned()).collect(),
+            pending: self.pending.clone(),
+            stop: self.stop.clone(),
+            draining: draining.clone(),
+            commit_records: u64::try_from(self.config.max_batch.max(1)).unwrap_or(u64::MAX),
+            last_durable: Instant::now(),
+            unsynced: false,
+        };
+        let committer = std::thread::Builder::new()
+            .name("orderly-proj-commit".to_owned())
+            .spawn(move || committer.run())
+            .map_err(ProjectionError::Spawn);
+        let result = match committer {
+            Ok(committer) => {
+                let applied = self.follow();
+                // Whatever was published is committed before the host ends.
+                draining.store(true, Ordering::Release);
+                self.pending.wake();
+                let committed = committer.join().unwrap_or_else(|panic| {
+                    std::panic::resume_unwind(panic);
+                });
+                applied.and(committed)
+            }
+            Err(e) => Err(e),
+        };
         if let Err(e) = &result {
             let names: Vec<&str> = self.members.iter().map(|m| m.projection.name()).collect();
             tracing::error!(projections = ?names, error = %e, "projections stopped");
             guard.cause = Some(e.to_string());
         }
+        drop(self.registration);
         result
     }
 
@@ -249,56 +285,140 @@ impl Run {
         if reader.join().is_err() {
             tracing::error!("the projection reader panicked");
         }
-        result?;
-        // Leaving: make the batches committed since the last sync durable.
+        result
+    }
+
+    fn apply_batches(&mut self, batches: &Batches) -> Result<(), ProjectionError> {
+        // Published batches wait for the committer; beyond this many records, so does the host.
+        let limit = u64::try_from(self.config.max_batch.max(1)).unwrap_or(u64::MAX / 4) * 4;
+        while !self.stop.load(Ordering::Acquire) {
+            let batch = match batches.take(self.config.idle_wait) {
+                Ok(batch) => batch?,
+                Err(Empty::Timeout) => continue,
+                Err(Empty::Ended) => break,
+            };
+            while self.pending.records() >= limit && !self.stop.load(Ordering::Acquire) {
+                self.pending.wait_below(limit, self.config.idle_wait);
+            }
+            self.apply(&batch.events, batch.from, batch.reached)?;
+        }
+        Ok(())
+    }
+
+    /// Applies `events` (the records `from..reached`, decoded) to every projection behind
+    /// `reached`, from its own checkpoint, and publishes the rows they wrote as one delta. A
+    /// projection whose generation a rebuild switched meanwhile moves to the new generation's
+    /// checkpoint first (at least where it was). On an error nothing of the batch is
+    /// published, for any projection.
+    fn apply(
+        &mut self,
+        events: &[CommittedEvent],
+        from: u64,
+        reached: u64,
+    ) -> Result<(), ProjectionError> {
+        // A rebuild's switch takes this lock, so it either committed before the check below
+        // (which then sees it) or reads the log's head after this batch is published (so the
+        // new generation holds everything published).
+        let shared = pending::shared(&self.db);
+        let _publishing = shared.switch.lock().unwrap_or_else(PoisonError::into_inner);
+        let snapshot = Snapshot::new(&self.db);
+        let switches = shared.switches.load(Ordering::Acquire);
+        if switches != self.seen_switches {
+            let txn = snapshot.txn()?;
+            for member in &mut self.members {
+                let (generation, checkpoint) = rebuild::current_in(txn, member.projection.name())?;
+                if generation != member.generation {
+                    member.generation = generation;
+                    member.next = member.next.max(checkpoint);
+                }
+            }
+            self.seen_switches = switches;
+        }
+        let pending = self.pending.snapshot();
+        let mut delta = Delta { members: Vec::new(), records: reached - from };
+        for (index, member) in self.members.iter().enumerate() {
+            if member.next >= reached {
+                continue;
+            }
+            let first = events.partition_point(|e| e.position.0 < member.next);
+            let stage = Stage::for_host(member.generation, &snapshot, &self.cache, &pending);
+            member.projection.apply(&stage, &events[first..])?;
+            delta.members.push(MemberRows {
+                member: index,
+                generation: member.generation,
+                from: member.next,
+                reached,
+                tables: stage.into_written(),
+            });
+        }
+        self.cache.borrow_mut().published(&delta);
+        self.pending.push(delta);
+        for member in &mut self.members {
+            member.next = member.next.max(reached);
+            member.progress.reached(member.next);
+        }
+        Ok(())
+    }
+}
+
+/// Commits what the host published, in batches of at least [`COMMIT_EVERY`].
+struct Committer {
+    db: Arc<Database>,
+    /// The hosted projections' names, by member index.
+    names: Vec<String>,
+    pending: Arc<Pending>,
+    /// The host's: set on a failed commit, so that the host stops too.
+    stop: Arc<AtomicBool>,
+    /// Set when the host has ended: commit everything left, then end.
+    draining: Arc<AtomicBool>,
+    /// Records waiting that are committed without waiting for [`COMMIT_EVERY`].
+    commit_records: u64,
+    /// When a commit was last durable (fsync'd).
+    last_durable: Instant,
+    /// Whether commits were made since, without a sync.
+    unsynced: bool,
+}
+
+impl Committer {
+    fn run(mut self) -> Result<(), ProjectionError> {
+        let result = self.commit_all();
+        if result.is_err() {
+            self.stop.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    fn commit_all(&mut self) -> Result<(), ProjectionError> {
+        let mut last_commit = Instant::now();
+        loop {
+            let draining = self.draining.load(Ordering::Acquire);
+            let waiting = self.pending.records();
+            if waiting == 0 {
+                if draining {
+                    break;
+                }
+                self.sync_if_due()?;
+                self.pending.wait_any(COMMIT_EVERY);
+                continue;
+            }
+            let since = last_commit.elapsed();
+            if since < COMMIT_EVERY && waiting < self.commit_records && !draining {
+                std::thread::sleep(COMMIT_EVERY - since);
+                continue;
+            }
+            let deltas = self.pending.snapshot();
+            self.commit(&deltas)?;
+            self.pending.committed(deltas.len());
+            last_commit = Instant::now();
+        }
+        // Leaving: make the commits since the last sync durable.
         if self.unsynced {
             self.sync()?;
         }
         Ok(())
     }
 
-    fn apply_batches(&mut self, batches: &Batches) -> Result<(), ProjectionError> {
-        while !self.stop.load(Ordering::Acquire) {
-            let batch = match batches.take(self.config.idle_wait) {
-                Ok(batch) => batch?,
-                Err(Empty::Timeout) => {
-                    self.sync_if_due()?;
-                    continue;
-                }
-                Err(Empty::Ended) => break,
-            };
-            // Every member is at `batch.from` or beyond (see `catch_up_to`).
-            self.catch_up_to(batch.from)?;
-            self.write(&batch.events, batch.reached)?;
-            self.catch_up_to(batch.reached)?;
-            for member in &self.members {
-                member.progress.reached(member.next);
-            }
-        }
-        Ok(())
-    }
-
-    /// A rebuild's switch can leave a projection behind the batch just written (it moves to
-    /// the new generation's checkpoint, the head the switch saw): it gets the records up to
-    /// `position` here, read directly, before the reader's next batch.
-    fn catch_up_to(&mut self, position: u64) -> Result<(), ProjectionError> {
-        let mut gap = Vec::new();
-        while let Some(behind) = self.members.iter().map(|m| m.next).min().filter(|b| *b < position)
-        {
-            gap.clear();
-            let reached = read_batch(&self.log, behind, position, &mut gap)?;
-            if reached == behind {
-                return Err(ProjectionError::Inconsistent {
-                    position: behind,
-                    problem: format!("the log ends at {behind}, before {position}"),
-                });
-            }
-            self.write(&gap, reached)?;
-        }
-        Ok(())
-    }
-
-    /// When idle, makes unsynced batches durable once the interval has passed.
+    /// When idle, makes unsynced commits durable once the interval has passed.
     fn sync_if_due(&mut self) -> Result<(), ProjectionError> {
         if self.unsynced && self.last_durable.elapsed() >= DURABLE_EVERY {
             self.sync()?;
@@ -314,39 +434,51 @@ impl Run {
         Ok(())
     }
 
-    /// Applies `events` (the records up to `reached`, decoded) to every projection behind
-    /// `reached`, from its own checkpoint, and moves each checkpoint to `reached`, all in one
-    /// transaction. A projection whose generation a rebuild switched meanwhile gets nothing
-    /// and moves to the new generation's checkpoint. On any error the transaction is dropped
-    /// uncommitted: nothing of the batch is written, for any projection.
-    fn write(&mut self, events: &[CommittedEvent], reached: u64) -> Result<(), ProjectionError> {
+    /// Writes `deltas` (oldest first) and moves each projection's checkpoint to the end of its
+    /// part, in one transaction. Parts for a generation a rebuild has replaced are dropped
+    /// with it. On any error the transaction is dropped uncommitted.
+    fn commit(&mut self, deltas: &[Arc<Delta>]) -> Result<(), ProjectionError> {
         let mut txn = self.db.begin_write()?;
         let durable = self.last_durable.elapsed() >= DURABLE_EVERY;
-        // A store that cannot commit without syncing simply syncs every batch.
+        // A store that cannot commit without syncing simply syncs every commit.
         let durable = durable || txn.set_durability(redb::Durability::None).is_err();
-        let mut moves = Vec::new();
         {
             let mut checkpoints = txn.open_table(CHECKPOINTS)?;
-            for (index, member) in self.members.iter().enumerate() {
-                if member.next >= reached {
-                    continue;
-                }
-                let name = member.projection.name();
+            for (index, name) in self.names.iter().enumerate() {
                 let (current, _) = rebuild::generations(&txn, name)?;
-                let stored = checkpoints.get(name)?.map_or(0, |v| v.value());
-                if current != member.generation {
-                    moves.push((index, current, stored));
-                    continue;
-                }
-                if stored != member.next {
+                let mut parts = deltas
+                    .iter()
+                    .flat_map(|delta| &delta.members)
+                    .filter(|part| part.member == index && part.generation == current);
+                let Some(first) = parts.next() else { continue };
+                let stored = checkpoints.get(name.as_str())?.map_or(0, |v| v.value());
+                if stored != first.from {
                     return Err(ProjectionError::Inconsistent {
-                        position: member.next,
+                        position: first.from,
                         problem: format!("projection {name}: checkpoint {stored}, another writer?"),
                     });
                 }
-                let first = events.partition_point(|e| e.position.0 < member.next);
-                member.projection.apply(&txn, member.generation, &events[first..])?;
-                checkpoints.insert(name, reached)?;
+                let mut next = first.from;
+                let mut tables: Vec<(&str, Vec<&TableRows>)> = Vec::new();
+                for part in std::iter::once(first).chain(parts) {
+                    if part.from != next {
+                        return Err(ProjectionError::Inconsistent {
+                            position: next,
+                            problem: format!("projection {name}: a batch from {}", part.from),
+                        });
+                    }
+                    for table in &part.tables {
+                        match tables.iter_mut().find(|(name, _)| *name == table.name) {
+                            Some((_, parts)) => parts.push(table),
+                            None => tables.push((&table.name, vec![table])),
+                        }
+                    }
+                    next = part.reached;
+                }
+                for (_, parts) in &tables {
+                    TableRows::write_all(&txn, parts)?;
+                }
+                checkpoints.insert(name.as_str(), next)?;
             }
         }
         txn.commit()?;
@@ -354,17 +486,6 @@ impl Run {
             self.last_durable = Instant::now();
         }
         self.unsynced = !durable;
-        for (index, member) in self.members.iter_mut().enumerate() {
-            match moves.iter().find(|(moved, ..)| *moved == index) {
-                // The switch applied everything up to a head at least as far as the member
-                // had come.
-                Some(&(_, generation, at)) => {
-                    member.generation = generation;
-                    member.next = at.max(member.next);
-                }
-                None => member.next = member.next.max(reached),
-            }
-        }
         Ok(())
     }
 }

@@ -10,10 +10,11 @@
 
 use std::collections::hash_map::Entry;
 
-use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{Database, TableDefinition};
 use rustc_hash::FxHashMap;
 
-use super::{Generation, Projection, ProjectionError, inconsistent, read_table};
+use super::pending::read_table;
+use super::{Projection, ProjectionError, Rows, Stage, inconsistent};
 use crate::domain::{Event, InventoryEvent, Sku, TenantId};
 use crate::engine::CommittedEvent;
 
@@ -43,7 +44,7 @@ impl InventoryLevel {
 pub struct InventoryProjection;
 
 impl Projection for InventoryProjection {
-    type Tables<'txn> = Table<'txn, (&'static str, &'static str), (u64, u64)>;
+    type Tables<'s> = Rows<'s, (&'static str, &'static str), (u64, u64)>;
 
     fn name(&self) -> &str {
         "inventory"
@@ -53,12 +54,8 @@ impl Projection for InventoryProjection {
         vec![redb::TableHandle::name(&INVENTORY).to_owned()]
     }
 
-    fn open_generation<'txn>(
-        &self,
-        txn: &'txn WriteTransaction,
-        generation: Generation,
-    ) -> Result<Self::Tables<'txn>, ProjectionError> {
-        generation.open_table(txn, INVENTORY)
+    fn open<'s>(&self, stage: &'s Stage<'_>) -> Result<Self::Tables<'s>, ProjectionError> {
+        stage.table(INVENTORY)
     }
 
     fn apply(
@@ -79,11 +76,8 @@ impl Projection for InventoryProjection {
             };
             *level = next_level(committed, sku, event, *level)?;
         }
-        let mut rows: Vec<_> = levels.into_iter().collect();
-        // In key order: neighbouring rows share B-tree pages.
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (key, level) in rows {
-            table.insert(key, level)?;
+        for (key, level) in levels {
+            table.insert(key, level);
         }
         Ok(())
     }
@@ -131,7 +125,7 @@ pub fn inventory(
     tenant: &TenantId,
     sku: &Sku,
 ) -> Result<Option<InventoryLevel>, ProjectionError> {
-    let Some(table) = read_table(db, INVENTORY)? else { return Ok(None) };
+    let table = read_table(db, INVENTORY)?;
     let level = table.get((tenant.as_str(), sku.as_str()))?.map(|v| {
         let (on_hand, reserved) = v.value();
         InventoryLevel { on_hand, reserved }
@@ -144,7 +138,7 @@ pub fn inventory_levels(
     db: &Database,
     tenant: &TenantId,
 ) -> Result<Vec<(Sku, InventoryLevel)>, ProjectionError> {
-    let Some(table) = read_table(db, INVENTORY)? else { return Ok(Vec::new()) };
+    let table = read_table(db, INVENTORY)?;
     let mut levels = Vec::new();
     for row in table.range((tenant.as_str(), "")..)? {
         let (key, value) = row?;

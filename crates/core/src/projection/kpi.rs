@@ -28,11 +28,12 @@
 
 use std::collections::hash_map::Entry;
 
-use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{Database, TableDefinition};
 use rustc_hash::FxHashMap;
 
+use super::pending::read_table;
 use super::row::{RowReader, put_str};
-use super::{Generation, Projection, ProjectionError, inconsistent, read_table};
+use super::{Projection, ProjectionError, Rows, Stage, inconsistent};
 use crate::domain::{
     CancelReason, Currency, Event, GatewayId, OrderEvent, OrderLine, PaymentEvent, TenantId,
 };
@@ -216,7 +217,7 @@ enum Count<'a> {
 pub struct KpiProjection;
 
 impl Projection for KpiProjection {
-    type Tables<'txn> = Table<'txn, (&'static str, u64), &'static [u8]>;
+    type Tables<'s> = Rows<'s, (&'static str, u64), &'static [u8]>;
 
     fn name(&self) -> &str {
         "sales_kpis"
@@ -226,12 +227,8 @@ impl Projection for KpiProjection {
         vec![redb::TableHandle::name(&SALES_KPIS).to_owned()]
     }
 
-    fn open_generation<'txn>(
-        &self,
-        txn: &'txn WriteTransaction,
-        generation: Generation,
-    ) -> Result<Self::Tables<'txn>, ProjectionError> {
-        generation.open_table(txn, SALES_KPIS)
+    fn open<'s>(&self, stage: &'s Stage<'_>) -> Result<Self::Tables<'s>, ProjectionError> {
+        stage.table(SALES_KPIS)
     }
 
     fn apply(
@@ -256,11 +253,8 @@ impl Projection for KpiProjection {
             };
             kpis.count(committed, count)?;
         }
-        let mut rows: Vec<_> = minutes.into_iter().collect();
-        // In key order: neighbouring rows share B-tree pages.
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (key, kpis) in rows {
-            table.insert(key, kpis.encode().as_slice())?;
+        for (key, kpis) in minutes {
+            table.insert(key, kpis.encode().as_slice());
         }
         Ok(())
     }
@@ -340,7 +334,7 @@ pub fn kpis(
     from_minute: u64,
     to_minute: u64,
 ) -> Result<Vec<(u64, SalesKpis)>, ProjectionError> {
-    let Some(table) = read_table(db, SALES_KPIS)? else { return Ok(Vec::new()) };
+    let table = read_table(db, SALES_KPIS)?;
     if from_minute > to_minute {
         return Ok(Vec::new());
     }

@@ -37,15 +37,17 @@ mod host;
 pub mod inventory;
 pub mod kpi;
 pub mod orders;
+mod pending;
 mod progress;
 mod reader;
 pub mod rebuild;
 mod row;
+mod stage;
 mod worker;
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableDatabase, TableDefinition};
 
 pub use customers::{CustomerCursor, CustomersProjection, orders_of_customer};
 pub use file::{CACHE_BYTES, WRITE_BEHIND_BYTES};
@@ -54,7 +56,8 @@ pub use inventory::{InventoryLevel, InventoryProjection, inventory, inventory_le
 pub use kpi::{Cancellations, CurrencySales, DayKpis, KpiProjection, SalesKpis, day, kpis};
 pub use orders::{OrderView, OrdersProjection, order, order_status_counts, orders_of};
 pub use progress::{ProjectionHandle, WaitError};
-pub use rebuild::{Generation, Rebuilt, generation, rebuild};
+pub use rebuild::{Generation, Rebuilt, apply_into, generation, rebuild};
+pub use stage::{Row, Rows, Stage};
 pub use worker::{ProjectionWorker, WorkerConfig};
 
 use crate::Position;
@@ -67,12 +70,13 @@ pub const CHECKPOINTS: TableDefinition<'static, &str, u64> = TableDefinition::ne
 
 /// A read model maintained from committed events.
 ///
-/// `apply` is called in position order, inside the write transaction that also moves the
-/// projection's checkpoint; it must change nothing outside the tables it owns and must not
-/// commit. An error aborts the whole batch (nothing of it is written) and stops the worker.
+/// `apply` is called in position order on a [`Stage`]: what it writes there becomes visible
+/// when the batch is published, and is committed with the projection's checkpoint in one redb
+/// transaction. It must change nothing outside the tables it owns. An error drops the whole
+/// batch (nothing of it is published or written) and stops the worker.
 pub trait Projection: Send + 'static {
-    /// The projection's tables opened in one write transaction.
-    type Tables<'txn>;
+    /// The projection's tables opened on one batch's [`Stage`] (as [`Rows`]).
+    type Tables<'s>;
 
     /// The projection's name: its key in [`CHECKPOINTS`]. Stable across restarts.
     fn name(&self) -> &str;
@@ -80,14 +84,9 @@ pub trait Projection: Send + 'static {
     /// The names of the redb tables this projection owns (and only it writes).
     fn tables(&self) -> Vec<String>;
 
-    /// Opens (creating if needed) the tables of `generation` in `txn`: the names of
-    /// [`Projection::tables`] passed through [`Generation::table`] (for example with
-    /// [`Generation::definition`]). Generation 0 is the plain names.
-    fn open_generation<'txn>(
-        &self,
-        txn: &'txn WriteTransaction,
-        generation: Generation,
-    ) -> Result<Self::Tables<'txn>, ProjectionError>;
+    /// Opens the tables of [`Projection::tables`] on `stage` ([`Stage::table`], which puts
+    /// them in the stage's generation).
+    fn open<'s>(&self, stage: &'s Stage<'_>) -> Result<Self::Tables<'s>, ProjectionError>;
 
     /// Applies a batch of committed events, in position order, to the read model.
     ///
@@ -184,22 +183,6 @@ pub fn checkpoint(db: &Database, name: &str) -> Result<Position, ProjectionError
         Err(e) => return Err(e.into()),
     };
     Ok(Position(table.get(name)?.map_or(0, |v| v.value())))
-}
-
-/// Opens `table` for reading; `None` when no projection has created it yet.
-fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
-    db: &Database,
-    table: TableDefinition<'_, K, V>,
-) -> Result<Option<redb::ReadOnlyTable<K, V>>, ProjectionError> {
-    let txn = db.begin_read()?;
-    // Queries read the current generation, resolved in the same snapshot.
-    let name = rebuild::current_table(&txn, redb::TableHandle::name(&table))?;
-    let table = TableDefinition::<K, V>::new(&name);
-    match txn.open_table(table) {
-        Ok(table) => Ok(Some(table)),
-        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// An [`ProjectionError::Inconsistent`] at `event`'s position.

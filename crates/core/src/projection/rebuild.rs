@@ -41,6 +41,8 @@ use redb::{
     TableDefinition, TableHandle, WriteTransaction,
 };
 
+use super::pending;
+use super::stage::Stage;
 use super::worker::{WorkerConfig, read_batch};
 use super::{CHECKPOINTS, Projection, ProjectionError};
 use crate::Position;
@@ -66,17 +68,6 @@ impl Generation {
     #[must_use]
     pub fn table(self, base: &str) -> String {
         if self.0 == 0 { base.to_owned() } else { format!("{base}@{}", self.0) }
-    }
-
-    /// Opens (creating if needed) table `base` of this generation in `txn`, for
-    /// [`Projection::open_generation`].
-    pub fn open_table<'txn, K: redb::Key + 'static, V: redb::Value + 'static>(
-        self,
-        txn: &'txn redb::WriteTransaction,
-        base: TableDefinition<'_, K, V>,
-    ) -> Result<redb::Table<'txn, K, V>, ProjectionError> {
-        let name = self.table(base.name());
-        Ok(txn.open_table(TableDefinition::<K, V>::new(&name))?)
     }
 
     /// The checkpoint key of projection `name` while this generation is being built.
@@ -129,7 +120,14 @@ pub(super) fn generations(
 
 /// The current generation of `name` and its checkpoint, read in one snapshot.
 pub(super) fn current(db: &Database, name: &str) -> Result<(Generation, u64), ProjectionError> {
-    let txn = db.begin_read()?;
+    current_in(&db.begin_read()?, name)
+}
+
+/// The current generation of `name` and its checkpoint, read in `txn`.
+pub(super) fn current_in(
+    txn: &ReadTransaction,
+    name: &str,
+) -> Result<(Generation, u64), ProjectionError> {
     let generation = match txn.open_table(GENERATIONS) {
         Ok(table) => table.get(name)?.map_or(0, |v| v.value().0),
         Err(redb::TableError::TableDoesNotExist(_)) => 0,
@@ -210,9 +208,10 @@ fn begin<P: Projection>(db: &Database, projection: &P) -> Result<Generation, Pro
     }
     let building = Generation(current.0.max(stale.0) + 1);
     drop_tables(&txn, projection, building)?;
-    // Creates the tables, and finds out whether the projection knows generations at all (on
-    // an error the transaction is dropped: nothing is written).
-    drop(projection.open_generation(&txn, building)?);
+    // Creates the tables (on an error the transaction is dropped: nothing is written).
+    let stage = Stage::over_write(&txn, building);
+    drop(projection.open(&stage)?);
+    stage.write()?;
     txn.open_table(GENERATIONS)?.insert(name, (current.0, building.0))?;
     txn.open_table(CHECKPOINTS)?.insert(building.building_key(name).as_str(), 0)?;
     txn.commit()?;
@@ -241,35 +240,31 @@ fn build<P: Projection>(
         let reached = read_batch(log, next, next + max_batch, &mut events)?;
         let txn = db.begin_write()?;
         check_building(&txn, name, building)?;
-        {
-            let mut tables = projection.open_generation(&txn, building)?;
-            projection.apply(&mut tables, &events)?;
-            txn.open_table(CHECKPOINTS)?.insert(key.as_str(), reached)?;
-        }
+        apply_into(&txn, projection, building, &events)?;
+        txn.open_table(CHECKPOINTS)?.insert(key.as_str(), reached)?;
         txn.commit()?;
         next = reached;
     }
 
-    // The switch: the last records, up to the head read while holding the write lock (so at
-    // least where the live worker's committed checkpoint is), and the swap, at once.
+    // The switch: the last records, up to the head read while holding the write lock and the
+    // hosts' switch lock (so at least where a live host has published), and the swap, at once.
+    let shared = pending::shared(db);
+    let _switching = shared.switch.lock().unwrap_or_else(PoisonError::into_inner);
     let txn = db.begin_write()?;
     let (current, _) = check_building(&txn, name, building)?;
     let head = log.head().0;
     let mut reached = next;
-    {
-        let mut tables = projection.open_generation(&txn, building)?;
-        while reached < head {
-            events.clear();
-            let from = reached;
-            reached = read_batch(log, from, head.min(from + max_batch), &mut events)?;
-            if reached == from {
-                return Err(ProjectionError::Inconsistent {
-                    position: from,
-                    problem: format!("the log's head is {head} but it ends at {from}"),
-                });
-            }
-            projection.apply(&mut tables, &events)?;
+    while reached < head {
+        events.clear();
+        let from = reached;
+        reached = read_batch(log, from, head.min(from + max_batch), &mut events)?;
+        if reached == from {
+            return Err(ProjectionError::Inconsistent {
+                position: from,
+                problem: format!("the log's head is {head} but it ends at {from}"),
+            });
         }
+        apply_into(&txn, projection, building, &events)?;
     }
     drop_tables(&txn, projection, current)?;
     {
@@ -283,7 +278,25 @@ fn build<P: Projection>(
         }
     }
     txn.commit()?;
+    shared.switches.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     Ok(Rebuilt { generation: building, replaced: current, position: Position(reached) })
+}
+
+/// Applies `events` to `generation` of `projection` directly in `txn`, as one batch (for
+/// rebuilds and tools; running projections go through a [`super::ProjectionHost`]). On an
+/// error nothing of the batch is written.
+pub fn apply_into<P: Projection>(
+    txn: &WriteTransaction,
+    projection: &P,
+    generation: Generation,
+    events: &[crate::engine::CommittedEvent],
+) -> Result<(), ProjectionError> {
+    let stage = Stage::over_write(txn, generation);
+    {
+        let mut tables = projection.open(&stage)?;
+        projection.apply(&mut tables, events)?;
+    }
+    stage.write()
 }
 
 /// Fails unless `building` is still the generation being built for `name`.

@@ -16,17 +16,19 @@ use crate::engine::CommittedEvent;
 /// How a projection host (or worker) batches and waits.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
-    /// At most this many log records (events and the engine's own records) per transaction.
-    /// A batch takes whatever is committed up to this cap, so it is small under a steady load
-    /// (low lag) and reaches the cap only when catching up.
+    /// At most this many log records (events and the engine's own records) per batch; also
+    /// how many published records make the committer commit without waiting, and (four times
+    /// it) how many may wait for the committer before the host waits too. A batch takes
+    /// whatever is committed up to this cap, so it is small under a steady load (low lag) and
+    /// reaches the cap only when catching up.
     pub max_batch: usize,
     /// How long the worker waits for new records before it looks at its stop flag again: the
     /// upper bound of how long [`ProjectionWorker::stop`] takes when the log is idle.
     pub idle_wait: Duration,
     /// When fewer than [`WorkerConfig::gather_records`] records are new and the host has
     /// nothing waiting, how long to wait for more before reading them: under a stream of small
-    /// commits (one HTTP request each), a transaction per few records costs more than the
-    /// records. Adds at most this to the lag.
+    /// commits (one HTTP request each), a batch per few records costs more than the records.
+    /// Adds at most this to the lag.
     pub gather: Duration,
     /// A batch this large goes at once, without [`WorkerConfig::gather`]ing.
     pub gather_records: u64,
@@ -37,7 +39,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             max_batch: 10_000,
             idle_wait: Duration::from_millis(50),
-            gather: Duration::from_millis(2),
+            gather: Duration::from_millis(1),
             gather_records: 256,
         }
     }

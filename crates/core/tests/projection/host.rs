@@ -9,11 +9,11 @@ use std::sync::Arc;
 use orderly_core::domain::{CustomerId, Event};
 use orderly_core::engine::{CommittedEvent, ManualClock};
 use orderly_core::projection::{
-    self, CustomersProjection, Generation, Hosted, InventoryProjection, KpiProjection,
-    OrdersProjection, Projection, ProjectionError, ProjectionHost, ProjectionWorker, WaitError,
+    self, CustomersProjection, Hosted, InventoryProjection, KpiProjection, OrdersProjection,
+    Projection, ProjectionError, ProjectionHost, ProjectionWorker, Rows, Stage, WaitError,
     WorkerConfig,
 };
-use redb::{Database, Table, TableDefinition, WriteTransaction};
+use redb::{Database, TableDefinition};
 
 use super::rebuild::{numbered_orders, orders};
 use super::{START, WAIT, dump, open_engine, tenant};
@@ -102,7 +102,7 @@ struct FailingAt(u64);
 const SEEN: TableDefinition<'static, u64, ()> = TableDefinition::new("seen");
 
 impl Projection for FailingAt {
-    type Tables<'txn> = Table<'txn, u64, ()>;
+    type Tables<'s> = Rows<'s, u64, ()>;
 
     fn name(&self) -> &str {
         "failing"
@@ -112,12 +112,8 @@ impl Projection for FailingAt {
         vec!["seen".to_owned()]
     }
 
-    fn open_generation<'txn>(
-        &self,
-        txn: &'txn WriteTransaction,
-        generation: Generation,
-    ) -> Result<Self::Tables<'txn>, ProjectionError> {
-        generation.open_table(txn, SEEN)
+    fn open<'s>(&self, stage: &'s Stage<'_>) -> Result<Self::Tables<'s>, ProjectionError> {
+        stage.table(SEEN)
     }
 
     fn apply(
@@ -132,7 +128,7 @@ impl Projection for FailingAt {
                     problem: "failing on purpose".into(),
                 });
             }
-            table.insert(event.position.0, ())?;
+            table.insert(event.position.0, ());
         }
         Ok(())
     }

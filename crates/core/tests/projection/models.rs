@@ -582,11 +582,9 @@ fn apply_orders(
     db: &Database,
     events: &[orderly_core::engine::CommittedEvent],
 ) -> Result<(), ProjectionError> {
-    use orderly_core::projection::{Generation, Projection};
+    use orderly_core::projection::{Generation, apply_into};
     let txn = db.begin_write().unwrap();
-    let mut tables = OrdersProjection.open_generation(&txn, Generation::FIRST)?;
-    OrdersProjection.apply(&mut tables, events)?;
-    drop(tables);
+    apply_into(&txn, &OrdersProjection, Generation::FIRST, events)?;
     txn.commit().unwrap();
     Ok(())
 }

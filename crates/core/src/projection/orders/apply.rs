@@ -8,7 +8,6 @@
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 
-use redb::ReadableTable;
 use rustc_hash::FxHashMap;
 
 use super::{OrderView, OrdersTables, invalid};
@@ -44,8 +43,8 @@ struct Batch<'a> {
     /// (tenant, payment) → the order it pays for, and whether this batch started it.
     payments: FxHashMap<(&'a str, &'a str), (Cow<'a, str>, bool)>,
     /// Orders this batch placed without looking them up first (a lookup per new order costs
-    /// as much as its insert), with their `OrderPlaced`: writing one that was already stored is
-    /// "placed twice", caught by `insert` returning the old row.
+    /// as much as its insert), with their `OrderPlaced`: one already stored is "placed twice",
+    /// caught by [`crate::projection::Rows::insert_new`].
     unchecked: FxHashMap<(&'a str, &'a str), &'a CommittedEvent>,
     /// (tenant, status) → orders in that status.
     counts: FxHashMap<(&'a str, &'static str), u64>,
@@ -243,33 +242,30 @@ impl<'a> Batch<'a> {
         })
     }
 
-    /// Writes every row the batch changed, each once, in key order (neighbouring rows share
-    /// B-tree pages).
+    /// Writes every row the batch changed, each once.
     fn write(self, tables: &mut OrdersTables<'_>) -> Result<(), ProjectionError> {
-        let mut views: Vec<_> =
-            self.views.into_iter().filter_map(|(key, view)| Some((key, view?))).collect();
-        views.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut row = Vec::new();
-        for ((tenant, order), view) in views {
+        for ((tenant, order), view) in self.views {
+            let Some(view) = view else { continue };
             row.clear();
             view.encode_into(&mut row);
-            let stored = tables.orders.insert((tenant, order.as_ref()), row.as_slice())?;
-            if stored.is_some()
-                && let Some(placed) = self.unchecked.get(&(tenant, order.as_ref()))
-            {
-                return Err(inconsistent(placed, format!("order {order}: placed twice")));
+            let key = (tenant, order.as_ref());
+            match self.unchecked.get(&key) {
+                Some(placed) => {
+                    if !tables.orders.insert_new(key, row.as_slice(), placed.position.0) {
+                        return Err(inconsistent(placed, format!("order {order}: placed twice")));
+                    }
+                }
+                None => tables.orders.insert(key, row.as_slice()),
             }
         }
-        let mut payments: Vec<_> =
-            self.payments.into_iter().filter(|(_, (_, started))| *started).collect();
-        payments.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (key, (order, _)) in payments {
-            tables.payments.insert(key, order.as_ref())?;
+        for (key, (order, started)) in self.payments {
+            if started {
+                tables.payments.insert(key, order.as_ref());
+            }
         }
-        let mut counts: Vec<_> = self.counts.into_iter().collect();
-        counts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (key, count) in counts {
-            tables.status_counts.insert(key, count)?;
+        for (key, count) in self.counts {
+            tables.status_counts.insert(key, count);
         }
         Ok(())
     }

@@ -26,10 +26,11 @@
 
 mod apply;
 
-use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{Database, TableDefinition};
 
+use super::pending::read_table;
 use super::row::{RowReader, put_str};
-use super::{Generation, Projection, ProjectionError, read_table};
+use super::{Projection, ProjectionError, Rows, Stage};
 use crate::Position;
 use crate::domain::{
     CancelReason, Currency, CustomerId, OrderId, OrderLine, OrderStatus, PaymentId, PaymentStatus,
@@ -221,12 +222,12 @@ fn invalid(e: crate::domain::InvalidValue) -> ProjectionError {
     corrupt(format!("order row holds an invalid value: {e}"))
 }
 
-/// The tables of [`OrdersProjection`], open in one write transaction.
+/// The tables of [`OrdersProjection`], open on one batch's [`Stage`].
 #[derive(Debug)]
-pub struct OrdersTables<'txn> {
-    orders: Table<'txn, (&'static str, &'static str), &'static [u8]>,
-    payments: Table<'txn, (&'static str, &'static str), &'static str>,
-    status_counts: Table<'txn, (&'static str, &'static str), u64>,
+pub struct OrdersTables<'s> {
+    orders: Rows<'s, (&'static str, &'static str), &'static [u8]>,
+    payments: Rows<'s, (&'static str, &'static str), &'static str>,
+    status_counts: Rows<'s, (&'static str, &'static str), u64>,
 }
 
 /// Maintains the [`ORDERS`], [`ORDER_PAYMENTS`] and [`ORDER_STATUS_COUNTS`] tables. Checkpoint name `orders`.
@@ -234,7 +235,7 @@ pub struct OrdersTables<'txn> {
 pub struct OrdersProjection;
 
 impl Projection for OrdersProjection {
-    type Tables<'txn> = OrdersTables<'txn>;
+    type Tables<'s> = OrdersTables<'s>;
 
     fn name(&self) -> &str {
         "orders"
@@ -248,15 +249,11 @@ impl Projection for OrdersProjection {
         ]
     }
 
-    fn open_generation<'txn>(
-        &self,
-        txn: &'txn WriteTransaction,
-        generation: Generation,
-    ) -> Result<Self::Tables<'txn>, ProjectionError> {
+    fn open<'s>(&self, stage: &'s Stage<'_>) -> Result<Self::Tables<'s>, ProjectionError> {
         Ok(OrdersTables {
-            orders: generation.open_table(txn, ORDERS)?,
-            payments: generation.open_table(txn, ORDER_PAYMENTS)?,
-            status_counts: generation.open_table(txn, ORDER_STATUS_COUNTS)?,
+            orders: stage.table(ORDERS)?,
+            payments: stage.table(ORDER_PAYMENTS)?,
+            status_counts: stage.table(ORDER_STATUS_COUNTS)?,
         })
     }
 
@@ -276,7 +273,7 @@ pub fn order(
     tenant: &TenantId,
     order: &OrderId,
 ) -> Result<Option<OrderView>, ProjectionError> {
-    let Some(table) = read_table(db, ORDERS)? else { return Ok(None) };
+    let table = read_table(db, ORDERS)?;
     let row = table.get((tenant.as_str(), order.as_str()))?;
     row.map(|row| OrderView::decode(row.value())).transpose()
 }
@@ -286,7 +283,7 @@ pub fn orders_of(
     db: &Database,
     tenant: &TenantId,
 ) -> Result<Vec<(OrderId, OrderView)>, ProjectionError> {
-    let Some(table) = read_table(db, ORDERS)? else { return Ok(Vec::new()) };
+    let table = read_table(db, ORDERS)?;
     let mut orders = Vec::new();
     for row in table.range((tenant.as_str(), "")..)? {
         let (key, value) = row?;
@@ -306,7 +303,7 @@ pub fn orders_of(
 pub fn order_status_counts(
     db: &Database,
 ) -> Result<Vec<(TenantId, OrderStatus, u64)>, ProjectionError> {
-    let Some(table) = read_table(db, ORDER_STATUS_COUNTS)? else { return Ok(Vec::new()) };
+    let table = read_table(db, ORDER_STATUS_COUNTS)?;
     let mut counts = Vec::new();
     for row in table.iter()? {
         let (key, count) = row?;
