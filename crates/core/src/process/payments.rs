@@ -39,6 +39,9 @@ const MAX_FLOWS_IN_FLIGHT: usize = 1024;
 const MOVEMENTS_KEPT: usize = 4096;
 /// How often the event loop checks whether it should stop.
 const POLL: Duration = Duration::from_millis(50);
+/// How long a stop waits for money movements in progress, and then for the rest.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
 /// How often the checkpoint of settled movements is written while it moves.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
@@ -191,8 +194,16 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool, checkpoint: Opt
                 (store_if_moved(path, flows.ledger().settled_before(), stored.0), Instant::now());
         }
     }
-    let Flows { runtime, ledger, .. } = flows;
-    runtime.shutdown_timeout(Duration::from_secs(5));
+    let Flows { runtime, ledger, movements, .. } = flows;
+    // Money movements in progress finish (bounded) and count as settled in the checkpoint;
+    // one cut short is repeated, idempotently, by the next start.
+    let deadline = tokio::time::Instant::now() + STOP_WAIT;
+    runtime.block_on(async {
+        for movement in movements.into_values() {
+            let _ = tokio::time::timeout_at(deadline, movement).await;
+        }
+    });
+    runtime.shutdown_timeout(STOP_WAIT);
     if let Some(path) = checkpoint {
         let settled = ledger.lock().unwrap_or_else(PoisonError::into_inner).settled_before();
         store_if_moved(path, settled, stored.0);
