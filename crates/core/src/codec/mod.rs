@@ -17,9 +17,6 @@ mod fingerprint;
 pub mod v1;
 mod v1_write;
 
-use rkyv::ser::allocator::{Arena, ArenaHandle};
-use rkyv::util::with_arena;
-
 pub use fingerprint::{Fingerprint, fingerprint};
 
 use crate::domain::limits::MAX_LINES_PER_ORDER;
@@ -285,125 +282,68 @@ fn stream(tenant: &TenantId, kind: &str, id: &str) -> Vec<u8> {
     s
 }
 
-/// `value`'s rkyv bytes, appended to `out`, with `arena` as the serializer's scratch space.
-///
-/// Straight into a plain Vec: payloads need no alignment (format feature `unaligned`), so
-/// there is no aligned buffer to allocate and copy out of. For the same reason a payload can
-/// be appended after others in one buffer: its relative pointers do not depend on where it
-/// starts, so its bytes are the same as alone.
-fn archive_into<T>(arena: &mut Arena, value: &T, out: Vec<u8>) -> Vec<u8>
-where
-    T: for<'a> rkyv::Serialize<
-            rkyv::api::high::HighSerializer<Vec<u8>, ArenaHandle<'a>, rkyv::rancor::Error>,
-        >,
-{
-    rkyv::api::high::to_bytes_in_with_alloc::<_, _, rkyv::rancor::Error>(
-        value,
-        out,
-        arena.acquire(),
-    )
-    .expect("plain data always serializes")
-}
-
 /// The record of one domain event of `tenant`.
 #[must_use]
 pub fn encode_event(tenant: &TenantId, event: &Event) -> Encoded {
     let (kind, id) = aggregate_of(event);
+    let mut payload = Vec::with_capacity(64);
+    write_payload(&mut v1_write::Out::new(&mut payload), event);
     Encoded {
         stream: stream(tenant, kind, id),
         event_type: EventType::of(event) as u16,
         schema_version: CURRENT_SCHEMA,
-        payload: with_arena(|arena| write_payload(arena, event, Vec::with_capacity(64))),
+        payload,
     }
 }
 
-/// The v1 payload of `event` (without its aggregate id, which the record names), appended to
-/// `out`. Written through the borrowing twins of [`v1_write`]: no id is copied on the way.
-fn write_payload(arena: &mut Arena, event: &Event, out: Vec<u8>) -> Vec<u8> {
+/// Writes the v1 payload of `event` (without its aggregate id, which the record names).
+fn write_payload(out: &mut v1_write::Out<'_>, event: &Event) {
     use InventoryEvent as I;
     use OrderEvent as O;
     use PaymentEvent as P;
-    use v1_write::Text;
     match event {
         Event::Inventory { event, .. } => match event {
-            I::StockReceived { quantity } => {
-                archive_into(arena, &v1::StockReceived { quantity: q(*quantity) }, out)
-            }
-            I::StockAdjusted { delta } => {
-                archive_into(arena, &v1::StockAdjusted { delta: *delta }, out)
-            }
+            I::StockReceived { quantity } => out.stock_received(q(*quantity)),
+            I::StockAdjusted { delta } => out.stock_adjusted(*delta),
             I::StockHeld { order, quantity, expires_at } => {
-                let held = v1_write::StockHeld {
-                    order: Text(order.as_str()),
-                    quantity: q(*quantity),
-                    expires_at: expires_at.0,
-                };
-                archive_into(arena, &held, out)
+                out.stock_held(order.as_str(), q(*quantity), expires_at.0);
             }
             I::StockCommitted { order, quantity }
             | I::StockReleased { order, quantity }
-            | I::HoldExpired { order, quantity } => {
-                let closed =
-                    v1_write::HoldClosed { order: Text(order.as_str()), quantity: q(*quantity) };
-                archive_into(arena, &closed, out)
-            }
+            | I::HoldExpired { order, quantity } => out.hold_closed(order.as_str(), q(*quantity)),
         },
         Event::Order { event, .. } => match event {
-            O::OrderPlaced { customer, currency, lines, total, hold_expires_at } => {
-                let placed = v1_write::OrderPlaced {
-                    customer: Text(customer.as_str()),
-                    currency: currency_bytes(*currency),
-                    lines: lines
-                        .iter()
-                        .map(|l| v1_write::Line {
-                            sku: Text(l.sku.as_str()),
-                            quantity: q(l.quantity),
-                            unit_price: l.unit_price,
-                        })
-                        .collect(),
-                    total: *total,
-                    hold_expires_at: hold_expires_at.0,
-                };
-                archive_into(arena, &placed, out)
-            }
-            O::OrderConfirmed { payment } => archive_into(
-                arena,
-                &v1_write::OrderConfirmed { payment: Text(payment.as_str()) },
-                out,
-            ),
-            O::OrderShipped | O::OrderDelivered => out,
-            O::OrderCancelled { reason } => {
-                archive_into(arena, &v1::OrderCancelled { reason: cancel_code(*reason) }, out)
-            }
-            O::OrderRefunded { amount } => {
-                archive_into(arena, &v1::Amount { amount: *amount }, out)
-            }
+            O::OrderPlaced { customer, currency, lines, total, hold_expires_at } => out
+                .order_placed(
+                    customer.as_str(),
+                    currency_bytes(*currency),
+                    lines.iter().map(|l| (l.sku.as_str(), q(l.quantity), l.unit_price)),
+                    *total,
+                    hold_expires_at.0,
+                ),
+            O::OrderConfirmed { payment } => out.order_confirmed(payment.as_str()),
+            O::OrderShipped | O::OrderDelivered => {}
+            O::OrderCancelled { reason } => out.order_cancelled(cancel_code(*reason)),
+            O::OrderRefunded { amount } => out.amount(*amount),
         },
-        Event::Payment { event, .. } => {
-            let started =
-                |arena, order: &OrderId, amount: &Money, gateway: &GatewayId, reason, out| {
-                    let started = v1_write::PaymentStarted {
-                        order: Text(order.as_str()),
-                        amount: amount.minor,
-                        currency: currency_bytes(amount.currency),
-                        gateway: Text(gateway.as_str()),
-                        reason,
-                    };
-                    archive_into(arena, &started, out)
-                };
-            match event {
-                P::PaymentAuthorized { order, amount, gateway } => {
-                    started(arena, order, amount, gateway, 0, out)
-                }
-                P::PaymentDeclined { order, amount, gateway, reason } => {
-                    started(arena, order, amount, gateway, decline_code(*reason), out)
-                }
-                P::PaymentCaptured { amount } | P::PaymentRefunded { amount } => {
-                    archive_into(arena, &v1::Amount { amount: *amount }, out)
-                }
-                P::PaymentVoided => out,
-            }
-        }
+        Event::Payment { event, .. } => match event {
+            P::PaymentAuthorized { order, amount, gateway } => out.payment_started(
+                order.as_str(),
+                amount.minor,
+                currency_bytes(amount.currency),
+                gateway.as_str(),
+                0,
+            ),
+            P::PaymentDeclined { order, amount, gateway, reason } => out.payment_started(
+                order.as_str(),
+                amount.minor,
+                currency_bytes(amount.currency),
+                gateway.as_str(),
+                decline_code(*reason),
+            ),
+            P::PaymentCaptured { amount } | P::PaymentRefunded { amount } => out.amount(*amount),
+            P::PaymentVoided => {}
+        },
     }
 }
 
@@ -417,7 +357,9 @@ pub fn encode_command_accepted(
     events: u32,
 ) -> Encoded {
     let accepted = v1::CommandAccepted { key: key.to_string(), fingerprint: fingerprint.0, events };
-    let payload = with_arena(|arena| archive_into(arena, &accepted, Vec::with_capacity(64)));
+    let payload = rkyv::to_bytes::<rkyv::rancor::Error>(&accepted)
+        .expect("plain data always serializes")
+        .to_vec();
     Encoded {
         stream: stream(tenant, "k", ""),
         event_type: EventType::CommandAccepted as u16,
@@ -437,34 +379,22 @@ pub fn encode_decision(
 ) -> Encoded {
     assert!(!events.is_empty(), "a decision records at least one event");
     let (kind, id) = aggregate_of(&events[0]);
-    let payload = with_arena(|arena| {
-        // Every event's own payload goes into one buffer, back to back; the decision then
-        // refers to each by its range.
-        let mut payloads = Vec::with_capacity(64 * events.len());
-        let mut ends = Vec::with_capacity(events.len());
-        for event in events {
-            payloads = write_payload(arena, event, payloads);
-            ends.push(payloads.len());
-        }
-        let starts = std::iter::once(0).chain(ends.iter().copied());
-        let decided = events
-            .iter()
-            .zip(starts.zip(ends.iter().copied()))
-            .map(|(event, (start, end))| v1_write::DecidedEvent {
-                event_type: EventType::of(event) as u16,
-                aggregate: v1_write::Text(aggregate_of(event).1),
-                payload: v1_write::Bytes(&payloads[start..end]),
-            })
-            .collect();
-        let key = key.map(|(key, fingerprint)| v1_write::DecisionKey {
-            key: v1_write::Text(key.as_str()),
-            fingerprint: fingerprint.0,
-        });
-        // The decision's own framing per event: type, id and payload length, plus the key.
-        let capacity = payloads.len() + 40 * events.len() + 64;
-        let decision = v1_write::Decision { key, events: decided };
-        archive_into(arena, &decision, Vec::with_capacity(capacity))
-    });
+    // Room for the usual decision without growing: the key, and per event its framing, a
+    // short id and a small payload, or per line of a new order.
+    let lines: usize = events
+        .iter()
+        .map(|e| match e {
+            Event::Order { event: OrderEvent::OrderPlaced { lines, .. }, .. } => lines.len(),
+            _ => 0,
+        })
+        .sum();
+    let mut payload = Vec::with_capacity(64 + 64 * events.len() + 32 * lines);
+    v1_write::Out::new(&mut payload).decision(
+        key.map(|(key, fingerprint)| (key.as_str(), fingerprint.0)),
+        events,
+        |event| (EventType::of(event) as u16, aggregate_of(event).1),
+        write_payload,
+    );
     Encoded {
         stream: stream(tenant, kind, id),
         event_type: EventType::Decision as u16,

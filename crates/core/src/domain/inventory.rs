@@ -228,17 +228,16 @@ impl InventoryRejection {
     }
 }
 
-impl Decider for Inventory {
-    type State = InventoryState;
-    type Command = InventoryCommand;
-    type Event = InventoryEvent;
-    type Rejection = InventoryRejection;
-
-    fn decide(
+impl Inventory {
+    /// Decides `command` against `state`: every inventory command records exactly one event.
+    ///
+    /// [`Decider::decide`] is this event in a `Vec`; `tenant` calls this instead, to gather a
+    /// decision's events in one `Vec` without one per aggregate.
+    pub fn decide_event(
         state: &InventoryState,
         command: &InventoryCommand,
         ctx: &Context,
-    ) -> Result<Vec<InventoryEvent>, InventoryRejection> {
+    ) -> Result<InventoryEvent, InventoryRejection> {
         use InventoryCommand as C;
         use InventoryEvent as E;
         use InventoryRejection as R;
@@ -305,7 +304,22 @@ impl Decider for Inventory {
                 E::HoldExpired { order: order.clone(), quantity: hold.quantity }
             }
         };
-        Ok(vec![event])
+        Ok(event)
+    }
+}
+
+impl Decider for Inventory {
+    type State = InventoryState;
+    type Command = InventoryCommand;
+    type Event = InventoryEvent;
+    type Rejection = InventoryRejection;
+
+    fn decide(
+        state: &InventoryState,
+        command: &InventoryCommand,
+        ctx: &Context,
+    ) -> Result<Vec<InventoryEvent>, InventoryRejection> {
+        Inventory::decide_event(state, command, ctx).map(|event| vec![event])
     }
 
     fn evolve(state: &mut InventoryState, event: &InventoryEvent) {

@@ -386,17 +386,16 @@ impl OrderRejection {
     }
 }
 
-impl Decider for Order {
-    type State = OrderState;
-    type Command = OrderCommand;
-    type Event = OrderEvent;
-    type Rejection = OrderRejection;
-
-    fn decide(
+impl Order {
+    /// Decides `command` against `state`: every order command records exactly one event.
+    ///
+    /// [`Decider::decide`] is this event in a `Vec`; `tenant` calls this instead, to gather a
+    /// decision's events in one `Vec` without one per aggregate.
+    pub fn decide_event(
         state: &OrderState,
         command: &OrderCommand,
         ctx: &Context,
-    ) -> Result<Vec<OrderEvent>, OrderRejection> {
+    ) -> Result<OrderEvent, OrderRejection> {
         use OrderCommand as C;
         use OrderEvent as E;
         use OrderRejection as R;
@@ -405,13 +404,13 @@ impl Decider for Order {
             return match command {
                 C::Place { customer, currency, lines } => {
                     let total = validate_lines(lines)?;
-                    Ok(vec![E::OrderPlaced {
+                    Ok(E::OrderPlaced {
                         customer: customer.clone(),
                         currency: *currency,
                         lines: lines.clone(),
                         total,
                         hold_expires_at: ctx.now.plus_millis(ctx.hold_ttl_ms),
-                    }])
+                    })
                 }
                 _ => Err(R::UnknownOrder),
             };
@@ -460,7 +459,22 @@ impl Decider for Order {
             }
             _ => return Err(invalid()),
         };
-        Ok(vec![event])
+        Ok(event)
+    }
+}
+
+impl Decider for Order {
+    type State = OrderState;
+    type Command = OrderCommand;
+    type Event = OrderEvent;
+    type Rejection = OrderRejection;
+
+    fn decide(
+        state: &OrderState,
+        command: &OrderCommand,
+        ctx: &Context,
+    ) -> Result<Vec<OrderEvent>, OrderRejection> {
+        Order::decide_event(state, command, ctx).map(|event| vec![event])
     }
 
     fn evolve(state: &mut OrderState, event: &OrderEvent) {

@@ -309,17 +309,16 @@ impl PaymentRejection {
     }
 }
 
-impl Decider for Payment {
-    type State = PaymentState;
-    type Command = PaymentCommand;
-    type Event = PaymentEvent;
-    type Rejection = PaymentRejection;
-
-    fn decide(
+impl Payment {
+    /// Decides `command` against `state`: every payment command records exactly one event.
+    ///
+    /// [`Decider::decide`] is this event in a `Vec`; `tenant` calls this instead, to gather a
+    /// decision's events in one `Vec` without one per aggregate.
+    pub fn decide_event(
         state: &PaymentState,
         command: &PaymentCommand,
         _ctx: &Context,
-    ) -> Result<Vec<PaymentEvent>, PaymentRejection> {
+    ) -> Result<PaymentEvent, PaymentRejection> {
         use PaymentCommand as C;
         use PaymentEvent as E;
         use PaymentRejection as R;
@@ -328,20 +327,20 @@ impl Decider for Payment {
             return match command {
                 C::Authorize { order, amount, gateway } => {
                     check_new_amount(amount)?;
-                    Ok(vec![E::PaymentAuthorized {
+                    Ok(E::PaymentAuthorized {
                         order: order.clone(),
                         amount: *amount,
                         gateway: gateway.clone(),
-                    }])
+                    })
                 }
                 C::Decline { order, amount, gateway, reason } => {
                     check_new_amount(amount)?;
-                    Ok(vec![E::PaymentDeclined {
+                    Ok(E::PaymentDeclined {
                         order: order.clone(),
                         amount: *amount,
                         gateway: gateway.clone(),
                         reason: *reason,
-                    }])
+                    })
                 }
                 _ => Err(R::UnknownPayment),
             };
@@ -380,7 +379,22 @@ impl Decider for Payment {
                 return Err(R::InvalidTransition { status, command: command.name() });
             }
         };
-        Ok(vec![event])
+        Ok(event)
+    }
+}
+
+impl Decider for Payment {
+    type State = PaymentState;
+    type Command = PaymentCommand;
+    type Event = PaymentEvent;
+    type Rejection = PaymentRejection;
+
+    fn decide(
+        state: &PaymentState,
+        command: &PaymentCommand,
+        ctx: &Context,
+    ) -> Result<Vec<PaymentEvent>, PaymentRejection> {
+        Payment::decide_event(state, command, ctx).map(|event| vec![event])
     }
 
     fn evolve(state: &mut PaymentState, event: &PaymentEvent) {

@@ -13,8 +13,8 @@ use super::inventory::{
     Inventory, InventoryCommand, InventoryEvent, InventoryRejection, InventoryState,
 };
 use super::order::{
-    CancelReason, Order, OrderCommand, OrderEvent, OrderRejection, OrderState, OrderStatus,
-    Shortage,
+    CancelReason, Order, OrderCommand, OrderEvent, OrderLine, OrderRejection, OrderState,
+    OrderStatus, Shortage,
 };
 use super::payment::{
     Payment, PaymentCommand, PaymentEvent, PaymentRejection, PaymentState, PaymentStatus,
@@ -200,28 +200,34 @@ impl Decider for Tenant {
     fn evolve(state: &mut TenantState, event: &Event) {
         match event {
             Event::Inventory { sku, event } => {
-                Inventory::evolve(slot(&mut state.inventory, sku), event);
+                with_slot(&mut state.inventory, sku, |stock| Inventory::evolve(stock, event));
             }
-            Event::Order { order, event } => Order::evolve(slot(&mut state.orders, order), event),
+            Event::Order { order, event } => {
+                with_slot(&mut state.orders, order, |order| Order::evolve(order, event));
+            }
             Event::Payment { payment, event } => {
-                Payment::evolve(slot(&mut state.payments, payment), event);
+                with_slot(&mut state.payments, payment, |payment| Payment::evolve(payment, event));
             }
         }
     }
 }
 
-/// The value of `key` in `map`, inserted as the default if absent. Looked up by reference
-/// first: the entry API takes the key by value, and cloning an id is an atomic increment (and
-/// its drop a decrement) on every event of an aggregate that already exists.
-pub(crate) fn slot<'m, K, V>(map: &'m mut FxHashMap<K, V>, key: &K) -> &'m mut V
+/// Calls `f` with the value of `key` in `map`, inserted as the default if absent. The key is
+/// hashed once for an entry that exists (every event but an aggregate's first), and cloned
+/// only to insert one (cloning an id is an atomic increment, and its drop a decrement).
+pub(crate) fn with_slot<K, V, R>(
+    map: &mut FxHashMap<K, V>,
+    key: &K,
+    f: impl FnOnce(&mut V) -> R,
+) -> R
 where
     K: Clone + Eq + std::hash::Hash,
     V: Default,
 {
-    if map.contains_key(key) {
-        return map.get_mut(key).expect("just found");
+    match map.get_mut(key) {
+        Some(value) => f(value),
+        None => f(map.entry(key.clone()).or_default()),
     }
-    map.entry(key.clone()).or_default()
 }
 
 fn decide_inventory(
@@ -232,11 +238,13 @@ fn decide_inventory(
 ) -> Result<Vec<Event>, Rejection> {
     let absent = InventoryState::default();
     let stock = state.inventory.get(sku).unwrap_or(&absent);
-    let events = Inventory::decide(stock, command, ctx)
+    let event = Inventory::decide_event(stock, command, ctx)
         .map_err(|rejection| Rejection::Inventory { sku: sku.clone(), rejection })?;
-    Ok(events.into_iter().map(|event| Event::Inventory { sku: sku.clone(), event }).collect())
+    Ok(vec![Event::Inventory { sku: sku.clone(), event }])
 }
 
+/// An order command's events, in one `Vec`: the order's event, then one stock event per line
+/// (if the command moves stock), then the payment's event (if it moves money).
 fn decide_order(
     state: &TenantState,
     id: &OrderId,
@@ -248,31 +256,33 @@ fn decide_order(
     if let OrderCommand::Confirm { payment } = command {
         check_authorizes(state, id, order, payment)?;
     }
-    let order_events = Order::decide(order, command, ctx)?;
-    let stock_events = decide_order_stock(state, id, order, command, &order_events, ctx)?;
-    let payment_events = payment_effect(order, command).map(|(payment, command)| {
+    let order_event = Order::decide_event(order, command, ctx)?;
+    let stock = stock_effect(order, command, &order_event);
+    let payment = payment_effect(order, command);
+    let lines = stock.map_or(0, |(lines, _)| lines.len());
+    let mut events = Vec::with_capacity(1 + lines + usize::from(payment.is_some()));
+    events.push(Event::Order { order: id.clone(), event: order_event });
+    if let Some((lines, effect)) = stock {
+        decide_order_stock(state, id, lines, effect, ctx, &mut events)?;
+    }
+    if let Some((payment, command)) = payment {
         let state = state.payments.get(payment).expect("an order's payment exists");
-        let events = Payment::decide(state, &command, ctx)
+        let event = Payment::decide_event(state, &command, ctx)
             .unwrap_or_else(|r| panic!("order {id} and payment {payment} are out of step: {r}"));
-        events.into_iter().map(|event| Event::Payment { payment: payment.clone(), event })
-    });
-    let order_events =
-        order_events.into_iter().map(|event| Event::Order { order: id.clone(), event });
-    Ok(order_events.chain(stock_events).chain(payment_events.into_iter().flatten()).collect())
+        events.push(Event::Payment { payment: payment.clone(), event });
+    }
+    Ok(events)
 }
 
-/// The stock events of an order command: every line of the order moves, or the command is
-/// rejected naming every line that cannot.
-fn decide_order_stock(
-    state: &TenantState,
-    id: &OrderId,
-    order: &OrderState,
-    command: &OrderCommand,
-    order_events: &[OrderEvent],
-    ctx: &Context,
-) -> Result<Vec<Event>, OrderRejection> {
-    let (lines, effect) = match (order_events, command) {
-        ([OrderEvent::OrderPlaced { lines, hold_expires_at, .. }], _) => {
+/// The lines an order command moves stock of, and how: a new order's lines (those of the
+/// command, which its `OrderPlaced` records), or the placed order's.
+fn stock_effect<'a>(
+    order: &'a OrderState,
+    command: &'a OrderCommand,
+    order_event: &OrderEvent,
+) -> Option<(&'a [OrderLine], StockEffect)> {
+    Some(match (order_event, command) {
+        (OrderEvent::OrderPlaced { hold_expires_at, .. }, OrderCommand::Place { lines, .. }) => {
             (lines.as_slice(), StockEffect::Hold(*hold_expires_at))
         }
         (_, OrderCommand::Ship) => (order.lines(), StockEffect::Commit),
@@ -280,9 +290,20 @@ fn decide_order_stock(
             (order.lines(), StockEffect::Expire)
         }
         (_, OrderCommand::Cancel { .. }) => (order.lines(), StockEffect::Release),
-        _ => return Ok(Vec::new()),
-    };
-    let mut stock_events = Vec::with_capacity(lines.len());
+        _ => return None,
+    })
+}
+
+/// Appends the stock events of an order command to `events`: every line of the order moves,
+/// or the command is rejected naming every line that cannot.
+fn decide_order_stock(
+    state: &TenantState,
+    id: &OrderId,
+    lines: &[OrderLine],
+    effect: StockEffect,
+    ctx: &Context,
+    events: &mut Vec<Event>,
+) -> Result<(), OrderRejection> {
     let mut unknown = Vec::new();
     let mut shortages = Vec::new();
     for line in lines {
@@ -293,10 +314,8 @@ fn decide_order_stock(
                 continue;
             }
         };
-        match Inventory::decide(stock, &effect.command(id, line.quantity), ctx) {
-            Ok(events) => stock_events.extend(
-                events.into_iter().map(|event| Event::Inventory { sku: line.sku.clone(), event }),
-            ),
+        match Inventory::decide_event(stock, &effect.command(id, line.quantity), ctx) {
+            Ok(event) => events.push(Event::Inventory { sku: line.sku.clone(), event }),
             Err(InventoryRejection::InsufficientStock { requested, available }) => {
                 shortages.push(Shortage { sku: line.sku.clone(), requested, available });
             }
@@ -311,7 +330,7 @@ fn decide_order_stock(
     if !shortages.is_empty() {
         return Err(OrderRejection::InsufficientStock { shortages });
     }
-    Ok(stock_events)
+    Ok(())
 }
 
 /// What an order command does to the order's payment, so that money moves with the goods:
@@ -413,15 +432,16 @@ fn decide_payment(
     if matches!(command, PaymentCommand::Authorize { .. }) && ctx.now >= expires_at {
         return Err(PaymentRejection::HoldExpired { expires_at });
     }
-    let payment_events = Payment::decide(payment, command, ctx)?;
+    let payment_event = Payment::decide_event(payment, command, ctx)?;
+    let mut events = Vec::with_capacity(2);
+    events.push(Event::Payment { payment: id.clone(), event: payment_event });
     // An authorization confirms the order in the same decision, so no second payment can be
     // authorized for it.
-    let confirm = matches!(command, PaymentCommand::Authorize { .. }).then(|| {
+    if matches!(command, PaymentCommand::Authorize { .. }) {
         let confirm = OrderCommand::Confirm { payment: id.clone() };
-        let events = Order::decide(order, &confirm, ctx).expect("a placed order can be confirmed");
-        events.into_iter().map(|event| Event::Order { order: order_id.clone(), event })
-    });
-    let payment_events =
-        payment_events.into_iter().map(|event| Event::Payment { payment: id.clone(), event });
-    Ok(payment_events.chain(confirm.into_iter().flatten()).collect())
+        let event =
+            Order::decide_event(order, &confirm, ctx).expect("a placed order can be confirmed");
+        events.push(Event::Order { order: order_id.clone(), event });
+    }
+    Ok(events)
 }

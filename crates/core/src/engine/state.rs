@@ -8,7 +8,7 @@ use std::collections::BinaryHeap;
 use rustc_hash::FxHashMap;
 
 use crate::codec::{Decoded, Fingerprint};
-use crate::domain::slot;
+use crate::domain::with_slot;
 use crate::domain::{
     Decider, Event, IdempotencyKey, OrderEvent, OrderId, OrderStatus, Tenant, TenantId,
     TenantState, Timestamp,
@@ -52,19 +52,18 @@ impl World {
         key: &IdempotencyKey,
         entry: KeyEntry,
     ) {
-        let previous = slot(&mut self.keys, tenant).insert(key.clone(), entry);
+        let previous = with_slot(&mut self.keys, tenant, |keys| keys.insert(key.clone(), entry));
         assert!(previous.is_none(), "an idempotency key is accepted once");
     }
 
     /// Applies one event of `tenant`, keeping the expiry timers in step.
     pub(crate) fn apply(&mut self, tenant: &TenantId, event: &Event) {
-        let state = slot(&mut self.tenants, tenant);
         if let Event::Order { order, event: OrderEvent::OrderPlaced { hold_expires_at, .. } } =
             event
         {
             self.timers.push(Reverse((*hold_expires_at, tenant.clone(), order.clone())));
         }
-        Tenant::evolve(state, event);
+        with_slot(&mut self.tenants, tenant, |state| Tenant::evolve(state, event));
     }
 
     /// Applies a record read back from the log at `position`.

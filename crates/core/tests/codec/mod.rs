@@ -287,25 +287,7 @@ fn the_codec_writes_the_bytes_of_the_frozen_v1_types() {
     for events in [&short, &long] {
         for keyed in [None, Some((&key, codec::Fingerprint([5; 16])))] {
             let written = codec::encode_decision(&tenant(), keyed, events).payload;
-            let plain = codec::v1::Decision {
-                key: keyed.map(|(key, fingerprint)| codec::v1::DecisionKey {
-                    key: key.to_string(),
-                    fingerprint: fingerprint.0,
-                }),
-                events: events
-                    .iter()
-                    .map(|event| codec::v1::DecidedEvent {
-                        event_type: EventType::of(event) as u16,
-                        aggregate: match event {
-                            Event::Inventory { sku, .. } => sku.to_string(),
-                            Event::Order { order, .. } => order.to_string(),
-                            Event::Payment { payment, .. } => payment.to_string(),
-                        },
-                        payload: plain_v1_payload(event),
-                    })
-                    .collect(),
-            };
-            let plain = rkyv::to_bytes::<rkyv::rancor::Error>(&plain).unwrap().to_vec();
+            let plain = plain_v1_decision(events, keyed);
             assert_eq!(
                 written,
                 plain,
@@ -314,6 +296,103 @@ fn the_codec_writes_the_bytes_of_the_frozen_v1_types() {
                 keyed.is_some()
             );
         }
+    }
+}
+
+/// The v1 decision of `events` written the plain way: rkyv's archive of the owned v1 types.
+fn plain_v1_decision(
+    events: &[Event],
+    key: Option<(&IdempotencyKey, codec::Fingerprint)>,
+) -> Vec<u8> {
+    let plain = codec::v1::Decision {
+        key: key.map(|(key, fingerprint)| codec::v1::DecisionKey {
+            key: key.to_string(),
+            fingerprint: fingerprint.0,
+        }),
+        events: events
+            .iter()
+            .map(|event| codec::v1::DecidedEvent {
+                event_type: EventType::of(event) as u16,
+                aggregate: match event {
+                    Event::Inventory { sku, .. } => sku.to_string(),
+                    Event::Order { order, .. } => order.to_string(),
+                    Event::Payment { payment, .. } => payment.to_string(),
+                },
+                payload: plain_v1_payload(event),
+            })
+            .collect(),
+    };
+    rkyv::to_bytes::<rkyv::rancor::Error>(&plain).unwrap().to_vec()
+}
+
+proptest::proptest! {
+    /// Ids of every length (inline up to 8 bytes, out of line beyond), orders of up to the
+    /// most lines, decisions of up to the most events, with and without a key: the codec's
+    /// writer gives rkyv's bytes of the v1 types.
+    #[test]
+    fn the_codec_writes_the_bytes_of_the_frozen_v1_types_for_any_ids(
+        lens in proptest::collection::vec(1usize..=64, 6),
+        skus in proptest::collection::vec(1usize..=64, 1..=50),
+        take in 1usize..=60,
+        keyed in proptest::option::of(1usize..=64),
+    ) {
+        let text = |len: usize, c: char| c.to_string().repeat(len);
+        let order = OrderId::new(&text(lens[0], 'o')).unwrap();
+        let payment = PaymentId::new(&text(lens[1], 'p')).unwrap();
+        let customer = CustomerId::new(&text(lens[2], 'c')).unwrap();
+        let gateway = GatewayId::new(&text(lens[3], 'g')).unwrap();
+        let lines: Vec<OrderLine> = skus
+            .iter()
+            .enumerate()
+            .map(|(i, len)| OrderLine {
+                sku: sku(&format!("{i}{}", text(len.saturating_sub(2).max(1), 's'))),
+                quantity: qty(1 + i as u64),
+                unit_price: 100 + i as u64,
+            })
+            .collect();
+        let mut events = vec![Event::Order {
+            order: order.clone(),
+            event: OrderEvent::OrderPlaced {
+                customer,
+                currency: Currency::new("EUR").unwrap(),
+                lines: lines.clone(),
+                total: 4_498,
+                hold_expires_at: Timestamp(1_764_000_900_000),
+            },
+        }];
+        for line in &lines {
+            events.push(Event::Inventory {
+                sku: line.sku.clone(),
+                event: InventoryEvent::StockHeld {
+                    order: order.clone(),
+                    quantity: line.quantity,
+                    expires_at: Timestamp(1_764_000_900_000),
+                },
+            });
+            events.push(Event::Inventory {
+                sku: line.sku.clone(),
+                event: InventoryEvent::StockCommitted { order: order.clone(), quantity: line.quantity },
+            });
+        }
+        events.push(Event::Payment {
+            payment: payment.clone(),
+            event: PaymentEvent::PaymentAuthorized { order: order.clone(), amount: eur(4_498), gateway },
+        });
+        events.push(Event::Order { order: order.clone(), event: OrderEvent::OrderConfirmed { payment } });
+        events.push(Event::Order { order, event: OrderEvent::OrderShipped });
+        let events = &events[events.len().saturating_sub(take)..];
+        let key = keyed.map(|len| IdempotencyKey::new(&text(len, 'k')).unwrap());
+        let key = key.as_ref().map(|key| (key, codec::Fingerprint([9; 16])));
+        for event in events {
+            proptest::prop_assert_eq!(
+                codec::encode_event(&tenant(), event).payload,
+                plain_v1_payload(event)
+            );
+        }
+        proptest::prop_assert_eq!(
+            codec::encode_decision(&tenant(), key, events).payload,
+            plain_v1_decision(events, key)
+        );
     }
 }
 
