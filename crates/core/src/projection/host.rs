@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use orderly_store::LogReader;
 use redb::{Database, ReadableTable};
 
-use super::pending::{self, Delta, MemberRows, Pending, Registration, TableRows};
+use super::pending::{self, Delta, Entry, MemberRows, Pending, Registration, TableRows};
 use super::progress::{Progress, ProjectionHandle};
 use super::reader::{self, Batches, Empty};
 use super::rebuild::{self, Generation, Lease};
@@ -82,12 +82,15 @@ impl<P: Projection> Erased for P {
 /// [`super::rebuild()`] switches one, the host moves it over at its next batch.
 ///
 /// Dropping the host stops it (waiting at most about [`WorkerConfig::idle_wait`] plus the batch
-/// in progress); [`ProjectionHost::stop`] does the same and returns the error that stopped it.
+/// in progress, then for the commit of everything published and a durable commit);
+/// [`ProjectionHost::stop`] does the same and returns the error that stopped it.
 #[derive(Debug)]
 pub struct ProjectionHost {
     handles: Vec<ProjectionHandle>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<(), ProjectionError>>>,
+    /// Keeps the published batches visible to queries.
+    _registration: Registration,
 }
 
 impl ProjectionHost {
@@ -107,7 +110,8 @@ impl ProjectionHost {
             let (generation, next) = rebuild::current(&db, &name)?;
             let progress = Progress::starting_at(next);
             handles.push(ProjectionHandle::new(name, log.clone(), progress.clone()));
-            members.push(Member { projection, progress, generation, next, _lease: lease });
+            let name = projection.name().into();
+            members.push(Member { projection, name, progress, generation, next, _lease: lease });
         }
         let stop = Arc::new(AtomicBool::new(false));
         let thread_name = match handles.as_slice() {
@@ -115,15 +119,17 @@ impl ProjectionHost {
             _ => "orderly-projections".to_owned(),
         };
         let pending = Arc::new(Pending::default());
+        // Held by the host object, not its thread: what the thread published stays visible
+        // for as long as its `reached` can be asked, even if a commit failed.
         let registration = pending::register(&db, pending.clone());
         let run = Run {
+            entry: pending::entry(&db),
             db,
             log,
             config,
             members,
             stop: stop.clone(),
             pending,
-            registration,
             cache: RefCell::default(),
             // Never a count: the first batch looks at the generations.
             seen_switches: u64::MAX,
@@ -132,7 +138,7 @@ impl ProjectionHost {
             .name(thread_name)
             .spawn(move || run.run())
             .map_err(ProjectionError::Spawn)?;
-        Ok(ProjectionHost { handles, stop, thread: Some(thread) })
+        Ok(ProjectionHost { handles, stop, thread: Some(thread), _registration: registration })
     }
 
     /// Every hosted projection, in the order they were given to [`ProjectionHost::start`].
@@ -147,8 +153,9 @@ impl ProjectionHost {
         self.handles.iter().find(|handle| handle.name() == name)
     }
 
-    /// Stops the host after the batch in progress and waits for its thread; returns the error
-    /// that had stopped it, if any. A panic of the thread (a bug) is resumed here.
+    /// Stops the host after the batch in progress, commits (durably) everything published and
+    /// waits for its threads; returns the error that had stopped it, if any. A panic of the
+    /// thread (a bug) is resumed here.
     pub fn stop(mut self) -> Result<(), ProjectionError> {
         match self.halt() {
             Some(Ok(result)) => result,
@@ -173,6 +180,8 @@ impl Drop for ProjectionHost {
 /// One hosted projection, as the host thread sees it.
 struct Member {
     projection: Box<dyn Erased>,
+    /// The projection's name, shared with the parts of the deltas it publishes.
+    name: Arc<str>,
     progress: Arc<Progress>,
     generation: Generation,
     /// The next position to apply: everything below it is published.
@@ -200,8 +209,8 @@ struct Run {
     members: Vec<Member>,
     stop: Arc<AtomicBool>,
     pending: Arc<Pending>,
-    /// Keeps the pending batches visible to queries until the host has ended.
-    registration: Registration,
+    /// The database's registry entry: the lock and count of rebuild switches.
+    entry: Entry,
     /// Rows this host read or published, for the batches after.
     cache: RefCell<RowCache>,
     /// The count of generation switches when the host last looked at its generations.
@@ -246,15 +255,11 @@ impl Run {
             .spawn(move || committer.run())
             .map_err(ProjectionError::Spawn);
         let result = match committer {
-            Ok(committer) => {
+            Ok(thread) => {
+                let committer =
+                    Draining { draining, pending: self.pending.clone(), thread: Some(thread) };
                 let applied = self.follow();
-                // Whatever was published is committed before the host ends.
-                draining.store(true, Ordering::Release);
-                self.pending.wake();
-                let committed = committer.join().unwrap_or_else(|panic| {
-                    std::panic::resume_unwind(panic);
-                });
-                applied.and(committed)
+                applied.and(committer.finish())
             }
             Err(e) => Err(e),
         };
@@ -263,7 +268,6 @@ impl Run {
             tracing::error!(projections = ?names, error = %e, "projections stopped");
             guard.cause = Some(e.to_string());
         }
-        drop(self.registration);
         result
     }
 
@@ -297,8 +301,12 @@ impl Run {
                 Err(Empty::Timeout) => continue,
                 Err(Empty::Ended) => break,
             };
-            while self.pending.records() >= limit && !self.stop.load(Ordering::Acquire) {
+            while self.pending.full(limit) && !self.stop.load(Ordering::Acquire) {
                 self.pending.wait_below(limit, self.config.idle_wait);
+            }
+            // Stopped meanwhile (by a failed commit, perhaps): publish nothing more.
+            if self.stop.load(Ordering::Acquire) {
+                break;
             }
             self.apply(&batch.events, batch.from, batch.reached)?;
         }
@@ -319,8 +327,11 @@ impl Run {
         // A rebuild's switch takes this lock, so it either committed before the check below
         // (which then sees it) or reads the log's head after this batch is published (so the
         // new generation holds everything published).
-        let shared = pending::shared(&self.db);
+        let shared = &self.entry.shared;
         let _publishing = shared.switch.lock().unwrap_or_else(PoisonError::into_inner);
+        // Every delta this host published and the committer has not dropped, taken before any
+        // read transaction begins: a row is then in one or the other (see `pending.rs`).
+        let pending = self.pending.snapshot();
         let snapshot = Snapshot::new(&self.db);
         let switches = shared.switches.load(Ordering::Acquire);
         if switches != self.seen_switches {
@@ -334,7 +345,6 @@ impl Run {
             }
             self.seen_switches = switches;
         }
-        let pending = self.pending.snapshot();
         let mut delta = Delta { members: Vec::new(), records: reached - from };
         for (index, member) in self.members.iter().enumerate() {
             if member.next >= reached {
@@ -345,6 +355,7 @@ impl Run {
             member.projection.apply(&stage, &events[first..])?;
             delta.members.push(MemberRows {
                 member: index,
+                name: member.name.clone(),
                 generation: member.generation,
                 from: member.next,
                 reached,
@@ -358,6 +369,42 @@ impl Run {
             member.progress.reached(member.next);
         }
         Ok(())
+    }
+}
+
+/// The committer thread as the host thread holds it: finished (everything published
+/// committed, then joined) however the host thread ends, a panic included.
+struct Draining {
+    draining: Arc<AtomicBool>,
+    pending: Arc<Pending>,
+    thread: Option<JoinHandle<Result<(), ProjectionError>>>,
+}
+
+impl Draining {
+    fn finish(mut self) -> Result<(), ProjectionError> {
+        self.join().unwrap_or(Ok(()))
+    }
+
+    fn join(&mut self) -> Option<Result<(), ProjectionError>> {
+        let thread = self.thread.take()?;
+        self.draining.store(true, Ordering::Release);
+        self.pending.wake();
+        Some(thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    }
+}
+
+impl Drop for Draining {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Already unwinding: a second panic would abort.
+            if let Some(thread) = self.thread.take() {
+                self.draining.store(true, Ordering::Release);
+                self.pending.wake();
+                let _ = thread.join();
+            }
+        } else {
+            let _ = self.join();
+        }
     }
 }
 

@@ -1,20 +1,22 @@
 //! Projections: read models derived from the log, kept in redb.
 //!
 //! ```text
-//! log ─▶ reader thread: read + decode ─▶ host thread: ONE redb write transaction per batch:
-//!        each record once                 every hosted projection's changes (whole batch)
-//!                                         + each projection's checkpoint "next position"
+//! log ─▶ reader thread: read + decode ─▶ host thread: apply the batch to every hosted
+//!        each record once                 projection, publish its rows (queries see them)
+//!                                              ─▶ committer thread: ONE redb transaction for
+//!                                                 every batch waiting: rows + checkpoints
 //! ```
-//! A [`Projection`] names itself, lists the redb tables it owns, opens them inside a write
-//! transaction and applies a batch of [`CommittedEvent`]s to them (keeping the rows it touches
+//! A [`Projection`] names itself, lists the redb tables it owns, opens them on a batch's
+//! [`Stage`] and applies a batch of [`CommittedEvent`]s to them (keeping the rows it touches
 //! in memory and writing each once per batch). A [`ProjectionHost`] runs several projections:
-//! a reader thread follows the log and decodes each record once, and the host thread applies
-//! each batch (whatever is committed, up to [`WorkerConfig::max_batch`] records) to every
+//! a reader thread follows the log and decodes each record once, the host thread applies each
+//! batch (whatever is committed, up to [`WorkerConfig::max_batch`] records) to every
 //! projection from its own checkpoint (the `checkpoints` table, keyed by projection name,
-//! value = the next position to apply), writing all their changes and checkpoints in **one**
-//! redb transaction. A crash anywhere leaves every model consistent with its checkpoint:
-//! either the whole batch and the checkpoints are committed or nothing is, so restarting never
-//! applies an event twice or skips one. [`ProjectionWorker`] is a host of one.
+//! value = the next position to apply) and publishes what they wrote, and a committer thread
+//! writes the published batches with all the checkpoints in **one** redb transaction. A crash
+//! anywhere leaves every model consistent with its checkpoint: a batch and the checkpoints are
+//! committed together or not at all, so restarting never applies an event twice or skips one.
+//! [`ProjectionWorker`] is a host of one.
 //! [`ProjectionHandle`] is a hosted projection seen from outside: `reached`, `wait_for`
 //! (read-your-writes), `lag` (positions) and `lag_time` (age of the oldest unapplied record).
 //!

@@ -110,6 +110,8 @@ fn write_rows<K: Key + 'static, V: Value + 'static>(
 pub(super) struct MemberRows {
     /// The projection's index in its host.
     pub(super) member: usize,
+    /// The projection's name (its checkpoint's key).
+    pub(super) name: Arc<str>,
     pub(super) generation: Generation,
     pub(super) from: u64,
     pub(super) reached: u64,
@@ -130,16 +132,15 @@ impl Delta {
         let tables = self.members.iter().flat_map(|m| &m.tables);
         tables.filter(|t| t.name == name).find_map(|t| t.rows.get(key)).map(Vec::as_slice)
     }
-
-    fn tables<'d>(&'d self, name: &'d str) -> impl Iterator<Item = &'d TableRows> + 'd {
-        self.members.iter().flat_map(|m| &m.tables).filter(move |t| t.name == name)
-    }
 }
 
 /// The value of `key` in table `name` in the newest of `deltas` that wrote it.
 pub(super) fn newest<'d>(deltas: &'d [Arc<Delta>], name: &str, key: &[u8]) -> Option<&'d [u8]> {
     deltas.iter().rev().find_map(|delta| delta.row(name, key))
 }
+
+/// Deltas waiting for the committer beyond which the host waits too: a lookup scans them.
+const MAX_DELTAS: usize = 256;
 
 /// The deltas of one host, oldest first, shared by its host thread (which adds), its committer
 /// (which drops those committed) and queries (which read a snapshot).
@@ -154,6 +155,16 @@ pub(super) struct Pending {
 struct PendingState {
     deltas: Vec<Arc<Delta>>,
     records: u64,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("Pending")
+            .field("deltas", &state.deltas.len())
+            .field("records", &state.records)
+            .finish()
+    }
 }
 
 impl Pending {
@@ -188,10 +199,16 @@ impl Pending {
         self.lock().records
     }
 
-    /// Waits until fewer than `limit` records wait, or `stop` says so, or `timeout` passes.
-    pub(super) fn wait_below(&self, limit: u64, timeout: std::time::Duration) {
+    /// Whether at least `records` records, or [`MAX_DELTAS`] deltas, wait.
+    pub(super) fn full(&self, records: u64) -> bool {
         let state = self.lock();
-        if state.records >= limit {
+        state.records >= records || state.deltas.len() >= MAX_DELTAS
+    }
+
+    /// Waits until [`Pending::full`] is false, or `timeout` passes.
+    pub(super) fn wait_below(&self, records: u64, timeout: std::time::Duration) {
+        let state = self.lock();
+        if state.records >= records || state.deltas.len() >= MAX_DELTAS {
             drop(self.changed.wait_timeout(state, timeout).unwrap_or_else(PoisonError::into_inner));
         }
     }
@@ -212,7 +229,7 @@ impl Pending {
 
 /// Per database (by address): the pending rows of each host running on it, and the lock a
 /// rebuild's switch takes against the hosts' publishing (see `host.rs`).
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(super) struct Shared {
     hosts: Mutex<Vec<Arc<Pending>>>,
     pub(super) switch: Mutex<()>,
@@ -223,44 +240,62 @@ pub(super) struct Shared {
 
 static REGISTRY: Mutex<Vec<(usize, Arc<Shared>)>> = Mutex::new(Vec::new());
 
-/// What the registry holds for `db` (created on first use).
-pub(super) fn shared(db: &Database) -> Arc<Shared> {
-    let addr = std::ptr::from_ref(db).addr();
+/// What the registry holds for `db`, while the returned [`Entry`] lives (a host's
+/// registration, a rebuild's switch): every user of one database meets the same entry.
+pub(super) fn entry(db: &Arc<Database>) -> Entry {
+    let addr = Arc::as_ptr(db).addr();
     let mut registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some((_, shared)) = registry.iter().find(|(a, _)| *a == addr) {
-        return shared.clone();
-    }
-    let shared = Arc::new(Shared::default());
-    registry.push((addr, shared.clone()));
-    shared
+    let shared = match registry.iter().find(|(a, _)| *a == addr) {
+        Some((_, shared)) => shared.clone(),
+        None => {
+            let shared = Arc::new(Shared::default());
+            registry.push((addr, shared.clone()));
+            shared
+        }
+    };
+    Entry { db: db.clone(), shared }
 }
 
-/// Registers a host's pending rows on `db` until the returned guard is dropped.
-pub(super) fn register(db: &Arc<Database>, pending: Arc<Pending>) -> Registration {
-    let shared = shared(db);
-    shared.hosts.lock().unwrap_or_else(PoisonError::into_inner).push(pending.clone());
-    Registration { db: db.clone(), pending }
-}
-
-/// Keeps a host's pending rows visible to queries; dropped once everything is committed.
-pub(super) struct Registration {
+/// A user's hold on the registry entry of a database; the entry goes when its last user does.
+#[derive(Debug)]
+pub(super) struct Entry {
+    /// Keeps the database, hence its address, alive while the entry is used.
     db: Arc<Database>,
+    pub(super) shared: Arc<Shared>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let addr = Arc::as_ptr(&self.db).addr();
+        let mut registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+        // Users take their `Arc` under this lock: two left (the registry's and this one)
+        // means no other user.
+        if Arc::strong_count(&self.shared) == 2
+            && let Some(at) = registry.iter().position(|(a, _)| *a == addr)
+        {
+            registry.swap_remove(at);
+        }
+    }
+}
+
+/// Registers a host's pending rows on `db` until the returned registration is dropped.
+pub(super) fn register(db: &Arc<Database>, pending: Arc<Pending>) -> Registration {
+    let entry = entry(db);
+    entry.shared.hosts.lock().unwrap_or_else(PoisonError::into_inner).push(pending.clone());
+    Registration { entry, pending }
+}
+
+/// Keeps a host's pending rows visible to queries.
+#[derive(Debug)]
+pub(super) struct Registration {
+    pub(super) entry: Entry,
     pending: Arc<Pending>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let addr = Arc::as_ptr(&self.db).addr();
-        let mut registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(at) = registry.iter().position(|(a, _)| *a == addr) else { return };
-        let empty = {
-            let mut hosts = registry[at].1.hosts.lock().unwrap_or_else(PoisonError::into_inner);
-            hosts.retain(|p| !Arc::ptr_eq(p, &self.pending));
-            hosts.is_empty()
-        };
-        if empty {
-            registry.swap_remove(at);
-        }
+        let mut hosts = self.entry.shared.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+        hosts.retain(|p| !Arc::ptr_eq(p, &self.pending));
     }
 }
 
@@ -280,9 +315,10 @@ fn pending_on(db: &Database) -> Vec<Arc<Delta>> {
 /// A read-model table as queries see it: the current generation in redb, with the rows
 /// applied but not committed yet on top.
 pub(super) struct ModelTable<K: Key + 'static, V: Value + 'static> {
-    name: String,
     stored: Option<ReadOnlyTable<K, V>>,
-    pending: Vec<Arc<Delta>>,
+    /// The rows of the parts of pending deltas that the read transaction does not hold yet
+    /// (this table's only), newest first.
+    pending: Vec<(Arc<Delta>, usize, usize)>,
 }
 
 /// A key or value read from a [`ModelTable`].
@@ -306,7 +342,7 @@ pub(super) fn read_table<K: Key + 'static, V: Value + 'static>(
     base: redb::TableDefinition<'_, K, V>,
 ) -> Result<ModelTable<K, V>, ProjectionError> {
     // The snapshot first, then the transaction: see the module documentation.
-    let pending = pending_on(db);
+    let deltas = pending_on(db);
     let txn = redb::ReadableDatabase::begin_read(db)?;
     let name = rebuild::current_table(&txn, redb::TableHandle::name(&base))?;
     let stored = match txn.open_table(redb::TableDefinition::<K, V>::new(&name)) {
@@ -314,7 +350,35 @@ pub(super) fn read_table<K: Key + 'static, V: Value + 'static>(
         Err(redb::TableError::TableDoesNotExist(_)) => None,
         Err(e) => return Err(e.into()),
     };
-    Ok(ModelTable { name, stored, pending })
+    // The transaction may be newer than the snapshot: parts it holds already (committed, by
+    // their projection's checkpoint) are left out, or they would hide newer stored rows.
+    let checkpoints = match txn.open_table(super::CHECKPOINTS) {
+        Ok(table) => Some(table),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let mut committed: Vec<(Arc<str>, u64)> = Vec::new();
+    let mut pending = Vec::new();
+    for delta in deltas.iter().rev() {
+        for (p, part) in delta.members.iter().enumerate() {
+            let Some(t) = part.tables.iter().position(|t| t.name == name) else { continue };
+            let checkpoint = match committed.iter().find(|(n, _)| *n == part.name) {
+                Some((_, checkpoint)) => *checkpoint,
+                None => {
+                    let checkpoint = match &checkpoints {
+                        Some(table) => table.get(&*part.name)?.map_or(0, |v| v.value()),
+                        None => 0,
+                    };
+                    committed.push((part.name.clone(), checkpoint));
+                    checkpoint
+                }
+            };
+            if part.reached > checkpoint {
+                pending.push((delta.clone(), p, t));
+            }
+        }
+    }
+    Ok(ModelTable { stored, pending })
 }
 
 impl<K: Key + 'static, V: Value + 'static> ModelTable<K, V> {
@@ -324,7 +388,7 @@ impl<K: Key + 'static, V: Value + 'static> ModelTable<K, V> {
         key: impl Borrow<K::SelfType<'k>>,
     ) -> Result<Option<Cell<'_, V>>, StorageError> {
         let bytes = K::as_bytes(key.borrow());
-        if let Some(value) = newest(&self.pending, &self.name, bytes.as_ref()) {
+        if let Some(value) = self.pending_rows().find_map(|rows| rows.rows.get(bytes.as_ref())) {
             return Ok(Some(Cell::Pending(value)));
         }
         match &self.stored {
@@ -360,14 +424,12 @@ impl<K: Key + 'static, V: Value + 'static> ModelTable<K, V> {
             };
             above && below
         };
-        // Newest delta wins: later inserts replace earlier ones.
+        // Newest delta wins: the first seen of a key stays.
         let mut rows: FxHashMap<&[u8], &[u8]> = FxHashMap::default();
-        for delta in &self.pending {
-            for table in delta.tables(&self.name) {
-                for (key, value) in &table.rows {
-                    if within(key) {
-                        rows.insert(key, value);
-                    }
+        for table in self.pending_rows() {
+            for (key, value) in &table.rows {
+                if within(key) {
+                    rows.entry(key).or_insert(value);
                 }
             }
         }
@@ -378,6 +440,11 @@ impl<K: Key + 'static, V: Value + 'static> ModelTable<K, V> {
             None => None,
         };
         Ok(Merged { stored, front: None, back: None, pending: pending.into() })
+    }
+
+    /// This table's rows in the pending parts, newest first.
+    fn pending_rows(&self) -> impl Iterator<Item = &TableRows> {
+        self.pending.iter().map(|(delta, part, table)| &delta.members[*part].tables[*table])
     }
 
     /// Every row, in key order.
@@ -484,6 +551,7 @@ mod tests {
         }
         let member = MemberRows {
             member: 0,
+            name: "p".into(),
             generation: Generation::FIRST,
             from: 0,
             reached: 1,
@@ -515,8 +583,10 @@ mod tests {
         let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
         let stored = Some(txn.open_table(T).unwrap());
         // Key 3 replaced twice (the newer delta wins), key 5 once; 0, 4 and 9 are new.
-        let pending = vec![delta(&[(3, 31), (4, 40), (9, 90)]), delta(&[(0, 0), (3, 32), (5, 51)])];
-        let table = ModelTable { name: "t".to_owned(), stored, pending };
+        let (older, newer) =
+            (delta(&[(3, 31), (4, 40), (9, 90)]), delta(&[(0, 0), (3, 32), (5, 51)]));
+        let pending = vec![(newer, 0, 0), (older, 0, 0)];
+        let table = ModelTable { stored, pending };
 
         let all = [(0, 0), (1, 10), (3, 32), (4, 40), (5, 51), (7, 70), (9, 90)];
         assert_eq!(rows(table.iter().unwrap(), false), all);
@@ -542,11 +612,74 @@ mod tests {
         assert_eq!(table.get(9).unwrap().map(|v| v.value()), Some(90));
         assert!(table.get(2).unwrap().is_none());
         // No table in redb yet: the pending rows alone.
-        let fresh = ModelTable::<u64, u64> {
-            name: "t".to_owned(),
-            stored: None,
-            pending: table.pending.clone(),
-        };
+        let fresh = ModelTable::<u64, u64> { stored: None, pending: table.pending.clone() };
         assert_eq!(rows(fresh.iter().unwrap(), true), [(9, 90), (5, 51), (4, 40), (3, 32), (0, 0)]);
+    }
+}
+
+#[cfg(test)]
+mod query_tests {
+    use redb::TableDefinition;
+
+    use super::*;
+
+    const T: TableDefinition<'static, u64, u64> = TableDefinition::new("t");
+
+    fn part(name: &str, reached: u64, rows: &[(u64, u64)]) -> Delta {
+        let mut table = TableRows::new::<u64, u64>("t".to_owned());
+        for (key, value) in rows {
+            table.rows.insert(key.to_le_bytes().to_vec(), value.to_le_bytes().to_vec());
+        }
+        let member = MemberRows {
+            member: 0,
+            name: name.into(),
+            generation: Generation::FIRST,
+            from: reached - 1,
+            reached,
+            tables: vec![table],
+        };
+        Delta { members: vec![member], records: 1 }
+    }
+
+    /// Commits `rows` into table `t` and moves checkpoint `p` to `checkpoint`.
+    fn commit(db: &Database, rows: &[(u64, u64)], checkpoint: u64) {
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(T).unwrap();
+            for (key, value) in rows {
+                table.insert(key, value).unwrap();
+            }
+            txn.open_table(crate::projection::CHECKPOINTS)
+                .unwrap()
+                .insert("p", checkpoint)
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    fn read(db: &Database, key: u64) -> Option<u64> {
+        let table = read_table(db, T).unwrap();
+        table.get(key).unwrap().map(|v| v.value())
+    }
+
+    #[test]
+    fn a_query_sees_published_rows_and_never_a_committed_part_over_newer_stored_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("t.redb")).unwrap());
+        commit(&db, &[(1, 10)], 1);
+        let pending = Arc::new(Pending::default());
+        let _registration = register(&db, pending.clone());
+        pending.push(part("p", 2, &[(1, 11), (2, 20)]));
+        assert_eq!((read(&db, 1), read(&db, 2)), (Some(11), Some(20)), "published, not committed");
+
+        // The committer commits that part and a newer one, but the deltas are still listed
+        // (as when a query took its snapshot just before): the stored rows win.
+        pending.push(part("p", 3, &[(1, 12)]));
+        commit(&db, &[(1, 13), (2, 20)], 3);
+        assert_eq!((read(&db, 1), read(&db, 2)), (Some(13), Some(20)));
+        pending.committed(2);
+        assert_eq!((read(&db, 1), read(&db, 2)), (Some(13), Some(20)));
+        drop(_registration);
+        assert_eq!(pending_on(&db).len(), 0, "nothing listed once the host is gone");
     }
 }

@@ -32,8 +32,8 @@ pub enum WaitError {
     },
 }
 
-/// What the thread running a projection publishes: every position below `reached` is
-/// committed to the read model.
+/// What the thread running a projection publishes: every position below `reached` is in the
+/// read model as queries see it (published; redb commits it shortly after).
 #[derive(Debug, Default)]
 pub(super) struct Progress {
     state: Mutex<State>,
@@ -93,7 +93,8 @@ impl ProjectionHandle {
         &self.name
     }
 
-    /// The position reached: every event below it is in the read model (committed).
+    /// The position reached: every event below it is in the read model as queries see it
+    /// (published; committed to redb shortly after).
     #[must_use]
     pub fn reached(&self) -> Position {
         Position(self.progress.lock().reached)

@@ -24,10 +24,12 @@
 //! [`rebuild`] creates the next generation's tables, runs the projection over the log from
 //! position 0 in batches (each batch with the building checkpoint in one transaction), and once
 //! it is within one batch of the log head, switches in one transaction that also applies the
-//! records up to the head read inside it. The live worker (if one runs) keeps serving the old
-//! generation meanwhile; its next batch transaction sees that the generation moved, drops the
-//! batch and continues from the new generation's checkpoint, which is at least where it was (so
-//! [`super::ProjectionWorker::wait_for`] stays true). A crash or an error during a rebuild
+//! records up to the head read inside it, under a lock the live host (if one runs) holds while
+//! it publishes a batch, so the head is at least where the host has published. The host keeps
+//! serving the old generation meanwhile; at its next batch it sees that the generation moved
+//! and continues from the new generation's checkpoint, which is at least where it was (so
+//! [`super::ProjectionWorker::wait_for`] stays true); its committer drops what it had not
+//! committed of the old generation. A crash or an error during a rebuild
 //! leaves the current generation untouched; the half-built one is dropped by the next rebuild.
 //!
 //! The guard: a process-wide registry of the projections running on each [`Database`]. redb
@@ -220,7 +222,7 @@ fn begin<P: Projection>(db: &Database, projection: &P) -> Result<Generation, Pro
 
 /// Catches `building` up with the log head, then switches to it.
 fn build<P: Projection>(
-    db: &Database,
+    db: &Arc<Database>,
     log: &LogReader,
     projection: &P,
     config: &WorkerConfig,
@@ -248,7 +250,8 @@ fn build<P: Projection>(
 
     // The switch: the last records, up to the head read while holding the write lock and the
     // hosts' switch lock (so at least where a live host has published), and the swap, at once.
-    let shared = pending::shared(db);
+    let entry = pending::entry(db);
+    let shared = &entry.shared;
     let _switching = shared.switch.lock().unwrap_or_else(PoisonError::into_inner);
     let txn = db.begin_write()?;
     let (current, _) = check_building(&txn, name, building)?;

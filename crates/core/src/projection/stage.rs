@@ -52,7 +52,9 @@ impl RowCache {
             None => self.tables.entry(table.to_owned()).or_default(),
         };
         self.bytes += key.len() + value.len();
-        rows.insert(key.to_vec(), value.to_vec());
+        if let Some(old) = rows.insert(key.to_vec(), value.to_vec()) {
+            self.bytes -= key.len() + old.len();
+        }
     }
 
     /// Takes in the rows of a published batch.

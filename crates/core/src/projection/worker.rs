@@ -54,8 +54,8 @@ impl Default for WorkerConfig {
 /// [`super::rebuild()`] switches generations, the worker follows at its next batch.
 ///
 /// Dropping the worker stops it (waiting at most about [`WorkerConfig::idle_wait`] plus the
-/// batch in progress); [`ProjectionWorker::stop`] does the same and returns the error that
-/// stopped it, if any.
+/// batch in progress, then for the commit of what it published); [`ProjectionWorker::stop`]
+/// does the same and returns the error that stopped it, if any.
 #[derive(Debug)]
 pub struct ProjectionWorker {
     handle: ProjectionHandle,
@@ -88,7 +88,8 @@ impl ProjectionWorker {
         self.handle.name()
     }
 
-    /// The position reached: every event below it is in the read model (committed).
+    /// The position reached: every event below it is in the read model as queries see it
+    /// (published; committed to redb shortly after).
     #[must_use]
     pub fn reached(&self) -> Position {
         self.handle.reached()
