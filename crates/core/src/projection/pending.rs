@@ -70,6 +70,11 @@ impl TableRows {
         parts: &[&TableRows],
     ) -> Result<(), ProjectionError> {
         let Some(first) = parts.first() else { return Ok(()) };
+        if let [only] = parts {
+            let fresh = |key: &[u8]| only.fresh.get(key).copied();
+            let rows = only.rows.iter().map(|(key, value)| (&key[..], &value[..], fresh(key)));
+            return (only.write)(txn, &only.name, rows.collect());
+        }
         let mut rows: FxHashMap<&[u8], (&[u8], Option<u64>)> = FxHashMap::default();
         for part in parts {
             for (key, value) in &part.rows {

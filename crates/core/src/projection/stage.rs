@@ -51,9 +51,17 @@ impl RowCache {
             Some(rows) => rows,
             None => self.tables.entry(table.to_owned()).or_default(),
         };
-        self.bytes += key.len() + value.len();
-        if let Some(old) = rows.insert(key.to_vec(), value.to_vec()) {
-            self.bytes -= key.len() + old.len();
+        match rows.get_mut(key) {
+            // A hot row (a stock level, the minute's KPIs) is rewritten in place.
+            Some(cached) => {
+                self.bytes = self.bytes + value.len() - cached.len();
+                cached.clear();
+                cached.extend_from_slice(value);
+            }
+            None => {
+                self.bytes += key.len() + value.len();
+                rows.insert(key.to_vec(), value.to_vec());
+            }
         }
     }
 
