@@ -221,9 +221,10 @@ impl WriteBehindFile {
         let shared = Arc::new(Shared::default());
         let thread = {
             let shared = shared.clone();
-            std::thread::Builder::new()
-                .name("orderly-proj-write".to_owned())
-                .spawn(move || shared.run(&writing))?
+            std::thread::Builder::new().name("orderly-proj-write".to_owned()).spawn(move || {
+                super::host::yield_to_others();
+                shared.run(&writing)
+            })?
         };
         let file = FileBackend::new(file).map_err(io::Error::other)?;
         Ok(WriteBehindFile { file, shared, thread: Mutex::new(Some(thread)) })
