@@ -241,29 +241,27 @@ impl<'s, K: Key + 'static, V: Value + 'static> Rows<'s, K, V> {
     ) -> Result<Option<Row<'s, V>>, ProjectionError> {
         let bytes = K::as_bytes(key.borrow());
         let bytes = bytes.as_ref();
-        let name = {
-            let written = self.stage.written.borrow();
-            let table = &written[self.slot];
-            if let Some(value) = table.rows.get(bytes) {
-                return Ok(Some(Row::new(Cow::Owned(value.clone()))));
-            }
-            table.name.clone()
-        };
+        let written = self.stage.written.borrow();
+        let table = &written[self.slot];
+        if let Some(value) = table.rows.get(bytes) {
+            return Ok(Some(Row::new(Cow::Owned(value.clone()))));
+        }
+        let name = table.name.as_str();
         if let Source::Host { cache, pending, .. } = &self.stage.source {
-            if let Some(value) = RefCell::borrow(cache).get(&name, bytes) {
+            if let Some(value) = RefCell::borrow(cache).get(name, bytes) {
                 return Ok(Some(Row::new(Cow::Owned(value.to_vec()))));
             }
-            if let Some(value) = newest(pending, &name, bytes) {
+            if let Some(value) = newest(pending, name, bytes) {
                 return Ok(Some(Row::new(Cow::Borrowed(value))));
             }
         }
-        let value = match self.stored(&name)? {
+        let value = match self.stored(name)? {
             Stored::Read(table) => table.get(key.borrow())?.map(|v| copy::<V>(&v.value())),
             Stored::Write(table) => table.get(key.borrow())?.map(|v| copy::<V>(&v.value())),
             Stored::Missing => None,
         };
         if let (Source::Host { cache, .. }, Some(value)) = (&self.stage.source, &value) {
-            cache.borrow_mut().put(&name, bytes, value);
+            cache.borrow_mut().put(name, bytes, value);
         }
         Ok(value.map(|value| Row::new(Cow::Owned(value))))
     }
