@@ -15,8 +15,11 @@
 //! Why queries stay consistent: the committer drops deltas only after their transaction has
 //! committed, and a query takes its snapshot of the deltas before it begins its read
 //! transaction. A delta missing from the snapshot was therefore committed before that
-//! transaction began, so the transaction sees it. Rows only ever get replaced (projections
-//! never delete during a batch), so "newest delta, else redb" is the row.
+//! transaction began, so the transaction sees it. The transaction may also be newer than the
+//! snapshot: the query leaves out the parts it already holds (a part's end is at or below its
+//! projection's checkpoint there), so an older pending row never hides a newer stored one.
+//! Rows only ever get replaced (projections never delete during a batch), so "newest pending
+//! part, else redb" is the row, and what a query sees is a prefix of the log per projection.
 //!
 //! Queries find the deltas of a database through a process-wide registry (redb refuses a
 //! second process on the same file, so the registry covers every writer).

@@ -10,8 +10,8 @@
 //! Why the cache: reading redb while the committer commits waits on redb's locks (measured:
 //! up to 11 ms for a read transaction to begin, 0.2–4.5 ms for one projection's reads of a
 //! 60-record batch), and that was most of the lag left. Hot rows (stock levels, the minute's
-//! KPIs, orders in flight) are read from memory instead, and a batch that needs nothing from
-//! redb does not open a read transaction at all.
+//! KPIs, orders being paid and shipped) are read from memory instead, and a batch that needs
+//! nothing from redb does not open a read transaction at all.
 
 use std::borrow::{Borrow, Cow};
 use std::cell::{OnceCell, RefCell};
