@@ -401,30 +401,28 @@ struct Draining {
 }
 
 impl Draining {
+    /// Drains and joins the committer; a panic of it (a bug) is resumed here.
     fn finish(mut self) -> Result<(), ProjectionError> {
-        self.join().unwrap_or(Ok(()))
+        match self.join() {
+            Some(Ok(result)) => result,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            None => Ok(()),
+        }
     }
 
-    fn join(&mut self) -> Option<Result<(), ProjectionError>> {
+    fn join(&mut self) -> Option<std::thread::Result<Result<(), ProjectionError>>> {
         let thread = self.thread.take()?;
         self.draining.store(true, Ordering::Release);
         self.pending.wake();
-        Some(thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        Some(thread.join())
     }
 }
 
 impl Drop for Draining {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            // Already unwinding: a second panic would abort.
-            if let Some(thread) = self.thread.take() {
-                self.draining.store(true, Ordering::Release);
-                self.pending.wake();
-                let _ = thread.join();
-            }
-        } else {
-            let _ = self.join();
-        }
+        // Only when the host thread is unwinding (`finish` took the thread otherwise): the
+        // committer's own outcome cannot be reported then.
+        drop(self.join());
     }
 }
 

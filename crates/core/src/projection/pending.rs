@@ -165,6 +165,12 @@ struct PendingState {
     records: u64,
 }
 
+impl PendingState {
+    fn full(&self, records: u64) -> bool {
+        self.records >= records || self.deltas.len() >= MAX_DELTAS
+    }
+}
+
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = self.lock();
@@ -209,14 +215,13 @@ impl Pending {
 
     /// Whether at least `records` records, or [`MAX_DELTAS`] deltas, wait.
     pub(super) fn full(&self, records: u64) -> bool {
-        let state = self.lock();
-        state.records >= records || state.deltas.len() >= MAX_DELTAS
+        self.lock().full(records)
     }
 
     /// Waits until [`Pending::full`] is false, or `timeout` passes.
     pub(super) fn wait_below(&self, records: u64, timeout: std::time::Duration) {
         let state = self.lock();
-        if state.records >= records || state.deltas.len() >= MAX_DELTAS {
+        if state.full(records) {
             drop(self.changed.wait_timeout(state, timeout).unwrap_or_else(PoisonError::into_inner));
         }
     }
