@@ -298,6 +298,8 @@ impl Run {
         // Published batches wait for the committer; beyond this many records, so does the host.
         let limit = u64::try_from(self.config.max_batch.max(1)).unwrap_or(u64::MAX / 4) * 4;
         while !self.stop.load(Ordering::Acquire) {
+            // Frees what the committer finished with (see `Pending::committed`).
+            drop(self.pending.take_retired());
             let batch = match batches.take(self.config.idle_wait) {
                 Ok(batch) => batch?,
                 Err(Empty::Timeout) => continue,
@@ -474,7 +476,7 @@ impl Committer {
             }
             let deltas = self.pending.snapshot();
             self.commit(&deltas)?;
-            self.pending.committed(deltas.len());
+            self.pending.committed(deltas);
             last_commit = Instant::now();
         }
         // Leaving: make the commits since the last sync durable.

@@ -163,6 +163,9 @@ pub(super) struct Pending {
 struct PendingState {
     deltas: Vec<Arc<Delta>>,
     records: u64,
+    /// Deltas committed, left for the host thread to free: freeing them (many small rows,
+    /// allocated by the host) would otherwise take the committer's time, the scarcer one.
+    retired: Vec<Arc<Delta>>,
 }
 
 impl PendingState {
@@ -199,13 +202,20 @@ impl Pending {
         self.changed.notify_all();
     }
 
-    /// Drops the `count` oldest deltas, once committed.
-    pub(super) fn committed(&self, count: usize) {
+    /// Drops the oldest deltas, `committed`, once committed; the host frees them
+    /// ([`Pending::take_retired`]).
+    pub(super) fn committed(&self, committed: Vec<Arc<Delta>>) {
         let mut state = self.lock();
-        let dropped: u64 = state.deltas.drain(..count).map(|d| d.records).sum();
+        let dropped: u64 = state.deltas.drain(..committed.len()).map(|d| d.records).sum();
         state.records -= dropped;
+        state.retired.extend(committed);
         drop(state);
         self.changed.notify_all();
+    }
+
+    /// The deltas committed since the last call, for the caller to free.
+    pub(super) fn take_retired(&self) -> Vec<Arc<Delta>> {
+        std::mem::take(&mut self.lock().retired)
     }
 
     /// Records waiting for the committer.
@@ -690,7 +700,7 @@ mod query_tests {
         pending.push(part("p", 3, &[(1, 12)]));
         commit(&db, &[(1, 13), (2, 20)], 3);
         assert_eq!((read(&db, 1), read(&db, 2)), (Some(13), Some(20)));
-        pending.committed(2);
+        pending.committed(pending.snapshot()[..2].to_vec());
         assert_eq!((read(&db, 1), read(&db, 2)), (Some(13), Some(20)));
         drop(_registration);
         assert_eq!(pending_on(&db).len(), 0, "nothing listed once the host is gone");
