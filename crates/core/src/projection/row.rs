@@ -1,5 +1,6 @@
-//! Reading the small hand-made binary rows of the read models: little-endian numbers and
-//! length-prefixed text, with every shortfall an error rather than a panic.
+//! Reading the small hand-made binary rows of the read models: little-endian or varint
+//! (LEB128) numbers and length-prefixed text, with every shortfall an error rather than a
+//! panic.
 
 use super::ProjectionError;
 
@@ -44,6 +45,15 @@ impl<'a> RowReader<'a> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
+    /// A varint (unsigned LEB128, shortest form only).
+    pub(super) fn varint(&mut self) -> Result<u64, ProjectionError> {
+        let (n, rest) = unsigned_varint::decode::u64(self.bytes).map_err(|e| {
+            ProjectionError::Corrupt(format!("{} row holds a bad number: {e}", self.kind))
+        })?;
+        self.bytes = rest;
+        Ok(n)
+    }
+
     /// Text of `len` bytes.
     pub(super) fn text(&mut self, len: usize) -> Result<&'a str, ProjectionError> {
         let kind = self.kind;
@@ -56,6 +66,15 @@ impl<'a> RowReader<'a> {
         let len = usize::from(self.u8()?);
         self.text(len)
     }
+}
+
+/// Appends `n` as a varint (unsigned LEB128): 1 byte below 128, 3 for a price, 6 for a time
+/// in ms.
+pub(super) fn put_varint(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(unsigned_varint::encode::u64(
+        n,
+        &mut unsigned_varint::encode::u64_buffer(),
+    ));
 }
 
 /// Appends `s` prefixed with its length in one byte (ids are at most 64 bytes).

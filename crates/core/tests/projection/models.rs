@@ -545,8 +545,9 @@ fn an_order_row_with_a_bad_payment_state_or_the_old_format_is_an_error() {
     };
     let bytes = view.encode();
     assert_eq!(projection::OrderView::decode(&bytes).unwrap(), view);
-    // format | status | cancel reason | currency (3) | total, refunded, placed at | payment status
-    let status_at = 1 + 1 + 1 + 3 + 3 * 8;
+    // format | status | cancel reason | currency (3) | total, refunded (varints of 1 byte),
+    // placed at (a varint of 6 bytes) | payment status
+    let status_at = 1 + 1 + 1 + 3 + 1 + 1 + 6;
     assert_eq!(bytes[status_at], 2, "captured");
     let mut bad = bytes.clone();
     bad[status_at] = 5;
