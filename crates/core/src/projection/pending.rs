@@ -134,19 +134,6 @@ pub(super) struct Delta {
     pub(super) records: u64,
 }
 
-impl Delta {
-    /// The encoded value of `key` in table `name`, if this batch wrote it.
-    fn row(&self, name: &str, key: &[u8]) -> Option<&[u8]> {
-        let tables = self.members.iter().flat_map(|m| &m.tables);
-        tables.filter(|t| t.name == name).find_map(|t| t.rows.get(key)).map(Vec::as_slice)
-    }
-}
-
-/// The value of `key` in table `name` in the newest of `deltas` that wrote it.
-pub(super) fn newest<'d>(deltas: &'d [Arc<Delta>], name: &str, key: &[u8]) -> Option<&'d [u8]> {
-    deltas.iter().rev().find_map(|delta| delta.row(name, key))
-}
-
 /// Deltas waiting for the committer beyond which the host waits too: a lookup scans them.
 const MAX_DELTAS: usize = 256;
 
