@@ -47,26 +47,27 @@ type WriteFn = fn(&redb::WriteTransaction, &str, RowsToWrite<'_>) -> Result<(), 
 pub(super) struct TableRows {
     /// The table's name, generation included.
     pub(super) name: String,
-    /// Encoded key → encoded value.
-    pub(super) rows: FxHashMap<Vec<u8>, Vec<u8>>,
-    /// Keys written as new (an order placed), with the position that wrote them: the commit
-    /// refuses one that redb already holds.
-    pub(super) fresh: FxHashMap<Vec<u8>, u64>,
+    /// Encoded key → the row written.
+    pub(super) rows: FxHashMap<Vec<u8>, Written>,
     write: WriteFn,
+}
+
+/// A row as a batch left it.
+pub(super) struct Written {
+    /// The encoded value.
+    pub(super) value: Vec<u8>,
+    /// If the key was written as new (an order placed), the position that wrote it: the
+    /// commit refuses a key new here that redb already holds.
+    pub(super) fresh: Option<u64>,
 }
 
 impl TableRows {
     pub(super) fn new<K: Key + 'static, V: Value + 'static>(name: String) -> TableRows {
-        TableRows {
-            name,
-            rows: FxHashMap::default(),
-            fresh: FxHashMap::default(),
-            write: write_rows::<K, V>,
-        }
+        TableRows { name, rows: FxHashMap::default(), write: write_rows::<K, V> }
     }
 
     /// Writes `parts` (the rows of one table from successive batches, oldest first) into
-    /// `txn`: each row once, as the newest batch left it, in key order (neighbouring rows
+    /// `txn`: each row once, as the newest batch left it, neighbouring keys together (they
     /// share B-tree pages).
     pub(super) fn write_all(
         txn: &redb::WriteTransaction,
@@ -74,17 +75,15 @@ impl TableRows {
     ) -> Result<(), ProjectionError> {
         let Some(first) = parts.first() else { return Ok(()) };
         if let [only] = parts {
-            let fresh = |key: &[u8]| only.fresh.get(key).copied();
-            let rows = only.rows.iter().map(|(key, value)| (&key[..], &value[..], fresh(key)));
+            let rows = only.rows.iter().map(|(key, row)| (&key[..], &row.value[..], row.fresh));
             return (only.write)(txn, &only.name, rows.collect());
         }
         let mut rows: FxHashMap<&[u8], (&[u8], Option<u64>)> = FxHashMap::default();
         for part in parts {
-            for (key, value) in &part.rows {
-                let fresh = part.fresh.get(key).copied();
-                let row = rows.entry(key).or_insert((value, fresh));
+            for (key, written) in &part.rows {
+                let row = rows.entry(key).or_insert((&written.value, written.fresh));
                 // A key new in an earlier batch stays new: redb must not hold it.
-                *row = (value, row.1.or(fresh));
+                *row = (&written.value, row.1.or(written.fresh));
             }
         }
         let merged = rows.into_iter().map(|(key, (value, fresh))| (key, value, fresh)).collect();
@@ -98,7 +97,11 @@ fn write_rows<K: Key + 'static, V: Value + 'static>(
     mut rows: RowsToWrite<'_>,
 ) -> Result<(), ProjectionError> {
     let mut table = txn.open_table(redb::TableDefinition::<K, V>::new(name))?;
-    rows.sort_unstable_by(|a, b| K::compare(a.0, b.0));
+    // Sorted as bytes, not in the table's order (a tuple key decodes its lengths at every
+    // comparison): redb's tuple bytes put each element's length first, so rows of one tenant
+    // (and customer) with ids of a length still come together, which is all the sort is for:
+    // a batch's inserts land on neighbouring pages.
+    rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
     for (key, value, fresh) in rows {
         let existed = table.insert(K::from_bytes(key), V::from_bytes(value))?.is_some();
         if existed && let Some(position) = fresh {
@@ -398,8 +401,8 @@ impl<K: Key + 'static, V: Value + 'static> ModelTable<K, V> {
         key: impl Borrow<K::SelfType<'k>>,
     ) -> Result<Option<Cell<'_, V>>, StorageError> {
         let bytes = K::as_bytes(key.borrow());
-        if let Some(value) = self.pending_rows().find_map(|rows| rows.rows.get(bytes.as_ref())) {
-            return Ok(Some(Cell::Pending(value)));
+        if let Some(row) = self.pending_rows().find_map(|rows| rows.rows.get(bytes.as_ref())) {
+            return Ok(Some(Cell::Pending(&row.value)));
         }
         match &self.stored {
             Some(table) => Ok(table.get(key.borrow())?.map(Cell::Stored)),
@@ -437,9 +440,9 @@ impl<K: Key + 'static, V: Value + 'static> ModelTable<K, V> {
         // Newest delta wins: the first seen of a key stays.
         let mut rows: FxHashMap<&[u8], &[u8]> = FxHashMap::default();
         for table in self.pending_rows() {
-            for (key, value) in &table.rows {
+            for (key, row) in &table.rows {
                 if within(key) {
-                    rows.entry(key).or_insert(value);
+                    rows.entry(key).or_insert(&row.value);
                 }
             }
         }
@@ -557,7 +560,8 @@ mod tests {
     fn delta(rows: &[(u64, u64)]) -> Arc<Delta> {
         let mut table = TableRows::new::<u64, u64>("t".to_owned());
         for (key, value) in rows {
-            table.rows.insert(key.to_le_bytes().to_vec(), value.to_le_bytes().to_vec());
+            let row = Written { value: value.to_le_bytes().to_vec(), fresh: None };
+            table.rows.insert(key.to_le_bytes().to_vec(), row);
         }
         let member = MemberRows {
             member: 0,
@@ -638,7 +642,8 @@ mod query_tests {
     fn part(name: &str, reached: u64, rows: &[(u64, u64)]) -> Delta {
         let mut table = TableRows::new::<u64, u64>("t".to_owned());
         for (key, value) in rows {
-            table.rows.insert(key.to_le_bytes().to_vec(), value.to_le_bytes().to_vec());
+            let row = Written { value: value.to_le_bytes().to_vec(), fresh: None };
+            table.rows.insert(key.to_le_bytes().to_vec(), row);
         }
         let member = MemberRows {
             member: 0,

@@ -162,7 +162,10 @@ fn read(log: &LogReader, mut from: u64, config: &WorkerConfig, stop: &AtomicBool
             head = log.wait_beyond(Position(enough - 1), config.gather).0.max(head);
         }
         let until = head.min(from.saturating_add(room));
-        let mut events = Vec::new();
+        // Room for the events of an order record (an order and its holds), so that a large
+        // batch is not copied again and again as it grows.
+        let records = usize::try_from(until - from).unwrap_or(usize::MAX);
+        let mut events = Vec::with_capacity(records.saturating_mul(4));
         let read = read_batch(log, from, until, &mut events);
         let mut slot = shared.lock();
         match read {

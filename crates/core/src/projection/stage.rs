@@ -24,7 +24,7 @@ use redb::{
 use rustc_hash::FxHashMap;
 
 use super::ProjectionError;
-use super::pending::{Delta, TableRows};
+use super::pending::{Delta, TableRows, Written};
 use super::rebuild::Generation;
 
 /// A host's cache: table name → encoded key → encoded value, of rows it read or published.
@@ -70,9 +70,8 @@ impl RowCache {
         for table in delta.members.iter().flat_map(|m| &m.tables) {
             // Rows written as new (orders placed) are rarely read soon; leaving them out keeps
             // the cache for the rows read and changed again and again.
-            let changed = table.rows.iter().filter(|(key, _)| !table.fresh.contains_key(*key));
-            for (key, value) in changed {
-                self.put(&table.name, key, value);
+            for (key, row) in table.rows.iter().filter(|(_, row)| row.fresh.is_none()) {
+                self.put(&table.name, key, &row.value);
             }
         }
     }
@@ -256,8 +255,8 @@ impl<'s, K: Key + 'static, V: Value + 'static> Rows<'s, K, V> {
         let bytes = bytes.as_ref();
         let written = self.stage.written.borrow();
         let table = &written[self.slot];
-        if let Some(value) = table.rows.get(bytes) {
-            return Ok(Some(Row::new(Cow::Owned(value.clone()))));
+        if let Some(row) = table.rows.get(bytes) {
+            return Ok(Some(Row::new(Cow::Owned(row.value.clone()))));
         }
         let name = table.name.as_str();
         if let Source::Host { cache, .. } = &self.stage.source {
@@ -281,7 +280,7 @@ impl<'s, K: Key + 'static, V: Value + 'static> Rows<'s, K, V> {
 
     /// The value of `key` in the newest batch not committed yet that wrote it.
     fn pending_row(&self, key: &[u8]) -> Option<&'s [u8]> {
-        self.pending.iter().find_map(|table| table.rows.get(key)).map(Vec::as_slice)
+        self.pending.iter().find_map(|table| table.rows.get(key)).map(|row| row.value.as_slice())
     }
 
     fn stored(&self, name: &str) -> Result<&Stored<'s, K, V>, ProjectionError> {
@@ -307,7 +306,12 @@ impl<'s, K: Key + 'static, V: Value + 'static> Rows<'s, K, V> {
     ) {
         let key = K::as_bytes(key.borrow()).as_ref().to_vec();
         let value = V::as_bytes(value.borrow()).as_ref().to_vec();
-        self.stage.written.borrow_mut()[self.slot].rows.insert(key, value);
+        let rows = &mut self.stage.written.borrow_mut()[self.slot].rows;
+        // A key written as new earlier in the batch stays new.
+        match rows.get_mut(&key) {
+            Some(row) => row.value = value,
+            None => drop(rows.insert(key, Written { value, fresh: None })),
+        }
     }
 
     /// Writes the row of `key`, which must be new: returns `false` (writing nothing) if this
@@ -335,8 +339,7 @@ impl<'s, K: Key + 'static, V: Value + 'static> Rows<'s, K, V> {
             return false;
         }
         let value = V::as_bytes(value.borrow()).as_ref().to_vec();
-        table.fresh.insert(key.clone(), position);
-        table.rows.insert(key, value);
+        table.rows.insert(key, Written { value, fresh: Some(position) });
         true
     }
 }
