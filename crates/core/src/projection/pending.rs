@@ -74,34 +74,34 @@ impl TableRows {
         parts: &[&TableRows],
     ) -> Result<(), ProjectionError> {
         let Some(first) = parts.first() else { return Ok(()) };
-        if let [only] = parts {
-            let rows = only.rows.iter().map(|(key, row)| (&key[..], &row.value[..], row.fresh));
-            return (only.write)(txn, &only.name, rows.collect());
+        let mut rows: Vec<(&[u8], usize, &Written)> = Vec::new();
+        for (batch, part) in parts.iter().enumerate() {
+            rows.extend(part.rows.iter().map(|(key, row)| (key.as_slice(), batch, row)));
         }
-        let mut rows: FxHashMap<&[u8], (&[u8], Option<u64>)> = FxHashMap::default();
-        for part in parts {
-            for (key, written) in &part.rows {
-                let row = rows.entry(key).or_insert((&written.value, written.fresh));
+        // Sorted as bytes, not in the table's order (a tuple key decodes its lengths at every
+        // comparison): redb's tuple bytes put each element's length first, so rows of one
+        // tenant (and customer) with ids of a length still come together, which is all the
+        // order is for. A key's rows come oldest batch first, so the last one stays.
+        rows.sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
+        let mut merged: RowsToWrite<'_> = Vec::with_capacity(rows.len());
+        for (key, _, row) in rows {
+            match merged.last_mut() {
                 // A key new in an earlier batch stays new: redb must not hold it.
-                *row = (&written.value, row.1.or(written.fresh));
+                Some(last) if last.0 == key => *last = (key, &row.value, last.2.or(row.fresh)),
+                _ => merged.push((key, &row.value, row.fresh)),
             }
         }
-        let merged = rows.into_iter().map(|(key, (value, fresh))| (key, value, fresh)).collect();
         (first.write)(txn, &first.name, merged)
     }
 }
 
+/// Inserts `rows` in the order given.
 fn write_rows<K: Key + 'static, V: Value + 'static>(
     txn: &redb::WriteTransaction,
     name: &str,
-    mut rows: RowsToWrite<'_>,
+    rows: RowsToWrite<'_>,
 ) -> Result<(), ProjectionError> {
     let mut table = txn.open_table(redb::TableDefinition::<K, V>::new(name))?;
-    // Sorted as bytes, not in the table's order (a tuple key decodes its lengths at every
-    // comparison): redb's tuple bytes put each element's length first, so rows of one tenant
-    // (and customer) with ids of a length still come together, which is all the sort is for:
-    // a batch's inserts land on neighbouring pages.
-    rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
     for (key, value, fresh) in rows {
         let existed = table.insert(K::from_bytes(key), V::from_bytes(value))?.is_some();
         if existed && let Some(position) = fresh {
