@@ -550,7 +550,7 @@ impl<K: Key + 'static, V: Value + 'static> DoubleEndedIterator for Merged<'_, K,
 
 #[cfg(test)]
 mod tests {
-    use redb::TableDefinition;
+    use redb::{ReadableTable, TableDefinition};
 
     use super::*;
 
@@ -572,6 +572,48 @@ mod tests {
             tables: vec![table],
         };
         Arc::new(Delta { members: vec![member], records: 1 })
+    }
+
+    /// Rows of table `t`: (key, value, the position that wrote it as new).
+    fn part(rows: &[(u64, u64, Option<u64>)]) -> TableRows {
+        let mut table = TableRows::new::<u64, u64>("t".to_owned());
+        for &(key, value, fresh) in rows {
+            let row = Written { value: value.to_le_bytes().to_vec(), fresh };
+            table.rows.insert(key.to_le_bytes().to_vec(), row);
+        }
+        table
+    }
+
+    #[test]
+    fn the_committer_writes_each_row_as_the_newest_part_left_it_and_refuses_a_new_key_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        let oldest = part(&[(1, 10, Some(5)), (2, 20, None), (7, 70, None)]);
+        let middle = part(&[(1, 11, None), (3, 30, Some(6))]);
+        let newest = part(&[(2, 22, None), (7, 71, None)]);
+        let txn = db.begin_write().unwrap();
+        TableRows::write_all(&txn, &[&oldest, &middle, &newest]).unwrap();
+        txn.commit().unwrap();
+        let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+        let table = txn.open_table(T).unwrap();
+        let stored: Vec<(u64, u64)> = table
+            .iter()
+            .unwrap()
+            .map(|r| r.unwrap())
+            .map(|(k, v)| (k.value(), v.value()))
+            .collect();
+        assert_eq!(stored, [(1, 11), (2, 22), (3, 30), (7, 71)]);
+
+        // Key 1 is stored now: new in an older part, it stays new under a newer part's write.
+        let again = part(&[(1, 12, Some(8))]);
+        let later = part(&[(1, 13, None)]);
+        let txn = db.begin_write().unwrap();
+        match TableRows::write_all(&txn, &[&again, &later]) {
+            Err(ProjectionError::Inconsistent { position: 8, problem }) => {
+                assert!(problem.contains("placed twice"), "{problem}");
+            }
+            other => panic!("expected the new key 1 refused at 8, got {other:?}"),
+        }
     }
 
     fn rows(range: Merged<'_, u64, u64>, back: bool) -> Vec<(u64, u64)> {
