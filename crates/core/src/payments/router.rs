@@ -352,10 +352,14 @@ impl Router {
 
     /// Answered and total calls in the success window at `now`.
     fn recent(&self, state: &RouteState, now: Instant) -> (u64, u64) {
+        // A sample is in the window when less than the window's length before `now`: after
+        // `cutoff` (one subtraction here instead of one per sample). Without a cutoff, `now`
+        // is closer than that to the clock's origin, so every sample is.
+        let cutoff = now.checked_sub(self.config.success_window);
         let samples = lock(&state.samples);
         samples
             .iter()
-            .filter(|(at, _)| now.saturating_duration_since(*at) < self.config.success_window)
+            .filter(|(at, _)| cutoff.is_none_or(|cutoff| *at > cutoff))
             .fold((0, 0), |(answered, calls), &(_, ok)| (answered + u64::from(ok), calls + 1))
     }
 

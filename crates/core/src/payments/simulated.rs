@@ -2,11 +2,11 @@
 //! outage windows, deterministic for a seed, and as strict about idempotency keys and amounts as
 //! a real provider, so a flow that double-charges against it would double-charge for real.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use rustc_hash::FxHashMap;
 use tokio::time::Instant;
 
 use super::gateway::{
@@ -73,15 +73,17 @@ pub struct SimulatedGateway {
     books: Mutex<Books>,
 }
 
-/// Everything the gateway remembers, under one lock so each call is atomic.
+/// Everything the gateway remembers, under one lock so each call is atomic. Keyed with a fast
+/// hash: the keys are the payments process's own (a stand-in for a provider, not a service
+/// facing the internet).
 #[derive(Debug, Default)]
 struct Books {
     /// Authorization outcomes by idempotency key, with the request that produced them.
-    authorizations: HashMap<String, (AuthorizeFingerprint, Authorization)>,
+    authorizations: FxHashMap<String, (AuthorizeFingerprint, Authorization)>,
     /// Approved authorizations by reference.
-    held: HashMap<String, Held>,
+    held: FxHashMap<String, Held>,
     /// Captures, voids and refunds by idempotency key, with their outcome.
-    movements: HashMap<String, (Movement, Result<(), GatewayError>)>,
+    movements: FxHashMap<String, (Movement, Result<(), GatewayError>)>,
     calls: u64,
     approvals: u64,
     declines: u64,
