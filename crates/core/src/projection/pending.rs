@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! host thread:      apply batch ─▶ Delta (its changed rows, encoded) ─▶ Pending ─▶ `reached`
-//! committer thread: Pending ─▶ ONE redb transaction (rows + checkpoints) ─▶ drop those deltas
+//! committer thread: Pending ─▶ ONE redb transaction (rows + checkpoints) ─▶ retire those deltas
 //! query:            snapshot Pending, THEN begin a read transaction; newest delta wins, then redb
 //! ```
 //! Why: a redb commit per small batch rewrites every B-tree page the batch touches (copy on
@@ -81,7 +81,9 @@ impl TableRows {
         // Sorted as bytes, not in the table's order (a tuple key decodes its lengths at every
         // comparison): redb's tuple bytes put each element's length first, so rows of one
         // tenant (and customer) with ids of a length still come together, which is all the
-        // order is for. A key's rows come oldest batch first, so the last one stays.
+        // order is for (a little-endian number inside a key sorts by its low byte: rows of a
+        // customer, or KPI minutes, land in the same pages, not in their order). A key's rows
+        // come oldest batch first, so the last one stays.
         rows.sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
         let mut merged: RowsToWrite<'_> = Vec::with_capacity(rows.len());
         for (key, _, row) in rows {

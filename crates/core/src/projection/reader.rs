@@ -165,7 +165,7 @@ fn read(log: &LogReader, mut from: u64, config: &WorkerConfig, stop: &AtomicBool
         // Room for the events of an order record (an order and its holds), so that a large
         // batch is not copied again and again as it grows.
         let records = usize::try_from(until - from).unwrap_or(usize::MAX);
-        let mut events = Vec::with_capacity(records.saturating_mul(4));
+        let mut events = Vec::with_capacity(records.saturating_mul(4).min(1 << 20));
         let read = read_batch(log, from, until, &mut events);
         let mut slot = shared.lock();
         match read {

@@ -45,11 +45,17 @@ impl<'a> RowReader<'a> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
-    /// A varint (unsigned LEB128, shortest form only).
+    /// A varint (unsigned LEB128, shortest form, at most `u64::MAX`).
     pub(super) fn varint(&mut self) -> Result<u64, ProjectionError> {
-        let (n, rest) = unsigned_varint::decode::u64(self.bytes).map_err(|e| {
-            ProjectionError::Corrupt(format!("{} row holds a bad number: {e}", self.kind))
-        })?;
+        let kind = self.kind;
+        let bad = |what: String| ProjectionError::Corrupt(format!("{kind} row holds {what}"));
+        let (n, rest) = unsigned_varint::decode::u64(self.bytes)
+            .map_err(|e| bad(format!("a bad number: {e}")))?;
+        // The tenth byte holds the top bit alone: the decoder drops anything above it.
+        let used = self.bytes.len() - rest.len();
+        if used == 10 && self.bytes[9] > 1 {
+            return Err(bad("a number beyond 64 bits".to_owned()));
+        }
         self.bytes = rest;
         Ok(n)
     }

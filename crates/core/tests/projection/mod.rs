@@ -495,6 +495,20 @@ fn an_order_row_round_trips_and_garbage_is_an_error_not_a_panic() {
         33,
         "format 3 holds the same in about a third of the bytes of format 2 (95)"
     );
+
+    // Numbers are varints: one wider than 64 bits, or a position past u64::MAX, is corrupt.
+    let total_at = 1 + 1 + 1 + 3;
+    assert_eq!(bytes[total_at], 14, "the total, one byte");
+    let mut too_wide = bytes[..total_at].to_vec();
+    too_wide.extend_from_slice(&[0xff; 9]);
+    too_wide.push(0x7f);
+    too_wide.extend_from_slice(&bytes[total_at + 1..]);
+    assert!(matches!(OrderView::decode(&too_wide), Err(ProjectionError::Corrupt(_))));
+    assert_eq!(bytes[bytes.len() - 3..], [2, 3, 6], "two positions: 3, then a step of 6");
+    let mut past_max = bytes[..bytes.len() - 1].to_vec();
+    past_max.extend_from_slice(&[0xff; 9]);
+    past_max.push(0x01);
+    assert!(matches!(OrderView::decode(&past_max), Err(ProjectionError::Corrupt(_))));
 }
 
 mod host;

@@ -1,6 +1,6 @@
 //! Applying a batch of events to the order views: every row the batch touches (an order's
 //! view, a payment's order, a tenant's status count) is read at most once, kept in memory while
-//! the batch's events change it, and written once at the end, in key order.
+//! the batch's events change it, and written once at the end.
 //!
 //! The result is the same as applying the events one at a time: the cached row is exactly what
 //! the table would hold after the events before it, and every check runs per event.
