@@ -560,11 +560,8 @@ mod tests {
 
     /// A delta of table `t` holding `rows`.
     fn delta(rows: &[(u64, u64)]) -> Arc<Delta> {
-        let mut table = TableRows::new::<u64, u64>("t".to_owned());
-        for (key, value) in rows {
-            let row = Written { value: value.to_le_bytes().to_vec(), fresh: None };
-            table.rows.insert(key.to_le_bytes().to_vec(), row);
-        }
+        let rows: Vec<_> = rows.iter().map(|&(key, value)| (key, value, None)).collect();
+        let table = part(&rows);
         let member = MemberRows {
             member: 0,
             name: "p".into(),
@@ -577,7 +574,7 @@ mod tests {
     }
 
     /// Rows of table `t`: (key, value, the position that wrote it as new).
-    fn part(rows: &[(u64, u64, Option<u64>)]) -> TableRows {
+    pub(super) fn part(rows: &[(u64, u64, Option<u64>)]) -> TableRows {
         let mut table = TableRows::new::<u64, u64>("t".to_owned());
         for &(key, value, fresh) in rows {
             let row = Written { value: value.to_le_bytes().to_vec(), fresh };
@@ -684,11 +681,8 @@ mod query_tests {
     const T: TableDefinition<'static, u64, u64> = TableDefinition::new("t");
 
     fn part(name: &str, reached: u64, rows: &[(u64, u64)]) -> Delta {
-        let mut table = TableRows::new::<u64, u64>("t".to_owned());
-        for (key, value) in rows {
-            let row = Written { value: value.to_le_bytes().to_vec(), fresh: None };
-            table.rows.insert(key.to_le_bytes().to_vec(), row);
-        }
+        let rows: Vec<_> = rows.iter().map(|&(key, value)| (key, value, None)).collect();
+        let table = super::tests::part(&rows);
         let member = MemberRows {
             member: 0,
             name: name.into(),
