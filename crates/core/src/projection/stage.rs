@@ -15,6 +15,7 @@
 
 use std::borrow::{Borrow, Cow};
 use std::cell::{OnceCell, RefCell};
+use std::collections::hash_map::Entry;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -306,11 +307,12 @@ impl<'s, K: Key + 'static, V: Value + 'static> Rows<'s, K, V> {
     ) {
         let key = K::as_bytes(key.borrow()).as_ref().to_vec();
         let value = V::as_bytes(value.borrow()).as_ref().to_vec();
-        let rows = &mut self.stage.written.borrow_mut()[self.slot].rows;
-        // A key written as new earlier in the batch stays new.
-        match rows.get_mut(&key) {
-            Some(row) => row.value = value,
-            None => drop(rows.insert(key, Written { value, fresh: None })),
+        match self.stage.written.borrow_mut()[self.slot].rows.entry(key) {
+            // A key written as new earlier in the batch stays new.
+            Entry::Occupied(mut row) => row.get_mut().value = value,
+            Entry::Vacant(slot) => {
+                slot.insert(Written { value, fresh: None });
+            }
         }
     }
 
@@ -346,4 +348,33 @@ impl<'s, K: Key + 'static, V: Value + 'static> Rows<'s, K, V> {
 
 fn copy<V: Value + 'static>(value: &V::SelfType<'_>) -> Vec<u8> {
     V::as_bytes(value).as_ref().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: TableDefinition<'static, u64, u64> = TableDefinition::new("t");
+
+    #[test]
+    fn a_row_written_as_new_stays_new_when_the_batch_writes_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        let stage = Stage::over_write(&txn, Generation::FIRST);
+        let mut rows = stage.table(T).unwrap();
+        assert!(rows.insert_new(1, 10, 5));
+        assert!(!rows.insert_new(1, 10, 6), "known in this batch");
+        rows.insert(1, 11);
+        rows.insert(2, 20);
+        assert_eq!(rows.get(1).unwrap().unwrap().value(), 11);
+        drop(rows);
+        let written = stage.into_written();
+        let row = |key: u64| &written[0].rows[key.to_le_bytes().as_slice()];
+        assert_eq!(
+            (row(1).value.as_slice(), row(1).fresh),
+            (11u64.to_le_bytes().as_slice(), Some(5))
+        );
+        assert_eq!(row(2).fresh, None);
+    }
 }
