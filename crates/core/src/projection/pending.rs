@@ -139,6 +139,13 @@ pub(super) struct Delta {
     pub(super) records: u64,
 }
 
+impl Delta {
+    /// The rows of every table the batch changed, of every projection.
+    pub(super) fn tables(&self) -> impl Iterator<Item = &TableRows> {
+        self.members.iter().flat_map(|member| &member.tables)
+    }
+}
+
 /// Deltas waiting for the committer beyond which the host waits too: a lookup scans them.
 const MAX_DELTAS: usize = 256;
 

@@ -68,7 +68,7 @@ impl RowCache {
 
     /// Takes in the rows of a published batch.
     pub(super) fn published(&mut self, delta: &Delta) {
-        for table in delta.members.iter().flat_map(|m| &m.tables) {
+        for table in delta.tables() {
             // Rows written as new (orders placed) are rarely read soon; leaving them out keeps
             // the cache for the rows read and changed again and again.
             for (key, row) in table.rows.iter().filter(|(_, row)| row.fresh.is_none()) {
@@ -155,7 +155,7 @@ impl<'a> Stage<'a> {
             Source::Host { pending, .. } => pending
                 .iter()
                 .rev()
-                .flat_map(|delta| delta.members.iter().flat_map(|m| &m.tables))
+                .flat_map(|delta| delta.tables())
                 .filter(|table| table.name == name)
                 .collect(),
             Source::Write(_) => Vec::new(),
