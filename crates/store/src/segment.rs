@@ -28,8 +28,12 @@ const MAGIC: &[u8; 8] = b"ORDLYSEG";
 pub(crate) const SEGMENT_FORMAT_VERSION: u16 = 2;
 /// Segment format versions this build reads.
 const READABLE_SEGMENT_VERSIONS: std::ops::RangeInclusive<u16> = 1..=SEGMENT_FORMAT_VERSION;
-/// Bytes read from a segment at a time.
+/// Bytes read from a segment at a time, at most.
 const READ_CHUNK: usize = 1 << 20;
+/// A window's first read: it doubles with every refill up to [`READ_CHUNK`]. A reader that
+/// wants one record (an idempotent retry reads its first outcome back, from the sparse index
+/// entry before it) then reads tens of KiB, not a MiB, while a scan soon reads whole chunks.
+const FIRST_READ: usize = 64 << 10;
 
 /// The file name of the segment whose first record is at `first_position`.
 pub(crate) fn name(first_position: u64) -> String {
@@ -97,6 +101,8 @@ pub(crate) struct Window {
     data: Vec<u8>,
     /// File offset of `data[0]`.
     start: u64,
+    /// Bytes the last refill asked for (0 before the first).
+    read_ahead: usize,
 }
 
 impl Window {
@@ -112,7 +118,8 @@ impl Window {
         let window_end = self.start + self.data.len() as u64;
         let inside = offset >= self.start && offset <= window_end;
         if !(inside && (offset + need as u64 <= window_end || window_end >= end)) {
-            let want = need.max(READ_CHUNK) as u64;
+            self.read_ahead = (self.read_ahead * 2).clamp(FIRST_READ, READ_CHUNK);
+            let want = need.max(self.read_ahead) as u64;
             let len = usize::try_from(want.min(end.saturating_sub(offset))).expect("fits usize");
             self.data.resize(len, 0);
             let n = file.read_at(&mut self.data, offset)?;
@@ -213,4 +220,63 @@ pub(crate) fn is_zero(file: &dyn StorageFile, from: u64, end: u64) -> io::Result
         offset += n as u64;
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A file of zeros that records the length of every read.
+    #[derive(Debug)]
+    struct Zeros {
+        len: u64,
+        reads: Mutex<Vec<usize>>,
+    }
+
+    impl StorageFile for Zeros {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            let n = buf.len().min(usize::try_from(self.len.saturating_sub(offset)).unwrap());
+            buf[..n].fill(0);
+            self.reads.lock().unwrap().push(n);
+            Ok(n)
+        }
+        fn write_at(&self, _: &[u8], _: u64) -> io::Result<()> {
+            unreachable!("read only")
+        }
+        fn sync_data(&self) -> io::Result<()> {
+            unreachable!("read only")
+        }
+        fn size(&self) -> io::Result<u64> {
+            Ok(self.len)
+        }
+        fn set_len(&self, _: u64) -> io::Result<()> {
+            unreachable!("read only")
+        }
+    }
+
+    #[test]
+    fn a_window_reads_little_for_one_record_and_whole_chunks_for_a_scan() {
+        let file = Zeros { len: 8 << 20, reads: Mutex::new(Vec::new()) };
+        let mut window = Window::default();
+        window.fill(&file, 0, HEADER_LEN, file.len).unwrap();
+        assert_eq!(*file.reads.lock().unwrap(), [FIRST_READ], "one record reads 64 KiB");
+
+        // Reading on past the window's end: each refill doubles, up to a whole chunk.
+        let mut offset = 0;
+        for _ in 0..6 {
+            offset = window.start + window.data.len() as u64;
+            window.fill(&file, offset, HEADER_LEN, file.len).unwrap();
+        }
+        let reads = file.reads.lock().unwrap().clone();
+        let kib: Vec<usize> = reads.iter().map(|n| n >> 10).collect();
+        assert_eq!(kib, [64, 128, 256, 512, 1024, 1024, 1024]);
+        assert_eq!(window.start, offset);
+
+        // A record larger than the read-ahead is read whole.
+        let mut fresh = Window::default();
+        let bytes = fresh.fill(&file, 0, 3 << 20, file.len).unwrap();
+        assert_eq!(bytes.len(), 3 << 20);
+    }
 }
