@@ -28,8 +28,13 @@ use crate::domain::{
 
 /// How often an idle decision thread wakes to expire holds that ran out.
 const EXPIRY_TICK: Duration = Duration::from_millis(100);
-/// Most commands decided per turn before expiry timers are checked again.
-const MAX_DECISIONS_PER_TURN: usize = 4096;
+/// Most commands decided per turn: then the turn goes to the log and expiry timers are checked
+/// again. A turn's callers are all answered after its last command is decided, written and
+/// synced, so a long turn keeps early answers waiting and leaves the log idle while it is
+/// decided; with shorter turns the log writes and syncs one while the next is decided (and its
+/// group commit still gathers the turns queued meanwhile). Measured with `benches/engine.rs`
+/// and `orderly bench`: 256 to 1024 are alike, 4096 took about 30% fewer orders per second.
+const MAX_DECISIONS_PER_TURN: usize = 1024;
 /// Most records in one turn's batch (well below the log's batch limit).
 const MAX_TURN_RECORDS: usize = 8192;
 
