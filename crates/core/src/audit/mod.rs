@@ -13,6 +13,8 @@
 //! - [`trace`]: every event of one order, its payments and its stock holds, in log order.
 //! - [`reconcile`]: stock and money recomputed from the events alone, compared with the
 //!   domain's state and with the rules money and stock must keep.
+//! - [`check`]: `verify`, `reconcile` and `replay` to the head in one pass, for a caller that
+//!   wants all three.
 //!
 //! Every command takes a progress hook ([`Progress`]: bytes done and total) for a progress
 //! bar. Results are plain structs that derive `Serialize`.
@@ -21,6 +23,7 @@
 //! write in progress or a crash's torn write, never acknowledged) are reported as a torn tail
 //! and not applied.
 
+mod check;
 mod digest;
 mod error;
 mod pass;
@@ -30,6 +33,7 @@ mod state;
 mod trace;
 mod verify;
 
+pub use check::{Checked, check};
 pub use digest::{Digest, DigestParseError};
 pub use error::{AuditError, Location};
 pub use orderly_store::ScanProgress as Progress;

@@ -8,10 +8,11 @@ use std::path::Path;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
+use super::Progress;
 use super::digest::Digest;
 use super::error::AuditError;
+use super::pass::{self, Batch};
 use super::state::DomainState;
-use super::{Progress, pass};
 use crate::domain::{
     Currency, Event, InventoryEvent, OrderEvent, OrderId, PaymentEvent, PaymentId, Sku, TenantId,
 };
@@ -103,16 +104,12 @@ pub fn reconcile(
         progress,
         |_| {},
         |batch| {
-            for entry in batch.entries {
-                for event in entry.record.events() {
-                    books.apply(entry.record.tenant(), event, entry.position);
-                }
-            }
+            books.add(batch);
             ControlFlow::Continue(())
         },
     )?;
     let digest = Digest { head: scan.records, hash: scan.last_hash };
-    Ok(books.close(digest))
+    Ok(books.close(digest).0)
 }
 
 #[derive(Debug, Default)]
@@ -140,8 +137,9 @@ struct OrderBook {
     refunded_by_payments: u64,
 }
 
+/// The books [`reconcile`] keeps as it reads the log, the domain's state among them.
 #[derive(Debug, Default)]
-struct Books {
+pub(crate) struct Books {
     skus: FxHashMap<(TenantId, Sku), SkuBook>,
     payments: FxHashMap<(TenantId, PaymentId), PaymentBook>,
     orders: FxHashMap<(TenantId, OrderId), OrderBook>,
@@ -163,6 +161,15 @@ impl Books {
     ) {
         let (tenant, subject) = (tenant.to_string(), subject.to_owned());
         self.discrepancies.push(Discrepancy { code, tenant, subject, position, detail });
+    }
+
+    /// Books every event of a complete batch.
+    pub(crate) fn add(&mut self, batch: &Batch<'_>) {
+        for entry in batch.entries {
+            for event in entry.record.events() {
+                self.apply(entry.record.tenant(), event, entry.position);
+            }
+        }
     }
 
     fn apply(&mut self, tenant: &TenantId, event: &Event, position: u64) {
@@ -349,8 +356,9 @@ impl Books {
         }
     }
 
-    /// The end-of-log comparisons with the domain's state, and the report.
-    fn close(mut self, digest: Digest) -> Reconciliation {
+    /// The end-of-log comparisons with the domain's state, and the report; then the domain's
+    /// state without the tenants whose state broke on an event (a discrepancy names each).
+    pub(crate) fn close(mut self, digest: Digest) -> (Reconciliation, DomainState) {
         let mut late: Vec<Discrepancy> = Vec::new();
         let mut flag = |code, tenant: &TenantId, subject: &str, detail| {
             let (tenant, subject) = (tenant.to_string(), subject.to_owned());
@@ -414,6 +422,8 @@ impl Books {
         stock.sort_by(|a, b| (&a.tenant, &a.sku).cmp(&(&b.tenant, &b.sku)));
         let mut money: Vec<MoneyTotals> = self.money.into_values().collect();
         money.sort_by(|a, b| a.currency.cmp(&b.currency));
-        Reconciliation { digest, discrepancies: self.discrepancies, stock, money }
+        let mut domain = self.domain;
+        domain.tenants.retain(|tenant, _| !self.broken.contains(tenant));
+        (Reconciliation { digest, discrepancies: self.discrepancies, stock, money }, domain)
     }
 }

@@ -126,10 +126,19 @@ pub fn replay(
     if let Some(error) = inconsistent {
         return Err(error);
     }
+    Ok(report(digest, last_timestamp, &state))
+}
+
+/// The report of `state`, rebuilt up to `digest`.
+pub(crate) fn report(
+    digest: Digest,
+    last_timestamp: Option<u64>,
+    state: &DomainState,
+) -> ReplayReport {
     let mut tenants: Vec<TenantSnapshot> =
         state.tenants.iter().map(|(id, state)| snapshot(id, state)).collect();
     tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
-    Ok(ReplayReport { digest, last_timestamp, tenants })
+    ReplayReport { digest, last_timestamp, tenants }
 }
 
 fn snapshot(tenant: &TenantId, state: &TenantState) -> TenantSnapshot {

@@ -5,9 +5,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use orderly_store::ScanReport;
+
+use super::Progress;
 use super::digest::Digest;
 use super::error::AuditError;
-use super::{Progress, pass};
+use super::pass::{self, Batch};
 
 /// What [`verify`] found in an intact log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -68,9 +71,7 @@ pub fn verify(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<VerifyReport, AuditError> {
     let mut at_expected = None;
-    let mut first_timestamp = None;
-    let mut last_timestamp = None;
-    let mut events = 0u64;
+    let mut summary = Summary::default();
     let wanted = expected.and_then(|d| d.head.checked_sub(1));
     let scan = pass::run(
         dir,
@@ -81,11 +82,7 @@ pub fn verify(
             }
         },
         |batch| {
-            if let (None, Some(first)) = (first_timestamp, batch.entries.first()) {
-                first_timestamp = Some(first.timestamp);
-            }
-            last_timestamp = batch.entries.last().map(|e| e.timestamp).or(last_timestamp);
-            events += batch.entries.iter().map(|e| e.record.events().len() as u64).sum::<u64>();
+            summary.add(batch);
             ControlFlow::Continue(())
         },
     )?;
@@ -100,22 +97,45 @@ pub fn verify(
             return Err(AuditError::DigestMismatch { expected, found });
         }
     }
-    Ok(VerifyReport {
-        records: scan.records,
-        events,
-        segments: scan.segments,
-        bytes: scan.bytes,
-        digest: Digest { head: scan.records, hash: scan.last_hash },
-        first_timestamp,
-        last_timestamp,
-        extends: expected,
-        torn_tail: scan.torn_tail.map(|t| TornTailWarning {
-            segment: t.segment,
-            offset: t.offset,
-            bytes: t.bytes,
-        }),
-        unwritten_segment: scan.unwritten_segment,
-    })
+    Ok(summary.report(scan, expected))
+}
+
+/// What [`verify`] counts of the batches it sees, besides what the scan reports.
+#[derive(Debug, Default)]
+pub(crate) struct Summary {
+    pub first_timestamp: Option<u64>,
+    pub last_timestamp: Option<u64>,
+    pub events: u64,
+}
+
+impl Summary {
+    pub(crate) fn add(&mut self, batch: &Batch<'_>) {
+        if let (None, Some(first)) = (self.first_timestamp, batch.entries.first()) {
+            self.first_timestamp = Some(first.timestamp);
+        }
+        self.last_timestamp = batch.entries.last().map(|e| e.timestamp).or(self.last_timestamp);
+        self.events += batch.entries.iter().map(|e| e.record.events().len() as u64).sum::<u64>();
+    }
+
+    /// The report of an intact log that `scan` read, checked to extend `extends` if given.
+    pub(crate) fn report(self, scan: ScanReport, extends: Option<Digest>) -> VerifyReport {
+        VerifyReport {
+            records: scan.records,
+            events: self.events,
+            segments: scan.segments,
+            bytes: scan.bytes,
+            digest: Digest { head: scan.records, hash: scan.last_hash },
+            first_timestamp: self.first_timestamp,
+            last_timestamp: self.last_timestamp,
+            extends,
+            torn_tail: scan.torn_tail.map(|t| TornTailWarning {
+                segment: t.segment,
+                offset: t.offset,
+                bytes: t.bytes,
+            }),
+            unwritten_segment: scan.unwritten_segment,
+        }
+    }
 }
 
 /// The digest of the log in `dir` (its head and the chain hash of its last record), after

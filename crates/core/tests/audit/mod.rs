@@ -312,6 +312,52 @@ fn reconcile_names_each_broken_rule_of_a_forged_log() {
 }
 
 #[test]
+fn check_finds_in_one_pass_what_verify_reconcile_and_replay_find() {
+    let dir = tempfile::tempdir().unwrap();
+    story(dir.path(), 1 << 20);
+    let checked = audit::check(dir.path(), &mut no_progress()).unwrap();
+    assert_eq!(checked.verify, audit::verify(dir.path(), None, &mut no_progress()).unwrap());
+    assert_eq!(checked.reconciliation, audit::reconcile(dir.path(), &mut no_progress()).unwrap());
+    let replayed = audit::replay(dir.path(), ReplayPoint::Head, None, &mut no_progress()).unwrap();
+    assert_eq!(checked.state, replayed);
+    assert_eq!(checked.state.tenants.len(), 2);
+}
+
+#[test]
+fn check_leaves_out_the_state_of_a_tenant_the_domain_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = |n| Quantity::new(n).unwrap();
+    forge(
+        dir.path(),
+        &[
+            ("acme", stock("sku-1", InventoryEvent::StockReceived { quantity: q(5) })),
+            ("beta", stock("sku-1", InventoryEvent::StockReceived { quantity: q(3) })),
+            // A commit without a hold: the domain cannot apply it.
+            (
+                "acme",
+                stock(
+                    "sku-1",
+                    InventoryEvent::StockCommitted { order: order("o-9"), quantity: q(2) },
+                ),
+            ),
+        ],
+    );
+    let checked = audit::check(dir.path(), &mut no_progress()).unwrap();
+    let rejected: Vec<&str> = checked
+        .reconciliation
+        .discrepancies
+        .iter()
+        .filter(|d| d.code == "domain_rejects_event")
+        .map(|d| d.tenant.as_str())
+        .collect();
+    assert_eq!(rejected, ["acme"]);
+    let tenants: Vec<&str> = checked.state.tenants.iter().map(|t| t.tenant.as_str()).collect();
+    assert_eq!(tenants, ["beta"]);
+    assert_eq!(checked.state.tenants[0].skus[0].on_hand, 3);
+    assert_eq!(checked.verify.records, 3);
+}
+
+#[test]
 fn a_record_that_does_not_decode_is_named_with_its_place() {
     let dir = tempfile::tempdir().unwrap();
     forge(

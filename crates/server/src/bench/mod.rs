@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use orderly_core::audit::{self, OrderCounts, ReplayPoint};
+use orderly_core::audit::{self, OrderCounts};
 use orderly_core::domain::limits::DEFAULT_HOLD_TTL_MS;
 use orderly_core::engine::{Config, Engine, ManualClock};
 use orderly_core::workload::{Workload, WorkloadConfig};
@@ -194,25 +194,16 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     let rss_mb = peak_rss_mb();
 
     let checks_started = Instant::now();
-    let spinner = |what: &str| audit_bar(config.progress, what);
-    let verify_bar = spinner("verify");
-    let verified = audit::verify(&log_dir, None, &mut |p| {
-        verify_bar.set_length(p.bytes_total);
-        verify_bar.set_position(p.bytes_done);
-    });
-    verify_bar.finish_and_clear();
-    let (verify_ok, log_bytes, events) = match &verified {
-        Ok(report) => {
-            (report.torn_tail.is_none() && report.records == records, report.bytes, report.events)
-        }
-        Err(_) => (false, 0, 0),
-    };
-    let reconcile_bar = spinner("reconcile");
-    let books = audit::reconcile(&log_dir, &mut |p| {
-        reconcile_bar.set_length(p.bytes_total);
-        reconcile_bar.set_position(p.bytes_done);
+    // Verify, reconcile and replay in one pass over the log.
+    let check_bar = audit_bar(config.progress, "verify, reconcile, replay");
+    let checked = audit::check(&log_dir, &mut |p| {
+        check_bar.set_length(p.bytes_total);
+        check_bar.set_position(p.bytes_done);
     })?;
-    reconcile_bar.finish_and_clear();
+    check_bar.finish_and_clear();
+    let audit::Checked { verify: verified, reconciliation: books, state } = checked;
+    let verify_ok = verified.torn_tail.is_none() && verified.records == records;
+    let (log_bytes, events) = (verified.bytes, verified.events);
     let oversold = books
         .stock
         .iter()
@@ -225,12 +216,6 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         .count() as u64;
     let expired_units = books.stock.iter().map(|l| l.expired).sum::<u64>();
     let open_holds = books.stock.iter().map(|l| l.open_holds).sum::<u64>();
-    let replay_bar = spinner("replay");
-    let state = audit::replay(&log_dir, ReplayPoint::Head, None, &mut |p| {
-        replay_bar.set_length(p.bytes_total);
-        replay_bar.set_position(p.bytes_done);
-    })?;
-    replay_bar.finish_and_clear();
     let found: BTreeMap<String, OrderCounts> =
         state.tenants.into_iter().map(|t| (t.tenant, t.orders)).collect();
     let none = OrderCounts::default();
