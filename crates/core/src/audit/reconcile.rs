@@ -163,26 +163,28 @@ impl Books {
         self.discrepancies.push(Discrepancy { code, tenant, subject, position, detail });
     }
 
-    /// Books every event of a complete batch.
+    /// Books every event of a complete batch, then applies each record's events to the
+    /// domain's state (all of a record at once: one tenant lookup per record).
     pub(crate) fn add(&mut self, batch: &Batch<'_>) {
         for entry in batch.entries {
-            for event in entry.record.events() {
-                self.apply(entry.record.tenant(), event, entry.position);
+            let (tenant, events) = (entry.record.tenant(), entry.record.events());
+            for event in events {
+                self.book(tenant, event, entry.position);
+            }
+            if !self.broken.contains(tenant)
+                && let Err(message) = self.domain.apply_all(tenant, events)
+            {
+                self.broken.insert(tenant.clone());
+                self.flag("domain_rejects_event", tenant, "", Some(entry.position), message);
             }
         }
     }
 
-    fn apply(&mut self, tenant: &TenantId, event: &Event, position: u64) {
+    fn book(&mut self, tenant: &TenantId, event: &Event, position: u64) {
         match event {
             Event::Inventory { sku, event } => self.stock(tenant, sku, event, position),
             Event::Payment { payment, event } => self.payment(tenant, payment, event, position),
             Event::Order { order, event } => self.order(tenant, order, event),
-        }
-        if !self.broken.contains(tenant)
-            && let Err(message) = self.domain.apply(tenant, event)
-        {
-            self.broken.insert(tenant.clone());
-            self.flag("domain_rejects_event", tenant, "", Some(position), message);
         }
     }
 

@@ -14,11 +14,6 @@ pub(crate) struct DomainState {
 }
 
 impl DomainState {
-    /// Applies `event` of `tenant` with [`Tenant::evolve`]; see [`DomainState::apply_all`].
-    pub(crate) fn apply(&mut self, tenant: &TenantId, event: &Event) -> Result<(), String> {
-        self.apply_all(tenant, std::slice::from_ref(event))
-    }
-
     /// Applies `events` of `tenant` (a record's, in order) with [`Tenant::evolve`].
     ///
     /// `evolve` cannot fail on a log the engine wrote: it asserts the invariants every
