@@ -189,8 +189,7 @@ pub struct Workload {
     random: Seeded,
     setup: VecDeque<Step>,
     arrivals: Arrivals,
-    follow_ups: BinaryHeap<Reverse<FollowUp>>,
-    sequence: u64,
+    follow_ups: FollowUps,
     gateways: [GatewayId; 2],
 }
 
@@ -209,29 +208,48 @@ struct Arrivals {
 #[derive(Debug)]
 struct FollowUp {
     at: u64,
-    /// Breaks ties in the order the steps were planned, so the day is the same every time.
-    sequence: u64,
     life: Life,
     next: Next,
 }
 
-impl PartialEq for FollowUp {
-    fn eq(&self, other: &FollowUp) -> bool {
-        (self.at, self.sequence) == (other.at, other.sequence)
-    }
+/// Follow-ups in the order they are due: by time, ties in the order they were planned, so the
+/// day is the same every time. The heap orders small keys (a day's follow-ups run into the
+/// hundreds of thousands, and sifting whole follow-ups was most of the workload's own time);
+/// each follow-up waits in a slot of `waiting` until its key comes out.
+#[derive(Debug, Default)]
+struct FollowUps {
+    due: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    waiting: Vec<Option<FollowUp>>,
+    free: Vec<usize>,
+    planned: u64,
 }
 
-impl Eq for FollowUp {}
-
-impl PartialOrd for FollowUp {
-    fn partial_cmp(&self, other: &FollowUp) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
+impl FollowUps {
+    fn plan(&mut self, follow_up: FollowUp) {
+        self.planned += 1;
+        let at = follow_up.at;
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.waiting[slot] = Some(follow_up);
+                slot
+            }
+            None => {
+                self.waiting.push(Some(follow_up));
+                self.waiting.len() - 1
+            }
+        };
+        self.due.push(Reverse((at, self.planned, slot)));
     }
-}
 
-impl Ord for FollowUp {
-    fn cmp(&self, other: &FollowUp) -> std::cmp::Ordering {
-        (self.at, self.sequence).cmp(&(other.at, other.sequence))
+    /// When the next follow-up is due.
+    fn next_at(&self) -> Option<u64> {
+        self.due.peek().map(|Reverse((at, ..))| *at)
+    }
+
+    fn take_next(&mut self) -> Option<FollowUp> {
+        let Reverse((_, _, slot)) = self.due.pop()?;
+        self.free.push(slot);
+        self.waiting[slot].take()
     }
 }
 
@@ -315,8 +333,7 @@ impl Workload {
             random,
             setup,
             arrivals: Arrivals::default(),
-            follow_ups: BinaryHeap::new(),
-            sequence: 0,
+            follow_ups: FollowUps::default(),
             gateways,
         }
     }
@@ -364,8 +381,7 @@ impl Workload {
     }
 
     fn plan(&mut self, at: u64, life: Life, next: Next) {
-        self.sequence += 1;
-        self.follow_ups.push(Reverse(FollowUp { at, sequence: self.sequence, life, next }));
+        self.follow_ups.plan(FollowUp { at, life, next });
     }
 
     fn in_outage(&self, at: u64) -> bool {
@@ -547,13 +563,13 @@ impl Iterator for Workload {
             return Some(step);
         }
         let arrival = self.next_arrival();
-        let follow_up_first = match (self.follow_ups.peek(), arrival) {
-            (Some(Reverse(f)), Some(a)) => f.at <= a,
+        let follow_up_first = match (self.follow_ups.next_at(), arrival) {
+            (Some(f), Some(a)) => f <= a,
             (Some(_), None) => true,
             (None, _) => false,
         };
         if follow_up_first {
-            let Reverse(follow_up) = self.follow_ups.pop().expect("just looked");
+            let follow_up = self.follow_ups.take_next().expect("just looked");
             return Some(self.follow_up(follow_up));
         }
         arrival.map(|at| self.arrive(at))
