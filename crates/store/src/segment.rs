@@ -30,9 +30,10 @@ pub(crate) const SEGMENT_FORMAT_VERSION: u16 = 2;
 const READABLE_SEGMENT_VERSIONS: std::ops::RangeInclusive<u16> = 1..=SEGMENT_FORMAT_VERSION;
 /// Bytes read from a segment at a time, at most.
 const READ_CHUNK: usize = 1 << 20;
-/// A window's first read: it doubles with every refill up to [`READ_CHUNK`]. A reader that
-/// wants one record (an idempotent retry reads its first outcome back, from the sparse index
-/// entry before it) then reads tens of KiB, not a MiB, while a scan soon reads whole chunks.
+/// A window's first read, and its read after a jump: it doubles with every refill that goes on
+/// from the window up to [`READ_CHUNK`]. A reader that wants one record (an idempotent retry
+/// reads its first outcome back, from the sparse index entry before it) then reads tens of
+/// KiB, not a MiB, while a scan soon reads whole chunks.
 const FIRST_READ: usize = 64 << 10;
 
 /// The file name of the segment whose first record is at `first_position`.
@@ -101,7 +102,7 @@ pub(crate) struct Window {
     data: Vec<u8>,
     /// File offset of `data[0]`.
     start: u64,
-    /// Bytes the last refill asked for (0 before the first).
+    /// The read-ahead of the last refill (0 before the first).
     read_ahead: usize,
 }
 
@@ -118,7 +119,11 @@ impl Window {
         let window_end = self.start + self.data.len() as u64;
         let inside = offset >= self.start && offset <= window_end;
         if !(inside && (offset + need as u64 <= window_end || window_end >= end)) {
-            self.read_ahead = (self.read_ahead * 2).clamp(FIRST_READ, READ_CHUNK);
+            self.read_ahead = if inside {
+                (self.read_ahead * 2).clamp(FIRST_READ, READ_CHUNK)
+            } else {
+                FIRST_READ
+            };
             let want = need.max(self.read_ahead) as u64;
             let len = usize::try_from(want.min(end.saturating_sub(offset))).expect("fits usize");
             self.data.resize(len, 0);
@@ -273,6 +278,12 @@ mod tests {
         let kib: Vec<usize> = reads.iter().map(|n| n >> 10).collect();
         assert_eq!(kib, [64, 128, 256, 512, 1024, 1024, 1024]);
         assert_eq!(window.start, offset);
+
+        // A jump elsewhere starts again small; a read near the end stops there.
+        window.fill(&file, 1 << 20, HEADER_LEN, file.len).unwrap();
+        window.fill(&file, file.len - 1000, HEADER_LEN, file.len).unwrap();
+        let reads = file.reads.lock().unwrap().clone();
+        assert_eq!(reads[reads.len() - 2..], [FIRST_READ, 1000]);
 
         // A record larger than the read-ahead is read whole.
         let mut fresh = Window::default();

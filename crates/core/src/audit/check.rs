@@ -17,11 +17,11 @@ use super::{Progress, pass};
 /// What [`check`] found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Checked {
-    /// As [`super::verify`] without a digest to extend.
+    /// As [`super::verify()`] without a digest to extend.
     pub verify: VerifyReport,
-    /// As [`super::reconcile`].
+    /// As [`super::reconcile()`].
     pub reconciliation: Reconciliation,
-    /// As [`super::replay`] to the head, without the tenants whose state broke on an event
+    /// As [`super::replay()`] to the head, without the tenants whose state broke on an event
     /// (each is named by a `domain_rejects_event` discrepancy of the reconciliation, where
     /// `replay` would stop with [`AuditError::Inconsistent`]).
     pub state: ReplayReport,
@@ -29,7 +29,7 @@ pub struct Checked {
 
 /// Verifies, reconciles and replays the log in `dir` to its head in one read-only pass,
 /// without the lock. The first problem with the log itself (checksum, chain, position,
-/// version, payload) is an error, as for [`super::verify`]; broken rules of the books are
+/// version, payload) is an error, as for [`super::verify()`]; broken rules of the books are
 /// discrepancies in the reconciliation.
 pub fn check(dir: &Path, progress: &mut dyn FnMut(Progress)) -> Result<Checked, AuditError> {
     let mut summary = Summary::default();

@@ -22,7 +22,9 @@ use crate::domain::{
 pub struct Reconciliation {
     /// The digest of the log the books were computed over.
     pub digest: Digest,
-    /// Every rule found broken, in the order found (end-of-log comparisons last).
+    /// Every rule found broken, in the order found (end-of-log comparisons last). A record's
+    /// events are booked before they are applied to the domain together, so its
+    /// `domain_rejects_event` comes after the other discrepancies of the same record.
     pub discrepancies: Vec<Discrepancy>,
     /// Stock per tenant and SKU, by tenant and SKU.
     pub stock: Vec<StockLedger>,

@@ -77,7 +77,7 @@ pub struct OrderCounts {
 }
 
 /// Rebuilds the state of the log in `dir` as of `point`, for every tenant or only `tenant`,
-/// read-only and without the lock. Every record read is verified as [`super::verify`] does, so
+/// read-only and without the lock. Every record read is verified as [`super::verify()`] does, so
 /// replaying to [`ReplayPoint::Head`] also verifies the whole log in the same pass (without a
 /// digest check). An event the domain cannot apply is reported as
 /// [`AuditError::Inconsistent`].

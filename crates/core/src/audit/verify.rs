@@ -103,9 +103,9 @@ pub fn verify(
 /// What [`verify`] counts of the batches it sees, besides what the scan reports.
 #[derive(Debug, Default)]
 pub(crate) struct Summary {
-    pub first_timestamp: Option<u64>,
+    first_timestamp: Option<u64>,
     pub last_timestamp: Option<u64>,
-    pub events: u64,
+    events: u64,
 }
 
 impl Summary {

@@ -225,6 +225,7 @@ struct FollowUps {
 }
 
 impl FollowUps {
+    /// Adds `follow_up`, due after those planned before it for the same time.
     fn plan(&mut self, follow_up: FollowUp) {
         self.planned += 1;
         let at = follow_up.at;
@@ -246,6 +247,8 @@ impl FollowUps {
         self.due.peek().map(|Reverse((at, ..))| *at)
     }
 
+    /// Takes the follow-up due first. A slot has one key in `due` while it is taken, and is
+    /// free again once that key comes out.
     fn take_next(&mut self) -> Option<FollowUp> {
         let Reverse((_, _, slot)) = self.due.pop()?;
         self.free.push(slot);
@@ -453,7 +456,7 @@ impl Workload {
         }
     }
 
-    fn follow_up(&mut self, FollowUp { at, life, next, .. }: FollowUp) -> Step {
+    fn follow_up(&mut self, FollowUp { at, life, next }: FollowUp) -> Step {
         let shop = &self.shops[life.tenant];
         let tenant = shop.tenant.clone();
         let order = Workload::order_id(life.number);
@@ -594,4 +597,45 @@ fn receipts(units: u64) -> impl Iterator<Item = Quantity> {
     let max = u64::from(MAX_QUANTITY);
     (0..units.div_ceil(max))
         .map(move |i| Quantity::new((units - i * max).min(max)).expect("1 to MAX_QUANTITY units"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Currency;
+
+    fn follow_up(at: u64, number: u64) -> FollowUp {
+        let total = Money::new(100, Currency::new("EUR").expect("a currency"));
+        let life = Life {
+            number,
+            tenant: 0,
+            total,
+            fate: Fate::Shipped,
+            unavailable: 0,
+            payments_at: [at, at],
+            placement: None,
+        };
+        FollowUp { at, life, next: Next::Ship }
+    }
+
+    fn take_all(follow_ups: &mut FollowUps) -> Vec<(u64, u64)> {
+        std::iter::from_fn(|| follow_ups.take_next()).map(|f| (f.at, f.life.number)).collect()
+    }
+
+    #[test]
+    fn follow_ups_come_by_time_then_in_the_order_planned_through_reused_slots() {
+        let mut follow_ups = FollowUps::default();
+        for (at, number) in [(20, 1), (10, 2), (20, 3), (10, 4)] {
+            follow_ups.plan(follow_up(at, number));
+        }
+        assert_eq!(follow_ups.next_at(), Some(10));
+        let first = follow_ups.take_next().expect("four planned");
+        assert_eq!((first.at, first.life.number), (10, 2));
+        // Planned now, into the slot just freed: after those planned earlier for the same time.
+        follow_ups.plan(follow_up(10, 5));
+        follow_ups.plan(follow_up(20, 6));
+        assert_eq!(follow_ups.waiting.len(), 5, "the freed slot was used again");
+        assert_eq!(take_all(&mut follow_ups), [(10, 4), (10, 5), (20, 1), (20, 3), (20, 6)]);
+        assert_eq!(follow_ups.next_at(), None);
+    }
 }

@@ -72,7 +72,8 @@ fn at(n: u64) -> usize {
     usize::try_from(n).unwrap()
 }
 
-/// The error `verify` gives, checked to name `segment` at `offset` with `position`.
+/// The error `verify` gives, checked to name `segment` at `offset` with `position`; `check`
+/// (verify, reconcile and replay in one pass) must fail the same way.
 fn expect(dir: &Path, code: &str, segment: &Path, offset: u64, position: u64) -> AuditError {
     let err = audit::verify(dir, None, &mut no_progress()).unwrap_err();
     assert_eq!(err.code(), code, "{err}");
@@ -82,6 +83,8 @@ fn expect(dir: &Path, code: &str, segment: &Path, offset: u64, position: u64) ->
         (segment, offset, Some(position)),
         "{err}"
     );
+    let checked = audit::check(dir, &mut no_progress()).unwrap_err();
+    assert_eq!((checked.code(), checked.location()), (err.code(), err.location()), "{checked}");
     err
 }
 

@@ -324,6 +324,42 @@ fn check_finds_in_one_pass_what_verify_reconcile_and_replay_find() {
 }
 
 #[test]
+fn a_record_of_several_events_is_booked_then_applied_to_the_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = |n| Quantity::new(n).unwrap();
+    forge(
+        dir.path(),
+        &[("acme", stock("sku-1", InventoryEvent::StockReceived { quantity: q(5) }))],
+    );
+    // One decision record: a commit without a hold (which the domain cannot apply), then a
+    // capture of a payment never authorized.
+    let events = [
+        stock("sku-1", InventoryEvent::StockCommitted { order: order("o-9"), quantity: q(2) }),
+        payment("p-1", PaymentEvent::PaymentCaptured { amount: 150 }),
+    ];
+    let (log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let record = codec::encode_decision(&tenant("acme"), None, &events).into_record(START);
+    log.append(vec![record]).unwrap();
+    drop(log);
+
+    let books = audit::reconcile(dir.path(), &mut no_progress()).unwrap();
+    let found: Vec<(&str, Option<u64>)> =
+        books.discrepancies.iter().map(|d| (d.code, d.position)).collect();
+    assert_eq!(
+        found[..3],
+        [
+            ("hold_not_open", Some(1)),
+            ("payment_not_authorized", Some(1)),
+            ("domain_rejects_event", Some(1)),
+        ],
+        "{found:?}"
+    );
+    let checked = audit::check(dir.path(), &mut no_progress()).unwrap();
+    assert_eq!(checked.reconciliation, books);
+    assert_eq!(checked.state.tenants, []);
+}
+
+#[test]
 fn check_leaves_out_the_state_of_a_tenant_the_domain_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let q = |n| Quantity::new(n).unwrap();

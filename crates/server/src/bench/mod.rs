@@ -5,8 +5,8 @@
 //! folder (the figure the log is bounded by); then every step of the day goes through
 //! [`Engine::execute`] (see `drive.rs`), acknowledged only once durable; the engine's clock is
 //! a `ManualClock` set to the steps' virtual times, so it expires unpaid holds itself. The
-//! checks, on the closed log: `audit::verify` passes, `audit::reconcile` finds nothing, no SKU
-//! is oversold, every acknowledged order is there with the status the model expects, and every
+//! checks, on the closed log, in one pass of `audit::check`: the log verifies, reconciling it
+//! finds nothing, no SKU is oversold, every acknowledged order is there with the status the model expects, and every
 //! retry got its first answer back.
 
 mod drive;
@@ -78,7 +78,7 @@ pub struct BenchReport {
     pub tenants: usize,
     /// The workload's seed.
     pub seed: u64,
-    /// Domain events in the log, as `audit::verify` counted them.
+    /// Domain events in the log, as `audit::check` counted them.
     pub events: u64,
     /// Records in the log.
     pub records: u64,
@@ -119,9 +119,9 @@ pub struct BenchReport {
     /// SKUs whose ledger shows stock oversold: on hand below zero, more reserved than on
     /// hand, or more shipped than received.
     pub oversold: u64,
-    /// `audit::verify` passed with a clean end.
+    /// The log verified (`audit::check`) with a clean end.
     pub verify_ok: bool,
-    /// `audit::reconcile` found no discrepancy.
+    /// Reconciling the log (`audit::check`) found no discrepancy.
     pub reconcile_ok: bool,
     /// Every acknowledged order is in the log, each tenant with the statuses the model expects.
     pub orders_ok: bool,
