@@ -542,6 +542,37 @@ fn garbage_in_a_decision_record_is_an_error_not_a_panic() {
 /// The fingerprint of "ship order o-1001" as first released.
 const PINNED_SHIP_FINGERPRINT: &str = "13c28ffd4c0aa9fe9f09ff68b98246b4";
 
+/// Fingerprints of longer commands as first released: an authorization, and a placement of
+/// every line an order may have with ids of every allowed length (over a KiB of encoding).
+const PINNED_AUTHORIZE_FINGERPRINT: &str = "5245278dfec69b0d873ffdd13932c0d1";
+const PINNED_LARGE_PLACE_FINGERPRINT: &str = "d41ce8254f762b8ac0671e504d669b90";
+
+#[test]
+fn fingerprints_of_long_commands_stay_put() {
+    let authorize = Command::Payment {
+        payment: PaymentId::new("pay-o-1001").unwrap(),
+        command: orderly_core::domain::PaymentCommand::Authorize {
+            order: order(),
+            amount: eur(12_345),
+            gateway: GatewayId::new("sim-1").unwrap(),
+        },
+    };
+    let long = |n: usize| format!("{n:0>64}");
+    let lines = (0..orderly_core::domain::limits::MAX_LINES_PER_ORDER)
+        .map(|n| OrderLine { sku: sku(&long(n)), quantity: qty(n as u64 + 1), unit_price: 99 })
+        .collect();
+    let place = Command::Order {
+        order: OrderId::new(&long(7)).unwrap(),
+        command: OrderCommand::Place {
+            customer: CustomerId::new(&long(42)).unwrap(),
+            currency: Currency::new("EUR").unwrap(),
+            lines,
+        },
+    };
+    assert_eq!(hex(&fingerprint(&authorize).0), PINNED_AUTHORIZE_FINGERPRINT);
+    assert_eq!(hex(&fingerprint(&place).0), PINNED_LARGE_PLACE_FINGERPRINT);
+}
+
 #[test]
 fn fingerprints_tell_commands_apart_and_stay_put() {
     let place = |unit_price| Command::Order {
