@@ -10,21 +10,47 @@ use crate::domain::{CancelReason, Command, DeclineReason, Money, OrderCommand, P
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Fingerprint(pub [u8; 16]);
 
-struct Canonical(blake3::Hasher);
+/// Bytes of canonical encoding gathered before they go to the hasher: a command's encoding
+/// is most often shorter, so it is hashed in one call, not one per field (the engine
+/// fingerprints every keyed command on its decision thread). The hash is the same either way.
+const GATHER: usize = 256;
+
+/// The canonical encoding, hashed as it is written.
+struct Canonical {
+    hasher: blake3::Hasher,
+    gathered: [u8; GATHER],
+    len: usize,
+}
 
 impl Canonical {
-    fn tag(&mut self, tag: u8) -> &mut Self {
-        self.0.update(&[tag]);
+    fn new() -> Canonical {
+        Canonical { hasher: blake3::Hasher::new(), gathered: [0; GATHER], len: 0 }
+    }
+    fn bytes(&mut self, bytes: &[u8]) -> &mut Self {
+        if self.len + bytes.len() > GATHER {
+            self.hasher.update(&self.gathered[..self.len]);
+            self.len = 0;
+            if bytes.len() > GATHER {
+                self.hasher.update(bytes);
+                return self;
+            }
+        }
+        self.gathered[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
         self
+    }
+    fn finish(&mut self) -> blake3::Hash {
+        self.hasher.update(&self.gathered[..self.len]);
+        self.hasher.finalize()
+    }
+    fn tag(&mut self, tag: u8) -> &mut Self {
+        self.bytes(&[tag])
     }
     fn text(&mut self, text: &str) -> &mut Self {
-        self.0.update(&(text.len() as u64).to_le_bytes());
-        self.0.update(text.as_bytes());
-        self
+        self.bytes(&(text.len() as u64).to_le_bytes()).bytes(text.as_bytes())
     }
     fn number(&mut self, n: u64) -> &mut Self {
-        self.0.update(&n.to_le_bytes());
-        self
+        self.bytes(&n.to_le_bytes())
     }
     fn money(&mut self, m: &Money) -> &mut Self {
         self.number(m.minor).text(m.currency.as_str())
@@ -34,7 +60,7 @@ impl Canonical {
 /// The fingerprint of `command`.
 #[must_use]
 pub fn fingerprint(command: &Command) -> Fingerprint {
-    let mut c = Canonical(blake3::Hasher::new());
+    let mut c = Canonical::new();
     match command {
         Command::ReceiveStock { sku, quantity } => {
             c.tag(1).text(sku.as_str()).number(quantity.get());
@@ -106,6 +132,6 @@ pub fn fingerprint(command: &Command) -> Fingerprint {
             }
         }
     }
-    let hash = c.0.finalize();
+    let hash = c.finish();
     Fingerprint(hash.as_bytes()[..16].try_into().expect("16 of 32 bytes"))
 }
