@@ -2,17 +2,15 @@
 //! Black Friday bench checks its day so). Each record is read, verified and decoded once, not
 //! three times.
 
-use std::ops::ControlFlow;
 use std::path::Path;
 
 use serde::Serialize;
 
-use super::digest::Digest;
+use super::Progress;
 use super::error::AuditError;
-use super::reconcile::{Books, Reconciliation};
+use super::reconcile::{self, Reconciliation};
 use super::replay::{self, ReplayReport};
 use super::verify::{Summary, VerifyReport};
-use super::{Progress, pass};
 
 /// What [`check`] found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -33,23 +31,8 @@ pub struct Checked {
 /// discrepancies in the reconciliation.
 pub fn check(dir: &Path, progress: &mut dyn FnMut(Progress)) -> Result<Checked, AuditError> {
     let mut summary = Summary::default();
-    let mut books = Books::default();
-    let scan = pass::run(
-        dir,
-        progress,
-        |_| {},
-        |batch| {
-            summary.add(batch);
-            books.add(batch);
-            ControlFlow::Continue(())
-        },
-    )?;
-    let digest = Digest { head: scan.records, hash: scan.last_hash };
-    let last_timestamp = summary.last_timestamp;
-    let (reconciliation, domain) = books.close(digest);
-    Ok(Checked {
-        verify: summary.report(scan, None),
-        reconciliation,
-        state: replay::report(digest, last_timestamp, &domain),
-    })
+    let (scan, reconciliation, domain) =
+        reconcile::book_log(dir, progress, |batch| summary.add(batch))?;
+    let state = replay::report(reconciliation.digest, summary.last_timestamp, &domain);
+    Ok(Checked { verify: summary.report(scan, None), reconciliation, state })
 }

@@ -5,6 +5,7 @@
 use std::ops::ControlFlow;
 use std::path::Path;
 
+use orderly_store::ScanReport;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
@@ -100,6 +101,17 @@ pub fn reconcile(
     dir: &Path,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Reconciliation, AuditError> {
+    Ok(book_log(dir, progress, |_| {})?.1)
+}
+
+/// Books every complete batch of the log in `dir` in one pass, handing each to `also` as well
+/// (`check` summarises the same pass), and closes the books at the head: the scan's report,
+/// the reconciliation, and the domain's state without the tenants it rejected.
+pub(crate) fn book_log(
+    dir: &Path,
+    progress: &mut dyn FnMut(Progress),
+    mut also: impl FnMut(&Batch<'_>),
+) -> Result<(ScanReport, Reconciliation, DomainState), AuditError> {
     let mut books = Books::default();
     let scan = pass::run(
         dir,
@@ -107,11 +119,13 @@ pub fn reconcile(
         |_| {},
         |batch| {
             books.add(batch);
+            also(batch);
             ControlFlow::Continue(())
         },
     )?;
     let digest = Digest { head: scan.records, hash: scan.last_hash };
-    Ok(books.close(digest).0)
+    let (reconciliation, domain) = books.close(digest);
+    Ok((scan, reconciliation, domain))
 }
 
 #[derive(Debug, Default)]
@@ -141,7 +155,7 @@ struct OrderBook {
 
 /// The books [`reconcile`] keeps as it reads the log, the domain's state among them.
 #[derive(Debug, Default)]
-pub(crate) struct Books {
+struct Books {
     skus: FxHashMap<(TenantId, Sku), SkuBook>,
     payments: FxHashMap<(TenantId, PaymentId), PaymentBook>,
     orders: FxHashMap<(TenantId, OrderId), OrderBook>,
@@ -167,7 +181,7 @@ impl Books {
 
     /// Books every event of a complete batch, then applies each record's events to the
     /// domain's state (all of a record at once: one tenant lookup per record).
-    pub(crate) fn add(&mut self, batch: &Batch<'_>) {
+    fn add(&mut self, batch: &Batch<'_>) {
         for entry in batch.entries {
             let (tenant, events) = (entry.record.tenant(), entry.record.events());
             for event in events {
@@ -371,7 +385,7 @@ impl Books {
 
     /// The end-of-log comparisons with the domain's state, and the report; then the domain's
     /// state without the tenants whose state broke on an event (a discrepancy names each).
-    pub(crate) fn close(mut self, digest: Digest) -> (Reconciliation, DomainState) {
+    fn close(mut self, digest: Digest) -> (Reconciliation, DomainState) {
         let mut late: Vec<Discrepancy> = Vec::new();
         let mut flag = |code, tenant: &TenantId, subject: &str, detail| {
             let (tenant, subject) = (tenant.to_string(), subject.to_owned());
