@@ -1,22 +1,34 @@
 //! `orderly audit …` and `orderly replay`: the audit library on the command line.
 //!
 //! Every command reads the log read-only (a running server may hold the folder), shows a
-//! progress bar on stderr, prints a human summary or, with `--json`, one JSON object on stdout,
-//! and exits non-zero when the log is not intact or does not reconcile.
+//! progress bar on stderr, and prints a human summary or, with `--json`, one JSON object on
+//! stdout. Exit codes tell a cron job what happened: 0 the answer is yes (the log is intact,
+//! reconciles, has the order), 1 it is no ([`ANSWER_NO`]), 2 the audit could not run
+//! ([`CANNOT_AUDIT`]: bad arguments, no log in the folder, an unreadable file).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use orderly_core::Position;
 use orderly_core::audit::{self, AuditError, Digest, Progress, ReplayPoint};
-use orderly_core::domain::{OrderId, TenantId};
+use orderly_core::domain::{OrderId, TenantId, Timestamp};
+use orderly_core::engine::CommittedEvent;
 use orderly_core::node::LOG_DIR;
+use orderly_server::api::event_json;
 use serde::Serialize;
 use serde_json::json;
 
+/// Exit code: the audit ran and its answer is no: the log is not intact, does not reconcile,
+/// or has no such order.
+pub const ANSWER_NO: u8 = 1;
+/// Exit code: the audit could not run (bad arguments, no log in the folder, a file that
+/// cannot be read), so it says nothing about the log.
+pub const CANNOT_AUDIT: u8 = 2;
+
 /// The log of a data folder (`DIR/log`), or `DIR` itself when it is a copy of a log folder.
+/// A folder that holds no log is refused by the audit itself (`no_log`).
 fn log_dir(data: &Path) -> PathBuf {
     let inside = data.join(LOG_DIR);
     if inside.is_dir() { inside } else { data.to_path_buf() }
@@ -39,6 +51,10 @@ fn progress_bar() -> (ProgressBar, impl FnMut(Progress)) {
 /// Prints an audit failure (JSON or text) and gives the exit code.
 fn failed(error: &AuditError, json: bool) -> ExitCode {
     let location = error.location();
+    let could_not_run = matches!(
+        error,
+        AuditError::Io { .. } | AuditError::NoLog { .. } | AuditError::BeyondHead { .. }
+    );
     if json {
         let body = json!({ "ok": false, "error": {
             "code": error.code(),
@@ -48,13 +64,15 @@ fn failed(error: &AuditError, json: bool) -> ExitCode {
             "position": location.as_ref().and_then(|l| l.position),
         }});
         println!("{body}");
+    } else if could_not_run {
+        eprintln!("cannot audit ({}): {error}", error.code());
     } else {
         eprintln!("NOT INTACT ({}): {error}", error.code());
         if let Some(at) = location {
             eprintln!("  first problem in {at}");
         }
     }
-    ExitCode::FAILURE
+    ExitCode::from(if could_not_run { CANNOT_AUDIT } else { ANSWER_NO })
 }
 
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
@@ -124,6 +142,16 @@ pub fn replay(data: &Path, at: &str, tenant: Option<&str>, json: bool) -> anyhow
         Ok(report) => report,
         Err(error) => return Ok(failed(&error, json)),
     };
+    if let Some(tenant) = &tenant
+        && report.tenants.is_empty()
+    {
+        if json {
+            print_json(&report)?;
+        } else {
+            eprintln!("tenant {tenant} has no events up to position {}", report.digest.head);
+        }
+        return Ok(ExitCode::from(ANSWER_NO));
+    }
     if json {
         print_json(&report)?;
         return Ok(ExitCode::SUCCESS);
@@ -135,10 +163,12 @@ pub fn replay(data: &Path, at: &str, tenant: Option<&str>, json: bool) -> anyhow
             "\ntenant {}: orders placed {} · confirmed {} · shipped {} · delivered {} · cancelled {}",
             snapshot.tenant, o.placed, o.confirmed, o.shipped, o.delivered, o.cancelled
         );
-        println!("  {:<24} {:>12} {:>12} {:>12}", "sku", "on hand", "reserved", "available");
+        // The SKU column is as wide as the longest SKU (ids run up to 64 characters).
+        let width = snapshot.skus.iter().map(|s| s.sku.len()).max().unwrap_or(0).max(24);
+        println!("  {:<width$} {:>12} {:>12} {:>12}", "sku", "on hand", "reserved", "available");
         for sku in &snapshot.skus {
             println!(
-                "  {:<24} {:>12} {:>12} {:>12}",
+                "  {:<width$} {:>12} {:>12} {:>12}",
                 sku.sku, sku.on_hand, sku.reserved, sku.available
             );
         }
@@ -151,10 +181,11 @@ fn parse_point(at: &str) -> anyhow::Result<ReplayPoint> {
     if !at.is_empty() && at.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(ReplayPoint::Position(at.parse()?));
     }
-    let time: SystemTime = humantime::parse_rfc3339_weak(at)
+    let time: jiff::Timestamp = at
+        .parse()
         .with_context(|| format!("--at {at:?}: neither a position nor an RFC 3339 time"))?;
-    let millis = time.duration_since(UNIX_EPOCH).context("--at is before 1970")?.as_millis();
-    Ok(ReplayPoint::Time(u64::try_from(millis)?))
+    let millis = u64::try_from(time.as_millisecond()).context("--at is before 1970")?;
+    Ok(ReplayPoint::Time(millis))
 }
 
 /// `orderly audit trace ORDER_ID`.
@@ -175,28 +206,41 @@ pub fn trace(
     };
     if trace.entries.is_empty() {
         if json {
-            print_json(&trace)?;
+            print_json(&json!({ "order": trace.order, "entries": [] }))?;
         } else {
             eprintln!("no events of order {order}");
         }
-        return Ok(ExitCode::FAILURE);
+        return Ok(ExitCode::from(ANSWER_NO));
+    }
+    // Each event as the HTTP API's event stream shows it, with its tenant and stream.
+    let mut entries = Vec::with_capacity(trace.entries.len());
+    for entry in trace.entries {
+        let committed = CommittedEvent {
+            position: Position(entry.position),
+            tenant: TenantId::new(&entry.tenant)?,
+            event: entry.event,
+            recorded_at: Timestamp(entry.timestamp),
+        };
+        let mut value = event_json(&committed, entry.index);
+        value["tenant"] = entry.tenant.into();
+        value["stream"] = entry.stream.into();
+        entries.push(value);
     }
     if json {
-        print_json(&trace)?;
+        print_json(&json!({ "order": trace.order, "entries": entries }))?;
         return Ok(ExitCode::SUCCESS);
     }
-    // RFC 3339 ends with the year 9999; a later (damaged) time is shown in milliseconds.
-    const YEAR_10000_MS: u64 = 253_402_300_800_000;
-    for entry in &trace.entries {
-        let time = if entry.timestamp < YEAR_10000_MS {
-            let at = UNIX_EPOCH + std::time::Duration::from_millis(entry.timestamp);
-            humantime::format_rfc3339_millis(at).to_string()
-        } else {
-            format!("{} ms", entry.timestamp)
-        };
+    for entry in &entries {
+        let millis = entry["recorded_at_ms"].as_i64().unwrap_or(i64::MAX);
+        let time = jiff::Timestamp::from_millisecond(millis)
+            .map_or_else(|_| format!("{millis} ms"), |t| format!("{t:.3}"));
         println!(
             "{:>10}  {time}  {:<10} {:<20} {:<32} {}",
-            entry.position, entry.tenant, entry.event_type, entry.stream, entry.detail
+            entry["position"],
+            entry["tenant"].as_str().unwrap_or_default(),
+            entry["type"].as_str().unwrap_or_default(),
+            entry["stream"].as_str().unwrap_or_default(),
+            entry["data"]
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -242,7 +286,7 @@ pub fn reconcile(data: &Path, json: bool) -> anyhow::Result<ExitCode> {
     if !json {
         eprintln!("{} discrepancy(ies) found", books.discrepancies.len());
     }
-    Ok(ExitCode::FAILURE)
+    Ok(ExitCode::from(ANSWER_NO))
 }
 
 /// Refuses a data folder that does not exist (rather than auditing an empty log).

@@ -129,7 +129,8 @@ struct ServeArgs {
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Check every record's checksum, the hash chain, positions, stream versions and payloads;
-    /// exit 1 naming segment, byte offset and position of the first problem.
+    /// exit 1 naming segment, byte offset and position of the first problem, 2 when the audit
+    /// cannot run.
     Verify {
         /// The data folder (or a copy of its `log` folder).
         #[arg(long, env = "ORDERLY_DATA", default_value = "./data")]
@@ -198,11 +199,17 @@ fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
+    // An audit that cannot run says nothing about the log: its own exit code, so that a cron
+    // job tells a typo from a log that is not intact.
+    let failure = match cli.command {
+        Commands::Audit(_) | Commands::Replay { .. } => ExitCode::from(audit_cli::CANNOT_AUDIT),
+        _ => ExitCode::FAILURE,
+    };
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            failure
         }
     }
 }
@@ -241,6 +248,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Commands::Rebuild { data, projection } => {
             audit_cli::existing(&data)?;
+            // Opening a folder with no log would start an empty one there (a mistyped --data).
+            if !data.join(orderly_core::node::LOG_DIR).is_dir() {
+                anyhow::bail!("{} is not a data folder: it holds no log", data.display());
+            }
             rebuild(&data, projection.as_deref())
         }
         Commands::Replay { data, at, tenant, json } => {

@@ -41,6 +41,21 @@ pub enum AuditError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The folder holds no log segment at all: it is not a log folder (a log, even an empty
+    /// one, has its first segment from the start), so there is nothing to vouch for.
+    #[error("no log in {}: it holds no segment file", dir.display())]
+    NoLog {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// A replay was asked for a position past the log's head.
+    #[error("position {asked} is beyond the log's head {head}")]
+    BeyondHead {
+        /// The position asked for (records `0..asked`).
+        asked: u64,
+        /// Records in the log.
+        head: u64,
+    },
     /// The bytes of the log are not what was written: a checksum, header, position, hash
     /// chain or stream version is wrong, a segment is missing, or data follows the end.
     #[error("the log is corrupt: {0}")]
@@ -82,6 +97,8 @@ impl AuditError {
     pub fn code(&self) -> &'static str {
         match self {
             AuditError::Io { .. } => "io",
+            AuditError::NoLog { .. } => "no_log",
+            AuditError::BeyondHead { .. } => "beyond_head",
             AuditError::Corrupt(c) => match c.problem {
                 Problem::BadChecksum => "bad_checksum",
                 Problem::BadHeader => "bad_header",
@@ -112,7 +129,10 @@ impl AuditError {
             AuditError::Undecodable { at, .. } | AuditError::Inconsistent { at, .. } => {
                 Some(at.clone())
             }
-            AuditError::Io { .. } | AuditError::DigestMismatch { .. } => None,
+            AuditError::Io { .. }
+            | AuditError::NoLog { .. }
+            | AuditError::BeyondHead { .. }
+            | AuditError::DigestMismatch { .. } => None,
         }
     }
 }

@@ -80,7 +80,8 @@ pub struct OrderCounts {
 /// read-only and without the lock. Every record read is verified as [`super::verify()`] does, so
 /// replaying to [`ReplayPoint::Head`] also verifies the whole log in the same pass (without a
 /// digest check). An event the domain cannot apply is reported as
-/// [`AuditError::Inconsistent`].
+/// [`AuditError::Inconsistent`], a position past the log's head as
+/// [`AuditError::BeyondHead`].
 pub fn replay(
     dir: &Path,
     point: ReplayPoint,
@@ -91,6 +92,7 @@ pub fn replay(
     let mut digest = Digest { head: 0, hash: [0; 32] };
     let mut last_timestamp = None;
     let mut inconsistent = None;
+    let mut stopped_before_end = false;
     pass::run(
         dir,
         progress,
@@ -105,6 +107,7 @@ pub fn replay(
                 ReplayPoint::Time(t) => batch.entries.iter().any(|e| e.timestamp > t),
             };
             if beyond {
+                stopped_before_end = true;
                 return ControlFlow::Break(());
             }
             for entry in batch.entries {
@@ -125,6 +128,12 @@ pub fn replay(
     )?;
     if let Some(error) = inconsistent {
         return Err(error);
+    }
+    if let ReplayPoint::Position(asked) = point
+        && !stopped_before_end
+        && asked > digest.head
+    {
+        return Err(AuditError::BeyondHead { asked, head: digest.head });
     }
     Ok(report(digest, last_timestamp, &state))
 }

@@ -32,11 +32,12 @@ pub struct TraceEntry {
     pub tenant: String,
     /// Its stream: `{tenant}/o/{order}`, `{tenant}/p/{payment}` or `{tenant}/i/{sku}`.
     pub stream: String,
+    /// Its place among the events of its record (one record holds everything one command
+    /// decided): with the position, it names the event, as in the HTTP API's event stream.
+    pub index: usize,
     /// The event type's stable name (`order_placed`, `stock_held`, …).
     pub event_type: &'static str,
-    /// The event's fields, for people.
-    pub detail: String,
-    /// The event itself.
+    /// The event itself (the command line shows it as the HTTP API does).
     #[serde(skip)]
     pub event: Event,
 }
@@ -63,7 +64,7 @@ pub fn trace(
                 if tenant.is_some_and(|t| t != of) {
                     continue;
                 }
-                for event in entry.record.events() {
+                for (index, event) in entry.record.events().iter().enumerate() {
                     let (concerns, stream) = match event {
                         Event::Order { order: id, .. } => (id == order, format!("{of}/o/{id}")),
                         Event::Inventory { sku, event } => {
@@ -93,8 +94,8 @@ pub fn trace(
                         timestamp: entry.timestamp,
                         tenant: of.to_string(),
                         stream,
+                        index,
                         event_type: EventType::of(event).name(),
-                        detail: detail(event),
                         event: event.clone(),
                     });
                 }
@@ -114,13 +115,5 @@ fn hold_order(event: &InventoryEvent) -> &str {
         | InventoryEvent::StockReleased { order, .. }
         | InventoryEvent::HoldExpired { order, .. } => order.as_str(),
         InventoryEvent::StockReceived { .. } | InventoryEvent::StockAdjusted { .. } => "",
-    }
-}
-
-fn detail(event: &Event) -> String {
-    match event {
-        Event::Order { event, .. } => format!("{event:?}"),
-        Event::Inventory { event, .. } => format!("{event:?}"),
-        Event::Payment { event, .. } => format!("{event:?}"),
     }
 }

@@ -313,7 +313,24 @@ fn no_damage_makes_an_audit_panic() {
     );
     let missing = dir.path().join("nope");
     assert_eq!(audit::verify(&missing, None, &mut no_progress()).unwrap_err().code(), "io");
-    // An empty folder is an empty log.
+    // A folder with no segment is no log (a log has its first segment from its first open):
+    // refused, never vouched for as an empty log, by every command.
     let empty = tempfile::tempdir().unwrap();
-    assert_eq!(audit::verify(empty.path(), None, &mut no_progress()).unwrap().records, 0);
+    let no_log = |e: audit::AuditError| e.code();
+    assert_eq!(
+        audit::verify(empty.path(), None, &mut no_progress()).map_err(no_log).unwrap_err(),
+        "no_log"
+    );
+    assert_eq!(
+        audit::replay(empty.path(), ReplayPoint::Head, None, &mut no_progress())
+            .map_err(no_log)
+            .unwrap_err(),
+        "no_log"
+    );
+    assert_eq!(
+        audit::reconcile(empty.path(), &mut no_progress()).map_err(no_log).unwrap_err(),
+        "no_log"
+    );
+    let trace = audit::trace(empty.path(), None, &super::order("o-1"), &mut no_progress());
+    assert_eq!(trace.map_err(no_log).unwrap_err(), "no_log");
 }

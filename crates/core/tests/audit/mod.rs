@@ -206,6 +206,17 @@ fn replay_at_a_position_or_a_time_shows_the_state_then() {
         audit::replay(dir.path(), ReplayPoint::Time(START.0 - 1), None, &mut no_progress())
             .unwrap();
     assert_eq!((before.digest.head, before.tenants.len()), (0, 0));
+    // The whole log is records 0..head; one past it is not a point of this log.
+    let whole = audit::replay(dir.path(), ReplayPoint::Head, None, &mut no_progress()).unwrap();
+    let at_head = ReplayPoint::Position(whole.digest.head);
+    assert_eq!(audit::replay(dir.path(), at_head, None, &mut no_progress()).unwrap(), whole);
+    let past = ReplayPoint::Position(whole.digest.head + 1);
+    match audit::replay(dir.path(), past, None, &mut no_progress()) {
+        Err(AuditError::BeyondHead { asked, head }) => {
+            assert_eq!((asked, head), (whole.digest.head + 1, whole.digest.head));
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod kpi;
 mod ops;
 mod orders;
 
+pub use event_json::event_json;
 pub use events::CLIENT_BUFFER;
 pub use kpi::{CurrencyFigures, DayFigures, GatewayFigures, day_figures};
 

@@ -203,7 +203,10 @@ async fn audit_commands_on_a_folder_a_server_wrote() {
         json!({ "placed": 0, "confirmed": 0, "shipped": 0, "delivered": 0, "cancelled": 0 });
     assert_eq!(acme["orders"], no_orders);
     // … and at a time between the stock and the first order: the same state.
-    let time = humantime::format_rfc3339_millis(story.received_time).to_string();
+    // (RFC 3339 with any offset: here one hour east of UTC.)
+    let received = jiff::Timestamp::try_from(story.received_time).expect("a time");
+    let time = received.display_with_offset(jiff::tz::offset(1)).to_string();
+    assert!(time.ends_with("+01:00"), "{time}");
     let then = audit(&["replay", "--at", &time], &data, true).json(0);
     assert_eq!(then["tenants"], before["tenants"], "at {time}");
     // At the head and at a time after everything: every order where it ended.
@@ -214,20 +217,27 @@ async fn audit_commands_on_a_folder_a_server_wrote() {
     assert_eq!(level(acme, "mug"), (8, 1, 7), "2 shipped, 1 held for o-3");
     assert_eq!(level(acme, "tea"), (10, 1, 9), "o-2's unit released, 1 held for o-3");
     assert_eq!(level(acme, "sku-7"), (1_000, BULK_ORDERS as u64, 1_000 - BULK_ORDERS as u64));
-    let later = humantime::format_rfc3339(SystemTime::now() + Duration::from_secs(60)).to_string();
+    let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60)).to_string();
     let now = audit(&["replay", "--at", &later], &data, true).json(0);
     assert_eq!(now["tenants"], head["tenants"]);
     let human = audit(&["replay", "--at", &at], &data, false);
     assert!(human.exits(0).contains("tenant acme"), "{}", human.stdout);
+    // A tenant with no events is a "no", a position past the head a question the log cannot
+    // answer.
+    let nobody = audit(&["replay", "--at", &at, "--tenant", "nobody"], &data, false);
+    nobody.exits(1);
+    assert!(nobody.stderr.contains("tenant nobody has no events"), "{}", nobody.stderr);
+    let past = (story.head + 1).to_string();
+    let beyond = audit(&["replay", "--at", &past], &data, false);
+    beyond.exits(2);
+    assert!(beyond.stderr.contains("beyond the log's head"), "{}", beyond.stderr);
 
     // trace: o-2's events, its payment's and its hold's, with their positions.
     let trace = audit(&["audit", "trace", "o-2"], &data, true).json(0);
     let entries = trace["entries"].as_array().expect("entries");
     let traced: Vec<(u64, &str)> = entries
         .iter()
-        .map(|e| {
-            (e["position"].as_u64().expect("a position"), e["event_type"].as_str().expect("a type"))
-        })
+        .map(|e| (e["position"].as_u64().expect("a position"), e["type"].as_str().expect("a type")))
         .collect();
     let expected = story_of(&story.events, "o-2");
     assert_eq!(traced, expected);
@@ -237,6 +247,14 @@ async fn audit_commands_on_a_folder_a_server_wrote() {
     {
         assert!(types.contains(&wanted), "no {wanted} in {types:?}");
     }
+    // Each event as the HTTP API shows it: its fields as JSON, not a debug string.
+    let placed = entries.iter().find(|e| e["type"] == "order_placed").expect("o-2 placed");
+    assert_eq!(placed["order_id"], "o-2", "{placed}");
+    assert_eq!(placed["tenant"], support::TENANT, "{placed}");
+    assert!(placed["data"]["lines"].is_array(), "{placed}");
+    let human = audit(&["audit", "trace", "o-2"], &data, false);
+    let line = human.exits(0).lines().find(|l| l.contains("order_placed")).expect("a line");
+    assert!(line.contains(r#""lines":[{"#) && !line.contains("OrderPlaced {"), "{line}");
     audit(&["audit", "trace", "o-404"], &data, false).exits(1);
 
     // reconcile: a clean log.
@@ -375,14 +393,32 @@ fn bad_input_is_a_message_and_an_exit_status() {
         &["replay", "--at", "0"],
     ] {
         let run = audit(command, missing, false);
-        assert_ne!(run.code, Some(0), "{command:?}");
+        assert_eq!(run.code, Some(2), "{command:?}");
         assert!(
             run.stderr.contains("no data folder at /nonexistent/orderly-data"),
             "{command:?}: {}",
             run.stderr
         );
     }
+    // A folder with no log in it (a mistyped --data) is not vouched for as an empty log.
     let data = tempfile::tempdir().expect("a temporary folder");
+    for command in [
+        &["audit", "verify"][..],
+        &["audit", "digest"],
+        &["audit", "reconcile"],
+        &["audit", "trace", "o-1"],
+        &["replay", "--at", "0"],
+    ] {
+        let run = audit(command, data.path(), false);
+        assert_eq!(run.code, Some(2), "{command:?}");
+        assert!(run.stderr.contains("cannot audit (no_log)"), "{command:?}: {}", run.stderr);
+    }
+    // `rebuild` would write: it refuses such a folder and leaves it as it was.
+    let rebuild = audit(&["rebuild"], data.path(), false);
+    rebuild.exits(1);
+    assert!(rebuild.stderr.contains("is not a data folder"), "{}", rebuild.stderr);
+    assert_eq!(std::fs::read_dir(data.path()).expect("listed").count(), 0, "nothing written");
+    // Bad arguments exit 2 too (1 is kept for "the log is not intact").
     for (command, says) in [
         (&["audit", "verify", "--digest", "not-a-digest"][..], "--digest"),
         (&["replay", "--at", "yesterday-ish"], "neither a position nor an RFC 3339 time"),
@@ -390,7 +426,7 @@ fn bad_input_is_a_message_and_an_exit_status() {
         (&["replay", "--at", "0", "--tenant", "bad tenant!"], "--tenant"),
     ] {
         let run = audit(command, data.path(), false);
-        assert_ne!(run.code, Some(0), "{command:?}");
+        assert_eq!(run.code, Some(2), "{command:?}");
         assert!(run.stderr.contains(says), "{command:?}: {}", run.stderr);
     }
 }
