@@ -5,6 +5,8 @@ use std::path::Path;
 
 use anyhow::Context;
 use orderly_core::domain::TenantId;
+use orderly_core::node::LOG_DIR;
+use orderly_core::store::Log;
 use tokio::net::TcpListener;
 
 use crate::app::{App, ServerConfig};
@@ -16,6 +18,16 @@ pub const DEMO_TENANT: &str = "demo";
 /// Serves on `listen` until SIGTERM or Ctrl-C, then closes cleanly: stops accepting, lets
 /// requests in flight finish, answers every admitted command and closes the log.
 pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<()> {
+    // The log is opened after the listener starts (recovery may take a while, and /readyz
+    // tells when it is done); a folder another server holds is refused before announcing
+    // anything.
+    let log = config.data.join(LOG_DIR);
+    if Log::held_elsewhere(&log).with_context(|| format!("cannot check {}", log.display()))? {
+        anyhow::bail!(
+            "the data folder {} is in use by another process (is a server running on it?)",
+            config.data.display()
+        );
+    }
     let demo_token = first_start(&config.data)?;
     let app = App::new(config)?;
     let listener =

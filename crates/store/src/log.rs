@@ -157,6 +157,20 @@ impl Log {
         Log::open_with(Arc::new(DirStorage::new(dir)), config, Some(lock))
     }
 
+    /// Whether another process holds the writer's lock on the log in `dir` (a server running
+    /// on it), so that a program can refuse early and clearly; [`Log::open`] still takes the
+    /// lock for real (the answer may change right after). A folder with no log is not held.
+    pub fn held_elsewhere(dir: &Path) -> std::io::Result<bool> {
+        if !dir.join("LOCK").exists() {
+            return Ok(false);
+        }
+        match DirLock::acquire(dir) {
+            Ok(_released_at_once) => Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Opens the log on any [`Storage`] (tests use [`crate::faults::FaultyStorage`]). The
     /// caller is responsible for there being one writer per log.
     pub fn open_on(

@@ -3,7 +3,8 @@
 //! every idempotency key it acknowledged replays to the same order. SIGTERM stops it cleanly
 //! (exit status 0), even with event streams open, with what it acknowledged intact. `orderly tenant add`
 //! prints a token a running server accepts, and the first start leaves the demo tenant's token
-//! alone in `<data>/demo.token`, readable by its owner only.
+//! alone in `<data>/demo.token`, readable by its owner only. A second server on a folder in use
+//! is refused before it announces anything.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -253,4 +254,24 @@ async fn tenant_add_prints_a_token_a_running_server_accepts() {
     assert!(!again.status.success(), "globex added twice");
     assert!(again.stdout.is_empty());
     drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_a_held_folder_is_refused_before_it_listens() {
+    let data = tempfile::tempdir().expect("a temporary folder");
+    let first = Running::start(data.path()).await;
+    let second = Command::new(BINARY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is in use by another process"), "{stderr}");
+    // Nothing announced: no address, no dashboard link with a token in it.
+    assert!(!stderr.contains("listening on") && !stderr.contains("#token="), "{stderr}");
+    // The first server is untouched.
+    let ready = reqwest::get(first.url("/readyz")).await.expect("an answer");
+    assert_eq!(ready.status(), StatusCode::OK);
 }
