@@ -2,13 +2,18 @@
 //! the calling tenant (bearer token, rate limit), JSON bodies (400 for broken JSON, 422 naming
 //! the field for wrong data, 413 over the limit), query strings and the idempotency key.
 
+use std::fmt;
+use std::marker::PhantomData;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use orderly_core::domain::{IdempotencyKey, TenantId};
 use orderly_core::process::RESERVED_KEY_PREFIX;
-use serde::de::DeserializeOwned;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{DeserializeOwned, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
 use crate::app::Shared;
@@ -80,16 +85,17 @@ impl<T: DeserializeOwned> FromRequest<Shared> for JsonBody<T> {
     }
 }
 
-/// Parses `bytes` as a `T`: broken JSON is `400 invalid_json`, JSON of the wrong shape is
+/// Parses `bytes` as a `T`, which must come as a JSON object: broken JSON is
+/// `400 invalid_json`, JSON of the wrong shape (an array or a scalar for the body, too) is
 /// `422 validation_failed` with the path of the field (`lines[0].quantity`).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // The common case parses once, without tracking paths; only a failure parses again to name
     // the field.
-    if let Ok(value) = serde_json::from_slice(bytes) {
+    if let Ok(Object(value)) = serde_json::from_slice(bytes) {
         return Ok(value);
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+    let Object(value) = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let field = field_of(error.path(), &error.inner().to_string());
         let inner = error.into_inner();
         match inner.classify() {
@@ -115,6 +121,40 @@ fn field_of(path: &serde_path_to_error::Path, message: &str) -> String {
         Some(name) => format!("{path}.{name}"),
         None => path,
     }
+}
+
+/// A `T` taken from a JSON object only. Serde's derived `Deserialize` also builds a struct
+/// from an array of its fields in order (`["o-1","c-1","EUR",[]]`), a shape the API does not
+/// describe and clients should not come to rely on.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Object<T>, D::Error> {
+        deserializer.deserialize_map(ObjectVisitor(PhantomData)).map(Object)
+    }
+}
+
+struct ObjectVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::deserialize(MapAccessDeserializer::new(map))
+    }
+}
+
+/// Deserializes a list whose items must each be a JSON object (see [`parse_json`]), for a
+/// body's nested lists: `#[serde(deserialize_with = "crate::extract::objects")]`.
+pub fn objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Vec<T>, D::Error> {
+    let items = Vec::<Object<T>>::deserialize(deserializer)?;
+    Ok(items.into_iter().map(|Object(item)| item).collect())
 }
 
 fn invalid_json(error: &serde_json::Error) -> ApiError {

@@ -40,6 +40,7 @@ pub struct PlaceOrder {
     #[schema(example = "EUR")]
     pub currency: String,
     /// What is bought: 1 to 50 lines, each SKU once.
+    #[serde(deserialize_with = "crate::extract::objects")]
     pub lines: Vec<Line>,
 }
 

@@ -100,6 +100,33 @@ async fn wrong_fields_are_422_validation_failed_naming_the_field() {
     assert_eq!(details["field"], "currency");
 }
 
+/// Serde's derived structs also read an array of their fields in order; the API takes only
+/// objects, at the top and inside, and nothing of such a body is recorded.
+#[tokio::test]
+async fn a_body_that_is_not_an_object_is_422_and_records_nothing() {
+    let server = Server::start();
+    let head = server.receive("mug", 10).await;
+    let cases = [
+        ("/v1/orders", json!(["o-arr", "c-1", "EUR", [["mug", 2, 150]]]), "."),
+        (
+            "/v1/orders",
+            json!({ "order_id": "o-arr", "customer_id": "c-1", "currency": "EUR", "lines": [["mug", 2, 150]] }),
+            "lines[0]",
+        ),
+        ("/v1/orders/o-1/refund", json!([1, "EUR"]), "."),
+        ("/v1/inventory/mug/receive", json!([1]), "."),
+        ("/v1/inventory/mug/adjust", json!([-1]), "."),
+        ("/v1/inventory/mug/receive", json!(1), "."),
+    ];
+    for (uri, body, field) in cases {
+        let reply = server.post(uri, &body).await;
+        let details = reply.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(details["field"], field, "{uri} {body}");
+    }
+    let ready = server.call(support::get("/readyz", None)).await.ok(StatusCode::OK);
+    assert_eq!(ready["head"], head, "a body that is not an object was recorded");
+}
+
 #[tokio::test]
 async fn wrong_query_parameters_are_422_naming_the_parameter() {
     let server = Server::start();
