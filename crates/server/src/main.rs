@@ -74,7 +74,6 @@ enum Commands {
     /// (verify, reconcile, nothing oversold, every order there); last line JSON figures.
     Bench(orderly_server::bench::BenchArgs),
     /// A hello-world HTTP server: the baseline `orderly load --hello` measures.
-    #[command(hide = true)]
     HelloServer {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8081")]
