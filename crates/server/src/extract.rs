@@ -19,7 +19,8 @@ use serde_json::json;
 use crate::app::Shared;
 use crate::error::ApiError;
 
-/// The tenant the request's bearer token belongs to, within its rate limit.
+/// The tenant the request's bearer token belongs to (`Authorization: Bearer <token>`, the
+/// scheme in any case), within its rate limit.
 #[derive(Clone, Debug)]
 pub struct Caller(pub TenantId);
 
@@ -30,11 +31,13 @@ impl FromRequestParts<Shared> for Caller {
         let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
             ApiError::unauthorized("missing bearer token: send `Authorization: Bearer <token>`")
         })?;
+        // RFC 7235: the scheme is case-insensitive (`bearer` is as good as `Bearer`).
         let token = header
             .to_str()
             .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
+            .map(|(_, token)| token.trim())
             .ok_or_else(|| {
                 ApiError::unauthorized("the Authorization header is not `Bearer <token>`")
             })?;

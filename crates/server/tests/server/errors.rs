@@ -161,7 +161,8 @@ async fn a_missing_malformed_or_unknown_token_is_401() {
         Some("Basic dXNlcjpwYXNz".to_owned()),
         Some("Bearer".to_owned()),
         Some("Bearer ".to_owned()),
-        Some(format!("bearer {}", server.token)),
+        Some(format!("Bearer{}", server.token)),
+        Some(format!("Bearerx {}", server.token)),
         Some(
             "Bearer orderly_0000000000000000000000000000000000000000000000000000000000000000"
                 .to_owned(),
@@ -185,6 +186,20 @@ async fn a_missing_malformed_or_unknown_token_is_401() {
     }
     // Nothing was placed by any of them.
     server.get("/v1/orders/o-1").await.error(StatusCode::NOT_FOUND, "unknown_order");
+}
+
+/// RFC 7235: the authentication scheme is case-insensitive.
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let server = Server::start();
+    for scheme in ["bearer", "BEARER", "bEaReR"] {
+        let request = support::request(Method::GET, "/v1/orders?customer_id=c-1", None)
+            .header(header::AUTHORIZATION, format!("{scheme} {}", server.token))
+            .body(Body::empty())
+            .expect("a request");
+        let reply = server.call(request).await;
+        assert_eq!(reply.status, StatusCode::OK, "{scheme}: {}", reply.text);
+    }
 }
 
 #[tokio::test]
