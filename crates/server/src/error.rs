@@ -19,6 +19,26 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+/// Characters of a client's input that an error message repeats: enough for any valid id
+/// (at most 64), and a long path or value is not sent back in full.
+pub const MAX_ECHO: usize = 64;
+
+/// `input` as a message quotes it: in JSON quotes (so that spaces and control characters
+/// show), cut after [`MAX_ECHO`] characters with "…".
+#[must_use]
+pub(crate) fn echo(input: &str) -> String {
+    Value::from(cut(input, MAX_ECHO)).to_string()
+}
+
+/// `text`, or its first `max` characters and "…".
+#[must_use]
+pub(crate) fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
 /// The body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {

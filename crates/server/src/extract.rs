@@ -17,7 +17,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
 use crate::app::Shared;
-use crate::error::ApiError;
+use crate::error::{ApiError, MAX_ECHO, cut};
 
 /// The tenant the request's bearer token belongs to (`Authorization: Bearer <token>`, the
 /// scheme in any case), within its rate limit.
@@ -103,7 +103,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let inner = error.into_inner();
         match inner.classify() {
             serde_json::error::Category::Data => {
-                ApiError::validation(&field, format!("{field}: {inner}"))
+                ApiError::validation(&field, format!("{field}: {}", serde_message(&inner)))
             }
             _ => invalid_json(&inner),
         }
@@ -115,15 +115,56 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 
 /// The field an error is about. Serde reports a missing field at the object that should hold
 /// it, so its name is taken from the message: `customer_id`, not `.`; `lines[0].quantity`,
-/// not `lines[0]`.
+/// not `lines[0]`. An unknown field is named as sent, so the path is cut like any echo.
 fn field_of(path: &serde_path_to_error::Path, message: &str) -> String {
     let missing = message.strip_prefix("missing field `").and_then(|rest| rest.split('`').next());
     let path = path.to_string();
-    match missing {
+    let field = match missing {
         Some(name) if path == "." => name.to_owned(),
         Some(name) => format!("{path}.{name}"),
         None => path,
+    };
+    cut(&field, MAX_ECHO)
+}
+
+/// Serde's message with the input it quotes (an unknown field in backticks, a string in
+/// double quotes) cut after [`MAX_ECHO`] characters each, like any echo.
+fn serde_message(error: &impl std::fmt::Display) -> String {
+    let message = error.to_string();
+    let mut shown = String::with_capacity(message.len().min(3 * MAX_ECHO));
+    // The quote mark of the quoted text being read, and how many characters it has so far.
+    let mut open: Option<(char, usize)> = None;
+    let mut escaped = false;
+    for c in message.chars() {
+        match open {
+            None => {
+                if c == '`' || c == '"' {
+                    open = Some((c, 0));
+                }
+                shown.push(c);
+            }
+            // Serde escapes quote marks inside a string (`\"`), never inside backticks.
+            Some((mark, count)) if c == mark && !escaped => {
+                if count > MAX_ECHO {
+                    shown.push('…');
+                }
+                shown.push(c);
+                open = None;
+            }
+            Some((mark, count)) => {
+                escaped = mark == '"' && c == '\\' && !escaped;
+                if count < MAX_ECHO {
+                    shown.push(c);
+                }
+                open = Some((mark, count + 1));
+            }
+        }
     }
+    if open.is_some_and(|(_, count)| count > MAX_ECHO) {
+        shown.push('…');
+    }
+    // A backtick inside a field's name ends its quote early; the whole is cut all the same.
+    cut(&shown, 3 * MAX_ECHO)
 }
 
 /// A `T` taken from a JSON object only. Serde's derived `Deserialize` also builds a struct
@@ -177,7 +218,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryOf<T> {
         let deserializer = serde_urlencoded_deserializer(query);
         serde_path_to_error::deserialize(deserializer).map(QueryOf).map_err(|error| {
             let field = field_of(error.path(), &error.inner().to_string());
-            ApiError::validation(&field, format!("query parameter {field}: {}", error.inner()))
+            let message = serde_message(error.inner());
+            ApiError::validation(&field, format!("query parameter {field}: {message}"))
         })
     }
 }
@@ -211,7 +253,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
         if text.starts_with(RESERVED_KEY_PREFIX) {
             return Err(ApiError::validation(
                 "Idempotency-Key",
-                format!("keys starting with {RESERVED_KEY_PREFIX:?} are reserved for the engine"),
+                format!("keys starting with `{RESERVED_KEY_PREFIX}` are reserved for the engine"),
             ));
         }
         Ok(IdempotencyKeyHeader(Some(key)))

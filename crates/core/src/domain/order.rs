@@ -307,7 +307,7 @@ pub enum OrderRejection {
         total: u64,
     },
     /// Lines name SKUs that were never stocked.
-    #[error("unknown SKU(s): {skus:?}")]
+    #[error("unknown SKU(s): {}", skus.iter().map(Sku::as_str).collect::<Vec<_>>().join(", "))]
     UnknownSku {
         /// Every unknown SKU of the order.
         skus: Vec<Sku>,

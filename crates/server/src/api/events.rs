@@ -29,7 +29,7 @@ use utoipa::IntoParams;
 use super::QueryErrors;
 use super::event_json::event_json;
 use crate::app::{Shared, StreamSlot};
-use crate::error::ApiError;
+use crate::error::{ApiError, echo};
 use crate::extract::{Caller, QueryOf};
 
 /// Events buffered per client before it counts as too slow and is cut off.
@@ -118,7 +118,7 @@ fn parse_types(types: Option<&str>) -> Result<Option<HashSet<EventType>>, ApiErr
             EventType::from_name(name)
                 .filter(|t| !matches!(t, EventType::CommandAccepted | EventType::Decision))
                 .ok_or_else(|| {
-                    ApiError::validation("types", format!("unknown event type {name:?}"))
+                    ApiError::validation("types", format!("unknown event type {}", echo(name)))
                 })
         })
         .collect::<Result<HashSet<_>, _>>()

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{CommandErrors, QueryErrors, execute, read_at_least};
 use crate::app::Shared;
-use crate::error::ApiError;
+use crate::error::{ApiError, echo};
 use crate::extract::{Caller, IdempotencyKeyHeader, JsonBody, QueryOf};
 
 /// Goods arrived.
@@ -134,7 +134,8 @@ pub async fn level(
     Path(sku_text): Path<String>,
     QueryOf(read): QueryOf<ReadAfter>,
 ) -> Result<Json<StockLevel>, ApiError> {
-    let unknown = || ApiError::not_found("unknown_sku", format!("no stock of SKU {sku_text:?}"));
+    let unknown =
+        || ApiError::not_found("unknown_sku", format!("no stock of SKU {}", echo(&sku_text)));
     let sku = Sku::new(&sku_text).map_err(|_| unknown())?;
     let node = app.node()?;
     let position = read_at_least(&app, &node, ReadModel::Inventory, read.min_position).await?;

@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::inventory::ReadAfter;
 use super::{CommandErrors, QueryErrors, execute, read_at_least};
 use crate::app::Shared;
-use crate::error::ApiError;
+use crate::error::{ApiError, echo};
 use crate::extract::{Caller, IdempotencyKeyHeader, JsonBody, QueryOf};
 
 /// Orders per page of a customer's orders, unless `limit` says otherwise.
@@ -253,7 +253,7 @@ fn currency(text: &str, field: &str) -> Result<Currency, ApiError> {
 
 fn order_id(text: &str) -> Result<OrderId, ApiError> {
     OrderId::new(text)
-        .map_err(|_| ApiError::not_found("unknown_order", format!("no order {text:?}")))
+        .map_err(|_| ApiError::not_found("unknown_order", format!("no order {}", echo(text))))
 }
 
 /// Runs an order command and answers with the order's new status.
@@ -382,7 +382,7 @@ pub async fn get(
     let position = read_at_least(&app, &node, ReadModel::Orders, read.min_position).await?;
     let view = projection::order(node.read_models(), &tenant, &order)
         .map_err(|e| ApiError::internal(&e))?
-        .ok_or_else(|| ApiError::not_found("unknown_order", format!("no order {id:?}")))?;
+        .ok_or_else(|| ApiError::not_found("unknown_order", format!("no order {}", echo(&id))))?;
     Ok(Json(order_body(&order, view, position)))
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Method, StatusCode, header};
 use axum::response::IntoResponse;
+use orderly_core::domain::limits::MAX_ID_LEN;
 use orderly_core::engine::{EngineError, ExecuteError};
 use orderly_server::app::DEFAULT_BODY_LIMIT;
 use orderly_server::error::ApiError;
@@ -296,6 +297,66 @@ async fn domain_rejections_are_422_with_their_codes() {
     let details = below.error(StatusCode::UNPROCESSABLE_ENTITY, "adjustment_below_reserved");
     assert_eq!(details["sku"], "mug");
     assert_eq!(details["reserved"], 2);
+}
+
+/// Messages are for people: ids appear as the client wrote them, never in Rust's debug form
+/// (`[Sku("nope")]`).
+#[tokio::test]
+async fn messages_show_ids_plainly() {
+    let server = Server::start();
+    server.receive("mug", 1).await;
+    let body = support::order(Some("o-1"), "c-1", &[("nope", 1), ("mug", 1), ("other", 1)]);
+    let reply = server.post("/v1/orders", &body).await;
+    reply.error(StatusCode::UNPROCESSABLE_ENTITY, "unknown_sku");
+    let message = reply.json()["error"]["message"].as_str().expect("a message").to_owned();
+    assert!(message.ends_with("unknown SKU(s): nope, other"), "{message}");
+
+    let unknown = server.get("/v1/orders/o-missing").await;
+    let message = unknown.json()["error"]["message"].as_str().expect("a message").to_owned();
+    assert!(!message.contains("OrderId(") && message.contains("o-missing"), "{message}");
+}
+
+/// A client's long input is not sent back in full: each message quotes at most 64 of its
+/// characters and marks the cut with "…".
+#[tokio::test]
+async fn long_input_is_cut_short_in_error_messages() {
+    let server = Server::start();
+    server.receive("mug", 1).await;
+    let long = "a".repeat(5_000);
+    let replies = [
+        (server.get(&format!("/v1/orders/{long}")).await, StatusCode::NOT_FOUND),
+        (
+            server.post(&format!("/v1/orders/{long}/ship"), &json!(null)).await,
+            StatusCode::NOT_FOUND,
+        ),
+        (server.get(&format!("/v1/inventory/{long}")).await, StatusCode::NOT_FOUND),
+        (server.get(&format!("/v1/events?types={long}")).await, StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            server.post("/v1/inventory/mug/receive", &json!({ "quantity": long })).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            server.post("/v1/inventory/mug/receive", &json!({ long.clone(): 1 })).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            server.post("/v1/orders", &support::order(None, &long, &[("mug", 1)])).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ];
+    for (n, (reply, status)) in replies.iter().enumerate() {
+        assert_eq!(reply.status, *status, "case {n}: {}", &reply.text[..reply.text.len().min(200)]);
+        support::error_code(&reply.json());
+        let echoed = "a".repeat(MAX_ID_LEN + 2);
+        assert!(!reply.text.contains(&echoed), "case {n} echoes too much: {}", reply.text);
+    }
+    // A field name with backticks ends serde's quote early; the message is still cut short.
+    let tricky = json!({ format!("`{long}\"`"): 1 });
+    let reply = server.post("/v1/inventory/mug/receive", &tricky).await;
+    reply.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert!(reply.text.len() < 600, "{}", reply.text);
+    let message = replies[0].0.json()["error"]["message"].as_str().expect("a message").to_owned();
+    assert!(message.contains(&format!("{}…", "a".repeat(64))), "{message}");
 }
 
 #[tokio::test]
