@@ -175,7 +175,10 @@ pub enum InventoryRejection {
         delta: i64,
     },
     /// A negative adjustment would leave fewer units on hand than are reserved.
-    #[error("adjustment {delta} would leave on hand {on_hand} below reserved {reserved}")]
+    #[error(
+        "adjustment {delta} would leave {} on hand (now {on_hand}), below the {reserved} reserved",
+        i128::from(*on_hand) + i128::from(*delta)
+    )]
     AdjustmentBelowReserved {
         /// The rejected change.
         delta: i64,

@@ -299,6 +299,21 @@ async fn domain_rejections_are_422_with_their_codes() {
     assert_eq!(details["reserved"], 2);
 }
 
+/// The message of an adjustment refused for the reserved units gives what on hand would
+/// become, not what it is.
+#[tokio::test]
+async fn an_adjustment_below_reserved_says_what_on_hand_would_be() {
+    let server = Server::start();
+    server.receive("mug", 49).await;
+    server.place("o-1", "c-1", &[("mug", 18)]).await;
+    let reply = server.post("/v1/inventory/mug/adjust", &json!({ "delta": -40 })).await;
+    let details = reply.error(StatusCode::UNPROCESSABLE_ENTITY, "adjustment_below_reserved");
+    assert_eq!((&details["on_hand"], &details["reserved"]), (&json!(49), &json!(18)));
+    let message = reply.json()["error"]["message"].as_str().expect("a message").to_owned();
+    assert!(message.contains("would leave 9 on hand"), "{message}");
+    assert!(message.contains("18 reserved"), "{message}");
+}
+
 /// Messages are for people: ids appear as the client wrote them, never in Rust's debug form
 /// (`[Sku("nope")]`).
 #[tokio::test]
