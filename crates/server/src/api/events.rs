@@ -74,20 +74,27 @@ pub async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let node = app.node()?;
     let head = node.engine().head().0;
+    // Each refusal names what the client sent: `Last-Event-ID: 32` stands for `from` 33.
     let from = match headers.get("last-event-id") {
         Some(value) => {
             let last: u64 =
                 value.to_str().ok().and_then(|v| v.trim().parse().ok()).ok_or_else(|| {
                     ApiError::validation("Last-Event-ID", "Last-Event-ID must be a position")
                 })?;
-            last.saturating_add(1)
+            if last >= head {
+                let message = format!(
+                    "Last-Event-ID {last} names no event: the log ends before position {head}"
+                );
+                return Err(ApiError::validation("Last-Event-ID", message));
+            }
+            last + 1
         }
         None => query.from.unwrap_or(head),
     };
     if from > head {
         return Err(ApiError::validation(
             "from",
-            format!("position {from} is beyond the log's head {head}"),
+            format!("from {from} is beyond the log's head {head}"),
         ));
     }
     let types = parse_types(query.types.as_deref())?;

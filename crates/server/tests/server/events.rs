@@ -227,6 +227,17 @@ async fn bad_parameters_are_validation_failures_naming_them() {
     let details = details.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     assert_eq!(details["field"], "Last-Event-ID");
 
+    // An id the log has not reached is named as the client sent it, not as the `from` it
+    // stands for.
+    let mut request = support::get("/v1/events", Some(&server.token));
+    request.headers_mut().insert("last-event-id", head.into());
+    let reply = server.call(request).await;
+    let details = reply.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(details["field"], "Last-Event-ID");
+    let message = reply.json()["error"]["message"].as_str().expect("a message").to_owned();
+    assert!(message.contains(&format!("Last-Event-ID {head} ")), "{message}");
+    assert!(!message.contains(&(head + 1).to_string()), "{message}");
+
     server
         .call(support::get("/v1/events", None))
         .await
