@@ -46,7 +46,8 @@ pub struct EventsQuery {
     /// Start at this log position (inclusive). Without it (and without `Last-Event-ID`), the
     /// stream starts at the head: new events only.
     pub from: Option<u64>,
-    /// Only these event types, comma-separated (`order_placed,order_cancelled`).
+    /// Only these event types, comma-separated (`order_placed,order_cancelled`). Empty names
+    /// are skipped; with none (`types=`, `types=,`), as without `types`, every type is sent.
     pub types: Option<String>,
 }
 
@@ -115,9 +116,11 @@ pub async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
 
+/// The event types wanted, or `None` for every type. An empty set would match nothing, which
+/// no client means by an empty `types=`: that is no filter, like no `types` at all.
 fn parse_types(types: Option<&str>) -> Result<Option<HashSet<EventType>>, ApiError> {
     let Some(types) = types else { return Ok(None) };
-    types
+    let wanted = types
         .split(',')
         .map(str::trim)
         .filter(|name| !name.is_empty())
@@ -128,8 +131,8 @@ fn parse_types(types: Option<&str>) -> Result<Option<HashSet<EventType>>, ApiErr
                     ApiError::validation("types", format!("unknown event type {}", echo(name)))
                 })
         })
-        .collect::<Result<HashSet<_>, _>>()
-        .map(Some)
+        .collect::<Result<HashSet<_>, _>>()?;
+    Ok((!wanted.is_empty()).then_some(wanted))
 }
 
 /// The reader thread of one stream: follows the log from `from`, sends the tenant's events of

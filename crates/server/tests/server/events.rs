@@ -1,9 +1,9 @@
 //! The live event stream `GET /v1/events` over a real socket: from position 0 it sends the
 //! tenant's events, and only the tenant's, in commit order with `id:` = position; a client
 //! that reconnects with `Last-Event-ID` gets exactly the events it missed (no gap, no
-//! duplicate); `types=` filters; bad parameters are `422 validation_failed` naming them; a
-//! client that never reads holds up no command and is cut off while a reading client gets
-//! everything; and the streams of a tenant are capped.
+//! duplicate); `types=` filters, and an empty one is no filter; bad parameters are
+//! `422 validation_failed` naming them; a client that never reads holds up no command and is
+//! cut off while a reading client gets everything; and the streams of a tenant are capped.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -189,6 +189,19 @@ async fn types_filter_the_stream() {
     assert_receives(&mut stream, &wanted).await;
     let cancelled = stream_next_type(&mut stream, &server, "o-2").await;
     assert_eq!(cancelled, "order_cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_types_is_no_filter() {
+    let server = Server::start();
+    let client = Client::of(&server).await;
+    server.receive("mug", 10).await;
+    server.place("o-1", "c-1", &[("mug", 1)]).await;
+    let all = support::log_events(&server.app, support::TENANT);
+    for query in ["?from=0&types=", "?from=0&types=,", "?from=0&types=%20,%20"] {
+        let mut stream = client.stream(&server.token, query).await;
+        assert_receives(&mut stream, &all).await;
+    }
 }
 
 /// Cancels `order` and returns the type of the stream's next event.
