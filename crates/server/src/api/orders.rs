@@ -84,6 +84,8 @@ pub struct OrderChanged {
     /// The order's id.
     pub order_id: String,
     /// The order's new status (absent when it did not change, as for a refund).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub status: Option<String>,
     /// Pass as `min_position` to read the change back.
     pub position: u64,
@@ -149,6 +151,8 @@ pub struct OrdersPage {
     /// The orders.
     pub orders: Vec<OrderBody>,
     /// Pass as `after` for the next (older) page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub next: Option<String>,
     /// The read model includes every event below this log position.
     pub position: u64,

@@ -129,6 +129,20 @@ async fn every_described_operation_is_served() {
     }
 }
 
+/// A field the server leaves out when it has no value is described as optional and never
+/// null, so that a client validating against the document accepts what is sent.
+#[tokio::test]
+async fn fields_left_out_are_optional_and_not_null() {
+    let server = Server::start();
+    let doc = server.call(support::get("/openapi.json", None)).await.ok(StatusCode::OK);
+    for (schema, field) in [("OrderChanged", "status"), ("OrdersPage", "next")] {
+        let schema = &doc["components"]["schemas"][schema];
+        let required = schema["required"].as_array().expect("required fields");
+        assert!(!required.contains(&Value::from(field)), "{field} is required: {schema}");
+        assert_eq!(schema["properties"][field]["type"], "string", "{field}: {schema}");
+    }
+}
+
 /// `schema` itself, or the component it refers to.
 fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
     match schema["$ref"].as_str().and_then(|r| r.strip_prefix("#/components/schemas/")) {
