@@ -15,14 +15,17 @@ use crate::error::{ApiError, ErrorBody};
 pub struct Status {
     /// `ok` (alive) or `ready` (recovered and accepting commands).
     pub status: &'static str,
-    /// Records durable in the log (when ready).
+    /// Records durable in the log (when ready; absent while the log is recovering).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub head: Option<u64>,
 }
 
-/// Alive: the process answers.
+/// Alive: the process answers, during recovery too (then without `head`).
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Status)))]
-pub async fn healthz() -> Json<Status> {
-    Json(Status { status: "ok", head: None })
+pub async fn healthz(State(app): State<Shared>) -> Json<Status> {
+    let head = app.node().ok().map(|node| node.engine().head().0);
+    Json(Status { status: "ok", head })
 }
 
 /// Ready: the log is recovered and commands are accepted.

@@ -175,7 +175,10 @@ async fn healthz_and_readyz_answer_without_a_token() {
     let server = Server::start();
     let head = server.receive("mug", 1).await;
     let health = support::call(&server.app, support::get("/healthz", None)).await;
-    assert_eq!(health.ok(StatusCode::OK)["status"], "ok");
+    let health = health.ok(StatusCode::OK);
+    assert_eq!(health["status"], "ok");
+    // Ready, so the head is known to healthz too.
+    assert!(health["head"].as_u64().is_some_and(|h| h >= head), "{health}");
     let ready = support::call(&server.app, support::get("/readyz", None)).await;
     let ready = ready.ok(StatusCode::OK);
     assert_eq!(ready["status"], "ready");
@@ -189,7 +192,9 @@ async fn before_the_node_is_open_only_healthz_answers_and_the_api_is_not_ready()
     let app = App::new(support::config(dir.path())).expect("the app");
 
     let health = support::call(&app, support::get("/healthz", None)).await;
-    assert_eq!(health.ok(StatusCode::OK)["status"], "ok");
+    let health = health.ok(StatusCode::OK);
+    assert_eq!(health["status"], "ok");
+    assert!(health.get("head").is_none(), "no head before the log is recovered: {health}");
     let ready = support::call(&app, support::get("/readyz", None)).await;
     ready.error(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
     ready.assert_retry_after();
