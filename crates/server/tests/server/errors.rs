@@ -128,6 +128,31 @@ async fn a_body_that_is_not_an_object_is_422_and_records_nothing() {
     assert_eq!(ready["head"], head, "a body that is not an object was recorded");
 }
 
+/// Three upper-case letters are not enough: a currency must be one ISO 4217 lists, wherever
+/// one comes in.
+#[tokio::test]
+async fn a_currency_iso_4217_does_not_list_is_422_unknown_currency() {
+    let server = Server::start();
+    let head = server.receive("mug", 10).await;
+    let mut order = support::order(Some("o-1"), "c-1", &[("mug", 1)]);
+    order["currency"] = json!("XYZ");
+    let refund = json!({ "amount": 1, "currency": "ABC" });
+    for (uri, body) in [("/v1/orders", order), ("/v1/orders/o-1/refund", refund)] {
+        let reply = server.post(uri, &body).await;
+        let details = reply.error(StatusCode::UNPROCESSABLE_ENTITY, "unknown_currency");
+        assert_eq!(details["field"], "currency", "{uri}");
+    }
+    let ready = server.call(support::get("/readyz", None)).await.ok(StatusCode::OK);
+    assert_eq!(ready["head"], head, "an order in an unknown currency was recorded");
+    // Listed codes pass, not only the three the simulated gateways charge in.
+    for (n, code) in ["EUR", "JPY", "CHF"].into_iter().enumerate() {
+        let mut order = support::order(Some(&format!("o-{code}")), "c-1", &[("mug", 1)]);
+        order["currency"] = json!(code);
+        let reply = server.post("/v1/orders", &order).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{n} {code}: {}", reply.text);
+    }
+}
+
 #[tokio::test]
 async fn wrong_query_parameters_are_422_naming_the_parameter() {
     let server = Server::start();
