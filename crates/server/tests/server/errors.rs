@@ -1,9 +1,10 @@
 //! Every error code the API promises, each in the one error shape: 400 `invalid_json`, 422
-//! `validation_failed` naming the field (body, path and query), 401 `unauthorized` (missing,
-//! malformed, unknown token), 413 `payload_too_large` (declared and undeclared lengths), 415,
-//! 422 domain rejections with their codes and particulars, 404 for unknown orders, SKUs and
-//! routes, 405, 429 `rate_limited`, and 503 `request_timeout` and `overloaded` with
-//! `Retry-After`.
+//! `validation_failed` naming the field (body, path and query; a body that is not an object),
+//! 422 `unknown_currency`, 401 `unauthorized` (missing, malformed, unknown token; the scheme in
+//! any case is accepted), 413 `payload_too_large` (declared and undeclared lengths), 415, 422
+//! domain rejections with their codes and particulars, 404 for unknown orders, SKUs and routes,
+//! 405, 429 `rate_limited`, and 503 `request_timeout` and `overloaded` with `Retry-After`;
+//! messages show ids plainly and cut a client's long input short.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
