@@ -14,8 +14,11 @@ use rustc_hash::FxHashMap;
 
 use crate::storage::StorageFile;
 
-/// One position in every this many gets an entry in the sparse position index.
-pub(crate) const SPARSE_EVERY: u64 = 256;
+/// One position in every this many gets an entry in the sparse position index. A read of one
+/// record (an idempotent retry reading its first outcome back) starts at the entry before it
+/// and passes half this many records on average: with 32, a few KiB (with 256 it read tens of
+/// KiB, a noticeable share of a day with retries). The entries cost half a byte per record.
+pub(crate) const SPARSE_EVERY: u64 = 32;
 
 /// The stream map is split into this many shards by hash, so that growing one (a rehash that
 /// copies every entry) stalls the writer for a 64th of the time a single map would: at a

@@ -32,9 +32,9 @@ const READABLE_SEGMENT_VERSIONS: std::ops::RangeInclusive<u16> = 1..=SEGMENT_FOR
 const READ_CHUNK: usize = 1 << 20;
 /// A window's first read, and its read after a jump: it doubles with every refill that goes on
 /// from the window up to [`READ_CHUNK`]. A reader that wants one record (an idempotent retry
-/// reads its first outcome back, from the sparse index entry before it) then reads tens of
-/// KiB, not a MiB, while a scan soon reads whole chunks.
-const FIRST_READ: usize = 64 << 10;
+/// reads its first outcome back, from the sparse index entry before it, a few KiB away) then
+/// reads a few KiB, not a MiB, while a scan soon reads whole chunks.
+const FIRST_READ: usize = 16 << 10;
 
 /// The file name of the segment whose first record is at `first_position`.
 pub(crate) fn name(first_position: u64) -> String {
@@ -266,17 +266,17 @@ mod tests {
         let file = Zeros { len: 8 << 20, reads: Mutex::new(Vec::new()) };
         let mut window = Window::default();
         window.fill(&file, 0, HEADER_LEN, file.len).unwrap();
-        assert_eq!(*file.reads.lock().unwrap(), [FIRST_READ], "one record reads 64 KiB");
+        assert_eq!(*file.reads.lock().unwrap(), [FIRST_READ], "one record reads 16 KiB");
 
         // Reading on past the window's end: each refill doubles, up to a whole chunk.
         let mut offset = 0;
-        for _ in 0..6 {
+        for _ in 0..8 {
             offset = window.start + window.data.len() as u64;
             window.fill(&file, offset, HEADER_LEN, file.len).unwrap();
         }
         let reads = file.reads.lock().unwrap().clone();
         let kib: Vec<usize> = reads.iter().map(|n| n >> 10).collect();
-        assert_eq!(kib, [64, 128, 256, 512, 1024, 1024, 1024]);
+        assert_eq!(kib, [16, 32, 64, 128, 256, 512, 1024, 1024, 1024]);
         assert_eq!(window.start, offset);
 
         // A jump elsewhere starts again small; a read near the end stops there.
