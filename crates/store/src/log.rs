@@ -161,7 +161,7 @@ impl Log {
     /// on it), so that a program can refuse early and clearly; [`Log::open`] still takes the
     /// lock for real (the answer may change right after). A folder with no log is not held.
     pub fn held_elsewhere(dir: &Path) -> std::io::Result<bool> {
-        if !dir.join("LOCK").exists() {
+        if !dir.join(crate::storage::LOCK_FILE).exists() {
             return Ok(false);
         }
         match DirLock::acquire(dir) {

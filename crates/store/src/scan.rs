@@ -120,7 +120,8 @@ pub enum ScanError {
 /// read-only copy. `visit` may stop the scan early with `ControlFlow::Break`.
 ///
 /// Stream versions are checked against a map of every stream the scan has seen, so memory
-/// grows with the number of streams.
+/// grows with the number of streams. A folder with no segment scans as an empty log, unless a
+/// log once lived there (its lock or checkpoint file remains): then every segment is missing.
 pub fn scan(
     dir: &Path,
     mut progress: impl FnMut(ScanProgress),
@@ -129,7 +130,18 @@ pub fn scan(
     let storage = DirStorage::new(dir);
     let mut visitor =
         ReadOnly { versions: FxHashMap::default(), progress: &mut progress, visit: &mut visit };
-    scan_storage(&storage, false, None, &mut visitor)
+    let report = scan_storage(&storage, false, None, &mut visitor)?;
+    // A folder with no segment is an empty log only if no log ever lived there: one whose lock
+    // or checkpoint file remains has lost every segment, which is damage, not emptiness.
+    let once_a_log = [crate::storage::LOCK_FILE, crate::checkpoint::FILE_NAME]
+        .iter()
+        .any(|file| dir.join(file).exists());
+    if report.segments == 0 && report.unwritten_segment.is_none() && once_a_log {
+        let problem = Problem::MissingSegment;
+        let segment = dir.to_path_buf();
+        return Err(Corruption { segment, offset: 0, position: Some(0), problem }.into());
+    }
+    Ok(report)
 }
 
 /// The stream versions a read-only scan has seen.

@@ -160,14 +160,20 @@ pub(crate) struct DirLock {
     _file: File,
 }
 
+/// The lock file a writable log keeps in its folder.
+pub(crate) const LOCK_FILE: &str = "LOCK";
+
 impl DirLock {
     /// How long to wait for a lock that is held. A process that just forked holds a copy of
     /// the lock until its child execs, so a lock released a moment ago may still look held.
     const PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
 
     pub(crate) fn acquire(dir: &Path) -> io::Result<DirLock> {
-        let file =
-            OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("LOCK"))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))?;
         let started = std::time::Instant::now();
         loop {
             // SAFETY: flock is called on a file descriptor that `file` owns and keeps open.

@@ -333,4 +333,13 @@ fn no_damage_makes_an_audit_panic() {
     );
     let trace = audit::trace(empty.path(), None, &super::order("o-1"), &mut no_progress());
     assert_eq!(trace.map_err(no_log).unwrap_err(), "no_log");
+    // A log folder whose segments were all deleted (its lock file remains) is damage, not a
+    // mistyped path.
+    let emptied = self::pristine();
+    for segment in segments(emptied.path()) {
+        std::fs::remove_file(segment).unwrap();
+    }
+    assert!(emptied.path().join("LOCK").exists(), "the writer left its lock file");
+    let err = audit::verify(emptied.path(), None, &mut no_progress()).unwrap_err();
+    assert_eq!(err.code(), "missing_segment", "{err}");
 }
