@@ -101,6 +101,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let Object(value) = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let field = field_of(error.path(), &error.inner().to_string());
         let inner = error.into_inner();
+        // A body of the wrong shape is refused before it is read to its end (an array where an
+        // object belongs), so broken JSON of that shape would pass for a shape error: any JSON
+        // is read first, and only well-formed JSON is a shape error.
+        if let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            return invalid_json(&syntax);
+        }
         match inner.classify() {
             serde_json::error::Category::Data => {
                 ApiError::validation(&field, format!("{field}: {}", serde_message(&inner)))
