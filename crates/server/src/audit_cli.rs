@@ -3,7 +3,7 @@
 //! Every command reads the log read-only (a running server may hold the folder), shows a
 //! progress bar on stderr, and prints a human summary or, with `--json`, one JSON object on
 //! stdout. Exit codes tell a cron job what happened: 0 the answer is yes (the log is intact,
-//! reconciles, has the order), 1 it is no ([`ANSWER_NO`]), 2 the audit could not run
+//! reconciles, has the order or the tenant), 1 it is no ([`ANSWER_NO`]), 2 the audit could not run
 //! ([`CANNOT_AUDIT`]: bad arguments, no log in the folder, an unreadable file).
 
 use std::path::{Path, PathBuf};
@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::json;
 
 /// Exit code: the audit ran and its answer is no: the log is not intact, does not reconcile,
-/// or has no such order.
+/// or has no such order (trace) or no events of the tenant (replay).
 pub const ANSWER_NO: u8 = 1;
 /// Exit code: the audit could not run (bad arguments, no log in the folder, a file that
 /// cannot be read), so it says nothing about the log.
@@ -213,34 +213,31 @@ pub fn trace(
         return Ok(ExitCode::from(ANSWER_NO));
     }
     // Each event as the HTTP API's event stream shows it, with its tenant and stream.
-    let mut entries = Vec::with_capacity(trace.entries.len());
-    for entry in trace.entries {
+    let mut shown = Vec::with_capacity(trace.entries.len());
+    for entry in &trace.entries {
         let committed = CommittedEvent {
             position: Position(entry.position),
             tenant: TenantId::new(&entry.tenant)?,
-            event: entry.event,
+            event: entry.event.clone(),
             recorded_at: Timestamp(entry.timestamp),
         };
         let mut value = event_json(&committed, entry.index);
-        value["tenant"] = entry.tenant.into();
-        value["stream"] = entry.stream.into();
-        entries.push(value);
+        value["tenant"] = entry.tenant.clone().into();
+        value["stream"] = entry.stream.clone().into();
+        shown.push(value);
     }
     if json {
-        print_json(&json!({ "order": trace.order, "entries": entries }))?;
+        print_json(&json!({ "order": trace.order, "entries": shown }))?;
         return Ok(ExitCode::SUCCESS);
     }
-    for entry in &entries {
-        let millis = entry["recorded_at_ms"].as_i64().unwrap_or(i64::MAX);
-        let time = jiff::Timestamp::from_millisecond(millis)
-            .map_or_else(|_| format!("{millis} ms"), |t| format!("{t:.3}"));
+    for (entry, value) in trace.entries.iter().zip(&shown) {
+        let time = i64::try_from(entry.timestamp)
+            .ok()
+            .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+            .map_or_else(|| format!("{} ms", entry.timestamp), |t| format!("{t:.3}"));
         println!(
             "{:>10}  {time}  {:<10} {:<20} {:<32} {}",
-            entry["position"],
-            entry["tenant"].as_str().unwrap_or_default(),
-            entry["type"].as_str().unwrap_or_default(),
-            entry["stream"].as_str().unwrap_or_default(),
-            entry["data"]
+            entry.position, entry.tenant, entry.event_type, entry.stream, value["data"]
         );
     }
     Ok(ExitCode::SUCCESS)

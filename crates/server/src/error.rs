@@ -22,6 +22,7 @@ use utoipa::ToSchema;
 /// Characters of a client's input that an error message repeats: enough for any valid id
 /// (at most 64), and a long path or value is not sent back in full.
 pub const MAX_ECHO: usize = 64;
+const _: () = assert!(MAX_ECHO >= orderly_core::domain::limits::MAX_ID_LEN);
 
 /// `input` as a message quotes it: in JSON quotes (so that spaces and control characters
 /// show), cut after [`MAX_ECHO`] characters with "…".

@@ -264,6 +264,7 @@ async fn a_second_server_on_a_held_folder_is_refused_before_it_listens() {
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data.path())
         .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
         .output()
         .expect("the binary runs");
     let stderr = String::from_utf8_lossy(&second.stderr);
