@@ -110,8 +110,12 @@ struct Inner {
     /// read-write lock: callers never wait for each other here.
     requests: RwLock<Option<Sender<Request>>>,
     decision: Mutex<Option<JoinHandle<()>>>,
-    /// Answers rejections once what they rest on is durable; ends after the decision thread.
+    /// Answers rejections once what they rest on is durable, and reads replayed answers back
+    /// for [`Engine::send`]; ends after the decision thread and `shutdown`.
     durable_answers: Mutex<Option<JoinHandle<()>>>,
+    /// Hands `send`'s replayed answers to the durable-answers thread (reading the log back
+    /// blocks, which the thread that answers must not); taken by `shutdown`.
+    read_back: Mutex<Option<crossbeam_channel::Sender<(u64, decision::Deferred)>>>,
     log: Log,
     recovery: Recovery,
 }
@@ -151,7 +155,7 @@ impl Engine {
             next_position: log.head().0,
             last_now,
             turn: decision::Turn::default(),
-            durable,
+            durable: durable.clone(),
             // A turn's batch must fit in a segment with room to spare; 1 MiB keeps it short.
             max_turn_bytes: usize::try_from(config.log.segment_size / 4)
                 .unwrap_or(usize::MAX)
@@ -165,6 +169,7 @@ impl Engine {
             requests: RwLock::new(Some(sender)),
             decision: Mutex::new(Some(decision)),
             durable_answers: Mutex::new(Some(durable_answers)),
+            read_back: Mutex::new(Some(durable)),
             log,
             recovery,
         };
@@ -193,6 +198,34 @@ impl Engine {
                     Err(_) => Err(EngineError::ShuttingDown.into()),
                 }
             }
+        }
+    }
+
+    /// Admits `envelope` and returns at once; `on_answer` gets what [`Engine::execute`] would
+    /// have returned, exactly once, when that answer is durable (or the engine stops). For
+    /// callers that keep many commands in flight without an async runtime — a bulk import, a
+    /// load driver — with no future, task or wake-up per command.
+    ///
+    /// `on_answer` runs on one of the engine's own threads, which answer the other callers
+    /// too: it must be quick and must not block (hand the outcome to a channel). A command the
+    /// engine cannot take at once (a full queue, shutting down) is answered so before `send`
+    /// returns, on the caller's thread.
+    pub fn send<F>(&self, envelope: Envelope, on_answer: F)
+    where
+        F: FnOnce(Result<Outcome, ExecuteError>) + Send + 'static,
+    {
+        let on_answer =
+            OnAnswer { engine: self.clone(), tenant: envelope.tenant.clone(), f: Some(on_answer) };
+        let reply: Reply = Box::new(move |answer| match answer {
+            Ok(Answer::Replay { first, records }) => on_answer.read_back(first, records),
+            Ok(committed) => {
+                let outcome = on_answer.engine.outcome(on_answer.tenant.clone(), committed);
+                on_answer.answer(outcome);
+            }
+            Err(error) => on_answer.answer(Err(error)),
+        });
+        if let Err((refused, reply)) = self.try_submit(envelope, reply) {
+            reply(Err(refused));
         }
     }
 
@@ -247,6 +280,7 @@ impl Engine {
             // acknowledged.
             let _ = decision.join();
         }
+        drop(self.inner.read_back.lock().unwrap_or_else(PoisonError::into_inner).take());
         let durable =
             self.inner.durable_answers.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(durable) = durable {
@@ -255,11 +289,18 @@ impl Engine {
     }
 
     fn submit(&self, envelope: Envelope, reply: Reply) -> Result<(), ExecuteError> {
+        self.try_submit(envelope, reply).map_err(|(refused, _)| refused)
+    }
+
+    /// Admits a command, or gives its reply back with why not.
+    fn try_submit(&self, envelope: Envelope, reply: Reply) -> Result<(), (ExecuteError, Reply)> {
         let requests = self.inner.requests.read().unwrap_or_else(PoisonError::into_inner);
-        let sender = requests.as_ref().ok_or(EngineError::ShuttingDown)?;
+        let Some(sender) = requests.as_ref() else {
+            return Err((EngineError::ShuttingDown.into(), reply));
+        };
         sender.try_send(Request { envelope, reply }).map_err(|e| match e {
-            TrySendError::Full(_) => EngineError::Overloaded.into(),
-            TrySendError::Disconnected(_) => EngineError::ShuttingDown.into(),
+            TrySendError::Full(r) => (EngineError::Overloaded.into(), r.reply),
+            TrySendError::Disconnected(r) => (EngineError::ShuttingDown.into(), r.reply),
         })
     }
 
@@ -306,6 +347,48 @@ impl Engine {
 
 /// The committed domain events of a log record. Records appended by this engine always
 /// decode: they were verified when it opened or written by it.
+/// A [`Engine::send`] caller's callback, called exactly once: with the answer, or, if the
+/// command is dropped unanswered (the engine stopped or shut down), with why.
+struct OnAnswer<F: FnOnce(Result<Outcome, ExecuteError>)> {
+    engine: Engine,
+    tenant: TenantId,
+    f: Option<F>,
+}
+
+impl<F: FnOnce(Result<Outcome, ExecuteError>) + Send + 'static> OnAnswer<F> {
+    fn answer(mut self, outcome: Result<Outcome, ExecuteError>) {
+        if let Some(f) = self.f.take() {
+            f(outcome);
+        }
+    }
+
+    /// A replayed answer: its records are read back on the durable-answers thread once they
+    /// are durable, not on the decision thread that found the key.
+    fn read_back(self, first: u64, records: u32) {
+        let read_back = self.engine.inner.read_back.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(durable) = read_back.clone() else { return };
+        drop(read_back);
+        let replay = Answer::Replay { first, records };
+        let read: Reply = Box::new(move |answer| match answer {
+            Ok(answer) => {
+                let outcome = self.engine.outcome(self.tenant.clone(), answer);
+                self.answer(outcome);
+            }
+            Err(error) => self.answer(Err(error)),
+        });
+        // If the thread is gone, the callback is dropped and answers why.
+        let _gone = durable.send((first + u64::from(records), vec![(read, Ok(replay))]));
+    }
+}
+
+impl<F: FnOnce(Result<Outcome, ExecuteError>)> Drop for OnAnswer<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.f.take() {
+            f(Err(self.engine.gone()));
+        }
+    }
+}
+
 fn committed(record: &orderly_store::Record) -> Vec<CommittedEvent> {
     CommittedEvent::decode_record(record).expect("records of this engine's log decode")
 }

@@ -11,7 +11,7 @@ use orderly_core::domain::{
     CancelReason, Command, Currency, CustomerId, Envelope, Event, IdempotencyKey, InventoryEvent,
     OrderCommand, OrderEvent, OrderId, OrderLine, Quantity, Sku, TenantId, Timestamp,
 };
-use orderly_core::engine::{Config, Engine, ExecuteError, ManualClock, Outcome};
+use orderly_core::engine::{Config, Engine, EngineError, ExecuteError, ManualClock, Outcome};
 use orderly_core::{Position, domain::Rejection};
 use orderly_store::LogConfig;
 
@@ -324,4 +324,39 @@ fn a_rejection_is_answered_only_once_what_it_rests_on_is_durable() {
             "race {race}: the loser heard 'insufficient stock' before the winner's hold was durable"
         );
     }
+}
+
+/// `send` answers what `execute` would, through a callback: accepted with the durable events,
+/// replayed for a key seen before (read back off the decision thread), refused with the
+/// domain's code; and once the engine is shut down, answered so before `send` returns.
+#[test]
+fn send_answers_through_a_callback_what_execute_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    let (answers, answered) = crossbeam_channel::unbounded();
+    let keyed = || place("acme", "o-1", &[("sku-1", 3)]).with_key(key("k-1"));
+    let commands = [keyed(), keyed(), place("acme", "o-2", &[("sku-1", 99)])];
+    for (n, envelope) in commands.into_iter().enumerate() {
+        let answers = answers.clone();
+        engine.send(envelope, move |outcome| answers.send((n, outcome)).unwrap());
+    }
+    let mut got: Vec<(usize, Result<Outcome, ExecuteError>)> =
+        (0..3).map(|_| answered.recv_timeout(Duration::from_secs(10)).unwrap()).collect();
+    got.sort_by_key(|(n, _)| *n);
+    let first = got[0].1.as_ref().unwrap();
+    assert!(!first.replayed);
+    assert_eq!(positions(first), [1, 1], "the order and its hold");
+    let again = got[1].1.as_ref().unwrap();
+    assert!(again.replayed, "the key was seen");
+    assert_eq!(again.events, first.events, "the first outcome, read back from the log");
+    assert_eq!(got[2].1.as_ref().unwrap_err().code(), "insufficient_stock");
+    assert!(engine.head() >= Position(2), "answered means durable");
+
+    engine.shutdown();
+    let (answers, answered) = crossbeam_channel::bounded(1);
+    engine.send(receive("acme", "sku-1", 1), move |outcome| answers.send(outcome).unwrap());
+    let refused = answered.try_recv().expect("answered before send returned");
+    assert!(matches!(refused, Err(ExecuteError::Engine(EngineError::ShuttingDown))));
 }

@@ -8,17 +8,19 @@
 //! virtual time and no earlier than the model allows (see the constant). An order's later
 //! steps wait for its placement's answer (other orders' steps go on meanwhile); those of a
 //! placement refused (a flash-sale product sold out) are not sent.
+//!
+//! Commands go in with [`Engine::send`], whose callbacks hand each answer to one channel that
+//! this thread reads: a day's millions of commands cost no future, task or wake-up each.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
+use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use orderly_core::audit::OrderCounts;
-use orderly_core::domain::{Envelope, OrderStatus, TenantId, Timestamp};
+use orderly_core::domain::{OrderStatus, TenantId, Timestamp};
 use orderly_core::engine::{Engine, ExecuteError, ManualClock, Outcome};
 use orderly_core::workload::{MAX_ADMISSION_LAG_MS, OrderTag, Step, StepKind, Workload};
 
@@ -80,17 +82,12 @@ struct Sent {
     tenant: TenantId,
 }
 
+/// A step answered: what was sent, its latency to the durable answer, and the answer.
 type Answered = (Sent, Duration, Result<Outcome, ExecuteError>);
-
-async fn send(engine: Engine, sent: Sent, envelope: Envelope) -> Answered {
-    let started = Instant::now();
-    let answer = engine.execute(envelope).await;
-    (sent, started.elapsed(), answer)
-}
 
 /// Runs every step of `workload`, at most `max_in_flight` at once, and waits until the engine
 /// has expired the holds still open when the day's last step is answered.
-pub(crate) async fn run(
+pub(crate) fn run(
     engine: &Engine,
     clock: &ManualClock,
     workload: Workload,
@@ -120,15 +117,16 @@ pub(crate) async fn run(
         started: Instant::now(),
         progress,
     };
-    let mut in_flight = FuturesUnordered::new();
+    let (answers, answered) = std::sync::mpsc::channel();
+    let mut in_flight = InFlight { count: 0, answers, answered };
     let mut last = 0u64;
     for step in workload {
-        while in_flight.len() >= max_in_flight
+        while in_flight.count >= max_in_flight
             || driver.oldest_pending().is_some_and(|o| step.at.0 > o + MAX_ADMISSION_LAG_MS)
         {
-            let answered = in_flight.next().await.expect("steps are in flight");
+            let answered = in_flight.next()?;
             for (sequence, step) in driver.judge(answered)? {
-                in_flight.push(driver.send(engine, clock, sequence, step));
+                driver.send(engine, clock, sequence, step, &mut in_flight);
             }
         }
         last = last.max(step.at.0);
@@ -150,12 +148,12 @@ pub(crate) async fn run(
             }
             _ => {}
         }
-        let send = driver.send(engine, clock, sequence, step);
-        in_flight.push(send);
+        driver.send(engine, clock, sequence, step, &mut in_flight);
     }
-    while let Some(answered) = in_flight.next().await {
+    while in_flight.count > 0 {
+        let answered = in_flight.next()?;
         for (sequence, step) in driver.judge(answered)? {
-            in_flight.push(driver.send(engine, clock, sequence, step));
+            driver.send(engine, clock, sequence, step, &mut in_flight);
         }
     }
     driver.tally.elapsed = driver.started.elapsed();
@@ -166,12 +164,28 @@ pub(crate) async fn run(
     let mut head = engine.head();
     let mut quiet = 0;
     while quiet < 5 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::thread::sleep(Duration::from_millis(100));
         let now_head = engine.head();
         quiet = if now_head == head { quiet + 1 } else { 0 };
         head = now_head;
     }
     Ok(driver.tally)
+}
+
+/// The steps sent and not yet answered, and the channel their answers come back on.
+struct InFlight {
+    count: usize,
+    answers: Sender<Answered>,
+    answered: Receiver<Answered>,
+}
+
+impl InFlight {
+    /// The next answer, waiting for it.
+    fn next(&mut self) -> anyhow::Result<Answered> {
+        let answered = self.answered.recv().context("the engine dropped a command unanswered")?;
+        self.count -= 1;
+        Ok(answered)
+    }
 }
 
 struct Driver<'a> {
@@ -195,7 +209,8 @@ impl Driver<'_> {
         clock: &ManualClock,
         sequence: u64,
         step: Step,
-    ) -> impl Future<Output = Answered> + use<> {
+        in_flight: &mut InFlight,
+    ) {
         let oldest = self.oldest_pending().unwrap_or(step.at.0);
         clock.set(Timestamp(oldest));
         let sent = Sent {
@@ -204,7 +219,13 @@ impl Driver<'_> {
             order: step.order,
             tenant: step.envelope.tenant.clone(),
         };
-        send(engine.clone(), sent, step.envelope)
+        let answers = in_flight.answers.clone();
+        let started = Instant::now();
+        in_flight.count += 1;
+        engine.send(step.envelope, move |answer| {
+            // The driver keeps the receiver until every step is answered.
+            let _ = answers.send((sent, started.elapsed(), answer));
+        });
     }
 
     /// The virtual time of the oldest step taken from the workload and not yet answered.

@@ -177,8 +177,7 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     assert_eq!(hold_ttl_ms, DEFAULT_HOLD_TTL_MS, "the model plans for the default hold");
     let engine = Engine::open(&log_dir, engine_config)?;
     let progress = bar(config.progress, config.orders, "orders");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let tally = runtime.block_on(drive::run(
+    let tally = drive::run(
         &engine,
         &clock,
         workload,
@@ -186,7 +185,7 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         config.in_flight.max(1),
         hold_ttl_ms,
         &progress,
-    ))?;
+    )?;
     progress.finish_and_clear();
     let records = engine.head().0;
     engine.shutdown();
