@@ -53,7 +53,17 @@ pub(crate) type Reply = Box<dyn FnOnce(Result<Answer, ExecuteError>) + Send>;
 
 pub(crate) struct Request {
     pub envelope: Envelope,
+    /// The command's fingerprint when it carries an idempotency key, computed by the caller's
+    /// thread when it submits, so that hashing commands does not load the decision thread.
+    pub fingerprint: Option<codec::Fingerprint>,
     pub reply: Reply,
+}
+
+impl Request {
+    pub(crate) fn new(envelope: Envelope, reply: Reply) -> Request {
+        let fingerprint = envelope.idempotency_key.as_ref().map(|_| fingerprint(&envelope.command));
+        Request { envelope, fingerprint, reply }
+    }
 }
 
 pub(crate) struct DecisionThread {
@@ -104,12 +114,12 @@ impl DecisionThread {
         Context { now, hold_ttl_ms: self.hold_ttl_ms }
     }
 
-    fn handle(&mut self, Request { envelope, reply }: Request, now: Timestamp) {
+    fn handle(&mut self, Request { envelope, fingerprint, reply }: Request, now: Timestamp) {
         if let Some(cause) = self.log.failure() {
             return reply(Err(EngineError::Stopped { cause }.into()));
         }
         let Envelope { tenant, idempotency_key, command, .. } = envelope;
-        let key = idempotency_key.map(|key| (key, fingerprint(&command)));
+        let key = idempotency_key.zip(fingerprint);
         if let Some((key, fingerprint)) = &key
             && let Some(entry) = self.world.key(&tenant, key)
         {

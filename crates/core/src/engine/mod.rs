@@ -294,11 +294,12 @@ impl Engine {
 
     /// Admits a command, or gives its reply back with why not.
     fn try_submit(&self, envelope: Envelope, reply: Reply) -> Result<(), (ExecuteError, Reply)> {
+        let request = Request::new(envelope, reply);
         let requests = self.inner.requests.read().unwrap_or_else(PoisonError::into_inner);
         let Some(sender) = requests.as_ref() else {
-            return Err((EngineError::ShuttingDown.into(), reply));
+            return Err((EngineError::ShuttingDown.into(), request.reply));
         };
-        sender.try_send(Request { envelope, reply }).map_err(|e| match e {
+        sender.try_send(request).map_err(|e| match e {
             TrySendError::Full(r) => (EngineError::Overloaded.into(), r.reply),
             TrySendError::Disconnected(r) => (EngineError::ShuttingDown.into(), r.reply),
         })
