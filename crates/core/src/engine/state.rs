@@ -33,7 +33,45 @@ pub(crate) struct World {
     /// Placed orders by the time their stock hold runs out, earliest first. Entries are never
     /// removed early: an order paid or cancelled meanwhile is skipped when its time comes,
     /// which is cheaper than finding it in the heap on every confirmation.
-    timers: BinaryHeap<Reverse<(Timestamp, TenantId, OrderId)>>,
+    timers: BinaryHeap<Reverse<Timer>>,
+    /// Timers set so far: ties in time come out in the order they were set (log order).
+    timers_set: u64,
+}
+
+/// When a placed order's hold runs out. Ordered by time, then by when it was set: every order
+/// of one turn shares its expiry time, and comparing numbers, not ids, keeps the heap cheap.
+#[derive(Debug)]
+struct Timer {
+    at: Timestamp,
+    set: u64,
+    tenant: TenantId,
+    order: OrderId,
+}
+
+impl Timer {
+    fn key(&self) -> (Timestamp, u64) {
+        (self.at, self.set)
+    }
+}
+
+impl PartialEq for Timer {
+    fn eq(&self, other: &Timer) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Timer {}
+
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Timer) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Timer {
+    fn cmp(&self, other: &Timer) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
 }
 
 impl World {
@@ -61,7 +99,13 @@ impl World {
         if let Event::Order { order, event: OrderEvent::OrderPlaced { hold_expires_at, .. } } =
             event
         {
-            self.timers.push(Reverse((*hold_expires_at, tenant.clone(), order.clone())));
+            self.timers_set += 1;
+            self.timers.push(Reverse(Timer {
+                at: *hold_expires_at,
+                set: self.timers_set,
+                tenant: tenant.clone(),
+                order: order.clone(),
+            }));
         }
         with_slot(&mut self.tenants, tenant, |state| Tenant::evolve(state, event));
     }
@@ -90,11 +134,11 @@ impl World {
     /// Takes every order still unpaid whose hold has run out by `now`.
     pub(crate) fn take_due(&mut self, now: Timestamp) -> Vec<(TenantId, OrderId)> {
         let mut due = Vec::new();
-        while let Some(Reverse((at, _, _))) = self.timers.peek() {
-            if *at > now {
+        while let Some(Reverse(timer)) = self.timers.peek() {
+            if timer.at > now {
                 break;
             }
-            let Reverse((_, tenant, order)) = self.timers.pop().expect("just looked");
+            let Reverse(Timer { tenant, order, .. }) = self.timers.pop().expect("just looked");
             let unpaid = self
                 .tenant(&tenant)
                 .and_then(|t| t.order(&order))
