@@ -129,6 +129,18 @@ fn a_second_writer_on_the_same_folder_is_refused() {
 }
 
 #[test]
+fn held_elsewhere_tells_whether_a_writer_holds_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(!Log::held_elsewhere(dir.path()).unwrap(), "no log yet");
+    let (log, _) = open(dir.path(), LogConfig::default());
+    assert!(Log::held_elsewhere(dir.path()).unwrap(), "an open writer holds it");
+    drop(log);
+    assert!(!Log::held_elsewhere(dir.path()).unwrap(), "free once closed");
+    // The probe took the lock only for a moment: a writer opens it after.
+    let (_reopened, _) = open(dir.path(), LogConfig::default());
+}
+
+#[test]
 fn a_subscription_wakes_on_commit() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = open(dir.path(), LogConfig::default());
