@@ -276,7 +276,13 @@ impl Driver<'_> {
                 {
                     self.placements[n] = Placement::Accepted;
                     self.tally.placed += 1;
-                    let counts = self.tally.expected.entry(sent.tenant.to_string()).or_default();
+                    // Looked up by reference: a new string only for a tenant's first order.
+                    let expected = &mut self.tally.expected;
+                    if !expected.contains_key(sent.tenant.as_str()) {
+                        expected.insert(sent.tenant.to_string(), OrderCounts::default());
+                    }
+                    let counts =
+                        expected.get_mut(sent.tenant.as_str()).expect("inserted just above");
                     match order.fate.final_status() {
                         OrderStatus::Shipped => counts.shipped += 1,
                         OrderStatus::Cancelled => counts.cancelled += 1,
