@@ -207,9 +207,9 @@ impl Engine {
     /// load driver — with no future, task or wake-up per command.
     ///
     /// `on_answer` runs on one of the engine's own threads, which answer the other callers
-    /// too: it must be quick and must not block (hand the outcome to a channel). A command the
-    /// engine cannot take at once (a full queue, shutting down) is answered so before `send`
-    /// returns, on the caller's thread.
+    /// too: it must be quick and must not block (hand the outcome to a channel); if it panics,
+    /// only its own answer is lost. A command the engine cannot take at once (a full queue,
+    /// shutting down) is answered so before `send` returns, on the caller's thread.
     pub fn send<F>(&self, envelope: Envelope, on_answer: F)
     where
         F: FnOnce(Result<Outcome, ExecuteError>) + Send + 'static,
@@ -359,7 +359,7 @@ struct OnAnswer<F: FnOnce(Result<Outcome, ExecuteError>)> {
 impl<F: FnOnce(Result<Outcome, ExecuteError>) + Send + 'static> OnAnswer<F> {
     fn answer(mut self, outcome: Result<Outcome, ExecuteError>) {
         if let Some(f) = self.f.take() {
-            f(outcome);
+            call(f, outcome);
         }
     }
 
@@ -385,9 +385,15 @@ impl<F: FnOnce(Result<Outcome, ExecuteError>) + Send + 'static> OnAnswer<F> {
 impl<F: FnOnce(Result<Outcome, ExecuteError>)> Drop for OnAnswer<F> {
     fn drop(&mut self) {
         if let Some(f) = self.f.take() {
-            f(Err(self.engine.gone()));
+            call(f, Err(self.engine.gone()));
         }
     }
+}
+
+/// Calls a caller's callback on one of the engine's threads. A callback that panics loses its
+/// own answer only (the panic is reported as usual); the thread goes on answering the others.
+fn call<F: FnOnce(Result<Outcome, ExecuteError>)>(f: F, outcome: Result<Outcome, ExecuteError>) {
+    let _lost = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(outcome)));
 }
 
 fn committed(record: &orderly_store::Record) -> Vec<CommittedEvent> {

@@ -360,3 +360,20 @@ fn send_answers_through_a_callback_what_execute_would() {
     let refused = answered.try_recv().expect("answered before send returned");
     assert!(matches!(refused, Err(ExecuteError::Engine(EngineError::ShuttingDown))));
 }
+
+/// A `send` callback runs on the engine's own threads: one that panics loses its own answer,
+/// and the engine goes on answering everyone else.
+#[test]
+fn a_panicking_send_callback_does_not_stop_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    engine.send(receive("acme", "sku-1", 10), |_| panic!("a caller's bug"));
+    let (answers, answered) = crossbeam_channel::bounded(1);
+    engine.send(receive("acme", "sku-1", 5), move |outcome| answers.send(outcome).unwrap());
+    let later = answered.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+    assert_eq!(positions(&later), [1], "the panicking command was recorded before it");
+    let placed = engine.execute_blocking(place("acme", "o-1", &[("sku-1", 15)])).unwrap();
+    assert_eq!(positions(&placed), [2, 2], "both receipts count: 15 units held");
+    engine.shutdown();
+}
