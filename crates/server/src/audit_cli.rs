@@ -181,8 +181,13 @@ fn parse_point(at: &str) -> anyhow::Result<ReplayPoint> {
     if !at.is_empty() && at.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(ReplayPoint::Position(at.parse()?));
     }
-    let time: jiff::Timestamp = at
-        .parse()
+    // With any UTC offset; a time written without one is read as UTC (as before jiff).
+    let time = at
+        .parse::<jiff::Timestamp>()
+        .or_else(|_| {
+            let local: jiff::civil::DateTime = at.parse()?;
+            local.to_zoned(jiff::tz::TimeZone::UTC).map(|zoned| zoned.timestamp())
+        })
         .with_context(|| format!("--at {at:?}: neither a position nor an RFC 3339 time"))?;
     let millis = u64::try_from(time.as_millisecond()).context("--at is before 1970")?;
     Ok(ReplayPoint::Time(millis))

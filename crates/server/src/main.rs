@@ -47,7 +47,8 @@ enum Commands {
         /// The data folder (or a copy of its `log` folder).
         #[arg(long, env = "ORDERLY_DATA", default_value = "./data")]
         data: PathBuf,
-        /// A log position (state before it) or an RFC 3339 time (state at it).
+        /// A log position (state before it) or an RFC 3339 time (state at it; without an
+        /// offset, UTC).
         #[arg(long)]
         at: String,
         /// Only this tenant.

@@ -209,6 +209,10 @@ async fn audit_commands_on_a_folder_a_server_wrote() {
     assert!(time.ends_with("+01:00"), "{time}");
     let then = audit(&["replay", "--at", &time], &data, true).json(0);
     assert_eq!(then["tenants"], before["tenants"], "at {time}");
+    // The same instant written without an offset is read as UTC.
+    let naive = received.to_string().trim_end_matches('Z').to_owned();
+    let then = audit(&["replay", "--at", &naive], &data, true).json(0);
+    assert_eq!(then["tenants"], before["tenants"], "at {naive}");
     // At the head and at a time after everything: every order where it ended.
     let head = audit(&["replay", "--at", &story.head.to_string()], &data, true).json(0);
     let acme = snapshot(&head, support::TENANT);
