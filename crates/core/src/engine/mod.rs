@@ -346,8 +346,6 @@ impl Engine {
     }
 }
 
-/// The committed domain events of a log record. Records appended by this engine always
-/// decode: they were verified when it opened or written by it.
 /// A [`Engine::send`] caller's callback, called exactly once: with the answer, or, if the
 /// command is dropped unanswered (the engine stopped or shut down), with why.
 struct OnAnswer<F: FnOnce(Result<Outcome, ExecuteError>)> {
@@ -396,6 +394,8 @@ fn call<F: FnOnce(Result<Outcome, ExecuteError>)>(f: F, outcome: Result<Outcome,
     let _lost = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(outcome)));
 }
 
+/// The committed domain events of a log record. Records appended by this engine always
+/// decode: they were verified when it opened or written by it.
 fn committed(record: &orderly_store::Record) -> Vec<CommittedEvent> {
     CommittedEvent::decode_record(record).expect("records of this engine's log decode")
 }
