@@ -113,9 +113,8 @@ struct Inner {
     /// Answers rejections once what they rest on is durable, and reads replayed answers back
     /// for [`Engine::send`]; ends after the decision thread and `shutdown`.
     durable_answers: Mutex<Option<JoinHandle<()>>>,
-    /// Hands `send`'s replayed answers to the durable-answers thread (reading the log back
-    /// blocks, which the thread that answers must not); taken by `shutdown`.
-    read_back: Mutex<Option<crossbeam_channel::Sender<(u64, decision::Deferred)>>>,
+    /// What answering needs: shared with `send`'s callbacks.
+    answering: Arc<Answering>,
     log: Log,
     recovery: Recovery,
 }
@@ -169,7 +168,10 @@ impl Engine {
             requests: RwLock::new(Some(sender)),
             decision: Mutex::new(Some(decision)),
             durable_answers: Mutex::new(Some(durable_answers)),
-            read_back: Mutex::new(Some(durable)),
+            answering: Arc::new(Answering {
+                log: log.reader(),
+                read_back: Mutex::new(Some(durable)),
+            }),
             log,
             recovery,
         };
@@ -206,20 +208,25 @@ impl Engine {
     /// callers that keep many commands in flight without an async runtime — a bulk import, a
     /// load driver — with no future, task or wake-up per command.
     ///
-    /// `on_answer` runs on one of the engine's own threads, which answer the other callers
-    /// too: it must be quick and must not block (hand the outcome to a channel); if it panics,
-    /// only its own answer is lost. A command the engine cannot take at once (a full queue,
-    /// shutting down) is answered so before `send` returns, on the caller's thread.
+    /// `on_answer` runs on one of the engine's own threads (the log's, or after a failure the
+    /// decision thread), which answer the other callers too: it must be quick, must not block
+    /// and must not call the engine's blocking methods or `shutdown` (hand the outcome to a
+    /// channel); if it panics, only its own answer is lost. A command the engine cannot take
+    /// at once (a full queue, shutting down) is answered so before `send` returns, on the
+    /// caller's thread.
     pub fn send<F>(&self, envelope: Envelope, on_answer: F)
     where
         F: FnOnce(Result<Outcome, ExecuteError>) + Send + 'static,
     {
-        let on_answer =
-            OnAnswer { engine: self.clone(), tenant: envelope.tenant.clone(), f: Some(on_answer) };
+        let on_answer = OnAnswer {
+            answering: self.inner.answering.clone(),
+            tenant: envelope.tenant.clone(),
+            f: Some(on_answer),
+        };
         let reply: Reply = Box::new(move |answer| match answer {
             Ok(Answer::Replay { first, records }) => on_answer.read_back(first, records),
             Ok(committed) => {
-                let outcome = on_answer.engine.outcome(on_answer.tenant.clone(), committed);
+                let outcome = on_answer.answering.outcome(on_answer.tenant.clone(), committed);
                 on_answer.answer(outcome);
             }
             Err(error) => on_answer.answer(Err(error)),
@@ -274,13 +281,16 @@ impl Engine {
     /// decision thread to finish. The log closes when the last handle is dropped.
     pub fn shutdown(&self) {
         drop(self.inner.requests.write().unwrap_or_else(PoisonError::into_inner).take());
-        let decision = self.inner.decision.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(decision) = decision {
+        // Held until the replays the decision thread handed out can no longer come: a second
+        // `shutdown` at the same time waits here, and does not close the way for them early.
+        let mut decision = self.inner.decision.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(decision) = decision.take() {
             // A panic on the decision thread is a bug already printed; the log keeps what was
             // acknowledged.
             let _ = decision.join();
         }
-        drop(self.inner.read_back.lock().unwrap_or_else(PoisonError::into_inner).take());
+        drop(self.inner.answering.read_back.lock().unwrap_or_else(PoisonError::into_inner).take());
+        drop(decision);
         let durable =
             self.inner.durable_answers.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(durable) = durable {
@@ -305,9 +315,31 @@ impl Engine {
         })
     }
 
+    fn gone(&self) -> ExecuteError {
+        self.inner.answering.gone()
+    }
+
+    fn outcome(&self, tenant: TenantId, answer: Answer) -> Result<Outcome, ExecuteError> {
+        self.inner.answering.outcome(tenant, answer)
+    }
+}
+
+/// What answering a command needs, shared with [`Engine::send`]'s callbacks. It holds a
+/// reader of the log, not the engine: the last of the callbacks may be dropped on one of the
+/// log's own threads, and dropping the last engine there would close the log from inside
+/// (closing joins those threads).
+#[derive(Debug)]
+struct Answering {
+    log: LogReader,
+    /// Hands `send`'s replayed answers to the durable-answers thread (reading the log back
+    /// blocks, which the thread that answers must not); taken by `shutdown`.
+    read_back: Mutex<Option<crossbeam_channel::Sender<(u64, decision::Deferred)>>>,
+}
+
+impl Answering {
     /// Why an answer never came: the log stopped (and dropped the batch) or the engine closed.
     fn gone(&self) -> ExecuteError {
-        match self.inner.log.failure() {
+        match self.log.failure() {
             Some(cause) => EngineError::Stopped { cause }.into(),
             None => EngineError::ShuttingDown.into(),
         }
@@ -330,12 +362,11 @@ impl Engine {
             Answer::Replay { first, records } => {
                 let next = first + u64::from(records);
                 // The first execution may still be on its way to the disk: wait for it.
-                if next > 0 && self.inner.log.wait_beyond(Position(next - 1), REPLAY_WAIT).0 < next
-                {
+                if next > 0 && self.log.wait_beyond(Position(next - 1), REPLAY_WAIT).0 < next {
                     return Err(self.gone());
                 }
                 let mut events = Vec::new();
-                for record in self.inner.log.read_from(Position(first)).take(records as usize) {
+                for record in self.log.read_from(Position(first)).take(records as usize) {
                     let record =
                         record.map_err(|e| EngineError::Stopped { cause: e.to_string() })?;
                     events.extend(committed(&record));
@@ -349,7 +380,7 @@ impl Engine {
 /// A [`Engine::send`] caller's callback, called exactly once: with the answer, or, if the
 /// command is dropped unanswered (the engine stopped or shut down), with why.
 struct OnAnswer<F: FnOnce(Result<Outcome, ExecuteError>)> {
-    engine: Engine,
+    answering: Arc<Answering>,
     tenant: TenantId,
     f: Option<F>,
 }
@@ -364,14 +395,19 @@ impl<F: FnOnce(Result<Outcome, ExecuteError>) + Send + 'static> OnAnswer<F> {
     /// A replayed answer: its records are read back on the durable-answers thread once they
     /// are durable, not on the decision thread that found the key.
     fn read_back(self, first: u64, records: u32) {
-        let read_back = self.engine.inner.read_back.lock().unwrap_or_else(PoisonError::into_inner);
+        let read_back = self.answering.read_back.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(durable) = read_back.clone() else { return };
         drop(read_back);
         let replay = Answer::Replay { first, records };
         let read: Reply = Box::new(move |answer| match answer {
             Ok(answer) => {
-                let outcome = self.engine.outcome(self.tenant.clone(), answer);
-                self.answer(outcome);
+                // Reading back cannot fail but by a bug; the thread answers the others all the
+                // same (and this callback, dropped, answers why it got nothing).
+                let answering = &self.answering;
+                let read = || answering.outcome(self.tenant.clone(), answer);
+                if let Ok(outcome) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)) {
+                    self.answer(outcome);
+                }
             }
             Err(error) => self.answer(Err(error)),
         });
@@ -383,7 +419,7 @@ impl<F: FnOnce(Result<Outcome, ExecuteError>) + Send + 'static> OnAnswer<F> {
 impl<F: FnOnce(Result<Outcome, ExecuteError>)> Drop for OnAnswer<F> {
     fn drop(&mut self) {
         if let Some(f) = self.f.take() {
-            call(f, Err(self.engine.gone()));
+            call(f, Err(self.answering.gone()));
         }
     }
 }

@@ -377,3 +377,34 @@ fn a_panicking_send_callback_does_not_stop_the_engine() {
     assert_eq!(positions(&placed), [2, 2], "both receipts count: 15 units held");
     engine.shutdown();
 }
+
+/// A program that sends commands and closes the engine without waiting for their answers:
+/// every command is still answered once, closing ends cleanly (the last reference to the
+/// engine is not dropped on one of the log's own threads, which would close the log from
+/// inside), and the folder opens again at once with every acknowledged command in it.
+#[test]
+fn closing_with_sends_in_flight_answers_them_all_and_frees_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    for round in 0..3u64 {
+        let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+        let before = engine.head().0;
+        let (answers, answered) = crossbeam_channel::unbounded();
+        for _ in 0..2_000 {
+            let answers = answers.clone();
+            engine.send(receive("acme", "sku-1", 1), move |outcome| {
+                answers.send(outcome.is_ok()).unwrap();
+            });
+        }
+        drop(answers);
+        engine.shutdown();
+        drop(engine);
+        // Ends once every callback has run and been dropped.
+        let all: Vec<bool> = answered.iter().collect();
+        assert_eq!(all.len(), 2_000, "round {round}: each command answered once");
+        let oks = all.iter().filter(|ok| **ok).count() as u64;
+        let reopened = Engine::open(dir.path(), config(&clock)).unwrap();
+        assert_eq!(reopened.head().0 - before, oks, "round {round}: every acknowledged one");
+        reopened.shutdown();
+    }
+}

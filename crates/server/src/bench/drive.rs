@@ -180,9 +180,14 @@ struct InFlight {
 }
 
 impl InFlight {
-    /// The next answer, waiting for it.
+    /// The next answer, waiting for it. Every command is answered (the engine answers even
+    /// those it drops), so a long silence means the engine is stuck: the run fails, not hangs.
     fn next(&mut self) -> anyhow::Result<Answered> {
-        let answered = self.answered.recv().context("the engine dropped a command unanswered")?;
+        const PATIENCE: Duration = Duration::from_secs(60);
+        let answered = self
+            .answered
+            .recv_timeout(PATIENCE)
+            .with_context(|| format!("no answer from the engine for {PATIENCE:?}"))?;
         self.count -= 1;
         Ok(answered)
     }
