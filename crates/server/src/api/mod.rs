@@ -80,8 +80,9 @@ enum CommandErrors {
     #[response(status = 415)]
     NotJson(ErrorBody),
     /// `validation_failed` (naming the field), `unknown_currency` (placing an order in a code
-    /// ISO 4217 does not list), `idempotency_key_reused`, or a domain rejection with its code
-    /// (`insufficient_stock`, `invalid_transition`, `currency_mismatch`, …).
+    /// ISO 4217 does not list as a circulating currency), `idempotency_key_reused`, or a
+    /// domain rejection with its code (`insufficient_stock`, `invalid_transition`,
+    /// `currency_mismatch`, …).
     #[response(status = 422)]
     Rejected(ErrorBody),
     /// `rate_limited`: the tenant is over its rate; see `Retry-After`.

@@ -253,20 +253,26 @@ fn new_order_id(tenant: &TenantId, key: Option<&IdempotencyKey>) -> OrderId {
 }
 
 /// `text` as a new order's currency: three upper-case letters (else `422 validation_failed`)
-/// that ISO 4217 lists (else `422 unknown_currency`). The domain's `Currency` takes any three
+/// that ISO 4217 lists as a circulating currency (else `422 unknown_currency`). The domain's `Currency` takes any three
 /// letters, so that logs written before this check still read; the list is checked where an
 /// order's currency is chosen.
 fn currency(text: &str, field: &str) -> Result<Currency, ApiError> {
     let currency = Currency::new(text).map_err(|e| ApiError::validation(field, e.to_string()))?;
-    if iso_currency::Currency::from_code(text).is_none() {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown_currency",
-            format!("{text} is not an ISO 4217 currency code"),
-        )
-        .with_details(json!({ "field": field, "currency": text })));
-    }
-    Ok(currency)
+    let refused = match iso_currency::Currency::from_code(text) {
+        None => "is not an ISO 4217 currency code",
+        // Funds (USN, CHE, …), special codes (XXX no currency, XTS testing, XAU gold, …) and
+        // superseded ones (HRK, …) are listed, but no shop prices an order in them.
+        Some(iso) if !iso.flags().is_empty() => {
+            "is an ISO 4217 fund, special or superseded code, not a currency orders are priced in"
+        }
+        Some(_) => return Ok(currency),
+    };
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown_currency",
+        format!("{text} {refused}"),
+    )
+    .with_details(json!({ "field": field, "currency": text })))
 }
 
 fn order_id(text: &str) -> Result<OrderId, ApiError> {

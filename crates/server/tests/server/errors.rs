@@ -141,11 +141,15 @@ async fn a_body_that_is_not_an_object_is_422_and_records_nothing() {
 async fn a_currency_iso_4217_does_not_list_is_422_unknown_currency() {
     let server = Server::start();
     let head = server.receive("mug", 10).await;
-    let mut order = support::order(Some("o-1"), "c-1", &[("mug", 1)]);
-    order["currency"] = json!("XYZ");
-    let reply = server.post("/v1/orders", &order).await;
-    let details = reply.error(StatusCode::UNPROCESSABLE_ENTITY, "unknown_currency");
-    assert_eq!(details["field"], "currency");
+    // Not listed; listed but no currency (XXX), for tests (XTS), gold (XAU), a fund (USN),
+    // superseded (HRK).
+    for code in ["XYZ", "XXX", "XTS", "XAU", "USN", "HRK"] {
+        let mut order = support::order(Some("o-1"), "c-1", &[("mug", 1)]);
+        order["currency"] = json!(code);
+        let reply = server.post("/v1/orders", &order).await;
+        let details = reply.error(StatusCode::UNPROCESSABLE_ENTITY, "unknown_currency");
+        assert_eq!((&details["field"], &details["currency"]), (&json!("currency"), &json!(code)));
+    }
     let ready = server.call(support::get("/readyz", None)).await.ok(StatusCode::OK);
     assert_eq!(ready["head"], head, "an order in an unknown currency was recorded");
     // Listed codes pass, not only the three the simulated gateways charge in.
