@@ -208,7 +208,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", orderly_server::describe(&error));
             failure
         }
     }

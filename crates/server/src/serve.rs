@@ -62,7 +62,7 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
                 closing.begin_close();
             }
             Ok(error) = failed_rx => {
-                tracing::error!("cannot open the data folder: {error:#}");
+                tracing::error!("cannot open the data folder: {}", crate::describe(&error));
                 let _ = stop_tx.send(error);
             }
         }
