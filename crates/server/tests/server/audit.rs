@@ -388,14 +388,15 @@ async fn audit_verify_works_beside_a_running_server() {
 
 #[test]
 fn bad_input_is_a_message_and_an_exit_status() {
-    let missing = Path::new("/nonexistent/orderly-data");
-    for command in [
+    let every_audit = [
         &["audit", "verify"][..],
         &["audit", "digest"],
         &["audit", "reconcile"],
         &["audit", "trace", "o-1"],
         &["replay", "--at", "0"],
-    ] {
+    ];
+    let missing = Path::new("/nonexistent/orderly-data");
+    for command in every_audit {
         let run = audit(command, missing, false);
         assert_eq!(run.code, Some(2), "{command:?}");
         assert!(
@@ -406,13 +407,7 @@ fn bad_input_is_a_message_and_an_exit_status() {
     }
     // A folder with no log in it (a mistyped --data) is not vouched for as an empty log.
     let data = tempfile::tempdir().expect("a temporary folder");
-    for command in [
-        &["audit", "verify"][..],
-        &["audit", "digest"],
-        &["audit", "reconcile"],
-        &["audit", "trace", "o-1"],
-        &["replay", "--at", "0"],
-    ] {
+    for command in every_audit {
         let run = audit(command, data.path(), false);
         assert_eq!(run.code, Some(2), "{command:?}");
         assert!(run.stderr.contains("cannot audit (no_log)"), "{command:?}: {}", run.stderr);
