@@ -141,6 +141,8 @@ pub(crate) fn recover(storage: &dyn Storage, writable: bool) -> Result<Recovered
         scan::scan_storage(storage, writable, checkpoint, &mut builder).map_err(|e| match e {
             ScanError::Io { path, source } => OpenError::Io { path, source },
             ScanError::Corrupt(corruption) => OpenError::Corrupt(corruption),
+            // Only the read-only `scan` refuses a folder with no log; opening starts one there.
+            ScanError::NoLog { .. } => unreachable!("scan_storage takes an empty folder as empty"),
         })?;
     let index = builder.index;
     let io_err = |path: &PathBuf| {

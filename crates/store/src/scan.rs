@@ -111,6 +111,13 @@ pub enum ScanError {
     /// The bytes at a place are not what was written.
     #[error("the log is corrupt: {0}")]
     Corrupt(#[from] Corruption),
+    /// The folder holds no segment and never held a log (no lock or checkpoint file): not a
+    /// log folder (a log has its first segment from its first open), so nothing to vouch for.
+    #[error("no log in {}: it holds no segment file", dir.display())]
+    NoLog {
+        /// The folder.
+        dir: PathBuf,
+    },
 }
 
 /// Scans the log in `dir` read-only: every record is verified (checksum, header, position,
@@ -120,8 +127,8 @@ pub enum ScanError {
 /// read-only copy. `visit` may stop the scan early with `ControlFlow::Break`.
 ///
 /// Stream versions are checked against a map of every stream the scan has seen, so memory
-/// grows with the number of streams. A folder with no segment scans as an empty log, unless a
-/// log once lived there (its lock or checkpoint file remains): then every segment is missing.
+/// grows with the number of streams. A folder with no segment is [`ScanError::NoLog`], or, if
+/// a log once lived there (its lock or checkpoint file remains), missing every segment.
 pub fn scan(
     dir: &Path,
     mut progress: impl FnMut(ScanProgress),
@@ -131,17 +138,20 @@ pub fn scan(
     let mut visitor =
         ReadOnly { versions: FxHashMap::default(), progress: &mut progress, visit: &mut visit };
     let report = scan_storage(&storage, false, None, &mut visitor)?;
-    // A folder with no segment is an empty log only if no log ever lived there: one whose lock
-    // or checkpoint file remains has lost every segment, which is damage, not emptiness.
+    if report.segments > 0 || report.unwritten_segment.is_some() {
+        return Ok(report);
+    }
+    // No segment: a folder a log once lived in (its lock or checkpoint file remains) has lost
+    // every segment, which is damage; any other folder is not a log at all (a mistyped path).
     let once_a_log = [crate::storage::LOCK_FILE, crate::checkpoint::FILE_NAME]
         .iter()
         .any(|file| dir.join(file).exists());
-    if report.segments == 0 && report.unwritten_segment.is_none() && once_a_log {
-        let problem = Problem::MissingSegment;
-        let segment = dir.to_path_buf();
-        return Err(Corruption { segment, offset: 0, position: Some(0), problem }.into());
+    if !once_a_log {
+        return Err(ScanError::NoLog { dir: dir.to_path_buf() });
     }
-    Ok(report)
+    let problem = Problem::MissingSegment;
+    let segment = dir.to_path_buf();
+    Err(Corruption { segment, offset: 0, position: Some(0), problem }.into())
 }
 
 /// The stream versions a read-only scan has seen.

@@ -142,6 +142,7 @@ impl From<ScanError> for AuditError {
         match error {
             ScanError::Io { path, source } => AuditError::Io { path, source },
             ScanError::Corrupt(corruption) => AuditError::Corrupt(corruption),
+            ScanError::NoLog { dir } => AuditError::NoLog { dir },
             // A scan error this build does not know yet is still a failure to read the log.
             other => AuditError::Io { path: PathBuf::new(), source: std::io::Error::other(other) },
         }
