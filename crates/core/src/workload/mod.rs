@@ -28,7 +28,7 @@ mod curve;
 mod random;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 pub use curve::{
     MINUTES_PER_DAY, PEAK_MINUTE, RECORD_DAY_ORDERS, RECORD_PEAK_MINUTE, day_curve, peak_orders,
@@ -213,16 +213,28 @@ struct FollowUp {
 }
 
 /// Follow-ups in the order they are due: by time, ties in the order they were planned, so the
-/// day is the same every time. The heap orders small keys (a day's follow-ups run into the
-/// hundreds of thousands, and sifting whole follow-ups was most of the workload's own time);
-/// each follow-up waits in a slot of `waiting` until its key comes out.
+/// day is the same every time. Each follow-up waits in a slot of `waiting`, and a small key
+/// of it (time, plan number, slot) in a queue. A day's follow-ups run into the hundreds of
+/// thousands and one heap of all their keys was most of the workload's own time, so the keys
+/// are kept by [`BUCKET_MS`] of time: only the bucket being taken is a heap; a later one is a
+/// list, made a heap when its turn comes.
 #[derive(Debug, Default)]
 struct FollowUps {
-    due: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    /// Keys of the bucket being taken, and of any planned for it or before it since.
+    current: BinaryHeap<Reverse<Key>>,
+    current_bucket: u64,
+    /// Keys of the buckets after `current_bucket`, unordered within a bucket.
+    later: BTreeMap<u64, Vec<Reverse<Key>>>,
     waiting: Vec<Option<FollowUp>>,
     free: Vec<usize>,
     planned: u64,
 }
+
+/// A follow-up's place in the queue: its time, its plan number, its slot.
+type Key = (u64, u64, usize);
+
+/// The time span of a bucket of [`FollowUps`].
+const BUCKET_MS: u64 = 10_000;
 
 impl FollowUps {
     /// Adds `follow_up`, due after those planned before it for the same time.
@@ -239,20 +251,39 @@ impl FollowUps {
                 self.waiting.len() - 1
             }
         };
-        self.due.push(Reverse((at, self.planned, slot)));
+        let key = Reverse((at, self.planned, slot));
+        let bucket = at / BUCKET_MS;
+        if bucket <= self.current_bucket {
+            self.current.push(key);
+        } else {
+            self.later.entry(bucket).or_default().push(key);
+        }
     }
 
     /// When the next follow-up is due.
-    fn next_at(&self) -> Option<u64> {
-        self.due.peek().map(|Reverse((at, ..))| *at)
+    fn next_at(&mut self) -> Option<u64> {
+        self.refill();
+        self.current.peek().map(|Reverse((at, ..))| *at)
     }
 
-    /// Takes the follow-up due first. A slot has one key in `due` while it is taken, and is
+    /// Takes the follow-up due first. A slot has one key queued while it is taken, and is
     /// free again once that key comes out.
     fn take_next(&mut self) -> Option<FollowUp> {
-        let Reverse((_, _, slot)) = self.due.pop()?;
+        self.refill();
+        let Reverse((_, _, slot)) = self.current.pop()?;
         self.free.push(slot);
         self.waiting[slot].take()
+    }
+
+    /// Makes the next bucket current once the current one is empty: every key in `current`
+    /// is due before every key in `later`.
+    fn refill(&mut self) {
+        if self.current.is_empty()
+            && let Some((bucket, keys)) = self.later.pop_first()
+        {
+            self.current_bucket = bucket;
+            self.current = BinaryHeap::from(keys);
+        }
     }
 }
 
@@ -361,7 +392,7 @@ impl Workload {
     /// The id of order `number`.
     #[must_use]
     pub fn order_id(number: u64) -> OrderId {
-        OrderId::new(&format!("o-{number}")).expect("a valid order id")
+        OrderId::new(&order_text(number, "", None)).expect("a valid order id")
     }
 
     /// The virtual time of the next arrival, if any order is still to come.
@@ -401,13 +432,14 @@ impl Workload {
         let lines = shop.basket(&mut self.random);
         let total: u64 = lines.iter().map(OrderLine::amount).sum();
         let total = Money::new(total, shop.currency);
-        let customer = CustomerId::new(&format!("c-{}", self.random.below(50_000)))
-            .expect("a valid customer id");
+        let mut customer = String::from("c-");
+        customer.push_str(itoa::Buffer::new().format(self.random.below(50_000)));
+        let customer = CustomerId::new(&customer).expect("a valid customer id");
         let order = Workload::order_id(number);
         let command = OrderCommand::Place { customer, currency: shop.currency, lines };
         let envelope = admitted(
             Envelope::new(shop.tenant.clone(), Command::Order { order, command })
-                .with_key(key(number, "place")),
+                .with_key(place_key(number)),
             at,
         );
         // The life is drawn now, whole, so that the step carries its fate. Payment attempts
@@ -461,7 +493,8 @@ impl Workload {
         let tenant = shop.tenant.clone();
         let order = Workload::order_id(life.number);
         let payment = |attempt: u8| {
-            PaymentId::new(&format!("o-{}.p{attempt}", life.number)).expect("a valid payment id")
+            PaymentId::new(&order_text(life.number, ".p", Some(attempt)))
+                .expect("a valid payment id")
         };
         let gateway = self.gateways[usize::from(life.number % 2 == 1)].clone();
         let (envelope, kind) = match next {
@@ -484,7 +517,7 @@ impl Workload {
                 }
                 let envelope =
                     Envelope::new(tenant, Command::Payment { payment: payment(attempt), command })
-                        .with_key(key(life.number, &format!("pay{attempt}")));
+                        .with_key(payment_key(life.number, attempt));
                 (envelope, StepKind::DeclineUnavailable)
             }
             Next::Pay { attempt } if life.fate == Fate::Declined => {
@@ -498,7 +531,7 @@ impl Workload {
                 self.plan(cancel_at, life.clone(), Next::CancelDeclined);
                 let envelope =
                     Envelope::new(tenant, Command::Payment { payment: payment(attempt), command })
-                        .with_key(key(life.number, &format!("pay{attempt}")));
+                        .with_key(payment_key(life.number, attempt));
                 (envelope, StepKind::Decline)
             }
             Next::Pay { attempt } | Next::RetryAuthorize { attempt } => {
@@ -516,7 +549,7 @@ impl Workload {
                 }
                 let envelope =
                     Envelope::new(tenant, Command::Payment { payment: payment(attempt), command })
-                        .with_key(key(life.number, &format!("pay{attempt}")));
+                        .with_key(payment_key(life.number, attempt));
                 let kind = if retried { StepKind::RetryAuthorize } else { StepKind::Authorize };
                 (envelope, kind)
             }
@@ -583,8 +616,25 @@ fn tag(number: u64, fate: Fate) -> OrderTag {
     OrderTag { number, fate }
 }
 
-fn key(number: u64, what: &str) -> IdempotencyKey {
-    IdempotencyKey::new(&format!("o-{number}.{what}")).expect("a valid key")
+fn place_key(number: u64) -> IdempotencyKey {
+    IdempotencyKey::new(&order_text(number, ".place", None)).expect("a valid key")
+}
+
+fn payment_key(number: u64, attempt: u8) -> IdempotencyKey {
+    IdempotencyKey::new(&order_text(number, ".pay", Some(attempt))).expect("a valid key")
+}
+
+/// `o-{number}{suffix}{attempt}`: the text of order `number`'s ids and keys, written
+/// without `format!` (a day writes millions of them).
+fn order_text(number: u64, suffix: &str, attempt: Option<u8>) -> String {
+    let mut text = String::with_capacity(32);
+    text.push_str("o-");
+    text.push_str(itoa::Buffer::new().format(number));
+    text.push_str(suffix);
+    if let Some(attempt) = attempt {
+        text.push_str(itoa::Buffer::new().format(attempt));
+    }
+    text
 }
 
 fn admitted(mut envelope: Envelope, at: u64) -> Envelope {
@@ -637,5 +687,29 @@ mod tests {
         assert_eq!(follow_ups.waiting.len(), 5, "the freed slot was used again");
         assert_eq!(take_all(&mut follow_ups), [(10, 4), (10, 5), (20, 1), (20, 3), (20, 6)]);
         assert_eq!(follow_ups.next_at(), None);
+    }
+
+    #[test]
+    fn follow_ups_come_by_time_across_buckets_also_when_planned_into_the_one_being_taken() {
+        let mut follow_ups = FollowUps::default();
+        for (at, number) in [(25_000, 1), (5_000, 2), (12_000, 3)] {
+            follow_ups.plan(follow_up(at, number));
+        }
+        assert_eq!(take_all_until(&mut follow_ups, 1), [(5_000, 2)]);
+        // Into a later bucket, then into the bucket being taken, then into one not yet made.
+        follow_ups.plan(follow_up(11_000, 4));
+        assert_eq!(take_all_until(&mut follow_ups, 1), [(11_000, 4)]);
+        follow_ups.plan(follow_up(11_500, 5));
+        follow_ups.plan(follow_up(30_000, 6));
+        follow_ups.plan(follow_up(12_000, 7));
+        assert_eq!(
+            take_all(&mut follow_ups),
+            [(11_500, 5), (12_000, 3), (12_000, 7), (25_000, 1), (30_000, 6)]
+        );
+    }
+
+    fn take_all_until(follow_ups: &mut FollowUps, count: usize) -> Vec<(u64, u64)> {
+        let taken = std::iter::from_fn(|| follow_ups.take_next()).take(count);
+        taken.map(|f| (f.at, f.life.number)).collect()
     }
 }
