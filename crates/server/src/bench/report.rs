@@ -41,7 +41,20 @@ fn markdown(config: &BenchConfig, r: &BenchReport) -> String {
         r.orders, r.tenants, r.seed, r.commands
     );
     let _ = writeln!(md, "| figure | value |\n| --- | --- |");
-    let rows: [(&str, String); 12] = [
+    let cpu = r.thread_cpu_seconds.as_ref().map_or_else(
+        || "not measured here".to_owned(),
+        |c| {
+            format!(
+                "decision {:.2} ({:.0}% of the day) / log {:.2} / driver {:.2} / other {:.2}",
+                c.decision,
+                100.0 * c.decision / r.seconds,
+                c.log,
+                c.driver,
+                c.other
+            )
+        },
+    );
+    let rows: [(&str, String); 13] = [
         ("seconds", format!("{:.2}", r.seconds)),
         ("orders per second", format!("{:.0}", r.orders_per_sec)),
         ("commands per second", format!("{:.0}", r.commands_per_sec)),
@@ -53,6 +66,7 @@ fn markdown(config: &BenchConfig, r: &BenchReport) -> String {
         ("log write speed", format!("{:.1} MB/s", r.log_mb_per_sec)),
         ("raw disk (fdatasync'd, same run)", format!("{:.1} MB/s", r.raw_mb_per_sec)),
         ("peak RSS", format!("{:.0} MB", r.rss_mb)),
+        ("CPU seconds by thread", cpu),
         ("placements accepted / sold out", format!("{} / {}", r.placed, r.sold_out)),
         ("retries answered with the first outcome", r.retries_replayed.to_string()),
         ("units whose holds expired", r.expired_units.to_string()),

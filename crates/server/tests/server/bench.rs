@@ -2,7 +2,8 @@
 //! placement, and every check holds: the log verifies, reconcile finds nothing, no SKU is
 //! oversold and no hold is left open, every acknowledged order is there with the status the
 //! model gave it, every retry gets its first answer back, and nothing but sold-out placements
-//! is refused. The report folder gets `report.md` and the two charts.
+//! is refused. The report says which threads used the CPU. The report folder gets `report.md`
+//! and the two charts.
 
 use orderly_server::bench::{self, BenchConfig};
 
@@ -40,6 +41,12 @@ fn a_small_black_friday_day_runs_durably_and_every_check_holds() {
     );
     assert!(report.seconds > 0.0 && report.orders_per_sec > 0.0 && report.ack_p99_ms > 0.0);
     assert!(report.raw_mb_per_sec > 0.0 && report.log_mb_per_sec > 0.0 && report.rss_mb > 0.0);
+    if cfg!(target_os = "linux") {
+        let cpu = report.thread_cpu_seconds.as_ref().expect("thread CPU is read on Linux");
+        assert!(cpu.decision > 0.0 && cpu.log > 0.0 && cpu.driver > 0.0, "{cpu:?}");
+        let busy = report.decision_busy.expect("with the thread CPU");
+        assert!(busy > 0.0 && busy <= 1.05, "the decision thread is one thread: {busy}");
+    }
 
     let dir = folder.path().join("report");
     let markdown = std::fs::read_to_string(dir.join("report.md")).expect("report.md");
