@@ -214,7 +214,7 @@ impl Decider for Tenant {
 
 /// Calls `f` with the value of `key` in `map`, inserted as the default if absent. The key is
 /// hashed once for an entry that exists (every event but an aggregate's first), and cloned
-/// only to insert one (cloning an id is an atomic increment, and its drop a decrement).
+/// only to insert one.
 pub(crate) fn with_slot<K, V, R>(
     map: &mut FxHashMap<K, V>,
     key: &K,

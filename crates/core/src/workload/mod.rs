@@ -708,6 +708,43 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever the times planned (before, in or after the bucket being taken), follow-ups
+        /// come out as from one heap of all of them: by time, then in the order planned.
+        #[test]
+        fn follow_ups_come_out_as_from_one_heap(
+            ops in proptest::collection::vec((0u64..4, 0u64..120_000), 1..400)
+        ) {
+            let mut follow_ups = FollowUps::default();
+            let mut reference = BinaryHeap::new();
+            let mut planned = 0;
+            for (op, at) in ops {
+                if op == 0 {
+                    let expected = reference.pop().map(|Reverse((at, number))| (at, number));
+                    proptest::prop_assert_eq!(follow_ups.next_at(), expected.map(|(at, _)| at));
+                    let taken = follow_ups.take_next().map(|f| (f.at, f.life.number));
+                    proptest::prop_assert_eq!(taken, expected);
+                } else {
+                    planned += 1;
+                    follow_ups.plan(follow_up(at, planned));
+                    reference.push(Reverse((at, planned)));
+                }
+            }
+            let rest: Vec<(u64, u64)> = std::iter::from_fn(|| reference.pop())
+                .map(|Reverse(key)| key)
+                .collect();
+            proptest::prop_assert_eq!(take_all(&mut follow_ups), rest);
+        }
+    }
+
+    #[test]
+    fn ids_and_keys_read_as_written_out() {
+        assert_eq!(Workload::order_id(7).as_str(), "o-7");
+        assert_eq!(order_text(1_033_624, ".p", Some(2)), "o-1033624.p2");
+        assert_eq!(place_key(7).as_str(), "o-7.place");
+        assert_eq!(payment_key(7, 1).as_str(), "o-7.pay1");
+    }
+
     fn take_all_until(follow_ups: &mut FollowUps, count: usize) -> Vec<(u64, u64)> {
         let taken = std::iter::from_fn(|| follow_ups.take_next()).take(count);
         taken.map(|f| (f.at, f.life.number)).collect()

@@ -24,6 +24,8 @@ use orderly_core::domain::{OrderStatus, TenantId, Timestamp};
 use orderly_core::engine::{Engine, ExecuteError, ManualClock, Outcome};
 use orderly_core::workload::{MAX_ADMISSION_LAG_MS, OrderTag, Step, StepKind, Workload};
 
+use super::threads::{self, ThreadCpu};
+
 /// What the run saw, answer by answer.
 #[derive(Debug)]
 pub(crate) struct Tally {
@@ -45,6 +47,8 @@ pub(crate) struct Tally {
     pub expected: BTreeMap<String, OrderCounts>,
     /// Wall time from the first step sent to the last answer.
     pub elapsed: Duration,
+    /// CPU of the process's threads by role over that same time (Linux only).
+    pub cpu: Option<ThreadCpu>,
 }
 
 /// One second of the run.
@@ -96,6 +100,7 @@ pub(crate) fn run(
     hold_ttl_ms: u64,
     progress: &ProgressBar,
 ) -> anyhow::Result<Tally> {
+    let cpu_at_start = threads::Snapshot::take();
     let mut driver = Driver {
         tally: Tally {
             latency: histogram(),
@@ -109,6 +114,7 @@ pub(crate) fn run(
             unexpected: BTreeMap::new(),
             expected: BTreeMap::new(),
             elapsed: Duration::ZERO,
+            cpu: None,
         },
         placements: vec![Placement::NotSent; usize::try_from(orders)?],
         held: HashMap::new(),
@@ -157,6 +163,7 @@ pub(crate) fn run(
         }
     }
     driver.tally.elapsed = driver.started.elapsed();
+    driver.tally.cpu = threads::Snapshot::take().since(&cpu_at_start);
     assert!(driver.held.is_empty(), "every held step was sent or skipped");
     // Holds still open run out once the clock passes them; the engine expires them on its
     // own tick. Wait until its log stops growing.

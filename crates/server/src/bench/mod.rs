@@ -134,7 +134,8 @@ pub struct BenchReport {
     pub unexpected_rejections: BTreeMap<String, u64>,
     /// Seconds the checks took.
     pub check_seconds: f64,
-    /// CPU seconds of the threads by role over the day (Linux only): what bounds the run.
+    /// CPU seconds of the process's threads by role over the day (the same span as `seconds`;
+    /// Linux only): what bounds the run.
     pub thread_cpu_seconds: Option<ThreadCpu>,
     /// The decision thread's share of the day it was on a CPU: near 1, the single writer is
     /// the limit.
@@ -185,7 +186,6 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     assert_eq!(hold_ttl_ms, DEFAULT_HOLD_TTL_MS, "the model plans for the default hold");
     let engine = Engine::open(&log_dir, engine_config)?;
     let progress = bar(config.progress, config.orders, "orders");
-    let threads_before = threads::Snapshot::take();
     let tally = drive::run(
         &engine,
         &clock,
@@ -195,7 +195,6 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         hold_ttl_ms,
         &progress,
     )?;
-    let thread_cpu_seconds = threads::Snapshot::take().since(&threads_before);
     progress.finish_and_clear();
     let records = engine.head().0;
     engine.shutdown();
@@ -268,8 +267,8 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         retries_ok: tally.retries_not_replayed == 0,
         unexpected_rejections: tally.unexpected.clone(),
         check_seconds,
-        decision_busy: thread_cpu_seconds.as_ref().map(|cpu| cpu.decision / seconds),
-        thread_cpu_seconds,
+        decision_busy: tally.cpu.as_ref().map(|cpu| cpu.decision / seconds),
+        thread_cpu_seconds: tally.cpu.clone(),
     };
     if let Some(dir) = &config.report {
         report::write(dir, config, &report, &tally, &curve)?;

@@ -3,7 +3,8 @@
 //! threads together near every core means the machine is.
 //!
 //! Read from Linux's per-thread `schedstat` (nanoseconds on a CPU); elsewhere the figures are
-//! absent.
+//! absent. Roles go by thread name, so every engine of the process counts (`orderly bench`
+//! opens one), and a thread that ended within the span is not counted.
 
 use std::collections::BTreeMap;
 
@@ -53,13 +54,14 @@ impl Snapshot {
             let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
                 continue;
             };
-            let read = |file: &str| std::fs::read_to_string(task.path().join(file));
+            let read = |file: &str| std::fs::read(task.path().join(file));
             // A thread that ended meanwhile is simply not counted.
             let (Ok(name), Ok(stat)) = (read("comm"), read("schedstat")) else { continue };
-            let Some(ns) = stat.split_whitespace().next().and_then(|n| n.parse().ok()) else {
-                continue;
-            };
-            threads.insert(tid, (name.trim().to_owned(), ns));
+            let stat = String::from_utf8_lossy(&stat);
+            let ns = stat.split_whitespace().next().and_then(|n| n.parse().ok());
+            let Some(ns) = ns else { continue };
+            // A name cut at 15 bytes may end inside a character.
+            threads.insert(tid, (String::from_utf8_lossy(&name).trim().to_owned(), ns));
         }
         Snapshot { threads, taker }
     }
@@ -91,35 +93,43 @@ impl Snapshot {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_busy_thread_is_counted_in_its_role() {
-        let before = Snapshot::take();
-        let started = std::time::Instant::now();
-        while started.elapsed() < std::time::Duration::from_millis(100) {
-            std::hint::black_box(started.elapsed());
+    /// Seconds the calling thread has been on a CPU.
+    fn own_cpu() -> f64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+        stat.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) as f64 / 1e9
+    }
+
+    /// Spins until this thread has used `seconds` more of CPU, however busy the machine is.
+    fn spin_for(seconds: f64) {
+        let until = own_cpu() + seconds;
+        while own_cpu() < until {
+            std::hint::black_box(0);
         }
-        let spin = std::thread::Builder::new()
+    }
+
+    #[test]
+    fn busy_threads_are_counted_in_their_roles() {
+        if !cfg!(target_os = "linux") {
+            return;
+        }
+        let before = Snapshot::take();
+        spin_for(0.1);
+        let (spun, done) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+        let decision = std::thread::Builder::new()
             .name("orderly-decide".into())
-            .spawn(|| {
-                let started = std::time::Instant::now();
-                let mut x = 0u64;
-                while started.elapsed() < std::time::Duration::from_millis(200) {
-                    x = std::hint::black_box(x.wrapping_add(1));
-                }
-                // Still running when the second snapshot is taken.
-                std::thread::sleep(std::time::Duration::from_millis(300));
-                x
+            .spawn(move || {
+                spin_for(0.2);
+                spun.0.send(()).expect("the test waits");
+                // Alive until the second snapshot is taken.
+                let _ = done.1.recv();
             })
             .expect("a thread starts");
-        std::thread::sleep(std::time::Duration::from_millis(250));
-        let cpu = Snapshot::take().since(&before);
-        spin.join().expect("the thread ends");
-        if cfg!(target_os = "linux") {
-            let cpu = cpu.expect("Linux has /proc/self/task");
-            assert!(cpu.decision > 0.1, "spun for 0.2 s, counted {}", cpu.decision);
-            assert!(cpu.decision < 0.5, "spun for 0.2 s, counted {}", cpu.decision);
-            assert!(cpu.driver > 0.05, "the taking thread spun for 0.1 s: {}", cpu.driver);
-            assert!(cpu.total() >= cpu.decision);
-        }
+        spun.1.recv().expect("the thread spun");
+        let cpu = Snapshot::take().since(&before).expect("this Linux has /proc/thread-self");
+        drop(done.0);
+        decision.join().expect("the thread ends");
+        assert!(cpu.decision >= 0.2, "the decision thread spun 0.2 s: {cpu:?}");
+        assert!(cpu.driver >= 0.1, "the thread taking the snapshots spun 0.1 s: {cpu:?}");
+        assert!(cpu.total() >= cpu.decision + cpu.driver);
     }
 }
