@@ -98,6 +98,28 @@ impl Outcome {
     }
 }
 
+/// What [`Engine::send_ack`] answers: the command's events are durable, and where, without
+/// the events themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ack {
+    /// The position of the first record holding the command's events (its decision record).
+    pub first: Position,
+    /// Records holding them: one decision record (or, for a command first accepted into a
+    /// log written before decision records, one record per event).
+    pub records: u32,
+    /// True when the idempotency key had been seen with the same command: nothing new was
+    /// decided, and `first` is where the first execution's events are.
+    pub replayed: bool,
+}
+
+impl Ack {
+    /// The position after the command's records (see [`Outcome::next_position`]).
+    #[must_use]
+    pub fn next_position(&self) -> Position {
+        Position(self.first.0 + u64::from(self.records))
+    }
+}
+
 /// An open engine. Cloning the handle is cheap; all clones share one engine.
 #[derive(Clone, Debug)]
 pub struct Engine {
@@ -218,11 +240,8 @@ impl Engine {
     where
         F: FnOnce(Result<Outcome, ExecuteError>) + Send + 'static,
     {
-        let on_answer = OnAnswer {
-            answering: self.inner.answering.clone(),
-            tenant: envelope.tenant.clone(),
-            f: Some(on_answer),
-        };
+        let on_answer =
+            OnAnswer::new(self.inner.answering.clone(), envelope.tenant.clone(), on_answer);
         let reply: Reply = Box::new(move |answer| match answer {
             Ok(Answer::Replay { first, records }) => on_answer.read_back(first, records),
             Ok(committed) => {
@@ -230,6 +249,29 @@ impl Engine {
                 on_answer.answer(outcome);
             }
             Err(error) => on_answer.answer(Err(error)),
+        });
+        if let Err((refused, reply)) = self.try_submit(envelope, reply) {
+            reply(Err(refused));
+        }
+    }
+
+    /// [`Engine::send`] for callers that need only to know that a command is durable, and
+    /// where: `on_ack` gets an [`Ack`] where `send`'s callback gets an [`Outcome`], or the same
+    /// error, exactly once, under the same rules. No copy of the events is made for it, and a
+    /// replayed command is not read back from the log (its answer still waits until the first
+    /// execution is durable).
+    pub fn send_ack<F>(&self, envelope: Envelope, on_ack: F)
+    where
+        F: FnOnce(Result<Ack, ExecuteError>) + Send + 'static,
+    {
+        let on_ack = OnAnswer::new(self.inner.answering.clone(), envelope.tenant.clone(), on_ack);
+        let reply: Reply = Box::new(move |answer| match answer {
+            Ok(Answer::Replay { first, records }) => on_ack.when_durable(first, records),
+            Ok(Answer::Committed { position, .. }) => {
+                let ack = Ack { first: Position(position), records: 1, replayed: false };
+                on_ack.answer(Ok(ack));
+            }
+            Err(error) => on_ack.answer(Err(error)),
         });
         if let Err((refused, reply)) = self.try_submit(envelope, reply) {
             reply(Err(refused));
@@ -377,46 +419,75 @@ impl Answering {
     }
 }
 
-/// A [`Engine::send`] caller's callback, called exactly once: with the answer, or, if the
-/// command is dropped unanswered (the engine stopped or shut down), with why.
-struct OnAnswer<F: FnOnce(Result<Outcome, ExecuteError>)> {
+/// A [`Engine::send`] or [`Engine::send_ack`] caller's callback, called exactly once: with
+/// the answer, or, if the command is dropped unanswered (the engine stopped or shut down),
+/// with why.
+struct OnAnswer<T, F: FnOnce(Result<T, ExecuteError>)> {
     answering: Arc<Answering>,
     tenant: TenantId,
     f: Option<F>,
+    answers: std::marker::PhantomData<fn(T)>,
 }
 
-impl<F: FnOnce(Result<Outcome, ExecuteError>) + Send + 'static> OnAnswer<F> {
-    fn answer(mut self, outcome: Result<Outcome, ExecuteError>) {
+impl<T: 'static, F: FnOnce(Result<T, ExecuteError>) + Send + 'static> OnAnswer<T, F> {
+    fn new(answering: Arc<Answering>, tenant: TenantId, f: F) -> OnAnswer<T, F> {
+        OnAnswer { answering, tenant, f: Some(f), answers: std::marker::PhantomData }
+    }
+
+    fn answer(mut self, answer: Result<T, ExecuteError>) {
         if let Some(f) = self.f.take() {
-            call(f, outcome);
+            call(f, answer);
         }
     }
 
-    /// A replayed answer: its records are read back on the durable-answers thread once they
-    /// are durable, not on the decision thread that found the key.
-    fn read_back(self, first: u64, records: u32) {
+    /// Hands `then` to the durable-answers thread, which calls it once the records from
+    /// `first` on are durable (with the replay), or with why they never will be. The thread
+    /// that found the key (the decision thread) must not wait for the disk.
+    fn after_durable(
+        self,
+        first: u64,
+        records: u32,
+        then: impl FnOnce(Self, Answer) + Send + 'static,
+    ) {
         let read_back = self.answering.read_back.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(durable) = read_back.clone() else { return };
         drop(read_back);
         let replay = Answer::Replay { first, records };
-        let read: Reply = Box::new(move |answer| match answer {
-            Ok(answer) => {
-                // Reading back cannot fail but by a bug; the thread answers the others all the
-                // same (and this callback, dropped, answers why it got nothing).
-                let answering = &self.answering;
-                let read = || answering.outcome(self.tenant.clone(), answer);
-                if let Ok(outcome) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)) {
-                    self.answer(outcome);
-                }
-            }
+        let reply: Reply = Box::new(move |answer| match answer {
+            Ok(answer) => then(self, answer),
             Err(error) => self.answer(Err(error)),
         });
         // If the thread is gone, the callback is dropped and answers why.
-        let _gone = durable.send((first + u64::from(records), vec![(read, Ok(replay))]));
+        let _gone = durable.send((first + u64::from(records), vec![(reply, Ok(replay))]));
     }
 }
 
-impl<F: FnOnce(Result<Outcome, ExecuteError>)> Drop for OnAnswer<F> {
+impl<F: FnOnce(Result<Outcome, ExecuteError>) + Send + 'static> OnAnswer<Outcome, F> {
+    /// A replayed answer: its records are read back on the durable-answers thread once they
+    /// are durable, not on the decision thread that found the key.
+    fn read_back(self, first: u64, records: u32) {
+        self.after_durable(first, records, |on_answer, answer| {
+            // Reading back cannot fail but by a bug; the thread answers the others all the
+            // same (and this callback, dropped, answers why it got nothing).
+            let answering = &on_answer.answering;
+            let read = || answering.outcome(on_answer.tenant.clone(), answer);
+            if let Ok(outcome) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)) {
+                on_answer.answer(outcome);
+            }
+        });
+    }
+}
+
+impl<F: FnOnce(Result<Ack, ExecuteError>) + Send + 'static> OnAnswer<Ack, F> {
+    /// A replayed acknowledgement: given once the first execution's records are durable.
+    fn when_durable(self, first: u64, records: u32) {
+        self.after_durable(first, records, move |on_ack, _| {
+            on_ack.answer(Ok(Ack { first: Position(first), records, replayed: true }));
+        });
+    }
+}
+
+impl<T, F: FnOnce(Result<T, ExecuteError>)> Drop for OnAnswer<T, F> {
     fn drop(&mut self) {
         if let Some(f) = self.f.take() {
             call(f, Err(self.answering.gone()));
@@ -426,8 +497,8 @@ impl<F: FnOnce(Result<Outcome, ExecuteError>)> Drop for OnAnswer<F> {
 
 /// Calls a caller's callback on one of the engine's threads. A callback that panics loses its
 /// own answer only (the panic is reported as usual); the thread goes on answering the others.
-fn call<F: FnOnce(Result<Outcome, ExecuteError>)>(f: F, outcome: Result<Outcome, ExecuteError>) {
-    let _lost = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(outcome)));
+fn call<T, F: FnOnce(Result<T, ExecuteError>)>(f: F, answer: Result<T, ExecuteError>) {
+    let _lost = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(answer)));
 }
 
 /// The committed domain events of a log record. Records appended by this engine always

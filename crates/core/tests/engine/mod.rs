@@ -11,7 +11,7 @@ use orderly_core::domain::{
     CancelReason, Command, Currency, CustomerId, Envelope, Event, IdempotencyKey, InventoryEvent,
     OrderCommand, OrderEvent, OrderId, OrderLine, Quantity, Sku, TenantId, Timestamp,
 };
-use orderly_core::engine::{Config, Engine, EngineError, ExecuteError, ManualClock, Outcome};
+use orderly_core::engine::{Ack, Config, Engine, EngineError, ExecuteError, ManualClock, Outcome};
 use orderly_core::{Position, domain::Rejection};
 use orderly_store::LogConfig;
 
@@ -358,6 +358,51 @@ fn send_answers_through_a_callback_what_execute_would() {
     let (answers, answered) = crossbeam_channel::bounded(1);
     engine.send(receive("acme", "sku-1", 1), move |outcome| answers.send(outcome).unwrap());
     let refused = answered.try_recv().expect("answered before send returned");
+    assert!(matches!(refused, Err(ExecuteError::Engine(EngineError::ShuttingDown))));
+}
+
+/// `send_ack` answers what `send` would, without the events: the position of the decision
+/// record, the same position again for a key seen before (once that record is durable), the
+/// domain's refusal, and after shutdown a refusal before it returns. Closing with acks in
+/// flight answers each once.
+#[test]
+fn send_ack_answers_where_the_events_are_without_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    let (answers, answered) = crossbeam_channel::unbounded();
+    let keyed = || place("acme", "o-1", &[("sku-1", 3)]).with_key(key("k-1"));
+    let commands = [keyed(), keyed(), place("acme", "o-2", &[("sku-1", 99)])];
+    for (n, envelope) in commands.into_iter().enumerate() {
+        let answers = answers.clone();
+        engine.send_ack(envelope, move |ack| answers.send((n, ack)).unwrap());
+    }
+    let mut got: Vec<(usize, Result<Ack, ExecuteError>)> =
+        (0..3).map(|_| answered.recv_timeout(Duration::from_secs(10)).unwrap()).collect();
+    got.sort_by_key(|(n, _)| *n);
+    let first = got[0].1.as_ref().unwrap();
+    assert_eq!(*first, Ack { first: Position(1), records: 1, replayed: false });
+    assert_eq!(first.next_position(), Position(2));
+    let again = got[1].1.as_ref().unwrap();
+    assert_eq!(*again, Ack { replayed: true, ..*first }, "where the first execution is");
+    assert_eq!(got[2].1.as_ref().unwrap_err().code(), "insufficient_stock");
+    assert!(engine.head() >= first.next_position(), "acknowledged means durable");
+    // The same command through `execute` agrees on where its events are.
+    let outcome = engine.execute_blocking(keyed()).unwrap();
+    assert!(outcome.replayed && outcome.next_position() == first.next_position());
+
+    for _ in 0..500 {
+        let answers = answers.clone();
+        engine.send_ack(receive("acme", "sku-1", 1), move |ack| answers.send((9, ack)).unwrap());
+    }
+    engine.shutdown();
+    let closing: Vec<_> =
+        (0..500).map(|_| answered.recv_timeout(Duration::from_secs(10))).collect();
+    assert!(closing.iter().all(Result::is_ok), "each in-flight ack answered");
+    let (answers, answered) = crossbeam_channel::bounded(1);
+    engine.send_ack(receive("acme", "sku-1", 1), move |ack| answers.send(ack).unwrap());
+    let refused = answered.try_recv().expect("answered before send_ack returned");
     assert!(matches!(refused, Err(ExecuteError::Engine(EngineError::ShuttingDown))));
 }
 

@@ -9,8 +9,9 @@
 //! steps wait for its placement's answer (other orders' steps go on meanwhile); those of a
 //! placement refused (a flash-sale product sold out) are not sent.
 //!
-//! Commands go in with [`Engine::send`], whose callbacks hand each answer to one channel that
-//! this thread reads: a day's millions of commands cost no future, task or wake-up each.
+//! Commands go in with [`Engine::send_ack`], whose callbacks hand each answer to one channel
+//! that this thread reads: a day's millions of commands cost no future, task or wake-up each,
+//! and no copy of their events (the judge needs only whether a retry was replayed).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::mpsc::{Receiver, Sender};
@@ -21,7 +22,7 @@ use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use orderly_core::audit::OrderCounts;
 use orderly_core::domain::{OrderStatus, TenantId, Timestamp};
-use orderly_core::engine::{Engine, ExecuteError, ManualClock, Outcome};
+use orderly_core::engine::{Ack, Engine, ExecuteError, ManualClock};
 use orderly_core::workload::{MAX_ADMISSION_LAG_MS, OrderTag, Step, StepKind, Workload};
 
 use super::threads::{self, ThreadCpu};
@@ -87,7 +88,7 @@ struct Sent {
 }
 
 /// A step answered: what was sent, its latency to the durable answer, and the answer.
-type Answered = (Sent, Duration, Result<Outcome, ExecuteError>);
+type Answered = (Sent, Duration, Result<Ack, ExecuteError>);
 
 /// Runs every step of `workload`, at most `max_in_flight` at once, and waits until the engine
 /// has expired the holds still open when the day's last step is answered.
@@ -234,7 +235,7 @@ impl Driver<'_> {
         let answers = in_flight.answers.clone();
         let started = Instant::now();
         in_flight.count += 1;
-        engine.send(step.envelope, move |answer| {
+        engine.send_ack(step.envelope, move |answer| {
             // The driver keeps the receiver until every step is answered.
             let _ = answers.send((sent, started.elapsed(), answer));
         });
@@ -276,9 +277,9 @@ impl Driver<'_> {
             self.progress.inc(1);
         }
         match answer {
-            Ok(outcome) => {
+            Ok(ack) => {
                 let retry = matches!(sent.kind, StepKind::RetryPlace | StepKind::RetryAuthorize);
-                match (retry, outcome.replayed) {
+                match (retry, ack.replayed) {
                     (true, true) => self.tally.retries_replayed += 1,
                     (true, false) => self.tally.retries_not_replayed += 1,
                     (false, true) => self.unexpected("replayed_first_send"),
