@@ -191,7 +191,10 @@ impl DecisionThread {
     /// once it is durable. One batch per turn, not per command, keeps the log's per-batch work
     /// and the number of wake-ups low under load.
     fn flush(&mut self) {
-        let Turn { records, answers, deferred, .. } = std::mem::take(&mut self.turn);
+        // The next turn is likely as long as this one: its lists start that big rather than
+        // growing (and being copied) a dozen times.
+        let next = Turn::with_capacity(self.turn.records.len());
+        let Turn { records, answers, deferred, .. } = std::mem::replace(&mut self.turn, next);
         if answers.is_empty() {
             // Nothing new to write: the deferred answers wait only for what is in flight.
             if !deferred.is_empty() {
@@ -259,4 +262,15 @@ pub(crate) struct Turn {
     answers: Vec<(Reply, u64, Vec<Event>, Timestamp)>,
     /// Answers without records of their own, given once the turn's batch is durable.
     deferred: Deferred,
+}
+
+impl Turn {
+    fn with_capacity(decisions: usize) -> Turn {
+        Turn {
+            records: Vec::with_capacity(decisions),
+            bytes: 0,
+            answers: Vec::with_capacity(decisions),
+            deferred: Vec::new(),
+        }
+    }
 }
