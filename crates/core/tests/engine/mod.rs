@@ -326,6 +326,33 @@ fn a_rejection_is_answered_only_once_what_it_rests_on_is_durable() {
     }
 }
 
+/// The placement with key k-1 that the `send` tests send twice.
+fn keyed_place() -> Envelope {
+    place("acme", "o-1", &[("sku-1", 3)]).with_key(key("k-1"))
+}
+
+/// Opens an engine holding 10 units of sku-1 and sends it, through `send` (`Engine::send` or
+/// a kin of it), a keyed placement, the same again, and a placement beyond the stock; returns
+/// the engine and the three answers in that order.
+fn send_keyed_retry_and_refusal<T: Send + 'static>(
+    dir: &std::path::Path,
+    clock: &ManualClock,
+    send: impl Fn(&Engine, Envelope, Box<dyn FnOnce(Result<T, ExecuteError>) + Send>),
+) -> (Engine, Vec<Result<T, ExecuteError>>) {
+    let engine = Engine::open(dir, config(clock)).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    let (answers, answered) = crossbeam_channel::unbounded();
+    let commands = [keyed_place(), keyed_place(), place("acme", "o-2", &[("sku-1", 99)])];
+    for (n, envelope) in commands.into_iter().enumerate() {
+        let answers = answers.clone();
+        send(&engine, envelope, Box::new(move |answer| answers.send((n, answer)).unwrap()));
+    }
+    let mut got: Vec<(usize, Result<T, ExecuteError>)> =
+        (0..3).map(|_| answered.recv_timeout(Duration::from_secs(10)).unwrap()).collect();
+    got.sort_by_key(|(n, _)| *n);
+    (engine, got.into_iter().map(|(_, answer)| answer).collect())
+}
+
 /// `send` answers what `execute` would, through a callback: accepted with the durable events,
 /// replayed for a key seen before (read back off the decision thread), refused with the
 /// domain's code; and once the engine is shut down, answered so before `send` returns.
@@ -333,25 +360,17 @@ fn a_rejection_is_answered_only_once_what_it_rests_on_is_durable() {
 fn send_answers_through_a_callback_what_execute_would() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::at(START);
-    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
-    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
-    let (answers, answered) = crossbeam_channel::unbounded();
-    let keyed = || place("acme", "o-1", &[("sku-1", 3)]).with_key(key("k-1"));
-    let commands = [keyed(), keyed(), place("acme", "o-2", &[("sku-1", 99)])];
-    for (n, envelope) in commands.into_iter().enumerate() {
-        let answers = answers.clone();
-        engine.send(envelope, move |outcome| answers.send((n, outcome)).unwrap());
-    }
-    let mut got: Vec<(usize, Result<Outcome, ExecuteError>)> =
-        (0..3).map(|_| answered.recv_timeout(Duration::from_secs(10)).unwrap()).collect();
-    got.sort_by_key(|(n, _)| *n);
-    let first = got[0].1.as_ref().unwrap();
+    let (engine, got): (_, Vec<Result<Outcome, _>>) =
+        send_keyed_retry_and_refusal(dir.path(), &clock, |engine, envelope, on_answer| {
+            engine.send(envelope, on_answer);
+        });
+    let first = got[0].as_ref().unwrap();
     assert!(!first.replayed);
     assert_eq!(positions(first), [1, 1], "the order and its hold");
-    let again = got[1].1.as_ref().unwrap();
+    let again = got[1].as_ref().unwrap();
     assert!(again.replayed, "the key was seen");
     assert_eq!(again.events, first.events, "the first outcome, read back from the log");
-    assert_eq!(got[2].1.as_ref().unwrap_err().code(), "insufficient_stock");
+    assert_eq!(got[2].as_ref().unwrap_err().code(), "insufficient_stock");
     assert!(engine.head() >= Position(2), "answered means durable");
 
     engine.shutdown();
@@ -369,32 +388,25 @@ fn send_answers_through_a_callback_what_execute_would() {
 fn send_ack_answers_where_the_events_are_without_them() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::at(START);
-    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
-    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
-    let (answers, answered) = crossbeam_channel::unbounded();
-    let keyed = || place("acme", "o-1", &[("sku-1", 3)]).with_key(key("k-1"));
-    let commands = [keyed(), keyed(), place("acme", "o-2", &[("sku-1", 99)])];
-    for (n, envelope) in commands.into_iter().enumerate() {
-        let answers = answers.clone();
-        engine.send_ack(envelope, move |ack| answers.send((n, ack)).unwrap());
-    }
-    let mut got: Vec<(usize, Result<Ack, ExecuteError>)> =
-        (0..3).map(|_| answered.recv_timeout(Duration::from_secs(10)).unwrap()).collect();
-    got.sort_by_key(|(n, _)| *n);
-    let first = got[0].1.as_ref().unwrap();
+    let (engine, got): (_, Vec<Result<Ack, _>>) =
+        send_keyed_retry_and_refusal(dir.path(), &clock, |engine, envelope, on_ack| {
+            engine.send_ack(envelope, on_ack);
+        });
+    let first = got[0].as_ref().unwrap();
     assert_eq!(*first, Ack { first: Position(1), records: 1, replayed: false });
     assert_eq!(first.next_position(), Position(2));
-    let again = got[1].1.as_ref().unwrap();
+    let again = got[1].as_ref().unwrap();
     assert_eq!(*again, Ack { replayed: true, ..*first }, "where the first execution is");
-    assert_eq!(got[2].1.as_ref().unwrap_err().code(), "insufficient_stock");
+    assert_eq!(got[2].as_ref().unwrap_err().code(), "insufficient_stock");
     assert!(engine.head() >= first.next_position(), "acknowledged means durable");
     // The same command through `execute` agrees on where its events are.
-    let outcome = engine.execute_blocking(keyed()).unwrap();
+    let outcome = engine.execute_blocking(keyed_place()).unwrap();
     assert!(outcome.replayed && outcome.next_position() == first.next_position());
 
+    let (answers, answered) = crossbeam_channel::unbounded();
     for _ in 0..500 {
         let answers = answers.clone();
-        engine.send_ack(receive("acme", "sku-1", 1), move |ack| answers.send((9, ack)).unwrap());
+        engine.send_ack(receive("acme", "sku-1", 1), move |ack| answers.send(ack).unwrap());
     }
     engine.shutdown();
     let closing: Vec<_> =
