@@ -353,6 +353,21 @@ fn send_keyed_retry_and_refusal<T: Send + 'static>(
     (engine, got.into_iter().map(|(_, answer)| answer).collect())
 }
 
+/// What `send` (`Engine::send` or a kin of it) answers on an engine already shut down, which
+/// must be before it returns.
+fn answer_after_shutdown<T: Send + 'static>(
+    engine: &Engine,
+    send: impl Fn(&Engine, Envelope, Box<dyn FnOnce(Result<T, ExecuteError>) + Send>),
+) -> Result<T, ExecuteError> {
+    let (answers, answered) = crossbeam_channel::bounded(1);
+    send(
+        engine,
+        receive("acme", "sku-1", 1),
+        Box::new(move |answer| answers.send(answer).unwrap()),
+    );
+    answered.try_recv().expect("answered before it returned")
+}
+
 /// `send` answers what `execute` would, through a callback: accepted with the durable events,
 /// replayed for a key seen before (read back off the decision thread), refused with the
 /// domain's code; and once the engine is shut down, answered so before `send` returns.
@@ -374,9 +389,9 @@ fn send_answers_through_a_callback_what_execute_would() {
     assert!(engine.head() >= Position(2), "answered means durable");
 
     engine.shutdown();
-    let (answers, answered) = crossbeam_channel::bounded(1);
-    engine.send(receive("acme", "sku-1", 1), move |outcome| answers.send(outcome).unwrap());
-    let refused = answered.try_recv().expect("answered before send returned");
+    let refused = answer_after_shutdown(&engine, |engine, envelope, on_answer| {
+        engine.send(envelope, on_answer);
+    });
     assert!(matches!(refused, Err(ExecuteError::Engine(EngineError::ShuttingDown))));
 }
 
@@ -412,9 +427,9 @@ fn send_ack_answers_where_the_events_are_without_them() {
     let closing: Vec<_> =
         (0..500).map(|_| answered.recv_timeout(Duration::from_secs(10))).collect();
     assert!(closing.iter().all(Result::is_ok), "each in-flight ack answered");
-    let (answers, answered) = crossbeam_channel::bounded(1);
-    engine.send_ack(receive("acme", "sku-1", 1), move |ack| answers.send(ack).unwrap());
-    let refused = answered.try_recv().expect("answered before send_ack returned");
+    let refused = answer_after_shutdown(&engine, |engine, envelope, on_ack| {
+        engine.send_ack(envelope, on_ack);
+    });
     assert!(matches!(refused, Err(ExecuteError::Engine(EngineError::ShuttingDown))));
 }
 
