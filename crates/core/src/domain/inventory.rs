@@ -1,10 +1,14 @@
-//! Inventory of one SKU of one tenant: stock on hand and the holds (reservations) against it.
+//! Inventory of one SKU of one tenant: stock on hand and the units reserved against it.
 //!
 //! A hold reserves units for an order until it is committed (the order shipped), released (the
 //! order was cancelled) or expired (the order was not paid in time). Invariant: `reserved` is
 //! the sum of open holds and never exceeds `on_hand`; available = on_hand − reserved.
-
-use rustc_hash::FxHashMap;
+//!
+//! The holds themselves are the lines of open orders: the SKU keeps only their sum and count.
+//! An order presents its line's quantity to close a hold, and `tenant` (the only decider the
+//! engine runs) lets only a placed or confirmed order, once per line, do so. Keeping a map of
+//! holds per SKU as well would cost two hash probes per line on every order command, and the
+//! order is at hand anyway.
 
 use super::decider::{Context, Decider};
 use super::limits::{MAX_ON_HAND, MAX_QUANTITY};
@@ -14,22 +18,13 @@ use super::types::{OrderId, Quantity, Timestamp};
 #[derive(Debug)]
 pub enum Inventory {}
 
-/// Units reserved for one order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Hold {
-    /// Units held.
-    pub quantity: Quantity,
-    /// From this time on the hold may be expired.
-    pub expires_at: Timestamp,
-}
-
 /// Stock of one SKU. Fields are private so that only events change them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InventoryState {
     known: bool,
     on_hand: u64,
     reserved: u64,
-    holds: FxHashMap<OrderId, Hold>,
+    open_holds: u64,
 }
 
 impl InventoryState {
@@ -45,7 +40,7 @@ impl InventoryState {
         self.on_hand
     }
 
-    /// Units held for orders not yet shipped.
+    /// Units held for orders not yet shipped: the sum of the open holds.
     #[must_use]
     pub fn reserved(&self) -> u64 {
         self.reserved
@@ -57,15 +52,10 @@ impl InventoryState {
         self.on_hand - self.reserved
     }
 
-    /// The open hold of `order`, if any.
+    /// How many holds are open: orders placed or confirmed with a line of this SKU.
     #[must_use]
-    pub fn hold(&self, order: &OrderId) -> Option<Hold> {
-        self.holds.get(order).copied()
-    }
-
-    /// Open holds, by order, in no particular order.
-    pub fn holds(&self) -> impl Iterator<Item = (&OrderId, &Hold)> {
-        self.holds.iter()
+    pub fn open_holds(&self) -> u64 {
+        self.open_holds
     }
 }
 
@@ -95,16 +85,23 @@ pub enum InventoryCommand {
     Commit {
         /// The order whose hold is committed.
         order: OrderId,
+        /// Units the order holds: its line's quantity.
+        quantity: Quantity,
     },
     /// The order was cancelled: the held units become available again.
     Release {
         /// The order whose hold is released.
         order: OrderId,
+        /// Units the order holds: its line's quantity.
+        quantity: Quantity,
     },
-    /// The hold ran out of time: the held units become available again.
+    /// The hold ran out of time (the order checks when): the held units become available
+    /// again.
     Expire {
         /// The order whose hold expired.
         order: OrderId,
+        /// Units the order holds: its line's quantity.
+        quantity: Quantity,
     },
 }
 
@@ -190,27 +187,16 @@ pub enum InventoryRejection {
     /// A receipt or adjustment would take on hand above [`MAX_ON_HAND`].
     #[error("on hand would exceed the limit of {MAX_ON_HAND}")]
     StockLimitExceeded,
-    /// The order already holds this SKU.
-    #[error("order {order} already holds this SKU")]
-    HoldExists {
+    /// An order presented a hold of more units than are held in all: it holds nothing of
+    /// this SKU, or less.
+    #[error("order {order} cannot close a hold of {quantity}: only {reserved} units are held")]
+    HoldExceedsReserved {
         /// The order.
         order: OrderId,
-    },
-    /// The order holds nothing of this SKU.
-    #[error("order {order} holds nothing of this SKU")]
-    UnknownHold {
-        /// The order.
-        order: OrderId,
-    },
-    /// The hold's time has not run out yet.
-    #[error("hold of order {order} expires at {expires_at}, not yet (now {now})")]
-    HoldNotExpired {
-        /// The order.
-        order: OrderId,
-        /// When it may expire.
-        expires_at: Timestamp,
-        /// Admission time of the command.
-        now: Timestamp,
+        /// Units the order presented.
+        quantity: u64,
+        /// Units held in all.
+        reserved: u64,
     },
 }
 
@@ -224,9 +210,7 @@ impl InventoryRejection {
             InventoryRejection::InvalidAdjustment { .. } => "invalid_adjustment",
             InventoryRejection::AdjustmentBelowReserved { .. } => "adjustment_below_reserved",
             InventoryRejection::StockLimitExceeded => "stock_limit_exceeded",
-            InventoryRejection::HoldExists { .. } => "hold_exists",
-            InventoryRejection::UnknownHold { .. } => "unknown_hold",
-            InventoryRejection::HoldNotExpired { .. } => "hold_not_expired",
+            InventoryRejection::HoldExceedsReserved { .. } => "hold_exceeds_reserved",
         }
     }
 }
@@ -235,11 +219,12 @@ impl Inventory {
     /// Decides `command` against `state`: every inventory command records exactly one event.
     ///
     /// [`Decider::decide`] is this event in a `Vec`; `tenant` calls this instead, to gather a
-    /// decision's events in one `Vec` without one per aggregate.
+    /// decision's events in one `Vec` without one per aggregate. No inventory decision
+    /// depends on the time (a hold's expiry is the order's to check).
     pub fn decide_event(
         state: &InventoryState,
         command: &InventoryCommand,
-        ctx: &Context,
+        _ctx: &Context,
     ) -> Result<InventoryEvent, InventoryRejection> {
         use InventoryCommand as C;
         use InventoryEvent as E;
@@ -276,9 +261,6 @@ impl Inventory {
                 if !state.known {
                     return Err(R::UnknownSku);
                 }
-                if state.holds.contains_key(order) {
-                    return Err(R::HoldExists { order: order.clone() });
-                }
                 if quantity.get() > state.available() {
                     return Err(R::InsufficientStock {
                         requested: quantity.get(),
@@ -287,24 +269,17 @@ impl Inventory {
                 }
                 E::StockHeld { order: order.clone(), quantity: *quantity, expires_at: *expires_at }
             }
-            C::Commit { order } => {
-                let hold = open_hold(state, order)?;
-                E::StockCommitted { order: order.clone(), quantity: hold.quantity }
+            C::Commit { order, quantity } => {
+                check_held(state, order, *quantity)?;
+                E::StockCommitted { order: order.clone(), quantity: *quantity }
             }
-            C::Release { order } => {
-                let hold = open_hold(state, order)?;
-                E::StockReleased { order: order.clone(), quantity: hold.quantity }
+            C::Release { order, quantity } => {
+                check_held(state, order, *quantity)?;
+                E::StockReleased { order: order.clone(), quantity: *quantity }
             }
-            C::Expire { order } => {
-                let hold = open_hold(state, order)?;
-                if ctx.now < hold.expires_at {
-                    return Err(R::HoldNotExpired {
-                        order: order.clone(),
-                        expires_at: hold.expires_at,
-                        now: ctx.now,
-                    });
-                }
-                E::HoldExpired { order: order.clone(), quantity: hold.quantity }
+            C::Expire { order, quantity } => {
+                check_held(state, order, *quantity)?;
+                E::HoldExpired { order: order.clone(), quantity: *quantity }
             }
         };
         Ok(event)
@@ -338,30 +313,41 @@ impl Decider for Inventory {
                     .checked_add_signed(*delta)
                     .expect("an adjustment never takes on hand below zero");
             }
-            E::StockHeld { order, quantity, expires_at } => {
-                let hold = Hold { quantity: *quantity, expires_at: *expires_at };
-                let previous = state.holds.insert(order.clone(), hold);
-                assert!(previous.is_none(), "an order holds a SKU at most once");
+            E::StockHeld { quantity, .. } => {
                 state.reserved += quantity.get();
+                state.open_holds += 1;
             }
-            E::StockCommitted { order, quantity } => {
-                remove_hold(state, order, *quantity);
+            E::StockCommitted { quantity, .. } => {
+                close_hold(state, *quantity);
                 state.on_hand -= quantity.get();
             }
-            E::StockReleased { order, quantity } | E::HoldExpired { order, quantity } => {
-                remove_hold(state, order, *quantity);
+            E::StockReleased { quantity, .. } | E::HoldExpired { quantity, .. } => {
+                close_hold(state, *quantity);
             }
         }
         assert!(state.reserved <= state.on_hand, "reserved never exceeds on hand");
     }
 }
 
-fn open_hold(state: &InventoryState, order: &OrderId) -> Result<Hold, InventoryRejection> {
-    state.hold(order).ok_or_else(|| InventoryRejection::UnknownHold { order: order.clone() })
+/// Checks what the SKU can see of a hold the order presents: that many units are held.
+fn check_held(
+    state: &InventoryState,
+    order: &OrderId,
+    quantity: Quantity,
+) -> Result<(), InventoryRejection> {
+    if state.open_holds == 0 || quantity.get() > state.reserved {
+        return Err(InventoryRejection::HoldExceedsReserved {
+            order: order.clone(),
+            quantity: quantity.get(),
+            reserved: state.reserved,
+        });
+    }
+    Ok(())
 }
 
-fn remove_hold(state: &mut InventoryState, order: &OrderId, quantity: Quantity) {
-    let hold = state.holds.remove(order).expect("a hold is closed only while open");
-    assert_eq!(hold.quantity, quantity, "a hold closes with the quantity it was opened with");
-    state.reserved -= quantity.get();
+fn close_hold(state: &mut InventoryState, quantity: Quantity) {
+    assert!(state.open_holds > 0, "a hold is closed only while one is open");
+    state.reserved =
+        state.reserved.checked_sub(quantity.get()).expect("a hold closes no more than is held");
+    state.open_holds -= 1;
 }

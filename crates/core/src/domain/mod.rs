@@ -20,7 +20,7 @@ mod types;
 pub use decider::{Context, Decider};
 pub use envelope::Envelope;
 pub use inventory::{
-    Hold, Inventory, InventoryCommand, InventoryEvent, InventoryRejection, InventoryState,
+    Inventory, InventoryCommand, InventoryEvent, InventoryRejection, InventoryState,
 };
 pub use order::{
     CancelReason, Order, OrderCommand, OrderEvent, OrderLine, OrderRejection, OrderState,

@@ -388,9 +388,9 @@ impl StockEffect {
         let order = order.clone();
         match self {
             StockEffect::Hold(expires_at) => InventoryCommand::Hold { order, quantity, expires_at },
-            StockEffect::Commit => InventoryCommand::Commit { order },
-            StockEffect::Release => InventoryCommand::Release { order },
-            StockEffect::Expire => InventoryCommand::Expire { order },
+            StockEffect::Commit => InventoryCommand::Commit { order, quantity },
+            StockEffect::Release => InventoryCommand::Release { order, quantity },
+            StockEffect::Expire => InventoryCommand::Expire { order, quantity },
         }
     }
 }

@@ -1,10 +1,11 @@
 //! The inventory of one SKU: receipts and counts change on hand, holds reserve units for an
 //! order until they are committed (shipped), released (cancelled) or expired, and `reserved`
-//! never exceeds `on_hand`.
+//! never exceeds `on_hand`. The SKU keeps the sum and count of its holds; which order holds
+//! what is the order's (see `tenant.rs`).
 
 use orderly_core::domain::limits::{MAX_ON_HAND, MAX_QUANTITY};
 use orderly_core::domain::{
-    Hold, Inventory, InventoryCommand as C, InventoryEvent as E, InventoryRejection as R, Timestamp,
+    Inventory, InventoryCommand as C, InventoryEvent as E, InventoryRejection as R, Timestamp,
 };
 
 use super::fixtures::{order_id, qty};
@@ -131,15 +132,12 @@ fn a_count_above_the_on_hand_limit_is_rejected() {
 // Hold.
 
 #[test]
-fn a_hold_reserves_units_for_an_order_until_it_expires() {
+fn a_hold_reserves_units_for_an_order() {
     let state = Scenario::<Inventory>::given([received(10)])
         .when(hold("o1", 7, 900))
         .then([held("o1", 7, 900)]);
     assert_eq!((state.on_hand(), state.reserved(), state.available()), (10, 7, 3));
-    let expected = Hold { quantity: qty(7), expires_at: Timestamp(900) };
-    assert_eq!(state.hold(&order_id("o1")), Some(expected));
-    assert_eq!(state.hold(&order_id("o2")), None);
-    assert_eq!(state.holds().collect::<Vec<_>>(), [(&order_id("o1"), &expected)]);
+    assert_eq!(state.open_holds(), 1);
 }
 
 #[test]
@@ -147,7 +145,7 @@ fn a_hold_may_take_everything_available() {
     let state = Scenario::<Inventory>::given([received(10), held("o1", 7, 900)])
         .when(hold("o2", 3, 900))
         .then([held("o2", 3, 900)]);
-    assert_eq!((state.reserved(), state.available()), (10, 0));
+    assert_eq!((state.reserved(), state.available(), state.open_holds()), (10, 0, 2));
 }
 
 #[test]
@@ -162,83 +160,66 @@ fn a_hold_on_an_unknown_sku_is_rejected() {
     Scenario::<Inventory>::given([]).when(hold("o1", 1, 900)).then_rejects(R::UnknownSku);
 }
 
-#[test]
-fn an_order_holds_a_sku_at_most_once() {
-    Scenario::<Inventory>::given([received(10), held("o1", 2, 900)])
-        .when(hold("o1", 1, 900))
-        .then_rejects(R::HoldExists { order: order_id("o1") });
-}
-
 // Commit, release, expire.
 
 #[test]
 fn committing_a_hold_takes_its_units_out_of_stock() {
     let state = Scenario::<Inventory>::given([received(10), held("o1", 7, 900)])
-        .when(C::Commit { order: order_id("o1") })
+        .when(C::Commit { order: order_id("o1"), quantity: qty(7) })
         .then([E::StockCommitted { order: order_id("o1"), quantity: qty(7) }]);
     assert_eq!((state.on_hand(), state.reserved(), state.available()), (3, 0, 3));
-    assert_eq!(state.hold(&order_id("o1")), None);
+    assert_eq!(state.open_holds(), 0);
 }
 
 #[test]
 fn releasing_a_hold_makes_its_units_available_again() {
     let state = Scenario::<Inventory>::given([received(10), held("o1", 7, 900)])
-        .when(C::Release { order: order_id("o1") })
+        .when(C::Release { order: order_id("o1"), quantity: qty(7) })
         .then([E::StockReleased { order: order_id("o1"), quantity: qty(7) }]);
     assert_eq!((state.on_hand(), state.reserved(), state.available()), (10, 0, 10));
-    assert_eq!(state.holds().count(), 0);
+    assert_eq!(state.open_holds(), 0);
 }
 
 #[test]
-fn a_hold_expires_from_its_expiry_time_on() {
-    for now in [900, 901, u64::MAX] {
-        let state = Scenario::<Inventory>::given([received(10), held("o1", 7, 900)])
-            .at(now)
-            .when(C::Expire { order: order_id("o1") })
-            .then([E::HoldExpired { order: order_id("o1"), quantity: qty(7) }]);
-        assert_eq!((state.on_hand(), state.reserved()), (10, 0));
+fn an_expired_hold_makes_its_units_available_again() {
+    let state = Scenario::<Inventory>::given([received(10), held("o1", 7, 900), held("o2", 2, 900)])
+        .when(C::Expire { order: order_id("o1"), quantity: qty(7) })
+        .then([E::HoldExpired { order: order_id("o1"), quantity: qty(7) }]);
+    assert_eq!((state.on_hand(), state.reserved(), state.open_holds()), (10, 2, 1));
+}
+
+#[test]
+fn a_hold_larger_than_what_is_held_cannot_be_closed() {
+    let o1 = || order_id("o1");
+    let commands = [
+        C::Commit { order: o1(), quantity: qty(3) },
+        C::Release { order: o1(), quantity: qty(3) },
+        C::Expire { order: o1(), quantity: qty(3) },
+    ];
+    for command in &commands {
+        // Nothing held ever, 2 units held, and a hold of 3 already closed by each event.
+        let histories = [
+            (vec![received(10)], 0),
+            (vec![received(10), held("o2", 2, 0)], 2),
+            (vec![received(10), held("o1", 3, 0), commands_event(&commands[0])], 0),
+            (vec![received(10), held("o1", 3, 0), commands_event(&commands[1])], 0),
+            (vec![received(10), held("o1", 3, 0), commands_event(&commands[2])], 0),
+        ];
+        for (history, reserved) in histories {
+            Scenario::<Inventory>::given(history).when(command.clone()).then_rejects(
+                R::HoldExceedsReserved { order: o1(), quantity: 3, reserved },
+            );
+        }
     }
 }
 
-#[test]
-fn a_hold_cannot_expire_before_its_expiry_time() {
-    Scenario::<Inventory>::given([received(10), held("o1", 7, 900)])
-        .at(899)
-        .when(C::Expire { order: order_id("o1") })
-        .then_rejects(R::HoldNotExpired {
-            order: order_id("o1"),
-            expires_at: Timestamp(900),
-            now: Timestamp(899),
-        });
-}
-
-#[test]
-fn only_an_open_hold_can_be_committed_released_or_expired() {
-    let closed = [
-        E::StockCommitted { order: order_id("o1"), quantity: qty(2) },
-        E::StockReleased { order: order_id("o1"), quantity: qty(2) },
-        E::HoldExpired { order: order_id("o1"), quantity: qty(2) },
-    ];
-    let commands = [
-        C::Commit { order: order_id("o1") },
-        C::Release { order: order_id("o1") },
-        C::Expire { order: order_id("o1") },
-    ];
-    for command in &commands {
-        // Never held, held by another order only, and held but already closed.
-        let histories = [
-            vec![received(10)],
-            vec![received(10), held("o2", 2, 0)],
-            vec![received(10), held("o1", 2, 0), closed[0].clone()],
-            vec![received(10), held("o1", 2, 0), closed[1].clone()],
-            vec![received(10), held("o1", 2, 0), closed[2].clone()],
-        ];
-        for history in histories {
-            Scenario::<Inventory>::given(history)
-                .at(1_000)
-                .when(command.clone())
-                .then_rejects(R::UnknownHold { order: order_id("o1") });
-        }
+/// The event that `command`, accepted, records.
+fn commands_event(command: &C) -> E {
+    match command.clone() {
+        C::Commit { order, quantity } => E::StockCommitted { order, quantity },
+        C::Release { order, quantity } => E::StockReleased { order, quantity },
+        C::Expire { order, quantity } => E::HoldExpired { order, quantity },
+        other => panic!("{other:?} closes no hold"),
     }
 }
 
@@ -254,12 +235,7 @@ fn inventory_rejection_codes_are_stable() {
             "adjustment_below_reserved",
         ),
         (R::StockLimitExceeded, "stock_limit_exceeded"),
-        (R::HoldExists { order: o1.clone() }, "hold_exists"),
-        (R::UnknownHold { order: o1.clone() }, "unknown_hold"),
-        (
-            R::HoldNotExpired { order: o1, expires_at: Timestamp(2), now: Timestamp(1) },
-            "hold_not_expired",
-        ),
+        (R::HoldExceedsReserved { order: o1, quantity: 2, reserved: 1 }, "hold_exceeds_reserved"),
     ];
     for (rejection, code) in codes {
         assert_eq!(rejection.code(), code, "{rejection:?}");
@@ -270,10 +246,6 @@ fn inventory_rejection_codes_are_stable() {
 fn inventory_rejections_explain_themselves() {
     let rejection = R::InsufficientStock { requested: 4, available: 3 };
     assert_eq!(rejection.to_string(), "insufficient stock: requested 4, available 3");
-    let rejection = R::HoldNotExpired {
-        order: order_id("o1"),
-        expires_at: Timestamp(900),
-        now: Timestamp(899),
-    };
-    assert_eq!(rejection.to_string(), "hold of order o1 expires at 900ms, not yet (now 899ms)");
+    let rejection = R::HoldExceedsReserved { order: order_id("o1"), quantity: 3, reserved: 2 };
+    assert_eq!(rejection.to_string(), "order o1 cannot close a hold of 3: only 2 units are held");
 }
