@@ -182,9 +182,10 @@ fn releasing_a_hold_makes_its_units_available_again() {
 
 #[test]
 fn an_expired_hold_makes_its_units_available_again() {
-    let state = Scenario::<Inventory>::given([received(10), held("o1", 7, 900), held("o2", 2, 900)])
-        .when(C::Expire { order: order_id("o1"), quantity: qty(7) })
-        .then([E::HoldExpired { order: order_id("o1"), quantity: qty(7) }]);
+    let state =
+        Scenario::<Inventory>::given([received(10), held("o1", 7, 900), held("o2", 2, 900)])
+            .when(C::Expire { order: order_id("o1"), quantity: qty(7) })
+            .then([E::HoldExpired { order: order_id("o1"), quantity: qty(7) }]);
     assert_eq!((state.on_hand(), state.reserved(), state.open_holds()), (10, 2, 1));
 }
 
@@ -206,9 +207,9 @@ fn a_hold_larger_than_what_is_held_cannot_be_closed() {
             (vec![received(10), held("o1", 3, 0), commands_event(&commands[2])], 0),
         ];
         for (history, reserved) in histories {
-            Scenario::<Inventory>::given(history).when(command.clone()).then_rejects(
-                R::HoldExceedsReserved { order: o1(), quantity: 3, reserved },
-            );
+            Scenario::<Inventory>::given(history)
+                .when(command.clone())
+                .then_rejects(R::HoldExceedsReserved { order: o1(), quantity: 3, reserved });
         }
     }
 }
