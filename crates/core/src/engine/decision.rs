@@ -170,9 +170,7 @@ impl DecisionThread {
     ) {
         let decision = codec::encode_decision(tenant, key.as_ref().map(|(k, f)| (k, *f)), &events)
             .into_record(now);
-        for event in &events {
-            self.world.apply(tenant, event);
-        }
+        self.world.apply(tenant, &events);
         let position = self.next_position;
         if let Some((key, fingerprint)) = &key {
             let entry = KeyEntry { fingerprint: *fingerprint, first: position, records: 1 };

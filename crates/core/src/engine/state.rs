@@ -94,35 +94,40 @@ impl World {
         assert!(previous.is_none(), "an idempotency key is accepted once");
     }
 
-    /// Applies one event of `tenant`, keeping the expiry timers in step.
-    pub(crate) fn apply(&mut self, tenant: &TenantId, event: &Event) {
-        if let Event::Order { order, event: OrderEvent::OrderPlaced { hold_expires_at, .. } } =
-            event
-        {
-            self.timers_set += 1;
-            self.timers.push(Reverse(Timer {
-                at: *hold_expires_at,
-                set: self.timers_set,
-                tenant: tenant.clone(),
-                order: order.clone(),
-            }));
+    /// Applies the events of one decision (or one event) of `tenant`, keeping the expiry
+    /// timers in step. The tenant is looked up once for all of them.
+    pub(crate) fn apply(&mut self, tenant: &TenantId, events: &[Event]) {
+        for event in events {
+            if let Event::Order { order, event: OrderEvent::OrderPlaced { hold_expires_at, .. } } =
+                event
+            {
+                self.timers_set += 1;
+                self.timers.push(Reverse(Timer {
+                    at: *hold_expires_at,
+                    set: self.timers_set,
+                    tenant: tenant.clone(),
+                    order: order.clone(),
+                }));
+            }
         }
-        with_slot(&mut self.tenants, tenant, |state| Tenant::evolve(state, event));
+        with_slot(&mut self.tenants, tenant, |state| {
+            for event in events {
+                Tenant::evolve(state, event);
+            }
+        });
     }
 
     /// Applies a record read back from the log at `position`.
     pub(crate) fn replay(&mut self, position: u64, record: &Decoded) {
         match record {
-            Decoded::Event { tenant, event } => self.apply(tenant, event),
+            Decoded::Event { tenant, event } => self.apply(tenant, std::slice::from_ref(event)),
             Decoded::CommandAccepted { tenant, key, fingerprint, events } => {
                 let entry =
                     KeyEntry { fingerprint: *fingerprint, first: position + 1, records: *events };
                 self.remember_key(tenant, key, entry);
             }
             Decoded::Decision { tenant, key, events } => {
-                for event in events {
-                    self.apply(tenant, event);
-                }
+                self.apply(tenant, events);
                 if let Some((key, fingerprint)) = key {
                     let entry = KeyEntry { fingerprint: *fingerprint, first: position, records: 1 };
                     self.remember_key(tenant, key, entry);
