@@ -57,12 +57,16 @@ pub(crate) struct Request {
     /// thread when it submits, so that hashing commands does not load the decision thread.
     pub fingerprint: Option<codec::Fingerprint>,
     pub reply: Reply,
+    /// Whether the reply reads the events. If not, the decision thread frees them as soon as
+    /// they are applied and encoded, where they were allocated, instead of the thread that
+    /// answers freeing them across threads.
+    pub wants_events: bool,
 }
 
 impl Request {
-    pub(crate) fn new(envelope: Envelope, reply: Reply) -> Request {
+    pub(crate) fn new(envelope: Envelope, reply: Reply, wants_events: bool) -> Request {
         let fingerprint = envelope.idempotency_key.as_ref().map(|_| fingerprint(&envelope.command));
-        Request { envelope, fingerprint, reply }
+        Request { envelope, fingerprint, reply, wants_events }
     }
 }
 
@@ -114,7 +118,8 @@ impl DecisionThread {
         Context { now, hold_ttl_ms: self.hold_ttl_ms }
     }
 
-    fn handle(&mut self, Request { envelope, fingerprint, reply }: Request, now: Timestamp) {
+    fn handle(&mut self, request: Request, now: Timestamp) {
+        let Request { envelope, fingerprint, reply, wants_events } = request;
         if let Some(cause) = self.log.failure() {
             return reply(Err(EngineError::Stopped { cause }.into()));
         }
@@ -132,7 +137,7 @@ impl DecisionThread {
         let absent = TenantState::default();
         let state = self.world.tenant(&tenant).unwrap_or(&absent);
         match Tenant::decide(state, &command, &self.context(now)) {
-            Ok(events) => self.commit(&tenant, key, events, now, reply),
+            Ok(events) => self.commit(&tenant, key, events, now, (reply, wants_events)),
             // A rejection may rest on events not yet durable: it waits for them like an
             // acknowledgement does, so no caller is told "no" on the strength of a state that a
             // failed fsync could undo.
@@ -153,7 +158,7 @@ impl DecisionThread {
             let Some(state) = self.world.tenant(&tenant) else { continue };
             // A rejection means the order moved on meanwhile; nothing to expire.
             if let Ok(events) = Tenant::decide(state, &command, &self.context(now)) {
-                self.commit(&tenant, None, events, now, Box::new(|_| {}));
+                self.commit(&tenant, None, events, now, (Box::new(|_| {}), false));
             }
         }
     }
@@ -164,13 +169,16 @@ impl DecisionThread {
         &mut self,
         tenant: &TenantId,
         key: Option<(IdempotencyKey, codec::Fingerprint)>,
-        events: Vec<Event>,
+        mut events: Vec<Event>,
         now: Timestamp,
-        reply: Reply,
+        (reply, wants_events): (Reply, bool),
     ) {
         let decision = codec::encode_decision(tenant, key.as_ref().map(|(k, f)| (k, *f)), &events)
             .into_record(now);
         self.world.apply(tenant, &events);
+        if !wants_events {
+            events = Vec::new();
+        }
         let position = self.next_position;
         if let Some((key, fingerprint)) = &key {
             let entry = KeyEntry { fingerprint: *fingerprint, first: position, records: 1 };

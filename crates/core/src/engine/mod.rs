@@ -250,7 +250,7 @@ impl Engine {
             }
             Err(error) => on_answer.answer(Err(error)),
         });
-        if let Err((refused, reply)) = self.try_submit(envelope, reply) {
+        if let Err((refused, reply)) = self.try_submit(envelope, reply, true) {
             reply(Err(refused));
         }
     }
@@ -273,7 +273,8 @@ impl Engine {
             }
             Err(error) => on_ack.answer(Err(error)),
         });
-        if let Err((refused, reply)) = self.try_submit(envelope, reply) {
+        // The ack needs no events: the decision thread drops them.
+        if let Err((refused, reply)) = self.try_submit(envelope, reply, false) {
             reply(Err(refused));
         }
     }
@@ -341,12 +342,18 @@ impl Engine {
     }
 
     fn submit(&self, envelope: Envelope, reply: Reply) -> Result<(), ExecuteError> {
-        self.try_submit(envelope, reply).map_err(|(refused, _)| refused)
+        self.try_submit(envelope, reply, true).map_err(|(refused, _)| refused)
     }
 
-    /// Admits a command, or gives its reply back with why not.
-    fn try_submit(&self, envelope: Envelope, reply: Reply) -> Result<(), (ExecuteError, Reply)> {
-        let request = Request::new(envelope, reply);
+    /// Admits a command, or gives its reply back with why not. `wants_events`: whether the
+    /// reply reads the events of an accepted command.
+    fn try_submit(
+        &self,
+        envelope: Envelope,
+        reply: Reply,
+        wants_events: bool,
+    ) -> Result<(), (ExecuteError, Reply)> {
+        let request = Request::new(envelope, reply, wants_events);
         let requests = self.inner.requests.read().unwrap_or_else(PoisonError::into_inner);
         let Some(sender) = requests.as_ref() else {
             return Err((EngineError::ShuttingDown.into(), request.reply));
