@@ -82,13 +82,14 @@ enum Placement {
 /// A step on its way, with what is needed to judge its answer.
 struct Sent {
     sequence: u64,
+    at: Instant,
     kind: StepKind,
     order: Option<OrderTag>,
     tenant: TenantId,
 }
 
-/// A step answered: what was sent, its latency to the durable answer, and the answer.
-type Answered = (Sent, Duration, Result<Ack, ExecuteError>);
+/// A step answered: what was sent, when the durable answer came, and the answer.
+type Answered = (Sent, Instant, Result<Ack, ExecuteError>);
 
 /// Runs every step of `workload`, at most `max_in_flight` at once, and waits until the engine
 /// has expired the holds still open when the day's last step is answered.
@@ -192,10 +193,14 @@ impl InFlight {
     /// those it drops), so a long silence means the engine is stuck: the run fails, not hangs.
     fn next(&mut self) -> anyhow::Result<Answered> {
         const PATIENCE: Duration = Duration::from_secs(60);
-        let answered = self
-            .answered
-            .recv_timeout(PATIENCE)
-            .with_context(|| format!("no answer from the engine for {PATIENCE:?}"))?;
+        // An answer already there is taken without reading the clock for a deadline.
+        let answered = match self.answered.try_recv() {
+            Ok(answered) => answered,
+            Err(_) => self
+                .answered
+                .recv_timeout(PATIENCE)
+                .with_context(|| format!("no answer from the engine for {PATIENCE:?}"))?,
+        };
         self.count -= 1;
         Ok(answered)
     }
@@ -228,16 +233,16 @@ impl Driver<'_> {
         clock.set(Timestamp(oldest));
         let sent = Sent {
             sequence,
+            at: Instant::now(),
             kind: step.kind,
             order: step.order,
             tenant: step.envelope.tenant.clone(),
         };
         let answers = in_flight.answers.clone();
-        let started = Instant::now();
         in_flight.count += 1;
         engine.send_ack(step.envelope, move |answer| {
             // The driver keeps the receiver until every step is answered.
-            let _ = answers.send((sent, started.elapsed(), answer));
+            let _ = answers.send((sent, Instant::now(), answer));
         });
     }
 
@@ -258,12 +263,14 @@ impl Driver<'_> {
 
     /// Counts one answer and checks it against what the model expects; returns the steps it
     /// releases (those held for a placement now accepted).
-    fn judge(&mut self, (sent, latency, answer): Answered) -> anyhow::Result<Vec<(u64, Step)>> {
+    fn judge(&mut self, (sent, answered_at, answer): Answered) -> anyhow::Result<Vec<(u64, Step)>> {
         let index = usize::try_from(sent.sequence - self.first_pending)?;
         self.pending[index] = None;
+        let latency = answered_at.saturating_duration_since(sent.at);
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
         self.tally.latency.saturating_record(micros);
-        let second = usize::try_from(self.started.elapsed().as_secs())?;
+        let second =
+            usize::try_from(answered_at.saturating_duration_since(self.started).as_secs())?;
         while self.tally.seconds.len() <= second {
             self.tally.seconds.push(Second::new());
         }
