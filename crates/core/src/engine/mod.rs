@@ -17,6 +17,7 @@
 mod clock;
 mod decision;
 mod error;
+mod prefetch;
 mod state;
 
 use std::path::Path;
