@@ -36,7 +36,7 @@ const EXPIRY_TICK: Duration = Duration::from_millis(100);
 /// group commit still gathers the turns queued meanwhile). Measured with `benches/engine.rs`
 /// and `orderly bench`: 256 to 1024 are alike, 4096 took about 30% fewer orders per second.
 const MAX_DECISIONS_PER_TURN: usize = 1024;
-/// How many entries ahead of the next one the turn's lists are fetched for writing.
+/// How many entries ahead of the next one the turn's lists are loaded into the cache.
 const WRITE_AHEAD: usize = 8;
 /// Most records in one turn's batch (well below the log's batch limit).
 const MAX_TURN_RECORDS: usize = 8192;
@@ -45,7 +45,7 @@ const MAX_TURN_RECORDS: usize = 8192;
 #[derive(Debug)]
 pub(crate) enum Answer {
     /// The command's events, admitted at `at`, are durable in the decision record at
-    /// `position`.
+    /// `position`. `events` is empty if the request said [`Events::Drop`].
     Committed { position: u64, events: Vec<Event>, at: Timestamp },
     /// The key was seen with the same command: its events are in the `records` records from
     /// `first` on.
@@ -60,16 +60,25 @@ pub(crate) struct Request {
     /// thread when it submits, so that hashing commands does not load the decision thread.
     pub fingerprint: Option<codec::Fingerprint>,
     pub reply: Reply,
-    /// Whether the reply reads the events. If not, the decision thread frees them as soon as
-    /// they are applied and encoded, where they were allocated, instead of the thread that
-    /// answers freeing them across threads.
-    pub wants_events: bool,
+    /// What becomes of the events of the command, if accepted.
+    pub events: Events,
+}
+
+/// Whether a reply reads the events of an accepted command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Events {
+    /// The reply gets them ([`Engine::send`](super::Engine::send), `execute`).
+    Keep,
+    /// The reply does not read them ([`Engine::send_ack`](super::Engine::send_ack)): the
+    /// decision thread frees them as soon as they are applied and encoded, where they were
+    /// allocated, instead of the thread that answers freeing them across threads.
+    Drop,
 }
 
 impl Request {
-    pub(crate) fn new(envelope: Envelope, reply: Reply, wants_events: bool) -> Request {
+    pub(crate) fn new(envelope: Envelope, reply: Reply, events: Events) -> Request {
         let fingerprint = envelope.idempotency_key.as_ref().map(|_| fingerprint(&envelope.command));
-        Request { envelope, fingerprint, reply, wants_events }
+        Request { envelope, fingerprint, reply, events }
     }
 }
 
@@ -122,7 +131,7 @@ impl DecisionThread {
     }
 
     fn handle(&mut self, request: Request, now: Timestamp) {
-        let Request { envelope, fingerprint, reply, wants_events } = request;
+        let Request { envelope, fingerprint, reply, events: for_reply } = request;
         if let Some(cause) = self.log.failure() {
             return reply(Err(EngineError::Stopped { cause }.into()));
         }
@@ -140,7 +149,7 @@ impl DecisionThread {
         let absent = TenantState::default();
         let state = self.world.tenant(&tenant).unwrap_or(&absent);
         match Tenant::decide(state, &command, &self.context(now)) {
-            Ok(events) => self.commit(&tenant, key, events, now, (reply, wants_events)),
+            Ok(events) => self.commit(&tenant, key, (events, for_reply), now, reply),
             // A rejection may rest on events not yet durable: it waits for them like an
             // acknowledgement does, so no caller is told "no" on the strength of a state that a
             // failed fsync could undo.
@@ -161,7 +170,7 @@ impl DecisionThread {
             let Some(state) = self.world.tenant(&tenant) else { continue };
             // A rejection means the order moved on meanwhile; nothing to expire.
             if let Ok(events) = Tenant::decide(state, &command, &self.context(now)) {
-                self.commit(&tenant, None, events, now, (Box::new(|_| {}), false));
+                self.commit(&tenant, None, (events, Events::Drop), now, Box::new(|_| {}));
             }
         }
     }
@@ -172,14 +181,14 @@ impl DecisionThread {
         &mut self,
         tenant: &TenantId,
         key: Option<(IdempotencyKey, codec::Fingerprint)>,
-        mut events: Vec<Event>,
+        (mut events, for_reply): (Vec<Event>, Events),
         now: Timestamp,
-        (reply, wants_events): (Reply, bool),
+        reply: Reply,
     ) {
         let decision = codec::encode_decision(tenant, key.as_ref().map(|(k, f)| (k, *f)), &events)
             .into_record(now);
         self.world.apply(tenant, &events);
-        if !wants_events {
+        if for_reply == Events::Drop {
             events = Vec::new();
         }
         let position = self.next_position;
@@ -189,12 +198,15 @@ impl DecisionThread {
         }
         self.next_position += 1;
         self.turn.bytes += decision.stream.len() + decision.payload.len() + 72;
-        // The turn's lists are fresh memory, last written by the log's threads: each entry's
-        // cache line is fetched for writing a few entries ahead, so that these stores do not
-        // each wait for another core to give the line up.
+        // The turn's lists are memory the log's threads wrote last: the entries a few ahead
+        // are loaded now, so that these stores do not each wait for their lines.
         let (records, answers) = (&self.turn.records, &self.turn.answers);
-        prefetch::write(records.as_ptr().wrapping_add(records.len() + WRITE_AHEAD));
-        prefetch::write(answers.as_ptr().wrapping_add(answers.len() + WRITE_AHEAD));
+        if records.len() + WRITE_AHEAD < records.capacity() {
+            prefetch::load(records.as_ptr().wrapping_add(records.len() + WRITE_AHEAD));
+        }
+        if answers.len() + WRITE_AHEAD < answers.capacity() {
+            prefetch::load(answers.as_ptr().wrapping_add(answers.len() + WRITE_AHEAD));
+        }
         self.turn.records.push(decision);
         self.turn.answers.push((reply, position, events, now));
         if self.turn.records.len() >= MAX_TURN_RECORDS || self.turn.bytes >= self.max_turn_bytes {

@@ -31,7 +31,7 @@ use orderly_store::{Log, LogConfig, LogReader, Position, Recovery};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{EngineError, ExecuteError, OpenEngineError};
 
-use self::decision::{Answer, DecisionThread, Reply, Request};
+use self::decision::{Answer, DecisionThread, Events, Reply, Request};
 use self::state::World;
 use crate::codec::{self, DecodeError};
 use crate::domain::limits::DEFAULT_HOLD_TTL_MS;
@@ -251,7 +251,7 @@ impl Engine {
             }
             Err(error) => on_answer.answer(Err(error)),
         });
-        if let Err((refused, reply)) = self.try_submit(envelope, reply, true) {
+        if let Err((refused, reply)) = self.try_submit(envelope, reply, Events::Keep) {
             reply(Err(refused));
         }
     }
@@ -274,8 +274,7 @@ impl Engine {
             }
             Err(error) => on_ack.answer(Err(error)),
         });
-        // The ack needs no events: the decision thread drops them.
-        if let Err((refused, reply)) = self.try_submit(envelope, reply, false) {
+        if let Err((refused, reply)) = self.try_submit(envelope, reply, Events::Drop) {
             reply(Err(refused));
         }
     }
@@ -343,18 +342,17 @@ impl Engine {
     }
 
     fn submit(&self, envelope: Envelope, reply: Reply) -> Result<(), ExecuteError> {
-        self.try_submit(envelope, reply, true).map_err(|(refused, _)| refused)
+        self.try_submit(envelope, reply, Events::Keep).map_err(|(refused, _)| refused)
     }
 
-    /// Admits a command, or gives its reply back with why not. `wants_events`: whether the
-    /// reply reads the events of an accepted command.
+    /// Admits a command, or gives its reply back with why not.
     fn try_submit(
         &self,
         envelope: Envelope,
         reply: Reply,
-        wants_events: bool,
+        events: Events,
     ) -> Result<(), (ExecuteError, Reply)> {
-        let request = Request::new(envelope, reply, wants_events);
+        let request = Request::new(envelope, reply, events);
         let requests = self.inner.requests.read().unwrap_or_else(PoisonError::into_inner);
         let Some(sender) = requests.as_ref() else {
             return Err((EngineError::ShuttingDown.into(), request.reply));
