@@ -72,7 +72,8 @@ pub enum InventoryCommand {
         /// Signed change of on hand, at most [`MAX_QUANTITY`] either way, never zero.
         delta: i64,
     },
-    /// Reserve units for an order until `expires_at`.
+    /// Reserve units for an order; from `expires_at` on, the order may let them expire (the
+    /// order checks the time, not the SKU).
     Hold {
         /// The order the units are for.
         order: OrderId,
@@ -326,6 +327,9 @@ impl Decider for Inventory {
             }
         }
         assert!(state.reserved <= state.on_hand, "reserved never exceeds on hand");
+        // What the SKU can still see of its holds: each holds at least one unit.
+        assert!(state.reserved >= state.open_holds, "every open hold holds a unit or more");
+        assert_eq!(state.open_holds == 0, state.reserved == 0, "nothing reserved without a hold");
     }
 }
 

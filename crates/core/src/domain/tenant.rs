@@ -213,8 +213,9 @@ impl Decider for Tenant {
 }
 
 /// Calls `f` with the value of `key` in `map`, inserted as the default if absent. One probe
-/// either way: the key is cloned up front, which for ids (kept inline up to 23 bytes) is a
-/// copy, cheaper than probing twice to insert an aggregate's first event.
+/// either way: the key is cloned up front, which for ids of up to 23 bytes (kept inline) is a
+/// copy, cheaper than probing twice to insert an aggregate's first event; a longer id's clone
+/// counts one more reference to its text.
 pub(crate) fn with_slot<K, V, R>(
     map: &mut FxHashMap<K, V>,
     key: &K,

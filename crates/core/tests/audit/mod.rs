@@ -314,12 +314,52 @@ fn reconcile_names_each_broken_rule_of_a_forged_log() {
     assert!(found.contains(&("refund_exceeds_captured", Some(4))), "{found:?}");
     assert!(found.contains(&("order_refunds_exceed_captures", Some(4))), "{found:?}");
 
-    // Replay uses the domain, which cannot apply a commit without a hold: reported, not a panic.
+    // Replay uses the domain, which cannot apply a commit with nothing held: reported, not a
+    // panic.
     let err = audit::replay(dir.path(), ReplayPoint::Head, None, &mut no_progress()).unwrap_err();
     assert!(matches!(err, AuditError::Inconsistent { .. }), "{err}");
     assert_eq!(err.location().unwrap().position, Some(1));
     // The bytes themselves are intact.
     audit::verify(dir.path(), None, &mut no_progress()).unwrap();
+}
+
+/// A SKU keeps the sum and count of its holds, not which order holds what (the order does).
+/// So a forged close by an order that holds nothing passes replay when other holds cover its
+/// units, and fails it when the counts show it; reconcile, which books each order's holds from
+/// the events, names it either way.
+#[test]
+fn a_close_by_an_order_that_holds_nothing_is_named_by_reconcile_even_when_other_holds_cover_it() {
+    let q = |n| Quantity::new(n).unwrap();
+    let held = |o: &str, n| InventoryEvent::StockHeld {
+        order: order(o),
+        quantity: q(n),
+        expires_at: Timestamp(START.0 + 900_000),
+    };
+    let forged_commit = InventoryEvent::StockCommitted { order: order("o-9"), quantity: q(2) };
+    for (holds, replay_accepts) in
+        [(vec![held("o-1", 3), held("o-2", 2)], true), (vec![held("o-1", 3)], false)]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let mut events =
+            vec![("acme", stock("sku-1", InventoryEvent::StockReceived { quantity: q(9) }))];
+        events.extend(holds.into_iter().map(|h| ("acme", stock("sku-1", h))));
+        let forged_at = events.len() as u64;
+        events.push(("acme", stock("sku-1", forged_commit.clone())));
+        forge(dir.path(), &events);
+        let books = audit::reconcile(dir.path(), &mut no_progress()).unwrap();
+        let found: Vec<(&str, Option<u64>)> =
+            books.discrepancies.iter().map(|d| (d.code, d.position)).collect();
+        assert!(found.contains(&("hold_not_open", Some(forged_at))), "{found:?}");
+        let replayed = audit::replay(dir.path(), ReplayPoint::Head, None, &mut no_progress());
+        match replayed {
+            Ok(_) => assert!(replay_accepts, "the counts show a close with nothing held"),
+            Err(err) => {
+                assert!(!replay_accepts, "other holds cover the units: {err}");
+                assert!(matches!(err, AuditError::Inconsistent { .. }), "{err}");
+                assert_eq!(err.location().unwrap().position, Some(forged_at));
+            }
+        }
+    }
 }
 
 #[test]

@@ -238,14 +238,17 @@ impl Model {
             E::StockReceived { quantity } => count.received += quantity.get(),
             E::StockAdjusted { delta } => count.adjusted += delta,
             E::StockHeld { order, quantity, .. } => {
-                count.holds.insert(order.clone(), quantity.get());
+                let before = count.holds.insert(order.clone(), quantity.get());
+                assert_eq!(before, None, "{order} holds {sku} at most once");
             }
-            E::StockCommitted { order, quantity } => {
-                count.committed += quantity.get();
-                count.holds.remove(order);
-            }
-            E::StockReleased { order, .. } | E::HoldExpired { order, .. } => {
-                count.holds.remove(order);
+            E::StockCommitted { order, quantity }
+            | E::StockReleased { order, quantity }
+            | E::HoldExpired { order, quantity } => {
+                if matches!(event, E::StockCommitted { .. }) {
+                    count.committed += quantity.get();
+                }
+                let held = count.holds.remove(order);
+                assert_eq!(held, Some(quantity.get()), "{order} closes the hold of {sku} it has");
             }
         }
     }
@@ -585,6 +588,8 @@ fn the_workload_reaches_every_event_and_the_interesting_rejections() {
         "payment_voided",
         "payment_refunded",
         "unknown_sku",
+        "duplicate_sku",
+        "order_exists",
         "insufficient_stock",
         "adjustment_below_reserved",
         "hold_not_expired",

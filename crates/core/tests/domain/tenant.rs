@@ -316,6 +316,11 @@ fn an_invalid_order_is_rejected_before_stock_is_looked_at() {
     Scenario::<Tenant>::given([])
         .when(order("o1", place(vec![line("x", 1, 0)])))
         .then_rejects_with_code("invalid_unit_price");
+    // A SKU keeps only the sum and count of its holds, so these two are what keep an order
+    // from holding a SKU twice: one line per SKU, one placement per order.
+    Scenario::<Tenant>::given([received("a", 10)])
+        .when(order("o1", place(vec![line("a", 1, 1), line("a", 2, 1)])))
+        .then_rejects_with_code("duplicate_sku");
     Scenario::<Tenant>::given(o1_placed())
         .when(order("o1", place(vec![line("a", 1, 1)])))
         .then_rejects_with_code("order_exists");
