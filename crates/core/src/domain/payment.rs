@@ -56,7 +56,8 @@ pub enum DeclineReason {
     GatewayUnavailable,
 }
 
-/// State of one payment. Fields are private so that only events change them.
+/// State of one payment: what its decisions need (its events hold the rest, such as the
+/// gateway). Fields are private so that only events change them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PaymentState {
     started: Option<Started>,
@@ -66,7 +67,6 @@ pub struct PaymentState {
 struct Started {
     status: PaymentStatus,
     order: OrderId,
-    gateway: GatewayId,
     currency: Currency,
     authorized: u64,
     captured: u64,
@@ -84,12 +84,6 @@ impl PaymentState {
     #[must_use]
     pub fn order(&self) -> Option<&OrderId> {
         self.started.as_ref().map(|p| &p.order)
-    }
-
-    /// The gateway that authorized or declined it.
-    #[must_use]
-    pub fn gateway(&self) -> Option<&GatewayId> {
-        self.started.as_ref().map(|p| &p.gateway)
     }
 
     /// Amount authorized (zero when declined).
@@ -400,23 +394,22 @@ impl Decider for Payment {
     fn evolve(state: &mut PaymentState, event: &PaymentEvent) {
         use PaymentEvent as E;
         use PaymentStatus as S;
-        let start = |status, order: &OrderId, gateway: &GatewayId, amount: &Money| Started {
+        let start = |status, order: &OrderId, amount: &Money| Started {
             status,
             order: order.clone(),
-            gateway: gateway.clone(),
             currency: amount.currency,
             authorized: if status == S::Authorized { amount.minor } else { 0 },
             captured: 0,
             refunded: 0,
         };
         match event {
-            E::PaymentAuthorized { order, amount, gateway } => {
+            E::PaymentAuthorized { order, amount, .. } => {
                 assert!(state.started.is_none(), "a payment starts once");
-                state.started = Some(start(S::Authorized, order, gateway, amount));
+                state.started = Some(start(S::Authorized, order, amount));
             }
-            E::PaymentDeclined { order, amount, gateway, .. } => {
+            E::PaymentDeclined { order, amount, .. } => {
                 assert!(state.started.is_none(), "a payment starts once");
-                state.started = Some(start(S::Declined, order, gateway, amount));
+                state.started = Some(start(S::Declined, order, amount));
             }
             E::PaymentCaptured { amount } => {
                 let p = state.started.as_mut().expect("a captured payment was authorized");

@@ -14,7 +14,7 @@ use orderly_core::domain::{
     OrderRejection as R, OrderState, OrderStatus as S, Shortage, Timestamp,
 };
 
-use super::fixtures::{currency, customer, eur, line, payment_id, place, placed, qty, sku, usd};
+use super::fixtures::{currency, eur, line, payment_id, place, placed, qty, sku, usd};
 use super::harness::Scenario;
 
 /// An order of 2 × a at 500 and 1 × b at 250 (total 1250 EUR), held until 900.
@@ -56,7 +56,6 @@ fn placing_records_the_lines_the_total_and_when_the_hold_runs_out() {
             100 + DEFAULT_HOLD_TTL_MS,
         )]);
     assert_eq!(state.status(), Some(S::Placed));
-    assert_eq!(state.customer(), Some(&customer("c1")));
     assert_eq!(state.lines(), [line("a", 2, 500), line("b", 1, 250)]);
     assert_eq!(state.total(), Some(eur(1250)));
     assert_eq!(state.refunded(), Some(eur(0)));
@@ -83,7 +82,7 @@ fn an_order_that_was_never_placed_reads_as_empty() {
     assert_eq!(state.status(), None);
     assert!(state.lines().is_empty());
     assert_eq!((state.total(), state.refunded(), state.hold_expires_at()), (None, None, None));
-    assert_eq!((state.customer(), state.payment()), (None, None));
+    assert_eq!(state.payment(), None);
 }
 
 #[test]

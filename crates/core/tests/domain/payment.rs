@@ -51,7 +51,6 @@ fn an_authorization_starts_the_payment() {
         Scenario::<Payment>::given([]).when(authorize(eur(1000))).then([authorized(eur(1000))]);
     assert_eq!(state.status(), Some(S::Authorized));
     assert_eq!(state.order(), Some(&order_id("o1")));
-    assert_eq!(state.gateway(), Some(&gateway("g1")));
     assert_eq!(state.authorized(), Some(eur(1000)));
     assert_eq!(state.captured(), Some(eur(0)));
     assert_eq!(state.refunded(), Some(eur(0)));
@@ -70,7 +69,6 @@ fn a_decline_starts_the_payment_with_nothing_authorized() {
             .then([declined(eur(1000), reason)]);
         assert_eq!(state.status(), Some(S::Declined));
         assert_eq!(state.authorized(), Some(eur(0)));
-        assert_eq!(state.gateway(), Some(&gateway("g1")));
     }
 }
 
@@ -78,7 +76,7 @@ fn a_decline_starts_the_payment_with_nothing_authorized() {
 fn a_payment_never_started_reads_as_empty() {
     let state = PaymentState::default();
     assert_eq!(state.status(), None);
-    assert_eq!((state.order(), state.gateway()), (None, None));
+    assert_eq!(state.order(), None);
     assert_eq!((state.authorized(), state.captured(), state.refunded()), (None, None, None));
 }
 
