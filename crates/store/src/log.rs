@@ -2,7 +2,9 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{
+    Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -60,7 +62,9 @@ pub(crate) struct Shared {
     head: AtomicU64,
     commits: Mutex<()>,
     committed: Condvar,
-    failure: Mutex<Option<String>>,
+    /// Why the log stopped, set once (the first failure wins). Read before every append by
+    /// the engine's decision thread: a `OnceLock` reads with one atomic load, no lock.
+    failure: OnceLock<String>,
     pub(crate) observer: Option<SyncObserver>,
     /// Encoded batch buffers for appenders to reuse.
     pub(crate) batch_buffers: BatchBuffers,
@@ -87,11 +91,11 @@ impl Shared {
     }
 
     pub(crate) fn failure(&self) -> Option<String> {
-        self.failure.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.failure.get().cloned()
     }
 
     pub(crate) fn set_failure(&self, cause: String) {
-        self.failure.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(cause);
+        let _first_wins = self.failure.set(cause);
         let _guard = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
         self.committed.notify_all();
     }
@@ -243,7 +247,7 @@ impl Log {
             head: AtomicU64::new(recovered.next_position),
             commits: Mutex::new(()),
             committed: Condvar::new(),
-            failure: Mutex::new(None),
+            failure: OnceLock::new(),
             observer: config.observer.clone(),
             batch_buffers: BatchBuffers::default(),
         });
