@@ -24,7 +24,10 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to: for tests and simulations.
+/// A clock that moves only when told to: for tests and simulations. Release and acquire are
+/// enough for it (a thread that sees what the setter did after `set` reads that time or later);
+/// a sequentially consistent store would cost a simulation that sets it before every command a
+/// full barrier each time.
 #[derive(Clone, Debug, Default)]
 pub struct ManualClock {
     now: Arc<AtomicU64>,
@@ -39,17 +42,17 @@ impl ManualClock {
 
     /// Moves the clock forward by `millis`.
     pub fn advance(&self, millis: u64) {
-        self.now.fetch_add(millis, Ordering::SeqCst);
+        self.now.fetch_add(millis, Ordering::AcqRel);
     }
 
     /// Sets the clock to `now`.
     pub fn set(&self, now: Timestamp) {
-        self.now.store(now.0, Ordering::SeqCst);
+        self.now.store(now.0, Ordering::Release);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
-        Timestamp(self.now.load(Ordering::SeqCst))
+        Timestamp(self.now.load(Ordering::Acquire))
     }
 }

@@ -22,7 +22,7 @@ use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use orderly_core::audit::OrderCounts;
 use orderly_core::domain::{OrderStatus, TenantId, Timestamp};
-use orderly_core::engine::{Ack, Engine, ExecuteError, ManualClock};
+use orderly_core::engine::{Ack, Clock, Engine, ExecuteError, ManualClock};
 use orderly_core::workload::{MAX_ADMISSION_LAG_MS, OrderTag, Step, StepKind, Workload};
 
 use super::threads::{self, ThreadCpu};
@@ -230,7 +230,9 @@ impl Driver<'_> {
         in_flight: &mut InFlight,
     ) {
         let oldest = self.oldest_pending().unwrap_or(step.at.0);
-        clock.set(Timestamp(oldest));
+        if clock.now().0 != oldest {
+            clock.set(Timestamp(oldest));
+        }
         let sent = Sent {
             sequence,
             at: Instant::now(),
