@@ -30,6 +30,8 @@ mod random;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
+use smol_str::SmolStrBuilder;
+
 pub use curve::{
     MINUTES_PER_DAY, PEAK_MINUTE, RECORD_DAY_ORDERS, RECORD_PEAK_MINUTE, day_curve, peak_orders,
 };
@@ -392,7 +394,7 @@ impl Workload {
     /// The id of order `number`.
     #[must_use]
     pub fn order_id(number: u64) -> OrderId {
-        OrderId::new(&order_text(number, "", None)).expect("a valid order id")
+        OrderId::new(order_text(number, "", None).as_str()).expect("a valid order id")
     }
 
     /// The virtual time of the next arrival, if any order is still to come.
@@ -432,9 +434,10 @@ impl Workload {
         let lines = shop.basket(&mut self.random);
         let total: u64 = lines.iter().map(OrderLine::amount).sum();
         let total = Money::new(total, shop.currency);
-        let mut customer = String::from("c-");
+        let mut customer = SmolStrBuilder::new();
+        customer.push_str("c-");
         customer.push_str(itoa::Buffer::new().format(self.random.below(50_000)));
-        let customer = CustomerId::new(&customer).expect("a valid customer id");
+        let customer = CustomerId::new(customer.as_str()).expect("a valid customer id");
         let order = Workload::order_id(number);
         let command = OrderCommand::Place { customer, currency: shop.currency, lines };
         let envelope = admitted(
@@ -493,7 +496,7 @@ impl Workload {
         let tenant = shop.tenant.clone();
         let order = Workload::order_id(life.number);
         let payment = |attempt: u8| {
-            PaymentId::new(&order_text(life.number, ".p", Some(attempt)))
+            PaymentId::new(order_text(life.number, ".p", Some(attempt)).as_str())
                 .expect("a valid payment id")
         };
         let gateway = self.gateways[usize::from(life.number % 2 == 1)].clone();
@@ -617,17 +620,18 @@ fn tag(number: u64, fate: Fate) -> OrderTag {
 }
 
 fn place_key(number: u64) -> IdempotencyKey {
-    IdempotencyKey::new(&order_text(number, ".place", None)).expect("a valid key")
+    IdempotencyKey::new(order_text(number, ".place", None).as_str()).expect("a valid key")
 }
 
 fn payment_key(number: u64, attempt: u8) -> IdempotencyKey {
-    IdempotencyKey::new(&order_text(number, ".pay", Some(attempt))).expect("a valid key")
+    IdempotencyKey::new(order_text(number, ".pay", Some(attempt)).as_str()).expect("a valid key")
 }
 
 /// `o-{number}{suffix}{attempt}`: the text of order `number`'s ids and keys, written
-/// without `format!` (a day writes millions of them).
-fn order_text(number: u64, suffix: &str, attempt: Option<u8>) -> String {
-    let mut text = String::with_capacity(32);
+/// without `format!` and, up to 23 bytes (every id of a day), without allocating: a day writes
+/// millions of them.
+fn order_text(number: u64, suffix: &str, attempt: Option<u8>) -> SmolStrBuilder {
+    let mut text = SmolStrBuilder::new();
     text.push_str("o-");
     text.push_str(itoa::Buffer::new().format(number));
     text.push_str(suffix);
@@ -740,7 +744,7 @@ mod tests {
     #[test]
     fn ids_and_keys_read_as_written_out() {
         assert_eq!(Workload::order_id(7).as_str(), "o-7");
-        assert_eq!(order_text(1_033_624, ".p", Some(2)), "o-1033624.p2");
+        assert_eq!(order_text(1_033_624, ".p", Some(2)).as_str(), "o-1033624.p2");
         assert_eq!(place_key(7).as_str(), "o-7.place");
         assert_eq!(payment_key(7, 1).as_str(), "o-7.pay1");
     }
