@@ -76,7 +76,7 @@ impl Writer {
         let count = self.batches.len();
         for batch in self.batches.drain(..) {
             let tx = tx.clone();
-            self.log.append_or_wait(batch, move |r| drop(tx.send(r))).unwrap();
+            self.log.append_or_wait(&batch, move |r| drop(tx.send(r))).unwrap();
         }
         for _ in 0..count {
             rx.recv().unwrap().unwrap();

@@ -295,13 +295,15 @@ impl Log {
     }
 
     /// Like [`Log::append_with`], but waits for room in the queue instead of refusing: for a
-    /// single upstream writer (the engine) that applies its own back-pressure further up.
+    /// single upstream writer (the engine) that applies its own back-pressure further up. The
+    /// records are only borrowed (they are encoded before this returns), so that such a writer
+    /// can reuse their buffers for its next batch.
     pub fn append_or_wait(
         &self,
-        records: Vec<NewRecord>,
+        records: &[NewRecord],
         done: impl FnOnce(Result<Appended, AppendError>) + Send + 'static,
     ) -> Result<(), AppendError> {
-        let request = self.request(&records, Box::new(done))?;
+        let request = self.request(records, Box::new(done))?;
         self.requests()?.send(request).map_err(|_| AppendError::Closed)
     }
 

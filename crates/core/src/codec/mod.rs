@@ -272,6 +272,11 @@ pub enum DecodeError {
 
 fn stream(tenant: &TenantId, kind: &str, id: &str) -> Vec<u8> {
     let mut s = Vec::with_capacity(tenant.as_str().len() + kind.len() + id.len() + 2);
+    write_stream(tenant, kind, id, &mut s);
+    s
+}
+
+fn write_stream(tenant: &TenantId, kind: &str, id: &str, s: &mut Vec<u8>) {
     s.extend_from_slice(tenant.as_str().as_bytes());
     s.push(b'/');
     s.extend_from_slice(kind.as_bytes());
@@ -279,7 +284,6 @@ fn stream(tenant: &TenantId, kind: &str, id: &str) -> Vec<u8> {
         s.push(b'/');
         s.extend_from_slice(id.as_bytes());
     }
-    s
 }
 
 /// The record of one domain event of `tenant`.
@@ -377,6 +381,41 @@ pub fn encode_decision(
     key: Option<(&IdempotencyKey, Fingerprint)>,
     events: &[Event],
 ) -> Encoded {
+    let mut encoded = Encoded {
+        stream: Vec::new(),
+        event_type: EventType::Decision as u16,
+        schema_version: CURRENT_SCHEMA,
+        payload: Vec::new(),
+    };
+    write_decision(tenant, key, events, &mut encoded.stream, &mut encoded.payload);
+    encoded
+}
+
+/// [`encode_decision`] into `record`, admitted at `at`, reusing its buffers: for a caller that
+/// writes records by the thousand, such as the engine's decision thread.
+pub fn encode_decision_into(
+    tenant: &TenantId,
+    key: Option<(&IdempotencyKey, Fingerprint)>,
+    events: &[Event],
+    at: Timestamp,
+    record: &mut orderly_store::NewRecord,
+) {
+    record.stream.clear();
+    record.payload.clear();
+    write_decision(tenant, key, events, &mut record.stream, &mut record.payload);
+    record.expected = orderly_store::Expected::Any;
+    record.event_type = EventType::Decision as u16;
+    record.schema_version = CURRENT_SCHEMA;
+    record.timestamp = at.0;
+}
+
+fn write_decision(
+    tenant: &TenantId,
+    key: Option<(&IdempotencyKey, Fingerprint)>,
+    events: &[Event],
+    stream_out: &mut Vec<u8>,
+    payload: &mut Vec<u8>,
+) {
     assert!(!events.is_empty(), "a decision records at least one event");
     let (kind, id) = aggregate_of(&events[0]);
     // Room for the usual decision without growing: the key, and per event its framing, a
@@ -388,19 +427,14 @@ pub fn encode_decision(
             _ => 0,
         })
         .sum();
-    let mut payload = Vec::with_capacity(64 + 64 * events.len() + 32 * lines);
-    v1_write::Out::new(&mut payload).decision(
+    payload.reserve(64 + 64 * events.len() + 32 * lines);
+    v1_write::Out::new(payload).decision(
         key.map(|(key, fingerprint)| (key.as_str(), fingerprint.0)),
         events,
         |event| (EventType::of(event) as u16, aggregate_of(event).1),
         write_payload,
     );
-    Encoded {
-        stream: stream(tenant, kind, id),
-        event_type: EventType::Decision as u16,
-        schema_version: CURRENT_SCHEMA,
-        payload,
-    }
+    write_stream(tenant, kind, id, stream_out);
 }
 
 /// The stream kind (`i`, `o`, `p`) and id of an event's aggregate.

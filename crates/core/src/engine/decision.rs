@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use orderly_store::{Log, LogReader, NewRecord};
+use orderly_store::{Expected, Log, LogReader, NewRecord};
 
 use super::clock::Clock;
 use super::error::{EngineError, ExecuteError};
@@ -36,7 +36,7 @@ const EXPIRY_TICK: Duration = Duration::from_millis(100);
 /// group commit still gathers the turns queued meanwhile). Measured with `benches/engine.rs`
 /// and `orderly bench`: 256 to 1024 are alike, 4096 took about 30% fewer orders per second.
 const MAX_DECISIONS_PER_TURN: usize = 1024;
-/// How many entries ahead of the next one the turn's lists are loaded into the cache.
+/// How many entries ahead of the next one the turn's answers are loaded into the cache.
 const WRITE_AHEAD: usize = 8;
 /// Most records in one turn's batch (well below the log's batch limit).
 const MAX_TURN_RECORDS: usize = 8192;
@@ -185,8 +185,15 @@ impl DecisionThread {
         now: Timestamp,
         reply: Reply,
     ) {
-        let decision = codec::encode_decision(tenant, key.as_ref().map(|(k, f)| (k, *f)), &events)
-            .into_record(now);
+        let record = self.turn.next_record();
+        codec::encode_decision_into(
+            tenant,
+            key.as_ref().map(|(k, f)| (k, *f)),
+            &events,
+            now,
+            record,
+        );
+        self.turn.bytes += record.stream.len() + record.payload.len() + 72;
         self.world.apply(tenant, &events);
         if for_reply == Events::Drop {
             events = Vec::new();
@@ -197,19 +204,14 @@ impl DecisionThread {
             self.world.remember_key(tenant, key, entry);
         }
         self.next_position += 1;
-        self.turn.bytes += decision.stream.len() + decision.payload.len() + 72;
-        // The turn's lists are memory the log's threads wrote last: the entries a few ahead
-        // are loaded now, so that these stores do not each wait for their lines.
-        let (records, answers) = (&self.turn.records, &self.turn.answers);
-        if records.len() + WRITE_AHEAD < records.capacity() {
-            prefetch::load(records.as_ptr().wrapping_add(records.len() + WRITE_AHEAD));
-        }
+        // The answers list is memory the log's threads wrote last: the entries a few ahead are
+        // loaded now, so that these stores do not each wait for their lines.
+        let answers = &self.turn.answers;
         if answers.len() + WRITE_AHEAD < answers.capacity() {
             prefetch::load(answers.as_ptr().wrapping_add(answers.len() + WRITE_AHEAD));
         }
-        self.turn.records.push(decision);
         self.turn.answers.push((reply, position, events, now));
-        if self.turn.records.len() >= MAX_TURN_RECORDS || self.turn.bytes >= self.max_turn_bytes {
+        if self.turn.decided >= MAX_TURN_RECORDS || self.turn.bytes >= self.max_turn_bytes {
             self.flush();
         }
     }
@@ -218,11 +220,8 @@ impl DecisionThread {
     /// once it is durable. One batch per turn, not per command, keeps the log's per-batch work
     /// and the number of wake-ups low under load.
     fn flush(&mut self) {
-        // The next turn is likely as long as this one: its lists start that big rather than
-        // growing (and being copied) a dozen times.
-        let next = Turn::with_capacity(self.turn.records.len());
-        let Turn { records, answers, deferred, .. } = std::mem::replace(&mut self.turn, next);
-        if answers.is_empty() {
+        let deferred = std::mem::take(&mut self.turn.deferred);
+        if self.turn.decided == 0 {
             // Nothing new to write: the deferred answers wait only for what is in flight.
             if !deferred.is_empty() {
                 let durable_at = self.next_position;
@@ -230,10 +229,17 @@ impl DecisionThread {
             }
             return;
         }
-        let expected_first = self.next_position - records.len() as u64;
+        // The next turn is likely as long as this one: its answers start that long rather than
+        // growing (and being copied) a dozen times.
+        let next = Vec::with_capacity(self.turn.answers.len());
+        let answers = std::mem::replace(&mut self.turn.answers, next);
+        let decided = std::mem::take(&mut self.turn.decided);
+        self.turn.bytes = 0;
+        let expected_first = self.next_position - decided as u64;
         // If the log refuses the batch (it stopped or closed), the callback is dropped with it:
         // the callers learn the engine stopped, and later commands are refused through
         // `log.failure()`.
+        let records = &self.turn.records[..decided];
         let _refused = self.log.append_or_wait(records, move |outcome| match outcome {
             Ok(appended) => {
                 assert_eq!(
@@ -284,7 +290,11 @@ pub(crate) fn answer_when_durable(log: &LogReader, waiting: &Receiver<(u64, Defe
 /// The records and answers of the commands decided in one turn, not yet handed to the log.
 #[derive(Default)]
 pub(crate) struct Turn {
+    /// The turn's decision records are the first `decided` of these. The log only borrows
+    /// them (it encodes a batch before `append_or_wait` returns), so the next turn writes its
+    /// records into the same buffers: no allocation per record, and memory still in cache.
     records: Vec<NewRecord>,
+    decided: usize,
     bytes: usize,
     answers: Vec<(Reply, u64, Vec<Event>, Timestamp)>,
     /// Answers without records of their own, given once the turn's batch is durable.
@@ -292,12 +302,19 @@ pub(crate) struct Turn {
 }
 
 impl Turn {
-    fn with_capacity(decisions: usize) -> Turn {
-        Turn {
-            records: Vec::with_capacity(decisions),
-            bytes: 0,
-            answers: Vec::with_capacity(decisions),
-            deferred: Vec::new(),
+    /// The buffer for the turn's next record.
+    fn next_record(&mut self) -> &mut NewRecord {
+        if self.decided == self.records.len() {
+            self.records.push(NewRecord {
+                stream: Vec::new(),
+                expected: Expected::Any,
+                event_type: 0,
+                schema_version: 0,
+                timestamp: 0,
+                payload: Vec::new(),
+            });
         }
+        self.decided += 1;
+        &mut self.records[self.decided - 1]
     }
 }

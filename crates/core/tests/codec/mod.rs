@@ -397,6 +397,22 @@ proptest::proptest! {
 }
 
 #[test]
+fn a_decision_encoded_into_a_reused_record_is_the_same_record() {
+    // The engine writes each turn's records into the buffers of the last turn's.
+    let key = IdempotencyKey::new("retry-7").unwrap();
+    let all = samples();
+    let mut reused = codec::encode_decision(&tenant(), None, &all).into_record(Timestamp(1));
+    for n in 0..all.len() {
+        let events: Vec<Event> = all[n..].iter().take(3).cloned().collect();
+        for keyed in [None, Some((&key, codec::Fingerprint([3; 16])))] {
+            let at = Timestamp(1_000 + n as u64);
+            codec::encode_decision_into(&tenant(), keyed, &events, at, &mut reused);
+            assert_eq!(reused, codec::encode_decision(&tenant(), keyed, &events).into_record(at));
+        }
+    }
+}
+
+#[test]
 fn a_decision_record_round_trips_on_the_stream_of_its_first_event() {
     let key = IdempotencyKey::new("retry-7").unwrap();
     let all = samples();
