@@ -211,7 +211,7 @@ impl DecisionThread {
             prefetch::load(answers.as_ptr().wrapping_add(answers.len() + WRITE_AHEAD));
         }
         self.turn.answers.push((reply, position, events, now));
-        if self.turn.decided >= MAX_TURN_RECORDS || self.turn.bytes >= self.max_turn_bytes {
+        if self.turn.answers.len() >= MAX_TURN_RECORDS || self.turn.bytes >= self.max_turn_bytes {
             self.flush();
         }
     }
@@ -221,7 +221,7 @@ impl DecisionThread {
     /// and the number of wake-ups low under load.
     fn flush(&mut self) {
         let deferred = std::mem::take(&mut self.turn.deferred);
-        if self.turn.decided == 0 {
+        if self.turn.answers.is_empty() {
             // Nothing new to write: the deferred answers wait only for what is in flight.
             if !deferred.is_empty() {
                 let durable_at = self.next_position;
@@ -233,7 +233,7 @@ impl DecisionThread {
         // growing (and being copied) a dozen times.
         let next = Vec::with_capacity(self.turn.answers.len());
         let answers = std::mem::replace(&mut self.turn.answers, next);
-        let decided = std::mem::take(&mut self.turn.decided);
+        let decided = answers.len();
         self.turn.bytes = 0;
         let expected_first = self.next_position - decided as u64;
         // If the log refuses the batch (it stopped or closed), the callback is dropped with it:
@@ -290,11 +290,11 @@ pub(crate) fn answer_when_durable(log: &LogReader, waiting: &Receiver<(u64, Defe
 /// The records and answers of the commands decided in one turn, not yet handed to the log.
 #[derive(Default)]
 pub(crate) struct Turn {
-    /// The turn's decision records are the first `decided` of these. The log only borrows
-    /// them (it encodes a batch before `append_or_wait` returns), so the next turn writes its
-    /// records into the same buffers: no allocation per record, and memory still in cache.
+    /// The turn's decision records are the first of these, one per answer. The log only
+    /// borrows them (it encodes a batch before `append_or_wait` returns), so the next turn
+    /// writes its records into the same buffers: no allocation per record, and memory still
+    /// in cache.
     records: Vec<NewRecord>,
-    decided: usize,
     bytes: usize,
     answers: Vec<(Reply, u64, Vec<Event>, Timestamp)>,
     /// Answers without records of their own, given once the turn's batch is durable.
@@ -302,9 +302,10 @@ pub(crate) struct Turn {
 }
 
 impl Turn {
-    /// The buffer for the turn's next record.
+    /// The buffer for the turn's next record (that of the next answer).
     fn next_record(&mut self) -> &mut NewRecord {
-        if self.decided == self.records.len() {
+        let next = self.answers.len();
+        if next == self.records.len() {
             self.records.push(NewRecord {
                 stream: Vec::new(),
                 expected: Expected::Any,
@@ -314,7 +315,6 @@ impl Turn {
                 payload: Vec::new(),
             });
         }
-        self.decided += 1;
-        &mut self.records[self.decided - 1]
+        &mut self.records[next]
     }
 }
