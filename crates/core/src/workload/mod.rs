@@ -495,10 +495,6 @@ impl Workload {
         let shop = &self.shops[life.tenant];
         let tenant = shop.tenant.clone();
         let order = Workload::order_id(life.number);
-        let payment = |attempt: u8| {
-            PaymentId::new(order_text(life.number, ".p", Some(attempt)).as_str())
-                .expect("a valid payment id")
-        };
         let gateway = self.gateways[usize::from(life.number % 2 == 1)].clone();
         let (envelope, kind) = match next {
             Next::RetryPlace => {
@@ -518,9 +514,7 @@ impl Workload {
                 if attempt == 1 {
                     self.plan(life.payments_at[1], life.clone(), Next::Pay { attempt: 2 });
                 }
-                let envelope =
-                    Envelope::new(tenant, Command::Payment { payment: payment(attempt), command })
-                        .with_key(payment_key(life.number, attempt));
+                let envelope = payment_attempt(tenant, life.number, attempt, command);
                 (envelope, StepKind::DeclineUnavailable)
             }
             Next::Pay { attempt } if life.fate == Fate::Declined => {
@@ -532,9 +526,7 @@ impl Workload {
                 };
                 let cancel_at = at + self.random.between(20_000, 90_000);
                 self.plan(cancel_at, life.clone(), Next::CancelDeclined);
-                let envelope =
-                    Envelope::new(tenant, Command::Payment { payment: payment(attempt), command })
-                        .with_key(payment_key(life.number, attempt));
+                let envelope = payment_attempt(tenant, life.number, attempt, command);
                 (envelope, StepKind::Decline)
             }
             Next::Pay { attempt } | Next::RetryAuthorize { attempt } => {
@@ -550,9 +542,7 @@ impl Workload {
                     let ship_at = at + self.random.between(60 * 60_000, 4 * 60 * 60_000);
                     self.plan(ship_at, life.clone(), Next::Ship);
                 }
-                let envelope =
-                    Envelope::new(tenant, Command::Payment { payment: payment(attempt), command })
-                        .with_key(payment_key(life.number, attempt));
+                let envelope = payment_attempt(tenant, life.number, attempt, command);
                 let kind = if retried { StepKind::RetryAuthorize } else { StepKind::Authorize };
                 (envelope, kind)
             }
@@ -621,6 +611,19 @@ fn tag(number: u64, fate: Fate) -> OrderTag {
 
 fn place_key(number: u64) -> IdempotencyKey {
     IdempotencyKey::new(order_text(number, ".place", None).as_str()).expect("a valid key")
+}
+
+/// Payment attempt `attempt` of order `number`: its own payment id, keyed by the attempt.
+fn payment_attempt(
+    tenant: TenantId,
+    number: u64,
+    attempt: u8,
+    command: PaymentCommand,
+) -> Envelope {
+    let payment = PaymentId::new(order_text(number, ".p", Some(attempt)).as_str())
+        .expect("a valid payment id");
+    Envelope::new(tenant, Command::Payment { payment, command })
+        .with_key(payment_key(number, attempt))
 }
 
 fn payment_key(number: u64, attempt: u8) -> IdempotencyKey {
