@@ -130,7 +130,9 @@ impl OrderState {
         self.placed.as_ref().map(|p| p.status)
     }
 
-    /// The lines, empty for an order never placed.
+    /// The lines while they hold stock (placed or confirmed). Empty for an order never placed,
+    /// and once it is shipped or cancelled: no decision needs them then, and the engine keeps
+    /// an order of the whole day in memory while only the last hours' hold stock.
     #[must_use]
     pub fn lines(&self) -> &[OrderLine] {
         self.placed.as_ref().map_or(&[], |p| &p.lines)
@@ -497,9 +499,15 @@ impl Decider for Order {
                 order.payment = Some(payment.clone());
                 (&[S::Placed], S::Confirmed)
             }
-            E::OrderShipped => (&[S::Confirmed], S::Shipped),
+            E::OrderShipped => {
+                order.lines = Box::default();
+                (&[S::Confirmed], S::Shipped)
+            }
             E::OrderDelivered => (&[S::Shipped], S::Delivered),
-            E::OrderCancelled { .. } => (&[S::Placed, S::Confirmed], S::Cancelled),
+            E::OrderCancelled { .. } => {
+                order.lines = Box::default();
+                (&[S::Placed, S::Confirmed], S::Cancelled)
+            }
             E::OrderRefunded { amount } => {
                 order.refunded += amount;
                 assert!(order.refunded <= order.total, "refunds never exceed the total");

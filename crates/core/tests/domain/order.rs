@@ -190,6 +190,8 @@ fn a_confirmed_order_ships_and_a_shipped_one_is_delivered() {
     let state =
         Scenario::<Order>::given(history(S::Confirmed)).when(C::Ship).then([E::OrderShipped]);
     assert_eq!(state.status(), Some(S::Shipped));
+    assert!(state.lines().is_empty(), "shipped lines hold no stock and are let go");
+    assert_eq!(state.total(), Some(eur(1250)), "the total stays for refunds");
 
     let state =
         Scenario::<Order>::given(history(S::Shipped)).when(C::Deliver).then([E::OrderDelivered]);
@@ -209,6 +211,7 @@ fn an_order_is_cancelled_before_it_ships() {
             .when(C::Cancel { reason })
             .then([E::OrderCancelled { reason }]);
         assert_eq!(state.status(), Some(S::Cancelled));
+        assert!(state.lines().is_empty(), "cancelled lines hold no stock and are let go");
     }
 }
 
