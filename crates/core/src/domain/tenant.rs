@@ -216,11 +216,7 @@ impl Decider for Tenant {
 /// either way: the key is cloned up front, which for ids of up to 23 bytes (kept inline) is a
 /// copy, cheaper than probing twice to insert an aggregate's first event; a longer id's clone
 /// counts one more reference to its text.
-pub(crate) fn with_slot<K, V, R>(
-    map: &mut FxHashMap<K, V>,
-    key: &K,
-    f: impl FnOnce(&mut V) -> R,
-) -> R
+fn with_slot<K, V, R>(map: &mut FxHashMap<K, V>, key: &K, f: impl FnOnce(&mut V) -> R) -> R
 where
     K: Clone + Eq + std::hash::Hash,
     V: Default,

@@ -20,11 +20,10 @@ use orderly_store::{Expected, Log, LogReader, NewRecord};
 use super::clock::Clock;
 use super::error::{EngineError, ExecuteError};
 use super::prefetch;
-use super::state::{KeyEntry, World};
+use super::state::{KeyEntry, Place, World};
 use crate::codec::{self, fingerprint};
 use crate::domain::{
-    Command, Context, Decider, Envelope, Event, IdempotencyKey, OrderCommand, Tenant, TenantId,
-    TenantState, Timestamp,
+    Command, Context, Decider, Envelope, Event, IdempotencyKey, OrderCommand, Tenant, Timestamp,
 };
 
 /// How often an idle decision thread wakes to expire holds that ran out.
@@ -136,24 +135,33 @@ impl DecisionThread {
             return reply(Err(EngineError::Stopped { cause }.into()));
         }
         let Envelope { tenant, idempotency_key, command, .. } = envelope;
+        let place = self.world.place(&tenant);
         let key = idempotency_key.zip(fingerprint);
-        if let Some((key, fingerprint)) = &key
-            && let Some(entry) = self.world.key(&tenant, key)
-        {
-            if entry.fingerprint == *fingerprint {
-                return reply(Ok(Answer::Replay { first: entry.first, records: entry.records }));
+        if let Some((key, fingerprint)) = &key {
+            // Claimed for the record this command would write: the position it gets if
+            // accepted, since nothing else is decided in between.
+            let claim =
+                KeyEntry { fingerprint: *fingerprint, first: self.next_position, records: 1 };
+            if let Some(seen) = self.world.claim_key(place, key, claim) {
+                if seen.fingerprint == *fingerprint {
+                    return reply(Ok(Answer::Replay { first: seen.first, records: seen.records }));
+                }
+                let reused = Err(ExecuteError::IdempotencyKeyReused { key: key.clone() });
+                return self.turn.deferred.push((reply, reused));
             }
-            let reused = Err(ExecuteError::IdempotencyKeyReused { key: key.clone() });
-            return self.turn.deferred.push((reply, reused));
         }
-        let absent = TenantState::default();
-        let state = self.world.tenant(&tenant).unwrap_or(&absent);
-        match Tenant::decide(state, &command, &self.context(now)) {
-            Ok(events) => self.commit(&tenant, key, (events, for_reply), now, reply),
+        match Tenant::decide(self.world.state(place), &command, &self.context(now)) {
+            Ok(events) => {
+                let key = key.as_ref().map(|(k, f)| (k, *f));
+                self.commit(place, key, (events, for_reply), now, reply);
+            }
             // A rejection may rest on events not yet durable: it waits for them like an
             // acknowledgement does, so no caller is told "no" on the strength of a state that a
             // failed fsync could undo.
             Err(rejection) => {
+                if let Some((key, _)) = &key {
+                    self.world.release_key(place, key);
+                }
                 self.turn.deferred.push((reply, Err(ExecuteError::Rejected(rejection))));
             }
         }
@@ -162,47 +170,38 @@ impl DecisionThread {
     /// Expires the holds of unpaid orders that ran out. These commands come from the engine
     /// itself; their timers are rebuilt from the log on open, so they survive restarts.
     fn expire_due(&mut self, now: Timestamp) {
-        for (tenant, order) in self.world.take_due(now) {
+        for (place, order) in self.world.take_due(now) {
             if self.log.failure().is_some() {
                 return;
             }
             let command = Command::Order { order, command: OrderCommand::Expire };
-            let Some(state) = self.world.tenant(&tenant) else { continue };
             // A rejection means the order moved on meanwhile; nothing to expire.
-            if let Ok(events) = Tenant::decide(state, &command, &self.context(now)) {
-                self.commit(&tenant, None, (events, Events::Drop), now, Box::new(|_| {}));
+            if let Ok(events) =
+                Tenant::decide(self.world.state(place), &command, &self.context(now))
+            {
+                self.commit(place, None, (events, Events::Drop), now, Box::new(|_| {}));
             }
         }
     }
 
-    /// Applies `events` and adds their decision record, with the command's idempotency key, to
-    /// the turn's batch.
+    /// Applies `events` and adds their decision record, with the command's idempotency key
+    /// (claimed already), to the turn's batch.
     fn commit(
         &mut self,
-        tenant: &TenantId,
-        key: Option<(IdempotencyKey, codec::Fingerprint)>,
+        place: Place,
+        key: Option<(&IdempotencyKey, codec::Fingerprint)>,
         (mut events, for_reply): (Vec<Event>, Events),
         now: Timestamp,
         reply: Reply,
     ) {
         let record = self.turn.next_record();
-        codec::encode_decision_into(
-            tenant,
-            key.as_ref().map(|(k, f)| (k, *f)),
-            &events,
-            now,
-            record,
-        );
+        codec::encode_decision_into(self.world.id(place), key, &events, now, record);
         self.turn.bytes += record.stream.len() + record.payload.len() + 72;
-        self.world.apply(tenant, &events);
+        self.world.apply(place, &events);
         if for_reply == Events::Drop {
             events = Vec::new();
         }
         let position = self.next_position;
-        if let Some((key, fingerprint)) = &key {
-            let entry = KeyEntry { fingerprint: *fingerprint, first: position, records: 1 };
-            self.world.remember_key(tenant, key, entry);
-        }
         self.next_position += 1;
         // The answers list is memory the log's threads wrote last: the entries a few ahead are
         // loaded now, so that these stores do not each wait for their lines.

@@ -3,12 +3,12 @@
 //! by replaying it on open.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, VecDeque};
 
 use rustc_hash::FxHashMap;
 
 use crate::codec::{Decoded, Fingerprint};
-use crate::domain::with_slot;
 use crate::domain::{
     Decider, Event, IdempotencyKey, OrderEvent, OrderId, OrderStatus, Tenant, TenantId,
     TenantState, Timestamp,
@@ -27,10 +27,23 @@ pub(crate) struct KeyEntry {
 
 #[derive(Debug, Default)]
 pub(crate) struct World {
-    tenants: FxHashMap<TenantId, TenantState>,
-    /// Per tenant, so that a lookup borrows the tenant and the key instead of cloning both.
-    keys: FxHashMap<TenantId, FxHashMap<IdempotencyKey, KeyEntry>>,
+    /// Each tenant's place in `tenants`: a command looks its tenant up once, by name, and
+    /// everything after (its keys, its state, its timers) goes by that place.
+    places: FxHashMap<TenantId, usize>,
+    tenants: Vec<TenantWorld>,
     timers: Timers,
+}
+
+/// Where a tenant's part of the world is kept, for the command at hand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Place(usize);
+
+/// One tenant's part of the world: its aggregates and the keys of its accepted commands.
+#[derive(Debug)]
+struct TenantWorld {
+    id: TenantId,
+    state: TenantState,
+    keys: FxHashMap<IdempotencyKey, KeyEntry>,
 }
 
 /// Placed orders by the time their stock hold runs out, earliest first, ties in the order they
@@ -50,9 +63,9 @@ struct Timers {
 }
 
 impl Timers {
-    fn push(&mut self, at: Timestamp, tenant: &TenantId, order: &OrderId) {
+    fn push(&mut self, at: Timestamp, tenant: Place, order: &OrderId) {
         self.set += 1;
-        let timer = Timer { at, set: self.set, tenant: tenant.clone(), order: order.clone() };
+        let timer = Timer { at, set: self.set, tenant, order: order.clone() };
         if self.in_order.back().is_none_or(|last| last.at <= at) {
             self.in_order.push_back(timer);
         } else {
@@ -83,7 +96,7 @@ impl Timers {
 struct Timer {
     at: Timestamp,
     set: u64,
-    tenant: TenantId,
+    tenant: Place,
     order: OrderId,
 }
 
@@ -114,53 +127,86 @@ impl Ord for Timer {
 }
 
 impl World {
-    /// The state of `tenant`, if it has ever recorded anything.
-    pub(crate) fn tenant(&self, tenant: &TenantId) -> Option<&TenantState> {
-        self.tenants.get(tenant)
+    /// The place of `tenant`, made for it if it has none yet (the state of a tenant that never
+    /// recorded anything is empty either way).
+    pub(crate) fn place(&mut self, tenant: &TenantId) -> Place {
+        if let Some(&place) = self.places.get(tenant) {
+            return Place(place);
+        }
+        let place = self.tenants.len();
+        self.places.insert(tenant.clone(), place);
+        self.tenants.push(TenantWorld {
+            id: tenant.clone(),
+            state: TenantState::default(),
+            keys: FxHashMap::default(),
+        });
+        Place(place)
     }
 
-    pub(crate) fn key(&self, tenant: &TenantId, key: &IdempotencyKey) -> Option<KeyEntry> {
-        self.keys.get(tenant)?.get(key).copied()
+    /// The tenant kept at `place`.
+    pub(crate) fn id(&self, place: Place) -> &TenantId {
+        &self.tenants[place.0].id
     }
 
-    pub(crate) fn remember_key(
+    /// The aggregates of the tenant at `place`.
+    pub(crate) fn state(&self, place: Place) -> &TenantState {
+        &self.tenants[place.0].state
+    }
+
+    /// Records `entry` for `key` unless the key was seen: then returns what it was seen with,
+    /// and keeps that. One probe for a new key, the common case; a command then rejected gives
+    /// its claim back with [`World::release_key`].
+    pub(crate) fn claim_key(
         &mut self,
-        tenant: &TenantId,
+        place: Place,
         key: &IdempotencyKey,
         entry: KeyEntry,
-    ) {
-        let previous = with_slot(&mut self.keys, tenant, |keys| keys.insert(key.clone(), entry));
-        assert!(previous.is_none(), "an idempotency key is accepted once");
+    ) -> Option<KeyEntry> {
+        match self.tenants[place.0].keys.entry(key.clone()) {
+            Entry::Occupied(seen) => Some(*seen.get()),
+            Entry::Vacant(new) => {
+                new.insert(entry);
+                None
+            }
+        }
     }
 
-    /// Applies the events of one decision (or one event) of `tenant`, keeping the expiry
-    /// timers in step. The tenant is looked up once for all of them.
-    pub(crate) fn apply(&mut self, tenant: &TenantId, events: &[Event]) {
+    /// Forgets a key claimed for a command that was then rejected: a rejected command is
+    /// not remembered, and its key may come again with another command.
+    pub(crate) fn release_key(&mut self, place: Place, key: &IdempotencyKey) {
+        let claimed = self.tenants[place.0].keys.remove(key);
+        assert!(claimed.is_some(), "only a claimed key is released");
+    }
+
+    /// Applies the events of one decision (or one event) of the tenant at `place`, keeping
+    /// the expiry timers in step.
+    pub(crate) fn apply(&mut self, place: Place, events: &[Event]) {
+        let state = &mut self.tenants[place.0].state;
         for event in events {
             if let Event::Order { order, event: OrderEvent::OrderPlaced { hold_expires_at, .. } } =
                 event
             {
-                self.timers.push(*hold_expires_at, tenant, order);
+                self.timers.push(*hold_expires_at, place, order);
             }
+            Tenant::evolve(state, event);
         }
-        with_slot(&mut self.tenants, tenant, |state| {
-            for event in events {
-                Tenant::evolve(state, event);
-            }
-        });
     }
 
     /// Applies a record read back from the log at `position`.
     pub(crate) fn replay(&mut self, position: u64, record: &Decoded) {
         match record {
-            Decoded::Event { tenant, event } => self.apply(tenant, std::slice::from_ref(event)),
+            Decoded::Event { tenant, event } => {
+                let place = self.place(tenant);
+                self.apply(place, std::slice::from_ref(event));
+            }
             Decoded::CommandAccepted { tenant, key, fingerprint, events } => {
                 let entry =
                     KeyEntry { fingerprint: *fingerprint, first: position + 1, records: *events };
                 self.remember_key(tenant, key, entry);
             }
             Decoded::Decision { tenant, key, events } => {
-                self.apply(tenant, events);
+                let place = self.place(tenant);
+                self.apply(place, events);
                 if let Some((key, fingerprint)) = key {
                     let entry = KeyEntry { fingerprint: *fingerprint, first: position, records: 1 };
                     self.remember_key(tenant, key, entry);
@@ -169,13 +215,19 @@ impl World {
         }
     }
 
+    fn remember_key(&mut self, tenant: &TenantId, key: &IdempotencyKey, entry: KeyEntry) {
+        let place = self.place(tenant);
+        let seen = self.claim_key(place, key, entry);
+        assert!(seen.is_none(), "an idempotency key is accepted once");
+    }
+
     /// Takes every order still unpaid whose hold has run out by `now`.
-    pub(crate) fn take_due(&mut self, now: Timestamp) -> Vec<(TenantId, OrderId)> {
+    pub(crate) fn take_due(&mut self, now: Timestamp) -> Vec<(Place, OrderId)> {
         let mut due = Vec::new();
         while let Some(Timer { tenant, order, .. }) = self.timers.pop_due(now) {
             let unpaid = self
-                .tenant(&tenant)
-                .and_then(|t| t.order(&order))
+                .state(tenant)
+                .order(&order)
                 .is_some_and(|o| o.status() == Some(OrderStatus::Placed));
             if unpaid {
                 due.push((tenant, order));
@@ -191,13 +243,12 @@ mod tests {
 
     #[test]
     fn timers_run_out_by_time_then_in_the_order_set_also_when_set_out_of_order() {
-        let tenant = TenantId::new("t").unwrap();
         let mut timers = Timers::default();
         // 3, 4 and the last 5 come after later ones: as when a log written with a longer time
         // to live is replayed.
         let set = [(5, "a"), (3, "b"), (5, "c"), (7, "d"), (4, "e"), (5, "f")];
         for (at, order) in set {
-            timers.push(Timestamp(at), &tenant, &OrderId::new(order).unwrap());
+            timers.push(Timestamp(at), Place(0), &OrderId::new(order).unwrap());
         }
         assert_eq!(timers.out_of_order.len(), 3, "those wait in the heap");
         let mut pop_until = |now| {
