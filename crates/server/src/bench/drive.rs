@@ -50,6 +50,8 @@ pub(crate) struct Tally {
     pub elapsed: Duration,
     /// CPU of the process's threads by role over that same time (Linux only).
     pub cpu: Option<ThreadCpu>,
+    /// The driver ran as a batch thread ([`threads::yield_to_engine`]).
+    pub driver_yields: bool,
 }
 
 /// One second of the run.
@@ -103,6 +105,7 @@ pub(crate) fn run(
     progress: &ProgressBar,
 ) -> anyhow::Result<Tally> {
     let cpu_at_start = threads::Snapshot::take();
+    let driver_yields = threads::yield_to_engine();
     let mut driver = Driver {
         tally: Tally {
             latency: histogram(),
@@ -117,6 +120,7 @@ pub(crate) fn run(
             expected: BTreeMap::new(),
             elapsed: Duration::ZERO,
             cpu: None,
+            driver_yields,
         },
         placements: vec![Placement::NotSent; usize::try_from(orders)?],
         held: HashMap::new(),

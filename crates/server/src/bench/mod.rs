@@ -140,6 +140,9 @@ pub struct BenchReport {
     /// The decision thread's share of the day it was on a CPU: near 1, the single writer is
     /// the limit.
     pub decision_busy: Option<f64>,
+    /// The driver's thread yielded to the engine's when it woke (a Linux batch thread), as
+    /// an embedding program's load generator should.
+    pub driver_yields: bool,
 }
 
 impl BenchReport {
@@ -269,6 +272,7 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         check_seconds,
         decision_busy: tally.cpu.as_ref().map(|cpu| cpu.decision / seconds),
         thread_cpu_seconds: tally.cpu.clone(),
+        driver_yields: tally.driver_yields,
     };
     if let Some(dir) = &config.report {
         report::write(dir, config, &report, &tally, &curve)?;

@@ -45,11 +45,12 @@ fn markdown(config: &BenchConfig, r: &BenchReport) -> String {
         || "not measured here".to_owned(),
         |c| {
             format!(
-                "decision {:.2} ({:.0}% of the day) / log {:.2} / driver {:.2} / other {:.2}",
+                "decision {:.2} ({:.0}% of the day) / log {:.2} / driver {:.2}{} / other {:.2}",
                 c.decision,
                 100.0 * c.decision / r.seconds,
                 c.log,
                 c.driver,
+                if r.driver_yields { " (yielding to the engine)" } else { "" },
                 c.other
             )
         },
