@@ -14,6 +14,7 @@
 //! replay). See `decision.rs` for why answers
 //! are never early and `state.rs` for what is kept in memory.
 
+mod callers;
 mod clock;
 mod decision;
 mod error;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use crossbeam_channel::{Sender, TrySendError};
 use orderly_store::{Log, LogConfig, LogReader, Position, Recovery};
 
+pub use callers::yield_to_engine;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{EngineError, ExecuteError, OpenEngineError};
 

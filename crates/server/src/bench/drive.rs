@@ -50,7 +50,7 @@ pub(crate) struct Tally {
     pub elapsed: Duration,
     /// CPU of the process's threads by role over that same time (Linux only).
     pub cpu: Option<ThreadCpu>,
-    /// The driver ran as a batch thread ([`threads::yield_to_engine`]).
+    /// The driver ran as a batch thread ([`orderly_core::engine::yield_to_engine`]).
     pub driver_yields: bool,
 }
 
@@ -105,7 +105,7 @@ pub(crate) fn run(
     progress: &ProgressBar,
 ) -> anyhow::Result<Tally> {
     let cpu_at_start = threads::Snapshot::take();
-    let driver_yields = threads::yield_to_engine();
+    let driver_yields = orderly_core::engine::yield_to_engine();
     let mut driver = Driver {
         tally: Tally {
             latency: histogram(),

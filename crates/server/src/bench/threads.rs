@@ -1,7 +1,6 @@
 //! CPU time of the process's threads over the day, by role, so that a run shows what bounds
 //! it: the single decision thread near a whole core means the writer is the limit; all
-//! threads together near every core means the machine is. And how the driver's thread is
-//! scheduled beside the engine's ([`yield_to_engine`]).
+//! threads together near every core means the machine is.
 //!
 //! Read from Linux's per-thread `schedstat` (nanoseconds on a CPU); elsewhere the figures are
 //! absent. Roles go by thread name, so every engine of the process counts (`orderly bench`
@@ -10,23 +9,6 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-
-/// Makes the calling thread (the driver) a Linux batch thread: one that, when it wakes, waits
-/// for its turn instead of taking the core from the thread running there. The driver sleeps
-/// whenever it waits for answers, and each answer the log's sync thread hands it wakes it;
-/// as a normal thread it then took the core from the sync thread mid-group, read one answer
-/// and slept again, over 200,000 times in the record day. Its share of the CPU is unchanged.
-/// Returns whether the scheduler took it (elsewhere than Linux, nothing changes).
-pub(crate) fn yield_to_engine() -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        let normal = libc::sched_param { sched_priority: 0 };
-        // SAFETY: sets the calling thread's own policy from a valid parameter.
-        unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &raw const normal) == 0 }
-    }
-    #[cfg(not(target_os = "linux"))]
-    false
-}
 
 /// CPU seconds of each role's threads, from the first command sent to the last answer.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
