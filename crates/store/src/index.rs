@@ -143,15 +143,21 @@ impl Index {
     /// order, each once.
     pub(crate) fn add_record(&mut self, stream: &[u8], position: u64, offset: u64) -> u64 {
         let shard = &mut self.streams[shard_of(stream)];
-        let (version, previous) = match shard.get_mut(stream) {
-            Some(tail) => {
-                let seen = *tail;
-                *tail = StreamTail { len: seen.len + 1, last: position };
-                (seen.len, seen.last)
-            }
-            None => {
-                shard.insert(StreamKey::new(stream), StreamTail { len: 1, last: position });
-                (0, NO_PREVIOUS)
+        let advance = |tail: &mut StreamTail| {
+            let seen = *tail;
+            *tail = StreamTail { len: seen.len + 1, last: position };
+            (seen.len, seen.last)
+        };
+        let new_stream = StreamTail { len: 0, last: NO_PREVIOUS };
+        // Most records of a day start a stream (a new order, a new payment): for an id kept
+        // inline, one probe finds the stream or the place for it. A longer id is boxed only
+        // for a new stream.
+        let (version, previous) = if stream.len() <= INLINE_KEY {
+            advance(shard.entry(StreamKey::new(stream)).or_insert(new_stream))
+        } else {
+            match shard.get_mut(stream) {
+                Some(tail) => advance(tail),
+                None => advance(shard.entry(StreamKey::new(stream)).or_insert(new_stream)),
             }
         };
         let first = *self.first_linked.get_or_insert(position);
