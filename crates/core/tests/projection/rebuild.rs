@@ -11,7 +11,9 @@
 //! - Two workers (or two rebuilds) of one projection on one database: the second is refused.
 //! - kill -9: a child process (this test binary, run with `ORDERLY_PROJ_KILL_DIR` set) catches
 //!   the inventory and order projections (on one host, one transaction per batch for both) up over a log of a few thousand events and then
-//!   rebuilds them over and over; it is SIGKILLed at random moments (≥ 10 times). After each
+//!   rebuilds them over and over; it is SIGKILLed at random moments (≥ 10 times), drawn
+//!   within the time a whole catch-up took in this build (most in a catch-up, every third
+//!   once caught up, in a rebuild), so that the kills land alike in fast and slow builds. After each
 //!   kill a copy of its redb file reopens, finishes catch-up, and equals a fresh build into a
 //!   new file; rebuilt once more (dropping any half-built generation) it still does.
 
@@ -294,47 +296,33 @@ fn after_kill_9_during_catch_up_the_models_equal_a_fresh_rebuild() {
     };
     assert!(head.0 >= 2_000, "a log of a few thousand records: {head:?}");
 
-    let exe = std::env::current_exe().unwrap();
     let models = dir.path().join("models.redb");
     let check = dir.path().join("check.redb");
+    // A whole catch-up takes milliseconds in a release build and much longer in a debug one:
+    // the kills are drawn within the time one took here, so that most land in one (and those
+    // meant for a rebuild, in the first pair of rebuilds or so).
+    let catch_up_takes = {
+        let child = Child::spawn(dir.path());
+        let took = child.caught_up.recv_timeout(WAIT).expect("the child catches up");
+        child.kill();
+        std::fs::remove_file(&models).unwrap();
+        took
+    };
+    let window = u64::try_from(catch_up_takes.as_micros()).unwrap().max(1);
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
     let (mut in_catch_up, mut in_rebuild) = (0, 0);
     for kill in 0..kills {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let mut child = Process::new(&exe)
-            .args([
-                "--exact",
-                "projection::rebuild::child_projects_and_rebuilds",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(KILL_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (started_tx, started_rx) = std::sync::mpsc::channel();
-        let lines = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.ends_with("started") {
-                    let _ = started_tx.send(());
-                }
-                lines.push(line);
-            }
-            lines
-        });
-        // Killed at a random moment once it has the database open.
-        started_rx.recv_timeout(WAIT).expect("the child starts");
-        std::thread::sleep(Duration::from_millis(seed % 200));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let lines = lines.join().unwrap();
-        // (libtest prints "test <name> ... " before the child's first line, on the same line.)
-        let caught_up = lines.iter().any(|l| l.ends_with("caught-up"));
+        // Killed at a random moment once it has the database open; every third once it has
+        // caught up, in a rebuild.
+        let child = Child::spawn(dir.path());
+        if kill % 3 == 2 {
+            child.caught_up.recv_timeout(WAIT).expect("the child catches up");
+        }
+        std::thread::sleep(Duration::from_micros(seed % window));
+        let caught_up = child.kill();
         if caught_up {
             in_rebuild += 1
         } else {
@@ -368,10 +356,64 @@ fn after_kill_9_during_catch_up_the_models_equal_a_fresh_rebuild() {
     }
     assert!(
         in_catch_up >= 3,
-        "kills during catch-up: {in_catch_up}, during rebuilds: {in_rebuild}"
+        "kills during catch-up: {in_catch_up}, during rebuilds: {in_rebuild} \
+         (a catch-up took {catch_up_takes:?})"
     );
     eprintln!(
         "{kills} kills ({in_catch_up} in catch-up, {in_rebuild} in rebuilds) in {:?}",
         started.elapsed()
     );
+}
+
+/// A child running `child_projects_and_rebuilds` on `dir`, started: it has the database open.
+struct Child {
+    process: std::process::Child,
+    /// Gets how long after `started` the child printed `caught-up`.
+    caught_up: std::sync::mpsc::Receiver<Duration>,
+    lines: std::thread::JoinHandle<bool>,
+}
+
+impl Child {
+    fn spawn(dir: &Path) -> Child {
+        let mut process = Process::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "projection::rebuild::child_projects_and_rebuilds",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(KILL_ENV, dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = process.stdout.take().unwrap();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (caught_up_tx, caught_up) = std::sync::mpsc::channel();
+        let lines = std::thread::spawn(move || {
+            let (mut started, mut caught_up) = (None, false);
+            // (libtest prints "test <name> ... " before the child's first line, on that line.)
+            // Read to the end, so that the child never writes to a closed pipe.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.ends_with("started") {
+                    started = Some(Instant::now());
+                    let _ = started_tx.send(());
+                }
+                if line.ends_with("caught-up") {
+                    caught_up = true;
+                    let _ = caught_up_tx.send(started.map_or(Duration::ZERO, |s| s.elapsed()));
+                }
+            }
+            caught_up
+        });
+        started_rx.recv_timeout(WAIT).expect("the child starts");
+        Child { process, caught_up, lines }
+    }
+
+    /// Kills the child with SIGKILL; returns whether it had caught up by then.
+    fn kill(mut self) -> bool {
+        self.process.kill().unwrap();
+        self.process.wait().unwrap();
+        self.lines.join().unwrap()
+    }
 }
