@@ -122,6 +122,13 @@ fn a_rejection_records_nothing_and_names_the_problem() {
     let err = engine.execute_blocking(place("acme", "o-1", &[("sku-1", 3)])).unwrap_err();
     assert_eq!(err.code(), "insufficient_stock");
     assert_eq!(engine.head(), Position(1));
+    // Nor is its key kept: the same key decides again, here once the stock is there.
+    let keyed = || place("acme", "o-1", &[("sku-1", 3)]).with_key(key("k-1"));
+    assert_eq!(engine.execute_blocking(keyed()).unwrap_err().code(), "insufficient_stock");
+    engine.execute_blocking(receive("acme", "sku-1", 1)).unwrap();
+    let placed = engine.execute_blocking(keyed()).unwrap();
+    assert!(!placed.replayed, "decided, not replayed");
+    assert_eq!(positions(&placed), [2, 2]);
 }
 
 #[test]
