@@ -202,21 +202,21 @@ impl World {
             Decoded::CommandAccepted { tenant, key, fingerprint, events } => {
                 let entry =
                     KeyEntry { fingerprint: *fingerprint, first: position + 1, records: *events };
-                self.remember_key(tenant, key, entry);
+                let place = self.place(tenant);
+                self.remember_key(place, key, entry);
             }
             Decoded::Decision { tenant, key, events } => {
                 let place = self.place(tenant);
                 self.apply(place, events);
                 if let Some((key, fingerprint)) = key {
                     let entry = KeyEntry { fingerprint: *fingerprint, first: position, records: 1 };
-                    self.remember_key(tenant, key, entry);
+                    self.remember_key(place, key, entry);
                 }
             }
         }
     }
 
-    fn remember_key(&mut self, tenant: &TenantId, key: &IdempotencyKey, entry: KeyEntry) {
-        let place = self.place(tenant);
+    fn remember_key(&mut self, place: Place, key: &IdempotencyKey, entry: KeyEntry) {
         let seen = self.claim_key(place, key, entry);
         assert!(seen.is_none(), "an idempotency key is accepted once");
     }
