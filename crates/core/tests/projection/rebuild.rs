@@ -10,12 +10,13 @@
 //!   generation.
 //! - Two workers (or two rebuilds) of one projection on one database: the second is refused.
 //! - kill -9: a child process (this test binary, run with `ORDERLY_PROJ_KILL_DIR` set) catches
-//!   the inventory and order projections (on one host, one transaction per batch for both) up over a log of a few thousand events and then
-//!   rebuilds them over and over; it is SIGKILLed at random moments (≥ 10 times), drawn
-//!   within the time a whole catch-up took in this build (most in a catch-up, every third
-//!   once caught up, in a rebuild), so that the kills land alike in fast and slow builds. After each
-//!   kill a copy of its redb file reopens, finishes catch-up, and equals a fresh build into a
-//!   new file; rebuilt once more (dropping any half-built generation) it still does.
+//!   the inventory and order projections (on one host, one transaction per batch for both) up
+//!   over a log of a few thousand events and then rebuilds them over and over; it is
+//!   SIGKILLed at random moments (≥ 10 times), drawn within the time a whole catch-up took in
+//!   this build (most in a catch-up, every third once caught up, in a rebuild), so that the
+//!   kills land alike in fast and slow builds. After each kill a copy of its redb file reopens,
+//!   finishes catch-up, and equals a fresh build into a new file; rebuilt once more (dropping
+//!   any half-built generation) it still does.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
