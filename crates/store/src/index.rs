@@ -73,7 +73,7 @@ struct StreamTail {
 /// A stream id as a map key. Short ids, the common case, are kept inline, so that a lookup
 /// compares bytes already in the map's memory instead of following a pointer out of cache.
 #[derive(Debug)]
-enum StreamKey {
+pub(crate) enum StreamKey {
     Inline { len: u8, bytes: [u8; INLINE_KEY] },
     Heap(Box<[u8]>),
 }
@@ -120,6 +120,21 @@ impl std::borrow::Borrow<[u8]> for StreamKey {
     }
 }
 
+/// The value of `stream` in `map`, inserted from `new` if absent. Most records of a day start
+/// a stream (a new order, a new payment): for an id kept inline that is one probe, finding the
+/// stream or the place for it. A longer id is looked up first, so that it is boxed only for a
+/// new stream.
+pub(crate) fn stream_slot<'m, V>(
+    map: &'m mut FxHashMap<StreamKey, V>,
+    stream: &[u8],
+    new: impl FnOnce() -> V,
+) -> &'m mut V {
+    if stream.len() > INLINE_KEY && map.contains_key(stream) {
+        return map.get_mut(stream).expect("found just above");
+    }
+    map.entry(StreamKey::new(stream)).or_insert_with(new)
+}
+
 impl Default for Index {
     fn default() -> Index {
         Index {
@@ -143,23 +158,9 @@ impl Index {
     /// order, each once.
     pub(crate) fn add_record(&mut self, stream: &[u8], position: u64, offset: u64) -> u64 {
         let shard = &mut self.streams[shard_of(stream)];
-        let advance = |tail: &mut StreamTail| {
-            let seen = *tail;
-            *tail = StreamTail { len: seen.len + 1, last: position };
-            (seen.len, seen.last)
-        };
-        let new_stream = StreamTail { len: 0, last: NO_PREVIOUS };
-        // Most records of a day start a stream (a new order, a new payment): for an id kept
-        // inline, one probe finds the stream or the place for it. A longer id is boxed only
-        // for a new stream.
-        let (version, previous) = if stream.len() <= INLINE_KEY {
-            advance(shard.entry(StreamKey::new(stream)).or_insert(new_stream))
-        } else {
-            match shard.get_mut(stream) {
-                Some(tail) => advance(tail),
-                None => advance(shard.entry(StreamKey::new(stream)).or_insert(new_stream)),
-            }
-        };
+        let tail = stream_slot(shard, stream, || StreamTail { len: 0, last: NO_PREVIOUS });
+        let (version, previous) = (tail.len, tail.last);
+        *tail = StreamTail { len: version + 1, last: position };
         let first = *self.first_linked.get_or_insert(position);
         let linked =
             self.links.len().saturating_sub(1) * LINK_CHUNK + self.links.last().map_or(0, Vec::len);

@@ -19,7 +19,7 @@ use rustc_hash::FxHashMap;
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::error::OpenError;
-use crate::index::{Index, SegmentMeta};
+use crate::index::{Index, SegmentMeta, StreamKey, stream_slot};
 use crate::limits::SEGMENT_HEADER_LEN;
 use crate::record::ChainHash;
 use crate::scan::{self, ScanError, ScannedRecord, Visitor};
@@ -81,20 +81,17 @@ struct Pending {
 struct IndexBuilder {
     index: Index,
     pending: Vec<Pending>,
-    pending_versions: FxHashMap<Box<[u8]>, u64>,
+    pending_versions: FxHashMap<StreamKey, u64>,
 }
 
 impl Visitor for IndexBuilder {
     fn stream_version(&mut self, stream: &[u8], found: u64) -> Result<(), u64> {
-        let expected = self
-            .pending_versions
-            .get(stream)
-            .copied()
-            .unwrap_or_else(|| self.index.stream_len(stream));
-        if found != expected {
-            return Err(expected);
+        let index = &self.index;
+        let next = stream_slot(&mut self.pending_versions, stream, || index.stream_len(stream));
+        if *next != found {
+            return Err(*next);
         }
-        self.pending_versions.insert(stream.into(), expected + 1);
+        *next += 1;
         Ok(())
     }
 

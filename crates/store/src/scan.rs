@@ -17,6 +17,7 @@ use rustc_hash::FxHashMap;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Corruption, Problem};
+use crate::index::{StreamKey, stream_slot};
 use crate::limits::{MAX_RECORD_LEN, SEGMENT_HEADER_LEN};
 use crate::position::{Position, StreamVersion};
 use crate::record::{ChainHash, Damage};
@@ -156,7 +157,7 @@ pub fn scan(
 
 /// The stream versions a read-only scan has seen.
 struct ReadOnly<'v, P, V> {
-    versions: FxHashMap<Box<[u8]>, u64>,
+    versions: FxHashMap<StreamKey, u64>,
     progress: &'v mut P,
     visit: &'v mut V,
 }
@@ -167,18 +168,12 @@ where
     V: FnMut(&ScannedRecord<'_>) -> ControlFlow<()>,
 {
     fn stream_version(&mut self, stream: &[u8], found: u64) -> Result<(), u64> {
-        match self.versions.get_mut(stream) {
-            Some(next) if *next == found => {
-                *next += 1;
-                Ok(())
-            }
-            Some(next) => Err(*next),
-            None if found == 0 => {
-                self.versions.insert(stream.into(), 1);
-                Ok(())
-            }
-            None => Err(0),
+        let next = stream_slot(&mut self.versions, stream, || 0);
+        if *next != found {
+            return Err(*next);
         }
+        *next += 1;
+        Ok(())
     }
 
     fn record(&mut self, record: &ScannedRecord<'_>) -> ControlFlow<()> {
