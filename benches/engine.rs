@@ -228,7 +228,7 @@ fn main() {
     let log_bytes: u64 = engine
         .log()
         .read_from(head_before)
-        .map(|r| r.map(|r| 72 + (r.stream.len() + r.payload.len()) as u64).unwrap())
+        .map(|r| r.map(|r| r.encoded_len() as u64).unwrap())
         .sum();
     engine.shutdown();
     let mut sorted = latencies.clone();

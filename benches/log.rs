@@ -46,8 +46,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use orderly_store::{AppendError, Expected, Log, LogConfig, NewRecord};
 
 const PAYLOAD_LEN: usize = 128;
-/// The log's fixed record header; an encoded record is this plus its stream id and payload.
-const RECORD_HEADER_LEN: u64 = 72;
 /// Prefix of the names of the log's own threads (writer, syncer, whatever the store runs).
 const LOG_THREAD_PREFIX: &str = "orderly-log";
 /// Raw chunk size when the log's own group size cannot be read from `/proc`.
@@ -82,7 +80,7 @@ fn main() {
     // compares the log with the best the disk can do for the same fsync pattern.
     let writes = log.threads.iter().fold(ThreadStats::default(), |sum, t| sum.plus(t.stats));
     // What the log's threads wrote should be the computed record bytes plus a few segment
-    // headers; a gap means the record format changed and `RECORD_HEADER_LEN` is stale.
+    // headers; a gap means `NewRecord::encoded_len` no longer tells what the log writes.
     if writes.write_calls > 0 && writes.write_bytes.abs_diff(log.bytes) > log.bytes / 100 {
         eprintln!(
             "warning: the log's threads wrote {} bytes, but the records encode to {} bytes",
@@ -460,10 +458,7 @@ fn log_appender(
             pending -= 1;
         }
         let range = first + b * batch..first + (b + 1) * batch;
-        run.bytes += records
-            .iter()
-            .map(|r| RECORD_HEADER_LEN + (r.stream.len() + r.payload.len()) as u64)
-            .sum::<u64>();
+        run.bytes += records.iter().map(|r| r.encoded_len() as u64).sum::<u64>();
         // Latency counts from the first try, so a refused batch's wait is included.
         let submitted = Instant::now();
         loop {

@@ -92,6 +92,22 @@ pub struct Record {
     pub payload: Vec<u8>,
 }
 
+impl NewRecord {
+    /// Bytes it takes on disk: the record header, its stream id and its payload.
+    #[must_use]
+    pub fn encoded_len(&self) -> usize {
+        encoded_len(self.stream.len(), self.payload.len())
+    }
+}
+
+impl Record {
+    /// Bytes it takes on disk: the record header, its stream id and its payload.
+    #[must_use]
+    pub fn encoded_len(&self) -> usize {
+        encoded_len(self.stream.len(), self.payload.len())
+    }
+}
+
 /// A decoded record borrowing its bytes from a read buffer.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RecordView<'a> {

@@ -396,7 +396,7 @@ fn check_batch(records: &[NewRecord], segment_size: u64) -> Result<usize, Append
                 rec.payload.len()
             )));
         }
-        size += record::encoded_len(rec.stream.len(), rec.payload.len());
+        size += rec.encoded_len();
     }
     if (size + SEGMENT_HEADER_LEN) as u64 > segment_size {
         return Err(AppendError::Invalid(format!(

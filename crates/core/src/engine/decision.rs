@@ -196,7 +196,7 @@ impl DecisionThread {
     ) {
         let record = self.turn.next_record();
         codec::encode_decision_into(self.world.id(place), key, &events, now, record);
-        self.turn.bytes += record.stream.len() + record.payload.len() + 72;
+        self.turn.bytes += record.encoded_len();
         self.world.apply(place, &events);
         if for_reply == Events::Drop {
             events = Vec::new();
