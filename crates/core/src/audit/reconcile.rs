@@ -13,7 +13,7 @@ use super::Progress;
 use super::digest::Digest;
 use super::error::AuditError;
 use super::pass::{self, Batch};
-use super::state::DomainState;
+use super::state::{DomainState, of_tenant};
 use crate::domain::{
     Currency, Event, InventoryEvent, OrderEvent, OrderId, PaymentEvent, PaymentId, Sku, TenantId,
 };
@@ -156,17 +156,31 @@ struct OrderBook {
 /// The books [`reconcile`] keeps as it reads the log, the domain's state among them.
 #[derive(Debug, Default)]
 struct Books {
-    skus: FxHashMap<(TenantId, Sku), SkuBook>,
-    payments: FxHashMap<(TenantId, PaymentId), PaymentBook>,
-    orders: FxHashMap<(TenantId, OrderId), OrderBook>,
-    money: FxHashMap<Currency, MoneyTotals>,
+    /// Each tenant's books: a record finds its tenant's once, by the tenant's id, and its
+    /// events go by SKU, order or payment id from there.
+    tenants: FxHashMap<TenantId, TenantBooks>,
+    findings: Findings,
     domain: DomainState,
     /// Tenants whose domain state broke on an event; not compared at the end.
     broken: FxHashSet<TenantId>,
+}
+
+/// One tenant's stock, payments and orders, summed from its events.
+#[derive(Debug, Default)]
+struct TenantBooks {
+    skus: FxHashMap<Sku, SkuBook>,
+    payments: FxHashMap<PaymentId, PaymentBook>,
+    orders: FxHashMap<OrderId, OrderBook>,
+}
+
+/// What the books find across tenants: money per currency, and the rules found broken.
+#[derive(Debug, Default)]
+struct Findings {
+    money: FxHashMap<Currency, MoneyTotals>,
     discrepancies: Vec<Discrepancy>,
 }
 
-impl Books {
+impl Findings {
     fn flag(
         &mut self,
         code: &'static str,
@@ -179,33 +193,131 @@ impl Books {
         self.discrepancies.push(Discrepancy { code, tenant, subject, position, detail });
     }
 
+    fn money_of(&mut self, currency: Currency) -> &mut MoneyTotals {
+        self.money.entry(currency).or_insert_with(|| MoneyTotals {
+            currency: currency.to_string(),
+            ..MoneyTotals::default()
+        })
+    }
+}
+
+impl Books {
     /// Books every event of a complete batch, then applies each record's events to the
     /// domain's state (all of a record at once: one tenant lookup per record).
     fn add(&mut self, batch: &Batch<'_>) {
         for entry in batch.entries {
             let (tenant, events) = (entry.record.tenant(), entry.record.events());
+            let books = of_tenant(&mut self.tenants, tenant);
             for event in events {
-                self.book(tenant, event, entry.position);
+                books.book(tenant, event, entry.position, &mut self.findings);
             }
             if !self.broken.contains(tenant)
                 && let Err(message) = self.domain.apply_all(tenant, events)
             {
                 self.broken.insert(tenant.clone());
-                self.flag("domain_rejects_event", tenant, "", Some(entry.position), message);
+                let at = Some(entry.position);
+                self.findings.flag("domain_rejects_event", tenant, "", at, message);
             }
         }
     }
 
-    fn book(&mut self, tenant: &TenantId, event: &Event, position: u64) {
+    /// The end-of-log comparisons with the domain's state, and the report; then the domain's
+    /// state without the tenants whose state broke on an event (a discrepancy names each).
+    fn close(self, digest: Digest) -> (Reconciliation, DomainState) {
+        let mut late: Vec<Discrepancy> = Vec::new();
+        let mut flag = |code, tenant: &TenantId, subject: &str, detail| {
+            let (tenant, subject) = (tenant.to_string(), subject.to_owned());
+            late.push(Discrepancy { code, tenant, subject, position: None, detail });
+        };
+        for (tenant, books) in &self.tenants {
+            for (id, book) in &books.orders {
+                if book.refunded != book.refunded_by_payments {
+                    let detail = format!(
+                        "the order records {} refunded, its payments {}",
+                        book.refunded, book.refunded_by_payments
+                    );
+                    flag("refunds_differ", tenant, id.as_str(), detail);
+                }
+            }
+            if self.broken.contains(tenant) {
+                continue;
+            }
+            let domain = self.domain.tenants.get(tenant);
+            for (sku, book) in &books.skus {
+                let stock = domain.and_then(|t| t.inventory(sku));
+                let (on_hand, reserved) = stock.map_or((0, 0), |s| (s.on_hand(), s.reserved()));
+                let l = &book.ledger;
+                if i64::try_from(on_hand).ok() != Some(l.on_hand) {
+                    let detail = format!(
+                        "received {} + adjusted {} - shipped {} = {}, the domain has {on_hand}",
+                        l.received, l.adjusted, l.shipped, l.on_hand
+                    );
+                    flag("on_hand_mismatch", tenant, sku.as_str(), detail);
+                }
+                if reserved != l.reserved {
+                    let detail =
+                        format!("open holds {}, the domain reserves {reserved}", l.reserved);
+                    flag("reserved_mismatch", tenant, sku.as_str(), detail);
+                }
+            }
+            for (id, book) in &books.payments {
+                let payment = domain.and_then(|t| t.payment(id));
+                let amounts = |m: Option<crate::domain::Money>| m.map_or(0, |m| m.minor);
+                let found = payment.map(|p| {
+                    (amounts(p.authorized()), amounts(p.captured()), amounts(p.refunded()))
+                });
+                let summed = (book.authorized, book.captured, book.refunded);
+                if found != Some(summed) {
+                    let detail = format!(
+                        "events sum to (authorized, captured, refunded) {summed:?}, the domain has {found:?}"
+                    );
+                    flag("payment_mismatch", tenant, id.as_str(), detail);
+                }
+            }
+        }
+        late.sort_by(|a, b| (a.code, &a.tenant, &a.subject).cmp(&(b.code, &b.tenant, &b.subject)));
+        let Findings { money, mut discrepancies } = self.findings;
+        discrepancies.extend(late);
+        let mut stock: Vec<StockLedger> = self
+            .tenants
+            .into_iter()
+            .flat_map(|(tenant, books)| {
+                books.skus.into_iter().map(move |(sku, book)| StockLedger {
+                    tenant: tenant.to_string(),
+                    sku: sku.to_string(),
+                    ..book.ledger
+                })
+            })
+            .collect();
+        stock.sort_by(|a, b| (&a.tenant, &a.sku).cmp(&(&b.tenant, &b.sku)));
+        let mut money: Vec<MoneyTotals> = money.into_values().collect();
+        money.sort_by(|a, b| a.currency.cmp(&b.currency));
+        let mut domain = self.domain;
+        domain.tenants.retain(|tenant, _| !self.broken.contains(tenant));
+        (Reconciliation { digest, discrepancies, stock, money }, domain)
+    }
+}
+
+impl TenantBooks {
+    fn book(&mut self, tenant: &TenantId, event: &Event, position: u64, found: &mut Findings) {
         match event {
-            Event::Inventory { sku, event } => self.stock(tenant, sku, event, position),
-            Event::Payment { payment, event } => self.payment(tenant, payment, event, position),
-            Event::Order { order, event } => self.order(tenant, order, event),
+            Event::Inventory { sku, event } => self.stock(tenant, sku, event, position, found),
+            Event::Payment { payment, event } => {
+                self.payment(tenant, payment, event, position, found);
+            }
+            Event::Order { order, event } => self.order(order, event),
         }
     }
 
-    fn stock(&mut self, tenant: &TenantId, sku: &Sku, event: &InventoryEvent, position: u64) {
-        let book = self.skus.entry((tenant.clone(), sku.clone())).or_default();
+    fn stock(
+        &mut self,
+        tenant: &TenantId,
+        sku: &Sku,
+        event: &InventoryEvent,
+        position: u64,
+        found: &mut Findings,
+    ) {
+        let book = self.skus.entry(sku.clone()).or_default();
         let l = &mut book.ledger;
         let mut problems: Vec<(&'static str, String)> = Vec::new();
         match event {
@@ -264,22 +376,28 @@ impl Books {
             ));
         }
         for (code, detail) in problems {
-            self.flag(code, tenant, sku.as_str(), Some(position), detail);
+            found.flag(code, tenant, sku.as_str(), Some(position), detail);
         }
     }
 
-    fn payment(&mut self, tenant: &TenantId, id: &PaymentId, event: &PaymentEvent, position: u64) {
-        let key = (tenant.clone(), id.clone());
+    fn payment(
+        &mut self,
+        tenant: &TenantId,
+        id: &PaymentId,
+        event: &PaymentEvent,
+        position: u64,
+        found: &mut Findings,
+    ) {
         let at = Some(position);
         let amount = match event {
             PaymentEvent::PaymentAuthorized { order, amount, .. }
             | PaymentEvent::PaymentDeclined { order, amount, .. } => {
-                let totals = self.money_of(amount.currency);
+                let totals = found.money_of(amount.currency);
                 let authorized = matches!(event, PaymentEvent::PaymentAuthorized { .. });
                 let sum = if authorized { &mut totals.authorized } else { &mut totals.declined };
                 *sum = sum.saturating_add(amount.minor);
-                if self.payments.contains_key(&key) {
-                    self.flag(
+                if self.payments.contains_key(id) {
+                    found.flag(
                         "payment_started_twice",
                         tenant,
                         id.as_str(),
@@ -288,14 +406,13 @@ impl Books {
                     );
                     return;
                 }
-                let order_currency =
-                    self.orders.get(&(tenant.clone(), order.clone())).and_then(|o| o.currency);
+                let order_currency = self.orders.get(order).and_then(|o| o.currency);
                 if order_currency.is_some_and(|c| c != amount.currency) {
                     let detail = format!(
                         "order {order} is in {order_currency:?}, payment in {}",
                         amount.currency
                     );
-                    self.flag("currency_mismatch", tenant, id.as_str(), at, detail);
+                    found.flag("currency_mismatch", tenant, id.as_str(), at, detail);
                 }
                 let book = PaymentBook {
                     order: order.clone(),
@@ -304,7 +421,7 @@ impl Books {
                     captured: 0,
                     refunded: 0,
                 };
-                self.payments.insert(key, book);
+                self.payments.insert(id.clone(), book);
                 return;
             }
             PaymentEvent::PaymentCaptured { amount } | PaymentEvent::PaymentRefunded { amount } => {
@@ -312,17 +429,14 @@ impl Books {
             }
             PaymentEvent::PaymentVoided => 0,
         };
-        let Some(book) = self.payments.get_mut(&key) else {
-            self.flag("payment_not_authorized", tenant, id.as_str(), at, format!("{event:?}"));
+        let Some(book) = self.payments.get_mut(id) else {
+            found.flag("payment_not_authorized", tenant, id.as_str(), at, format!("{event:?}"));
             return;
         };
         let mut problems: Vec<(&'static str, String)> = Vec::new();
         let (currency, order) = (book.currency, book.order.clone());
-        let orders = self.orders.entry((tenant.clone(), order.clone())).or_default();
-        let totals = self.money.entry(currency).or_insert_with(|| MoneyTotals {
-            currency: currency.to_string(),
-            ..MoneyTotals::default()
-        });
+        let orders = self.orders.entry(order.clone()).or_default();
+        let totals = found.money_of(currency);
         match event {
             PaymentEvent::PaymentCaptured { .. } => {
                 book.captured = book.captured.saturating_add(amount);
@@ -361,19 +475,12 @@ impl Books {
             }
         }
         for (code, detail) in problems {
-            self.flag(code, tenant, id.as_str(), at, detail);
+            found.flag(code, tenant, id.as_str(), at, detail);
         }
     }
 
-    fn money_of(&mut self, currency: Currency) -> &mut MoneyTotals {
-        self.money.entry(currency).or_insert_with(|| MoneyTotals {
-            currency: currency.to_string(),
-            ..MoneyTotals::default()
-        })
-    }
-
-    fn order(&mut self, tenant: &TenantId, id: &OrderId, event: &OrderEvent) {
-        let book = self.orders.entry((tenant.clone(), id.clone())).or_default();
+    fn order(&mut self, id: &OrderId, event: &OrderEvent) {
+        let book = self.orders.entry(id.clone()).or_default();
         match event {
             OrderEvent::OrderPlaced { currency, .. } => book.currency = Some(*currency),
             OrderEvent::OrderRefunded { amount } => {
@@ -381,76 +488,5 @@ impl Books {
             }
             _ => {}
         }
-    }
-
-    /// The end-of-log comparisons with the domain's state, and the report; then the domain's
-    /// state without the tenants whose state broke on an event (a discrepancy names each).
-    fn close(mut self, digest: Digest) -> (Reconciliation, DomainState) {
-        let mut late: Vec<Discrepancy> = Vec::new();
-        let mut flag = |code, tenant: &TenantId, subject: &str, detail| {
-            let (tenant, subject) = (tenant.to_string(), subject.to_owned());
-            late.push(Discrepancy { code, tenant, subject, position: None, detail });
-        };
-        for ((tenant, sku), book) in &self.skus {
-            if self.broken.contains(tenant) {
-                continue;
-            }
-            let domain = self.domain.tenants.get(tenant).and_then(|t| t.inventory(sku));
-            let (on_hand, reserved) = domain.map_or((0, 0), |s| (s.on_hand(), s.reserved()));
-            let l = &book.ledger;
-            if i64::try_from(on_hand).ok() != Some(l.on_hand) {
-                let detail = format!(
-                    "received {} + adjusted {} - shipped {} = {}, the domain has {on_hand}",
-                    l.received, l.adjusted, l.shipped, l.on_hand
-                );
-                flag("on_hand_mismatch", tenant, sku.as_str(), detail);
-            }
-            if reserved != l.reserved {
-                let detail = format!("open holds {}, the domain reserves {reserved}", l.reserved);
-                flag("reserved_mismatch", tenant, sku.as_str(), detail);
-            }
-        }
-        for ((tenant, id), book) in &self.payments {
-            if self.broken.contains(tenant) {
-                continue;
-            }
-            let domain = self.domain.tenants.get(tenant).and_then(|t| t.payment(id));
-            let amounts = |m: Option<crate::domain::Money>| m.map_or(0, |m| m.minor);
-            let found = domain
-                .map(|p| (amounts(p.authorized()), amounts(p.captured()), amounts(p.refunded())));
-            let summed = (book.authorized, book.captured, book.refunded);
-            if found != Some(summed) {
-                let detail = format!(
-                    "events sum to (authorized, captured, refunded) {summed:?}, the domain has {found:?}"
-                );
-                flag("payment_mismatch", tenant, id.as_str(), detail);
-            }
-        }
-        for ((tenant, id), book) in &self.orders {
-            if book.refunded != book.refunded_by_payments {
-                let detail = format!(
-                    "the order records {} refunded, its payments {}",
-                    book.refunded, book.refunded_by_payments
-                );
-                flag("refunds_differ", tenant, id.as_str(), detail);
-            }
-        }
-        late.sort_by(|a, b| (a.code, &a.tenant, &a.subject).cmp(&(b.code, &b.tenant, &b.subject)));
-        self.discrepancies.extend(late);
-        let mut stock: Vec<StockLedger> = self
-            .skus
-            .into_iter()
-            .map(|((tenant, sku), book)| StockLedger {
-                tenant: tenant.to_string(),
-                sku: sku.to_string(),
-                ..book.ledger
-            })
-            .collect();
-        stock.sort_by(|a, b| (&a.tenant, &a.sku).cmp(&(&b.tenant, &b.sku)));
-        let mut money: Vec<MoneyTotals> = self.money.into_values().collect();
-        money.sort_by(|a, b| a.currency.cmp(&b.currency));
-        let mut domain = self.domain;
-        domain.tenants.retain(|tenant, _| !self.broken.contains(tenant));
-        (Reconciliation { digest, discrepancies: self.discrepancies, stock, money }, domain)
     }
 }

@@ -40,13 +40,21 @@ impl DomainState {
         })
     }
 
-    /// The state of `tenant`, created empty the first time; the id is cloned only then.
+    /// The state of `tenant`, created empty the first time.
     fn tenant_mut(&mut self, tenant: &TenantId) -> &mut TenantState {
-        // Two lookups on a new tenant, one on every later record: `entry` would take the id
-        // by value, cloning it for every record.
-        if !self.tenants.contains_key(tenant) {
-            self.tenants.insert(tenant.clone(), TenantState::default());
-        }
-        self.tenants.get_mut(tenant).expect("inserted above")
+        of_tenant(&mut self.tenants, tenant)
     }
+}
+
+/// What `map` holds for `tenant`, created empty the first time; the id is cloned only then.
+pub(crate) fn of_tenant<'m, V: Default>(
+    map: &'m mut FxHashMap<TenantId, V>,
+    tenant: &TenantId,
+) -> &'m mut V {
+    // Two lookups on a new tenant, one on every later record: `entry` would take the id by
+    // value, cloning it for every record.
+    if !map.contains_key(tenant) {
+        map.insert(tenant.clone(), V::default());
+    }
+    map.get_mut(tenant).expect("inserted above")
 }
