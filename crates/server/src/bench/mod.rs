@@ -1,24 +1,25 @@
 //! `orderly bench`: the Black Friday day of [`orderly_core::workload`] through the embedded,
 //! durable engine, as fast as the machine takes it, then checked.
 //!
-//! The run: the disk's own fdatasync'd sequential write speed is measured first, in the same
-//! folder (the figure the log is bounded by); then every step of the day goes through
-//! [`Engine::execute`] (see `drive.rs`), acknowledged only once durable; the engine's clock is
-//! a `ManualClock` set to the steps' virtual times, so it expires unpaid holds itself. The
-//! checks, on the closed log, in one pass of `audit::check`: the log verifies, reconciling it
-//! finds nothing, no SKU is oversold, every acknowledged order is there with the status the model expects, and every
-//! retry got its first answer back.
+//! The run: the machine's own limits are measured first (`machine.rs`): the disk's
+//! fdatasync'd sequential write speed in the same folder (the figure the log is bounded by),
+//! and the time of a random memory access (what the engine's map lookups wait for). Then
+//! every step of the day goes through [`Engine::send_ack`] (see `drive.rs`), answered only
+//! once durable; the engine's clock is a `ManualClock` set to the steps' virtual times, so it
+//! expires unpaid holds itself. The checks, on the closed log, in one pass of
+//! `audit::check`: the log verifies, reconciling it finds nothing, no SKU is oversold, every
+//! acknowledged order is there with the status the model expects, and every retry got its
+//! first answer back.
 
 mod drive;
+mod machine;
 mod report;
 mod threads;
 
 pub use threads::ThreadCpu;
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -49,6 +50,8 @@ pub struct BenchConfig {
     pub report: Option<PathBuf>,
     /// MiB written to measure the raw disk (in 1 MiB fdatasync'd chunks).
     pub raw_mib: u64,
+    /// MiB of memory read at random to time one access (0: not measured).
+    pub memory_mib: u64,
     /// Commands in flight at once.
     pub in_flight: usize,
     /// Show progress bars on stderr.
@@ -66,6 +69,7 @@ impl BenchConfig {
             data: None,
             report: None,
             raw_mib: 256,
+            memory_mib: 256,
             in_flight: DEFAULT_IN_FLIGHT,
             progress: false,
         }
@@ -103,6 +107,10 @@ pub struct BenchReport {
     pub log_mb_per_sec: f64,
     /// The disk's fdatasync'd sequential write speed, measured in the same run.
     pub raw_mb_per_sec: f64,
+    /// One random memory access, in nanoseconds, measured in the same run before the day
+    /// (within [`BenchConfig::memory_mib`], 256 MiB by default; 0 if not measured): what
+    /// most lookups in the engine's maps wait for.
+    pub mem_access_ns: f64,
     /// Peak resident memory of the process after the run (VmHWM), in MB.
     pub rss_mb: f64,
     /// Placements accepted.
@@ -176,9 +184,11 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         bail!("{} already holds a log: the day needs an empty data folder", data.display());
     }
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
-    let raw_mb_per_sec = raw_mb_per_sec(&data, config.raw_mib)?;
+    let raw_mb_per_sec = machine::raw_mb_per_sec(&data, config.raw_mib)?;
+    let mem_access_ns = machine::memory_access_ns(config.memory_mib);
     if config.progress {
         eprintln!("raw fdatasync'd sequential writes: {raw_mb_per_sec:.0} MB/s");
+        eprintln!("random memory access: {mem_access_ns:.0} ns");
     }
 
     let workload = Workload::new(WorkloadConfig::new(config.orders, config.tenants, config.seed));
@@ -255,6 +265,7 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         ack_max_ms: ms(tally.latency.max()),
         log_mb_per_sec: per_sec(log_bytes, seconds) / 1e6,
         raw_mb_per_sec,
+        mem_access_ns,
         rss_mb,
         placed: tally.placed,
         sold_out: tally.sold_out,
@@ -282,26 +293,6 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
 
 fn total(counts: &OrderCounts) -> u64 {
     counts.placed + counts.confirmed + counts.shipped + counts.delivered + counts.cancelled
-}
-
-/// The disk's fdatasync'd sequential write speed: `mib` MiB in 1 MiB chunks, each synced, as
-/// `benches/log.rs` measures it.
-fn raw_mb_per_sec(dir: &Path, mib: u64) -> anyhow::Result<f64> {
-    if mib == 0 {
-        return Ok(0.0);
-    }
-    let path = dir.join("raw-disk-probe");
-    let mut file = File::create(&path)?;
-    let chunk = vec![0xA5u8; 1 << 20];
-    let started = Instant::now();
-    for _ in 0..mib {
-        file.write_all(&chunk)?;
-        file.sync_data()?;
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    drop(file);
-    std::fs::remove_file(&path)?;
-    Ok(per_sec(mib << 20, seconds) / 1e6)
 }
 
 /// Peak resident memory of this process (VmHWM), in MB; 0 where /proc is not there.

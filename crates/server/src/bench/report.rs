@@ -55,7 +55,7 @@ fn markdown(config: &BenchConfig, r: &BenchReport) -> String {
             )
         },
     );
-    let rows: [(&str, String); 13] = [
+    let rows: [(&str, String); 14] = [
         ("seconds", format!("{:.2}", r.seconds)),
         ("orders per second", format!("{:.0}", r.orders_per_sec)),
         ("commands per second", format!("{:.0}", r.commands_per_sec)),
@@ -66,6 +66,7 @@ fn markdown(config: &BenchConfig, r: &BenchReport) -> String {
         ("log records / domain events", format!("{} / {}", r.records, r.events)),
         ("log write speed", format!("{:.1} MB/s", r.log_mb_per_sec)),
         ("raw disk (fdatasync'd, same run)", format!("{:.1} MB/s", r.raw_mb_per_sec)),
+        ("random memory access (same run)", format!("{:.0} ns", r.mem_access_ns)),
         ("peak RSS", format!("{:.0} MB", r.rss_mb)),
         ("CPU seconds by thread", cpu),
         ("placements accepted / sold out", format!("{} / {}", r.placed, r.sold_out)),

@@ -17,6 +17,7 @@ fn a_small_black_friday_day_runs_durably_and_every_check_holds() {
         data: Some(folder.path().join("data")),
         report: Some(folder.path().join("report")),
         raw_mib: 4,
+        memory_mib: 4,
         ..BenchConfig::record_day(9)
     };
     let report = bench::run(&config).expect("the day runs");
@@ -41,6 +42,7 @@ fn a_small_black_friday_day_runs_durably_and_every_check_holds() {
     );
     assert!(report.seconds > 0.0 && report.orders_per_sec > 0.0 && report.ack_p99_ms > 0.0);
     assert!(report.raw_mb_per_sec > 0.0 && report.log_mb_per_sec > 0.0 && report.rss_mb > 0.0);
+    assert!(report.mem_access_ns > 0.0, "{report:?}");
     if cfg!(target_os = "linux") {
         let cpu = report.thread_cpu_seconds.as_ref().expect("thread CPU is read on Linux");
         assert!(cpu.decision > 0.0 && cpu.log > 0.0 && cpu.driver > 0.0, "{cpu:?}");
