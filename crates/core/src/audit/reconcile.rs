@@ -128,12 +128,6 @@ pub(crate) fn book_log(
     Ok((scan, reconciliation, domain))
 }
 
-#[derive(Debug, Default)]
-struct SkuBook {
-    ledger: StockLedger,
-    holds: FxHashMap<OrderId, u64>,
-}
-
 #[derive(Debug)]
 struct PaymentBook {
     order: OrderId,
@@ -146,6 +140,10 @@ struct PaymentBook {
 #[derive(Debug, Default)]
 struct OrderBook {
     currency: Option<Currency>,
+    /// The holds its events opened and did not close yet, by SKU. Kept with the order, not
+    /// with each SKU: a decision's holds are all of one order, so its events find them in
+    /// one place.
+    holds: Vec<(Sku, u64)>,
     /// Refunds the order's own events record.
     refunded: u64,
     /// Captures and refunds of its payments.
@@ -168,7 +166,7 @@ struct Books {
 /// One tenant's stock, payments and orders, summed from its events.
 #[derive(Debug, Default)]
 struct TenantBooks {
-    skus: FxHashMap<Sku, SkuBook>,
+    skus: FxHashMap<Sku, StockLedger>,
     payments: FxHashMap<PaymentId, PaymentBook>,
     orders: FxHashMap<OrderId, OrderBook>,
 }
@@ -243,10 +241,9 @@ impl Books {
                 continue;
             }
             let domain = self.domain.tenants.get(tenant);
-            for (sku, book) in &books.skus {
+            for (sku, l) in &books.skus {
                 let stock = domain.and_then(|t| t.inventory(sku));
                 let (on_hand, reserved) = stock.map_or((0, 0), |s| (s.on_hand(), s.reserved()));
-                let l = &book.ledger;
                 if i64::try_from(on_hand).ok() != Some(l.on_hand) {
                     let detail = format!(
                         "received {} + adjusted {} - shipped {} = {}, the domain has {on_hand}",
@@ -282,10 +279,10 @@ impl Books {
             .tenants
             .into_iter()
             .flat_map(|(tenant, books)| {
-                books.skus.into_iter().map(move |(sku, book)| StockLedger {
+                books.skus.into_iter().map(move |(sku, ledger)| StockLedger {
                     tenant: tenant.to_string(),
                     sku: sku.to_string(),
-                    ..book.ledger
+                    ..ledger
                 })
             })
             .collect();
@@ -317,8 +314,7 @@ impl TenantBooks {
         position: u64,
         found: &mut Findings,
     ) {
-        let book = self.skus.entry(sku.clone()).or_default();
-        let l = &mut book.ledger;
+        let l = self.skus.entry(sku.clone()).or_default();
         let mut problems: Vec<(&'static str, String)> = Vec::new();
         match event {
             InventoryEvent::StockReceived { quantity } => {
@@ -328,9 +324,18 @@ impl TenantBooks {
                 l.adjusted = l.adjusted.saturating_add(*delta)
             }
             InventoryEvent::StockHeld { order, quantity, .. } => {
-                if let Some(replaced) = book.holds.insert(order.clone(), quantity.get()) {
-                    problems.push(("hold_opened_twice", format!("order {order} already held it")));
-                    l.reserved -= replaced;
+                let holds = &mut self.orders.entry(order.clone()).or_default().holds;
+                match holds.iter_mut().find(|(held, _)| held == sku) {
+                    Some((_, replaced)) => {
+                        problems
+                            .push(("hold_opened_twice", format!("order {order} already held it")));
+                        l.reserved -= *replaced;
+                        *replaced = quantity.get();
+                    }
+                    None => {
+                        holds.push((sku.clone(), quantity.get()));
+                        l.open_holds += 1;
+                    }
                 }
                 l.reserved += quantity.get();
             }
@@ -338,10 +343,11 @@ impl TenantBooks {
             | InventoryEvent::StockReleased { order, quantity }
             | InventoryEvent::HoldExpired { order, quantity } => {
                 let units = quantity.get();
-                match book.holds.remove(order) {
+                match self.orders.get_mut(order).and_then(|o| close_hold(&mut o.holds, sku)) {
                     None => problems.push(("hold_not_open", format!("order {order} held none"))),
                     Some(held) => {
                         l.reserved -= held;
+                        l.open_holds -= 1;
                         if held != units {
                             problems.push((
                                 "hold_quantity_mismatch",
@@ -362,11 +368,10 @@ impl TenantBooks {
             .unwrap_or(i64::MAX)
             .saturating_add(l.adjusted)
             .saturating_sub(i64::try_from(l.shipped).unwrap_or(i64::MAX));
-        // `reserved` is kept equal to the sum of the open holds as they open and close (summing
-        // them at every event was quadratic in a flash sale's thousands of open holds). Each
-        // is at most `MAX_QUANTITY` (a million), so the sum could overflow only past 10^13
-        // open holds.
-        l.open_holds = book.holds.len() as u64;
+        // `reserved` and `open_holds` are kept equal to the sum and count of the open holds
+        // as they open and close (summing them at every event was quadratic in a flash sale's
+        // thousands of open holds). Each is at most `MAX_QUANTITY` (a million), so the sum
+        // could overflow only past 10^13 open holds.
         if l.on_hand < 0 {
             problems.push(("negative_stock", format!("on hand {}", l.on_hand)));
         } else if i64::try_from(l.reserved).unwrap_or(i64::MAX) > l.on_hand {
@@ -489,4 +494,15 @@ impl TenantBooks {
             _ => {}
         }
     }
+}
+
+/// Closes the hold on `sku` among `holds`, if one is open, and returns its units. The list is
+/// let go once empty: a day's orders stay in the books, their holds need not.
+fn close_hold(holds: &mut Vec<(Sku, u64)>, sku: &Sku) -> Option<u64> {
+    let at = holds.iter().position(|(held, _)| held == sku)?;
+    let (_, units) = holds.swap_remove(at);
+    if holds.is_empty() {
+        *holds = Vec::new();
+    }
+    Some(units)
 }

@@ -323,6 +323,49 @@ fn reconcile_names_each_broken_rule_of_a_forged_log() {
     audit::verify(dir.path(), None, &mut no_progress()).unwrap();
 }
 
+/// Reconcile books each hold under its order and SKU: one order holding two SKUs closes each
+/// apart; a hold opened twice, and a close of another quantity than held, are named where
+/// they happen, and the ledger's reserved units and open holds follow the events.
+#[test]
+fn reconcile_books_each_hold_by_order_and_sku() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = |n| Quantity::new(n).unwrap();
+    let held = |o: &str, n| InventoryEvent::StockHeld {
+        order: order(o),
+        quantity: q(n),
+        expires_at: Timestamp(START.0 + 900_000),
+    };
+    forge(
+        dir.path(),
+        &[
+            ("acme", stock("sku-1", InventoryEvent::StockReceived { quantity: q(9) })),
+            ("acme", stock("sku-2", InventoryEvent::StockReceived { quantity: q(9) })),
+            ("acme", stock("sku-1", held("o-1", 3))),
+            ("acme", stock("sku-2", held("o-1", 1))),
+            // Opened again: the second quantity stands.
+            ("acme", stock("sku-1", held("o-1", 2))),
+            // Closed with more than held.
+            (
+                "acme",
+                stock(
+                    "sku-1",
+                    InventoryEvent::StockCommitted { order: order("o-1"), quantity: q(5) },
+                ),
+            ),
+        ],
+    );
+    let books = audit::reconcile(dir.path(), &mut no_progress()).unwrap();
+    let found: Vec<(&str, &str, Option<u64>)> =
+        books.discrepancies.iter().map(|d| (d.code, d.subject.as_str(), d.position)).collect();
+    assert!(found.contains(&("hold_opened_twice", "sku-1", Some(4))), "{found:?}");
+    assert!(found.contains(&("hold_quantity_mismatch", "sku-1", Some(5))), "{found:?}");
+    assert!(!found.iter().any(|(code, ..)| *code == "hold_not_open"), "{found:?}");
+    let ledger = |sku: &str| books.stock.iter().find(|l| l.sku == sku).unwrap();
+    assert_eq!((ledger("sku-1").reserved, ledger("sku-1").open_holds), (0, 0));
+    assert_eq!(ledger("sku-1").shipped, 5);
+    assert_eq!((ledger("sku-2").reserved, ledger("sku-2").open_holds), (1, 1));
+}
+
 /// A SKU keeps the sum and count of its holds, not which order holds what (the order does).
 /// So a forged close by an order that holds nothing passes replay when other holds cover its
 /// units, and fails it when the counts show it; reconcile, which books each order's holds from
