@@ -7,7 +7,7 @@
 //! checkpoint bounds that: every movement committed before its position was settled at the
 //! gateway (made, or refused for good), so a start repeats only those from there on instead of
 //! the whole history. A movement given up after its retries holds the checkpoint back, so the
-//! next start tries it again.
+//! next start tries it again; so does one whose gateway is not configured.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 pub(super) struct Ledger {
     /// Positions of the movements started and not settled, with how many each.
     unsettled: BTreeMap<u64, u32>,
+    /// The first movement this run cannot make (its gateway is not configured): it holds the
+    /// checkpoint back like an unsettled one, and those after it need no count.
+    first_unmade: Option<u64>,
     /// Every event before this position was read.
     read_to: u64,
 }
@@ -27,7 +30,7 @@ impl Ledger {
     /// A ledger for a process whose movements before `position` were settled when it last
     /// ran: those are not started again, so the ledger never reports less.
     pub(super) fn resuming_at(position: u64) -> Ledger {
-        Ledger { unsettled: BTreeMap::new(), read_to: position }
+        Ledger { unsettled: BTreeMap::new(), first_unmade: None, read_to: position }
     }
 
     /// An event at `position` was read. (Others of its record may follow.)
@@ -54,9 +57,15 @@ impl Ledger {
         }
     }
 
+    /// A movement committed at `position` cannot be made in this run: a later start tries it.
+    pub(super) fn unmade(&mut self, position: u64) {
+        self.first_unmade = Some(self.first_unmade.map_or(position, |first| first.min(position)));
+    }
+
     /// Every movement committed before this position is settled.
     pub(super) fn settled_before(&self) -> u64 {
-        self.unsettled.keys().next().copied().unwrap_or(self.read_to).min(self.read_to)
+        let unsettled = self.unsettled.keys().next().copied().unwrap_or(self.read_to);
+        unsettled.min(self.first_unmade.unwrap_or(self.read_to)).min(self.read_to)
     }
 }
 
@@ -118,6 +127,21 @@ mod tests {
         resumed.read(3);
         resumed.caught_up(3);
         assert_eq!(resumed.settled_before(), 40, "history before the checkpoint moves nothing");
+    }
+
+    #[test]
+    fn a_movement_that_cannot_be_made_holds_the_checkpoint_back() {
+        let mut ledger = Ledger::default();
+        ledger.read(5);
+        ledger.started(5);
+        ledger.read(7);
+        ledger.unmade(7);
+        ledger.read(9);
+        ledger.unmade(9);
+        ledger.caught_up(9);
+        assert_eq!(ledger.settled_before(), 5);
+        ledger.settled(5);
+        assert_eq!(ledger.settled_before(), 7, "the first movement not made");
     }
 
     #[test]

@@ -241,6 +241,62 @@ fn with_a_checkpoint_a_start_repeats_no_settled_movement_and_makes_the_new_ones(
     process.stop();
 }
 
+/// A capture through a gateway that is not configured any more is not made and not forgotten:
+/// the checkpoint stays before it, captures through the configured gateway go on, and the
+/// first start that has the gateway again makes it, once.
+#[test]
+fn a_capture_through_a_gateway_not_configured_waits_for_a_start_that_has_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("payments.checkpoint");
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(&dir.path().join("log"), config(&clock)).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    let (old, new) = (gateway("old", 0), gateway("new", 0));
+    let start = |gateways: &[Arc<SimulatedGateway>]| {
+        PaymentProcess::start_checkpointed(engine.clone(), router(gateways), checkpoint.clone())
+    };
+    let ship = |order: &str| {
+        orderly_core::domain::Envelope::new(
+            super::tenant("acme"),
+            orderly_core::domain::Command::Order {
+                order: orderly_core::domain::OrderId::new(order).unwrap(),
+                command: orderly_core::domain::OrderCommand::Ship,
+            },
+        )
+    };
+    let captured = |gateway: &SimulatedGateway, total: u64| {
+        for _ in 0..200 {
+            if gateway.captured_total() >= total {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(gateway.captured_total(), total);
+    };
+
+    // o-1 is authorized through "old", then shipped (its capture committed) with no process.
+    let process = start(std::slice::from_ref(&old));
+    engine.execute_blocking(place("acme", "o-1", &[("sku-1", 2)])).unwrap();
+    settled(&engine, 1);
+    process.stop();
+    engine.execute_blocking(ship("o-1")).unwrap();
+
+    // Only "new" is configured: o-2 is paid and captured through it; o-1's capture waits.
+    let process = start(std::slice::from_ref(&new));
+    engine.execute_blocking(place("acme", "o-2", &[("sku-1", 3)])).unwrap();
+    settled(&engine, 2);
+    engine.execute_blocking(ship("o-2")).unwrap();
+    captured(&new, 3_000);
+    process.stop();
+    assert_eq!(old.captured_total(), 0);
+
+    // "old" is back: o-1's capture is made, and nothing is captured twice.
+    let process = start(&[old.clone(), new.clone()]);
+    captured(&old, 2_000);
+    process.stop();
+    assert_eq!(new.captured_total(), 3_000, "o-2 is not captured again");
+}
+
 /// A gateway whose first capture times out (after which it behaves), to make a capture retry.
 #[derive(Debug)]
 struct FirstCaptureTimesOut {
