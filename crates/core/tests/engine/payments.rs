@@ -60,6 +60,28 @@ fn settled(engine: &Engine, orders: usize) -> Vec<(String, OrderEvent)> {
     panic!("the payments process did not settle {orders} orders");
 }
 
+/// Ships order `order` of acme (which commits its capture to the log).
+fn ship(order: &str) -> orderly_core::domain::Envelope {
+    orderly_core::domain::Envelope::new(
+        super::tenant("acme"),
+        orderly_core::domain::Command::Order {
+            order: orderly_core::domain::OrderId::new(order).unwrap(),
+            command: orderly_core::domain::OrderCommand::Ship,
+        },
+    )
+}
+
+/// Waits up to 2 s for `gateway` to have captured `total`, and checks it has, no more.
+fn captured(gateway: &SimulatedGateway, total: u64) {
+    for _ in 0..200 {
+        if gateway.captured_total() >= total {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(gateway.captured_total(), total);
+}
+
 #[test]
 fn an_approved_payment_confirms_and_a_declined_one_cancels_and_releases() {
     let dir = tempfile::tempdir().unwrap();
@@ -155,14 +177,7 @@ fn a_capture_committed_while_the_process_was_down_is_made_when_it_starts_again()
     process.stop();
 
     // Shipped (and captured in the log) while no payments process runs.
-    let ship = orderly_core::domain::Envelope::new(
-        super::tenant("acme"),
-        orderly_core::domain::Command::Order {
-            order: orderly_core::domain::OrderId::new("o-1").unwrap(),
-            command: orderly_core::domain::OrderCommand::Ship,
-        },
-    );
-    engine.execute_blocking(ship).unwrap();
+    engine.execute_blocking(ship("o-1")).unwrap();
     assert_eq!(pay.captured_total(), 0);
 
     let process = PaymentProcess::start(engine.clone(), router(std::slice::from_ref(&pay)));
@@ -196,30 +211,12 @@ fn with_a_checkpoint_a_start_repeats_no_settled_movement_and_makes_the_new_ones(
             checkpoint.clone(),
         )
     };
-    let ship = |order: &str| {
-        orderly_core::domain::Envelope::new(
-            super::tenant("acme"),
-            orderly_core::domain::Command::Order {
-                order: orderly_core::domain::OrderId::new(order).unwrap(),
-                command: orderly_core::domain::OrderCommand::Ship,
-            },
-        )
-    };
-    let captured = |total: u64| {
-        for _ in 0..200 {
-            if pay.captured_total() >= total {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(pay.captured_total(), total);
-    };
 
     let process = start();
     engine.execute_blocking(place("acme", "o-1", &[("sku-1", 2)])).unwrap();
     settled(&engine, 1);
     engine.execute_blocking(ship("o-1")).unwrap();
-    captured(2_000);
+    captured(&pay, 2_000);
     process.stop();
     assert!(checkpoint.exists(), "the stop wrote the checkpoint");
     let calls = pay.calls();
@@ -237,7 +234,7 @@ fn with_a_checkpoint_a_start_repeats_no_settled_movement_and_makes_the_new_ones(
     process.stop();
     engine.execute_blocking(ship("o-2")).unwrap();
     let process = start();
-    captured(5_000);
+    captured(&pay, 5_000);
     process.stop();
 }
 
@@ -254,24 +251,6 @@ fn a_capture_through_a_gateway_not_configured_waits_for_a_start_that_has_it() {
     let (old, new) = (gateway("old", 0), gateway("new", 0));
     let start = |gateways: &[Arc<SimulatedGateway>]| {
         PaymentProcess::start_checkpointed(engine.clone(), router(gateways), checkpoint.clone())
-    };
-    let ship = |order: &str| {
-        orderly_core::domain::Envelope::new(
-            super::tenant("acme"),
-            orderly_core::domain::Command::Order {
-                order: orderly_core::domain::OrderId::new(order).unwrap(),
-                command: orderly_core::domain::OrderCommand::Ship,
-            },
-        )
-    };
-    let captured = |gateway: &SimulatedGateway, total: u64| {
-        for _ in 0..200 {
-            if gateway.captured_total() >= total {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(gateway.captured_total(), total);
     };
 
     // o-1 is authorized through "old", then shipped (its capture committed) with no process.
