@@ -64,8 +64,26 @@ pub(super) fn open(path: &Path) -> Result<Database, ProjectionError> {
         .truncate(false)
         .open(path)
         .map_err(redb::DatabaseError::from)?;
+    if creation_was_interrupted(&file).map_err(redb::DatabaseError::from)? {
+        tracing::info!(path = %path.display(), "the read models' file was never completed (its creation was interrupted): created again");
+        file.set_len(0).map_err(redb::DatabaseError::from)?;
+    }
     let backend = WriteBehindFile::start(file).map_err(ProjectionError::Spawn)?;
     Ok(Database::builder().set_cache_size(CACHE_BYTES).create_with_backend(backend)?)
+}
+
+/// Whether `file` is what an interrupted creation leaves: redb sizes a new file and writes its
+/// header before its magic number, which comes last, once the rest is on disk; a file with
+/// bytes but no magic number was never a database, and redb refuses to open it ("not a redb
+/// database"). Nothing was ever committed to such a file, so creating it again loses nothing;
+/// a file that starts with anything else than zeros is left for redb to refuse.
+fn creation_was_interrupted(mut file: &File) -> io::Result<bool> {
+    use std::io::Read;
+    /// The length of redb's magic number, at the start of the file.
+    const MAGIC_LEN: u64 = 9;
+    let mut start = Vec::new();
+    file.by_ref().take(MAGIC_LEN).read_to_end(&mut start)?;
+    Ok(!start.is_empty() && start.iter().all(|&b| b == 0))
 }
 
 /// redb's file backend with writes and syncs queued for a background thread; see the module
@@ -425,5 +443,32 @@ mod tests {
         file.close().unwrap();
         drop(file);
         assert_eq!(std::fs::read(&path).unwrap(), expected[..20]);
+    }
+
+    /// What a kill during redb's creation of the file leaves (sized with zeros; or with its
+    /// header but not yet its magic number) opens as a new database; a file that is something
+    /// else is refused and left as it was.
+    #[test]
+    fn a_file_whose_creation_was_interrupted_is_created_again_and_a_foreign_one_refused() {
+        const T: redb::TableDefinition<'static, u64, u64> = redb::TableDefinition::new("t");
+        let dir = tempfile::tempdir().unwrap();
+        let mut header_only = vec![0_u8; 1 << 20];
+        header_only[9..64].fill(7);
+        for (name, bytes) in [("zeros", vec![0_u8; 1 << 20]), ("header", header_only)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let db = open(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let txn = db.begin_write().unwrap();
+            txn.open_table(T).unwrap().insert(1, 2).unwrap();
+            txn.commit().unwrap();
+            drop(db);
+            let db = open(&path).unwrap();
+            let read = redb::ReadableDatabase::begin_read(&db).unwrap();
+            assert_eq!(read.open_table(T).unwrap().get(1).unwrap().unwrap().value(), 2, "{name}");
+        }
+        let foreign = dir.path().join("foreign");
+        std::fs::write(&foreign, b"not a database, and not empty").unwrap();
+        assert!(open(&foreign).is_err());
+        assert_eq!(std::fs::read(&foreign).unwrap(), b"not a database, and not empty");
     }
 }
