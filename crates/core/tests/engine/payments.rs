@@ -60,6 +60,14 @@ fn settled(engine: &Engine, orders: usize) -> Vec<(String, OrderEvent)> {
     panic!("the payments process did not settle {orders} orders");
 }
 
+/// An engine on `dir/log` with 10 units of acme's sku-1, and where its payments process keeps
+/// its checkpoint.
+fn stocked_with_checkpoint(dir: &std::path::Path) -> (Engine, std::path::PathBuf) {
+    let engine = Engine::open(&dir.join("log"), config(&ManualClock::at(START))).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    (engine, dir.join("payments.checkpoint"))
+}
+
 /// Ships order `order` of acme (which commits its capture to the log).
 fn ship(order: &str) -> orderly_core::domain::Envelope {
     orderly_core::domain::Envelope::new(
@@ -199,10 +207,7 @@ fn a_capture_committed_while_the_process_was_down_is_made_when_it_starts_again()
 #[test]
 fn with_a_checkpoint_a_start_repeats_no_settled_movement_and_makes_the_new_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let checkpoint = dir.path().join("payments.checkpoint");
-    let clock = ManualClock::at(START);
-    let engine = Engine::open(&dir.path().join("log"), config(&clock)).unwrap();
-    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    let (engine, checkpoint) = stocked_with_checkpoint(dir.path());
     let pay = gateway("pay", 0);
     let start = || {
         PaymentProcess::start_checkpointed(
@@ -244,10 +249,7 @@ fn with_a_checkpoint_a_start_repeats_no_settled_movement_and_makes_the_new_ones(
 #[test]
 fn a_capture_through_a_gateway_not_configured_waits_for_a_start_that_has_it() {
     let dir = tempfile::tempdir().unwrap();
-    let checkpoint = dir.path().join("payments.checkpoint");
-    let clock = ManualClock::at(START);
-    let engine = Engine::open(&dir.path().join("log"), config(&clock)).unwrap();
-    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    let (engine, checkpoint) = stocked_with_checkpoint(dir.path());
     let (old, new) = (gateway("old", 0), gateway("new", 0));
     let start = |gateways: &[Arc<SimulatedGateway>]| {
         PaymentProcess::start_checkpointed(engine.clone(), router(gateways), checkpoint.clone())
