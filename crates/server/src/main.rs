@@ -282,6 +282,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Commands::Tenant(TenantCommand::Add { name, data }) => {
+            init_logging();
             let name = TenantId::new(&name)?;
             let token = tenants::add(&data, &name)?;
             println!("{token}");

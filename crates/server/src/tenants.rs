@@ -5,10 +5,15 @@
 //! is shown once, when it is made. The file is only ever appended to (one short `O_APPEND`
 //! write, then fsync), so `orderly tenant add` may run beside a server, which rereads the file
 //! when it sees a token it does not know and the file has changed.
+//!
+//! A last line without its newline is an add still being written, or one a crash cut short:
+//! its fsync never returned, so its token was never shown. Readers skip it; the next add,
+//! holding the file's lock (adds take it one at a time, so a name is never given two tokens),
+//! cuts it off before appending.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError, RwLock};
@@ -101,22 +106,30 @@ pub fn add(data: &Path, name: &TenantId) -> anyhow::Result<String> {
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create the data folder {}", data.display()))?;
     let path = data.join(TENANTS_FILE);
-    let existing = match std::fs::read_to_string(&path) {
-        Ok(text) => parse(&text).with_context(|| format!("in {}", path.display()))?,
-        Err(e) if e.kind() == ErrorKind::NotFound => HashMap::new(),
-        Err(e) => return Err(e).context(format!("cannot read {}", path.display())),
-    };
-    if existing.values().any(|tenant| tenant == name) {
-        bail!("tenant {name} already exists");
-    }
-    let token = new_token();
-    let line = format!("tenant {name} {}\n", blake3::hash(token.as_bytes()).to_hex());
     let mut file = OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
+    // Held until the file is dropped: another add waits, then sees this one's line.
+    file.lock().with_context(|| format!("cannot lock {}", path.display()))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).with_context(|| format!("cannot read {}", path.display()))?;
+    let existing = parse(&text).with_context(|| format!("in {}", path.display()))?;
+    if existing.values().any(|tenant| tenant == name) {
+        bail!("tenant {name} already exists");
+    }
+    let whole = complete_lines(&text).len();
+    if whole < text.len() {
+        // No add is running (we hold the lock), so this line was cut short by a crash.
+        tracing::warn!("{}: dropping a line an interrupted add left unfinished", path.display());
+        file.set_len(whole as u64)
+            .with_context(|| format!("cannot cut the unfinished line off {}", path.display()))?;
+    }
+    let token = new_token();
+    let line = format!("tenant {name} {}\n", blake3::hash(token.as_bytes()).to_hex());
     file.write_all(line.as_bytes())
         .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))?;
@@ -143,9 +156,10 @@ fn new_token() -> String {
     format!("{TOKEN_PREFIX}{hex}")
 }
 
+/// The tenants the file's finished lines name (see the module's note on an unfinished one).
 fn parse(text: &str) -> anyhow::Result<HashMap<blake3::Hash, TenantId>> {
     let mut by_hash = HashMap::new();
-    for (number, line) in text.lines().enumerate() {
+    for (number, line) in complete_lines(text).lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
@@ -163,6 +177,11 @@ fn parse(text: &str) -> anyhow::Result<HashMap<blake3::Hash, TenantId>> {
         by_hash.insert(hash, name);
     }
     Ok(by_hash)
+}
+
+/// `text` up to and with its last newline.
+fn complete_lines(text: &str) -> &str {
+    &text[..text.rfind('\n').map_or(0, |last| last + 1)]
 }
 
 fn sync_dir(dir: &Path) -> anyhow::Result<()> {
