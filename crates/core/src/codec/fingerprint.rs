@@ -4,7 +4,9 @@
 //! field in a fixed order, strings length-prefixed), never its `Debug` text, so that it stays
 //! the same across releases; a retry after an upgrade is still recognized.
 
-use crate::domain::{CancelReason, Command, DeclineReason, Money, OrderCommand, PaymentCommand};
+use crate::domain::{
+    CancelReason, Command, DeclineReason, Envelope, Money, OrderCommand, PaymentCommand,
+};
 
 /// The first 16 bytes of the blake3 hash of a command's canonical encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -39,9 +41,10 @@ impl Canonical {
         self.len += bytes.len();
         self
     }
-    fn finish(&mut self) -> blake3::Hash {
+    fn fingerprint(&mut self) -> Fingerprint {
         self.hasher.update(&self.gathered[..self.len]);
-        self.hasher.finalize()
+        let hash = self.hasher.finalize();
+        Fingerprint(hash.as_bytes()[..16].try_into().expect("16 of 32 bytes"))
     }
     fn tag(&mut self, tag: u8) -> &mut Self {
         self.bytes(&[tag])
@@ -54,6 +57,23 @@ impl Canonical {
     }
     fn money(&mut self, m: &Money) -> &mut Self {
         self.number(m.minor).text(m.currency.as_str())
+    }
+}
+
+/// The fingerprint of the command `envelope` carries: [`fingerprint`], except that a place
+/// under a fresh order id ([`Envelope::fresh_order_id`]) leaves the id out.
+#[must_use]
+pub fn fingerprint_of(envelope: &Envelope) -> Fingerprint {
+    match &envelope.command {
+        Command::Order { command: place @ OrderCommand::Place { .. }, .. }
+            if envelope.fresh_order_id =>
+        {
+            let mut c = Canonical::new();
+            c.tag(5);
+            order_command(&mut c, place);
+            c.fingerprint()
+        }
+        command => fingerprint(command),
     }
 }
 
@@ -70,41 +90,7 @@ pub fn fingerprint(command: &Command) -> Fingerprint {
         }
         Command::Order { order, command } => {
             c.tag(3).text(order.as_str());
-            match command {
-                OrderCommand::Place { customer, currency, lines } => {
-                    c.tag(1)
-                        .text(customer.as_str())
-                        .text(currency.as_str())
-                        .number(lines.len() as u64);
-                    for line in lines {
-                        c.text(line.sku.as_str())
-                            .number(line.quantity.get())
-                            .number(line.unit_price);
-                    }
-                }
-                OrderCommand::Confirm { payment } => {
-                    c.tag(2).text(payment.as_str());
-                }
-                OrderCommand::Ship => {
-                    c.tag(3);
-                }
-                OrderCommand::Deliver => {
-                    c.tag(4);
-                }
-                OrderCommand::Cancel { reason } => {
-                    c.tag(5).tag(match reason {
-                        CancelReason::Requested => 0,
-                        CancelReason::PaymentDeclined => 1,
-                        CancelReason::HoldExpired => 2,
-                    });
-                }
-                OrderCommand::Refund { amount } => {
-                    c.tag(6).money(amount);
-                }
-                OrderCommand::Expire => {
-                    c.tag(7);
-                }
-            }
+            order_command(&mut c, command);
         }
         Command::Payment { payment, command } => {
             c.tag(4).text(payment.as_str());
@@ -132,6 +118,39 @@ pub fn fingerprint(command: &Command) -> Fingerprint {
             }
         }
     }
-    let hash = c.finish();
-    Fingerprint(hash.as_bytes()[..16].try_into().expect("16 of 32 bytes"))
+    c.fingerprint()
+}
+
+/// Writes an order command's own fields (not the order's id).
+fn order_command(c: &mut Canonical, command: &OrderCommand) {
+    match command {
+        OrderCommand::Place { customer, currency, lines } => {
+            c.tag(1).text(customer.as_str()).text(currency.as_str()).number(lines.len() as u64);
+            for line in lines {
+                c.text(line.sku.as_str()).number(line.quantity.get()).number(line.unit_price);
+            }
+        }
+        OrderCommand::Confirm { payment } => {
+            c.tag(2).text(payment.as_str());
+        }
+        OrderCommand::Ship => {
+            c.tag(3);
+        }
+        OrderCommand::Deliver => {
+            c.tag(4);
+        }
+        OrderCommand::Cancel { reason } => {
+            c.tag(5).tag(match reason {
+                CancelReason::Requested => 0,
+                CancelReason::PaymentDeclined => 1,
+                CancelReason::HoldExpired => 2,
+            });
+        }
+        OrderCommand::Refund { amount } => {
+            c.tag(6).money(amount);
+        }
+        OrderCommand::Expire => {
+            c.tag(7);
+        }
+    }
 }

@@ -17,7 +17,7 @@ mod fingerprint;
 pub mod v1;
 mod v1_write;
 
-pub use fingerprint::{Fingerprint, fingerprint};
+pub use fingerprint::{Fingerprint, fingerprint, fingerprint_of};
 
 use crate::domain::limits::MAX_LINES_PER_ORDER;
 use crate::domain::{

@@ -21,7 +21,7 @@ use super::clock::Clock;
 use super::error::{EngineError, ExecuteError};
 use super::prefetch;
 use super::state::{KeyEntry, Place, World};
-use crate::codec::{self, fingerprint};
+use crate::codec::{self, fingerprint_of};
 use crate::domain::{
     Command, Context, Decider, Envelope, Event, IdempotencyKey, OrderCommand, Tenant, Timestamp,
 };
@@ -76,7 +76,7 @@ pub(crate) enum Events {
 
 impl Request {
     pub(crate) fn new(envelope: Envelope, reply: Reply, events: Events) -> Request {
-        let fingerprint = envelope.idempotency_key.as_ref().map(|_| fingerprint(&envelope.command));
+        let fingerprint = envelope.idempotency_key.as_ref().map(|_| fingerprint_of(&envelope));
         Request { envelope, fingerprint, reply, events }
     }
 }

@@ -4,11 +4,11 @@
 
 use std::fmt::Write as _;
 
-use orderly_core::codec::{self, DecodeError, Decoded, EventType, fingerprint};
+use orderly_core::codec::{self, DecodeError, Decoded, EventType, fingerprint, fingerprint_of};
 use orderly_core::domain::{
-    CancelReason, Command, Currency, CustomerId, DeclineReason, Event, GatewayId, IdempotencyKey,
-    InventoryEvent, Money, OrderCommand, OrderEvent, OrderId, OrderLine, PaymentEvent, PaymentId,
-    Quantity, Sku, TenantId, Timestamp,
+    CancelReason, Command, Currency, CustomerId, DeclineReason, Envelope, Event, GatewayId,
+    IdempotencyKey, InventoryEvent, Money, OrderCommand, OrderEvent, OrderId, OrderLine,
+    PaymentEvent, PaymentId, Quantity, Sku, TenantId, Timestamp,
 };
 
 fn tenant() -> TenantId {
@@ -606,4 +606,31 @@ fn fingerprints_tell_commands_apart_and_stay_put() {
     assert_ne!(fingerprint(&ship), fingerprint(&deliver));
     // Pinned: a fingerprint is stored in the log, so its encoding must never drift.
     assert_eq!(hex(&fingerprint(&ship).0), PINNED_SHIP_FINGERPRINT);
+}
+
+/// The fingerprint of "place 2 × SKU-1 at 100 EUR for c-42 under a fresh order id".
+const PINNED_FRESH_PLACE_FINGERPRINT: &str = "d9e9a08cb8653d77a2b0f73b1178bcc9";
+
+#[test]
+fn a_place_under_a_fresh_order_id_is_the_same_command_whatever_id_it_got() {
+    let place = |order: &str, unit_price| {
+        let lines = vec![OrderLine { sku: sku("SKU-1"), quantity: qty(2), unit_price }];
+        let currency = Currency::new("EUR").unwrap();
+        let command =
+            OrderCommand::Place { customer: CustomerId::new("c-42").unwrap(), currency, lines };
+        Envelope::new(tenant(), Command::Order { order: OrderId::new(order).unwrap(), command })
+    };
+    let fresh = |order: &str, unit_price| place(order, unit_price).with_fresh_order_id();
+    // Each retry of the request gets another fresh id.
+    assert_eq!(fingerprint_of(&fresh("o-1", 100)), fingerprint_of(&fresh("o-2", 100)));
+    assert_ne!(fingerprint_of(&fresh("o-1", 100)), fingerprint_of(&fresh("o-1", 101)));
+    // An id the client chose is part of its command, and of no fresh place's.
+    assert_eq!(fingerprint_of(&place("o-1", 100)), fingerprint(&place("o-1", 100).command));
+    assert_ne!(fingerprint_of(&place("o-1", 100)), fingerprint_of(&place("o-2", 100)));
+    assert_ne!(fingerprint_of(&place("o-1", 100)), fingerprint_of(&fresh("o-1", 100)));
+    // Only a place has an order to name.
+    let ship =
+        Envelope::new(tenant(), Command::Order { order: order(), command: OrderCommand::Ship });
+    assert_eq!(fingerprint_of(&ship.clone().with_fresh_order_id()), fingerprint(&ship.command));
+    assert_eq!(hex(&fingerprint_of(&fresh("o-1", 100)).0), PINNED_FRESH_PLACE_FINGERPRINT);
 }

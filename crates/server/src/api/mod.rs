@@ -152,12 +152,20 @@ async fn execute(
     key: Option<IdempotencyKey>,
     command: Command,
 ) -> Result<(Outcome, HeaderMap), ApiError> {
-    let node = app.node()?;
-    let mut envelope = Envelope::new(tenant, command);
-    if let Some(key) = key {
-        envelope = envelope.with_key(key);
+    execute_envelope(app, keyed(Envelope::new(tenant, command), key)).await
+}
+
+/// `envelope`, with `key` when there is one.
+fn keyed(envelope: Envelope, key: Option<IdempotencyKey>) -> Envelope {
+    match key {
+        Some(key) => envelope.with_key(key),
+        None => envelope,
     }
-    let outcome = node.engine().execute(envelope).await?;
+}
+
+/// [`execute`] for a command whose envelope the caller made.
+async fn execute_envelope(app: &App, envelope: Envelope) -> Result<(Outcome, HeaderMap), ApiError> {
+    let outcome = app.node()?.engine().execute(envelope).await?;
     let mut headers = HeaderMap::new();
     if outcome.replayed {
         headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));

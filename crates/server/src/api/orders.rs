@@ -1,12 +1,14 @@
 //! Orders: place one, move it along (ship, deliver, cancel, refund), read it, list a
 //! customer's.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use orderly_core::domain::{
-    CancelReason, Command, Currency, CustomerId, Event, IdempotencyKey, Money, OrderCommand,
-    OrderEvent, OrderId, OrderLine, Quantity, Sku, TenantId,
+    CancelReason, Command, Currency, CustomerId, Envelope, Event, IdempotencyKey, Money,
+    OrderCommand, OrderEvent, OrderId, OrderLine, Quantity, Sku, TenantId,
 };
 use orderly_core::engine::Outcome;
 use orderly_core::node::ReadModel;
@@ -16,7 +18,7 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use super::inventory::ReadAfter;
-use super::{CommandErrors, QueryErrors, execute, read_at_least};
+use super::{CommandErrors, QueryErrors, execute, execute_envelope, keyed, read_at_least};
 use crate::app::Shared;
 use crate::error::{ApiError, echo};
 use crate::extract::{Caller, IdempotencyKeyHeader, JsonBody, QueryOf};
@@ -30,8 +32,9 @@ const MAX_PAGE: usize = 500;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrder {
-    /// The order's id. Optional: without it the server derives one from the
-    /// `Idempotency-Key` (so a retry names the same order), or makes a random one.
+    /// The order's id. Optional: without it the server makes a fresh one (`o-`, then 24 hex
+    /// digits; ids made later sort after); a retry with the same `Idempotency-Key` is answered
+    /// with the first attempt's order.
     #[schema(example = "o-1001")]
     pub order_id: Option<String>,
     /// Who buys.
@@ -189,11 +192,11 @@ pub async fn place(
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     JsonBody(body): JsonBody<PlaceOrder>,
 ) -> Result<(StatusCode, HeaderMap, Json<OrderPlaced>), ApiError> {
-    let order = match &body.order_id {
+    let (order, fresh) = match &body.order_id {
         Some(id) => {
-            OrderId::new(id).map_err(|e| ApiError::validation("order_id", e.to_string()))?
+            (OrderId::new(id).map_err(|e| ApiError::validation("order_id", e.to_string()))?, false)
         }
-        None => new_order_id(&tenant, key.as_ref()),
+        None => (fresh_order_id(), true),
     };
     let customer = CustomerId::new(&body.customer_id)
         .map_err(|e| ApiError::validation("customer_id", e.to_string()))?;
@@ -213,15 +216,18 @@ pub async fn place(
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let command = Command::Order {
-        order: order.clone(),
-        command: OrderCommand::Place { customer, currency, lines },
-    };
-    let (outcome, headers) = execute(&app, tenant, key, command).await?;
+    let command =
+        Command::Order { order, command: OrderCommand::Place { customer, currency, lines } };
+    let mut envelope = keyed(Envelope::new(tenant, command), key);
+    if fresh {
+        envelope = envelope.with_fresh_order_id();
+    }
+    // A replayed answer names the first attempt's order, which is not `order` when it is fresh.
+    let (outcome, headers) = execute_envelope(&app, envelope).await?;
     let placed = outcome.events.iter().find_map(|e| match &e.event {
         Event::Order {
+            order,
             event: OrderEvent::OrderPlaced { customer, currency, total, hold_expires_at, .. },
-            ..
         } => Some(OrderPlaced {
             order_id: order.as_str().to_owned(),
             status: "placed".to_owned(),
@@ -237,19 +243,16 @@ pub async fn place(
     Ok((StatusCode::CREATED, headers, Json(placed)))
 }
 
-/// A fresh order id: derived from the idempotency key when there is one, so a retry of the
-/// same request names the same order (and is recognized as the same command).
-fn new_order_id(tenant: &TenantId, key: Option<&IdempotencyKey>) -> OrderId {
-    let digest = match key {
-        Some(key) => {
-            let mut hasher = blake3::Hasher::new();
-            hasher.update(tenant.as_str().as_bytes()).update(b"/").update(key.as_str().as_bytes());
-            *hasher.finalize().as_bytes()
-        }
-        None => rand::random(),
-    };
-    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-    OrderId::new(&format!("o-{hex}")).expect("o- and hex digits make a valid id")
+/// A fresh order id: `o-`, the milliseconds since 1970 in 12 hex digits, then 48 random bits
+/// in 12 more. Ids made later sort after (the read models' tables, keyed by id, then grow at
+/// their end instead of rewriting pages all over them), and none repeats. A retry of the
+/// request gets another one, which the engine knows to ignore ([`Envelope::fresh_order_id`]):
+/// it answers with the first attempt's order.
+fn fresh_order_id() -> OrderId {
+    let since_1970 = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let millis = u64::try_from(since_1970.as_millis()).unwrap_or(u64::MAX) & 0xffff_ffff_ffff;
+    let random = rand::random::<u64>() & 0xffff_ffff_ffff;
+    OrderId::new(&format!("o-{millis:012x}{random:012x}")).expect("o- and hex digits make an id")
 }
 
 /// `text` as a new order's currency: three upper-case letters (else `422 validation_failed`)

@@ -1,6 +1,7 @@
 //! Idempotent replay: the same `Idempotency-Key` with the same body answers the first response
-//! again (same order id, same position, `idempotent-replayed: true`) and records nothing new;
-//! with another body it is `422 idempotency_key_reused`. Keys outlive a restart.
+//! again (same order id, even one the server made fresh for the first attempt, same position,
+//! `idempotent-replayed: true`) and records nothing new; with another body it is `422
+//! idempotency_key_reused`. Keys outlive a restart.
 
 use axum::http::StatusCode;
 use serde_json::json;
@@ -11,8 +12,8 @@ use super::support::{self, Server, position};
 async fn the_same_key_and_body_replay_the_first_response() {
     let server = Server::start();
     server.receive("mug", 10).await;
-    // No order id in the body: the server derives it from the key, so a retry names the same
-    // order.
+    // No order id in the body: the server makes a fresh one for each attempt, and the retry is
+    // answered with the first attempt's.
     let body = support::order(None, "c-1", &[("mug", 2)]);
     let first = server.post_keyed("/v1/orders", "k-1", &body).await;
     assert!(!first.replayed());
@@ -30,9 +31,15 @@ async fn the_same_key_and_body_replay_the_first_response() {
     let orders = server.get(&uri).await.ok(StatusCode::OK);
     assert_eq!(orders["orders"].as_array().map(Vec::len), Some(1), "{orders}");
 
-    // Another key is another order.
+    // Another key is another order, and a fresh id made later sorts after.
+    std::thread::sleep(std::time::Duration::from_millis(2));
     let other = server.post_keyed("/v1/orders", "k-2", &body).await.ok(StatusCode::CREATED);
-    assert_ne!(other["order_id"], first_body["order_id"]);
+    let ids = [&first_body, &other].map(|placed| placed["order_id"].as_str().expect("an id"));
+    assert!(ids[0] < ids[1], "{ids:?}");
+    for id in ids {
+        assert!(id.len() == 26 && id.starts_with("o-"), "{id}");
+        assert!(id[2..].bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    }
 }
 
 #[tokio::test]
