@@ -56,6 +56,12 @@ impl Faults {
         s.flip_write = Some((s.writes + n, bit));
     }
 
+    /// Writes made so far (failed ones included).
+    #[must_use]
+    pub fn writes(&self) -> u64 {
+        self.lock().writes
+    }
+
     /// While held, every fsync waits (so the writer's queue fills up); released by
     /// [`Faults::release_syncs`].
     pub fn hold_syncs(&self) {

@@ -28,6 +28,14 @@ pub const DEFAULT_QUEUE_DEPTH: usize = 4096;
 /// the records per second of 8 MiB groups, and still amortize each fsync over ~1,000 records.
 pub const MAX_GROUP_BYTES: usize = 256 << 10;
 
+/// Bytes of zeros the log writes after a group that reaches past what it wrote before. A
+/// segment is preallocated with `fallocate`, whose extents stay "unwritten" until data lands in
+/// them, and an `fdatasync` after the first write into one also writes the file's extent
+/// metadata. Zeros written ahead turn this many bytes of extents to written at one sync, so
+/// the syncs of the next groups write their data only. Measured on this machine with
+/// `fdatasync` after each 4–32 KiB write: 160–260 µs per sync against 400–480 µs without.
+pub const ZEROS_AHEAD: usize = 1 << 20;
+
 /// Encoded batch buffers kept for reuse once the writer has copied them (see
 /// `writer::BatchBuffers`), and the largest one kept: at most 8 MiB held idle.
 pub const POOLED_BATCH_BUFFERS: usize = 32;
@@ -38,5 +46,7 @@ pub const MAX_POOLED_BATCH_BYTES: usize = MAX_GROUP_BYTES;
 pub const SEGMENT_HEADER_LEN: usize = 64;
 
 const _: () = assert!(MIN_SEGMENT_SIZE <= DEFAULT_SEGMENT_SIZE);
+// Zeros are written once per several full groups, not with every one.
+const _: () = assert!(ZEROS_AHEAD >= 4 * MAX_GROUP_BYTES);
 const _: () = assert!(MAX_STREAM_ID_LEN <= u16::MAX as usize);
 const _: () = assert!(MAX_PAYLOAD_LEN <= u32::MAX as usize);

@@ -259,6 +259,8 @@ impl Log {
             capacity,
             segment_size: config.segment_size,
             offset,
+            // After the last record, the segment may still be unwritten extents.
+            written: offset,
             next_position: recovered.next_position,
             last_hash: recovered.last_hash,
             buf: Vec::with_capacity(crate::limits::MAX_GROUP_BYTES),

@@ -21,9 +21,9 @@ use rustc_hash::FxHashMap;
 
 use crate::error::AppendError;
 use crate::index::SegmentMeta;
-use crate::limits::SEGMENT_HEADER_LEN;
 use crate::limits::{MAX_BATCH_RECORDS, MAX_GROUP_BYTES, MAX_PAYLOAD_LEN, MAX_STREAM_ID_LEN};
 use crate::limits::{MAX_POOLED_BATCH_BYTES, POOLED_BATCH_BUFFERS};
+use crate::limits::{SEGMENT_HEADER_LEN, ZEROS_AHEAD};
 use crate::log::{Appended, Shared};
 use crate::observer::GroupSynced;
 use crate::position::{Position, StreamVersion};
@@ -125,6 +125,8 @@ pub(crate) struct Writer {
     pub segment_size: u64,
     /// Byte offset in the current segment where the next group is written.
     pub offset: u64,
+    /// Bytes of the current segment written with records or zeros (see [`ZEROS_AHEAD`]).
+    pub written: u64,
     pub next_position: u64,
     /// The chain hash of the last record written so far; the seal thread takes it over.
     pub last_hash: ChainHash,
@@ -137,6 +139,8 @@ struct Group {
     buf: Vec<u8>,
     segment: Arc<SegmentMeta>,
     offset: u64,
+    /// Bytes after the group written with zeros before it is synced (see [`ZEROS_AHEAD`]).
+    zeros: u64,
     /// The head once the group is durable.
     head: u64,
     waiting: Vec<(Completion, Appended)>,
@@ -273,14 +277,22 @@ impl Writer {
             return;
         }
         let spare = pipeline.spare.try_recv().unwrap_or_default();
+        let end = self.offset + self.buf.len() as u64;
+        let zeros = if end > self.written {
+            self.capacity.saturating_sub(end).min(ZEROS_AHEAD as u64)
+        } else {
+            0
+        };
+        self.written = self.written.max(end + zeros);
         let group = Group {
             buf: std::mem::replace(&mut self.buf, spare),
             segment: self.segment.clone(),
             offset: self.offset,
+            zeros,
             head: self.next_position,
             waiting: std::mem::take(&mut self.waiting),
         };
-        self.offset += group.buf.len() as u64;
+        self.offset = end;
         let sent = pipeline.stages.send(Stage::Group(group));
         assert!(sent.is_ok(), "the sealer runs until the encoder stops");
     }
@@ -313,6 +325,7 @@ impl Writer {
         self.segment = meta;
         self.capacity = self.segment_size;
         self.offset = SEGMENT_HEADER_LEN as u64;
+        self.written = self.offset;
         Ok(())
     }
 
@@ -333,8 +346,11 @@ fn seal_groups(mut last_hash: ChainHash, stages: &Receiver<Stage>, sealed: &Send
     }
 }
 
-/// The syncing stage of the writer: writes each group with one `write` and one `fdatasync`,
-/// then publishes it and answers its waiters, in order.
+/// What the syncer writes after a group when it reaches past the zeros written before.
+static ZEROS: [u8; ZEROS_AHEAD] = [0; ZEROS_AHEAD];
+
+/// The syncing stage of the writer: writes each group with one `write` (and, at times, the
+/// zeros after it) and one `fdatasync`, then publishes it and answers its waiters, in order.
 fn sync_groups(shared: &Shared, stages: &Receiver<Stage>, spare: &Sender<Vec<u8>>) {
     for stage in stages {
         let mut group = match stage {
@@ -347,9 +363,14 @@ fn sync_groups(shared: &Shared, stages: &Receiver<Stage>, spare: &Sender<Vec<u8>
         if shared.failure().is_none() {
             let file = &group.segment.file;
             let started = Instant::now();
-            match file.write_at(&group.buf, group.offset).and_then(|()| file.sync_data()) {
+            let end = group.offset + group.buf.len() as u64;
+            let zeros = &ZEROS[..usize::try_from(group.zeros).expect("at most ZEROS_AHEAD")];
+            let written = file
+                .write_at(&group.buf, group.offset)
+                .and_then(|()| if zeros.is_empty() { Ok(()) } else { file.write_at(zeros, end) })
+                .and_then(|()| file.sync_data());
+            match written {
                 Ok(()) => {
-                    let end = group.offset + group.buf.len() as u64;
                     group.segment.committed_end.store(end, Ordering::Release);
                     let records = group.head - shared.head();
                     shared.publish(group.head);

@@ -10,4 +10,5 @@ mod log {
     mod properties;
     mod round_trip;
     mod torn_tail;
+    mod zeros_ahead;
 }
