@@ -32,9 +32,9 @@ const MAX_PAGE: usize = 500;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrder {
-    /// The order's id. Optional: without it the server makes a fresh one (`o-`, then 24 hex
-    /// digits; ids made later sort after); a retry with the same `Idempotency-Key` is answered
-    /// with the first attempt's order.
+    /// The order's id. Optional: without it the server makes a fresh one (`o-`, then 21
+    /// base-32 digits; ids made later sort after); a retry with the same `Idempotency-Key` is
+    /// answered with the first attempt's order.
     #[schema(example = "o-1001")]
     pub order_id: Option<String>,
     /// Who buys.
@@ -243,16 +243,26 @@ pub async fn place(
     Ok((StatusCode::CREATED, headers, Json(placed)))
 }
 
-/// A fresh order id: `o-`, the milliseconds since 1970 in 12 hex digits, then 48 random bits
-/// in 12 more. Ids made later sort after (the read models' tables, keyed by id, then grow at
-/// their end instead of rewriting pages all over them), and none repeats. A retry of the
-/// request gets another one, which the engine knows to ignore ([`Envelope::fresh_order_id`]):
-/// it answers with the first attempt's order.
+/// A fresh order id, 23 bytes (so that it is kept inline, not on the heap, wherever it is
+/// held): `o-`, then the milliseconds since 1970 in 9 digits and 60 random bits in 12, base 32
+/// (`0-9a-z` without `i l o u`, in ASCII order). Ids made later sort after (the read models'
+/// tables, keyed by id, then grow at their end instead of rewriting pages all over them), and
+/// none repeats. A retry of the request gets another one, which the engine knows to ignore
+/// ([`Envelope::fresh_order_id`]): it answers with the first attempt's order.
 fn fresh_order_id() -> OrderId {
+    const DIGITS: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
     let since_1970 = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let millis = u64::try_from(since_1970.as_millis()).unwrap_or(u64::MAX) & 0xffff_ffff_ffff;
-    let random = rand::random::<u64>() & 0xffff_ffff_ffff;
-    OrderId::new(&format!("o-{millis:012x}{random:012x}")).expect("o- and hex digits make an id")
+    let millis = u64::try_from(since_1970.as_millis()).unwrap_or(u64::MAX);
+    let mut id = *b"o-000000000000000000000";
+    let (time, random) = id[2..].split_at_mut(9);
+    for (digits, mut n) in [(time, millis), (random, rand::random::<u64>())] {
+        for digit in digits.iter_mut().rev() {
+            *digit = DIGITS[(n % 32) as usize];
+            n /= 32;
+        }
+    }
+    let id = std::str::from_utf8(&id).expect("ASCII digits");
+    OrderId::new(id).expect("o- and base-32 digits make an id")
 }
 
 /// `text` as a new order's currency: three upper-case letters (else `422 validation_failed`)
