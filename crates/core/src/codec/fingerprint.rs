@@ -69,6 +69,7 @@ pub fn fingerprint_of(envelope: &Envelope) -> Fingerprint {
             if envelope.fresh_order_id =>
         {
             let mut c = Canonical::new();
+            // A tag no command's own encoding starts with.
             c.tag(5);
             order_command(&mut c, place);
             c.fingerprint()
