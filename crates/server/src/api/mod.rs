@@ -21,7 +21,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use orderly_core::Position;
 use orderly_core::domain::{Command, Envelope, IdempotencyKey, TenantId};
-use orderly_core::engine::Outcome;
+use orderly_core::engine::{ExecuteError, Outcome};
 use orderly_core::node::{Node, ReadModel};
 use orderly_core::projection::WaitError;
 use std::sync::Arc;
@@ -152,7 +152,7 @@ async fn execute(
     key: Option<IdempotencyKey>,
     command: Command,
 ) -> Result<(Outcome, HeaderMap), ApiError> {
-    execute_envelope(app, keyed(Envelope::new(tenant, command), key)).await
+    execute_envelope(app, keyed(Envelope::new(tenant, command), key), None).await
 }
 
 /// `envelope`, with `key` when there is one.
@@ -163,9 +163,20 @@ fn keyed(envelope: Envelope, key: Option<IdempotencyKey>) -> Envelope {
     }
 }
 
-/// [`execute`] for a command whose envelope the caller made.
-async fn execute_envelope(app: &App, envelope: Envelope) -> Result<(Outcome, HeaderMap), ApiError> {
-    let outcome = app.node()?.engine().execute(envelope).await?;
+/// [`execute`] for a command whose envelope the caller made; `alias`, when given, is run
+/// instead if the engine answers that the envelope's key was used for another command.
+async fn execute_envelope(
+    app: &App,
+    envelope: Envelope,
+    alias: Option<Envelope>,
+) -> Result<(Outcome, HeaderMap), ApiError> {
+    let node = app.node()?;
+    let outcome = match (node.engine().execute(envelope).await, alias) {
+        (Err(ExecuteError::IdempotencyKeyReused { .. }), Some(alias)) => {
+            node.engine().execute(alias).await?
+        }
+        (answer, _) => answer?,
+    };
     let mut headers = HeaderMap::new();
     if outcome.replayed {
         headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));

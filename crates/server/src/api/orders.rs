@@ -219,11 +219,13 @@ pub async fn place(
     let command =
         Command::Order { order, command: OrderCommand::Place { customer, currency, lines } };
     let mut envelope = keyed(Envelope::new(tenant, command), key);
+    let mut earlier = None;
     if fresh {
+        earlier = placed_before_fresh_ids(&envelope);
         envelope = envelope.with_fresh_order_id();
     }
     // A replayed answer names the first attempt's order, which is not `order` when it is fresh.
-    let (outcome, headers) = execute_envelope(&app, envelope).await?;
+    let (outcome, headers) = execute_envelope(&app, envelope, earlier).await?;
     let placed = outcome.events.iter().find_map(|e| match &e.event {
         Event::Order {
             order,
@@ -263,6 +265,24 @@ fn fresh_order_id() -> OrderId {
     }
     let id = std::str::from_utf8(&id).expect("ASCII digits");
     OrderId::new(id).expect("o- and base-32 digits make an id")
+}
+
+/// A keyed place without an order id as releases before fresh ids sent it: under an id derived
+/// from the tenant and key, a part of its fingerprint. A retry of a request that such a release
+/// recorded is the same command as this one, not a reuse of its key.
+fn placed_before_fresh_ids(envelope: &Envelope) -> Option<Envelope> {
+    let key = envelope.idempotency_key.as_ref()?;
+    let Command::Order { command: place @ OrderCommand::Place { .. }, .. } = &envelope.command
+    else {
+        return None;
+    };
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(envelope.tenant.as_str().as_bytes()).update(b"/").update(key.as_str().as_bytes());
+    let hex: String =
+        hasher.finalize().as_bytes()[..12].iter().map(|b| format!("{b:02x}")).collect();
+    let order = OrderId::new(&format!("o-{hex}")).expect("o- and hex digits make an id");
+    let command = Command::Order { order, command: place.clone() };
+    Some(Envelope::new(envelope.tenant.clone(), command).with_key(key.clone()))
 }
 
 /// `text` as a new order's currency: three upper-case letters (else `422 validation_failed`)

@@ -1,9 +1,14 @@
 //! Idempotent replay: the same `Idempotency-Key` with the same body answers the first response
 //! again (same order id, even one the server made fresh for the first attempt, same position,
 //! `idempotent-replayed: true`) and records nothing new; with another body it is `422
-//! idempotency_key_reused`. Keys outlive a restart.
+//! idempotency_key_reused`. Keys outlive a restart, and a retry of a place that a release
+//! before fresh order ids recorded is still recognized.
 
 use axum::http::StatusCode;
+use orderly_core::domain::{
+    Command, Currency, CustomerId, Envelope, IdempotencyKey, OrderCommand, OrderId, OrderLine,
+    Quantity, Sku,
+};
 use serde_json::json;
 
 use super::support::{self, Server, position};
@@ -116,4 +121,41 @@ async fn keys_outlive_a_restart() {
     let id = first["order_id"].as_str().expect("an id");
     let uri = format!("/v1/orders/{id}?min_position={}", position(&first));
     assert_eq!(server.get(&uri).await.ok(StatusCode::OK)["status"], "placed");
+}
+
+#[tokio::test]
+async fn a_retry_of_a_place_an_earlier_release_recorded_under_an_id_derived_from_its_key_replays() {
+    let server = Server::start();
+    server.receive("mug", 10).await;
+    // As releases before fresh ids recorded a keyed place without an order id: under
+    // "o-" and the first 12 bytes of blake3("{tenant}/{key}") in hex, part of its fingerprint.
+    let digest = blake3::hash(format!("{}/k-old", support::TENANT).as_bytes());
+    let hex: String = digest.as_bytes()[..12].iter().map(|b| format!("{b:02x}")).collect();
+    let derived = format!("o-{hex}");
+    let lines = vec![OrderLine {
+        sku: Sku::new("mug").unwrap(),
+        quantity: Quantity::new(2).unwrap(),
+        unit_price: 1000,
+    }];
+    let place = OrderCommand::Place {
+        customer: CustomerId::new("c-1").unwrap(),
+        currency: Currency::new("EUR").unwrap(),
+        lines,
+    };
+    let command = Command::Order { order: OrderId::new(&derived).unwrap(), command: place };
+    let envelope = Envelope::new(support::tenant(support::TENANT), command)
+        .with_key(IdempotencyKey::new("k-old").unwrap());
+    let node = server.app.node().expect("the node is open");
+    let first = node.engine().execute(envelope).await.expect("placed");
+
+    let body = support::order(None, "c-1", &[("mug", 2)]);
+    let retry = server.post_keyed("/v1/orders", "k-old", &body).await;
+    assert!(retry.replayed(), "no idempotent-replayed header: {:?}", retry.headers);
+    let retried = retry.ok(StatusCode::CREATED);
+    assert_eq!(retried["order_id"], derived.as_str());
+    assert_eq!(position(&retried), first.next_position().0);
+    // Another body under that key is still a reuse of it.
+    let other = support::order(None, "c-1", &[("mug", 3)]);
+    let reused = server.post_keyed("/v1/orders", "k-old", &other).await;
+    reused.error(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused");
 }
