@@ -11,7 +11,9 @@ use orderly_core::domain::{
     CancelReason, Command, Currency, CustomerId, Envelope, Event, IdempotencyKey, InventoryEvent,
     OrderCommand, OrderEvent, OrderId, OrderLine, Quantity, Sku, TenantId, Timestamp,
 };
-use orderly_core::engine::{Ack, Config, Engine, EngineError, ExecuteError, ManualClock, Outcome};
+use orderly_core::engine::{
+    Ack, Config, Engine, EngineError, ExecuteError, ManualClock, OpenEngineError, Outcome,
+};
 use orderly_core::{Position, domain::Rejection};
 use orderly_store::LogConfig;
 
@@ -485,5 +487,46 @@ fn closing_with_sends_in_flight_answers_them_all_and_frees_the_folder() {
         let reopened = Engine::open(dir.path(), config(&clock)).unwrap();
         assert_eq!(reopened.head().0 - before, oks, "round {round}: every acknowledged one");
         reopened.shutdown();
+    }
+}
+
+#[test]
+fn a_restart_replays_records_beyond_many_batches_and_stops_at_one_that_does_not_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    // More records than the replay hands over in one batch (1,024), so that several cross.
+    let receipts = 1_500_u64;
+    {
+        let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+        for n in 0..receipts {
+            engine.execute_blocking(receive("acme", &format!("sku-{}", n % 7), 1)).unwrap();
+        }
+        engine.shutdown();
+    }
+    {
+        let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+        let stocked: u64 = (0..7).map(|n| available(&engine, "acme", &format!("sku-{n}"))).sum();
+        assert_eq!(stocked, receipts, "every receipt replayed");
+        engine.shutdown();
+    }
+    {
+        // A record no release of orderly wrote: an event type it does not know.
+        let (log, _) = orderly_store::Log::open(dir.path(), LogConfig::default()).unwrap();
+        let bad = log.head().0;
+        let record = orderly_store::NewRecord {
+            stream: b"acme/i/sku-0".to_vec(),
+            expected: orderly_store::Expected::Any,
+            event_type: 65_000,
+            schema_version: 1,
+            timestamp: START.0,
+            payload: vec![1, 2, 3],
+        };
+        log.append(vec![record]).unwrap();
+        drop(log);
+        match Engine::open(dir.path(), config(&clock)) {
+            Err(OpenEngineError::Decode { position, .. }) => assert_eq!(position, bad),
+            Err(other) => panic!("expected a decode error at {bad}, got {other}"),
+            Ok(_) => panic!("expected a decode error at {bad}, the engine opened"),
+        }
     }
 }
