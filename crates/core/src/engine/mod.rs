@@ -144,69 +144,12 @@ struct Inner {
     recovery: Recovery,
 }
 
-/// Records read back and decoded (with their positions and admission times), handed from the
-/// thread that reads the log to the one that replays it.
-type ReadBack = Vec<(u64, u64, codec::Decoded)>;
-
-/// Records per [`ReadBack`] batch: enough that handing one over costs little per record.
-const REPLAY_BATCH: usize = 1024;
-
-/// The state the log's records leave, and the last admission time they hold. The log is read
-/// and decoded on a thread of its own, a few batches ahead of the replay here: the two take
-/// about as long, and a start waits for both.
-fn replay(log: &Log) -> Result<(World, Timestamp), OpenEngineError> {
-    let mut world = World::default();
-    let mut last_now = Timestamp(0);
-    std::thread::scope(|scope| {
-        let (batches, decoded) = crossbeam_channel::bounded::<Result<ReadBack, OpenEngineError>>(4);
-        scope.spawn(move || {
-            let mut batch = Vec::with_capacity(REPLAY_BATCH);
-            for record in log.read_from(Position(0)) {
-                let read = record.map_err(OpenEngineError::from).and_then(|record| {
-                    let position = record.position.0;
-                    codec::decode(
-                        &record.stream,
-                        record.event_type,
-                        record.schema_version,
-                        &record.payload,
-                    )
-                    .map(|decoded| (position, record.timestamp, decoded))
-                    .map_err(|error| OpenEngineError::Decode { position, error })
-                });
-                let full = match read {
-                    Ok(read) => {
-                        batch.push(read);
-                        batch.len() == REPLAY_BATCH
-                    }
-                    Err(error) => {
-                        // The replay stops at the first error; what follows is not read.
-                        let _ = batches.send(Err(error));
-                        return;
-                    }
-                };
-                let next = || Vec::with_capacity(REPLAY_BATCH);
-                if full && batches.send(Ok(std::mem::replace(&mut batch, next()))).is_err() {
-                    return;
-                }
-            }
-            let _ = batches.send(Ok(batch));
-        });
-        for batch in decoded {
-            for (position, timestamp, decoded) in batch? {
-                world.replay(position, &decoded);
-                last_now = last_now.max(Timestamp(timestamp));
-            }
-        }
-        Ok((world, last_now))
-    })
-}
-
 impl Engine {
     /// Opens the engine on the data folder `dir`: recovers the log, replays it into memory, and
     /// starts the decision thread.
     pub fn open(dir: &Path, config: Config) -> Result<Engine, OpenEngineError> {
         let (log, recovery) = Log::open(dir, config.log.clone())?;
-        let (world, last_now) = replay(&log)?;
+        let (world, last_now) = World::recovered(&log)?;
         let (sender, requests) = crossbeam_channel::bounded(config.admission_queue.max(1));
         let (durable, waiting) = crossbeam_channel::unbounded();
         let waiter_log = log.reader();
