@@ -278,8 +278,8 @@ fn placed_before_fresh_ids(envelope: &Envelope) -> Option<Envelope> {
     };
     let mut hasher = blake3::Hasher::new();
     hasher.update(envelope.tenant.as_str().as_bytes()).update(b"/").update(key.as_str().as_bytes());
-    let hex: String =
-        hasher.finalize().as_bytes()[..12].iter().map(|b| format!("{b:02x}")).collect();
+    // The first 12 bytes of the hash, in hex.
+    let hex = &hasher.finalize().to_hex()[..24];
     let order = OrderId::new(&format!("o-{hex}")).expect("o- and hex digits make an id");
     let command = Command::Order { order, command: place.clone() };
     Some(Envelope::new(envelope.tenant.clone(), command).with_key(key.clone()))
