@@ -56,8 +56,9 @@ pub enum DeclineReason {
     GatewayUnavailable,
 }
 
-/// State of one payment: what its decisions need (its events hold the rest, such as the
-/// gateway). Fields are private so that only events change them.
+/// State of one payment: what its decisions need, and the gateway that holds its money (the
+/// payments process routes later captures, voids and refunds there). Fields are private so
+/// that only events change them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PaymentState {
     started: Option<Started>,
@@ -67,6 +68,7 @@ pub struct PaymentState {
 struct Started {
     status: PaymentStatus,
     order: OrderId,
+    gateway: GatewayId,
     currency: Currency,
     authorized: u64,
     captured: u64,
@@ -84,6 +86,12 @@ impl PaymentState {
     #[must_use]
     pub fn order(&self) -> Option<&OrderId> {
         self.started.as_ref().map(|p| &p.order)
+    }
+
+    /// The gateway that authorized it (or, for a declined payment, refused it).
+    #[must_use]
+    pub fn gateway(&self) -> Option<&GatewayId> {
+        self.started.as_ref().map(|p| &p.gateway)
     }
 
     /// Amount authorized (zero when declined).
@@ -394,22 +402,23 @@ impl Decider for Payment {
     fn evolve(state: &mut PaymentState, event: &PaymentEvent) {
         use PaymentEvent as E;
         use PaymentStatus as S;
-        let start = |status, order: &OrderId, amount: &Money| Started {
+        let start = |status, order: &OrderId, amount: &Money, gateway: &GatewayId| Started {
             status,
             order: order.clone(),
+            gateway: gateway.clone(),
             currency: amount.currency,
             authorized: if status == S::Authorized { amount.minor } else { 0 },
             captured: 0,
             refunded: 0,
         };
         match event {
-            E::PaymentAuthorized { order, amount, .. } => {
+            E::PaymentAuthorized { order, amount, gateway } => {
                 assert!(state.started.is_none(), "a payment starts once");
-                state.started = Some(start(S::Authorized, order, amount));
+                state.started = Some(start(S::Authorized, order, amount, gateway));
             }
-            E::PaymentDeclined { order, amount, .. } => {
+            E::PaymentDeclined { order, amount, gateway, .. } => {
                 assert!(state.started.is_none(), "a payment starts once");
-                state.started = Some(start(S::Declined, order, amount));
+                state.started = Some(start(S::Declined, order, amount, gateway));
             }
             E::PaymentCaptured { amount } => {
                 let p = state.started.as_mut().expect("a captured payment was authorized");

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use orderly_store::{Expected, Log, LogReader, NewRecord};
+use orderly_store::{Expected, Log, LogReader, NewRecord, Position};
 
 use super::clock::Clock;
 use super::error::{EngineError, ExecuteError};
@@ -53,6 +53,18 @@ pub(crate) enum Answer {
 
 pub(crate) type Reply = Box<dyn FnOnce(Result<Answer, ExecuteError>) + Send>;
 
+/// What callers hand the decision thread. Commands and reads share one queue, so a read sees
+/// every command admitted before it.
+pub(crate) enum Work {
+    /// A command to decide.
+    Command(Request),
+    /// A look at the state (see [`Engine::read`](super::Engine::read)).
+    Read(Read),
+}
+
+/// A look at the state the commands before it left, given the position the next record gets.
+pub(crate) type Read = Box<dyn FnOnce(&World, Position) + Send>;
+
 pub(crate) struct Request {
     pub envelope: Envelope,
     /// The command's fingerprint when it carries an idempotency key, computed by the caller's
@@ -84,7 +96,7 @@ impl Request {
 pub(crate) struct DecisionThread {
     pub world: World,
     pub log: Log,
-    pub requests: Receiver<Request>,
+    pub requests: Receiver<Work>,
     pub clock: Arc<dyn Clock>,
     pub hold_ttl_ms: u64,
     /// The position the next record will get: this thread is the log's only appender.
@@ -103,17 +115,17 @@ impl DecisionThread {
     pub(crate) fn run(mut self) {
         loop {
             let first = match self.requests.recv_timeout(EXPIRY_TICK) {
-                Ok(request) => Some(request),
+                Ok(work) => Some(work),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
             let now = self.admission_time();
             self.expire_due(now);
             if let Some(first) = first {
-                self.handle(first, now);
+                self.take(first, now);
                 for _ in 1..MAX_DECISIONS_PER_TURN {
-                    let Ok(request) = self.requests.try_recv() else { break };
-                    self.handle(request, now);
+                    let Ok(work) = self.requests.try_recv() else { break };
+                    self.take(work, now);
                 }
             }
             self.flush();
@@ -127,6 +139,21 @@ impl DecisionThread {
 
     fn context(&self, now: Timestamp) -> Context {
         Context { now, hold_ttl_ms: self.hold_ttl_ms }
+    }
+
+    fn take(&mut self, work: Work, now: Timestamp) {
+        match work {
+            Work::Command(request) => self.handle(request, now),
+            // After a log failure the state may be ahead of the disk: a read dropped unanswered
+            // tells its caller the engine stopped. A read that panics is a bug in the caller's
+            // closure, which only borrowed the state: the engine goes on.
+            Work::Read(read) if self.log.failure().is_none() => {
+                let position = Position(self.next_position);
+                let read = std::panic::AssertUnwindSafe(|| read(&self.world, position));
+                let _lost = std::panic::catch_unwind(read);
+            }
+            Work::Read(_) => {}
+        }
     }
 
     fn handle(&mut self, request: Request, now: Timestamp) {

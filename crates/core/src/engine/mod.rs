@@ -33,7 +33,7 @@ pub use callers::yield_to_engine;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{EngineError, ExecuteError, OpenEngineError};
 
-use self::decision::{Answer, DecisionThread, Events, Reply, Request};
+use self::decision::{Answer, DecisionThread, Events, Reply, Request, Work};
 use self::state::World;
 use crate::codec::{self, DecodeError};
 use crate::domain::limits::DEFAULT_HOLD_TTL_MS;
@@ -133,7 +133,7 @@ pub struct Engine {
 struct Inner {
     /// Taken (closing the admission queue) by `shutdown`; read by every `execute`, hence a
     /// read-write lock: callers never wait for each other here.
-    requests: RwLock<Option<Sender<Request>>>,
+    requests: RwLock<Option<Sender<Work>>>,
     decision: Mutex<Option<JoinHandle<()>>>,
     /// Answers rejections once what they rest on is durable, and reads replayed answers back
     /// for [`Engine::send`]; ends after the decision thread and `shutdown`.
@@ -341,15 +341,36 @@ impl Engine {
         reply: Reply,
         events: Events,
     ) -> Result<(), (ExecuteError, Reply)> {
-        let request = Request::new(envelope, reply, events);
+        let request = Work::Command(Request::new(envelope, reply, events));
         let requests = self.inner.requests.read().unwrap_or_else(PoisonError::into_inner);
         let Some(sender) = requests.as_ref() else {
-            return Err((EngineError::ShuttingDown.into(), request.reply));
+            return Err((EngineError::ShuttingDown.into(), reply_of(request)));
         };
         sender.try_send(request).map_err(|e| match e {
-            TrySendError::Full(r) => (EngineError::Overloaded.into(), r.reply),
-            TrySendError::Disconnected(r) => (EngineError::ShuttingDown.into(), r.reply),
+            TrySendError::Full(r) => (EngineError::Overloaded.into(), reply_of(r)),
+            TrySendError::Disconnected(r) => (EngineError::ShuttingDown.into(), reply_of(r)),
         })
+    }
+
+    /// Runs `read` on the decision thread against the state every command admitted before it
+    /// left, and returns its answer with the position the next record then gets: the state is
+    /// the log's up to that position, once it is durable (which the caller waits for if it
+    /// acts on it). Blocks while the admission queue is full. For what the engine's own
+    /// processes need to know when they start, not for every command: the decision thread
+    /// does nothing else meanwhile.
+    pub(crate) fn read<R: Send + 'static>(
+        &self,
+        read: impl FnOnce(&World) -> R + Send + 'static,
+    ) -> Result<(R, Position), EngineError> {
+        let (answer, answered) = crossbeam_channel::bounded(1);
+        let work = Work::Read(Box::new(move |world, next| drop(answer.send((read(world), next)))));
+        let sender = self.inner.requests.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let stopped = || match self.inner.log.failure() {
+            Some(cause) => EngineError::Stopped { cause },
+            None => EngineError::ShuttingDown,
+        };
+        sender.ok_or_else(stopped)?.send(work).map_err(|_| stopped())?;
+        answered.recv().map_err(|_| stopped())
     }
 
     fn gone(&self) -> ExecuteError {
@@ -358,6 +379,14 @@ impl Engine {
 
     fn outcome(&self, tenant: TenantId, answer: Answer) -> Result<Outcome, ExecuteError> {
         self.inner.answering.outcome(tenant, answer)
+    }
+}
+
+/// The reply of a command the queue gave back.
+fn reply_of(work: Work) -> Reply {
+    match work {
+        Work::Command(request) => request.reply,
+        Work::Read(_) => unreachable!("only commands are tried"),
     }
 }
 

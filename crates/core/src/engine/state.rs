@@ -216,6 +216,16 @@ impl World {
         &self.tenants[place.0].state
     }
 
+    /// The aggregates of `tenant`, if it ever recorded anything.
+    pub(crate) fn tenant(&self, tenant: &TenantId) -> Option<&TenantState> {
+        self.places.get(tenant).map(|&place| &self.tenants[place].state)
+    }
+
+    /// Every tenant that ever recorded anything, with its aggregates.
+    pub(crate) fn tenants(&self) -> impl Iterator<Item = (&TenantId, &TenantState)> {
+        self.tenants.iter().map(|tenant| (&tenant.id, &tenant.state))
+    }
+
     /// Records `entry` for `key` unless the key was seen: then returns what it was seen with,
     /// and keeps that. One probe for a new key, the common case; a command then rejected gives
     /// its claim back with [`World::release_key`].

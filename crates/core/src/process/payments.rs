@@ -9,11 +9,12 @@
 //! Gateway calls run on this process's own runtime, never on the engine's decision thread.
 //! Every call and every command carries a key derived from the order (`{tenant}/{order}/auth`,
 //! `pm:auth:{order}`, …), so a restart mid-flow repeats calls that return their first outcome:
-//! nothing is charged twice. On start the process replays the log: it resumes orders still
-//! waiting for payment and repeats the captures, voids and refunds it is not sure were made
-//! (each returns its first outcome): with a checkpoint ([`super::settled`], as a `Node` runs
-//! it), those committed since the oldest movement not settled when it last ran; without one,
-//! all of them.
+//! nothing is charged twice. On start the process takes over from the engine's state the
+//! orders still waiting for payment (and resumes them) and the authorized payments, without
+//! rereading the log's history. It repeats the captures, voids and refunds it is not sure were
+//! made (each returns its first outcome): with a checkpoint ([`super::settled`], as a `Node`
+//! runs it), those committed since the oldest movement not settled when it last ran; without
+//! one, all of them.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -26,7 +27,8 @@ use tokio::sync::Semaphore;
 
 use crate::domain::{
     CancelReason, Command, DeclineReason, Envelope, Event, GatewayId, IdempotencyKey, Money,
-    OrderCommand, OrderEvent, OrderId, PaymentCommand, PaymentEvent, PaymentId, TenantId,
+    OrderCommand, OrderEvent, OrderId, OrderStatus, PaymentCommand, PaymentEvent, PaymentId,
+    TenantId,
 };
 use crate::engine::{CommittedEvent, Engine, EngineError, ExecuteError};
 use crate::payments::{
@@ -138,12 +140,13 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool, checkpoint: Opt
         router: router.clone(),
         runtime,
         permits: Arc::new(Semaphore::new(MAX_FLOWS_IN_FLIGHT)),
-        waiting: HashMap::new(),
+        waiting: Waiting::new(),
         payments: HashMap::new(),
         movements: HashMap::new(),
         ledger: Arc::new(Mutex::new(Ledger::default())),
         settled_before: 0,
         unknown_gateways: HashSet::new(),
+        to_look_up: Vec::new(),
     };
     if let Some(path) = checkpoint {
         let (position, ignored) = settled::load(path);
@@ -155,21 +158,27 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool, checkpoint: Opt
     }
     let mut stored = (flows.settled_before, Instant::now());
     let mut last_read = None;
-    // History (what was committed before this process started): placed orders are remembered
-    // until history is read, since a later event may show them paid or cancelled, and the ones
-    // still waiting are then resumed; money movements are repeated at once. From there on every
-    // event is acted on as it comes.
-    let start_head = engine.head();
-    let mut events = engine.subscribe(crate::Position(0));
-    let mut live = start_head.0 == 0;
-    if live {
-        flows.resume();
-    }
+    // The orders waiting for payment are taken over from the engine's state at `resume_at`
+    // instead of rereading the log's whole history, and resumed once the log is durable up to
+    // there; before it, the log is read only from the checkpoint on, to repeat the movements
+    // not known settled.
+    let read = Instant::now();
+    let Some((waiting, resume_at)) = waiting_for_payment(engine, stop) else { return };
+    tracing::info!(
+        waiting = waiting.len(),
+        at = resume_at.0,
+        ms = read.elapsed().as_millis(),
+        "payments process took over the orders waiting for payment"
+    );
+    flows.waiting = waiting;
+    let mut events = engine.subscribe(crate::Position(flows.settled_before.min(resume_at.0)));
+    let mut live = false;
     while !stop.load(Ordering::SeqCst) {
-        let next = events.next_timeout(POLL);
+        let wait = if flows.to_look_up.is_empty() { POLL } else { Duration::ZERO };
+        let next = events.next_timeout(wait);
         let is_live = match &next {
-            Some(Ok(event)) => event.position >= start_head,
-            _ => true,
+            Some(Ok(event)) => event.position >= resume_at,
+            _ => engine.head() >= resume_at,
         };
         if is_live && !live {
             live = true;
@@ -179,12 +188,16 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool, checkpoint: Opt
             Some(Ok(event)) => {
                 last_read = Some(event.position.0);
                 flows.on_event(event, live);
+                if flows.to_look_up.len() >= LOOK_UP_BATCH {
+                    flows.look_up();
+                }
             }
             Some(Err(e)) => {
                 tracing::error!(error = %e, "the payments process cannot read the log and stops");
                 break;
             }
             None => {
+                flows.look_up();
                 if let Some(last) = last_read {
                     flows.ledger().caught_up(last);
                 }
@@ -206,6 +219,7 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool, checkpoint: Opt
     {
         flows.ledger().caught_up(last);
     }
+    flows.look_up();
     let Flows { runtime, ledger, movements, .. } = flows;
     // Money movements in progress finish (bounded) and count as settled in the checkpoint;
     // one cut short is repeated, idempotently, by the next start.
@@ -237,15 +251,43 @@ fn store_if_moved(path: &Path, settled_before: u64, stored: u64) -> u64 {
     }
 }
 
+/// The orders placed and not yet confirmed or cancelled, with the position the engine's state
+/// is at; `None` if the engine stopped or is shutting down (then no command could be sent).
+fn waiting_for_payment(engine: &Engine, stop: &AtomicBool) -> Option<(Waiting, crate::Position)> {
+    let read = engine.read(|world| {
+        let mut waiting = Waiting::new();
+        for (tenant, state) in world.tenants() {
+            for (order, placed) in state.orders() {
+                if placed.status() == Some(OrderStatus::Placed)
+                    && let Some(total) = placed.total()
+                {
+                    waiting.push(((tenant.clone(), order.clone()), total));
+                }
+            }
+        }
+        waiting
+    });
+    read.inspect_err(|e| {
+        if !stop.load(Ordering::SeqCst) {
+            tracing::error!(error = %e, "the payments process cannot start");
+        }
+    })
+    .ok()
+}
+
+/// Orders waiting for payment, with what they ask.
+type Waiting = Vec<((TenantId, OrderId), Money)>;
+
 /// The process's memory and the runtime its gateway calls run on.
 struct Flows {
     engine: Engine,
     router: Arc<Router>,
     runtime: tokio::runtime::Runtime,
     permits: Arc<Semaphore>,
-    /// Orders placed and not yet confirmed or cancelled.
-    waiting: HashMap<(TenantId, OrderId), Money>,
-    /// Authorized payments, to move their money later.
+    /// Orders that were waiting for payment when the process started, until it resumes them.
+    waiting: Waiting,
+    /// Payments authorized since the process started, to move their money later. Older ones
+    /// are looked up in the engine's state when they need it.
     payments: HashMap<(TenantId, PaymentId), Known>,
     /// The last money movement started per payment; the next one waits for it.
     movements: HashMap<(TenantId, PaymentId), tokio::task::JoinHandle<()>>,
@@ -255,26 +297,40 @@ struct Flows {
     settled_before: u64,
     /// Gateways named by authorizations in the log but not configured, each reported once.
     unknown_gateways: HashSet<GatewayId>,
+    /// Movements of payments not in `payments`, waiting to be looked up together.
+    to_look_up: Vec<Movement>,
 }
+
+/// A capture, void or refund committed in the log, to be made at the gateway.
+struct Movement {
+    position: u64,
+    tenant: TenantId,
+    payment: PaymentId,
+    what: What,
+}
+
+/// Which movement, and how much (a void gives up the whole authorization).
+#[derive(Clone, Copy)]
+enum What {
+    Capture(u64),
+    Void,
+    Refund(u64),
+}
+
+/// Movements looked up in one read of the engine's state, at most.
+const LOOK_UP_BATCH: usize = 1024;
 
 impl Flows {
     fn on_event(&mut self, committed: CommittedEvent, live: bool) {
         let CommittedEvent { position, tenant, event, .. } = committed;
         self.ledger().read(position.0);
         match event {
-            Event::Order { order, event: OrderEvent::OrderPlaced { total, currency, .. } } => {
-                let amount = Money::new(total, currency);
-                if live {
-                    self.spawn_flow(tenant, order, amount);
-                } else {
-                    self.waiting.insert((tenant, order), amount);
-                }
-            }
-            Event::Order {
-                order,
-                event: OrderEvent::OrderConfirmed { .. } | OrderEvent::OrderCancelled { .. },
-            } => {
-                self.waiting.remove(&(tenant, order));
+            // Before `resume_at` (not live), the orders still waiting are those taken over, with
+            // whatever paid or cancelled them until then already applied.
+            Event::Order { order, event: OrderEvent::OrderPlaced { total, currency, .. } }
+                if live =>
+            {
+                self.spawn_flow(tenant, order, Money::new(total, currency));
             }
             Event::Payment {
                 payment,
@@ -288,58 +344,111 @@ impl Flows {
             // return its first outcome.
             Event::Payment { .. } if position.0 < self.settled_before => {}
             Event::Payment { payment, event } => {
-                let Some(known) = self.payments.get(&(tenant.clone(), payment.clone())).cloned()
-                else {
-                    return;
-                };
-                let (what, minor) = match event {
-                    PaymentEvent::PaymentCaptured { amount } => ("capture", amount),
-                    PaymentEvent::PaymentVoided => ("void", known.amount.minor),
-                    PaymentEvent::PaymentRefunded { amount } => ("refund", amount),
+                let what = match event {
+                    PaymentEvent::PaymentCaptured { amount } => What::Capture(amount),
+                    PaymentEvent::PaymentVoided => What::Void,
+                    PaymentEvent::PaymentRefunded { amount } => What::Refund(amount),
                     _ => return,
                 };
-                let Some(gateway) = self.router.gateway(&known.gateway) else {
-                    // Nothing can move this money until the gateway is configured: the
-                    // checkpoint stays before the movement, so a later start makes it. A log
-                    // from elsewhere (a bench day) names gateways of its own for every
-                    // payment, so each gateway is reported once, not each payment.
-                    self.ledger().unmade(position.0);
-                    if self.unknown_gateways.insert(known.gateway.clone()) {
-                        tracing::warn!(%tenant, order = %known.order, gateway = %known.gateway, what, "unknown gateway: its captures, voids and refunds wait for a start where it is configured (reported once per gateway)");
-                    }
-                    return;
-                };
-                let key = format!("{tenant}/{payment}/{what}/{position}");
-                let permit = self
-                    .runtime
-                    .block_on(self.permits.clone().acquire_owned())
-                    .expect("the semaphore stays open");
-                // One payment's movements run one after another, in log order: a refund must
-                // not reach the gateway before the capture it gives back.
-                let previous = self.movements.remove(&(tenant.clone(), payment.clone()));
+                // Counted from here, so that the checkpoint never passes a movement still to
+                // be looked up or made.
                 self.ledger().started(position.0);
-                let ledger = self.ledger.clone();
-                let next = self.runtime.spawn({
-                    let tenant = tenant.clone();
-                    async move {
-                        if let Some(previous) = previous {
-                            let _ = previous.await;
-                        }
-                        if move_money(&*gateway, &tenant, &known, what, minor, key).await {
-                            ledger
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .settled(position.0);
-                        }
-                        drop(permit);
-                    }
-                });
-                self.movements.insert((tenant, payment), next);
-                if self.movements.len() > MOVEMENTS_KEPT {
-                    self.movements.retain(|_, movement| !movement.is_finished());
+                let movement = Movement { position: position.0, tenant, payment, what };
+                let id = (movement.tenant.clone(), movement.payment.clone());
+                match self.payments.get(&id).cloned() {
+                    Some(known) => self.make(movement, known),
+                    None => self.to_look_up.push(movement),
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Starts `movement` at the gateway that holds the payment's money, after the payment's
+    /// movements before it. Its ledger entry was started when it was read.
+    fn make(&mut self, movement: Movement, known: Known) {
+        let Movement { position, tenant, payment, what } = movement;
+        let (what, minor) = match what {
+            What::Capture(amount) => ("capture", amount),
+            What::Void => ("void", known.amount.minor),
+            What::Refund(amount) => ("refund", amount),
+        };
+        let Some(gateway) = self.router.gateway(&known.gateway) else {
+            // Nothing can move this money until the gateway is configured: the checkpoint
+            // stays before the movement, so a later start makes it. A log from elsewhere (a
+            // bench day) names gateways of its own for every payment, so each gateway is
+            // reported once, not each payment.
+            let mut ledger = self.ledger();
+            ledger.unmade(position);
+            ledger.settled(position);
+            drop(ledger);
+            if self.unknown_gateways.insert(known.gateway.clone()) {
+                tracing::warn!(%tenant, order = %known.order, gateway = %known.gateway, what, "unknown gateway: its captures, voids and refunds wait for a start where it is configured (reported once per gateway)");
+            }
+            return;
+        };
+        let key = format!("{tenant}/{payment}/{what}/{position}");
+        let permit = self
+            .runtime
+            .block_on(self.permits.clone().acquire_owned())
+            .expect("the semaphore stays open");
+        // One payment's movements run one after another, in log order: a refund must not
+        // reach the gateway before the capture it gives back.
+        let previous = self.movements.remove(&(tenant.clone(), payment.clone()));
+        let ledger = self.ledger.clone();
+        let next = self.runtime.spawn({
+            let tenant = tenant.clone();
+            async move {
+                if let Some(previous) = previous {
+                    let _ = previous.await;
+                }
+                if move_money(&*gateway, &tenant, &known, what, minor, key).await {
+                    ledger.lock().unwrap_or_else(PoisonError::into_inner).settled(position);
+                }
+                drop(permit);
+            }
+        });
+        self.movements.insert((tenant, payment), next);
+        if self.movements.len() > MOVEMENTS_KEPT {
+            self.movements.retain(|_, movement| !movement.is_finished());
+        }
+    }
+
+    /// Makes the movements of payments authorized before this run, in the order they were
+    /// read, with what the engine's state holds of their payments: one read for the batch,
+    /// not one per movement. If the engine cannot answer (it is stopping), they hold the
+    /// checkpoint back for the next start.
+    fn look_up(&mut self) {
+        if self.to_look_up.is_empty() {
+            return;
+        }
+        let movements = std::mem::take(&mut self.to_look_up);
+        let ids: Vec<(TenantId, PaymentId)> =
+            movements.iter().map(|m| (m.tenant.clone(), m.payment.clone())).collect();
+        let read = self.engine.read(move |world| {
+            let known = |(tenant, payment): &(TenantId, PaymentId)| {
+                let started = world.tenant(tenant)?.payment(payment)?;
+                Some(Known {
+                    gateway: started.gateway()?.clone(),
+                    order: started.order()?.clone(),
+                    amount: started.authorized()?,
+                })
+            };
+            ids.iter().map(known).collect::<Vec<_>>()
+        });
+        let found = match read {
+            Ok((found, _)) => found,
+            Err(_) => vec![None; movements.len()],
+        };
+        for (movement, known) in movements.into_iter().zip(found) {
+            match known {
+                Some(known) => self.make(movement, known),
+                None => {
+                    let mut ledger = self.ledger();
+                    ledger.unmade(movement.position);
+                    ledger.settled(movement.position);
+                }
+            }
         }
     }
 

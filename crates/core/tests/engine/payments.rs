@@ -243,6 +243,92 @@ fn with_a_checkpoint_a_start_repeats_no_settled_movement_and_makes_the_new_ones(
     process.stop();
 }
 
+/// A start reads the log only from its checkpoint on: what it must know of older payments (the
+/// gateway that holds their money) comes from the engine's state.
+#[test]
+fn a_refund_of_a_payment_settled_before_the_checkpoint_reaches_the_gateway_that_captured_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, checkpoint) = stocked_with_checkpoint(dir.path());
+    let (first, second) = (gateway("first", 0), gateway("second", 0));
+    let start = || {
+        let gateways = [first.clone(), second.clone()];
+        PaymentProcess::start_checkpointed(engine.clone(), router(&gateways), checkpoint.clone())
+    };
+    let process = start();
+    engine.execute_blocking(place("acme", "o-1", &[("sku-1", 2)])).unwrap();
+    settled(&engine, 1);
+    engine.execute_blocking(ship("o-1")).unwrap();
+    for _ in 0..200 {
+        if first.captured_total() + second.captured_total() > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    process.stop();
+    let (paid, other) =
+        if first.captured_total() > 0 { (&first, &second) } else { (&second, &first) };
+    assert_eq!(paid.captured_total(), 2_000);
+    let stored = std::fs::read_to_string(&checkpoint).unwrap();
+    let head = engine.head().0.to_string();
+    assert_eq!(stored.lines().last(), Some(head.as_str()), "the checkpoint is past the capture");
+
+    let process = start();
+    let eur = orderly_core::domain::Currency::new("EUR").unwrap();
+    let refund = orderly_core::domain::OrderCommand::Refund {
+        amount: orderly_core::domain::Money::new(500, eur),
+    };
+    let order = orderly_core::domain::OrderId::new("o-1").unwrap();
+    let refund = orderly_core::domain::Command::Order { order, command: refund };
+    let refund = orderly_core::domain::Envelope::new(super::tenant("acme"), refund);
+    engine.execute_blocking(refund).unwrap();
+    for _ in 0..200 {
+        if paid.refunded_total() > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    process.stop();
+    assert_eq!(paid.refunded_total(), 500, "refunded where it was captured");
+    assert_eq!(other.refunded_total() + other.captured_total(), 0);
+}
+
+/// More older payments than one look-up takes: every capture is made, once.
+#[test]
+fn captures_of_more_older_payments_than_one_look_up_takes_are_all_made_once() {
+    const ORDERS: usize = 1_100;
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, checkpoint) = stocked_with_checkpoint(dir.path());
+    engine.execute_blocking(receive("acme", "sku-1", ORDERS as u64)).unwrap();
+    let pay = gateway("pay", 0);
+    let start = || {
+        let gateways = std::slice::from_ref(&pay);
+        PaymentProcess::start_checkpointed(engine.clone(), router(gateways), checkpoint.clone())
+    };
+    let process = start();
+    for n in 0..ORDERS {
+        engine.execute_blocking(place("acme", &format!("o-{n}"), &[("sku-1", 1)])).unwrap();
+    }
+    settled(&engine, ORDERS);
+    process.stop();
+    for n in 0..ORDERS {
+        engine.execute_blocking(ship(&format!("o-{n}"))).unwrap();
+    }
+
+    let process = start();
+    let all = ORDERS as u64 * 1_000;
+    for _ in 0..1_000 {
+        if pay.captured_total() >= all {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    process.stop();
+    assert_eq!(pay.captured_total(), all, "every order captured once");
+    let stored = std::fs::read_to_string(&checkpoint).unwrap();
+    let head = engine.head().0.to_string();
+    assert_eq!(stored.lines().last(), Some(head.as_str()), "every capture settled");
+}
+
 /// A capture through a gateway that is not configured any more is not made and not forgotten:
 /// the checkpoint stays before it, captures through the configured gateway go on, and the
 /// first start that has the gateway again makes it, once.
