@@ -120,7 +120,7 @@ impl Drop for PaymentProcess {
     }
 }
 
-/// What the process remembers of a payment to move its money later.
+/// What moving a payment's money needs to know of it.
 #[derive(Clone, Debug)]
 struct Known {
     gateway: GatewayId,
@@ -141,7 +141,6 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool, checkpoint: Opt
         runtime,
         permits: Arc::new(Semaphore::new(MAX_FLOWS_IN_FLIGHT)),
         waiting: Waiting::new(),
-        payments: HashMap::new(),
         movements: HashMap::new(),
         ledger: Arc::new(Mutex::new(Ledger::default())),
         settled_before: 0,
@@ -286,9 +285,6 @@ struct Flows {
     permits: Arc<Semaphore>,
     /// Orders that were waiting for payment when the process started, until it resumes them.
     waiting: Waiting,
-    /// Payments authorized since the process started, to move their money later. Older ones
-    /// are looked up in the engine's state when they need it.
-    payments: HashMap<(TenantId, PaymentId), Known>,
     /// The last money movement started per payment; the next one waits for it.
     movements: HashMap<(TenantId, PaymentId), tokio::task::JoinHandle<()>>,
     /// Which movements are settled at the gateways.
@@ -297,7 +293,8 @@ struct Flows {
     settled_before: u64,
     /// Gateways named by authorizations in the log but not configured, each reported once.
     unknown_gateways: HashSet<GatewayId>,
-    /// Movements of payments not in `payments`, waiting to be looked up together.
+    /// Movements read and not yet started, waiting for their payments to be looked up in the
+    /// engine's state together (the process keeps no copy of it).
     to_look_up: Vec<Movement>,
 }
 
@@ -332,12 +329,6 @@ impl Flows {
             {
                 self.spawn_flow(tenant, order, Money::new(total, currency));
             }
-            Event::Payment {
-                payment,
-                event: PaymentEvent::PaymentAuthorized { order, amount, gateway },
-            } => {
-                self.payments.insert((tenant, payment), Known { gateway, order, amount });
-            }
             // Money movements are issued for history too, from the checkpoint on: the process
             // cannot know whether the gateway call after a commit was made before it last
             // stopped, and the keys (which include the event's position) make a repeated call
@@ -353,12 +344,7 @@ impl Flows {
                 // Counted from here, so that the checkpoint never passes a movement still to
                 // be looked up or made.
                 self.ledger().started(position.0);
-                let movement = Movement { position: position.0, tenant, payment, what };
-                let id = (movement.tenant.clone(), movement.payment.clone());
-                match self.payments.get(&id).cloned() {
-                    Some(known) => self.make(movement, known),
-                    None => self.to_look_up.push(movement),
-                }
+                self.to_look_up.push(Movement { position: position.0, tenant, payment, what });
             }
             _ => {}
         }
@@ -414,10 +400,9 @@ impl Flows {
         }
     }
 
-    /// Makes the movements of payments authorized before this run, in the order they were
-    /// read, with what the engine's state holds of their payments: one read for the batch,
-    /// not one per movement. If the engine cannot answer (it is stopping), they hold the
-    /// checkpoint back for the next start.
+    /// Makes the movements read, in their order, with what the engine's state holds of their
+    /// payments (gateway, order, amount): one read for the batch, not one per movement. If the
+    /// engine cannot answer (it is stopping), they hold the checkpoint back for the next start.
     fn look_up(&mut self) {
         if self.to_look_up.is_empty() {
             return;
