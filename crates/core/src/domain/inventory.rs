@@ -57,6 +57,11 @@ impl InventoryState {
     pub fn open_holds(&self) -> u64 {
         self.open_holds
     }
+
+    /// The state the accessors above read, as the engine's snapshot kept it.
+    pub(crate) fn restored(known: bool, on_hand: u64, reserved: u64, open_holds: u64) -> Self {
+        InventoryState { known, on_hand, reserved, open_holds }
+    }
 }
 
 /// Commands on one SKU's inventory.

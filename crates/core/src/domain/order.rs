@@ -161,6 +161,22 @@ impl OrderState {
     pub fn payment(&self) -> Option<&PaymentId> {
         self.placed.as_ref().and_then(|p| p.payment.as_ref())
     }
+
+    /// A placed order's state as the accessors above read it, as the engine's snapshot kept
+    /// it (`total` and `refunded` in minor units of `currency`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn restored(
+        status: OrderStatus,
+        currency: Currency,
+        lines: Box<[OrderLine]>,
+        total: u64,
+        refunded: u64,
+        hold_expires_at: Timestamp,
+        payment: Option<PaymentId>,
+    ) -> Self {
+        let placed = Placed { status, currency, lines, total, refunded, hold_expires_at, payment };
+        OrderState { placed: Some(placed) }
+    }
 }
 
 /// Commands on one order.

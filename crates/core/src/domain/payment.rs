@@ -111,6 +111,22 @@ impl PaymentState {
     pub fn refunded(&self) -> Option<Money> {
         self.started.as_ref().map(|p| Money::new(p.refunded, p.currency))
     }
+
+    /// A started payment's state as the accessors above read it, as the engine's snapshot kept
+    /// it (amounts in minor units of `currency`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn restored(
+        status: PaymentStatus,
+        order: OrderId,
+        gateway: GatewayId,
+        currency: Currency,
+        authorized: u64,
+        captured: u64,
+        refunded: u64,
+    ) -> Self {
+        let started = Started { status, order, gateway, currency, authorized, captured, refunded };
+        PaymentState { started: Some(started) }
+    }
 }
 
 /// Commands on one payment.

@@ -167,6 +167,15 @@ impl TenantState {
     pub fn payments(&self) -> impl Iterator<Item = (&PaymentId, &PaymentState)> {
         self.payments.iter()
     }
+
+    /// The aggregates the iterators above give, as the engine's snapshot kept them.
+    pub(crate) fn restored(
+        inventory: FxHashMap<Sku, InventoryState>,
+        orders: FxHashMap<OrderId, OrderState>,
+        payments: FxHashMap<PaymentId, PaymentState>,
+    ) -> Self {
+        TenantState { inventory, orders, payments }
+    }
 }
 
 impl Decider for Tenant {

@@ -94,6 +94,8 @@ impl Request {
 }
 
 pub(crate) struct DecisionThread {
+    /// The engine's folder, where its snapshot goes.
+    pub dir: std::path::PathBuf,
     pub world: World,
     pub log: Log,
     pub requests: Receiver<Work>,
@@ -117,7 +119,7 @@ impl DecisionThread {
             let first = match self.requests.recv_timeout(EXPIRY_TICK) {
                 Ok(work) => Some(work),
                 Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => return self.snapshot(),
             };
             let now = self.admission_time();
             self.expire_due(now);
@@ -129,6 +131,27 @@ impl DecisionThread {
                 }
             }
             self.flush();
+        }
+    }
+
+    /// Writes the state to the snapshot file once the log holds all of it durably; not after
+    /// a log failure (the state may be ahead of the disk). A snapshot that cannot be written is
+    /// reported: the next open replays more, nothing is lost.
+    fn snapshot(&self) {
+        let position = self.next_position;
+        while self.log.head().0 < position && self.log.failure().is_none() {
+            self.log.wait_beyond(Position(position - 1), Duration::from_millis(100));
+        }
+        if self.log.failure().is_some() || position == 0 {
+            return;
+        }
+        let started = std::time::Instant::now();
+        match super::snapshot::write(&self.dir, &self.log, &self.world, self.last_now, position) {
+            Ok(bytes) => {
+                let ms = started.elapsed().as_millis();
+                tracing::info!(position, bytes, ms, "engine snapshot written");
+            }
+            Err(e) => tracing::warn!(error = %e, "engine snapshot not written"),
         }
     }
 

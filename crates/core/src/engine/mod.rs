@@ -19,6 +19,7 @@ mod clock;
 mod decision;
 mod error;
 mod prefetch;
+mod snapshot;
 mod state;
 
 use std::path::Path;
@@ -142,6 +143,7 @@ struct Inner {
     answering: Arc<Answering>,
     log: Log,
     recovery: Recovery,
+    restored_from: Option<Position>,
 }
 
 impl Engine {
@@ -149,7 +151,12 @@ impl Engine {
     /// starts the decision thread.
     pub fn open(dir: &Path, config: Config) -> Result<Engine, OpenEngineError> {
         let (log, recovery) = Log::open(dir, config.log.clone())?;
-        let (world, last_now) = World::recovered(&log)?;
+        let snapshot = snapshot::read(dir, &log).unwrap_or_else(|why| {
+            tracing::warn!(%why, "engine snapshot ignored: the whole log is replayed");
+            None
+        });
+        let restored_from = snapshot.as_ref().map(|(.., position)| Position(*position));
+        let (world, last_now) = World::recovered(&log, snapshot)?;
         let (sender, requests) = crossbeam_channel::bounded(config.admission_queue.max(1));
         let (durable, waiting) = crossbeam_channel::unbounded();
         let waiter_log = log.reader();
@@ -158,6 +165,7 @@ impl Engine {
             .spawn(move || decision::answer_when_durable(&waiter_log, &waiting))
             .map_err(|source| orderly_store::OpenError::Io { path: dir.to_path_buf(), source })?;
         let thread = DecisionThread {
+            dir: dir.to_path_buf(),
             world,
             log: log.clone(),
             requests,
@@ -186,6 +194,7 @@ impl Engine {
             }),
             log,
             recovery,
+            restored_from,
         };
         Ok(Engine { inner: Arc::new(inner) })
     }
@@ -302,6 +311,14 @@ impl Engine {
         &self.inner.recovery
     }
 
+    /// Where the state this engine opened with came from a snapshot (the one its last clean
+    /// shutdown wrote): the position it was at, the records from there on replayed. `None`
+    /// when the open replayed the whole log.
+    #[must_use]
+    pub fn restored_from(&self) -> Option<Position> {
+        self.inner.restored_from
+    }
+
     /// The engine's log, read-only, for readers (projections, audit): the engine must stay its
     /// only appender.
     #[must_use]
@@ -310,7 +327,9 @@ impl Engine {
     }
 
     /// Stops admitting commands, decides and commits what was admitted, and waits for the
-    /// decision thread to finish. The log closes when the last handle is dropped.
+    /// decision thread to finish; it writes a snapshot of the state once all of it is durable,
+    /// so that the next open replays only what comes after. The log closes when the last
+    /// handle is dropped.
     pub fn shutdown(&self) {
         drop(self.inner.requests.write().unwrap_or_else(PoisonError::into_inner).take());
         // Held until the replays the decision thread handed out can no longer come: a second

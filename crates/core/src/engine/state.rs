@@ -38,15 +38,19 @@ type ReadBack = Vec<(u64, u64, Decoded)>;
 const REPLAY_BATCH: usize = 1024;
 
 impl World {
-    /// The state the records of `log` leave, and the last admission time they hold. The log is
-    /// read and decoded on a thread of its own, a few batches ahead of the replay here: the two
-    /// take about as long, and a start waits for both.
-    pub(crate) fn recovered(log: &Log) -> Result<(World, Timestamp), OpenEngineError> {
-        let mut world = World::default();
-        let mut last_now = Timestamp(0);
+    /// The state the records of `log` leave, and the last admission time they hold: `start`'s
+    /// state (from a snapshot: the world, its last admission time and the position it is at)
+    /// with the records from there on replayed, or all of them from an empty world. The log is
+    /// read and decoded on a thread of its own, a few batches ahead of the replay here: the
+    /// two take about as long, and a start waits for both.
+    pub(crate) fn recovered(
+        log: &Log,
+        start: Option<(World, Timestamp, u64)>,
+    ) -> Result<(World, Timestamp), OpenEngineError> {
+        let (mut world, mut last_now, from) = start.unwrap_or_default();
         std::thread::scope(|scope| {
             let (batches, read) = crossbeam_channel::bounded(4);
-            scope.spawn(move || read_back(log, &batches));
+            scope.spawn(move || read_back(log, Position(from), &batches));
             for batch in read {
                 for (position, timestamp, decoded) in batch? {
                     world.replay(position, &decoded);
@@ -56,13 +60,47 @@ impl World {
             Ok((world, last_now))
         })
     }
+
+    /// A world of `tenants` (in the order of their places), each with its aggregates and
+    /// keys, as a snapshot kept them. The expiry timers are set again for every order still
+    /// unpaid, by time, ties by place and order id.
+    pub(crate) fn restored(tenants: Vec<(TenantId, TenantState, Keys)>) -> World {
+        let mut world = World::default();
+        let mut unpaid = Vec::new();
+        for (place, (id, state, keys)) in tenants.into_iter().enumerate() {
+            for (order, placed) in state.orders() {
+                if placed.status() == Some(OrderStatus::Placed)
+                    && let Some(at) = placed.hold_expires_at()
+                {
+                    unpaid.push((at, place, order.clone()));
+                }
+            }
+            world.places.insert(id.clone(), place);
+            world.tenants.push(TenantWorld { id, state, keys });
+        }
+        unpaid.sort_unstable();
+        for (at, place, order) in unpaid {
+            world.timers.push(at, Place(place), &order);
+        }
+        world
+    }
+
+    /// Every tenant, in the order of their places, with its aggregates and keys.
+    pub(crate) fn tenants_and_keys(
+        &self,
+    ) -> impl Iterator<Item = (&TenantId, &TenantState, &Keys)> {
+        self.tenants.iter().map(|tenant| (&tenant.id, &tenant.state, &tenant.keys))
+    }
 }
 
-/// Reads and decodes the records of `log` into batches for `batches`: up to the end, the first
+/// A tenant's idempotency keys and where their commands' events are.
+pub(crate) type Keys = FxHashMap<IdempotencyKey, KeyEntry>;
+
+/// Reads and decodes the records of `log` from `from` into batches for `batches`: up to the end, the first
 /// record that cannot be read or decoded (its error is sent last), or a receiver that is gone.
-fn read_back(log: &Log, batches: &Sender<Result<ReadBack, OpenEngineError>>) {
+fn read_back(log: &Log, from: Position, batches: &Sender<Result<ReadBack, OpenEngineError>>) {
     let mut batch = Vec::with_capacity(REPLAY_BATCH);
-    for record in log.read_from(Position(0)) {
+    for record in log.read_from(from) {
         match record.map_err(OpenEngineError::from).and_then(decode) {
             Ok(read) => batch.push(read),
             Err(error) => {
@@ -106,7 +144,7 @@ pub(crate) struct Place(usize);
 struct TenantWorld {
     id: TenantId,
     state: TenantState,
-    keys: FxHashMap<IdempotencyKey, KeyEntry>,
+    keys: Keys,
 }
 
 /// Placed orders by the time their stock hold runs out, earliest first, ties in the order they
