@@ -96,6 +96,8 @@ impl Request {
 pub(crate) struct DecisionThread {
     /// The engine's folder, where its snapshot goes.
     pub dir: std::path::PathBuf,
+    /// Whether the engine is shut down (not dropped): then a snapshot is written at the end.
+    pub snapshot_at_stop: Arc<std::sync::atomic::AtomicBool>,
     pub world: World,
     pub log: Log,
     pub requests: Receiver<Work>,
@@ -119,7 +121,12 @@ impl DecisionThread {
             let first = match self.requests.recv_timeout(EXPIRY_TICK) {
                 Ok(work) => Some(work),
                 Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => return self.snapshot(),
+                Err(RecvTimeoutError::Disconnected) => {
+                    if self.snapshot_at_stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        self.snapshot();
+                    }
+                    return;
+                }
             };
             let now = self.admission_time();
             self.expire_due(now);

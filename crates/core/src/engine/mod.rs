@@ -43,6 +43,10 @@ use crate::domain::{Envelope, Event, TenantId, Timestamp};
 /// Commands that may wait for the decision thread before `execute` answers `Overloaded`.
 pub const DEFAULT_ADMISSION_QUEUE: usize = 65_536;
 
+/// The file in the engine's folder where a clean shutdown leaves a snapshot of the state (see
+/// [`Engine::shutdown`]). Removing it costs the next open a replay of the whole log, nothing else.
+pub const SNAPSHOT_FILE: &str = "engine.snapshot";
+
 /// How long a replayed answer waits for the original command's batch to become durable.
 const REPLAY_WAIT: Duration = Duration::from_secs(30);
 
@@ -144,6 +148,9 @@ struct Inner {
     log: Log,
     recovery: Recovery,
     restored_from: Option<Position>,
+    /// Set by `shutdown`: the decision thread then writes a snapshot as it stops. An engine
+    /// dropped without `shutdown` stops as after a crash, without one.
+    snapshot_at_stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Engine {
@@ -164,8 +171,10 @@ impl Engine {
             .name("orderly-durable".into())
             .spawn(move || decision::answer_when_durable(&waiter_log, &waiting))
             .map_err(|source| orderly_store::OpenError::Io { path: dir.to_path_buf(), source })?;
+        let snapshot_at_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let thread = DecisionThread {
             dir: dir.to_path_buf(),
+            snapshot_at_stop: snapshot_at_stop.clone(),
             world,
             log: log.clone(),
             requests,
@@ -195,6 +204,7 @@ impl Engine {
             log,
             recovery,
             restored_from,
+            snapshot_at_stop,
         };
         Ok(Engine { inner: Arc::new(inner) })
     }
@@ -328,9 +338,11 @@ impl Engine {
 
     /// Stops admitting commands, decides and commits what was admitted, and waits for the
     /// decision thread to finish; it writes a snapshot of the state once all of it is durable,
-    /// so that the next open replays only what comes after. The log closes when the last
-    /// handle is dropped.
+    /// so that the next open replays only what comes after (an engine dropped without
+    /// `shutdown` writes none, as after a crash). The log closes when the last handle is
+    /// dropped.
     pub fn shutdown(&self) {
+        self.inner.snapshot_at_stop.store(true, std::sync::atomic::Ordering::SeqCst);
         drop(self.inner.requests.write().unwrap_or_else(PoisonError::into_inner).take());
         // Held until the replays the decision thread handed out can no longer come: a second
         // `shutdown` at the same time waits here, and does not close the way for them early.

@@ -36,8 +36,7 @@ use crate::domain::{
     Timestamp,
 };
 
-/// The snapshot's file in the engine's folder.
-pub(crate) const FILE_NAME: &str = "engine.snapshot";
+use super::SNAPSHOT_FILE as FILE_NAME;
 const MAGIC: &[u8; 8] = b"OENGSNAP";
 const FORMAT_VERSION: u16 = 1;
 /// Bytes gathered before they go to the hasher and the file.

@@ -13,6 +13,7 @@ use orderly_core::domain::{
 };
 use orderly_core::engine::{
     Ack, Config, Engine, EngineError, ExecuteError, ManualClock, OpenEngineError, Outcome,
+    SNAPSHOT_FILE,
 };
 use orderly_core::{Position, domain::Rejection};
 use orderly_store::LogConfig;
@@ -20,6 +21,7 @@ use orderly_store::LogConfig;
 mod kill;
 mod oversell;
 mod payments;
+mod snapshot;
 
 pub(crate) const START: Timestamp = Timestamp(1_764_115_200_000);
 const TTL: u64 = 60_000;
@@ -261,20 +263,32 @@ fn an_unpaid_order_expires_and_releases_its_stock() {
     assert_eq!(available(&engine, "acme", "sku-1"), 10);
 }
 
+/// Timers come back from the snapshot a clean shutdown leaves, and from the log alone.
 #[test]
 fn expiry_timers_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::at(START);
-    {
+    for from_snapshot in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::at(START);
+        {
+            let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+            engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+            engine.execute_blocking(place("acme", "o-1", &[("sku-1", 4)])).unwrap();
+            engine.execute_blocking(place("acme", "o-2", &[("sku-1", 1)])).unwrap();
+            clock.advance(TTL / 2);
+            engine.execute_blocking(place("acme", "o-3", &[("sku-1", 2)])).unwrap();
+            engine.shutdown();
+        }
+        if !from_snapshot {
+            std::fs::remove_file(dir.path().join(SNAPSHOT_FILE)).unwrap();
+        }
+        clock.advance(TTL / 2 + 1_000);
         let engine = Engine::open(dir.path(), config(&clock)).unwrap();
-        engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
-        engine.execute_blocking(place("acme", "o-1", &[("sku-1", 4)])).unwrap();
-        engine.shutdown();
+        assert_eq!(engine.restored_from().is_some(), from_snapshot);
+        eventually("expiry after restart", || order_cancelled_by_expiry(&engine, Position(0)));
+        eventually("o-1 and o-2 released", || available(&engine, "acme", "sku-1") == 8);
+        clock.advance(TTL / 2);
+        eventually("o-3 released", || available(&engine, "acme", "sku-1") == 10);
     }
-    clock.advance(TTL + 5_000);
-    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
-    eventually("expiry after restart", || order_cancelled_by_expiry(&engine, Position(0)));
-    assert_eq!(available(&engine, "acme", "sku-1"), 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -504,7 +518,9 @@ fn a_restart_replays_records_beyond_many_batches_and_stops_at_one_that_does_not_
         engine.shutdown();
     }
     {
+        std::fs::remove_file(dir.path().join(SNAPSHOT_FILE)).unwrap();
         let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+        assert_eq!(engine.restored_from(), None, "the whole log replayed");
         let stocked: u64 = (0..7).map(|n| available(&engine, "acme", &format!("sku-{n}"))).sum();
         assert_eq!(stocked, receipts, "every receipt replayed");
         engine.shutdown();

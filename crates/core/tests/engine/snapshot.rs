@@ -1,0 +1,129 @@
+//! The snapshot a clean shutdown leaves: the next open starts from it and replays only the
+//! records after it; one that does not check out against the log is ignored, and the whole log
+//! replayed, with the same result.
+
+use std::path::Path;
+
+use orderly_core::engine::{Engine, ManualClock, SNAPSHOT_FILE};
+
+use super::{START, available, config, key, place, receive};
+
+/// acme's sku-1 stocked with 10, o-1 placed for 3 with key k-1, o-2 for 2 without.
+fn first_session(dir: &Path, clock: &ManualClock) {
+    let engine = Engine::open(dir, config(clock)).unwrap();
+    assert_eq!(engine.restored_from(), None, "a new folder has no snapshot");
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    engine.execute_blocking(place("acme", "o-1", &[("sku-1", 3)]).with_key(key("k-1"))).unwrap();
+    engine.execute_blocking(place("acme", "o-2", &[("sku-1", 2)])).unwrap();
+    engine.shutdown();
+}
+
+/// What the first session left holds, however the engine was opened: the stock, and the key
+/// (a retry replays o-1, held nothing more).
+fn holds_the_first_session(engine: &Engine) {
+    let retry = place("acme", "o-1", &[("sku-1", 3)]).with_key(key("k-1"));
+    let retried = engine.execute_blocking(retry).unwrap();
+    assert!(retried.replayed, "the key is known");
+    assert_eq!(retried.events[0].position.0, 1, "o-1's first outcome");
+    assert_eq!(available(engine, "acme", "sku-1"), 5);
+}
+
+/// Copies the files of an engine's folder (its log and snapshot) to `to`.
+fn copy_folder(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_next_open_starts_from_the_snapshot_and_replays_the_records_written_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    first_session(dir.path(), &clock);
+    let snapshot = dir.path().join(SNAPSHOT_FILE);
+    assert!(snapshot.exists(), "the shutdown left a snapshot");
+    let taken_at_first_stop = std::fs::read(&snapshot).unwrap();
+
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    assert_eq!(engine.restored_from(), Some(engine.head()), "nothing to replay after it");
+    holds_the_first_session(&engine);
+    engine.execute_blocking(place("acme", "o-3", &[("sku-1", 4)]).with_key(key("k-3"))).unwrap();
+    engine.shutdown();
+    drop(engine);
+
+    // As after a crash that came before a later snapshot: the first one is still good, and
+    // the records after it (o-3 and its key) are replayed.
+    std::fs::write(&snapshot, taken_at_first_stop).unwrap();
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    let restored_from = engine.restored_from().expect("the first snapshot is used");
+    assert!(restored_from < engine.head(), "records after it are replayed");
+    let retry = place("acme", "o-3", &[("sku-1", 4)]).with_key(key("k-3"));
+    assert!(engine.execute_blocking(retry).unwrap().replayed, "o-3's key, from the log");
+    assert_eq!(available(&engine, "acme", "sku-1"), 1, "o-1, o-2 and o-3 hold 9");
+}
+
+#[test]
+fn a_damaged_snapshot_is_ignored_and_the_whole_log_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    first_session(dir.path(), &clock);
+    let snapshot = dir.path().join(SNAPSHOT_FILE);
+    let good = std::fs::read(&snapshot).unwrap();
+    let mut flipped = good.clone();
+    flipped[good.len() / 2] ^= 0x01;
+    let cut_short = &good[..good.len() - 40];
+    for bytes in [&flipped[..], cut_short, b"something else"] {
+        std::fs::write(&snapshot, bytes).unwrap();
+        let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+        assert_eq!(engine.restored_from(), None);
+        holds_the_first_session(&engine);
+        // Dropped, not shut down: it leaves no snapshot of its own for the next case.
+        drop(engine);
+    }
+}
+
+#[test]
+fn a_snapshot_of_another_log_or_of_a_later_state_is_ignored() {
+    let clock = ManualClock::at(START);
+    let ours = tempfile::tempdir().unwrap();
+    first_session(ours.path(), &clock);
+
+    // Another log as long as ours, with other records: its snapshot's digest does not match.
+    let theirs = tempfile::tempdir().unwrap();
+    {
+        let engine = Engine::open(theirs.path(), config(&clock)).unwrap();
+        engine.execute_blocking(receive("globex", "sku-9", 1)).unwrap();
+        engine.execute_blocking(receive("globex", "sku-9", 1)).unwrap();
+        engine.execute_blocking(receive("globex", "sku-9", 1)).unwrap();
+        assert_eq!(engine.head().0, 3, "as many records as ours");
+        engine.shutdown();
+    }
+    let copy = tempfile::tempdir().unwrap();
+    copy_folder(ours.path(), copy.path());
+    std::fs::copy(theirs.path().join(SNAPSHOT_FILE), copy.path().join(SNAPSHOT_FILE)).unwrap();
+    let engine = Engine::open(copy.path(), config(&clock)).unwrap();
+    assert_eq!(engine.restored_from(), None, "another log's snapshot");
+    holds_the_first_session(&engine);
+    let theirs = engine.execute_blocking(place("globex", "o-9", &[("sku-9", 1)]));
+    assert_eq!(theirs.unwrap_err().code(), "unknown_sku", "nothing of theirs");
+    engine.shutdown();
+    drop(engine);
+
+    // Our folder as the first session left it, with the snapshot of a later state (a restored
+    // backup of the log beside a newer snapshot): past the log's end.
+    let older = tempfile::tempdir().unwrap();
+    copy_folder(ours.path(), older.path());
+    {
+        let engine = Engine::open(ours.path(), config(&clock)).unwrap();
+        engine.execute_blocking(place("acme", "o-3", &[("sku-1", 4)])).unwrap();
+        engine.shutdown();
+    }
+    std::fs::copy(ours.path().join(SNAPSHOT_FILE), older.path().join(SNAPSHOT_FILE)).unwrap();
+    let engine = Engine::open(older.path(), config(&clock)).unwrap();
+    assert_eq!(engine.restored_from(), None, "a snapshot past the log's end");
+    holds_the_first_session(&engine);
+}
