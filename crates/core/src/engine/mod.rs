@@ -164,6 +164,10 @@ impl Engine {
         });
         let restored_from = snapshot.as_ref().map(|(.., position)| Position(*position));
         let (world, last_now) = World::recovered(&log, snapshot)?;
+        if let Some(from) = restored_from {
+            let replayed = log.head().0 - from.0;
+            tracing::info!(position = from.0, replayed, "engine state from its snapshot");
+        }
         let (sender, requests) = crossbeam_channel::bounded(config.admission_queue.max(1));
         let (durable, waiting) = crossbeam_channel::unbounded();
         let waiter_log = log.reader();
