@@ -107,6 +107,9 @@ pub(crate) struct DecisionThread {
     pub next_position: u64,
     /// Admission times never go backwards, even if the wall clock does.
     pub last_now: Timestamp,
+    /// The latest admission time a record holds: what a replay of the log finds, and so what
+    /// a snapshot keeps (`last_now` also moves on idle ticks that record nothing).
+    pub last_recorded: Timestamp,
     /// The batch being built this turn.
     pub turn: Turn,
     /// Bytes after which a turn's batch goes to the log early (it must fit in a segment).
@@ -153,7 +156,8 @@ impl DecisionThread {
             return;
         }
         let started = std::time::Instant::now();
-        match super::snapshot::write(&self.dir, &self.log, &self.world, self.last_now, position) {
+        let (dir, world) = (&self.dir, &self.world);
+        match super::snapshot::write(dir, &self.log, world, self.last_recorded, position) {
             Ok(bytes) => {
                 let ms = started.elapsed().as_millis();
                 tracing::info!(position, bytes, ms, "engine snapshot written");
@@ -253,6 +257,7 @@ impl DecisionThread {
     ) {
         let record = self.turn.next_record();
         codec::encode_decision_into(self.world.id(place), key, &events, now, record);
+        self.last_recorded = now;
         self.turn.bytes += record.encoded_len();
         self.world.apply(place, &events);
         if for_reply == Events::Drop {

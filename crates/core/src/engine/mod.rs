@@ -35,7 +35,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{EngineError, ExecuteError, OpenEngineError};
 
 use self::decision::{Answer, DecisionThread, Events, Reply, Request, Work};
-use self::state::World;
+pub(crate) use self::state::World;
 use crate::codec::{self, DecodeError};
 use crate::domain::limits::DEFAULT_HOLD_TTL_MS;
 use crate::domain::{Envelope, Event, TenantId, Timestamp};
@@ -186,6 +186,7 @@ impl Engine {
             hold_ttl_ms: config.hold_ttl_ms,
             next_position: log.head().0,
             last_now,
+            last_recorded: last_now,
             turn: decision::Turn::default(),
             durable: durable.clone(),
             // A turn's batch must fit in a segment with room to spare; 1 MiB keeps it short.
@@ -390,13 +391,15 @@ impl Engine {
     /// Runs `read` on the decision thread against the state every command admitted before it
     /// left, and returns its answer with the position the next record then gets: the state is
     /// the log's up to that position, once it is durable (which the caller waits for if it
-    /// acts on it). Blocks while the admission queue is full. For what the engine's own
-    /// processes need to know when they start, not for every command: the decision thread
-    /// does nothing else meanwhile.
+    /// acts on it). For the engine's own processes, not for every command: the decision thread
+    /// does nothing else meanwhile. `Overloaded` when no answer came within `wait` (the queue
+    /// stayed full, or the thread is held up, as by a stalled disk): the caller may ask again.
     pub(crate) fn read<R: Send + 'static>(
         &self,
         read: impl FnOnce(&World) -> R + Send + 'static,
+        wait: Duration,
     ) -> Result<(R, Position), EngineError> {
+        let deadline = std::time::Instant::now() + wait;
         let (answer, answered) = crossbeam_channel::bounded(1);
         let work = Work::Read(Box::new(move |world, next| drop(answer.send((read(world), next)))));
         let sender = self.inner.requests.read().unwrap_or_else(PoisonError::into_inner).clone();
@@ -404,8 +407,16 @@ impl Engine {
             Some(cause) => EngineError::Stopped { cause },
             None => EngineError::ShuttingDown,
         };
-        sender.ok_or_else(stopped)?.send(work).map_err(|_| stopped())?;
-        answered.recv().map_err(|_| stopped())
+        let sender = sender.ok_or_else(stopped)?;
+        sender.send_deadline(work, deadline).map_err(|e| match e {
+            crossbeam_channel::SendTimeoutError::Timeout(_) => EngineError::Overloaded,
+            crossbeam_channel::SendTimeoutError::Disconnected(_) => stopped(),
+        })?;
+        drop(sender);
+        answered.recv_deadline(deadline).map_err(|e| match e {
+            crossbeam_channel::RecvTimeoutError::Timeout => EngineError::Overloaded,
+            crossbeam_channel::RecvTimeoutError::Disconnected => stopped(),
+        })
     }
 
     fn gone(&self) -> ExecuteError {

@@ -30,7 +30,7 @@ use crate::domain::{
     OrderCommand, OrderEvent, OrderId, OrderStatus, PaymentCommand, PaymentEvent, PaymentId,
     TenantId,
 };
-use crate::engine::{CommittedEvent, Engine, EngineError, ExecuteError};
+use crate::engine::{CommittedEvent, Engine, EngineError, ExecuteError, World};
 use crate::payments::{
     Authorization, AuthorizeRequest, GatewayError, MoneyRequest, PaymentGateway, Router,
 };
@@ -146,6 +146,7 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool, checkpoint: Opt
         settled_before: 0,
         unknown_gateways: HashSet::new(),
         to_look_up: Vec::new(),
+        taken_over_at: 0,
     };
     if let Some(path) = checkpoint {
         let (position, ignored) = settled::load(path);
@@ -170,25 +171,28 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool, checkpoint: Opt
         "payments process took over the orders waiting for payment"
     );
     flows.waiting = waiting;
-    let mut events = engine.subscribe(crate::Position(flows.settled_before.min(resume_at.0)));
-    let mut live = false;
+    flows.taken_over_at = resume_at.0;
+    let from = flows.settled_before.min(resume_at.0);
+    let mut events = engine.subscribe(crate::Position(from));
+    let mut resumed = false;
     while !stop.load(Ordering::SeqCst) {
         let wait = if flows.to_look_up.is_empty() { POLL } else { Duration::ZERO };
         let next = events.next_timeout(wait);
-        let is_live = match &next {
-            Some(Ok(event)) => event.position >= resume_at,
-            _ => engine.head() >= resume_at,
+        // Every record before this one was read (on `None`, every record the log holds).
+        let read_before = match &next {
+            Some(Ok(event)) => event.position.0,
+            _ => last_read.map_or(from, |last| last + 1),
         };
-        if is_live && !live {
-            live = true;
+        if read_before >= resume_at.0 && !resumed {
+            resumed = true;
             flows.resume();
         }
         match next {
             Some(Ok(event)) => {
                 last_read = Some(event.position.0);
-                flows.on_event(event, live);
+                flows.on_event(event);
                 if flows.to_look_up.len() >= LOOK_UP_BATCH {
-                    flows.look_up();
+                    flows.look_up(stop);
                 }
             }
             Some(Err(e)) => {
@@ -196,7 +200,7 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool, checkpoint: Opt
                 break;
             }
             None => {
-                flows.look_up();
+                flows.look_up(stop);
                 if let Some(last) = last_read {
                     flows.ledger().caught_up(last);
                 }
@@ -218,7 +222,7 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool, checkpoint: Opt
     {
         flows.ledger().caught_up(last);
     }
-    flows.look_up();
+    flows.look_up(stop);
     let Flows { runtime, ledger, movements, .. } = flows;
     // Money movements in progress finish (bounded) and count as settled in the checkpoint;
     // one cut short is repeated, idempotently, by the next start.
@@ -253,7 +257,7 @@ fn store_if_moved(path: &Path, settled_before: u64, stored: u64) -> u64 {
 /// The orders placed and not yet confirmed or cancelled, with the position the engine's state
 /// is at; `None` if the engine stopped or is shutting down (then no command could be sent).
 fn waiting_for_payment(engine: &Engine, stop: &AtomicBool) -> Option<(Waiting, crate::Position)> {
-    let read = engine.read(|world| {
+    let read = ask(engine, stop, |world| {
         let mut waiting = Waiting::new();
         for (tenant, state) in world.tenants() {
             for (order, placed) in state.orders() {
@@ -277,6 +281,25 @@ fn waiting_for_payment(engine: &Engine, stop: &AtomicBool) -> Option<(Waiting, c
 /// Orders waiting for payment, with what they ask.
 type Waiting = Vec<((TenantId, OrderId), Money)>;
 
+/// How long one read of the engine's state waits for its answer before it is asked again (or,
+/// once the process stops, given up).
+const READ_WAIT: Duration = Duration::from_secs(1);
+
+/// Reads the engine's state with `read`, asking again while the engine is too busy to answer
+/// in time, until the process stops.
+fn ask<R: Send + 'static>(
+    engine: &Engine,
+    stop: &AtomicBool,
+    read: impl Fn(&World) -> R + Clone + Send + 'static,
+) -> Result<(R, crate::Position), EngineError> {
+    loop {
+        match engine.read(read.clone(), READ_WAIT) {
+            Err(EngineError::Overloaded) if !stop.load(Ordering::SeqCst) => {}
+            answer => return answer,
+        }
+    }
+}
+
 /// The process's memory and the runtime its gateway calls run on.
 struct Flows {
     engine: Engine,
@@ -293,6 +316,9 @@ struct Flows {
     settled_before: u64,
     /// Gateways named by authorizations in the log but not configured, each reported once.
     unknown_gateways: HashSet<GatewayId>,
+    /// The position the engine's state was at when the process took over the orders waiting
+    /// for payment: it starts a flow for each order placed from there on.
+    taken_over_at: u64,
     /// Movements read and not yet started, waiting for their payments to be looked up in the
     /// engine's state together (the process keeps no copy of it).
     to_look_up: Vec<Movement>,
@@ -318,14 +344,14 @@ enum What {
 const LOOK_UP_BATCH: usize = 1024;
 
 impl Flows {
-    fn on_event(&mut self, committed: CommittedEvent, live: bool) {
+    fn on_event(&mut self, committed: CommittedEvent) {
         let CommittedEvent { position, tenant, event, .. } = committed;
         self.ledger().read(position.0);
         match event {
-            // Before `resume_at` (not live), the orders still waiting are those taken over, with
+            // Before `taken_over_at`, the orders still waiting are those taken over, with
             // whatever paid or cancelled them until then already applied.
             Event::Order { order, event: OrderEvent::OrderPlaced { total, currency, .. } }
-                if live =>
+                if position.0 >= self.taken_over_at =>
             {
                 self.spawn_flow(tenant, order, Money::new(total, currency));
             }
@@ -402,15 +428,16 @@ impl Flows {
 
     /// Makes the movements read, in their order, with what the engine's state holds of their
     /// payments (gateway, order, amount): one read for the batch, not one per movement. If the
-    /// engine cannot answer (it is stopping), they hold the checkpoint back for the next start.
-    fn look_up(&mut self) {
+    /// engine cannot answer (it stopped, or is held up as the process stops), they hold the
+    /// checkpoint back for the next start.
+    fn look_up(&mut self, stop: &AtomicBool) {
         if self.to_look_up.is_empty() {
             return;
         }
         let movements = std::mem::take(&mut self.to_look_up);
-        let ids: Vec<(TenantId, PaymentId)> =
+        let ids: Arc<[(TenantId, PaymentId)]> =
             movements.iter().map(|m| (m.tenant.clone(), m.payment.clone())).collect();
-        let read = self.engine.read(move |world| {
+        let read = ask(&self.engine, stop, move |world| {
             let known = |(tenant, payment): &(TenantId, PaymentId)| {
                 let started = world.tenant(tenant)?.payment(payment)?;
                 Some(Known {
