@@ -4,8 +4,9 @@
 //! A snapshot speeds a start up; it is never the source of truth, the log is. The file is
 //! bound to the log by the position it was taken at and a digest of the record just before
 //! it. An open that finds it unreadable, of another format version, damaged (its blake3 does
-//! not match), ahead of the log, or bound to another record ignores it, says why, and replays
-//! the whole log. A crash after a snapshot leaves it usable: the log only grows, and the open
+//! not match), ahead of the log, bound to another record, or holding what no events could
+//! leave (the hash finds damage, not a deliberate edit) ignores it, says why, and replays the
+//! whole log. A crash after a snapshot leaves it usable: the log only grows, and the open
 //! replays the records written since.
 //!
 //! ```text
