@@ -22,7 +22,7 @@
 //! Text (ids, keys, currencies) is a length byte and the bytes; numbers are little-endian.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use orderly_store::{Log, Position};
@@ -78,23 +78,35 @@ pub(crate) fn write(
 /// The state in `dir`'s snapshot, if there is one that `log` bears out; otherwise why not
 /// (`Ok(None)` when there is no snapshot at all).
 pub(crate) fn read(dir: &Path, log: &Log) -> Result<Option<Restored>, String> {
+    read_in_chunks(dir, log, CHUNK)
+}
+
+/// [`read`], reading `chunk` bytes at a time.
+fn read_in_chunks(dir: &Path, log: &Log, chunk: usize) -> Result<Option<Restored>, String> {
     let path = snapshot_path(dir);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
+    let file = match File::open(&path) {
+        Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    let (body, hash) = bytes.split_at(bytes.len().saturating_sub(32));
-    if hash.len() != 32 || blake3::hash(body).as_bytes() != hash {
-        return Err(format!("{}: damaged (its hash does not match)", path.display()));
+    let mut input = In::new(file, chunk).map_err(|e| format!("{}: {e}", path.display()))?;
+    let restored = restore(&mut input, log);
+    // The hash is checked last, the file read once: what a damaged file let the parser build
+    // is dropped here.
+    match input.hash_matches() {
+        Ok(true) => restored.map(Some),
+        Ok(false) => Err(format!("{}: damaged (its hash does not match)", path.display())),
+        Err(e) => Err(format!("{}: {e}", path.display())),
     }
-    let mut input = In { bytes: body };
+}
+
+fn restore(input: &mut In, log: &Log) -> Result<Restored, String> {
     if input.take(MAGIC.len())? != MAGIC {
-        return Err(format!("{} is not an engine snapshot", path.display()));
+        return Err("not an engine snapshot".into());
     }
     let version = input.u16()?;
     if version != FORMAT_VERSION {
-        return Err(format!("{}: format version {version}, not {FORMAT_VERSION}", path.display()));
+        return Err(format!("format version {version}, not {FORMAT_VERSION}"));
     }
     let position = input.u64()?;
     if position == 0 {
@@ -103,17 +115,17 @@ pub(crate) fn read(dir: &Path, log: &Log) -> Result<Option<Restored>, String> {
     if position > log.head().0 {
         return Err(format!("taken at position {position}, past the log's end {}", log.head().0));
     }
-    let digest = input.take(32)?;
-    if digest_before(log, position).map_err(|e| e.to_string())?.as_slice() != digest {
+    let digest: [u8; 32] = input.take(32)?.try_into().expect("32 bytes");
+    if digest_before(log, position).map_err(|e| e.to_string())? != digest {
         return Err(format!("taken from another log (record {} differs)", position - 1));
     }
     let last_now = Timestamp(input.u64()?);
     let tenants =
-        (0..input.u32()?).map(|_| read_tenant(&mut input, position)).collect::<Result<_, _>>()?;
-    if !input.bytes.is_empty() {
+        (0..input.u32()?).map(|_| read_tenant(input, position)).collect::<Result<_, _>>()?;
+    if input.remaining() > 0 {
         return Err("bytes after the last tenant".into());
     }
-    Ok(Some((World::restored(tenants), last_now, position)))
+    Ok((World::restored(tenants), last_now, position))
 }
 
 /// Where the snapshot of the engine on `dir` is.
@@ -227,7 +239,7 @@ fn write_tenant(out: &mut Out, id: &TenantId, state: &TenantState, keys: &Keys) 
 /// One tenant of a snapshot taken at `position`. Besides the hash, what the domain's events
 /// always keep true is checked (the engine asserts it as it applies events), so that a
 /// snapshot that is well formed yet wrong is refused rather than trusted.
-fn read_tenant(input: &mut In<'_>, position: u64) -> Result<(TenantId, TenantState, Keys), String> {
+fn read_tenant(input: &mut In, position: u64) -> Result<(TenantId, TenantState, Keys), String> {
     let id = input.id(TenantId::new)?;
     let count = input.count(1 + 16 + 8 + 4)?;
     let mut keys = Keys::with_capacity_and_hasher(count, Default::default());
@@ -405,19 +417,71 @@ impl Out {
     }
 }
 
-/// The snapshot being read, its hash already checked.
-struct In<'b> {
-    bytes: &'b [u8],
+/// The snapshot being read, a chunk at a time (a snapshot is as large as the state: it is not
+/// held in memory whole beside the state built from it), each chunk hashed as it is read.
+struct In {
+    file: File,
+    /// Bytes read at a time.
+    chunk_len: usize,
+    chunk: Vec<u8>,
+    /// Where the next field starts in `chunk`.
+    at: usize,
+    /// Bytes before the final hash not yet read into `chunk`.
+    unread: u64,
+    hasher: blake3::Hasher,
 }
 
-impl<'b> In<'b> {
-    fn take(&mut self, n: usize) -> Result<&'b [u8], String> {
-        if self.bytes.len() < n {
+impl In {
+    fn new(file: File, chunk_len: usize) -> io::Result<In> {
+        let len = file.metadata()?.len();
+        let unread = len.checked_sub(32).ok_or_else(|| invalid("shorter than its hash"))?;
+        let chunk = Vec::with_capacity(chunk_len);
+        Ok(In { file, chunk_len, chunk, at: 0, unread, hasher: blake3::Hasher::new() })
+    }
+
+    /// Bytes before the final hash not yet taken.
+    fn remaining(&self) -> u64 {
+        (self.chunk.len() - self.at) as u64 + self.unread
+    }
+
+    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+        if self.chunk.len() - self.at < n {
+            self.refill(n)?;
+        }
+        let taken = &self.chunk[self.at..self.at + n];
+        self.at += n;
+        Ok(taken)
+    }
+
+    /// Reads the next chunk behind what is left of this one, so that `n` bytes are there.
+    fn refill(&mut self, n: usize) -> Result<(), String> {
+        self.chunk.drain(..self.at);
+        self.at = 0;
+        let want = (self.chunk_len.max(n) - self.chunk.len())
+            .min(usize::try_from(self.unread).unwrap_or(usize::MAX));
+        let start = self.chunk.len();
+        self.chunk.resize(start + want, 0);
+        self.file.read_exact(&mut self.chunk[start..]).map_err(|e| e.to_string())?;
+        self.hasher.update(&self.chunk[start..]);
+        self.unread -= want as u64;
+        if self.chunk.len() < n {
             return Err("cut short".into());
         }
-        let (taken, rest) = self.bytes.split_at(n);
-        self.bytes = rest;
-        Ok(taken)
+        Ok(())
+    }
+
+    /// Reads the rest and the final hash; whether it is the hash of every byte before it.
+    fn hash_matches(&mut self) -> io::Result<bool> {
+        let mut rest = vec![0; self.chunk_len];
+        while self.unread > 0 {
+            let n = usize::try_from(self.unread).unwrap_or(usize::MAX).min(self.chunk_len);
+            self.file.read_exact(&mut rest[..n])?;
+            self.hasher.update(&rest[..n]);
+            self.unread -= n as u64;
+        }
+        let mut hash = [0; 32];
+        self.file.read_exact(&mut hash)?;
+        Ok(*self.hasher.finalize().as_bytes() == hash)
     }
 
     fn u8(&mut self) -> Result<u8, String> {
@@ -451,7 +515,7 @@ impl<'b> In<'b> {
         let count = self.u64()?;
         usize::try_from(count)
             .ok()
-            .filter(|&count| count <= self.bytes.len() / least)
+            .filter(|&count| count as u64 <= self.remaining() / least as u64)
             .ok_or_else(|| format!("a count of {count} entries that the snapshot cannot hold"))
     }
 }
@@ -523,6 +587,11 @@ mod tests {
         assert_eq!(last_now, replayed_now, "the last time a record holds, not the idle clock's");
         let (restored, replayed) = (dump(&restored), dump(&replayed));
         assert_eq!(restored, replayed);
+        // Read in chunks so short that fields straddle them: the same.
+        for chunk in [1, 7, 64] {
+            let (small_chunks, ..) = read_in_chunks(dir.path(), &log, chunk).unwrap().unwrap();
+            assert_eq!(dump(&small_chunks), replayed, "in chunks of {chunk} bytes");
+        }
 
         let orders = replayed.iter().flat_map(|tenant| tenant.3.values());
         let statuses: std::collections::HashSet<_> = orders.map(OrderState::status).collect();
