@@ -68,10 +68,29 @@ impl OrderStatus {
     /// The status named `name` by [`OrderStatus::as_str`].
     #[must_use]
     pub fn parse(name: &str) -> Option<OrderStatus> {
-        [Self::Placed, Self::Confirmed, Self::Shipped, Self::Delivered, Self::Cancelled]
-            .into_iter()
-            .find(|status| status.as_str() == name)
+        Self::ALL.into_iter().find(|status| status.as_str() == name)
     }
+
+    /// Stable small number, as read models and the engine's snapshot store it.
+    #[must_use]
+    pub fn code(self) -> u8 {
+        match self {
+            OrderStatus::Placed => 0,
+            OrderStatus::Confirmed => 1,
+            OrderStatus::Shipped => 2,
+            OrderStatus::Delivered => 3,
+            OrderStatus::Cancelled => 4,
+        }
+    }
+
+    /// The status numbered `code` by [`OrderStatus::code`].
+    #[must_use]
+    pub fn from_code(code: u8) -> Option<OrderStatus> {
+        Self::ALL.into_iter().find(|status| status.code() == code)
+    }
+
+    const ALL: [OrderStatus; 5] =
+        [Self::Placed, Self::Confirmed, Self::Shipped, Self::Delivered, Self::Cancelled];
 }
 
 impl fmt::Display for OrderStatus {

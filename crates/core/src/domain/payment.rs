@@ -39,6 +39,25 @@ impl PaymentStatus {
             PaymentStatus::Declined => "declined",
         }
     }
+
+    /// Stable small number, as the engine's snapshot stores it.
+    #[must_use]
+    pub fn code(self) -> u8 {
+        match self {
+            PaymentStatus::Authorized => 0,
+            PaymentStatus::Captured => 1,
+            PaymentStatus::Voided => 2,
+            PaymentStatus::Declined => 3,
+        }
+    }
+
+    /// The status numbered `code` by [`PaymentStatus::code`].
+    #[must_use]
+    pub fn from_code(code: u8) -> Option<PaymentStatus> {
+        [Self::Authorized, Self::Captured, Self::Voided, Self::Declined]
+            .into_iter()
+            .find(|status| status.code() == code)
+    }
 }
 
 impl fmt::Display for PaymentStatus {

@@ -184,7 +184,7 @@ fn write_tenant(out: &mut Out, id: &TenantId, state: &TenantState, keys: &Keys) 
             unreachable!("a placed order has all of these")
         };
         out.text(id.as_str())?;
-        out.u8(order_status_code(status))?;
+        out.u8(status.code())?;
         out.text(total.currency.as_str())?;
         out.u64(total.minor)?;
         out.u64(refunded.minor)?;
@@ -225,7 +225,7 @@ fn write_tenant(out: &mut Out, id: &TenantId, state: &TenantState, keys: &Keys) 
             unreachable!("a started payment has all of these")
         };
         out.text(id.as_str())?;
-        out.u8(payment_status_code(status))?;
+        out.u8(status.code())?;
         out.text(order.as_str())?;
         out.text(gateway.as_str())?;
         out.text(authorized.currency.as_str())?;
@@ -266,7 +266,8 @@ fn read_tenant(input: &mut In, position: u64) -> Result<(TenantId, TenantState, 
     let mut orders = FxHashMap::with_capacity_and_hasher(count, Default::default());
     for _ in 0..count {
         let order_id = input.id(OrderId::new)?;
-        let status = order_status(input.u8()?)?;
+        let code = input.u8()?;
+        let status = OrderStatus::from_code(code).ok_or(format!("order status {code}"))?;
         let currency = input.id(Currency::new)?;
         let (total, refunded, expires) = (input.u64()?, input.u64()?, input.u64()?);
         if refunded > total {
@@ -302,7 +303,8 @@ fn read_tenant(input: &mut In, position: u64) -> Result<(TenantId, TenantState, 
     let mut payments = FxHashMap::with_capacity_and_hasher(count, Default::default());
     for _ in 0..count {
         let payment_id = input.id(PaymentId::new)?;
-        let status = payment_status(input.u8()?)?;
+        let code = input.u8()?;
+        let status = PaymentStatus::from_code(code).ok_or(format!("payment status {code}"))?;
         let order = input.id(OrderId::new)?;
         let gateway = input.id(GatewayId::new)?;
         let currency = input.id(Currency::new)?;
@@ -316,46 +318,6 @@ fn read_tenant(input: &mut In, position: u64) -> Result<(TenantId, TenantState, 
         payments.insert(payment_id, payment);
     }
     Ok((id, TenantState::restored(inventory, orders, payments), keys))
-}
-
-fn order_status_code(status: OrderStatus) -> u8 {
-    match status {
-        OrderStatus::Placed => 0,
-        OrderStatus::Confirmed => 1,
-        OrderStatus::Shipped => 2,
-        OrderStatus::Delivered => 3,
-        OrderStatus::Cancelled => 4,
-    }
-}
-
-fn order_status(code: u8) -> Result<OrderStatus, String> {
-    Ok(match code {
-        0 => OrderStatus::Placed,
-        1 => OrderStatus::Confirmed,
-        2 => OrderStatus::Shipped,
-        3 => OrderStatus::Delivered,
-        4 => OrderStatus::Cancelled,
-        _ => return Err(format!("order status {code}")),
-    })
-}
-
-fn payment_status_code(status: PaymentStatus) -> u8 {
-    match status {
-        PaymentStatus::Authorized => 0,
-        PaymentStatus::Captured => 1,
-        PaymentStatus::Voided => 2,
-        PaymentStatus::Declined => 3,
-    }
-}
-
-fn payment_status(code: u8) -> Result<PaymentStatus, String> {
-    Ok(match code {
-        0 => PaymentStatus::Authorized,
-        1 => PaymentStatus::Captured,
-        2 => PaymentStatus::Voided,
-        3 => PaymentStatus::Declined,
-        _ => return Err(format!("payment status {code}")),
-    })
 }
 
 /// The snapshot being written: bytes gather in a chunk, which goes to the hasher and the file

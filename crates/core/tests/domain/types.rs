@@ -159,3 +159,21 @@ fn a_context_at_a_time_holds_stock_for_fifteen_minutes() {
     assert_eq!(ctx.now, Timestamp(7));
     assert_eq!(ctx.hold_ttl_ms, 15 * 60 * 1000);
 }
+
+/// Stored in read models and the engine's snapshot: a status's number never changes.
+#[test]
+fn status_codes_are_fixed_and_read_back() {
+    use orderly_core::domain::{OrderStatus as O, PaymentStatus as P};
+    let orders = [O::Placed, O::Confirmed, O::Shipped, O::Delivered, O::Cancelled];
+    for (code, status) in (0u8..).zip(orders) {
+        assert_eq!(status.code(), code);
+        assert_eq!(O::from_code(code), Some(status));
+    }
+    assert_eq!(O::from_code(5), None);
+    let payments = [P::Authorized, P::Captured, P::Voided, P::Declined];
+    for (code, status) in (0u8..).zip(payments) {
+        assert_eq!(status.code(), code);
+        assert_eq!(P::from_code(code), Some(status));
+    }
+    assert_eq!(P::from_code(4), None);
+}

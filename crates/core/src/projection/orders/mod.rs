@@ -104,7 +104,7 @@ impl OrderView {
     /// Appends the row bytes to `out` (to reuse one buffer for many rows).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.push(FORMAT);
-        out.push(status_code(self.status));
+        out.push(self.status.code());
         out.push(match self.cancel_reason {
             None => 0,
             Some(CancelReason::Requested) => 1,
@@ -152,14 +152,9 @@ impl OrderView {
             other => return Err(corrupt(format!("unknown order row format {other}"))),
         };
         let number = |r: &mut RowReader<'_>| if fixed { r.u64() } else { r.varint() };
-        let status = match r.u8()? {
-            0 => OrderStatus::Placed,
-            1 => OrderStatus::Confirmed,
-            2 => OrderStatus::Shipped,
-            3 => OrderStatus::Delivered,
-            4 => OrderStatus::Cancelled,
-            other => return Err(corrupt(format!("unknown order status {other}"))),
-        };
+        let code = r.u8()?;
+        let status = OrderStatus::from_code(code)
+            .ok_or_else(|| corrupt(format!("unknown order status {code}")))?;
         let cancel_reason = match r.u8()? {
             0 => None,
             1 => Some(CancelReason::Requested),
@@ -222,16 +217,6 @@ impl OrderView {
             placed_at,
             positions,
         })
-    }
-}
-
-fn status_code(status: OrderStatus) -> u8 {
-    match status {
-        OrderStatus::Placed => 0,
-        OrderStatus::Confirmed => 1,
-        OrderStatus::Shipped => 2,
-        OrderStatus::Delivered => 3,
-        OrderStatus::Cancelled => 4,
     }
 }
 
