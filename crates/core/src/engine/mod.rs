@@ -157,11 +157,26 @@ impl Engine {
     /// Opens the engine on the data folder `dir`: recovers the log, replays it into memory, and
     /// starts the decision thread.
     pub fn open(dir: &Path, config: Config) -> Result<Engine, OpenEngineError> {
-        let (log, recovery) = Log::open(dir, config.log.clone())?;
-        let snapshot = snapshot::read(dir, &log).unwrap_or_else(|why| {
-            tracing::warn!(%why, "engine snapshot ignored: the whole log is replayed");
-            None
+        // The snapshot is read while the log opens (each reads a file of its own and builds
+        // its maps), then checked against the log.
+        let (opened, loaded) = std::thread::scope(|scope| {
+            let loaded = std::thread::Builder::new()
+                .name("orderly-snapshot".into())
+                .spawn_scoped(scope, || snapshot::load(dir));
+            let opened = Log::open(dir, config.log.clone());
+            let loaded = match loaded {
+                Ok(reading) => reading.join().unwrap_or_else(|_| Err("its reader panicked".into())),
+                Err(e) => Err(format!("no thread to read it: {e}")),
+            };
+            (opened, loaded)
         });
+        let (log, recovery) = opened?;
+        let snapshot = loaded
+            .and_then(|loaded| loaded.map(|loaded| loaded.fits(&log)).transpose())
+            .unwrap_or_else(|why| {
+                tracing::warn!(%why, "engine snapshot ignored: the whole log is replayed");
+                None
+            });
         let restored_from = snapshot.as_ref().map(|(.., position)| Position(*position));
         let (world, last_now) = World::recovered(&log, snapshot)?;
         if let Some(from) = restored_from {

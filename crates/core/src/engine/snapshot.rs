@@ -75,14 +75,22 @@ pub(crate) fn write(
     Ok(written)
 }
 
-/// The state in `dir`'s snapshot, if there is one that `log` bears out; otherwise why not
-/// (`Ok(None)` when there is no snapshot at all).
-pub(crate) fn read(dir: &Path, log: &Log) -> Result<Option<Restored>, String> {
-    read_in_chunks(dir, log, CHUNK)
+/// A snapshot read back whole, not yet checked against the log: what it restores, and the
+/// digest of the record before its position.
+pub(crate) struct Loaded {
+    restored: Restored,
+    digest: [u8; 32],
 }
 
-/// [`read`], reading `chunk` bytes at a time.
-fn read_in_chunks(dir: &Path, log: &Log, chunk: usize) -> Result<Option<Restored>, String> {
+/// Reads `dir`'s snapshot, if there is one (`Ok(None)` when there is none); otherwise why not.
+/// Needs no log, so that it can run while the log opens; [`Loaded::fits`] then checks it
+/// against the log.
+pub(crate) fn load(dir: &Path) -> Result<Option<Loaded>, String> {
+    load_in_chunks(dir, CHUNK)
+}
+
+/// [`load`], reading `chunk` bytes at a time.
+fn load_in_chunks(dir: &Path, chunk: usize) -> Result<Option<Loaded>, String> {
     let path = snapshot_path(dir);
     let file = match File::open(&path) {
         Ok(file) => file,
@@ -90,17 +98,48 @@ fn read_in_chunks(dir: &Path, log: &Log, chunk: usize) -> Result<Option<Restored
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
     let mut input = In::new(file, chunk).map_err(|e| format!("{}: {e}", path.display()))?;
-    let restored = restore(&mut input, log);
+    let loaded = parse(&mut input);
     // The hash is checked last, the file read once: what a damaged file let the parser build
     // is dropped here.
     match input.hash_matches() {
-        Ok(true) => restored.map(Some),
+        Ok(true) => loaded.map(Some),
         Ok(false) => Err(format!("{}: damaged (its hash does not match)", path.display())),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
 }
 
-fn restore(input: &mut In, log: &Log) -> Result<Restored, String> {
+impl Loaded {
+    /// What the snapshot restores, if `log` bears it out: it holds a record at the position
+    /// before the snapshot's, and that record is the one the snapshot was taken after.
+    pub(crate) fn fits(self, log: &Log) -> Result<Restored, String> {
+        let position = self.restored.2;
+        if position > log.head().0 {
+            return Err(format!(
+                "taken at position {position}, past the log's end {}",
+                log.head().0
+            ));
+        }
+        if digest_before(log, position).map_err(|e| e.to_string())? != self.digest {
+            return Err(format!("taken from another log (record {} differs)", position - 1));
+        }
+        Ok(self.restored)
+    }
+}
+
+/// The state in `dir`'s snapshot, if there is one that `log` bears out; otherwise why not
+/// (`Ok(None)` when there is no snapshot at all).
+#[cfg(test)]
+fn read(dir: &Path, log: &Log) -> Result<Option<Restored>, String> {
+    read_in_chunks(dir, log, CHUNK)
+}
+
+/// [`read`], reading `chunk` bytes at a time.
+#[cfg(test)]
+fn read_in_chunks(dir: &Path, log: &Log, chunk: usize) -> Result<Option<Restored>, String> {
+    load_in_chunks(dir, chunk)?.map(|loaded| loaded.fits(log)).transpose()
+}
+
+fn parse(input: &mut In) -> Result<Loaded, String> {
     if input.take(MAGIC.len())? != MAGIC {
         return Err("not an engine snapshot".into());
     }
@@ -112,20 +151,14 @@ fn restore(input: &mut In, log: &Log) -> Result<Restored, String> {
     if position == 0 {
         return Err("taken at position 0: an empty log needs none".into());
     }
-    if position > log.head().0 {
-        return Err(format!("taken at position {position}, past the log's end {}", log.head().0));
-    }
     let digest: [u8; 32] = input.take(32)?.try_into().expect("32 bytes");
-    if digest_before(log, position).map_err(|e| e.to_string())? != digest {
-        return Err(format!("taken from another log (record {} differs)", position - 1));
-    }
     let last_now = Timestamp(input.u64()?);
     let tenants =
         (0..input.u32()?).map(|_| read_tenant(input, position)).collect::<Result<_, _>>()?;
     if input.remaining() > 0 {
         return Err("bytes after the last tenant".into());
     }
-    Ok((World::restored(tenants), last_now, position))
+    Ok(Loaded { restored: (World::restored(tenants), last_now, position), digest })
 }
 
 /// Where the snapshot of the engine on `dir` is.
