@@ -42,6 +42,8 @@ const MAGIC: &[u8; 8] = b"OENGSNAP";
 const FORMAT_VERSION: u16 = 1;
 /// Bytes gathered before they go to the hasher and the file.
 const CHUNK: usize = 1 << 20;
+/// Most entries a map of the snapshot is made for before it is read; beyond, it grows.
+const PRESIZED: usize = 1 << 20;
 
 /// What an open starts from: the world, its last admission time, and the position it is at.
 pub(crate) type Restored = (World, Timestamp, u64);
@@ -275,7 +277,7 @@ fn write_tenant(out: &mut Out, id: &TenantId, state: &TenantState, keys: &Keys) 
 fn read_tenant(input: &mut In, position: u64) -> Result<(TenantId, TenantState, Keys), String> {
     let id = input.id(TenantId::new)?;
     let count = input.count(1 + 16 + 8 + 4)?;
-    let mut keys = Keys::with_capacity_and_hasher(count, Default::default());
+    let mut keys = Keys::with_capacity_and_hasher(count.min(PRESIZED), Default::default());
     for _ in 0..count {
         let key = input.id(IdempotencyKey::new)?;
         let fingerprint = Fingerprint(input.take(16)?.try_into().expect("16 bytes"));
@@ -285,7 +287,8 @@ fn read_tenant(input: &mut In, position: u64) -> Result<(TenantId, TenantState, 
         }
     }
     let count = input.count(1 + 1 + 24)?;
-    let mut inventory = FxHashMap::with_capacity_and_hasher(count, Default::default());
+    let mut inventory =
+        FxHashMap::with_capacity_and_hasher(count.min(PRESIZED), Default::default());
     for _ in 0..count {
         let sku = input.id(Sku::new)?;
         let known = input.u8()? != 0;
@@ -296,7 +299,7 @@ fn read_tenant(input: &mut In, position: u64) -> Result<(TenantId, TenantState, 
         inventory.insert(sku, InventoryState::restored(known, on_hand, reserved, holds));
     }
     let count = input.count(1 + 1 + 1 + 24 + 1 + 1)?;
-    let mut orders = FxHashMap::with_capacity_and_hasher(count, Default::default());
+    let mut orders = FxHashMap::with_capacity_and_hasher(count.min(PRESIZED), Default::default());
     for _ in 0..count {
         let order_id = input.id(OrderId::new)?;
         let code = input.u8()?;
@@ -333,7 +336,7 @@ fn read_tenant(input: &mut In, position: u64) -> Result<(TenantId, TenantState, 
         orders.insert(order_id, order);
     }
     let count = input.count(1 + 1 + 1 + 1 + 1 + 24)?;
-    let mut payments = FxHashMap::with_capacity_and_hasher(count, Default::default());
+    let mut payments = FxHashMap::with_capacity_and_hasher(count.min(PRESIZED), Default::default());
     for _ in 0..count {
         let payment_id = input.id(PaymentId::new)?;
         let code = input.u8()?;
@@ -428,6 +431,7 @@ struct In {
 
 impl In {
     fn new(file: File, chunk_len: usize) -> io::Result<In> {
+        let chunk_len = chunk_len.max(1);
         let len = file.metadata()?.len();
         let unread = len.checked_sub(32).ok_or_else(|| invalid("shorter than its hash"))?;
         let chunk = Vec::with_capacity(chunk_len);
@@ -506,6 +510,8 @@ impl In {
     }
 
     /// A count of entries of at least `least` bytes each: no more than the bytes left hold.
+    /// (A map is made for at most [`PRESIZED`] of them at first: the hash is checked only
+    /// once the file is read, so a damaged count must not reserve much more than it holds.)
     fn count(&mut self, least: usize) -> Result<usize, String> {
         let count = self.u64()?;
         usize::try_from(count)
@@ -607,35 +613,49 @@ mod tests {
         let good = std::fs::read(&path).unwrap();
         let body = &good[..good.len() - 32];
         let (log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
-        let read_with = |body: &[u8]| {
-            let mut bytes = body.to_vec();
-            bytes.extend_from_slice(blake3::hash(body).as_bytes());
-            std::fs::write(&path, bytes).unwrap();
-            read(dir.path(), &log)
-        };
-        assert!(read_with(body).unwrap().is_some(), "the written one, hashed again, is read");
+        // Read whole, and in chunks of 7 bytes, so that fields straddle them.
+        for chunk in [CHUNK, 7] {
+            let read_with = |body: &[u8]| {
+                let mut bytes = body.to_vec();
+                bytes.extend_from_slice(blake3::hash(body).as_bytes());
+                std::fs::write(&path, bytes).unwrap();
+                read_in_chunks(dir.path(), &log, chunk)
+            };
+            assert!(read_with(body).unwrap().is_some(), "the written one, hashed again, is read");
 
-        let edit = |at: usize, bytes: &[u8]| {
-            let mut body = body.to_vec();
-            body[at..at + bytes.len()].copy_from_slice(bytes);
-            body
-        };
-        let position = edit(10, &0u64.to_le_bytes());
-        assert!(read_with(&position).unwrap_err().contains("position 0"));
-        let tenants = edit(58, &u32::MAX.to_le_bytes());
-        assert!(read_with(&tenants).is_err(), "more tenants than bytes");
-        let keys_of_first = 62 + 1 + usize::from(body[62]);
-        let keys = edit(keys_of_first, &u64::MAX.to_le_bytes());
-        assert!(read_with(&keys).unwrap_err().contains("cannot hold"));
-        assert!(read_with(&body[..body.len() - 5]).unwrap_err().contains("cut short"));
+            let edit = |at: usize, bytes: &[u8]| {
+                let mut body = body.to_vec();
+                body[at..at + bytes.len()].copy_from_slice(bytes);
+                body
+            };
+            let position = edit(10, &0u64.to_le_bytes());
+            assert!(read_with(&position).unwrap_err().contains("position 0"));
+            let tenants = edit(58, &u32::MAX.to_le_bytes());
+            assert!(read_with(&tenants).is_err(), "more tenants than bytes");
+            let keys_of_first = 62 + 1 + usize::from(body[62]);
+            let keys = edit(keys_of_first, &u64::MAX.to_le_bytes());
+            assert!(read_with(&keys).unwrap_err().contains("cannot hold"));
+            assert!(read_with(&body[..body.len() - 5]).unwrap_err().contains("cut short"));
 
-        // Every byte of the body in turn, flipped: refused or read, never a panic.
-        let mut refused = 0;
-        for at in (MAGIC.len()..body.len()).step_by(7) {
-            let mut flipped = body.to_vec();
-            flipped[at] ^= 0x5a;
-            refused += usize::from(read_with(&flipped).is_err());
+            // A byte flipped and the hash left as it was: damaged, whatever the parse made of it.
+            let mut unhashed = good.clone();
+            unhashed[good.len() / 2] ^= 0x01;
+            std::fs::write(&path, &unhashed).unwrap();
+            let damaged = read_in_chunks(dir.path(), &log, chunk).unwrap_err();
+            assert!(damaged.contains("damaged"), "{damaged}");
+            std::fs::write(&path, &good[..20]).unwrap();
+            assert!(read_in_chunks(dir.path(), &log, chunk).is_err(), "shorter than its hash");
+
+            // Every 7th byte of the body in turn (every 997th when read in small chunks, a
+            // read call each), flipped and hashed again: refused or read, never a panic.
+            let mut refused = 0;
+            let step = if chunk == CHUNK { 7 } else { 997 };
+            for at in (MAGIC.len()..body.len()).step_by(step) {
+                let mut flipped = body.to_vec();
+                flipped[at] ^= 0x5a;
+                refused += usize::from(read_with(&flipped).is_err());
+            }
+            assert!(refused > 0);
         }
-        assert!(refused > 0);
     }
 }
