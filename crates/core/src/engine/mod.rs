@@ -157,6 +157,11 @@ impl Engine {
     /// Opens the engine on the data folder `dir`: recovers the log, replays it into memory, and
     /// starts the decision thread.
     pub fn open(dir: &Path, config: Config) -> Result<Engine, OpenEngineError> {
+        // A folder another process holds is refused at once (the log's open says so), not
+        // after the snapshot is read.
+        if Log::held_elsewhere(dir).unwrap_or(false) {
+            drop(Log::open(dir, config.log.clone())?);
+        }
         // The snapshot is read while the log opens (each reads a file of its own and builds
         // its maps), then checked against the log.
         let (opened, loaded) = std::thread::scope(|scope| {

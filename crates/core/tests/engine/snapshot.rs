@@ -127,3 +127,19 @@ fn a_snapshot_of_another_log_or_of_a_later_state_is_ignored() {
     assert_eq!(engine.restored_from(), None, "a snapshot past the log's end");
     holds_the_first_session(&engine);
 }
+
+#[test]
+fn a_folder_another_engine_holds_is_refused_snapshot_or_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    first_session(dir.path(), &clock);
+    let holder = Engine::open(dir.path(), config(&clock)).unwrap();
+    match Engine::open(dir.path(), config(&clock)) {
+        Err(orderly_core::engine::OpenEngineError::Log(orderly_store::OpenError::Locked {
+            ..
+        })) => {}
+        Err(other) => panic!("expected the folder to be held, got {other}"),
+        Ok(_) => panic!("a second engine opened a held folder"),
+    }
+    holds_the_first_session(&holder);
+}
