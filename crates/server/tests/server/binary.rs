@@ -1,7 +1,8 @@
 //! The real binary: `orderly serve` on a temporary data folder is SIGKILLed while orders are
 //! in flight, restarted on the same folder, and every order it acknowledged (201) is there and
 //! every idempotency key it acknowledged replays to the same order. SIGTERM stops it cleanly
-//! (exit status 0), even with event streams open, with what it acknowledged intact. `orderly tenant add`
+//! (exit status 0), even with event streams open, leaving the engine's snapshot, with what it
+//! acknowledged intact. `orderly tenant add`
 //! prints a token a running server accepts, and the first start leaves the demo tenant's token
 //! alone in `<data>/demo.token`, readable by its owner only. A second server on a folder in use
 //! is refused before it announces anything.
@@ -193,6 +194,8 @@ async fn sigterm_stops_the_server_cleanly() {
     };
     assert_eq!(status.code(), Some(0), "{status:?}");
     drop((events, kpis));
+    let snapshot = data.path().join("log").join(orderly_core::engine::SNAPSHOT_FILE);
+    assert!(snapshot.exists(), "a clean stop leaves the engine's snapshot for the next start");
 
     let server = Running::start(data.path()).await;
     let at = support::position(&received);
