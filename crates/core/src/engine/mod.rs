@@ -423,10 +423,7 @@ impl Engine {
         let (answer, answered) = crossbeam_channel::bounded(1);
         let work = Work::Read(Box::new(move |world, next| drop(answer.send((read(world), next)))));
         let sender = self.inner.requests.read().unwrap_or_else(PoisonError::into_inner).clone();
-        let stopped = || match self.inner.log.failure() {
-            Some(cause) => EngineError::Stopped { cause },
-            None => EngineError::ShuttingDown,
-        };
+        let stopped = || self.inner.answering.why_gone();
         let sender = sender.ok_or_else(stopped)?;
         sender.send_deadline(work, deadline).map_err(|e| match e {
             crossbeam_channel::SendTimeoutError::Timeout(_) => EngineError::Overloaded,
@@ -471,9 +468,13 @@ struct Answering {
 impl Answering {
     /// Why an answer never came: the log stopped (and dropped the batch) or the engine closed.
     fn gone(&self) -> ExecuteError {
+        self.why_gone().into()
+    }
+
+    fn why_gone(&self) -> EngineError {
         match self.log.failure() {
-            Some(cause) => EngineError::Stopped { cause }.into(),
-            None => EngineError::ShuttingDown.into(),
+            Some(cause) => EngineError::Stopped { cause },
+            None => EngineError::ShuttingDown,
         }
     }
 

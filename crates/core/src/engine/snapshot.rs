@@ -72,7 +72,7 @@ pub(crate) fn write(
         write_tenant(&mut out, id, state, keys)?;
     }
     let written = out.finish()?;
-    std::fs::rename(&aside, dir.join(FILE_NAME))?;
+    std::fs::rename(&aside, snapshot_path(dir))?;
     File::open(dir)?.sync_all()?;
     Ok(written)
 }

@@ -259,11 +259,6 @@ impl World {
         self.places.get(tenant).map(|&place| &self.tenants[place].state)
     }
 
-    /// Every tenant that ever recorded anything, with its aggregates.
-    pub(crate) fn tenants(&self) -> impl Iterator<Item = (&TenantId, &TenantState)> {
-        self.tenants.iter().map(|tenant| (&tenant.id, &tenant.state))
-    }
-
     /// Records `entry` for `key` unless the key was seen: then returns what it was seen with,
     /// and keeps that. One probe for a new key, the common case; a command then rejected gives
     /// its claim back with [`World::release_key`].

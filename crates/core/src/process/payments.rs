@@ -259,7 +259,7 @@ fn store_if_moved(path: &Path, settled_before: u64, stored: u64) -> u64 {
 fn waiting_for_payment(engine: &Engine, stop: &AtomicBool) -> Option<(Waiting, crate::Position)> {
     let read = ask(engine, stop, |world| {
         let mut waiting = Waiting::new();
-        for (tenant, state) in world.tenants() {
+        for (tenant, state, _) in world.tenants_and_keys() {
             for (order, placed) in state.orders() {
                 if placed.status() == Some(OrderStatus::Placed)
                     && let Some(total) = placed.total()

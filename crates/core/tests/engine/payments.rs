@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orderly_core::Position;
-use orderly_core::domain::{CancelReason, Event, GatewayId, OrderEvent, PaymentEvent};
+use orderly_core::domain::{
+    CancelReason, Command, Currency, Envelope, Event, GatewayId, Money, OrderCommand, OrderEvent,
+    OrderId, PaymentEvent,
+};
 use orderly_core::engine::{Engine, ManualClock};
 use orderly_core::payments::{
     BreakerState, Route, Router, RouterConfig, SimulatedGateway, SimulatedGatewayConfig,
@@ -68,25 +71,30 @@ fn stocked_with_checkpoint(dir: &std::path::Path) -> (Engine, std::path::PathBuf
     (engine, dir.join("payments.checkpoint"))
 }
 
-/// Ships order `order` of acme (which commits its capture to the log).
-fn ship(order: &str) -> orderly_core::domain::Envelope {
-    orderly_core::domain::Envelope::new(
-        super::tenant("acme"),
-        orderly_core::domain::Command::Order {
-            order: orderly_core::domain::OrderId::new(order).unwrap(),
-            command: orderly_core::domain::OrderCommand::Ship,
-        },
-    )
+/// `command` on acme's order `order`.
+fn on_order(order: &str, command: OrderCommand) -> Envelope {
+    let order = OrderId::new(order).unwrap();
+    Envelope::new(super::tenant("acme"), Command::Order { order, command })
 }
 
-/// Waits up to 2 s for `gateway` to have captured `total`, and checks it has, no more.
-fn captured(gateway: &SimulatedGateway, total: u64) {
-    for _ in 0..200 {
-        if gateway.captured_total() >= total {
-            break;
+/// Ships order `order` of acme (which commits its capture to the log).
+fn ship(order: &str) -> Envelope {
+    on_order(order, OrderCommand::Ship)
+}
+
+/// Waits up to 10 s for `check` to hold (the assertions after it say what must).
+fn wait_until(check: impl Fn() -> bool) {
+    for _ in 0..1_000 {
+        if check() {
+            return;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Waits for `gateway` to have captured `total`, and checks it has, no more.
+fn captured(gateway: &SimulatedGateway, total: u64) {
+    wait_until(|| gateway.captured_total() >= total);
     assert_eq!(gateway.captured_total(), total);
 }
 
@@ -189,12 +197,7 @@ fn a_capture_committed_while_the_process_was_down_is_made_when_it_starts_again()
     assert_eq!(pay.captured_total(), 0);
 
     let process = PaymentProcess::start(engine.clone(), router(std::slice::from_ref(&pay)));
-    for _ in 0..200 {
-        if pay.captured_total() > 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(|| pay.captured_total() > 0);
     process.stop();
     assert_eq!(pay.captured_total(), 2_000, "the order's total was captured once");
     // A third start repeats the capture call, which returns its first outcome.
@@ -257,12 +260,7 @@ fn a_refund_of_a_payment_settled_before_the_checkpoint_reaches_the_gateway_that_
     engine.execute_blocking(place("acme", "o-1", &[("sku-1", 2)])).unwrap();
     settled(&engine, 1);
     engine.execute_blocking(ship("o-1")).unwrap();
-    for _ in 0..200 {
-        if first.captured_total() + second.captured_total() > 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(|| first.captured_total() + second.captured_total() > 0);
     process.stop();
     let (paid, other) =
         if first.captured_total() > 0 { (&first, &second) } else { (&second, &first) };
@@ -273,20 +271,9 @@ fn a_refund_of_a_payment_settled_before_the_checkpoint_reaches_the_gateway_that_
 
     // Configured the other way round: the refund goes where the money is, not to the first.
     let process = start([second.clone(), first.clone()]);
-    let eur = orderly_core::domain::Currency::new("EUR").unwrap();
-    let refund = orderly_core::domain::OrderCommand::Refund {
-        amount: orderly_core::domain::Money::new(500, eur),
-    };
-    let order = orderly_core::domain::OrderId::new("o-1").unwrap();
-    let refund = orderly_core::domain::Command::Order { order, command: refund };
-    let refund = orderly_core::domain::Envelope::new(super::tenant("acme"), refund);
-    engine.execute_blocking(refund).unwrap();
-    for _ in 0..200 {
-        if paid.refunded_total() > 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let refund = OrderCommand::Refund { amount: Money::new(500, Currency::new("EUR").unwrap()) };
+    engine.execute_blocking(on_order("o-1", refund)).unwrap();
+    wait_until(|| paid.refunded_total() > 0);
     process.stop();
     assert_eq!(paid.refunded_total(), 500, "refunded where it was captured");
     assert_eq!(other.refunded_total() + other.captured_total(), 0);
@@ -316,12 +303,7 @@ fn captures_of_more_older_payments_than_one_look_up_takes_are_all_made() {
 
     let process = start();
     let all = ORDERS as u64 * 1_000;
-    for _ in 0..1_000 {
-        if pay.captured_total() >= all {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(|| pay.captured_total() >= all);
     process.stop();
     assert_eq!(pay.captured_total(), all, "every order captured");
     let stored = std::fs::read_to_string(&checkpoint).unwrap();
@@ -428,26 +410,10 @@ fn a_refund_waits_for_the_capture_it_gives_back_even_when_the_capture_is_retried
     );
     engine.execute_blocking(place("acme", "o-1", &[("sku-1", 1)])).unwrap();
     settled(&engine, 1);
-    let order = |command| {
-        orderly_core::domain::Envelope::new(
-            super::tenant("acme"),
-            orderly_core::domain::Command::Order {
-                order: orderly_core::domain::OrderId::new("o-1").unwrap(),
-                command,
-            },
-        )
-    };
-    use orderly_core::domain::OrderCommand;
-    engine.execute_blocking(order(OrderCommand::Ship)).unwrap();
-    let eur = orderly_core::domain::Currency::new("EUR").unwrap();
-    let refund = OrderCommand::Refund { amount: orderly_core::domain::Money::new(1_000, eur) };
-    engine.execute_blocking(order(refund)).unwrap();
-    for _ in 0..300 {
-        if pay.refunded_total() > 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    engine.execute_blocking(ship("o-1")).unwrap();
+    let refund = OrderCommand::Refund { amount: Money::new(1_000, Currency::new("EUR").unwrap()) };
+    engine.execute_blocking(on_order("o-1", refund)).unwrap();
+    wait_until(|| pay.refunded_total() > 0);
     process.stop();
     assert_eq!(pay.captured_total(), 1_000);
     assert_eq!(pay.refunded_total(), 1_000, "the refund reached the gateway after the capture");
