@@ -300,32 +300,40 @@ fn after_kill_9_during_catch_up_the_models_equal_a_fresh_rebuild() {
     let models = dir.path().join("models.redb");
     let check = dir.path().join("check.redb");
     // A whole catch-up takes milliseconds in a release build and much longer in a debug one:
-    // the kills are drawn within the time one took here, so that most land in one (and those
-    // meant for a rebuild, in the first pair of rebuilds or so).
+    // the kills meant for a catch-up are drawn within the time one took here. When one lands
+    // too late (the machine got faster, or the first start was a cold one), the window halves
+    // and the kills go on until enough have landed in a catch-up.
     let catch_up_takes = {
         let child = Child::spawn(dir.path());
         let took = child.caught_up.recv_timeout(WAIT).expect("the child catches up");
         child.kill();
-        std::fs::remove_file(&models).unwrap();
         took
     };
-    let window = u64::try_from(catch_up_takes.as_micros()).unwrap().max(1);
+    let mut window = u64::try_from(catch_up_takes.as_micros()).unwrap().max(1);
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
     let (mut in_catch_up, mut in_rebuild) = (0, 0);
-    for kill in 0..kills {
+    let mut kill = 0;
+    while kill < kills || (in_catch_up < 3 && kill < kills + 30) {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        // Killed at a random moment once it has the database open; every third once it has
-        // caught up, in a rebuild.
+        // Of every three kills: one from scratch and one going on from where the last was
+        // killed, both at a random moment in the catch-up; one once caught up, in a rebuild.
+        let plan = kill % 3;
+        if plan == 0 {
+            std::fs::remove_file(&models).unwrap();
+        }
         let child = Child::spawn(dir.path());
-        if kill % 3 == 2 {
+        if plan == 2 {
             child.caught_up.recv_timeout(WAIT).expect("the child catches up");
         }
         std::thread::sleep(Duration::from_micros(seed % window));
         let caught_up = child.kill();
         if caught_up {
-            in_rebuild += 1
+            in_rebuild += 1;
+            if plan != 2 {
+                window = (window / 2).max(1);
+            }
         } else {
             in_catch_up += 1
         }
@@ -350,18 +358,15 @@ fn after_kill_9_during_catch_up_the_models_equal_a_fresh_rebuild() {
             assert_eq!(dump(&db, &TENANTS), fresh, "kill {kill}: rebuilt after the crash");
         }
         std::fs::remove_file(&check).unwrap();
-        if caught_up && kill % 3 == 2 {
-            // Start over now and then, so that most kills land in a catch-up.
-            std::fs::remove_file(&models).unwrap();
-        }
+        kill += 1;
     }
     assert!(
         in_catch_up >= 3,
         "kills during catch-up: {in_catch_up}, during rebuilds: {in_rebuild} \
-         (a catch-up took {catch_up_takes:?})"
+         (a catch-up took {catch_up_takes:?}, the window ended at {window} µs)"
     );
     eprintln!(
-        "{kills} kills ({in_catch_up} in catch-up, {in_rebuild} in rebuilds) in {:?}",
+        "{kill} kills ({in_catch_up} in catch-up, {in_rebuild} in rebuilds) in {:?}",
         started.elapsed()
     );
 }
