@@ -248,6 +248,8 @@ fn timed<T>(what: &str, events: u64, run: impl FnOnce() -> T) -> (T, Duration) {
 }
 
 fn main() {
+    // As `orderly` runs.
+    orderly::engine::use_small_pages();
     let events = env("ORDERLY_BENCH_AUDIT_EVENTS", 10_000_000);
     let (dir, records, events) = prepared_log(events);
     let bytes = log_bytes(&dir); // also brings the log into the page cache

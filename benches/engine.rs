@@ -115,6 +115,8 @@ fn decide_commands_per_sec(commands: u64) -> f64 {
 }
 
 fn main() {
+    // As `orderly` runs.
+    orderly::engine::use_small_pages();
     let orders = env("ORDERLY_BENCH_ORDERS", 200_000);
     let callers = env("ORDERLY_BENCH_CALLERS", 4096);
     let decide = env("ORDERLY_BENCH_DECIDE", 1_000_000);

@@ -92,6 +92,8 @@ async fn place_orders(
 }
 
 fn main() {
+    // As `orderly` runs.
+    orderly::engine::use_small_pages();
     let target_events = env("ORDERLY_BENCH_EVENTS", 5_000_000);
     let lag_rate = env("ORDERLY_BENCH_LAG_RATE", 30_000);
     let lag_seconds = env("ORDERLY_BENCH_LAG_SECONDS", 5);

@@ -190,6 +190,7 @@ enum TenantCommand {
 }
 
 fn main() -> ExitCode {
+    orderly_core::engine::use_small_pages();
     let cli = Cli::parse();
     if !matches!(cli.command, Commands::Serve(_)) {
         // Like any Unix tool, end quietly when the reader of our output goes away

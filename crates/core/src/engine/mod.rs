@@ -18,6 +18,7 @@ mod callers;
 mod clock;
 mod decision;
 mod error;
+mod pages;
 mod prefetch;
 mod snapshot;
 mod state;
@@ -33,6 +34,7 @@ use orderly_store::{Log, LogConfig, LogReader, Position, Recovery};
 pub use callers::yield_to_engine;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{EngineError, ExecuteError, OpenEngineError};
+pub use pages::use_small_pages;
 
 use self::decision::{Answer, DecisionThread, Events, Reply, Request, Work};
 pub(crate) use self::state::World;
