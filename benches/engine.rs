@@ -12,8 +12,13 @@
 //!    command is acknowledged only after fdatasync. Reports `orders_per_sec`,
 //!    `commands_per_sec`, `ack_p50_ms`/`ack_p99_ms` per command and `log_mb_per_sec`.
 //!
+//! 4. **growth**: one tenant placing `ORDERLY_BENCH_GROWTH` orders in memory, each decision
+//!    timed alone: `longest_decision_ms` is the longest pause its state's growth caused (a map
+//!    that doubled all at once stalled the decision thread for 0.7 s at 1.8M orders).
+//!
 //! Run with `cargo bench --bench engine`. Overrides: `ORDERLY_BENCH_ORDERS` [200000],
-//! `ORDERLY_BENCH_CALLERS` [4096], `ORDERLY_BENCH_DECIDE` [1000000]. The last stdout line is one
+//! `ORDERLY_BENCH_CALLERS` [4096], `ORDERLY_BENCH_DECIDE` [1000000], `ORDERLY_BENCH_GROWTH`
+//! [2000000]. The last stdout line is one
 //! JSON object. Data lives under `target/bench-engine` and is removed at the end.
 
 /// The allocator orderly's binaries use (see the workspace `Cargo.toml`).
@@ -25,7 +30,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use orderly::codec;
 use orderly::domain::{
@@ -114,12 +119,42 @@ fn decide_commands_per_sec(commands: u64) -> f64 {
     per_sec(work.len() as u64, elapsed)
 }
 
+/// The longest single decision, in milliseconds, while one tenant places `orders` orders of one
+/// line each, and how many orders it had placed by then.
+fn longest_decision_ms(orders: u64) -> (f64, u64) {
+    let mut state = TenantState::default();
+    let ctx = Context::at(Timestamp(1_764_115_200_000));
+    let skus: Vec<_> = stock_commands().into_iter().filter(|(t, _)| *t == tenant(0)).collect();
+    for (_, command) in &skus {
+        for event in Tenant::decide(&state, command, &ctx).unwrap() {
+            Tenant::evolve(&mut state, &event);
+        }
+    }
+    let mut mix = Mix(7);
+    let (mut longest, mut at) = (Duration::ZERO, 0);
+    for n in 0..orders {
+        let mut lines = mix.basket();
+        lines.truncate(1);
+        let command = place(&OrderId::new(&format!("o-{n}")).unwrap(), lines);
+        let started = Instant::now();
+        for event in Tenant::decide(&state, &command, &ctx).unwrap() {
+            Tenant::evolve(&mut state, &event);
+        }
+        let took = started.elapsed();
+        if took > longest {
+            (longest, at) = (took, n);
+        }
+    }
+    (longest.as_secs_f64() * 1e3, at)
+}
+
 fn main() {
     // As `orderly` runs.
     orderly::engine::use_small_pages();
     let orders = env("ORDERLY_BENCH_ORDERS", 200_000);
     let callers = env("ORDERLY_BENCH_CALLERS", 4096);
     let decide = env("ORDERLY_BENCH_DECIDE", 1_000_000);
+    let growth = env("ORDERLY_BENCH_GROWTH", 2_000_000);
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-engine");
     std::fs::create_dir_all(&base).unwrap();
     let scratch = tempfile::tempdir_in(&base).unwrap();
@@ -242,8 +277,12 @@ fn main() {
         "lifecycle: {orders} orders in {:.2} s with {callers} callers: {orders_per_sec:.0} orders/s, {commands_per_sec:.0} commands/s, {records} records",
         elapsed.as_secs_f64()
     );
+    let (longest_ms, longest_at) = longest_decision_ms(growth);
+    eprintln!(
+        "growth: the longest decision of {growth} places into one tenant took {longest_ms:.2} ms, at order {longest_at}"
+    );
     println!(
-        "{{\"orders\":{orders},\"seconds\":{:.3},\"orders_per_sec\":{orders_per_sec:.0},\"commands_per_sec\":{commands_per_sec:.0},\"decide_commands_per_sec\":{decided:.0},\"ack_p50_ms\":{:.3},\"ack_p99_ms\":{:.3},\"records\":{records},\"log_mb_per_sec\":{log_mb_per_sec:.1},\"raw_mb_per_sec\":{raw:.1},\"callers\":{callers}}}",
+        "{{\"orders\":{orders},\"seconds\":{:.3},\"orders_per_sec\":{orders_per_sec:.0},\"commands_per_sec\":{commands_per_sec:.0},\"decide_commands_per_sec\":{decided:.0},\"ack_p50_ms\":{:.3},\"ack_p99_ms\":{:.3},\"records\":{records},\"log_mb_per_sec\":{log_mb_per_sec:.1},\"raw_mb_per_sec\":{raw:.1},\"callers\":{callers},\"longest_decision_ms\":{longest_ms:.2}}}",
         elapsed.as_secs_f64(),
         percentile(&sorted, 0.5),
         percentile(&sorted, 0.99),

@@ -10,6 +10,7 @@
 
 mod decider;
 mod envelope;
+mod growing;
 pub mod inventory;
 pub mod limits;
 pub mod order;
@@ -19,6 +20,7 @@ mod types;
 
 pub use decider::{Context, Decider};
 pub use envelope::Envelope;
+pub(crate) use growing::GrowingMap;
 pub use inventory::{
     Inventory, InventoryCommand, InventoryEvent, InventoryRejection, InventoryState,
 };

@@ -6,9 +6,8 @@
 //! committed together: all lines move or none do, so stock is never oversold and never leaks.
 //! Callers cannot reach an inventory hold directly, which keeps orders and holds in step.
 
-use rustc_hash::FxHashMap;
-
 use super::decider::{Context, Decider};
+use super::growing::GrowingMap;
 use super::inventory::{
     Inventory, InventoryCommand, InventoryEvent, InventoryRejection, InventoryState,
 };
@@ -129,9 +128,9 @@ impl Rejection {
 /// same as their default state.
 #[derive(Clone, Debug, Default)]
 pub struct TenantState {
-    inventory: FxHashMap<Sku, InventoryState>,
-    orders: FxHashMap<OrderId, OrderState>,
-    payments: FxHashMap<PaymentId, PaymentState>,
+    inventory: GrowingMap<Sku, InventoryState>,
+    orders: GrowingMap<OrderId, OrderState>,
+    payments: GrowingMap<PaymentId, PaymentState>,
 }
 
 impl TenantState {
@@ -170,9 +169,9 @@ impl TenantState {
 
     /// The aggregates the iterators above give, as the engine's snapshot kept them.
     pub(crate) fn restored(
-        inventory: FxHashMap<Sku, InventoryState>,
-        orders: FxHashMap<OrderId, OrderState>,
-        payments: FxHashMap<PaymentId, PaymentState>,
+        inventory: GrowingMap<Sku, InventoryState>,
+        orders: GrowingMap<OrderId, OrderState>,
+        payments: GrowingMap<PaymentId, PaymentState>,
     ) -> Self {
         TenantState { inventory, orders, payments }
     }
@@ -225,7 +224,7 @@ impl Decider for Tenant {
 /// either way: the key is cloned up front, which for ids of up to 23 bytes (kept inline) is a
 /// copy, cheaper than probing twice to insert an aggregate's first event; a longer id's clone
 /// counts one more reference to its text.
-fn with_slot<K, V, R>(map: &mut FxHashMap<K, V>, key: &K, f: impl FnOnce(&mut V) -> R) -> R
+fn with_slot<K, V, R>(map: &mut GrowingMap<K, V>, key: &K, f: impl FnOnce(&mut V) -> R) -> R
 where
     K: Clone + Eq + std::hash::Hash,
     V: Default,

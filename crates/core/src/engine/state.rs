@@ -2,8 +2,8 @@
 //! idempotency keys, and the hold-expiry timers. All of it is derived from the log and rebuilt
 //! by replaying it on open.
 
+use griddle::hash_map::Entry;
 use std::cmp::Reverse;
-use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, VecDeque};
 
 use rustc_hash::FxHashMap;
@@ -14,6 +14,7 @@ use orderly_store::{Log, Record};
 use super::OpenEngineError;
 use crate::Position;
 use crate::codec::{self, Decoded, Fingerprint};
+use crate::domain::GrowingMap;
 use crate::domain::{
     Decider, Event, IdempotencyKey, OrderEvent, OrderId, OrderStatus, Tenant, TenantId,
     TenantState, Timestamp,
@@ -94,7 +95,7 @@ impl World {
 }
 
 /// A tenant's idempotency keys and where their commands' events are.
-pub(crate) type Keys = FxHashMap<IdempotencyKey, KeyEntry>;
+pub(crate) type Keys = GrowingMap<IdempotencyKey, KeyEntry>;
 
 /// Reads and decodes the records of `log` from `from` into batches for `batches`: up to the end, the first
 /// record that cannot be read or decoded (its error is sent last), or a receiver that is gone.
@@ -239,7 +240,7 @@ impl World {
         self.tenants.push(TenantWorld {
             id: tenant.clone(),
             state: TenantState::default(),
-            keys: FxHashMap::default(),
+            keys: Keys::default(),
         });
         Place(place)
     }
