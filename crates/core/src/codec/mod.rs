@@ -516,16 +516,14 @@ fn decode_decision(tenant: TenantId, payload: &[u8]) -> Result<Decoded, DecodeEr
     // Events of one decision name the same order, payment and SKUs again and again (an
     // order's holds, its confirmation): each id is made once and shared.
     let mut ids = Ids::default();
-    let events = p
-        .events
-        .iter()
-        .map(|e| {
-            let event_type = e.event_type.to_native();
-            let unknown = DecodeError::UnknownType { event_type, schema_version: CURRENT_SCHEMA };
-            let kind = EventType::from_code(event_type).ok_or(unknown)?;
-            decode_event(kind, e.aggregate.as_str(), e.payload.as_slice(), &mut ids)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    // Sized once: collecting `Result`s would grow the vector from four events, moving them.
+    let mut events = Vec::with_capacity(p.events.len());
+    for e in p.events.iter() {
+        let event_type = e.event_type.to_native();
+        let unknown = DecodeError::UnknownType { event_type, schema_version: CURRENT_SCHEMA };
+        let kind = EventType::from_code(event_type).ok_or(unknown)?;
+        events.push(decode_event(kind, e.aggregate.as_str(), e.payload.as_slice(), &mut ids)?);
+    }
     Ok(Decoded::Decision { tenant, key, events })
 }
 
