@@ -39,6 +39,10 @@ use super::settled::{self, Ledger};
 
 /// Payment flows in progress at once; beyond it the process stops reading new events.
 const MAX_FLOWS_IN_FLIGHT: usize = 1024;
+/// Orders read and waiting for their flows to start, at most: flows start together, with one
+/// wake-up of the payments runtime, when this many are read or the log has no more for now.
+const START_BATCH: usize = 256;
+const _: () = assert!(START_BATCH <= MAX_FLOWS_IN_FLIGHT, "a batch must fit among the flows");
 /// Finished movements are forgotten once more than this many are remembered.
 const MOVEMENTS_KEPT: usize = 4096;
 /// How often the event loop checks whether it should stop.
@@ -146,6 +150,7 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool, checkpoint: Opt
         settled_before: 0,
         unknown_gateways: HashSet::new(),
         to_look_up: Vec::new(),
+        to_start: Vec::new(),
         taken_over_at: 0,
     };
     if let Some(path) = checkpoint {
@@ -176,7 +181,8 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool, checkpoint: Opt
     let mut events = engine.subscribe(crate::Position(from));
     let mut resumed = false;
     while !stop.load(Ordering::SeqCst) {
-        let wait = if flows.to_look_up.is_empty() { POLL } else { Duration::ZERO };
+        let pending = !flows.to_look_up.is_empty() || !flows.to_start.is_empty();
+        let wait = if pending { Duration::ZERO } else { POLL };
         let next = events.next_timeout(wait);
         // Every record before this one was read (on `None`, every record the log holds).
         let read_before = match &next {
@@ -194,12 +200,16 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool, checkpoint: Opt
                 if flows.to_look_up.len() >= LOOK_UP_BATCH {
                     flows.look_up(stop);
                 }
+                if flows.to_start.len() >= START_BATCH {
+                    flows.start();
+                }
             }
             Some(Err(e)) => {
                 tracing::error!(error = %e, "the payments process cannot read the log and stops");
                 break;
             }
             None => {
+                flows.start();
                 flows.look_up(stop);
                 if let Some(last) = last_read {
                     flows.ledger().caught_up(last);
@@ -223,6 +233,8 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool, checkpoint: Opt
         flows.ledger().caught_up(last);
     }
     flows.look_up(stop);
+    // Flows read but not started are not started now: their orders are still waiting for
+    // payment in the engine's state, where the next start takes them over.
     let Flows { runtime, ledger, movements, .. } = flows;
     // Money movements in progress finish (bounded) and count as settled in the checkpoint;
     // one cut short is repeated, idempotently, by the next start.
@@ -322,6 +334,8 @@ struct Flows {
     /// Movements read and not yet started, waiting for their payments to be looked up in the
     /// engine's state together (the process keeps no copy of it).
     to_look_up: Vec<Movement>,
+    /// Orders whose flows start with the next batch (see [`START_BATCH`]).
+    to_start: Vec<(TenantId, OrderId, Money)>,
 }
 
 /// A capture, void or refund committed in the log, to be made at the gateway.
@@ -353,7 +367,7 @@ impl Flows {
             Event::Order { order, event: OrderEvent::OrderPlaced { total, currency, .. } }
                 if position.0 >= self.taken_over_at =>
             {
-                self.spawn_flow(tenant, order, Money::new(total, currency));
+                self.to_start.push((tenant, order, Money::new(total, currency)));
             }
             // Money movements are issued for history too, from the checkpoint on: the process
             // cannot know whether the gateway call after a commit was made before it last
@@ -470,19 +484,40 @@ impl Flows {
 
     /// Restarts the flows of orders that were waiting for payment when the process started.
     fn resume(&mut self) {
-        for ((tenant, order), amount) in std::mem::take(&mut self.waiting) {
-            self.spawn_flow(tenant, order, amount);
+        let waiting = std::mem::take(&mut self.waiting);
+        for ((tenant, order), amount) in waiting {
+            self.to_start.push((tenant, order, amount));
+            if self.to_start.len() >= START_BATCH {
+                self.start();
+            }
         }
+        self.start();
     }
 
-    fn spawn_flow(&self, tenant: TenantId, order: OrderId, amount: Money) {
-        let permits = self.permits.clone();
-        let permit =
-            self.runtime.block_on(permits.acquire_owned()).expect("the semaphore stays open");
+    /// Starts the flows of the orders in `to_start`, once there is room for all of them among
+    /// the flows in flight. They are spawned from one task inside the payments runtime: a
+    /// spawn from this thread wakes the runtime's thread each time (an eventfd write and a
+    /// context switch per order, most of this process's own cost).
+    fn start(&mut self) {
+        if self.to_start.is_empty() {
+            return;
+        }
+        let flows = std::mem::take(&mut self.to_start);
+        let count = u32::try_from(flows.len()).expect("at most START_BATCH");
+        let mut permits = self
+            .runtime
+            .block_on(self.permits.clone().acquire_many_owned(count))
+            .expect("the semaphore stays open");
         let (engine, router) = (self.engine.clone(), self.router.clone());
         self.runtime.spawn(async move {
-            authorize_order(&engine, &router, tenant, order, amount).await;
-            drop(permit);
+            for (tenant, order, amount) in flows {
+                let permit = permits.split(1).expect("a permit per flow");
+                let (engine, router) = (engine.clone(), router.clone());
+                tokio::spawn(async move {
+                    authorize_order(&engine, &router, tenant, order, amount).await;
+                    drop(permit);
+                });
+            }
         });
     }
 }
