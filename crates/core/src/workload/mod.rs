@@ -215,24 +215,26 @@ struct FollowUp {
 }
 
 /// Follow-ups in the order they are due: by time, ties in the order they were planned, so the
-/// day is the same every time. Each follow-up waits in a slot of `waiting`, and a small key
-/// of it (time, plan number, slot) in a queue. A day's follow-ups run into the hundreds of
-/// thousands and one heap of all their keys was most of the workload's own time, so the keys
-/// are kept by [`BUCKET_MS`] of time: only the bucket being taken is a heap; a later one is a
-/// list, made a heap when its turn comes.
+/// day is the same every time. A day's follow-ups run into the hundreds of thousands and one
+/// heap of all of them was most of the workload's own time, so they are kept by [`BUCKET_MS`]
+/// of time: a later bucket is a list in the order planned, and only the bucket being taken is
+/// ordered, as a heap of small keys (time, plan number, index) into its own list. The list of
+/// the bucket being taken was just built, so taking a follow-up reads memory in the cache,
+/// where a slot in one list of all of them was a trip to memory each time.
 #[derive(Debug, Default)]
 struct FollowUps {
     /// Keys of the bucket being taken, and of any planned for it or before it since.
     current: BinaryHeap<Reverse<Key>>,
+    /// The follow-ups `current`'s keys point at, each taken once.
+    taken_from: Vec<Option<FollowUp>>,
     current_bucket: u64,
-    /// Keys of the buckets after `current_bucket`, unordered within a bucket.
-    later: BTreeMap<u64, Vec<Reverse<Key>>>,
-    waiting: Vec<Option<FollowUp>>,
-    free: Vec<usize>,
+    /// The buckets after `current_bucket`: their follow-ups with their plan numbers, in the
+    /// order planned.
+    later: BTreeMap<u64, Vec<(u64, FollowUp)>>,
     planned: u64,
 }
 
-/// A follow-up's place in the queue: its time, its plan number, its slot.
+/// A follow-up's place in the queue: its time, its plan number, its index in `taken_from`.
 type Key = (u64, u64, usize);
 
 /// The time span of a bucket of [`FollowUps`].
@@ -242,23 +244,13 @@ impl FollowUps {
     /// Adds `follow_up`, due after those planned before it for the same time.
     fn plan(&mut self, follow_up: FollowUp) {
         self.planned += 1;
-        let at = follow_up.at;
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.waiting[slot] = Some(follow_up);
-                slot
-            }
-            None => {
-                self.waiting.push(Some(follow_up));
-                self.waiting.len() - 1
-            }
-        };
-        let key = Reverse((at, self.planned, slot));
-        let bucket = at / BUCKET_MS;
+        let bucket = follow_up.at / BUCKET_MS;
         if bucket <= self.current_bucket {
+            let key = Reverse((follow_up.at, self.planned, self.taken_from.len()));
+            self.taken_from.push(Some(follow_up));
             self.current.push(key);
         } else {
-            self.later.entry(bucket).or_default().push(key);
+            self.later.entry(bucket).or_default().push((self.planned, follow_up));
         }
     }
 
@@ -268,22 +260,26 @@ impl FollowUps {
         self.current.peek().map(|Reverse((at, ..))| *at)
     }
 
-    /// Takes the follow-up due first. A slot has one key queued while it is taken, and is
-    /// free again once that key comes out.
+    /// Takes the follow-up due first.
     fn take_next(&mut self) -> Option<FollowUp> {
         self.refill();
-        let Reverse((_, _, slot)) = self.current.pop()?;
-        self.free.push(slot);
-        self.waiting[slot].take()
+        let Reverse((_, _, index)) = self.current.pop()?;
+        self.taken_from[index].take()
     }
 
     /// Makes the next bucket current once the current one is empty: every key in `current`
-    /// is due before every key in `later`.
+    /// is due before every follow-up in `later`.
     fn refill(&mut self) {
         if self.current.is_empty()
-            && let Some((bucket, keys)) = self.later.pop_first()
+            && let Some((bucket, planned)) = self.later.pop_first()
         {
             self.current_bucket = bucket;
+            self.taken_from.clear();
+            let mut keys = Vec::with_capacity(planned.len());
+            for (index, (number, follow_up)) in planned.into_iter().enumerate() {
+                keys.push(Reverse((follow_up.at, number, index)));
+                self.taken_from.push(Some(follow_up));
+            }
             self.current = BinaryHeap::from(keys);
         }
     }
@@ -680,7 +676,7 @@ mod tests {
     }
 
     #[test]
-    fn follow_ups_come_by_time_then_in_the_order_planned_through_reused_slots() {
+    fn follow_ups_come_by_time_then_in_the_order_planned() {
         let mut follow_ups = FollowUps::default();
         for (at, number) in [(20, 1), (10, 2), (20, 3), (10, 4)] {
             follow_ups.plan(follow_up(at, number));
@@ -688,10 +684,9 @@ mod tests {
         assert_eq!(follow_ups.next_at(), Some(10));
         let first = follow_ups.take_next().expect("four planned");
         assert_eq!((first.at, first.life.number), (10, 2));
-        // Planned now, into the slot just freed: after those planned earlier for the same time.
+        // Planned now, for a time already planned: after those planned earlier for it.
         follow_ups.plan(follow_up(10, 5));
         follow_ups.plan(follow_up(20, 6));
-        assert_eq!(follow_ups.waiting.len(), 5, "the freed slot was used again");
         assert_eq!(take_all(&mut follow_ups), [(10, 4), (10, 5), (20, 1), (20, 3), (20, 6)]);
         assert_eq!(follow_ups.next_at(), None);
     }
