@@ -18,8 +18,8 @@
 //!
 //! Run with `cargo bench --bench engine`. Overrides: `ORDERLY_BENCH_ORDERS` [200000],
 //! `ORDERLY_BENCH_CALLERS` [4096], `ORDERLY_BENCH_DECIDE` [1000000], `ORDERLY_BENCH_GROWTH`
-//! [2000000]. The last stdout line is one
-//! JSON object. Data lives under `target/bench-engine` and is removed at the end.
+//! [2000000]. The last stdout line is one JSON object. Data lives under `target/bench-engine`
+//! and is removed at the end.
 
 /// The allocator orderly's binaries use (see the workspace `Cargo.toml`).
 #[global_allocator]
