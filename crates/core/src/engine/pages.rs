@@ -2,11 +2,11 @@
 
 /// Turns transparent huge pages off for the whole process (Linux), before its engine grows.
 ///
-/// The engine's state is a few large hash maps that double as they grow. With huge pages (the
-/// allocator asks for them), each first touch of a fresh 2 MiB page has the kernel clear all of
-/// it while the touching thread waits, in the middle of a decision or a log write. On the
-/// development machine those stalls cost more than the TLB misses huge pages save, in
-/// interleaved runs with and without:
+/// The engine's state is a few large hash maps that grow. With huge pages (the machine's
+/// setting is `madvise`, and the allocator asks for them), each first touch of a fresh 2 MiB
+/// page has the kernel clear all of it while the touching thread waits, in the middle of a
+/// decision or a log write. On the development machine those stalls cost more than the TLB
+/// misses huge pages save, in interleaved runs with and without:
 /// - the record day's ack p99 fell from 85–116 ms to 38–65 ms and its peak RSS by 85 MB, in
 ///   the same time (11.3 s on average over five pairs);
 /// - the engine benchmark's ack p99 fell from 48–97 ms to 26–43 ms, and the decision thread
@@ -14,8 +14,8 @@
 /// - the server's p99 under `orderly load` fell from 22 ms to 14 ms.
 ///
 /// `orderly` and the engine, audit and projections benchmarks call it first thing; an
-/// embedding program may too. Returns whether the kernel took it; elsewhere than Linux nothing
-/// changes.
+/// embedding program may too. Child processes inherit it. Returns whether the kernel took it;
+/// elsewhere than Linux nothing changes.
 pub fn use_small_pages() -> bool {
     #[cfg(target_os = "linux")]
     {
@@ -33,7 +33,7 @@ mod tests {
     fn the_kernel_takes_it_and_the_process_shows_it() {
         assert!(super::use_small_pages());
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        // Kernels before 6.x do not show the flag.
+        // Kernels before 5.0 do not show the flag.
         if let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
             assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
         }

@@ -37,7 +37,8 @@ use crate::payments::{
 
 use super::settled::{self, Ledger};
 
-/// Payment flows in progress at once; beyond it the process stops reading new events.
+/// Payment flows in progress at once; beyond it the process stops reading new events (a batch
+/// of [`START_BATCH`] starts once there is room for all of it).
 const MAX_FLOWS_IN_FLIGHT: usize = 1024;
 /// Orders read and waiting for their flows to start, at most: flows start together, with one
 /// wake-up of the payments runtime, when this many are read or the log has no more for now.

@@ -300,9 +300,9 @@ fn after_kill_9_during_catch_up_the_models_equal_a_fresh_rebuild() {
     let models = dir.path().join("models.redb");
     let check = dir.path().join("check.redb");
     // A whole catch-up takes milliseconds in a release build and much longer in a debug one:
-    // the kills meant for a catch-up are drawn within the time one took here. When one lands
-    // too late (the machine got faster, or the first start was a cold one), the window halves
-    // and the kills go on until enough have landed in a catch-up.
+    // the kills meant for a catch-up are drawn within the time one took here. When one from
+    // scratch lands too late (the machine got faster, or the first start was a cold one), the
+    // window halves, and the kills go on until enough have landed in a catch-up.
     let catch_up_takes = {
         let child = Child::spawn(dir.path());
         let took = child.caught_up.recv_timeout(WAIT).expect("the child catches up");
@@ -331,7 +331,9 @@ fn after_kill_9_during_catch_up_the_models_equal_a_fresh_rebuild() {
         let caught_up = child.kill();
         if caught_up {
             in_rebuild += 1;
-            if plan != 2 {
+            // Only a catch-up from scratch says the window is too wide: one that goes on from
+            // the last kill has only the rest of a catch-up to do, or none.
+            if plan == 0 {
                 window = (window / 2).max(1);
             }
         } else {
