@@ -10,7 +10,7 @@
 /// behind it, waited that long. This map moves a few entries per insert instead: the longest
 /// of two million places took 8–10 ms in a process of its own, and all of them together took
 /// no longer. The engine benchmark's `longest_decision_ms` measures it after its other phases
-/// (306–606 ms before, 22–25 ms after, in three pairs). The
-/// price is paid by bulk replays, whose lookups look in two tables while one is moved: the
-/// audit benchmark's verify + replay was about 10% slower in four interleaved pairs.
+/// (306–606 ms before, 22–25 ms after, in three pairs). The price is paid by bulk replays,
+/// whose lookups look in two tables while one is moved: the audit benchmark's verify + replay
+/// was about 10% slower in four interleaved pairs.
 pub(crate) type GrowingMap<K, V> = griddle::HashMap<K, V, rustc_hash::FxBuildHasher>;
