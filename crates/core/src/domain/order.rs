@@ -130,16 +130,17 @@ pub struct OrderState {
 }
 
 /// Kept small: the engine holds one per order of the day, and a smaller entry is fewer cache
-/// lines per lookup and less memory to fault in as the map grows.
+/// lines per lookup and less memory to fault in as the map grows. Its fields are visible to
+/// the crate for the engine's snapshot, which restores them through [`OrderState::restored`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Placed {
-    status: OrderStatus,
-    currency: Currency,
-    lines: Box<[OrderLine]>,
-    total: u64,
-    refunded: u64,
-    hold_expires_at: Timestamp,
-    payment: Option<PaymentId>,
+pub(crate) struct Placed {
+    pub(crate) status: OrderStatus,
+    pub(crate) currency: Currency,
+    pub(crate) lines: Box<[OrderLine]>,
+    pub(crate) total: u64,
+    pub(crate) refunded: u64,
+    pub(crate) hold_expires_at: Timestamp,
+    pub(crate) payment: Option<PaymentId>,
 }
 
 impl OrderState {
@@ -181,19 +182,9 @@ impl OrderState {
         self.placed.as_ref().and_then(|p| p.payment.as_ref())
     }
 
-    /// A placed order's state as the accessors above read it, as the engine's snapshot kept
-    /// it (`total` and `refunded` in minor units of `currency`).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn restored(
-        status: OrderStatus,
-        currency: Currency,
-        lines: Box<[OrderLine]>,
-        total: u64,
-        refunded: u64,
-        hold_expires_at: Timestamp,
-        payment: Option<PaymentId>,
-    ) -> Self {
-        let placed = Placed { status, currency, lines, total, refunded, hold_expires_at, payment };
+    /// A placed order's state, as the engine's snapshot kept it (`total` and `refunded` in
+    /// minor units of `currency`).
+    pub(crate) fn restored(placed: Placed) -> Self {
         OrderState { placed: Some(placed) }
     }
 }

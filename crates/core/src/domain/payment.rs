@@ -83,15 +83,17 @@ pub struct PaymentState {
     started: Option<Started>,
 }
 
+/// Visible to the crate for the engine's snapshot, which restores it through
+/// [`PaymentState::restored`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Started {
-    status: PaymentStatus,
-    order: OrderId,
-    gateway: GatewayId,
-    currency: Currency,
-    authorized: u64,
-    captured: u64,
-    refunded: u64,
+pub(crate) struct Started {
+    pub(crate) status: PaymentStatus,
+    pub(crate) order: OrderId,
+    pub(crate) gateway: GatewayId,
+    pub(crate) currency: Currency,
+    pub(crate) authorized: u64,
+    pub(crate) captured: u64,
+    pub(crate) refunded: u64,
 }
 
 impl PaymentState {
@@ -131,19 +133,9 @@ impl PaymentState {
         self.started.as_ref().map(|p| Money::new(p.refunded, p.currency))
     }
 
-    /// A started payment's state as the accessors above read it, as the engine's snapshot kept
-    /// it (amounts in minor units of `currency`).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn restored(
-        status: PaymentStatus,
-        order: OrderId,
-        gateway: GatewayId,
-        currency: Currency,
-        authorized: u64,
-        captured: u64,
-        refunded: u64,
-    ) -> Self {
-        let started = Started { status, order, gateway, currency, authorized, captured, refunded };
+    /// A started payment's state, as the engine's snapshot kept it (amounts in minor units of
+    /// `currency`).
+    pub(crate) fn restored(started: Started) -> Self {
         PaymentState { started: Some(started) }
     }
 }

@@ -32,6 +32,8 @@ use super::state::{KeyEntry, Keys, World};
 use crate::codec::Fingerprint;
 use crate::domain::GrowingMap;
 use crate::domain::limits::MAX_LINES_PER_ORDER;
+use crate::domain::order::Placed;
+use crate::domain::payment::Started;
 use crate::domain::{
     Currency, GatewayId, IdempotencyKey, InventoryState, OrderId, OrderLine, OrderState,
     OrderStatus, PaymentId, PaymentState, PaymentStatus, Quantity, Sku, TenantId, TenantState,
@@ -324,15 +326,16 @@ fn read_tenant(input: &mut In, position: u64) -> Result<(TenantId, TenantState, 
                 Ok(OrderLine { sku, quantity, unit_price: input.u64()? })
             })
             .collect::<Result<_, String>>()?;
-        let order = OrderState::restored(
+        let hold_expires_at = Timestamp(expires);
+        let order = OrderState::restored(Placed {
             status,
             currency,
             lines,
             total,
             refunded,
-            Timestamp(expires),
+            hold_expires_at,
             payment,
-        );
+        });
         orders.insert(order_id, order);
     }
     let count = input.count(1 + 1 + 1 + 1 + 1 + 24)?;
@@ -348,9 +351,15 @@ fn read_tenant(input: &mut In, position: u64) -> Result<(TenantId, TenantState, 
         if captured > authorized || refunded > captured {
             return Err(format!("tenant {id}: payment {payment_id} moved more than authorized"));
         }
-        let payment = PaymentState::restored(
-            status, order, gateway, currency, authorized, captured, refunded,
-        );
+        let payment = PaymentState::restored(Started {
+            status,
+            order,
+            gateway,
+            currency,
+            authorized,
+            captured,
+            refunded,
+        });
         payments.insert(payment_id, payment);
     }
     Ok((id, TenantState::restored(inventory, orders, payments), keys))

@@ -201,9 +201,6 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool, checkpoint: Opt
                 if flows.to_look_up.len() >= LOOK_UP_BATCH {
                     flows.look_up(stop);
                 }
-                if flows.to_start.len() >= START_BATCH {
-                    flows.start();
-                }
             }
             Some(Err(e)) => {
                 tracing::error!(error = %e, "the payments process cannot read the log and stops");
@@ -368,7 +365,7 @@ impl Flows {
             Event::Order { order, event: OrderEvent::OrderPlaced { total, currency, .. } }
                 if position.0 >= self.taken_over_at =>
             {
-                self.to_start.push((tenant, order, Money::new(total, currency)));
+                self.queue_flow(tenant, order, Money::new(total, currency));
             }
             // Money movements are issued for history too, from the checkpoint on: the process
             // cannot know whether the gateway call after a commit was made before it last
@@ -485,14 +482,18 @@ impl Flows {
 
     /// Restarts the flows of orders that were waiting for payment when the process started.
     fn resume(&mut self) {
-        let waiting = std::mem::take(&mut self.waiting);
-        for ((tenant, order), amount) in waiting {
-            self.to_start.push((tenant, order, amount));
-            if self.to_start.len() >= START_BATCH {
-                self.start();
-            }
+        for ((tenant, order), amount) in std::mem::take(&mut self.waiting) {
+            self.queue_flow(tenant, order, amount);
         }
         self.start();
+    }
+
+    /// Queues the flow of `order`, and starts the queued flows once [`START_BATCH`] wait.
+    fn queue_flow(&mut self, tenant: TenantId, order: OrderId, amount: Money) {
+        self.to_start.push((tenant, order, amount));
+        if self.to_start.len() >= START_BATCH {
+            self.start();
+        }
     }
 
     /// Starts the flows of the orders in `to_start`, once there is room for all of them among
