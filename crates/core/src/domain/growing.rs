@@ -1,16 +1,229 @@
 //! The map type of the state that grows for as long as an engine runs (the engine keeps its
 //! idempotency keys in one too).
 
-/// A hash map that grows without a pause, for maps that reach millions of entries: a tenant's
-/// orders, payments and idempotency keys (and, to keep one kind of map, its stock).
+use std::borrow::Borrow;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+
+use hashbrown::hash_map::RawEntryMut;
+use rustc_hash::FxBuildHasher;
+
+/// A plain map, the whole of a small `GrowingMap` and each shard of a big one.
+type Shard<K, V> = hashbrown::HashMap<K, V, FxBuildHasher>;
+
+/// A map that grows in shards once it holds this many entries: the most a map of 32,768
+/// buckets holds, so that the insert that would double it splits it instead. Below it, one
+/// map's doubling moves too few entries to be noticed.
+const SPLIT_AT: usize = 28_672;
+
+/// Shards of a big map: a shard that doubles moves this fraction of the entries.
+const SHARDS: usize = 64;
+
+/// A hash map that grows without a long pause, for maps that reach millions of entries: a
+/// tenant's orders, payments and idempotency keys (and, to keep one kind of map, its stock).
 ///
 /// A plain hash map doubles by moving every entry at once. Placing orders into one tenant on
 /// the development machine, the place that doubled the orders map took 85 ms at 458,752
 /// orders, 170 ms at 917,504 and 698 ms at 1,835,008: the decision thread, and every caller
-/// behind it, waited that long. This map moves a few entries per insert instead: the longest
-/// of two million places took 8–10 ms in a process of its own, and all of them together took
-/// no longer. The engine benchmark's `longest_decision_ms` measures it after its other phases
-/// (306–606 ms before, 22–25 ms after, in three pairs). The price is paid by bulk replays,
-/// whose lookups look in two tables while one is moved: the audit benchmark's verify + replay
-/// was about 10% slower in four interleaved pairs.
-pub(crate) type GrowingMap<K, V> = griddle::HashMap<K, V, rustc_hash::FxBuildHasher>;
+/// behind it, waited that long. Past [`SPLIT_AT`] entries this map is [`SHARDS`] plain maps,
+/// one chosen by the hash of the key; each doubles on its own, moving a 64th of the entries.
+/// The engine benchmark's `longest_decision_ms` measures the longest pause (7–8 ms at two
+/// million orders). A map that moves a few entries per insert (griddle's, used before) paused
+/// for 19–23 ms, and every lookup while it moved looked in two tables: with it, replaying a
+/// log in the audit was 4–16% slower and deciding about 7% slower.
+pub(crate) struct GrowingMap<K, V> {
+    /// One shard while small, [`SHARDS`] once split.
+    shards: Vec<Shard<K, V>>,
+}
+
+impl<K, V> Default for GrowingMap<K, V> {
+    fn default() -> Self {
+        GrowingMap { shards: vec![Shard::default()] }
+    }
+}
+
+impl<K: Clone, V: Clone> Clone for GrowingMap<K, V> {
+    fn clone(&self) -> Self {
+        GrowingMap { shards: self.shards.clone() }
+    }
+}
+
+impl<K: fmt::Debug, V: fmt::Debug> fmt::Debug for GrowingMap<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<K, V> GrowingMap<K, V> {
+    /// Entries in the map.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(Shard::len).sum()
+    }
+
+    /// Every entry, shard by shard.
+    pub(crate) fn iter(&self) -> Iter<'_, K, V> {
+        self.shards.iter().flat_map(Shard::iter)
+    }
+}
+
+/// The entries of a [`GrowingMap`], shard by shard.
+pub(crate) type Iter<'a, K, V> = std::iter::FlatMap<
+    std::slice::Iter<'a, Shard<K, V>>,
+    hashbrown::hash_map::Iter<'a, K, V>,
+    fn(&'a Shard<K, V>) -> hashbrown::hash_map::Iter<'a, K, V>,
+>;
+
+impl<K: Hash + Eq, V> GrowingMap<K, V> {
+    /// A map with room for `capacity` entries before it grows.
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        if capacity < SPLIT_AT {
+            return GrowingMap {
+                shards: vec![Shard::with_capacity_and_hasher(capacity, FxBuildHasher)],
+            };
+        }
+        let each = capacity.div_ceil(SHARDS);
+        GrowingMap {
+            shards: (0..SHARDS)
+                .map(|_| Shard::with_capacity_and_hasher(each, FxBuildHasher))
+                .collect(),
+        }
+    }
+
+    /// The value of `key`, if present.
+    pub(crate) fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = FxBuildHasher.hash_one(key);
+        self.shards[self.shard(hash)].raw_entry().from_key_hashed_nocheck(hash, key).map(|(_, v)| v)
+    }
+
+    /// The value of `key`, inserted as `make()` if absent, and whether it was absent. One
+    /// probe either way.
+    pub(crate) fn get_or_insert_with(
+        &mut self,
+        key: K,
+        make: impl FnOnce() -> V,
+    ) -> (&mut V, bool) {
+        let hash = FxBuildHasher.hash_one(&key);
+        let shard = self.shard_for_insert(hash);
+        match self.shards[shard].raw_entry_mut().from_key_hashed_nocheck(hash, &key) {
+            RawEntryMut::Occupied(seen) => (seen.into_mut(), false),
+            RawEntryMut::Vacant(new) => (new.insert_hashed_nocheck(hash, key, make()).1, true),
+        }
+    }
+
+    /// Sets `key` to `value`, giving back the value it replaced.
+    pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
+        let hash = FxBuildHasher.hash_one(&key);
+        let shard = self.shard_for_insert(hash);
+        match self.shards[shard].raw_entry_mut().from_key_hashed_nocheck(hash, &key) {
+            RawEntryMut::Occupied(mut seen) => Some(seen.insert(value)),
+            RawEntryMut::Vacant(new) => {
+                new.insert_hashed_nocheck(hash, key, value);
+                None
+            }
+        }
+    }
+
+    /// Takes `key` out, giving back its value if it was present.
+    pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
+        let hash = FxBuildHasher.hash_one(key);
+        let shard = self.shard(hash);
+        match self.shards[shard].raw_entry_mut().from_key_hashed_nocheck(hash, key) {
+            RawEntryMut::Occupied(seen) => Some(seen.remove()),
+            RawEntryMut::Vacant(_) => None,
+        }
+    }
+
+    /// The shard of an entry with `hash`: the top bits of the hash multiplied once more, so
+    /// that they depend on all of its bits; a map takes its buckets from the hash's low bits
+    /// and its tags from its top seven.
+    fn shard(&self, hash: u64) -> usize {
+        if self.shards.len() == 1 {
+            return 0;
+        }
+        let top = hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARDS.trailing_zeros());
+        usize::try_from(top).expect("fewer than 2^6")
+    }
+
+    /// The shard an entry with `hash` goes in, after splitting a map grown to [`SPLIT_AT`].
+    fn shard_for_insert(&mut self, hash: u64) -> usize {
+        if self.shards.len() == 1 && self.shards[0].len() >= SPLIT_AT {
+            let whole = self.shards.pop().expect("one shard");
+            let each = 2 * whole.len() / SHARDS;
+            self.shards =
+                (0..SHARDS).map(|_| Shard::with_capacity_and_hasher(each, FxBuildHasher)).collect();
+            for (key, value) in whole {
+                let hash = FxBuildHasher.hash_one(&key);
+                let shard = self.shard(hash);
+                self.shards[shard]
+                    .raw_entry_mut()
+                    .from_key_hashed_nocheck(hash, &key)
+                    .insert(key, value);
+            }
+        }
+        self.shard(hash)
+    }
+}
+
+impl<'a, K, V> IntoIterator for &'a GrowingMap<K, V> {
+    type Item = (&'a K, &'a V);
+    type IntoIter = Iter<'a, K, V>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_map_that_splits_into_shards_keeps_every_entry_and_finds_each() {
+        let mut map = GrowingMap::default();
+        let n = 3 * SPLIT_AT;
+        for i in 0..n as u64 {
+            let (value, new) = map.get_or_insert_with(i, || i * 2);
+            assert!(new);
+            assert_eq!(*value, i * 2);
+        }
+        assert_eq!(map.shards.len(), SHARDS);
+        assert_eq!(map.len(), n);
+        let n = n as u64;
+        for i in 0..n {
+            assert_eq!(map.get(&i), Some(&(i * 2)), "entry {i}");
+        }
+        assert_eq!(map.get(&n), None);
+        assert_eq!(map.get_or_insert_with(5, || 0), (&mut 10, false));
+        assert_eq!(map.insert(7, 1), Some(14));
+        assert_eq!(map.remove(&7), Some(1));
+        assert_eq!(map.remove(&7), None);
+        assert_eq!(map.iter().count(), map.len());
+        assert_eq!(map.len(), 3 * SPLIT_AT - 1);
+        let mut seen: Vec<u64> = map.iter().map(|(k, _)| *k).collect();
+        seen.sort_unstable();
+        assert!(seen.iter().copied().eq((0..n).filter(|&i| i != 7)));
+    }
+
+    #[test]
+    fn every_shard_of_a_split_map_of_ids_takes_a_fair_share() {
+        let mut map = GrowingMap::default();
+        let n = SPLIT_AT * 4;
+        for i in 0..n {
+            map.insert(crate::domain::OrderId::new(&format!("o-{i}")).unwrap(), ());
+        }
+        let fair = n / SHARDS;
+        let fewest = map.shards.iter().map(Shard::len).min().unwrap();
+        let most = map.shards.iter().map(Shard::len).max().unwrap();
+        assert!(fewest > fair * 9 / 10 && most < fair * 11 / 10, "{fewest} to {most}, fair {fair}");
+    }
+
+    #[test]
+    fn a_map_made_for_many_entries_starts_split_and_a_small_one_whole() {
+        assert_eq!(GrowingMap::<u64, u64>::with_capacity(SPLIT_AT).shards.len(), SHARDS);
+        assert_eq!(GrowingMap::<u64, u64>::with_capacity(100).shards.len(), 1);
+    }
+}

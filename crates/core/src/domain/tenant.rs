@@ -229,7 +229,7 @@ where
     K: Clone + Eq + std::hash::Hash,
     V: Default,
 {
-    f(map.entry(key.clone()).or_default())
+    f(map.get_or_insert_with(key.clone(), V::default).0)
 }
 
 fn decide_inventory(

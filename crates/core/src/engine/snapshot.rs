@@ -26,7 +26,6 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use orderly_store::{Log, Position};
-use rustc_hash::FxBuildHasher;
 
 use super::state::{KeyEntry, Keys, World};
 use crate::codec::Fingerprint;
@@ -280,7 +279,7 @@ fn write_tenant(out: &mut Out, id: &TenantId, state: &TenantState, keys: &Keys) 
 fn read_tenant(input: &mut In, position: u64) -> Result<(TenantId, TenantState, Keys), String> {
     let id = input.id(TenantId::new)?;
     let count = input.count(1 + 16 + 8 + 4)?;
-    let mut keys = Keys::with_capacity_and_hasher(count.min(PRESIZED), FxBuildHasher);
+    let mut keys = Keys::with_capacity(count.min(PRESIZED));
     for _ in 0..count {
         let key = input.id(IdempotencyKey::new)?;
         let fingerprint = Fingerprint(input.take(16)?.try_into().expect("16 bytes"));
@@ -290,7 +289,7 @@ fn read_tenant(input: &mut In, position: u64) -> Result<(TenantId, TenantState, 
         }
     }
     let count = input.count(1 + 1 + 24)?;
-    let mut inventory = GrowingMap::with_capacity_and_hasher(count.min(PRESIZED), FxBuildHasher);
+    let mut inventory = GrowingMap::with_capacity(count.min(PRESIZED));
     for _ in 0..count {
         let sku = input.id(Sku::new)?;
         let known = input.u8()? != 0;
@@ -301,7 +300,7 @@ fn read_tenant(input: &mut In, position: u64) -> Result<(TenantId, TenantState, 
         inventory.insert(sku, InventoryState::restored(known, on_hand, reserved, holds));
     }
     let count = input.count(1 + 1 + 1 + 24 + 1 + 1)?;
-    let mut orders = GrowingMap::with_capacity_and_hasher(count.min(PRESIZED), FxBuildHasher);
+    let mut orders = GrowingMap::with_capacity(count.min(PRESIZED));
     for _ in 0..count {
         let order_id = input.id(OrderId::new)?;
         let code = input.u8()?;
@@ -339,7 +338,7 @@ fn read_tenant(input: &mut In, position: u64) -> Result<(TenantId, TenantState, 
         orders.insert(order_id, order);
     }
     let count = input.count(1 + 1 + 1 + 1 + 1 + 24)?;
-    let mut payments = GrowingMap::with_capacity_and_hasher(count.min(PRESIZED), FxBuildHasher);
+    let mut payments = GrowingMap::with_capacity(count.min(PRESIZED));
     for _ in 0..count {
         let payment_id = input.id(PaymentId::new)?;
         let code = input.u8()?;

@@ -2,7 +2,6 @@
 //! idempotency keys, and the hold-expiry timers. All of it is derived from the log and rebuilt
 //! by replaying it on open.
 
-use griddle::hash_map::Entry;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
@@ -269,12 +268,9 @@ impl World {
         key: &IdempotencyKey,
         entry: KeyEntry,
     ) -> Option<KeyEntry> {
-        match self.tenants[place.0].keys.entry(key.clone()) {
-            Entry::Occupied(seen) => Some(*seen.get()),
-            Entry::Vacant(new) => {
-                new.insert(entry);
-                None
-            }
+        match self.tenants[place.0].keys.get_or_insert_with(key.clone(), || entry) {
+            (_, true) => None,
+            (seen, false) => Some(*seen),
         }
     }
 
