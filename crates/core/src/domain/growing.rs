@@ -27,10 +27,11 @@ const SHARDS: usize = 64;
 /// orders, 170 ms at 917,504 and 698 ms at 1,835,008: the decision thread, and every caller
 /// behind it, waited that long. Past [`SPLIT_AT`] entries this map is [`SHARDS`] plain maps,
 /// one chosen by the hash of the key; each doubles on its own, moving a 64th of the entries.
-/// The engine benchmark's `longest_decision_ms` measures the longest pause (7–8 ms at two
-/// million orders). A map that moves a few entries per insert (griddle's, used before) paused
-/// for 19–23 ms, and every lookup while it moved looked in two tables: with it, replaying a
-/// log in the audit was 4–16% slower and deciding about 7% slower.
+/// The engine benchmark's `longest_decision_ms` measures the longest pause at two million
+/// orders: 6–8 ms in five runs interleaved with a map that moves a few entries per insert
+/// (griddle's, used before), which paused for 9–23 ms. With that map every lookup during a
+/// move looked in two tables: replaying a log in the audit was 4–16% slower (three pairs) and
+/// deciding about 7% slower (four pairs).
 pub(crate) struct GrowingMap<K, V> {
     /// One shard while small, [`SHARDS`] once split.
     shards: Vec<Shard<K, V>>,
