@@ -82,12 +82,7 @@ impl<K: Hash + Eq, V> GrowingMap<K, V> {
                 shards: vec![Shard::with_capacity_and_hasher(capacity, FxBuildHasher)],
             };
         }
-        let each = capacity.div_ceil(SHARDS);
-        GrowingMap {
-            shards: (0..SHARDS)
-                .map(|_| Shard::with_capacity_and_hasher(each, FxBuildHasher))
-                .collect(),
-        }
+        GrowingMap { shards: split(capacity.div_ceil(SHARDS)) }
     }
 
     /// The value of `key`, if present.
@@ -138,9 +133,9 @@ impl<K: Hash + Eq, V> GrowingMap<K, V> {
         }
     }
 
-    /// The shard of an entry with `hash`: the top bits of the hash multiplied once more, so
-    /// that they depend on all of its bits; a map takes its buckets from the hash's low bits
-    /// and its tags from its top seven.
+    /// The shard of an entry with `hash`: the top six bits of the hash times an odd constant,
+    /// which depend on all of its bits (a shard's map takes its buckets from the hash's low
+    /// bits and its tags from its top seven).
     fn shard(&self, hash: u64) -> usize {
         if self.shards.len() == 1 {
             return 0;
@@ -153,9 +148,7 @@ impl<K: Hash + Eq, V> GrowingMap<K, V> {
     fn shard_for_insert(&mut self, hash: u64) -> usize {
         if self.shards.len() == 1 && self.shards[0].len() >= SPLIT_AT {
             let whole = self.shards.pop().expect("one shard");
-            let each = 2 * whole.len() / SHARDS;
-            self.shards =
-                (0..SHARDS).map(|_| Shard::with_capacity_and_hasher(each, FxBuildHasher)).collect();
+            self.shards = split(2 * whole.len() / SHARDS);
             for (key, value) in whole {
                 let hash = FxBuildHasher.hash_one(&key);
                 let shard = self.shard(hash);
@@ -167,6 +160,11 @@ impl<K: Hash + Eq, V> GrowingMap<K, V> {
         }
         self.shard(hash)
     }
+}
+
+/// [`SHARDS`] empty shards with room for `each` entries.
+fn split<K, V>(each: usize) -> Vec<Shard<K, V>> {
+    (0..SHARDS).map(|_| Shard::with_capacity_and_hasher(each, FxBuildHasher)).collect()
 }
 
 impl<'a, K, V> IntoIterator for &'a GrowingMap<K, V> {
