@@ -3,6 +3,7 @@
 # dashboard in headless Chromium, places orders through the API and checks the big number
 # follows without a reload. Screenshot: target/dashboard.png. Called by .ci/run.
 set -euo pipefail
+source "$(dirname "$0")/stop.sh"
 cd "$(dirname "$0")/.."
 
 if ! command -v chromium >/dev/null; then
@@ -18,7 +19,7 @@ data="$(mktemp -d)"
 log="target/ci-dashboard-serve.log"
 target/debug/orderly serve --listen 127.0.0.1:0 --data "$data" 2>"$log" &
 server=$!
-trap 'kill "$server" 2>/dev/null || true; rm -rf "$data"' EXIT
+trap 'stop_and_remove "$server" "$data"' EXIT
 
 url=""
 for _ in $(seq 1 100); do

@@ -3,6 +3,7 @@
 # (127.0.0.1:8080, ./data) in an empty folder, runs the README block marked `api-examples`,
 # and checks what the calls answered. Called by .ci/run.
 set -euo pipefail
+source "$(dirname "$0")/stop.sh"
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
 cargo build -q -p orderly-server
@@ -11,7 +12,7 @@ work="$(mktemp -d)"
 cd "$work"
 "$repo/target/debug/orderly" serve 2>serve.log &
 server=$!
-trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'stop_and_remove "$server" "$work"' EXIT
 for _ in $(seq 1 100); do
     if curl -fs localhost:8080/readyz >/dev/null 2>&1; then break; fi
     sleep 0.1
