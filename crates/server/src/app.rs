@@ -126,7 +126,8 @@ impl App {
         let limiter = config.tenant_rate.map(|rate| RateLimiter::keyed(Quota::per_second(rate)));
         let mut config = config;
         let metrics = Metrics::new();
-        config.node.engine.log.observer = Some(metrics.sync_observer());
+        let also = config.node.engine.log.observer.take();
+        config.node.engine.log.observer = Some(metrics.sync_observer(also));
         let streams = Arc::default();
         Ok(Arc::new(App {
             config,

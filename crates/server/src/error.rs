@@ -4,6 +4,7 @@
 //! Handlers return [`ApiError`]; errors made outside them (no such route, a body over the
 //! limit cut off by the limit layer, a timeout) are given the same shape by [`uniform_errors`].
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use axum::Json;
@@ -136,6 +137,15 @@ impl ApiError {
         self.code
     }
 
+    /// `504 outcome_unknown`: the request's command went to the engine, but its answer took
+    /// longer than the request may.
+    fn outcome_unknown() -> ApiError {
+        let message = "the command went to the engine but its answer took too long, so it may \
+                       have been recorded: retry it with the same Idempotency-Key to get its \
+                       outcome, or read the state before sending it again without one";
+        ApiError::new(StatusCode::GATEWAY_TIMEOUT, "outcome_unknown", message)
+    }
+
     /// The shape every error shares for a bare `status` made outside a handler.
     fn for_status(status: StatusCode) -> ApiError {
         let (code, message) = match status {
@@ -145,10 +155,11 @@ impl ApiError {
                 ("payload_too_large", "the request body is over the size limit")
             }
             // The timeout layer answers 503; every other 503 is an ApiError, shaped already.
+            // `uniform_errors` answers a timeout after the engine took a command otherwise.
             StatusCode::REQUEST_TIMEOUT
             | StatusCode::GATEWAY_TIMEOUT
             | StatusCode::SERVICE_UNAVAILABLE => {
-                let message = "the request took too long; retry with its idempotency key";
+                let message = "the request took too long and nothing was done; retry it";
                 return ApiError::new(status, "request_timeout", message)
                     .retry_after(Duration::from_secs(1));
             }
@@ -177,13 +188,37 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Gives errors produced outside handlers (routing, body limit, timeout) the one shape.
+tokio::task_local! {
+    /// Whether the request's command went to the engine (see [`command_taken`]).
+    static COMMAND_TAKEN: Cell<bool>;
+}
+
+/// Notes that the request at hand hands its command to the engine now: from here on, a
+/// timeout cannot say that nothing was done, since the engine decides and records the
+/// command whether or not anyone still waits for its answer.
+pub(crate) fn command_taken() {
+    // Outside a request (a handler called directly) there is nothing to note.
+    let _outside = COMMAND_TAKEN.try_with(|taken| taken.set(true));
+}
+
+/// Gives errors produced outside handlers (routing, body limit, timeout) the one shape. A
+/// timeout after the request's command went to the engine is `504 outcome_unknown`, not `503
+/// request_timeout`: the command may well be recorded, and a client told to simply retry would
+/// apply a command without an idempotency key twice.
 pub async fn uniform_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+    let (response, taken) = COMMAND_TAKEN
+        .scope(Cell::new(false), async {
+            let response = next.run(request).await;
+            (response, COMMAND_TAKEN.with(Cell::get))
+        })
+        .await;
     let status = response.status();
     if (status.is_client_error() || status.is_server_error())
         && response.extensions().get::<Shaped>().is_none()
     {
+        if taken && status == StatusCode::SERVICE_UNAVAILABLE {
+            return ApiError::outcome_unknown().into_response();
+        }
         return ApiError::for_status(status).into_response();
     }
     response

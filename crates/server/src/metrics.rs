@@ -127,14 +127,18 @@ impl Metrics {
         }
     }
 
-    /// An observer for the log, recording group sizes and fsync times.
+    /// An observer for the log, recording group sizes and fsync times, then telling `also`
+    /// (an embedder's own observer, kept rather than replaced).
     #[must_use]
-    pub fn sync_observer(&self) -> SyncObserver {
+    pub fn sync_observer(&self, also: Option<SyncObserver>) -> SyncObserver {
         let (records, fsync) = (self.group_records.clone(), self.fsync_seconds.clone());
         SyncObserver::new(move |group: &GroupSynced| {
             #[expect(clippy::cast_precision_loss, reason = "a histogram sample")]
             records.observe(group.records as f64);
             fsync.observe(group.sync.as_secs_f64());
+            if let Some(also) = &also {
+                also.report(group);
+            }
         })
     }
 

@@ -26,7 +26,9 @@ impl SyncObserver {
         SyncObserver(Arc::new(f))
     }
 
-    pub(crate) fn report(&self, group: &GroupSynced) {
+    /// Tells the callback of `group`: the log does after each group, and an observer that
+    /// wraps another passes its reports on with it.
+    pub fn report(&self, group: &GroupSynced) {
         (self.0)(group);
     }
 }

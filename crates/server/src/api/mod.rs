@@ -88,9 +88,14 @@ enum CommandErrors {
     /// `rate_limited`: the tenant is over its rate; see `Retry-After`.
     #[response(status = 429)]
     RateLimited(ErrorBody),
-    /// `overloaded`, `not_ready`, `shutting_down` or `request_timeout`; see `Retry-After`.
+    /// `overloaded`, `not_ready`, `shutting_down` or `request_timeout` (nothing was done);
+    /// see `Retry-After`.
     #[response(status = 503)]
     Unavailable(ErrorBody),
+    /// `outcome_unknown`: the command went to the engine but its answer took longer than the
+    /// request may, so it may have been recorded; retry with the same `Idempotency-Key`.
+    #[response(status = 504)]
+    OutcomeUnknown(ErrorBody),
 }
 
 /// The errors any query route may answer.
@@ -171,6 +176,7 @@ async fn execute_envelope(
     alias: Option<Envelope>,
 ) -> Result<(Outcome, HeaderMap), ApiError> {
     let node = app.node()?;
+    crate::error::command_taken();
     let outcome = match (node.engine().execute(envelope).await, alias) {
         (Err(ExecuteError::IdempotencyKeyReused { .. }), Some(alias)) => {
             node.engine().execute(alias).await?

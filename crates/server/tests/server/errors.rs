@@ -3,11 +3,13 @@
 //! 422 `unknown_currency`, 401 `unauthorized` (missing, malformed, unknown token; the scheme in
 //! any case is accepted), 413 `payload_too_large` (declared and undeclared lengths), 415, 422
 //! domain rejections with their codes and particulars, 404 for unknown orders, SKUs and routes,
-//! 405, 429 `rate_limited`, and 503 `request_timeout` and `overloaded` with `Retry-After`;
+//! 405, 429 `rate_limited`, 503 `request_timeout` and `overloaded` with `Retry-After`, and
+//! 504 `outcome_unknown` for a command answered after the time limit;
 //! messages show ids plainly and cut a client's long input short.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -15,6 +17,7 @@ use axum::http::{Method, StatusCode, header};
 use axum::response::IntoResponse;
 use orderly_core::domain::limits::MAX_ID_LEN;
 use orderly_core::engine::{EngineError, ExecuteError};
+use orderly_core::store::{GroupSynced, SyncObserver};
 use orderly_server::app::DEFAULT_BODY_LIMIT;
 use orderly_server::error::ApiError;
 use serde_json::json;
@@ -513,4 +516,44 @@ async fn load_is_answered_201_or_503_overloaded() {
         }
     }
     assert!(placed >= 1, "at least the first order is placed");
+}
+
+/// A command the engine took but answered after the time limit is `504 outcome_unknown`, not
+/// a `503` that tells the client to retry: it was recorded, and a retry without an idempotency
+/// key would have placed the order twice.
+#[tokio::test]
+async fn a_command_answered_after_the_time_limit_is_504_outcome_unknown_and_recorded() {
+    let stall = Arc::new(AtomicBool::new(false));
+    let observer = {
+        let stall = stall.clone();
+        // The log answers a group's appenders after its observers: a stalled observer is a
+        // slow disk as the engine's callers see it.
+        SyncObserver::new(move |_: &GroupSynced| {
+            if stall.swap(false, Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1500));
+            }
+        })
+    };
+    let server = Server::configured(|config| {
+        config.request_timeout = Duration::from_millis(300);
+        config.node.engine.log.observer = Some(observer);
+    });
+    let stocked = server.post("/v1/inventory/mug/receive", &json!({ "quantity": 5 })).await;
+    assert!(stocked.status.is_success(), "{}", stocked.text);
+    stall.store(true, Ordering::SeqCst);
+    let order = support::order(Some("o-late"), "c-1", &[("mug", 1)]);
+    let late = server.post("/v1/orders", &order).await;
+    let details = late.error(StatusCode::GATEWAY_TIMEOUT, "outcome_unknown");
+    assert!(late.text.contains("Idempotency-Key"), "{}", late.text);
+    assert!(details.is_null() || details.is_object(), "{details}");
+    // It was recorded all the same: the order is there once the stalled group is answered.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let read = server.get("/v1/orders/o-late").await;
+        if read.status == StatusCode::OK {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the order never showed: {}", read.text);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
