@@ -95,6 +95,9 @@ pub async fn kpi_stream(
     State(app): State<Shared>,
     Caller(tenant): Caller,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    // Recovering, the server answers `503 not_ready` as every other route does, rather than a
+    // stream that ends at its first tick.
+    app.node()?;
     let slot = app.open_stream(&tenant)?;
     let mut ticks = tokio::time::interval(PERIOD);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

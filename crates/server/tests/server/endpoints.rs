@@ -204,6 +204,10 @@ async fn before_the_node_is_open_only_healthz_answers_and_the_api_is_not_ready()
     place.assert_retry_after();
     let read = support::call(&app, support::get("/v1/orders/o-1", Some(&token))).await;
     read.error(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
+    for stream in ["/v1/events", "/v1/kpi/stream"] {
+        let opened = support::call(&app, support::get(stream, Some(&token))).await;
+        opened.error(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
+    }
     let metrics = support::call(&app, support::get("/metrics", None)).await;
     assert_eq!(metrics.status, StatusCode::OK);
 
