@@ -1,6 +1,12 @@
 //! Fault injection for tests: a [`Storage`] that fails the Nth write or fsync, cuts a write
 //! short, or flips a bit of what it writes. Not for production use.
+//!
+//! A failed fsync behaves as Linux's does: the writes since the last good fsync stay readable
+//! (the page cache keeps them, marked clean) but never reached the device. The storage
+//! remembers them, and a [`StorageFile::forget_cached`] of their file (which dropping the
+//! cache would do) shows zeros there, as the device would.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
@@ -23,6 +29,8 @@ struct FaultState {
     cut_write: Option<(u64, usize)>,
     flip_write: Option<(u64, usize)>,
     syncs_held: bool,
+    /// Per file, the writes a failed fsync left only in the cache.
+    lost: HashMap<String, Vec<(u64, usize)>>,
 }
 
 impl Faults {
@@ -101,12 +109,12 @@ impl Storage for FaultyStorage {
 
     fn create(&self, name: &str, len: u64) -> io::Result<Arc<dyn StorageFile>> {
         let file = self.inner.create(name, len)?;
-        Ok(Arc::new(FaultyFile { inner: file, faults: self.faults.clone() }))
+        Ok(Arc::new(FaultyFile::new(name, file, &self.faults)))
     }
 
     fn open(&self, name: &str, writable: bool) -> io::Result<Arc<dyn StorageFile>> {
         let file = self.inner.open(name, writable)?;
-        Ok(Arc::new(FaultyFile { inner: file, faults: self.faults.clone() }))
+        Ok(Arc::new(FaultyFile::new(name, file, &self.faults)))
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
@@ -124,8 +132,28 @@ impl Storage for FaultyStorage {
 
 #[derive(Debug)]
 struct FaultyFile {
+    name: String,
     inner: Arc<dyn StorageFile>,
     faults: Arc<Faults>,
+    /// Writes since the last good fsync: `(offset, length)`.
+    unsynced: Mutex<Vec<(u64, usize)>>,
+}
+
+impl FaultyFile {
+    fn new(name: &str, inner: Arc<dyn StorageFile>, faults: &Arc<Faults>) -> FaultyFile {
+        let (name, faults) = (name.to_owned(), faults.clone());
+        FaultyFile { name, inner, faults, unsynced: Mutex::default() }
+    }
+
+    fn unsynced(&self) -> std::sync::MutexGuard<'_, Vec<(u64, usize)>> {
+        self.unsynced.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_at(buf, offset)?;
+        self.unsynced().push((offset, buf.len()));
+        Ok(())
+    }
 }
 
 impl StorageFile for FaultyFile {
@@ -145,7 +173,7 @@ impl StorageFile for FaultyFile {
         if let Some((at, keep)) = cut
             && at == nth
         {
-            self.inner.write_at(&buf[..keep.min(buf.len())], offset)?;
+            self.write(&buf[..keep.min(buf.len())], offset)?;
             return Err(io::Error::other("injected short write"));
         }
         if let Some((at, bit)) = flip
@@ -153,9 +181,9 @@ impl StorageFile for FaultyFile {
         {
             let mut flipped = buf.to_vec();
             flipped[(bit / 8) % buf.len()] ^= 1 << (bit % 8);
-            return self.inner.write_at(&flipped, offset);
+            return self.write(&flipped, offset);
         }
-        self.inner.write_at(buf, offset)
+        self.write(buf, offset)
     }
 
     fn sync_data(&self) -> io::Result<()> {
@@ -165,10 +193,23 @@ impl StorageFile for FaultyFile {
         }
         s.syncs += 1;
         if s.fail_sync == Some(s.syncs - 1) {
+            let lost = std::mem::take(&mut *self.unsynced());
+            s.lost.entry(self.name.clone()).or_default().extend(lost);
             return Err(io::Error::other("injected fsync failure"));
         }
         drop(s);
-        self.inner.sync_data()
+        self.inner.sync_data()?;
+        self.unsynced().clear();
+        Ok(())
+    }
+
+    fn forget_cached(&self) -> io::Result<()> {
+        let lost = self.faults.lock().lost.remove(&self.name).unwrap_or_default();
+        for (offset, len) in lost {
+            self.inner.write_at(&vec![0; len], offset)?;
+        }
+        self.inner.sync_data()?;
+        self.inner.forget_cached()
     }
 
     fn size(&self) -> io::Result<u64> {

@@ -153,7 +153,7 @@ impl Log {
     /// log, cuts a torn tail, and starts the writer.
     pub fn open(dir: &Path, config: LogConfig) -> Result<(Log, Recovery), OpenError> {
         let io_err = |source| OpenError::Io { path: dir.to_path_buf(), source };
-        std::fs::create_dir_all(dir).map_err(io_err)?;
+        crate::storage::create_dir_durably(dir).map_err(io_err)?;
         let lock = DirLock::acquire(dir).map_err(|e| match e.raw_os_error() {
             Some(libc::EWOULDBLOCK) => OpenError::Locked { dir: dir.to_path_buf() },
             _ => io_err(e),

@@ -252,16 +252,23 @@ pub(crate) fn scan_storage(
     let mut files = Vec::with_capacity(names.len());
     let mut bytes_total = 0;
     for (i, (_, name)) in names.iter().enumerate() {
-        let writable = writable_last && i + 1 == names.len();
-        let file = storage.open(name, writable).map_err(io_error(storage, name))?;
+        let last = i + 1 == names.len();
+        let file = storage.open(name, writable_last && last).map_err(io_error(storage, name))?;
+        // Only the last segment can hold writes an fsync failed to make durable (a segment is
+        // synced before the next one starts): it is read from the device, not the cache.
+        if last {
+            file.forget_cached().map_err(io_error(storage, name))?;
+        }
         let len = file.size().map_err(io_error(storage, name))?;
         bytes_total += len;
         files.push((file, len));
     }
+    let last_file = files.last().map(|(file, _)| file.clone());
 
     let mut chain =
         Chain { next_position: 0, last_hash: [0; 32], checkpoint, bytes_before: 0, bytes_total };
     let count = names.len();
+    let names_last = names.last().cloned();
     let mut end_of_log = (storage.path_of("."), 0);
     for (i, ((first, name), (file, len))) in names.into_iter().zip(files).enumerate() {
         visitor.segment_start(&name, first, &file);
@@ -296,6 +303,17 @@ pub(crate) fn scan_storage(
         let position = Some(chain.next_position);
         let problem = Problem::MissingSegment;
         return Err(Corruption { segment, offset: 0, position, problem }.into());
+    }
+    // Read-only, next to a running writer, the pass may have counted a group written but not
+    // yet synced: syncing the last segment now makes every record it counted durable, so that a
+    // digest never vouches for records a crash could still take back. (Recovery syncs what it
+    // keeps itself.)
+    if !writable_last && let (Some(file), Some((_, name))) = (&last_file, names_last) {
+        match file.sync_data() {
+            // A copy on read-only media has nothing unsynced to sync.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS | libc::EINVAL)) => {}
+            synced => synced.map_err(io_error(storage, &name))?,
+        }
     }
     visitor.progress(ScanProgress { bytes_done: bytes_total, bytes_total });
     report.records = chain.next_position;

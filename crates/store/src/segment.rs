@@ -253,6 +253,9 @@ mod tests {
         fn sync_data(&self) -> io::Result<()> {
             unreachable!("read only")
         }
+        fn forget_cached(&self) -> io::Result<()> {
+            Ok(())
+        }
         fn size(&self) -> io::Result<u64> {
             Ok(self.len)
         }

@@ -34,6 +34,11 @@ pub trait StorageFile: Send + Sync + std::fmt::Debug {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Makes every write so far durable (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
+    /// Drops what the operating system caches of the file, so that the next reads come from
+    /// the device. After a failed `fdatasync`, Linux marks the pages it could not write as
+    /// clean and keeps them: read back from the cache, they would show records that never
+    /// reached the disk, and a later `fdatasync` would not report the loss again.
+    fn forget_cached(&self) -> io::Result<()>;
     /// The file's size in bytes.
     fn size(&self) -> io::Result<u64>;
     /// Cuts or extends the file to `len` bytes (durable after the next `sync_data`).
@@ -104,6 +109,22 @@ impl Storage for DirStorage {
     }
 }
 
+/// Creates `dir` and the folders above it that are missing, and syncs the folder holding
+/// each one it created: records acknowledged in a new log must not vanish in a power cut with
+/// the name of the folder they are in.
+pub(crate) fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|at| !at.exists()).collect();
+    std::fs::create_dir_all(dir)?;
+    for created in missing {
+        let parent = match created.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Reserves `len` bytes for `file` with `fallocate`, so appends never run out of space
 /// midway and the file reads as zeros past the last record. (Writing the zeros instead would
 /// make each later `fdatasync` cheaper but cost a second pass over the disk's bandwidth.)
@@ -142,6 +163,17 @@ impl StorageFile for DiskFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    fn forget_cached(&self) -> io::Result<()> {
+        // SAFETY: advice on a file descriptor `file` owns and keeps open; offset and length 0
+        // name the whole file. Dirty pages are not dropped, only clean ones.
+        let rc =
+            unsafe { libc::posix_fadvise(self.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(())
     }
 
     fn size(&self) -> io::Result<u64> {
@@ -188,5 +220,19 @@ impl DirLock {
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_data_folder_is_created_with_the_folders_above_it_and_an_existing_one_is_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a").join("b").join("data");
+        super::create_dir_durably(&dir).unwrap();
+        assert!(dir.is_dir());
+        std::fs::write(dir.join("kept"), b"x").unwrap();
+        super::create_dir_durably(&dir).unwrap();
+        assert!(dir.join("kept").exists());
     }
 }

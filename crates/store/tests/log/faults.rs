@@ -135,3 +135,38 @@ fn a_failure_just_before_a_segment_roll_leaves_a_log_that_reopens() {
     assert_eq!(after[..acked.len()], acked[..], "acknowledged records survive");
     log.append(vec![record("s", b"goes on")]).unwrap();
 }
+
+/// After a failed fsync, Linux keeps the unwritten pages in its cache, marked clean: a reopen
+/// that read them from there would bring back a batch that was refused and never reached the
+/// disk, and acknowledge new records after it. Recovery reads the last segment from the device
+/// (the fault storage shows zeros where the failed fsync left only the cache's copy).
+#[test]
+fn a_batch_refused_by_a_failed_fsync_stays_gone_after_reopening() {
+    use std::sync::Arc;
+
+    use orderly_store::Log;
+    use orderly_store::faults::FaultyStorage;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (log, faults) = open_faulty(dir.path(), LogConfig::default());
+    for i in 0..10 {
+        log.append(vec![record("s", &payload(i))]).unwrap();
+    }
+    faults.fail_sync_after(0);
+    let refused = log.append(vec![record("s", &payload(10)), record("s", &payload(11))]);
+    assert!(matches!(refused, Err(AppendError::Stopped { .. })), "got {refused:?}");
+    drop(log);
+
+    let storage = Arc::new(FaultyStorage::new(dir.path(), faults));
+    let (log, _) = Log::open_on(storage, LogConfig::default()).expect("the log reopens");
+    let kept: Vec<u64> = read_all(&log)
+        .iter()
+        .map(|r| u64::from_le_bytes(r.payload[..8].try_into().unwrap()))
+        .collect();
+    assert_eq!(kept, (0..10).collect::<Vec<_>>(), "the refused batch did not come back");
+    let appended = log.append(vec![record("s", &payload(12))]).unwrap();
+    assert_eq!(appended.first.0, 10, "the next record takes the refused batch's place");
+    drop(log);
+    let (log, _) = open(dir.path(), LogConfig::default());
+    assert_eq!(read_all(&log).len(), 11);
+}
