@@ -252,13 +252,8 @@ pub(crate) fn scan_storage(
     let mut files = Vec::with_capacity(names.len());
     let mut bytes_total = 0;
     for (i, (_, name)) in names.iter().enumerate() {
-        let last = i + 1 == names.len();
-        let file = storage.open(name, writable_last && last).map_err(io_error(storage, name))?;
-        // Only the last segment can hold writes an fsync failed to make durable (a segment is
-        // synced before the next one starts): it is read from the device, not the cache.
-        if last {
-            file.forget_cached().map_err(io_error(storage, name))?;
-        }
+        let writable = writable_last && i + 1 == names.len();
+        let file = storage.open(name, writable).map_err(io_error(storage, name))?;
         let len = file.size().map_err(io_error(storage, name))?;
         bytes_total += len;
         files.push((file, len));

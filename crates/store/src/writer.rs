@@ -379,7 +379,13 @@ fn sync_groups(shared: &Shared, stages: &Receiver<Stage>, spare: &Sender<Vec<u8>
                         observer.report(&GroupSynced { records, bytes, sync: started.elapsed() });
                     }
                 }
-                Err(e) => shared.set_failure(format!("{e} (segment {})", group.segment.name)),
+                Err(e) => {
+                    // Linux keeps the pages a failed fsync could not write in its cache, marked
+                    // clean: dropped now, so that no later read (a reopen, an audit) takes them
+                    // for records on the disk. Best effort: the log stops either way.
+                    let _ = file.forget_cached();
+                    shared.set_failure(format!("{e} (segment {})", group.segment.name));
+                }
             }
         }
         let failure = shared.failure();

@@ -138,8 +138,8 @@ fn a_failure_just_before_a_segment_roll_leaves_a_log_that_reopens() {
 
 /// After a failed fsync, Linux keeps the unwritten pages in its cache, marked clean: a reopen
 /// that read them from there would bring back a batch that was refused and never reached the
-/// disk, and acknowledge new records after it. Recovery reads the last segment from the device
-/// (the fault storage shows zeros where the failed fsync left only the cache's copy).
+/// disk, and acknowledge new records after it. The log drops the failed segment's cache at once
+/// (the fault storage then shows zeros where the failed fsync left only the cache's copy).
 #[test]
 fn a_batch_refused_by_a_failed_fsync_stays_gone_after_reopening() {
     use std::sync::Arc;
