@@ -15,7 +15,7 @@
 use std::io;
 use std::ops::ControlFlow;
 
-use crate::limits::SEGMENT_HEADER_LEN;
+use crate::limits::{MAX_RECORD_LEN, SEGMENT_HEADER_LEN};
 use crate::record::{self, Damage, HEADER_LEN, RecordView};
 use crate::storage::StorageFile;
 
@@ -198,12 +198,15 @@ pub(crate) fn scan(
     }
 }
 
-/// Whether a valid record (header and checksum) starts at any byte offset in `[from, end)`.
+/// Whether a valid record (header and checksum) starts at any byte offset in `[from, end)`. A
+/// record that starts there may end past `end`: it is read whole, so that it is not taken for
+/// damage.
 pub(crate) fn has_record_within(file: &dyn StorageFile, from: u64, end: u64) -> io::Result<bool> {
-    let mut buf = vec![0u8; usize::try_from(end.saturating_sub(from)).expect("fits usize")];
+    let starts = usize::try_from(end.saturating_sub(from)).expect("fits usize");
+    let mut buf = vec![0u8; starts + MAX_RECORD_LEN];
     let n = file.read_at(&mut buf, from)?;
     let buf = &buf[..n];
-    Ok((0..n).any(|at| {
+    Ok((0..starts.min(n)).any(|at| {
         buf.get(at + 8).is_some_and(|&v| record::is_known_version(v))
             && record::decode(&buf[at..]).is_ok()
     }))

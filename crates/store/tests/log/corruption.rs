@@ -151,3 +151,37 @@ fn an_empty_last_segment_that_does_not_follow_the_log_reveals_missing_records() 
     let c = expect_corruption(dir.path(), &stray, "an empty segment 50 positions too far");
     assert_eq!(c.problem, orderly_store::Problem::MissingSegment);
 }
+
+/// A damaged record in the last segment followed by an acknowledged record that starts within
+/// the reach of a torn write but ends past it (two large records, the second ending in zeros)
+/// is corruption: the record after it is read whole and found valid, so nothing is cut.
+#[test]
+fn a_damaged_record_followed_by_a_long_valid_one_is_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = orderly_store::limits::MAX_PAYLOAD_LEN * 2 / 3;
+    let first = {
+        let (log, _) = open(dir.path(), LogConfig::default());
+        for i in 0..3 {
+            log.append(vec![record("s", &payload(i))]).unwrap();
+        }
+        let damaged: Vec<u8> = (0..big).map(|i| (i % 251) as u8 | 1).collect();
+        let mut zero_ended = vec![0u8; big];
+        zero_ended[..big / 8].fill(0x5A);
+        let first = log.append(vec![record("s", &damaged)]).unwrap().first.0;
+        log.append(vec![record("s", &zero_ended)]).unwrap();
+        first
+    };
+    let segment = segment_files(dir.path())[0].clone();
+    // Inside the payload of the first big record (three 201-byte records before it).
+    flip(&segment, 64 + 3 * 201 + 72 + 1 + 1000, 2);
+    let c = match Log::open(dir.path(), LogConfig::default()) {
+        Err(OpenError::Corrupt(c)) => c,
+        Err(other) => panic!("expected corruption, got {other}"),
+        Ok((log, recovery)) => panic!(
+            "two acknowledged records were cut as a torn tail: {:?}, {} records left",
+            recovery.torn_tail,
+            log.head().0
+        ),
+    };
+    assert_eq!((c.offset, c.position), (64 + 3 * 201, Some(first)));
+}
