@@ -179,6 +179,12 @@ impl IntoResponse for ApiError {
             error: ErrorDetail { code: self.code, message: self.message, details: self.details },
         };
         let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 9110: a 401 names the scheme that would be accepted.
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Some(after) = self.retry_after {
             let seconds = after.as_secs().max(1);
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
@@ -246,7 +252,9 @@ impl From<ExecuteError> for ApiError {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     error.code(),
-                    "the engine stopped after a storage failure",
+                    "the engine stopped after a storage failure; a command it had taken may or \
+                     may not be recorded: once the server is back, retry with the same \
+                     Idempotency-Key",
                 )
             }
             // A future engine error is still the server's, never the client's.

@@ -81,7 +81,13 @@ impl<T: DeserializeOwned> FromRequest<Shared> for JsonBody<T> {
                     format!("the request body is over the limit of {} bytes", app.body_limit()),
                 )
             } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", rejection.body_text())
+                // The cause (a connection that broke mid-body) is the server's business.
+                tracing::debug!(cause = %rejection.body_text(), "request body unreadable");
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    "the request body could not be read to its end",
+                )
             }
         })?;
         parse_json(&bytes).map(JsonBody)

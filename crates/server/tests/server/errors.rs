@@ -219,6 +219,11 @@ async fn a_missing_malformed_or_unknown_token_is_401() {
             }
             let reply = server.call(request.body(body).expect("a request")).await;
             reply.error(StatusCode::UNAUTHORIZED, "unauthorized");
+            assert_eq!(
+                reply.headers[header::WWW_AUTHENTICATE],
+                "Bearer",
+                "RFC 9110 names the scheme"
+            );
         }
     }
     // Nothing was placed by any of them.
@@ -432,7 +437,11 @@ async fn unknown_orders_skus_and_routes_are_404_in_the_error_shape() {
     let delete = support::request(Method::DELETE, "/v1/orders/o-1", Some(&server.token))
         .body(Body::empty())
         .expect("a request");
-    server.call(delete).await.error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    let refused = server.call(delete).await;
+    refused.error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    // The methods the route takes stay named, as RFC 9110 asks of a 405.
+    let allow = refused.headers[header::ALLOW].to_str().expect("ASCII");
+    assert!(allow.contains("GET"), "Allow: {allow}");
 }
 
 #[tokio::test]
