@@ -80,7 +80,9 @@ impl Tenants {
         self.by_hash.read().unwrap_or_else(PoisonError::into_inner).get(hash).cloned()
     }
 
-    /// Rereads the file if it changed since the last read; true if it did.
+    /// Rereads the file if it changed since the last read; true if it did. A file that cannot
+    /// be parsed is reported once per change, and the tokens read before stay: requests with
+    /// unknown tokens (anyone may send them) do not reread it again and again.
     fn reload(&self) -> anyhow::Result<bool> {
         let mut read_at = self.read_at.lock().unwrap_or_else(PoisonError::into_inner);
         let modified = match std::fs::metadata(&self.path) {
@@ -93,9 +95,9 @@ impl Tenants {
         }
         let text = std::fs::read_to_string(&self.path)
             .with_context(|| format!("cannot read {}", self.path.display()))?;
+        *read_at = Some(modified);
         let by_hash = parse(&text).with_context(|| format!("in {}", self.path.display()))?;
         *self.by_hash.write().unwrap_or_else(PoisonError::into_inner) = by_hash;
-        *read_at = Some(modified);
         Ok(true)
     }
 }
@@ -188,4 +190,26 @@ fn sync_dir(dir: &Path) -> anyhow::Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("cannot sync {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_file_is_reported_once_and_the_tokens_read_before_stay() {
+        let data = tempfile::tempdir().unwrap();
+        let token = add(data.path(), &TenantId::new("acme").unwrap()).unwrap();
+        let tenants = Tenants::open(data.path()).unwrap();
+        let mut file =
+            OpenOptions::new().append(true).open(data.path().join(TENANTS_FILE)).unwrap();
+        file.write_all(b"not a tenant line\n").unwrap();
+        assert!(tenants.reload().is_err(), "the damage is reported");
+        assert!(!tenants.reload().unwrap(), "and not read again until the file changes");
+        assert_eq!(
+            tenants.authenticate(&token).map(|t| t.as_str().to_owned()),
+            Some("acme".into())
+        );
+        assert_eq!(tenants.authenticate("orderly_unknown"), None);
+    }
 }
