@@ -164,7 +164,7 @@ fn a_damaged_record_followed_by_a_long_valid_one_is_corruption_not_a_torn_tail()
         for i in 0..3 {
             log.append(vec![record("s", &payload(i))]).unwrap();
         }
-        let damaged: Vec<u8> = (0..big).map(|i| (i % 251) as u8 | 1).collect();
+        let damaged: Vec<u8> = (0..big).map(|i| u8::try_from(i % 251).unwrap() | 1).collect();
         let mut zero_ended = vec![0u8; big];
         zero_ended[..big / 8].fill(0x5A);
         let first = log.append(vec![record("s", &damaged)]).unwrap().first.0;
