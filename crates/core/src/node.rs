@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use orderly_store::LogReader;
 use redb::Database;
 
 use crate::engine::{self, Engine, OpenEngineError};
@@ -114,6 +115,21 @@ impl Node {
             .map_err(|source| NodeError::DataDir { path: data.to_path_buf(), source })?;
         let engine = Engine::open(&data.join(LOG_DIR), config.engine)?;
         let read_models = Arc::new(projection::open_db(&data.join(READ_MODELS_FILE))?);
+        // A read model ahead of the log (whose tail recovery cut, or which was restored from an
+        // older copy) shows records that are gone: it is built again from the log first.
+        let head = engine.head();
+        for model in ReadModel::ALL {
+            let reached = projection::checkpoint(&read_models, model.name())?;
+            if reached > head {
+                tracing::warn!(
+                    model = model.name(),
+                    reached = reached.0,
+                    head = head.0,
+                    "the read model is ahead of the log; rebuilding it from the log"
+                );
+                rebuild(&read_models, &engine.log(), model, &config.workers)?;
+            }
+        }
         let hosted = ReadModel::ALL.map(|model| -> Hosted {
             match model {
                 ReadModel::Inventory => InventoryProjection.into(),
@@ -168,14 +184,7 @@ impl Node {
     /// the current one keeps answering queries, then switches to it atomically (blue-green; see
     /// [`projection::rebuild()`]). Blocks until done.
     pub fn rebuild(&self, model: ReadModel) -> Result<Rebuilt, NodeError> {
-        let (db, log, config) = (&self.read_models, &self.engine.log(), &self.workers);
-        let rebuilt = match model {
-            ReadModel::Inventory => projection::rebuild(db, log, &InventoryProjection, config),
-            ReadModel::Orders => projection::rebuild(db, log, &OrdersProjection, config),
-            ReadModel::Customers => projection::rebuild(db, log, &CustomersProjection, config),
-            ReadModel::Kpi => projection::rebuild(db, log, &KpiProjection, config),
-        };
-        Ok(rebuilt?)
+        Ok(rebuild(&self.read_models, &self.engine.log(), model, &self.workers)?)
     }
 
     /// Stops in dependency order: the payments process (which sends commands), then the engine
@@ -190,5 +199,20 @@ impl Node {
             Some(host) => Ok(host.stop()?),
             None => Ok(()),
         }
+    }
+}
+
+/// Rebuilds `model` in `db` from `log` (see [`Node::rebuild`]).
+fn rebuild(
+    db: &Arc<Database>,
+    log: &LogReader,
+    model: ReadModel,
+    config: &WorkerConfig,
+) -> Result<Rebuilt, ProjectionError> {
+    match model {
+        ReadModel::Inventory => projection::rebuild(db, log, &InventoryProjection, config),
+        ReadModel::Orders => projection::rebuild(db, log, &OrdersProjection, config),
+        ReadModel::Customers => projection::rebuild(db, log, &CustomersProjection, config),
+        ReadModel::Kpi => projection::rebuild(db, log, &KpiProjection, config),
     }
 }

@@ -155,9 +155,20 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool, checkpoint: Opt
         taken_over_at: 0,
     };
     if let Some(path) = checkpoint {
-        let (position, ignored) = settled::load(path);
+        let (mut position, ignored) = settled::load(path);
         if let Some(why) = ignored {
             tracing::warn!(%why, "payments checkpoint ignored: every money movement is repeated");
+        }
+        // Past the log's head (recovery cut the log's tail, or it was restored from an older
+        // copy), it would count the movements of the records written next as settled.
+        let head = engine.head().0;
+        if position > head {
+            tracing::warn!(
+                position,
+                head,
+                "payments checkpoint is past the log's head: every money movement is repeated"
+            );
+            position = 0;
         }
         flows.settled_before = position;
         flows.ledger = Arc::new(Mutex::new(Ledger::resuming_at(position)));

@@ -109,6 +109,10 @@ impl ProjectionHost {
             let name = projection.name().to_owned();
             let lease = Lease::acquire(&db, name.clone())?;
             let (generation, next) = rebuild::current(&db, &name)?;
+            let head = log.head().0;
+            if next > head {
+                return Err(ProjectionError::AheadOfLog { name, checkpoint: next, head });
+            }
             let progress = Progress::starting_at(next);
             handles.push(ProjectionHandle::new(name, log.clone(), progress.clone()));
             let name = projection.name().into();

@@ -140,6 +140,22 @@ pub enum ProjectionError {
     /// The worker thread could not be started.
     #[error("cannot start the projection worker: {0}")]
     Spawn(std::io::Error),
+    /// The read model has applied records the log does not hold (recovery cut the log's
+    /// tail, or the log was restored from an older copy): its rows include the effects of
+    /// records that are gone, and the positions it would wait for are taken by others. Rebuild
+    /// it from the log ([`rebuild()`]; a node does so itself when it opens).
+    #[error(
+        "read model {name} has applied the log up to position {checkpoint}, past its head \
+         {head}: rebuild it from the log"
+    )]
+    AheadOfLog {
+        /// The projection.
+        name: String,
+        /// Where its checkpoint stands.
+        checkpoint: u64,
+        /// The log's head.
+        head: u64,
+    },
     /// A worker (or a rebuild) of this projection already runs on this database.
     #[error("projection {name} is already running on this database")]
     AlreadyRunning {

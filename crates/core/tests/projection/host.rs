@@ -174,3 +174,74 @@ fn a_projection_failing_mid_batch_leaves_every_hosted_projection_as_it_was() {
     assert_eq!(projection::checkpoint(&db, "failing").unwrap(), orderly_core::Position(0));
     engine.shutdown();
 }
+
+/// A read model that applied records its log no longer holds (here the log is put back to an
+/// older copy; recovery cutting a tail does the same) is refused by a host, and rebuilt from
+/// the log by a node before it serves: its counts are those of the log it has, and the
+/// positions written next reach it.
+#[test]
+fn a_read_model_ahead_of_its_log_is_refused_by_a_host_and_rebuilt_by_a_node() {
+    use orderly_core::node::{LOG_DIR, Node, NodeConfig, READ_MODELS_FILE};
+
+    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+    fn placed(db: &Database) -> u64 {
+        projection::order_status_counts(db).unwrap().iter().map(|(_, _, n)| n).sum()
+    }
+    fn caught_up(node: &Node) {
+        for projection in node.projections() {
+            projection.wait_for(node.engine().head(), WAIT).unwrap();
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let (data, older) = (dir.path().join("data"), dir.path().join("older-log"));
+    let clock = ManualClock::at(START);
+    let config = || NodeConfig {
+        engine: orderly_core::engine::Config {
+            clock: Arc::new(clock.clone()),
+            ..orderly_core::engine::Config::default()
+        },
+        ..NodeConfig::default()
+    };
+    let node = Node::open(&data, config()).unwrap();
+    orders(node.engine(), 5, 1);
+    caught_up(&node);
+    assert_eq!(placed(node.read_models()), 10, "five orders in each of two tenants");
+    node.shutdown().unwrap();
+    copy_dir(&data.join(LOG_DIR), &older);
+
+    let node = Node::open(&data, config()).unwrap();
+    super::rebuild::numbered_orders(node.engine(), 5, 5, 1);
+    caught_up(&node);
+    assert_eq!(placed(node.read_models()), 20);
+    node.shutdown().unwrap();
+    std::fs::remove_dir_all(data.join(LOG_DIR)).unwrap();
+    copy_dir(&older, &data.join(LOG_DIR));
+
+    {
+        let engine = open_engine(&data.join(LOG_DIR), &clock);
+        let db = Arc::new(projection::open_db(&data.join(READ_MODELS_FILE)).unwrap());
+        let hosted: Vec<Hosted> = vec![OrdersProjection.into()];
+        match ProjectionHost::start(db, engine.log(), hosted, WorkerConfig::default()) {
+            Err(ProjectionError::AheadOfLog { name, checkpoint, head }) => {
+                assert_eq!(name, "orders");
+                assert!(checkpoint > head, "{checkpoint} > {head}");
+            }
+            other => panic!("a host must refuse a read model ahead of its log: {other:?}"),
+        }
+    }
+
+    let node = Node::open(&data, config()).unwrap();
+    caught_up(&node);
+    assert_eq!(placed(node.read_models()), 10, "only the orders of the log it has");
+    super::rebuild::numbered_orders(node.engine(), 100, 1, 1);
+    caught_up(&node);
+    assert_eq!(placed(node.read_models()), 12, "the records written next reach it");
+    node.shutdown().unwrap();
+}
