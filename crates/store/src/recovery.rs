@@ -22,7 +22,7 @@ use crate::error::OpenError;
 use crate::index::{Index, SegmentMeta, StreamKey, stream_slot};
 use crate::limits::SEGMENT_HEADER_LEN;
 use crate::record::ChainHash;
-use crate::scan::{self, ScanError, ScannedRecord, Visitor};
+use crate::scan::{self, Chained, ScanError, ScannedRecord, Visitor};
 use crate::storage::{Storage, StorageFile};
 
 /// What opening the log found and did.
@@ -135,12 +135,15 @@ pub(crate) fn recover(storage: &dyn Storage, writable: bool) -> Result<Recovered
     };
     let mut builder = IndexBuilder::default();
     let scanned =
-        scan::scan_storage(storage, writable, checkpoint, &mut builder).map_err(|e| match e {
-            ScanError::Io { path, source } => OpenError::Io { path, source },
-            ScanError::Corrupt(corruption) => OpenError::Corrupt(corruption),
-            // Only the read-only `scan` refuses a folder with no log; opening starts one there.
-            ScanError::NoLog { .. } => unreachable!("scan_storage takes an empty folder as empty"),
-        })?;
+        scan::scan_storage(storage, writable, checkpoint, Chained::FromCheckpoint, &mut builder)
+            .map_err(|e| match e {
+                ScanError::Io { path, source } => OpenError::Io { path, source },
+                ScanError::Corrupt(corruption) => OpenError::Corrupt(corruption),
+                // Only the read-only `scan` refuses a folder with no log; opening starts one there.
+                ScanError::NoLog { .. } => {
+                    unreachable!("scan_storage takes an empty folder as empty")
+                }
+            })?;
     let index = builder.index;
     let io_err = |path: &PathBuf| {
         let path = path.clone();

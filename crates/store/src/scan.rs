@@ -138,7 +138,14 @@ pub fn scan(
     let storage = DirStorage::new(dir);
     let mut visitor =
         ReadOnly { versions: FxHashMap::default(), progress: &mut progress, visit: &mut visit };
-    let report = scan_storage(&storage, false, None, &mut visitor)?;
+    // The log's own checkpoint (what its writer verified on its last open) is a digest kept
+    // beside it: a log that ends before it, or whose record before it hashes otherwise, lost
+    // or changed records. The whole chain is recomputed all the same. A checkpoint that
+    // cannot be read is left aside, as an open does.
+    let checkpoint = crate::checkpoint::load(&storage)
+        .map_err(io_error(&storage, crate::checkpoint::FILE_NAME))?
+        .unwrap_or(None);
+    let report = scan_storage(&storage, false, checkpoint, Chained::Whole, &mut visitor)?;
     if report.segments > 0 || report.unwritten_segment.is_some() {
         return Ok(report);
     }
@@ -221,15 +228,26 @@ fn io_error(storage: &dyn Storage, name: &str) -> impl FnOnce(io::Error) -> Scan
     move |source| ScanError::Io { path, source }
 }
 
+/// How much of the hash chain a pass with a checkpoint recomputes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Chained {
+    /// From the checkpoint on: an open (see [`crate::checkpoint`]).
+    FromCheckpoint,
+    /// All of it: an audit.
+    Whole,
+}
+
 /// The pass itself: verifies every segment of `storage` in order, telling `visitor` about each
 /// segment and record. Opens the last segment for writing when `writable_last` (recovery
-/// writes there next) and never writes anything itself. With a `checkpoint`, the chain hashes
-/// of the records before it are not recomputed (see [`crate::checkpoint`]); everything else is
-/// checked all the same.
+/// writes there next) and never writes anything itself. With a `checkpoint`, the log must
+/// reach it and the record before it must hash as it says; with [`Chained::FromCheckpoint`],
+/// the chain hashes of the records before it are not recomputed. Everything else is checked
+/// all the same.
 pub(crate) fn scan_storage(
     storage: &dyn Storage,
     writable_last: bool,
     checkpoint: Option<Checkpoint>,
+    chained: Chained,
     visitor: &mut dyn Visitor,
 ) -> Result<ScanReport, ScanError> {
     let mut names = segment_names(storage)?;
@@ -260,8 +278,14 @@ pub(crate) fn scan_storage(
     }
     let last_file = files.last().map(|(file, _)| file.clone());
 
-    let mut chain =
-        Chain { next_position: 0, last_hash: [0; 32], checkpoint, bytes_before: 0, bytes_total };
+    let mut chain = Chain {
+        next_position: 0,
+        last_hash: [0; 32],
+        checkpoint,
+        chained,
+        bytes_before: 0,
+        bytes_total,
+    };
     let count = names.len();
     let names_last = names.last().cloned();
     let mut end_of_log = (storage.path_of("."), 0);
@@ -330,8 +354,10 @@ struct Chain {
     next_position: u64,
     /// The chain hash of the last committed record.
     last_hash: ChainHash,
-    /// Before its position, chain hashes are not recomputed.
+    /// The record before its position must hash as it says.
     checkpoint: Option<Checkpoint>,
+    /// Whether chain hashes before the checkpoint are recomputed.
+    chained: Chained,
     /// Bytes of the segments before this one, for progress.
     bytes_before: u64,
     bytes_total: u64,
@@ -371,9 +397,10 @@ impl Chain {
         let (stop_offset, stop) =
             segment::scan(segment.file, committed_end, segment.len, |offset, view| {
                 let checkpoint = self.checkpoint.filter(|c| position < c.position);
+                let skipped = checkpoint.is_some() && self.chained == Chained::FromCheckpoint;
                 let problem = if view.position != position {
                     Some(Problem::PositionGap { found: view.position })
-                } else if checkpoint.is_none() && *view.prev_hash != hash {
+                } else if !skipped && *view.prev_hash != hash {
                     Some(Problem::BrokenChain)
                 } else {
                     visitor.stream_version(view.stream, view.stream_version).err().map(|expected| {
@@ -396,7 +423,8 @@ impl Chain {
                         }
                         record_hash
                     }
-                    Some(_) => [0; 32],
+                    Some(_) if skipped => [0; 32],
+                    _ => view.hash(),
                 };
                 let len = view.bytes.len() as u64;
                 let record = ScannedRecord {

@@ -164,3 +164,26 @@ fn a_damaged_checkpoint_file_is_ignored_and_the_whole_chain_verified() {
     let (_, recovery) = open(dir.path(), small_segments());
     assert_eq!((recovery.chain_verified_from, recovery.checkpoint_ignored), (40, None));
 }
+
+/// The read-only pass of audits checks the log against its checkpoint too (while recomputing
+/// the whole chain): a log cut short of it, which an open refuses, is not reported intact.
+#[test]
+fn the_read_only_pass_finds_a_log_cut_short_of_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    checkpointed_log(dir.path(), 40);
+    let intact = orderly_store::scan(dir.path(), |_| {}, |_| std::ops::ControlFlow::Continue(()));
+    assert_eq!(intact.expect("an intact log").records, 40);
+    let segment = segment_files(dir.path())[0].clone();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let cut = usize::try_from(SEGMENT_HEADER + 35 * RECORD_LEN).unwrap();
+    let end = usize::try_from(SEGMENT_HEADER + 40 * RECORD_LEN).unwrap();
+    bytes[cut..end].fill(0);
+    std::fs::write(&segment, bytes).unwrap();
+    match orderly_store::scan(dir.path(), |_| {}, |_| std::ops::ControlFlow::Continue(())) {
+        Err(orderly_store::ScanError::Corrupt(c)) => {
+            assert_eq!(c.position, Some(35));
+            assert_eq!(c.problem, Problem::EndsBeforeCheckpoint { checkpoint: 40 });
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
