@@ -179,7 +179,9 @@ pub fn replay(data: &Path, at: &str, tenant: Option<&str>, json: bool) -> anyhow
 /// A position (digits) or an RFC 3339 time.
 fn parse_point(at: &str) -> anyhow::Result<ReplayPoint> {
     if !at.is_empty() && at.bytes().all(|b| b.is_ascii_digit()) {
-        return Ok(ReplayPoint::Position(at.parse()?));
+        let position =
+            at.parse().with_context(|| format!("--at {at}: no log holds that many records"))?;
+        return Ok(ReplayPoint::Position(position));
     }
     // With any UTC offset; a time written without one is read as UTC (as before jiff).
     let time = at
@@ -297,4 +299,20 @@ pub fn existing(data: &Path) -> anyhow::Result<()> {
         bail!("no data folder at {}", data.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replay_point_is_a_position_or_a_time_and_anything_else_names_the_option() {
+        assert!(matches!(parse_point("42").unwrap(), ReplayPoint::Position(42)));
+        let noon = parse_point("2025-11-28T12:00:00Z").unwrap();
+        assert!(matches!(noon, ReplayPoint::Time(1_764_331_200_000)), "{noon:?}");
+        for wrong in ["99999999999999999999999", "yesterday", "", "-1"] {
+            let error = format!("{:#}", parse_point(wrong).unwrap_err());
+            assert!(error.starts_with("--at"), "{wrong:?}: {error}");
+        }
+    }
 }
