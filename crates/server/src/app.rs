@@ -43,6 +43,10 @@ pub const DEFAULT_MAX_CONCURRENT: usize = 8_192;
 pub const DEFAULT_TENANT_RATE: u32 = 200_000;
 /// Event and KPI streams each tenant may have open at once by default.
 pub const DEFAULT_STREAMS_PER_TENANT: usize = 16;
+/// Requests each tenant may have in progress at once by default: an eighth of the server's,
+/// so that one tenant's slow or stuck requests (bodies that trickle in, commands waiting on a
+/// stalled disk) cannot hold every place while the others wait.
+pub const DEFAULT_REQUESTS_PER_TENANT: usize = DEFAULT_MAX_CONCURRENT / 8;
 
 /// How the server is set up.
 #[derive(Clone, Debug)]
@@ -61,6 +65,8 @@ pub struct ServerConfig {
     pub read_wait: Duration,
     /// Event and KPI streams a tenant may have open at once.
     pub streams_per_tenant: usize,
+    /// Requests a tenant may have in progress at once.
+    pub requests_per_tenant: usize,
     /// The node's settings.
     pub node: NodeConfig,
 }
@@ -77,6 +83,7 @@ impl ServerConfig {
             tenant_rate: NonZeroU32::new(DEFAULT_TENANT_RATE),
             read_wait: Duration::from_secs(5),
             streams_per_tenant: DEFAULT_STREAMS_PER_TENANT,
+            requests_per_tenant: DEFAULT_REQUESTS_PER_TENANT,
             node: NodeConfig::default(),
         }
     }
@@ -94,26 +101,44 @@ pub struct App {
     metrics: Metrics,
     limiter: Option<DefaultKeyedRateLimiter<TenantId>>,
     /// Streams open per tenant.
-    streams: Arc<Mutex<HashMap<TenantId, usize>>>,
+    streams: PerTenant,
+    /// Requests in progress per tenant.
+    requests: PerTenant,
     /// Set when the server starts closing: endless streams end, so that a graceful shutdown
     /// (which waits for every connection) can finish.
     closing: AtomicBool,
 }
 
-/// One open stream of a tenant; closing it (dropping) frees its place.
+/// How many of something (streams, requests) each tenant has at once.
+type PerTenant = Arc<Mutex<HashMap<TenantId, usize>>>;
+
+/// A tenant's place among its streams or requests in progress; dropping it frees the place.
 #[derive(Debug)]
-pub struct StreamSlot {
+pub struct Slot {
     tenant: TenantId,
-    streams: Arc<Mutex<HashMap<TenantId, usize>>>,
+    counts: PerTenant,
 }
 
-impl Drop for StreamSlot {
+impl Slot {
+    /// A place for one more of `tenant`'s, unless it has `most` already.
+    fn take(counts: &PerTenant, tenant: &TenantId, most: usize) -> Option<Slot> {
+        let mut taken = counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = taken.entry(tenant.clone()).or_default();
+        if *open >= most {
+            return None;
+        }
+        *open += 1;
+        Some(Slot { tenant: tenant.clone(), counts: counts.clone() })
+    }
+}
+
+impl Drop for Slot {
     fn drop(&mut self) {
-        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(open) = streams.get_mut(&self.tenant) {
+        let mut taken = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = taken.get_mut(&self.tenant) {
             *open -= 1;
             if *open == 0 {
-                streams.remove(&self.tenant);
+                taken.remove(&self.tenant);
             }
         }
     }
@@ -128,14 +153,14 @@ impl App {
         let metrics = Metrics::new();
         let also = config.node.engine.log.observer.take();
         config.node.engine.log.observer = Some(metrics.sync_observer(also));
-        let streams = Arc::default();
         Ok(Arc::new(App {
             config,
             node: RwLock::new(None),
             tenants,
             metrics,
             limiter,
-            streams,
+            streams: PerTenant::default(),
+            requests: PerTenant::default(),
             closing: AtomicBool::new(false),
         }))
     }
@@ -241,8 +266,21 @@ impl App {
         self.config.body_limit
     }
 
+    /// A place for one more request of `tenant` in progress, or `429 too_many_requests`.
+    pub fn take_request(&self, tenant: &TenantId) -> Result<Slot, ApiError> {
+        let most = self.config.requests_per_tenant;
+        Slot::take(&self.requests, tenant, most).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                format!("tenant {tenant} has {most} requests in progress, the most allowed"),
+            )
+            .retry_after(Duration::from_secs(1))
+        })
+    }
+
     /// A place for one more stream of `tenant`, or `429 too_many_streams`.
-    pub fn open_stream(&self, tenant: &TenantId) -> Result<StreamSlot, ApiError> {
+    pub fn open_stream(&self, tenant: &TenantId) -> Result<Slot, ApiError> {
         if self.is_closing() {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -251,21 +289,15 @@ impl App {
             )
             .retry_after(Duration::from_secs(5)));
         }
-        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
-        let open = streams.entry(tenant.clone()).or_default();
-        if *open >= self.config.streams_per_tenant {
-            return Err(ApiError::new(
+        let most = self.config.streams_per_tenant;
+        Slot::take(&self.streams, tenant, most).ok_or_else(|| {
+            ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_streams",
-                format!(
-                    "tenant {tenant} has {} streams open, the most allowed; close one",
-                    self.config.streams_per_tenant
-                ),
+                format!("tenant {tenant} has {most} streams open, the most allowed; close one"),
             )
-            .retry_after(Duration::from_secs(5)));
-        }
-        *open += 1;
-        Ok(StreamSlot { tenant: tenant.clone(), streams: self.streams.clone() })
+            .retry_after(Duration::from_secs(5))
+        })
     }
 
     /// `429 rate_limited` when `tenant` is over its rate.

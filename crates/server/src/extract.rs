@@ -16,13 +16,14 @@ use serde::de::{DeserializeOwned, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
-use crate::app::Shared;
+use crate::app::{Shared, Slot};
 use crate::error::{ApiError, MAX_ECHO, cut};
 
 /// The tenant the request's bearer token belongs to (`Authorization: Bearer <token>`, the
-/// scheme in any case), within its rate limit.
-#[derive(Clone, Debug)]
-pub struct Caller(pub TenantId);
+/// scheme in any case), within its rate limit, and the tenant's place among its requests in
+/// progress, held while the handler runs (so that it is taken before the body is read).
+#[derive(Debug)]
+pub struct Caller(pub TenantId, pub Slot);
 
 impl FromRequestParts<Shared> for Caller {
     type Rejection = ApiError;
@@ -46,7 +47,8 @@ impl FromRequestParts<Shared> for Caller {
             .authenticate(token)
             .ok_or_else(|| ApiError::unauthorized("unknown token"))?;
         app.check_rate(&tenant)?;
-        Ok(Caller(tenant))
+        let slot = app.take_request(&tenant)?;
+        Ok(Caller(tenant, slot))
     }
 }
 

@@ -11,7 +11,8 @@ mod audit_cli;
 use orderly_core::domain::TenantId;
 use orderly_core::node::{Node, NodeConfig, ReadModel};
 use orderly_server::app::{
-    DEFAULT_BODY_LIMIT, DEFAULT_MAX_CONCURRENT, DEFAULT_TENANT_RATE, ServerConfig,
+    DEFAULT_BODY_LIMIT, DEFAULT_MAX_CONCURRENT, DEFAULT_REQUESTS_PER_TENANT, DEFAULT_TENANT_RATE,
+    ServerConfig,
 };
 use orderly_server::load::{self, LoadConfig};
 use orderly_server::{serve, tenants};
@@ -124,6 +125,9 @@ struct ServeArgs {
     /// Requests per second per tenant (0: no limit).
     #[arg(long, env = "ORDERLY_TENANT_RATE", default_value_t = DEFAULT_TENANT_RATE)]
     tenant_rate: u32,
+    /// Requests each tenant may have in progress at once; more are answered 429.
+    #[arg(long, env = "ORDERLY_REQUESTS_PER_TENANT", default_value_t = DEFAULT_REQUESTS_PER_TENANT)]
+    requests_per_tenant: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,6 +228,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config.request_timeout = Duration::from_secs(args.request_timeout.max(1));
             config.max_concurrent = args.max_concurrent.max(1);
             config.tenant_rate = std::num::NonZeroU32::new(args.tenant_rate);
+            config.requests_per_tenant = args.requests_per_tenant.max(1);
             config.node.payments = Some(orderly_server::app::simulated_payments());
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(serve::serve(config, args.listen))?;

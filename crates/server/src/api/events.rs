@@ -28,7 +28,7 @@ use utoipa::IntoParams;
 
 use super::QueryErrors;
 use super::event_json::event_json;
-use crate::app::{Shared, StreamSlot};
+use crate::app::{Shared, Slot};
 use crate::error::{ApiError, echo};
 use crate::extract::{Caller, QueryOf};
 
@@ -69,7 +69,7 @@ pub struct EventsQuery {
 )]
 pub async fn events(
     State(app): State<Shared>,
-    Caller(tenant): Caller,
+    Caller(tenant, _in_progress): Caller,
     headers: HeaderMap,
     QueryOf(query): QueryOf<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
@@ -145,7 +145,7 @@ fn follow(
     types: Option<&HashSet<EventType>>,
     tx: &mpsc::Sender<SseEvent>,
     closing: &dyn Fn() -> bool,
-    _slot: StreamSlot,
+    _slot: Slot,
 ) {
     let prefix = format!("{tenant}/");
     let mut records = log.subscribe(from);

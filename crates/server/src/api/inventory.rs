@@ -81,7 +81,7 @@ fn sku(text: &str) -> Result<Sku, ApiError> {
 )]
 pub async fn receive(
     State(app): State<Shared>,
-    Caller(tenant): Caller,
+    Caller(tenant, _in_progress): Caller,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     Path(sku_text): Path<String>,
     JsonBody(body): JsonBody<ReceiveStock>,
@@ -107,7 +107,7 @@ pub async fn receive(
 )]
 pub async fn adjust(
     State(app): State<Shared>,
-    Caller(tenant): Caller,
+    Caller(tenant, _in_progress): Caller,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     Path(sku_text): Path<String>,
     JsonBody(body): JsonBody<AdjustStock>,
@@ -130,7 +130,7 @@ pub async fn adjust(
 )]
 pub async fn level(
     State(app): State<Shared>,
-    Caller(tenant): Caller,
+    Caller(tenant, _in_progress): Caller,
     Path(sku_text): Path<String>,
     QueryOf(read): QueryOf<ReadAfter>,
 ) -> Result<Json<StockLevel>, ApiError> {

@@ -93,7 +93,7 @@ pub struct GatewayFigures {
 )]
 pub async fn kpi_stream(
     State(app): State<Shared>,
-    Caller(tenant): Caller,
+    Caller(tenant, _in_progress): Caller,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     // Recovering, the server answers `503 not_ready` as every other route does, rather than a
     // stream that ends at its first tick.

@@ -85,7 +85,8 @@ enum CommandErrors {
     /// `currency_mismatch`, …).
     #[response(status = 422)]
     Rejected(ErrorBody),
-    /// `rate_limited`: the tenant is over its rate; see `Retry-After`.
+    /// `rate_limited` (the tenant is over its rate) or `too_many_requests` (it has the most
+    /// requests in progress it may); see `Retry-After`.
     #[response(status = 429)]
     RateLimited(ErrorBody),
     /// `overloaded`, `not_ready`, `shutting_down` or `request_timeout` (nothing was done);
@@ -111,7 +112,8 @@ enum QueryErrors {
     /// `validation_failed`: a query parameter is wrong (named in `details.field`).
     #[response(status = 422)]
     Invalid(ErrorBody),
-    /// `rate_limited`: the tenant is over its rate; see `Retry-After`.
+    /// `rate_limited` (the tenant is over its rate) or `too_many_requests` (it has the most
+    /// requests in progress it may); see `Retry-After`.
     #[response(status = 429)]
     RateLimited(ErrorBody),
     /// `read_model_behind` (`min_position` not reached in time), `not_ready`; see

@@ -188,7 +188,7 @@ pub struct ListOrders {
 )]
 pub async fn place(
     State(app): State<Shared>,
-    Caller(tenant): Caller,
+    Caller(tenant, _in_progress): Caller,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     JsonBody(body): JsonBody<PlaceOrder>,
 ) -> Result<(StatusCode, HeaderMap, Json<OrderPlaced>), ApiError> {
@@ -354,7 +354,7 @@ fn new_status(outcome: &Outcome) -> Option<&'static str> {
 )]
 pub async fn ship(
     State(app): State<Shared>,
-    Caller(tenant): Caller,
+    Caller(tenant, _in_progress): Caller,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     Path(id): Path<String>,
 ) -> Result<(HeaderMap, Json<OrderChanged>), ApiError> {
@@ -372,7 +372,7 @@ pub async fn ship(
 )]
 pub async fn deliver(
     State(app): State<Shared>,
-    Caller(tenant): Caller,
+    Caller(tenant, _in_progress): Caller,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     Path(id): Path<String>,
 ) -> Result<(HeaderMap, Json<OrderChanged>), ApiError> {
@@ -390,7 +390,7 @@ pub async fn deliver(
 )]
 pub async fn cancel(
     State(app): State<Shared>,
-    Caller(tenant): Caller,
+    Caller(tenant, _in_progress): Caller,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     Path(id): Path<String>,
 ) -> Result<(HeaderMap, Json<OrderChanged>), ApiError> {
@@ -410,7 +410,7 @@ pub async fn cancel(
 )]
 pub async fn refund(
     State(app): State<Shared>,
-    Caller(tenant): Caller,
+    Caller(tenant, _in_progress): Caller,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<Refund>,
@@ -435,7 +435,7 @@ pub async fn refund(
 )]
 pub async fn get(
     State(app): State<Shared>,
-    Caller(tenant): Caller,
+    Caller(tenant, _in_progress): Caller,
     Path(id): Path<String>,
     QueryOf(read): QueryOf<ReadAfter>,
 ) -> Result<Json<OrderBody>, ApiError> {
@@ -459,7 +459,7 @@ pub async fn get(
 )]
 pub async fn list(
     State(app): State<Shared>,
-    Caller(tenant): Caller,
+    Caller(tenant, _in_progress): Caller,
     QueryOf(query): QueryOf<ListOrders>,
 ) -> Result<Json<OrdersPage>, ApiError> {
     let customer = CustomerId::new(&query.customer_id)

@@ -566,3 +566,50 @@ async fn a_command_answered_after_the_time_limit_is_504_outcome_unknown_and_reco
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A tenant with as many requests in progress as it may have (here bodies that never arrive)
+/// gets `429 too_many_requests` for the next one; another tenant does not, and the places come
+/// back when the requests end.
+#[tokio::test]
+async fn a_tenant_over_its_requests_in_progress_is_429_and_others_go_on() {
+    let server = Server::configured(|config| config.requests_per_tenant = 2);
+    let stuck: Vec<_> = (0..2)
+        .map(|_| {
+            let never =
+                futures_util::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+            let request = support::request(Method::POST, "/v1/orders", Some(&server.token))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from_stream(never))
+                .expect("a request");
+            let app = server.app.clone();
+            tokio::spawn(async move { support::call(&app, request).await })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let refused = loop {
+        let reply = server.get("/v1/orders/o-1").await;
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            break reply;
+        }
+        assert!(std::time::Instant::now() < deadline, "never refused: {}", reply.text);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    refused.error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests");
+    refused.assert_retry_after();
+    let other = server.add_tenant("other");
+    let theirs = server.call(support::get("/v1/orders/o-1", Some(&other))).await;
+    theirs.error(StatusCode::NOT_FOUND, "unknown_order");
+
+    for request in stuck {
+        request.abort();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = server.get("/v1/orders/o-1").await;
+        if reply.status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the places never came back: {}", reply.text);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
