@@ -556,15 +556,7 @@ async fn a_command_answered_after_the_time_limit_is_504_outcome_unknown_and_reco
     assert!(late.text.contains("Idempotency-Key"), "{}", late.text);
     assert!(details.is_null() || details.is_object(), "{details}");
     // It was recorded all the same: the order is there once the stalled group is answered.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let read = server.get("/v1/orders/o-late").await;
-        if read.status == StatusCode::OK {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the order never showed: {}", read.text);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(&server, "/v1/orders/o-late", StatusCode::OK).await;
 }
 
 /// A tenant with as many requests in progress as it may have (here bodies that never arrive)
@@ -585,15 +577,7 @@ async fn a_tenant_over_its_requests_in_progress_is_429_and_others_go_on() {
             tokio::spawn(async move { support::call(&app, request).await })
         })
         .collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let refused = loop {
-        let reply = server.get("/v1/orders/o-1").await;
-        if reply.status == StatusCode::TOO_MANY_REQUESTS {
-            break reply;
-        }
-        assert!(std::time::Instant::now() < deadline, "never refused: {}", reply.text);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let refused = until(&server, "/v1/orders/o-1", StatusCode::TOO_MANY_REQUESTS).await;
     refused.error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests");
     refused.assert_retry_after();
     let other = server.add_tenant("other");
@@ -603,13 +587,18 @@ async fn a_tenant_over_its_requests_in_progress_is_429_and_others_go_on() {
     for request in stuck {
         request.abort();
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    until(&server, "/v1/orders/o-1", StatusCode::NOT_FOUND).await;
+}
+
+/// `GET uri` again until it answers `status` (within 10 s), and that answer.
+async fn until(server: &Server, uri: &str, status: StatusCode) -> support::Reply {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let reply = server.get("/v1/orders/o-1").await;
-        if reply.status == StatusCode::NOT_FOUND {
-            break;
+        let reply = server.get(uri).await;
+        if reply.status == status {
+            return reply;
         }
-        assert!(std::time::Instant::now() < deadline, "the places never came back: {}", reply.text);
+        assert!(std::time::Instant::now() < deadline, "never {status}: {}", reply.text);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

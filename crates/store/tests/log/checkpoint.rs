@@ -27,6 +27,15 @@ fn checkpointed_log(dir: &Path, n: u64) {
     assert_eq!(recovery.records, n);
 }
 
+/// Zeroes the records `records` of the log's first segment, as if they were never written.
+fn zero_records(dir: &Path, records: std::ops::Range<u64>) {
+    let segment = segment_files(dir)[0].clone();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = |record: u64| usize::try_from(SEGMENT_HEADER + record * RECORD_LEN).unwrap();
+    bytes[at(records.start)..at(records.end)].fill(0);
+    std::fs::write(&segment, bytes).unwrap();
+}
+
 fn open_error(dir: &Path) -> OpenError {
     match Log::open(dir, small_segments()) {
         Err(e) => e,
@@ -131,13 +140,8 @@ fn a_rewrite_of_the_record_before_the_checkpoint_does_not_match_it() {
 fn a_log_cut_short_of_its_checkpoint_refuses_to_open() {
     let dir = tempfile::tempdir().unwrap();
     checkpointed_log(dir.path(), 40);
-    let segment = segment_files(dir.path())[0].clone();
     // The last five records, acknowledged and checkpointed, are gone.
-    let mut bytes = std::fs::read(&segment).unwrap();
-    let cut = usize::try_from(SEGMENT_HEADER + 35 * RECORD_LEN).unwrap();
-    let end = usize::try_from(SEGMENT_HEADER + 40 * RECORD_LEN).unwrap();
-    bytes[cut..end].fill(0);
-    std::fs::write(&segment, bytes).unwrap();
+    zero_records(dir.path(), 35..40);
     match open_error(dir.path()) {
         OpenError::Corrupt(c) => {
             assert_eq!(c.position, Some(35));
@@ -173,12 +177,7 @@ fn the_read_only_pass_finds_a_log_cut_short_of_its_checkpoint() {
     checkpointed_log(dir.path(), 40);
     let intact = orderly_store::scan(dir.path(), |_| {}, |_| std::ops::ControlFlow::Continue(()));
     assert_eq!(intact.expect("an intact log").records, 40);
-    let segment = segment_files(dir.path())[0].clone();
-    let mut bytes = std::fs::read(&segment).unwrap();
-    let cut = usize::try_from(SEGMENT_HEADER + 35 * RECORD_LEN).unwrap();
-    let end = usize::try_from(SEGMENT_HEADER + 40 * RECORD_LEN).unwrap();
-    bytes[cut..end].fill(0);
-    std::fs::write(&segment, bytes).unwrap();
+    zero_records(dir.path(), 35..40);
     match orderly_store::scan(dir.path(), |_| {}, |_| std::ops::ControlFlow::Continue(())) {
         Err(orderly_store::ScanError::Corrupt(c)) => {
             assert_eq!(c.position, Some(35));
