@@ -2,7 +2,7 @@
 //!
 //! Every command reads the log read-only (a running server may hold the folder), shows a
 //! progress bar on stderr, and prints a human summary or, with `--json`, one JSON object on
-//! stdout. Exit codes tell a cron job what happened: 0 the answer is yes (the log is intact,
+//! stdout (also when it cannot run: `{"ok":false,"error":{"code":"cannot_run",…}}`). Exit codes tell a cron job what happened: 0 the answer is yes (the log is intact,
 //! reconciles, has the order or the tenant), 1 it is no ([`ANSWER_NO`]), 2 the audit could not run
 //! ([`CANNOT_AUDIT`]: bad arguments, no log in the folder, an unreadable file).
 
@@ -73,6 +73,12 @@ fn failed(error: &AuditError, json: bool) -> ExitCode {
         }
     }
     ExitCode::from(if could_not_run { CANNOT_AUDIT } else { ANSWER_NO })
+}
+
+/// Prints, as JSON on stdout, why an audit asked for JSON could not run (a bad argument, a
+/// missing folder): `{"ok":false,"error":{"code":"cannot_run","message":…}}`.
+pub fn cannot_run(why: &str) {
+    println!("{}", json!({ "ok": false, "error": { "code": "cannot_run", "message": why } }));
 }
 
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {

@@ -210,11 +210,34 @@ fn main() -> ExitCode {
         Commands::Audit(_) | Commands::Replay { .. } => ExitCode::from(audit_cli::CANNOT_AUDIT),
         _ => ExitCode::FAILURE,
     };
+    let json = cli.command.wants_json();
     match run(cli) {
         Ok(code) => code,
+        // A program that asked for JSON reads stdout: it gets why in the same shape as an
+        // audit that ran and failed.
+        Err(error) if json => {
+            audit_cli::cannot_run(&orderly_server::describe(&error));
+            failure
+        }
         Err(error) => {
             eprintln!("error: {}", orderly_server::describe(&error));
             failure
+        }
+    }
+}
+
+impl Commands {
+    /// Whether the command was asked for one JSON object on stdout.
+    fn wants_json(&self) -> bool {
+        match self {
+            Commands::Audit(
+                AuditCommand::Verify { json, .. }
+                | AuditCommand::Digest { json, .. }
+                | AuditCommand::Trace { json, .. }
+                | AuditCommand::Reconcile { json, .. },
+            )
+            | Commands::Replay { json, .. } => *json,
+            _ => false,
         }
     }
 }

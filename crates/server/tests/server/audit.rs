@@ -427,6 +427,17 @@ fn bad_input_is_a_message_and_an_exit_status() {
         let run = audit(command, data.path(), false);
         assert_eq!(run.code, Some(2), "{command:?}");
         assert!(run.stderr.contains(says), "{command:?}: {}", run.stderr);
+        // Asked for JSON, a program reads why on stdout, in the shape of a failed audit.
+        let run = audit(command, data.path(), true);
+        let body = run.json(2);
+        assert_eq!(body["ok"], false, "{command:?}: {body}");
+        assert_eq!(body["error"]["code"], "cannot_run", "{command:?}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{command:?}: {body}");
+    }
+    for command in every_audit {
+        let body = audit(command, missing, true).json(2);
+        assert_eq!(body["error"]["code"], "cannot_run", "{command:?}: {body}");
     }
 }
 
