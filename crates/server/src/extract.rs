@@ -6,7 +6,9 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use orderly_core::domain::{IdempotencyKey, TenantId};
@@ -49,6 +51,30 @@ impl FromRequestParts<Shared> for Caller {
         app.check_rate(&tenant)?;
         let slot = app.take_request(&tenant)?;
         Ok(Caller(tenant, slot))
+    }
+}
+
+/// The path's one parameter (an order id, a SKU) as text. A parameter that is not UTF-8 once
+/// percent-decoded is no valid id either: it comes as U+FFFD, so that the handler refuses it as
+/// it refuses any other malformed id (`404 unknown_order`, `422` naming the SKU), not with a
+/// bare `400`.
+#[derive(Debug)]
+pub struct PathText(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathText {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<PathText, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(text)) => Ok(PathText(text)),
+            Err(PathRejection::FailedToDeserializePathParams(e))
+                if matches!(e.kind(), ErrorKind::InvalidUtf8InPathParam { .. }) =>
+            {
+                Ok(PathText(char::REPLACEMENT_CHARACTER.to_string()))
+            }
+            // The routes name their parameter: anything else is the server's bug.
+            Err(other) => Err(ApiError::internal(&other)),
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Stock per SKU: receive goods, correct a count, read the level.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use orderly_core::domain::{Command, Quantity, Sku};
 use orderly_core::node::ReadModel;
@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{CommandErrors, QueryErrors, execute, read_at_least};
 use crate::app::Shared;
 use crate::error::{ApiError, echo};
-use crate::extract::{Caller, IdempotencyKeyHeader, JsonBody, QueryOf};
+use crate::extract::{Caller, IdempotencyKeyHeader, JsonBody, PathText, QueryOf};
 
 /// Goods arrived.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -83,7 +83,7 @@ pub async fn receive(
     State(app): State<Shared>,
     Caller(tenant, _in_progress): Caller,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
-    Path(sku_text): Path<String>,
+    PathText(sku_text): PathText,
     JsonBody(body): JsonBody<ReceiveStock>,
 ) -> Result<(HeaderMap, Json<StockChanged>), ApiError> {
     let sku = sku(&sku_text)?;
@@ -109,7 +109,7 @@ pub async fn adjust(
     State(app): State<Shared>,
     Caller(tenant, _in_progress): Caller,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
-    Path(sku_text): Path<String>,
+    PathText(sku_text): PathText,
     JsonBody(body): JsonBody<AdjustStock>,
 ) -> Result<(HeaderMap, Json<StockChanged>), ApiError> {
     let sku = sku(&sku_text)?;
@@ -131,7 +131,7 @@ pub async fn adjust(
 pub async fn level(
     State(app): State<Shared>,
     Caller(tenant, _in_progress): Caller,
-    Path(sku_text): Path<String>,
+    PathText(sku_text): PathText,
     QueryOf(read): QueryOf<ReadAfter>,
 ) -> Result<Json<StockLevel>, ApiError> {
     let unknown =

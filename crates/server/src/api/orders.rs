@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use orderly_core::domain::{
     CancelReason, Command, Currency, CustomerId, Envelope, Event, IdempotencyKey, Money,
@@ -21,7 +21,7 @@ use super::inventory::ReadAfter;
 use super::{CommandErrors, QueryErrors, execute, execute_envelope, keyed, read_at_least};
 use crate::app::Shared;
 use crate::error::{ApiError, echo};
-use crate::extract::{Caller, IdempotencyKeyHeader, JsonBody, QueryOf};
+use crate::extract::{Caller, IdempotencyKeyHeader, JsonBody, PathText, QueryOf};
 
 /// Orders per page of a customer's orders, unless `limit` says otherwise.
 const DEFAULT_PAGE: usize = 50;
@@ -356,7 +356,7 @@ pub async fn ship(
     State(app): State<Shared>,
     Caller(tenant, _in_progress): Caller,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> Result<(HeaderMap, Json<OrderChanged>), ApiError> {
     change(app, tenant, key, &id, OrderCommand::Ship).await
 }
@@ -374,7 +374,7 @@ pub async fn deliver(
     State(app): State<Shared>,
     Caller(tenant, _in_progress): Caller,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> Result<(HeaderMap, Json<OrderChanged>), ApiError> {
     change(app, tenant, key, &id, OrderCommand::Deliver).await
 }
@@ -392,7 +392,7 @@ pub async fn cancel(
     State(app): State<Shared>,
     Caller(tenant, _in_progress): Caller,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> Result<(HeaderMap, Json<OrderChanged>), ApiError> {
     let command = OrderCommand::Cancel { reason: CancelReason::Requested };
     change(app, tenant, key, &id, command).await
@@ -412,7 +412,7 @@ pub async fn refund(
     State(app): State<Shared>,
     Caller(tenant, _in_progress): Caller,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
-    Path(id): Path<String>,
+    PathText(id): PathText,
     JsonBody(body): JsonBody<Refund>,
 ) -> Result<(HeaderMap, Json<OrderChanged>), ApiError> {
     // Any three letters: a refund must be in the order's currency (the domain refuses another
@@ -436,7 +436,7 @@ pub async fn refund(
 pub async fn get(
     State(app): State<Shared>,
     Caller(tenant, _in_progress): Caller,
-    Path(id): Path<String>,
+    PathText(id): PathText,
     QueryOf(read): QueryOf<ReadAfter>,
 ) -> Result<Json<OrderBody>, ApiError> {
     let order = order_id(&id)?;

@@ -602,3 +602,24 @@ async fn until(server: &Server, uri: &str, status: StatusCode) -> support::Reply
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// An id in the path that is not UTF-8 once percent-decoded is refused as any malformed id is
+/// on that route: `404 unknown_order` / `unknown_sku` for reads and order commands, `422
+/// validation_failed` naming the SKU for stock commands; not a bare `400`.
+#[tokio::test]
+async fn a_path_id_that_is_not_utf8_is_refused_as_any_malformed_id() {
+    let server = Server::start();
+    // Each not-UTF-8 id beside a malformed one that is UTF-8: both answered alike.
+    for id in ["%FF", "a%20b"] {
+        let order = server.get(&format!("/v1/orders/{id}")).await;
+        order.error(StatusCode::NOT_FOUND, "unknown_order");
+        let ship = server.post(&format!("/v1/orders/{id}/ship"), &json!(null)).await;
+        ship.error(StatusCode::NOT_FOUND, "unknown_order");
+        let level = server.get(&format!("/v1/inventory/{id}")).await;
+        level.error(StatusCode::NOT_FOUND, "unknown_sku");
+        let quantity = json!({ "quantity": 1 });
+        let receive = server.post(&format!("/v1/inventory/{id}/receive"), &quantity).await;
+        let details = receive.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(details["field"], "sku", "{id}: {details}");
+    }
+}
