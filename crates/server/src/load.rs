@@ -5,7 +5,9 @@
 //! plentiful); then `concurrency` workers, each on its own keep-alive connection, place orders
 //! of 1 to 5 lines with skewed SKU popularity, each with an idempotency key; some placements
 //! are retried with the same key (the server must answer the first response again) and some
-//! orders are cancelled. The same seed sends the same requests.
+//! orders are cancelled. The same seed sends the same mix. The keys carry a nonce of the run,
+//! so that a second run against the same server places new orders rather than being answered
+//! from the first one (a first send answered as a replay is counted apart, and should be none).
 //!
 //! With `--hello` the same placement requests go to a hello-world server ([`hello_server`])
 //! instead: the ceiling of the HTTP stack and of this generator on the same machine.
@@ -92,6 +94,9 @@ pub struct LoadReport {
     /// Answers that were not a success, by status (`0` for a failed connection); a 422 is
     /// usually a flash-sale SKU sold out.
     pub errors: BTreeMap<u16, u64>,
+    /// First sends of a placement the server answered as a replay of an earlier request with
+    /// the same key (`Idempotent-Replayed`): not counted as placed. None unless keys repeat.
+    pub replayed_first_sends: u64,
 }
 
 /// One worker's tally.
@@ -99,6 +104,7 @@ struct Tally {
     latency: Histogram<u64>,
     statuses: BTreeMap<u16, u64>,
     placed: u64,
+    replayed: u64,
 }
 
 /// Runs the load and reports.
@@ -106,8 +112,9 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     if config.concurrency == 0 {
         bail!("concurrency must be at least 1");
     }
+    let run = run_nonce();
     if !config.hello {
-        stock_catalog(&config).await.context("stocking the catalog")?;
+        stock_catalog(&config, &run).await.context("stocking the catalog")?;
     }
     let progress = if config.progress {
         let bar = ProgressBar::new(config.orders);
@@ -124,7 +131,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
             let (concurrency, index) = (config.concurrency as u64, worker as u64);
             let share =
                 config.orders / concurrency + u64::from(index < config.orders % concurrency);
-            plan(config.seed, worker, share)
+            plan(&run, config.seed, worker, share)
         })
         .collect();
     let started = Instant::now();
@@ -137,7 +144,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         .collect();
     let mut latency = Histogram::<u64>::new(3)?;
     let mut statuses = BTreeMap::new();
-    let mut placed = 0;
+    let (mut placed, mut replayed_first_sends) = (0, 0);
     for worker in workers {
         let tally = worker.await??;
         latency.add(&tally.latency)?;
@@ -145,6 +152,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
             *statuses.entry(status).or_default() += n;
         }
         placed += tally.placed;
+        replayed_first_sends += tally.replayed;
     }
     let seconds = started.elapsed().as_secs_f64();
     progress.finish_and_clear();
@@ -169,20 +177,36 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         max_ms: ms(latency.max()),
         statuses,
         errors,
+        replayed_first_sends,
     })
 }
 
-/// Receives the catalog's stock, one request at a time.
-async fn stock_catalog(config: &LoadConfig) -> anyhow::Result<()> {
+/// A nonce for the keys of one run: the time in nanoseconds and the process, in base 36.
+fn run_nonce() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    let mut value = nanos ^ (u128::from(std::process::id()) << 96);
+    let mut digits = Vec::new();
+    while value > 0 {
+        let digit = u32::try_from(value % 36).expect("below 36");
+        digits.push(char::from_digit(digit, 36).expect("a base-36 digit"));
+        value /= 36;
+    }
+    digits.iter().rev().collect()
+}
+
+/// Receives the catalog's stock, one request at a time, keyed for the run `run`.
+async fn stock_catalog(config: &LoadConfig, run: &str) -> anyhow::Result<()> {
     let mut connection = Connection::open(config.target, &config.token).await?;
     for sku in 0..CATALOG {
         let quantity = if sku < FLASH_SKUS { FLASH_STOCK } else { PLENTY };
         let path = format!("/v1/inventory/{}/receive", sku_name(sku));
-        let key = format!("load-{}-stock-{sku}", config.seed);
+        let key = format!("load-{run}-stock-{sku}");
         let body = json!({ "quantity": quantity }).to_string();
-        let (status, _) = connection.post(&path, Some(&key), body).await?;
-        if !status.is_success() {
-            bail!("receiving stock of {} answered {status}", sku_name(sku));
+        let answer = connection.post(&path, Some(&key), body).await?;
+        if !answer.status.is_success() {
+            bail!("receiving stock of {} answered {}", sku_name(sku), answer.status);
         }
     }
     Ok(())
@@ -203,12 +227,12 @@ struct Planned {
     cancel: bool,
 }
 
-/// A worker's placements, from its own seeded generator.
-fn plan(seed: u64, worker: usize, orders: u64) -> Vec<Planned> {
+/// A worker's placements, from its own seeded generator, keyed for the run `run`.
+fn plan(run: &str, seed: u64, worker: usize, orders: u64) -> Vec<Planned> {
     let mut rng = StdRng::seed_from_u64(seed ^ (worker as u64).wrapping_mul(0x9e37_79b9));
     (0..orders)
         .map(|n| Planned {
-            key: format!("load-{seed}-{worker}-{n}"),
+            key: format!("load-{run}-{seed}-{worker}-{n}"),
             body: order_body(&mut rng),
             retry: rng.random_range(0..100) < RETRY_PERCENT,
             cancel: rng.random_range(0..100) < CANCEL_PERCENT,
@@ -222,22 +246,29 @@ async fn work(
     placements: Vec<Planned>,
     progress: &ProgressBar,
 ) -> anyhow::Result<Tally> {
-    let mut tally = Tally { latency: Histogram::new(3)?, statuses: BTreeMap::new(), placed: 0 };
+    let mut tally =
+        Tally { latency: Histogram::new(3)?, statuses: BTreeMap::new(), placed: 0, replayed: 0 };
     let mut connection = Connection::open(config.target, &config.token).await?;
     for Planned { key, body, retry, cancel } in placements {
         let again = retry.then(|| body.clone());
-        let (status, response) =
+        let (status, response, replayed) =
             timed(&mut connection, &mut tally, "/v1/orders", &key, body).await?;
         progress.inc(1);
         if status != StatusCode::CREATED || config.hello {
             continue;
         }
+        if replayed {
+            tally.replayed += 1;
+            continue;
+        }
         tally.placed += 1;
         if let Some(body) = again {
-            let (status, replay) =
+            let (status, replay, _) =
                 timed(&mut connection, &mut tally, "/v1/orders", &key, body).await?;
-            if status != StatusCode::CREATED || replay != response {
-                bail!("retrying {key} answered {status}, not the first response");
+            // An error answer (a broken connection, an overloaded server) is counted as such;
+            // a success that differs from the first answer breaks idempotency.
+            if status == StatusCode::CREATED && replay != response {
+                bail!("retrying {key} answered another order than the first response");
             }
         }
         if cancel {
@@ -252,31 +283,41 @@ async fn work(
 }
 
 /// Sends one request, recording its latency and status; reconnects after a broken
-/// connection (status 0).
+/// connection (status 0). Gives the status, the body and whether the server answered it as a
+/// replay of an earlier request with the same key.
 async fn timed(
     connection: &mut Connection,
     tally: &mut Tally,
     path: &str,
     key: &str,
     body: String,
-) -> anyhow::Result<(StatusCode, Bytes)> {
+) -> anyhow::Result<(StatusCode, Bytes, bool)> {
     let started = Instant::now();
     let answer = connection.post(path, Some(key), body).await;
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     tally.latency.record(micros.max(1))?;
     match answer {
-        Ok((status, bytes)) => {
-            *tally.statuses.entry(status.as_u16()).or_default() += 1;
-            Ok((status, bytes))
+        Ok(answer) => {
+            *tally.statuses.entry(answer.status.as_u16()).or_default() += 1;
+            Ok((answer.status, answer.body, answer.replayed))
         }
         Err(e) => {
             *tally.statuses.entry(0).or_default() += 1;
             tracing::warn!("request failed: {e:#}; reconnecting");
             tokio::time::sleep(Duration::from_millis(50)).await;
             connection.reconnect().await?;
-            Ok((StatusCode::from_u16(599).unwrap_or(StatusCode::BAD_GATEWAY), Bytes::new()))
+            let failed = StatusCode::from_u16(599).unwrap_or(StatusCode::BAD_GATEWAY);
+            Ok((failed, Bytes::new(), false))
         }
     }
+}
+
+/// A response, read whole.
+struct Answer {
+    status: StatusCode,
+    body: Bytes,
+    /// The server answered from an earlier request with the same idempotency key.
+    replayed: bool,
 }
 
 /// 1 to 5 distinct SKUs: now and then a flash-sale SKU, otherwise popular ones more often
@@ -340,7 +381,7 @@ impl Connection {
         path: &str,
         key: Option<&str>,
         body: String,
-    ) -> anyhow::Result<(StatusCode, Bytes)> {
+    ) -> anyhow::Result<Answer> {
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(path)
@@ -354,8 +395,9 @@ impl Connection {
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         let status = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
-        Ok((status, bytes))
+        let replayed = response.headers().get("idempotent-replayed").is_some_and(|v| v == "true");
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(Answer { status, body, replayed })
     }
 }
 

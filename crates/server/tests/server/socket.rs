@@ -173,3 +173,41 @@ fn check_413(answer: &str) {
     let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer:?}"));
     assert_eq!(support::error_code(&body), "payload_too_large");
 }
+
+/// `orderly load` against a server: every placement is counted by its answer, and a second run
+/// with the same seed places new orders (its keys carry the run's nonce) instead of being
+/// answered from the first run's replays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_places_orders_and_a_second_run_places_new_ones() {
+    use orderly_server::load::{self, LoadConfig};
+
+    let server = Server::start();
+    let target = support::serve(&server.app).await;
+    let config = LoadConfig {
+        target,
+        token: server.token.clone(),
+        orders: 200,
+        concurrency: 4,
+        seed: 1,
+        hello: false,
+        progress: false,
+    };
+    let placed_so_far = |server: &Server| {
+        let node = server.app.node().expect("open");
+        node.engine().head().0
+    };
+    let first = load::run(config.clone()).await.expect("the first run");
+    let after_first = placed_so_far(&server);
+    let second = load::run(config).await.expect("the second run");
+    for report in [&first, &second] {
+        assert_eq!(report.replayed_first_sends, 0, "{report:?}");
+        let answered: u64 = report.statuses.values().sum();
+        assert_eq!(answered, report.requests, "{report:?}");
+        let created = report.statuses.get(&201).copied().unwrap_or_default();
+        assert!(report.orders_placed > 150 && report.orders_placed <= created, "{report:?}");
+    }
+    assert!(
+        placed_so_far(&server) >= after_first + second.orders_placed,
+        "the second run's orders were recorded, not replayed"
+    );
+}
