@@ -65,6 +65,10 @@ pub struct ServerConfig {
     pub read_wait: Duration,
     /// Event and KPI streams a tenant may have open at once.
     pub streams_per_tenant: usize,
+    /// How long an event stream waits, its client's buffer full, for the client to take an
+    /// event before it cuts the client off. A client catching up on history takes its events
+    /// slower than the server reads them, but it takes them.
+    pub stream_patience: Duration,
     /// Requests a tenant may have in progress at once.
     pub requests_per_tenant: usize,
     /// The node's settings.
@@ -83,6 +87,7 @@ impl ServerConfig {
             tenant_rate: NonZeroU32::new(DEFAULT_TENANT_RATE),
             read_wait: Duration::from_secs(5),
             streams_per_tenant: DEFAULT_STREAMS_PER_TENANT,
+            stream_patience: Duration::from_secs(10),
             requests_per_tenant: DEFAULT_REQUESTS_PER_TENANT,
             node: NodeConfig::default(),
         }

@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 use std::convert::Infallible;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -107,7 +107,9 @@ pub async fn events(
         .name("orderly-sse".into())
         .spawn(move || {
             let closing = || server.is_closing();
-            follow(&log, &tenant, Position(from), types.as_ref(), &tx, &closing, slot);
+            let patience = server.config().stream_patience;
+            let client = Client { tx: &tx, closing: &closing, patience };
+            follow(&log, &tenant, Position(from), types.as_ref(), &client, slot);
         })
         .map_err(|e| ApiError::internal(&e))?;
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -135,21 +137,63 @@ fn parse_types(types: Option<&str>) -> Result<Option<HashSet<EventType>>, ApiErr
     Ok((!wanted.is_empty()).then_some(wanted))
 }
 
+/// Where a stream's reader thread sends its client's events.
+struct Client<'a> {
+    tx: &'a mpsc::Sender<SseEvent>,
+    closing: &'a dyn Fn() -> bool,
+    /// How long a full buffer may go without the client taking an event.
+    patience: Duration,
+}
+
+impl Client<'_> {
+    /// Whether the client is still there and the server is not closing.
+    fn wanted(&self) -> bool {
+        !self.tx.is_closed() && !(self.closing)()
+    }
+
+    /// Room for `n` events, waited for while the client takes events (the thread is the
+    /// stream's own: waiting holds up no commit); `None` once the client has left, the server
+    /// closes, or the client took nothing for [`Client::patience`].
+    fn room(&self, n: usize) -> Option<mpsc::PermitIterator<'_, SseEvent>> {
+        let mut waiting_since: Option<(Instant, usize)> = None;
+        loop {
+            match self.tx.try_reserve_many(n) {
+                Ok(permits) => return Some(permits),
+                Err(TrySendError::Closed(())) => return None,
+                Err(TrySendError::Full(())) => {}
+            }
+            let free = self.tx.capacity();
+            // The clock restarts whenever the client took something since the last look.
+            let since = match waiting_since {
+                Some((since, was_free)) if free <= was_free => since,
+                _ => Instant::now(),
+            };
+            if since.elapsed() >= self.patience || !self.wanted() {
+                return None;
+            }
+            waiting_since = Some((since, free));
+            std::thread::sleep(ROOM_CHECK);
+        }
+    }
+}
+
+/// How often a reader thread waiting for its client's buffer looks again.
+const ROOM_CHECK: Duration = Duration::from_millis(5);
+
 /// The reader thread of one stream: follows the log from `from`, sends the tenant's events of
-/// the wanted types, and ends when the client leaves, falls a whole buffer behind, or the
-/// server closes.
+/// the wanted types, and ends when the client leaves, takes nothing from its full buffer for
+/// the stream's patience, or the server closes.
 fn follow(
     log: &LogReader,
     tenant: &TenantId,
     from: Position,
     types: Option<&HashSet<EventType>>,
-    tx: &mpsc::Sender<SseEvent>,
-    closing: &dyn Fn() -> bool,
+    client: &Client<'_>,
     _slot: Slot,
 ) {
     let prefix = format!("{tenant}/");
     let mut records = log.subscribe(from);
-    while !tx.is_closed() && !closing() {
+    while client.wanted() {
         let record = match records.next_timeout(IDLE_CHECK) {
             None => continue,
             Some(Ok(record)) => record,
@@ -177,13 +221,11 @@ fn follow(
         let Some(last) = wanted.len().checked_sub(1) else { continue };
         // A record's events go out together or not at all, and only the last carries the id:
         // a client resuming with `Last-Event-ID` resumes after a whole record.
-        let permits = match tx.try_reserve_many(wanted.len()) {
-            Ok(permits) => permits,
-            Err(TrySendError::Full(())) => {
-                tracing::info!("event stream of {tenant} cut off: the client fell behind");
-                return;
+        let Some(permits) = client.room(wanted.len()) else {
+            if client.wanted() {
+                tracing::info!("event stream of {tenant} cut off: the client took nothing");
             }
-            Err(TrySendError::Closed(())) => return,
+            return;
         };
         for ((i, (index, event)), permit) in wanted.iter().enumerate().zip(permits) {
             let mut sse = SseEvent::default().data(event_json(event, *index).to_string());

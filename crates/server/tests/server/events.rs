@@ -265,7 +265,7 @@ const _: () = assert!(ORDERS * (LINES + 1) > 2 * orderly_server::api::CLIENT_BUF
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_holds_up_no_command_and_is_cut_off() {
-    let server = Server::start();
+    let server = Server::configured(|config| config.stream_patience = PATIENCE);
     let client = Client::to(serve_with_small_send_buffers(&server).await);
     let skus: Vec<String> = (0..LINES).map(|n| format!("sku-{n}")).collect();
     for sku in &skus {
@@ -308,12 +308,52 @@ async fn a_client_that_never_reads_holds_up_no_command_and_is_cut_off() {
     assert_eq!(committed.len(), events);
     assert_eq!(received, committed, "the reading client got every event, in order");
 
-    // The slow client gets what was buffered for it, in order, then the end of the stream.
+    // The slow client gets what was buffered for it, in order, then the end of the stream
+    // (once it has taken nothing for the stream's patience).
+    tokio::time::sleep(PATIENCE * 2).await;
     let got = read_to_end(slow).await;
     assert!(!got.is_empty(), "the slow client got nothing");
     assert_eq!(got, committed[..got.len()], "the slow client's events are a prefix");
     assert!(got.len() < events, "the slow client was never cut off ({} events)", got.len());
     assert!(got.len() >= orderly_server::api::CLIENT_BUFFER, "cut off after {} events", got.len());
+}
+
+/// How long the streams of these tests wait for a client that takes nothing.
+const PATIENCE: Duration = Duration::from_secs(1);
+
+/// A client resuming far behind the head (several buffers of history) reads slower than the
+/// server reads the log, but it reads: it gets every event, in order, and is not cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_catching_up_on_a_long_history_gets_all_of_it() {
+    let server = Server::configured(|config| config.stream_patience = PATIENCE);
+    let client = Client::to(serve_with_small_send_buffers(&server).await);
+    let skus: Vec<String> = (0..LINES).map(|n| format!("sku-{n}")).collect();
+    for sku in &skus {
+        server.receive(sku, 1_000_000).await;
+    }
+    let start = server.app.node().expect("open").engine().head().0;
+    let lines: Vec<(&str, u64)> = skus.iter().map(|sku| (sku.as_str(), 1)).collect();
+    for n in 0..ORDERS {
+        server.place(&format!("o-{n}"), "c-1", &lines).await;
+    }
+    let events = ORDERS * (LINES + 1);
+    let mut history = client.stream(&server.token, &format!("?from={start}")).await;
+    let mut positions = Vec::with_capacity(events);
+    while positions.len() < events {
+        let Some(message) = history.next(Duration::from_secs(20)).await else { break };
+        positions.push(message.data["position"].as_u64().expect("a position"));
+        // A client that pauses now and then, longer than the patience in all.
+        if positions.len() % 1_000 == 0 {
+            tokio::time::sleep(PATIENCE / 10).await;
+        }
+    }
+    let committed: Vec<u64> = support::log_events(&server.app, support::TENANT)
+        .iter()
+        .map(|e| e.position.0)
+        .filter(|p| *p >= start)
+        .collect();
+    assert_eq!(positions.len(), events, "the client was cut off after {} events", positions.len());
+    assert_eq!(positions, committed, "every event of the history, in order");
 }
 
 /// Serves `server` like [`support::serve`], but with small socket send buffers. On loopback
