@@ -54,6 +54,7 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
     });
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
+    let (began_tx, began_rx) = tokio::sync::oneshot::channel::<()>();
     let closing = app.clone();
     let stopping = async move {
         tokio::select! {
@@ -66,8 +67,26 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
                 let _ = stop_tx.send(error);
             }
         }
+        let _ = began_tx.send(());
     };
-    axum::serve(listener, app.router()).with_graceful_shutdown(stopping).await?;
+    let serving = axum::serve(listener, app.router()).with_graceful_shutdown(stopping);
+    // A client that stopped reading (a suspended laptop, a lost network) would hold its
+    // connection, and the engine's shutdown behind it, until TCP gives up: the connections
+    // get a grace period, then the server closes without them. Commands the engine took are
+    // answered by its shutdown all the same.
+    let grace = async {
+        if began_rx.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = serving.into_future() => served?,
+        () = grace => {
+            tracing::warn!("connections still open {SHUTDOWN_GRACE:?} into the shutdown: closing without them");
+        }
+    }
     let app_closing = app.clone();
     tokio::task::spawn_blocking(move || app_closing.shutdown()).await?;
     match stop_rx.await {
@@ -75,6 +94,9 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
         Err(_) => Ok(()),
     }
 }
+
+/// How long open connections get to finish once the server starts shutting down.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// On a data folder without tenants, creates the demo tenant and writes its token to
 /// `<data>/demo.token`. Returns the demo token when its file exists.
