@@ -95,8 +95,8 @@ fn markdown(config: &BenchConfig, r: &BenchReport) -> String {
     let _ = writeln!(
         md,
         "## Reproduce\n\n```sh\ncargo run --release -p orderly-server -- bench --orders {} \
-         --tenants {} --seed {}\n```",
-        config.orders, config.tenants, config.seed
+         --tenants {} --seed {} --in-flight {}\n```",
+        config.orders, config.tenants, config.seed, config.in_flight
     );
     md
 }

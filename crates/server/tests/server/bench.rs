@@ -53,7 +53,8 @@ fn a_small_black_friday_day_runs_durably_and_every_check_holds() {
 
     let dir = folder.path().join("report");
     let markdown = std::fs::read_to_string(dir.join("report.md")).expect("report.md");
-    assert!(markdown.contains("--orders 10000 --tenants 4 --seed 9"), "{markdown}");
+    let reproduce = format!("--orders 10000 --tenants 4 --seed 9 --in-flight {}", config.in_flight);
+    assert!(markdown.contains(&reproduce), "{markdown}");
     assert!(!markdown.contains("FAIL"), "{markdown}");
     for chart in ["run.svg", "day-curve.svg"] {
         let svg = std::fs::read_to_string(dir.join(chart)).expect("a chart");
