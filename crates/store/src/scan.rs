@@ -276,7 +276,8 @@ pub(crate) fn scan_storage(
         bytes_total += len;
         files.push((file, len));
     }
-    let last_file = files.last().map(|(file, _)| file.clone());
+    // The last segment, synced at the end of a read-only pass.
+    let last = names.last().map(|(_, name)| name.clone()).zip(files.last().map(|(f, _)| f.clone()));
 
     let mut chain = Chain {
         next_position: 0,
@@ -287,7 +288,6 @@ pub(crate) fn scan_storage(
         bytes_total,
     };
     let count = names.len();
-    let names_last = names.last().cloned();
     let mut end_of_log = (storage.path_of("."), 0);
     for (i, ((first, name), (file, len))) in names.into_iter().zip(files).enumerate() {
         visitor.segment_start(&name, first, &file);
@@ -327,7 +327,7 @@ pub(crate) fn scan_storage(
     // yet synced: syncing the last segment now makes every record it counted durable, so that a
     // digest never vouches for records a crash could still take back. (Recovery syncs what it
     // keeps itself.)
-    if !writable_last && let (Some(file), Some((_, name))) = (&last_file, names_last) {
+    if !writable_last && let Some((name, file)) = last {
         match file.sync_data() {
             // A copy on read-only media has nothing unsynced to sync.
             Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS | libc::EINVAL)) => {}

@@ -267,11 +267,7 @@ const _: () = assert!(ORDERS * (LINES + 1) > 2 * orderly_server::api::CLIENT_BUF
 async fn a_client_that_never_reads_holds_up_no_command_and_is_cut_off() {
     let server = Server::configured(|config| config.stream_patience = PATIENCE);
     let client = Client::to(serve_with_small_send_buffers(&server).await);
-    let skus: Vec<String> = (0..LINES).map(|n| format!("sku-{n}")).collect();
-    for sku in &skus {
-        server.receive(sku, 1_000_000).await;
-    }
-    let start = server.app.node().expect("open").engine().head().0;
+    let (skus, start) = stocked(&server).await;
     let slow = never_reading(client.address, &server.token, start).await;
     let mut reading = client.stream(&server.token, &format!("?from={start}")).await;
 
@@ -300,11 +296,7 @@ async fn a_client_that_never_reads_holds_up_no_command_and_is_cut_off() {
     assert!(began.elapsed() < Duration::from_secs(20), "commits took {:?}", began.elapsed());
 
     let received = reader.await.expect("the reader ends");
-    let committed: Vec<u64> = support::log_events(&server.app, support::TENANT)
-        .iter()
-        .map(|e| e.position.0)
-        .filter(|p| *p >= start)
-        .collect();
+    let committed = committed_since(&server, start);
     assert_eq!(committed.len(), events);
     assert_eq!(received, committed, "the reading client got every event, in order");
 
@@ -318,6 +310,25 @@ async fn a_client_that_never_reads_holds_up_no_command_and_is_cut_off() {
     assert!(got.len() >= orderly_server::api::CLIENT_BUFFER, "cut off after {} events", got.len());
 }
 
+/// Stocks the [`LINES`] SKUs an order of these tests holds; gives them and the log's head
+/// after them, where the tests' streams start.
+async fn stocked(server: &Server) -> (Vec<String>, u64) {
+    let skus: Vec<String> = (0..LINES).map(|n| format!("sku-{n}")).collect();
+    for sku in &skus {
+        server.receive(sku, 1_000_000).await;
+    }
+    (skus, server.app.node().expect("open").engine().head().0)
+}
+
+/// The positions of the tenant's events from `start` on, as the log holds them.
+fn committed_since(server: &Server, start: u64) -> Vec<u64> {
+    support::log_events(&server.app, support::TENANT)
+        .iter()
+        .map(|e| e.position.0)
+        .filter(|p| *p >= start)
+        .collect()
+}
+
 /// How long the streams of these tests wait for a client that takes nothing.
 const PATIENCE: Duration = Duration::from_secs(1);
 
@@ -327,11 +338,7 @@ const PATIENCE: Duration = Duration::from_secs(1);
 async fn a_client_catching_up_on_a_long_history_gets_all_of_it() {
     let server = Server::configured(|config| config.stream_patience = PATIENCE);
     let client = Client::to(serve_with_small_send_buffers(&server).await);
-    let skus: Vec<String> = (0..LINES).map(|n| format!("sku-{n}")).collect();
-    for sku in &skus {
-        server.receive(sku, 1_000_000).await;
-    }
-    let start = server.app.node().expect("open").engine().head().0;
+    let (skus, start) = stocked(&server).await;
     let lines: Vec<(&str, u64)> = skus.iter().map(|sku| (sku.as_str(), 1)).collect();
     for n in 0..ORDERS {
         server.place(&format!("o-{n}"), "c-1", &lines).await;
@@ -347,11 +354,7 @@ async fn a_client_catching_up_on_a_long_history_gets_all_of_it() {
             tokio::time::sleep(PATIENCE / 10).await;
         }
     }
-    let committed: Vec<u64> = support::log_events(&server.app, support::TENANT)
-        .iter()
-        .map(|e| e.position.0)
-        .filter(|p| *p >= start)
-        .collect();
+    let committed = committed_since(&server, start);
     assert_eq!(positions.len(), events, "the client was cut off after {} events", positions.len());
     assert_eq!(positions, committed, "every event of the history, in order");
 }
