@@ -226,7 +226,7 @@ fn main() {
                             amount: total,
                         };
                         let (gateway, answer) =
-                            router.authorize(&request, Instant::now()).await.unwrap();
+                            router.authorize(&request, Instant::now()).await.answer.unwrap();
                         assert!(matches!(answer, Authorization::Approved { .. }));
                         let authorize = PaymentCommand::Authorize {
                             order: order.clone(),

@@ -83,4 +83,13 @@ pub trait PaymentGateway: Send + Sync + std::fmt::Debug {
     fn void<'a>(&'a self, request: &'a MoneyRequest) -> BoxFuture<'a, Result<(), GatewayError>>;
     /// Gives back (part of) a captured amount.
     fn refund<'a>(&'a self, request: &'a MoneyRequest) -> BoxFuture<'a, Result<(), GatewayError>>;
+    /// Gives up whatever an authorization under `request.idempotency_key` reserved, without
+    /// its reference (a "technical cancel"): for a call whose answer never arrived. `Ok` when
+    /// the key reserved nothing or its reservation was already given up; from then on, an
+    /// authorization under the key (a call still on its way) reserves nothing. A captured
+    /// authorization is [`GatewayError::Rejected`].
+    fn cancel_authorization<'a>(
+        &'a self,
+        request: &'a AuthorizeRequest,
+    ) -> BoxFuture<'a, Result<(), GatewayError>>;
 }

@@ -15,5 +15,5 @@ pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use gateway::{
     Authorization, AuthorizeRequest, BoxFuture, GatewayError, MoneyRequest, PaymentGateway,
 };
-pub use router::{Fee, Route, Router, RouterConfig};
+pub use router::{Fee, Route, Routed, Router, RouterConfig};
 pub use simulated::{Outage, SimulatedGateway, SimulatedGatewayConfig};

@@ -109,6 +109,17 @@ impl Default for RouterConfig {
     }
 }
 
+/// What [`Router::authorize`] came to.
+#[derive(Debug)]
+#[must_use]
+pub struct Routed {
+    /// The first answer, approved or declined, with the gateway that gave it; or why none came.
+    pub answer: Result<(GatewayId, Authorization), GatewayError>,
+    /// Gateways that took the call and gave no answer in time, in the order tried: each may
+    /// still have authorized under the request's key.
+    pub timed_out: Vec<GatewayId>,
+}
+
 /// Routes payments over several gateways, each behind its own [`CircuitBreaker`].
 ///
 /// [`candidates`](Router::candidates) orders the gateways that take the payment's currency and
@@ -260,16 +271,24 @@ impl Router {
     /// another gateway would ask the same bank.
     ///
     /// Moving on after a [`GatewayError::Timeout`] may leave an authorization at the gateway that
-    /// timed out; it is a hold, never a charge, and expires uncaptured.
+    /// timed out: [`Routed::timed_out`] names those gateways, where the caller gives up the
+    /// request's key ([`PaymentGateway::cancel_authorization`]) once it has its outcome.
     ///
-    /// # Errors
-    /// [`GatewayError::Rejected`] as soon as a gateway rejects the request, or when no configured
-    /// gateway takes the currency; otherwise, when no gateway answered, the last gateway's error,
-    /// or [`GatewayError::BreakerOpen`] if every breaker refused the call.
-    pub async fn authorize(
+    /// [`Routed::answer`] is, when no gateway answered, [`GatewayError::Rejected`] as soon as a
+    /// gateway rejects the request, or when no configured gateway takes the currency; otherwise
+    /// the last gateway's error, or [`GatewayError::BreakerOpen`] if every breaker refused the
+    /// call.
+    pub async fn authorize(&self, request: &AuthorizeRequest, now: Instant) -> Routed {
+        let mut timed_out = Vec::new();
+        let answer = self.authorize_noting(request, now, &mut timed_out).await;
+        Routed { answer, timed_out }
+    }
+
+    async fn authorize_noting(
         &self,
         request: &AuthorizeRequest,
         now: Instant,
+        timed_out: &mut Vec<GatewayId>,
     ) -> Result<(GatewayId, Authorization), GatewayError> {
         let currency = request.amount.currency;
         if !self.routes.iter().any(|state| state.route.accepts(currency)) {
@@ -298,10 +317,26 @@ impl Router {
             match outcome {
                 Ok(answer) => return Ok((gateway.id().clone(), answer)),
                 Err(error @ GatewayError::Rejected(_)) => return Err(error),
-                Err(error) => last_error = error,
+                Err(error) => {
+                    if error == GatewayError::Timeout {
+                        timed_out.push(gateway.id().clone());
+                    }
+                    last_error = error;
+                }
             }
         }
         Err(last_error)
+    }
+
+    /// The configured gateways that take `currency`, in configuration order: those that may
+    /// hold an authorization in it.
+    #[must_use]
+    pub fn gateways_taking(&self, currency: Currency) -> Vec<Arc<dyn PaymentGateway>> {
+        self.routes
+            .iter()
+            .filter(|state| state.route.accepts(currency))
+            .map(|state| Arc::clone(&state.route.gateway))
+            .collect()
     }
 
     /// The breaker state of `gateway` at `now`, or `None` for an id the router does not know.
@@ -523,7 +558,8 @@ mod tests {
         primary.set_down(true);
         let threshold = u64::from(BreakerConfig::DEFAULT_FAILURE_THRESHOLD);
         for i in 0..50 {
-            let (gateway, answer) = router.authorize(&request(&format!("k{i}")), t0).await.unwrap();
+            let (gateway, answer) =
+                router.authorize(&request(&format!("k{i}")), t0).await.answer.unwrap();
             assert_eq!(gateway, id("backup"), "payment k{i}");
             assert!(matches!(answer, Authorization::Approved { .. }));
         }
@@ -536,14 +572,14 @@ mod tests {
         // Past `open_for` the breaker lets one trial through to the still-down primary, which
         // fails it: open again, and the payment goes to the backup all the same.
         let t1 = t0 + BreakerConfig::DEFAULT_OPEN_FOR;
-        let (gateway, _) = router.authorize(&request("k50"), t1).await.unwrap();
+        let (gateway, _) = router.authorize(&request("k50"), t1).await.answer.unwrap();
         assert_eq!((gateway, primary.calls()), (id("backup"), threshold + 1));
         assert_eq!(router.breaker_state(&id("primary"), t1), Some(BreakerState::Open));
 
         // Recovered by the next trial, which closes the breaker: the cheaper primary is back.
         primary.set_down(false);
         let t2 = t1 + BreakerConfig::DEFAULT_OPEN_FOR;
-        let (gateway, _) = router.authorize(&request("k51"), t2).await.unwrap();
+        let (gateway, _) = router.authorize(&request("k51"), t2).await.answer.unwrap();
         assert_eq!(gateway, id("primary"));
         assert_eq!(router.breaker_state(&id("primary"), t2), Some(BreakerState::Closed));
         assert_eq!(backup.approvals(), 51);
@@ -560,7 +596,7 @@ mod tests {
             Router::new(vec![route(&decliner, 0, 0), route(&other, 0, 0)], RouterConfig::default());
         let t0 = Instant::now();
         for i in 0..20 {
-            let answer = router.authorize(&request(&format!("k{i}")), t0).await.unwrap();
+            let answer = router.authorize(&request(&format!("k{i}")), t0).await.answer.unwrap();
             assert_eq!(answer, (id("decliner"), Authorization::Declined));
         }
         assert_eq!(other.calls(), 0, "a decline is not retried elsewhere");
@@ -576,11 +612,12 @@ mod tests {
         a.set_down(true);
         b.set_down(true);
         let first = router.authorize(&request("k0"), t0).await;
-        assert!(matches!(first, Err(GatewayError::Unavailable(_))), "{first:?}");
+        assert!(matches!(first.answer, Err(GatewayError::Unavailable(_))), "{first:?}");
+        assert!(first.timed_out.is_empty(), "a gateway that is down authorized nothing");
         for i in 1..BreakerConfig::DEFAULT_FAILURE_THRESHOLD {
-            let _ = router.authorize(&request(&format!("k{i}")), t0).await;
+            let _ = router.authorize(&request(&format!("k{i}")), t0).await.answer;
         }
-        let last = router.authorize(&request("k-last"), t0).await;
+        let last = router.authorize(&request("k-last"), t0).await.answer;
         assert_eq!(last, Err(GatewayError::BreakerOpen));
         let usd = AuthorizeRequest {
             amount: Money::new(100, Currency::new("USD").unwrap()),
@@ -590,7 +627,7 @@ mod tests {
             vec![Route { currencies: Some(vec![eur()]), ..route(&a, 0, 0) }],
             RouterConfig::default(),
         );
-        let rejected = no_route.authorize(&usd, t0).await;
+        let rejected = no_route.authorize(&usd, t0).await.answer;
         assert!(matches!(rejected, Err(GatewayError::Rejected(_))), "{rejected:?}");
     }
 
@@ -604,8 +641,9 @@ mod tests {
         let router =
             Router::new(vec![route(&slow, 0, 0), route(&fast, 0, 0)], RouterConfig::default());
         let t0 = Instant::now();
-        let (gateway, _) = router.authorize(&request("k"), t0).await.unwrap();
-        assert_eq!(gateway, id("fast"));
+        let routed = router.authorize(&request("k"), t0).await;
+        assert_eq!(routed.answer.unwrap().0, id("fast"));
+        assert_eq!(routed.timed_out, [id("slow")], "the slow one may still authorize");
         assert_eq!(router.success_rate_percent(&id("slow"), t0), Some(0), "timeout recorded");
     }
 

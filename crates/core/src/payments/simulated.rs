@@ -82,6 +82,8 @@ struct Books {
     authorizations: FxHashMap<String, (AuthorizeFingerprint, Authorization)>,
     /// Approved authorizations by reference.
     held: FxHashMap<String, Held>,
+    /// Keys cancelled before any authorization under them: one that arrives later is refused.
+    cancelled: FxHashMap<String, AuthorizeFingerprint>,
     /// Captures, voids and refunds by idempotency key, with their outcome.
     movements: FxHashMap<String, (Movement, Result<(), GatewayError>)>,
     calls: u64,
@@ -98,6 +100,16 @@ struct AuthorizeFingerprint {
     tenant: TenantId,
     order: OrderId,
     amount: Money,
+}
+
+impl AuthorizeFingerprint {
+    fn of(request: &AuthorizeRequest) -> AuthorizeFingerprint {
+        AuthorizeFingerprint {
+            tenant: request.tenant.clone(),
+            order: request.order.clone(),
+            amount: request.amount,
+        }
+    }
 }
 
 /// What a capture, void or refund key was first used for.
@@ -188,10 +200,17 @@ impl SimulatedGateway {
         self.books().refunded_minor
     }
 
-    /// Authorizations voided.
+    /// Authorizations voided, by reference or by key.
     #[must_use]
     pub fn voids(&self) -> u64 {
         self.books().voids
+    }
+
+    /// Approved authorizations still holding the customer's money: neither captured nor
+    /// voided.
+    #[must_use]
+    pub fn holding(&self) -> usize {
+        self.books().held.values().filter(|held| held.captured == 0 && !held.voided).count()
     }
 
     /// Whether the gateway is declining this key; a pure function of the seed and the key.
@@ -220,17 +239,22 @@ impl SimulatedGateway {
     }
 
     fn authorize_now(&self, request: &AuthorizeRequest) -> Result<Authorization, GatewayError> {
-        let fingerprint = AuthorizeFingerprint {
-            tenant: request.tenant.clone(),
-            order: request.order.clone(),
-            amount: request.amount,
-        };
+        let fingerprint = AuthorizeFingerprint::of(request);
         let mut books = self.books();
         if let Some((first, outcome)) = books.authorizations.get(&request.idempotency_key) {
             if *first != fingerprint {
                 return Err(reused_key(&request.idempotency_key));
             }
             return Ok(outcome.clone());
+        }
+        if let Some(first) = books.cancelled.get(&request.idempotency_key) {
+            if *first != fingerprint {
+                return Err(reused_key(&request.idempotency_key));
+            }
+            return Err(rejected(format!(
+                "authorization {:?} was cancelled",
+                request.idempotency_key
+            )));
         }
         if request.amount.minor == 0 {
             return Err(GatewayError::Rejected("cannot authorize a zero amount".to_owned()));
@@ -252,6 +276,31 @@ impl SimulatedGateway {
             .authorizations
             .insert(request.idempotency_key.clone(), (fingerprint, outcome.clone()));
         Ok(outcome)
+    }
+
+    /// Voids what `request`'s key authorized, or bars the key if it authorized nothing yet.
+    fn cancel_now(&self, request: &AuthorizeRequest) -> Result<(), GatewayError> {
+        let fingerprint = AuthorizeFingerprint::of(request);
+        let key = &request.idempotency_key;
+        let mut books = self.books();
+        let reference = match books.authorizations.get(key) {
+            Some((first, _)) if *first != fingerprint => return Err(reused_key(key)),
+            Some((_, Authorization::Declined)) => return Ok(()),
+            Some((_, Authorization::Approved { reference })) => reference.clone(),
+            None => {
+                let first = books.cancelled.entry(key.clone()).or_insert(fingerprint.clone());
+                return if *first == fingerprint { Ok(()) } else { Err(reused_key(key)) };
+            }
+        };
+        let held = books.held.get_mut(&reference).expect("an approval holds its reference");
+        if held.captured > 0 {
+            return Err(rejected(format!("authorization {key:?} was captured")));
+        }
+        if !held.voided {
+            held.voided = true;
+            books.voids += 1;
+        }
+        Ok(())
     }
 
     /// Applies a capture, void or refund once per key; a repeated key returns the first outcome.
@@ -367,6 +416,16 @@ impl PaymentGateway for SimulatedGateway {
         Box::pin(async move {
             self.arrive().await?;
             self.move_money(MovementKind::Refund, request)
+        })
+    }
+
+    fn cancel_authorization<'a>(
+        &'a self,
+        request: &'a AuthorizeRequest,
+    ) -> BoxFuture<'a, Result<(), GatewayError>> {
+        Box::pin(async move {
+            self.arrive().await?;
+            self.cancel_now(request)
         })
     }
 }
@@ -591,6 +650,30 @@ mod tests {
         gateway.void(&money("v2", &other, 500)).await.unwrap();
         assert_eq!(gateway.voids(), 1, "a repeated void key voids once");
         assert!(rejected(gateway.capture(&money("c3", &other, 100)).await), "voided");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_key_gives_up_its_authorization_or_bars_a_later_one() {
+        let gateway = SimulatedGateway::new(config(0, 0));
+        let rejected = |r: Result<(), GatewayError>| matches!(r, Err(GatewayError::Rejected(_)));
+        approve(&gateway, "answered-late", 1_000).await;
+        assert_eq!(gateway.holding(), 1);
+        for _ in 0..2 {
+            gateway.cancel_authorization(&request("answered-late", 1_000)).await.unwrap();
+        }
+        assert_eq!((gateway.holding(), gateway.voids()), (0, 1), "voided once");
+
+        // Cancelled before the authorization arrived: it reserves nothing when it does.
+        gateway.cancel_authorization(&request("arrives-late", 500)).await.unwrap();
+        let late = gateway.authorize(&request("arrives-late", 500)).await;
+        assert!(matches!(late, Err(GatewayError::Rejected(_))), "{late:?}");
+        assert_eq!((gateway.holding(), gateway.approvals()), (0, 1));
+
+        assert!(rejected(gateway.cancel_authorization(&request("arrives-late", 501)).await));
+        let captured = approve(&gateway, "captured", 300).await;
+        gateway.capture(&money("c", &captured, 300)).await.unwrap();
+        assert!(rejected(gateway.cancel_authorization(&request("captured", 300)).await));
+        assert_eq!(gateway.captured_total(), 300);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! OrderPlaced ──▶ router.authorize (gateway IO, async) ──▶ Authorize command (confirms order)
 //!                                   ├─ declined / all down ──▶ Decline + Cancel (releases stock)
 //! PaymentCaptured / Voided / Refunded ──▶ gateway capture / void / refund
+//! OrderCancelled, no authorization recorded ──▶ cancel the authorization key at every gateway
 //! ```
 //! Gateway calls run on this process's own runtime, never on the engine's decision thread.
 //! Every call and every command carries a key derived from the order (`{tenant}/{order}/auth`,
@@ -15,6 +16,16 @@
 //! made (each returns its first outcome): with a checkpoint ([`super::settled`], as a `Node`
 //! runs it), those committed since the oldest movement not settled when it last ran; without
 //! one, all of them.
+//!
+//! An authorization the gateway approved but the log never recorded (its answer lost in a
+//! crash or a timeout, or recorded too late, after the order ended) holds the customer's money
+//! with nothing in the log to give it back. So when an order is cancelled (by the customer, a
+//! decline or its hold running out) with no authorization recorded, every gateway taking its
+//! currency gives up what the order's authorization key reserved
+//! ([`PaymentGateway::cancel_authorization`], which also bars a call still on its way). That
+//! is a movement like a void: committed with the cancel, repeated by a start until settled.
+//! An order paid through one gateway after others timed out gets those cancelled too, but in
+//! memory only: a crash in between leaves their approvals to lapse at the gateways.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -32,7 +43,8 @@ use crate::domain::{
 };
 use crate::engine::{CommittedEvent, Engine, EngineError, ExecuteError, World};
 use crate::payments::{
-    Authorization, AuthorizeRequest, GatewayError, MoneyRequest, PaymentGateway, Router,
+    Authorization, AuthorizeRequest, BoxFuture, GatewayError, MoneyRequest, PaymentGateway, Routed,
+    Router,
 };
 
 use super::settled::{self, Ledger};
@@ -347,7 +359,8 @@ struct Flows {
     to_start: Vec<(TenantId, OrderId, Money)>,
 }
 
-/// A capture, void or refund committed in the log, to be made at the gateway.
+/// A capture, void or refund committed in the log, to be made at the gateway; or a cancelled
+/// order's authorization to give up.
 struct Movement {
     position: u64,
     tenant: TenantId,
@@ -356,11 +369,24 @@ struct Movement {
 }
 
 /// Which movement, and how much (a void gives up the whole authorization).
-#[derive(Clone, Copy)]
 enum What {
     Capture(u64),
     Void,
     Refund(u64),
+    /// The order was cancelled; if no authorization was recorded, whatever its key reserved
+    /// at any gateway is given up.
+    GiveUp(OrderId),
+}
+
+/// What the engine's state says a movement is about.
+enum Found {
+    /// The payment, for a capture, void or refund.
+    Payment(Known),
+    /// A cancelled order with no authorization recorded, and its total.
+    Unrecorded(Money),
+    /// A cancelled order whose authorization was recorded: the cancel voided it, a movement
+    /// of its own.
+    Recorded,
 }
 
 /// Movements looked up in one read of the engine's state, at most.
@@ -377,6 +403,14 @@ impl Flows {
                 if position.0 >= self.taken_over_at =>
             {
                 self.queue_flow(tenant, order, Money::new(total, currency));
+            }
+            Event::Order { order, event: OrderEvent::OrderCancelled { .. } }
+                if position.0 >= self.settled_before =>
+            {
+                self.ledger().started(position.0);
+                let payment = payment_id_for(&order);
+                let what = What::GiveUp(order);
+                self.to_look_up.push(Movement { position: position.0, tenant, payment, what });
             }
             // Money movements are issued for history too, from the checkpoint on: the process
             // cannot know whether the gateway call after a commit was made before it last
@@ -399,14 +433,30 @@ impl Flows {
         }
     }
 
-    /// Starts `movement` at the gateway that holds the payment's money, after the payment's
-    /// movements before it. Its ledger entry was started when it was read.
-    fn make(&mut self, movement: Movement, known: Known) {
+    /// Starts `movement` at the gateway that holds the payment's money (or, to give up an
+    /// unrecorded authorization, at every gateway), after the payment's movements before it.
+    /// Its ledger entry was started when it was read.
+    fn make(&mut self, movement: Movement, found: Found) {
         let Movement { position, tenant, payment, what } = movement;
-        let (what, minor) = match what {
-            What::Capture(amount) => ("capture", amount),
-            What::Void => ("void", known.amount.minor),
-            What::Refund(amount) => ("refund", amount),
+        let (what, minor, known) = match (what, found) {
+            (What::GiveUp(order), Found::Unrecorded(amount)) => {
+                let gateways = self.router.gateways_taking(amount.currency);
+                let request = authorize_request(&tenant, order, amount);
+                let timeout = self.router.config().call_timeout;
+                let call = Box::pin(async move { give_up(&gateways, &request, timeout).await });
+                self.spawn_after(position, tenant, payment, call);
+                return;
+            }
+            (_, Found::Recorded) => {
+                self.ledger().settled(position);
+                return;
+            }
+            (What::Capture(amount), Found::Payment(known)) => ("capture", amount, known),
+            (What::Void, Found::Payment(known)) => ("void", known.amount.minor, known),
+            (What::Refund(amount), Found::Payment(known)) => ("refund", amount, known),
+            (What::GiveUp(_), Found::Payment(_)) | (_, Found::Unrecorded(_)) => {
+                unreachable!("a cancel is looked up as an order, a movement as a payment")
+            }
         };
         let Some(gateway) = self.router.gateway(&known.gateway) else {
             // Nothing can move this money until the gateway is configured: the checkpoint
@@ -423,25 +473,38 @@ impl Flows {
             return;
         };
         let key = format!("{tenant}/{payment}/{what}/{position}");
+        let timeout = self.router.config().call_timeout;
+        let call = Box::pin({
+            let tenant = tenant.clone();
+            async move { move_money(&*gateway, &tenant, &known, what, minor, key, timeout).await }
+        });
+        self.spawn_after(position, tenant, payment, call);
+    }
+
+    /// Runs `call`, the movement committed at `position`, once the payment's movements before
+    /// it are done: one payment's movements reach the gateway in log order (a refund must not
+    /// come before the capture it gives back). Settles it in the ledger if `call` says so.
+    fn spawn_after(
+        &mut self,
+        position: u64,
+        tenant: TenantId,
+        payment: PaymentId,
+        call: BoxFuture<'static, bool>,
+    ) {
         let permit = self
             .runtime
             .block_on(self.permits.clone().acquire_owned())
             .expect("the semaphore stays open");
-        // One payment's movements run one after another, in log order: a refund must not
-        // reach the gateway before the capture it gives back.
         let previous = self.movements.remove(&(tenant.clone(), payment.clone()));
         let ledger = self.ledger.clone();
-        let next = self.runtime.spawn({
-            let tenant = tenant.clone();
-            async move {
-                if let Some(previous) = previous {
-                    let _ = previous.await;
-                }
-                if move_money(&*gateway, &tenant, &known, what, minor, key).await {
-                    ledger.lock().unwrap_or_else(PoisonError::into_inner).settled(position);
-                }
-                drop(permit);
+        let next = self.runtime.spawn(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
             }
+            if call.await {
+                ledger.lock().unwrap_or_else(PoisonError::into_inner).settled(position);
+            }
+            drop(permit);
         });
         self.movements.insert((tenant, payment), next);
         if self.movements.len() > MOVEMENTS_KEPT {
@@ -458,26 +521,46 @@ impl Flows {
             return;
         }
         let movements = std::mem::take(&mut self.to_look_up);
-        let ids: Arc<[(TenantId, PaymentId)]> =
-            movements.iter().map(|m| (m.tenant.clone(), m.payment.clone())).collect();
+        let subjects: Arc<[(TenantId, PaymentId, Option<OrderId>)]> = movements
+            .iter()
+            .map(|m| {
+                let cancelled = match &m.what {
+                    What::GiveUp(order) => Some(order.clone()),
+                    _ => None,
+                };
+                (m.tenant.clone(), m.payment.clone(), cancelled)
+            })
+            .collect();
         let read = ask(&self.engine, stop, move |world| {
-            let known = |(tenant, payment): &(TenantId, PaymentId)| {
-                let started = world.tenant(tenant)?.payment(payment)?;
-                Some(Known {
+            let found = |(tenant, payment, cancelled): &(TenantId, PaymentId, Option<OrderId>)| {
+                let state = world.tenant(tenant)?;
+                let started = state.payment(payment);
+                if let Some(order) = cancelled {
+                    // A declined payment authorized nothing (zero).
+                    let recorded =
+                        started.and_then(|p| p.authorized()).is_some_and(|m| m.minor > 0);
+                    return if recorded {
+                        Some(Found::Recorded)
+                    } else {
+                        state.order(order)?.total().map(Found::Unrecorded)
+                    };
+                }
+                let started = started?;
+                Some(Found::Payment(Known {
                     gateway: started.gateway()?.clone(),
                     order: started.order()?.clone(),
                     amount: started.authorized()?,
-                })
+                }))
             };
-            ids.iter().map(known).collect::<Vec<_>>()
+            subjects.iter().map(found).collect::<Vec<_>>()
         });
         let found = match read {
             Ok((found, _)) => found,
-            Err(_) => vec![None; movements.len()],
+            Err(_) => movements.iter().map(|_| None).collect(),
         };
-        for (movement, known) in movements.into_iter().zip(found) {
-            match known {
-                Some(known) => self.make(movement, known),
+        for (movement, found) in movements.into_iter().zip(found) {
+            match found {
+                Some(found) => self.make(movement, found),
                 None => {
                     let mut ledger = self.ledger();
                     ledger.unmade(movement.position);
@@ -536,7 +619,8 @@ impl Flows {
 }
 
 /// Authorizes one order and records the outcome; on a decline or when every gateway is down,
-/// records the decline and cancels the order, which releases its stock.
+/// records the decline and cancels the order, which releases its stock (and, as a committed
+/// cancel, gives up the order's authorization key at every gateway).
 async fn authorize_order(
     engine: &Engine,
     router: &Router,
@@ -545,13 +629,9 @@ async fn authorize_order(
     amount: Money,
 ) {
     let payment = payment_id_for(&order);
-    let request = AuthorizeRequest {
-        idempotency_key: authorization_key(&tenant, &order),
-        tenant: tenant.clone(),
-        order: order.clone(),
-        amount,
-    };
-    let (gateway, reason) = match router.authorize(&request, Instant::now()).await {
+    let request = authorize_request(&tenant, order.clone(), amount);
+    let Routed { answer, timed_out } = router.authorize(&request, Instant::now()).await;
+    let (gateway, reason) = match answer {
         Ok((gateway, Authorization::Approved { .. })) => {
             let command = PaymentCommand::Authorize {
                 order: order.clone(),
@@ -559,19 +639,19 @@ async fn authorize_order(
                 gateway: gateway.clone(),
             };
             let payment = Command::Payment { payment, command };
-            if execute(engine, &tenant, "pm:auth", &order, payment).await == Recorded::Refused {
-                // The engine definitively refused the authorization (the order expired or was
-                // cancelled meanwhile): give the reserved money back. When the engine merely
-                // could not answer (shutting down, stopped), nothing is voided: the order stays
-                // waiting and the next start records this same authorization.
-                let known = Known { gateway, order: order.clone(), amount };
-                let key = format!("{tenant}/{order}/void-unrecorded");
-                // Not a committed movement: nothing in the log would repeat it.
-                let approved_by =
-                    router.gateway(&known.gateway).expect("the router authorizes through its own");
-                let _settled =
-                    move_money(&*approved_by, &tenant, &known, "void", amount.minor, key).await;
-            }
+            let recorded = execute(engine, &tenant, "pm:auth", &order, payment).await;
+            // Gateways that may hold another authorization under this key: those that timed
+            // out before this one answered. When the engine definitively refused the
+            // authorization (the order expired or was cancelled meanwhile), this one too: the
+            // committed cancel gives it up as well, this is sooner. When the engine could not
+            // answer, none: the next start resumes the order, maybe at one of them.
+            let holding: Vec<GatewayId> = match recorded {
+                Recorded::Yes => timed_out,
+                Recorded::Refused => timed_out.into_iter().chain([gateway]).collect(),
+                Recorded::Unknown => return,
+            };
+            let holding: Vec<_> = holding.iter().filter_map(|id| router.gateway(id)).collect();
+            give_up(&holding, &request, router.config().call_timeout).await;
             return;
         }
         Ok((gateway, Authorization::Declined)) => (gateway, DeclineReason::Refused),
@@ -582,6 +662,17 @@ async fn authorize_order(
     let cancel = OrderCommand::Cancel { reason: CancelReason::PaymentDeclined };
     let cancel = Command::Order { order: order.clone(), command: cancel };
     execute(engine, &tenant, "pm:cancel", &order, cancel).await;
+}
+
+/// The request authorizing `order` at any gateway: one key per order, so a retry anywhere
+/// returns the first outcome there, and a cancel names what to give up.
+fn authorize_request(tenant: &TenantId, order: OrderId, amount: Money) -> AuthorizeRequest {
+    AuthorizeRequest {
+        idempotency_key: authorization_key(tenant, &order),
+        tenant: tenant.clone(),
+        order,
+        amount,
+    }
 }
 
 /// The key of an order's authorization at the gateways. Ids cannot contain `/`, so no two
@@ -657,10 +748,9 @@ fn idempotency_key(step: &str, order: &OrderId) -> IdempotencyKey {
 /// How often a money movement is tried before it is left for the next start.
 const MONEY_ATTEMPTS: u32 = 8;
 
-/// Captures, voids or refunds at `gateway`, the one that authorized the payment, retrying
-/// with backoff until the gateway answers. The reference is asked again with the authorization's
-/// own key, which returns the first outcome. Returns whether the movement is settled: made, or
-/// refused for good (repeating it could not change that); not when the retries ran out.
+/// Captures, voids or refunds at `gateway`, the one that authorized the payment. The reference
+/// is asked again with the authorization's own key, which returns the first outcome. Returns
+/// whether the movement is settled (see [`until_answered`]).
 async fn move_money(
     gateway: &dyn PaymentGateway,
     tenant: &TenantId,
@@ -668,42 +758,71 @@ async fn move_money(
     what: &str,
     minor: u64,
     key: String,
+    timeout: Duration,
 ) -> bool {
-    let request = AuthorizeRequest {
-        idempotency_key: authorization_key(tenant, &known.order),
-        tenant: tenant.clone(),
-        order: known.order.clone(),
-        amount: known.amount,
-    };
-    for attempt in 0..MONEY_ATTEMPTS {
-        let outcome = match gateway.authorize(&request).await {
-            Ok(Authorization::Approved { reference }) => {
-                let money = MoneyRequest {
-                    idempotency_key: key.clone(),
-                    reference,
-                    amount: Money::new(minor, known.amount.currency),
-                };
-                match what {
-                    "capture" => gateway.capture(&money).await,
-                    "void" => gateway.void(&money).await,
-                    _ => gateway.refund(&money).await,
+    let request = authorize_request(tenant, known.order.clone(), known.amount);
+    until_answered(&request, what, timeout, || {
+        Box::pin(async {
+            let reference = match gateway.authorize(&request).await? {
+                Authorization::Approved { reference } => reference,
+                Authorization::Declined => {
+                    return Err(GatewayError::Rejected("no authorization".into()));
                 }
+            };
+            let money = MoneyRequest {
+                idempotency_key: key.clone(),
+                reference,
+                amount: Money::new(minor, known.amount.currency),
+            };
+            match what {
+                "capture" => gateway.capture(&money).await,
+                "void" => gateway.void(&money).await,
+                _ => gateway.refund(&money).await,
             }
-            Ok(Authorization::Declined) => Err(GatewayError::Rejected("no authorization".into())),
-            Err(e) => Err(e),
-        };
-        match outcome {
+        })
+    })
+    .await
+}
+
+/// Gives up what `request`'s key authorized at each of `gateways`; settled once each is.
+async fn give_up(
+    gateways: &[Arc<dyn PaymentGateway>],
+    request: &AuthorizeRequest,
+    timeout: Duration,
+) -> bool {
+    let mut settled = true;
+    for gateway in gateways {
+        let cancel = || gateway.cancel_authorization(request);
+        settled &= until_answered(request, "cancel authorization", timeout, cancel).await;
+    }
+    settled
+}
+
+/// Makes the gateway call `call` for `request`'s order, retrying with backoff until the
+/// gateway answers, each try given up after `timeout` (the router's, so that a gateway that
+/// hangs holds no movement up for ever). Returns whether the movement is settled: made, or
+/// refused for good (repeating it could not change that); not when the retries ran out.
+async fn until_answered<'a>(
+    request: &AuthorizeRequest,
+    what: &str,
+    timeout: Duration,
+    call: impl Fn() -> BoxFuture<'a, Result<(), GatewayError>>,
+) -> bool {
+    let (tenant, order) = (&request.tenant, &request.order);
+    for attempt in 0..MONEY_ATTEMPTS {
+        let answer = tokio::time::timeout(timeout, call()).await;
+        match answer.unwrap_or(Err(GatewayError::Timeout)) {
             Ok(()) => return true,
             Err(GatewayError::Rejected(why)) => {
-                tracing::error!(%tenant, order = %known.order, what, %why, "gateway refused a money movement");
+                tracing::error!(%tenant, %order, what, %why, "gateway refused a money movement");
                 return true;
             }
             Err(e) => {
-                tracing::warn!(%tenant, order = %known.order, what, error = %e, attempt, "gateway call failed; retrying");
+                tracing::warn!(%tenant, %order, what, error = %e, attempt, "gateway call failed; retrying");
                 tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
             }
         }
     }
-    tracing::error!(%tenant, order = %known.order, what, "money not moved after retries; the next start tries again");
+    tracing::error!(%tenant, %order, what, "money not moved after retries; the next start tries again");
     false
 }

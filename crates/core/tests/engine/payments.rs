@@ -1,9 +1,11 @@
 //! The payments process against a real engine: an approved payment confirms its order; a
 //! declined one, or one no gateway could take, cancels the order and releases its stock; a
 //! failing gateway's breaker opens and payments move to the healthy one; a restart resumes
-//! orders still waiting for payment without authorizing anything twice.
+//! orders still waiting for payment without authorizing anything twice; an approval whose
+//! answer was lost (a timeout, a crash) does not keep holding the customer's money.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use orderly_core::Position;
@@ -13,7 +15,8 @@ use orderly_core::domain::{
 };
 use orderly_core::engine::{Engine, ManualClock};
 use orderly_core::payments::{
-    BreakerState, Route, Router, RouterConfig, SimulatedGateway, SimulatedGatewayConfig,
+    Authorization, AuthorizeRequest, BoxFuture, BreakerState, GatewayError, MoneyRequest,
+    PaymentGateway, Route, Router, RouterConfig, SimulatedGateway, SimulatedGatewayConfig,
 };
 use orderly_core::process::PaymentProcess;
 
@@ -346,50 +349,149 @@ fn a_capture_through_a_gateway_not_configured_waits_for_a_start_that_has_it() {
     assert_eq!(new.captured_total(), 3_000, "o-2 is not captured again");
 }
 
-/// A gateway whose first capture times out (after which it behaves), to make a capture retry.
+/// A simulated gateway behind a faulty network.
 #[derive(Debug)]
-struct FirstCaptureTimesOut {
+struct Faulty {
     inner: Arc<SimulatedGateway>,
-    timed_out: std::sync::atomic::AtomicBool,
+    /// Authorizations are made, but their answers never arrive.
+    answers_lost: bool,
+    /// The first capture times out (after which captures behave), to make a capture retry.
+    first_capture_times_out: AtomicBool,
 }
 
-impl orderly_core::payments::PaymentGateway for FirstCaptureTimesOut {
+impl Faulty {
+    fn new(inner: &Arc<SimulatedGateway>) -> Faulty {
+        Faulty {
+            inner: inner.clone(),
+            answers_lost: false,
+            first_capture_times_out: AtomicBool::new(false),
+        }
+    }
+}
+
+impl PaymentGateway for Faulty {
     fn id(&self) -> &GatewayId {
         self.inner.id()
     }
     fn authorize<'a>(
         &'a self,
-        request: &'a orderly_core::payments::AuthorizeRequest,
-    ) -> orderly_core::payments::BoxFuture<
-        'a,
-        Result<orderly_core::payments::Authorization, orderly_core::payments::GatewayError>,
-    > {
+        request: &'a AuthorizeRequest,
+    ) -> BoxFuture<'a, Result<Authorization, GatewayError>> {
+        if self.answers_lost {
+            return Box::pin(async {
+                let _made = self.inner.authorize(request).await;
+                std::future::pending().await
+            });
+        }
         self.inner.authorize(request)
     }
-    fn capture<'a>(
-        &'a self,
-        request: &'a orderly_core::payments::MoneyRequest,
-    ) -> orderly_core::payments::BoxFuture<'a, Result<(), orderly_core::payments::GatewayError>>
-    {
-        if !self.timed_out.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            return Box::pin(async { Err(orderly_core::payments::GatewayError::Timeout) });
+    fn capture<'a>(&'a self, request: &'a MoneyRequest) -> BoxFuture<'a, Result<(), GatewayError>> {
+        if self.first_capture_times_out.swap(false, Ordering::SeqCst) {
+            return Box::pin(async { Err(GatewayError::Timeout) });
         }
         self.inner.capture(request)
     }
-    fn void<'a>(
-        &'a self,
-        request: &'a orderly_core::payments::MoneyRequest,
-    ) -> orderly_core::payments::BoxFuture<'a, Result<(), orderly_core::payments::GatewayError>>
-    {
+    fn void<'a>(&'a self, request: &'a MoneyRequest) -> BoxFuture<'a, Result<(), GatewayError>> {
         self.inner.void(request)
     }
-    fn refund<'a>(
-        &'a self,
-        request: &'a orderly_core::payments::MoneyRequest,
-    ) -> orderly_core::payments::BoxFuture<'a, Result<(), orderly_core::payments::GatewayError>>
-    {
+    fn refund<'a>(&'a self, request: &'a MoneyRequest) -> BoxFuture<'a, Result<(), GatewayError>> {
         self.inner.refund(request)
     }
+    fn cancel_authorization<'a>(
+        &'a self,
+        request: &'a AuthorizeRequest,
+    ) -> BoxFuture<'a, Result<(), GatewayError>> {
+        self.inner.cancel_authorization(request)
+    }
+}
+
+/// A router over `gateways` in this order, giving up on a call after `call_timeout`.
+fn router_timing_out(
+    gateways: Vec<Arc<dyn PaymentGateway>>,
+    call_timeout: Duration,
+) -> Arc<Router> {
+    let routes = gateways
+        .into_iter()
+        .map(|gateway| Route { gateway, fees: vec![], currencies: None })
+        .collect();
+    Arc::new(Router::new(routes, RouterConfig { call_timeout, ..RouterConfig::default() }))
+}
+
+/// An order whose authorization was approved while its answer was lost, its payments process
+/// stopped (as by a crash) while still waiting for the answer: (engine, clock, the gateway
+/// holding the authorization, the payments checkpoint).
+fn approved_but_unrecorded(
+    dir: &std::path::Path,
+) -> (Engine, ManualClock, Arc<SimulatedGateway>, std::path::PathBuf) {
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(&dir.join("log"), config(&clock)).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    let checkpoint = dir.join("payments.checkpoint");
+    let holder = gateway("holder", 0);
+    let lost = Arc::new(Faulty { answers_lost: true, ..Faulty::new(&holder) });
+    let routes = router_timing_out(vec![lost], Duration::from_secs(3_600));
+    let process = PaymentProcess::start_checkpointed(engine.clone(), routes, checkpoint.clone());
+    engine.execute_blocking(place("acme", "o-1", &[("sku-1", 2)])).unwrap();
+    wait_until(|| holder.approvals() == 1);
+    process.stop();
+    assert_eq!(holder.holding(), 1, "the customer's money is held, the log knows nothing of it");
+    (engine, clock, holder, checkpoint)
+}
+
+#[test]
+fn an_authorization_approved_but_unrecorded_is_given_up_once_its_order_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, clock, holder, checkpoint) = approved_but_unrecorded(dir.path());
+    // The hold runs out while no payments process runs.
+    clock.advance(super::TTL);
+    wait_until(|| available(&engine, "acme", "sku-1") == 10);
+
+    let routes = router(std::slice::from_ref(&holder));
+    let process = PaymentProcess::start_checkpointed(engine.clone(), routes, checkpoint);
+    wait_until(|| holder.holding() == 0);
+    process.stop();
+    assert_eq!(holder.holding(), 0, "the approval was given up");
+    assert_eq!((holder.voids(), holder.approvals(), holder.captured_total()), (1, 1, 0));
+}
+
+#[test]
+fn an_approval_whose_answer_timed_out_is_given_up_when_another_gateway_approves() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    let (slow, fast) = (gateway("slow", 0), gateway("fast", 0));
+    let lost = Arc::new(Faulty { answers_lost: true, ..Faulty::new(&slow) });
+    let routes = router_timing_out(vec![lost, fast.clone()], Duration::from_millis(200));
+    let process = PaymentProcess::start(engine.clone(), routes);
+    engine.execute_blocking(place("acme", "o-1", &[("sku-1", 2)])).unwrap();
+    let events = settled(&engine, 1);
+    wait_until(|| slow.holding() == 0);
+    process.stop();
+    assert!(
+        events.iter().any(|(o, e)| o == "o-1" && matches!(e, OrderEvent::OrderConfirmed { .. }))
+    );
+    assert_eq!(slow.approvals(), 1, "the slow gateway had approved");
+    assert_eq!((fast.holding(), slow.holding()), (1, 0), "only the recorded approval holds");
+}
+
+#[test]
+fn an_order_cancelled_while_its_answer_is_lost_gives_up_the_approval() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    let holder = gateway("holder", 0);
+    let lost = Arc::new(Faulty { answers_lost: true, ..Faulty::new(&holder) });
+    let routes = router_timing_out(vec![lost], Duration::from_secs(3_600));
+    let process = PaymentProcess::start(engine.clone(), routes);
+    engine.execute_blocking(place("acme", "o-1", &[("sku-1", 2)])).unwrap();
+    wait_until(|| holder.approvals() == 1);
+    let cancel = OrderCommand::Cancel { reason: CancelReason::Requested };
+    engine.execute_blocking(on_order("o-1", cancel)).unwrap();
+    wait_until(|| holder.holding() == 0);
+    process.stop();
+    assert_eq!((holder.holding(), holder.voids()), (0, 1), "the approval was given up");
 }
 
 #[test]
@@ -399,10 +501,8 @@ fn a_refund_waits_for_the_capture_it_gives_back_even_when_the_capture_is_retried
     let engine = Engine::open(dir.path(), config(&clock)).unwrap();
     engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
     let pay = gateway("pay", 0);
-    let flaky = Arc::new(FirstCaptureTimesOut {
-        inner: pay.clone(),
-        timed_out: std::sync::atomic::AtomicBool::new(false),
-    });
+    let flaky =
+        Arc::new(Faulty { first_capture_times_out: AtomicBool::new(true), ..Faulty::new(&pay) });
     let routes = vec![Route { gateway: flaky, fees: vec![], currencies: None }];
     let process = PaymentProcess::start(
         engine.clone(),
