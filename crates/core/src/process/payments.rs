@@ -25,7 +25,9 @@
 //! ([`PaymentGateway::cancel_authorization`], which also bars a call still on its way). That
 //! is a movement like a void: committed with the cancel, repeated by a start until settled.
 //! An order paid through one gateway after others timed out gets those cancelled too, but in
-//! memory only: a crash in between leaves their approvals to lapse at the gateways.
+//! memory only: a crash in between leaves their approvals to lapse at the gateways, as does a
+//! crash after an approval whose order a later start then pays through another gateway (the
+//! log records no attempt, only outcomes).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
