@@ -5,7 +5,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use rustc_hash::FxHashMap;
 
-use crate::domain::{Decider, Event, Tenant, TenantId, TenantState};
+use crate::domain::{Decider, Event, Tenant, TenantId, TenantState, broken_invariant};
 
 /// Every tenant's aggregates, as the deciders see them.
 #[derive(Debug, Default)]
@@ -31,13 +31,7 @@ impl DomainState {
                 Tenant::evolve(state, event);
             }
         }))
-        .map_err(|panic| {
-            panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_else(|| "an invariant of the domain broke".to_owned())
-        })
+        .map_err(|panic| broken_invariant(&*panic))
     }
 
     /// The state of `tenant`, created empty the first time.

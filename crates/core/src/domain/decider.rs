@@ -22,6 +22,17 @@ impl Context {
     }
 }
 
+/// The message of a panic raised by [`Decider::evolve`]: the invariant it names. For callers
+/// that apply events they did not decide (a replay of a log that may have been tampered with)
+/// and catch the panic to report it.
+pub(crate) fn broken_invariant(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "an invariant of the domain broke".to_owned())
+}
+
 /// An aggregate as a pair of pure functions.
 ///
 /// `decide` checks a command against the current state and returns the events that record it,

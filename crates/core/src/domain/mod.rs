@@ -18,6 +18,7 @@ pub mod payment;
 mod tenant;
 mod types;
 
+pub(crate) use decider::broken_invariant;
 pub use decider::{Context, Decider};
 pub use envelope::Envelope;
 pub(crate) use growing::GrowingMap;

@@ -74,4 +74,14 @@ pub enum OpenEngineError {
         /// Why.
         error: DecodeError,
     },
+    /// A committed record holds an event the state before it cannot take: the log was
+    /// rewritten with recomputed checksums, or written by a bug. The engine will not decide on
+    /// a state that is not the log's; `orderly audit reconcile` names every such record.
+    #[error("record at position {position} breaks the domain's rules: {invariant}")]
+    Inconsistent {
+        /// The record's position.
+        position: u64,
+        /// The rule it breaks, as the domain names it.
+        invariant: String,
+    },
 }

@@ -4,6 +4,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use rustc_hash::FxHashMap;
 
@@ -16,7 +17,7 @@ use crate::codec::{self, Decoded, Fingerprint};
 use crate::domain::GrowingMap;
 use crate::domain::{
     Decider, Event, IdempotencyKey, OrderEvent, OrderId, OrderStatus, Tenant, TenantId,
-    TenantState, Timestamp,
+    TenantState, Timestamp, broken_invariant,
 };
 
 /// Where the events of a command accepted with an idempotency key are in the log.
@@ -52,10 +53,22 @@ impl World {
             let (batches, read) = crossbeam_channel::bounded(4);
             scope.spawn(move || read_back(log, Position(from), &batches));
             for batch in read {
-                for (position, timestamp, decoded) in batch? {
-                    world.replay(position, &decoded);
-                    last_now = last_now.max(Timestamp(timestamp));
-                }
+                // `evolve` panics on an event the state cannot take, which a log the engine
+                // wrote never holds; one rewritten with recomputed checksums may. Caught per
+                // batch (free unless it happens), and refused, naming the record.
+                let batch = batch?;
+                let mut at = from;
+                catch_unwind(AssertUnwindSafe(|| {
+                    for (position, timestamp, decoded) in batch {
+                        at = position;
+                        world.replay(position, &decoded);
+                        last_now = last_now.max(Timestamp(timestamp));
+                    }
+                }))
+                .map_err(|panic| OpenEngineError::Inconsistent {
+                    position: at,
+                    invariant: broken_invariant(&*panic),
+                })?;
             }
             Ok((world, last_now))
         })

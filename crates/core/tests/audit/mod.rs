@@ -109,7 +109,7 @@ fn records(dir: &Path) -> Vec<(PathBuf, u64, u64, u64)> {
 
 /// Writes `events` of `tenant` to a new log in `dir` directly through the store, one batch
 /// each: a log with valid checksums and chain that the engine might never have written.
-fn forge(dir: &Path, events: &[(&str, Event)]) {
+pub(crate) fn forge(dir: &Path, events: &[(&str, Event)]) {
     let (log, _) = Log::open(dir, LogConfig::default()).unwrap();
     for (i, (t, event)) in events.iter().enumerate() {
         let at = Timestamp(START.0 + i as u64);

@@ -546,3 +546,32 @@ fn a_restart_replays_records_beyond_many_batches_and_stops_at_one_that_does_not_
         }
     }
 }
+
+/// A log whose checksums hold but whose events break the domain's rules (rewritten, or
+/// written by a bug) is refused at open, naming the record: no panic, no engine deciding on a
+/// state that is not the log's.
+#[test]
+fn a_forged_log_that_breaks_the_domain_s_rules_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let sku = Sku::new("sku-1").unwrap();
+    let received = InventoryEvent::StockReceived { quantity: Quantity::new(5).unwrap() };
+    // Commits two units no order ever held.
+    let committed = InventoryEvent::StockCommitted {
+        order: OrderId::new("o-9").unwrap(),
+        quantity: Quantity::new(2).unwrap(),
+    };
+    crate::audit::forge(
+        dir.path(),
+        &[
+            ("acme", Event::Inventory { sku: sku.clone(), event: received }),
+            ("acme", Event::Inventory { sku, event: committed }),
+        ],
+    );
+    match Engine::open(dir.path(), config(&ManualClock::at(START))) {
+        Err(error @ OpenEngineError::Inconsistent { position: 1, .. }) => {
+            assert!(error.to_string().contains("position 1"), "{error}");
+        }
+        Err(other) => panic!("expected the record at 1 to be refused, got {other}"),
+        Ok(_) => panic!("expected the record at 1 to be refused, the engine opened"),
+    }
+}
