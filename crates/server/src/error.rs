@@ -107,6 +107,14 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, code, message)
     }
 
+    /// A `404` of a read model, with the position it had reached (`details.position`): a
+    /// client that just wrote can tell "not there yet" (its command's position is beyond it;
+    /// read again with `min_position`) from "not there".
+    #[must_use]
+    pub fn read_up_to(self, position: u64) -> ApiError {
+        self.with_details(json!({ "position": position }))
+    }
+
     /// `401 unauthorized`.
     pub fn unauthorized(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)

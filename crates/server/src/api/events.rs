@@ -42,6 +42,7 @@ const IDLE_CHECK: Duration = Duration::from_millis(250);
 /// Where to start and what to send.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Start at this log position (inclusive). Without it (and without `Last-Event-ID`), the
     /// stream starts at the head: new events only.

@@ -59,6 +59,7 @@ pub struct StockLevel {
 /// Read-your-writes: wait until the read model includes a command's position.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct ReadAfter {
     /// Wait (bounded) until the read model has reached this position (a command's
     /// `position`).
@@ -141,7 +142,7 @@ pub async fn level(
     let position = read_at_least(&app, &node, ReadModel::Inventory, read.min_position).await?;
     let level = projection::inventory(node.read_models(), &tenant, &sku)
         .map_err(|e| ApiError::internal(&e))?
-        .ok_or_else(unknown)?;
+        .ok_or_else(|| unknown().read_up_to(position))?;
     Ok(Json(StockLevel {
         sku: sku.as_str().to_owned(),
         on_hand: level.on_hand,

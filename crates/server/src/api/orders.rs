@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use orderly_core::domain::{
     CancelReason, Command, Currency, CustomerId, Envelope, Event, IdempotencyKey, Money,
     OrderCommand, OrderEvent, OrderId, OrderLine, Quantity, Sku, TenantId,
@@ -165,6 +165,7 @@ pub struct OrdersPage {
 /// Which orders to list.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct ListOrders {
     /// The customer whose orders to list.
     pub customer_id: String,
@@ -183,7 +184,13 @@ pub struct ListOrders {
     tag = "orders",
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes placing safe to retry: the same key and body return the first response")),
     request_body = PlaceOrder,
-    responses((status = 201, description = "Placed, durably; payment follows", body = OrderPlaced), CommandErrors),
+    responses(
+        (status = 201, description = "Placed, durably; payment follows", body = OrderPlaced, headers(
+            ("Location" = String, description = "The order's URL, `/v1/orders/{order_id}`"),
+            ("idempotent-replayed" = String, description = "`true` when the answer is the first attempt's, for a retry with its key"),
+        )),
+        CommandErrors,
+    ),
     security(("bearer" = []))
 )]
 pub async fn place(
@@ -225,7 +232,7 @@ pub async fn place(
         envelope = envelope.with_fresh_order_id();
     }
     // A replayed answer names the first attempt's order, which is not `order` when it is fresh.
-    let (outcome, headers) = execute_envelope(&app, envelope, earlier).await?;
+    let (outcome, mut headers) = execute_envelope(&app, envelope, earlier).await?;
     let placed = outcome.events.iter().find_map(|e| match &e.event {
         Event::Order {
             order,
@@ -242,6 +249,10 @@ pub async fn place(
         _ => None,
     });
     let placed = placed.ok_or_else(|| ApiError::internal(&"placing recorded no OrderPlaced"))?;
+    // Ids are made of characters a path and a header value take as they are.
+    let location = HeaderValue::from_str(&format!("/v1/orders/{}", placed.order_id))
+        .map_err(|e| ApiError::internal(&e))?;
+    headers.insert(header::LOCATION, location);
     Ok((StatusCode::CREATED, headers, Json(placed)))
 }
 
@@ -444,7 +455,10 @@ pub async fn get(
     let position = read_at_least(&app, &node, ReadModel::Orders, read.min_position).await?;
     let view = projection::order(node.read_models(), &tenant, &order)
         .map_err(|e| ApiError::internal(&e))?
-        .ok_or_else(|| ApiError::not_found("unknown_order", format!("no order {}", echo(&id))))?;
+        .ok_or_else(|| {
+            let message = format!("no order {} up to position {position}", echo(&id));
+            ApiError::not_found("unknown_order", message).read_up_to(position)
+        })?;
     Ok(Json(order_body(&order, view, position)))
 }
 

@@ -24,8 +24,13 @@ async fn the_same_key_and_body_replay_the_first_response() {
     assert!(!first.replayed());
     let first_body = first.ok(StatusCode::CREATED);
 
+    let location = |reply: &support::Reply| reply.headers.get("location").cloned();
+    let url = format!("/v1/orders/{}", first_body["order_id"].as_str().expect("an id"));
+    assert_eq!(location(&first).expect("a Location"), url.as_str());
+
     let again = server.post_keyed("/v1/orders", "k-1", &body).await;
     assert!(again.replayed(), "no idempotent-replayed header: {:?}", again.headers);
+    assert_eq!(location(&again).expect("a Location"), url.as_str(), "the first order's");
     assert_eq!(again.ok(StatusCode::CREATED), first_body);
 
     // Only one order holds stock.
