@@ -89,8 +89,9 @@ enum CommandErrors {
     /// requests in progress it may); see `Retry-After`.
     #[response(status = 429)]
     RateLimited(ErrorBody),
-    /// `overloaded`, `not_ready`, `shutting_down` or `request_timeout` (nothing was done);
-    /// see `Retry-After`.
+    /// `overloaded`, `not_ready`, `shutting_down` or `request_timeout` (nothing was done;
+    /// see `Retry-After`), or `engine_stopped` (the log failed: a command the engine had
+    /// taken may or may not be recorded; once the server is back, retry with the same key).
     #[response(status = 503)]
     Unavailable(ErrorBody),
     /// `outcome_unknown`: the command went to the engine but its answer took longer than the
@@ -106,7 +107,8 @@ enum QueryErrors {
     /// `unauthorized`: the bearer token is missing or unknown.
     #[response(status = 401)]
     Unauthorized(ErrorBody),
-    /// `unknown_order` or `unknown_sku`.
+    /// `unknown_order` or `unknown_sku`; `details.position` is how far the read model had
+    /// read (pass a command's `position` as `min_position` to read after it).
     #[response(status = 404)]
     NotFound(ErrorBody),
     /// `validation_failed`: a query parameter is wrong (named in `details.field`).
