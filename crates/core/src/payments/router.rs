@@ -271,13 +271,12 @@ impl Router {
     /// another gateway would ask the same bank.
     ///
     /// Moving on after a [`GatewayError::Timeout`] may leave an authorization at the gateway that
-    /// timed out: [`Routed::timed_out`] names those gateways, where the caller gives up the
-    /// request's key ([`PaymentGateway::cancel_authorization`]) once it has its outcome.
+    /// timed out: [`Routed::timed_out`] names those gateways, where the caller can give up the
+    /// request's key ([`PaymentGateway::cancel_authorization`]) once it has recorded the outcome.
     ///
-    /// [`Routed::answer`] is, when no gateway answered, [`GatewayError::Rejected`] as soon as a
-    /// gateway rejects the request, or when no configured gateway takes the currency; otherwise
-    /// the last gateway's error, or [`GatewayError::BreakerOpen`] if every breaker refused the
-    /// call.
+    /// Without an answer, [`Routed::answer`] is [`GatewayError::Rejected`] as soon as a gateway
+    /// rejects the request or when no configured gateway takes the currency; otherwise the last
+    /// gateway's error, or [`GatewayError::BreakerOpen`] if every breaker refused the call.
     pub async fn authorize(&self, request: &AuthorizeRequest, now: Instant) -> Routed {
         let mut timed_out = Vec::new();
         let answer = self.authorize_noting(request, now, &mut timed_out).await;

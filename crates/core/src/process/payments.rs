@@ -5,29 +5,30 @@
 //! OrderPlaced ──▶ router.authorize (gateway IO, async) ──▶ Authorize command (confirms order)
 //!                                   ├─ declined / all down ──▶ Decline + Cancel (releases stock)
 //! PaymentCaptured / Voided / Refunded ──▶ gateway capture / void / refund
-//! OrderCancelled, no authorization recorded ──▶ cancel the authorization key at every gateway
+//! OrderCancelled, no authorization recorded ──▶ cancel the authorization key where it may be held
 //! ```
 //! Gateway calls run on this process's own runtime, never on the engine's decision thread.
 //! Every call and every command carries a key derived from the order (`{tenant}/{order}/auth`,
 //! `pm:auth:{order}`, …), so a restart mid-flow repeats calls that return their first outcome:
 //! nothing is charged twice. On start the process takes over from the engine's state the
 //! orders still waiting for payment (and resumes them) and the authorized payments, without
-//! rereading the log's history. It repeats the captures, voids and refunds it is not sure were
-//! made (each returns its first outcome): with a checkpoint ([`super::settled`], as a `Node`
-//! runs it), those committed since the oldest movement not settled when it last ran; without
-//! one, all of them.
+//! rereading the log's history. It repeats the money movements it is not sure were made (each
+//! returns its first outcome): with a checkpoint ([`super::settled`], as a `Node` runs it),
+//! those committed since the oldest movement not settled when it last ran; without one, all of
+//! them.
 //!
 //! An authorization the gateway approved but the log never recorded (its answer lost in a
 //! crash or a timeout, or recorded too late, after the order ended) holds the customer's money
-//! with nothing in the log to give it back. So when an order is cancelled (by the customer, a
-//! decline or its hold running out) with no authorization recorded, every gateway taking its
-//! currency gives up what the order's authorization key reserved
-//! ([`PaymentGateway::cancel_authorization`], which also bars a call still on its way). That
-//! is a movement like a void: committed with the cancel, repeated by a start until settled.
-//! An order paid through one gateway after others timed out gets those cancelled too, but in
-//! memory only: a crash in between leaves their approvals to lapse at the gateways, as does a
-//! crash after an approval whose order a later start then pays through another gateway (the
-//! log records no attempt, only outcomes).
+//! with nothing in the log to give it back. So a cancel (by the customer, a decline or the
+//! hold running out) of an order with no authorization recorded is a movement too: the order's
+//! authorization key is given up ([`PaymentGateway::cancel_authorization`], which also bars a
+//! call still on its way) at every gateway taking its currency; or, for an order this run's
+//! flow declined, only at the gateways that timed out ([`Declined`]). It is repeated by a
+//! start until settled, like a void. An order paid through one gateway after others timed out
+//! gets those cancelled too, but in memory only: a stop or a crash in between, or a gateway
+//! that stays down through the retries, leaves their approvals to lapse at the gateways, as
+//! does a crash after an approval whose order a later start then pays through another gateway
+//! (the log records outcomes, not attempts).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -166,6 +167,7 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool, checkpoint: Opt
         unknown_gateways: HashSet::new(),
         to_look_up: Vec::new(),
         to_start: Vec::new(),
+        declined: Declined::default(),
         taken_over_at: 0,
     };
     if let Some(path) = checkpoint {
@@ -359,6 +361,34 @@ struct Flows {
     to_look_up: Vec<Movement>,
     /// Orders whose flows start with the next batch (see [`START_BATCH`]).
     to_start: Vec<(TenantId, OrderId, Money)>,
+    /// Orders this run's flows declined, until their cancels are read.
+    declined: Declined,
+}
+
+/// The orders this run's flows declined, each with the gateways that may still hold an
+/// authorization for it (those that timed out): its committed cancel gives up only there. An
+/// order not in it (its flow ran before a restart, or had not ended) is given up at every
+/// gateway, since nothing says which ones it reached. Without this, a gateway outage, in which
+/// every order is declined, would send a cancel to every gateway, the down ones included, for
+/// every order.
+#[derive(Clone, Default)]
+struct Declined(Arc<Mutex<MayHold>>);
+
+/// Per order, the gateways that may hold an authorization for it.
+type MayHold = HashMap<(TenantId, OrderId), Vec<GatewayId>>;
+
+impl Declined {
+    fn note(&self, tenant: &TenantId, order: &OrderId, holding: Vec<GatewayId>) {
+        self.lock().insert((tenant.clone(), order.clone()), holding);
+    }
+
+    fn take(&self, tenant: &TenantId, order: &OrderId) -> Option<Vec<GatewayId>> {
+        self.lock().remove(&(tenant.clone(), order.clone()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MayHold> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// A capture, void or refund committed in the log, to be made at the gateway; or a cancelled
@@ -442,10 +472,19 @@ impl Flows {
         let Movement { position, tenant, payment, what } = movement;
         let (what, minor, known) = match (what, found) {
             (What::GiveUp(order), Found::Unrecorded(amount)) => {
-                let gateways = self.router.gateways_taking(amount.currency);
+                let gateways = match self.declined.take(&tenant, &order) {
+                    Some(holding) => {
+                        holding.iter().filter_map(|id| self.router.gateway(id)).collect()
+                    }
+                    None => self.router.gateways_taking(amount.currency),
+                };
+                if gateways.is_empty() {
+                    self.ledger().settled(position);
+                    return;
+                }
                 let request = authorize_request(&tenant, order, amount);
                 let timeout = self.router.config().call_timeout;
-                let call = Box::pin(async move { give_up(&gateways, &request, timeout).await });
+                let call = Box::pin(give_up(gateways, request, timeout));
                 self.spawn_after(position, tenant, payment, call);
                 return;
             }
@@ -538,13 +577,15 @@ impl Flows {
                 let state = world.tenant(tenant)?;
                 let started = state.payment(payment);
                 if let Some(order) = cancelled {
-                    // A declined payment authorized nothing (zero).
-                    let recorded =
-                        started.and_then(|p| p.authorized()).is_some_and(|m| m.minor > 0);
+                    let placed = state.order(order)?;
+                    // Confirmed by a payment (the process's or another), or authorized under
+                    // the process's id (a declined payment authorized nothing: zero).
+                    let recorded = placed.payment().is_some()
+                        || started.and_then(|p| p.authorized()).is_some_and(|m| m.minor > 0);
                     return if recorded {
                         Some(Found::Recorded)
                     } else {
-                        state.order(order)?.total().map(Found::Unrecorded)
+                        placed.total().map(Found::Unrecorded)
                     };
                 }
                 let started = started?;
@@ -607,12 +648,13 @@ impl Flows {
             .block_on(self.permits.clone().acquire_many_owned(count))
             .expect("the semaphore stays open");
         let (engine, router) = (self.engine.clone(), self.router.clone());
+        let declined = self.declined.clone();
         self.runtime.spawn(async move {
             for (tenant, order, amount) in flows {
                 let permit = permits.split(1).expect("a permit per flow");
-                let (engine, router) = (engine.clone(), router.clone());
+                let (engine, router, declined) = (engine.clone(), router.clone(), declined.clone());
                 tokio::spawn(async move {
-                    authorize_order(&engine, &router, tenant, order, amount).await;
+                    authorize_order(&engine, &router, &declined, tenant, order, amount).await;
                     drop(permit);
                 });
             }
@@ -622,10 +664,11 @@ impl Flows {
 
 /// Authorizes one order and records the outcome; on a decline or when every gateway is down,
 /// records the decline and cancels the order, which releases its stock (and, as a committed
-/// cancel, gives up the order's authorization key at every gateway).
+/// cancel, gives up the order's authorization key where it may be held: see [`Declined`]).
 async fn authorize_order(
     engine: &Engine,
     router: &Router,
+    declined: &Declined,
     tenant: TenantId,
     order: OrderId,
     amount: Money,
@@ -653,17 +696,30 @@ async fn authorize_order(
                 Recorded::Unknown => return,
             };
             let holding: Vec<_> = holding.iter().filter_map(|id| router.gateway(id)).collect();
-            give_up(&holding, &request, router.config().call_timeout).await;
+            if holding.is_empty() {
+                return;
+            }
+            let ids: Vec<String> = holding.iter().map(|g| g.id().to_string()).collect();
+            if !give_up(holding, request, router.config().call_timeout).await {
+                // Not a committed movement: nothing repeats it.
+                tracing::error!(%tenant, %order, gateways = ?ids, "an authorization that may be held was not cancelled; it lapses at the gateway");
+            }
             return;
         }
         Ok((gateway, Authorization::Declined)) => (gateway, DeclineReason::Refused),
         Err(_) => (fallback_gateway(router), DeclineReason::GatewayUnavailable),
     };
+    // Noted before the cancel is sent, so that the event loop finds it when it reads the cancel.
+    declined.note(&tenant, &order, timed_out);
     let command = PaymentCommand::Decline { order: order.clone(), amount, gateway, reason };
     execute(engine, &tenant, "pm:decline", &order, Command::Payment { payment, command }).await;
     let cancel = OrderCommand::Cancel { reason: CancelReason::PaymentDeclined };
     let cancel = Command::Order { order: order.clone(), command: cancel };
-    execute(engine, &tenant, "pm:cancel", &order, cancel).await;
+    if execute(engine, &tenant, "pm:cancel", &order, cancel).await != Recorded::Yes {
+        // The order ended otherwise (its cancel, read or to be read, is not this one), or the
+        // engine stopped: the note would only be in the way.
+        declined.take(&tenant, &order);
+    }
 }
 
 /// The request authorizing `order` at any gateway: one key per order, so a retry anywhere
@@ -751,8 +807,9 @@ fn idempotency_key(step: &str, order: &OrderId) -> IdempotencyKey {
 const MONEY_ATTEMPTS: u32 = 8;
 
 /// Captures, voids or refunds at `gateway`, the one that authorized the payment. The reference
-/// is asked again with the authorization's own key, which returns the first outcome. Returns
-/// whether the movement is settled (see [`until_answered`]).
+/// is asked again with the authorization's own key, which returns the first outcome. Each call
+/// is given up after `timeout` (the router's, so that a gateway that hangs holds no movement up
+/// for ever). Returns whether the movement is settled (see [`until_answered`]).
 async fn move_money(
     gateway: &dyn PaymentGateway,
     tenant: &TenantId,
@@ -763,9 +820,9 @@ async fn move_money(
     timeout: Duration,
 ) -> bool {
     let request = authorize_request(tenant, known.order.clone(), known.amount);
-    until_answered(&request, what, timeout, || {
+    until_answered(&request, what, || {
         Box::pin(async {
-            let reference = match gateway.authorize(&request).await? {
+            let reference = match within(timeout, gateway.authorize(&request)).await? {
                 Authorization::Approved { reference } => reference,
                 Authorization::Declined => {
                     return Err(GatewayError::Rejected("no authorization".into()));
@@ -776,44 +833,65 @@ async fn move_money(
                 reference,
                 amount: Money::new(minor, known.amount.currency),
             };
-            match what {
-                "capture" => gateway.capture(&money).await,
-                "void" => gateway.void(&money).await,
-                _ => gateway.refund(&money).await,
-            }
+            within(
+                timeout,
+                match what {
+                    "capture" => gateway.capture(&money),
+                    "void" => gateway.void(&money),
+                    _ => gateway.refund(&money),
+                },
+            )
+            .await
         })
     })
     .await
 }
 
-/// Gives up what `request`'s key authorized at each of `gateways`; settled once each is.
+/// Gives up what `request`'s key authorized at each of `gateways`, all at once (one that is
+/// down or hangs does not hold the others up); settled once each is.
 async fn give_up(
-    gateways: &[Arc<dyn PaymentGateway>],
-    request: &AuthorizeRequest,
+    gateways: Vec<Arc<dyn PaymentGateway>>,
+    request: AuthorizeRequest,
     timeout: Duration,
 ) -> bool {
-    let mut settled = true;
+    let request = Arc::new(request);
+    let mut cancels = tokio::task::JoinSet::new();
     for gateway in gateways {
-        let cancel = || gateway.cancel_authorization(request);
-        settled &= until_answered(request, "cancel authorization", timeout, cancel).await;
+        let request = request.clone();
+        cancels.spawn(async move {
+            let cancel = || within(timeout, gateway.cancel_authorization(&request));
+            until_answered(&request, "cancel authorization", cancel).await
+        });
+    }
+    let mut settled = true;
+    while let Some(done) = cancels.join_next().await {
+        settled &= done.unwrap_or(false);
     }
     settled
 }
 
+/// `call`, or [`GatewayError::Timeout`] once `timeout` has passed.
+fn within<'a, T: Send + 'a>(
+    timeout: Duration,
+    call: BoxFuture<'a, Result<T, GatewayError>>,
+) -> BoxFuture<'a, Result<T, GatewayError>> {
+    Box::pin(async move {
+        tokio::time::timeout(timeout, call).await.unwrap_or(Err(GatewayError::Timeout))
+    })
+}
+
 /// Makes the gateway call `call` for `request`'s order, retrying with backoff until the
-/// gateway answers, each try given up after `timeout` (the router's, so that a gateway that
-/// hangs holds no movement up for ever). Returns whether the movement is settled: made, or
-/// refused for good (repeating it could not change that); not when the retries ran out.
+/// gateway answers. Returns whether the movement is settled: made, or refused for good
+/// (repeating it could not change that); not when the retries ran out (a committed movement
+/// then holds the checkpoint back, so that the next start makes it).
 async fn until_answered<'a>(
     request: &AuthorizeRequest,
     what: &str,
-    timeout: Duration,
     call: impl Fn() -> BoxFuture<'a, Result<(), GatewayError>>,
 ) -> bool {
     let (tenant, order) = (&request.tenant, &request.order);
     for attempt in 0..MONEY_ATTEMPTS {
-        let answer = tokio::time::timeout(timeout, call()).await;
-        match answer.unwrap_or(Err(GatewayError::Timeout)) {
+        match call().await {
             Ok(()) => return true,
             Err(GatewayError::Rejected(why)) => {
                 tracing::error!(%tenant, %order, what, %why, "gateway refused a money movement");
@@ -825,6 +903,6 @@ async fn until_answered<'a>(
             }
         }
     }
-    tracing::error!(%tenant, %order, what, "money not moved after retries; the next start tries again");
+    tracing::error!(%tenant, %order, what, attempts = MONEY_ATTEMPTS, "money not moved");
     false
 }

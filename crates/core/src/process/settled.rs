@@ -1,13 +1,17 @@
 //! How far the payments process's money movements are settled, and the checkpoint that keeps
 //! it across restarts.
 //!
-//! A capture, void or refund is committed in the log first and made at the gateway after. A
+//! A capture, void or refund (or the cancel of an order with no authorization recorded, which
+//! gives up its authorization key at the gateways) is committed in the log first and made at
+//! the gateway after. A
 //! process that stops in between cannot know which calls were made, so a start repeats the
 //! movements it is not sure of; their keys make a repeated call return its first outcome. The
 //! checkpoint bounds that: every movement committed before its position was settled at the
 //! gateway (made, or refused for good), so a start repeats only those from there on instead of
 //! the whole history. A movement given up after its retries holds the checkpoint back, so the
-//! next start tries it again; so does one whose gateway is not configured.
+//! next start tries it again; so does a capture, void or refund whose gateway is not
+//! configured (a cancel goes to the gateways configured now: one no longer configured cannot
+//! be reached to give anything up).
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -476,6 +476,28 @@ fn an_approval_whose_answer_timed_out_is_given_up_when_another_gateway_approves(
 }
 
 #[test]
+fn in_an_outage_declined_orders_send_no_cancels_to_the_gateways_that_were_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    let (a, b) = (gateway("a", 0), gateway("b", 0));
+    a.set_down(true);
+    b.set_down(true);
+    let process = PaymentProcess::start(engine.clone(), router(&[a.clone(), b.clone()]));
+    for n in 0..3 {
+        engine.execute_blocking(place("acme", &format!("o-{n}"), &[("sku-1", 1)])).unwrap();
+    }
+    let events = settled(&engine, 3);
+    std::thread::sleep(Duration::from_millis(300));
+    process.stop();
+    let declined = OrderEvent::OrderCancelled { reason: CancelReason::PaymentDeclined };
+    assert_eq!(events.iter().filter(|(_, e)| *e == declined).count(), 3);
+    // One authorization call each, refused at once: nothing to cancel anywhere.
+    assert_eq!((a.calls(), b.calls()), (3, 3));
+}
+
+#[test]
 fn an_order_cancelled_while_its_answer_is_lost_gives_up_the_approval() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::at(START);
