@@ -75,6 +75,17 @@ pub enum DeclineReason {
     GatewayUnavailable,
 }
 
+impl DeclineReason {
+    /// Stable snake_case name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeclineReason::Refused => "refused",
+            DeclineReason::GatewayUnavailable => "gateway_unavailable",
+        }
+    }
+}
+
 /// State of one payment: what its decisions need, and the gateway that holds its money (the
 /// payments process routes later captures, voids and refunds there). Fields are private so
 /// that only events change them.

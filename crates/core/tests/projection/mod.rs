@@ -466,6 +466,9 @@ fn an_order_row_round_trips_and_garbage_is_an_error_not_a_panic() {
         payment_status: Some(orderly_core::domain::PaymentStatus::Voided),
         authorized: 14,
         captured: 0,
+        gateway: Some(orderly_core::domain::GatewayId::new("gw-a").unwrap()),
+        decline_reason: None,
+        hold_expires_at: Some(orderly_core::domain::Timestamp(START.0 + 900_000)),
         placed_at: START,
         positions: vec![Position(3), Position(9)],
     };
@@ -481,20 +484,33 @@ fn an_order_row_round_trips_and_garbage_is_an_error_not_a_panic() {
     bad_status[1] = 99;
     assert!(matches!(OrderView::decode(&bad_status), Err(ProjectionError::Corrupt(_))));
 
-    // Rows of format 2 (fixed-width numbers), written before format 3, are still read.
+    // Rows of formats 3 and 2, written before the payment's details were kept, are still
+    // read, without them.
+    let before = OrderView { gateway: None, decline_reason: None, hold_expires_at: None, ..view };
+    let format_3 = "0304034555520e0080f0d6ebab33030e0003632d3903702d390101610207020306";
     let format_2 = "0204034555520e00000000000000000000000000000000b875bd9a010000030e000000000000000000\
                     00000000000003632d3903702d390100016102000000000000000700000000000000020000000300\
                     0000000000000900000000000000";
-    let format_2: Vec<u8> = (0..format_2.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&format_2[i..i + 2], 16).unwrap())
-        .collect();
-    assert_eq!(OrderView::decode(&format_2).unwrap(), view);
+    let hex = |text: &str| -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let (format_3, format_2) = (hex(format_3), hex(format_2));
+    assert_eq!(OrderView::decode(&format_3).unwrap(), before);
+    assert_eq!(OrderView::decode(&format_2).unwrap(), before);
     assert_eq!(
-        bytes.len(),
+        format_3.len(),
         33,
         "format 3 holds the same in about a third of the bytes of format 2 (95)"
     );
+    let mut bad_reason = bytes.clone();
+    let reason_at = bytes.len() - 1 - "gw-a".len() - 1;
+    assert_eq!(bad_reason[reason_at], 0, "no decline reason");
+    bad_reason[reason_at] = 7;
+    assert!(matches!(OrderView::decode(&bad_reason), Err(ProjectionError::Corrupt(_))));
+    let bytes = format_3;
 
     // Numbers are varints: one wider than 64 bits, or a position past u64::MAX, is corrupt.
     let total_at = 1 + 1 + 1 + 3;

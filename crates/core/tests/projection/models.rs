@@ -321,9 +321,16 @@ fn the_order_view_follows_its_payment_through_the_payments_events() {
     go(decline(&engine, "acme", "p-3a", "o-3", total(3_000), "gw-2"));
     let declined = (Some(payment_id("p-3a")), Some(PaymentStatus::Declined), 0, 0, 0);
     assert_eq!(view_payment(&db, "acme", "o-3"), declined);
+    let details = |o: &str| {
+        let view = projection::order(&db, &tenant("acme"), &order_id(o)).unwrap().unwrap();
+        (view.gateway.map(|g| g.to_string()), view.decline_reason, view.hold_expires_at)
+    };
+    let hold = Some(orderly_core::domain::Timestamp(START.0 + 24 * 60 * MINUTE));
+    assert_eq!(details("o-3"), (Some("gw-2".into()), Some(DeclineReason::Refused), hold));
     go(authorize(&engine, "acme", &payment_id("p-3b"), "o-3", total(3_000)));
     let second = (Some(payment_id("p-3b")), Some(PaymentStatus::Authorized), 3_000, 0, 0);
     assert_eq!(view_payment(&db, "acme", "o-3"), second);
+    assert_eq!(details("o-3"), (Some("gw-1".into()), None, hold), "the authorization's");
 
     // Declined, then cancelled for it (what the payments process does).
     go(place(&engine, "acme", "o-4", "c-1", eur(), &line));
@@ -540,6 +547,9 @@ fn an_order_row_with_a_bad_payment_state_or_the_old_format_is_an_error() {
         payment_status: Some(PaymentStatus::Captured),
         authorized: 9,
         captured: 9,
+        gateway: None,
+        decline_reason: None,
+        hold_expires_at: None,
         placed_at: Timestamp(START.0),
         positions: vec![orderly_core::Position(1)],
     };

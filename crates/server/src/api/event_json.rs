@@ -5,9 +5,7 @@
 //! the event.
 
 use orderly_core::codec::EventType;
-use orderly_core::domain::{
-    DeclineReason, Event, InventoryEvent, OrderEvent, OrderLine, PaymentEvent,
-};
+use orderly_core::domain::{Event, InventoryEvent, OrderEvent, OrderLine, PaymentEvent};
 use orderly_core::engine::CommittedEvent;
 use serde_json::{Value, json};
 
@@ -76,10 +74,7 @@ fn payment_data(event: &PaymentEvent) -> Value {
         P::PaymentDeclined { order, amount, gateway, reason } => json!({
             "order_id": order.as_str(), "amount": amount.minor,
             "currency": amount.currency.as_str(), "gateway": gateway.as_str(),
-            "reason": match reason {
-                DeclineReason::Refused => "refused",
-                DeclineReason::GatewayUnavailable => "gateway_unavailable",
-            },
+            "reason": reason.as_str(),
         }),
         P::PaymentCaptured { amount } | P::PaymentRefunded { amount } => {
             json!({ "amount": amount })

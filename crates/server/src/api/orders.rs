@@ -130,6 +130,12 @@ pub struct OrderBody {
     pub payment: Option<PaymentBody>,
     /// When the order was placed (ms since the Unix epoch).
     pub placed_at_ms: u64,
+    /// While the order is `placed` (not yet paid): when its stock hold runs out and it is
+    /// cancelled if still unpaid (ms since the Unix epoch). Absent otherwise, and for orders
+    /// recorded by a release that did not keep it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub hold_expires_at_ms: Option<u64>,
     /// Log positions of the order's events, in order.
     pub event_positions: Vec<u64>,
     /// The read model includes every event below this log position.
@@ -147,6 +153,11 @@ pub struct PaymentBody {
     pub authorized: u64,
     /// Amount captured, in minor units.
     pub captured: u64,
+    /// The gateway that authorized or declined it.
+    pub gateway: Option<String>,
+    /// Why it was declined: `refused` (the customer's bank) or `gateway_unavailable` (no
+    /// gateway could be reached).
+    pub decline_reason: Option<String>,
 }
 
 /// One page of a customer's orders, newest first.
@@ -514,7 +525,10 @@ fn order_body(order: &OrderId, view: OrderView, position: u64) -> OrderBody {
         status: view.payment_status.map(|s| s.as_str().to_owned()),
         authorized: view.authorized,
         captured: view.captured,
+        gateway: view.gateway.as_ref().map(|g| g.as_str().to_owned()),
+        decline_reason: view.decline_reason.map(|r| r.as_str().to_owned()),
     });
+    let unpaid = view.status == orderly_core::domain::OrderStatus::Placed;
     OrderBody {
         order_id: order.as_str().to_owned(),
         status: view.status.as_str().to_owned(),
@@ -534,6 +548,7 @@ fn order_body(order: &OrderId, view: OrderView, position: u64) -> OrderBody {
         refunded: view.refunded,
         payment,
         placed_at_ms: view.placed_at.0,
+        hold_expires_at_ms: view.hold_expires_at.filter(|_| unpaid).map(|t| t.0),
         event_positions: view.positions.iter().map(|p| p.0).collect(),
         position,
     }

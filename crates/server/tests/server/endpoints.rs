@@ -61,6 +61,8 @@ async fn placing_an_order_answers_201_with_its_fields_and_holds_its_stock() {
     assert_eq!(order["refunded"], 0);
     assert_eq!(order["lines"], body["lines"]);
     assert!(position(&order) >= at);
+    // Unpaid: when the hold runs out, as the placing answered.
+    assert_eq!(order["hold_expires_at_ms"], placed["hold_expires_at_ms"], "{order}");
 
     let mug = server.get(&format!("/v1/inventory/mug?min_position={at}")).await.ok(StatusCode::OK);
     assert_eq!(
@@ -88,6 +90,9 @@ async fn a_paid_order_ships_is_delivered_and_refunded() {
     let confirmed = server.wait_for_status("o-1", "confirmed").await;
     assert_eq!(confirmed["payment"]["status"], "authorized", "{confirmed}");
     assert_eq!(confirmed["payment"]["authorized"], 2000);
+    assert!(confirmed["payment"]["gateway"].as_str().is_some_and(|g| !g.is_empty()));
+    assert_eq!(confirmed["payment"]["decline_reason"], json!(null));
+    assert!(confirmed.get("hold_expires_at_ms").is_none(), "paid: no hold runs out");
 
     let shipped = server.post("/v1/orders/o-1/ship", &json!(null)).await.ok(StatusCode::OK);
     assert_eq!(shipped["order_id"], "o-1");

@@ -71,7 +71,8 @@ impl<'a> Batch<'a> {
         let before = slot.as_ref().map(|view| view.status);
         match slot {
             None => {
-                let E::OrderPlaced { customer, currency, lines, total, .. } = event else {
+                let E::OrderPlaced { customer, currency, lines, total, hold_expires_at } = event
+                else {
                     return Err(bad("an event before the order was placed"));
                 };
                 *slot = Some(OrderView {
@@ -86,6 +87,9 @@ impl<'a> Batch<'a> {
                     payment_status: None,
                     authorized: 0,
                     captured: 0,
+                    gateway: None,
+                    decline_reason: None,
+                    hold_expires_at: Some(*hold_expires_at),
                     placed_at: committed.recorded_at,
                     positions: vec![committed.position],
                 });
@@ -160,14 +164,18 @@ impl<'a> Batch<'a> {
         };
         let current = view.payment.as_ref() == Some(payment);
         match (event, view.payment_status) {
-            (E::PaymentAuthorized { amount, .. }, None | Some(S::Declined)) => {
+            (E::PaymentAuthorized { amount, gateway, .. }, None | Some(S::Declined)) => {
                 view.payment = Some(payment.clone());
                 view.payment_status = Some(S::Authorized);
                 view.authorized = amount.minor;
+                view.gateway = Some(gateway.clone());
+                view.decline_reason = None;
             }
-            (E::PaymentDeclined { .. }, None | Some(S::Declined)) => {
+            (E::PaymentDeclined { gateway, reason, .. }, None | Some(S::Declined)) => {
                 view.payment = Some(payment.clone());
                 view.payment_status = Some(S::Declined);
+                view.gateway = Some(gateway.clone());
+                view.decline_reason = Some(*reason);
             }
             (E::PaymentAuthorized { .. } | E::PaymentDeclined { .. }, Some(status)) => {
                 return Err(bad(format!("started for order {order}, whose payment is {status}")));

@@ -2,24 +2,27 @@
 //! positions of the order's events.
 //!
 //! Table `orders`: key `(tenant, order)` (redb tuple of two strings), value an [`OrderView`]
-//! in a small hand-written encoding (format 3), numbers as varints (unsigned LEB128):
+//! in a small hand-written encoding (format 4), numbers as varints (unsigned LEB128):
 //!
 //! ```text
-//! u8 format (3) | u8 status | u8 cancel reason | [u8; 3] currency
+//! u8 format (4) | u8 status | u8 cancel reason | [u8; 3] currency
 //! var total | var refunded | var placed_at (ms)
 //! u8 payment status | var authorized | var captured
 //! str customer | str payment (length 0: none)        str = u8 length + UTF-8 bytes (ids ≤ 64)
 //! var line count, per line: str sku | var quantity | var unit price
 //! var position count, then the first position and each next one as its step from the last
+//! var hold_expires_at (ms; 0: unknown) | u8 decline reason | str gateway (length 0: none)
 //! ```
-//! Format 3 takes half the bytes of format 2 or less, and redb's cost per row grows with its
-//! size (measured: 2.0 µs per insert at 60 bytes, 3.3 at 180): the orders table is most of
-//! what a catch-up commits. Format 2, still read, is the same with fixed-width little-endian
-//! numbers: u64 for each number above, a u16 line count, a u32 position count and each
-//! position in full.
+//! Format 3, still read, ends before the last line: its views have no hold expiry, decline
+//! reason or gateway until the order's next event rewrites them. Format 3 takes half the bytes
+//! of format 2 or less, and redb's cost per row grows with its size (measured: 2.0 µs per
+//! insert at 60 bytes, 3.3 at 180): the orders table is most of what a catch-up commits.
+//! Format 2, still read, is format 3 with fixed-width little-endian numbers: u64 for each
+//! number above, a u16 line count, a u32 position count and each position in full.
 //! status: 0 placed, 1 confirmed, 2 shipped, 3 delivered, 4 cancelled; cancel reason: 0 none,
 //! 1 requested, 2 payment declined, 3 hold expired; payment status: 0 none, 1 authorized,
-//! 2 captured, 3 voided, 4 declined. Format 1 (before payment state) is not read: read models
+//! 2 captured, 3 voided, 4 declined; decline reason: 0 none, 1 refused, 2 gateway unavailable.
+//! Format 1 (before payment state) is not read: read models
 //! are derived, rebuild them. The view follows the events of the order's own stream (placed,
 //! confirmed, shipped, delivered, cancelled, refunded); their positions are listed in order.
 //!
@@ -38,8 +41,8 @@ use super::row::{RowReader, put_str, put_varint};
 use super::{Projection, ProjectionError, Rows, Stage};
 use crate::Position;
 use crate::domain::{
-    CancelReason, Currency, CustomerId, OrderId, OrderLine, OrderStatus, PaymentId, PaymentStatus,
-    Quantity, Sku, TenantId, Timestamp,
+    CancelReason, Currency, CustomerId, DeclineReason, GatewayId, OrderId, OrderLine, OrderStatus,
+    PaymentId, PaymentStatus, Quantity, Sku, TenantId, Timestamp,
 };
 use crate::engine::CommittedEvent;
 
@@ -55,8 +58,10 @@ pub const ORDER_STATUS_COUNTS: TableDefinition<'static, (&str, &str), u64> =
     TableDefinition::new("order_status_counts");
 
 /// The row format written.
-const FORMAT: u8 = 3;
-/// The format before, with fixed-width numbers: still read.
+const FORMAT: u8 = 4;
+/// The format before, without the hold expiry, decline reason and gateway: still read.
+const FORMAT_NO_PAYMENT_DETAIL: u8 = 3;
+/// The format before that, with fixed-width numbers: still read.
 const FORMAT_FIXED: u8 = 2;
 
 /// One order as the read model holds it.
@@ -86,6 +91,13 @@ pub struct OrderView {
     pub authorized: u64,
     /// Amount the payment captured, in minor units (0 until captured).
     pub captured: u64,
+    /// The gateway that authorized or declined [`OrderView::payment`].
+    pub gateway: Option<GatewayId>,
+    /// Why [`OrderView::payment`] was declined, when it was.
+    pub decline_reason: Option<DeclineReason>,
+    /// When the stock hold runs out if the order is not paid (`None` for an order whose row
+    /// was first written before format 4).
+    pub hold_expires_at: Option<Timestamp>,
     /// When the order was placed (admission time).
     pub placed_at: Timestamp,
     /// Positions of the order's events, in order.
@@ -141,16 +153,23 @@ impl OrderView {
             put_varint(out, step);
             last = p.0;
         }
+        put_varint(out, self.hold_expires_at.map_or(0, |t| t.0));
+        out.push(match self.decline_reason {
+            None => 0,
+            Some(DeclineReason::Refused) => 1,
+            Some(DeclineReason::GatewayUnavailable) => 2,
+        });
+        put_str(out, self.gateway.as_ref().map_or("", GatewayId::as_str));
     }
 
     /// Reads a row written by [`OrderView::encode`].
     pub fn decode(bytes: &[u8]) -> Result<OrderView, ProjectionError> {
         let mut r = RowReader::new(bytes, "order");
-        let fixed = match r.u8()? {
-            FORMAT => false,
-            FORMAT_FIXED => true,
-            other => return Err(corrupt(format!("unknown order row format {other}"))),
-        };
+        let format = r.u8()?;
+        if ![FORMAT, FORMAT_NO_PAYMENT_DETAIL, FORMAT_FIXED].contains(&format) {
+            return Err(corrupt(format!("unknown order row format {format}")));
+        }
+        let fixed = format == FORMAT_FIXED;
         let number = |r: &mut RowReader<'_>| if fixed { r.u64() } else { r.varint() };
         let code = r.u8()?;
         let status = OrderStatus::from_code(code)
@@ -199,6 +218,20 @@ impl OrderView {
             positions.push(Position(position));
             last = position;
         }
+        let (mut hold_expires_at, mut decline_reason, mut gateway) = (None, None, None);
+        if format == FORMAT {
+            hold_expires_at = Some(r.varint()?).filter(|&ms| ms > 0).map(Timestamp);
+            decline_reason = match r.u8()? {
+                0 => None,
+                1 => Some(DeclineReason::Refused),
+                2 => Some(DeclineReason::GatewayUnavailable),
+                other => return Err(corrupt(format!("unknown decline reason {other}"))),
+            };
+            gateway = match r.str()? {
+                "" => None,
+                id => Some(GatewayId::new(id).map_err(invalid)?),
+            };
+        }
         if !r.is_done() {
             return Err(corrupt("trailing bytes after an order row"));
         }
@@ -214,6 +247,9 @@ impl OrderView {
             payment_status,
             authorized,
             captured,
+            gateway,
+            decline_reason,
+            hold_expires_at,
             placed_at,
             positions,
         })
