@@ -1,6 +1,7 @@
 // Opens the dashboard in headless Chromium with the demo token in the URL fragment, places
 // orders through the API, and checks that the big number goes up by exactly that many
-// without a reload. Leaves a screenshot for people to look at.
+// without a reload; then that a phone-wide screen takes a long day's figures. Leaves
+// screenshots for people to look at (SCREENSHOT_PATH, and the phone's beside it).
 //
 // Usage: node check.mjs BASE_URL TOKEN SCREENSHOT_PATH
 import { chromium } from "playwright-core";
@@ -55,9 +56,26 @@ try {
   if (!(await page.evaluate(() => window.__sameDocument === true))) fail("the page reloaded");
   const state = await page.getAttribute("#state", "data-state");
   if (state !== "live") fail(`the connection state is ${state}, not live`);
-  const bars = await page.locator("#chart path").count();
-  if (bars !== 1) fail("the per-minute chart is empty");
+  // The chart's outline rises above its baseline (y = 300) where minutes had orders.
+  const heights = await page.evaluate(() => [...document.querySelectorAll("#chart path")]
+    .flatMap((p) => [...p.getAttribute("d").matchAll(/L[\d.]+,([\d.]+)/g)].map((m) => Number(m[1]))));
+  if (!heights.some((y) => y < 300)) fail("the per-minute chart shows no orders");
   await page.screenshot({ path: screenshot, fullPage: true });
+  // On a phone the page fits its width, even with a nine-digit day, a dozen currencies and a
+  // gateway with a long id (figures drawn by the page's own render, as a stream would bring).
+  await page.setViewportSize({ width: 360, height: 740 });
+  await page.evaluate(() => render({
+    orders_today: 123456789, orders_this_minute: 98765, orders_last_minute: 123456,
+    peak_per_minute: 987654, peak_minute_ms: 0, open_reservations: 12345678, cancellations: 1234567,
+    revenue: ["EUR", "USD", "GBP", "JPY", "KWD", "CHF", "SEK", "NOK", "DKK", "PLN", "CZK", "HUF"]
+      .map((currency) => ({ currency, revenue: 123456789012345, average_basket: 123456, minor_digits: 2 })),
+    payments: [{ gateway: "g".repeat(64), success_rate: 0.987, authorized: 123456789, declined: 1234 }],
+    per_minute: [[0, 5], [720, 987]], at_ms: Date.now(),
+  }));
+  const overflow = await page.evaluate(() =>
+    document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  if (overflow > 0) fail(`on a 360 px wide screen the page is ${overflow} px too wide`);
+  await page.screenshot({ path: screenshot.replace(/\.png$/, "-phone.png"), fullPage: true });
   console.log(JSON.stringify({ before, after: expected, screenshot }));
 } finally {
   await browser.close();

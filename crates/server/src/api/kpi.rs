@@ -64,6 +64,10 @@ pub struct CurrencyFigures {
     pub revenue: u64,
     /// Average order total, in minor units.
     pub average_basket: u64,
+    /// Digits of its minor unit (ISO 4217: 2 for EUR, 0 for JPY, 3 for KWD): an amount is
+    /// `minor / 10^minor_digits` units. `None` for a code without one (orders placed through
+    /// the embedded library may use any code).
+    pub minor_digits: Option<u16>,
 }
 
 /// One gateway's payment outcomes.
@@ -151,6 +155,8 @@ pub fn day_figures(
             orders: s.orders,
             revenue: s.revenue,
             average_basket: s.average_basket(),
+            minor_digits: iso_currency::Currency::from_code(s.currency.as_str())
+                .and_then(iso_currency::Currency::exponent),
         })
         .collect();
     let mut gateways: Vec<&str> =

@@ -84,6 +84,8 @@ fn figures_from_log(events: &[CommittedEvent], now_ms: u64) -> Value {
         "revenue": revenue.iter().map(|(currency, (orders, revenue))| json!({
             "currency": currency, "orders": orders, "revenue": revenue,
             "average_basket": revenue / orders,
+            // ISO 4217's digits of the currencies the test uses.
+            "minor_digits": match currency.as_str() { "JPY" => 0, "EUR" | "USD" => 2, other => panic!("{other}?") },
         })).collect::<Vec<_>>(),
         "cancellations": cancellations,
         "payments": gateways.iter().map(|(gateway, (authorized, declined))| json!({
@@ -186,6 +188,10 @@ async fn the_kpi_stream_shows_the_figures_of_the_log() {
             "currency": "USD", "lines": [{ "sku": "mug", "quantity": n + 1, "unit_price": price }] });
         server.post("/v1/orders", &body).await.ok(StatusCode::CREATED);
     }
+    // Yen have no minor unit: the figures say so.
+    let body = json!({ "order_id": "jpy-0", "customer_id": "c-3", "currency": "JPY",
+        "lines": [{ "sku": "pen", "quantity": 1, "unit_price": 1500 }] });
+    server.post("/v1/orders", &body).await.ok(StatusCode::CREATED);
     // Another tenant's order counts for it only.
     server
         .call(support::post("/v1/inventory/mug/receive", Some(&globex), &json!({ "quantity": 5 })))
@@ -238,8 +244,8 @@ async fn the_kpi_stream_shows_the_figures_of_the_log() {
     let expected = figures_from_log(&events, at);
     assert_eq!(without_reading_time(&figures), expected);
     // The test is not vacuous: it saw what it set out to see.
-    assert_eq!(expected["orders_today"], 9);
-    assert_eq!(expected["revenue"].as_array().map(Vec::len), Some(2));
+    assert_eq!(expected["orders_today"], 10);
+    assert_eq!(expected["revenue"].as_array().map(Vec::len), Some(3));
     let declined = expected["payments"][0]["declined"].as_u64().expect("declined");
     assert!(declined > 0, "{expected}");
     assert!(expected["open_reservations"].as_u64().is_some_and(|n| n > 0));
