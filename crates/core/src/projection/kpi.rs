@@ -10,19 +10,24 @@
 //!   revenue / orders per currency ([`CurrencySales::average_basket`]) and lines / orders
 //!   ([`SalesKpis::average_lines`]).
 //! - **cancellations** by reason, from `OrderCancelled`.
-//! - **payment declines** by gateway, from `PaymentDeclined`, and **authorizations** by
-//!   gateway, from `PaymentAuthorized`: together the success rate per gateway.
+//! - **payment declines** by gateway, from `PaymentDeclined` refused by the customer's bank,
+//!   and **authorizations** by gateway, from `PaymentAuthorized`: together the success rate
+//!   per gateway. A decline because no gateway answered counts apart (**unavailable**): the
+//!   gateway such a decline names is a placeholder, and counting it there would blame a
+//!   healthy gateway for another's outage.
 //!
 //! Table `sales_kpis`: key `(tenant, minute)` (redb tuple of a string and a `u64`), value a
-//! [`SalesKpis`] in a small hand-written little-endian encoding (format 2; format 1, without
-//! the authorizations, is still read):
+//! [`SalesKpis`] in a small hand-written little-endian encoding (format 3; format 2, without
+//! the unavailable count, whose declines counted under the gateway they name, and format 1,
+//! without the authorizations either, are still read):
 //!
 //! ```text
-//! u8 format (1) | u64 lines | u64 units
+//! u8 format (3) | u64 lines | u64 units
 //! u64 cancelled: requested | u64 payment declined | u64 hold expired
 //! u16 currency count, per currency (ascending): [u8; 3] code | u64 orders | u64 revenue
 //! u16 gateway count, per gateway (ascending): u8 length + UTF-8 id | u64 declines
 //! u16 gateway count, per gateway (ascending): u8 length + UTF-8 id | u64 authorizations
+//! u64 unavailable
 //! ```
 //! Every sum is checked: an overflow is [`ProjectionError::Inconsistent`], never a wrap.
 
@@ -35,7 +40,8 @@ use super::pending::read_table;
 use super::row::{RowReader, put_str};
 use super::{Projection, ProjectionError, Rows, Stage, inconsistent};
 use crate::domain::{
-    CancelReason, Currency, Event, GatewayId, OrderEvent, OrderLine, PaymentEvent, TenantId,
+    CancelReason, Currency, DeclineReason, Event, GatewayId, OrderEvent, OrderLine, PaymentEvent,
+    TenantId,
 };
 use crate::engine::CommittedEvent;
 
@@ -43,7 +49,7 @@ use crate::engine::CommittedEvent;
 pub const SALES_KPIS: TableDefinition<'static, (&str, u64), &[u8]> =
     TableDefinition::new("sales_kpis");
 
-const FORMAT: u8 = 2;
+const FORMAT: u8 = 3;
 
 /// Milliseconds per minute: an event's minute is `recorded_at / MINUTE_MS`.
 pub const MINUTE_MS: u64 = 60_000;
@@ -97,11 +103,12 @@ pub struct SalesKpis {
     pub units: u64,
     /// Orders cancelled.
     pub cancellations: Cancellations,
-    /// Payments declined, per gateway (the refusing one, or the last one tried), ordered by
-    /// gateway id.
+    /// Payments the customer's bank refused, per gateway, ordered by gateway id.
     pub declines: Vec<(GatewayId, u64)>,
     /// Payments authorized, per gateway, ordered by gateway id.
     pub authorizations: Vec<(GatewayId, u64)>,
+    /// Payments declined because no gateway answered (see the module's documentation).
+    pub unavailable: u64,
 }
 
 impl SalesKpis {
@@ -125,10 +132,10 @@ impl SalesKpis {
         (orders > 0).then(|| self.lines as f64 / orders as f64)
     }
 
-    /// Payments declined, over every gateway.
+    /// Payments declined, over every gateway, and because none answered.
     #[must_use]
     pub fn declines_total(&self) -> u64 {
-        self.declines.iter().map(|(_, n)| n).sum()
+        self.declines.iter().map(|(_, n)| n).sum::<u64>() + self.unavailable
     }
 
     /// The row bytes (format above).
@@ -155,6 +162,7 @@ impl SalesKpis {
                 out.extend_from_slice(&n.to_le_bytes());
             }
         }
+        out.extend_from_slice(&self.unavailable.to_le_bytes());
         out
     }
 
@@ -162,7 +170,7 @@ impl SalesKpis {
     pub fn decode(bytes: &[u8]) -> Result<SalesKpis, ProjectionError> {
         let mut r = RowReader::new(bytes, "KPI");
         let format = r.u8()?;
-        if format != FORMAT && format != 1 {
+        if !(1..=FORMAT).contains(&format) {
             return Err(corrupt(format!("unknown KPI row format {format}")));
         }
         let (lines, units) = (r.u64()?, r.u64()?);
@@ -179,10 +187,11 @@ impl SalesKpis {
         }
         let declines = per_gateway(&mut r)?;
         let authorizations = if format == 1 { Vec::new() } else { per_gateway(&mut r)? };
+        let unavailable = if format < 3 { 0 } else { r.u64()? };
         if !r.is_done() {
             return Err(corrupt("trailing bytes after a KPI row"));
         }
-        Ok(SalesKpis { sales, lines, units, cancellations, declines, authorizations })
+        Ok(SalesKpis { sales, lines, units, cancellations, declines, authorizations, unavailable })
     }
 }
 
@@ -209,6 +218,7 @@ enum Count<'a> {
     Placed { currency: Currency, lines: &'a [OrderLine], total: u64 },
     Cancelled(CancelReason),
     Declined(&'a GatewayId),
+    Unavailable,
     Authorized(&'a GatewayId),
 }
 
@@ -270,9 +280,12 @@ impl<'a> Count<'a> {
             Event::Order { event: OrderEvent::OrderCancelled { reason }, .. } => {
                 Count::Cancelled(*reason)
             }
-            Event::Payment { event: PaymentEvent::PaymentDeclined { gateway, .. }, .. } => {
-                Count::Declined(gateway)
-            }
+            Event::Payment {
+                event: PaymentEvent::PaymentDeclined { gateway, reason, .. }, ..
+            } => match reason {
+                DeclineReason::Refused => Count::Declined(gateway),
+                DeclineReason::GatewayUnavailable => Count::Unavailable,
+            },
             Event::Payment { event: PaymentEvent::PaymentAuthorized { gateway, .. }, .. } => {
                 Count::Authorized(gateway)
             }
@@ -318,6 +331,7 @@ impl SalesKpis {
                 add(n, 1)?;
             }
             Count::Declined(gateway) => add(count_of(&mut self.declines, gateway), 1)?,
+            Count::Unavailable => add(&mut self.unavailable, 1)?,
             Count::Authorized(gateway) => add(count_of(&mut self.authorizations, gateway), 1)?,
         }
         Ok(())
@@ -387,6 +401,7 @@ impl SalesKpis {
             let count = count_of(&mut self.authorizations, gateway);
             *count = count.saturating_add(*n);
         }
+        self.unavailable = self.unavailable.saturating_add(other.unavailable);
     }
 }
 

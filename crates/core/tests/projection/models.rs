@@ -88,12 +88,19 @@ fn decline(
     amount: Money,
     gw: &str,
 ) -> Outcome {
-    let command = PaymentCommand::Decline {
-        order: order_id(order),
-        amount,
-        gateway: gateway(gw),
-        reason: DeclineReason::Refused,
-    };
+    decline_for(engine, t, (payment, order), amount, gw, DeclineReason::Refused)
+}
+
+fn decline_for(
+    engine: &Engine,
+    t: &str,
+    (payment, order): (&str, &str),
+    amount: Money,
+    gw: &str,
+    reason: DeclineReason,
+) -> Outcome {
+    let command =
+        PaymentCommand::Decline { order: order_id(order), amount, gateway: gateway(gw), reason };
     run(engine, t, Command::Payment { payment: payment_id(payment), command })
 }
 
@@ -397,6 +404,9 @@ fn sales_kpis_count_each_minute_of_each_tenant() {
     decline(&engine, "acme", "p-3a", "o-3", Money::new(1_000, usd()), "gw-2");
     decline(&engine, "acme", "p-3b", "o-3", Money::new(1_000, usd()), "gw-1");
     decline(&engine, "acme", "p-3c", "o-3", Money::new(1_000, usd()), "gw-2");
+    // No gateway answered: not counted against the gateway the decline names.
+    let unavailable = DeclineReason::GatewayUnavailable;
+    decline_for(&engine, "acme", ("p-3d", "o-3"), Money::new(1_000, usd()), "gw-1", unavailable);
     cancel(&engine, "acme", "o-3", CancelReason::Requested);
     place(&engine, "acme", "o-4", "c-3", eur(), &[("sku-1", 1, 4_000)]);
 
@@ -417,6 +427,7 @@ fn sales_kpis_count_each_minute_of_each_tenant() {
                 cancellations: Cancellations { payment_declined: 1, ..Cancellations::default() },
                 declines: vec![(gateway("gw-1"), 1)],
                 authorizations: Vec::new(),
+                unavailable: 0,
             },
         ),
         (
@@ -428,6 +439,7 @@ fn sales_kpis_count_each_minute_of_each_tenant() {
                 cancellations: Cancellations { requested: 1, ..Cancellations::default() },
                 declines: vec![(gateway("gw-1"), 1), (gateway("gw-2"), 2)],
                 authorizations: Vec::new(),
+                unavailable: 1,
             },
         ),
         (
@@ -439,6 +451,7 @@ fn sales_kpis_count_each_minute_of_each_tenant() {
                 cancellations: Cancellations { requested: 1, ..Cancellations::default() },
                 declines: Vec::new(),
                 authorizations: vec![(gateway("gw-1"), 1)],
+                unavailable: 0,
             },
         ),
     ];
@@ -486,6 +499,7 @@ fn sales_kpis_count_each_minute_of_each_tenant() {
     );
     assert_eq!(day.totals.declines, vec![(gateway("gw-1"), 2), (gateway("gw-2"), 2)]);
     assert_eq!(day.totals.authorizations, vec![(gateway("gw-1"), 1)]);
+    assert_eq!(day.totals.unavailable, 1);
     assert_eq!(day.totals.cancellations.total(), 3);
     assert!(projection::day(&db, &tenant("initech"), m0).unwrap().peak.is_none());
 
@@ -496,7 +510,7 @@ fn sales_kpis_count_each_minute_of_each_tenant() {
     assert_eq!(first.in_currency(usd()).unwrap().average_basket(), 1_000);
     assert_eq!(first.average_lines(), Some(4.0 / 3.0));
     assert_eq!(first.cancellations.total(), 1);
-    assert_eq!(expected_acme[1].1.declines_total(), 3);
+    assert_eq!(expected_acme[1].1.declines_total(), 4);
     assert_eq!(SalesKpis::default().average_lines(), None);
     assert_eq!(sales(eur(), 0, 0).average_basket(), 0);
 }
@@ -510,9 +524,14 @@ fn a_kpi_row_round_trips_and_garbage_is_an_error_not_a_panic() {
         cancellations: Cancellations { requested: 1, payment_declined: 2, hold_expired: 3 },
         declines: vec![(gateway("gw-1"), 1), (gateway("gw-2"), 7)],
         authorizations: vec![(gateway("gw-1"), 3)],
+        unavailable: 5,
     };
     let bytes = kpis.encode();
     assert_eq!(SalesKpis::decode(&bytes).unwrap(), kpis);
+    // Format 2, before the unavailable count, is format 3 without its last eight bytes.
+    let mut format_2 = bytes[..bytes.len() - 8].to_vec();
+    format_2[0] = 2;
+    assert_eq!(SalesKpis::decode(&format_2).unwrap(), SalesKpis { unavailable: 0, ..kpis.clone() });
     assert_eq!(SalesKpis::decode(&SalesKpis::default().encode()).unwrap(), SalesKpis::default());
     for cut in 0..bytes.len() {
         assert!(SalesKpis::decode(&bytes[..cut]).is_err(), "a row cut at {cut} bytes");

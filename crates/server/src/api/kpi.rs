@@ -44,8 +44,11 @@ pub struct DayFigures {
     pub revenue: Vec<CurrencyFigures>,
     /// Orders cancelled today.
     pub cancellations: u64,
-    /// Payment outcomes per gateway today.
+    /// Payment outcomes per gateway today: authorizations, and declines by the customer's bank.
     pub payments: Vec<GatewayFigures>,
+    /// Payments declined today because no gateway answered (an outage, every breaker open):
+    /// not counted against any gateway.
+    pub payments_unavailable: u64,
     /// Units held for orders not yet shipped, now.
     pub open_reservations: u64,
     /// Orders per minute today: `[minute of the day (0–1439), orders]`, minutes with
@@ -189,6 +192,7 @@ pub fn day_figures(
         revenue,
         cancellations: totals.cancellations.total(),
         payments,
+        payments_unavailable: totals.unavailable,
         open_reservations,
         // The read model has a row for every minute with a counted event; a minute with only a
         // cancellation or a payment outcome has no orders and is not one of these.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use orderly_core::domain::{
-    Currency, Event, GatewayId, InventoryEvent, OrderEvent, PaymentEvent, Timestamp,
+    Currency, DeclineReason, Event, GatewayId, InventoryEvent, OrderEvent, PaymentEvent, Timestamp,
 };
 use orderly_core::engine::{CommittedEvent, ManualClock};
 use orderly_core::node::ReadModel;
@@ -34,6 +34,7 @@ fn figures_from_log(events: &[CommittedEvent], now_ms: u64) -> Value {
     let mut revenue: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut gateways: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut cancellations = 0;
+    let mut unavailable = 0;
     for event in events.iter().filter(today) {
         match &event.event {
             Event::Order { event: OrderEvent::OrderPlaced { currency, total, .. }, .. } => {
@@ -46,9 +47,14 @@ fn figures_from_log(events: &[CommittedEvent], now_ms: u64) -> Value {
             Event::Payment { event: PaymentEvent::PaymentAuthorized { gateway, .. }, .. } => {
                 gateways.entry(gateway.as_str().to_owned()).or_default().0 += 1;
             }
-            Event::Payment { event: PaymentEvent::PaymentDeclined { gateway, .. }, .. } => {
-                gateways.entry(gateway.as_str().to_owned()).or_default().1 += 1;
-            }
+            Event::Payment {
+                event: PaymentEvent::PaymentDeclined { gateway, reason, .. }, ..
+            } => match reason {
+                DeclineReason::Refused => {
+                    gateways.entry(gateway.as_str().to_owned()).or_default().1 += 1;
+                }
+                DeclineReason::GatewayUnavailable => unavailable += 1,
+            },
             _ => {}
         }
     }
@@ -92,6 +98,7 @@ fn figures_from_log(events: &[CommittedEvent], now_ms: u64) -> Value {
             "gateway": gateway, "authorized": authorized, "declined": declined,
             "success_rate": success_rate(*authorized, *declined),
         })).collect::<Vec<_>>(),
+        "payments_unavailable": unavailable,
         "open_reservations": u64::try_from(held).expect("never more released than held"),
         "per_minute": per_minute.iter().map(|(m, n)| json!([m, n])).collect::<Vec<_>>(),
     })
