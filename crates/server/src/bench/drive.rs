@@ -20,8 +20,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
+use orderly_core::Position;
 use orderly_core::audit::OrderCounts;
-use orderly_core::domain::{OrderStatus, TenantId, Timestamp};
+use orderly_core::codec::{self, Decoded};
+use orderly_core::domain::{
+    Event, IdempotencyKey, OrderEvent, OrderStatus, PaymentEvent, TenantId, Timestamp,
+};
 use orderly_core::engine::{Ack, Clock, Engine, ExecuteError, ManualClock};
 use orderly_core::workload::{MAX_ADMISSION_LAG_MS, OrderTag, Step, StepKind, Workload};
 
@@ -42,6 +46,9 @@ pub(crate) struct Tally {
     pub retries_replayed: u64,
     /// Retries answered with something else than the first outcome: must be none.
     pub retries_not_replayed: u64,
+    /// Every retry answered as a replay, with where the answer says the first send's events
+    /// are: checked against the log after the day ([`misplaced_replays`]).
+    pub replays: Vec<Replay>,
     /// Refusals other than a sold-out placement, by code: must be none.
     pub unexpected: BTreeMap<String, u64>,
     /// Order statuses the model expects at the end, per tenant, from the placements accepted.
@@ -88,6 +95,59 @@ struct Sent {
     kind: StepKind,
     order: Option<OrderTag>,
     tenant: TenantId,
+    /// A retry's key, to find its first send in the log.
+    retry_key: Option<IdempotencyKey>,
+}
+
+/// A retry answered as a replay of its first send.
+#[derive(Debug)]
+pub(crate) struct Replay {
+    /// Where the answer says the first send's decision is.
+    position: u64,
+    tenant: TenantId,
+    key: IdempotencyKey,
+    kind: StepKind,
+}
+
+/// How many of `replays` point at anything but their first send: a decision record of the same
+/// tenant under the same key, holding the placement (for a placement retry) or the
+/// authorization (for an authorization retry). Read back from the log, not taken from the
+/// engine's memory.
+pub(crate) fn misplaced_replays(engine: &Engine, replays: &[Replay]) -> anyhow::Result<u64> {
+    let log = engine.log();
+    let mut misplaced = 0;
+    for replay in replays {
+        let record = log
+            .read_from(Position(replay.position))
+            .next()
+            .with_context(|| format!("no record at position {}", replay.position))??;
+        let decoded = codec::decode(
+            &record.stream,
+            record.event_type,
+            record.schema_version,
+            &record.payload,
+        )?;
+        let home = match decoded {
+            Decoded::Decision { tenant, key: Some((key, _)), events } => {
+                tenant == replay.tenant
+                    && key == replay.key
+                    && events.iter().any(|event| match (replay.kind, event) {
+                        (StepKind::RetryPlace, Event::Order { event, .. }) => {
+                            matches!(event, OrderEvent::OrderPlaced { .. })
+                        }
+                        (StepKind::RetryAuthorize, Event::Payment { event, .. }) => {
+                            matches!(event, PaymentEvent::PaymentAuthorized { .. })
+                        }
+                        _ => false,
+                    })
+            }
+            _ => false,
+        };
+        if !home {
+            misplaced += 1;
+        }
+    }
+    Ok(misplaced)
 }
 
 /// A step answered: what was sent, when the durable answer came, and the answer.
@@ -116,6 +176,7 @@ pub(crate) fn run(
             skipped: 0,
             retries_replayed: 0,
             retries_not_replayed: 0,
+            replays: Vec::new(),
             unexpected: BTreeMap::new(),
             expected: BTreeMap::new(),
             elapsed: Duration::ZERO,
@@ -237,12 +298,14 @@ impl Driver<'_> {
         if clock.now().0 != oldest {
             clock.set(Timestamp(oldest));
         }
+        let retry = matches!(step.kind, StepKind::RetryPlace | StepKind::RetryAuthorize);
         let sent = Sent {
             sequence,
             at: Instant::now(),
             kind: step.kind,
             order: step.order,
             tenant: step.envelope.tenant.clone(),
+            retry_key: step.envelope.idempotency_key.clone().filter(|_| retry),
         };
         let answers = in_flight.answers.clone();
         in_flight.count += 1;
@@ -291,12 +354,20 @@ impl Driver<'_> {
         }
         match answer {
             Ok(ack) => {
-                let retry = matches!(sent.kind, StepKind::RetryPlace | StepKind::RetryAuthorize);
-                match (retry, ack.replayed) {
-                    (true, true) => self.tally.retries_replayed += 1,
-                    (true, false) => self.tally.retries_not_replayed += 1,
-                    (false, true) => self.unexpected("replayed_first_send"),
-                    (false, false) => {}
+                match (sent.retry_key, ack.replayed) {
+                    (Some(key), true) => {
+                        self.tally.retries_replayed += 1;
+                        let (tenant, kind) = (sent.tenant.clone(), sent.kind);
+                        self.tally.replays.push(Replay {
+                            position: ack.first.0,
+                            tenant,
+                            key,
+                            kind,
+                        });
+                    }
+                    (Some(_), false) => self.tally.retries_not_replayed += 1,
+                    (None, true) => self.unexpected("replayed_first_send"),
+                    (None, false) => {}
                 }
                 if let (StepKind::Place, Some(n), Some(order)) = (sent.kind, placement, sent.order)
                 {
@@ -343,5 +414,50 @@ impl Driver<'_> {
 
     fn unexpected(&mut self, code: &str) {
         *self.tally.unexpected.entry(code.to_owned()).or_default() += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use orderly_core::domain::{
+        Command, Currency, CustomerId, Envelope, OrderCommand, OrderId, OrderLine, Quantity, Sku,
+    };
+    use orderly_core::engine::Config;
+
+    use super::*;
+
+    #[test]
+    fn a_replay_must_point_at_its_first_send() {
+        let dir = tempfile::tempdir().expect("a folder");
+        let engine = Engine::open(dir.path(), Config::default()).expect("an engine");
+        let tenant = TenantId::new("t").expect("an id");
+        let sku = Sku::new("mug").expect("an id");
+        let quantity = Quantity::new(5).expect("a quantity");
+        let receive = Command::ReceiveStock { sku: sku.clone(), quantity };
+        engine.execute_blocking(Envelope::new(tenant.clone(), receive)).expect("stocked");
+        let key = IdempotencyKey::new("place-1").expect("a key");
+        let place = Command::Order {
+            order: OrderId::new("o-1").expect("an id"),
+            command: OrderCommand::Place {
+                customer: CustomerId::new("c").expect("an id"),
+                currency: Currency::new("EUR").expect("a currency"),
+                lines: vec![OrderLine { sku, quantity, unit_price: 100 }],
+            },
+        };
+        let placed = engine
+            .execute_blocking(Envelope::new(tenant.clone(), place).with_key(key.clone()))
+            .expect("placed");
+        let at = placed.events[0].position.0;
+        let replay =
+            |position, kind| Replay { position, tenant: tenant.clone(), key: key.clone(), kind };
+        let count = |replays: &[Replay]| misplaced_replays(&engine, replays).expect("read back");
+        assert_eq!(count(&[replay(at, StepKind::RetryPlace)]), 0);
+        assert_eq!(count(&[replay(at - 1, StepKind::RetryPlace)]), 1, "the stock's record");
+        assert_eq!(count(&[replay(at, StepKind::RetryAuthorize)]), 1, "no authorization there");
+        let other_key = Replay {
+            key: IdempotencyKey::new("place-2").expect("a key"),
+            ..replay(at, StepKind::RetryPlace)
+        };
+        assert_eq!(count(&[other_key]), 1, "another key's");
     }
 }

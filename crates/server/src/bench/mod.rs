@@ -138,6 +138,9 @@ pub struct BenchReport {
     pub orders_ok: bool,
     /// Every retry was answered with its first outcome.
     pub retries_ok: bool,
+    /// Retries answered as replays whose answer points at anything but their first send's
+    /// decision in the log (same tenant, same key, the same kind of command): must be none.
+    pub misplaced_replays: u64,
     /// Refusals other than sold-out placements, by code (none expected).
     pub unexpected_rejections: BTreeMap<String, u64>,
     /// Seconds the checks took.
@@ -208,6 +211,7 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     )?;
     progress.finish_and_clear();
     let records = engine.head().0;
+    let misplaced_replays = drive::misplaced_replays(&engine, &tally.replays)?;
     engine.shutdown();
     drop(engine);
     let rss_mb = peak_rss_mb();
@@ -281,7 +285,8 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         verify_ok,
         reconcile_ok: books.discrepancies.is_empty(),
         orders_ok,
-        retries_ok: tally.retries_not_replayed == 0,
+        retries_ok: tally.retries_not_replayed == 0 && misplaced_replays == 0,
+        misplaced_replays,
         unexpected_rejections: tally.unexpected.clone(),
         check_seconds,
         decision_busy: tally.cpu.as_ref().map(|cpu| cpu.decision / seconds),

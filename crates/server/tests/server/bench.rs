@@ -34,6 +34,7 @@ fn a_small_black_friday_day_runs_durably_and_every_check_holds() {
     assert_eq!(report.orders_found, report.placed, "every acknowledged order is there");
     assert!(report.orders_ok, "statuses as the model says: {report:?}");
     assert!(report.retries_ok && report.retries_replayed > 100, "{report:?}");
+    assert_eq!(report.misplaced_replays, 0, "every replay points at its first send");
     assert!(report.unexpected_rejections.is_empty(), "{:?}", report.unexpected_rejections);
     assert!(report.passed());
     assert!(
