@@ -24,7 +24,8 @@ use orderly_core::Position;
 use orderly_core::audit::OrderCounts;
 use orderly_core::codec::{self, Decoded};
 use orderly_core::domain::{
-    Event, IdempotencyKey, OrderEvent, OrderStatus, PaymentEvent, TenantId, Timestamp,
+    Command, Event, IdempotencyKey, Money, OrderCommand, OrderEvent, OrderLine, OrderStatus,
+    PaymentCommand, PaymentEvent, TenantId, Timestamp,
 };
 use orderly_core::engine::{Ack, Clock, Engine, ExecuteError, ManualClock};
 use orderly_core::workload::{MAX_ADMISSION_LAG_MS, OrderTag, Step, StepKind, Workload};
@@ -53,12 +54,41 @@ pub(crate) struct Tally {
     pub unexpected: BTreeMap<String, u64>,
     /// Order statuses the model expects at the end, per tenant, from the placements accepted.
     pub expected: BTreeMap<String, OrderCounts>,
+    /// Money the acknowledged commands moved, per currency: what the log must add up to.
+    pub money: BTreeMap<String, MoneyMoved>,
     /// Wall time from the first step sent to the last answer.
     pub elapsed: Duration,
     /// CPU of the process's threads by role over that same time (Linux only).
     pub cpu: Option<ThreadCpu>,
     /// The driver ran as a batch thread ([`orderly_core::engine::yield_to_engine`]).
     pub driver_yields: bool,
+}
+
+/// Money moved in one currency by the acknowledged commands (first sends; a replay moves
+/// nothing): authorizations, declines and refunds as sent, and captures as the totals of the
+/// placements the model ships (a shipment captures its order's authorization whole).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct MoneyMoved {
+    pub authorized: u64,
+    pub declined: u64,
+    pub captured: u64,
+    pub refunded: u64,
+}
+
+/// The amount a step's command names or, for a placement, its total.
+fn amount_of(command: &Command) -> Option<Money> {
+    match command {
+        Command::Order { command: OrderCommand::Place { currency, lines, .. }, .. } => {
+            Some(Money::new(lines.iter().map(OrderLine::amount).sum(), *currency))
+        }
+        Command::Order { command: OrderCommand::Refund { amount }, .. }
+        | Command::Payment {
+            command:
+                PaymentCommand::Authorize { amount, .. } | PaymentCommand::Decline { amount, .. },
+            ..
+        } => Some(*amount),
+        _ => None,
+    }
 }
 
 /// One second of the run.
@@ -97,6 +127,8 @@ struct Sent {
     tenant: TenantId,
     /// A retry's key, to find its first send in the log.
     retry_key: Option<IdempotencyKey>,
+    /// The amount its command moves ([`amount_of`]).
+    amount: Option<Money>,
 }
 
 /// A retry answered as a replay of its first send.
@@ -177,6 +209,7 @@ pub(crate) fn run(
             retries_replayed: 0,
             retries_not_replayed: 0,
             replays: Vec::new(),
+            money: BTreeMap::new(),
             unexpected: BTreeMap::new(),
             expected: BTreeMap::new(),
             elapsed: Duration::ZERO,
@@ -306,6 +339,7 @@ impl Driver<'_> {
             order: step.order,
             tenant: step.envelope.tenant.clone(),
             retry_key: step.envelope.idempotency_key.clone().filter(|_| retry),
+            amount: amount_of(&step.envelope.command),
         };
         let answers = in_flight.answers.clone();
         in_flight.count += 1;
@@ -322,6 +356,25 @@ impl Driver<'_> {
             self.first_pending += 1;
         }
         self.pending.front().copied().flatten()
+    }
+
+    /// Adds what an acknowledged first send moved to [`Tally::money`].
+    fn count_money(&mut self, sent: &Sent) {
+        let Some(amount) = sent.amount else { return };
+        let money = &mut self.tally.money;
+        if !money.contains_key(amount.currency.as_str()) {
+            money.insert(amount.currency.as_str().to_owned(), MoneyMoved::default());
+        }
+        let moved = money.get_mut(amount.currency.as_str()).expect("inserted just above");
+        let shipped = sent.order.is_some_and(|o| o.fate.final_status() == OrderStatus::Shipped);
+        let sum = match sent.kind {
+            StepKind::Place if shipped => &mut moved.captured,
+            StepKind::Authorize => &mut moved.authorized,
+            StepKind::Decline | StepKind::DeclineUnavailable => &mut moved.declined,
+            StepKind::Refund => &mut moved.refunded,
+            _ => return,
+        };
+        *sum = sum.saturating_add(amount.minor);
     }
 
     fn skip(&mut self, sequence: u64) {
@@ -354,20 +407,19 @@ impl Driver<'_> {
         }
         match answer {
             Ok(ack) => {
-                match (sent.retry_key, ack.replayed) {
+                match (&sent.retry_key, ack.replayed) {
                     (Some(key), true) => {
                         self.tally.retries_replayed += 1;
-                        let (tenant, kind) = (sent.tenant.clone(), sent.kind);
                         self.tally.replays.push(Replay {
                             position: ack.first.0,
-                            tenant,
-                            key,
-                            kind,
+                            tenant: sent.tenant.clone(),
+                            key: key.clone(),
+                            kind: sent.kind,
                         });
                     }
                     (Some(_), false) => self.tally.retries_not_replayed += 1,
                     (None, true) => self.unexpected("replayed_first_send"),
-                    (None, false) => {}
+                    (None, false) => self.count_money(&sent),
                 }
                 if let (StepKind::Place, Some(n), Some(order)) = (sent.kind, placement, sent.order)
                 {

@@ -136,6 +136,9 @@ pub struct BenchReport {
     pub reconcile_ok: bool,
     /// Every acknowledged order is in the log, each tenant with the statuses the model expects.
     pub orders_ok: bool,
+    /// The money the log moved per currency (authorized, declined, captured, refunded) is what
+    /// the acknowledged commands moved: none lost, none moved twice.
+    pub money_ok: bool,
     /// Every retry was answered with its first outcome.
     pub retries_ok: bool,
     /// Retries answered as replays whose answer points at anything but their first send's
@@ -163,6 +166,7 @@ impl BenchReport {
         self.verify_ok
             && self.reconcile_ok
             && self.orders_ok
+            && self.money_ok
             && self.retries_ok
             && self.oversold == 0
             && self.open_holds == 0
@@ -254,6 +258,22 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         && found.keys().chain(tally.expected.keys()).all(|tenant| {
             found.get(tenant).unwrap_or(&none) == tally.expected.get(tenant).unwrap_or(&none)
         });
+    // The money the log moved is what the acknowledged commands moved, currency by currency.
+    let logged: BTreeMap<String, drive::MoneyMoved> = books
+        .money
+        .iter()
+        .map(|m| {
+            let moved = drive::MoneyMoved {
+                authorized: m.authorized,
+                declined: m.declined,
+                captured: m.captured,
+                refunded: m.refunded,
+            };
+            (m.currency.clone(), moved)
+        })
+        .filter(|(_, moved)| *moved != drive::MoneyMoved::default())
+        .collect();
+    let money_ok = logged == tally.money;
     let check_seconds = checks_started.elapsed().as_secs_f64();
 
     let seconds = tally.elapsed.as_secs_f64();
@@ -285,6 +305,7 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         verify_ok,
         reconcile_ok: books.discrepancies.is_empty(),
         orders_ok,
+        money_ok,
         retries_ok: tally.retries_not_replayed == 0 && misplaced_replays == 0,
         misplaced_replays,
         unexpected_rejections: tally.unexpected.clone(),

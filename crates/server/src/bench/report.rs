@@ -84,7 +84,8 @@ fn markdown(config: &BenchConfig, r: &BenchReport) -> String {
         ("no SKU oversold", r.oversold == 0),
         ("no hold left open", r.open_holds == 0),
         ("every acknowledged order present, with the expected status", r.orders_ok),
-        ("every retry answered with its first outcome", r.retries_ok),
+        ("money authorized, declined, captured and refunded as acknowledged", r.money_ok),
+        ("every retry answered with its first outcome, read back from the log", r.retries_ok),
         ("no refusal besides sold-out placements", r.unexpected_rejections.is_empty()),
     ];
     for (name, ok) in checks {
