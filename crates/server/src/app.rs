@@ -112,6 +112,9 @@ pub struct App {
     /// Set when the server starts closing: endless streams end, so that a graceful shutdown
     /// (which waits for every connection) can finish.
     closing: AtomicBool,
+    /// The KPI figures last read per tenant (as JSON), with the second they were read in: a
+    /// tenant's KPI streams share one read a second, however many screens watch it.
+    kpi_figures: Mutex<HashMap<TenantId, (u64, Arc<str>)>>,
 }
 
 /// How many of something (streams, requests) each tenant has at once.
@@ -167,6 +170,7 @@ impl App {
             streams: PerTenant::default(),
             requests: PerTenant::default(),
             closing: AtomicBool::new(false),
+            kpi_figures: Mutex::default(),
         }))
     }
 
@@ -282,6 +286,18 @@ impl App {
             )
             .retry_after(Duration::from_secs(1))
         })
+    }
+
+    /// `tenant`'s KPI figures if a stream read them in `second` already.
+    pub fn kpi_figures(&self, tenant: &TenantId, second: u64) -> Option<Arc<str>> {
+        let read = self.kpi_figures.lock().unwrap_or_else(PoisonError::into_inner);
+        read.get(tenant).filter(|(at, _)| *at == second).map(|(_, json)| json.clone())
+    }
+
+    /// Keeps `tenant`'s KPI figures read in `second`, for its other streams.
+    pub fn keep_kpi_figures(&self, tenant: &TenantId, second: u64, json: Arc<str>) {
+        let mut read = self.kpi_figures.lock().unwrap_or_else(PoisonError::into_inner);
+        read.insert(tenant.clone(), (second, json));
     }
 
     /// A place for one more stream of `tenant`, or `429 too_many_streams`.

@@ -2,6 +2,7 @@
 //! second from the KPI and inventory read models.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
@@ -114,19 +115,31 @@ pub async fn kpi_stream(
         if app.is_closing() {
             return None;
         }
-        let node = app.node().ok()?;
-        let reading = tenant.clone();
-        let figures =
-            tokio::task::spawn_blocking(move || day_figures(&node, &reading, now_ms())).await;
-        let event = match figures {
-            Ok(Ok(figures)) => SseEvent::default().json_data(&figures).ok()?,
-            Ok(Err(e)) => {
-                tracing::warn!("cannot read the KPIs of {tenant}: {e}");
-                SseEvent::default().comment("figures unavailable")
+        let now = now_ms();
+        let second = now / 1_000;
+        // Another stream of the tenant may have read them this second: the read (a day of
+        // minutes and every SKU's level) is then done once, not once per screen.
+        let json = match app.kpi_figures(&tenant, second) {
+            Some(json) => json,
+            None => {
+                let node = app.node().ok()?;
+                let reading = tenant.clone();
+                match tokio::task::spawn_blocking(move || day_figures(&node, &reading, now)).await {
+                    Ok(Ok(figures)) => {
+                        let json: Arc<str> = serde_json::to_string(&figures).ok()?.into();
+                        app.keep_kpi_figures(&tenant, second, json.clone());
+                        json
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!("cannot read the KPIs of {tenant}: {e}");
+                        let event = SseEvent::default().comment("figures unavailable");
+                        return Some((Ok(event), (app, tenant, ticks, slot)));
+                    }
+                    Err(_) => return None,
+                }
             }
-            Err(_) => return None,
         };
-        Some((Ok(event), (app, tenant, ticks, slot)))
+        Some((Ok(SseEvent::default().data(&*json)), (app, tenant, ticks, slot)))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
