@@ -24,7 +24,15 @@ pub(crate) struct Shop {
     pub stock: Vec<u64>,
 }
 
+/// How the flash-sale products' SKUs begin.
+const FLASH_PREFIX: &str = "flash-";
+
 impl Shop {
+    /// Whether `sku` is one of the flash-sale products, the only ones stocked to sell out.
+    pub(crate) fn is_flash_sale(sku: &Sku) -> bool {
+        sku.as_str().starts_with(FLASH_PREFIX)
+    }
+
     /// The shop of tenant `index`, stocked for the `orders` it expects.
     pub(crate) fn new(index: usize, skus: usize, orders: u64, random: &mut Seeded) -> Shop {
         let tenant = TenantId::new(&format!("tenant-{index:02}")).expect("a valid tenant id");
@@ -32,7 +40,7 @@ impl Shop {
         let regular: Vec<Sku> =
             (0..skus).map(|s| Sku::new(&format!("sku-{s:04}")).expect("a valid SKU")).collect();
         let flash: Vec<Sku> = (0..FLASH_SKUS_PER_TENANT)
-            .map(|s| Sku::new(&format!("flash-{s}")).expect("a valid SKU"))
+            .map(|s| Sku::new(&format!("{FLASH_PREFIX}{s}")).expect("a valid SKU"))
             .collect();
         let prices =
             (0..skus + FLASH_SKUS_PER_TENANT).map(|_| random.between(199, 24_999)).collect();

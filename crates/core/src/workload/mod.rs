@@ -158,6 +158,13 @@ pub enum StepKind {
     Refund,
 }
 
+/// Whether `sku` is one of the model's flash-sale products: the only ones stocked to sell out,
+/// so a placement refused for want of any other says the engine lost or miscounted stock.
+#[must_use]
+pub fn is_flash_sale(sku: &crate::domain::Sku) -> bool {
+    Shop::is_flash_sale(sku)
+}
+
 /// The order a step belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct OrderTag {

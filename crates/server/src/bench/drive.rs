@@ -24,11 +24,13 @@ use orderly_core::Position;
 use orderly_core::audit::OrderCounts;
 use orderly_core::codec::{self, Decoded};
 use orderly_core::domain::{
-    Command, Event, IdempotencyKey, Money, OrderCommand, OrderEvent, OrderLine, OrderStatus,
-    PaymentCommand, PaymentEvent, TenantId, Timestamp,
+    Command, Event, IdempotencyKey, Money, OrderCommand, OrderEvent, OrderLine, OrderRejection,
+    OrderStatus, PaymentCommand, PaymentEvent, Rejection, TenantId, Timestamp,
 };
 use orderly_core::engine::{Ack, Clock, Engine, ExecuteError, ManualClock};
-use orderly_core::workload::{MAX_ADMISSION_LAG_MS, OrderTag, Step, StepKind, Workload};
+use orderly_core::workload::{
+    MAX_ADMISSION_LAG_MS, OrderTag, Step, StepKind, Workload, is_flash_sale,
+};
 
 use super::threads::{self, ThreadCpu};
 
@@ -73,6 +75,17 @@ pub(crate) struct MoneyMoved {
     pub declined: u64,
     pub captured: u64,
     pub refunded: u64,
+}
+
+/// Whether `rejection` refuses a placement because flash-sale products, and only they, sold
+/// out: the model stocks every other product for twice its day's demand.
+fn sold_out_in_flash_sale(rejection: &Rejection) -> bool {
+    match rejection {
+        Rejection::Order { rejection: OrderRejection::InsufficientStock { shortages }, .. } => {
+            shortages.iter().all(|short| is_flash_sale(&short.sku))
+        }
+        _ => false,
+    }
 }
 
 /// The amount a step's command names or, for a placement, its total.
@@ -443,7 +456,7 @@ impl Driver<'_> {
                 if let (StepKind::Place, Some(n)) = (sent.kind, placement) {
                     self.placements[n] = Placement::Refused;
                 }
-                if sent.kind == StepKind::Place && rejection.code() == "insufficient_stock" {
+                if sent.kind == StepKind::Place && sold_out_in_flash_sale(&rejection) {
                     self.tally.sold_out += 1;
                 } else {
                     self.unexpected(rejection.code());
@@ -477,6 +490,26 @@ mod tests {
     use orderly_core::engine::Config;
 
     use super::*;
+
+    #[test]
+    fn only_flash_sale_products_may_sell_out() {
+        let short = |skus: &[&str]| Rejection::Order {
+            order: OrderId::new("o-1").expect("an id"),
+            rejection: OrderRejection::InsufficientStock {
+                shortages: skus
+                    .iter()
+                    .map(|sku| orderly_core::domain::Shortage {
+                        sku: Sku::new(sku).expect("an id"),
+                        requested: 1,
+                        available: 0,
+                    })
+                    .collect(),
+            },
+        };
+        assert!(sold_out_in_flash_sale(&short(&["flash-0", "flash-3"])));
+        assert!(!sold_out_in_flash_sale(&short(&["flash-0", "sku-0007"])), "a regular one");
+        assert!(!sold_out_in_flash_sale(&short(&["sku-0007"])));
+    }
 
     #[test]
     fn a_replay_must_point_at_its_first_send() {
