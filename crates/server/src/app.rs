@@ -112,10 +112,14 @@ pub struct App {
     /// Set when the server starts closing: endless streams end, so that a graceful shutdown
     /// (which waits for every connection) can finish.
     closing: AtomicBool,
-    /// The KPI figures last read per tenant (as JSON), with the second they were read in: a
-    /// tenant's KPI streams share one read a second, however many screens watch it.
-    kpi_figures: Mutex<HashMap<TenantId, (u64, Arc<str>)>>,
+    /// The KPI figures last read per tenant and UTC offset (as JSON), with the second they
+    /// were read in: a tenant's KPI streams share one read a second, however many screens
+    /// watch it.
+    kpi_figures: Mutex<KpiFigures>,
 }
+
+/// Per tenant and UTC offset: the second the figures were read in, and the figures as JSON.
+type KpiFigures = HashMap<(TenantId, i32), (u64, Arc<str>)>;
 
 /// How many of something (streams, requests) each tenant has at once.
 type PerTenant = Arc<Mutex<HashMap<TenantId, usize>>>;
@@ -288,16 +292,25 @@ impl App {
         })
     }
 
-    /// `tenant`'s KPI figures if a stream read them in `second` already.
-    pub fn kpi_figures(&self, tenant: &TenantId, second: u64) -> Option<Arc<str>> {
+    /// `tenant`'s KPI figures of the day at `utc_offset` if a stream read them in `second`
+    /// already.
+    pub fn kpi_figures(&self, tenant: &TenantId, utc_offset: i32, second: u64) -> Option<Arc<str>> {
         let read = self.kpi_figures.lock().unwrap_or_else(PoisonError::into_inner);
-        read.get(tenant).filter(|(at, _)| *at == second).map(|(_, json)| json.clone())
+        let figures = read.get(&(tenant.clone(), utc_offset));
+        figures.filter(|(at, _)| *at == second).map(|(_, json)| json.clone())
     }
 
-    /// Keeps `tenant`'s KPI figures read in `second`, for its other streams.
-    pub fn keep_kpi_figures(&self, tenant: &TenantId, second: u64, json: Arc<str>) {
+    /// Keeps `tenant`'s KPI figures of the day at `utc_offset` read in `second`, for its other
+    /// streams.
+    pub fn keep_kpi_figures(
+        &self,
+        tenant: &TenantId,
+        utc_offset: i32,
+        second: u64,
+        json: Arc<str>,
+    ) {
         let mut read = self.kpi_figures.lock().unwrap_or_else(PoisonError::into_inner);
-        read.insert(tenant.clone(), (second, json));
+        read.insert((tenant.clone(), utc_offset), (second, json));
     }
 
     /// A place for one more stream of `tenant`, or `429 too_many_streams`.

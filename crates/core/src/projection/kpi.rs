@@ -408,7 +408,10 @@ impl SalesKpis {
 /// Minutes per day.
 pub const DAY_MINUTES: u64 = 24 * 60;
 
-/// One tenant's sales of one UTC day: what the live dashboard shows.
+/// The widest offset of a local time from UTC, in minutes (UTC−12:00 to UTC+14:00 exist).
+pub const MAX_UTC_OFFSET_MINUTES: i32 = 14 * 60;
+
+/// One tenant's sales of one day: what the live dashboard shows.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DayKpis {
     /// The day's first minute (minutes since the epoch).
@@ -429,10 +432,22 @@ impl DayKpis {
     }
 }
 
-/// The KPIs of the UTC day holding `minute` (minutes since the epoch), for `tenant`, as far as
-/// the projection has come.
-pub fn day(db: &Database, tenant: &TenantId, minute: u64) -> Result<DayKpis, ProjectionError> {
-    let first_minute = minute - minute % DAY_MINUTES;
+/// The KPIs of the day holding `minute` (minutes since the epoch), for `tenant`, as far as the
+/// projection has come. The day is local to `utc_offset` minutes east of UTC (0 for the UTC
+/// day; −300 for New York in winter, so that Black Friday's count does not start again at
+/// 7 p.m. there), clamped to ±[`MAX_UTC_OFFSET_MINUTES`].
+pub fn day(
+    db: &Database,
+    tenant: &TenantId,
+    minute: u64,
+    utc_offset: i32,
+) -> Result<DayKpis, ProjectionError> {
+    let offset = i64::from(utc_offset.clamp(-MAX_UTC_OFFSET_MINUTES, MAX_UTC_OFFSET_MINUTES));
+    let minute = i64::try_from(minute).map_err(|_| corrupt("a minute beyond the calendar"))?;
+    let local = minute + offset;
+    let day_minutes = i64::try_from(DAY_MINUTES).expect("small");
+    // Before the epoch's first local day only for the first minutes of 1970.
+    let first_minute = u64::try_from(local - local.rem_euclid(day_minutes) - offset).unwrap_or(0);
     let mut day = DayKpis { first_minute, ..DayKpis::default() };
     for (minute, kpis) in kpis(db, tenant, first_minute, first_minute + DAY_MINUTES - 1)? {
         let orders = kpis.orders();

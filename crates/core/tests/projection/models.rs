@@ -484,7 +484,7 @@ fn sales_kpis_count_each_minute_of_each_tenant() {
     // The day the dashboard shows: per-minute orders, the peak and the sums.
     let db = new_db(dir.path(), "day.redb");
     catch_up(&db, &engine, KpiProjection, &WorkerConfig::default(), last.next_position());
-    let day = projection::day(&db, &tenant("acme"), m0 + 4).unwrap();
+    let day = projection::day(&db, &tenant("acme"), m0 + 4, 0).unwrap();
     let day_start = m0 - m0 % projection::kpi::DAY_MINUTES;
     assert_eq!(day.first_minute, day_start);
     assert!(m0 + 4 < day_start + projection::kpi::DAY_MINUTES, "the clock starts early in a day");
@@ -501,7 +501,7 @@ fn sales_kpis_count_each_minute_of_each_tenant() {
     assert_eq!(day.totals.authorizations, vec![(gateway("gw-1"), 1)]);
     assert_eq!(day.totals.unavailable, 1);
     assert_eq!(day.totals.cancellations.total(), 3);
-    assert!(projection::day(&db, &tenant("initech"), m0).unwrap().peak.is_none());
+    assert!(projection::day(&db, &tenant("initech"), m0, 0).unwrap().peak.is_none());
 
     // The derived figures.
     let first = &expected_acme[0].1;

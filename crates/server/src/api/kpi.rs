@@ -10,27 +10,30 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
 use orderly_core::domain::TenantId;
 use orderly_core::node::{Node, ReadModel};
-use orderly_core::projection::{self, ProjectionError, kpi::MINUTE_MS};
-use serde::Serialize;
-use utoipa::ToSchema;
+use orderly_core::projection::kpi::{MAX_UTC_OFFSET_MINUTES, MINUTE_MS};
+use orderly_core::projection::{self, ProjectionError};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::QueryErrors;
 use crate::app::Shared;
 use crate::error::ApiError;
-use crate::extract::Caller;
+use crate::extract::{Caller, QueryOf};
 
 /// How often figures are pushed.
 const PERIOD: Duration = Duration::from_secs(1);
 
-/// A tenant's figures for the current UTC day.
+/// A tenant's figures for the current day (local to the stream's UTC offset).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DayFigures {
     /// When the figures were read (ms since the Unix epoch).
     pub at_ms: u64,
     /// The KPI read model includes every event below this log position.
     pub position: u64,
-    /// Start of the day (UTC midnight, ms since the Unix epoch).
+    /// Start of the day (midnight at the stream's UTC offset, ms since the Unix epoch).
     pub day_start_ms: u64,
+    /// The day's offset from UTC, in minutes east (as asked for; 0 by default).
+    pub utc_offset_minutes: i32,
     /// Orders placed today.
     pub orders_today: u64,
     /// Orders placed in the current minute so far.
@@ -87,11 +90,22 @@ pub struct GatewayFigures {
     pub success_rate: Option<f64>,
 }
 
+/// Which day the figures are of.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct KpiQuery {
+    /// The local day's offset from UTC, in minutes east (−840 to 840; New York in winter is
+    /// −300): "today" starts at local midnight. 0 (the UTC day) by default.
+    pub utc_offset_minutes: Option<i32>,
+}
+
 /// The tenant's live figures as Server-Sent Events: one `DayFigures` JSON per second.
 #[utoipa::path(
     get,
     path = "/v1/kpi/stream",
     tag = "events",
+    params(KpiQuery),
     responses(
         (status = 200, description = "An endless `text/event-stream` of DayFigures JSON, one a second", content_type = "text/event-stream", body = DayFigures),
         (status = 429, description = "`too_many_streams`: the tenant has the most streams open", body = crate::error::ErrorBody),
@@ -102,7 +116,13 @@ pub struct GatewayFigures {
 pub async fn kpi_stream(
     State(app): State<Shared>,
     Caller(tenant, _in_progress): Caller,
+    QueryOf(query): QueryOf<KpiQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let utc_offset = query.utc_offset_minutes.unwrap_or(0);
+    if utc_offset.abs() > MAX_UTC_OFFSET_MINUTES {
+        let message = format!("an offset from UTC is at most {MAX_UTC_OFFSET_MINUTES} minutes");
+        return Err(ApiError::validation("utc_offset_minutes", message));
+    }
     // Recovering, the server answers `503 not_ready` as every other route does, rather than a
     // stream that ends at its first tick.
     app.node()?;
@@ -110,37 +130,39 @@ pub async fn kpi_stream(
     let mut ticks = tokio::time::interval(PERIOD);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let state = (app, tenant, ticks, slot);
-    let stream = futures_util::stream::unfold(state, |(app, tenant, mut ticks, slot)| async move {
-        ticks.tick().await;
-        if app.is_closing() {
-            return None;
-        }
-        let now = now_ms();
-        let second = now / 1_000;
-        // Another stream of the tenant may have read them this second: the read (a day of
-        // minutes and every SKU's level) is then done once, not once per screen.
-        let json = match app.kpi_figures(&tenant, second) {
-            Some(json) => json,
-            None => {
-                let node = app.node().ok()?;
-                let reading = tenant.clone();
-                match tokio::task::spawn_blocking(move || day_figures(&node, &reading, now)).await {
-                    Ok(Ok(figures)) => {
-                        let json: Arc<str> = serde_json::to_string(&figures).ok()?.into();
-                        app.keep_kpi_figures(&tenant, second, json.clone());
-                        json
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!("cannot read the KPIs of {tenant}: {e}");
-                        let event = SseEvent::default().comment("figures unavailable");
-                        return Some((Ok(event), (app, tenant, ticks, slot)));
-                    }
-                    Err(_) => return None,
-                }
+    let stream =
+        futures_util::stream::unfold(state, move |(app, tenant, mut ticks, slot)| async move {
+            ticks.tick().await;
+            if app.is_closing() {
+                return None;
             }
-        };
-        Some((Ok(SseEvent::default().data(&*json)), (app, tenant, ticks, slot)))
-    });
+            let now = now_ms();
+            let second = now / 1_000;
+            // Another stream of the tenant may have read them this second: the read (a day of
+            // minutes and every SKU's level) is then done once, not once per screen.
+            let json = match app.kpi_figures(&tenant, utc_offset, second) {
+                Some(json) => json,
+                None => {
+                    let node = app.node().ok()?;
+                    let reading = tenant.clone();
+                    let read = move || day_figures(&node, &reading, now, utc_offset);
+                    match tokio::task::spawn_blocking(read).await {
+                        Ok(Ok(figures)) => {
+                            let json: Arc<str> = serde_json::to_string(&figures).ok()?.into();
+                            app.keep_kpi_figures(&tenant, utc_offset, second, json.clone());
+                            json
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!("cannot read the KPIs of {tenant}: {e}");
+                            let event = SseEvent::default().comment("figures unavailable");
+                            return Some((Ok(event), (app, tenant, ticks, slot)));
+                        }
+                        Err(_) => return None,
+                    }
+                }
+            };
+            Some((Ok(SseEvent::default().data(&*json)), (app, tenant, ticks, slot)))
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
@@ -149,16 +171,18 @@ fn now_ms() -> u64 {
     u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The figures of `tenant` for the day of `now_ms`, from the read models.
+/// The figures of `tenant` for the day of `now_ms`, local to `utc_offset` minutes east of UTC,
+/// from the read models.
 pub fn day_figures(
     node: &Node,
     tenant: &TenantId,
     now_ms: u64,
+    utc_offset: i32,
 ) -> Result<DayFigures, ProjectionError> {
     let position = node.projection(ReadModel::Kpi).reached().0;
     let db = node.read_models();
     let minute = now_ms / MINUTE_MS;
-    let day = projection::day(db, tenant, minute)?;
+    let day = projection::day(db, tenant, minute, utc_offset)?;
     let open_reservations = projection::inventory_levels(db, tenant)?
         .iter()
         .fold(0u64, |sum, (_, level)| sum.saturating_add(level.reserved));
@@ -197,6 +221,7 @@ pub fn day_figures(
         at_ms: now_ms,
         position,
         day_start_ms: day.first_minute * MINUTE_MS,
+        utc_offset_minutes: utc_offset,
         orders_today: totals.orders(),
         orders_this_minute: day.orders_in(minute),
         orders_last_minute: day.orders_in(minute.saturating_sub(1)),

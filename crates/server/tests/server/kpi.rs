@@ -82,6 +82,7 @@ fn figures_from_log(events: &[CommittedEvent], now_ms: u64) -> Value {
     });
     json!({
         "day_start_ms": day_start,
+        "utc_offset_minutes": 0,
         "orders_today": per_minute.values().sum::<u64>(),
         "orders_this_minute": in_minute(minute),
         "orders_last_minute": minute.checked_sub(1).map_or(0, in_minute),
@@ -286,13 +287,13 @@ async fn day_figures_count_each_event_in_its_minute() {
     let events = support::log_events(&server.app, support::TENANT);
     // Read at 10:04:45, and again at 10:05:10 (the last minute is then 10:04).
     for now in [start + 4 * MINUTE_MS + 15_000, start + 5 * MINUTE_MS - 20_000] {
-        let figures = orderly_server::api::day_figures(&node, &tenant, now).expect("figures");
+        let figures = orderly_server::api::day_figures(&node, &tenant, now, 0).expect("figures");
         assert_eq!(figures.position, node.engine().head().0);
         let figures = serde_json::to_value(&figures).expect("JSON");
         assert_eq!(without_reading_time(&figures), figures_from_log(&events, now), "at {now}");
     }
-    let figures =
-        orderly_server::api::day_figures(&node, &tenant, start + 4 * MINUTE_MS).expect("figures");
+    let figures = orderly_server::api::day_figures(&node, &tenant, start + 4 * MINUTE_MS, 0)
+        .expect("figures");
     assert_eq!(
         (figures.orders_today, figures.orders_this_minute, figures.orders_last_minute),
         (6, 1, 0)
@@ -305,7 +306,20 @@ async fn day_figures_count_each_event_in_its_minute() {
 
     // The next day starts from nothing.
     let tomorrow = start + DAY_MS;
-    let figures = orderly_server::api::day_figures(&node, &tenant, tomorrow).expect("figures");
+    let figures = orderly_server::api::day_figures(&node, &tenant, tomorrow, 0).expect("figures");
     assert_eq!((figures.orders_today, figures.per_minute.len()), (0, 0));
     assert_eq!(figures.open_reservations, 19, "reservations are now, not per day");
+
+    // A day local to UTC−10:02 starts at 10:02 UTC: only the order of 10:04 is that day's.
+    let utc_midnight = start - 30_000 - 600 * MINUTE_MS;
+    let at = start + 4 * MINUTE_MS;
+    let west = orderly_server::api::day_figures(&node, &tenant, at, -602).expect("figures");
+    assert_eq!((west.orders_today, west.utc_offset_minutes), (1, -602));
+    assert_eq!(west.per_minute, [[2, 1]], "the day's third minute");
+    assert_eq!(west.day_start_ms, utc_midnight + 602 * MINUTE_MS, "10:02 UTC");
+    assert_eq!(west.peak_minute_ms, Some(utc_midnight + 604 * MINUTE_MS));
+    // East of UTC the same instant is late in a day that began at 13:58 UTC the day before.
+    let east = orderly_server::api::day_figures(&node, &tenant, at, 602).expect("figures");
+    assert_eq!((east.orders_today, east.day_start_ms), (6, utc_midnight - 602 * MINUTE_MS));
+    assert_eq!(east.per_minute, [[1202, 2], [1203, 3], [1206, 1]]);
 }
