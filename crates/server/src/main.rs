@@ -116,7 +116,8 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "ORDERLY_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
     body_limit: usize,
-    /// Seconds a request may take before it is answered 503.
+    /// Seconds a request may take: then it is answered `503 request_timeout` if nothing was
+    /// done, `504 outcome_unknown` once the engine had taken its command.
     #[arg(long, env = "ORDERLY_REQUEST_TIMEOUT", default_value_t = 30)]
     request_timeout: u64,
     /// Requests in progress at once; more wait.
