@@ -256,7 +256,9 @@ impl From<ExecuteError> for ApiError {
                     .retry_after(Duration::from_secs(5))
             }
             ExecuteError::Engine(EngineError::Stopped { cause }) => {
-                tracing::error!(%cause, "the engine stopped");
+                // Once, not per request: every request after the failure lands here.
+                static REPORTED: std::sync::Once = std::sync::Once::new();
+                REPORTED.call_once(|| tracing::error!(%cause, "the engine stopped: the log failed; commands are refused until a restart, /readyz says so"));
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     error.code(),

@@ -2,8 +2,9 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use orderly_core::node::ReadModel;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -28,15 +29,32 @@ pub async fn healthz(State(app): State<Shared>) -> Json<Status> {
     Json(Status { status: "ok", head })
 }
 
-/// Ready: the log is recovered and commands are accepted.
+/// Ready: the log is recovered, commands are accepted and the read models follow the log.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
-    responses((status = 200, body = Status), (status = 503, description = "`not_ready`: still recovering", body = ErrorBody))
+    responses((status = 200, body = Status), (status = 503, description = "`not_ready`: still recovering; `engine_stopped`: the log failed (a full or failing disk) and no command is accepted until a restart; `read_model_stopped`: a read model stopped and queries would be stale", body = ErrorBody))
 )]
 pub async fn readyz(State(app): State<Shared>) -> Result<Json<Status>, ApiError> {
     let node = app.node()?;
+    // A failed log refuses every command from then on: a supervisor must see it to restart
+    // the server or move traffic away, not keep sending it requests.
+    if let Some(cause) = node.engine().log().failure() {
+        let message = format!("the log failed ({cause}): no command is accepted until a restart");
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "engine_stopped", message));
+    }
+    for model in ReadModel::ALL {
+        if let Some(why) = node.projection(model).ended() {
+            let message =
+                format!("read model {} stopped ({why}): its queries are stale", model.name());
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "read_model_stopped",
+                message,
+            ));
+        }
+    }
     Ok(Json(Status { status: "ready", head: Some(node.engine().head().0) }))
 }
 
