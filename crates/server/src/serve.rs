@@ -34,11 +34,18 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
         TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
     tracing::info!("listening on http://{address}");
+    let token_file = app.config().data.join(format!("{DEMO_TENANT}.token"));
     match demo_token {
-        Some(token) => tracing::info!(
+        // On loopback (a developer's machine, the default) the demo's link is printed whole;
+        // listening for others, no token goes to logs that a log collector may ship away.
+        Some(token) if address.ip().is_loopback() => tracing::info!(
             "dashboard: http://{address}/#token={token}  (API: `Authorization: Bearer {token}`; \
              the token of tenant {DEMO_TENANT} is in {})",
-            app.config().data.join(format!("{DEMO_TENANT}.token")).display()
+            token_file.display()
+        ),
+        Some(_) => tracing::info!(
+            "dashboard: http://{address}/#token=<the token in {}>",
+            token_file.display()
         ),
         None => tracing::info!("dashboard: http://{address}/ (paste a tenant's token)"),
     }
@@ -59,8 +66,22 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
     let stopping = async move {
         tokio::select! {
             () = shutdown_signal() => {
-                tracing::info!("shutting down");
+                if !closing.is_ready() {
+                    // Nothing was accepted yet, and recovery cannot be stopped half-way but is
+                    // made to survive a kill at any point: leave at once rather than make a
+                    // supervisor wait for the whole replay, then kill the process anyway.
+                    tracing::info!("stopped while recovering: nothing was accepted yet; exiting");
+                    std::process::exit(0);
+                }
+                tracing::info!("shutting down (a second signal exits at once)");
                 closing.begin_close();
+                tokio::spawn(async {
+                    shutdown_signal().await;
+                    // Every acknowledged command is durable: leaving now costs the snapshot
+                    // (the next start replays more) and the answers still on their way.
+                    tracing::warn!("second signal: exiting without finishing the shutdown");
+                    std::process::exit(130);
+                });
             }
             Ok(error) = failed_rx => {
                 tracing::error!("cannot open the data folder: {}", crate::describe(&error));

@@ -2,7 +2,7 @@
 //! in flight, restarted on the same folder, and every order it acknowledged (201) is there and
 //! every idempotency key it acknowledged replays to the same order. SIGTERM stops it cleanly
 //! (exit status 0), even with event streams open, leaving the engine's snapshot, with what it
-//! acknowledged intact. `orderly tenant add`
+//! acknowledged intact; a second SIGTERM exits at once. `orderly tenant add`
 //! prints a token a running server accepts, and the first start leaves the demo tenant's token
 //! alone in `<data>/demo.token`, readable by its owner only. A second server on a folder in use
 //! is refused before it announces anything.
@@ -206,6 +206,59 @@ async fn sigterm_stops_the_server_cleanly() {
         .await
         .expect("an answer");
     assert_eq!(level.status(), StatusCode::OK);
+    assert_eq!(level.json::<Value>().await.expect("JSON")["on_hand"], 3);
+}
+
+/// A request that never finishes holds a graceful shutdown for its grace period (10 s); a
+/// second SIGTERM exits at once (status 130), and what was acknowledged is there after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_exits_at_once() {
+    use std::io::Write;
+    let data = tempfile::tempdir().expect("a temporary folder");
+    let mut server = Running::start(data.path()).await;
+    let token = demo_token(data.path());
+    let client = reqwest::Client::new();
+    let receive = client
+        .post(server.url("/v1/inventory/mug/receive"))
+        .bearer_auth(&token)
+        .json(&json!({ "quantity": 3 }))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(receive.status(), StatusCode::OK);
+    // A body announced and never sent: the request stays in flight.
+    let mut stuck = std::net::TcpStream::connect(server.address).expect("connects");
+    let head = format!(
+        "POST /v1/inventory/mug/receive HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{"
+    );
+    stuck.write_all(head.as_bytes()).expect("sent");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let pid = server.child.id().to_string();
+    let terminate = || Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+    assert!(terminate().success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(server.child.try_wait().expect("a status").is_none(), "still in its grace period");
+    assert!(terminate().success());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("the child's status") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the second SIGTERM did not end the server");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    drop(stuck);
+
+    let server = Running::start(data.path()).await;
+    let level = client
+        .get(server.url("/v1/inventory/mug?min_position=1"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("an answer");
     assert_eq!(level.json::<Value>().await.expect("JSON")["on_hand"], 3);
 }
 
