@@ -8,7 +8,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use orderly_store::LogReader;
 use redb::Database;
@@ -91,9 +91,20 @@ pub enum NodeError {
     /// The engine did not open.
     #[error(transparent)]
     Engine(#[from] OpenEngineError),
-    /// The read models did not open, or a projection failed.
+    /// A projection failed.
     #[error(transparent)]
     Projection(#[from] ProjectionError),
+    /// The read models' file did not open. It is derived from the log: moved away or
+    /// deleted, it is built again from the log at the next start.
+    #[error(
+        "cannot open the read models in {path} ({source}); they are derived from the log: move the file away and start again to rebuild them"
+    )]
+    ReadModels {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: ProjectionError,
+    },
 }
 
 /// An open node. Dropping it without [`Node::shutdown`] still stops every thread.
@@ -102,7 +113,8 @@ pub struct Node {
     engine: Engine,
     read_models: Arc<Database>,
     projections: Option<ProjectionHost>,
-    payments: Option<PaymentProcess>,
+    /// Taken by the first stop ([`Node::stop_payments`], [`Node::shutdown`]).
+    payments: Mutex<Option<PaymentProcess>>,
     workers: WorkerConfig,
 }
 
@@ -114,7 +126,10 @@ impl Node {
         std::fs::create_dir_all(data)
             .map_err(|source| NodeError::DataDir { path: data.to_path_buf(), source })?;
         let engine = Engine::open(&data.join(LOG_DIR), config.engine)?;
-        let read_models = Arc::new(projection::open_db(&data.join(READ_MODELS_FILE))?);
+        let file = data.join(READ_MODELS_FILE);
+        let read_models = projection::open_db(&file)
+            .map_err(|source| NodeError::ReadModels { path: file.clone(), source })?;
+        let read_models = Arc::new(read_models);
         // A read model ahead of the log (whose tail recovery cut, or which was restored from an
         // older copy) shows records that are gone: it is built again from the log first.
         let head = engine.head();
@@ -152,6 +167,7 @@ impl Node {
             .payments
             .map(|router| PaymentProcess::start_checkpointed(engine.clone(), router, checkpoint));
         let workers = config.workers;
+        let payments = Mutex::new(payments);
         Ok(Node { engine, read_models, projections, payments, workers })
     }
 
@@ -187,13 +203,20 @@ impl Node {
         Ok(rebuild(&self.read_models, &self.engine.log(), model, &self.workers)?)
     }
 
+    /// Stops the payments process (bounded: money movements in flight get a few seconds), for a
+    /// caller that must close the engine under requests still holding the node.
+    pub fn stop_payments(&self) {
+        let payments = self.payments.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(payments) = payments {
+            payments.stop();
+        }
+    }
+
     /// Stops in dependency order: the payments process (which sends commands), then the engine
     /// (answering every admitted command), then the projection host. Returns the projection
     /// error the host had stopped on, if any.
     pub fn shutdown(mut self) -> Result<(), NodeError> {
-        if let Some(payments) = self.payments.take() {
-            payments.stop();
-        }
+        self.stop_payments();
         self.engine.shutdown();
         match self.projections.take() {
             Some(host) => Ok(host.stop()?),

@@ -232,12 +232,13 @@ impl App {
     }
 
     /// Closes the node: no new requests reach it, commands admitted are answered, the log is
-    /// closed. Waits (bounded) for requests still holding it.
-    pub fn shutdown(&self) {
+    /// closed. Waits (bounded) for requests still holding it. An error is a read model that
+    /// had stopped on one (what it had committed stays; the next start goes on from there).
+    pub fn shutdown(&self) -> anyhow::Result<()> {
         self.begin_close();
         let Some(mut node) = self.node.write().unwrap_or_else(PoisonError::into_inner).take()
         else {
-            return;
+            return Ok(());
         };
         // Longer than a `?min_position=` wait (`read_wait`) may hold the node.
         let patience = self.config.read_wait + Duration::from_secs(5);
@@ -245,18 +246,20 @@ impl App {
         while std::time::Instant::now() < deadline {
             match Arc::try_unwrap(node) {
                 Ok(node) => {
-                    if let Err(e) = node.shutdown() {
-                        tracing::error!("read models stopped on an error: {e}");
-                    }
-                    return;
+                    return node
+                        .shutdown()
+                        .map_err(|e| anyhow::anyhow!("read models stopped on an error: {e}"));
                 }
                 Err(shared) => node = shared,
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        // Something still holds the node (a stuck client): close the engine under it anyway.
+        // Something still holds the node (a stuck client): close the engine under it anyway,
+        // the payments process first, as the node's own shutdown does.
         tracing::warn!("requests still running at shutdown; closing the engine under them");
+        node.stop_payments();
         node.engine().shutdown();
+        Ok(())
     }
 
     /// The tenants.

@@ -54,7 +54,11 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
     let opening = app.clone();
     tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
-        match opening.open_node() {
+        // A panic while opening is a bug, but it must stop the server like any failure to
+        // open: a process that lives on, never ready, is never restarted by its supervisor.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| opening.open_node()))
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("opening the data folder panicked")));
+        match opened {
             Ok(()) => tracing::info!("ready: log recovered in {:.1?}", started.elapsed()),
             Err(e) => drop(failed_tx.send(e)),
         }
@@ -109,10 +113,10 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
         }
     }
     let app_closing = app.clone();
-    tokio::task::spawn_blocking(move || app_closing.shutdown()).await?;
+    let closed = tokio::task::spawn_blocking(move || app_closing.shutdown()).await?;
     match stop_rx.await {
         Ok(error) => Err(error),
-        Err(_) => Ok(()),
+        Err(_) => closed,
     }
 }
 

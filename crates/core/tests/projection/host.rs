@@ -245,3 +245,38 @@ fn a_read_model_ahead_of_its_log_is_refused_by_a_host_and_rebuilt_by_a_node() {
     assert_eq!(placed(node.read_models()), 12, "the records written next reach it");
     node.shutdown().unwrap();
 }
+
+/// A read models' file that is not one (damaged, or something else under its name) stops a
+/// node's open with an error that names the file and says it can be rebuilt from the log; once
+/// it is moved away, the node opens and builds it again.
+#[test]
+fn a_damaged_read_models_file_is_named_and_rebuilt_once_moved_away() {
+    use orderly_core::node::{Node, NodeConfig, NodeError, READ_MODELS_FILE};
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(dir.path(), NodeConfig::default()).unwrap();
+    orders(node.engine(), 3, 1);
+    node.shutdown().unwrap();
+    let file = dir.path().join(READ_MODELS_FILE);
+    std::fs::write(&file, b"not a redb file at all, but long enough to be read as one").unwrap();
+    match Node::open(dir.path(), NodeConfig::default()) {
+        Err(error @ NodeError::ReadModels { .. }) => {
+            let message = error.to_string();
+            assert!(message.contains(READ_MODELS_FILE), "{message}");
+            assert!(message.contains("derived from the log"), "{message}");
+        }
+        Err(other) => panic!("expected the read models' file to be named: {other}"),
+        Ok(_) => panic!("a damaged read models' file opened"),
+    }
+    std::fs::rename(&file, dir.path().join("damaged.redb")).unwrap();
+    let node = Node::open(dir.path(), NodeConfig::default()).unwrap();
+    for projection in node.projections() {
+        projection.wait_for(node.engine().head(), WAIT).unwrap();
+    }
+    let placed: u64 = projection::order_status_counts(node.read_models())
+        .unwrap()
+        .iter()
+        .map(|(_, _, n)| n)
+        .sum();
+    assert_eq!(placed, 6, "three orders in each of two tenants, from the log");
+    node.shutdown().unwrap();
+}

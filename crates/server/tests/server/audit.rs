@@ -143,7 +143,7 @@ async fn story() -> Story {
     server.post("/v1/orders/o-2/cancel", &json!(null)).await.ok(StatusCode::OK);
     let events = support::log_events(&server.app, support::TENANT);
     let head = server.app.node().expect("open").engine().head().0;
-    server.app.shutdown();
+    server.app.shutdown().expect("closes cleanly");
     Story { server, received_at, received_time, head, events }
 }
 
@@ -272,7 +272,7 @@ async fn audit_commands_on_a_folder_a_server_wrote() {
     // More orders: the published digest still verifies, and the head moved on.
     story.server.restart();
     story.server.place("o-4", "c-4", &[("mug", 1)]).await;
-    story.server.app.shutdown();
+    story.server.app.shutdown().expect("closes cleanly");
     let extends = audit(&["audit", "verify", "--digest", &digest], &data, true).json(0);
     assert_eq!(extends["report"]["extends"], digest.as_str(), "{extends}");
     let newer = audit(&["audit", "digest"], &data, false).exits(0).trim().to_owned();
@@ -460,7 +460,7 @@ async fn rebuild_replaces_read_models_with_equal_ones_built_from_the_log() {
     }
     let before = read(&app);
     assert!(!before.0.is_empty() && !before.1.is_empty());
-    app.shutdown();
+    app.shutdown().expect("closes cleanly");
 
     let all = audit(&["rebuild"], &data, false);
     let out = all.exits(0);
@@ -475,5 +475,5 @@ async fn rebuild_replaces_read_models_with_equal_ones_built_from_the_log() {
 
     let app = orderly_server::app::App::open(ServerConfig::new(data)).expect("reopens");
     assert_eq!(read(&app), before, "the rebuilt read models equal the ones they replaced");
-    app.shutdown();
+    app.shutdown().expect("closes cleanly");
 }

@@ -219,7 +219,7 @@ async fn before_the_node_is_open_only_healthz_answers_and_the_api_is_not_ready()
     app.open_node().expect("the node opens");
     let ready = support::call(&app, support::get("/readyz", None)).await;
     assert_eq!(ready.ok(StatusCode::OK)["status"], "ready");
-    app.shutdown();
+    app.shutdown().expect("closes cleanly");
     let after = support::call(&app, support::get("/readyz", None)).await;
     after.error(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
 }
