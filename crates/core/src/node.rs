@@ -126,6 +126,7 @@ impl Node {
         std::fs::create_dir_all(data)
             .map_err(|source| NodeError::DataDir { path: data.to_path_buf(), source })?;
         let engine = Engine::open(&data.join(LOG_DIR), config.engine)?;
+        report_recovery(&engine);
         let file = data.join(READ_MODELS_FILE);
         let read_models = projection::open_db(&file)
             .map_err(|source| NodeError::ReadModels { path: file.clone(), source })?;
@@ -223,6 +224,33 @@ impl Node {
             None => Ok(()),
         }
     }
+}
+
+/// Tells the operator what opening the log found and did: what a crash left behind is cut or
+/// removed there, and they should know it happened.
+fn report_recovery(engine: &Engine) {
+    let recovery = engine.recovery();
+    if let Some(torn) = &recovery.torn_tail {
+        tracing::warn!(
+            segment = %torn.segment.display(),
+            offset = torn.offset,
+            bytes = torn.bytes,
+            "cut a torn write at the end of the log (records never acknowledged)"
+        );
+    }
+    if let Some(segment) = &recovery.removed_segment {
+        tracing::warn!(segment = %segment.display(), "removed a segment whose creation a crash interrupted");
+    }
+    if let Some(why) = &recovery.checkpoint_ignored {
+        tracing::warn!(%why, "the log's checkpoint was ignored: the whole hash chain was verified");
+    }
+    tracing::info!(
+        records = recovery.records,
+        segments = recovery.segments,
+        chain_verified_from = recovery.chain_verified_from,
+        restored_from_snapshot_at = ?engine.restored_from().map(|p| p.0),
+        "log opened"
+    );
 }
 
 /// Rebuilds `model` in `db` from `log` (see [`Node::rebuild`]).

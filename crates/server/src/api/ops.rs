@@ -20,13 +20,19 @@ pub struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub head: Option<u64>,
+    /// How many records the read model furthest behind has still to apply (when ready): large
+    /// after the read models' file was lost and is being rebuilt, when queries lag the
+    /// commands.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub read_models_behind: Option<u64>,
 }
 
 /// Alive: the process answers, during recovery too (then without `head`).
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Status)))]
 pub async fn healthz(State(app): State<Shared>) -> Json<Status> {
     let head = app.node().ok().map(|node| node.engine().head().0);
-    Json(Status { status: "ok", head })
+    Json(Status { status: "ok", head, read_models_behind: None })
 }
 
 /// Ready: the log is recovered, commands are accepted and the read models follow the log.
@@ -55,7 +61,9 @@ pub async fn readyz(State(app): State<Shared>) -> Result<Json<Status>, ApiError>
             ));
         }
     }
-    Ok(Json(Status { status: "ready", head: Some(node.engine().head().0) }))
+    let behind = node.projections().iter().map(|p| p.lag()).max().unwrap_or(0);
+    let head = Some(node.engine().head().0);
+    Ok(Json(Status { status: "ready", head, read_models_behind: Some(behind) }))
 }
 
 /// Prometheus metrics: requests by route and status, engine queue, group commit and fsync

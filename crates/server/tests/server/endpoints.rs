@@ -188,6 +188,10 @@ async fn healthz_and_readyz_answer_without_a_token() {
     let ready = ready.ok(StatusCode::OK);
     assert_eq!(ready["status"], "ready");
     assert!(ready["head"].as_u64().is_some_and(|h| h >= head), "{ready}");
+    // How far the read models are behind the log is said, not hidden.
+    let _read = server.get(&format!("/v1/inventory/mug?min_position={head}")).await;
+    let ready = support::call(&server.app, support::get("/readyz", None)).await.ok(StatusCode::OK);
+    assert!(ready["read_models_behind"].as_u64().is_some(), "{ready}");
 }
 
 #[tokio::test]
