@@ -35,6 +35,9 @@ pub(crate) struct KeyEntry {
 /// thread that reads the log to the one that replays it.
 type ReadBack = Vec<(u64, u64, Decoded)>;
 
+/// How often a long replay reports its progress.
+const REPLAY_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Records per [`ReadBack`] batch: enough that handing one over costs little per record.
 const REPLAY_BATCH: usize = 1024;
 
@@ -49,10 +52,18 @@ impl World {
         start: Option<(World, Timestamp, u64)>,
     ) -> Result<(World, Timestamp), OpenEngineError> {
         let (mut world, mut last_now, from) = start.unwrap_or_default();
+        let head = log.head().0;
+        let mut reported = std::time::Instant::now();
         std::thread::scope(|scope| {
             let (batches, read) = crossbeam_channel::bounded(4);
             scope.spawn(move || read_back(log, Position(from), &batches));
             for batch in read {
+                // A long replay says how far it is, so that an operator can tell it from a hang.
+                if reported.elapsed() >= REPLAY_REPORT_EVERY {
+                    reported = std::time::Instant::now();
+                    let at = batch.as_ref().ok().and_then(|b| b.first()).map_or(head, |r| r.0);
+                    tracing::info!(position = at, head, "replaying the log");
+                }
                 // `evolve` panics on an event the state cannot take, which a log the engine
                 // wrote never holds; one rewritten with recomputed checksums may. Caught per
                 // batch (free unless it happens), and refused, naming the record.
