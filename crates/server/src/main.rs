@@ -192,6 +192,15 @@ enum TenantCommand {
         #[arg(long, env = "ORDERLY_DATA", default_value = "./data")]
         data: PathBuf,
     },
+    /// End a tenant's token (a running server refuses it within a second); its data stays,
+    /// and `tenant add` gives it a new one.
+    Revoke {
+        /// The tenant's name.
+        name: String,
+        /// The data folder.
+        #[arg(long, env = "ORDERLY_DATA", default_value = "./data")]
+        data: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -316,6 +325,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let name = TenantId::new(&name)?;
             let token = tenants::add(&data, &name)?;
             println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Tenant(TenantCommand::Revoke { name, data }) => {
+            init_logging();
+            tenants::revoke(&data, &TenantId::new(&name)?)?;
+            eprintln!("revoked the token of tenant {name}");
             Ok(ExitCode::SUCCESS)
         }
     }

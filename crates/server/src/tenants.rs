@@ -1,10 +1,13 @@
 //! Tenants and their bearer tokens.
 //!
-//! `<data>/tenants` holds one line per token: `tenant NAME BLAKE3-OF-TOKEN`. Tokens are 256
-//! random bits, so a plain hash stores them safely (nothing to brute-force); the token itself
-//! is shown once, when it is made. The file is only ever appended to (one short `O_APPEND`
-//! write, then fsync), so `orderly tenant add` may run beside a server, which rereads the file
-//! when it sees a token it does not know and the file has changed.
+//! `<data>/tenants` holds one line per token, `tenant NAME BLAKE3-OF-TOKEN`, and one per
+//! revocation, `revoke NAME`, which ends every token NAME was given before it (a later
+//! `tenant` line gives it a new one: a rotation). Tokens are 256 random bits, so a plain hash
+//! stores them safely (nothing to brute-force); the token itself is shown once, when it is
+//! made. The file is only ever appended to (one short `O_APPEND` write, then fsync), so
+//! `orderly tenant add` and `revoke` may run beside a server, which rereads the file when it
+//! sees a token it does not know, and at most a second after it changed for any token (so a
+//! revocation takes effect within a second).
 //!
 //! A last line without its newline is an add still being written, or one a crash cut short:
 //! its fsync never returned, so its token was never shown. Readers skip it; the next add,
@@ -16,8 +19,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use orderly_core::domain::TenantId;
@@ -36,7 +40,14 @@ pub struct Tenants {
     /// it changed. The length too: the file only grows, and two appends within one tick of a
     /// coarse file-system clock leave the same modification time.
     read_at: Mutex<Option<(SystemTime, u64)>>,
+    /// When the file was last checked for changes (ms since `opened`): a known token checks
+    /// it at most once a second, so a revocation is seen without a request per token.
+    checked_ms: AtomicU64,
+    opened: Instant,
 }
+
+/// How often a known token's request checks the file for a revocation, at most.
+const RECHECK_MS: u64 = 1_000;
 
 impl Tenants {
     /// Reads the tenants of the data folder `data` (none if the file does not exist yet).
@@ -45,6 +56,8 @@ impl Tenants {
             path: data.join(TENANTS_FILE),
             by_hash: RwLock::new(HashMap::new()),
             read_at: Mutex::new(None),
+            checked_ms: AtomicU64::new(0),
+            opened: Instant::now(),
         };
         tenants.reload()?;
         Ok(tenants)
@@ -54,17 +67,29 @@ impl Tenants {
     pub fn authenticate(&self, token: &str) -> Option<TenantId> {
         let hash = blake3::hash(token.as_bytes());
         if let Some(tenant) = self.lookup(&hash) {
-            return Some(tenant);
+            // Perhaps `tenant revoke` ended it since the file was read: checked once a second.
+            let now = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let checked = self.checked_ms.load(Ordering::Relaxed);
+            let due = now.saturating_sub(checked) >= RECHECK_MS
+                && self
+                    .checked_ms
+                    .compare_exchange(checked, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok();
+            if !due || !self.reread() {
+                return Some(tenant);
+            }
+            return self.lookup(&hash);
         }
         // Perhaps `tenant add` made it since the file was read.
-        match self.reload() {
-            Ok(true) => self.lookup(&hash),
-            Ok(false) => None,
-            Err(e) => {
-                tracing::warn!("cannot reread {}: {e:#}", self.path.display());
-                None
-            }
-        }
+        if self.reread() { self.lookup(&hash) } else { None }
+    }
+
+    /// [`Tenants::reload`], a failure reported: true if the file changed and was read.
+    fn reread(&self) -> bool {
+        self.reload().unwrap_or_else(|e| {
+            tracing::warn!("cannot reread {}: {e:#}", self.path.display());
+            false
+        })
     }
 
     /// The names of every tenant, sorted.
@@ -121,22 +146,47 @@ pub fn add(data: &Path, name: &TenantId) -> anyhow::Result<String> {
     file.read_to_string(&mut text).with_context(|| format!("cannot read {}", path.display()))?;
     let existing = parse(&text).with_context(|| format!("in {}", path.display()))?;
     if existing.values().any(|tenant| tenant == name) {
-        bail!("tenant {name} already exists");
+        bail!("tenant {name} already exists (revoke its token first to give it a new one)");
     }
-    let whole = complete_lines(&text).len();
+    let token = new_token();
+    let line = format!("tenant {name} {}\n", blake3::hash(token.as_bytes()).to_hex());
+    append(&mut file, &path, &text, &line)?;
+    sync_dir(data)?;
+    Ok(token)
+}
+
+/// Ends every token of tenant `name` in the data folder `data`: a running server refuses them
+/// within a second. Its data stays; `add` gives it a new token. Refuses a name with no token.
+pub fn revoke(data: &Path, name: &TenantId) -> anyhow::Result<()> {
+    let path = data.join(TENANTS_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    file.lock().with_context(|| format!("cannot lock {}", path.display()))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).with_context(|| format!("cannot read {}", path.display()))?;
+    let existing = parse(&text).with_context(|| format!("in {}", path.display()))?;
+    if !existing.values().any(|tenant| tenant == name) {
+        bail!("tenant {name} has no token to revoke");
+    }
+    append(&mut file, &path, &text, &format!("revoke {name}\n"))
+}
+
+/// Appends `line` to the locked tenants file `file` (whose contents are `text`), synced; a
+/// last line an interrupted writer left unfinished is cut off first.
+fn append(file: &mut File, path: &Path, text: &str, line: &str) -> anyhow::Result<()> {
+    let whole = complete_lines(text).len();
     if whole < text.len() {
-        // No add is running (we hold the lock), so this line was cut short by a crash.
+        // No other writer is running (we hold the lock), so this line was cut short by a crash.
         tracing::warn!("{}: dropping a line an interrupted add left unfinished", path.display());
         file.set_len(whole as u64)
             .with_context(|| format!("cannot cut the unfinished line off {}", path.display()))?;
     }
-    let token = new_token();
-    let line = format!("tenant {name} {}\n", blake3::hash(token.as_bytes()).to_hex());
     file.write_all(line.as_bytes())
         .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    sync_dir(data)?;
-    Ok(token)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Writes `token` alone to `path`, readable by its owner only.
@@ -167,16 +217,25 @@ fn parse(text: &str) -> anyhow::Result<HashMap<blake3::Hash, TenantId>> {
             continue;
         }
         let fields: Vec<&str> = line.split_ascii_whitespace().collect();
-        let [kind, name, hash] = fields[..] else {
-            bail!("line {}: expected `tenant NAME HASH`", number + 1);
-        };
-        if kind != "tenant" {
-            bail!("line {}: unknown entry {kind:?}", number + 1);
+        let at = || format!("line {}", number + 1);
+        match fields[..] {
+            ["tenant", name, hash] => {
+                let name = TenantId::new(name).with_context(at)?;
+                let hash = blake3::Hash::from_hex(hash)
+                    .with_context(|| format!("{}: not a blake3 hash", at()))?;
+                // Tokens are random: one hash for two tenants is a file written by hand, and
+                // a token must never authenticate as someone else.
+                if by_hash.get(&hash).is_some_and(|earlier| *earlier != name) {
+                    bail!("{}: a token already given to another tenant", at());
+                }
+                by_hash.insert(hash, name);
+            }
+            ["revoke", name] => {
+                let name = TenantId::new(name).with_context(at)?;
+                by_hash.retain(|_, tenant| *tenant != name);
+            }
+            _ => bail!("{}: expected `tenant NAME HASH` or `revoke NAME`", at()),
         }
-        let name = TenantId::new(name).with_context(|| format!("line {}", number + 1))?;
-        let hash = blake3::Hash::from_hex(hash)
-            .with_context(|| format!("line {}: not a blake3 hash", number + 1))?;
-        by_hash.insert(hash, name);
     }
     Ok(by_hash)
 }
@@ -211,5 +270,35 @@ mod tests {
             Some("acme".into())
         );
         assert_eq!(tenants.authenticate("orderly_unknown"), None);
+    }
+
+    #[test]
+    fn a_revoked_token_is_refused_within_a_second_and_a_new_one_can_be_given() {
+        let data = tempfile::tempdir().unwrap();
+        let acme = TenantId::new("acme").unwrap();
+        let old = add(data.path(), &acme).unwrap();
+        let other = add(data.path(), &TenantId::new("globex").unwrap()).unwrap();
+        let tenants = Tenants::open(data.path()).unwrap();
+        assert_eq!(tenants.authenticate(&old), Some(acme.clone()));
+        assert!(add(data.path(), &acme).is_err(), "one token per tenant");
+
+        revoke(data.path(), &acme).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(RECHECK_MS + 100));
+        assert_eq!(tenants.authenticate(&old), None, "revoked");
+        assert!(tenants.authenticate(&other).is_some(), "the other tenant's stays");
+        assert!(revoke(data.path(), &acme).is_err(), "nothing left to revoke");
+        let new = add(data.path(), &acme).unwrap();
+        assert_eq!(tenants.authenticate(&new), Some(acme), "a rotation");
+        assert_eq!(tenants.authenticate(&old), None);
+    }
+
+    #[test]
+    fn a_token_written_for_two_tenants_is_refused() {
+        let hash = blake3::hash(b"orderly_x").to_hex();
+        let text = format!("tenant acme {hash}\ntenant globex {hash}\n");
+        let error = parse(&text).unwrap_err().to_string();
+        assert!(error.contains("line 2"), "{error}");
+        let again = format!("tenant acme {hash}\ntenant acme {hash}\n");
+        assert_eq!(parse(&again).unwrap().len(), 1, "the same line twice is harmless");
     }
 }
