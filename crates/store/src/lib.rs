@@ -26,7 +26,7 @@ mod storage;
 mod writer;
 
 pub use error::{AppendError, Corruption, OpenError, Problem, ReadError};
-pub use log::{Appended, Log, LogConfig, LogReader, Reader, Subscription};
+pub use log::{Appended, FaultsHandle, Log, LogConfig, LogReader, Reader, Subscription};
 pub use observer::{GroupSynced, SyncObserver};
 pub use position::{Position, StreamVersion};
 pub use record::{ChainHash, Expected, NewRecord, Record};

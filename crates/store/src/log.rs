@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, TrySendError};
 
 use crate::error::{AppendError, Corruption, OpenError, Problem, ReadError};
+use crate::faults::{Faults, FaultyStorage};
 use crate::index::{Index, SegmentMeta};
 use crate::limits::{
     DEFAULT_QUEUE_DEPTH, DEFAULT_SEGMENT_SIZE, MIN_SEGMENT_SIZE, SEGMENT_HEADER_LEN,
@@ -32,7 +33,22 @@ pub struct LogConfig {
     pub queue_depth: usize,
     /// Told of every durable group (for metrics); `None` observes nothing.
     pub observer: Option<SyncObserver>,
+    /// For tests of the layers above: the log's files obey these faults (a failed write or
+    /// fsync, …) as [`crate::faults::FaultyStorage`] does. `None` in production.
+    pub faults: Option<FaultsHandle>,
 }
+
+/// [`Faults`] shared with a [`LogConfig`]; two handles are equal when they are the same faults.
+#[derive(Clone, Debug)]
+pub struct FaultsHandle(pub Arc<Faults>);
+
+impl PartialEq for FaultsHandle {
+    fn eq(&self, other: &FaultsHandle) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for FaultsHandle {}
 
 impl Default for LogConfig {
     fn default() -> LogConfig {
@@ -40,6 +56,7 @@ impl Default for LogConfig {
             segment_size: DEFAULT_SEGMENT_SIZE,
             queue_depth: DEFAULT_QUEUE_DEPTH,
             observer: None,
+            faults: None,
         }
     }
 }
@@ -158,7 +175,11 @@ impl Log {
             Some(libc::EWOULDBLOCK) => OpenError::Locked { dir: dir.to_path_buf() },
             _ => io_err(e),
         })?;
-        Log::open_with(Arc::new(DirStorage::new(dir)), config, Some(lock))
+        let storage: Arc<dyn Storage> = match &config.faults {
+            Some(faults) => Arc::new(FaultyStorage::new(dir, faults.0.clone())),
+            None => Arc::new(DirStorage::new(dir)),
+        };
+        Log::open_with(storage, config, Some(lock))
     }
 
     /// Whether another process holds the writer's lock on the log in `dir` (a server running

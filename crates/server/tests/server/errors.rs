@@ -507,6 +507,30 @@ async fn engine_errors_map_to_503_with_retry_after() {
     );
 }
 
+/// A disk that fails an fsync stops the log for good: the command whose group it was is
+/// `503 engine_stopped` (it may or may not be recorded), so is every command after it, and
+/// `/readyz` says so, so that a supervisor moves traffic away or restarts the server.
+#[tokio::test]
+async fn a_failed_fsync_makes_commands_engine_stopped_and_the_server_unready() {
+    let faults = orderly_core::store::faults::Faults::new();
+    let handle = orderly_core::store::FaultsHandle(faults.clone());
+    let server = Server::configured(move |config| config.node.engine.log.faults = Some(handle));
+    server.receive("mug", 5).await;
+    let ready = support::call(&server.app, support::get("/readyz", None)).await;
+    ready.ok(StatusCode::OK);
+
+    faults.fail_sync_after(0);
+    for _ in 0..2 {
+        let reply = server.post("/v1/inventory/mug/receive", &json!({ "quantity": 1 })).await;
+        reply.error(StatusCode::SERVICE_UNAVAILABLE, "engine_stopped");
+    }
+    let ready = support::call(&server.app, support::get("/readyz", None)).await;
+    let details = ready.error(StatusCode::SERVICE_UNAVAILABLE, "engine_stopped");
+    assert_eq!(details, json!({}));
+    let health = support::call(&server.app, support::get("/healthz", None)).await;
+    health.ok(StatusCode::OK);
+}
+
 /// With an admission queue of one command, many orders at once: each is placed or refused
 /// with `503 overloaded` and `Retry-After`, never anything else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
