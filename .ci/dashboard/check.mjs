@@ -64,16 +64,21 @@ try {
   // On a phone the page fits its width, even with a nine-digit day, a dozen currencies and a
   // gateway with a long id (figures drawn by the page's own render, as a stream would bring).
   await page.setViewportSize({ width: 360, height: 740 });
-  await page.evaluate(() => render({
-    orders_today: 123456789, orders_this_minute: 98765, orders_last_minute: 123456,
-    peak_per_minute: 987654, peak_minute_ms: 0, open_reservations: 12345678, cancellations: 1234567,
-    revenue: ["EUR", "USD", "GBP", "JPY", "KWD", "CHF", "SEK", "NOK", "DKK", "PLN", "CZK", "HUF"]
-      .map((currency) => ({ currency, revenue: 123456789012345, average_basket: 123456, minor_digits: 2 })),
-    payments: [{ gateway: "g".repeat(64), success_rate: 0.987, authorized: 123456789, declined: 1234 }],
-    per_minute: [[0, 5], [720, 987]], at_ms: Date.now(),
-  }));
-  const overflow = await page.evaluate(() =>
-    document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  // Drawn and measured in one task of the page, so that a live event cannot redraw between.
+  const { overflow, shown } = await page.evaluate(() => {
+    render({
+      orders_today: 123456789, orders_this_minute: 98765, orders_last_minute: 123456,
+      peak_per_minute: 987654, peak_minute_ms: 0, open_reservations: 12345678, cancellations: 1234567,
+      revenue: ["EUR", "USD", "GBP", "JPY", "KWD", "CHF", "SEK", "NOK", "DKK", "PLN", "CZK", "HUF"]
+        .map((currency) => ({ currency, revenue: 123456789012345, average_basket: 123456, minor_digits: 2 })),
+      payments: [{ gateway: "g".repeat(64), success_rate: 0.987, authorized: 123456789, declined: 1234 }],
+      payments_unavailable: 12,
+      per_minute: [[0, 5], [720, 987]], at_ms: Date.now(),
+    });
+    const root = document.documentElement;
+    return { overflow: root.scrollWidth - root.clientWidth, shown: document.getElementById("orders-today").textContent };
+  });
+  if (count(shown) !== 123456789) fail(`the test figures were not drawn: the big number shows ${shown}`);
   if (overflow > 0) fail(`on a 360 px wide screen the page is ${overflow} px too wide`);
   await page.screenshot({ path: screenshot.replace(/\.png$/, "-phone.png"), fullPage: true });
   console.log(JSON.stringify({ before, after: expected, screenshot }));

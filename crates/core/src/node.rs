@@ -97,7 +97,7 @@ pub enum NodeError {
     /// The read models' file did not open. It is derived from the log: moved away or
     /// deleted, it is built again from the log at the next start.
     #[error(
-        "cannot open the read models in {path} ({source}); they are derived from the log: move the file away and start again to rebuild them"
+        "cannot open the read models in {path} ({source}); if the file is damaged: it is derived from the log, so moving it away and starting again rebuilds it"
     )]
     ReadModels {
         /// The file.

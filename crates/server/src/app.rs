@@ -259,7 +259,13 @@ impl App {
         tracing::warn!("requests still running at shutdown; closing the engine under them");
         node.stop_payments();
         node.engine().shutdown();
-        Ok(())
+        // The host stops with the process; one that had stopped on an error says so here too.
+        let failed =
+            node.projections().iter().find_map(|p| p.ended().filter(|why| why != "stopped"));
+        match failed {
+            Some(why) => Err(anyhow::anyhow!("read models stopped on an error: {why}")),
+            None => Ok(()),
+        }
     }
 
     /// The tenants.

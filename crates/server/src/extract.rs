@@ -10,7 +10,7 @@ use axum::extract::path::ErrorKind;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use orderly_core::domain::{IdempotencyKey, TenantId};
 use orderly_core::process::RESERVED_KEY_PREFIX;
 use serde::de::value::MapAccessDeserializer;
@@ -31,19 +31,7 @@ impl FromRequestParts<Shared> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Caller, ApiError> {
-        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized("missing bearer token: send `Authorization: Bearer <token>`")
-        })?;
-        // RFC 7235: the scheme is case-insensitive (`bearer` is as good as `Bearer`).
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
-            .map(|(_, token)| token.trim())
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header is not `Bearer <token>`")
-            })?;
+        let token = bearer_token(&parts.headers)?;
         let tenant = app
             .tenants()
             .authenticate(token)
@@ -52,6 +40,22 @@ impl FromRequestParts<Shared> for Caller {
         let slot = app.take_request(&tenant)?;
         Ok(Caller(tenant, slot))
     }
+}
+
+/// The bearer token of a request's `Authorization` header (for a stream, which checks now and
+/// then that its token was not revoked meanwhile).
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let header = headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthorized("missing bearer token: send `Authorization: Bearer <token>`")
+    })?;
+    // RFC 7235: the scheme is case-insensitive (`bearer` is as good as `Bearer`).
+    header
+        .to_str()
+        .ok()
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header is not `Bearer <token>`"))
 }
 
 /// The path's one parameter (an order id, a SKU) as text. A parameter that is not UTF-8 once

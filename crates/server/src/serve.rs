@@ -8,6 +8,7 @@ use orderly_core::domain::TenantId;
 use orderly_core::node::LOG_DIR;
 use orderly_core::store::Log;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::app::{App, ServerConfig};
 use crate::tenants::{self, TENANTS_FILE};
@@ -67,9 +68,10 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
     let (began_tx, began_rx) = tokio::sync::oneshot::channel::<()>();
     let closing = app.clone();
+    let mut signals = Signals::listen();
     let stopping = async move {
         tokio::select! {
-            () = shutdown_signal() => {
+            _ = signals.next() => {
                 if !closing.is_ready() {
                     // Nothing was accepted yet, and recovery cannot be stopped half-way but is
                     // made to survive a kill at any point: leave at once rather than make a
@@ -79,12 +81,12 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
                 }
                 tracing::info!("shutting down (a second signal exits at once)");
                 closing.begin_close();
-                tokio::spawn(async {
-                    shutdown_signal().await;
+                tokio::spawn(async move {
+                    let status = signals.next().await;
                     // Every acknowledged command is durable: leaving now costs the snapshot
                     // (the next start replays more) and the answers still on their way.
                     tracing::warn!("second signal: exiting without finishing the shutdown");
-                    std::process::exit(130);
+                    std::process::exit(status);
                 });
             }
             Ok(error) = failed_rx => {
@@ -139,20 +141,40 @@ fn first_start(data: &Path) -> anyhow::Result<Option<String>> {
     }
 }
 
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// SIGTERM and SIGINT (Ctrl-C), listened to from the start and for the whole run, so that no
+/// signal falls between two listeners.
+struct Signals {
+    terminate: Option<Signal>,
+    interrupt: Option<Signal>,
+}
+
+impl Signals {
+    fn listen() -> Signals {
+        let listen = |kind| {
+            signal(kind)
+                .inspect_err(|e| tracing::warn!("cannot listen to a signal ({kind:?}): {e}"))
+                .ok()
+        };
+        Signals {
+            terminate: listen(SignalKind::terminate()),
+            interrupt: listen(SignalKind::interrupt()),
         }
-    };
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
+    }
+
+    /// The next signal's conventional exit status: 143 for SIGTERM, 130 for SIGINT.
+    async fn next(&mut self) -> i32 {
+        tokio::select! {
+            Some(()) = received(&mut self.terminate) => 143,
+            Some(()) = received(&mut self.interrupt) => 130,
+            else => std::future::pending().await,
+        }
+    }
+}
+
+/// The next delivery of `signal`; never, without a listener.
+async fn received(signal: &mut Option<Signal>) -> Option<()> {
+    match signal {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -8,6 +8,7 @@
 //! cut off (the stream ends, and it reconnects with `Last-Event-ID`), so a slow client never
 //! holds up commits or other clients. Streams per tenant are capped.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -30,12 +31,14 @@ use super::QueryErrors;
 use super::event_json::event_json;
 use crate::app::{Shared, Slot};
 use crate::error::{ApiError, echo};
-use crate::extract::{Caller, QueryOf};
+use crate::extract::{Caller, QueryOf, bearer_token};
 
 /// Events buffered per client before it counts as too slow and is cut off.
 pub const CLIENT_BUFFER: usize = 4_096;
 /// A comment is sent on an idle stream this often, so proxies keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How often an open stream checks that its token was not revoked.
+pub const REVOCATION_CHECK: Duration = Duration::from_secs(1);
 /// How often an idle reader thread checks that its client is still there.
 const IDLE_CHECK: Duration = Duration::from_millis(250);
 
@@ -100,6 +103,7 @@ pub async fn events(
         ));
     }
     let types = parse_types(query.types.as_deref())?;
+    let token = bearer_token(&headers)?.to_owned();
     let slot = app.open_stream(&tenant)?;
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
     let log = node.engine().log();
@@ -107,7 +111,16 @@ pub async fn events(
     std::thread::Builder::new()
         .name("orderly-sse".into())
         .spawn(move || {
-            let closing = || server.is_closing();
+            // A token revoked while its stream is open ends the stream too (checked now and
+            // then: the reader asks for every record of the log).
+            let (checked, revoked) = (Cell::new(Instant::now()), Cell::new(false));
+            let closing = || {
+                if !revoked.get() && checked.get().elapsed() >= REVOCATION_CHECK {
+                    checked.set(Instant::now());
+                    revoked.set(server.tenants().authenticate(&token).as_ref() != Some(&tenant));
+                }
+                server.is_closing() || revoked.get()
+            };
             let patience = server.config().stream_patience;
             let client = Client { tx: &tx, closing: &closing, patience };
             follow(&log, &tenant, Position(from), types.as_ref(), &client, slot);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
 use orderly_core::domain::TenantId;
@@ -16,9 +17,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::QueryErrors;
-use crate::app::Shared;
+use crate::app::{Shared, Slot};
 use crate::error::ApiError;
-use crate::extract::{Caller, QueryOf};
+use crate::extract::{Caller, QueryOf, bearer_token};
 
 /// How often figures are pushed.
 const PERIOD: Duration = Duration::from_secs(1);
@@ -116,10 +117,12 @@ pub struct KpiQuery {
 pub async fn kpi_stream(
     State(app): State<Shared>,
     Caller(tenant, _in_progress): Caller,
+    headers: HeaderMap,
     QueryOf(query): QueryOf<KpiQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let token = bearer_token(&headers)?.to_owned();
     let utc_offset = query.utc_offset_minutes.unwrap_or(0);
-    if utc_offset.abs() > MAX_UTC_OFFSET_MINUTES {
+    if !(-MAX_UTC_OFFSET_MINUTES..=MAX_UTC_OFFSET_MINUTES).contains(&utc_offset) {
         let message = format!("an offset from UTC is at most {MAX_UTC_OFFSET_MINUTES} minutes");
         return Err(ApiError::validation("utc_offset_minutes", message));
     }
@@ -129,41 +132,55 @@ pub async fn kpi_stream(
     let slot = app.open_stream(&tenant)?;
     let mut ticks = tokio::time::interval(PERIOD);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let state = (app, tenant, ticks, slot);
-    let stream =
-        futures_util::stream::unfold(state, move |(app, tenant, mut ticks, slot)| async move {
-            ticks.tick().await;
-            if app.is_closing() {
-                return None;
-            }
-            let now = now_ms();
-            let second = now / 1_000;
-            // Another stream of the tenant may have read them this second: the read (a day of
-            // minutes and every SKU's level) is then done once, not once per screen.
-            let json = match app.kpi_figures(&tenant, utc_offset, second) {
-                Some(json) => json,
-                None => {
-                    let node = app.node().ok()?;
-                    let reading = tenant.clone();
-                    let read = move || day_figures(&node, &reading, now, utc_offset);
-                    match tokio::task::spawn_blocking(read).await {
-                        Ok(Ok(figures)) => {
-                            let json: Arc<str> = serde_json::to_string(&figures).ok()?.into();
-                            app.keep_kpi_figures(&tenant, utc_offset, second, json.clone());
-                            json
-                        }
-                        Ok(Err(e)) => {
-                            tracing::warn!("cannot read the KPIs of {tenant}: {e}");
-                            let event = SseEvent::default().comment("figures unavailable");
-                            return Some((Ok(event), (app, tenant, ticks, slot)));
-                        }
-                        Err(_) => return None,
-                    }
-                }
-            };
-            Some((Ok(SseEvent::default().data(&*json)), (app, tenant, ticks, slot)))
-        });
+    let watcher = Watcher { app, tenant, token, ticks, _slot: slot };
+    let stream = futures_util::stream::unfold(watcher, move |mut watcher| async move {
+        let event = watcher.next(utc_offset).await?;
+        Some((Ok(event), watcher))
+    });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// One open KPI stream: whose, and its place among the tenant's streams.
+struct Watcher {
+    app: Shared,
+    tenant: TenantId,
+    token: String,
+    ticks: tokio::time::Interval,
+    _slot: Slot,
+}
+
+impl Watcher {
+    /// The next second's figures, or `None` once the stream ends: the server is closing, the
+    /// token was revoked (checked every tick), or the node is gone.
+    async fn next(&mut self, utc_offset: i32) -> Option<SseEvent> {
+        let Watcher { app, tenant, token, ticks, .. } = self;
+        ticks.tick().await;
+        if app.is_closing() || app.tenants().authenticate(token).as_ref() != Some(&*tenant) {
+            return None;
+        }
+        let now = now_ms();
+        let second = now / 1_000;
+        // Another stream of the tenant may have read them this second: the read (a day of
+        // minutes and every SKU's level) is then done once, not once per screen.
+        if let Some(json) = app.kpi_figures(tenant, utc_offset, second) {
+            return Some(SseEvent::default().data(&*json));
+        }
+        let node = app.node().ok()?;
+        let reading = tenant.clone();
+        let read = move || day_figures(&node, &reading, now, utc_offset);
+        match tokio::task::spawn_blocking(read).await {
+            Ok(Ok(figures)) => {
+                let json: Arc<str> = serde_json::to_string(&figures).ok()?.into();
+                app.keep_kpi_figures(tenant, utc_offset, second, json.clone());
+                Some(SseEvent::default().data(&*json))
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("cannot read the KPIs of {tenant}: {e}");
+                Some(SseEvent::default().comment("figures unavailable"))
+            }
+            Err(_) => None,
+        }
+    }
 }
 
 fn now_ms() -> u64 {

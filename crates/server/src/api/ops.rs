@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use orderly_core::node::ReadModel;
+use orderly_core::node::{Node, ReadModel};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -28,11 +28,24 @@ pub struct Status {
     pub read_models_behind: Option<u64>,
 }
 
-/// Alive: the process answers, during recovery too (then without `head`).
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Status)))]
-pub async fn healthz(State(app): State<Shared>) -> Json<Status> {
-    let head = app.node().ok().map(|node| node.engine().head().0);
-    Json(Status { status: "ok", head, read_models_behind: None })
+/// Alive: the process answers, during recovery too (then without `head`); `503 engine_stopped`
+/// once its log failed, since only a restart brings it back (a supervisor's liveness probe
+/// then restarts it).
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Status), (status = 503, description = "`engine_stopped`: the log failed; restart the server", body = ErrorBody)))]
+pub async fn healthz(State(app): State<Shared>) -> Result<Json<Status>, ApiError> {
+    let node = app.node().ok();
+    if let Some(error) = node.as_ref().and_then(|node| engine_stopped(node)) {
+        return Err(error);
+    }
+    let head = node.map(|node| node.engine().head().0);
+    Ok(Json(Status { status: "ok", head, read_models_behind: None }))
+}
+
+/// `503 engine_stopped` if `node`'s log failed: no command is accepted until a restart.
+fn engine_stopped(node: &Node) -> Option<ApiError> {
+    let cause = node.engine().log().failure()?;
+    let message = format!("the log failed ({cause}): no command is accepted until a restart");
+    Some(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "engine_stopped", message))
 }
 
 /// Ready: the log is recovered, commands are accepted and the read models follow the log.
@@ -46,9 +59,8 @@ pub async fn readyz(State(app): State<Shared>) -> Result<Json<Status>, ApiError>
     let node = app.node()?;
     // A failed log refuses every command from then on: a supervisor must see it to restart
     // the server or move traffic away, not keep sending it requests.
-    if let Some(cause) = node.engine().log().failure() {
-        let message = format!("the log failed ({cause}): no command is accepted until a restart");
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "engine_stopped", message));
+    if let Some(error) = engine_stopped(&node) {
+        return Err(error);
     }
     for model in ReadModel::ALL {
         if let Some(why) = node.projection(model).ended() {

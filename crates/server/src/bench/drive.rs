@@ -373,21 +373,23 @@ impl Driver<'_> {
 
     /// Adds what an acknowledged first send moved to [`Tally::money`].
     fn count_money(&mut self, sent: &Sent) {
-        let Some(amount) = sent.amount else { return };
+        let Some(amount) = sent.amount.filter(|amount| amount.minor > 0) else { return };
+        let shipped = sent.order.is_some_and(|o| o.fate.final_status() == OrderStatus::Shipped);
+        let sum: fn(&mut MoneyMoved) -> &mut u64 = match sent.kind {
+            StepKind::Place if shipped => |moved| &mut moved.captured,
+            StepKind::Authorize => |moved| &mut moved.authorized,
+            StepKind::Decline | StepKind::DeclineUnavailable => |moved| &mut moved.declined,
+            StepKind::Refund => |moved| &mut moved.refunded,
+            // A currency appears only once it moved money: the log's books list no other.
+            _ => return,
+        };
         let money = &mut self.tally.money;
         if !money.contains_key(amount.currency.as_str()) {
             money.insert(amount.currency.as_str().to_owned(), MoneyMoved::default());
         }
         let moved = money.get_mut(amount.currency.as_str()).expect("inserted just above");
-        let shipped = sent.order.is_some_and(|o| o.fate.final_status() == OrderStatus::Shipped);
-        let sum = match sent.kind {
-            StepKind::Place if shipped => &mut moved.captured,
-            StepKind::Authorize => &mut moved.authorized,
-            StepKind::Decline | StepKind::DeclineUnavailable => &mut moved.declined,
-            StepKind::Refund => &mut moved.refunded,
-            _ => return,
-        };
-        *sum = sum.saturating_add(amount.minor);
+        let total = sum(moved);
+        *total = total.saturating_add(amount.minor);
     }
 
     fn skip(&mut self, sequence: u64) {

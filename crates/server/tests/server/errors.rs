@@ -509,7 +509,7 @@ async fn engine_errors_map_to_503_with_retry_after() {
 
 /// A disk that fails an fsync stops the log for good: the command whose group it was is
 /// `503 engine_stopped` (it may or may not be recorded), so is every command after it, and
-/// `/readyz` says so, so that a supervisor moves traffic away or restarts the server.
+/// `/readyz` and `/healthz` say so, so that a supervisor moves traffic away and restarts it.
 #[tokio::test]
 async fn a_failed_fsync_makes_commands_engine_stopped_and_the_server_unready() {
     let faults = orderly_core::store::faults::Faults::new();
@@ -527,8 +527,9 @@ async fn a_failed_fsync_makes_commands_engine_stopped_and_the_server_unready() {
     let ready = support::call(&server.app, support::get("/readyz", None)).await;
     let details = ready.error(StatusCode::SERVICE_UNAVAILABLE, "engine_stopped");
     assert_eq!(details, json!({}));
+    // Only a restart brings it back: liveness fails too, so that a supervisor restarts it.
     let health = support::call(&server.app, support::get("/healthz", None)).await;
-    health.ok(StatusCode::OK);
+    health.error(StatusCode::SERVICE_UNAVAILABLE, "engine_stopped");
 }
 
 /// With an admission queue of one command, many orders at once: each is placed or refused

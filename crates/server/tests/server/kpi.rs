@@ -323,3 +323,37 @@ async fn day_figures_count_each_event_in_its_minute() {
     assert_eq!((east.orders_today, east.day_start_ms), (6, utc_midnight - 602 * MINUTE_MS));
     assert_eq!(east.per_minute, [[1202, 2], [1203, 3], [1206, 1]]);
 }
+
+/// A token revoked while its event and KPI streams are open ends both streams within a few
+/// seconds: the streams check their token, not only the requests that open them. Another
+/// tenant's stream goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_token_ends_its_open_streams() {
+    let server = Server::start();
+    let globex = server.add_tenant("globex");
+    let address = support::serve(&server.app).await;
+    server.receive("mug", 1).await;
+    let client = reqwest::Client::new();
+    let open = |path: &str, token: &str| {
+        EventStream::open(client.get(format!("http://{address}{path}")).bearer_auth(token))
+    };
+    let mut events = open("/v1/events?from=0", &server.token).await;
+    let mut kpis = open("/v1/kpi/stream", &server.token).await;
+    let mut theirs = open("/v1/kpi/stream", &globex).await;
+    events.expect(Duration::from_secs(5)).await;
+    kpis.expect(Duration::from_secs(5)).await;
+
+    orderly_server::tenants::revoke(server.dir(), &support::tenant(support::TENANT))
+        .expect("revoked");
+    // Figures come each second until the next check; then the end.
+    let mut ended = false;
+    for _ in 0..5 {
+        if kpis.next(Duration::from_secs(5)).await.is_none() {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "the KPI stream of a revoked token ended");
+    assert!(events.next(Duration::from_secs(5)).await.is_none(), "so did its event stream");
+    theirs.expect(Duration::from_secs(5)).await;
+}

@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap;
 
 use super::{OrderView, OrdersTables, invalid};
 use crate::domain::{
-    Event, OrderEvent, OrderId, OrderStatus, PaymentEvent, PaymentId, PaymentStatus,
+    DeclineReason, Event, OrderEvent, OrderId, OrderStatus, PaymentEvent, PaymentId, PaymentStatus,
 };
 use crate::engine::CommittedEvent;
 use crate::projection::{ProjectionError, inconsistent};
@@ -174,7 +174,8 @@ impl<'a> Batch<'a> {
             (E::PaymentDeclined { gateway, reason, .. }, None | Some(S::Declined)) => {
                 view.payment = Some(payment.clone());
                 view.payment_status = Some(S::Declined);
-                view.gateway = Some(gateway.clone());
+                // No gateway answered such a decline: the one it names is a placeholder.
+                view.gateway = (*reason == DeclineReason::Refused).then(|| gateway.clone());
                 view.decline_reason = Some(*reason);
             }
             (E::PaymentAuthorized { .. } | E::PaymentDeclined { .. }, Some(status)) => {

@@ -13,8 +13,10 @@
 //! var position count, then the first position and each next one as its step from the last
 //! var hold_expires_at (ms; 0: unknown) | u8 decline reason | str gateway (length 0: none)
 //! ```
-//! Format 3, still read, ends before the last line: its views have no hold expiry, decline
-//! reason or gateway until the order's next event rewrites them. Format 3 takes half the bytes
+//! Format 3, still read, ends before the last line: such a view has no hold expiry (and keeps
+//! none: only the placing names it), and no decline reason or gateway until a payment event
+//! of its order comes. The gateway of a decline because no gateway answered is left out (the
+//! one such a decline names is a placeholder). Format 3 takes half the bytes
 //! of format 2 or less, and redb's cost per row grows with its size (measured: 2.0 µs per
 //! insert at 60 bytes, 3.3 at 180): the orders table is most of what a catch-up commits.
 //! Format 2, still read, is format 3 with fixed-width little-endian numbers: u64 for each
