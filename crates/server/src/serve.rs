@@ -36,6 +36,8 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
     let address = listener.local_addr()?;
     tracing::info!("listening on http://{address}");
     let token_file = app.config().data.join(format!("{DEMO_TENANT}.token"));
+    // A demo token revoked since is no link to show.
+    let demo_token = demo_token.filter(|token| app.tenants().authenticate(token).is_some());
     match demo_token {
         // On loopback (a developer's machine, the default) the demo's link is printed whole;
         // listening for others, no token goes to logs that a log collector may ship away.
