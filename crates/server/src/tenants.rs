@@ -133,18 +133,7 @@ pub fn add(data: &Path, name: &TenantId) -> anyhow::Result<String> {
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create the data folder {}", data.display()))?;
     let path = data.join(TENANTS_FILE);
-    let mut file = OpenOptions::new()
-        .create(true)
-        .read(true)
-        .append(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    // Held until the file is dropped: another add waits, then sees this one's line.
-    file.lock().with_context(|| format!("cannot lock {}", path.display()))?;
-    let mut text = String::new();
-    file.read_to_string(&mut text).with_context(|| format!("cannot read {}", path.display()))?;
-    let existing = parse(&text).with_context(|| format!("in {}", path.display()))?;
+    let (mut file, text, existing) = locked(&path, true)?;
     if existing.values().any(|tenant| tenant == name) {
         bail!("tenant {name} already exists (revoke its token first to give it a new one)");
     }
@@ -159,19 +148,31 @@ pub fn add(data: &Path, name: &TenantId) -> anyhow::Result<String> {
 /// within a second. Its data stays; `add` gives it a new token. Refuses a name with no token.
 pub fn revoke(data: &Path, name: &TenantId) -> anyhow::Result<()> {
     let path = data.join(TENANTS_FILE);
+    let (mut file, text, existing) = locked(&path, false)?;
+    if !existing.values().any(|tenant| tenant == name) {
+        bail!("tenant {name} has no token to revoke");
+    }
+    append(&mut file, &path, &text, &format!("revoke {name}\n"))
+}
+
+/// The tenants file at `path` (created if `create`), locked for this writer until the file is
+/// dropped (another waits, then sees this one's line), with its text and the tenants it names.
+fn locked(
+    path: &Path,
+    create: bool,
+) -> anyhow::Result<(File, String, HashMap<blake3::Hash, TenantId>)> {
     let mut file = OpenOptions::new()
+        .create(create)
         .read(true)
         .append(true)
-        .open(&path)
+        .mode(0o600)
+        .open(path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     file.lock().with_context(|| format!("cannot lock {}", path.display()))?;
     let mut text = String::new();
     file.read_to_string(&mut text).with_context(|| format!("cannot read {}", path.display()))?;
     let existing = parse(&text).with_context(|| format!("in {}", path.display()))?;
-    if !existing.values().any(|tenant| tenant == name) {
-        bail!("tenant {name} has no token to revoke");
-    }
-    append(&mut file, &path, &text, &format!("revoke {name}\n"))
+    Ok((file, text, existing))
 }
 
 /// Appends `line` to the locked tenants file `file` (whose contents are `text`), synced; a
