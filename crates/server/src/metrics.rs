@@ -49,6 +49,7 @@ pub struct Metrics {
     request_seconds: HistogramFamily<RequestLabels>,
     queue_depth: Gauge,
     log_head: Gauge,
+    log_failed: Gauge,
     group_records: Histogram,
     fsync_seconds: Histogram,
     projection_lag: Family<ProjectionLabels, Gauge>,
@@ -83,6 +84,12 @@ impl Metrics {
         );
         let log_head = Gauge::default();
         registry.register("log_head_position", "Records durable in the log", log_head.clone());
+        let log_failed = Gauge::default();
+        registry.register(
+            "log_failed",
+            "1 once the log failed (a full or failing disk): no command is accepted until a restart",
+            log_failed.clone(),
+        );
         let group_records = Histogram::new(exponential_buckets(1.0, 2.0, 18));
         registry.register(
             "log_group_records",
@@ -119,6 +126,7 @@ impl Metrics {
             request_seconds,
             queue_depth,
             log_head,
+            log_failed,
             group_records,
             fsync_seconds,
             projection_lag,
@@ -157,6 +165,7 @@ impl Metrics {
         let engine = node.engine();
         self.queue_depth.set(i64::try_from(engine.queue_depth()).unwrap_or(i64::MAX));
         self.log_head.set(i64::try_from(engine.head().0).unwrap_or(i64::MAX));
+        self.log_failed.set(i64::from(engine.log().failure().is_some()));
         for worker in node.projections() {
             let labels = ProjectionLabels { projection: worker.name().to_owned() };
             self.projection_lag.get_or_create(&labels).set(saturate(worker.lag()));

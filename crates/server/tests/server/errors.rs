@@ -527,9 +527,12 @@ async fn a_failed_fsync_makes_commands_engine_stopped_and_the_server_unready() {
     let ready = support::call(&server.app, support::get("/readyz", None)).await;
     let details = ready.error(StatusCode::SERVICE_UNAVAILABLE, "engine_stopped");
     assert_eq!(details, json!({}));
-    // Only a restart brings it back: liveness fails too, so that a supervisor restarts it.
+    // Only a restart brings it back: liveness fails too, so that a supervisor restarts it, and
+    // the metrics say so for an alert.
     let health = support::call(&server.app, support::get("/healthz", None)).await;
     health.error(StatusCode::SERVICE_UNAVAILABLE, "engine_stopped");
+    let metrics = support::call(&server.app, support::get("/metrics", None)).await;
+    assert!(metrics.text.contains("orderly_log_failed 1"), "{}", metrics.text);
 }
 
 /// With an admission queue of one command, many orders at once: each is placed or refused

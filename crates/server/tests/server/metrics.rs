@@ -59,6 +59,7 @@ async fn metrics_count_requests_and_show_the_engine_the_log_and_the_read_models(
     // The engine, the log and the read models.
     has("orderly_engine_queue_depth ");
     has("orderly_log_head_position ");
+    has("orderly_log_failed 0");
     has("orderly_log_group_records_bucket{");
     has("orderly_log_fsync_duration_seconds_bucket{");
     has("orderly_log_fsync_duration_seconds_count ");
