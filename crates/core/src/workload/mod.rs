@@ -383,6 +383,13 @@ impl Workload {
         &self.curve
     }
 
+    /// Every product's opening stock, per tenant: what the day's receipts add up to.
+    pub fn opening_stock(&self) -> impl Iterator<Item = (&TenantId, &crate::domain::Sku, u64)> {
+        self.shops.iter().flat_map(|shop| {
+            shop.opening_stock().map(move |(sku, units)| (&shop.tenant, sku, units))
+        })
+    }
+
     /// The gateway outages: from (inclusive) to (exclusive), virtual time.
     #[must_use]
     pub fn outages(&self) -> &[(Timestamp, Timestamp)] {

@@ -130,6 +130,9 @@ pub struct BenchReport {
     /// SKUs whose ledger shows stock oversold: on hand below zero, more reserved than on
     /// hand, or more shipped than received.
     pub oversold: u64,
+    /// The stock the log received, per SKU, is the model's opening stock: no receipt lost or
+    /// applied twice.
+    pub stock_received_ok: bool,
     /// The log verified (`audit::check`) with a clean end.
     pub verify_ok: bool,
     /// Reconciling the log (`audit::check`) found no discrepancy.
@@ -169,6 +172,7 @@ impl BenchReport {
             && self.money_ok
             && self.retries_ok
             && self.oversold == 0
+            && self.stock_received_ok
             && self.open_holds == 0
             && self.unexpected_rejections.is_empty()
             && self.placed + self.sold_out == self.orders
@@ -198,6 +202,10 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
 
     let workload = Workload::new(WorkloadConfig::new(config.orders, config.tenants, config.seed));
     let curve = workload.curve().to_vec();
+    let opening_stock: BTreeMap<(String, String), u64> = workload
+        .opening_stock()
+        .map(|(tenant, sku, units)| ((tenant.to_string(), sku.to_string()), units))
+        .collect();
     let clock = ManualClock::default();
     let engine_config = Config { clock: Arc::new(clock.clone()), ..Config::default() };
     let hold_ttl_ms = engine_config.hold_ttl_ms;
@@ -246,6 +254,16 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
                 || i64::try_from(l.shipped).unwrap_or(i64::MAX) > received
         })
         .count() as u64;
+    // Every unit received is the model's opening stock, no more, no less: a receipt lost or
+    // applied twice would hide an oversell from the checks above, which compare the log with
+    // itself.
+    let received: BTreeMap<(String, String), u64> = books
+        .stock
+        .iter()
+        .filter(|l| l.received > 0)
+        .map(|l| ((l.tenant.clone(), l.sku.clone()), l.received))
+        .collect();
+    let stock_received_ok = received == opening_stock;
     let expired_units = books.stock.iter().map(|l| l.expired).sum::<u64>();
     let open_holds = books.stock.iter().map(|l| l.open_holds).sum::<u64>();
     let found: BTreeMap<String, OrderCounts> =
@@ -302,6 +320,7 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         expired_units,
         open_holds,
         oversold,
+        stock_received_ok,
         verify_ok,
         reconcile_ok: books.discrepancies.is_empty(),
         orders_ok,

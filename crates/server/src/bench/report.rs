@@ -85,6 +85,7 @@ fn markdown(config: &BenchConfig, r: &BenchReport) -> String {
         ("no hold left open", r.open_holds == 0),
         ("every acknowledged order present, with the expected status", r.orders_ok),
         ("money authorized, declined, captured and refunded as acknowledged", r.money_ok),
+        ("stock received as the model opened the day with", r.stock_received_ok),
         ("every retry answered with its first outcome, read back from the log", r.retries_ok),
         ("no refusal besides sold-out placements", r.unexpected_rejections.is_empty()),
     ];

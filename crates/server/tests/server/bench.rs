@@ -36,6 +36,7 @@ fn a_small_black_friday_day_runs_durably_and_every_check_holds() {
     assert!(report.retries_ok && report.retries_replayed > 100, "{report:?}");
     assert_eq!(report.misplaced_replays, 0, "every replay points at its first send");
     assert!(report.money_ok, "the log moved the money the acknowledged commands did");
+    assert!(report.stock_received_ok, "the log received the model's opening stock");
     assert!(report.unexpected_rejections.is_empty(), "{:?}", report.unexpected_rejections);
     assert!(report.passed());
     assert!(
