@@ -255,18 +255,15 @@ impl From<ExecuteError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.code(), message)
                     .retry_after(Duration::from_secs(5))
             }
-            ExecuteError::Engine(EngineError::Stopped { cause }) => {
-                // Once, not per request: every request after the failure lands here.
-                static REPORTED: std::sync::Once = std::sync::Once::new();
-                REPORTED.call_once(|| tracing::error!(%cause, "the engine stopped: the log failed; commands are refused until a restart, /readyz says so"));
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    error.code(),
-                    "the engine stopped after a storage failure; a command it had taken may or \
+            // The engine reports the failure once, where it learns it; every request after it
+            // lands here.
+            ExecuteError::Engine(EngineError::Stopped { .. }) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                error.code(),
+                "the engine stopped after a storage failure; a command it had taken may or \
                      may not be recorded: once the server is back, retry with the same \
                      Idempotency-Key",
-                )
-            }
+            ),
             // A future engine error is still the server's, never the client's.
             _ => ApiError::internal(&error),
         }

@@ -116,6 +116,8 @@ pub(crate) struct DecisionThread {
     pub max_turn_bytes: usize,
     /// Deferred answers of turns that wrote nothing, to the thread that gives them once durable.
     pub durable: crossbeam_channel::Sender<(u64, Deferred)>,
+    /// Set once the log's failure is reported: every batch in flight learns it, one says so.
+    pub failure_reported: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl DecisionThread {
@@ -301,6 +303,7 @@ impl DecisionThread {
         // the callers learn the engine stopped, and later commands are refused through
         // `log.failure()`.
         let records = &self.turn.records[..decided];
+        let reported = self.failure_reported.clone();
         let _refused = self.log.append_or_wait(records, move |outcome| match outcome {
             Ok(appended) => {
                 assert_eq!(
@@ -315,6 +318,9 @@ impl DecisionThread {
                 }
             }
             Err(e) => {
+                if !reported.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::error!(error = %e, "the log failed: the engine accepts no command until a restart");
+                }
                 let stopped = || EngineError::Stopped { cause: e.to_string() }.into();
                 for (reply, ..) in answers {
                     reply(Err(stopped()));
