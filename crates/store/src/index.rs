@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::FxBuildHasher;
 
 use crate::storage::StorageFile;
 
@@ -53,7 +53,7 @@ pub(crate) struct Index {
     /// Per segment, `(position, byte offset)` of every [`SPARSE_EVERY`]th position.
     sparse: Vec<Vec<(u64, u64)>>,
     /// The length and last position of every stream, in [`STREAM_SHARDS`] shards.
-    streams: Vec<FxHashMap<StreamKey, StreamTail>>,
+    streams: Vec<StreamMap<StreamTail>>,
     /// For every position from `first_linked` on, the position of the previous record of its
     /// stream ([`NO_PREVIOUS`] for a stream's first), in chunks of [`LINK_CHUNK`].
     links: Vec<Vec<u64>>,
@@ -68,6 +68,15 @@ struct StreamTail {
     len: u64,
     /// Position of its last record.
     last: u64,
+}
+
+/// A map from stream ids, looked up by their bytes.
+pub(crate) type StreamMap<V> = hashbrown::HashMap<StreamKey, V, FxBuildHasher>;
+
+/// The hash a [`StreamMap`] takes `stream` by, for [`crate::prefetch::lookup`].
+pub(crate) fn stream_hash(stream: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    FxBuildHasher.hash_one(stream)
 }
 
 /// A stream id as a map key. Short ids, the common case, are kept inline, so that a lookup
@@ -125,7 +134,7 @@ impl std::borrow::Borrow<[u8]> for StreamKey {
 /// stream or the place for it. A longer id is looked up first, so that it is boxed only for a
 /// new stream.
 pub(crate) fn stream_slot<'m, V>(
-    map: &'m mut FxHashMap<StreamKey, V>,
+    map: &'m mut StreamMap<V>,
     stream: &[u8],
     new: impl FnOnce() -> V,
 ) -> &'m mut V {
@@ -140,7 +149,7 @@ impl Default for Index {
         Index {
             segments: Vec::new(),
             sparse: Vec::new(),
-            streams: (0..STREAM_SHARDS).map(|_| FxHashMap::default()).collect(),
+            streams: (0..STREAM_SHARDS).map(|_| StreamMap::default()).collect(),
             links: Vec::new(),
             first_linked: None,
         }
@@ -210,7 +219,7 @@ impl Index {
 
     /// Number of streams.
     pub(crate) fn stream_count(&self) -> usize {
-        self.streams.iter().map(FxHashMap::len).sum()
+        self.streams.iter().map(StreamMap::len).sum()
     }
 
     /// The segment holding `position` and a byte offset in it at or before that record.
@@ -231,7 +240,6 @@ impl Index {
 /// must stay independent of the shard: sharding by the top bits left a tag one bit of entropy
 /// within a shard, and every other probe compared a key out of cache.
 fn shard_of(stream: &[u8]) -> usize {
-    use std::hash::BuildHasher;
-    let hash = rustc_hash::FxBuildHasher.hash_one(stream);
+    let hash = stream_hash(stream);
     usize::try_from((hash >> 32) % STREAM_SHARDS as u64).expect("below STREAM_SHARDS")
 }

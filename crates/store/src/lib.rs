@@ -18,6 +18,7 @@ pub mod limits;
 mod log;
 mod observer;
 mod position;
+pub mod prefetch;
 mod record;
 mod recovery;
 mod scan;

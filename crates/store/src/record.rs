@@ -235,6 +235,13 @@ pub(crate) fn chain_hash(bytes: &[u8]) -> ChainHash {
     *hasher.finalize().as_bytes()
 }
 
+/// The stream id named by the record header at the start of `buf`, if the header and the id
+/// are within `buf` and its length is in bounds. Nothing is verified: a hint only.
+pub(crate) fn stream_hint(buf: &[u8]) -> Option<&[u8]> {
+    let len = usize::from(u16::from_le_bytes([*buf.get(10)?, *buf.get(11)?]));
+    (len <= MAX_STREAM_ID_LEN).then(|| buf.get(HEADER_LEN..HEADER_LEN + len)).flatten()
+}
+
 /// Decodes the record at the start of `buf`, checking its header and checksum (not its place
 /// in the chain, which the caller knows). `Err(Damage::Unused)` means `buf` starts with zeros.
 pub(crate) fn decode(buf: &[u8]) -> Result<RecordView<'_>, Damage> {

@@ -15,11 +15,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustc_hash::FxHashMap;
-
 use crate::checkpoint::{self, Checkpoint};
 use crate::error::OpenError;
-use crate::index::{Index, SegmentMeta, StreamKey, stream_slot};
+use crate::index::{Index, SegmentMeta, StreamMap, stream_slot};
 use crate::limits::SEGMENT_HEADER_LEN;
 use crate::record::ChainHash;
 use crate::scan::{self, Chained, ScanError, ScannedRecord, Visitor};
@@ -81,7 +79,7 @@ struct Pending {
 struct IndexBuilder {
     index: Index,
     pending: Vec<Pending>,
-    pending_versions: FxHashMap<StreamKey, u64>,
+    pending_versions: StreamMap<u64>,
 }
 
 impl Visitor for IndexBuilder {

@@ -13,11 +13,9 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-
 use crate::checkpoint::Checkpoint;
 use crate::error::{Corruption, Problem};
-use crate::index::{StreamKey, stream_slot};
+use crate::index::{StreamMap, stream_hash, stream_slot};
 use crate::limits::{MAX_RECORD_LEN, SEGMENT_HEADER_LEN};
 use crate::position::{Position, StreamVersion};
 use crate::record::{ChainHash, Damage};
@@ -137,7 +135,7 @@ pub fn scan(
 ) -> Result<ScanReport, ScanError> {
     let storage = DirStorage::new(dir);
     let mut visitor =
-        ReadOnly { versions: FxHashMap::default(), progress: &mut progress, visit: &mut visit };
+        ReadOnly { versions: StreamMap::default(), progress: &mut progress, visit: &mut visit };
     // The log's own checkpoint (what its writer verified on its last open) is a digest kept
     // beside it: a log that ends before it, or whose record before it hashes otherwise, lost
     // or changed records. The whole chain is recomputed all the same. A checkpoint that
@@ -164,7 +162,7 @@ pub fn scan(
 
 /// The stream versions a read-only scan has seen.
 struct ReadOnly<'v, P, V> {
-    versions: FxHashMap<StreamKey, u64>,
+    versions: StreamMap<u64>,
     progress: &'v mut P,
     visit: &'v mut V,
 }
@@ -183,6 +181,10 @@ where
         Ok(())
     }
 
+    fn upcoming(&mut self, stream: &[u8]) {
+        crate::prefetch::lookup(&self.versions, stream_hash(stream));
+    }
+
     fn record(&mut self, record: &ScannedRecord<'_>) -> ControlFlow<()> {
         (self.visit)(record)
     }
@@ -197,6 +199,10 @@ pub(crate) trait Visitor {
     /// Checks that `found` is the next version of `stream` and counts it; `Err(expected)` when
     /// it is not.
     fn stream_version(&mut self, stream: &[u8], found: u64) -> Result<(), u64>;
+
+    /// The record after the one being verified probably belongs to `stream` (its header, not
+    /// yet verified, says so): a hint to start loading its entry while this record is hashed.
+    fn upcoming(&mut self, _stream: &[u8]) {}
 
     /// A segment is about to be scanned.
     fn segment_start(&mut self, _name: &str, _first: u64, _file: &Arc<dyn StorageFile>) {}
@@ -395,7 +401,7 @@ impl Chain {
         let mut failure: Option<(u64, u64, Problem)> = None;
         let mut stopped = false;
         let (stop_offset, stop) =
-            segment::scan(segment.file, committed_end, segment.len, |offset, view| {
+            segment::scan(segment.file, committed_end, segment.len, |offset, view, next| {
                 let checkpoint = self.checkpoint.filter(|c| position < c.position);
                 let skipped = checkpoint.is_some() && self.chained == Chained::FromCheckpoint;
                 let problem = if view.position != position {
@@ -410,6 +416,9 @@ impl Chain {
                 if let Some(problem) = problem {
                     failure = Some((offset, position, problem));
                     return ControlFlow::Break(());
+                }
+                if let Some(next) = next {
+                    visitor.upcoming(next);
                 }
                 hash = match checkpoint {
                     None => view.hash(),

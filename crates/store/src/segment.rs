@@ -142,10 +142,24 @@ impl Window {
         offset: u64,
         end: u64,
     ) -> io::Result<Result<RecordView<'_>, Damage>> {
+        Ok(self.record_and_next(file, offset, end)?.map(|(view, _)| view))
+    }
+
+    /// [`Window::record_at`], with the stream id the next record's header names if that is
+    /// already in the window: unverified, a hint of what a pass will look up next.
+    fn record_and_next(
+        &mut self,
+        file: &dyn StorageFile,
+        offset: u64,
+        end: u64,
+    ) -> io::Result<Result<RecordAndNext<'_>, Damage>> {
         let head = self.fill(file, offset, HEADER_LEN, end)?;
         let need = record_len_hint(head).unwrap_or(HEADER_LEN);
         let bytes = self.fill(file, offset, need, end)?;
-        Ok(record::decode(bytes))
+        Ok(record::decode(bytes).map(|view| {
+            let next = record::stream_hint(&bytes[view.bytes.len()..]);
+            (view, next)
+        }))
     }
 }
 
@@ -159,6 +173,10 @@ pub(crate) fn record_len_hint(buf: &[u8]) -> Option<usize> {
     (payload <= crate::limits::MAX_PAYLOAD_LEN && stream <= crate::limits::MAX_STREAM_ID_LEN)
         .then(|| record::encoded_len(stream, payload))
 }
+
+/// A record, and the stream id the next record's header names (see
+/// [`Window::record_and_next`]).
+type RecordAndNext<'a> = (RecordView<'a>, Option<&'a [u8]>);
 
 /// Why a scan stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,24 +192,25 @@ pub(crate) enum ScanEnd {
 }
 
 /// Visits the records of `file` from `offset` until `end`, zeros, damage or the visitor says
-/// stop. Returns the offset it stopped at and why.
+/// stop, with the stream the next record names when it is at hand (see
+/// [`Window::record_and_next`]). Returns the offset it stopped at and why.
 pub(crate) fn scan(
     file: &dyn StorageFile,
     mut offset: u64,
     end: u64,
-    mut visit: impl FnMut(u64, &RecordView<'_>) -> ControlFlow<()>,
+    mut visit: impl FnMut(u64, &RecordView<'_>, Option<&[u8]>) -> ControlFlow<()>,
 ) -> io::Result<(u64, ScanEnd)> {
     let mut window = Window::default();
     loop {
         if offset >= end {
             return Ok((offset, ScanEnd::End));
         }
-        let view = match window.record_at(file, offset, end)? {
-            Ok(view) => view,
+        let (view, next) = match window.record_and_next(file, offset, end)? {
+            Ok(found) => found,
             Err(Damage::Unused) => return Ok((offset, ScanEnd::Unused)),
             Err(damage) => return Ok((offset, ScanEnd::Damaged(damage))),
         };
-        if visit(offset, &view).is_break() {
+        if visit(offset, &view, next).is_break() {
             return Ok((offset, ScanEnd::Stopped));
         }
         offset += view.bytes.len() as u64;

@@ -19,7 +19,6 @@ use orderly_store::{Expected, Log, LogReader, NewRecord, Position};
 
 use super::clock::Clock;
 use super::error::{EngineError, ExecuteError};
-use super::prefetch;
 use super::state::{KeyEntry, Place, World};
 use crate::codec::{self, fingerprint_of};
 use crate::domain::{
@@ -271,7 +270,9 @@ impl DecisionThread {
         // loaded now, so that these stores do not each wait for their lines.
         let answers = &self.turn.answers;
         if answers.len() + WRITE_AHEAD < answers.capacity() {
-            prefetch::load(answers.as_ptr().wrapping_add(answers.len() + WRITE_AHEAD));
+            orderly_store::prefetch::load(
+                answers.as_ptr().wrapping_add(answers.len() + WRITE_AHEAD),
+            );
         }
         self.turn.answers.push((reply, position, events, now));
         if self.turn.answers.len() >= MAX_TURN_RECORDS || self.turn.bytes >= self.max_turn_bytes {

@@ -19,7 +19,6 @@ mod clock;
 mod decision;
 mod error;
 mod pages;
-mod prefetch;
 mod snapshot;
 mod state;
 
