@@ -189,6 +189,13 @@ impl Index {
         version
     }
 
+    /// Starts loading the entry of `stream`, which a lookup will read soon (see
+    /// [`crate::prefetch`]).
+    pub(crate) fn prefetch_stream(&self, stream: &[u8]) {
+        let hash = stream_hash(stream);
+        crate::prefetch::lookup(&self.streams[shard_of_hash(hash)], hash);
+    }
+
     /// The number of records of `stream`, committed or not.
     pub(crate) fn stream_len(&self, stream: &[u8]) -> u64 {
         self.streams[shard_of(stream)].get(stream).map_or(0, |tail| tail.len)
@@ -240,6 +247,9 @@ impl Index {
 /// must stay independent of the shard: sharding by the top bits left a tag one bit of entropy
 /// within a shard, and every other probe compared a key out of cache.
 fn shard_of(stream: &[u8]) -> usize {
-    let hash = stream_hash(stream);
+    shard_of_hash(stream_hash(stream))
+}
+
+fn shard_of_hash(hash: u64) -> usize {
     usize::try_from((hash >> 32) % STREAM_SHARDS as u64).expect("below STREAM_SHARDS")
 }

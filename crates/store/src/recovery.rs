@@ -93,6 +93,10 @@ impl Visitor for IndexBuilder {
         Ok(())
     }
 
+    fn upcoming(&mut self, stream: &[u8]) {
+        self.index.prefetch_stream(stream);
+    }
+
     fn segment_start(&mut self, name: &str, first: u64, file: &Arc<dyn StorageFile>) {
         self.pending.clear();
         self.pending_versions.clear();
