@@ -20,7 +20,7 @@ use crossbeam_channel::{Receiver, Sender};
 use rustc_hash::FxHashMap;
 
 use crate::error::AppendError;
-use crate::index::SegmentMeta;
+use crate::index::{Index, SegmentMeta};
 use crate::limits::{MAX_BATCH_RECORDS, MAX_GROUP_BYTES, MAX_PAYLOAD_LEN, MAX_STREAM_ID_LEN};
 use crate::limits::{MAX_POOLED_BATCH_BYTES, POOLED_BATCH_BUFFERS};
 use crate::limits::{SEGMENT_HEADER_LEN, ZEROS_AHEAD};
@@ -165,6 +165,10 @@ struct Pipeline {
 /// would only add latency and memory.
 const STAGE_QUEUE: usize = 1;
 
+/// How many records ahead of the one being placed the writer loads the index entry of: enough
+/// to cover a lookup's trip to memory, few enough to stay within the core's outstanding misses.
+const LOOKUPS_AHEAD: usize = 8;
+
 impl Writer {
     /// Runs the writer: this thread gathers group n+2 while a second one seals group n+1 and a
     /// third writes and syncs group n, so neither the CPU nor the disk waits for the other.
@@ -232,7 +236,15 @@ impl Writer {
         self.buf.extend_from_slice(&batch.bytes);
         self.shared.batch_buffers.give(batch.bytes);
         let mut index = self.shared.index_mut();
+        // The index entries of the streams a few records ahead are loaded while these are
+        // placed: the index of a day's streams does not fit in cache, and each lookup would
+        // otherwise wait for memory in turn.
+        let mut ahead = at;
+        for _ in 0..LOOKUPS_AHEAD {
+            prefetch_stream_at(&index, &self.buf, &mut ahead);
+        }
         while at < self.buf.len() {
+            prefetch_stream_at(&index, &self.buf, &mut ahead);
             let rec = &self.buf[at..];
             let len = record::len_at(rec);
             let offset = self.offset + at as u64;
@@ -398,6 +410,15 @@ fn sync_groups(shared: &Shared, stages: &Receiver<Stage>, spare: &Sender<Vec<u8>
         group.buf.clear();
         // The encoder may have enough spares already; then this buffer is simply freed.
         let _ = spare.try_send(group.buf);
+    }
+}
+
+/// Starts loading the index entry of the stream of the record at `at` in `buf`, if there is
+/// one there, and moves `at` past it.
+fn prefetch_stream_at(index: &Index, buf: &[u8], at: &mut usize) {
+    if let Some(rec) = buf.get(*at..).filter(|rec| !rec.is_empty()) {
+        index.prefetch_stream(record::stream_at(rec));
+        *at += record::len_at(rec);
     }
 }
 
