@@ -145,6 +145,28 @@ impl TenantState {
         self.inventory.iter()
     }
 
+    /// Starts loading the orders and payments `command` will look up first: a hint for a
+    /// decider that sees its next commands coming (SKUs are few and stay in cache).
+    pub(crate) fn prefetch_for(&self, command: &Command) {
+        match command {
+            Command::Order { order, command } => {
+                self.orders.prefetch(order);
+                if let OrderCommand::Confirm { payment } = command {
+                    self.payments.prefetch(payment);
+                }
+            }
+            Command::Payment { payment, command } => {
+                self.payments.prefetch(payment);
+                if let PaymentCommand::Authorize { order, .. }
+                | PaymentCommand::Decline { order, .. } = command
+                {
+                    self.orders.prefetch(order);
+                }
+            }
+            Command::ReceiveStock { .. } | Command::AdjustStock { .. } => {}
+        }
+    }
+
     /// The order `order`, if it was placed.
     #[must_use]
     pub fn order(&self, order: &OrderId) -> Option<&OrderState> {

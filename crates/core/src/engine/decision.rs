@@ -34,6 +34,10 @@ const EXPIRY_TICK: Duration = Duration::from_millis(100);
 /// group commit still gathers the turns queued meanwhile). Measured with `benches/engine.rs`
 /// and `orderly bench`: 256 to 1024 are alike, 4096 took about 30% fewer orders per second.
 const MAX_DECISIONS_PER_TURN: usize = 1024;
+/// How many works the decision thread takes off its queue ahead of the one it decides, loading
+/// what they will look up: enough to cover a trip to memory, few enough to stay within the
+/// core's outstanding misses.
+const LOOKAHEAD: usize = 8;
 /// How many entries ahead of the next one the turn's answers are loaded into the cache.
 const WRITE_AHEAD: usize = 8;
 /// Most records in one turn's batch (well below the log's batch limit).
@@ -117,6 +121,8 @@ pub(crate) struct DecisionThread {
     pub durable: crossbeam_channel::Sender<(u64, Deferred)>,
     /// Set once the log's failure is reported: every batch in flight learns it, one says so.
     pub failure_reported: Arc<std::sync::atomic::AtomicBool>,
+    /// The works taken off the queue ahead of the one being decided (empty between turns).
+    pub ahead: std::collections::VecDeque<Work>,
 }
 
 impl DecisionThread {
@@ -135,13 +141,37 @@ impl DecisionThread {
             let now = self.admission_time();
             self.expire_due(now);
             if let Some(first) = first {
-                self.take(first, now);
-                for _ in 1..MAX_DECISIONS_PER_TURN {
-                    let Ok(work) = self.requests.try_recv() else { break };
-                    self.take(work, now);
-                }
+                self.decide_turn(first, now);
             }
             self.flush();
+        }
+    }
+
+    /// Decides `first` and the works waiting after it, up to [`MAX_DECISIONS_PER_TURN`], in
+    /// order. The works are taken off the queue [`LOOKAHEAD`] ahead of the one decided, and
+    /// what each will look up is loaded then: a day's orders, payments and keys do not fit in
+    /// cache, and each decision would otherwise wait for memory in turn.
+    fn decide_turn(&mut self, first: Work, now: Timestamp) {
+        let mut ahead = std::mem::take(&mut self.ahead);
+        self.prefetch(&first);
+        ahead.push_back(first);
+        let mut taken = 1;
+        while let Some(work) = ahead.pop_front() {
+            while ahead.len() < LOOKAHEAD && taken < MAX_DECISIONS_PER_TURN {
+                let Ok(next) = self.requests.try_recv() else { break };
+                self.prefetch(&next);
+                ahead.push_back(next);
+                taken += 1;
+            }
+            self.take(work, now);
+        }
+        self.ahead = ahead;
+    }
+
+    fn prefetch(&self, work: &Work) {
+        if let Work::Command(Request { envelope, .. }) = work {
+            let key = envelope.idempotency_key.as_ref();
+            self.world.prefetch(&envelope.tenant, &envelope.command, key);
         }
     }
 

@@ -211,6 +211,7 @@ impl Engine {
             turn: decision::Turn::default(),
             durable: durable.clone(),
             failure_reported: Arc::default(),
+            ahead: std::collections::VecDeque::new(),
             // A turn's batch must fit in a segment with room to spare; 1 MiB keeps it short.
             max_turn_bytes: usize::try_from(config.log.segment_size / 4)
                 .unwrap_or(usize::MAX)

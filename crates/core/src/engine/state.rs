@@ -16,7 +16,7 @@ use crate::Position;
 use crate::codec::{self, Decoded, Fingerprint};
 use crate::domain::GrowingMap;
 use crate::domain::{
-    Decider, Event, IdempotencyKey, OrderEvent, OrderId, OrderStatus, Tenant, TenantId,
+    Command, Decider, Event, IdempotencyKey, OrderEvent, OrderId, OrderStatus, Tenant, TenantId,
     TenantState, Timestamp, broken_invariant,
 };
 
@@ -266,6 +266,23 @@ impl World {
             keys: Keys::default(),
         });
         Place(place)
+    }
+
+    /// Starts loading what deciding `command` of `tenant` with `key` will look up first (its
+    /// key's entry, its order and payment), for a command a few places back in the queue. A
+    /// tenant not seen yet has nothing to load.
+    pub(crate) fn prefetch(
+        &self,
+        tenant: &TenantId,
+        command: &Command,
+        key: Option<&IdempotencyKey>,
+    ) {
+        let Some(&place) = self.places.get(tenant) else { return };
+        let tenant = &self.tenants[place];
+        if let Some(key) = key {
+            tenant.keys.prefetch(key);
+        }
+        tenant.state.prefetch_for(command);
     }
 
     /// The tenant kept at `place`.
