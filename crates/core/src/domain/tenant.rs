@@ -167,6 +167,16 @@ impl TenantState {
         }
     }
 
+    /// Starts loading the order or payment `event` is about: a hint for a replay that sees
+    /// its next events coming (SKUs are few and stay in cache).
+    pub(crate) fn prefetch_for_event(&self, event: &Event) {
+        match event {
+            Event::Order { order, .. } => self.orders.prefetch(order),
+            Event::Payment { payment, .. } => self.payments.prefetch(payment),
+            Event::Inventory { .. } => {}
+        }
+    }
+
     /// The order `order`, if it was placed.
     #[must_use]
     pub fn order(&self, order: &OrderId) -> Option<&OrderState> {

@@ -40,6 +40,8 @@ const REPLAY_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(
 
 /// Records per [`ReadBack`] batch: enough that handing one over costs little per record.
 const REPLAY_BATCH: usize = 1024;
+/// How many records ahead of the one replayed the replay loads what they will look up.
+const REPLAY_AHEAD: usize = 8;
 
 impl World {
     /// The state the records of `log` leave, and the last admission time they hold: `start`'s
@@ -70,10 +72,18 @@ impl World {
                 let batch = batch?;
                 let mut at = from;
                 catch_unwind(AssertUnwindSafe(|| {
-                    for (position, timestamp, decoded) in batch {
-                        at = position;
-                        world.replay(position, &decoded);
-                        last_now = last_now.max(Timestamp(timestamp));
+                    // What the records a few ahead will look up is loaded while these are
+                    // replayed: a day's orders, payments and keys do not fit in cache.
+                    for (_, _, decoded) in batch.iter().take(REPLAY_AHEAD) {
+                        world.prefetch_record(decoded);
+                    }
+                    for (i, (position, timestamp, decoded)) in batch.iter().enumerate() {
+                        if let Some((_, _, ahead)) = batch.get(i + REPLAY_AHEAD) {
+                            world.prefetch_record(ahead);
+                        }
+                        at = *position;
+                        world.replay(*position, decoded);
+                        last_now = last_now.max(Timestamp(*timestamp));
                     }
                 }))
                 .map_err(|panic| OpenEngineError::Inconsistent {
@@ -333,6 +343,26 @@ impl World {
                 self.timers.push(*hold_expires_at, place, order);
             }
             Tenant::evolve(state, event);
+        }
+    }
+
+    /// Starts loading what replaying `record` will look up first: its key's entry and the
+    /// orders and payments its events are about. A tenant not seen yet has nothing to load.
+    fn prefetch_record(&self, record: &Decoded) {
+        let (tenant, key, events) = match record {
+            Decoded::Event { tenant, event } => (tenant, None, std::slice::from_ref(event)),
+            Decoded::CommandAccepted { tenant, key, .. } => (tenant, Some(key), &[][..]),
+            Decoded::Decision { tenant, key, events } => {
+                (tenant, key.as_ref().map(|(key, _)| key), &events[..])
+            }
+        };
+        let Some(&place) = self.places.get(tenant) else { return };
+        let tenant = &self.tenants[place];
+        if let Some(key) = key {
+            tenant.keys.prefetch(key);
+        }
+        for event in events {
+            tenant.state.prefetch_for_event(event);
         }
     }
 
