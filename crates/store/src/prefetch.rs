@@ -30,7 +30,8 @@ const LINES_BELOW: usize = 2;
 /// The addresses follow hashbrown 0.14's layout (the entries end where the control bytes
 /// start, entry `i` lies `i + 1` entries before that end, a probe starts at bucket `hash &
 /// (buckets - 1)`). Were the layout to change, the hint would load the wrong lines, which
-/// slows nothing down but the hint itself.
+/// slows nothing down but the hint itself. The domain's `GrowingMap::prefetch` is its twin
+/// for the engine's maps (the domain may not use the store).
 #[inline]
 pub fn lookup<K, V, S: BuildHasher>(map: &hashbrown::HashMap<K, V, S>, hash: u64) {
     let table = map.raw_table();

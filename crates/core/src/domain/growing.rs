@@ -101,8 +101,9 @@ impl<K: Hash + Eq, V> GrowingMap<K, V> {
     }
 
     /// Starts loading the memory a lookup of `key` reads first (its shard's group of control
-    /// bytes, its home entry and the entries just after it, which lie below it): a hint given ahead of the lookup, so that it does not wait for memory. A
-    /// hint never faults and changes nothing.
+    /// bytes, its home entry and the entries just after it, which lie below it): a hint given
+    /// ahead of the lookup, so that it does not wait for memory. A hint never faults and
+    /// changes nothing.
     ///
     /// The addresses follow hashbrown 0.14's layout, as the log's index does for its stream
     /// maps (the store's `prefetch::lookup`, which the domain may not use): the entries end
