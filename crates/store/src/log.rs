@@ -16,7 +16,7 @@ use crate::index::{Index, SegmentMeta};
 use crate::limits::{
     DEFAULT_QUEUE_DEPTH, DEFAULT_SEGMENT_SIZE, MIN_SEGMENT_SIZE, SEGMENT_HEADER_LEN,
 };
-use crate::observer::SyncObserver;
+use crate::observer::{OpenProgress, SyncObserver};
 use crate::position::{Position, StreamVersion};
 use crate::record::{NewRecord, Record};
 use crate::recovery::{self, Recovery};
@@ -33,6 +33,8 @@ pub struct LogConfig {
     pub queue_depth: usize,
     /// Told of every durable group (for metrics); `None` observes nothing.
     pub observer: Option<SyncObserver>,
+    /// Told how far an open's verifying pass has come; `None` reports nothing.
+    pub open_progress: Option<OpenProgress>,
     /// For tests of the layers above: the log's files obey these faults (a failed write or
     /// fsync, …) as [`crate::faults::FaultyStorage`] does. `None` in production.
     pub faults: Option<FaultsHandle>,
@@ -56,6 +58,7 @@ impl Default for LogConfig {
             segment_size: DEFAULT_SEGMENT_SIZE,
             queue_depth: DEFAULT_QUEUE_DEPTH,
             observer: None,
+            open_progress: None,
             faults: None,
         }
     }
@@ -216,7 +219,7 @@ impl Log {
                  got {config:?}"
             )));
         }
-        let recovered = recovery::recover(&*storage, true)?;
+        let recovered = recovery::recover(&*storage, true, config.open_progress.clone())?;
         let mut index = recovered.index;
         let segment = match index.segments.last() {
             Some(last) if !older_format(last).map_err(segment_io(&*storage, last))? => last.clone(),

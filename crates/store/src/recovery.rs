@@ -19,8 +19,9 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::error::OpenError;
 use crate::index::{Index, SegmentMeta, StreamMap, stream_slot};
 use crate::limits::SEGMENT_HEADER_LEN;
+use crate::observer::OpenProgress;
 use crate::record::ChainHash;
-use crate::scan::{self, Chained, ScanError, ScannedRecord, Visitor};
+use crate::scan::{self, Chained, ScanError, ScanProgress, ScannedRecord, Visitor};
 use crate::storage::{Storage, StorageFile};
 
 /// What opening the log found and did.
@@ -80,6 +81,7 @@ struct IndexBuilder {
     index: Index,
     pending: Vec<Pending>,
     pending_versions: StreamMap<u64>,
+    progress: Option<OpenProgress>,
 }
 
 impl Visitor for IndexBuilder {
@@ -95,6 +97,12 @@ impl Visitor for IndexBuilder {
 
     fn upcoming(&mut self, stream: &[u8]) {
         self.index.prefetch_stream(stream);
+    }
+
+    fn progress(&mut self, progress: ScanProgress) {
+        if let Some(report) = &self.progress {
+            report.report(progress);
+        }
     }
 
     fn segment_start(&mut self, name: &str, first: u64, file: &Arc<dyn StorageFile>) {
@@ -126,16 +134,21 @@ impl Visitor for IndexBuilder {
     }
 }
 
-/// Verifies the log in `storage` and rebuilds its index. With `writable`, a torn tail is cut
-/// and an unwritten last segment removed; without, they are only reported.
-pub(crate) fn recover(storage: &dyn Storage, writable: bool) -> Result<Recovered, OpenError> {
+/// Verifies the log in `storage` and rebuilds its index, telling `progress` how far it is.
+/// With `writable`, a torn tail is cut and an unwritten last segment removed; without, they
+/// are only reported.
+pub(crate) fn recover(
+    storage: &dyn Storage,
+    writable: bool,
+    progress: Option<OpenProgress>,
+) -> Result<Recovered, OpenError> {
     let checkpoint_path = storage.path_of(checkpoint::FILE_NAME);
     let checkpoint_io = |source| OpenError::Io { path: checkpoint_path.clone(), source };
     let (checkpoint, checkpoint_ignored) = match checkpoint::load(storage).map_err(checkpoint_io)? {
         Ok(checkpoint) => (checkpoint, None),
         Err(why) => (None, Some(why)),
     };
-    let mut builder = IndexBuilder::default();
+    let mut builder = IndexBuilder { progress, ..IndexBuilder::default() };
     let scanned =
         scan::scan_storage(storage, writable, checkpoint, Chained::FromCheckpoint, &mut builder)
             .map_err(|e| match e {

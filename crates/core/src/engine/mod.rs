@@ -154,6 +154,25 @@ struct Inner {
     snapshot_at_stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// `config`, with the log's open reporting how far its verifying pass is every few seconds
+/// (in the engine's log, as the replay after it does) unless the caller asked for its own
+/// reports.
+fn log_config_reporting(config: &LogConfig) -> LogConfig {
+    let mut config = config.clone();
+    if config.open_progress.is_none() {
+        let last = std::sync::Mutex::new(std::time::Instant::now());
+        config.open_progress = Some(orderly_store::OpenProgress::new(move |progress| {
+            let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.elapsed() >= state::REPLAY_REPORT_EVERY {
+                *last = std::time::Instant::now();
+                let (done, total) = (progress.bytes_done, progress.bytes_total);
+                tracing::info!(bytes_done = done, bytes_total = total, "verifying the log");
+            }
+        }));
+    }
+    config
+}
+
 impl Engine {
     /// Opens the engine on the data folder `dir`: recovers the log, replays it into memory, and
     /// starts the decision thread.
@@ -169,7 +188,7 @@ impl Engine {
             let loaded = std::thread::Builder::new()
                 .name("orderly-snapshot".into())
                 .spawn_scoped(scope, || snapshot::load(dir));
-            let opened = Log::open(dir, config.log.clone());
+            let opened = Log::open(dir, log_config_reporting(&config.log));
             let loaded = match loaded {
                 Ok(reading) => reading.join().unwrap_or_else(|_| Err("its reader panicked".into())),
                 Err(e) => Err(format!("no thread to read it: {e}")),

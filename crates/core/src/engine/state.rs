@@ -35,8 +35,8 @@ pub(crate) struct KeyEntry {
 /// thread that reads the log to the one that replays it.
 type ReadBack = Vec<(u64, u64, Decoded)>;
 
-/// How often a long replay reports its progress.
-const REPLAY_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often a long replay, and the log's open before it, report their progress.
+pub(super) const REPLAY_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Records per [`ReadBack`] batch: enough that handing one over costs little per record.
 const REPLAY_BATCH: usize = 1024;

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use orderly_store::{AppendError, Expected, Log, LogConfig, OpenError, Position, StreamVersion};
+use orderly_store::{
+    AppendError, Expected, Log, LogConfig, OpenError, Position, ScanProgress, StreamVersion,
+};
 
 use super::common::{open, payload, read_all, record, small_segments};
 
@@ -57,6 +59,32 @@ fn reopening_recovers_every_record_and_continues_the_chain() {
     let last = log.read_stream(b"s3").unwrap().pop().unwrap();
     assert_eq!((last.position, last.stream_version), (Position(2_000), StreamVersion(286)));
     assert_eq!(last.payload, b"after reopen");
+}
+
+#[test]
+fn an_open_reports_how_far_its_verifying_pass_has_come() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (log, _) = open(dir.path(), LogConfig::default());
+        for i in 0..40u8 {
+            let batch = (0..4).map(|j| record(&format!("s{j}"), &vec![i; 50_000])).collect();
+            log.append(batch).unwrap();
+        }
+    }
+    let reports = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = reports.clone();
+    let progress =
+        orderly_store::OpenProgress::new(move |p: ScanProgress| seen.lock().unwrap().push(p));
+    let config = LogConfig { open_progress: Some(progress), ..LogConfig::default() };
+    let (_log, recovery) = open(dir.path(), config);
+    assert_eq!(recovery.records, 160);
+    let reports = reports.lock().unwrap();
+    // Every few MiB of the 8 MB written, and once at the end.
+    assert!(reports.len() >= 3, "{reports:?}");
+    assert!(reports.windows(2).all(|w| w[0].bytes_done <= w[1].bytes_done), "{reports:?}");
+    let last = reports.last().unwrap();
+    assert_eq!(last.bytes_done, last.bytes_total);
+    assert!(last.bytes_total >= 160 * 50_000, "{last:?}");
 }
 
 #[test]
