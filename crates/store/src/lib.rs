@@ -28,7 +28,7 @@ mod writer;
 
 pub use error::{AppendError, Corruption, OpenError, Problem, ReadError};
 pub use log::{Appended, FaultsHandle, Log, LogConfig, LogReader, Reader, Subscription};
-pub use observer::{GroupSynced, OpenProgress, SyncObserver};
+pub use observer::{Callback, GroupSynced, OpenProgress, SyncObserver};
 pub use position::{Position, StreamVersion};
 pub use record::{ChainHash, Expected, NewRecord, Record};
 pub use recovery::{Recovery, TornTail};

@@ -19,68 +19,49 @@ pub struct GroupSynced {
 }
 
 /// A callback the log's sync thread runs after every durable group. It runs between two
-/// groups, so it must be quick and must never block (update counters, not files).
-#[derive(Clone)]
-pub struct SyncObserver(Arc<dyn Fn(&GroupSynced) + Send + Sync>);
-
-impl SyncObserver {
-    /// Observes with `f`.
-    pub fn new(f: impl Fn(&GroupSynced) + Send + Sync + 'static) -> SyncObserver {
-        SyncObserver(Arc::new(f))
-    }
-
-    /// Tells the callback of `group`: the log does after each group, and an observer that
-    /// wraps another passes its reports on with it.
-    pub fn report(&self, group: &GroupSynced) {
-        (self.0)(group);
-    }
-}
-
-impl fmt::Debug for SyncObserver {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SyncObserver")
-    }
-}
-
-/// Two observers are equal when they are the same callback.
-impl PartialEq for SyncObserver {
-    fn eq(&self, other: &SyncObserver) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl Eq for SyncObserver {}
+/// groups, so it must be quick and must never block (update counters, not files). An observer
+/// that wraps another passes its reports on with [`Callback::report`].
+pub type SyncObserver = Callback<GroupSynced>;
 
 /// A callback an opening log runs as its verifying pass goes through the segments: every few
 /// MiB and once at the end, with the bytes done of all the segments' bytes. A long open (a
 /// large log, its chain verified from an old checkpoint) can then say how far it is, so that an
 /// operator can tell it from a hang. It runs on the opening thread: quick, never blocking.
-#[derive(Clone)]
-pub struct OpenProgress(Arc<dyn Fn(ScanProgress) + Send + Sync>);
+pub type OpenProgress = Callback<ScanProgress>;
 
-impl OpenProgress {
+/// A callback the log runs with reports of `T` ([`SyncObserver`], [`OpenProgress`]). Two are
+/// equal when they are the same callback.
+pub struct Callback<T>(Arc<dyn Fn(&T) + Send + Sync>);
+
+impl<T> Callback<T> {
     /// Reports to `f`.
-    pub fn new(f: impl Fn(ScanProgress) + Send + Sync + 'static) -> OpenProgress {
-        OpenProgress(Arc::new(f))
+    pub fn new(f: impl Fn(&T) + Send + Sync + 'static) -> Callback<T> {
+        Callback(Arc::new(f))
     }
 
-    /// Tells the callback how far the pass has come.
-    pub fn report(&self, progress: ScanProgress) {
-        (self.0)(progress);
+    /// Tells the callback of `report`.
+    pub fn report(&self, report: &T) {
+        (self.0)(report);
     }
 }
 
-impl fmt::Debug for OpenProgress {
+// By hand: a derive would ask `T: Clone`, `T: Debug` and `T: PartialEq` of the reports.
+impl<T> Clone for Callback<T> {
+    fn clone(&self) -> Self {
+        Callback(self.0.clone())
+    }
+}
+
+impl<T> fmt::Debug for Callback<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("OpenProgress")
+        write!(f, "Callback<{}>", std::any::type_name::<T>())
     }
 }
 
-/// Two progress callbacks are equal when they are the same callback.
-impl PartialEq for OpenProgress {
-    fn eq(&self, other: &OpenProgress) -> bool {
+impl<T> PartialEq for Callback<T> {
+    fn eq(&self, other: &Callback<T>) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
-impl Eq for OpenProgress {}
+impl<T> Eq for Callback<T> {}

@@ -101,7 +101,7 @@ impl Visitor for IndexBuilder {
 
     fn progress(&mut self, progress: ScanProgress) {
         if let Some(report) = &self.progress {
-            report.report(progress);
+            report.report(&progress);
         }
     }
 

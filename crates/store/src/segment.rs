@@ -142,23 +142,23 @@ impl Window {
         offset: u64,
         end: u64,
     ) -> io::Result<Result<RecordView<'_>, Damage>> {
-        Ok(self.record_and_next(file, offset, end)?.map(|(view, _)| view))
+        Ok(self.record_and_rest(file, offset, end)?.map(|(view, _)| view))
     }
 
-    /// [`Window::record_at`], with the stream id the next record's header names if that is
-    /// already in the window: unverified, a hint of what a pass will look up next.
-    fn record_and_next(
+    /// [`Window::record_at`], with the bytes the window holds after the record: the start of
+    /// the next record, if read already.
+    fn record_and_rest(
         &mut self,
         file: &dyn StorageFile,
         offset: u64,
         end: u64,
-    ) -> io::Result<Result<RecordAndNext<'_>, Damage>> {
+    ) -> io::Result<Result<RecordAndRest<'_>, Damage>> {
         let head = self.fill(file, offset, HEADER_LEN, end)?;
         let need = record_len_hint(head).unwrap_or(HEADER_LEN);
         let bytes = self.fill(file, offset, need, end)?;
         Ok(record::decode(bytes).map(|view| {
-            let next = record::stream_hint(&bytes[view.bytes.len()..]);
-            (view, next)
+            let rest = &bytes[view.bytes.len()..];
+            (view, rest)
         }))
     }
 }
@@ -174,9 +174,8 @@ pub(crate) fn record_len_hint(buf: &[u8]) -> Option<usize> {
         .then(|| record::encoded_len(stream, payload))
 }
 
-/// A record, and the stream id the next record's header names (see
-/// [`Window::record_and_next`]).
-type RecordAndNext<'a> = (RecordView<'a>, Option<&'a [u8]>);
+/// A record, and the bytes after it in the window (see [`Window::record_and_rest`]).
+type RecordAndRest<'a> = (RecordView<'a>, &'a [u8]);
 
 /// Why a scan stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,8 +191,9 @@ pub(crate) enum ScanEnd {
 }
 
 /// Visits the records of `file` from `offset` until `end`, zeros, damage or the visitor says
-/// stop, with the stream the next record names when it is at hand (see
-/// [`Window::record_and_next`]). Returns the offset it stopped at and why.
+/// stop, with the stream id the next record's header names when it is already read:
+/// unverified, a hint of what the pass will look up next. Returns the offset it stopped at
+/// and why.
 pub(crate) fn scan(
     file: &dyn StorageFile,
     mut offset: u64,
@@ -205,8 +205,8 @@ pub(crate) fn scan(
         if offset >= end {
             return Ok((offset, ScanEnd::End));
         }
-        let (view, next) = match window.record_and_next(file, offset, end)? {
-            Ok(found) => found,
+        let (view, next) = match window.record_and_rest(file, offset, end)? {
+            Ok((view, rest)) => (view, record::stream_hint(rest)),
             Err(Damage::Unused) => return Ok((offset, ScanEnd::Unused)),
             Err(damage) => return Ok((offset, ScanEnd::Damaged(damage))),
         };

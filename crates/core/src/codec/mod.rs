@@ -446,6 +446,11 @@ fn aggregate_of(event: &Event) -> (&'static str, &str) {
     }
 }
 
+/// Decodes one record as the log stores it ([`decode`] of its fields).
+pub fn decode_stored(record: &orderly_store::Record) -> Result<Decoded, DecodeError> {
+    decode(&record.stream, record.event_type, record.schema_version, &record.payload)
+}
+
 /// Decodes one record.
 pub fn decode(
     stream_id: &[u8],

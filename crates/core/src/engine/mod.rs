@@ -28,7 +28,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
-use orderly_store::{Log, LogConfig, LogReader, Position, Recovery};
+use orderly_store::{Log, LogConfig, LogReader, Position, Recovery, ScanProgress};
 
 pub use callers::yield_to_engine;
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -161,14 +161,15 @@ fn log_config_reporting(config: &LogConfig) -> LogConfig {
     let mut config = config.clone();
     if config.open_progress.is_none() {
         let last = std::sync::Mutex::new(std::time::Instant::now());
-        config.open_progress = Some(orderly_store::OpenProgress::new(move |progress| {
-            let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if last.elapsed() >= state::REPLAY_REPORT_EVERY {
-                *last = std::time::Instant::now();
-                let (done, total) = (progress.bytes_done, progress.bytes_total);
-                tracing::info!(bytes_done = done, bytes_total = total, "verifying the log");
-            }
-        }));
+        config.open_progress =
+            Some(orderly_store::OpenProgress::new(move |progress: &ScanProgress| {
+                let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if last.elapsed() >= state::REPLAY_REPORT_EVERY {
+                    *last = std::time::Instant::now();
+                    let (done, total) = (progress.bytes_done, progress.bytes_total);
+                    tracing::info!(bytes_done = done, bytes_total = total, "verifying the log");
+                }
+            }));
     }
     config
 }
@@ -627,12 +628,7 @@ impl CommittedEvent {
     pub fn decode_record(
         record: &orderly_store::Record,
     ) -> Result<Vec<CommittedEvent>, DecodeError> {
-        let decoded = codec::decode(
-            &record.stream,
-            record.event_type,
-            record.schema_version,
-            &record.payload,
-        )?;
+        let decoded = codec::decode_stored(record)?;
         let tenant = decoded.tenant().clone();
         let at = Timestamp(record.timestamp);
         Ok(decoded

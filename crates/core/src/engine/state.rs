@@ -155,7 +155,7 @@ fn read_back(log: &Log, from: Position, batches: &Sender<Result<ReadBack, OpenEn
 /// A record's position, admission time and decoded contents.
 fn decode(record: Record) -> Result<(u64, u64, Decoded), OpenEngineError> {
     let position = record.position.0;
-    codec::decode(&record.stream, record.event_type, record.schema_version, &record.payload)
+    codec::decode_stored(&record)
         .map(|decoded| (position, record.timestamp, decoded))
         .map_err(|error| OpenEngineError::Decode { position, error })
 }
@@ -287,12 +287,23 @@ impl World {
         command: &Command,
         key: Option<&IdempotencyKey>,
     ) {
-        let Some(&place) = self.places.get(tenant) else { return };
-        let tenant = &self.tenants[place];
+        if let Some(state) = self.prefetch_key(tenant, key) {
+            state.prefetch_for(command);
+        }
+    }
+
+    /// Starts loading the entry of `key` of `tenant`, if any, and gives the tenant's
+    /// aggregates for the hints about them; `None` for a tenant not seen yet.
+    fn prefetch_key(
+        &self,
+        tenant: &TenantId,
+        key: Option<&IdempotencyKey>,
+    ) -> Option<&TenantState> {
+        let tenant = &self.tenants[*self.places.get(tenant)?];
         if let Some(key) = key {
             tenant.keys.prefetch(key);
         }
-        tenant.state.prefetch_for(command);
+        Some(&tenant.state)
     }
 
     /// The tenant kept at `place`.
@@ -349,20 +360,15 @@ impl World {
     /// Starts loading what replaying `record` will look up first: its key's entry and the
     /// orders and payments its events are about. A tenant not seen yet has nothing to load.
     fn prefetch_record(&self, record: &Decoded) {
-        let (tenant, key, events) = match record {
-            Decoded::Event { tenant, event } => (tenant, None, std::slice::from_ref(event)),
-            Decoded::CommandAccepted { tenant, key, .. } => (tenant, Some(key), &[][..]),
-            Decoded::Decision { tenant, key, events } => {
-                (tenant, key.as_ref().map(|(key, _)| key), &events[..])
-            }
+        let key = match record {
+            Decoded::Event { .. } => None,
+            Decoded::CommandAccepted { key, .. } => Some(key),
+            Decoded::Decision { key, .. } => key.as_ref().map(|(key, _)| key),
         };
-        let Some(&place) = self.places.get(tenant) else { return };
-        let tenant = &self.tenants[place];
-        if let Some(key) = key {
-            tenant.keys.prefetch(key);
-        }
-        for event in events {
-            tenant.state.prefetch_for_event(event);
+        if let Some(state) = self.prefetch_key(record.tenant(), key) {
+            for event in record.events() {
+                state.prefetch_for_event(event);
+            }
         }
     }
 

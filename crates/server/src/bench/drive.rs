@@ -166,12 +166,7 @@ pub(crate) fn misplaced_replays(engine: &Engine, replays: &[Replay]) -> anyhow::
             .read_from(Position(replay.position))
             .next()
             .with_context(|| format!("no record at position {}", replay.position))??;
-        let decoded = codec::decode(
-            &record.stream,
-            record.event_type,
-            record.schema_version,
-            &record.payload,
-        )?;
+        let decoded = codec::decode_stored(&record)?;
         let home = match decoded {
             Decoded::Decision { tenant, key: Some((key, _)), events } => {
                 tenant == replay.tenant

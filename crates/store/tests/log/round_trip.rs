@@ -74,7 +74,7 @@ fn an_open_reports_how_far_its_verifying_pass_has_come() {
     let reports = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = reports.clone();
     let progress =
-        orderly_store::OpenProgress::new(move |p: ScanProgress| seen.lock().unwrap().push(p));
+        orderly_store::OpenProgress::new(move |p: &ScanProgress| seen.lock().unwrap().push(*p));
     let config = LogConfig { open_progress: Some(progress), ..LogConfig::default() };
     let (_log, recovery) = open(dir.path(), config);
     assert_eq!(recovery.records, 160);
