@@ -39,12 +39,6 @@ const MAX_DECISIONS_PER_TURN: usize = 1024;
 /// what they will look up: enough to cover a trip to memory, few enough to stay within the
 /// core's outstanding misses.
 const LOOKAHEAD: usize = 8;
-/// How many works ahead of the one decided a placed order's lines and payment are loaded (the
-/// order itself was loaded [`LOOKAHEAD`] ahead), and then the stock of those lines. Measured
-/// on the record day against 2 and 1: the decision thread used as much or less CPU in five
-/// interleaved pairs, and the day was 0.2–1.5 s shorter in three of them.
-const PARTS_AHEAD: usize = 5;
-const STOCK_AHEAD: usize = 2;
 /// How many entries ahead of the next one the turn's answers are loaded into the cache.
 const WRITE_AHEAD: usize = 8;
 /// Most records in one turn's batch (well below the log's batch limit).
@@ -159,8 +153,7 @@ impl DecisionThread {
     /// what each will look up is loaded then: a day's orders, payments and keys do not fit in
     /// cache, and each decision would otherwise wait for memory in turn. What a placed order
     /// points at (its lines, its payment, then its lines' stock) can only be found once the
-    /// order is in cache: those hints come later, [`PARTS_AHEAD`] and then [`STOCK_AHEAD`]
-    /// works ahead.
+    /// order is in cache: those hints follow two works and one work ahead.
     fn decide_turn(&mut self, first: Work, now: Timestamp) {
         let mut ahead = std::mem::take(&mut self.ahead);
         self.prefetch(&first, Hint::Ids);
@@ -173,12 +166,11 @@ impl DecisionThread {
                 ahead.push_back(next);
                 taken += 1;
             }
-            // `ahead[0]` is the work after this one: one ahead.
-            if let Some(later) = ahead.get(PARTS_AHEAD - 1) {
-                self.prefetch(later, Hint::OrderParts);
+            if let Some(second) = ahead.get(1) {
+                self.prefetch(second, Hint::OrderParts);
             }
-            if let Some(soon) = ahead.get(STOCK_AHEAD - 1) {
-                self.prefetch(soon, Hint::Stock);
+            if let Some(next) = ahead.front() {
+                self.prefetch(next, Hint::Stock);
             }
             self.take(work, now);
         }

@@ -14,11 +14,11 @@ use orderly_store::{Log, Record};
 use super::OpenEngineError;
 use crate::Position;
 use crate::codec::{self, Decoded, Fingerprint};
+use crate::domain::{GrowingMap, Hint};
 use crate::domain::{
     Command, Decider, Event, IdempotencyKey, OrderEvent, OrderId, OrderStatus, Tenant, TenantId,
     TenantState, Timestamp, broken_invariant,
 };
-use crate::domain::{GrowingMap, Hint};
 
 /// Where the events of a command accepted with an idempotency key are in the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
