@@ -213,17 +213,6 @@ fn load_line(at: *const u8) {
     let _ = at;
 }
 
-/// Starts loading the cache lines of `values` (a hint; see [`GrowingMap::prefetch`]).
-pub(crate) fn prefetch_slice<T>(values: &[T]) {
-    let start = values.as_ptr().cast::<u8>();
-    for offset in (0..size_of_val(values)).step_by(64) {
-        load_line(start.wrapping_add(offset));
-    }
-    if let Some(last) = size_of_val(values).checked_sub(1) {
-        load_line(start.wrapping_add(last));
-    }
-}
-
 /// [`SHARDS`] empty shards with room for `each` entries.
 fn split<K, V>(each: usize) -> Vec<Shard<K, V>> {
     (0..SHARDS).map(|_| Shard::with_capacity_and_hasher(each, FxBuildHasher)).collect()

@@ -33,7 +33,6 @@ pub use payment::{
     DeclineReason, Payment, PaymentCommand, PaymentEvent, PaymentRejection, PaymentState,
     PaymentStatus,
 };
-pub(crate) use tenant::Hint;
 pub use tenant::{Command, Event, Rejection, Tenant, TenantState};
 pub use types::{
     Currency, CustomerId, GatewayId, IdempotencyKey, InvalidValue, Money, OrderId, PaymentId,

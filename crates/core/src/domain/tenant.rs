@@ -7,7 +7,7 @@
 //! Callers cannot reach an inventory hold directly, which keeps orders and holds in step.
 
 use super::decider::{Context, Decider};
-use super::growing::{GrowingMap, prefetch_slice};
+use super::growing::GrowingMap;
 use super::inventory::{
     Inventory, InventoryCommand, InventoryEvent, InventoryRejection, InventoryState,
 };
@@ -124,17 +124,6 @@ impl Rejection {
     }
 }
 
-/// The stages of [`TenantState::prefetch_for`], in the order a command goes through them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Hint {
-    /// The aggregates the command names: its order, its payment, a new order's SKUs.
-    Ids,
-    /// What the order names (loaded by [`Hint::Ids`]): its lines and its payment.
-    OrderParts,
-    /// The stock of the order's lines (loaded by [`Hint::OrderParts`]).
-    Stock,
-}
-
 /// Every aggregate of one tenant, in memory. Aggregates never seen are absent, which reads the
 /// same as their default state.
 #[derive(Clone, Debug, Default)]
@@ -156,23 +145,17 @@ impl TenantState {
         self.inventory.iter()
     }
 
-    /// Starts loading what deciding `command` will read, one [`Hint`] stage at a time: a hint
-    /// for a decider that sees its next commands coming, given a few commands apart so that
-    /// each stage finds in cache what the one before loaded. Reads nothing that is not there
-    /// and changes nothing.
-    pub(crate) fn prefetch_for(&self, command: &Command, stage: Hint) {
-        match (stage, command) {
-            (Hint::Ids, Command::Order { order, command }) => {
+    /// Starts loading the orders and payments `command` will look up first: a hint for a
+    /// decider that sees its next commands coming (SKUs are few and stay in cache).
+    pub(crate) fn prefetch_for(&self, command: &Command) {
+        match command {
+            Command::Order { order, command } => {
                 self.orders.prefetch(order);
-                match command {
-                    OrderCommand::Confirm { payment } => self.payments.prefetch(payment),
-                    OrderCommand::Place { lines, .. } => {
-                        lines.iter().for_each(|line| self.inventory.prefetch(&line.sku));
-                    }
-                    _ => {}
+                if let OrderCommand::Confirm { payment } = command {
+                    self.payments.prefetch(payment);
                 }
             }
-            (Hint::Ids, Command::Payment { payment, command }) => {
+            Command::Payment { payment, command } => {
                 self.payments.prefetch(payment);
                 if let PaymentCommand::Authorize { order, .. }
                 | PaymentCommand::Decline { order, .. } = command
@@ -180,20 +163,7 @@ impl TenantState {
                     self.orders.prefetch(order);
                 }
             }
-            (Hint::OrderParts, Command::Order { order, command }) if moves_placed(command) => {
-                if let Some(order) = self.orders.get(order) {
-                    prefetch_slice(order.lines());
-                    if let Some(payment) = order.payment() {
-                        self.payments.prefetch(payment);
-                    }
-                }
-            }
-            (Hint::Stock, Command::Order { order, command }) if moves_placed(command) => {
-                if let Some(order) = self.orders.get(order) {
-                    order.lines().iter().for_each(|line| self.inventory.prefetch(&line.sku));
-                }
-            }
-            _ => {}
+            Command::ReceiveStock { .. } | Command::AdjustStock { .. } => {}
         }
     }
 
@@ -292,18 +262,6 @@ where
     V: Default,
 {
     f(map.get_or_insert_with(key.clone(), V::default).0)
-}
-
-/// Whether an order command moves the stock or money of a placed order: what the order's
-/// lines and payment are loaded ahead for.
-fn moves_placed(command: &OrderCommand) -> bool {
-    matches!(
-        command,
-        OrderCommand::Ship
-            | OrderCommand::Cancel { .. }
-            | OrderCommand::Expire
-            | OrderCommand::Refund { .. }
-    )
 }
 
 fn decide_inventory(

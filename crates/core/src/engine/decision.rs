@@ -22,8 +22,7 @@ use super::error::{EngineError, ExecuteError};
 use super::state::{KeyEntry, Place, World};
 use crate::codec::{self, fingerprint_of};
 use crate::domain::{
-    Command, Context, Decider, Envelope, Event, Hint, IdempotencyKey, OrderCommand, Tenant,
-    Timestamp,
+    Command, Context, Decider, Envelope, Event, IdempotencyKey, OrderCommand, Tenant, Timestamp,
 };
 
 /// How often an idle decision thread wakes to expire holds that ran out.
@@ -151,36 +150,28 @@ impl DecisionThread {
     /// Decides `first` and the works waiting after it, up to [`MAX_DECISIONS_PER_TURN`], in
     /// order. The works are taken off the queue [`LOOKAHEAD`] ahead of the one decided, and
     /// what each will look up is loaded then: a day's orders, payments and keys do not fit in
-    /// cache, and each decision would otherwise wait for memory in turn. What a placed order
-    /// points at (its lines, its payment, then its lines' stock) can only be found once the
-    /// order is in cache: those hints follow two works and one work ahead.
+    /// cache, and each decision would otherwise wait for memory in turn.
     fn decide_turn(&mut self, first: Work, now: Timestamp) {
         let mut ahead = std::mem::take(&mut self.ahead);
-        self.prefetch(&first, Hint::Ids);
+        self.prefetch(&first);
         ahead.push_back(first);
         let mut taken = 1;
         while let Some(work) = ahead.pop_front() {
             while ahead.len() < LOOKAHEAD && taken < MAX_DECISIONS_PER_TURN {
                 let Ok(next) = self.requests.try_recv() else { break };
-                self.prefetch(&next, Hint::Ids);
+                self.prefetch(&next);
                 ahead.push_back(next);
                 taken += 1;
-            }
-            if let Some(second) = ahead.get(1) {
-                self.prefetch(second, Hint::OrderParts);
-            }
-            if let Some(next) = ahead.front() {
-                self.prefetch(next, Hint::Stock);
             }
             self.take(work, now);
         }
         self.ahead = ahead;
     }
 
-    fn prefetch(&self, work: &Work, stage: Hint) {
+    fn prefetch(&self, work: &Work) {
         if let Work::Command(Request { envelope, .. }) = work {
             let key = envelope.idempotency_key.as_ref();
-            self.world.prefetch(&envelope.tenant, &envelope.command, key, stage);
+            self.world.prefetch(&envelope.tenant, &envelope.command, key);
         }
     }
 

@@ -14,7 +14,7 @@ use orderly_store::{Log, Record};
 use super::OpenEngineError;
 use crate::Position;
 use crate::codec::{self, Decoded, Fingerprint};
-use crate::domain::{GrowingMap, Hint};
+use crate::domain::GrowingMap;
 use crate::domain::{
     Command, Decider, Event, IdempotencyKey, OrderEvent, OrderId, OrderStatus, Tenant, TenantId,
     TenantState, Timestamp, broken_invariant,
@@ -278,19 +278,17 @@ impl World {
         Place(place)
     }
 
-    /// Starts loading what deciding `command` of `tenant` will read, at `stage` (see
-    /// [`Hint`]); at the first stage, `key`'s entry too. A tenant not seen yet has nothing to
-    /// load.
+    /// Starts loading what deciding `command` of `tenant` with `key` will look up first (its
+    /// key's entry, its order and payment), for a command a few places back in the queue. A
+    /// tenant not seen yet has nothing to load.
     pub(crate) fn prefetch(
         &self,
         tenant: &TenantId,
         command: &Command,
         key: Option<&IdempotencyKey>,
-        stage: Hint,
     ) {
-        let key = key.filter(|_| stage == Hint::Ids);
         if let Some(state) = self.prefetch_key(tenant, key) {
-            state.prefetch_for(command, stage);
+            state.prefetch_for(command);
         }
     }
 
