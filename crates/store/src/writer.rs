@@ -19,6 +19,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 use rustc_hash::FxHashMap;
 
+use crate::checkpoint::Checkpoint;
 use crate::error::AppendError;
 use crate::index::{Index, SegmentMeta};
 use crate::limits::{MAX_BATCH_RECORDS, MAX_GROUP_BYTES, MAX_PAYLOAD_LEN, MAX_STREAM_ID_LEN};
@@ -200,8 +201,27 @@ impl Writer {
         }
         drop(pipeline);
         // A panic in the sealer or syncer is a bug already reported on stderr.
-        let _ = sealer.join();
+        let last_hash = sealer.join();
         let _ = syncer.join();
+        if let Ok(last_hash) = last_hash {
+            self.checkpoint_at_stop(last_hash);
+        }
+    }
+
+    /// Records, once every group is durable, that the log holds all the records it wrote: a
+    /// checkpoint at the head. An open that then finds fewer (a damaged last record looks
+    /// like a torn write and would be cut) reports the loss instead of cutting what was
+    /// acknowledged. Not after a failure: what the groups left on disk is then unknown. A
+    /// checkpoint that cannot be written is reported, and the next open verifies more.
+    fn checkpoint_at_stop(&self, last_hash: ChainHash) {
+        let head = self.shared.head();
+        if self.shared.failure().is_some() || head == 0 || head != self.next_position {
+            return;
+        }
+        let checkpoint = Checkpoint { position: head, hash: last_hash };
+        if let Err(e) = crate::checkpoint::store(self.shared.storage.as_ref(), &checkpoint) {
+            tracing::warn!(error = %e, head, "the log's checkpoint at stop was not written");
+        }
     }
 
     /// Checks one batch and, if it may be written, places its records in the log and copies
@@ -348,7 +368,12 @@ impl Writer {
 
 /// The sealing stage: completes each group's records with their chain hashes and checksums,
 /// chaining from the last record before them.
-fn seal_groups(mut last_hash: ChainHash, stages: &Receiver<Stage>, sealed: &Sender<Stage>) {
+/// Returns the chain hash of the last record it sealed.
+fn seal_groups(
+    mut last_hash: ChainHash,
+    stages: &Receiver<Stage>,
+    sealed: &Sender<Stage>,
+) -> ChainHash {
     for mut stage in stages {
         if let Stage::Group(group) = &mut stage {
             last_hash = record::seal_all(&mut group.buf, last_hash);
@@ -356,6 +381,7 @@ fn seal_groups(mut last_hash: ChainHash, stages: &Receiver<Stage>, sealed: &Send
         let sent = sealed.send(stage);
         assert!(sent.is_ok(), "the syncer runs until the sealer stops");
     }
+    last_hash
 }
 
 /// What the syncer writes after a group when it reaches past the zeros written before.

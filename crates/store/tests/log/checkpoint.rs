@@ -1,7 +1,8 @@
 //! The checkpoint: a reopened log recomputes its hash chain only after the position its last
-//! open verified, yet still finds every damaged byte (checksums); a checkpoint that disagrees
-//! with the log, or a log cut short of it, refuses to open; a damaged checkpoint file is
-//! ignored and reported. Only a full scan (the audit) catches a rewrite that fixed checksums.
+//! open verified (or its writer reached when it stopped cleanly), yet still finds every damaged
+//! byte (checksums); a checkpoint that disagrees with the log, or a log cut short of it (a
+//! damaged last record included), refuses to open; a damaged checkpoint file is ignored and
+//! reported. Only a full scan (the audit) catches a rewrite that fixed checksums.
 
 use std::path::Path;
 
@@ -58,6 +59,7 @@ fn rewrite_with_valid_checksum(segment: &Path, n: u64) {
 #[test]
 fn a_reopened_log_recomputes_the_chain_only_after_its_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("checkpoint");
     {
         let (log, recovery) = open(dir.path(), small_segments());
         assert_eq!((recovery.chain_verified_from, recovery.checkpoint_ignored), (0, None));
@@ -65,18 +67,46 @@ fn a_reopened_log_recomputes_the_chain_only_after_its_checkpoint() {
             log.append(vec![record("s", &payload(i))]).unwrap();
         }
     }
-    // The first open checkpointed an empty log: the whole chain is verified now.
+    // The writer checkpointed its head as it stopped: no chain hash is recomputed.
     let (log, recovery) = open(dir.path(), small_segments());
-    assert_eq!((recovery.records, recovery.chain_verified_from), (50, 0));
+    assert_eq!((recovery.records, recovery.chain_verified_from), (50, 50));
+    let at_open = std::fs::read(&checkpoint).unwrap();
     for i in 50..80 {
         log.append(vec![record("s", &payload(i))]).unwrap();
     }
     drop(log);
+    // As if that writer had been killed after its last sync: the checkpoint is its open's.
+    std::fs::write(&checkpoint, at_open).unwrap();
     let (log, recovery) = open(dir.path(), small_segments());
     assert_eq!((recovery.records, recovery.chain_verified_from), (80, 50));
     let records = read_all(&log);
     assert_eq!(records.len(), 80);
     assert!(records.iter().enumerate().all(|(i, r)| r.payload == payload(i as u64)));
+}
+
+#[test]
+fn a_damaged_last_record_of_a_log_that_stopped_cleanly_is_refused_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (log, _) = open(dir.path(), small_segments());
+        for i in 0..10 {
+            log.append(vec![record("s", &payload(i))]).unwrap();
+        }
+    }
+    // One flipped bit in the last record, acknowledged before the writer stopped: alone, it
+    // looks like a write torn by a crash.
+    let segment = segment_files(dir.path())[0].clone();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let last = usize::try_from(SEGMENT_HEADER + 9 * RECORD_LEN + 100).unwrap();
+    bytes[last] ^= 0x10;
+    std::fs::write(&segment, &bytes).unwrap();
+    match open_error(dir.path()) {
+        OpenError::Corrupt(c) => {
+            assert_eq!(c.problem, Problem::EndsBeforeCheckpoint { checkpoint: 10 }, "{c}");
+        }
+        other => panic!("expected corruption, got {other}"),
+    }
+    assert_eq!(std::fs::read(&segment).unwrap(), bytes, "nothing was cut");
 }
 
 #[test]

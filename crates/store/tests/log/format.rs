@@ -257,6 +257,8 @@ fn a_rewritten_record_with_a_valid_checksum_breaks_the_chain_in_both_formats() {
         log.append(vec![new_record(b"s", format!("event {i}").as_bytes())]).unwrap();
     }
     drop(log);
+    // Without the checkpoint its writer left at the head, the open recomputes the whole chain.
+    std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
     let first_len = RECORD_HEADER_LEN + 1 + "event 0".len();
     rewrite_payload(&segment_files(dir.path())[0], SEGMENT_HEADER_LEN + first_len);
     expect_broken_chain(dir.path(), 2);
