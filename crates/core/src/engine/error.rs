@@ -74,6 +74,24 @@ pub enum OpenEngineError {
         /// Why.
         error: DecodeError,
     },
+    /// The engine's snapshot was written once every record before `snapshot` was durable
+    /// (and acknowledged), yet the log now ends at `head`, before it: the log lost records
+    /// whose commands were acknowledged (damage that recovery took for a torn write and cut,
+    /// or a log put back from an older copy). The engine does not decide again what it
+    /// already answered. Put back a copy of the log that holds them, or, to go on without
+    /// them, remove the snapshot file.
+    #[error(
+        "the log ends at position {head}, before the engine's snapshot at {snapshot}: records          of acknowledged commands are missing; restore the log from a copy that holds them, or          remove {} to open without them",
+        path.display()
+    )]
+    LogEndsBeforeSnapshot {
+        /// Where the snapshot was taken: every record before it was acknowledged.
+        snapshot: u64,
+        /// Where the log ends now.
+        head: u64,
+        /// The snapshot file.
+        path: std::path::PathBuf,
+    },
     /// A committed record holds an event the state before it cannot take: the log was
     /// rewritten with recomputed checksums, or written by a bug. The engine will not decide on
     /// a state that is not the log's; `orderly audit reconcile` names every such record.

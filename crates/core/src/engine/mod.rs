@@ -197,6 +197,15 @@ impl Engine {
             (opened, loaded)
         });
         let (log, recovery) = opened?;
+        if let Ok(Some(loaded)) = &loaded
+            && loaded.position() > log.head().0
+        {
+            return Err(OpenEngineError::LogEndsBeforeSnapshot {
+                snapshot: loaded.position(),
+                head: log.head().0,
+                path: dir.join(SNAPSHOT_FILE),
+            });
+        }
         let snapshot = loaded
             .and_then(|loaded| loaded.map(|loaded| loaded.fits(&log)).transpose())
             .unwrap_or_else(|why| {

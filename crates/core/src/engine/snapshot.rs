@@ -113,8 +113,15 @@ fn load_in_chunks(dir: &Path, chunk: usize) -> Result<Option<Loaded>, String> {
 }
 
 impl Loaded {
+    /// The position the snapshot was taken at: every record before it was durable then.
+    pub(crate) fn position(&self) -> u64 {
+        self.restored.2
+    }
+
     /// What the snapshot restores, if `log` bears it out: it holds a record at the position
-    /// before the snapshot's, and that record is the one the snapshot was taken after.
+    /// before the snapshot's, and that record is the one the snapshot was taken after. (A log
+    /// that ends before the snapshot lost acknowledged records: the engine refuses it before
+    /// asking.)
     pub(crate) fn fits(self, log: &Log) -> Result<Restored, String> {
         let position = self.restored.2;
         if position > log.head().0 {

@@ -1,10 +1,12 @@
 //! The snapshot a clean shutdown leaves: the next open starts from it and replays only the
 //! records after it; one that does not check out against the log is ignored, and the whole log
-//! replayed, with the same result.
+//! replayed, with the same result; one past the log's end proves the log lost acknowledged
+//! records, and the open refuses.
 
 use std::path::Path;
 
-use orderly_core::engine::{Engine, ManualClock, SNAPSHOT_FILE};
+use orderly_core::engine::{Engine, ManualClock, OpenEngineError, SNAPSHOT_FILE};
+use orderly_store::{OpenError, Problem};
 
 use super::{START, available, config, key, place, receive};
 
@@ -87,7 +89,7 @@ fn a_damaged_snapshot_is_ignored_and_the_whole_log_replayed() {
 }
 
 #[test]
-fn a_snapshot_of_another_log_or_of_a_later_state_is_ignored() {
+fn a_snapshot_of_another_log_is_ignored_and_one_past_the_log_s_end_refused() {
     let clock = ManualClock::at(START);
     let ours = tempfile::tempdir().unwrap();
     first_session(ours.path(), &clock);
@@ -114,7 +116,9 @@ fn a_snapshot_of_another_log_or_of_a_later_state_is_ignored() {
     drop(engine);
 
     // Our folder as the first session left it, with the snapshot of a later state (a restored
-    // backup of the log beside a newer snapshot): past the log's end.
+    // backup of the log beside a newer snapshot): past the log's end, the snapshot proves that
+    // o-3 was acknowledged, and the log lost it. The open says so and decides nothing again;
+    // without the snapshot, it opens on what the log holds.
     let older = tempfile::tempdir().unwrap();
     copy_folder(ours.path(), older.path());
     {
@@ -122,10 +126,44 @@ fn a_snapshot_of_another_log_or_of_a_later_state_is_ignored() {
         engine.execute_blocking(place("acme", "o-3", &[("sku-1", 4)])).unwrap();
         engine.shutdown();
     }
-    std::fs::copy(ours.path().join(SNAPSHOT_FILE), older.path().join(SNAPSHOT_FILE)).unwrap();
+    let later = older.path().join(SNAPSHOT_FILE);
+    std::fs::copy(ours.path().join(SNAPSHOT_FILE), &later).unwrap();
+    match Engine::open(older.path(), config(&clock)) {
+        Err(OpenEngineError::LogEndsBeforeSnapshot { snapshot: 4, head: 3, path }) => {
+            assert_eq!(path, later);
+        }
+        Err(other) => panic!("expected the log's loss to be named, got {other}"),
+        Ok(_) => panic!("an engine opened on a log that lost acknowledged records"),
+    }
+    std::fs::remove_file(&later).unwrap();
     let engine = Engine::open(older.path(), config(&clock)).unwrap();
-    assert_eq!(engine.restored_from(), None, "a snapshot past the log's end");
     holds_the_first_session(&engine);
+}
+
+#[test]
+fn a_damaged_last_record_after_a_clean_shutdown_stops_the_open_and_is_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    first_session(dir.path(), &clock);
+    // A flipped bit in o-2's placement, the last record, acknowledged before the shutdown:
+    // alone, it looks like a write torn by a crash.
+    let segment = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .expect("a segment file");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let last = bytes.iter().rposition(|byte| *byte != 0).expect("records");
+    bytes[last - 8] ^= 0x01;
+    std::fs::write(&segment, &bytes).unwrap();
+    match Engine::open(dir.path(), config(&clock)) {
+        Err(OpenEngineError::Log(OpenError::Corrupt(corruption))) => {
+            assert_eq!(corruption.problem, Problem::EndsBeforeCheckpoint { checkpoint: 3 });
+        }
+        Err(other) => panic!("expected the damaged record to be named, got {other}"),
+        Ok(engine) => panic!("opened at head {}, without o-2", engine.head().0),
+    }
+    assert_eq!(std::fs::read(&segment).unwrap(), bytes, "nothing was cut");
 }
 
 #[test]
