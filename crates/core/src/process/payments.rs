@@ -266,7 +266,7 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool, checkpoint: Opt
     let deadline = tokio::time::Instant::now() + STOP_WAIT;
     runtime.block_on(async {
         for movement in movements.into_values() {
-            let _ = tokio::time::timeout_at(deadline, movement).await;
+            let _ = tokio::time::timeout_at(deadline, movement.task).await;
         }
     });
     runtime.shutdown_timeout(STOP_WAIT);
@@ -337,6 +337,13 @@ fn ask<R: Send + 'static>(
     }
 }
 
+/// A money movement on its way to its gateway: it answers whether it settled, also once done.
+struct Moving {
+    /// Whether the movement, and every one of its payment's before it, settled.
+    task: tokio::task::JoinHandle<bool>,
+    settled: Arc<AtomicBool>,
+}
+
 /// The process's memory and the runtime its gateway calls run on.
 struct Flows {
     engine: Engine,
@@ -346,7 +353,7 @@ struct Flows {
     /// Orders that were waiting for payment when the process started, until it resumes them.
     waiting: Waiting,
     /// The last money movement started per payment; the next one waits for it.
-    movements: HashMap<(TenantId, PaymentId), tokio::task::JoinHandle<()>>,
+    movements: HashMap<(TenantId, PaymentId), Moving>,
     /// Which movements are settled at the gateways.
     ledger: Arc<Mutex<Ledger>>,
     /// Movements committed before this position were settled when the process last ran.
@@ -523,8 +530,12 @@ impl Flows {
     }
 
     /// Runs `call`, the movement committed at `position`, once the payment's movements before
-    /// it are done: one payment's movements reach the gateway in log order (a refund must not
-    /// come before the capture it gives back). Settles it in the ledger if `call` says so.
+    /// it are settled: one payment's movements reach the gateway in log order (a refund must
+    /// not come before the capture it gives back). If one of them did not settle (its retries
+    /// ran out), `call` is not made either: the gateway would refuse a refund of money it
+    /// never captured, and keep that answer under the refund's key. Both then hold the
+    /// checkpoint back, and the next start makes them again, in order. Settles the movement in
+    /// the ledger if `call` says so.
     fn spawn_after(
         &mut self,
         position: u64,
@@ -538,18 +549,29 @@ impl Flows {
             .expect("the semaphore stays open");
         let previous = self.movements.remove(&(tenant.clone(), payment.clone()));
         let ledger = self.ledger.clone();
-        let next = self.runtime.spawn(async move {
-            if let Some(previous) = previous {
-                let _ = previous.await;
+        let settled = Arc::new(AtomicBool::new(false));
+        let task = self.runtime.spawn({
+            let settled = settled.clone();
+            async move {
+                let after_settled = match previous {
+                    Some(previous) => previous.task.await.unwrap_or(false),
+                    None => true,
+                };
+                let made = after_settled && call.await;
+                if made {
+                    ledger.lock().unwrap_or_else(PoisonError::into_inner).settled(position);
+                }
+                settled.store(made, Ordering::Release);
+                drop(permit);
+                made
             }
-            if call.await {
-                ledger.lock().unwrap_or_else(PoisonError::into_inner).settled(position);
-            }
-            drop(permit);
         });
-        self.movements.insert((tenant, payment), next);
+        self.movements.insert((tenant, payment), Moving { task, settled });
         if self.movements.len() > MOVEMENTS_KEPT {
-            self.movements.retain(|_, movement| !movement.is_finished());
+            // A payment whose last movement did not settle is remembered: its later movements
+            // must not be made before the next start makes that one.
+            self.movements
+                .retain(|_, m| !m.task.is_finished() || !m.settled.load(Ordering::Acquire));
         }
     }
 

@@ -357,6 +357,8 @@ struct Faulty {
     answers_lost: bool,
     /// The first capture times out (after which captures behave), to make a capture retry.
     first_capture_times_out: AtomicBool,
+    /// Captures fail as unavailable while set.
+    captures_down: AtomicBool,
 }
 
 impl Faulty {
@@ -365,6 +367,7 @@ impl Faulty {
             inner: inner.clone(),
             answers_lost: false,
             first_capture_times_out: AtomicBool::new(false),
+            captures_down: AtomicBool::new(false),
         }
     }
 }
@@ -388,6 +391,9 @@ impl PaymentGateway for Faulty {
     fn capture<'a>(&'a self, request: &'a MoneyRequest) -> BoxFuture<'a, Result<(), GatewayError>> {
         if self.first_capture_times_out.swap(false, Ordering::SeqCst) {
             return Box::pin(async { Err(GatewayError::Timeout) });
+        }
+        if self.captures_down.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(GatewayError::Unavailable("captures are down".into())) });
         }
         self.inner.capture(request)
     }
@@ -539,6 +545,43 @@ fn a_refund_waits_for_the_capture_it_gives_back_even_when_the_capture_is_retried
     process.stop();
     assert_eq!(pay.captured_total(), 1_000);
     assert_eq!(pay.refunded_total(), 1_000, "the refund reached the gateway after the capture");
+}
+
+#[test]
+fn a_refund_behind_a_capture_whose_retries_ran_out_waits_for_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, checkpoint) = stocked_with_checkpoint(dir.path());
+    let pay = gateway("pay", 0);
+    let faulty = Arc::new(Faulty { captures_down: AtomicBool::new(true), ..Faulty::new(&pay) });
+    let start = || {
+        let routes = vec![Route { gateway: faulty.clone(), fees: vec![], currencies: None }];
+        let router = Arc::new(Router::new(routes, RouterConfig::default()));
+        PaymentProcess::start_checkpointed(engine.clone(), router, checkpoint.clone())
+    };
+    let process = start();
+    engine.execute_blocking(place("acme", "o-1", &[("sku-1", 1)])).unwrap();
+    settled(&engine, 1);
+    engine.execute_blocking(ship("o-1")).unwrap();
+    let refund = OrderCommand::Refund { amount: Money::new(1_000, Currency::new("EUR").unwrap()) };
+    engine.execute_blocking(on_order("o-1", refund)).unwrap();
+    // The authorization, then one look-up of its reference per capture attempt: the last of
+    // them comes about 6 s in; the stop then waits for the capture to give up.
+    for _ in 0..300 {
+        if pay.calls() >= 9 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    process.stop();
+    // A refund sent now would be refused (nothing captured) and that answer kept under its key.
+    assert_eq!((pay.calls(), pay.captured_total(), pay.refunded_total()), (9, 0, 0));
+
+    faulty.captures_down.store(false, Ordering::SeqCst);
+    let process = start();
+    wait_until(|| pay.refunded_total() > 0);
+    process.stop();
+    assert_eq!(pay.captured_total(), 1_000, "captured once, by the next start");
+    assert_eq!(pay.refunded_total(), 1_000, "the refund after it");
 }
 
 #[test]
