@@ -18,7 +18,7 @@ use crate::limits::{
 };
 use crate::observer::{OpenProgress, SyncObserver};
 use crate::position::{Position, StreamVersion};
-use crate::record::{NewRecord, Record};
+use crate::record::{self, ChainHash, NewRecord, Record, RecordView};
 use crate::recovery::{self, Recovery};
 use crate::segment::{self, Window};
 use crate::storage::{DirLock, DirStorage, Storage};
@@ -388,6 +388,18 @@ impl Log {
         self.reader().read_from(from)
     }
 
+    /// The chain hash of the committed record at `position` (see `docs/design/event-log.md`):
+    /// it commits to that record and, through the hash each record carries of the one before,
+    /// to every record before it. `None` if `position` is not committed. Read from the disk,
+    /// its checksum verified; the hash is computed, not taken from the next record.
+    pub fn chain_hash_at(&self, position: Position) -> Option<Result<ChainHash, ReadError>> {
+        if position >= self.head() {
+            return None;
+        }
+        let mut reader = Reader::new(self.shared.clone(), position.0, position.0 + 1);
+        Some(reader.read_next_with(|view| record::chain_hash(view.bytes)))
+    }
+
     /// Reads every committed record of `stream`, in order.
     pub fn read_stream(&self, stream: &[u8]) -> Result<Vec<Record>, ReadError> {
         self.reader().read_stream(stream)
@@ -509,6 +521,15 @@ impl Reader {
     }
 
     fn read_next(&mut self) -> Result<Record, ReadError> {
+        self.read_next_with(|view| view.to_record())
+    }
+
+    /// Reads the next record and gives what `take` makes of it.
+    fn read_next_with<T>(
+        &mut self,
+        take: impl FnOnce(RecordView<'_>) -> T,
+    ) -> Result<T, ReadError> {
+        let mut take = Some(take);
         loop {
             let segment = match &self.segment {
                 Some(s) if self.offset < s.committed_end.load(Ordering::Acquire) => s.clone(),
@@ -548,7 +569,8 @@ impl Reader {
             if position > self.next {
                 return Err(corrupt(self.offset, Problem::PositionGap { found: position }).into());
             }
-            let record = (position == self.next).then(|| view.to_record());
+            let record =
+                (position == self.next).then(|| take.take().expect("a record is taken once")(view));
             self.offset += len;
             if let Some(record) = record {
                 self.next += 1;

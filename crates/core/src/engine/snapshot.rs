@@ -2,15 +2,16 @@
 //! the records after it instead of the whole log.
 //!
 //! A snapshot speeds a start up; it is never the source of truth, the log is. The file is
-//! bound to the log by the position it was taken at and a digest of the record just before
-//! it. An open that finds it unreadable, of another format version, damaged (its blake3 does
-//! not match), ahead of the log, bound to another record, or holding what no events could
-//! leave (the hash finds damage, not a deliberate edit) ignores it, says why, and replays the
-//! whole log. A crash after a snapshot leaves it usable: the log only grows, and the open
-//! replays the records written since.
+//! bound to the log by the position it was taken at and the chain hash of the record just
+//! before it (which commits to every record before it too). An open that finds it unreadable,
+//! of another format version, damaged (its blake3 does not match), bound to another log, or
+//! holding what no events could leave (the hash finds damage, not a deliberate edit) ignores
+//! it, says why, and replays the whole log. One ahead of the log proves that the log lost
+//! acknowledged records: the open refuses. A crash after a snapshot leaves it usable: the log
+//! only grows, and the open replays the records written since.
 //!
 //! ```text
-//! magic "OENGSNAP" · format version u16 · position u64 · digest of record position-1 [32]
+//! magic "OENGSNAP" · format version u16 (2) · position u64 · chain hash of record position-1 [32]
 //! · last admission time u64 · tenants u32 · tenant… · blake3 of every byte before [32]
 //! tenant:    id · keys · inventory · orders · payments (each a count u64, then entries)
 //! key:       key · fingerprint [16] · first u64 · records u32
@@ -41,7 +42,7 @@ use crate::domain::{
 
 use super::SNAPSHOT_FILE as FILE_NAME;
 const MAGIC: &[u8; 8] = b"OENGSNAP";
-const FORMAT_VERSION: u16 = 1;
+const FORMAT_VERSION: u16 = 2;
 /// Bytes gathered before they go to the hasher and the file.
 const CHUNK: usize = 1 << 20;
 /// Most entries a map of the snapshot is made for before it is read; beyond, it grows.
@@ -177,24 +178,15 @@ pub(crate) fn snapshot_path(dir: &Path) -> PathBuf {
     dir.join(FILE_NAME)
 }
 
-/// What binds a snapshot to its log: a hash of the record just before `position` (zeros when
-/// there is none).
+/// What binds a snapshot to its log: the chain hash of the record just before `position`
+/// (zeros when there is none), which commits to that record and every one before it. (Format
+/// version 1 hashed that record's fields alone: two logs that differed only before it took
+/// each other's snapshots.)
 fn digest_before(log: &Log, position: u64) -> io::Result<[u8; 32]> {
     let Some(before) = position.checked_sub(1) else { return Ok([0; 32]) };
-    let record = log
-        .read_from(Position(before))
-        .next()
+    log.chain_hash_at(Position(before))
         .ok_or_else(|| invalid("no record before the snapshot's position"))?
-        .map_err(|e| invalid(&e.to_string()))?;
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(&record.position.0.to_le_bytes());
-    hasher.update(&record.timestamp.to_le_bytes());
-    hasher.update(&record.event_type.to_le_bytes());
-    hasher.update(&record.schema_version.to_le_bytes());
-    hasher.update(&(record.stream.len() as u64).to_le_bytes());
-    hasher.update(&record.stream);
-    hasher.update(&record.payload);
-    Ok(*hasher.finalize().as_bytes())
+        .map_err(|e| invalid(&e.to_string()))
 }
 
 fn invalid(why: &str) -> io::Error {

@@ -167,6 +167,26 @@ fn a_damaged_last_record_after_a_clean_shutdown_stops_the_open_and_is_not_cut() 
 }
 
 #[test]
+fn a_snapshot_of_another_log_whose_last_record_is_the_same_is_ignored() {
+    // Two logs alike in their last record (same stream, event, time and position) and not
+    // before it: the snapshot is bound to the whole chain, not to that record alone.
+    let clock = ManualClock::at(START);
+    let session = |dir: &Path, first_receipt| {
+        let engine = Engine::open(dir, config(&clock)).unwrap();
+        engine.execute_blocking(receive("acme", "sku-1", first_receipt)).unwrap();
+        engine.execute_blocking(receive("acme", "sku-2", 1)).unwrap();
+        engine.shutdown();
+    };
+    let (ours, theirs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    session(ours.path(), 10);
+    session(theirs.path(), 3);
+    std::fs::copy(theirs.path().join(SNAPSHOT_FILE), ours.path().join(SNAPSHOT_FILE)).unwrap();
+    let engine = Engine::open(ours.path(), config(&clock)).unwrap();
+    assert_eq!(engine.restored_from(), None, "their snapshot");
+    assert_eq!(available(&engine, "acme", "sku-1"), 10, "what our log holds");
+}
+
+#[test]
 fn a_folder_another_engine_holds_is_refused_snapshot_or_not() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::at(START);

@@ -216,3 +216,28 @@ fn the_read_only_pass_finds_a_log_cut_short_of_its_checkpoint() {
         other => panic!("expected corruption, got {other:?}"),
     }
 }
+
+#[test]
+fn the_chain_hash_of_each_record_is_the_one_the_audit_s_full_scan_computes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), small_segments());
+    for i in 0..30 {
+        log.append(vec![record(if i % 3 == 0 { "a" } else { "b" }, &payload(i))]).unwrap();
+    }
+    let mut scanned = Vec::new();
+    orderly_store::scan(
+        dir.path(),
+        |_| {},
+        |record| {
+            scanned.push(*record.hash);
+            std::ops::ControlFlow::Continue(())
+        },
+    )
+    .unwrap();
+    assert_eq!(scanned.len(), 30);
+    for (position, hash) in scanned.iter().enumerate() {
+        let at = orderly_store::Position(position as u64);
+        assert_eq!(log.chain_hash_at(at).unwrap().unwrap(), *hash, "record {position}");
+    }
+    assert!(log.chain_hash_at(log.head()).is_none(), "nothing at the head yet");
+}
