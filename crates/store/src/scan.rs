@@ -307,13 +307,18 @@ pub(crate) fn scan_storage(
         }
         chain.bytes_before += len;
     }
-    // Records the checkpoint vouches for were durable: a log that ends before it lost them.
+    // Records the checkpoint vouches for were durable: a log that ends before it lost them
+    // (every segment of them, when none is left).
     if let Some(checkpoint) = checkpoint
         && report.complete
         && chain.next_position < checkpoint.position
     {
         let (segment, offset) = end_of_log;
-        let problem = Problem::EndsBeforeCheckpoint { checkpoint: checkpoint.position };
+        let problem = if count == 0 {
+            Problem::MissingSegment
+        } else {
+            Problem::EndsBeforeCheckpoint { checkpoint: checkpoint.position }
+        };
         return Err(
             Corruption { segment, offset, position: Some(chain.next_position), problem }.into()
         );
