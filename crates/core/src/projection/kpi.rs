@@ -38,7 +38,7 @@ use rustc_hash::FxHashMap;
 
 use super::pending::read_table;
 use super::row::{RowReader, put_str};
-use super::{Projection, ProjectionError, Rows, Stage, inconsistent};
+use super::{Projection, ProjectionError, Rows, Stage};
 use crate::domain::{
     CancelReason, Currency, DeclineReason, Event, GatewayId, OrderEvent, OrderLine, PaymentEvent,
     TenantId,
@@ -261,7 +261,7 @@ impl Projection for KpiProjection {
                         .unwrap_or_default(),
                 ),
             };
-            kpis.count(committed, count)?;
+            kpis.count(count);
         }
         for (key, kpis) in minutes {
             table.insert(key, kpis.encode().as_slice());
@@ -295,17 +295,12 @@ impl<'a> Count<'a> {
 }
 
 impl SalesKpis {
-    /// Adds what `committed` counts to this minute, checked.
-    fn count(
-        &mut self,
-        committed: &CommittedEvent,
-        count: Count<'_>,
-    ) -> Result<(), ProjectionError> {
-        let overflow = || inconsistent(committed, "a KPI sum overflows");
-        let add = |n: &mut u64, by: u64| -> Result<(), ProjectionError> {
-            *n = n.checked_add(by).ok_or_else(overflow)?;
-            Ok(())
-        };
+    /// Adds what `count` counts to this minute. Saturating, as [`SalesKpis::add`] is: these
+    /// are dashboard figures, and one tenant's sums out of range (18,447 orders of the largest
+    /// total in one minute and currency pass `u64::MAX`) must not stop the read models every
+    /// tenant reads.
+    fn count(&mut self, count: Count<'_>) {
+        let add = |n: &mut u64, by: u64| *n = n.saturating_add(by);
         match count {
             Count::Placed { currency, lines, total } => {
                 let found =
@@ -314,11 +309,11 @@ impl SalesKpis {
                     self.sales.insert(at, CurrencySales { currency, orders: 0, revenue: 0 });
                     at
                 });
-                add(&mut self.sales[at].orders, 1)?;
-                add(&mut self.sales[at].revenue, total)?;
-                add(&mut self.lines, u64::try_from(lines.len()).map_err(|_| overflow())?)?;
+                add(&mut self.sales[at].orders, 1);
+                add(&mut self.sales[at].revenue, total);
+                add(&mut self.lines, u64::try_from(lines.len()).unwrap_or(u64::MAX));
                 for line in lines {
-                    add(&mut self.units, line.quantity.get())?;
+                    add(&mut self.units, line.quantity.get());
                 }
             }
             Count::Cancelled(reason) => {
@@ -328,13 +323,12 @@ impl SalesKpis {
                     CancelReason::PaymentDeclined => &mut c.payment_declined,
                     CancelReason::HoldExpired => &mut c.hold_expired,
                 };
-                add(n, 1)?;
+                add(n, 1);
             }
-            Count::Declined(gateway) => add(count_of(&mut self.declines, gateway), 1)?,
-            Count::Unavailable => add(&mut self.unavailable, 1)?,
-            Count::Authorized(gateway) => add(count_of(&mut self.authorizations, gateway), 1)?,
+            Count::Declined(gateway) => add(count_of(&mut self.declines, gateway), 1),
+            Count::Unavailable => add(&mut self.unavailable, 1),
+            Count::Authorized(gateway) => add(count_of(&mut self.authorizations, gateway), 1),
         }
-        Ok(())
     }
 }
 
@@ -458,4 +452,26 @@ pub fn day(
         day.totals.add(&kpis);
     }
     Ok(day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Quantity, Sku};
+
+    #[test]
+    fn a_minute_s_sums_saturate_instead_of_stopping_the_read_models() {
+        let eur = Currency::new("EUR").expect("a currency");
+        let line = OrderLine {
+            sku: Sku::new("whale").expect("a SKU"),
+            quantity: Quantity::new(10_000).expect("a quantity"),
+            unit_price: 100_000_000_000,
+        };
+        let lines = std::slice::from_ref(&line);
+        let mut minute = SalesKpis::default();
+        minute.count(Count::Placed { currency: eur, lines, total: u64::MAX - 5 });
+        minute.count(Count::Placed { currency: eur, lines, total: line.amount() });
+        assert_eq!((minute.sales[0].orders, minute.sales[0].revenue), (2, u64::MAX));
+        assert_eq!((minute.lines, minute.units), (2, 20_000));
+    }
 }
