@@ -67,6 +67,7 @@ pub struct ReadAfter {
 }
 
 fn sku(text: &str) -> Result<Sku, ApiError> {
+    super::addressable("sku", text)?;
     Sku::new(text).map_err(|e| ApiError::validation("sku", e.to_string()))
 }
 

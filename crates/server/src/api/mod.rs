@@ -124,6 +124,16 @@ enum QueryErrors {
     Unavailable(ErrorBody),
 }
 
+/// Refuses `.` and `..` as the id of a new order or SKU: clients resolve them as path
+/// segments (`/v1/orders/..` is `/v1/`), so it could not be read, cancelled or stocked again.
+fn addressable(field: &str, text: &str) -> Result<(), ApiError> {
+    if matches!(text, "." | "..") {
+        let message = format!("{text:?} cannot be a path segment of a URL");
+        return Err(ApiError::validation(field, message));
+    }
+    Ok(())
+}
+
 /// Every route with its OpenAPI description.
 pub fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())

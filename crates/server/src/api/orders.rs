@@ -212,6 +212,7 @@ pub async fn place(
 ) -> Result<(StatusCode, HeaderMap, Json<OrderPlaced>), ApiError> {
     let (order, fresh) = match &body.order_id {
         Some(id) => {
+            super::addressable("order_id", id)?;
             (OrderId::new(id).map_err(|e| ApiError::validation("order_id", e.to_string()))?, false)
         }
         None => (fresh_order_id(), true),

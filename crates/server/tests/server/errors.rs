@@ -67,6 +67,11 @@ async fn wrong_fields_are_422_validation_failed_naming_the_field() {
             json!({ "order_id": "no spaces", "customer_id": "c-1", "currency": "EUR", "lines": [line(json!(1))] }),
             "order_id",
         ),
+        // An id a URL could not name: clients resolve `..` (`/v1/orders/..` is `/v1/`).
+        (
+            json!({ "order_id": "..", "customer_id": "c-1", "currency": "EUR", "lines": [line(json!(1))] }),
+            "order_id",
+        ),
         // Refused by the JSON's shape.
         (
             json!({ "customer_id": "c-1", "currency": "EUR", "lines": [line(json!("two"))] }),
@@ -101,9 +106,12 @@ async fn wrong_fields_are_422_validation_failed_naming_the_field() {
     let receive = server.post("/v1/inventory/mug/receive", &unknown).await;
     let details = receive.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     assert_eq!(details["field"], "extra");
-    let path = server.post("/v1/inventory/bad%20sku/receive", &json!({ "quantity": 1 })).await;
-    let details = path.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
-    assert_eq!(details["field"], "sku");
+    for bad in ["bad%20sku", "%2E%2E", "."] {
+        let uri = format!("/v1/inventory/{bad}/receive");
+        let path = server.post(&uri, &json!({ "quantity": 1 })).await;
+        let details = path.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(details["field"], "sku", "{bad}");
+    }
     let refund =
         server.post("/v1/orders/o-1/refund", &json!({ "amount": 1, "currency": "E" })).await;
     let details = refund.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
