@@ -227,6 +227,7 @@ impl DecisionThread {
             return reply(Err(EngineError::Stopped { cause }.into()));
         }
         let Envelope { tenant, idempotency_key, command, .. } = envelope;
+        let new_tenant = !self.world.knows(&tenant);
         let place = self.world.place(&tenant);
         let key = idempotency_key.zip(fingerprint);
         if let Some((key, fingerprint)) = &key {
@@ -253,6 +254,9 @@ impl DecisionThread {
             Err(rejection) => {
                 if let Some((key, _)) = &key {
                     self.world.release_key(place, key);
+                }
+                if new_tenant {
+                    self.world.forget_new(place);
                 }
                 self.turn.deferred.push((reply, Err(ExecuteError::Rejected(rejection))));
             }

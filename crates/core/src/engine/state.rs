@@ -278,6 +278,21 @@ impl World {
         Place(place)
     }
 
+    /// Whether `tenant` has a place: it recorded something (or a command of it is being
+    /// decided).
+    pub(crate) fn knows(&self, tenant: &TenantId) -> bool {
+        self.places.contains_key(tenant)
+    }
+
+    /// Takes back the place just made for a tenant whose first command was refused, so that
+    /// a refused command leaves no trace: the state stays the log's, as a replay rebuilds it,
+    /// and tenant ids that never record anything cost no memory (nor room in the snapshot).
+    pub(crate) fn forget_new(&mut self, place: Place) {
+        assert_eq!(place.0 + 1, self.tenants.len(), "the tenant placed last");
+        let tenant = self.tenants.pop().expect("a tenant at that place");
+        self.places.remove(&tenant.id);
+    }
+
     /// Starts loading what deciding `command` of `tenant` with `key` will look up first (its
     /// key's entry, its order and payment), for a command a few places back in the queue. A
     /// tenant not seen yet has nothing to load.

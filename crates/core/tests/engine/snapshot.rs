@@ -187,6 +187,26 @@ fn a_snapshot_of_another_log_whose_last_record_is_the_same_is_ignored() {
 }
 
 #[test]
+fn refused_commands_of_tenants_never_seen_leave_nothing_in_the_snapshot() {
+    let clock = ManualClock::at(START);
+    let session = |dir: &Path, ghosts: usize| {
+        let engine = Engine::open(dir, config(&clock)).unwrap();
+        engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+        for ghost in 0..ghosts {
+            let keyed = place(&format!("ghost-{ghost}"), "o-1", &[("sku-1", 1)]).with_key(key("k"));
+            let refused = engine.execute_blocking(keyed).unwrap_err();
+            assert_eq!(refused.code(), "unknown_sku");
+        }
+        engine.shutdown();
+    };
+    let (plain, haunted) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    session(plain.path(), 0);
+    session(haunted.path(), 100);
+    let snapshot = |dir: &Path| std::fs::read(dir.join(SNAPSHOT_FILE)).unwrap();
+    assert_eq!(snapshot(haunted.path()), snapshot(plain.path()), "the same state as its log's");
+}
+
+#[test]
 fn a_folder_another_engine_holds_is_refused_snapshot_or_not() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::at(START);
