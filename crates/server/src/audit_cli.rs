@@ -189,7 +189,14 @@ fn parse_point(at: &str) -> anyhow::Result<ReplayPoint> {
             at.parse().with_context(|| format!("--at {at}: no log holds that many records"))?;
         return Ok(ReplayPoint::Position(position));
     }
-    // With any UTC offset; a time written without one is read as UTC (as before jiff).
+    // With any UTC offset; a time written without one is read as UTC (as before jiff). An
+    // annotation (`[Europe/Paris]`, `[+01:00]`) is refused: the civil parse below would drop
+    // it and read the time as UTC, an offset away from what was asked.
+    if at.contains('[') {
+        anyhow::bail!(
+            "--at {at:?}: give the offset in the time itself (2025-11-28T12:00:00+01:00), not              as a bracketed annotation"
+        );
+    }
     let time = at
         .parse::<jiff::Timestamp>()
         .or_else(|_| {
@@ -316,7 +323,11 @@ mod tests {
         assert!(matches!(parse_point("42").unwrap(), ReplayPoint::Position(42)));
         let noon = parse_point("2025-11-28T12:00:00Z").unwrap();
         assert!(matches!(noon, ReplayPoint::Time(1_764_331_200_000)), "{noon:?}");
-        for wrong in ["99999999999999999999999", "yesterday", "", "-1"] {
+        let paris = parse_point("2025-11-28T13:00:00+01:00").unwrap();
+        assert!(matches!(paris, ReplayPoint::Time(1_764_331_200_000)), "{paris:?}");
+        // An annotation jiff would drop (reading the time as UTC) is refused, not ignored.
+        let annotated = ["2025-11-28T13:00:00[+01:00]", "2025-11-28T13:00:00[Europe/Paris]"];
+        for wrong in ["99999999999999999999999", "yesterday", "", "-1"].iter().chain(&annotated) {
             let error = format!("{:#}", parse_point(wrong).unwrap_err());
             assert!(error.starts_with("--at"), "{wrong:?}: {error}");
         }

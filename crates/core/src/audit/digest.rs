@@ -51,8 +51,12 @@ impl FromStr for Digest {
     fn from_str(text: &str) -> Result<Digest, DigestParseError> {
         let bad = || DigestParseError(text.chars().take(100).collect());
         let (head, hex) = text.trim().split_once(':').ok_or_else(bad)?;
+        // Digits only: Rust's integer parsing also takes a leading `+`, which no digest has.
+        if head.is_empty() || !head.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
         let head = head.parse().map_err(|_| bad())?;
-        if hex.len() != 64 || !hex.is_ascii() {
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad());
         }
         let mut hash = [0u8; 32];

@@ -144,6 +144,16 @@ fn an_intact_log_verifies_and_its_digest_is_the_head_and_last_hash() {
     assert_eq!(digest, report.digest);
     assert_eq!(digest.to_string().parse::<audit::Digest>().unwrap(), digest);
     assert!("12:abc".parse::<audit::Digest>().is_err());
+    // Only digits and hex digits: Rust's integer parsing would also take a `+` before each.
+    let text = digest.to_string();
+    let (head, hash) = text.split_once(':').unwrap();
+    for malformed in [
+        format!("+{head}:{hash}"),
+        format!("{head}:+{}", &hash[1..]),
+        format!("{head}:{}", hash.replacen(&hash[..2], &format!("+{}", &hash[1..2]), 1)),
+    ] {
+        assert!(malformed.parse::<audit::Digest>().is_err(), "{malformed}");
+    }
 
     // The log extends its own digest and every earlier one taken on the way.
     let checked = audit::verify(dir.path(), Some(digest), &mut no_progress()).unwrap();
