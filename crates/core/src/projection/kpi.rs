@@ -17,19 +17,23 @@
 //!   healthy gateway for another's outage.
 //!
 //! Table `sales_kpis`: key `(tenant, minute)` (redb tuple of a string and a `u64`), value a
-//! [`SalesKpis`] in a small hand-written little-endian encoding (format 3; format 2, without
-//! the unavailable count, whose declines counted under the gateway they name, and format 1,
-//! without the authorizations either, are still read):
+//! [`SalesKpis`] in a small hand-written little-endian encoding (format 4; format 3, whose
+//! gateway counts are u16, format 2, without the unavailable count either, whose declines
+//! counted under the gateway they name, and format 1, without the authorizations either, are
+//! still read):
 //!
 //! ```text
-//! u8 format (3) | u64 lines | u64 units
+//! u8 format (4) | u64 lines | u64 units
 //! u64 cancelled: requested | u64 payment declined | u64 hold expired
 //! u16 currency count, per currency (ascending): [u8; 3] code | u64 orders | u64 revenue
-//! u16 gateway count, per gateway (ascending): u8 length + UTF-8 id | u64 declines
-//! u16 gateway count, per gateway (ascending): u8 length + UTF-8 id | u64 authorizations
+//! u32 gateway count, per gateway (ascending): u8 length + UTF-8 id | u64 declines
+//! u32 gateway count, per gateway (ascending): u8 length + UTF-8 id | u64 authorizations
 //! u64 unavailable
 //! ```
-//! Every sum is checked: an overflow is [`ProjectionError::Inconsistent`], never a wrap.
+//! Every sum saturates, never wraps: these are dashboard figures, and an error here would stop
+//! the read models of every tenant. For the same reason a minute's gateways are counted in a
+//! u32 (an embedding program may name any number of gateways; a u16 count stopped the host at
+//! 65,536).
 
 use std::collections::hash_map::Entry;
 
@@ -49,7 +53,7 @@ use crate::engine::CommittedEvent;
 pub const SALES_KPIS: TableDefinition<'static, (&str, u64), &[u8]> =
     TableDefinition::new("sales_kpis");
 
-const FORMAT: u8 = 3;
+const FORMAT: u8 = 4;
 
 /// Milliseconds per minute: an event's minute is `recorded_at / MINUTE_MS`.
 pub const MINUTE_MS: u64 = 60_000;
@@ -155,7 +159,7 @@ impl SalesKpis {
             out.extend_from_slice(&s.revenue.to_le_bytes());
         }
         for per_gateway in [&self.declines, &self.authorizations] {
-            let count = u16::try_from(per_gateway.len()).expect("fewer gateways than u16::MAX");
+            let count = u32::try_from(per_gateway.len()).expect("fewer gateways than u32::MAX");
             out.extend_from_slice(&count.to_le_bytes());
             for (gateway, n) in per_gateway {
                 put_str(&mut out, gateway.as_str());
@@ -185,8 +189,8 @@ impl SalesKpis {
             let currency = Currency::new(r.text(3)?).map_err(invalid)?;
             sales.push(CurrencySales { currency, orders: r.u64()?, revenue: r.u64()? });
         }
-        let declines = per_gateway(&mut r)?;
-        let authorizations = if format == 1 { Vec::new() } else { per_gateway(&mut r)? };
+        let declines = per_gateway(&mut r, format)?;
+        let authorizations = if format == 1 { Vec::new() } else { per_gateway(&mut r, format)? };
         let unavailable = if format < 3 { 0 } else { r.u64()? };
         if !r.is_done() {
             return Err(corrupt("trailing bytes after a KPI row"));
@@ -195,10 +199,13 @@ impl SalesKpis {
     }
 }
 
-/// Reads a list of (gateway, count) pairs.
-fn per_gateway(r: &mut RowReader<'_>) -> Result<Vec<(GatewayId, u64)>, ProjectionError> {
-    let count = r.u16()?;
-    let mut list = Vec::with_capacity(usize::from(count).min(64));
+/// Reads a list of (gateway, count) pairs of a row in `format`.
+fn per_gateway(
+    r: &mut RowReader<'_>,
+    format: u8,
+) -> Result<Vec<(GatewayId, u64)>, ProjectionError> {
+    let count = if format < 4 { u32::from(r.u16()?) } else { r.u32()? };
+    let mut list = Vec::with_capacity(usize::try_from(count).unwrap_or(usize::MAX).min(64));
     for _ in 0..count {
         list.push((GatewayId::new(r.str()?).map_err(invalid)?, r.u64()?));
     }
@@ -473,5 +480,18 @@ mod tests {
         minute.count(Count::Placed { currency: eur, lines, total: line.amount() });
         assert_eq!((minute.sales[0].orders, minute.sales[0].revenue), (2, u64::MAX));
         assert_eq!((minute.lines, minute.units), (2, 20_000));
+    }
+
+    #[test]
+    fn a_minute_of_more_gateways_than_a_u16_counts_is_written_and_read_back() {
+        let mut minute = SalesKpis::default();
+        let gateways: Vec<GatewayId> =
+            (0..70_000).map(|g| GatewayId::new(&format!("g-{g:05}")).expect("an id")).collect();
+        for gateway in &gateways {
+            minute.count(Count::Declined(gateway));
+        }
+        minute.count(Count::Authorized(&gateways[0]));
+        assert_eq!(minute.declines.len(), 70_000);
+        assert_eq!(SalesKpis::decode(&minute.encode()).expect("a row"), minute);
     }
 }

@@ -41,6 +41,10 @@ impl<'a> RowReader<'a> {
         Ok(u16::from_le_bytes(self.array()?))
     }
 
+    pub(super) fn u32(&mut self) -> Result<u32, ProjectionError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
     pub(super) fn u64(&mut self) -> Result<u64, ProjectionError> {
         Ok(u64::from_le_bytes(self.array()?))
     }

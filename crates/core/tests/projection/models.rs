@@ -515,6 +515,31 @@ fn sales_kpis_count_each_minute_of_each_tenant() {
     assert_eq!(sales(eur(), 0, 0).average_basket(), 0);
 }
 
+/// `kpis` as KPI row format 3 wrote it: gateway counts in a u16.
+fn format_3(kpis: &SalesKpis) -> Vec<u8> {
+    let mut out = vec![3];
+    let c = &kpis.cancellations;
+    for n in [kpis.lines, kpis.units, c.requested, c.payment_declined, c.hold_expired] {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+    out.extend_from_slice(&u16::try_from(kpis.sales.len()).unwrap().to_le_bytes());
+    for sale in &kpis.sales {
+        out.extend_from_slice(sale.currency.as_str().as_bytes());
+        out.extend_from_slice(&sale.orders.to_le_bytes());
+        out.extend_from_slice(&sale.revenue.to_le_bytes());
+    }
+    for list in [&kpis.declines, &kpis.authorizations] {
+        out.extend_from_slice(&u16::try_from(list.len()).unwrap().to_le_bytes());
+        for (gateway, n) in list {
+            out.push(u8::try_from(gateway.as_str().len()).unwrap());
+            out.extend_from_slice(gateway.as_str().as_bytes());
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+    }
+    out.extend_from_slice(&kpis.unavailable.to_le_bytes());
+    out
+}
+
 #[test]
 fn a_kpi_row_round_trips_and_garbage_is_an_error_not_a_panic() {
     let kpis = SalesKpis {
@@ -528,8 +553,11 @@ fn a_kpi_row_round_trips_and_garbage_is_an_error_not_a_panic() {
     };
     let bytes = kpis.encode();
     assert_eq!(SalesKpis::decode(&bytes).unwrap(), kpis);
-    // Format 2, before the unavailable count, is format 3 without its last eight bytes.
-    let mut format_2 = bytes[..bytes.len() - 8].to_vec();
+    // Format 3 counted gateways in a u16; format 2, before the unavailable count, is format 3
+    // without its last eight bytes.
+    let format_3 = format_3(&kpis);
+    assert_eq!(SalesKpis::decode(&format_3).unwrap(), kpis);
+    let mut format_2 = format_3[..format_3.len() - 8].to_vec();
     format_2[0] = 2;
     assert_eq!(SalesKpis::decode(&format_2).unwrap(), SalesKpis { unavailable: 0, ..kpis.clone() });
     assert_eq!(SalesKpis::decode(&SalesKpis::default().encode()).unwrap(), SalesKpis::default());
