@@ -29,6 +29,8 @@ struct FaultState {
     cut_write: Option<(u64, usize)>,
     flip_write: Option<(u64, usize)>,
     syncs_held: bool,
+    /// Cached pages dropped ([`StorageFile::forget_cached`]), by any file.
+    forgotten: u64,
     /// Per file, the writes a failed fsync left only in the cache.
     lost: HashMap<String, Vec<(u64, usize)>>,
 }
@@ -68,6 +70,12 @@ impl Faults {
     #[must_use]
     pub fn writes(&self) -> u64 {
         self.lock().writes
+    }
+
+    /// How many times a file's cached pages were dropped ([`StorageFile::forget_cached`]).
+    #[must_use]
+    pub fn forgotten(&self) -> u64 {
+        self.lock().forgotten
     }
 
     /// While held, every fsync waits (so the writer's queue fills up); released by
@@ -204,7 +212,11 @@ impl StorageFile for FaultyFile {
     }
 
     fn forget_cached(&self) -> io::Result<()> {
-        let lost = self.faults.lock().lost.remove(&self.name).unwrap_or_default();
+        let lost = {
+            let mut state = self.faults.lock();
+            state.forgotten += 1;
+            state.lost.remove(&self.name).unwrap_or_default()
+        };
         for (offset, len) in lost {
             self.inner.write_at(&vec![0; len], offset)?;
         }

@@ -182,8 +182,14 @@ pub(crate) fn recover(
     if writable && (checkpoint.is_none() || scanned.records > chain_verified_from) {
         // The checkpoint vouches only for what is on disk: a writer killed between its write
         // and its fdatasync left a group that this pass read from the page cache.
-        if let Some(last) = index.segments.last() {
-            last.file.sync_data().map_err(io_err(&storage.path_of(&last.name)))?;
+        if let Some(last) = index.segments.last()
+            && let Err(e) = last.file.sync_data()
+        {
+            // As the writer's syncer does: Linux keeps the pages a failed fsync could not
+            // write, marked clean. Dropped now, so that an open tried again does not read them
+            // back as records on the disk, and vouch for them.
+            let _ = last.file.forget_cached();
+            return Err(io_err(&storage.path_of(&last.name))(e));
         }
         let verified = Checkpoint { position: scanned.records, hash: scanned.last_hash };
         checkpoint::store(storage, &verified).map_err(checkpoint_io)?;

@@ -342,7 +342,13 @@ pub(crate) fn scan_storage(
         match file.sync_data() {
             // A copy on read-only media has nothing unsynced to sync.
             Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS | libc::EINVAL)) => {}
-            synced => synced.map_err(io_error(storage, &name))?,
+            Err(e) => {
+                // The pages a failed fsync left in the cache are dropped, as recovery does, so
+                // that an audit run again does not count them (and a digest vouch for them).
+                let _ = file.forget_cached();
+                return Err(io_error(storage, &name)(e));
+            }
+            Ok(()) => {}
         }
     }
     visitor.progress(ScanProgress { bytes_done: bytes_total, bytes_total });

@@ -1,9 +1,10 @@
 //! A failed write or fsync stops the log (fail-stop): that batch and every later one get an
 //! error, and everything acknowledged before survives reopening.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use orderly_store::{AppendError, LogConfig};
+use orderly_store::{AppendError, Log, LogConfig, OpenError};
 
 use super::common::{open, open_faulty, payload, read_all, record};
 
@@ -169,4 +170,31 @@ fn a_batch_refused_by_a_failed_fsync_stays_gone_after_reopening() {
     drop(log);
     let (log, _) = open(dir.path(), LogConfig::default());
     assert_eq!(read_all(&log).len(), 11);
+}
+
+/// An open that finds records past its checkpoint syncs them before it vouches for them. If
+/// that fsync fails, Linux keeps the unwritten pages in its cache, marked clean: the open
+/// drops them, as the writer's syncer does, so that an open tried again reads what the device
+/// holds rather than taking never-durable records for committed ones.
+#[test]
+fn a_failed_fsync_at_open_drops_the_cached_pages_of_the_last_segment() {
+    use orderly_store::faults::{Faults, FaultyStorage};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (log, _) = open(dir.path(), LogConfig::default());
+        for i in 0..20 {
+            log.append(vec![record("s", &payload(i))]).unwrap();
+        }
+    }
+    // As after a writer killed before it stopped: no checkpoint at its head.
+    std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
+    let faults = Faults::new();
+    faults.fail_sync_after(0);
+    let storage = Arc::new(FaultyStorage::new(dir.path(), faults.clone()));
+    match Log::open_on(storage, LogConfig::default()) {
+        Err(OpenError::Io { .. }) => {}
+        Err(other) => panic!("expected the failed fsync, got {other}"),
+        Ok(_) => panic!("an open whose fsync failed"),
+    }
+    assert_eq!(faults.forgotten(), 1, "the last segment's cached pages were dropped");
 }
