@@ -29,10 +29,12 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
             config.data.display()
         );
     }
-    let demo_token = first_start(&config.data)?;
-    let app = App::new(config)?;
+    // Bound before anything is written: a start that cannot listen (the port is taken) leaves
+    // a new folder as it found it, with no demo tenant the operator did not ask for.
     let listener =
         TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let demo_token = first_start(&config.data)?;
+    let app = App::new(config)?;
     let address = listener.local_addr()?;
     tracing::info!("listening on http://{address}");
     let token_file = app.config().data.join(format!("{DEMO_TENANT}.token"));

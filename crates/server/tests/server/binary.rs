@@ -333,3 +333,21 @@ async fn a_second_server_on_a_held_folder_is_refused_before_it_listens() {
     let ready = reqwest::get(first.url("/readyz")).await.expect("an answer");
     assert_eq!(ready.status(), StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_cannot_listen_writes_nothing_in_a_new_folder() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let address = taken.local_addr().expect("its address").to_string();
+    let parent = tempfile::tempdir().expect("a temporary folder");
+    let data = parent.path().join("new");
+    let refused = Command::new(BINARY)
+        .args(["serve", "--listen", &address, "--data"])
+        .arg(&data)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    assert!(!data.exists(), "no folder, tenant or token was written");
+}
