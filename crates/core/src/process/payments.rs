@@ -337,10 +337,11 @@ fn ask<R: Send + 'static>(
     }
 }
 
-/// A money movement on its way to its gateway: it answers whether it settled, also once done.
+/// A money movement on its way to its gateway.
 struct Moving {
-    /// Whether the movement, and every one of its payment's before it, settled.
-    task: tokio::task::JoinHandle<bool>,
+    task: tokio::task::JoinHandle<()>,
+    /// Set once the movement, and every one of its payment's before it, settled: read when
+    /// the task is done (a task that panicked leaves it unset).
     settled: Arc<AtomicBool>,
 }
 
@@ -554,16 +555,17 @@ impl Flows {
             let settled = settled.clone();
             async move {
                 let after_settled = match previous {
-                    Some(previous) => previous.task.await.unwrap_or(false),
+                    Some(previous) => {
+                        let _ = previous.task.await;
+                        previous.settled.load(Ordering::Acquire)
+                    }
                     None => true,
                 };
-                let made = after_settled && call.await;
-                if made {
+                if after_settled && call.await {
                     ledger.lock().unwrap_or_else(PoisonError::into_inner).settled(position);
+                    settled.store(true, Ordering::Release);
                 }
-                settled.store(made, Ordering::Release);
                 drop(permit);
-                made
             }
         });
         self.movements.insert((tenant, payment), Moving { task, settled });

@@ -313,17 +313,23 @@ async fn tenant_add_prints_a_token_a_running_server_accepts() {
     drop(server);
 }
 
+/// Runs `orderly serve` on `data` until it exits (a start that is refused), with its log at
+/// `info`.
+fn serve_to_the_end(listen: &str, data: &std::path::Path) -> std::process::Output {
+    Command::new(BINARY)
+        .args(["serve", "--listen", listen, "--data"])
+        .arg(data)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("the binary runs")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_server_on_a_held_folder_is_refused_before_it_listens() {
     let data = tempfile::tempdir().expect("a temporary folder");
     let first = Running::start(data.path()).await;
-    let second = Command::new(BINARY)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data.path())
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("the binary runs");
+    let second = serve_to_the_end("127.0.0.1:0", data.path());
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("is in use by another process"), "{stderr}");
@@ -340,12 +346,7 @@ async fn a_start_that_cannot_listen_writes_nothing_in_a_new_folder() {
     let address = taken.local_addr().expect("its address").to_string();
     let parent = tempfile::tempdir().expect("a temporary folder");
     let data = parent.path().join("new");
-    let refused = Command::new(BINARY)
-        .args(["serve", "--listen", &address, "--data"])
-        .arg(&data)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("the binary runs");
+    let refused = serve_to_the_end(&address, &data);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot listen on"), "{stderr}");

@@ -8,7 +8,9 @@ use std::path::Path;
 
 use orderly_store::{Log, OpenError, Problem};
 
-use super::common::{open, payload, read_all, record, segment_files, small_segments};
+use super::common::{
+    open, payload, read_all, record, segment_files, small_segments, write_records,
+};
 
 /// Bytes of one test record: header, a one-byte stream id, a 128-byte payload.
 const RECORD_LEN: u64 = 72 + 1 + 128;
@@ -18,12 +20,7 @@ const SEGMENT_HEADER: u64 = 64;
 /// A log of `n` one-record batches in small segments (tests copy them often), opened twice,
 /// so its checkpoint stands at `n`.
 fn checkpointed_log(dir: &Path, n: u64) {
-    {
-        let (log, _) = open(dir, small_segments());
-        for i in 0..n {
-            log.append(vec![record("s", &payload(i))]).unwrap();
-        }
-    }
+    write_records(dir, small_segments(), n);
     let (_, recovery) = open(dir, small_segments());
     assert_eq!(recovery.records, n);
 }
@@ -87,12 +84,7 @@ fn a_reopened_log_recomputes_the_chain_only_after_its_checkpoint() {
 #[test]
 fn a_damaged_last_record_of_a_log_that_stopped_cleanly_is_refused_not_cut() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let (log, _) = open(dir.path(), small_segments());
-        for i in 0..10 {
-            log.append(vec![record("s", &payload(i))]).unwrap();
-        }
-    }
+    write_records(dir.path(), small_segments(), 10);
     // One flipped bit in the last record, acknowledged before the writer stopped: alone, it
     // looks like a write torn by a crash.
     let segment = segment_files(dir.path())[0].clone();

@@ -34,6 +34,15 @@ pub fn open(dir: &Path, config: LogConfig) -> (Log, Recovery) {
     Log::open(dir, config).expect("log opens")
 }
 
+/// Writes `n` one-record batches (payloads 0 to n-1, stream "s") into the log in `dir` and
+/// closes it.
+pub fn write_records(dir: &Path, config: LogConfig, n: u64) {
+    let (log, _) = open(dir, config);
+    for i in 0..n {
+        log.append(vec![record("s", &payload(i))]).expect("appended");
+    }
+}
+
 pub fn open_faulty(dir: &Path, config: LogConfig) -> (Log, Arc<Faults>) {
     let faults = Faults::new();
     let storage = Arc::new(FaultyStorage::new(dir, faults.clone()));

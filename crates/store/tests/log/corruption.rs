@@ -5,7 +5,7 @@ use std::path::Path;
 
 use orderly_store::{Log, LogConfig, OpenError};
 
-use super::common::{open, payload, record, segment_files, small_segments};
+use super::common::{open, payload, record, segment_files, small_segments, write_records};
 
 fn flip(path: &Path, offset: u64, bit: u8) {
     let mut bytes = std::fs::read(path).unwrap();
@@ -65,12 +65,7 @@ fn every_flipped_bit_sampled_across_a_closed_segment_is_detected() {
 #[test]
 fn a_flipped_bit_before_the_tail_of_the_last_segment_is_corruption_not_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let (log, _) = open(dir.path(), LogConfig::default());
-        for i in 0..20 {
-            log.append(vec![record("s", &payload(i))]).unwrap();
-        }
-    }
+    write_records(dir.path(), LogConfig::default(), 20);
     let segment = segment_files(dir.path())[0].clone();
     // Inside the payload of the tenth record.
     let offset = 64 + 9 * (72 + 1 + 128) + 72 + 1 + 40;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use orderly_store::{AppendError, Log, LogConfig, OpenError};
 
-use super::common::{open, open_faulty, payload, read_all, record};
+use super::common::{open, open_faulty, payload, read_all, record, write_records};
 
 fn assert_fail_stop(arm: impl Fn(&orderly_store::faults::Faults)) {
     let dir = tempfile::tempdir().unwrap();
@@ -180,12 +180,7 @@ fn a_batch_refused_by_a_failed_fsync_stays_gone_after_reopening() {
 fn a_failed_fsync_at_open_drops_the_cached_pages_of_the_last_segment() {
     use orderly_store::faults::{Faults, FaultyStorage};
     let dir = tempfile::tempdir().unwrap();
-    {
-        let (log, _) = open(dir.path(), LogConfig::default());
-        for i in 0..20 {
-            log.append(vec![record("s", &payload(i))]).unwrap();
-        }
-    }
+    write_records(dir.path(), LogConfig::default(), 20);
     // As after a writer killed before it stopped: no checkpoint at its head.
     std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
     let faults = Faults::new();
