@@ -105,11 +105,21 @@ fn decide_commands_per_sec(commands: u64) -> f64 {
             work.push((*t, Command::Order { order: order.clone(), command: OrderCommand::Ship }));
         }
     }
+    // One record's buffers, reused as the decision thread reuses its batch's.
+    let mut record = orderly::store::NewRecord {
+        stream: Vec::new(),
+        expected: orderly::store::Expected::Any,
+        event_type: 0,
+        schema_version: 0,
+        timestamp: 0,
+        payload: Vec::new(),
+    };
     let mut encoded = 0usize;
     let started = Instant::now();
     for (t, command) in &work {
         let events = Tenant::decide(&tenants[*t], command, &ctx).unwrap();
-        encoded += codec::encode_decision(&ids[*t], None, &events).payload.len();
+        codec::encode_decision_into(&ids[*t], None, &events, ctx.now, &mut record);
+        encoded += record.payload.len();
         for event in &events {
             Tenant::evolve(&mut tenants[*t], event);
         }
