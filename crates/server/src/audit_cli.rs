@@ -2,7 +2,8 @@
 //!
 //! Every command reads the log read-only (a running server may hold the folder), shows a
 //! progress bar on stderr, and prints a human summary or, with `--json`, one JSON object on
-//! stdout (also when it cannot run: `{"ok":false,"error":{"code":"cannot_run",…}}`). Exit codes tell a cron job what happened: 0 the answer is yes (the log is intact,
+//! stdout whose `ok` is true exactly when the exit code is 0 (also when it cannot run:
+//! `{"ok":false,"error":{"code":"cannot_run",…}}`). Exit codes tell a cron job what happened: 0 the answer is yes (the log is intact,
 //! reconciles, has the order or the tenant), 1 it is no ([`ANSWER_NO`]), 2 the audit could not run
 //! ([`CANNOT_AUDIT`]: bad arguments, no log in the folder, an unreadable file).
 
@@ -148,18 +149,19 @@ pub fn replay(data: &Path, at: &str, tenant: Option<&str>, json: bool) -> anyhow
         Ok(report) => report,
         Err(error) => return Ok(failed(&error, json)),
     };
-    if let Some(tenant) = &tenant
-        && report.tenants.is_empty()
-    {
-        if json {
-            print_json(&report)?;
-        } else {
-            eprintln!("tenant {tenant} has no events up to position {}", report.digest.head);
-        }
+    // The answer is no when the tenant asked for has no events up to that point.
+    let found = tenant.is_none() || !report.tenants.is_empty();
+    if json {
+        let mut value = serde_json::to_value(&report)?;
+        value["ok"] = found.into();
+        print_json(&value)?;
+    } else if let Some(tenant) = tenant.as_ref().filter(|_| !found) {
+        eprintln!("tenant {tenant} has no events up to position {}", report.digest.head);
+    }
+    if !found {
         return Ok(ExitCode::from(ANSWER_NO));
     }
     if json {
-        print_json(&report)?;
         return Ok(ExitCode::SUCCESS);
     }
     println!("state as of position {} (digest {})", report.digest.head, report.digest);
@@ -204,7 +206,11 @@ fn parse_point(at: &str) -> anyhow::Result<ReplayPoint> {
             local.to_zoned(jiff::tz::TimeZone::UTC).map(|zoned| zoned.timestamp())
         })
         .with_context(|| format!("--at {at:?}: neither a position nor an RFC 3339 time"))?;
-    let millis = u64::try_from(time.as_millisecond()).context("--at is before 1970")?;
+    // Checked on the time itself: a time less than a millisecond before 1970 would round to 0.
+    if time < jiff::Timestamp::UNIX_EPOCH {
+        bail!("--at {at:?} is before 1970, before any log");
+    }
+    let millis = u64::try_from(time.as_millisecond()).expect("not before 1970");
     Ok(ReplayPoint::Time(millis))
 }
 
@@ -226,7 +232,7 @@ pub fn trace(
     };
     if trace.entries.is_empty() {
         if json {
-            print_json(&json!({ "order": trace.order, "entries": [] }))?;
+            print_json(&json!({ "ok": false, "order": trace.order, "entries": [] }))?;
         } else {
             eprintln!("no events of order {order}");
         }
@@ -247,7 +253,7 @@ pub fn trace(
         shown.push(value);
     }
     if json {
-        print_json(&json!({ "order": trace.order, "entries": shown }))?;
+        print_json(&json!({ "ok": true, "order": trace.order, "entries": shown }))?;
         return Ok(ExitCode::SUCCESS);
     }
     for (entry, value) in trace.entries.iter().zip(&shown) {
@@ -327,7 +333,10 @@ mod tests {
         assert!(matches!(paris, ReplayPoint::Time(1_764_331_200_000)), "{paris:?}");
         // An annotation jiff would drop (reading the time as UTC) is refused, not ignored.
         let annotated = ["2025-11-28T13:00:00[+01:00]", "2025-11-28T13:00:00[Europe/Paris]"];
-        for wrong in ["99999999999999999999999", "yesterday", "", "-1"].iter().chain(&annotated) {
+        // Before 1970, also by less than a millisecond (which would round to 0).
+        let early = ["1969-12-31T23:59:59.9995Z", "1969-12-31T23:59:59Z", "1900-01-01T00:00:00Z"];
+        let wrong = ["99999999999999999999999", "yesterday", "", "-1"];
+        for wrong in wrong.iter().chain(&annotated).chain(&early) {
             let error = format!("{:#}", parse_point(wrong).unwrap_err());
             assert!(error.starts_with("--at"), "{wrong:?}: {error}");
         }

@@ -194,6 +194,7 @@ async fn audit_commands_on_a_folder_a_server_wrote() {
     // replay at the position after the stock was received: no orders yet.
     let at = story.received_at.to_string();
     let before = audit(&["replay", "--at", &at], &data, true).json(0);
+    assert_eq!(before["ok"], true, "{before}");
     let applied = before["digest"].as_str().and_then(|d| d.split_once(':')).map(|(pos, _)| pos);
     assert_eq!(applied, Some(at.as_str()), "{before}");
     let acme = snapshot(&before, support::TENANT);
@@ -231,6 +232,8 @@ async fn audit_commands_on_a_folder_a_server_wrote() {
     let nobody = audit(&["replay", "--at", &at, "--tenant", "nobody"], &data, false);
     nobody.exits(1);
     assert!(nobody.stderr.contains("tenant nobody has no events"), "{}", nobody.stderr);
+    let nobody = audit(&["replay", "--at", &at, "--tenant", "nobody"], &data, true).json(1);
+    assert_eq!((&nobody["ok"], &nobody["tenants"]), (&json!(false), &json!([])), "{nobody}");
     let past = (story.head + 1).to_string();
     let beyond = audit(&["replay", "--at", &past], &data, false);
     beyond.exits(2);
@@ -238,6 +241,7 @@ async fn audit_commands_on_a_folder_a_server_wrote() {
 
     // trace: o-2's events, its payment's and its hold's, with their positions.
     let trace = audit(&["audit", "trace", "o-2"], &data, true).json(0);
+    assert_eq!(trace["ok"], true);
     let entries = trace["entries"].as_array().expect("entries");
     let traced: Vec<(u64, &str)> = entries
         .iter()
@@ -260,6 +264,8 @@ async fn audit_commands_on_a_folder_a_server_wrote() {
     let line = human.exits(0).lines().find(|l| l.contains("order_placed")).expect("a line");
     assert!(line.contains(r#""lines":[{"#) && !line.contains("OrderPlaced {"), "{line}");
     audit(&["audit", "trace", "o-404"], &data, false).exits(1);
+    let unknown = audit(&["audit", "trace", "o-404"], &data, true).json(1);
+    assert_eq!((&unknown["ok"], &unknown["entries"]), (&json!(false), &json!([])), "{unknown}");
 
     // reconcile: a clean log.
     assert!(audit(&["audit", "reconcile"], &data, false).exits(0).contains("no discrepancies"));
