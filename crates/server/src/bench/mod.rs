@@ -192,7 +192,9 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     };
     let log_dir = data.join("log");
     if log_dir.exists() {
-        bail!("{} already holds a log: the day needs an empty data folder", data.display());
+        let held = orderly_core::store::Log::held_elsewhere(&log_dir).unwrap_or(false);
+        let why = if held { ", in use by another process" } else { "" };
+        bail!("{} already holds a log{why}: the day needs an empty data folder", data.display());
     }
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let raw_mb_per_sec = machine::raw_mb_per_sec(&data, config.raw_mib)?;

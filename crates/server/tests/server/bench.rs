@@ -68,3 +68,27 @@ fn a_small_black_friday_day_runs_durably_and_every_check_holds() {
     let again = bench::run(&BenchConfig { report: None, ..config });
     assert!(again.is_err());
 }
+
+#[test]
+fn a_folder_that_holds_a_log_is_refused_saying_whether_another_process_holds_it() {
+    let folder = tempfile::tempdir().expect("a temporary folder");
+    let data = folder.path().join("data");
+    let config = BenchConfig {
+        orders: 10,
+        tenants: 1,
+        data: Some(data.clone()),
+        raw_mib: 1,
+        ..BenchConfig::record_day(1)
+    };
+    let log = orderly_core::store::Log::open(
+        &data.join("log"),
+        orderly_core::store::LogConfig::default(),
+    )
+    .expect("a log")
+    .0;
+    let held = format!("{:#}", bench::run(&config).expect_err("a held folder"));
+    assert!(held.contains("already holds a log, in use by another process"), "{held}");
+    drop(log);
+    let used = format!("{:#}", bench::run(&config).expect_err("a used folder"));
+    assert!(used.contains("already holds a log: the day needs an empty data folder"), "{used}");
+}
