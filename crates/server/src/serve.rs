@@ -55,7 +55,7 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
         None => tracing::info!("dashboard: http://{address}/ (paste a tenant's token)"),
     }
 
-    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
+    let (failed_tx, mut failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
     let opening = app.clone();
     tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
@@ -75,6 +75,13 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
     let mut signals = Signals::listen();
     let stopping = async move {
         tokio::select! {
+            // A failed open is looked at first: a signal that comes with it must not turn the
+            // failure into a clean exit.
+            biased;
+            Ok(error) = &mut failed_rx => {
+                tracing::error!("cannot open the data folder: {}", crate::describe(&error));
+                let _ = stop_tx.send(error);
+            }
             _ = signals.next() => {
                 if !closing.is_ready() {
                     // Nothing was accepted yet, and recovery cannot be stopped half-way but is
@@ -92,10 +99,6 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
                     tracing::warn!("second signal: exiting without finishing the shutdown");
                     std::process::exit(status);
                 });
-            }
-            Ok(error) = failed_rx => {
-                tracing::error!("cannot open the data folder: {}", crate::describe(&error));
-                let _ = stop_tx.send(error);
             }
         }
         let _ = began_tx.send(());
