@@ -137,9 +137,15 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 fn first_start(data: &Path) -> anyhow::Result<Option<String>> {
     let token_file = data.join(format!("{DEMO_TENANT}.token"));
     if !data.join(TENANTS_FILE).exists() {
+        // The token's file first: a crash before the tenant is added leaves no tenants file,
+        // so the next start makes both again (in the other order, a crash between would leave
+        // a demo tenant whose token nobody has).
         let demo = TenantId::new(DEMO_TENANT)?;
-        let token = tenants::add(data, &demo)?;
+        let token = tenants::new_token();
+        std::fs::create_dir_all(data)
+            .with_context(|| format!("cannot create the data folder {}", data.display()))?;
         tenants::write_token_file(&token_file, &token)?;
+        tenants::add_token(data, &demo, &token)?;
         tracing::info!("created tenant {DEMO_TENANT}; its token is in {}", token_file.display());
     }
     match std::fs::read_to_string(&token_file) {

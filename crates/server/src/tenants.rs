@@ -130,6 +130,14 @@ impl Tenants {
 /// Adds tenant `name` to the data folder `data` and returns its new token. Refuses a name
 /// that already has a token.
 pub fn add(data: &Path, name: &TenantId) -> anyhow::Result<String> {
+    let token = new_token();
+    add_token(data, name, &token)?;
+    Ok(token)
+}
+
+/// [`add`] with a token made by [`new_token`] beforehand (a first start writes it to its file
+/// first, so that a crash in between never leaves a tenant whose token nobody has).
+pub(crate) fn add_token(data: &Path, name: &TenantId, token: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create the data folder {}", data.display()))?;
     let path = data.join(TENANTS_FILE);
@@ -137,11 +145,9 @@ pub fn add(data: &Path, name: &TenantId) -> anyhow::Result<String> {
     if existing.values().any(|tenant| tenant == name) {
         bail!("tenant {name} already exists (revoke its token first to give it a new one)");
     }
-    let token = new_token();
     let line = format!("tenant {name} {}\n", blake3::hash(token.as_bytes()).to_hex());
     append(&mut file, &path, &text, &line)?;
-    sync_dir(data)?;
-    Ok(token)
+    sync_dir(data)
 }
 
 /// Ends every token of tenant `name` in the data folder `data`: a running server refuses them
@@ -190,20 +196,28 @@ fn append(file: &mut File, path: &Path, text: &str, line: &str) -> anyhow::Resul
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Writes `token` alone to `path`, readable by its owner only.
+/// Writes `token` alone to `path`, readable by its owner only, in place of any file there:
+/// written beside it and renamed over it, so that a crash leaves the old file or the new one.
 pub fn write_token_file(path: &Path, token: &str) -> anyhow::Result<()> {
+    let mut beside = path.as_os_str().to_owned();
+    beside.push(".new");
+    let beside = Path::new(&beside);
     let mut file = OpenOptions::new()
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .write(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
+        .open(beside)
+        .with_context(|| format!("cannot create {}", beside.display()))?;
     file.write_all(token.as_bytes())
         .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))
+        .and_then(|()| std::fs::rename(beside, path))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    sync_dir(path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new(".")))
 }
 
-fn new_token() -> String {
+/// A new bearer token: 256 random bits.
+pub(crate) fn new_token() -> String {
     let bytes: [u8; 32] = rand::random();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("{TOKEN_PREFIX}{hex}")

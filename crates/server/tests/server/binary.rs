@@ -352,3 +352,25 @@ async fn a_start_that_cannot_listen_writes_nothing_in_a_new_folder() {
     assert!(stderr.contains("cannot listen on"), "{stderr}");
     assert!(!data.exists(), "no folder, tenant or token was written");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_start_cut_short_after_the_token_file_is_made_again_whole() {
+    // What a crash between the first start's two writes leaves: the token's file, no tenant.
+    let data = tempfile::tempdir().expect("a temporary folder");
+    std::fs::write(data.path().join("demo.token"), "orderly_left_by_a_crash").expect("written");
+
+    let server = Running::start(data.path()).await;
+    let token = demo_token(data.path());
+    assert_ne!(token, "orderly_left_by_a_crash", "the file is written again");
+    let level = reqwest::Client::new()
+        .get(server.url("/v1/inventory/mug"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("an answer");
+    assert_ne!(level.status(), StatusCode::UNAUTHORIZED, "the demo token in the file works");
+    let mode =
+        std::fs::metadata(data.path().join("demo.token")).expect("file").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "demo.token mode {mode:o}");
+    assert!(!data.path().join("demo.token.new").exists(), "nothing left beside it");
+}
