@@ -2,9 +2,10 @@
 //! recomputes chain hashes only after it.
 //!
 //! Opening a log for writing verifies it (see [`crate::recovery`]) and then records the head
-//! and the chain hash of its last record in the file `checkpoint`; so does a writer that stops
-//! cleanly, for the records it wrote (its sealer hashed them), so that a damaged last record,
-//! which alone looks like a torn write, is refused as a loss instead of cut. The next open still reads
+//! and the chain hash of its last record in the file `checkpoint`; so does its writer, for the
+//! records it wrote (its sealer hashed them), at most once a second while it runs and when it
+//! stops cleanly, so that a damaged last record, which alone looks like a torn write, is
+//! refused as a loss instead of cut. The next open still reads
 //! every record — checksum, header, position and stream version, which rebuild the index and
 //! catch any damaged byte — but recomputes the blake3 chain only from the checkpoint on: it
 //! hashes the one record before the checkpoint and requires it to match, then verifies the

@@ -27,7 +27,10 @@ mod storage;
 mod writer;
 
 pub use error::{AppendError, Corruption, OpenError, Problem, ReadError};
-pub use log::{Appended, FaultsHandle, Log, LogConfig, LogReader, Reader, Subscription};
+pub use log::{
+    Appended, DEFAULT_CHECKPOINT_EVERY, FaultsHandle, Log, LogConfig, LogReader, Reader,
+    Subscription,
+};
 pub use observer::{Callback, GroupSynced, OpenProgress, SyncObserver};
 pub use position::{Position, StreamVersion};
 pub use record::{ChainHash, Expected, NewRecord, Record};

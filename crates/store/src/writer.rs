@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use rustc_hash::FxHashMap;
@@ -131,6 +131,8 @@ pub(crate) struct Writer {
     pub next_position: u64,
     /// The chain hash of the last record written so far; the seal thread takes it over.
     pub last_hash: ChainHash,
+    /// How often the syncer records a checkpoint at the durable head (see [`sync_groups`]).
+    pub checkpoint_every: Duration,
     pub buf: Vec<u8>,
     pub waiting: Vec<(Completion, Appended)>,
 }
@@ -144,6 +146,8 @@ struct Group {
     zeros: u64,
     /// The head once the group is durable.
     head: u64,
+    /// The chain hash of the group's last record, once the sealer has sealed it.
+    last_hash: ChainHash,
     waiting: Vec<(Completion, Appended)>,
 }
 
@@ -184,9 +188,10 @@ impl Writer {
             .spawn(move || seal_groups(last_hash, &sealer_rx, &sealed))
             .expect("the log's seal thread starts");
         let shared = self.shared.clone();
+        let checkpoint_every = self.checkpoint_every;
         let syncer = std::thread::Builder::new()
             .name("orderly-log-sync".into())
-            .spawn(move || sync_groups(&shared, &syncer_rx, &spare_tx))
+            .spawn(move || sync_groups(&shared, checkpoint_every, &syncer_rx, &spare_tx))
             .expect("the log's sync thread starts");
         let pipeline = Pipeline { stages, spare };
         while let Ok(first) = self.requests.recv() {
@@ -322,6 +327,7 @@ impl Writer {
             offset: self.offset,
             zeros,
             head: self.next_position,
+            last_hash: [0; 32],
             waiting: std::mem::take(&mut self.waiting),
         };
         self.offset = end;
@@ -377,6 +383,7 @@ fn seal_groups(
     for mut stage in stages {
         if let Stage::Group(group) = &mut stage {
             last_hash = record::seal_all(&mut group.buf, last_hash);
+            group.last_hash = last_hash;
         }
         let sent = sealed.send(stage);
         assert!(sent.is_ok(), "the syncer runs until the sealer stops");
@@ -389,7 +396,18 @@ static ZEROS: [u8; ZEROS_AHEAD] = [0; ZEROS_AHEAD];
 
 /// The syncing stage of the writer: writes each group with one `write` (and, at times, the
 /// zeros after it) and one `fdatasync`, then publishes it and answers its waiters, in order.
-fn sync_groups(shared: &Shared, stages: &Receiver<Stage>, spare: &Sender<Vec<u8>>) {
+///
+/// At most every `checkpoint_every`, it also records a checkpoint at the durable head before
+/// answering, as a clean stop does: after a crash, a damaged record at or before it (which,
+/// last in the log, would look like a torn write) is then refused as a loss instead of cut.
+/// Only records acknowledged since the last checkpoint are left to that ambiguity.
+fn sync_groups(
+    shared: &Shared,
+    checkpoint_every: Duration,
+    stages: &Receiver<Stage>,
+    spare: &Sender<Vec<u8>>,
+) {
+    let mut checkpointed = Instant::now();
     for stage in stages {
         let mut group = match stage {
             Stage::Group(group) => group,
@@ -415,6 +433,16 @@ fn sync_groups(shared: &Shared, stages: &Receiver<Stage>, spare: &Sender<Vec<u8>
                     if let Some(observer) = &shared.observer {
                         let bytes = group.buf.len() as u64;
                         observer.report(&GroupSynced { records, bytes, sync: started.elapsed() });
+                    }
+                    if checkpointed.elapsed() >= checkpoint_every {
+                        checkpointed = Instant::now();
+                        let checkpoint = Checkpoint { position: group.head, hash: group.last_hash };
+                        if let Err(e) =
+                            crate::checkpoint::store(shared.storage.as_ref(), &checkpoint)
+                        {
+                            // The log goes on: the next checkpoint, or the next open, covers it.
+                            tracing::warn!(error = %e, head = group.head, "the log's checkpoint was not written");
+                        }
                     }
                 }
                 Err(e) => {

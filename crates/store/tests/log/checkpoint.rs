@@ -5,8 +5,9 @@
 //! reported. Only a full scan (the audit) catches a rewrite that fixed checksums.
 
 use std::path::Path;
+use std::time::Duration;
 
-use orderly_store::{Log, OpenError, Problem};
+use orderly_store::{Log, LogConfig, OpenError, Problem};
 
 use super::common::{
     open, payload, read_all, record, segment_files, small_segments, write_records,
@@ -99,6 +100,43 @@ fn a_damaged_last_record_of_a_log_that_stopped_cleanly_is_refused_not_cut() {
         other => panic!("expected corruption, got {other}"),
     }
     assert_eq!(std::fs::read(&segment).unwrap(), bytes, "nothing was cut");
+}
+
+#[test]
+fn after_a_crash_a_damaged_last_record_a_running_checkpoint_covers_is_refused_not_cut() {
+    // With a checkpoint after every sync, and with none while the writer runs.
+    for (every, covered) in [(Duration::ZERO, true), (Duration::MAX, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = open(dir.path(), LogConfig { checkpoint_every: every, ..small_segments() });
+        for i in 0..10 {
+            log.append(vec![record("s", &payload(i))]).unwrap();
+        }
+        // What a crash leaves: the files as they are while the writer runs, every record synced.
+        let crashed = tempfile::tempdir().unwrap();
+        for file in std::fs::read_dir(dir.path()).unwrap() {
+            let file = file.unwrap().path();
+            std::fs::copy(&file, crashed.path().join(file.file_name().unwrap())).unwrap();
+        }
+        drop(log);
+        // One flipped bit in the last record, acknowledged: alone, it looks like a torn write.
+        let segment = segment_files(crashed.path())[0].clone();
+        let mut bytes = std::fs::read(&segment).unwrap();
+        bytes[usize::try_from(SEGMENT_HEADER + 9 * RECORD_LEN + 100).unwrap()] ^= 0x10;
+        std::fs::write(&segment, &bytes).unwrap();
+        if covered {
+            match open_error(crashed.path()) {
+                OpenError::Corrupt(c) => {
+                    assert_eq!(c.problem, Problem::EndsBeforeCheckpoint { checkpoint: 10 }, "{c}");
+                }
+                other => panic!("expected corruption, got {other}"),
+            }
+            assert_eq!(std::fs::read(&segment).unwrap(), bytes, "nothing was cut");
+        } else {
+            // The limit that remains for records acknowledged after the last checkpoint.
+            let (_, recovery) = open(crashed.path(), small_segments());
+            assert_eq!(recovery.records, 9, "cut as a torn write");
+        }
+    }
 }
 
 #[test]

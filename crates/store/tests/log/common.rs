@@ -26,8 +26,14 @@ pub fn payload(n: u64) -> Vec<u8> {
 }
 
 /// Small segments, so that tests cross segment boundaries quickly.
+/// Small segments, and no checkpoint while the writer runs (the tests that want one ask), so
+/// that a test's checkpoint is where its opens and clean stops put it, however slow the disk.
 pub fn small_segments() -> LogConfig {
-    LogConfig { segment_size: orderly_store::limits::MIN_SEGMENT_SIZE, ..LogConfig::default() }
+    LogConfig {
+        segment_size: orderly_store::limits::MIN_SEGMENT_SIZE,
+        checkpoint_every: std::time::Duration::MAX,
+        ..LogConfig::default()
+    }
 }
 
 pub fn open(dir: &Path, config: LogConfig) -> (Log, Recovery) {

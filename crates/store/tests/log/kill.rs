@@ -21,7 +21,9 @@ fn child_appender() {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let (log, _) = Log::open(std::path::Path::new(&dir), small_segments()).expect("child opens");
+    // A checkpoint every few milliseconds, so that kills land on and around them too.
+    let config = LogConfig { checkpoint_every: Duration::from_millis(3), ..small_segments() };
+    let (log, _) = Log::open(std::path::Path::new(&dir), config).expect("child opens");
     let start = log.head().0;
     let threads: Vec<_> = (0..4u64)
         .map(|t| {
