@@ -24,7 +24,8 @@ const HOURLY_LEVELS: [u32; 24] = [
 /// The minute of the peak: 20:30, the middle of the hour with the highest level.
 pub const PEAK_MINUTE: usize = 20 * 60 + 30;
 
-/// The busiest minute's orders in a day of `orders`: the record's 987 scaled, at least one.
+/// The busiest minute's orders in a day of `orders`: the record's 987 scaled, and at least a
+/// flat day's minute (which the scaled peak is below, rounded, for days of 1,441 to 1,570).
 #[must_use]
 pub fn peak_orders(orders: u64) -> u64 {
     if orders == 0 {
@@ -33,7 +34,8 @@ pub fn peak_orders(orders: u64) -> u64 {
     let scaled = (u128::from(orders) * u128::from(RECORD_PEAK_MINUTE)
         + u128::from(RECORD_DAY_ORDERS / 2))
         / u128::from(RECORD_DAY_ORDERS);
-    u64::try_from(scaled).expect("the peak is below the day's orders").max(1)
+    let scaled = u64::try_from(scaled).expect("the peak is below the day's orders");
+    scaled.max(orders.div_ceil(MINUTES_PER_DAY as u64))
 }
 
 /// Orders per minute over the day: [`MINUTES_PER_DAY`] counts that add up to exactly
@@ -47,8 +49,8 @@ pub fn day_curve(orders: u64) -> Vec<u64> {
     }
     curve[PEAK_MINUTE] = peak;
     let rest = orders - peak;
-    // A day too small for the peak to be the busiest minute of a flat day cannot exist:
-    // `rest` always fits in the other minutes at `peak` each.
+    // The peak is at least a flat day's minute: `rest` always fits in the other minutes at
+    // `peak` each.
     assert!(rest <= peak * (MINUTES_PER_DAY as u64 - 1), "the peak is scaled from the day");
     let weights = other_minute_weights(rest, peak);
     let total: u128 = weights.iter().map(|&w| u128::from(w)).sum();

@@ -36,7 +36,9 @@ fn the_record_day_peaks_at_987_in_the_evening_and_adds_up() {
 
 #[test]
 fn every_day_size_adds_up_exactly_with_the_scaled_peak() {
-    for orders in [0, 1, 7, 1_439, 1_440, 20_000, 123_457, 4_000_000] {
+    // Among them the days whose scaled peak rounds below a flat day's minute (1,441 to 1,570).
+    let small = [0, 1, 7, 1_439, 1_440, 1_441, 1_500, 1_570, 1_571, 2_880, 2_881];
+    for orders in small.into_iter().chain([20_000, 123_457, 4_000_000]) {
         let curve = day_curve(orders);
         assert_eq!(curve.iter().sum::<u64>(), orders, "{orders} orders");
         let peak = peak_orders(orders);
@@ -44,6 +46,7 @@ fn every_day_size_adds_up_exactly_with_the_scaled_peak() {
         assert_eq!(curve.iter().copied().max().unwrap_or(0), peak, "{orders} orders");
     }
     assert_eq!(peak_orders(20_000), 19);
+    assert_eq!((peak_orders(1_440), peak_orders(1_441), peak_orders(1_571)), (1, 2, 2));
     assert_eq!(peak_orders(2_067_250), 1_974);
 }
 
