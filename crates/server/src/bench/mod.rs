@@ -127,8 +127,8 @@ pub struct BenchReport {
     pub expired_units: u64,
     /// Holds still open at the end (all must have expired, shipped or been released).
     pub open_holds: u64,
-    /// SKUs whose ledger shows stock oversold: on hand below zero, more reserved than on
-    /// hand, or more shipped than received.
+    /// SKUs whose stock was oversold at any event of the log or at its end: on hand below
+    /// zero, more reserved than on hand, or more shipped than received.
     pub oversold: u64,
     /// The stock the log received, per SKU, is the model's opening stock: no receipt lost or
     /// applied twice.
@@ -177,6 +177,27 @@ impl BenchReport {
             && self.unexpected_rejections.is_empty()
             && self.placed + self.sold_out == self.orders
     }
+}
+
+/// SKUs whose stock was oversold at any point of the log: short at the end (on hand below zero,
+/// more reserved than on hand, more shipped than received), or at some event in between, as
+/// reconcile flags them (holds beyond the stock that later expired leave no trace at the end).
+fn oversold_skus(books: &audit::Reconciliation) -> u64 {
+    let short_at_the_end = books.stock.iter().filter(|l| {
+        let received = i64::try_from(l.received).unwrap_or(i64::MAX).saturating_add(l.adjusted);
+        l.on_hand < 0
+            || i64::try_from(l.reserved).unwrap_or(i64::MAX) > l.on_hand
+            || i64::try_from(l.shipped).unwrap_or(i64::MAX) > received
+    });
+    let short_in_between = books
+        .discrepancies
+        .iter()
+        .filter(|d| matches!(d.code, "negative_stock" | "reserved_exceeds_on_hand"));
+    let skus: std::collections::BTreeSet<(&str, &str)> = short_at_the_end
+        .map(|l| (l.tenant.as_str(), l.sku.as_str()))
+        .chain(short_in_between.map(|d| (d.tenant.as_str(), d.subject.as_str())))
+        .collect();
+    skus.len() as u64
 }
 
 /// Runs the day and checks it. Errors are failures to run (IO, a stopped engine), not failed
@@ -246,16 +267,7 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     let audit::Checked { verify: verified, reconciliation: books, state } = checked;
     let verify_ok = verified.torn_tail.is_none() && verified.records == records;
     let (log_bytes, events) = (verified.bytes, verified.events);
-    let oversold = books
-        .stock
-        .iter()
-        .filter(|l| {
-            let received = i64::try_from(l.received).unwrap_or(i64::MAX).saturating_add(l.adjusted);
-            l.on_hand < 0
-                || i64::try_from(l.reserved).unwrap_or(i64::MAX) > l.on_hand
-                || i64::try_from(l.shipped).unwrap_or(i64::MAX) > received
-        })
-        .count() as u64;
+    let oversold = oversold_skus(&books);
     // Every unit received is the model's opening stock, no more, no less: a receipt lost or
     // applied twice would hide an oversell from the checks above, which compare the log with
     // itself.
@@ -433,5 +445,51 @@ pub fn main(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     } else {
         eprintln!("error: a check failed (see the report above)");
         Ok(std::process::ExitCode::FAILURE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orderly_core::audit::{Digest, Discrepancy, StockLedger};
+
+    fn ledger(sku: &str, on_hand: i64, reserved: u64) -> StockLedger {
+        let received = u64::try_from(on_hand.max(0)).unwrap();
+        StockLedger {
+            tenant: "t".into(),
+            sku: sku.into(),
+            received,
+            on_hand,
+            reserved,
+            ..StockLedger::default()
+        }
+    }
+
+    fn flagged(code: &'static str, sku: &str) -> Discrepancy {
+        Discrepancy {
+            code,
+            tenant: "t".into(),
+            subject: sku.into(),
+            position: Some(7),
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_sku_oversold_at_an_event_counts_though_its_stock_is_whole_at_the_end() {
+        let mut books = audit::Reconciliation {
+            digest: Digest { head: 9, hash: [0; 32] },
+            discrepancies: vec![],
+            stock: vec![ledger("fine", 5, 0), ledger("flash", 0, 0), ledger("short", -1, 0)],
+            money: vec![],
+        };
+        assert_eq!(oversold_skus(&books), 1, "short at the end");
+        books.discrepancies = vec![
+            flagged("reserved_exceeds_on_hand", "flash"),
+            flagged("negative_stock", "flash"),
+            flagged("negative_stock", "short"),
+            flagged("capture_exceeds_authorized", "fine"),
+        ];
+        assert_eq!(oversold_skus(&books), 2, "flash, at an event; short, counted once");
     }
 }
