@@ -405,11 +405,14 @@ fn ms(micros: u64) -> f64 {
 /// The command line of `orderly bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Orders in the day (the record day by default).
-    #[arg(long, default_value_t = orderly_core::workload::RECORD_DAY_ORDERS)]
+    /// Orders in the day (the record day by default, which peaks at about 0.9 GB of memory;
+    /// at most ten record days).
+    #[arg(long, default_value_t = orderly_core::workload::RECORD_DAY_ORDERS,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_ORDERS))]
     orders: u64,
-    /// Tenants sharing the traffic.
-    #[arg(long, default_value_t = 50)]
+    /// Tenants sharing the traffic (each gets a catalog and its opening stock up front).
+    #[arg(long, default_value_t = 50,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_TENANTS))]
     tenants: usize,
     /// Seeds the workload: the same seed runs the same day.
     #[arg(long, default_value_t = 1)]
@@ -421,20 +424,28 @@ pub struct BenchArgs {
     #[arg(long)]
     report: Option<PathBuf>,
     /// Commands in flight at once.
-    #[arg(long, default_value_t = DEFAULT_IN_FLIGHT)]
+    #[arg(long, default_value_t = DEFAULT_IN_FLIGHT,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_IN_FLIGHT))]
     in_flight: usize,
 }
+
+/// The largest `--orders`: ten record days.
+const MAX_ORDERS: u64 = 10 * orderly_core::workload::RECORD_DAY_ORDERS;
+/// The largest `--tenants`: their catalogs' opening stock is made before the first order.
+const MAX_TENANTS: u64 = 10_000;
+/// The largest `--in-flight`.
+const MAX_IN_FLIGHT: u64 = 1 << 20;
 
 /// Runs `orderly bench`: progress on stderr, the report as the last stdout line (JSON), and
 /// a failure exit code if any check failed.
 pub fn main(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     let config = BenchConfig {
         orders: args.orders,
-        tenants: args.tenants.max(1),
+        tenants: args.tenants,
         seed: args.seed,
         data: args.data,
         report: args.report,
-        in_flight: args.in_flight.max(1),
+        in_flight: args.in_flight,
         progress: true,
         ..BenchConfig::record_day(args.seed)
     };
