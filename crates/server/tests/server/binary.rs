@@ -374,3 +374,15 @@ async fn a_first_start_cut_short_after_the_token_file_is_made_again_whole() {
     assert_eq!(mode & 0o777, 0o600, "demo.token mode {mode:o}");
     assert!(!data.path().join("demo.token.new").exists(), "nothing left beside it");
 }
+
+#[test]
+fn orderly_bench_refuses_sizes_out_of_range_before_it_starts() {
+    for (flag, value) in
+        [("--orders", "10336251"), ("--tenants", "0"), ("--tenants", "10001"), ("--in-flight", "0")]
+    {
+        let out = Command::new(BINARY).args(["bench", flag, value]).output().expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(&format!("invalid value '{value}' for '{flag}")), "{stderr}");
+    }
+}
