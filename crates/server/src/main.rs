@@ -118,17 +118,26 @@ struct ServeArgs {
     body_limit: usize,
     /// Seconds a request may take: then it is answered `503 request_timeout` if nothing was
     /// done, `504 outcome_unknown` once the engine had taken its command.
-    #[arg(long, env = "ORDERLY_REQUEST_TIMEOUT", default_value_t = 30)]
+    #[arg(long, env = "ORDERLY_REQUEST_TIMEOUT", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
     request_timeout: u64,
     /// Requests in progress at once; more wait.
-    #[arg(long, env = "ORDERLY_MAX_CONCURRENT", default_value_t = DEFAULT_MAX_CONCURRENT)]
+    #[arg(long, env = "ORDERLY_MAX_CONCURRENT", default_value_t = DEFAULT_MAX_CONCURRENT,
+          value_parser = permits())]
     max_concurrent: usize,
     /// Requests per second per tenant (0: no limit).
     #[arg(long, env = "ORDERLY_TENANT_RATE", default_value_t = DEFAULT_TENANT_RATE)]
     tenant_rate: u32,
     /// Requests each tenant may have in progress at once; more are answered 429.
-    #[arg(long, env = "ORDERLY_REQUESTS_PER_TENANT", default_value_t = DEFAULT_REQUESTS_PER_TENANT)]
+    #[arg(long, env = "ORDERLY_REQUESTS_PER_TENANT", default_value_t = DEFAULT_REQUESTS_PER_TENANT,
+          value_parser = permits())]
     requests_per_tenant: usize,
+}
+
+/// A count of requests let in at once: at least one, and at most what a semaphore can hold.
+fn permits() -> clap::builder::RangedU64ValueParser<usize> {
+    let most = u64::try_from(tokio::sync::Semaphore::MAX_PERMITS).unwrap_or(u64::MAX);
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..=most)
 }
 
 #[derive(Debug, Subcommand)]
@@ -258,10 +267,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging();
             let mut config = ServerConfig::new(args.data);
             config.body_limit = args.body_limit;
-            config.request_timeout = Duration::from_secs(args.request_timeout.max(1));
-            config.max_concurrent = args.max_concurrent.max(1);
+            config.request_timeout = Duration::from_secs(args.request_timeout);
+            config.max_concurrent = args.max_concurrent;
             config.tenant_rate = std::num::NonZeroU32::new(args.tenant_rate);
-            config.requests_per_tenant = args.requests_per_tenant.max(1);
+            config.requests_per_tenant = args.requests_per_tenant;
             config.node.payments = Some(orderly_server::app::simulated_payments());
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(serve::serve(config, args.listen))?;

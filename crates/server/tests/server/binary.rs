@@ -376,13 +376,32 @@ async fn a_first_start_cut_short_after_the_token_file_is_made_again_whole() {
 }
 
 #[test]
-fn orderly_bench_refuses_sizes_out_of_range_before_it_starts() {
-    for (flag, value) in
-        [("--orders", "10336251"), ("--tenants", "0"), ("--tenants", "10001"), ("--in-flight", "0")]
-    {
-        let out = Command::new(BINARY).args(["bench", flag, value]).output().expect("runs");
+fn sizes_out_of_range_are_refused_before_anything_starts() {
+    let data = tempfile::tempdir().expect("a temporary folder");
+    let new = data.path().join("new");
+    let bench = [
+        ("--orders", "10336251"),
+        ("--tenants", "0"),
+        ("--tenants", "10001"),
+        ("--in-flight", "0"),
+    ];
+    // A tokio semaphore holds at most 2^61 - 1 permits (it panicked, after the first start's files).
+    let serve = [
+        ("--max-concurrent", "0"),
+        ("--max-concurrent", "2305843009213693952"),
+        ("--requests-per-tenant", "0"),
+        ("--request-timeout", "0"),
+    ];
+    let runs = bench.iter().map(|f| ("bench", f)).chain(serve.iter().map(|f| ("serve", f)));
+    for (command, &(flag, value)) in runs {
+        let out = Command::new(BINARY)
+            .args([command, flag, value, "--data"])
+            .arg(&new)
+            .output()
+            .expect("runs");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
         assert!(stderr.contains(&format!("invalid value '{value}' for '{flag}")), "{stderr}");
+        assert!(!new.exists(), "{command} {flag} {value} wrote {}", new.display());
     }
 }
