@@ -22,6 +22,7 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
     // The log is opened after the listener starts (recovery may take a while, and /readyz
     // tells when it is done); a folder another server holds is refused before announcing
     // anything.
+    refuse_a_log_folder(&config.data)?;
     let log = config.data.join(LOG_DIR);
     if Log::held_elsewhere(&log).with_context(|| format!("cannot check {}", log.display()))? {
         anyhow::bail!(
@@ -127,6 +128,20 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
         Ok(error) => Err(error),
         Err(_) => closed,
     }
+}
+
+/// Refuses `data` when it is a log's own folder (`DATA/log` given for `DATA`): a new store
+/// would be made inside it, and would hide the log from the audit commands.
+pub fn refuse_a_log_folder(data: &Path) -> anyhow::Result<()> {
+    let is_log =
+        Log::is_log_folder(data).with_context(|| format!("cannot read {}", data.display()))?;
+    if is_log {
+        anyhow::bail!(
+            "{} is a log's folder, not a data folder: give the folder that holds it",
+            data.display()
+        );
+    }
+    Ok(())
 }
 
 /// How long open connections get to finish once the server starts shutting down.

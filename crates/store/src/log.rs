@@ -207,6 +207,28 @@ impl Log {
         }
     }
 
+    /// Whether `dir` itself is (or was) a log's folder: it holds a segment file, or the lock
+    /// or checkpoint file a log leaves. For programs that take a folder holding a log, to
+    /// refuse the log's own folder given by mistake rather than put a new log inside it.
+    pub fn is_log_folder(dir: &Path) -> std::io::Result<bool> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if crate::segment::parse_name(&name).is_some()
+                || name == crate::storage::LOCK_FILE
+                || name == crate::checkpoint::FILE_NAME
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Opens the log on any [`Storage`] (tests use [`crate::faults::FaultyStorage`]). The
     /// caller is responsible for there being one writer per log.
     pub fn open_on(

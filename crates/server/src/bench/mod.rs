@@ -211,6 +211,7 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
             scratch.path().to_path_buf()
         }
     };
+    crate::serve::refuse_a_log_folder(&data)?;
     let log_dir = data.join("log");
     if log_dir.exists() {
         let held = orderly_core::store::Log::held_elsewhere(&log_dir).unwrap_or(false);

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -403,5 +403,45 @@ fn sizes_out_of_range_are_refused_before_anything_starts() {
         assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
         assert!(stderr.contains(&format!("invalid value '{value}' for '{flag}")), "{stderr}");
         assert!(!new.exists(), "{command} {flag} {value} wrote {}", new.display());
+    }
+}
+
+#[test]
+fn a_log_s_own_folder_given_as_the_data_folder_is_refused() {
+    let data = tempfile::tempdir().expect("a temporary folder");
+    let log = data.path().join("log");
+    drop(
+        orderly_core::store::Log::open(&log, orderly_core::store::LogConfig::default())
+            .expect("a log"),
+    );
+    let before: Vec<_> =
+        std::fs::read_dir(&log).expect("listed").map(|e| e.expect("entry").file_name()).collect();
+    for args in [&["serve", "--listen", "127.0.0.1:0"][..], &["bench", "--orders", "10"]] {
+        let mut child = Command::new(BINARY)
+            .args(args)
+            .arg("--data")
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runs");
+        // Refused at once; a server that took the folder would run until killed.
+        let started = std::time::Instant::now();
+        while child.try_wait().expect("a status").is_none() {
+            if started.elapsed() > Duration::from_secs(20) {
+                child.kill().expect("killed");
+                panic!("{args:?} took the log's folder and ran");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().expect("its output");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("is a log's folder, not a data folder"), "{args:?}: {stderr}");
+        let after: Vec<_> = std::fs::read_dir(&log)
+            .expect("listed")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(after, before, "{args:?} wrote into the log's folder");
     }
 }
