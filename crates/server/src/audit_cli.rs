@@ -7,6 +7,7 @@
 //! reconciles, has the order or the tenant), 1 it is no ([`ANSWER_NO`]), 2 the audit could not run
 //! ([`CANNOT_AUDIT`]: bad arguments, no log in the folder, an unreadable file).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -83,7 +84,11 @@ pub fn cannot_run(why: &str) {
 }
 
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string(value)?);
+    // An error, not a panic, when stdout cannot take it (a full disk, a closed pipe).
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", serde_json::to_string(value)?)
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")?;
     Ok(())
 }
 

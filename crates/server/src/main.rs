@@ -1,5 +1,6 @@
 //! `orderly`: the order server and its command-line tool.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -332,8 +333,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Tenant(TenantCommand::Add { name, data }) => {
             init_logging();
             let name = TenantId::new(&name)?;
-            let token = tenants::add(&data, &name)?;
-            println!("{token}");
+            tenants::add_and_show(&data, &name, |token| {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{token}").and_then(|()| out.flush())
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Commands::Tenant(TenantCommand::Revoke { name, data }) => {

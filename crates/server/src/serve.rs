@@ -160,7 +160,7 @@ fn first_start(data: &Path) -> anyhow::Result<Option<String>> {
         std::fs::create_dir_all(data)
             .with_context(|| format!("cannot create the data folder {}", data.display()))?;
         tenants::write_token_file(&token_file, &token)?;
-        tenants::add_token(data, &demo, &token)?;
+        tenants::add_token(data, &demo, &token, || Ok(()))?;
         tracing::info!("created tenant {DEMO_TENANT}; its token is in {}", token_file.display());
     }
     match std::fs::read_to_string(&token_file) {

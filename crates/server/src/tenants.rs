@@ -131,13 +131,33 @@ impl Tenants {
 /// that already has a token.
 pub fn add(data: &Path, name: &TenantId) -> anyhow::Result<String> {
     let token = new_token();
-    add_token(data, name, &token)?;
+    add_token(data, name, &token, || Ok(()))?;
     Ok(token)
 }
 
+/// [`add`], showing the new token with `show` once the name is known to be free and before the
+/// tenant is added: a token that cannot be shown (stdout is full or closed) adds no tenant,
+/// rather than one whose token nobody has.
+pub fn add_and_show(
+    data: &Path,
+    name: &TenantId,
+    show: impl FnOnce(&str) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    let token = new_token();
+    add_token(data, name, &token, || {
+        show(&token).context("cannot show the new token, so the tenant was not added")
+    })
+}
+
 /// [`add`] with a token made by [`new_token`] beforehand (a first start writes it to its file
-/// first, so that a crash in between never leaves a tenant whose token nobody has).
-pub(crate) fn add_token(data: &Path, name: &TenantId, token: &str) -> anyhow::Result<()> {
+/// first, so that a crash in between never leaves a tenant whose token nobody has), calling
+/// `before_adding` once the name is known to be free.
+pub(crate) fn add_token(
+    data: &Path,
+    name: &TenantId,
+    token: &str,
+    before_adding: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create the data folder {}", data.display()))?;
     let path = data.join(TENANTS_FILE);
@@ -145,6 +165,7 @@ pub(crate) fn add_token(data: &Path, name: &TenantId, token: &str) -> anyhow::Re
     if existing.values().any(|tenant| tenant == name) {
         bail!("tenant {name} already exists (revoke its token first to give it a new one)");
     }
+    before_adding()?;
     let line = format!("tenant {name} {}\n", blake3::hash(token.as_bytes()).to_hex());
     append(&mut file, &path, &text, &line)?;
     sync_dir(data)

@@ -445,3 +445,29 @@ fn a_log_s_own_folder_given_as_the_data_folder_is_refused() {
         assert_eq!(after, before, "{args:?} wrote into the log's folder");
     }
 }
+
+#[test]
+fn a_tenant_whose_token_cannot_be_shown_is_not_added() {
+    let data = tempfile::tempdir().expect("a temporary folder");
+    let add = |stdout: Stdio| {
+        Command::new(BINARY)
+            .args(["tenant", "add", "acme", "--data"])
+            .arg(data.path())
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("runs")
+    };
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    let refused = add(Stdio::from(full));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot show the new token, so the tenant was not added"), "{stderr}");
+    let added = add(Stdio::piped());
+    assert!(
+        added.status.success(),
+        "the name is still free: {}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    assert!(String::from_utf8_lossy(&added.stdout).starts_with("orderly_"));
+}
