@@ -22,7 +22,8 @@ use super::error::{EngineError, ExecuteError};
 use super::state::{KeyEntry, Place, World};
 use crate::codec::{self, fingerprint_of};
 use crate::domain::{
-    Command, Context, Decider, Envelope, Event, IdempotencyKey, OrderCommand, Tenant, Timestamp,
+    Command, Context, Decider, Envelope, Event, IdempotencyKey, OrderCommand, Rejection, Tenant,
+    Timestamp,
 };
 
 /// How often an idle decision thread wakes to expire holds that ran out.
@@ -243,24 +244,51 @@ impl DecisionThread {
                 return self.turn.deferred.push((reply, reused));
             }
         }
-        match Tenant::decide(self.world.state(place), &command, &self.context(now)) {
-            Ok(events) => {
+        let refusal = match self.decide(place, &command, now) {
+            Ok(Ok(events)) => {
                 let key = key.as_ref().map(|(k, f)| (k, *f));
-                self.commit(place, key, (events, for_reply), now, reply);
+                return self.commit(place, key, (events, for_reply), now, reply);
             }
             // A rejection may rest on events not yet durable: it waits for them like an
             // acknowledgement does, so no caller is told "no" on the strength of a state that a
             // failed fsync could undo.
-            Err(rejection) => {
-                if let Some((key, _)) = &key {
-                    self.world.release_key(place, key);
-                }
-                if new_tenant {
-                    self.world.forget_new(place);
-                }
-                self.turn.deferred.push((reply, Err(ExecuteError::Rejected(rejection))));
-            }
+            Ok(Err(rejection)) => ExecuteError::Rejected(rejection),
+            Err(inconsistent) => inconsistent.into(),
+        };
+        if let Some((key, _)) = &key {
+            self.world.release_key(place, key);
         }
+        if new_tenant {
+            self.world.forget_new(place);
+        }
+        self.turn.deferred.push((reply, Err(refusal)));
+    }
+
+    /// Decides `command` against its tenant's state. Deciding only reads the state, so a
+    /// decision that panics (the state breaks an assumption of the domain: a bug, or a log
+    /// rewritten outside the engine) leaves it as it was: that command is refused, and the
+    /// engine, every other aggregate and every other tenant go on.
+    fn decide(
+        &self,
+        place: Place,
+        command: &Command,
+        now: Timestamp,
+    ) -> Result<Result<Vec<Event>, Rejection>, EngineError> {
+        let state = self.world.state(place);
+        let context = self.context(now);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Tenant::decide(state, command, &context)
+        }))
+        .map_err(|panic| {
+            let detail = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a decision panicked")
+                .to_owned();
+            tracing::error!(tenant = %self.world.id(place), %detail, "a command was refused: its state is inconsistent");
+            EngineError::Inconsistent { detail }
+        })
     }
 
     /// Expires the holds of unpaid orders that ran out. These commands come from the engine
@@ -272,9 +300,7 @@ impl DecisionThread {
             }
             let command = Command::Order { order, command: OrderCommand::Expire };
             // A rejection means the order moved on meanwhile; nothing to expire.
-            if let Ok(events) =
-                Tenant::decide(self.world.state(place), &command, &self.context(now))
-            {
+            if let Ok(Ok(events)) = self.decide(place, &command, now) {
                 self.commit(place, None, (events, Events::Drop), now, Box::new(|_| {}));
             }
         }

@@ -22,6 +22,14 @@ pub enum EngineError {
     /// The engine is shutting down.
     #[error("the engine is shutting down")]
     ShuttingDown,
+    /// Deciding the command broke an assumption the domain makes of its state (a bug, or a
+    /// log rewritten outside the engine that its open did not catch): the command was
+    /// refused and nothing recorded; the engine goes on with other commands.
+    #[error("the state the command is about is inconsistent; nothing was recorded: {detail}")]
+    Inconsistent {
+        /// What the domain found.
+        detail: String,
+    },
 }
 
 /// Why a command was not executed.
@@ -51,6 +59,7 @@ impl ExecuteError {
             ExecuteError::Engine(EngineError::Overloaded) => "overloaded",
             ExecuteError::Engine(EngineError::Stopped { .. }) => "engine_stopped",
             ExecuteError::Engine(EngineError::ShuttingDown) => "shutting_down",
+            ExecuteError::Engine(EngineError::Inconsistent { .. }) => "state_inconsistent",
         }
     }
 }

@@ -575,3 +575,54 @@ fn a_forged_log_that_breaks_the_domain_s_rules_is_refused_at_open() {
         Ok(_) => panic!("expected the record at 1 to be refused, the engine opened"),
     }
 }
+
+/// A state that breaks what the domain assumes of it, which the open's per-aggregate checks let
+/// through (here an order confirmed by a payment that was never authorized), makes deciding a
+/// command on it panic: that command is refused, naming what was found, and the engine goes on
+/// with every other command (it stopped for every tenant, on every start).
+#[test]
+fn a_command_on_an_inconsistent_state_is_refused_and_the_engine_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sku, order) = (Sku::new("s1").unwrap(), OrderId::new("o1").unwrap());
+    let one = Quantity::new(1).unwrap();
+    let line = OrderLine { sku: sku.clone(), quantity: one, unit_price: 100 };
+    let placed = OrderEvent::OrderPlaced {
+        customer: CustomerId::new("c-1").unwrap(),
+        currency: Currency::new("EUR").unwrap(),
+        lines: vec![line],
+        total: 100,
+        hold_expires_at: Timestamp(START.0 + 3_600_000),
+    };
+    let held = InventoryEvent::StockHeld {
+        order: order.clone(),
+        quantity: one,
+        expires_at: Timestamp(START.0 + 3_600_000),
+    };
+    let confirmed = OrderEvent::OrderConfirmed {
+        payment: orderly_core::domain::PaymentId::new("p-never-authorized").unwrap(),
+    };
+    let received = InventoryEvent::StockReceived { quantity: Quantity::new(5).unwrap() };
+    crate::audit::forge(
+        dir.path(),
+        &[
+            ("acme", Event::Inventory { sku: sku.clone(), event: received }),
+            ("acme", Event::Order { order: order.clone(), event: placed }),
+            ("acme", Event::Inventory { sku, event: held }),
+            ("acme", Event::Order { order: order.clone(), event: confirmed }),
+        ],
+    );
+    let engine = Engine::open(dir.path(), config(&ManualClock::at(START))).unwrap();
+    let key = IdempotencyKey::new("k-1").unwrap();
+    let ship = Envelope::new(tenant("acme"), Command::Order { order, command: OrderCommand::Ship });
+    match engine.execute_blocking(ship.with_key(key.clone())) {
+        Err(error @ ExecuteError::Engine(EngineError::Inconsistent { .. })) => {
+            assert_eq!(error.code(), "state_inconsistent");
+            assert!(error.to_string().contains("payment"), "{error}");
+        }
+        other => panic!("expected the ship to be refused as inconsistent, got {other:?}"),
+    }
+    // The key was given back, the tenant and every other go on.
+    engine.execute_blocking(receive("acme", "s2", 3).with_key(key)).expect("acme goes on");
+    engine.execute_blocking(receive("globex", "s1", 3)).expect("globex goes on");
+    engine.shutdown();
+}
