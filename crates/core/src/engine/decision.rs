@@ -23,7 +23,7 @@ use super::state::{KeyEntry, Place, World};
 use crate::codec::{self, fingerprint_of};
 use crate::domain::{
     Command, Context, Decider, Envelope, Event, IdempotencyKey, OrderCommand, Rejection, Tenant,
-    Timestamp,
+    Timestamp, broken_invariant,
 };
 
 /// How often an idle decision thread wakes to expire holds that ran out.
@@ -280,12 +280,7 @@ impl DecisionThread {
             Tenant::decide(state, command, &context)
         }))
         .map_err(|panic| {
-            let detail = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("a decision panicked")
-                .to_owned();
+            let detail = broken_invariant(&*panic);
             tracing::error!(tenant = %self.world.id(place), %detail, "a command was refused: its state is inconsistent");
             EngineError::Inconsistent { detail }
         })

@@ -55,6 +55,7 @@ impl World {
     ) -> Result<(World, Timestamp), OpenEngineError> {
         let (mut world, mut last_now, from) = start.unwrap_or_default();
         let head = log.head().0;
+        let mut owed = None;
         let mut reported = std::time::Instant::now();
         std::thread::scope(|scope| {
             let (batches, read) = crossbeam_channel::bounded(4);
@@ -82,6 +83,7 @@ impl World {
                             world.prefetch_record(ahead);
                         }
                         at = *position;
+                        follows_its_key_record(&mut owed, decoded);
                         world.replay(*position, decoded);
                         last_now = last_now.max(Timestamp(*timestamp));
                     }
@@ -90,6 +92,12 @@ impl World {
                     position: at,
                     invariant: broken_invariant(&*panic),
                 })?;
+            }
+            if let Some((tenant, left)) = owed {
+                let invariant = format!(
+                    "a key record of tenant {tenant} names {left} more of its event records than the log holds"
+                );
+                return Err(OpenEngineError::Inconsistent { position: head, invariant });
             }
             Ok((world, last_now))
         })
@@ -124,6 +132,28 @@ impl World {
         &self,
     ) -> impl Iterator<Item = (&TenantId, &TenantState, &Keys)> {
         self.tenants.iter().map(|tenant| (&tenant.id, &tenant.state, &tenant.keys))
+    }
+}
+
+/// Checks a record of a log written before decision records: a key record (`CommandAccepted`)
+/// names how many event records of its tenant follow it, which a retry of its key is answered
+/// with, so they must be there, and be that tenant's (`owed` counts them down). Panics, as
+/// `evolve` does, on a record that breaks that.
+fn follows_its_key_record(owed: &mut Option<(TenantId, u32)>, record: &Decoded) {
+    if let Some((tenant, left)) = owed.take() {
+        match record {
+            Decoded::Event { tenant: of, .. } if *of == tenant => {
+                *owed = (left > 1).then_some((tenant, left - 1));
+            }
+            _ => panic!(
+                "a key record of tenant {tenant} names {left} more of its event records than follow it"
+            ),
+        }
+    }
+    if let Decoded::CommandAccepted { tenant, events, .. } = record
+        && *events > 0
+    {
+        *owed = Some((tenant.clone(), *events));
     }
 }
 

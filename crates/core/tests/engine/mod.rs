@@ -626,3 +626,48 @@ fn a_command_on_an_inconsistent_state_is_refused_and_the_engine_goes_on() {
     engine.execute_blocking(receive("globex", "s1", 3)).expect("globex goes on");
     engine.shutdown();
 }
+
+/// A log of the format before decision records: a key record names how many event records
+/// follow it, which a retry of its key is answered with. Records that are not there, or are
+/// another tenant's, are refused at open (a retry was answered with another tenant's event).
+#[test]
+fn a_key_record_whose_events_do_not_follow_it_is_refused_at_open() {
+    use orderly_core::codec;
+    let received = |units| Event::Inventory {
+        sku: Sku::new("secret").unwrap(),
+        event: InventoryEvent::StockReceived { quantity: Quantity::new(units).unwrap() },
+    };
+    let command = receive("acme", "s1", 3).command;
+    let fingerprint = codec::fingerprint(&command);
+    let key = IdempotencyKey::new("k-1").unwrap();
+    let accepted =
+        |events| codec::encode_command_accepted(&tenant("acme"), &key, fingerprint, events);
+    let cases = [
+        (
+            "another tenant's event",
+            vec![accepted(1), codec::encode_event(&tenant("globex"), &received(7))],
+            0,
+        ),
+        (
+            "fewer events than named",
+            vec![accepted(3), codec::encode_event(&tenant("acme"), &received(7))],
+            2,
+        ),
+    ];
+    for (case, records, position) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = orderly_store::Log::open(dir.path(), LogConfig::default()).unwrap();
+        for record in records {
+            log.append(vec![record.into_record(START)]).unwrap();
+        }
+        drop(log);
+        match Engine::open(dir.path(), config(&ManualClock::at(START))) {
+            Err(OpenEngineError::Inconsistent { position: at, invariant }) => {
+                assert!(at == position + 1 || at == position, "{case}: at {at}: {invariant}");
+                assert!(invariant.contains("key record of tenant acme"), "{case}: {invariant}");
+            }
+            Err(other) => panic!("{case}: expected the log to be refused, got {other}"),
+            Ok(_) => panic!("{case}: expected the log to be refused, the engine opened"),
+        }
+    }
+}
