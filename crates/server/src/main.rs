@@ -86,9 +86,10 @@ enum Commands {
 
 #[derive(Debug, clap::Args)]
 struct LoadArgs {
-    /// The server, as `http://HOST:PORT`.
-    #[arg(long, env = "ORDERLY_TARGET", default_value = "http://127.0.0.1:8080")]
-    target: String,
+    /// The server, as `http://HOST:PORT` [default: http://127.0.0.1:8080, or
+    /// http://127.0.0.1:8081, where `orderly hello-server` listens, with `--hello`].
+    #[arg(long, env = "ORDERLY_TARGET")]
+    target: Option<String>,
     /// A tenant's bearer token.
     #[arg(long, env = "ORDERLY_TOKEN")]
     token: String,
@@ -310,7 +311,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Load(args) => {
             init_logging();
             let config = LoadConfig {
-                target: resolve(&args.target)?,
+                target: resolve(args.target.as_deref().unwrap_or(if args.hello {
+                    "http://127.0.0.1:8081"
+                } else {
+                    "http://127.0.0.1:8080"
+                }))?,
                 token: args.token,
                 orders: args.orders,
                 concurrency: args.concurrency,
