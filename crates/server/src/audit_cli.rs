@@ -201,7 +201,8 @@ fn parse_point(at: &str) -> anyhow::Result<ReplayPoint> {
     // it and read the time as UTC, an offset away from what was asked.
     if at.contains('[') {
         anyhow::bail!(
-            "--at {at:?}: give the offset in the time itself (2025-11-28T12:00:00+01:00), not              as a bracketed annotation"
+            "--at {at:?}: give the offset in the time itself (2025-11-28T12:00:00+01:00), not \
+             as a bracketed annotation"
         );
     }
     let time = at
@@ -321,6 +322,9 @@ pub fn reconcile(data: &Path, json: bool) -> anyhow::Result<ExitCode> {
 pub fn existing(data: &Path) -> anyhow::Result<()> {
     if !data.exists() {
         bail!("no data folder at {}", data.display());
+    }
+    if !data.is_dir() {
+        bail!("{} is a file, not a data folder", data.display());
     }
     Ok(())
 }

@@ -51,7 +51,7 @@ enum Commands {
         data: PathBuf,
         /// A log position (state before it) or an RFC 3339 time (state at it; without an
         /// offset, UTC).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         at: String,
         /// Only this tenant.
         #[arg(long)]
@@ -152,7 +152,7 @@ enum AuditCommand {
         #[arg(long, env = "ORDERLY_DATA", default_value = "./data")]
         data: PathBuf,
         /// Also prove the log still extends this published digest (`POS:HASH`).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         digest: Option<String>,
         /// One JSON object on stdout.
         #[arg(long)]

@@ -212,6 +212,12 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         }
     };
     crate::serve::refuse_a_log_folder(&data)?;
+    // The report's folder is made before the day, so that a --report that cannot be written
+    // (a file there, no permission) is said at once, not after the whole run.
+    if let Some(dir) = &config.report {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--report: cannot create the folder {}", dir.display()))?;
+    }
     let log_dir = data.join("log");
     if log_dir.exists() {
         let held = orderly_core::store::Log::held_elsewhere(&log_dir).unwrap_or(false);

@@ -471,3 +471,25 @@ fn a_tenant_whose_token_cannot_be_shown_is_not_added() {
     );
     assert!(String::from_utf8_lossy(&added.stdout).starts_with("orderly_"));
 }
+
+#[test]
+fn a_file_given_for_a_folder_is_named_before_anything_runs() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let file = dir.path().join("file");
+    std::fs::write(&file, "not a folder").expect("written");
+    let run = |args: &[&str], then: &[&std::ffi::OsStr]| {
+        let out = Command::new(BINARY).args(args).args(then).output().expect("runs");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, stderr) = run(&["audit", "verify", "--data"], &[file.as_os_str()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("is a file, not a data folder"), "{stderr}");
+    let data = dir.path().join("data");
+    let (code, stderr) = run(
+        &["bench", "--orders", "10", "--report"],
+        &[file.as_os_str(), "--data".as_ref(), data.as_os_str()],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--report: cannot create the folder"), "{stderr}");
+    assert!(!data.exists(), "the day did not run");
+}
