@@ -137,6 +137,8 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     let started = Instant::now();
     let workers: Vec<_> = plans
         .into_iter()
+        // A worker with nothing to send opens no connection (more workers than orders).
+        .filter(|placements| !placements.is_empty())
         .map(|placements| {
             let (config, progress) = (config.clone(), progress.clone());
             tokio::spawn(async move { work(&config, placements, &progress).await })
