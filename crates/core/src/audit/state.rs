@@ -5,7 +5,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use rustc_hash::FxHashMap;
 
-use crate::domain::{Decider, Event, Tenant, TenantId, TenantState, broken_invariant};
+use crate::domain::{Event, Tenant, TenantId, TenantState, broken_invariant};
 
 /// Every tenant's aggregates, as the deciders see them.
 #[derive(Debug, Default)]
@@ -14,7 +14,7 @@ pub(crate) struct DomainState {
 }
 
 impl DomainState {
-    /// Applies `events` of `tenant` (a record's, in order) with [`Tenant::evolve`].
+    /// Applies `events` of `tenant` (a record's, in order) with [`Tenant::evolve_replayed`].
     ///
     /// `evolve` cannot fail on a log the engine wrote: it asserts the invariants every
     /// decided event keeps, and panics if one breaks. A log under audit may hold anything
@@ -28,7 +28,7 @@ impl DomainState {
         let state = self.tenant_mut(tenant);
         catch_unwind(AssertUnwindSafe(|| {
             for event in events {
-                Tenant::evolve(state, event);
+                Tenant::evolve_replayed(state, event);
             }
         }))
         .map_err(|panic| broken_invariant(&*panic))

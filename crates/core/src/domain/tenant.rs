@@ -252,6 +252,44 @@ impl Decider for Tenant {
     }
 }
 
+impl Tenant {
+    /// [`Decider::evolve`] for an event read back from a log, which first checks the links
+    /// between aggregates that the engine's decisions keep and each aggregate's own `evolve`
+    /// cannot see: a payment is for an order of the tenant, placed, in its currency and for its
+    /// total; a confirmation names a payment authorized for that order. A log the engine wrote
+    /// always keeps them; one rewritten outside it may not, and a state that breaks them would
+    /// panic a later decision (or stop the read models). Panics, as `evolve` does, naming the
+    /// broken link. For replays (the engine's open, the audit): the engine's decisions keep the
+    /// links by construction, and apply with `evolve` alone.
+    pub fn evolve_replayed(state: &mut TenantState, event: &Event) {
+        match event {
+            Event::Payment {
+                payment,
+                event:
+                    PaymentEvent::PaymentAuthorized { order, amount, .. }
+                    | PaymentEvent::PaymentDeclined { order, amount, .. },
+            } => {
+                let placed = state.orders.get(order);
+                assert!(
+                    placed.is_some_and(|o| o.total() == Some(*amount)),
+                    "payment {payment} is for order {order}, which was not placed for {amount}"
+                );
+            }
+            Event::Order { order, event: OrderEvent::OrderConfirmed { payment } } => {
+                let authorizes = state.payments.get(payment).is_some_and(|p| {
+                    p.status() == Some(PaymentStatus::Authorized) && p.order() == Some(order)
+                });
+                assert!(
+                    authorizes,
+                    "order {order} is confirmed by payment {payment}, which did not authorize it"
+                );
+            }
+            _ => {}
+        }
+        <Tenant as Decider>::evolve(state, event);
+    }
+}
+
 /// Calls `f` with the value of `key` in `map`, inserted as the default if absent. One probe
 /// either way: the key is cloned up front, which for ids of up to 23 bytes (kept inline) is a
 /// copy, cheaper than probing twice to insert an aggregate's first event; a longer id's clone

@@ -391,6 +391,12 @@ impl World {
     /// Applies the events of one decision (or one event) of the tenant at `place`, keeping
     /// the expiry timers in step.
     pub(crate) fn apply(&mut self, place: Place, events: &[Event]) {
+        self.apply_with(place, events, Tenant::evolve);
+    }
+
+    /// [`World::apply`] with `evolve` for each event: the decider's, or, for events read back
+    /// from the log, the one that checks the links between aggregates first.
+    fn apply_with(&mut self, place: Place, events: &[Event], evolve: fn(&mut TenantState, &Event)) {
         let state = &mut self.tenants[place.0].state;
         for event in events {
             if let Event::Order { order, event: OrderEvent::OrderPlaced { hold_expires_at, .. } } =
@@ -398,7 +404,7 @@ impl World {
             {
                 self.timers.push(*hold_expires_at, place, order);
             }
-            Tenant::evolve(state, event);
+            evolve(state, event);
         }
     }
 
@@ -422,7 +428,7 @@ impl World {
         match record {
             Decoded::Event { tenant, event } => {
                 let place = self.place(tenant);
-                self.apply(place, std::slice::from_ref(event));
+                self.apply_with(place, std::slice::from_ref(event), Tenant::evolve_replayed);
             }
             Decoded::CommandAccepted { tenant, key, fingerprint, events } => {
                 let entry =
@@ -432,7 +438,7 @@ impl World {
             }
             Decoded::Decision { tenant, key, events } => {
                 let place = self.place(tenant);
-                self.apply(place, events);
+                self.apply_with(place, events, Tenant::evolve_replayed);
                 if let Some((key, fingerprint)) = key {
                     let entry = KeyEntry { fingerprint: *fingerprint, first: position, records: 1 };
                     self.remember_key(place, key, entry);

@@ -576,55 +576,114 @@ fn a_forged_log_that_breaks_the_domain_s_rules_is_refused_at_open() {
     }
 }
 
-/// A state that breaks what the domain assumes of it, which the open's per-aggregate checks let
-/// through (here an order confirmed by a payment that was never authorized), makes deciding a
-/// command on it panic: that command is refused, naming what was found, and the engine goes on
-/// with every other command (it stopped for every tenant, on every start).
+/// A state that breaks what the domain assumes of it, which the open's checks let through (here
+/// an order placed without its holds), makes deciding a command on it panic: that command is
+/// refused, naming what was found, and the engine goes on with every other command (it stopped
+/// for every tenant, on every start).
 #[test]
 fn a_command_on_an_inconsistent_state_is_refused_and_the_engine_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let (sku, order) = (Sku::new("s1").unwrap(), OrderId::new("o1").unwrap());
-    let one = Quantity::new(1).unwrap();
-    let line = OrderLine { sku: sku.clone(), quantity: one, unit_price: 100 };
-    let placed = OrderEvent::OrderPlaced {
-        customer: CustomerId::new("c-1").unwrap(),
-        currency: Currency::new("EUR").unwrap(),
-        lines: vec![line],
-        total: 100,
-        hold_expires_at: Timestamp(START.0 + 3_600_000),
-    };
-    let held = InventoryEvent::StockHeld {
-        order: order.clone(),
-        quantity: one,
-        expires_at: Timestamp(START.0 + 3_600_000),
-    };
-    let confirmed = OrderEvent::OrderConfirmed {
-        payment: orderly_core::domain::PaymentId::new("p-never-authorized").unwrap(),
-    };
     let received = InventoryEvent::StockReceived { quantity: Quantity::new(5).unwrap() };
     crate::audit::forge(
         dir.path(),
         &[
             ("acme", Event::Inventory { sku: sku.clone(), event: received }),
-            ("acme", Event::Order { order: order.clone(), event: placed }),
-            ("acme", Event::Inventory { sku, event: held }),
-            ("acme", Event::Order { order: order.clone(), event: confirmed }),
+            ("acme", Event::Order { order: order.clone(), event: placed_for_100(&sku) }),
         ],
     );
     let engine = Engine::open(dir.path(), config(&ManualClock::at(START))).unwrap();
     let key = IdempotencyKey::new("k-1").unwrap();
-    let ship = Envelope::new(tenant("acme"), Command::Order { order, command: OrderCommand::Ship });
-    match engine.execute_blocking(ship.with_key(key.clone())) {
+    let cancel = OrderCommand::Cancel { reason: CancelReason::Requested };
+    let cancel = Envelope::new(tenant("acme"), Command::Order { order, command: cancel });
+    match engine.execute_blocking(cancel.with_key(key.clone())) {
         Err(error @ ExecuteError::Engine(EngineError::Inconsistent { .. })) => {
             assert_eq!(error.code(), "state_inconsistent");
-            assert!(error.to_string().contains("payment"), "{error}");
+            assert!(error.to_string().contains("out of step"), "{error}");
         }
-        other => panic!("expected the ship to be refused as inconsistent, got {other:?}"),
+        other => panic!("expected the cancel to be refused as inconsistent, got {other:?}"),
     }
     // The key was given back, the tenant and every other go on.
     engine.execute_blocking(receive("acme", "s2", 3).with_key(key)).expect("acme goes on");
     engine.execute_blocking(receive("globex", "s1", 3)).expect("globex goes on");
     engine.shutdown();
+}
+
+/// An `OrderPlaced` of one unit of `sku` at 100 EUR.
+fn placed_for_100(sku: &Sku) -> OrderEvent {
+    let line = OrderLine { sku: sku.clone(), quantity: Quantity::new(1).unwrap(), unit_price: 100 };
+    OrderEvent::OrderPlaced {
+        customer: CustomerId::new("c-1").unwrap(),
+        currency: Currency::new("EUR").unwrap(),
+        lines: vec![line],
+        total: 100,
+        hold_expires_at: Timestamp(START.0 + 3_600_000),
+    }
+}
+
+/// Links between aggregates that only the engine's decisions keep, broken by a forged log, are
+/// refused at open, naming the record: an authorization of an order never placed (which
+/// stopped every tenant's read models), a confirmation by a payment that never authorized it
+/// (which panicked the order's shipment).
+#[test]
+fn a_log_that_breaks_a_link_between_aggregates_is_refused_at_open() {
+    let (sku, order) = (Sku::new("s1").unwrap(), OrderId::new("o1").unwrap());
+    let payment = orderly_core::domain::PaymentId::new("p1").unwrap();
+    let eur = |minor| orderly_core::domain::Money::new(minor, Currency::new("EUR").unwrap());
+    let authorized = |order: &str, amount| Event::Payment {
+        payment: payment.clone(),
+        event: orderly_core::domain::PaymentEvent::PaymentAuthorized {
+            order: OrderId::new(order).unwrap(),
+            amount,
+            gateway: orderly_core::domain::GatewayId::new("pay-a").unwrap(),
+        },
+    };
+    let placed = Event::Order { order: order.clone(), event: placed_for_100(&sku) };
+    let confirmed = |by: &str| Event::Order {
+        order: order.clone(),
+        event: OrderEvent::OrderConfirmed {
+            payment: orderly_core::domain::PaymentId::new(by).unwrap(),
+        },
+    };
+    let cases = [
+        ("an order never placed", vec![authorized("nope", eur(100))], 0, "which was not placed"),
+        (
+            "another total",
+            vec![placed.clone(), authorized("o1", eur(99))],
+            1,
+            "which was not placed for",
+        ),
+        (
+            "a payment never authorized",
+            vec![placed, confirmed("p-none")],
+            1,
+            "did not authorize it",
+        ),
+    ];
+    for (case, events, position, says) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let events: Vec<_> = events.into_iter().map(|e| ("acme", e)).collect();
+        crate::audit::forge(dir.path(), &events);
+        match Engine::open(dir.path(), config(&ManualClock::at(START))) {
+            Err(OpenEngineError::Inconsistent { position: at, invariant }) => {
+                assert_eq!(at, position, "{case}: {invariant}");
+                assert!(invariant.contains(says), "{case}: {invariant}");
+            }
+            Err(other) => panic!("{case}: expected the log to be refused, got {other}"),
+            Ok(_) => panic!("{case}: expected the log to be refused, the engine opened"),
+        }
+        let books =
+            orderly_core::audit::reconcile(dir.path(), &mut orderly_core::audit::no_progress)
+                .expect("reconcile runs");
+        assert!(
+            books
+                .discrepancies
+                .iter()
+                .any(|d| d.code == "domain_rejects_event" && d.detail.contains(says)),
+            "{case}: {:?}",
+            books.discrepancies
+        );
+    }
 }
 
 /// A log of the format before decision records: a key record names how many event records
