@@ -71,6 +71,9 @@ pub struct ServerConfig {
     pub stream_patience: Duration,
     /// Requests a tenant may have in progress at once.
     pub requests_per_tenant: usize,
+    /// How long a connection may be without a request under way (idle between requests, or
+    /// with a request's headers unfinished) before it is closed.
+    pub idle_timeout: Duration,
     /// The node's settings.
     pub node: NodeConfig,
 }
@@ -89,6 +92,7 @@ impl ServerConfig {
             streams_per_tenant: DEFAULT_STREAMS_PER_TENANT,
             stream_patience: Duration::from_secs(10),
             requests_per_tenant: DEFAULT_REQUESTS_PER_TENANT,
+            idle_timeout: Duration::from_secs(30),
             node: NodeConfig::default(),
         }
     }

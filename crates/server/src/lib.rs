@@ -6,6 +6,7 @@
 pub mod api;
 pub mod app;
 pub mod bench;
+pub mod connections;
 pub mod error;
 pub mod extract;
 pub mod load;

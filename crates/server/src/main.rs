@@ -127,6 +127,11 @@ struct ServeArgs {
     #[arg(long, env = "ORDERLY_MAX_CONCURRENT", default_value_t = DEFAULT_MAX_CONCURRENT,
           value_parser = permits())]
     max_concurrent: usize,
+    /// Seconds a connection may be without a request under way (idle between requests, or
+    /// with a request's headers unfinished) before it is closed.
+    #[arg(long, env = "ORDERLY_IDLE_TIMEOUT", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
     /// Requests per second per tenant (0: no limit).
     #[arg(long, env = "ORDERLY_TENANT_RATE", default_value_t = DEFAULT_TENANT_RATE)]
     tenant_rate: u32,
@@ -270,6 +275,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut config = ServerConfig::new(args.data);
             config.body_limit = args.body_limit;
             config.request_timeout = Duration::from_secs(args.request_timeout);
+            config.idle_timeout = Duration::from_secs(args.idle_timeout);
             config.max_concurrent = args.max_concurrent;
             config.tenant_rate = std::num::NonZeroU32::new(args.tenant_rate);
             config.requests_per_tenant = args.requests_per_tenant;

@@ -104,7 +104,8 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
         }
         let _ = began_tx.send(());
     };
-    let serving = axum::serve(listener, app.router()).with_graceful_shutdown(stopping);
+    let idle = app.config().idle_timeout;
+    let serving = crate::connections::serve(listener, app.router(), idle, stopping);
     // A client that stopped reading (a suspended laptop, a lost network) would hold its
     // connection, and the engine's shutdown behind it, until TCP gives up: the connections
     // get a grace period, then the server closes without them. Commands the engine took are
@@ -117,7 +118,7 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
         }
     };
     tokio::select! {
-        served = serving.into_future() => served?,
+        () = serving => {}
         () = grace => {
             tracing::warn!("connections still open {SHUTDOWN_GRACE:?} into the shutdown: closing without them");
         }

@@ -1,7 +1,8 @@
 //! Through a real socket: a client places and reads an order over HTTP/1.1, and a body of
 //! 16 MiB — declared with `Content-Length` or sent in chunks without one — is answered
 //! `413 payload_too_large` while the client is still sending it, without the server waiting
-//! for the rest.
+//! for the rest; a connection idle, or with a request's headers unfinished, is closed after the
+//! idle timeout, while a response under way (an event stream) is not cut.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -210,4 +211,61 @@ async fn the_load_generator_places_orders_and_a_second_run_places_new_ones() {
         placed_so_far(&server) >= after_first + second.orders_placed,
         "the second run's orders were recorded, not replayed"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_or_unfinished_connection_is_closed_after_the_idle_timeout() {
+    let server = Server::configured(|config| config.idle_timeout = Duration::from_secs(1));
+    let address = support::serve(&server.app).await;
+    let token = server.token.clone();
+    let closed_after = |send: String| {
+        tokio::task::spawn_blocking(move || {
+            let mut stream = TcpStream::connect(address).expect("connects");
+            stream.set_read_timeout(Some(Duration::from_secs(10))).expect("a timeout");
+            stream.write_all(send.as_bytes()).expect("sent");
+            let started = std::time::Instant::now();
+            let mut answer = Vec::new();
+            // The server closes the connection: the read ends (a timeout would be an error).
+            stream.read_to_end(&mut answer).expect("closed by the server, not timed out");
+            (started.elapsed(), String::from_utf8_lossy(&answer).into_owned())
+        })
+    };
+    let sends = [
+        ("nothing", String::new()),
+        ("half a header", "GET /healthz HTTP/1.1\r\nHost: x\r\n".to_owned()),
+        ("idle after an answer", "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".to_owned()),
+    ];
+    for (what, send) in sends {
+        let (after, answer) = closed_after(send).await.expect("the probe runs");
+        assert!(after < Duration::from_secs(5), "{what}: open for {after:?}");
+        assert_eq!(
+            answer.starts_with("HTTP/1.1 200"),
+            what == "idle after an answer",
+            "{what}: {answer}"
+        );
+    }
+    // An event stream with nothing to send is a response under way: not cut.
+    let stream = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(address).expect("connects");
+        let head =
+            format!("GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
+        stream.write_all(head.as_bytes()).expect("sent");
+        stream.set_read_timeout(Some(Duration::from_millis(2_500))).expect("a timeout");
+        let mut answer = vec![0; 4096];
+        let mut read = 0;
+        loop {
+            match stream.read(&mut answer[read..]) {
+                Ok(0) => {
+                    return Err(format!("closed: {}", String::from_utf8_lossy(&answer[..read])));
+                }
+                Ok(n) => read += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return Ok(String::from_utf8_lossy(&answer[..read]).into_owned());
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    });
+    let head = stream.await.expect("the probe runs").expect("the stream stays open");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 }

@@ -271,8 +271,9 @@ pub fn error_code(body: &Value) -> &str {
 pub async fn serve(app: &Shared) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a listener");
     let address = listener.local_addr().expect("an address");
-    let router = app.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let (router, idle) = (app.router(), app.config().idle_timeout);
+    let forever = std::future::pending();
+    tokio::spawn(orderly_server::connections::serve(listener, router, idle, forever));
     address
 }
 
