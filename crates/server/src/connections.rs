@@ -6,7 +6,10 @@
 //! every client was refused, and the log could not open its next segment.
 
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -26,7 +29,8 @@ const MOST_CONNECTIONS: u64 = 100_000;
 /// every connection has finished its request under way (an idle one is closed at once).
 ///
 /// A connection with no request under way for `idle` — idle between requests, or with a
-/// request's headers still unfinished — is closed. At most [`connection_cap`] connections are
+/// request's headers still unfinished — is closed, and so is one whose client took nothing of
+/// what it was sent for `idle` (a stream nobody reads). At most [`connection_cap`] connections are
 /// open at once; past it, new ones wait in the listen queue until one closes.
 pub async fn serve(
     listener: TcpListener,
@@ -60,7 +64,8 @@ pub async fn serve(
         // Small answers go out at once, not after the next packet's acknowledgement.
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let io = TokioIo::new(StallLimited { socket: stream, limit: idle, stalled: None });
+        let connection = graceful.watch(http.serve_connection(io, service));
         tokio::spawn(async move {
             // An error here is the client's (it left, or sent what is not HTTP).
             let _ = connection.await;
@@ -69,6 +74,90 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// A connection's socket whose writes fail once one has waited `limit` for the client to take
+/// data. A client that stopped reading (a suspended laptop, an event stream nobody reads) would
+/// otherwise hold its connection, and what it was sent, for as long as TCP keeps probing: for
+/// ever, if its machine answers the probes.
+struct StallLimited {
+    socket: tokio::net::TcpStream,
+    limit: Duration,
+    /// Running while a write waits for the client; reset by any write that goes through.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl StallLimited {
+    /// After the socket took no bytes: the write waits, unless it has waited `limit` already.
+    fn wait(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let limit = self.limit;
+        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took nothing of what it was sent",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn went(
+        &mut self,
+        written: Poll<io::Result<usize>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        match written {
+            Poll::Ready(result) => {
+                self.stalled = None;
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.wait(cx),
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for StallLimited {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().socket).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for StallLimited {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.socket).poll_write(cx, buf);
+        this.went(written, cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.socket).poll_write_vectored(cx, bufs);
+        this.went(written, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.socket.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().socket).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().socket).poll_shutdown(cx)
+    }
 }
 
 /// How many connections may be open at once: what the file limit leaves after

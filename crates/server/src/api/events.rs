@@ -29,7 +29,7 @@ use utoipa::IntoParams;
 
 use super::QueryErrors;
 use super::event_json::event_json;
-use crate::app::{Shared, Slot};
+use crate::app::Shared;
 use crate::error::{ApiError, echo};
 use crate::extract::{Caller, QueryOf, bearer_token};
 
@@ -123,11 +123,13 @@ pub async fn events(
             };
             let patience = server.config().stream_patience;
             let client = Client { tx: &tx, closing: &closing, patience };
-            follow(&log, &tenant, Position(from), types.as_ref(), &client, slot);
+            follow(&log, &tenant, Position(from), types.as_ref(), &client);
         })
         .map_err(|e| ApiError::internal(&e))?;
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|event| (Ok(event), rx))
+    // The tenant's stream slot is held by the response, for as long as its connection sends
+    // it: a reader thread that cut its client off does not free it while the client holds on.
+    let stream = futures_util::stream::unfold((rx, slot), |(mut rx, slot)| async move {
+        rx.recv().await.map(|event| (Ok(event), (rx, slot)))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
@@ -203,7 +205,6 @@ fn follow(
     from: Position,
     types: Option<&HashSet<EventType>>,
     client: &Client<'_>,
-    _slot: Slot,
 ) {
     let prefix = format!("{tenant}/");
     let mut records = log.subscribe(from);

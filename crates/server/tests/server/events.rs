@@ -310,6 +310,68 @@ async fn a_client_that_never_reads_holds_up_no_command_and_is_cut_off() {
     assert!(got.len() >= orderly_server::api::CLIENT_BUFFER, "cut off after {} events", got.len());
 }
 
+/// A client that stopped reading is cut off by the server: its connection is closed once the
+/// server's writes to it have waited the idle timeout, and the tenant's stream is free again
+/// only then (the stream slot went with the reader thread, while the connection, and what was
+/// buffered for it, stayed for as long as the client held on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stopped_reading_loses_its_connection_and_then_its_stream() {
+    const IDLE: Duration = Duration::from_secs(5);
+    let server = Server::configured(|config| {
+        config.stream_patience = PATIENCE;
+        config.idle_timeout = IDLE;
+        config.streams_per_tenant = 1;
+    });
+    let address = serve_with_small_send_buffers(&server).await;
+    let (skus, start) = stocked(&server).await;
+    let lines: Vec<(&str, u64)> = skus.iter().map(|sku| (sku.as_str(), 1)).collect();
+    for n in 0..ORDERS {
+        server.place(&format!("o-{n}"), "c-1", &lines).await;
+    }
+    // The history fills the sockets at once, then the stream's buffer: the reader gives up
+    // after its patience, the server's writes after the idle timeout.
+    let opened = Instant::now();
+    let slow = never_reading(address, &server.token, start).await;
+    tokio::time::sleep(PATIENCE * 5 / 2).await;
+    let second = status_of_a_stream(address, &server.token).await;
+    assert!(opened.elapsed() < IDLE, "too slow to tell: {:?}", opened.elapsed());
+    assert_eq!(second, "HTTP/1.1 429", "a second stream while the first's response is open");
+    tokio::time::sleep((IDLE + PATIENCE * 2).saturating_sub(opened.elapsed())).await;
+    assert_eq!(status_of_a_stream(address, &server.token).await, "HTTP/1.1 200");
+    // What reached the client is what the sockets held, then the connection's end: the events
+    // buffered for it in the server went with it, and the body was never finished.
+    let bytes = tokio::task::spawn_blocking(move || {
+        let mut slow = slow;
+        slow.set_read_timeout(Some(WITHIN)).expect("a read timeout");
+        let mut bytes = Vec::new();
+        match slow.read_to_end(&mut bytes) {
+            Ok(_) => {}
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        }
+        bytes
+    })
+    .await
+    .expect("the reader ends");
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.starts_with("HTTP/1.1 200"), "{}", &text[..text.len().min(200)]);
+    assert!(!text.ends_with("\r\n0\r\n\r\n"), "the stream was ended, not cut");
+    let events = text.matches("data:").count();
+    assert!(events < orderly_server::api::CLIENT_BUFFER, "{events} events reached the client");
+}
+
+/// The status line of an answer to a new event stream request of `token`'s tenant.
+async fn status_of_a_stream(address: SocketAddr, token: &str) -> String {
+    let mut stream = never_reading(address, token, 0).await;
+    tokio::task::spawn_blocking(move || {
+        stream.set_read_timeout(Some(WITHIN)).expect("a read timeout");
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).expect("a status line");
+        String::from_utf8_lossy(&head).into_owned()
+    })
+    .await
+    .expect("the reader ends")
+}
+
 /// Stocks the [`LINES`] SKUs an order of these tests holds; gives them and the log's head
 /// after them, where the tests' streams start.
 async fn stocked(server: &Server) -> (Vec<String>, u64) {
@@ -369,8 +431,9 @@ async fn serve_with_small_send_buffers(server: &Server) -> SocketAddr {
     socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bound");
     let listener = socket.listen(64).expect("listening");
     let address = listener.local_addr().expect("an address");
-    let router = server.app.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let (router, idle) = (server.app.router(), server.app.config().idle_timeout);
+    let forever = std::future::pending();
+    tokio::spawn(orderly_server::connections::serve(listener, router, idle, forever));
     address
 }
 
