@@ -17,8 +17,8 @@ use crate::engine::{self, Engine, OpenEngineError};
 use crate::payments::Router;
 use crate::process::PaymentProcess;
 use crate::projection::{
-    self, CustomersProjection, Hosted, InventoryProjection, KpiProjection, OrdersProjection,
-    ProjectionError, ProjectionHandle, ProjectionHost, Rebuilt, WorkerConfig,
+    self, CustomersProjection, Hosted, InventoryProjection, KpiProjection, OpenHoldsProjection,
+    OrdersProjection, ProjectionError, ProjectionHandle, ProjectionHost, Rebuilt, WorkerConfig,
 };
 
 /// The folder of the log inside a data folder.
@@ -39,6 +39,8 @@ pub enum ReadModel {
     Customers,
     /// Sales figures per minute ([`projection::kpis()`]).
     Kpi,
+    /// Units held per tenant ([`projection::open_holds()`]).
+    Holds,
 }
 
 impl ReadModel {
@@ -50,6 +52,7 @@ impl ReadModel {
             ReadModel::Orders => "orders",
             ReadModel::Customers => "orders_by_customer",
             ReadModel::Kpi => "sales_kpis",
+            ReadModel::Holds => "open_holds",
         }
     }
 
@@ -60,8 +63,13 @@ impl ReadModel {
     }
 
     /// Every read model, in the order of [`Node::projections`].
-    pub const ALL: [ReadModel; 4] =
-        [ReadModel::Inventory, ReadModel::Orders, ReadModel::Customers, ReadModel::Kpi];
+    pub const ALL: [ReadModel; 5] = [
+        ReadModel::Inventory,
+        ReadModel::Orders,
+        ReadModel::Customers,
+        ReadModel::Kpi,
+        ReadModel::Holds,
+    ];
 }
 
 /// How a node is set up.
@@ -152,6 +160,7 @@ impl Node {
                 ReadModel::Orders => OrdersProjection.into(),
                 ReadModel::Customers => CustomersProjection.into(),
                 ReadModel::Kpi => KpiProjection.into(),
+                ReadModel::Holds => OpenHoldsProjection.into(),
             }
         });
         // One thread reads and decodes the log once for every read model and commits one
@@ -265,5 +274,6 @@ fn rebuild(
         ReadModel::Orders => projection::rebuild(db, log, &OrdersProjection, config),
         ReadModel::Customers => projection::rebuild(db, log, &CustomersProjection, config),
         ReadModel::Kpi => projection::rebuild(db, log, &KpiProjection, config),
+        ReadModel::Holds => projection::rebuild(db, log, &OpenHoldsProjection, config),
     }
 }

@@ -35,6 +35,7 @@
 
 pub mod customers;
 mod file;
+mod holds;
 mod host;
 pub mod inventory;
 pub mod kpi;
@@ -53,6 +54,7 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 
 pub use customers::{CustomerCursor, CustomersProjection, orders_of_customer};
 pub use file::{CACHE_BYTES, WRITE_BEHIND_BYTES};
+pub use holds::{OPEN_HOLDS, OpenHoldsProjection, open_holds};
 pub use host::{Hosted, ProjectionHost};
 pub use inventory::{InventoryLevel, InventoryProjection, inventory, inventory_levels};
 pub use kpi::{Cancellations, CurrencySales, DayKpis, KpiProjection, SalesKpis, day, kpis};

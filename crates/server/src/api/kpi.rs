@@ -200,9 +200,7 @@ pub fn day_figures(
     let db = node.read_models();
     let minute = now_ms / MINUTE_MS;
     let day = projection::day(db, tenant, minute, utc_offset)?;
-    let open_reservations = projection::inventory_levels(db, tenant)?
-        .iter()
-        .fold(0u64, |sum, (_, level)| sum.saturating_add(level.reserved));
+    let open_reservations = projection::open_holds(db, tenant)?;
     let totals = &day.totals;
     let revenue = totals
         .sales
