@@ -2,8 +2,8 @@
 //!
 //! 1. **catch-up**: a log of at least `ORDERLY_BENCH_EVENTS` [5,000,000] events is written
 //!    through the durable engine (orders of 1–5 lines over 50 tenants, placed by many concurrent
-//!    callers). Then the first `ORDERLY_BENCH_PROJECTIONS` [4: what the server runs] of the read
-//!    models (inventory, orders, orders by customer, KPIs, in that order) start on one
+//!    callers). Then the first `ORDERLY_BENCH_PROJECTIONS` [5: what the server runs] of the read
+//!    models (inventory, orders, orders by customer, KPIs, units held, in that order) start on one
 //!    projection host, as `Node` runs them, on an empty redb file, and catch up with it:
 //!    `projection_events_per_sec` = events / time until all reached the head (one decision
 //!    record holds an order and its holds: about four events).
@@ -34,8 +34,8 @@ use orderly::domain::{Envelope, OrderId};
 use orderly::engine::CommittedEvent;
 use orderly::engine::{Config, Engine};
 use orderly::projection::{
-    CustomersProjection, Hosted, InventoryProjection, KpiProjection, OrdersProjection,
-    ProjectionHost, WorkerConfig,
+    CustomersProjection, Hosted, InventoryProjection, KpiProjection, OpenHoldsProjection,
+    OrdersProjection, ProjectionHost, WorkerConfig,
 };
 
 #[path = "support/mod.rs"]
@@ -97,7 +97,7 @@ fn main() {
     let target_events = env("ORDERLY_BENCH_EVENTS", 5_000_000);
     let lag_rate = env("ORDERLY_BENCH_LAG_RATE", 30_000);
     let lag_seconds = env("ORDERLY_BENCH_LAG_SECONDS", 5);
-    let projections = env("ORDERLY_BENCH_PROJECTIONS", 4).clamp(1, 4);
+    let projections = env("ORDERLY_BENCH_PROJECTIONS", 5).clamp(1, 5);
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-projections");
     std::fs::create_dir_all(&base).unwrap();
     let scratch = tempfile::tempdir_in(&base).unwrap();
@@ -145,7 +145,8 @@ fn main() {
             0 => InventoryProjection.into(),
             1 => OrdersProjection.into(),
             2 => CustomersProjection.into(),
-            _ => KpiProjection.into(),
+            3 => KpiProjection.into(),
+            _ => OpenHoldsProjection.into(),
         })
         .collect();
     let default = WorkerConfig::default();
