@@ -255,8 +255,9 @@ impl Decider for Tenant {
 impl Tenant {
     /// [`Decider::evolve`] for an event read back from a log, which first checks the links
     /// between aggregates that the engine's decisions keep and each aggregate's own `evolve`
-    /// cannot see: a payment is for an order of the tenant, placed, in its currency and for its
-    /// total; a confirmation names a payment authorized for that order. A log the engine wrote
+    /// cannot see: an order's total is what its lines cost; a payment is for an order of the
+    /// tenant, placed, in its currency and for its total; a confirmation names a payment
+    /// authorized for that order. A log the engine wrote
     /// always keeps them; one rewritten outside it may not, and a state that breaks them would
     /// panic a later decision (or stop the read models). Panics, as `evolve` does, naming the
     /// broken link. For replays (the engine's open, the audit): the engine's decisions keep the
@@ -273,6 +274,16 @@ impl Tenant {
                 assert!(
                     placed.is_some_and(|o| o.total() == Some(*amount)),
                     "payment {payment} is for order {order}, which was not placed for {amount}"
+                );
+            }
+            Event::Order { order, event: OrderEvent::OrderPlaced { lines, total, .. } } => {
+                // What its payment is authorized and captured for.
+                let sum = lines.iter().try_fold(0u64, |sum, line| {
+                    sum.checked_add(line.quantity.get().checked_mul(line.unit_price)?)
+                });
+                assert!(
+                    sum == Some(*total),
+                    "order {order} totals {total}, not what its lines cost"
                 );
             }
             Event::Order { order, event: OrderEvent::OrderConfirmed { payment } } => {

@@ -622,7 +622,8 @@ fn placed_for_100(sku: &Sku) -> OrderEvent {
 }
 
 /// Links between aggregates that only the engine's decisions keep, broken by a forged log, are
-/// refused at open, naming the record: an authorization of an order never placed (which
+/// refused at open, naming the record: an order whose total is not what its lines cost, an
+/// authorization of an order never placed (which
 /// stopped every tenant's read models), a confirmation by a payment that never authorized it
 /// (which panicked the order's shipment).
 #[test]
@@ -645,7 +646,13 @@ fn a_log_that_breaks_a_link_between_aggregates_is_refused_at_open() {
             payment: orderly_core::domain::PaymentId::new(by).unwrap(),
         },
     };
+    let mut cheap = placed_for_100(&sku);
+    if let OrderEvent::OrderPlaced { total, .. } = &mut cheap {
+        *total = 1;
+    }
+    let cheap = Event::Order { order: order.clone(), event: cheap };
     let cases = [
+        ("a total that is not the lines'", vec![cheap], 0, "not what its lines cost"),
         ("an order never placed", vec![authorized("nope", eur(100))], 0, "which was not placed"),
         (
             "another total",
