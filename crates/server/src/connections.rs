@@ -1,5 +1,6 @@
-//! The server's connections: accepted, served with hyper's HTTP/1, closed when idle or too slow
-//! to send a request's headers, and capped in number below the process's file limit.
+//! The server's connections: accepted, served with hyper's HTTP/1, closed when idle, too slow
+//! to send a request's headers or to take what they are sent, and capped in number below the
+//! process's file limit.
 //!
 //! `axum::serve` sets no timeout and no cap: a client that opened connections and sent nothing
 //! (or half a header) kept them forever, until the process ran out of file descriptors; then
