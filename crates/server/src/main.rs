@@ -130,7 +130,7 @@ struct ServeArgs {
     /// Seconds a connection may be without a request under way (idle between requests, or
     /// with a request's headers unfinished) before it is closed.
     #[arg(long, env = "ORDERLY_IDLE_TIMEOUT", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=MAX_IDLE_TIMEOUT))]
     idle_timeout: u64,
     /// Requests per second per tenant (0: no limit).
     #[arg(long, env = "ORDERLY_TENANT_RATE", default_value_t = DEFAULT_TENANT_RATE)]
@@ -140,6 +140,10 @@ struct ServeArgs {
           value_parser = permits())]
     requests_per_tenant: usize,
 }
+
+/// The longest `--idle-timeout`, a day: hyper adds it to the clock, which a value near 2^64
+/// seconds overflows in every connection.
+const MAX_IDLE_TIMEOUT: u64 = 86_400;
 
 /// A count of requests let in at once: at least one, and at most what a semaphore can hold.
 fn permits() -> clap::builder::RangedU64ValueParser<usize> {
