@@ -422,8 +422,12 @@ pub async fn hello_server(listen: SocketAddr) -> anyhow::Result<()> {
     let app = axum::Router::new().fallback(|body: Bytes| async move {
         (StatusCode::CREATED, axum::Json(json!({ "hello": "world", "bytes": body.len() })))
     });
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!("hello server listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app).await?;
+    // Served as `orderly serve` serves: the baseline is the same HTTP stack doing nothing.
+    let idle = std::time::Duration::from_secs(30);
+    crate::connections::serve(listener, app, idle, std::future::pending()).await;
     Ok(())
 }

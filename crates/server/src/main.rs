@@ -389,9 +389,15 @@ fn rebuild(data: &std::path::Path, projection: Option<&str>) -> anyhow::Result<E
             anyhow::anyhow!("no read model {name:?}; one of {}", names.join(", "))
         })?],
     };
-    let node = Node::open(data, NodeConfig::default()).map_err(|e| {
-        anyhow::anyhow!("cannot open {} (is a server running on it?): {e}", data.display())
-    })?;
+    let log = data.join(orderly_core::node::LOG_DIR);
+    if orderly_core::store::Log::held_elsewhere(&log).unwrap_or(false) {
+        anyhow::bail!(
+            "{} is in use by another process (is a server running on it?)",
+            data.display()
+        );
+    }
+    let node = Node::open(data, NodeConfig::default())
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", data.display()))?;
     for model in models {
         let started = std::time::Instant::now();
         let rebuilt = node.rebuild(model)?;

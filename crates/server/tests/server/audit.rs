@@ -305,6 +305,11 @@ async fn audit_commands_on_a_folder_a_server_wrote() {
     assert!(position > 0 && position < story.head, "{report}");
     audit(&["audit", "verify", "--digest", &digest], &data, true).json(1);
     audit(&["audit", "reconcile"], &data, false).exits(1);
+    // Rebuilding on it names the damage, not a server that is not there.
+    let rebuild = orderly([OsStr::new("rebuild"), OsStr::new("--data"), data.as_os_str()]);
+    rebuild.exits(1);
+    assert!(rebuild.stderr.contains("cannot open"), "{}", rebuild.stderr);
+    assert!(!rebuild.stderr.contains("server running"), "{}", rebuild.stderr);
     let replay = audit(&["replay", "--at", &story.head.to_string()], &data, true).json(1);
     assert_eq!(replay["error"]["position"], position);
 }

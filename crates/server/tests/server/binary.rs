@@ -496,3 +496,14 @@ fn a_file_given_for_a_folder_is_named_before_anything_runs() {
     assert!(stderr.contains("--report: cannot create the folder"), "{stderr}");
     assert!(!data.exists(), "the day did not run");
 }
+
+#[test]
+fn hello_server_on_a_taken_port_names_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let address = taken.local_addr().expect("its address").to_string();
+    let out =
+        Command::new(BINARY).args(["hello-server", "--listen", &address]).output().expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("cannot listen on {address}")), "{stderr}");
+}
