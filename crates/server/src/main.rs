@@ -225,7 +225,23 @@ enum TenantCommand {
 
 fn main() -> ExitCode {
     orderly_core::engine::use_small_pages();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // An audit asked for JSON reads stdout even when its arguments are wrong.
+            let args: Vec<String> = std::env::args().collect();
+            let audit =
+                args.get(1).is_some_and(|command| command == "audit" || command == "replay");
+            if audit && args.iter().any(|arg| arg == "--json") && error.use_stderr() {
+                // clap's message, up to its usage lines, on one line.
+                let text = error.render().to_string();
+                let said: Vec<&str> =
+                    text.lines().take_while(|line| !line.is_empty()).map(str::trim).collect();
+                audit_cli::cannot_run(said.join(" ").trim_start_matches("error: "));
+            }
+            error.exit();
+        }
+    };
     if !matches!(cli.command, Commands::Serve(_)) {
         // Like any Unix tool, end quietly when the reader of our output goes away
         // (`orderly audit trace … | head`), rather than panic on a failed print.

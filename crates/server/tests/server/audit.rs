@@ -434,6 +434,9 @@ fn bad_input_is_a_message_and_an_exit_status() {
         (&["replay", "--at", "yesterday-ish"], "neither a position nor an RFC 3339 time"),
         (&["audit", "trace", "bad order id!"], "ORDER_ID"),
         (&["replay", "--at", "0", "--tenant", "bad tenant!"], "--tenant"),
+        // Refused by the argument parser itself, before any audit code runs.
+        (&["replay"], "--at <AT>"),
+        (&["audit", "verify", "--bogus"], "--bogus"),
     ] {
         let run = audit(command, data.path(), false);
         assert_eq!(run.code, Some(2), "{command:?}");
