@@ -205,9 +205,16 @@ fn parse_point(at: &str) -> anyhow::Result<ReplayPoint> {
              as a bracketed annotation"
         );
     }
+    // A time that names its offset is read as a timestamp only, so that its error is the one
+    // said (a year past 9999 is refused for its range, not for a missing offset).
+    let time_of_day = at.split_once(['T', 't', ' ']).map_or("", |(_, time)| time);
+    let has_offset = time_of_day.contains(['Z', 'z', '+', '-']);
     let time = at
         .parse::<jiff::Timestamp>()
-        .or_else(|_| {
+        .or_else(|as_timestamp| {
+            if has_offset {
+                return Err(as_timestamp);
+            }
             let local: jiff::civil::DateTime = at.parse()?;
             local.to_zoned(jiff::tz::TimeZone::UTC).map(|zoned| zoned.timestamp())
         })
@@ -349,5 +356,9 @@ mod tests {
             let error = format!("{:#}", parse_point(wrong).unwrap_err());
             assert!(error.starts_with("--at"), "{wrong:?}: {error}");
         }
+        // A time with its offset is refused for what is wrong with it, here its range, not
+        // for the missing offset of the fallback without one.
+        let late = format!("{:#}", parse_point("9999-12-31T00:00:00Z").unwrap_err());
+        assert!(late.contains("range") && !late.contains("Zulu"), "{late}");
     }
 }
