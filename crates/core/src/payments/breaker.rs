@@ -26,6 +26,11 @@ pub struct BreakerConfig {
     pub open_for: Duration,
     /// How many trial calls the half-open breaker lets through; all must succeed to close it.
     pub half_open_trials: u32,
+    /// How long a trial permit whose outcome is never recorded (its caller gave up) counts as
+    /// a call under way, from when it was handed out: at least the longest a call may take,
+    /// or a probe still waiting for a hanging gateway would let a second one through. The
+    /// [`Router`](super::Router) raises it to its call timeout.
+    pub trial_lapse: Duration,
 }
 
 impl BreakerConfig {
@@ -42,6 +47,9 @@ impl BreakerConfig {
     pub const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(5);
     /// Default [`half_open_trials`](Self::half_open_trials): one probe call.
     pub const DEFAULT_HALF_OPEN_TRIALS: u32 = 1;
+    /// Default [`trial_lapse`](Self::trial_lapse): fifteen seconds, past the router's default
+    /// call timeout.
+    pub const DEFAULT_TRIAL_LAPSE: Duration = Duration::from_secs(15);
 
     /// Asserts the configuration can work; a bad one is a bug in the code that built it.
     fn validate(&self) {
@@ -63,6 +71,7 @@ impl Default for BreakerConfig {
             min_calls: Self::DEFAULT_MIN_CALLS,
             open_for: Self::DEFAULT_OPEN_FOR,
             half_open_trials: Self::DEFAULT_HALF_OPEN_TRIALS,
+            trial_lapse: Self::DEFAULT_TRIAL_LAPSE,
         }
     }
 }
@@ -110,8 +119,9 @@ enum Phase {
         since: Instant,
     },
     HalfOpen {
-        since: Instant,
-        /// Trial permits handed out by `allow` since `since`.
+        /// When the last trial permit was handed out (when the phase began, before the first).
+        issued_at: Instant,
+        /// Trial permits handed out by `allow` in this round.
         issued: u32,
         /// Trials that succeeded.
         succeeded: u32,
@@ -161,22 +171,24 @@ impl CircuitBreaker {
     /// [`half_open_trials`](BreakerConfig::half_open_trials) permits, so call it only right
     /// before making the call, and record the call's outcome.
     ///
-    /// A permit whose outcome is never recorded (the caller gave up) lapses after
-    /// [`open_for`](BreakerConfig::open_for), so a lost trial cannot wedge the breaker.
+    /// A permit whose outcome is never recorded (the caller gave up) lapses
+    /// [`trial_lapse`](BreakerConfig::trial_lapse) after it was handed out, so a lost trial
+    /// cannot wedge the breaker, and one still under way is not doubled.
     pub fn allow(&self, now: Instant) -> bool {
         let mut inner = self.lock();
         self.advance(&mut inner, now);
         match &mut inner.phase {
             Phase::Closed => true,
             Phase::Open { .. } => false,
-            Phase::HalfOpen { since, issued, succeeded } => {
+            Phase::HalfOpen { issued_at, issued, succeeded } => {
                 if *issued < self.config.half_open_trials {
                     *issued += 1;
+                    *issued_at = now;
                     true
-                } else if now.saturating_duration_since(*since) >= self.config.open_for {
-                    // The trials handed out went unanswered for a whole `open_for`: presume
-                    // them lost and start a fresh round of trials.
-                    *since = now;
+                } else if now.saturating_duration_since(*issued_at) >= self.config.trial_lapse {
+                    // The last trial handed out went unanswered for longer than a call may
+                    // take: presume the trials lost and start a fresh round.
+                    *issued_at = now;
                     *issued = 1;
                     *succeeded = 0;
                     true
@@ -236,7 +248,7 @@ impl CircuitBreaker {
         if let Phase::Open { since } = inner.phase
             && now.saturating_duration_since(since) >= self.config.open_for
         {
-            inner.phase = Phase::HalfOpen { since: now, issued: 0, succeeded: 0 };
+            inner.phase = Phase::HalfOpen { issued_at: now, issued: 0, succeeded: 0 };
         }
     }
 
@@ -392,12 +404,25 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_trial_permit_lapses_after_open_for() {
+    fn a_lost_trial_permit_lapses_after_the_trial_lapse() {
         let (b, t0) = opened();
         let t1 = t0 + BreakerConfig::DEFAULT_OPEN_FOR;
         assert!(b.allow(t1), "a trial whose outcome is never recorded");
         assert!(!b.allow(t1 + SEC));
-        assert!(b.allow(t1 + BreakerConfig::DEFAULT_OPEN_FOR), "a fresh trial");
+        let lapse = BreakerConfig::DEFAULT_TRIAL_LAPSE;
+        assert!(!b.allow(t1 + lapse - SEC), "a trial under way is not doubled");
+        assert!(b.allow(t1 + lapse), "a fresh trial");
+    }
+
+    #[test]
+    fn the_lapse_counts_from_the_trial_not_from_when_the_breaker_half_opened() {
+        let (b, t0) = opened();
+        let t1 = t0 + BreakerConfig::DEFAULT_OPEN_FOR;
+        // Read long before anyone calls (a router ranks every gateway on every payment).
+        assert_eq!(b.state(t1), BreakerState::HalfOpen);
+        let t2 = t1 + BreakerConfig::DEFAULT_TRIAL_LAPSE * 2;
+        assert!(b.allow(t2), "the trial");
+        assert!(!b.allow(t2 + Duration::from_millis(1)), "a second trial 1 ms later");
     }
 
     #[test]

@@ -195,11 +195,16 @@ impl Router {
                 assert!(currencies.insert(fee.currency), "gateway {id}: two {} fees", fee.currency);
             }
         }
+        // A probe may take as long as any call: until then it is under way, not lost.
+        let breaker = BreakerConfig {
+            trial_lapse: config.breaker.trial_lapse.max(config.call_timeout),
+            ..config.breaker.clone()
+        };
         let routes = routes
             .into_iter()
             .map(|route| RouteState {
                 route,
-                breaker: CircuitBreaker::new(config.breaker.clone()),
+                breaker: CircuitBreaker::new(breaker.clone()),
                 samples: Mutex::new(VecDeque::new()),
             })
             .collect();
@@ -660,6 +665,30 @@ mod tests {
         // Five calls are below `success_min_calls`, so "a" still ranks as 100%, first.
         assert_eq!(order(&router, 100, t1), ["a", "b"], "a's trial permit is handed out");
         assert_eq!(order(&router, 100, t1), ["b"], "and only once");
+    }
+
+    #[test]
+    fn a_probe_is_under_way_for_as_long_as_a_call_may_take() {
+        let (a, b) = (sim("a"), sim("b"));
+        let config =
+            RouterConfig { call_timeout: Duration::from_secs(40), ..RouterConfig::default() };
+        let router = Router::new(vec![route(&a, 0, 0), route(&b, 0, 0)], config);
+        let t0 = Instant::now();
+        let down: Result<(), GatewayError> = Err(GatewayError::Timeout);
+        for _ in 0..BreakerConfig::DEFAULT_FAILURE_THRESHOLD {
+            router.record(&id("a"), &down, t0);
+        }
+        let t1 = t0 + BreakerConfig::DEFAULT_OPEN_FOR;
+        assert_eq!(order(&router, 100, t1), ["a", "b"], "a's probe");
+        // The default lapse (15 s) is below this router's call timeout: the probe may still be
+        // waiting for its answer.
+        let later = t1 + BreakerConfig::DEFAULT_TRIAL_LAPSE + Duration::from_secs(1);
+        assert_eq!(order(&router, 100, later), ["b"], "no second probe while the first may run");
+        assert_eq!(
+            order(&router, 100, t1 + Duration::from_secs(40)),
+            ["a", "b"],
+            "then a fresh one"
+        );
     }
 
     #[test]
