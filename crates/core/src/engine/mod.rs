@@ -31,7 +31,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use orderly_store::{Log, LogConfig, LogReader, Position, Recovery, ScanProgress};
 
 pub use callers::yield_to_engine;
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, SteadyClock, SystemClock};
 pub use error::{EngineError, ExecuteError, OpenEngineError};
 pub use pages::use_small_pages;
 
@@ -60,7 +60,8 @@ pub struct Config {
     pub admission_queue: usize,
     /// The log's settings.
     pub log: LogConfig,
-    /// Where admission times come from.
+    /// Where admission times come from: by default the system's wall clock steadied against
+    /// its jumps ([`SteadyClock`]).
     pub clock: Arc<dyn Clock>,
 }
 
@@ -70,7 +71,7 @@ impl Default for Config {
             hold_ttl_ms: DEFAULT_HOLD_TTL_MS,
             admission_queue: DEFAULT_ADMISSION_QUEUE,
             log: LogConfig::default(),
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(SteadyClock::new(SystemClock)),
         }
     }
 }

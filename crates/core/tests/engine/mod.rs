@@ -737,3 +737,24 @@ fn a_key_record_whose_events_do_not_follow_it_is_refused_at_open() {
         }
     }
 }
+
+/// The default clock steadies the wall clock: a moment's jump a day ahead (a virtual machine
+/// restored or migrated) expires no hold, and once the clock is set right admission times go
+/// on from there (they stood still for the day the jump was).
+#[test]
+fn a_moment_s_jump_of_the_wall_clock_expires_no_hold_and_freezes_no_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let wall = ManualClock::at(START);
+    let steady = orderly_core::engine::SteadyClock::new(wall.clone());
+    let config = Config { clock: Arc::new(steady), ..config(&wall) };
+    let engine = Engine::open(dir.path(), config).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    engine.execute_blocking(place("acme", "o-1", &[("sku-1", 4)])).unwrap();
+    wall.set(Timestamp(START.0 + 86_400_000));
+    std::thread::sleep(Duration::from_millis(300));
+    wall.set(Timestamp(START.0 + 1_000));
+    assert!(!order_cancelled_by_expiry(&engine, Position(0)), "o-1 expired on the jump");
+    let o2 = engine.execute_blocking(place("acme", "o-2", &[("sku-1", 1)])).unwrap();
+    assert_eq!(o2.events[0].recorded_at, Timestamp(START.0 + 1_000), "stamped by the wall clock");
+    engine.shutdown();
+}
