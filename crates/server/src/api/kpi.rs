@@ -201,6 +201,13 @@ pub fn day_figures(
     let minute = now_ms / MINUTE_MS;
     let day = projection::day(db, tenant, minute, utc_offset)?;
     let open_reservations = projection::open_holds(db, tenant)?;
+    // In the day's first minute, the last full minute is the day before's last.
+    let last = minute.saturating_sub(1);
+    let orders_last_minute = if last < day.first_minute {
+        projection::kpis(db, tenant, last, last)?.iter().map(|(_, kpis)| kpis.orders()).sum()
+    } else {
+        day.orders_in(last)
+    };
     let totals = &day.totals;
     let revenue = totals
         .sales
@@ -239,7 +246,7 @@ pub fn day_figures(
         utc_offset_minutes: utc_offset,
         orders_today: totals.orders(),
         orders_this_minute: day.orders_in(minute),
-        orders_last_minute: day.orders_in(minute.saturating_sub(1)),
+        orders_last_minute,
         peak_per_minute: day.peak.map_or(0, |(_, n)| n),
         peak_minute_ms: day.peak.map(|(m, _)| m * MINUTE_MS),
         revenue,

@@ -75,6 +75,13 @@ fn figures_from_log(events: &[CommittedEvent], now_ms: u64) -> Value {
     }
     let minute = (now_ms - day_start) / MINUTE_MS;
     let in_minute = |m: u64| per_minute.get(&m).copied().unwrap_or(0);
+    // The last full minute, also when it is the day before's last.
+    let last_minute = (now_ms / MINUTE_MS).checked_sub(1);
+    let orders_last_minute = events
+        .iter()
+        .filter(|e| matches!(e.event, Event::Order { event: OrderEvent::OrderPlaced { .. }, .. }))
+        .filter(|e| Some(e.recorded_at.0 / MINUTE_MS) == last_minute)
+        .count();
     // The busiest minute, the earliest of equals.
     let peak = per_minute.iter().fold(None, |peak: Option<(u64, u64)>, (m, n)| match peak {
         Some((_, most)) if most >= *n => peak,
@@ -85,7 +92,7 @@ fn figures_from_log(events: &[CommittedEvent], now_ms: u64) -> Value {
         "utc_offset_minutes": 0,
         "orders_today": per_minute.values().sum::<u64>(),
         "orders_this_minute": in_minute(minute),
-        "orders_last_minute": minute.checked_sub(1).map_or(0, in_minute),
+        "orders_last_minute": orders_last_minute,
         "peak_per_minute": peak.map_or(0, |(_, n)| n),
         "peak_minute_ms": peak.map(|(m, _)| day_start + m * MINUTE_MS),
         "revenue": revenue.iter().map(|(currency, (orders, revenue))| json!({
@@ -356,4 +363,20 @@ async fn revoking_a_token_ends_its_open_streams() {
     assert!(ended, "the KPI stream of a revoked token ended");
     assert!(events.next(Duration::from_secs(5)).await.is_none(), "so did its event stream");
     theirs.expect(Duration::from_secs(5)).await;
+}
+
+/// In the first minute of a day, the last full minute is the day before's last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_minute_of_the_first_minute_of_a_day_is_the_day_before_s_last() {
+    let midnight = 1_795_737_600_000; // 2026-11-28 00:00 UTC
+    let clock = Arc::new(ManualClock::at(Timestamp(midnight - 30_000)));
+    let engine_clock = clock.clone();
+    let server = Server::configured(move |config| config.node.engine.clock = engine_clock);
+    server.receive("mug", 100).await;
+    server.place("a-1", "c-1", &[("mug", 1)]).await;
+    wait_for_read_models(&server).await;
+    let node = server.app.node().expect("open");
+    let tenant = support::tenant(support::TENANT);
+    let figures = orderly_server::api::day_figures(&node, &tenant, midnight + 10_000, 0).unwrap();
+    assert_eq!((figures.orders_today, figures.orders_last_minute), (0, 1));
 }
