@@ -246,8 +246,8 @@ impl App {
         };
         // Longer than a `?min_position=` wait (`read_wait`) may hold the node.
         let patience = self.config.read_wait + Duration::from_secs(5);
-        let deadline = std::time::Instant::now() + patience;
-        while std::time::Instant::now() < deadline {
+        let started = std::time::Instant::now();
+        while started.elapsed() < patience {
             match Arc::try_unwrap(node) {
                 Ok(node) => {
                     return node

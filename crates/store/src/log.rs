@@ -128,20 +128,28 @@ impl Shared {
         self.committed.notify_all();
     }
 
+    /// The head once it is past `position`, or after `timeout` (one too long to be a time,
+    /// such as `Duration::MAX`, waits for as long as it takes).
     fn wait_beyond(&self, position: u64, timeout: Duration) -> u64 {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         let mut guard = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             let head = self.head();
-            let now = Instant::now();
-            if head > position || now >= deadline || self.failure().is_some() {
+            if head > position || self.failure().is_some() {
                 return head;
             }
-            guard = self
-                .committed
-                .wait_timeout(guard, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            guard = match deadline {
+                None => self.committed.wait(guard).unwrap_or_else(PoisonError::into_inner),
+                Some(deadline) => {
+                    let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                        return head;
+                    };
+                    self.committed
+                        .wait_timeout(guard, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
         }
     }
 }

@@ -234,3 +234,14 @@ fn an_empty_log_reopened_with_bigger_segments_takes_a_batch_bigger_than_the_old_
     log.append(batch).expect("a 100 KB batch fits the 1 MiB segment size now configured");
     assert_eq!(read_all(&log).len(), 500);
 }
+
+#[test]
+fn a_wait_for_as_long_as_it_takes_is_no_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = super::common::open(dir.path(), orderly_store::LogConfig::default());
+    log.append(vec![super::common::record("s", b"x")]).unwrap();
+    // Already past: answered at once, whatever the timeout.
+    assert_eq!(log.wait_beyond(orderly_store::Position(0), std::time::Duration::MAX).0, 1);
+    let mut records = log.subscribe(orderly_store::Position(0));
+    assert!(records.next_timeout(std::time::Duration::MAX).is_some());
+}
