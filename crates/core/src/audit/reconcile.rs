@@ -91,7 +91,9 @@ pub struct MoneyTotals {
 }
 
 /// Reconciles the log in `dir`, read-only and without the lock, verifying every record on
-/// the way. Checked as events come: holds open once and close with their quantity, stock on
+/// the way. Checked as events come: admission times never go back (`time_goes_back`: the
+/// engine's never do, and `replay --at` takes the log up to the first record admitted after
+/// the time), holds open once and close with their quantity, stock on
 /// hand never negative and never below what is reserved, payments captured at most what was
 /// authorized and refunded at most what was captured, per payment and per order. Checked at
 /// the end: the domain's on hand equals received + adjusted − shipped, its reserved equals
@@ -161,6 +163,8 @@ struct Books {
     domain: DomainState,
     /// Tenants whose domain state broke on an event; not compared at the end.
     broken: FxHashSet<TenantId>,
+    /// The latest admission time so far: the engine's never go back.
+    latest: u64,
 }
 
 /// One tenant's stock, payments and orders, summed from its events.
@@ -205,6 +209,14 @@ impl Books {
     fn add(&mut self, batch: &Batch<'_>) {
         for entry in batch.entries {
             let (tenant, events) = (entry.record.tenant(), entry.record.events());
+            if entry.timestamp < self.latest {
+                let detail = format!(
+                    "admitted at {} ms, after a record admitted at {} ms",
+                    entry.timestamp, self.latest
+                );
+                self.findings.flag("time_goes_back", tenant, "", Some(entry.position), detail);
+            }
+            self.latest = self.latest.max(entry.timestamp);
             let books = of_tenant(&mut self.tenants, tenant);
             for event in events {
                 books.book(tenant, event, entry.position, &mut self.findings);

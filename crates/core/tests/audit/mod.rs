@@ -531,3 +531,23 @@ fn a_record_that_does_not_decode_is_named_with_its_place() {
     let err = audit::verify(garbage.path(), None, &mut no_progress()).unwrap_err();
     assert_eq!(err.code(), "undecodable", "{err}");
 }
+
+/// Admission times that go back, which the engine never writes, are a discrepancy: `replay
+/// --at` would stop at the first record admitted after its time.
+#[test]
+fn reconcile_flags_an_admission_time_that_goes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let received = |units| {
+        stock("sku-1", InventoryEvent::StockReceived { quantity: Quantity::new(units).unwrap() })
+    };
+    for (units, at) in [(1, 1_000), (2, 3_000), (3, 2_000)] {
+        let record = codec::encode_event(&tenant("acme"), &received(units));
+        log.append(vec![record.into_record(Timestamp(START.0 + at))]).unwrap();
+    }
+    drop(log);
+    let books = audit::reconcile(dir.path(), &mut no_progress()).unwrap();
+    let codes: Vec<(&str, Option<u64>)> =
+        books.discrepancies.iter().map(|d| (d.code, d.position)).collect();
+    assert_eq!(codes, [("time_goes_back", Some(2))], "{:?}", books.discrepancies);
+}
