@@ -59,7 +59,7 @@ impl Clock for ManualClock {
 
 /// A wall clock that does not follow its source through a sudden jump at once. Each reading
 /// is compared with the last one it took, plus the time a monotonic clock says has passed
-/// since: within [`SteadyClock::TOLERANCE`] of that, the source is followed (so that NTP's slow
+/// since: within [`SteadyClock::TOLERANCE_MS`] of that, the source is followed (so that NTP's slow
 /// corrections are too); further off, the steady time goes on at the monotonic clock's pace,
 /// until the source has disagreed for [`SteadyClock::PERSIST`], when it is taken as the new
 /// time, with a warning.
@@ -134,7 +134,7 @@ impl<C: Clock> Clock for SteadyClock<C> {
             steady.disagreeing_since = None;
             return Timestamp(read);
         }
-        steady.at = Some((expected, instant));
+        // Counted from the last reading it agreed with, not re-anchored: no rounding piles up.
         Timestamp(expected)
     }
 }
