@@ -93,7 +93,8 @@ pub struct MoneyTotals {
 /// Reconciles the log in `dir`, read-only and without the lock, verifying every record on
 /// the way. Checked as events come: admission times never go back (`time_goes_back`: the
 /// engine's never do, and `replay --at` takes the log up to the first record admitted after
-/// the time), holds open once and close with their quantity, stock on
+/// the time), holds open once and close with their quantity (and expire no earlier than
+/// their time: `hold_expired_early`), stock on
 /// hand never negative and never below what is reserved, payments captured at most what was
 /// authorized and refunded at most what was captured, per payment and per order. Checked at
 /// the end: the domain's on hand equals received + adjusted − shipped, its reserved equals
@@ -145,7 +146,7 @@ struct OrderBook {
     /// The holds its events opened and did not close yet, by SKU. Kept with the order, not
     /// with each SKU: a decision's holds are all of one order, so its events find them in
     /// one place.
-    holds: Vec<(Sku, u64)>,
+    holds: Vec<Hold>,
     /// Refunds the order's own events record.
     refunded: u64,
     /// Captures and refunds of its payments.
@@ -219,7 +220,7 @@ impl Books {
             self.latest = self.latest.max(entry.timestamp);
             let books = of_tenant(&mut self.tenants, tenant);
             for event in events {
-                books.book(tenant, event, entry.position, &mut self.findings);
+                books.book(tenant, event, (entry.position, entry.timestamp), &mut self.findings);
             }
             if !self.broken.contains(tenant)
                 && let Err(message) = self.domain.apply_all(tenant, events)
@@ -308,9 +309,18 @@ impl Books {
 }
 
 impl TenantBooks {
-    fn book(&mut self, tenant: &TenantId, event: &Event, position: u64, found: &mut Findings) {
+    /// Books `event` of the record at `position`, admitted at `at_ms`.
+    fn book(
+        &mut self,
+        tenant: &TenantId,
+        event: &Event,
+        (position, at_ms): (u64, u64),
+        found: &mut Findings,
+    ) {
         match event {
-            Event::Inventory { sku, event } => self.stock(tenant, sku, event, position, found),
+            Event::Inventory { sku, event } => {
+                self.stock(tenant, sku, event, (position, at_ms), found);
+            }
             Event::Payment { payment, event } => {
                 self.payment(tenant, payment, event, position, found);
             }
@@ -323,7 +333,7 @@ impl TenantBooks {
         tenant: &TenantId,
         sku: &Sku,
         event: &InventoryEvent,
-        position: u64,
+        (position, at_ms): (u64, u64),
         found: &mut Findings,
     ) {
         let l = self.skus.entry(sku.clone()).or_default();
@@ -335,17 +345,25 @@ impl TenantBooks {
             InventoryEvent::StockAdjusted { delta } => {
                 l.adjusted = l.adjusted.saturating_add(*delta)
             }
-            InventoryEvent::StockHeld { order, quantity, .. } => {
+            InventoryEvent::StockHeld { order, quantity, expires_at } => {
                 let holds = &mut self.orders.entry(order.clone()).or_default().holds;
-                match holds.iter_mut().find(|(held, _)| held == sku) {
-                    Some((_, replaced)) => {
+                match holds.iter_mut().find(|hold| hold.sku == *sku) {
+                    Some(replaced) => {
                         problems
                             .push(("hold_opened_twice", format!("order {order} already held it")));
-                        l.reserved -= *replaced;
-                        *replaced = quantity.get();
+                        l.reserved -= replaced.units;
+                        *replaced = Hold {
+                            sku: sku.clone(),
+                            units: quantity.get(),
+                            expires_at: expires_at.0,
+                        };
                     }
                     None => {
-                        holds.push((sku.clone(), quantity.get()));
+                        holds.push(Hold {
+                            sku: sku.clone(),
+                            units: quantity.get(),
+                            expires_at: expires_at.0,
+                        });
                         l.open_holds += 1;
                     }
                 }
@@ -357,9 +375,16 @@ impl TenantBooks {
                 let units = quantity.get();
                 match self.orders.get_mut(order).and_then(|o| close_hold(&mut o.holds, sku)) {
                     None => problems.push(("hold_not_open", format!("order {order} held none"))),
-                    Some(held) => {
+                    Some(Hold { units: held, expires_at, .. }) => {
                         l.reserved -= held;
                         l.open_holds -= 1;
+                        if matches!(event, InventoryEvent::HoldExpired { .. }) && at_ms < expires_at
+                        {
+                            problems.push((
+                                "hold_expired_early",
+                                format!("order {order}'s hold ran to {expires_at} ms, expired at {at_ms} ms"),
+                            ));
+                        }
                         if held != units {
                             problems.push((
                                 "hold_quantity_mismatch",
@@ -508,13 +533,22 @@ impl TenantBooks {
     }
 }
 
-/// Closes the hold on `sku` among `holds`, if one is open, and returns its units. The list is
-/// let go once empty: a day's orders stay in the books, their holds need not.
-fn close_hold(holds: &mut Vec<(Sku, u64)>, sku: &Sku) -> Option<u64> {
-    let at = holds.iter().position(|(held, _)| held == sku)?;
-    let (_, units) = holds.swap_remove(at);
+/// An open hold of an order on one SKU.
+#[derive(Debug)]
+struct Hold {
+    sku: Sku,
+    units: u64,
+    /// When it runs out (ms since the epoch): it may expire then, not before.
+    expires_at: u64,
+}
+
+/// Closes the hold on `sku` among `holds`, if one is open, and returns it. The list is let go
+/// once empty: a day's orders stay in the books, their holds need not.
+fn close_hold(holds: &mut Vec<Hold>, sku: &Sku) -> Option<Hold> {
+    let at = holds.iter().position(|hold| hold.sku == *sku)?;
+    let hold = holds.swap_remove(at);
     if holds.is_empty() {
         *holds = Vec::new();
     }
-    Some(units)
+    Some(hold)
 }

@@ -551,3 +551,29 @@ fn reconcile_flags_an_admission_time_that_goes_back() {
         books.discrepancies.iter().map(|d| (d.code, d.position)).collect();
     assert_eq!(codes, [("time_goes_back", Some(2))], "{:?}", books.discrepancies);
 }
+
+/// A hold may expire at its time or later, never before (the engine's never do).
+#[test]
+fn reconcile_flags_a_hold_expired_before_its_time() {
+    let order = OrderId::new("o-1").unwrap();
+    let one = Quantity::new(1).unwrap();
+    for (expired_at, early) in [(59_999, true), (60_000, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let held = InventoryEvent::StockHeld {
+            order: order.clone(),
+            quantity: one,
+            expires_at: Timestamp(START.0 + 60_000),
+        };
+        let expired = InventoryEvent::HoldExpired { order: order.clone(), quantity: one };
+        let received = InventoryEvent::StockReceived { quantity: Quantity::new(5).unwrap() };
+        for (event, at) in [(received, 0), (held, 1), (expired, expired_at)] {
+            let record = codec::encode_event(&tenant("acme"), &stock("sku-1", event));
+            log.append(vec![record.into_record(Timestamp(START.0 + at))]).unwrap();
+        }
+        drop(log);
+        let books = audit::reconcile(dir.path(), &mut no_progress()).unwrap();
+        let flagged = books.discrepancies.iter().any(|d| d.code == "hold_expired_early");
+        assert_eq!(flagged, early, "expired at +{expired_at} ms: {:?}", books.discrepancies);
+    }
+}
