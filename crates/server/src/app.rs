@@ -41,6 +41,9 @@ pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
 pub const DEFAULT_MAX_CONCURRENT: usize = 8_192;
 /// Requests per second each tenant may make by default (bursts up to the same number).
 pub const DEFAULT_TENANT_RATE: u32 = 200_000;
+/// How long a connection may be without a request under way by default (see
+/// [`ServerConfig::idle_timeout`]).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Event and KPI streams each tenant may have open at once by default.
 pub const DEFAULT_STREAMS_PER_TENANT: usize = 16;
 /// Requests each tenant may have in progress at once by default: an eighth of the server's,
@@ -92,7 +95,7 @@ impl ServerConfig {
             streams_per_tenant: DEFAULT_STREAMS_PER_TENANT,
             stream_patience: Duration::from_secs(10),
             requests_per_tenant: DEFAULT_REQUESTS_PER_TENANT,
-            idle_timeout: Duration::from_secs(30),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             node: NodeConfig::default(),
         }
     }

@@ -427,7 +427,7 @@ pub async fn hello_server(listen: SocketAddr) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!("hello server listening on http://{}", listener.local_addr()?);
     // Served as `orderly serve` serves: the baseline is the same HTTP stack doing nothing.
-    let idle = std::time::Duration::from_secs(30);
+    let idle = crate::app::DEFAULT_IDLE_TIMEOUT;
     crate::connections::serve(listener, app, idle, std::future::pending()).await;
     Ok(())
 }

@@ -6,14 +6,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 mod audit_cli;
 use orderly_core::domain::TenantId;
 use orderly_core::node::{Node, NodeConfig, ReadModel};
 use orderly_server::app::{
-    DEFAULT_BODY_LIMIT, DEFAULT_MAX_CONCURRENT, DEFAULT_REQUESTS_PER_TENANT, DEFAULT_TENANT_RATE,
-    ServerConfig,
+    DEFAULT_BODY_LIMIT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONCURRENT, DEFAULT_REQUESTS_PER_TENANT,
+    DEFAULT_TENANT_RATE, ServerConfig,
 };
 use orderly_server::load::{self, LoadConfig};
 use orderly_server::{serve, tenants};
@@ -129,7 +130,7 @@ struct ServeArgs {
     max_concurrent: usize,
     /// Seconds a connection may be without a request under way (idle between requests, or
     /// with a request's headers unfinished) before it is closed.
-    #[arg(long, env = "ORDERLY_IDLE_TIMEOUT", default_value_t = 30,
+    #[arg(long, env = "ORDERLY_IDLE_TIMEOUT", default_value_t = DEFAULT_IDLE_TIMEOUT.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=MAX_IDLE_TIMEOUT))]
     idle_timeout: u64,
     /// Requests per second per tenant (0: no limit).
@@ -364,9 +365,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Tenant(TenantCommand::Add { name, data }) => {
             init_logging();
             let name = TenantId::new(&name)?;
-            tenants::add_and_show(&data, &name, |token| {
+            tenants::add_with(&data, &name, |token| {
                 let mut out = std::io::stdout().lock();
-                writeln!(out, "{token}").and_then(|()| out.flush())
+                writeln!(out, "{token}")
+                    .and_then(|()| out.flush())
+                    .context("cannot show the new token, so the tenant was not added")
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -405,13 +408,7 @@ fn rebuild(data: &std::path::Path, projection: Option<&str>) -> anyhow::Result<E
             anyhow::anyhow!("no read model {name:?}; one of {}", names.join(", "))
         })?],
     };
-    let log = data.join(orderly_core::node::LOG_DIR);
-    if orderly_core::store::Log::held_elsewhere(&log).unwrap_or(false) {
-        anyhow::bail!(
-            "{} is in use by another process (is a server running on it?)",
-            data.display()
-        );
-    }
+    serve::refuse_a_held_folder(data)?;
     let node = Node::open(data, NodeConfig::default())
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", data.display()))?;
     for model in models {

@@ -23,13 +23,7 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
     // tells when it is done); a folder another server holds is refused before announcing
     // anything.
     refuse_a_log_folder(&config.data)?;
-    let log = config.data.join(LOG_DIR);
-    if Log::held_elsewhere(&log).with_context(|| format!("cannot check {}", log.display()))? {
-        anyhow::bail!(
-            "the data folder {} is in use by another process (is a server running on it?)",
-            config.data.display()
-        );
-    }
+    refuse_a_held_folder(&config.data)?;
     // Bound before anything is written: a start that cannot listen (the port is taken) leaves
     // a new folder as it found it, with no demo tenant the operator did not ask for.
     let listener =
@@ -145,6 +139,19 @@ pub fn refuse_a_log_folder(data: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses the data folder `data` when another process holds its log (a server running on
+/// it): for the programs that need the folder to themselves.
+pub fn refuse_a_held_folder(data: &Path) -> anyhow::Result<()> {
+    let log = data.join(LOG_DIR);
+    if Log::held_elsewhere(&log).with_context(|| format!("cannot check {}", log.display()))? {
+        anyhow::bail!(
+            "the data folder {} is in use by another process (is a server running on it?)",
+            data.display()
+        );
+    }
+    Ok(())
+}
+
 /// How long open connections get to finish once the server starts shutting down.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -157,11 +164,7 @@ fn first_start(data: &Path) -> anyhow::Result<Option<String>> {
         // so the next start makes both again (in the other order, a crash between would leave
         // a demo tenant whose token nobody has).
         let demo = TenantId::new(DEMO_TENANT)?;
-        let token = tenants::new_token();
-        std::fs::create_dir_all(data)
-            .with_context(|| format!("cannot create the data folder {}", data.display()))?;
-        tenants::write_token_file(&token_file, &token)?;
-        tenants::add_token(data, &demo, &token, || Ok(()))?;
+        tenants::add_with(data, &demo, |token| tenants::write_token_file(&token_file, token))?;
         tracing::info!("created tenant {DEMO_TENANT}; its token is in {}", token_file.display());
     }
     match std::fs::read_to_string(&token_file) {

@@ -130,34 +130,18 @@ impl Tenants {
 /// Adds tenant `name` to the data folder `data` and returns its new token. Refuses a name
 /// that already has a token.
 pub fn add(data: &Path, name: &TenantId) -> anyhow::Result<String> {
-    let token = new_token();
-    add_token(data, name, &token, || Ok(()))?;
-    Ok(token)
+    add_with(data, name, |_| Ok(()))
 }
 
-/// [`add`], showing the new token with `show` once the name is known to be free and before the
-/// tenant is added: a token that cannot be shown (stdout is full or closed) adds no tenant,
-/// rather than one whose token nobody has.
-pub fn add_and_show(
+/// [`add`], handing the new token to `keep` (which shows it, or writes it to a file) once the
+/// name is known to be free and before the tenant is added: a token `keep` fails to keep adds
+/// no tenant, rather than one whose token nobody has.
+pub fn add_with(
     data: &Path,
     name: &TenantId,
-    show: impl FnOnce(&str) -> std::io::Result<()>,
-) -> anyhow::Result<()> {
+    keep: impl FnOnce(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<String> {
     let token = new_token();
-    add_token(data, name, &token, || {
-        show(&token).context("cannot show the new token, so the tenant was not added")
-    })
-}
-
-/// [`add`] with a token made by [`new_token`] beforehand (a first start writes it to its file
-/// first, so that a crash in between never leaves a tenant whose token nobody has), calling
-/// `before_adding` once the name is known to be free.
-pub(crate) fn add_token(
-    data: &Path,
-    name: &TenantId,
-    token: &str,
-    before_adding: impl FnOnce() -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create the data folder {}", data.display()))?;
     let path = data.join(TENANTS_FILE);
@@ -165,10 +149,11 @@ pub(crate) fn add_token(
     if existing.values().any(|tenant| tenant == name) {
         bail!("tenant {name} already exists (revoke its token first to give it a new one)");
     }
-    before_adding()?;
+    keep(&token)?;
     let line = format!("tenant {name} {}\n", blake3::hash(token.as_bytes()).to_hex());
     append(&mut file, &path, &text, &line)?;
-    sync_dir(data)
+    sync_dir(data)?;
+    Ok(token)
 }
 
 /// Ends every token of tenant `name` in the data folder `data`: a running server refuses them
@@ -238,7 +223,7 @@ pub fn write_token_file(path: &Path, token: &str) -> anyhow::Result<()> {
 }
 
 /// A new bearer token: 256 random bits.
-pub(crate) fn new_token() -> String {
+fn new_token() -> String {
     let bytes: [u8; 32] = rand::random();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("{TOKEN_PREFIX}{hex}")

@@ -223,10 +223,7 @@ impl Writer {
         if self.shared.failure().is_some() || head == 0 || head != self.next_position {
             return;
         }
-        let checkpoint = Checkpoint { position: head, hash: last_hash };
-        if let Err(e) = crate::checkpoint::store(self.shared.storage.as_ref(), &checkpoint) {
-            tracing::warn!(error = %e, head, "the log's checkpoint at stop was not written");
-        }
+        record_checkpoint(&self.shared, Checkpoint { position: head, hash: last_hash });
     }
 
     /// Checks one batch and, if it may be written, places its records in the log and copies
@@ -436,13 +433,8 @@ fn sync_groups(
                     }
                     if checkpointed.elapsed() >= checkpoint_every {
                         checkpointed = Instant::now();
-                        let checkpoint = Checkpoint { position: group.head, hash: group.last_hash };
-                        if let Err(e) =
-                            crate::checkpoint::store(shared.storage.as_ref(), &checkpoint)
-                        {
-                            // The log goes on: the next checkpoint, or the next open, covers it.
-                            tracing::warn!(error = %e, head = group.head, "the log's checkpoint was not written");
-                        }
+                        let at = Checkpoint { position: group.head, hash: group.last_hash };
+                        record_checkpoint(shared, at);
                     }
                 }
                 Err(e) => {
@@ -464,6 +456,15 @@ fn sync_groups(
         group.buf.clear();
         // The encoder may have enough spares already; then this buffer is simply freed.
         let _ = spare.try_send(group.buf);
+    }
+}
+
+/// Writes `checkpoint`, as the writer does while it runs and when it stops. One that cannot be
+/// written is reported and the log goes on: the next checkpoint, or the next open, covers it.
+fn record_checkpoint(shared: &Shared, checkpoint: Checkpoint) {
+    if let Err(e) = crate::checkpoint::store(shared.storage.as_ref(), &checkpoint) {
+        let head = checkpoint.position;
+        tracing::warn!(error = %e, head, "the log's checkpoint was not written");
     }
 }
 
