@@ -28,7 +28,8 @@
 //! gets those cancelled too, but in memory only: a stop or a crash in between, or a gateway
 //! that stays down through the retries, leaves their approvals to lapse at the gateways, as
 //! does a crash after an approval whose order a later start then pays through another gateway
-//! (the log records outcomes, not attempts).
+//! (the log records outcomes, not attempts). A start finds an order whose decline was recorded
+//! but not its cancel (a stop came between them) and cancels it.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -42,7 +43,7 @@ use tokio::sync::Semaphore;
 use crate::domain::{
     CancelReason, Command, DeclineReason, Envelope, Event, GatewayId, IdempotencyKey, Money,
     OrderCommand, OrderEvent, OrderId, OrderStatus, PaymentCommand, PaymentEvent, PaymentId,
-    TenantId,
+    PaymentStatus, TenantId,
 };
 use crate::engine::{CommittedEvent, Engine, EngineError, ExecuteError, World};
 use crate::payments::{
@@ -93,6 +94,10 @@ pub struct PaymentProcess {
 impl PaymentProcess {
     /// Starts the process for `engine`, paying through `router`. Without a checkpoint, every
     /// start repeats every money movement in the log (see [`PaymentProcess::start_checkpointed`]).
+    ///
+    /// Returns once the process has taken over the orders waiting for payment (one read of the
+    /// engine's state): those are resumed as orders an earlier run may have sent to any
+    /// gateway, and every order placed after it returns is the process's own.
     #[must_use]
     pub fn start(engine: Engine, router: Arc<Router>) -> PaymentProcess {
         Self::spawn(engine, router, None)
@@ -100,7 +105,8 @@ impl PaymentProcess {
 
     /// Starts the process with its checkpoint of settled money movements in the file
     /// `checkpoint` (created if missing): a start repeats only the movements committed since
-    /// the oldest one not settled when the process last ran.
+    /// the oldest one not settled when the process last ran. Returns as
+    /// [`PaymentProcess::start`] does.
     #[must_use]
     pub fn start_checkpointed(
         engine: Engine,
@@ -113,10 +119,13 @@ impl PaymentProcess {
     fn spawn(engine: Engine, router: Arc<Router>, checkpoint: Option<PathBuf>) -> PaymentProcess {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
+        let (taken_over, took_over) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("orderly-payments".into())
-            .spawn(move || run(&engine, &router, &stopping, checkpoint.as_ref()))
+            .spawn(move || run(&engine, &router, &stopping, checkpoint.as_ref(), &taken_over))
             .expect("the payments thread starts");
+        // Also answered if the engine stopped before the take-over (or the thread panicked).
+        let _ = took_over.recv();
         PaymentProcess { stop, thread: Some(thread) }
     }
 
@@ -148,7 +157,13 @@ struct Known {
     amount: Money,
 }
 
-fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool, checkpoint: Option<&PathBuf>) {
+fn run(
+    engine: &Engine,
+    router: &Arc<Router>,
+    stop: &AtomicBool,
+    checkpoint: Option<&PathBuf>,
+    taken_over: &std::sync::mpsc::SyncSender<()>,
+) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -196,7 +211,9 @@ fn run(engine: &Engine, router: &Arc<Router>, stop: &AtomicBool, checkpoint: Opt
     // there; before it, the log is read only from the checkpoint on, to repeat the movements
     // not known settled.
     let read = Instant::now();
-    let Some((waiting, resume_at)) = waiting_for_payment(engine, stop) else { return };
+    let took_over = waiting_for_payment(engine, stop);
+    let _ = taken_over.send(());
+    let Some((waiting, resume_at)) = took_over else { return };
     tracing::info!(
         waiting = waiting.len(),
         at = resume_at.0,
@@ -291,17 +308,28 @@ fn store_if_moved(path: &Path, settled_before: u64, stored: u64) -> u64 {
     }
 }
 
-/// The orders placed and not yet confirmed or cancelled, with the position the engine's state
-/// is at; `None` if the engine stopped or is shutting down (then no command could be sent).
+/// The orders placed and not yet confirmed or cancelled, as flows to resume, with the position
+/// the engine's state is at; `None` if the engine stopped or is shutting down (then no command
+/// could be sent).
 fn waiting_for_payment(engine: &Engine, stop: &AtomicBool) -> Option<(Waiting, crate::Position)> {
     let read = ask(engine, stop, |world| {
         let mut waiting = Waiting::new();
         for (tenant, state, _) in world.tenants_and_keys() {
             for (order, placed) in state.orders() {
                 if placed.status() == Some(OrderStatus::Placed)
-                    && let Some(total) = placed.total()
+                    && let Some(amount) = placed.total()
                 {
-                    waiting.push(((tenant.clone(), order.clone()), total));
+                    let declined = state
+                        .payment(&payment_id_for(order))
+                        .is_some_and(|p| p.status() == Some(PaymentStatus::Declined));
+                    let began =
+                        if declined { Began::DeclinedBeforeRestart } else { Began::Resumed };
+                    waiting.push(Flow {
+                        tenant: tenant.clone(),
+                        order: order.clone(),
+                        amount,
+                        began,
+                    });
                 }
             }
         }
@@ -315,8 +343,31 @@ fn waiting_for_payment(engine: &Engine, stop: &AtomicBool) -> Option<(Waiting, c
     .ok()
 }
 
-/// Orders waiting for payment, with what they ask.
-type Waiting = Vec<((TenantId, OrderId), Money)>;
+/// Orders waiting for payment when the process started: the flows it resumes.
+type Waiting = Vec<Flow>;
+
+/// The payment flow of one order, to start.
+struct Flow {
+    tenant: TenantId,
+    order: OrderId,
+    /// What the order asks.
+    amount: Money,
+    began: Began,
+}
+
+/// Where an order's payment flow begins, which says what gateways may have seen its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Began {
+    /// Its `OrderPlaced` was read in this run: only this flow calls the gateways for it.
+    Placed,
+    /// It was waiting for payment when the process started. A flow of an earlier run may have
+    /// reached any gateway (its answer lost in a crash or a stop): if this one declines it,
+    /// its cancel gives the order's key up at every gateway.
+    Resumed,
+    /// It was waiting with its payment already declined (a stop came between the decline and
+    /// the cancel): only the cancel is left to send.
+    DeclinedBeforeRestart,
+}
 
 /// How long one read of the engine's state waits for its answer before it is asked again (or,
 /// once the process stops, given up).
@@ -367,8 +418,8 @@ struct Flows {
     /// Movements read and not yet started, waiting for their payments to be looked up in the
     /// engine's state together (the process keeps no copy of it).
     to_look_up: Vec<Movement>,
-    /// Orders whose flows start with the next batch (see [`START_BATCH`]).
-    to_start: Vec<(TenantId, OrderId, Money)>,
+    /// Flows that start with the next batch (see [`START_BATCH`]).
+    to_start: Vec<Flow>,
     /// Orders this run's flows declined, until their cancels are read.
     declined: Declined,
 }
@@ -442,7 +493,8 @@ impl Flows {
             Event::Order { order, event: OrderEvent::OrderPlaced { total, currency, .. } }
                 if position.0 >= self.taken_over_at =>
             {
-                self.queue_flow(tenant, order, Money::new(total, currency));
+                let amount = Money::new(total, currency);
+                self.queue_flow(Flow { tenant, order, amount, began: Began::Placed });
             }
             Event::Order { order, event: OrderEvent::OrderCancelled { .. } }
                 if position.0 >= self.settled_before =>
@@ -643,15 +695,15 @@ impl Flows {
 
     /// Restarts the flows of orders that were waiting for payment when the process started.
     fn resume(&mut self) {
-        for ((tenant, order), amount) in std::mem::take(&mut self.waiting) {
-            self.queue_flow(tenant, order, amount);
+        for flow in std::mem::take(&mut self.waiting) {
+            self.queue_flow(flow);
         }
         self.start();
     }
 
-    /// Queues the flow of `order`, and starts the queued flows once [`START_BATCH`] wait.
-    fn queue_flow(&mut self, tenant: TenantId, order: OrderId, amount: Money) {
-        self.to_start.push((tenant, order, amount));
+    /// Queues `flow`, and starts the queued flows once [`START_BATCH`] wait.
+    fn queue_flow(&mut self, flow: Flow) {
+        self.to_start.push(flow);
         if self.to_start.len() >= START_BATCH {
             self.start();
         }
@@ -674,11 +726,11 @@ impl Flows {
         let (engine, router) = (self.engine.clone(), self.router.clone());
         let declined = self.declined.clone();
         self.runtime.spawn(async move {
-            for (tenant, order, amount) in flows {
+            for flow in flows {
                 let permit = permits.split(1).expect("a permit per flow");
                 let (engine, router, declined) = (engine.clone(), router.clone(), declined.clone());
                 tokio::spawn(async move {
-                    authorize_order(&engine, &router, &declined, tenant, order, amount).await;
+                    authorize_order(&engine, &router, &declined, flow).await;
                     drop(permit);
                 });
             }
@@ -689,14 +741,11 @@ impl Flows {
 /// Authorizes one order and records the outcome; on a decline or when every gateway is down,
 /// records the decline and cancels the order, which releases its stock (and, as a committed
 /// cancel, gives up the order's authorization key where it may be held: see [`Declined`]).
-async fn authorize_order(
-    engine: &Engine,
-    router: &Router,
-    declined: &Declined,
-    tenant: TenantId,
-    order: OrderId,
-    amount: Money,
-) {
+async fn authorize_order(engine: &Engine, router: &Router, declined: &Declined, flow: Flow) {
+    let Flow { tenant, order, amount, began } = flow;
+    if began == Began::DeclinedBeforeRestart {
+        return cancel_declined(engine, declined, &tenant, &order).await;
+    }
     let payment = payment_id_for(&order);
     let request = authorize_request(&tenant, order.clone(), amount);
     let Routed { answer, timed_out } = router.authorize(&request, Instant::now()).await;
@@ -733,16 +782,25 @@ async fn authorize_order(
         Ok((gateway, Authorization::Declined)) => (gateway, DeclineReason::Refused),
         Err(_) => (fallback_gateway(router), DeclineReason::GatewayUnavailable),
     };
-    // Noted before the cancel is sent, so that the event loop finds it when it reads the cancel.
-    declined.note(&tenant, &order, timed_out);
+    // Noted before the cancel is sent, so that the event loop finds it when it reads the
+    // cancel. A resumed flow notes nothing: an earlier run's flow may have reached any gateway,
+    // so its cancel gives the key up at all of them.
+    if began == Began::Placed {
+        declined.note(&tenant, &order, timed_out);
+    }
     let command = PaymentCommand::Decline { order: order.clone(), amount, gateway, reason };
     execute(engine, &tenant, "pm:decline", &order, Command::Payment { payment, command }).await;
+    cancel_declined(engine, declined, &tenant, &order).await;
+}
+
+/// Cancels an order whose payment was declined, which releases its stock.
+async fn cancel_declined(engine: &Engine, declined: &Declined, tenant: &TenantId, order: &OrderId) {
     let cancel = OrderCommand::Cancel { reason: CancelReason::PaymentDeclined };
     let cancel = Command::Order { order: order.clone(), command: cancel };
-    if execute(engine, &tenant, "pm:cancel", &order, cancel).await != Recorded::Yes {
+    if execute(engine, tenant, "pm:cancel", order, cancel).await != Recorded::Yes {
         // The order ended otherwise (its cancel, read or to be read, is not this one), or the
         // engine stopped: the note would only be in the way.
-        declined.take(&tenant, &order);
+        declined.take(tenant, order);
     }
 }
 

@@ -10,15 +10,15 @@ use std::time::Duration;
 
 use orderly_core::Position;
 use orderly_core::domain::{
-    CancelReason, Command, Currency, Envelope, Event, GatewayId, Money, OrderCommand, OrderEvent,
-    OrderId, PaymentEvent,
+    CancelReason, Command, Currency, DeclineReason, Envelope, Event, GatewayId, IdempotencyKey,
+    Money, OrderCommand, OrderEvent, OrderId, PaymentCommand, PaymentEvent,
 };
 use orderly_core::engine::{Engine, ManualClock};
 use orderly_core::payments::{
-    Authorization, AuthorizeRequest, BoxFuture, BreakerState, GatewayError, MoneyRequest,
+    Authorization, AuthorizeRequest, BoxFuture, BreakerState, Fee, GatewayError, MoneyRequest,
     PaymentGateway, Route, Router, RouterConfig, SimulatedGateway, SimulatedGatewayConfig,
 };
-use orderly_core::process::PaymentProcess;
+use orderly_core::process::{PaymentProcess, payment_id_for};
 
 use super::{START, available, config, place, receive};
 
@@ -520,6 +520,80 @@ fn an_order_cancelled_while_its_answer_is_lost_gives_up_the_approval() {
     wait_until(|| holder.holding() == 0);
     process.stop();
     assert_eq!((holder.holding(), holder.voids()), (0, 1), "the approval was given up");
+}
+
+/// A run whose approval at `holder` was lost, then stopped: the order waits for payment, and
+/// a start resumes it. The next start routes through `gateways`, in this order.
+fn resumed_after_a_lost_approval(
+    engine: &Engine,
+    holder: &Arc<SimulatedGateway>,
+    gateways: Vec<Route>,
+) -> PaymentProcess {
+    let lost = Arc::new(Faulty { answers_lost: true, ..Faulty::new(holder) });
+    let first = PaymentProcess::start(engine.clone(), router_timing_out(vec![lost], HOUR));
+    engine.execute_blocking(place("acme", "o-1", &[("sku-1", 2)])).unwrap();
+    wait_until(|| holder.approvals() == 1);
+    first.stop();
+    assert_eq!(holder.holding(), 1, "the customer's money is held, the log knows nothing of it");
+    PaymentProcess::start(engine.clone(), Arc::new(Router::new(gateways, RouterConfig::default())))
+}
+
+const HOUR: Duration = Duration::from_secs(3_600);
+
+fn route(gateway: &Arc<SimulatedGateway>, fees: Vec<Fee>) -> Route {
+    Route { gateway: gateway.clone(), fees, currencies: None }
+}
+
+#[test]
+fn a_resumed_order_declined_elsewhere_gives_up_the_approval_of_the_run_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(&ManualClock::at(START))).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    let (holder, refuses) = (gateway("holder", 0), gateway("refuses", 10_000));
+    // The start after the stop tries the gateway that declines first (the holder costs more).
+    let eur = Currency::new("EUR").unwrap();
+    let cheap = vec![Fee { currency: eur, fixed_minor: 1, basis_points: 0 }];
+    let costly = vec![Fee { currency: eur, fixed_minor: 99, basis_points: 0 }];
+    let routes = vec![route(&holder, costly), route(&refuses, cheap)];
+    let process = resumed_after_a_lost_approval(&engine, &holder, routes);
+    let events = settled(&engine, 1);
+    wait_until(|| holder.holding() == 0);
+    process.stop();
+    let declined = OrderEvent::OrderCancelled { reason: CancelReason::PaymentDeclined };
+    assert!(events.iter().any(|(o, e)| o == "o-1" && *e == declined), "{events:?}");
+    assert_eq!(refuses.declines(), 1);
+    assert_eq!((holder.holding(), holder.voids()), (0, 1), "the approval was given up");
+    assert_eq!(available(&engine, "acme", "sku-1"), 10);
+}
+
+#[test]
+fn a_start_cancels_an_order_whose_decline_was_recorded_but_not_its_cancel() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(&ManualClock::at(START))).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    engine.execute_blocking(place("acme", "o-1", &[("sku-1", 2)])).unwrap();
+    // What a flow had recorded when a stop came between its decline and its cancel.
+    let order = OrderId::new("o-1").unwrap();
+    let decline = PaymentCommand::Decline {
+        order: order.clone(),
+        amount: Money::new(2_000, Currency::new("EUR").unwrap()),
+        gateway: GatewayId::new("pay").unwrap(),
+        reason: DeclineReason::Refused,
+    };
+    let payment = Command::Payment { payment: payment_id_for(&order), command: decline };
+    let key = IdempotencyKey::new("pm:decline:o-1").unwrap();
+    engine.execute_blocking(Envelope::new(super::tenant("acme"), payment).with_key(key)).unwrap();
+    assert_eq!(available(&engine, "acme", "sku-1"), 8, "the order still holds its stock");
+
+    let pay = gateway("pay", 0);
+    let process = PaymentProcess::start(engine.clone(), router(std::slice::from_ref(&pay)));
+    let events = settled(&engine, 1);
+    wait_until(|| pay.voids() == 1);
+    process.stop();
+    let declined = OrderEvent::OrderCancelled { reason: CancelReason::PaymentDeclined };
+    assert!(events.iter().any(|(o, e)| o == "o-1" && *e == declined), "{events:?}");
+    assert_eq!(available(&engine, "acme", "sku-1"), 10, "its stock is released at once");
+    assert_eq!(pay.approvals(), 0, "a declined order is not authorized again");
 }
 
 #[test]
