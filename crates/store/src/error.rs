@@ -85,8 +85,9 @@ pub enum OpenError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// Another process holds the log open for writing.
-    #[error("the log in {} is held by another process", dir.display())]
+    /// Another writer holds the log open: another process, or a log (or engine) still open,
+    /// or still stopping, in this one.
+    #[error("the log in {} is held by another writer (another process, or a handle still open in this one)", dir.display())]
     Locked {
         /// The data folder.
         dir: PathBuf,

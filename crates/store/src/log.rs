@@ -170,14 +170,21 @@ struct Inner {
     requests: Option<Sender<Request>>,
     /// Size of new segments: no batch may be larger.
     segment_size: u64,
+    /// The writer's thread, which holds the folder's lock until it has answered every batch.
     writer: Option<JoinHandle<()>>,
-    _lock: Option<DirLock>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         drop(self.requests.take());
         if let Some(writer) = self.writer.take() {
+            // The last handle dropped by an append's callback is dropped on one of the log's
+            // own threads, which the writer waits for as it stops: waiting for the writer
+            // there would never end. It then stops on its own, and releases the lock when it
+            // has.
+            if crate::writer::on_log_thread() {
+                return;
+            }
             // A panic in the writer is a bug already reported on stderr; nothing more to do.
             let _ = writer.join();
         }
@@ -331,13 +338,15 @@ impl Log {
         };
         let writer = std::thread::Builder::new()
             .name("orderly-log-writer".into())
-            .spawn(move || writer.run())
+            .spawn(move || {
+                writer.run();
+                drop(lock);
+            })
             .map_err(|source| OpenError::Io { path: ".".into(), source })?;
         let inner = Inner {
             requests: Some(sender),
             segment_size: config.segment_size,
             writer: Some(writer),
-            _lock: lock,
         };
         Ok((Log { shared, inner: Arc::new(inner) }, recovered.report))
     }
@@ -635,6 +644,10 @@ impl Iterator for Reader {
     }
 }
 
+/// The longest a subscription to a failed log waits in one call, for a caller that asked to
+/// wait for as long as it takes.
+const FAILED_LOG_WAIT: Duration = Duration::from_secs(1);
+
 /// Follows the log: yields committed records, waiting for commits when caught up.
 #[derive(Debug)]
 pub struct Subscription {
@@ -643,11 +656,19 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The next committed record, waiting up to `timeout` for one; `None` on timeout.
+    /// The next committed record, waiting up to `timeout` for one; `None` on timeout. A log
+    /// that failed ([`Log::failure`]) commits nothing more: once its committed records are
+    /// read, every call waits out its timeout and gives `None`.
     pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<Record, ReadError>> {
         if self.reader.next >= self.reader.until {
             let head = self.shared.wait_beyond(self.reader.next, timeout);
             self.reader.until = head;
+            if head <= self.reader.next && self.shared.failure().is_some() {
+                // The wait ends at once on a failed log: without this, a caller that loops on
+                // `None` would spin a core until it stops.
+                std::thread::sleep(timeout.min(FAILED_LOG_WAIT));
+                return None;
+            }
         }
         self.reader.next()
     }

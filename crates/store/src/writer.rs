@@ -178,6 +178,7 @@ impl Writer {
     /// Runs the writer: this thread gathers group n+2 while a second one seals group n+1 and a
     /// third writes and syncs group n, so neither the CPU nor the disk waits for the other.
     pub(crate) fn run(mut self) {
+        mark_log_thread();
         let (stages, sealer_rx) = crossbeam_channel::bounded(STAGE_QUEUE);
         let (sealed, syncer_rx) = crossbeam_channel::bounded(STAGE_QUEUE);
         // One spare per group that can be in flight behind the encoder.
@@ -185,13 +186,19 @@ impl Writer {
         let last_hash = self.last_hash;
         let sealer = std::thread::Builder::new()
             .name("orderly-log-seal".into())
-            .spawn(move || seal_groups(last_hash, &sealer_rx, &sealed))
+            .spawn(move || {
+                mark_log_thread();
+                seal_groups(last_hash, &sealer_rx, &sealed)
+            })
             .expect("the log's seal thread starts");
         let shared = self.shared.clone();
         let checkpoint_every = self.checkpoint_every;
         let syncer = std::thread::Builder::new()
             .name("orderly-log-sync".into())
-            .spawn(move || sync_groups(&shared, checkpoint_every, &syncer_rx, &spare_tx))
+            .spawn(move || {
+                mark_log_thread();
+                sync_groups(&shared, checkpoint_every, &syncer_rx, &spare_tx);
+            })
             .expect("the log's sync thread starts");
         let pipeline = Pipeline { stages, spare };
         while let Ok(first) = self.requests.recv() {
@@ -390,6 +397,22 @@ fn seal_groups(
 
 /// What the syncer writes after a group when it reaches past the zeros written before.
 static ZEROS: [u8; ZEROS_AHEAD] = [0; ZEROS_AHEAD];
+
+thread_local! {
+    /// Set on the log's own threads (writer, sealer, syncer), where appends' callbacks run.
+    static ON_LOG_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn mark_log_thread() {
+    ON_LOG_THREAD.with(|on| on.set(true));
+}
+
+/// Whether this thread is one of a log's own: an append's callback runs on one, and must not
+/// wait for the log to stop there (the log waits for its threads as it stops).
+#[must_use]
+pub fn on_log_thread() -> bool {
+    ON_LOG_THREAD.with(std::cell::Cell::get)
+}
 
 /// The syncing stage of the writer: writes each group with one `write` (and, at times, the
 /// zeros after it) and one `fdatasync`, then publishes it and answers its waiters, in order.

@@ -124,6 +124,7 @@ pub(crate) struct DecisionThread {
     pub failure_reported: Arc<std::sync::atomic::AtomicBool>,
     /// The works taken off the queue ahead of the one being decided (empty between turns).
     pub ahead: std::collections::VecDeque<Work>,
+    pub unanswered: Arc<Unanswered>,
 }
 
 impl DecisionThread {
@@ -360,6 +361,7 @@ impl DecisionThread {
         // `log.failure()`.
         let records = &self.turn.records[..decided];
         let reported = self.failure_reported.clone();
+        let answering = self.unanswered.start();
         let _refused = self.log.append_or_wait(records, move |outcome| match outcome {
             Ok(appended) => {
                 assert_eq!(
@@ -372,6 +374,7 @@ impl DecisionThread {
                 for (reply, answer) in deferred {
                     reply(answer);
                 }
+                drop(answering);
             }
             Err(e) => {
                 if !reported.swap(true, std::sync::atomic::Ordering::Relaxed) {
@@ -384,8 +387,50 @@ impl DecisionThread {
                 for (reply, _) in deferred {
                     reply(Err(stopped()));
                 }
+                drop(answering);
             }
         });
+    }
+}
+
+/// How many batches handed to the log still have answers to give, for `shutdown` to wait for.
+#[derive(Debug, Default)]
+pub(crate) struct Unanswered {
+    count: std::sync::Mutex<usize>,
+    none: std::sync::Condvar,
+}
+
+impl Unanswered {
+    /// Counts a batch until the returned guard is dropped: by the batch's callback once it
+    /// has given every answer, or with the callback if the log drops it uncalled.
+    fn start(self: &Arc<Self>) -> Answering {
+        *self.lock() += 1;
+        Answering(self.clone())
+    }
+
+    /// Waits until every batch counted has given its answers.
+    pub(crate) fn wait_none(&self) {
+        let mut count = self.lock();
+        while *count > 0 {
+            count = self.none.wait(count).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.count.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A batch counted in [`Unanswered`] until dropped.
+struct Answering(Arc<Unanswered>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        let mut count = self.0.lock();
+        *count -= 1;
+        if *count == 0 {
+            self.0.none.notify_all();
+        }
     }
 }
 

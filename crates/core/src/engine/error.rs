@@ -13,14 +13,15 @@ pub enum EngineError {
     #[error("the engine is overloaded; retry later")]
     Overloaded,
     /// The log stopped after a storage error; nothing more is accepted until the engine is
-    /// reopened. Commands not yet acknowledged were not recorded.
+    /// reopened. A command not acknowledged may or may not have reached the disk: after the
+    /// reopen, a retry with its idempotency key tells which.
     #[error("the engine stopped after a storage error: {cause}")]
     Stopped {
         /// The storage error.
         cause: String,
     },
-    /// The engine is shutting down.
-    #[error("the engine is shutting down")]
+    /// The engine is shutting down, or was shut down: it admits no more commands.
+    #[error("the engine is shut down or shutting down")]
     ShuttingDown,
     /// Deciding the command broke an assumption the domain makes of its state (a bug, or a
     /// log rewritten outside the engine that its open did not catch): the command was
@@ -90,7 +91,9 @@ pub enum OpenEngineError {
     /// already answered. Put back a copy of the log that holds them, or, to go on without
     /// them, remove the snapshot file.
     #[error(
-        "the log ends at position {head}, before the engine's snapshot at {snapshot}: records          of acknowledged commands are missing; restore the log from a copy that holds them, or          remove {} to open without them",
+        "the log ends at position {head}, before the engine's snapshot at {snapshot}: records \
+         of acknowledged commands are missing; restore the log from a copy that holds them, or \
+         remove {} to open without them",
         path.display()
     )]
     LogEndsBeforeSnapshot {

@@ -54,9 +54,11 @@ const REPLAY_WAIT: Duration = Duration::from_secs(30);
 /// How the engine is set up.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// How long a placed order holds its stock unpaid, in milliseconds.
+    /// How long a placed order holds its stock unpaid, in milliseconds. At 0, an unpaid order
+    /// expires on the decision thread's next turn, before any payment can reach it.
     pub hold_ttl_ms: u64,
-    /// Commands that may wait for the decision thread.
+    /// Commands that may wait for the decision thread (0 counts as 1); beyond them, a command
+    /// is refused as [`EngineError::Overloaded`].
     pub admission_queue: usize,
     /// The log's settings.
     pub log: LogConfig,
@@ -153,6 +155,8 @@ struct Inner {
     /// Set by `shutdown`: the decision thread then writes a snapshot as it stops. An engine
     /// dropped without `shutdown` stops as after a crash, without one.
     snapshot_at_stop: Arc<std::sync::atomic::AtomicBool>,
+    /// The batches whose answers the log's thread is still giving: `shutdown` waits for them.
+    unanswered: Arc<decision::Unanswered>,
 }
 
 /// `config`, with the log's open reporting how far its verifying pass is every few seconds
@@ -227,6 +231,7 @@ impl Engine {
             .spawn(move || decision::answer_when_durable(&waiter_log, &waiting))
             .map_err(|source| orderly_store::OpenError::Io { path: dir.to_path_buf(), source })?;
         let snapshot_at_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let unanswered = Arc::new(decision::Unanswered::default());
         let thread = DecisionThread {
             dir: dir.to_path_buf(),
             snapshot_at_stop: snapshot_at_stop.clone(),
@@ -241,6 +246,7 @@ impl Engine {
             turn: decision::Turn::default(),
             durable: durable.clone(),
             failure_reported: Arc::default(),
+            unanswered: unanswered.clone(),
             ahead: std::collections::VecDeque::new(),
             // A turn's batch must fit in a segment with room to spare; 1 MiB keeps it short.
             max_turn_bytes: usize::try_from(config.log.segment_size / 4)
@@ -263,12 +269,17 @@ impl Engine {
             recovery,
             restored_from,
             snapshot_at_stop,
+            unanswered,
         };
         Ok(Engine { inner: Arc::new(inner) })
     }
 
     /// Executes one command: answered once its events are durable, or with why not. Runs on a
     /// tokio runtime (a replayed answer reads the log on its blocking pool).
+    ///
+    /// Dropping the future (a timeout around it, say) does not withdraw the command: once
+    /// admitted, it is decided and may be committed. To learn its outcome, send it with an
+    /// idempotency key and send it again: the retry answers what the first one did.
     pub async fn execute(&self, envelope: Envelope) -> Result<Outcome, ExecuteError> {
         let tenant = envelope.tenant.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -361,7 +372,9 @@ impl Engine {
         self.outcome(tenant, answer)
     }
 
-    /// Follows the committed events from `from` on (domain events only).
+    /// Follows the committed events from `from` on (domain events only). From beyond the head,
+    /// it waits until the log reaches `from` and starts there: the positions before it are
+    /// not given.
     #[must_use]
     pub fn subscribe(&self, from: Position) -> Subscription {
         Subscription { inner: self.inner.log.subscribe(from), pending: Default::default() }
@@ -395,10 +408,15 @@ impl Engine {
     }
 
     /// Stops admitting commands, decides and commits what was admitted, and waits for the
-    /// decision thread to finish; it writes a snapshot of the state once all of it is durable,
-    /// so that the next open replays only what comes after (an engine dropped without
-    /// `shutdown` writes none, as after a crash). The log closes when the last handle is
-    /// dropped.
+    /// decision thread to finish and for every admitted command's answer to be given (the
+    /// callbacks of [`Engine::send`] and [`Engine::send_ack`] have run when it returns, unless
+    /// it is called from one of them). The decision thread writes a snapshot of the state once
+    /// all of it is durable, so that the next open replays only what comes after.
+    ///
+    /// The log closes, and the folder is free for another open, when the last handle is
+    /// dropped. An engine dropped without `shutdown` stops as after a crash: no snapshot, and
+    /// the commands already admitted are still decided and committed first, by the decision
+    /// thread on its own (an open of the folder meanwhile is refused as locked).
     pub fn shutdown(&self) {
         self.inner.snapshot_at_stop.store(true, std::sync::atomic::Ordering::SeqCst);
         drop(self.inner.requests.write().unwrap_or_else(PoisonError::into_inner).take());
@@ -416,6 +434,11 @@ impl Engine {
             self.inner.durable_answers.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(durable) = durable {
             let _ = durable.join();
+        }
+        // A callback that shuts the engine down runs on the log's thread, which gives the
+        // answers waited for here.
+        if !orderly_store::on_log_thread() {
+            self.inner.unanswered.wait_none();
         }
     }
 
@@ -663,7 +686,8 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The next committed event, waiting up to `timeout`; `None` on timeout.
+    /// The next committed event, waiting up to `timeout`; `None` on timeout (also, once its
+    /// committed events are read, on a log that failed: nothing more is committed then).
     pub fn next_timeout(
         &mut self,
         timeout: Duration,

@@ -504,6 +504,27 @@ fn closing_with_sends_in_flight_answers_them_all_and_frees_the_folder() {
     }
 }
 
+/// `shutdown` returns once every admitted command's callback has run: a program that then
+/// reads its answers (or exits) misses none of the commands made durable.
+#[test]
+fn shutdown_returns_once_every_callback_has_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(&ManualClock::at(START))).unwrap();
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for _ in 0..5_000 {
+        let answered = answered.clone();
+        engine.send_ack(receive("acme", "sku-1", 1), move |ack| {
+            assert!(ack.is_ok());
+            // A callback that takes a moment, as one handing the answer on would.
+            let started = std::time::Instant::now();
+            while started.elapsed() < Duration::from_micros(20) {}
+            answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+    }
+    engine.shutdown();
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 5_000);
+}
+
 #[test]
 fn a_restart_replays_records_beyond_many_batches_and_stops_at_one_that_does_not_decode() {
     let dir = tempfile::tempdir().unwrap();

@@ -80,6 +80,26 @@ fn concurrent_appenders_lose_nothing_acknowledged_when_an_fsync_fails() {
 }
 
 #[test]
+fn a_subscription_to_a_failed_log_waits_out_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, faults) = open_faulty(dir.path(), LogConfig::default());
+    log.append(vec![record("s", &payload(0))]).unwrap();
+    faults.fail_sync_after(0);
+    assert!(log.append(vec![record("s", &payload(1))]).is_err());
+    let mut sub = log.subscribe(orderly_store::Position(0));
+    assert!(sub.next_timeout(Duration::from_secs(5)).unwrap().is_ok(), "what was committed");
+    // No record comes after a failure: each wait takes its time instead of returning at once
+    // to a caller that loops on it.
+    let started = std::time::Instant::now();
+    let mut calls = 0;
+    while started.elapsed() < Duration::from_millis(300) {
+        assert!(sub.next_timeout(Duration::from_millis(50)).is_none());
+        calls += 1;
+    }
+    assert!(calls <= 7, "{calls} waits of 50 ms in 300 ms");
+}
+
+#[test]
 fn a_full_queue_is_refused_not_buffered() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig { queue_depth: 2, ..LogConfig::default() };

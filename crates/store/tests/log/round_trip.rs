@@ -169,6 +169,34 @@ fn held_elsewhere_tells_whether_a_writer_holds_the_folder() {
 }
 
 #[test]
+fn a_log_whose_last_handle_an_append_callback_drops_closes_and_frees_its_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), LogConfig::default());
+    let (answered, answer) = std::sync::mpsc::channel();
+    for i in 0..200 {
+        // Each callback holds a handle: the last one is dropped on the log's own thread.
+        let (held, answered) = (log.clone(), answered.clone());
+        let appended = log.append_with(vec![record("s", &payload(i))], move |outcome| {
+            let _ = answered.send(outcome.is_ok());
+            drop(held);
+        });
+        appended.unwrap();
+    }
+    drop((log, answered));
+    assert!(answer.iter().take(200).all(|ok| ok), "every batch was answered");
+    // The writer stops on its own once the last callback returns, and frees the folder.
+    let reopened = (0..20).find_map(|_| match Log::open(dir.path(), LogConfig::default()) {
+        Err(OpenError::Locked { .. }) => {
+            std::thread::sleep(Duration::from_millis(50));
+            None
+        }
+        other => Some(other),
+    });
+    let (log, _) = reopened.expect("the folder was freed within seconds").unwrap();
+    assert_eq!(log.head(), Position(200));
+}
+
+#[test]
 fn a_subscription_wakes_on_commit() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = open(dir.path(), LogConfig::default());
