@@ -231,6 +231,11 @@ pub(crate) fn has_record_within(file: &dyn StorageFile, from: u64, end: u64) -> 
     }))
 }
 
+/// What a chunk read by [`is_zero`] is compared with: slice equality is one `memcmp`, fast in
+/// any build (a byte-by-byte look made a debug build's open of a fresh 256 MiB segment take a
+/// second and more).
+static ZERO_CHUNK: [u8; READ_CHUNK] = [0; READ_CHUNK];
+
 /// Whether every byte of `file` in `[from, end)` is zero.
 pub(crate) fn is_zero(file: &dyn StorageFile, from: u64, end: u64) -> io::Result<bool> {
     let mut buf = vec![0u8; READ_CHUNK];
@@ -241,7 +246,7 @@ pub(crate) fn is_zero(file: &dyn StorageFile, from: u64, end: u64) -> io::Result
         if n == 0 {
             break;
         }
-        if buf[..n].iter().any(|&b| b != 0) {
+        if buf[..n] != ZERO_CHUNK[..n] {
             return Ok(false);
         }
         offset += n as u64;
