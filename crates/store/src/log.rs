@@ -441,11 +441,7 @@ impl Log {
     /// to every record before it. `None` if `position` is not committed. Read from the disk,
     /// its checksum verified; the hash is computed, not taken from the next record.
     pub fn chain_hash_at(&self, position: Position) -> Option<Result<ChainHash, ReadError>> {
-        if position >= self.head() {
-            return None;
-        }
-        let mut reader = Reader::new(self.shared.clone(), position.0, position.0 + 1);
-        Some(reader.read_next_with(|view| record::chain_hash(view.bytes)))
+        self.reader().chain_hash_at(position)
     }
 
     /// Reads every committed record of `stream`, in order.
@@ -489,6 +485,15 @@ impl LogReader {
     #[must_use]
     pub fn read_from(&self, from: Position) -> Reader {
         Reader::new(self.shared.clone(), from.0, self.shared.head())
+    }
+
+    /// See [`Log::chain_hash_at`].
+    pub fn chain_hash_at(&self, position: Position) -> Option<Result<ChainHash, ReadError>> {
+        if position >= self.head() {
+            return None;
+        }
+        let mut reader = Reader::new(self.shared.clone(), position.0, position.0 + 1);
+        Some(reader.read_next_with(|view| record::chain_hash(view.bytes)))
     }
 
     /// See [`Log::read_stream`].

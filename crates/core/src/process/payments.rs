@@ -50,6 +50,7 @@ use crate::payments::{
     Authorization, AuthorizeRequest, BoxFuture, GatewayError, MoneyRequest, PaymentGateway, Routed,
     Router,
 };
+use orderly_store::LogReader;
 
 use super::settled::{self, Ledger};
 
@@ -185,21 +186,16 @@ fn run(
         declined: Declined::default(),
         taken_over_at: 0,
     };
+    let log = engine.log();
     if let Some(path) = checkpoint {
-        let (mut position, ignored) = settled::load(path);
+        let (position, ignored) = settled::load(path, &log);
         if let Some(why) = ignored {
-            tracing::warn!(%why, "payments checkpoint ignored: every money movement is repeated");
-        }
-        // Past the log's head (recovery cut the log's tail, or it was restored from an older
-        // copy), it would count the movements of the records written next as settled.
-        let head = engine.head().0;
-        if position > head {
-            tracing::warn!(
-                position,
-                head,
-                "payments checkpoint is past the log's head: every money movement is repeated"
-            );
-            position = 0;
+            tracing::warn!(path = %path.display(), %why, "payments checkpoint ignored: every money movement is repeated");
+            // Replaced at once, not with the next settled movement: a crash before that would
+            // leave it for the next start, which might then take it for this log's.
+            if let Err(e) = settled::store(path, &log, 0) {
+                tracing::warn!(path = %path.display(), error = %e, "payments checkpoint not reset");
+            }
         }
         flows.settled_before = position;
         flows.ledger = Arc::new(Mutex::new(Ledger::resuming_at(position)));
@@ -261,8 +257,10 @@ fn run(
         if let Some(path) = checkpoint
             && stored.1.elapsed() >= CHECKPOINT_EVERY
         {
-            stored =
-                (store_if_moved(path, flows.ledger().settled_before(), stored.0), Instant::now());
+            stored = (
+                store_if_moved(path, &log, flows.ledger().settled_before(), stored.0),
+                Instant::now(),
+            );
         }
     }
     // Stopped with nothing more waiting: every event of the last record read was read, so the
@@ -289,17 +287,17 @@ fn run(
     runtime.shutdown_timeout(STOP_WAIT);
     if let Some(path) = checkpoint {
         let settled = ledger.lock().unwrap_or_else(PoisonError::into_inner).settled_before();
-        store_if_moved(path, settled, stored.0);
+        store_if_moved(path, &log, settled, stored.0);
     }
 }
 
 /// Writes `settled_before` if it is past `stored`; returns where the file stands. A failed
 /// write is logged and tried again later: without it, a start only repeats more.
-fn store_if_moved(path: &Path, settled_before: u64, stored: u64) -> u64 {
+fn store_if_moved(path: &Path, log: &LogReader, settled_before: u64, stored: u64) -> u64 {
     if settled_before <= stored {
         return stored;
     }
-    match settled::store(path, settled_before) {
+    match settled::store(path, log, settled_before) {
         Ok(()) => settled_before,
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "payments checkpoint not written");

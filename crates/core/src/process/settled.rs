@@ -12,10 +12,19 @@
 //! next start tries it again; so does a capture, void or refund whose gateway is not
 //! configured (a cancel goes to the gateways configured now: one no longer configured cannot
 //! be reached to give anything up).
+//!
+//! The checkpoint names its position with the chain hash of the record before it (a
+//! [`Digest`]), so that it is only trusted on the log it was written for: one from another
+//! data folder, or kept while the log was put back from a copy, would count movements of
+//! other records as settled.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use orderly_store::{LogReader, Position};
+
+use crate::audit::Digest;
 
 /// The settled movements. Shared by the process's event loop (which starts movements) and the
 /// movements themselves (which report when they settle).
@@ -73,30 +82,65 @@ impl Ledger {
     }
 }
 
-/// The checkpoint file's first line; the position follows on the second.
-const HEADER: &str = "orderly payments checkpoint v1";
+/// The checkpoint file's first line; the digest of its position follows on the second.
+const HEADER: &str = "orderly payments checkpoint v2";
+/// The first line of the checkpoints written before they named their log: a position alone.
+const HEADER_V1: &str = "orderly payments checkpoint v1";
 
-/// The checkpoint in `path`: the position before which every movement was settled. A missing
-/// or unreadable file is 0 (every movement is repeated, which is safe) and the reason is given.
-pub(super) fn load(path: &Path) -> (u64, Option<String>) {
+/// The checkpoint in `path`, for `log`: the position before which every movement was settled.
+/// A missing file is 0 (every movement is repeated, which is safe); so is one that cannot be
+/// read, is not a checkpoint, or does not belong to `log` (its position is past the log's head,
+/// or the record before it is not the one it names), and then the reason is given.
+pub(super) fn load(path: &Path, log: &LogReader) -> (u64, Option<String>) {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (0, None),
         Err(e) => return (0, Some(e.to_string())),
     };
     let mut lines = text.lines();
-    match (lines.next(), lines.next().map(str::parse::<u64>)) {
-        (Some(HEADER), Some(Ok(position))) => (position, None),
-        _ => (0, Some(format!("{} is not a payments checkpoint", path.display()))),
+    let (position, hash) = match (lines.next(), lines.next()) {
+        (Some(HEADER), Some(digest)) => match digest.parse::<Digest>() {
+            Ok(digest) => (digest.head, Some(digest.hash)),
+            Err(_) => return (0, Some(format!("{} is not a payments checkpoint", path.display()))),
+        },
+        (Some(HEADER_V1), Some(position)) => match position.parse() {
+            Ok(position) => (position, None),
+            Err(_) => return (0, Some(format!("{} is not a payments checkpoint", path.display()))),
+        },
+        _ => return (0, Some(format!("{} is not a payments checkpoint", path.display()))),
+    };
+    // Past the log's head (recovery cut the log's tail, or it was put back from an older
+    // copy), it would count the movements of the records written next as settled.
+    let head = log.head().0;
+    if position > head {
+        return (0, Some(format!("its position {position} is past the log's head {head}")));
+    }
+    match (hash, hash_before(log, position)) {
+        (Some(named), Ok(found)) if named != found => {
+            let why = format!(
+                "the record before its position {position} is not the one it names: it was written for another log"
+            );
+            (0, Some(why))
+        }
+        (Some(_), Err(e)) => (0, Some(format!("the record before its position: {e}"))),
+        _ => (position, None),
     }
 }
 
-/// Replaces the checkpoint in `path` with `position`, atomically (written beside, synced,
-/// renamed over, folder synced).
-pub(super) fn store(path: &Path, position: u64) -> std::io::Result<()> {
+/// The chain hash of the record before `position` (zeros at 0), as a [`Digest`] names it.
+fn hash_before(log: &LogReader, position: u64) -> std::io::Result<orderly_store::ChainHash> {
+    let Some(before) = position.checked_sub(1) else { return Ok([0; 32]) };
+    let missing = || std::io::Error::other(format!("no record at {before}"));
+    log.chain_hash_at(Position(before)).ok_or_else(missing)?.map_err(std::io::Error::other)
+}
+
+/// Replaces the checkpoint in `path` with `position` of `log`, atomically (written beside,
+/// synced, renamed over, folder synced).
+pub(super) fn store(path: &Path, log: &LogReader, position: u64) -> std::io::Result<()> {
+    let digest = Digest { head: position, hash: hash_before(log, position)? };
     let temporary = PathBuf::from(format!("{}.new", path.display()));
     let mut file = std::fs::File::create(&temporary)?;
-    writeln!(file, "{HEADER}\n{position}")?;
+    writeln!(file, "{HEADER}\n{digest}")?;
     file.sync_all()?;
     std::fs::rename(&temporary, path)?;
     if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -148,16 +192,53 @@ mod tests {
         assert_eq!(ledger.settled_before(), 7, "the first movement not made");
     }
 
+    /// A log in `dir` with `records` records of stream `s`, each holding `payload`.
+    fn log_of(dir: &Path, records: u8, payload: u8) -> orderly_store::Log {
+        let (log, _) = orderly_store::Log::open(dir, orderly_store::LogConfig::default()).unwrap();
+        for _ in 0..records {
+            let record = orderly_store::NewRecord {
+                stream: b"s".to_vec(),
+                expected: orderly_store::Expected::Any,
+                event_type: 1,
+                schema_version: 1,
+                timestamp: 0,
+                payload: vec![payload],
+            };
+            log.append(vec![record]).unwrap();
+        }
+        log
+    }
+
     #[test]
-    fn a_stored_checkpoint_loads_and_a_foreign_file_reads_as_zero() {
+    fn a_stored_checkpoint_loads_on_its_log_and_a_foreign_file_reads_as_zero() {
         let dir = tempfile::tempdir().unwrap();
+        let log = log_of(&dir.path().join("log"), 5, 1).reader();
         let path = dir.path().join("payments.checkpoint");
-        assert_eq!(load(&path), (0, None));
-        store(&path, 1234).unwrap();
-        assert_eq!(load(&path), (1234, None));
+        assert_eq!(load(&path, &log), (0, None));
+        store(&path, &log, 4).unwrap();
+        assert_eq!(load(&path, &log), (4, None));
         std::fs::write(&path, "something else\n77\n").unwrap();
-        let (position, why) = load(&path);
+        let (position, why) = load(&path, &log);
         assert_eq!(position, 0);
         assert!(why.is_some_and(|w| w.contains("not a payments checkpoint")));
+        // One written before checkpoints named their log is taken at its word.
+        std::fs::write(&path, "orderly payments checkpoint v1\n3\n").unwrap();
+        assert_eq!(load(&path, &log), (3, None));
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_log_or_past_the_head_reads_as_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = log_of(&dir.path().join("ours"), 5, 1).reader();
+        let theirs = log_of(&dir.path().join("theirs"), 9, 2).reader();
+        let path = dir.path().join("payments.checkpoint");
+        store(&path, &theirs, 4).unwrap();
+        let (position, why) = load(&path, &ours);
+        assert_eq!(position, 0);
+        assert!(why.is_some_and(|w| w.contains("another log")), "a foreign log's checkpoint");
+        store(&path, &theirs, 8).unwrap();
+        let (position, why) = load(&path, &ours);
+        assert_eq!(position, 0);
+        assert!(why.is_some_and(|w| w.contains("past the log's head")));
     }
 }
