@@ -118,8 +118,8 @@ enum QueryErrors {
     /// requests in progress it may); see `Retry-After`.
     #[response(status = 429)]
     RateLimited(ErrorBody),
-    /// `read_model_behind` (`min_position` not reached in time), `not_ready`; see
-    /// `Retry-After`.
+    /// `read_model_behind` (`min_position` not reached in time), `not_ready` (see
+    /// `Retry-After`); `read_model_stopped` (the read model stopped: no read until a restart).
     #[response(status = 503)]
     Unavailable(ErrorBody),
 }
@@ -205,7 +205,10 @@ async fn execute_envelope(
 }
 
 /// Waits (bounded by the server's read wait) until `model` has applied every position below
-/// `min_position`, and returns the position the read model has reached.
+/// `min_position`, and returns the position the read model has reached. A read model that
+/// stopped answers no read: `503 read_model_stopped`, not a stale answer ("no such order" for
+/// an order acknowledged since; a batch it had taken in but not committed when it stopped is
+/// counted as reached, yet gone).
 async fn read_at_least(
     app: &Shared,
     node: &Arc<Node>,
@@ -213,6 +216,9 @@ async fn read_at_least(
     min_position: Option<u64>,
 ) -> Result<u64, ApiError> {
     let worker = node.projection(model);
+    if let Some(why) = worker.ended() {
+        return Err(read_model_stopped(model, &why));
+    }
     let Some(wanted) = min_position else { return Ok(worker.reached().0) };
     let head = node.engine().head().0;
     if wanted > head {
@@ -238,8 +244,14 @@ async fn read_at_least(
                 )
                 .retry_after(Duration::from_secs(1)));
             }
-            Err(e @ WaitError::Stopped { .. }) => return Err(ApiError::internal(&e)),
+            Err(WaitError::Stopped { cause, .. }) => return Err(read_model_stopped(model, &cause)),
         }
     }
     Ok(worker.reached().0)
+}
+
+/// `503 read_model_stopped`: `model` stopped (`why`), and what it holds is stale.
+pub(crate) fn read_model_stopped(model: ReadModel, why: &str) -> ApiError {
+    let message = format!("read model {} stopped ({why}): its queries are stale", model.name());
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "read_model_stopped", message)
 }

@@ -64,13 +64,7 @@ pub async fn readyz(State(app): State<Shared>) -> Result<Json<Status>, ApiError>
     }
     for model in ReadModel::ALL {
         if let Some(why) = node.projection(model).ended() {
-            let message =
-                format!("read model {} stopped ({why}): its queries are stale", model.name());
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "read_model_stopped",
-                message,
-            ));
+            return Err(super::read_model_stopped(model, &why));
         }
     }
     let behind = node.projections().iter().map(|p| p.lag()).max().unwrap_or(0);

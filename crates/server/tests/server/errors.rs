@@ -543,6 +543,43 @@ async fn a_failed_fsync_makes_commands_engine_stopped_and_the_server_unready() {
     assert!(metrics.text.contains("orderly_log_failed 1"), "{}", metrics.text);
 }
 
+/// A read model that stopped (here: another writer moved its checkpoint under it) answers no
+/// read: `503 read_model_stopped`, as `/readyz` says, not `404` for an order acknowledged
+/// since, nor `500` for a read that waits for it.
+#[tokio::test]
+async fn reads_of_a_read_model_that_stopped_are_503_read_model_stopped() {
+    let server = Server::start();
+    server.receive("mug", 5).await;
+    let before = support::position(&server.place("o-1", "c-1", &[("mug", 1)]).await);
+    server.get(&format!("/v1/orders/o-1?min_position={before}")).await.ok(StatusCode::OK);
+
+    let node = server.app.node().expect("running");
+    let txn = node.read_models().begin_write().expect("a write transaction");
+    txn.open_table(orderly_core::projection::CHECKPOINTS)
+        .expect("the checkpoints table")
+        .insert("orders", 1_000_000)
+        .expect("a checkpoint written");
+    txn.commit().expect("committed");
+    let after = support::position(&server.place("o-2", "c-1", &[("mug", 1)]).await);
+    for _ in 0..500 {
+        let ready = support::call(&server.app, support::get("/readyz", None)).await;
+        if ready.status != StatusCode::OK {
+            ready.error(StatusCode::SERVICE_UNAVAILABLE, "read_model_stopped");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.get("/v1/orders/o-2").await.error(StatusCode::SERVICE_UNAVAILABLE, "read_model_stopped");
+    let waited = server.get(&format!("/v1/orders/o-2?min_position={after}")).await;
+    waited.error(StatusCode::SERVICE_UNAVAILABLE, "read_model_stopped");
+    let held = server.get(&format!("/v1/orders/o-1?min_position={before}")).await;
+    held.error(StatusCode::SERVICE_UNAVAILABLE, "read_model_stopped");
+    server
+        .get("/v1/inventory/mug")
+        .await
+        .error(StatusCode::SERVICE_UNAVAILABLE, "read_model_stopped");
+}
+
 /// With an admission queue of one command, many orders at once: each is placed or refused
 /// with `503 overloaded` and `Retry-After`, never anything else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
