@@ -102,6 +102,16 @@ pub enum NodeError {
     /// A projection failed.
     #[error(transparent)]
     Projection(#[from] ProjectionError),
+    /// The log failed while the node ran (a full or failing disk): it accepted no command
+    /// since, and no snapshot was written. What it acknowledged is on the disk; the next start
+    /// replays the whole log.
+    #[error(
+        "the log failed while running ({cause}): no command was accepted since, and the next start replays the whole log"
+    )]
+    LogFailed {
+        /// The storage error.
+        cause: String,
+    },
     /// The read models' file did not open. It is derived from the log: moved away or
     /// deleted, it is built again from the log at the next start.
     #[error(
@@ -223,13 +233,20 @@ impl Node {
     }
 
     /// Stops in dependency order: the payments process (which sends commands), then the engine
-    /// (answering every admitted command), then the projection host. Returns the projection
-    /// error the host had stopped on, if any.
+    /// (answering every admitted command), then the projection host. Returns the log's failure,
+    /// if it failed while the node ran, or else the projection error the host had stopped on.
     pub fn shutdown(mut self) -> Result<(), NodeError> {
         self.stop_payments();
         self.engine.shutdown();
-        match self.projections.take() {
-            Some(host) => Ok(host.stop()?),
+        let stopped = self.projections.take().map_or(Ok(()), ProjectionHost::stop);
+        self.log_failure()?;
+        Ok(stopped?)
+    }
+
+    /// [`NodeError::LogFailed`] if the log failed while the node ran.
+    pub fn log_failure(&self) -> Result<(), NodeError> {
+        match self.engine.log().failure() {
+            Some(cause) => Err(NodeError::LogFailed { cause }),
             None => Ok(()),
         }
     }

@@ -22,7 +22,7 @@ use axum::http::StatusCode;
 use axum::middleware;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use orderly_core::domain::{Currency, GatewayId, TenantId};
-use orderly_core::node::{Node, NodeConfig};
+use orderly_core::node::{Node, NodeConfig, NodeError};
 use orderly_core::payments::{
     Fee, Route, Router, RouterConfig, SimulatedGateway, SimulatedGatewayConfig,
 };
@@ -239,8 +239,9 @@ impl App {
     }
 
     /// Closes the node: no new requests reach it, commands admitted are answered, the log is
-    /// closed. Waits (bounded) for requests still holding it. An error is a read model that
-    /// had stopped on one (what it had committed stays; the next start goes on from there).
+    /// closed. Waits (bounded) for requests still holding it. An error is the log's, if it
+    /// failed while the server ran, or a read model that had stopped on one (what it had
+    /// committed stays; the next start goes on from there).
     pub fn shutdown(&self) -> anyhow::Result<()> {
         self.begin_close();
         let Some(mut node) = self.node.write().unwrap_or_else(PoisonError::into_inner).take()
@@ -253,9 +254,10 @@ impl App {
         while started.elapsed() < patience {
             match Arc::try_unwrap(node) {
                 Ok(node) => {
-                    return node
-                        .shutdown()
-                        .map_err(|e| anyhow::anyhow!("read models stopped on an error: {e}"));
+                    return node.shutdown().map_err(|e| match e {
+                        NodeError::LogFailed { .. } => anyhow::Error::new(e),
+                        e => anyhow::anyhow!("read models stopped on an error: {e}"),
+                    });
                 }
                 Err(shared) => node = shared,
             }
@@ -266,6 +268,7 @@ impl App {
         tracing::warn!("requests still running at shutdown; closing the engine under them");
         node.stop_payments();
         node.engine().shutdown();
+        node.log_failure()?;
         // The host stops with the process; one that had stopped on an error says so here too.
         let failed =
             node.projections().iter().find_map(|p| p.ended().filter(|why| why != "stopped"));

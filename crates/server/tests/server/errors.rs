@@ -541,6 +541,9 @@ async fn a_failed_fsync_makes_commands_engine_stopped_and_the_server_unready() {
     health.error(StatusCode::SERVICE_UNAVAILABLE, "engine_stopped");
     let metrics = support::call(&server.app, support::get("/metrics", None)).await;
     assert!(metrics.text.contains("orderly_log_failed 1"), "{}", metrics.text);
+    // Stopped, it says so (and `orderly serve` exits non-zero), not that all went well.
+    let closed = server.app.shutdown().expect_err("a failed log is an error at the stop");
+    assert!(closed.to_string().contains("the log failed while running"), "{closed}");
 }
 
 /// A read model that stopped (here: another writer moved its checkpoint under it) answers no
