@@ -159,6 +159,20 @@ struct Inner {
     unanswered: Arc<decision::Unanswered>,
 }
 
+/// Admission times never go back, so a clock behind the log's last admission time (`last`)
+/// holds every admission at that time until it catches up, and unpaid holds expire late by as
+/// much: said at open, with the gap, since nothing else shows it.
+fn warn_if_clock_behind(now: Timestamp, last: Timestamp) {
+    let behind_ms = last.0.saturating_sub(now.0);
+    if behind_ms > SteadyClock::<SystemClock>::TOLERANCE_MS {
+        tracing::warn!(
+            behind_ms,
+            last_admission_ms = last.0,
+            "the clock is behind the log's last admission time: admissions are stamped with that time until the clock catches up, and unpaid holds expire that much later"
+        );
+    }
+}
+
 /// `config`, with the log's open reporting how far its verifying pass is every few seconds
 /// (in the engine's log, as the replay after it does) unless the caller asked for its own
 /// reports.
@@ -223,6 +237,7 @@ impl Engine {
             let replayed = log.head().0 - from.0;
             tracing::info!(position = from.0, replayed, "engine state from its snapshot");
         }
+        warn_if_clock_behind(config.clock.now(), last_now);
         let (sender, requests) = crossbeam_channel::bounded(config.admission_queue.max(1));
         let (durable, waiting) = crossbeam_channel::unbounded();
         let waiter_log = log.reader();

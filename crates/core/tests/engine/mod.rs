@@ -525,6 +525,47 @@ fn shutdown_returns_once_every_callback_has_run() {
     assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 5_000);
 }
 
+/// An open whose clock is behind the log's last admission time says so, with the gap: every
+/// admission is stamped with that time until the clock catches up, and holds expire late.
+#[test]
+fn an_open_on_a_clock_behind_the_log_warns_by_how_much() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(&ManualClock::at(START))).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 1)).unwrap();
+    engine.shutdown();
+    drop(engine);
+    let warnings = |clock: ManualClock| {
+        let logged = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = {
+            let logged = logged.clone();
+            move || Logged(logged.clone())
+        };
+        let subscriber = tracing_subscriber::fmt().with_writer(writer).with_ansi(false).finish();
+        tracing::subscriber::with_default(subscriber, || {
+            Engine::open(dir.path(), config(&clock)).unwrap().shutdown();
+        });
+        let text = String::from_utf8(logged.lock().unwrap().clone()).unwrap();
+        text.lines().filter(|l| l.contains("WARN")).map(str::to_owned).collect::<Vec<_>>()
+    };
+    let behind = warnings(ManualClock::at(Timestamp(START.0 - 7_200_000)));
+    assert_eq!(behind.len(), 1, "{behind:?}");
+    assert!(behind[0].contains("clock is behind") && behind[0].contains("behind_ms=7200000"));
+    assert!(warnings(ManualClock::at(START)).is_empty(), "a clock in step says nothing");
+}
+
+/// Collects what a test's subscriber writes.
+struct Logged(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logged {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[test]
 fn a_restart_replays_records_beyond_many_batches_and_stops_at_one_that_does_not_decode() {
     let dir = tempfile::tempdir().unwrap();
