@@ -67,10 +67,9 @@ enum Commands {
         /// The data folder.
         #[arg(long, env = "ORDERLY_DATA", default_value = "./data")]
         data: PathBuf,
-        /// The read model: inventory, orders, orders_by_customer or sales_kpis; all when
-        /// left out.
-        #[arg(long)]
-        projection: Option<String>,
+        /// The read model; all when left out.
+        #[arg(long, value_parser = read_model_parser())]
+        projection: Option<ReadModel>,
     },
     /// Drive a running server with a seeded Black Friday mix; prints a JSON line of figures.
     Load(LoadArgs),
@@ -329,7 +328,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !data.join(orderly_core::node::LOG_DIR).is_dir() {
                 anyhow::bail!("{} is not a data folder: it holds no log", data.display());
             }
-            rebuild(&data, projection.as_deref())
+            rebuild(&data, projection)
         }
         Commands::Replay { data, at, tenant, json } => {
             audit_cli::existing(&data)?;
@@ -399,15 +398,17 @@ fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
         .ok_or_else(|| anyhow::anyhow!("{target} resolves to no address"))
 }
 
+/// A read model named on the command line: one of [`ReadModel::ALL`]'s names, which `--help`
+/// lists (another is a usage error, exit 2).
+fn read_model_parser() -> impl clap::builder::TypedValueParser<Value = ReadModel> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(ReadModel::ALL.map(ReadModel::name))
+        .map(|name: String| ReadModel::named(&name).expect("one of the names offered"))
+}
+
 /// `orderly rebuild`: each read model rebuilt from position 0 and switched to atomically.
-fn rebuild(data: &std::path::Path, projection: Option<&str>) -> anyhow::Result<ExitCode> {
-    let models = match projection {
-        None => ReadModel::ALL.to_vec(),
-        Some(name) => vec![ReadModel::named(name).ok_or_else(|| {
-            let names: Vec<&str> = ReadModel::ALL.iter().map(|m| m.name()).collect();
-            anyhow::anyhow!("no read model {name:?}; one of {}", names.join(", "))
-        })?],
-    };
+fn rebuild(data: &std::path::Path, projection: Option<ReadModel>) -> anyhow::Result<ExitCode> {
+    let models = projection.map_or_else(|| ReadModel::ALL.to_vec(), |model| vec![model]);
     serve::refuse_a_held_folder(data)?;
     let node = Node::open(data, NodeConfig::default())
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", data.display()))?;
