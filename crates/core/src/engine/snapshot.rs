@@ -63,18 +63,25 @@ pub(crate) fn write(
 ) -> io::Result<u64> {
     let digest = digest_before(log, position)?;
     let aside = dir.join(format!("{FILE_NAME}.new"));
-    let mut out = Out::new(File::create(&aside)?);
-    out.bytes(MAGIC)?;
-    out.u16(FORMAT_VERSION)?;
-    out.u64(position)?;
-    out.bytes(&digest)?;
-    out.u64(last_now.0)?;
-    let tenants: Vec<_> = world.tenants_and_keys().collect();
-    out.u32(u32::try_from(tenants.len()).map_err(|_| invalid("too many tenants"))?)?;
-    for (id, state, keys) in tenants {
-        write_tenant(&mut out, id, state, keys)?;
+    let written = (|| {
+        let mut out = Out::new(File::create(&aside)?);
+        out.bytes(MAGIC)?;
+        out.u16(FORMAT_VERSION)?;
+        out.u64(position)?;
+        out.bytes(&digest)?;
+        out.u64(last_now.0)?;
+        let tenants: Vec<_> = world.tenants_and_keys().collect();
+        out.u32(u32::try_from(tenants.len()).map_err(|_| invalid("too many tenants"))?)?;
+        for (id, state, keys) in tenants {
+            write_tenant(&mut out, id, state, keys)?;
+        }
+        out.finish()
+    })();
+    if written.is_err() {
+        // What was written of it (as much as a full disk took) is given back.
+        let _ = std::fs::remove_file(&aside);
     }
-    let written = out.finish()?;
+    let written = written?;
     std::fs::rename(&aside, snapshot_path(dir))?;
     File::open(dir)?.sync_all()?;
     Ok(written)
