@@ -231,4 +231,8 @@ impl StorageFile for FaultyFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.inner.set_len(len)
     }
+
+    fn deleted(&self) -> io::Result<bool> {
+        self.inner.deleted()
+    }
 }

@@ -43,6 +43,11 @@ pub trait StorageFile: Send + Sync + std::fmt::Debug {
     fn size(&self) -> io::Result<u64>;
     /// Cuts or extends the file to `len` bytes (durable after the next `sync_data`).
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Whether the file was deleted while open (its last name is gone): what is written to it
+    /// then survives no restart. Storage without names says no.
+    fn deleted(&self) -> io::Result<bool> {
+        Ok(false)
+    }
 }
 
 /// Files in a directory of the local file system.
@@ -182,6 +187,11 @@ impl StorageFile for DiskFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.file.set_len(len)
+    }
+
+    fn deleted(&self) -> io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(self.file.metadata()?.nlink() == 0)
     }
 }
 

@@ -444,7 +444,16 @@ fn sync_groups(
             let written = file
                 .write_at(&group.buf, group.offset)
                 .and_then(|()| if zeros.is_empty() { Ok(()) } else { file.write_at(zeros, end) })
-                .and_then(|()| file.sync_data());
+                .and_then(|()| file.sync_data())
+                // A segment deleted under the log (a cleanup gone wrong) takes every record
+                // written to it with it at the next restart: the log stops before it
+                // acknowledges one (an `fstat` a group, next to its `fdatasync`).
+                .and_then(|()| match file.deleted()? {
+                    true => {
+                        Err(std::io::Error::other("the segment file was deleted while the log ran"))
+                    }
+                    false => Ok(()),
+                });
             match written {
                 Ok(()) => {
                     group.segment.committed_end.store(end, Ordering::Release);

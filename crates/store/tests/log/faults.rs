@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use orderly_store::{AppendError, Log, LogConfig, OpenError};
 
-use super::common::{open, open_faulty, payload, read_all, record, write_records};
+use super::common::{open, open_faulty, payload, read_all, record, segment_files, write_records};
 
 fn assert_fail_stop(arm: impl Fn(&orderly_store::faults::Faults)) {
     let dir = tempfile::tempdir().unwrap();
@@ -97,6 +97,21 @@ fn a_subscription_to_a_failed_log_waits_out_its_timeout() {
         calls += 1;
     }
     assert!(calls <= 7, "{calls} waits of 50 ms in 300 ms");
+}
+
+#[test]
+fn a_segment_deleted_under_the_log_stops_it_before_it_acknowledges_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), LogConfig::default());
+    log.append(vec![record("s", &payload(0))]).unwrap();
+    for segment in segment_files(dir.path()) {
+        std::fs::remove_file(segment).unwrap();
+    }
+    let refused = log.append(vec![record("s", &payload(1))]);
+    assert!(matches!(refused, Err(AppendError::Stopped { .. })), "{refused:?}");
+    let failure = log.failure().expect("the log stopped");
+    assert!(failure.contains("deleted"), "{failure}");
+    assert_eq!(log.head().0, 1, "nothing written to the deleted file was acknowledged");
 }
 
 #[test]
