@@ -157,6 +157,9 @@ struct Inner {
     snapshot_at_stop: Arc<std::sync::atomic::AtomicBool>,
     /// The batches whose answers the log's thread is still giving: `shutdown` waits for them.
     unanswered: Arc<decision::Unanswered>,
+    /// Whether a payments process runs on this engine: one at most (see
+    /// [`crate::process::PaymentProcess::start`]).
+    payments: std::sync::atomic::AtomicBool,
 }
 
 /// Admission times never go back, so a clock behind the log's last admission time (`last`)
@@ -285,6 +288,7 @@ impl Engine {
             restored_from,
             snapshot_at_stop,
             unanswered,
+            payments: std::sync::atomic::AtomicBool::new(false),
         };
         Ok(Engine { inner: Arc::new(inner) })
     }
@@ -509,6 +513,16 @@ impl Engine {
 
     fn gone(&self) -> ExecuteError {
         self.inner.answering.gone()
+    }
+
+    /// Takes the engine's one place for a payments process; false if one runs already.
+    pub(crate) fn claim_payments(&self) -> bool {
+        !self.inner.payments.swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Gives the place back, once the payments process that took it has stopped.
+    pub(crate) fn release_payments(&self) {
+        self.inner.payments.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn outcome(&self, tenant: TenantId, answer: Answer) -> Result<Outcome, ExecuteError> {

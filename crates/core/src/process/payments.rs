@@ -99,6 +99,11 @@ impl PaymentProcess {
     /// Returns once the process has taken over the orders waiting for payment (one read of the
     /// engine's state): those are resumed as orders an earlier run may have sent to any
     /// gateway, and every order placed after it returns is the process's own.
+    ///
+    /// # Panics
+    ///
+    /// If another payments process runs on `engine`: two would each take the other's flows
+    /// for their own, and one could void an authorization the other recorded.
     #[must_use]
     pub fn start(engine: Engine, router: Arc<Router>) -> PaymentProcess {
         Self::spawn(engine, router, None)
@@ -106,7 +111,7 @@ impl PaymentProcess {
 
     /// Starts the process with its checkpoint of settled money movements in the file
     /// `checkpoint` (created if missing): a start repeats only the movements committed since
-    /// the oldest one not settled when the process last ran. Returns as
+    /// the oldest one not settled when the process last ran. Returns, and panics, as
     /// [`PaymentProcess::start`] does.
     #[must_use]
     pub fn start_checkpointed(
@@ -118,12 +123,19 @@ impl PaymentProcess {
     }
 
     fn spawn(engine: Engine, router: Arc<Router>, checkpoint: Option<PathBuf>) -> PaymentProcess {
+        assert!(
+            engine.claim_payments(),
+            "a payments process runs on this engine already: stop it before starting another"
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let (taken_over, took_over) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("orderly-payments".into())
-            .spawn(move || run(&engine, &router, &stopping, checkpoint.as_ref(), &taken_over))
+            .spawn(move || {
+                run(&engine, &router, &stopping, checkpoint.as_ref(), &taken_over);
+                engine.release_payments();
+            })
             .expect("the payments thread starts");
         // Also answered if the engine stopped before the take-over (or the thread panicked).
         let _ = took_over.recv();

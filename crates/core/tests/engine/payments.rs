@@ -699,6 +699,29 @@ fn a_refund_behind_a_capture_whose_retries_ran_out_waits_for_the_next_start() {
     assert_eq!(pay.refunded_total(), 1_000, "the refund after it");
 }
 
+/// One payments process per engine: a second would take the first's flows for its own (and
+/// could void an authorization the first recorded). Once the first stops, another may start.
+#[test]
+fn a_second_payments_process_on_one_engine_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(&ManualClock::at(START))).unwrap();
+    let pay = gateway("pay", 0);
+    let first = PaymentProcess::start(engine.clone(), router(std::slice::from_ref(&pay)));
+    let second = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        PaymentProcess::start(engine.clone(), router(std::slice::from_ref(&pay)))
+    }));
+    let refused = second.expect_err("a second process does not start");
+    let why = refused.downcast_ref::<&str>().copied().unwrap_or_default();
+    assert!(why.contains("runs on this engine already"), "{why}");
+    first.stop();
+    let again = PaymentProcess::start(engine.clone(), router(std::slice::from_ref(&pay)));
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    engine.execute_blocking(place("acme", "o-1", &[("sku-1", 2)])).unwrap();
+    settled(&engine, 1);
+    again.stop();
+    assert_eq!(pay.approvals(), 1, "the process started after the first stopped pays");
+}
+
 #[test]
 fn a_log_reader_does_not_keep_the_engine_s_folder_locked() {
     let dir = tempfile::tempdir().unwrap();
