@@ -286,9 +286,18 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
         parts: &mut Parts,
         _: &S,
     ) -> Result<IdempotencyKeyHeader, ApiError> {
-        let Some(value) = parts.headers.get(IDEMPOTENCY_KEY) else {
+        let mut values = parts.headers.get_all(IDEMPOTENCY_KEY).iter();
+        let Some(value) = values.next() else {
             return Ok(IdempotencyKeyHeader(None));
         };
+        // Two keys (a proxy or a library adding its own) would make one of them count and a
+        // retry under the other run the command again.
+        if values.next().is_some() {
+            return Err(ApiError::validation(
+                "Idempotency-Key",
+                "send one Idempotency-Key header, not several",
+            ));
+        }
         let text = value
             .to_str()
             .map_err(|_| ApiError::validation("Idempotency-Key", "the key must be ASCII text"))?;

@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use orderly_core::domain::limits::MAX_QUANTITY;
 use orderly_core::domain::{Command, Quantity, Sku};
 use orderly_core::node::ReadModel;
 use orderly_core::projection;
@@ -18,8 +19,8 @@ use crate::extract::{Caller, IdempotencyKeyHeader, JsonBody, PathText, QueryOf};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiveStock {
-    /// Units received, 1 or more.
-    #[schema(minimum = 1, example = 100)]
+    /// Units received, 1 to 1,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000, example = 100)]
     pub quantity: u64,
 }
 
@@ -27,8 +28,8 @@ pub struct ReceiveStock {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustStock {
-    /// Signed change of on hand, never zero.
-    #[schema(example = -2)]
+    /// Signed change of on hand: 1 to 1,000,000 units either way, never zero.
+    #[schema(minimum = -1_000_000, maximum = 1_000_000, example = -2)]
     pub delta: i64,
 }
 
@@ -52,7 +53,7 @@ pub struct StockLevel {
     pub reserved: u64,
     /// Units that can still be ordered: on hand minus reserved.
     pub available: u64,
-    /// The read model includes every event below this log position.
+    /// The read holds every event below this log position (and may hold some at or past it).
     pub position: u64,
 }
 
@@ -115,7 +116,13 @@ pub async fn adjust(
     JsonBody(body): JsonBody<AdjustStock>,
 ) -> Result<(HeaderMap, Json<StockChanged>), ApiError> {
     let sku = sku(&sku_text)?;
-    let command = Command::AdjustStock { sku: sku.clone(), delta: body.delta };
+    let delta = body.delta;
+    if delta == 0 || delta.unsigned_abs() > u64::from(MAX_QUANTITY) {
+        let message =
+            format!("delta must be a change of 1 to {MAX_QUANTITY} units either way, got {delta}");
+        return Err(ApiError::validation("delta", message));
+    }
+    let command = Command::AdjustStock { sku: sku.clone(), delta };
     let (outcome, headers) = execute(&app, tenant, key, command).await?;
     let position = outcome.next_position().0;
     Ok((headers, Json(StockChanged { sku: sku.as_str().to_owned(), position })))

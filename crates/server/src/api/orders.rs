@@ -55,11 +55,11 @@ pub struct Line {
     /// What is bought.
     #[schema(example = "mug")]
     pub sku: String,
-    /// How many, 1 or more.
-    #[schema(minimum = 1, example = 2)]
+    /// How many, 1 to 1,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000, example = 2)]
     pub quantity: u64,
-    /// Price of one unit in minor units (cents), 1 or more.
-    #[schema(minimum = 1, example = 1200)]
+    /// Price of one unit in minor units (cents), 1 to 100,000,000,000.
+    #[schema(minimum = 1, maximum = 100_000_000_000_u64, example = 1200)]
     pub unit_price: u64,
 }
 
@@ -138,7 +138,7 @@ pub struct OrderBody {
     pub hold_expires_at_ms: Option<u64>,
     /// Log positions of the order's events, in order.
     pub event_positions: Vec<u64>,
-    /// The read model includes every event below this log position.
+    /// The read holds every event below this log position (and may hold some at or past it).
     pub position: u64,
 }
 
@@ -169,7 +169,7 @@ pub struct OrdersPage {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub next: Option<String>,
-    /// The read model includes every event below this log position.
+    /// The read holds every event below this log position (and may hold some at or past it).
     pub position: u64,
 }
 
@@ -183,6 +183,7 @@ pub struct ListOrders {
     /// The `next` of the previous page.
     pub after: Option<String>,
     /// Orders per page, 1 to 500 (50 by default).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// Wait (bounded) until the read model has reached this position.
     pub min_position: Option<u64>,

@@ -102,6 +102,12 @@ async fn wrong_fields_are_422_validation_failed_naming_the_field() {
     let receive = server.post("/v1/inventory/mug/receive", &json!({ "quantity": 0 })).await;
     let details = receive.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     assert_eq!(details["field"], "quantity");
+    // A stock count's change has the bounds of a quantity, either way, and is never zero.
+    for delta in [0, 1_000_001, -1_000_001] {
+        let adjust = server.post("/v1/inventory/mug/adjust", &json!({ "delta": delta })).await;
+        let details = adjust.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(details["field"], "delta", "{delta}");
+    }
     let unknown = json!({ "quantity": 1, "extra": true });
     let receive = server.post("/v1/inventory/mug/receive", &unknown).await;
     let details = receive.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");

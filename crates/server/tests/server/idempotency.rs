@@ -85,6 +85,23 @@ async fn the_payments_process_keys_are_reserved() {
     server.post_keyed("/v1/orders", "pm-like-but-mine", &order).await.ok(StatusCode::CREATED);
 }
 
+/// Two keys on one request (a proxy or a library adding its own) are refused: with one of them
+/// counted, a retry under the other would run the command again.
+#[tokio::test]
+async fn several_idempotency_keys_on_one_request_are_refused() {
+    let server = Server::start();
+    let mut request =
+        support::post("/v1/inventory/mug/receive", Some(&server.token), &json!({ "quantity": 1 }));
+    for key in ["k-1", "k-2"] {
+        request.headers_mut().append("idempotency-key", key.parse().expect("a header value"));
+    }
+    let reply = server.call(request).await;
+    let details = reply.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(details["field"], "Idempotency-Key");
+    let mug = server.get("/v1/inventory/mug").await;
+    mug.error(StatusCode::NOT_FOUND, "unknown_sku");
+}
+
 #[tokio::test]
 async fn stock_and_order_commands_replay_too() {
     let server = Server::start();
