@@ -103,10 +103,10 @@ pub enum NodeError {
     #[error(transparent)]
     Projection(#[from] ProjectionError),
     /// The log failed while the node ran (a full or failing disk): it accepted no command
-    /// since, and no snapshot was written. What it acknowledged is on the disk; the next start
-    /// replays the whole log.
+    /// since, and this stop wrote no snapshot. What it acknowledged is on the disk; the next
+    /// start replays the log from the last snapshot written before (or from its start).
     #[error(
-        "the log failed while running ({cause}): no command was accepted since, and the next start replays the whole log"
+        "the log failed while running ({cause}): no command was accepted since, and this stop wrote no snapshot"
     )]
     LogFailed {
         /// The storage error.

@@ -37,4 +37,3 @@ pub use record::{ChainHash, Expected, NewRecord, Record};
 pub use recovery::{Recovery, TornTail};
 pub use scan::{ScanError, ScanProgress, ScanReport, ScannedRecord, scan};
 pub use storage::{DirStorage, Storage, StorageFile};
-pub use writer::on_log_thread;

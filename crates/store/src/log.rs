@@ -170,8 +170,11 @@ struct Inner {
     requests: Option<Sender<Request>>,
     /// Size of new segments: no batch may be larger.
     segment_size: u64,
-    /// The writer's thread, which holds the folder's lock until it has answered every batch.
+    /// The writer's thread (which, with the seal and sync threads, holds the folder's lock
+    /// until they have answered every batch).
     writer: Option<JoinHandle<()>>,
+    /// The log's identity on its own threads ([`crate::writer::log_id`]).
+    id: usize,
 }
 
 impl Drop for Inner {
@@ -182,7 +185,7 @@ impl Drop for Inner {
             // own threads, which the writer waits for as it stops: waiting for the writer
             // there would never end. It then stops on its own, and releases the lock when it
             // has.
-            if crate::writer::on_log_thread() {
+            if crate::writer::on_threads_of(self.id) {
                 return;
             }
             // A panic in the writer is a bug already reported on stderr; nothing more to do.
@@ -335,18 +338,17 @@ impl Log {
             checkpoint_every: config.checkpoint_every,
             buf: Vec::with_capacity(crate::limits::MAX_GROUP_BYTES),
             waiting: Vec::new(),
+            lock: lock.map(Arc::new),
         };
         let writer = std::thread::Builder::new()
             .name("orderly-log-writer".into())
-            .spawn(move || {
-                writer.run();
-                drop(lock);
-            })
+            .spawn(move || writer.run())
             .map_err(|source| OpenError::Io { path: ".".into(), source })?;
         let inner = Inner {
             requests: Some(sender),
             segment_size: config.segment_size,
             writer: Some(writer),
+            id: crate::writer::log_id(&shared),
         };
         Ok((Log { shared, inner: Arc::new(inner) }, recovered.report))
     }
@@ -663,7 +665,7 @@ pub struct Subscription {
 impl Subscription {
     /// The next committed record, waiting up to `timeout` for one; `None` on timeout. A log
     /// that failed ([`Log::failure`]) commits nothing more: once its committed records are
-    /// read, every call waits out its timeout and gives `None`.
+    /// read, every call waits out its timeout (a second at most) and gives `None`.
     pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<Record, ReadError>> {
         if self.reader.next >= self.reader.until {
             let head = self.shared.wait_beyond(self.reader.next, timeout);

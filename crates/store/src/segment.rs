@@ -231,10 +231,15 @@ pub(crate) fn has_record_within(file: &dyn StorageFile, from: u64, end: u64) -> 
     }))
 }
 
-/// What a chunk read by [`is_zero`] is compared with: slice equality is one `memcmp`, fast in
-/// any build (a byte-by-byte look made a debug build's open of a fresh 256 MiB segment take a
-/// second and more).
-static ZERO_CHUNK: [u8; READ_CHUNK] = [0; READ_CHUNK];
+/// Bytes of [`ZEROS`].
+const ZEROS_LEN: usize = 1 << 20;
+
+/// A megabyte of zeros: what the writer writes after a group that reaches past what was
+/// written before, and what a chunk read by [`is_zero`] is compared with (slice equality is
+/// one `memcmp`, fast in any build: a byte-by-byte look made a debug build's open of a fresh
+/// 256 MiB segment take a second).
+pub(crate) static ZEROS: [u8; ZEROS_LEN] = [0; ZEROS_LEN];
+const _: () = assert!(READ_CHUNK <= ZEROS_LEN && crate::limits::ZEROS_AHEAD <= ZEROS_LEN);
 
 /// Whether every byte of `file` in `[from, end)` is zero.
 pub(crate) fn is_zero(file: &dyn StorageFile, from: u64, end: u64) -> io::Result<bool> {
@@ -246,7 +251,7 @@ pub(crate) fn is_zero(file: &dyn StorageFile, from: u64, end: u64) -> io::Result
         if n == 0 {
             break;
         }
-        if buf[..n] != ZERO_CHUNK[..n] {
+        if buf[..n] != ZEROS[..n] {
             return Ok(false);
         }
         offset += n as u64;

@@ -30,6 +30,7 @@ use crate::observer::GroupSynced;
 use crate::position::{Position, StreamVersion};
 use crate::record::{self, ChainHash, Expected, NewRecord};
 use crate::segment;
+use crate::storage::DirLock;
 
 /// Called once with the outcome of a batch: after it is durable, or when it is refused.
 pub(crate) type Completion = Box<dyn FnOnce(Result<Appended, AppendError>) + Send>;
@@ -135,6 +136,9 @@ pub(crate) struct Writer {
     pub checkpoint_every: Duration,
     pub buf: Vec<u8>,
     pub waiting: Vec<(Completion, Appended)>,
+    /// The folder's lock, held by each of the log's threads until it ends: no other writer
+    /// opens the folder while any of them may still write (a panic in one included).
+    pub lock: Option<Arc<DirLock>>,
 }
 
 /// A group on its way to the disk.
@@ -178,7 +182,7 @@ impl Writer {
     /// Runs the writer: this thread gathers group n+2 while a second one seals group n+1 and a
     /// third writes and syncs group n, so neither the CPU nor the disk waits for the other.
     pub(crate) fn run(mut self) {
-        mark_log_thread();
+        mark_log_thread(&self.shared);
         let (stages, sealer_rx) = crossbeam_channel::bounded(STAGE_QUEUE);
         let (sealed, syncer_rx) = crossbeam_channel::bounded(STAGE_QUEUE);
         // One spare per group that can be in flight behind the encoder.
@@ -186,18 +190,26 @@ impl Writer {
         let last_hash = self.last_hash;
         let sealer = std::thread::Builder::new()
             .name("orderly-log-seal".into())
-            .spawn(move || {
-                mark_log_thread();
-                seal_groups(last_hash, &sealer_rx, &sealed)
+            .spawn({
+                let (shared, lock) = (self.shared.clone(), self.lock.clone());
+                move || {
+                    let _lock = lock;
+                    mark_log_thread(&shared);
+                    seal_groups(last_hash, &sealer_rx, &sealed)
+                }
             })
             .expect("the log's seal thread starts");
         let shared = self.shared.clone();
         let checkpoint_every = self.checkpoint_every;
         let syncer = std::thread::Builder::new()
             .name("orderly-log-sync".into())
-            .spawn(move || {
-                mark_log_thread();
-                sync_groups(&shared, checkpoint_every, &syncer_rx, &spare_tx);
+            .spawn({
+                let lock = self.lock.clone();
+                move || {
+                    let _lock = lock;
+                    mark_log_thread(&shared);
+                    sync_groups(&shared, checkpoint_every, &syncer_rx, &spare_tx);
+                }
             })
             .expect("the log's sync thread starts");
         let pipeline = Pipeline { stages, spare };
@@ -395,23 +407,25 @@ fn seal_groups(
     last_hash
 }
 
-/// What the syncer writes after a group when it reaches past the zeros written before.
-static ZEROS: [u8; ZEROS_AHEAD] = [0; ZEROS_AHEAD];
-
 thread_local! {
-    /// Set on the log's own threads (writer, sealer, syncer), where appends' callbacks run.
-    static ON_LOG_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// On a log's own threads (writer, sealer, syncer), where appends' callbacks run: which
+    /// log's ([`log_id`]); 0 elsewhere.
+    static LOG_OF_THREAD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-fn mark_log_thread() {
-    ON_LOG_THREAD.with(|on| on.set(true));
+/// A log's identity for [`on_threads_of`]: where its shared state lives.
+pub(crate) fn log_id(shared: &Arc<Shared>) -> usize {
+    Arc::as_ptr(shared) as usize
 }
 
-/// Whether this thread is one of a log's own: an append's callback runs on one, and must not
-/// wait for the log to stop there (the log waits for its threads as it stops).
-#[must_use]
-pub fn on_log_thread() -> bool {
-    ON_LOG_THREAD.with(std::cell::Cell::get)
+fn mark_log_thread(shared: &Arc<Shared>) {
+    LOG_OF_THREAD.with(|log| log.set(log_id(shared)));
+}
+
+/// Whether this thread is one of the log `id`'s own: an append's callback runs on one, and the
+/// log must not wait for its threads to stop there.
+pub(crate) fn on_threads_of(id: usize) -> bool {
+    LOG_OF_THREAD.with(std::cell::Cell::get) == id
 }
 
 /// The syncing stage of the writer: writes each group with one `write` (and, at times, the
@@ -440,7 +454,8 @@ fn sync_groups(
             let file = &group.segment.file;
             let started = Instant::now();
             let end = group.offset + group.buf.len() as u64;
-            let zeros = &ZEROS[..usize::try_from(group.zeros).expect("at most ZEROS_AHEAD")];
+            let zeros =
+                &segment::ZEROS[..usize::try_from(group.zeros).expect("at most ZEROS_AHEAD")];
             let written = file
                 .write_at(&group.buf, group.offset)
                 .and_then(|()| if zeros.is_empty() { Ok(()) } else { file.write_at(zeros, end) })

@@ -40,6 +40,21 @@ impl Serialize for Digest {
     }
 }
 
+impl Digest {
+    /// The digest of `log` at `head`: the chain hash of the record before it (zeros at 0),
+    /// read from the disk. What binds a file kept beside a log (the engine's snapshot, the
+    /// payments checkpoint) to the log it was written for.
+    pub fn of(log: &orderly_store::LogReader, head: u64) -> std::io::Result<Digest> {
+        let Some(before) = head.checked_sub(1) else { return Ok(Digest { head, hash: [0; 32] }) };
+        let missing = || std::io::Error::other(format!("the log has no record at {before}"));
+        let hash = log
+            .chain_hash_at(orderly_store::Position(before))
+            .ok_or_else(missing)?
+            .map_err(std::io::Error::other)?;
+        Ok(Digest { head, hash })
+    }
+}
+
 /// Why a text is not a digest.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("a digest is POSITION:HASH with 64 hex digits of hash, got {0:?}")]

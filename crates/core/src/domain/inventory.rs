@@ -11,7 +11,7 @@
 //! order is at hand anyway.
 
 use super::decider::{Context, Decider};
-use super::limits::{MAX_ON_HAND, MAX_QUANTITY};
+use super::limits::{MAX_ON_HAND, MAX_QUANTITY, is_adjustment};
 use super::types::{OrderId, Quantity, Timestamp};
 
 /// The inventory decider.
@@ -244,7 +244,7 @@ impl Inventory {
             }
             C::Adjust { delta } => {
                 let delta = *delta;
-                if delta == 0 || delta.unsigned_abs() > u64::from(MAX_QUANTITY) {
+                if !is_adjustment(delta) {
                     return Err(R::InvalidAdjustment { delta });
                 }
                 if !state.known {

@@ -12,6 +12,12 @@ pub const MAX_LINES_PER_ORDER: usize = 50;
 /// Largest quantity one command may carry (one order line, one receipt, one adjustment).
 pub const MAX_QUANTITY: u32 = 1_000_000;
 
+/// Whether `delta` may correct a stock count: 1 to [`MAX_QUANTITY`] units either way.
+#[must_use]
+pub fn is_adjustment(delta: i64) -> bool {
+    delta != 0 && delta.unsigned_abs() <= u64::from(MAX_QUANTITY)
+}
+
 /// Largest stock a SKU may have on hand; receipts beyond it are rejected.
 pub const MAX_ON_HAND: u64 = 1_000_000_000_000;
 

@@ -327,10 +327,11 @@ impl Engine {
     /// callers that keep many commands in flight without an async runtime — a bulk import, a
     /// load driver — with no future, task or wake-up per command.
     ///
-    /// `on_answer` runs on one of the engine's own threads (the log's, or after a failure the
-    /// decision thread), which answer the other callers too: it must be quick, must not block
-    /// and must not call the engine's blocking methods or `shutdown` (hand the outcome to a
-    /// channel); if it panics, only its own answer is lost. A command the engine cannot take
+    /// `on_answer` runs on one of the engine's own threads (the log's; for a replayed command,
+    /// the one that reads answers back; after a failure, the decision thread), which answer the
+    /// other callers too: it must be quick, must not block and must not call the engine's
+    /// blocking methods or `shutdown` (hand the outcome to a channel); if it panics, only its
+    /// own answer is lost. A command the engine cannot take
     /// at once (a full queue, shutting down) is answered so before `send` returns, on the
     /// caller's thread.
     pub fn send<F>(&self, envelope: Envelope, on_answer: F)
@@ -428,9 +429,9 @@ impl Engine {
 
     /// Stops admitting commands, decides and commits what was admitted, and waits for the
     /// decision thread to finish and for every admitted command's answer to be given (the
-    /// callbacks of [`Engine::send`] and [`Engine::send_ack`] have run when it returns, unless
-    /// it is called from one of them). The decision thread writes a snapshot of the state once
-    /// all of it is durable, so that the next open replays only what comes after.
+    /// callbacks of [`Engine::send`] and [`Engine::send_ack`], which must not call it, have
+    /// run when it returns). The decision thread writes a snapshot of the state once all of
+    /// it is durable, so that the next open replays only what comes after.
     ///
     /// The log closes, and the folder is free for another open, when the last handle is
     /// dropped. An engine dropped without `shutdown` stops as after a crash: no snapshot, and
@@ -454,11 +455,7 @@ impl Engine {
         if let Some(durable) = durable {
             let _ = durable.join();
         }
-        // A callback that shuts the engine down runs on the log's thread, which gives the
-        // answers waited for here.
-        if !orderly_store::on_log_thread() {
-            self.inner.unanswered.wait_none();
-        }
+        self.inner.unanswered.wait_none();
     }
 
     fn submit(&self, envelope: Envelope, reply: Reply) -> Result<(), ExecuteError> {
@@ -539,9 +536,8 @@ fn reply_of(work: Work) -> Reply {
 }
 
 /// What answering a command needs, shared with [`Engine::send`]'s callbacks. It holds a
-/// reader of the log, not the engine: the last of the callbacks may be dropped on one of the
-/// log's own threads, and dropping the last engine there would close the log from inside
-/// (closing joins those threads).
+/// reader of the log, not the engine: the callbacks keep no engine open, and the last of them
+/// may be dropped on one of the log's own threads.
 #[derive(Debug)]
 struct Answering {
     log: LogReader,

@@ -26,7 +26,9 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use orderly_store::{Log, Position};
+use orderly_store::Log;
+
+use crate::audit::Digest;
 
 use super::state::{KeyEntry, Keys, World};
 use crate::codec::Fingerprint;
@@ -184,10 +186,7 @@ pub(crate) fn snapshot_path(dir: &Path) -> PathBuf {
 /// version 1 hashed that record's fields alone: two logs that differed only before it took
 /// each other's snapshots.)
 fn digest_before(log: &Log, position: u64) -> io::Result<[u8; 32]> {
-    let Some(before) = position.checked_sub(1) else { return Ok([0; 32]) };
-    log.chain_hash_at(Position(before))
-        .ok_or_else(|| invalid("no record before the snapshot's position"))?
-        .map_err(|e| invalid(&e.to_string()))
+    Ok(Digest::of(&log.reader(), position)?.hash)
 }
 
 fn invalid(why: &str) -> io::Error {

@@ -133,8 +133,10 @@ impl PaymentProcess {
         let thread = std::thread::Builder::new()
             .name("orderly-payments".into())
             .spawn(move || {
+                // Given back however the process ends (a panic included), so that another may
+                // start on the engine.
+                let _place = PaymentsPlace(engine.clone());
                 run(&engine, &router, &stopping, checkpoint.as_ref(), &taken_over);
-                engine.release_payments();
             })
             .expect("the payments thread starts");
         // Also answered if the engine stopped before the take-over (or the thread panicked).
@@ -159,6 +161,15 @@ impl PaymentProcess {
 impl Drop for PaymentProcess {
     fn drop(&mut self) {
         self.halt();
+    }
+}
+
+/// The engine's one place for a payments process, held by the process's thread.
+struct PaymentsPlace(Engine);
+
+impl Drop for PaymentsPlace {
+    fn drop(&mut self) {
+        self.0.release_payments();
     }
 }
 

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use orderly_store::{LogReader, Position};
+use orderly_store::LogReader;
 
 use crate::audit::Digest;
 
@@ -115,8 +115,8 @@ pub(super) fn load(path: &Path, log: &LogReader) -> (u64, Option<String>) {
     if position > head {
         return (0, Some(format!("its position {position} is past the log's head {head}")));
     }
-    match (hash, hash_before(log, position)) {
-        (Some(named), Ok(found)) if named != found => {
+    match (hash, Digest::of(log, position)) {
+        (Some(named), Ok(found)) if named != found.hash => {
             let why = format!(
                 "the record before its position {position} is not the one it names: it was written for another log"
             );
@@ -127,17 +127,10 @@ pub(super) fn load(path: &Path, log: &LogReader) -> (u64, Option<String>) {
     }
 }
 
-/// The chain hash of the record before `position` (zeros at 0), as a [`Digest`] names it.
-fn hash_before(log: &LogReader, position: u64) -> std::io::Result<orderly_store::ChainHash> {
-    let Some(before) = position.checked_sub(1) else { return Ok([0; 32]) };
-    let missing = || std::io::Error::other(format!("no record at {before}"));
-    log.chain_hash_at(Position(before)).ok_or_else(missing)?.map_err(std::io::Error::other)
-}
-
 /// Replaces the checkpoint in `path` with `position` of `log`, atomically (written beside,
 /// synced, renamed over, folder synced).
 pub(super) fn store(path: &Path, log: &LogReader, position: u64) -> std::io::Result<()> {
-    let digest = Digest { head: position, hash: hash_before(log, position)? };
+    let digest = Digest::of(log, position)?;
     let temporary = PathBuf::from(format!("{}.new", path.display()));
     let mut file = std::fs::File::create(&temporary)?;
     writeln!(file, "{HEADER}\n{digest}")?;

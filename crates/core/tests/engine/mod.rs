@@ -474,9 +474,8 @@ fn a_panicking_send_callback_does_not_stop_the_engine() {
 }
 
 /// A program that sends commands and closes the engine without waiting for their answers:
-/// every command is still answered once, closing ends cleanly (the last reference to the
-/// engine is not dropped on one of the log's own threads, which would close the log from
-/// inside), and the folder opens again at once with every acknowledged command in it.
+/// every command is still answered once, closing ends cleanly, and the folder opens again at
+/// once with every acknowledged command in it.
 #[test]
 fn closing_with_sends_in_flight_answers_them_all_and_frees_the_folder() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use orderly_core::domain::limits::MAX_QUANTITY;
+use orderly_core::domain::limits::{MAX_QUANTITY, is_adjustment};
 use orderly_core::domain::{Command, Quantity, Sku};
 use orderly_core::node::ReadModel;
 use orderly_core::projection;
@@ -117,7 +117,7 @@ pub async fn adjust(
 ) -> Result<(HeaderMap, Json<StockChanged>), ApiError> {
     let sku = sku(&sku_text)?;
     let delta = body.delta;
-    if delta == 0 || delta.unsigned_abs() > u64::from(MAX_QUANTITY) {
+    if !is_adjustment(delta) {
         let message =
             format!("delta must be a change of 1 to {MAX_QUANTITY} units either way, got {delta}");
         return Err(ApiError::validation("delta", message));
