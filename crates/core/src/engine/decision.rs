@@ -361,7 +361,7 @@ impl DecisionThread {
         // `log.failure()`.
         let records = &self.turn.records[..decided];
         let reported = self.failure_reported.clone();
-        let answering = self.unanswered.start();
+        let in_flight = self.unanswered.start();
         let _refused = self.log.append_or_wait(records, move |outcome| match outcome {
             Ok(appended) => {
                 assert_eq!(
@@ -374,7 +374,7 @@ impl DecisionThread {
                 for (reply, answer) in deferred {
                     reply(answer);
                 }
-                drop(answering);
+                drop(in_flight);
             }
             Err(e) => {
                 if !reported.swap(true, std::sync::atomic::Ordering::Relaxed) {
@@ -387,7 +387,7 @@ impl DecisionThread {
                 for (reply, _) in deferred {
                     reply(Err(stopped()));
                 }
-                drop(answering);
+                drop(in_flight);
             }
         });
     }
@@ -403,9 +403,9 @@ pub(crate) struct Unanswered {
 impl Unanswered {
     /// Counts a batch until the returned guard is dropped: by the batch's callback once it
     /// has given every answer, or with the callback if the log drops it uncalled.
-    fn start(self: &Arc<Self>) -> Answering {
+    fn start(self: &Arc<Self>) -> BatchInFlight {
         *self.lock() += 1;
-        Answering(self.clone())
+        BatchInFlight(self.clone())
     }
 
     /// Waits until every batch counted has given its answers.
@@ -422,9 +422,9 @@ impl Unanswered {
 }
 
 /// A batch counted in [`Unanswered`] until dropped.
-struct Answering(Arc<Unanswered>);
+struct BatchInFlight(Arc<Unanswered>);
 
-impl Drop for Answering {
+impl Drop for BatchInFlight {
     fn drop(&mut self) {
         let mut count = self.0.lock();
         *count -= 1;

@@ -98,16 +98,15 @@ pub(super) fn load(path: &Path, log: &LogReader) -> (u64, Option<String>) {
         Err(e) => return (0, Some(e.to_string())),
     };
     let mut lines = text.lines();
-    let (position, hash) = match (lines.next(), lines.next()) {
-        (Some(HEADER), Some(digest)) => match digest.parse::<Digest>() {
-            Ok(digest) => (digest.head, Some(digest.hash)),
-            Err(_) => return (0, Some(format!("{} is not a payments checkpoint", path.display()))),
-        },
-        (Some(HEADER_V1), Some(position)) => match position.parse() {
-            Ok(position) => (position, None),
-            Err(_) => return (0, Some(format!("{} is not a payments checkpoint", path.display()))),
-        },
-        _ => return (0, Some(format!("{} is not a payments checkpoint", path.display()))),
+    let named = match (lines.next(), lines.next()) {
+        (Some(HEADER), Some(digest)) => {
+            digest.parse::<Digest>().ok().map(|d| (d.head, Some(d.hash)))
+        }
+        (Some(HEADER_V1), Some(position)) => position.parse().ok().map(|p| (p, None)),
+        _ => None,
+    };
+    let Some((position, hash)) = named else {
+        return (0, Some(format!("{} is not a payments checkpoint", path.display())));
     };
     // Past the log's head (recovery cut the log's tail, or it was put back from an older
     // copy), it would count the movements of the records written next as settled.
