@@ -11,15 +11,16 @@ use super::state::DomainState;
 use super::{Progress, pass};
 use crate::domain::{OrderStatus, TenantId, TenantState};
 
-/// How far to replay. Replay applies whole batches only (a command's events are one batch,
-/// so a state between them never existed): it stops before the first batch that would go
-/// past the point.
+/// How far to replay. Replay applies whole commands only (a state between a command's events
+/// never existed): a decision record is one whole command; in a log written before decision
+/// records, a command's records were one batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplayPoint {
     /// The whole log.
     Head,
-    /// The first `n` records (positions `0..n`, the same count as a [`Digest`]'s head),
-    /// rounded down to a batch boundary.
+    /// The first `n` records (positions `0..n`, the same count as a [`Digest`]'s head): a
+    /// command answered with `position` n is in, the next one is not. (In a log written
+    /// before decision records, rounded down to a batch boundary.)
     Position(u64),
     /// Every batch whose records were all admitted at or before this time (ms since the Unix
     /// epoch); replay stops at the first batch with a record stamped later.
@@ -93,24 +94,35 @@ pub fn replay(
     let mut last_timestamp = None;
     let mut inconsistent = None;
     let mut stopped_before_end = false;
+    // The chain hash of the record just before a position asked for, for its digest.
+    let hash_before_point = std::cell::Cell::new(None);
     pass::run(
         dir,
         progress,
-        |_| {},
+        |record| {
+            if let ReplayPoint::Position(n) = point
+                && record.position.0 + 1 == n
+            {
+                hash_before_point.set(Some(*record.hash));
+            }
+        },
         |batch| {
             let Some(last) = batch.entries.last() else {
                 return ControlFlow::Continue(());
             };
-            let beyond = match point {
-                ReplayPoint::Head => false,
-                ReplayPoint::Position(n) => last.position >= n,
-                ReplayPoint::Time(t) => batch.entries.iter().any(|e| e.timestamp > t),
+            // The entries of the batch to apply: all of them, or those before the point.
+            let applied = match point {
+                ReplayPoint::Head => batch.entries.len(),
+                ReplayPoint::Position(n) if last.position < n => batch.entries.len(),
+                // A turn of the engine is one batch of many commands, a decision record each.
+                ReplayPoint::Position(n) if batch.entries.iter().all(is_one_command) => {
+                    batch.entries.iter().take_while(|e| e.position < n).count()
+                }
+                ReplayPoint::Position(_) => 0,
+                ReplayPoint::Time(t) if batch.entries.iter().any(|e| e.timestamp > t) => 0,
+                ReplayPoint::Time(_) => batch.entries.len(),
             };
-            if beyond {
-                stopped_before_end = true;
-                return ControlFlow::Break(());
-            }
-            for entry in batch.entries {
+            for entry in &batch.entries[..applied] {
                 let of = entry.record.tenant();
                 if tenant.is_some_and(|t| t != of) {
                     continue;
@@ -121,8 +133,19 @@ pub fn replay(
                     return ControlFlow::Break(());
                 }
             }
-            digest = Digest { head: last.position + 1, hash: *batch.last_hash };
-            last_timestamp = Some(last.timestamp);
+            if let Some(applied_last) = applied.checked_sub(1).map(|i| &batch.entries[i]) {
+                let hash = if applied == batch.entries.len() {
+                    *batch.last_hash
+                } else {
+                    hash_before_point.get().expect("the record before the point was scanned")
+                };
+                digest = Digest { head: applied_last.position + 1, hash };
+                last_timestamp = Some(applied_last.timestamp);
+            }
+            if applied < batch.entries.len() {
+                stopped_before_end = true;
+                return ControlFlow::Break(());
+            }
             ControlFlow::Continue(())
         },
     )?;
@@ -136,6 +159,12 @@ pub fn replay(
         return Err(AuditError::BeyondHead { asked, head: digest.head });
     }
     Ok(report(digest, last_timestamp, &state))
+}
+
+/// Whether `entry` is one whole command (a decision record), so that a replay may stop
+/// after it, inside its batch.
+fn is_one_command(entry: &super::pass::Entry) -> bool {
+    matches!(entry.record, crate::codec::Decoded::Decision { .. })
 }
 
 /// The report of `state`, rebuilt up to `digest`.

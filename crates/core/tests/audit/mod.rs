@@ -192,6 +192,47 @@ fn replay_at_the_head_gives_stock_and_order_counts_per_tenant() {
     assert_eq!(only.tenants, std::slice::from_ref(globex));
 }
 
+/// A turn of the engine is one batch of many commands, a decision record each: replay at a
+/// command's `position` holds that command and none after it, inside a batch too, with the
+/// log's digest there.
+#[test]
+fn replay_at_a_command_s_position_inside_a_batch_holds_it_and_none_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(&ManualClock::at(START), 1 << 20)).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 1)).unwrap();
+    // Sent at once, so that the decision thread takes many in one turn.
+    let (answers, answered) = crossbeam_channel::unbounded();
+    for _ in 0..200 {
+        let answers = answers.clone();
+        engine.send_ack(receive("acme", "sku-1", 1), move |ack| {
+            answers.send(ack.unwrap().next_position().0).unwrap();
+        });
+    }
+    drop(answers);
+    engine.shutdown();
+    let mut positions: Vec<u64> = answered.iter().collect();
+    positions.sort_unstable();
+    let mut inside_a_batch = 0;
+    orderly_store::scan(
+        dir.path(),
+        |_| {},
+        |record| {
+            inside_a_batch += u64::from(!record.ends_batch);
+            ControlFlow::Continue(())
+        },
+    )
+    .unwrap();
+    assert!(inside_a_batch > 0, "some batch holds more than one command");
+    for (received, &position) in (2..).zip(&positions) {
+        let point = ReplayPoint::Position(position);
+        let state = audit::replay(dir.path(), point, None, &mut no_progress()).unwrap();
+        assert_eq!(state.digest.head, position);
+        assert_eq!(state.tenants[0].skus[0].on_hand, received, "at {position}");
+        let verified = audit::verify(dir.path(), Some(state.digest), &mut no_progress());
+        assert!(verified.is_ok(), "the log extends the digest at {position}: {verified:?}");
+    }
+}
+
 #[test]
 fn replay_at_a_position_or_a_time_shows_the_state_then() {
     let dir = tempfile::tempdir().unwrap();
