@@ -29,7 +29,7 @@ use orderly_core::domain::{
 };
 use orderly_core::engine::{Ack, Clock, Engine, ExecuteError, ManualClock};
 use orderly_core::workload::{
-    MAX_ADMISSION_LAG_MS, OrderTag, Step, StepKind, Workload, is_flash_sale,
+    Fate, MAX_ADMISSION_LAG_MS, OrderTag, Step, StepKind, Workload, is_flash_sale,
 };
 
 use super::threads::{self, ThreadCpu};
@@ -67,13 +67,15 @@ pub(crate) struct Tally {
 }
 
 /// Money moved in one currency by the acknowledged commands (first sends; a replay moves
-/// nothing): authorizations, declines and refunds as sent, and captures as the totals of the
-/// placements the model ships (a shipment captures its order's authorization whole).
+/// nothing): authorizations, declines and refunds as sent, captures as the totals of the
+/// placements the model ships (a shipment captures its order's authorization whole), and voids
+/// as the totals of those the shopper cancels once paid (a cancel voids the authorization).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct MoneyMoved {
     pub authorized: u64,
     pub declined: u64,
     pub captured: u64,
+    pub voided: u64,
     pub refunded: u64,
 }
 
@@ -370,8 +372,10 @@ impl Driver<'_> {
     fn count_money(&mut self, sent: &Sent) {
         let Some(amount) = sent.amount.filter(|amount| amount.minor > 0) else { return };
         let shipped = sent.order.is_some_and(|o| o.fate.final_status() == OrderStatus::Shipped);
+        let cancelled_once_paid = sent.order.is_some_and(|o| o.fate == Fate::CancelledByShopper);
         let sum: fn(&mut MoneyMoved) -> &mut u64 = match sent.kind {
             StepKind::Place if shipped => |moved| &mut moved.captured,
+            StepKind::Place if cancelled_once_paid => |moved| &mut moved.voided,
             StepKind::Authorize => |moved| &mut moved.authorized,
             StepKind::Decline | StepKind::DeclineUnavailable => |moved| &mut moved.declined,
             StepKind::Refund => |moved| &mut moved.refunded,

@@ -306,6 +306,7 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
                 authorized: m.authorized,
                 declined: m.declined,
                 captured: m.captured,
+                voided: m.voided,
                 refunded: m.refunded,
             };
             (m.currency.clone(), moved)
