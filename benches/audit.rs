@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use orderly::audit::{self, ReplayPoint};
 use orderly::codec;
 use orderly::domain::{
-    CancelReason, Currency, CustomerId, Event, GatewayId, InventoryEvent, Money, OrderEvent,
-    OrderId, PaymentEvent, PaymentId, Quantity, Sku, TenantId, Timestamp,
+    CancelReason, Currency, CustomerId, Event, GatewayId, GatewayReference, InventoryEvent, Money,
+    OrderEvent, OrderId, PaymentEvent, PaymentId, Quantity, Sku, TenantId, Timestamp,
 };
 use orderly_store::{Log, LogConfig, NewRecord};
 
@@ -141,6 +141,7 @@ fn write_log(dir: &Path, events: u64) -> (u64, u64) {
             order: order.clone(),
             amount,
             gateway: gateway.clone(),
+            reference: Some(GatewayReference::new(&format!("auth-{order}")).unwrap()),
         };
         w.event(&t, Event::Payment { payment: payment.clone(), event: authorized });
         w.event(

@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 
 use orderly::codec;
 use orderly::domain::{
-    Command, Context, Currency, Decider, Envelope, GatewayId, OrderCommand, OrderId, OrderLine,
-    PaymentCommand, Tenant, TenantId, TenantState, Timestamp,
+    Command, Context, Currency, Decider, Envelope, GatewayId, GatewayReference, OrderCommand,
+    OrderId, OrderLine, PaymentCommand, Tenant, TenantId, TenantState, Timestamp,
 };
 use orderly::engine::{Config, Engine};
 use orderly::payments::{
@@ -98,6 +98,7 @@ fn decide_commands_per_sec(commands: u64) -> f64 {
                 order: order.clone(),
                 amount,
                 gateway: gateway.clone(),
+                reference: Some(GatewayReference::new(&format!("auth-{order}")).unwrap()),
             };
             work.push((*t, Command::Payment { payment: payment_id_for(order), command }));
         }
@@ -237,11 +238,14 @@ fn main() {
                         };
                         let (gateway, answer) =
                             router.authorize(&request, Instant::now()).await.answer.unwrap();
-                        assert!(matches!(answer, Authorization::Approved { .. }));
+                        let Authorization::Approved { reference } = answer else {
+                            panic!("the simulated gateways approve every payment here")
+                        };
                         let authorize = PaymentCommand::Authorize {
                             order: order.clone(),
                             amount: total,
                             gateway,
+                            reference: Some(GatewayReference::new(&reference).unwrap()),
                         };
                         timed(Envelope::new(
                             t.clone(),

@@ -96,7 +96,7 @@ pub fn fingerprint(command: &Command) -> Fingerprint {
         Command::Payment { payment, command } => {
             c.tag(4).text(payment.as_str());
             match command {
-                PaymentCommand::Authorize { order, amount, gateway } => {
+                PaymentCommand::Authorize { order, amount, gateway, reference: _ } => {
                     c.tag(1).text(order.as_str()).money(amount).text(gateway.as_str());
                 }
                 PaymentCommand::Decline { order, amount, gateway, reason } => {

@@ -10,24 +10,27 @@
 //!
 //! Logs written before decision records hold one record per event ([`encode_event`]) and a
 //! `CommandAccepted` record per key; both stay readable. Payloads are rkyv bytes of a frozen
-//! schema version ([`v1`]). Decoding dispatches on (event type, schema version), so an old
-//! version stays readable through an upcaster when a new one is added.
+//! schema version: [`v1`], and [`v2`], which added the gateway's reference to an authorization.
+//! Decoding dispatches on (event type, schema version), so an old version stays readable
+//! through an upcaster (a v1 authorization decodes with no reference).
 
 mod fingerprint;
 pub mod v1;
-mod v1_write;
+pub mod v2;
+mod write;
 
 pub use fingerprint::{Fingerprint, fingerprint, fingerprint_of};
 
 use crate::domain::limits::MAX_LINES_PER_ORDER;
 use crate::domain::{
-    CancelReason, Currency, CustomerId, DeclineReason, Event, GatewayId, IdempotencyKey,
-    InvalidValue, InventoryEvent, Money, OrderEvent, OrderId, OrderLine, PaymentEvent, PaymentId,
-    Quantity, Sku, TenantId, Timestamp,
+    CancelReason, Currency, CustomerId, DeclineReason, Event, GatewayId, GatewayReference,
+    IdempotencyKey, InvalidValue, InventoryEvent, Money, OrderEvent, OrderId, OrderLine,
+    PaymentEvent, PaymentId, Quantity, Sku, TenantId, Timestamp,
 };
 
-/// The schema version every event is written with today.
-pub const CURRENT_SCHEMA: u16 = 1;
+/// The schema version every event is written with today. Version 2 added the gateway's
+/// reference to `PaymentAuthorized` ([`v2`]); every version before it stays readable.
+pub const CURRENT_SCHEMA: u16 = 2;
 
 /// Stable event type codes: part of the log format, never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -291,7 +294,7 @@ fn write_stream(tenant: &TenantId, kind: &str, id: &str, s: &mut Vec<u8>) {
 pub fn encode_event(tenant: &TenantId, event: &Event) -> Encoded {
     let (kind, id) = aggregate_of(event);
     let mut payload = Vec::with_capacity(64);
-    write_payload(&mut v1_write::Out::new(&mut payload), event);
+    write_payload(&mut write::Out::new(&mut payload), event);
     Encoded {
         stream: stream(tenant, kind, id),
         event_type: EventType::of(event) as u16,
@@ -300,8 +303,9 @@ pub fn encode_event(tenant: &TenantId, event: &Event) -> Encoded {
     }
 }
 
-/// Writes the v1 payload of `event` (without its aggregate id, which the record names).
-fn write_payload(out: &mut v1_write::Out<'_>, event: &Event) {
+/// Writes the payload of `event` in the current schema version (without its aggregate id,
+/// which the record names).
+fn write_payload(out: &mut write::Out<'_>, event: &Event) {
     use InventoryEvent as I;
     use OrderEvent as O;
     use PaymentEvent as P;
@@ -331,12 +335,13 @@ fn write_payload(out: &mut v1_write::Out<'_>, event: &Event) {
             O::OrderRefunded { amount } => out.amount(*amount),
         },
         Event::Payment { event, .. } => match event {
-            P::PaymentAuthorized { order, amount, gateway } => out.payment_started(
+            P::PaymentAuthorized { order, amount, gateway, reference } => out.payment_started(
                 order.as_str(),
                 amount.minor,
                 currency_bytes(amount.currency),
                 gateway.as_str(),
                 0,
+                reference.as_ref().map_or("", GatewayReference::as_str),
             ),
             P::PaymentDeclined { order, amount, gateway, reason } => out.payment_started(
                 order.as_str(),
@@ -344,6 +349,7 @@ fn write_payload(out: &mut v1_write::Out<'_>, event: &Event) {
                 currency_bytes(amount.currency),
                 gateway.as_str(),
                 decline_code(*reason),
+                "",
             ),
             P::PaymentCaptured { amount } | P::PaymentRefunded { amount } => out.amount(*amount),
             P::PaymentVoided => {}
@@ -428,7 +434,7 @@ fn write_decision(
         })
         .sum();
     payload.reserve(64 + 64 * events.len() + 32 * lines);
-    v1_write::Out::new(payload).decision(
+    write::Out::new(payload).decision(
         key.map(|(key, fingerprint)| (key.as_str(), fingerprint.0)),
         events,
         |event| (EventType::of(event) as u16, aggregate_of(event).1),
@@ -460,7 +466,7 @@ pub fn decode(
 ) -> Result<Decoded, DecodeError> {
     let unknown = DecodeError::UnknownType { event_type, schema_version };
     let Some(kind) = EventType::from_code(event_type) else { return Err(unknown) };
-    if schema_version != 1 {
+    if !(1..=CURRENT_SCHEMA).contains(&schema_version) {
         return Err(unknown);
     }
     let bad_stream = || DecodeError::BadStream(String::from_utf8_lossy(stream_id).into_owned());
@@ -493,20 +499,22 @@ pub fn decode(
                 events: p.events.to_native(),
             })
         }
-        T::Decision => decode_decision(tenant, payload),
+        T::Decision => decode_decision(tenant, schema_version, payload),
         _ => Ok(Decoded::Event {
             tenant,
-            event: decode_event(kind, id, payload, &mut Ids::default())?,
+            event: decode_event(kind, schema_version, id, payload, &mut Ids::default())?,
         }),
     }
 }
 
-/// Decodes a decision of `tenant` (its key and events) from its v1 payload.
+/// Decodes a decision of `tenant` (its key and events) from its payload of `version` (the
+/// decision's own layout is the same in every version; its events' payloads are of
+/// `version`).
 ///
 /// The decision is validated once and read in place; each event's own payload is a byte
 /// slice inside it, validated and read in place as well, so nothing is copied on the way to
 /// the domain values.
-fn decode_decision(tenant: TenantId, payload: &[u8]) -> Result<Decoded, DecodeError> {
+fn decode_decision(tenant: TenantId, version: u16, payload: &[u8]) -> Result<Decoded, DecodeError> {
     let p = access::<v1::ArchivedDecision>(payload)?;
     let key = p
         .key
@@ -525,16 +533,18 @@ fn decode_decision(tenant: TenantId, payload: &[u8]) -> Result<Decoded, DecodeEr
     let mut events = Vec::with_capacity(p.events.len());
     for e in p.events.iter() {
         let event_type = e.event_type.to_native();
-        let unknown = DecodeError::UnknownType { event_type, schema_version: CURRENT_SCHEMA };
+        let unknown = DecodeError::UnknownType { event_type, schema_version: version };
         let kind = EventType::from_code(event_type).ok_or(unknown)?;
-        events.push(decode_event(kind, e.aggregate.as_str(), e.payload.as_slice(), &mut ids)?);
+        let payload = e.payload.as_slice();
+        events.push(decode_event(kind, version, e.aggregate.as_str(), payload, &mut ids)?);
     }
     Ok(Decoded::Decision { tenant, key, events })
 }
 
-/// Decodes one domain event of `kind` of the aggregate `id` from its v1 payload.
+/// Decodes one domain event of `kind` of the aggregate `id` from its payload of `version`.
 fn decode_event(
     kind: EventType,
+    version: u16,
     id: &str,
     payload: &[u8],
     ids: &mut Ids,
@@ -562,7 +572,8 @@ fn decode_event(
         | T::PaymentCaptured
         | T::PaymentVoided
         | T::PaymentRefunded => {
-            Event::Payment { payment: ids.payment(id)?, event: payment_event(kind, payload, ids)? }
+            let event = payment_event(kind, version, payload, ids)?;
+            Event::Payment { payment: ids.payment(id)?, event }
         }
         T::CommandAccepted | T::Decision => {
             return Err(DecodeError::UnknownType { event_type: kind as u16, schema_version: 1 });
@@ -571,7 +582,7 @@ fn decode_event(
     Ok(event)
 }
 
-/// An inventory event of `kind` (one of the stock types) from its v1 payload.
+/// An inventory event of `kind` (one of the stock types) from its payload (v1 in every version).
 fn inventory_event(
     kind: EventType,
     payload: &[u8],
@@ -607,7 +618,7 @@ fn inventory_event(
     })
 }
 
-/// An order event of `kind` (one of the order types) from its v1 payload.
+/// An order event of `kind` (one of the order types) from its payload (v1 in every version).
 fn order_event(kind: EventType, payload: &[u8], ids: &mut Ids) -> Result<OrderEvent, DecodeError> {
     use EventType as T;
     Ok(match kind {
@@ -645,24 +656,53 @@ fn order_event(kind: EventType, payload: &[u8], ids: &mut Ids) -> Result<OrderEv
     })
 }
 
-/// A payment event of `kind` (one of the payment types) from its v1 payload.
+/// A payment event of `kind` (one of the payment types) from its payload of `version`.
 fn payment_event(
     kind: EventType,
+    version: u16,
     payload: &[u8],
     ids: &mut Ids,
 ) -> Result<PaymentEvent, DecodeError> {
     use EventType as T;
     Ok(match kind {
         T::PaymentAuthorized | T::PaymentDeclined => {
-            let p = access::<v1::ArchivedPaymentStarted>(payload)?;
-            let order = ids.order(p.order.as_str())?;
-            let amount = Money::new(p.amount.to_native(), currency(p.currency)?);
-            let gateway = GatewayId::new(p.gateway.as_str())?;
-            if kind == T::PaymentAuthorized {
-                PaymentEvent::PaymentAuthorized { order, amount, gateway }
+            // Version 1 is version 2 without a reference: that is its whole upcaster.
+            let (order, amount, currency_code, gateway, reason, reference) = if version == 1 {
+                let p = access::<v1::ArchivedPaymentStarted>(payload)?;
+                (
+                    p.order.as_str(),
+                    p.amount.to_native(),
+                    p.currency,
+                    p.gateway.as_str(),
+                    p.reason,
+                    "",
+                )
             } else {
-                let reason = decline_reason(p.reason)?;
+                let p = access::<v2::ArchivedPaymentStarted>(payload)?;
+                let reference = p.reference.as_str();
+                (
+                    p.order.as_str(),
+                    p.amount.to_native(),
+                    p.currency,
+                    p.gateway.as_str(),
+                    p.reason,
+                    reference,
+                )
+            };
+            let order = ids.order(order)?;
+            let amount = Money::new(amount, currency(currency_code)?);
+            let gateway = GatewayId::new(gateway)?;
+            if kind == T::PaymentAuthorized {
+                let reference = match reference {
+                    "" => None,
+                    text => Some(GatewayReference::new(text)?),
+                };
+                PaymentEvent::PaymentAuthorized { order, amount, gateway, reference }
+            } else if reference.is_empty() {
+                let reason = decline_reason(reason)?;
                 PaymentEvent::PaymentDeclined { order, amount, gateway, reason }
+            } else {
+                return Err(DecodeError::BadPayload("a decline with a reference".into()));
             }
         }
         T::PaymentCaptured => PaymentEvent::PaymentCaptured { amount: amount(payload)? },

@@ -1,9 +1,10 @@
 //! Schema version 1 of every event payload: frozen.
 //!
 //! **Never edit a type in this file once released**: its archived bytes are what logs hold. A
-//! change is a new module (`v2.rs`) with new types, an upcaster from v1 to the current domain
-//! event, and golden bytes for both (`crates/core/tests/codec/golden_v1.txt`). The aggregate id
-//! and tenant are in the record's stream id, not repeated here.
+//! change is a new module (as [`v2`](super::v2) is) with new types, an upcaster from the older
+//! version to the current domain event, and golden bytes for each
+//! (`crates/core/tests/codec/golden_v1.txt`, `golden_v2.txt`). The aggregate id and tenant
+//! are in the record's stream id, not repeated here.
 
 use rkyv::{Archive, Deserialize, Serialize};
 

@@ -6,6 +6,10 @@
 /// Longest identifier (tenant, SKU, order, customer, payment, gateway, idempotency key), in bytes.
 pub const MAX_ID_LEN: usize = 64;
 
+/// Longest gateway reference (see `GatewayReference`), in bytes: room for the forms providers
+/// use (Stripe's ids are under 40, Adyen's 16), bounded so that a payment's state stays small.
+pub const MAX_REFERENCE_LEN: usize = 128;
+
 /// Most lines one order may have; placing holds stock on every line in one decision.
 pub const MAX_LINES_PER_ORDER: usize = 50;
 
@@ -40,3 +44,5 @@ const _: () = assert!(
 // Stock arithmetic: on hand plus one more receipt never overflows.
 const _: () = assert!(MAX_ON_HAND.checked_add(MAX_QUANTITY as u64).is_some());
 const _: () = assert!(MAX_ID_LEN <= u8::MAX as usize);
+// A reference too: the engine's snapshot writes its length in a byte.
+const _: () = assert!(MAX_REFERENCE_LEN <= u8::MAX as usize);

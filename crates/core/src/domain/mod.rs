@@ -35,6 +35,6 @@ pub use payment::{
 };
 pub use tenant::{Command, Event, Rejection, Tenant, TenantState};
 pub use types::{
-    Currency, CustomerId, GatewayId, IdempotencyKey, InvalidValue, Money, OrderId, PaymentId,
-    Quantity, Sku, TenantId, Timestamp,
+    Currency, CustomerId, GatewayId, GatewayReference, IdempotencyKey, InvalidValue, Money,
+    OrderId, PaymentId, Quantity, Sku, TenantId, Timestamp,
 };

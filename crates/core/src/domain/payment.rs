@@ -9,7 +9,7 @@ use std::fmt;
 use super::decider::{Context, Decider};
 use super::limits::MAX_AMOUNT;
 use super::order::OrderStatus;
-use super::types::{Currency, GatewayId, Money, OrderId, Timestamp};
+use super::types::{Currency, GatewayId, GatewayReference, Money, OrderId, Timestamp};
 
 /// The payment decider.
 #[derive(Debug)]
@@ -101,6 +101,9 @@ pub(crate) struct Started {
     pub(crate) status: PaymentStatus,
     pub(crate) order: OrderId,
     pub(crate) gateway: GatewayId,
+    /// The gateway's reference of the authorization, when it was recorded (not for a
+    /// decline, nor in logs written before schema version 2).
+    pub(crate) reference: Option<GatewayReference>,
     pub(crate) currency: Currency,
     pub(crate) authorized: u64,
     pub(crate) captured: u64,
@@ -124,6 +127,12 @@ impl PaymentState {
     #[must_use]
     pub fn gateway(&self) -> Option<&GatewayId> {
         self.started.as_ref().map(|p| &p.gateway)
+    }
+
+    /// The gateway's reference of the authorization, if the log recorded it.
+    #[must_use]
+    pub fn reference(&self) -> Option<&GatewayReference> {
+        self.started.as_ref().and_then(|p| p.reference.as_ref())
     }
 
     /// Amount authorized (zero when declined).
@@ -162,6 +171,10 @@ pub enum PaymentCommand {
         amount: Money,
         /// The gateway that authorized.
         gateway: GatewayId,
+        /// The gateway's reference of the authorization, which its capture, void or refund
+        /// quotes. Not part of the command's fingerprint: it is the gateway's answer to the
+        /// same authorization, so a retry that learned it again is the same command.
+        reference: Option<GatewayReference>,
     },
     /// Record that a gateway refused `amount` for `order`.
     Decline {
@@ -213,6 +226,9 @@ pub enum PaymentEvent {
         amount: Money,
         /// The gateway.
         gateway: GatewayId,
+        /// The gateway's reference of the authorization; `None` when the gateway gave none
+        /// that fits [`GatewayReference`], and in logs written before schema version 2.
+        reference: Option<GatewayReference>,
     },
     /// A gateway refused the payment.
     PaymentDeclined {
@@ -365,12 +381,13 @@ impl Payment {
         use PaymentStatus as S;
         let Some(payment) = &state.started else {
             return match command {
-                C::Authorize { order, amount, gateway } => {
+                C::Authorize { order, amount, gateway, reference } => {
                     check_new_amount(amount)?;
                     Ok(E::PaymentAuthorized {
                         order: order.clone(),
                         amount: *amount,
                         gateway: gateway.clone(),
+                        reference: reference.clone(),
                     })
                 }
                 C::Decline { order, amount, gateway, reason } => {
@@ -444,15 +461,20 @@ impl Decider for Payment {
             status,
             order: order.clone(),
             gateway: gateway.clone(),
+            reference: None,
             currency: amount.currency,
             authorized: if status == S::Authorized { amount.minor } else { 0 },
             captured: 0,
             refunded: 0,
         };
         match event {
-            E::PaymentAuthorized { order, amount, gateway } => {
+            E::PaymentAuthorized { order, amount, gateway, reference } => {
                 assert!(state.started.is_none(), "a payment starts once");
-                state.started = Some(start(S::Authorized, order, amount, gateway));
+                let started = Started {
+                    reference: reference.clone(),
+                    ..start(S::Authorized, order, amount, gateway)
+                };
+                state.started = Some(started);
             }
             E::PaymentDeclined { order, amount, gateway, .. } => {
                 assert!(state.started.is_none(), "a payment starts once");

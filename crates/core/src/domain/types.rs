@@ -7,7 +7,7 @@ use std::fmt;
 
 use smol_str::SmolStr;
 
-use super::limits::{MAX_ID_LEN, MAX_QUANTITY};
+use super::limits::{MAX_ID_LEN, MAX_QUANTITY, MAX_REFERENCE_LEN};
 
 /// Why a value could not be constructed; the server reports it as `validation_failed`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +26,12 @@ pub enum InvalidValue {
     /// A currency was not three upper-case letters.
     #[error("currency must be three upper-case letters (ISO 4217), got {0:?}")]
     Currency(String),
+    /// A gateway's reference was empty, too long, or had a space or a character outside
+    /// printable ASCII.
+    #[error(
+        "a gateway reference must be 1 to {MAX_REFERENCE_LEN} printable ASCII characters without spaces, got {0:?}"
+    )]
+    Reference(String),
 }
 
 macro_rules! id_type {
@@ -127,6 +133,42 @@ fn inline_or_shared(value: &str) -> SmolStr {
         SmolStr::new_inline(value)
     } else {
         SmolStr::new(value)
+    }
+}
+
+/// A gateway's own name for an authorization (a payment intent, a PSP reference), which its
+/// later capture, void or refund must quote. Gateways choose its form, so it allows more than
+/// an id: 1 to [`MAX_REFERENCE_LEN`] bytes of printable ASCII without spaces.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct GatewayReference(SmolStr);
+
+impl GatewayReference {
+    /// Checks `value` against the rules above and wraps it.
+    pub fn new(value: &str) -> Result<Self, InvalidValue> {
+        let printable = |b: u8| b.is_ascii_graphic();
+        if value.is_empty() || value.len() > MAX_REFERENCE_LEN || !value.bytes().all(printable) {
+            let shown: String = value.chars().take(MAX_REFERENCE_LEN + 1).collect();
+            return Err(InvalidValue::Reference(shown));
+        }
+        Ok(Self(inline_or_shared(value)))
+    }
+
+    /// The reference as text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for GatewayReference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for GatewayReference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GatewayReference({:?})", &*self.0)
     }
 }
 

@@ -11,16 +11,19 @@
 //! only grows, and the open replays the records written since.
 //!
 //! ```text
-//! magic "OENGSNAP" · format version u16 (2) · position u64 · chain hash of record position-1 [32]
+//! magic "OENGSNAP" · format version u16 (3) · position u64 · chain hash of record position-1 [32]
 //! · last admission time u64 · tenants u32 · tenant… · blake3 of every byte before [32]
 //! tenant:    id · keys · inventory · orders · payments (each a count u64, then entries)
 //! key:       key · fingerprint [16] · first u64 · records u32
 //! inventory: sku · known u8 · on hand u64 · reserved u64 · open holds u64
 //! order:     id · status u8 · currency · total u64 · refunded u64 · hold expires at u64
 //!            · payment (u8 0, or 1 and id) · lines u8 · (sku · quantity u64 · unit price u64)…
-//! payment:   id · status u8 · order · gateway · currency · authorized · captured · refunded u64
+//! payment:   id · status u8 · order · gateway · reference (empty for none) · currency
+//!            · authorized · captured · refunded u64
 //! ```
-//! Text (ids, keys, currencies) is a length byte and the bytes; numbers are little-endian.
+//! Text (ids, keys, references, currencies) is a length byte and the bytes; numbers are
+//! little-endian. Format 3 added the payment's gateway reference; a snapshot of an older format
+//! is ignored (the open replays the log).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -37,14 +40,14 @@ use crate::domain::limits::MAX_LINES_PER_ORDER;
 use crate::domain::order::Placed;
 use crate::domain::payment::Started;
 use crate::domain::{
-    Currency, GatewayId, IdempotencyKey, InventoryState, OrderId, OrderLine, OrderState,
-    OrderStatus, PaymentId, PaymentState, PaymentStatus, Quantity, Sku, TenantId, TenantState,
-    Timestamp,
+    Currency, GatewayId, GatewayReference, IdempotencyKey, InventoryState, OrderId, OrderLine,
+    OrderState, OrderStatus, PaymentId, PaymentState, PaymentStatus, Quantity, Sku, TenantId,
+    TenantState, Timestamp,
 };
 
 use super::SNAPSHOT_FILE as FILE_NAME;
 const MAGIC: &[u8; 8] = b"OENGSNAP";
-const FORMAT_VERSION: u16 = 2;
+const FORMAT_VERSION: u16 = 3;
 /// Bytes gathered before they go to the hasher and the file.
 const CHUNK: usize = 1 << 20;
 /// Most entries a map of the snapshot is made for before it is read; beyond, it grows.
@@ -264,6 +267,7 @@ fn write_tenant(out: &mut Out, id: &TenantId, state: &TenantState, keys: &Keys) 
         out.u8(status.code())?;
         out.text(order.as_str())?;
         out.text(gateway.as_str())?;
+        out.text(payment.reference().map_or("", GatewayReference::as_str))?;
         out.text(authorized.currency.as_str())?;
         out.u64(authorized.minor)?;
         out.u64(captured.minor)?;
@@ -336,7 +340,7 @@ fn read_tenant(input: &mut In, position: u64) -> Result<(TenantId, TenantState, 
         });
         orders.insert(order_id, order);
     }
-    let count = input.count(1 + 1 + 1 + 1 + 1 + 24)?;
+    let count = input.count(1 + 1 + 1 + 1 + 1 + 1 + 24)?;
     let mut payments = GrowingMap::with_capacity(count.min(PRESIZED));
     for _ in 0..count {
         let payment_id = input.id(PaymentId::new)?;
@@ -344,6 +348,10 @@ fn read_tenant(input: &mut In, position: u64) -> Result<(TenantId, TenantState, 
         let status = PaymentStatus::from_code(code).ok_or(format!("payment status {code}"))?;
         let order = input.id(OrderId::new)?;
         let gateway = input.id(GatewayId::new)?;
+        let reference = input.id(|text| match text {
+            "" => Ok(None),
+            text => GatewayReference::new(text).map(Some),
+        })?;
         let currency = input.id(Currency::new)?;
         let (authorized, captured, refunded) = (input.u64()?, input.u64()?, input.u64()?);
         if captured > authorized || refunded > captured {
@@ -353,6 +361,7 @@ fn read_tenant(input: &mut In, position: u64) -> Result<(TenantId, TenantState, 
             status,
             order,
             gateway,
+            reference,
             currency,
             authorized,
             captured,
@@ -406,7 +415,7 @@ impl Out {
         self.bytes(&value.to_le_bytes())
     }
 
-    /// Ids, keys and currencies are at most 255 bytes (see `domain::limits`).
+    /// Ids, keys, references and currencies are at most 255 bytes (see `domain::limits`).
     fn text(&mut self, text: &str) -> io::Result<()> {
         self.u8(u8::try_from(text.len()).map_err(|_| invalid("text longer than 255 bytes"))?)?;
         self.bytes(text.as_bytes())

@@ -68,14 +68,14 @@ pub enum GatewayError {
 }
 
 /// A payment service provider. Implementations must honour idempotency keys: the same key
-/// returns the same outcome and moves money at most once, for as long as the log is kept.
+/// returns the same outcome and moves money at most once, for as long as a call under it may
+/// be repeated (a retry after a timeout or a restart: minutes to hours).
 ///
-/// Keys must not expire: the log records an authorization's outcome and gateway, not the
-/// gateway's reference, so before each capture, void or refund (days later, or after a
-/// restart) the payments process asks for the authorization again under its key to learn the
-/// reference. An adapter for a provider that forgets keys after a while (some prune them after
-/// a day) keeps its own durable map from key to first outcome; otherwise that second ask
-/// would reserve the amount again, and the capture would take the new reservation.
+/// The log records an authorization with the gateway's reference (when it fits
+/// [`GatewayReference`](crate::domain::GatewayReference); otherwise a warning is logged), and
+/// its capture, void or refund, days later, quotes it. Only an authorization recorded without
+/// one (in logs written before schema version 2) is asked for again under its key to learn it;
+/// a provider that has forgotten the key by then would reserve the amount again.
 pub trait PaymentGateway: Send + Sync + std::fmt::Debug {
     /// The gateway's id, recorded on payments it handles.
     fn id(&self) -> &GatewayId;

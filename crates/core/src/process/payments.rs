@@ -10,7 +10,10 @@
 //! Gateway calls run on this process's own runtime, never on the engine's decision thread.
 //! Every call and every command carries a key derived from the order (`{tenant}/{order}/auth`,
 //! `pm:auth:{order}`, …), so a restart mid-flow repeats calls that return their first outcome:
-//! nothing is charged twice. On start the process takes over from the engine's state the
+//! nothing is charged twice. An authorization is recorded with the gateway's reference, which
+//! its capture, void or refund quotes, days later or after a restart, without asking the
+//! gateway again (for one recorded before references were, it asks again under the
+//! authorization's key). On start the process takes over from the engine's state the
 //! orders still waiting for payment (and resumes them) and the authorized payments, without
 //! rereading the log's history. It repeats the money movements it is not sure were made (each
 //! returns its first outcome): with a checkpoint ([`super::settled`], as a `Node` runs it),
@@ -41,9 +44,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use crate::domain::{
-    CancelReason, Command, DeclineReason, Envelope, Event, GatewayId, IdempotencyKey, Money,
-    OrderCommand, OrderEvent, OrderId, OrderStatus, PaymentCommand, PaymentEvent, PaymentId,
-    PaymentStatus, TenantId,
+    CancelReason, Command, DeclineReason, Envelope, Event, GatewayId, GatewayReference,
+    IdempotencyKey, Money, OrderCommand, OrderEvent, OrderId, OrderStatus, PaymentCommand,
+    PaymentEvent, PaymentId, PaymentStatus, TenantId,
 };
 use crate::engine::{CommittedEvent, Engine, EngineError, ExecuteError, World};
 use crate::payments::{
@@ -177,6 +180,8 @@ impl Drop for PaymentsPlace {
 #[derive(Clone, Debug)]
 struct Known {
     gateway: GatewayId,
+    /// The authorization's reference at the gateway, if the log recorded it.
+    reference: Option<GatewayReference>,
     order: OrderId,
     amount: Money,
 }
@@ -688,6 +693,7 @@ impl Flows {
                 let started = started?;
                 Some(Found::Payment(Known {
                     gateway: started.gateway()?.clone(),
+                    reference: started.reference().cloned(),
                     order: started.order()?.clone(),
                     amount: started.authorized()?,
                 }))
@@ -771,11 +777,17 @@ async fn authorize_order(engine: &Engine, router: &Router, declined: &Declined, 
     let request = authorize_request(&tenant, order.clone(), amount);
     let Routed { answer, timed_out } = router.authorize(&request, Instant::now()).await;
     let (gateway, reason) = match answer {
-        Ok((gateway, Authorization::Approved { .. })) => {
+        Ok((gateway, Authorization::Approved { reference })) => {
+            let reference = GatewayReference::new(&reference)
+                .inspect_err(|e| {
+                    tracing::warn!(%tenant, %order, %gateway, error = %e, "the gateway's reference is not recorded: its capture, void or refund asks for it again under the authorization's key");
+                })
+                .ok();
             let command = PaymentCommand::Authorize {
                 order: order.clone(),
                 amount,
                 gateway: gateway.clone(),
+                reference,
             };
             let payment = Command::Payment { payment, command };
             let recorded = execute(engine, &tenant, "pm:auth", &order, payment).await;
@@ -909,10 +921,12 @@ fn idempotency_key(step: &str, order: &OrderId) -> IdempotencyKey {
 /// How often a money movement is tried before it is left for the next start.
 const MONEY_ATTEMPTS: u32 = 8;
 
-/// Captures, voids or refunds at `gateway`, the one that authorized the payment. The reference
-/// is asked again with the authorization's own key, which returns the first outcome. Each call
-/// is given up after `timeout` (the router's, so that a gateway that hangs holds no movement up
-/// for ever). Returns whether the movement is settled (see [`until_answered`]).
+/// Captures, voids or refunds at `gateway`, the one that authorized the payment, quoting the
+/// authorization's reference as the log recorded it. A log written before references were
+/// recorded (schema version 1) does not hold it: it is then asked again with the
+/// authorization's own key, which returns the first outcome. Each call is given up after
+/// `timeout` (the router's, so that a gateway that hangs holds no movement up for ever).
+/// Returns whether the movement is settled (see [`until_answered`]).
 async fn move_money(
     gateway: &dyn PaymentGateway,
     tenant: &TenantId,
@@ -925,11 +939,14 @@ async fn move_money(
     let request = authorize_request(tenant, known.order.clone(), known.amount);
     until_answered(&request, what, || {
         Box::pin(async {
-            let reference = match within(timeout, gateway.authorize(&request)).await? {
-                Authorization::Approved { reference } => reference,
-                Authorization::Declined => {
-                    return Err(GatewayError::Rejected("no authorization".into()));
-                }
+            let reference = match &known.reference {
+                Some(reference) => reference.to_string(),
+                None => match within(timeout, gateway.authorize(&request)).await? {
+                    Authorization::Approved { reference } => reference,
+                    Authorization::Declined => {
+                        return Err(GatewayError::Rejected("no authorization".into()));
+                    }
+                },
             };
             let money = MoneyRequest {
                 idempotency_key: key.clone(),

@@ -40,9 +40,9 @@ use self::catalog::Shop;
 use self::random::{Seeded, Skewed};
 use crate::domain::limits::{DEFAULT_HOLD_TTL_MS, MAX_QUANTITY};
 use crate::domain::{
-    CancelReason, Command, CustomerId, DeclineReason, Envelope, GatewayId, IdempotencyKey, Money,
-    OrderCommand, OrderId, OrderLine, OrderStatus, PaymentCommand, PaymentId, Quantity, TenantId,
-    Timestamp,
+    CancelReason, Command, CustomerId, DeclineReason, Envelope, GatewayId, GatewayReference,
+    IdempotencyKey, Money, OrderCommand, OrderId, OrderLine, OrderStatus, PaymentCommand,
+    PaymentId, Quantity, TenantId, Timestamp,
 };
 
 /// Flash-sale products in each tenant's catalog.
@@ -540,7 +540,15 @@ impl Workload {
                 (envelope, StepKind::Decline)
             }
             Next::Pay { attempt } | Next::RetryAuthorize { attempt } => {
-                let command = PaymentCommand::Authorize { order, amount: life.total, gateway };
+                // The reference a gateway would answer with: one per order, the same on retry.
+                let reference = GatewayReference::new(&format!("auth-{}", life.number))
+                    .expect("a valid reference");
+                let command = PaymentCommand::Authorize {
+                    order,
+                    amount: life.total,
+                    gateway,
+                    reference: Some(reference),
+                };
                 let retried = matches!(next, Next::RetryAuthorize { .. });
                 if !retried && self.random.chance(AUTHORIZE_RETRY_PER_MILLE) {
                     let again = at + self.random.between(MIN_FOLLOW_UP_MS, 40_000);

@@ -44,6 +44,7 @@ fn on_order(t: &str, o: &str, command: OrderCommand) -> Envelope {
 
 fn authorize(t: &str, o: &str, payment: &str, amount: u64) -> Envelope {
     let command = PaymentCommand::Authorize {
+        reference: None,
         order: order(o),
         amount: eur(amount),
         gateway: GatewayId::new("g-1").unwrap(),
@@ -345,6 +346,7 @@ fn reconcile_names_each_broken_rule_of_a_forged_log() {
                 payment(
                     "p-1",
                     PaymentEvent::PaymentAuthorized {
+                        reference: None,
                         order: order("o-1"),
                         amount: eur(100),
                         gateway: GatewayId::new("g").unwrap(),

@@ -1,14 +1,16 @@
-//! Every domain event survives encoding and decoding unchanged, and the bytes of schema
-//! version 1 never change: they are compared with golden bytes checked in beside this file
-//! (`golden_v1.txt`). Run with `ORDERLY_BLESS=1` only when adding a new event or version.
+//! Every domain event survives encoding and decoding unchanged, and the bytes of each schema
+//! version never change: the codec's bytes of today's version are compared with golden bytes
+//! checked in beside this file (`golden_v2.txt`), and those of every earlier version
+//! (`golden_v1.txt`) must still decode to the same events. Run with `ORDERLY_BLESS=1` only
+//! when adding a new event or version.
 
 use std::fmt::Write as _;
 
 use orderly_core::codec::{self, DecodeError, Decoded, EventType, fingerprint, fingerprint_of};
 use orderly_core::domain::{
     CancelReason, Command, Currency, CustomerId, DeclineReason, Envelope, Event, GatewayId,
-    IdempotencyKey, InventoryEvent, Money, OrderCommand, OrderEvent, OrderId, OrderLine,
-    PaymentEvent, PaymentId, Quantity, Sku, TenantId, Timestamp,
+    GatewayReference, IdempotencyKey, InventoryEvent, Money, OrderCommand, OrderEvent, OrderId,
+    OrderLine, PaymentEvent, PaymentId, Quantity, Sku, TenantId, Timestamp,
 };
 
 fn tenant() -> TenantId {
@@ -35,6 +37,7 @@ fn samples() -> Vec<Event> {
         skus: ["SKU-1", "SKU-2"],
         customer: "c-42",
         gateway: "stripe-eu",
+        reference: Some("pi_3QhX9vLkdIwHu7ix0kLpYk2s"),
     })
 }
 
@@ -45,6 +48,8 @@ struct Names {
     skus: [&'static str; 2],
     customer: &'static str,
     gateway: &'static str,
+    /// The authorization's reference at the gateway, if recorded.
+    reference: Option<&'static str>,
 }
 
 fn samples_named(names: &Names) -> Vec<Event> {
@@ -82,6 +87,7 @@ fn samples_named(names: &Names) -> Vec<Event> {
         on_order(OrderEvent::OrderCancelled { reason: CancelReason::HoldExpired }),
         on_order(OrderEvent::OrderRefunded { amount: 1_000 }),
         on_payment(PaymentEvent::PaymentAuthorized {
+            reference: names.reference.map(|r| GatewayReference::new(r).unwrap()),
             order: order(),
             amount: eur(4_498),
             gateway: gateway.clone(),
@@ -121,58 +127,92 @@ fn every_event_round_trips() {
     }
 }
 
-#[test]
-fn the_bytes_of_schema_version_1_never_change() {
-    let mut lines = String::new();
-    for event in samples() {
-        let e = codec::encode_event(&tenant(), &event);
-        let name = EventType::of(&event).name();
-        let stream = String::from_utf8(e.stream).unwrap();
-        writeln!(
-            lines,
-            "{name} {} {} {stream} {}",
-            e.event_type,
-            e.schema_version,
-            hex(&e.payload)
-        )
-        .unwrap();
-    }
+/// The records the golden files hold, in their order: each sample event on its own, a key
+/// record, and a decision (an order placed with its hold, under a key); each with its name and
+/// what it decodes to.
+fn golden_records(samples: &[Event]) -> Vec<(&'static str, codec::Encoded, Decoded)> {
+    let mut records: Vec<_> = samples
+        .iter()
+        .map(|event| {
+            let decoded = Decoded::Event { tenant: tenant(), event: event.clone() };
+            (EventType::of(event).name(), codec::encode_event(&tenant(), event), decoded)
+        })
+        .collect();
     let key = IdempotencyKey::new("retry-7").unwrap();
-    let accepted = codec::encode_command_accepted(&tenant(), &key, codec::Fingerprint([7; 16]), 3);
-    writeln!(lines, "command_accepted {} 1 acme/k {}", accepted.event_type, hex(&accepted.payload))
-        .unwrap();
-    // A decision: an order placed with its hold, under a key.
-    let events = &samples()[..];
-    let placed = events
-        .iter()
-        .find(|e| matches!(e, Event::Order { event: OrderEvent::OrderPlaced { .. }, .. }))
-        .unwrap();
-    let held = events
-        .iter()
-        .find(|e| matches!(e, Event::Inventory { event: InventoryEvent::StockHeld { .. }, .. }))
-        .unwrap();
-    let decision = codec::encode_decision(
-        &tenant(),
-        Some((&key, codec::Fingerprint([7; 16]))),
-        &[placed.clone(), held.clone()],
-    );
-    let stream = String::from_utf8(decision.stream).unwrap();
-    writeln!(lines, "decision {} 1 {stream} {}", decision.event_type, hex(&decision.payload))
-        .unwrap();
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/codec/golden_v1.txt");
-    if std::env::var_os("ORDERLY_BLESS").is_some() {
-        std::fs::write(path, &lines).unwrap();
+    let fingerprint = codec::Fingerprint([7; 16]);
+    records.push((
+        "command_accepted",
+        codec::encode_command_accepted(&tenant(), &key, fingerprint, 3),
+        Decoded::CommandAccepted { tenant: tenant(), key: key.clone(), fingerprint, events: 3 },
+    ));
+    let find = |kind| samples.iter().find(|e| EventType::of(e) == kind).unwrap().clone();
+    let events = vec![find(EventType::OrderPlaced), find(EventType::StockHeld)];
+    records.push((
+        "decision",
+        codec::encode_decision(&tenant(), Some((&key, fingerprint)), &events),
+        Decoded::Decision { tenant: tenant(), key: Some((key, fingerprint)), events },
+    ));
+    records
+}
+
+fn golden_path(version: u16) -> String {
+    format!("{}/tests/codec/golden_v{version}.txt", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn the_bytes_of_the_current_schema_version_never_change() {
+    let mut lines = String::new();
+    for (name, e, _) in golden_records(&samples()) {
+        let stream = String::from_utf8(e.stream).unwrap();
+        let (event_type, version) = (e.event_type, e.schema_version);
+        writeln!(lines, "{name} {event_type} {version} {stream} {}", hex(&e.payload)).unwrap();
     }
-    let golden = std::fs::read_to_string(path).expect("golden bytes are checked in");
+    let path = golden_path(codec::CURRENT_SCHEMA);
+    if std::env::var_os("ORDERLY_BLESS").is_some() {
+        std::fs::write(&path, &lines).unwrap();
+    }
+    let golden = std::fs::read_to_string(&path).expect("golden bytes are checked in");
     for (now, then) in lines.lines().zip(golden.lines()) {
-        assert_eq!(now, then, "schema version 1 bytes changed: write a v2 instead");
+        assert_eq!(now, then, "released bytes changed: write a new schema version instead");
     }
     assert_eq!(lines.lines().count(), golden.lines().count());
 }
 
-/// The payload of `event` written the plain way, through the owned frozen v1 types: what the
-/// codec's borrowing writers must reproduce byte for byte.
-fn plain_v1_payload(event: &Event) -> Vec<u8> {
+#[test]
+fn the_bytes_of_schema_version_1_still_decode_to_the_same_events() {
+    // Version 1 recorded no gateway reference: its authorization decodes without one.
+    let mut before_references = samples();
+    for event in &mut before_references {
+        if let Event::Payment { event: PaymentEvent::PaymentAuthorized { reference, .. }, .. } =
+            event
+        {
+            *reference = None;
+        }
+    }
+    let golden = std::fs::read_to_string(golden_path(1)).expect("golden bytes are checked in");
+    let records = golden_records(&before_references);
+    assert_eq!(golden.lines().count(), records.len());
+    for (line, (name, _, expected)) in golden.lines().zip(records) {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let [golden_name, event_type, "1", stream, payload] = fields[..] else {
+            panic!("a golden line of version 1: {line}")
+        };
+        assert_eq!(golden_name, name);
+        let payload = unhex(payload);
+        let decoded =
+            codec::decode(stream.as_bytes(), event_type.parse().unwrap(), 1, &payload).unwrap();
+        assert_eq!(decoded, expected, "{name}");
+    }
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
+}
+
+/// The payload of `event` written the plain way, through the owned frozen types of the current
+/// version (v1's, and v2's `PaymentStarted`): what the codec's borrowing writers must reproduce
+/// byte for byte.
+fn plain_payload(event: &Event) -> Vec<u8> {
     use codec::v1;
     fn bytes<T>(value: &T) -> Vec<u8>
     where
@@ -237,25 +277,28 @@ fn plain_v1_payload(event: &Event) -> Vec<u8> {
             OrderEvent::OrderRefunded { amount } => bytes(&v1::Amount { amount: *amount }),
         },
         Event::Payment { event, .. } => {
-            let started = |order: &OrderId, amount: &Money, gateway: &GatewayId, reason| {
-                bytes(&v1::PaymentStarted {
-                    order: order.to_string(),
-                    amount: amount.minor,
-                    currency: currency(&amount.currency),
-                    gateway: gateway.to_string(),
-                    reason,
-                })
-            };
+            let started =
+                |order: &OrderId, amount: &Money, gateway: &GatewayId, reason, reference| {
+                    bytes(&codec::v2::PaymentStarted {
+                        order: order.to_string(),
+                        amount: amount.minor,
+                        currency: currency(&amount.currency),
+                        gateway: gateway.to_string(),
+                        reason,
+                        reference,
+                    })
+                };
             match event {
-                PaymentEvent::PaymentAuthorized { order, amount, gateway } => {
-                    started(order, amount, gateway, 0)
+                PaymentEvent::PaymentAuthorized { order, amount, gateway, reference } => {
+                    let reference = reference.as_ref().map(ToString::to_string).unwrap_or_default();
+                    started(order, amount, gateway, 0, reference)
                 }
                 PaymentEvent::PaymentDeclined { order, amount, gateway, reason } => {
                     let reason = match reason {
                         DeclineReason::Refused => 0,
                         DeclineReason::GatewayUnavailable => 1,
                     };
-                    started(order, amount, gateway, reason)
+                    started(order, amount, gateway, reason, String::new())
                 }
                 PaymentEvent::PaymentCaptured { amount }
                 | PaymentEvent::PaymentRefunded { amount } => {
@@ -268,7 +311,7 @@ fn plain_v1_payload(event: &Event) -> Vec<u8> {
 }
 
 #[test]
-fn the_codec_writes_the_bytes_of_the_frozen_v1_types() {
+fn the_codec_writes_the_bytes_of_the_frozen_types() {
     // Short ids are stored inline in an archived string, long ones out of line: both kinds.
     let long = Names {
         order: "order-2026-11-27-000000001",
@@ -276,18 +319,19 @@ fn the_codec_writes_the_bytes_of_the_frozen_v1_types() {
         skus: ["sku-flash-sale-television-65", "sku-gift-card-fifty-euro"],
         customer: "customer-000000000042",
         gateway: "stripe-eu-west-primary",
+        reference: Some("pi_3QhX9vLkdIwHu7ix0kLpYk2s_secret_Zr41"),
     };
     let short = samples();
     let long = samples_named(&long);
     for event in short.iter().chain(&long) {
         let written = codec::encode_event(&tenant(), event).payload;
-        assert_eq!(written, plain_v1_payload(event), "{event:?}");
+        assert_eq!(written, plain_payload(event), "{event:?}");
     }
     let key = IdempotencyKey::new("checkout-attempt-000000000042").unwrap();
     for events in [&short, &long] {
         for keyed in [None, Some((&key, codec::Fingerprint([5; 16])))] {
             let written = codec::encode_decision(&tenant(), keyed, events).payload;
-            let plain = plain_v1_decision(events, keyed);
+            let plain = plain_decision(events, keyed);
             assert_eq!(
                 written,
                 plain,
@@ -299,11 +343,8 @@ fn the_codec_writes_the_bytes_of_the_frozen_v1_types() {
     }
 }
 
-/// The v1 decision of `events` written the plain way: rkyv's archive of the owned v1 types.
-fn plain_v1_decision(
-    events: &[Event],
-    key: Option<(&IdempotencyKey, codec::Fingerprint)>,
-) -> Vec<u8> {
+/// The decision of `events` written the plain way: rkyv's archive of the owned frozen types.
+fn plain_decision(events: &[Event], key: Option<(&IdempotencyKey, codec::Fingerprint)>) -> Vec<u8> {
     let plain = codec::v1::Decision {
         key: key.map(|(key, fingerprint)| codec::v1::DecisionKey {
             key: key.to_string(),
@@ -318,7 +359,7 @@ fn plain_v1_decision(
                     Event::Order { order, .. } => order.to_string(),
                     Event::Payment { payment, .. } => payment.to_string(),
                 },
-                payload: plain_v1_payload(event),
+                payload: plain_payload(event),
             })
             .collect(),
     };
@@ -328,10 +369,11 @@ fn plain_v1_decision(
 proptest::proptest! {
     /// Ids of every length (inline up to 8 bytes, out of line beyond), orders of up to the
     /// most lines, decisions of up to the most events, with and without a key: the codec's
-    /// writer gives rkyv's bytes of the v1 types.
+    /// writer gives rkyv's bytes of the frozen types.
     #[test]
-    fn the_codec_writes_the_bytes_of_the_frozen_v1_types_for_any_ids(
+    fn the_codec_writes_the_bytes_of_the_frozen_types_for_any_ids(
         lens in proptest::collection::vec(1usize..=64, 6),
+        reference in proptest::option::of(1usize..=128),
         skus in proptest::collection::vec(1usize..=64, 1..=50),
         take in 1usize..=60,
         keyed in proptest::option::of(1usize..=64),
@@ -376,7 +418,12 @@ proptest::proptest! {
         }
         events.push(Event::Payment {
             payment: payment.clone(),
-            event: PaymentEvent::PaymentAuthorized { order: order.clone(), amount: eur(4_498), gateway },
+            event: PaymentEvent::PaymentAuthorized {
+                order: order.clone(),
+                amount: eur(4_498),
+                gateway,
+                reference: reference.map(|len| GatewayReference::new(&text(len, 'r')).unwrap()),
+            },
         });
         events.push(Event::Order { order: order.clone(), event: OrderEvent::OrderConfirmed { payment } });
         events.push(Event::Order { order, event: OrderEvent::OrderShipped });
@@ -386,12 +433,12 @@ proptest::proptest! {
         for event in events {
             proptest::prop_assert_eq!(
                 codec::encode_event(&tenant(), event).payload,
-                plain_v1_payload(event)
+                plain_payload(event)
             );
         }
         proptest::prop_assert_eq!(
             codec::encode_decision(&tenant(), key, events).payload,
-            plain_v1_decision(events, key)
+            plain_decision(events, key)
         );
     }
 }
@@ -458,8 +505,13 @@ fn unknown_types_versions_streams_and_garbage_are_errors_not_panics() {
         codec::decode(&e.stream, 999, 1, &e.payload),
         Err(DecodeError::UnknownType { event_type: 999, schema_version: 1 })
     ));
+    let next = codec::CURRENT_SCHEMA + 1;
     assert!(matches!(
-        codec::decode(&e.stream, e.event_type, 2, &e.payload),
+        codec::decode(&e.stream, e.event_type, next, &e.payload),
+        Err(DecodeError::UnknownType { .. })
+    ));
+    assert!(matches!(
+        codec::decode(&e.stream, e.event_type, 0, &e.payload),
         Err(DecodeError::UnknownType { .. })
     ));
     assert!(matches!(
@@ -502,13 +554,23 @@ fn records_decode_from_any_byte_offset() {
         samples().iter().map(|e| codec::encode_event(&tenant(), e)).collect();
     records.push(decision_of_every_sample());
     for record in records {
-        let expected =
-            codec::decode(&record.stream, record.event_type, 1, &record.payload).unwrap();
+        let expected = codec::decode(
+            &record.stream,
+            record.event_type,
+            record.schema_version,
+            &record.payload,
+        )
+        .unwrap();
         for offset in 1..8 {
             let mut shifted = vec![0xA5; offset];
             shifted.extend_from_slice(&record.payload);
-            let decoded =
-                codec::decode(&record.stream, record.event_type, 1, &shifted[offset..]).unwrap();
+            let decoded = codec::decode(
+                &record.stream,
+                record.event_type,
+                record.schema_version,
+                &shifted[offset..],
+            )
+            .unwrap();
             assert_eq!(decoded, expected, "decoded at offset {offset}");
         }
     }
@@ -517,7 +579,7 @@ fn records_decode_from_any_byte_offset() {
 #[test]
 fn garbage_in_a_decision_record_is_an_error_not_a_panic() {
     let e = decision_of_every_sample();
-    let decode = |payload: &[u8]| codec::decode(&e.stream, e.event_type, 1, payload);
+    let decode = |payload: &[u8]| codec::decode(&e.stream, e.event_type, e.schema_version, payload);
     for cut in 0..e.payload.len() {
         assert!(decode(&e.payload[..cut]).is_err(), "a decision cut at {cut} is an error");
     }
@@ -571,6 +633,7 @@ fn fingerprints_of_long_commands_stay_put() {
             order: order(),
             amount: eur(12_345),
             gateway: GatewayId::new("sim-1").unwrap(),
+            reference: None,
         },
     };
     let long = |n: usize| format!("{n:0>64}");
@@ -586,6 +649,18 @@ fn fingerprints_of_long_commands_stay_put() {
         },
     };
     assert_eq!(hex(&fingerprint(&authorize).0), PINNED_AUTHORIZE_FINGERPRINT);
+    // The gateway's reference is its answer to the same authorization: a retry that learned
+    // it (after schema version 2) is the same command as one recorded before.
+    let mut with_reference = authorize.clone();
+    if let Command::Payment {
+        command: orderly_core::domain::PaymentCommand::Authorize { reference, .. },
+        ..
+    } = &mut with_reference
+    {
+        *reference = Some(GatewayReference::new("pi_1").unwrap());
+    }
+    assert_ne!(with_reference, authorize);
+    assert_eq!(hex(&fingerprint(&with_reference).0), PINNED_AUTHORIZE_FINGERPRINT);
     assert_eq!(hex(&fingerprint(&place).0), PINNED_LARGE_PLACE_FINGERPRINT);
 }
 

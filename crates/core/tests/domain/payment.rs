@@ -13,7 +13,7 @@ use super::fixtures::{currency, eur, gateway, order_id, usd};
 use super::harness::Scenario;
 
 fn authorize(amount: Money) -> C {
-    C::Authorize { order: order_id("o1"), amount, gateway: gateway("g1") }
+    C::Authorize { reference: None, order: order_id("o1"), amount, gateway: gateway("g1") }
 }
 
 fn decline(amount: Money) -> C {
@@ -26,7 +26,7 @@ fn decline(amount: Money) -> C {
 }
 
 fn authorized(amount: Money) -> E {
-    E::PaymentAuthorized { order: order_id("o1"), amount, gateway: gateway("g1") }
+    E::PaymentAuthorized { reference: None, order: order_id("o1"), amount, gateway: gateway("g1") }
 }
 
 fn declined(amount: Money, reason: DeclineReason) -> E {

@@ -92,7 +92,7 @@ fn any_order_command() -> impl Strategy<Value = OrderCommand> {
 fn any_payment_command() -> impl Strategy<Value = PaymentCommand> {
     let reason = prop_oneof![Just(DeclineReason::Refused), Just(DeclineReason::GatewayUnavailable)];
     prop_oneof![
-        3 => (one_of(ORDERS), any_money()).prop_map(|(o, amount)| PaymentCommand::Authorize {
+        3 => (one_of(ORDERS), any_money()).prop_map(|(o, amount)| PaymentCommand::Authorize { reference: None,
             order: order_id(o),
             amount,
             gateway: gateway("g1"),
@@ -148,8 +148,12 @@ fn any_order_life() -> impl Strategy<Value = Vec<Command>> {
         let total = eur(lines.iter().map(OrderLine::amount).sum());
         let on_order = |command| Command::Order { order: order_id(o), command };
         let on_payment = |p, command| Command::Payment { payment: payment_id(p), command };
-        let authorize =
-            PaymentCommand::Authorize { order: order_id(o), amount: total, gateway: gateway("g1") };
+        let authorize = PaymentCommand::Authorize {
+            reference: None,
+            order: order_id(o),
+            amount: total,
+            gateway: gateway("g1"),
+        };
         let decline = PaymentCommand::Decline {
             order: order_id(o),
             amount: total,

@@ -61,7 +61,12 @@ fn payment(payment: &str, command: PaymentCommand) -> Command {
 }
 
 fn authorize(order: &str, amount: Money) -> PaymentCommand {
-    PaymentCommand::Authorize { order: order_id(order), amount, gateway: gateway("g1") }
+    PaymentCommand::Authorize {
+        reference: None,
+        order: order_id(order),
+        amount,
+        gateway: gateway("g1"),
+    }
 }
 
 fn decline(order: &str, amount: Money) -> PaymentCommand {
@@ -76,7 +81,12 @@ fn decline(order: &str, amount: Money) -> PaymentCommand {
 fn authorized(payment: &str, order: &str, amount: Money) -> Event {
     on_payment(
         payment,
-        PaymentEvent::PaymentAuthorized { order: order_id(order), amount, gateway: gateway("g1") },
+        PaymentEvent::PaymentAuthorized {
+            reference: None,
+            order: order_id(order),
+            amount,
+            gateway: gateway("g1"),
+        },
     )
 }
 

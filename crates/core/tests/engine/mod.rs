@@ -695,6 +695,7 @@ fn a_log_that_breaks_a_link_between_aggregates_is_refused_at_open() {
     let authorized = |order: &str, amount| Event::Payment {
         payment: payment.clone(),
         event: orderly_core::domain::PaymentEvent::PaymentAuthorized {
+            reference: None,
             order: OrderId::new(order).unwrap(),
             amount,
             gateway: orderly_core::domain::GatewayId::new("pay-a").unwrap(),

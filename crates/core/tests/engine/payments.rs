@@ -400,6 +400,8 @@ struct Faulty {
     first_capture_times_out: AtomicBool,
     /// Captures fail as unavailable while set.
     captures_down: AtomicBool,
+    /// Captures tried, made or not.
+    captures_tried: std::sync::atomic::AtomicU32,
 }
 
 impl Faulty {
@@ -409,6 +411,7 @@ impl Faulty {
             answers_lost: false,
             first_capture_times_out: AtomicBool::new(false),
             captures_down: AtomicBool::new(false),
+            captures_tried: Default::default(),
         }
     }
 }
@@ -430,6 +433,7 @@ impl PaymentGateway for Faulty {
         self.inner.authorize(request)
     }
     fn capture<'a>(&'a self, request: &'a MoneyRequest) -> BoxFuture<'a, Result<(), GatewayError>> {
+        self.captures_tried.fetch_add(1, Ordering::SeqCst);
         if self.first_capture_times_out.swap(false, Ordering::SeqCst) {
             return Box::pin(async { Err(GatewayError::Timeout) });
         }
@@ -679,17 +683,19 @@ fn a_refund_behind_a_capture_whose_retries_ran_out_waits_for_the_next_start() {
     engine.execute_blocking(ship("o-1")).unwrap();
     let refund = OrderCommand::Refund { amount: Money::new(1_000, Currency::new("EUR").unwrap()) };
     engine.execute_blocking(on_order("o-1", refund)).unwrap();
-    // The authorization, then one look-up of its reference per capture attempt: the last of
-    // them comes about 6 s in; the stop then waits for the capture to give up.
+    // Eight capture attempts, the last about 6 s in; the stop then waits for the capture to
+    // give up.
     for _ in 0..300 {
-        if pay.calls() >= 9 {
+        if faulty.captures_tried.load(Ordering::SeqCst) >= 8 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     process.stop();
+    assert_eq!(faulty.captures_tried.load(Ordering::SeqCst), 8);
     // A refund sent now would be refused (nothing captured) and that answer kept under its key.
-    assert_eq!((pay.calls(), pay.captured_total(), pay.refunded_total()), (9, 0, 0));
+    // The gateway saw the authorization alone: the captures quote its recorded reference.
+    assert_eq!((pay.calls(), pay.captured_total(), pay.refunded_total()), (1, 0, 0));
 
     faulty.captures_down.store(false, Ordering::SeqCst);
     let process = start();
@@ -733,4 +739,126 @@ fn a_log_reader_does_not_keep_the_engine_s_folder_locked() {
     drop(engine);
     let again = Engine::open(dir.path(), config(&clock)).expect("the folder is free again");
     assert_eq!(reader.head(), again.head());
+}
+
+/// A simulated gateway that prunes its idempotency keys (as some providers do after a day):
+/// once `forget` is set, an authorization asked again under a key it had approved reserves the
+/// amount anew. Counts those asks.
+#[derive(Debug)]
+struct Forgetful {
+    inner: Arc<SimulatedGateway>,
+    forgot: AtomicBool,
+    asked_again: std::sync::atomic::AtomicU32,
+}
+
+impl PaymentGateway for Forgetful {
+    fn id(&self) -> &GatewayId {
+        self.inner.id()
+    }
+    fn authorize<'a>(
+        &'a self,
+        request: &'a AuthorizeRequest,
+    ) -> BoxFuture<'a, Result<Authorization, GatewayError>> {
+        if !self.forgot.load(Ordering::SeqCst) {
+            return self.inner.authorize(request);
+        }
+        self.asked_again.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            let again = AuthorizeRequest {
+                idempotency_key: format!("{}:forgotten", request.idempotency_key),
+                ..request.clone()
+            };
+            self.inner.authorize(&again).await
+        })
+    }
+    fn capture<'a>(&'a self, request: &'a MoneyRequest) -> BoxFuture<'a, Result<(), GatewayError>> {
+        self.inner.capture(request)
+    }
+    fn void<'a>(&'a self, request: &'a MoneyRequest) -> BoxFuture<'a, Result<(), GatewayError>> {
+        self.inner.void(request)
+    }
+    fn refund<'a>(&'a self, request: &'a MoneyRequest) -> BoxFuture<'a, Result<(), GatewayError>> {
+        self.inner.refund(request)
+    }
+    fn cancel_authorization<'a>(
+        &'a self,
+        request: &'a AuthorizeRequest,
+    ) -> BoxFuture<'a, Result<(), GatewayError>> {
+        self.inner.cancel_authorization(request)
+    }
+}
+
+/// The log records the gateway's reference with the authorization, so a capture days later,
+/// after the engine and the process restarted, quotes it: a gateway that has forgotten the
+/// authorization's key is not asked for it again, and reserves nothing twice.
+#[test]
+fn a_capture_quotes_the_recorded_reference_and_asks_no_authorization_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    let inner = gateway("pay", 0);
+    let forgetful = Arc::new(Forgetful {
+        inner: inner.clone(),
+        forgot: AtomicBool::new(false),
+        asked_again: Default::default(),
+    });
+    let start = |engine: &Engine| {
+        let gateways: Vec<Arc<dyn PaymentGateway>> = vec![forgetful.clone()];
+        PaymentProcess::start(engine.clone(), router_timing_out(gateways, Duration::from_secs(5)))
+    };
+    let process = start(&engine);
+    engine.execute_blocking(place("acme", "o-1", &[("sku-1", 2)])).unwrap();
+    settled(&engine, 1);
+    process.stop();
+    let mut events = engine.subscribe(Position(0));
+    let recorded =
+        std::iter::from_fn(|| events.next_timeout(Duration::from_millis(20))).find_map(|event| {
+            match event.unwrap().event {
+                Event::Payment {
+                    event: PaymentEvent::PaymentAuthorized { reference, .. }, ..
+                } => Some(reference),
+                _ => None,
+            }
+        });
+    assert!(matches!(recorded, Some(Some(_))), "the reference is recorded: {recorded:?}");
+
+    // Days later: the engine restarted (from its snapshot), and the gateway forgot the key.
+    engine.shutdown();
+    drop(engine);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    forgetful.forgot.store(true, Ordering::SeqCst);
+    engine.execute_blocking(ship("o-1")).unwrap();
+    let process = start(&engine);
+    captured(&inner, 2_000);
+    process.stop();
+    assert_eq!(forgetful.asked_again.load(Ordering::SeqCst), 0, "no authorization asked again");
+    assert_eq!(inner.approvals(), 1, "one reservation, captured");
+}
+
+/// An authorization recorded without a reference (as logs written before schema version 2
+/// hold them) is still captured: its reference is asked again under the authorization's key.
+#[test]
+fn an_authorization_recorded_without_a_reference_is_captured_by_asking_its_key_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    engine.execute_blocking(place("acme", "o-1", &[("sku-1", 2)])).unwrap();
+    let order = OrderId::new("o-1").unwrap();
+    let eur = Currency::new("EUR").unwrap();
+    let authorize = PaymentCommand::Authorize {
+        order: order.clone(),
+        amount: Money::new(2_000, eur),
+        gateway: GatewayId::new("pay").unwrap(),
+        reference: None,
+    };
+    let payment = Command::Payment { payment: payment_id_for(&order), command: authorize };
+    engine.execute_blocking(Envelope::new(super::tenant("acme"), payment)).unwrap();
+    engine.execute_blocking(ship("o-1")).unwrap();
+    let pay = gateway("pay", 0);
+    let process = PaymentProcess::start(engine.clone(), router(std::slice::from_ref(&pay)));
+    captured(&pay, 2_000);
+    process.stop();
+    assert_eq!(pay.approvals(), 1, "asked once under the key, then captured");
 }

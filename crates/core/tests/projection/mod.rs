@@ -82,6 +82,7 @@ fn place(engine: &Engine, t: &str, order: &str, lines: &[(&str, u64)]) -> Outcom
 /// Authorizes `minor` for `order` (which confirms it) with payment `pay-{order}`.
 fn pay(engine: &Engine, t: &str, order: &str, minor: u64) -> Outcome {
     let command = PaymentCommand::Authorize {
+        reference: None,
         order: order_id(order),
         amount: Money::new(minor, eur()),
         gateway: GatewayId::new("gw-1").unwrap(),

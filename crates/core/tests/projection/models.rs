@@ -75,8 +75,12 @@ fn order(engine: &Engine, t: &str, order: &str, command: OrderCommand) -> Outcom
 }
 
 fn authorize(engine: &Engine, t: &str, payment: &PaymentId, order: &str, amount: Money) -> Outcome {
-    let command =
-        PaymentCommand::Authorize { order: order_id(order), amount, gateway: gateway("gw-1") };
+    let command = PaymentCommand::Authorize {
+        reference: None,
+        order: order_id(order),
+        amount,
+        gateway: gateway("gw-1"),
+    };
     run(engine, t, Command::Payment { payment: payment.clone(), command })
 }
 

@@ -5,7 +5,9 @@
 //! the event.
 
 use orderly_core::codec::EventType;
-use orderly_core::domain::{Event, InventoryEvent, OrderEvent, OrderLine, PaymentEvent};
+use orderly_core::domain::{
+    Event, GatewayReference, InventoryEvent, OrderEvent, OrderLine, PaymentEvent,
+};
 use orderly_core::engine::CommittedEvent;
 use serde_json::{Value, json};
 
@@ -67,9 +69,10 @@ fn line(line: &OrderLine) -> Value {
 fn payment_data(event: &PaymentEvent) -> Value {
     use PaymentEvent as P;
     match event {
-        P::PaymentAuthorized { order, amount, gateway } => json!({
+        P::PaymentAuthorized { order, amount, gateway, reference } => json!({
             "order_id": order.as_str(), "amount": amount.minor,
             "currency": amount.currency.as_str(), "gateway": gateway.as_str(),
+            "reference": reference.as_ref().map(GatewayReference::as_str),
         }),
         P::PaymentDeclined { order, amount, gateway, reason } => json!({
             "order_id": order.as_str(), "amount": amount.minor,

@@ -1,5 +1,5 @@
-//! Writes [`v1`](super::v1) payloads straight into a buffer, byte for byte as rkyv archives
-//! the frozen v1 types.
+//! Writes [`v1`](super::v1) and [`v2`](super::v2) payloads straight into a buffer, byte for
+//! byte as rkyv archives the frozen types.
 //!
 //! The decision thread encodes every command it accepts. Going through rkyv meant building a
 //! value to archive (a `Vec` of lines, a `Vec` of events, each event's payload in a buffer of
@@ -197,7 +197,7 @@ impl<'b> Out<'b> {
         self.u64(amount);
     }
 
-    /// [`v1::PaymentStarted`].
+    /// [`v2::PaymentStarted`] (an empty `reference` for none).
     pub(super) fn payment_started(
         &mut self,
         order: &str,
@@ -205,14 +205,17 @@ impl<'b> Out<'b> {
         currency: [u8; 3],
         gateway: &str,
         reason: u8,
+        reference: &str,
     ) {
         let order = self.text_body(order);
         let gateway = self.text_body(gateway);
+        let reference = self.text_body(reference);
         self.text(order);
         self.u64(amount);
         self.bytes(&currency);
         self.text(gateway);
         self.u8(reason);
+        self.text(reference);
     }
 
     /// [`v1::Decision`]: the key, then each event as (event type, aggregate id, a function
