@@ -213,23 +213,35 @@ impl Engine {
                 .spawn_scoped(scope, || snapshot::load(dir));
             let opened = Log::open(dir, log_config_reporting(&config.log));
             let loaded = match loaded {
-                Ok(reading) => reading.join().unwrap_or_else(|_| Err("its reader panicked".into())),
-                Err(e) => Err(format!("no thread to read it: {e}")),
+                Ok(reading) => reading
+                    .join()
+                    .unwrap_or_else(|_| Err(snapshot::Ignored::because("its reader panicked"))),
+                Err(e) => Err(snapshot::Ignored::because(format!("no thread to read it: {e}"))),
             };
             (opened, loaded)
         });
         let (log, recovery) = opened?;
-        if let Ok(Some(loaded)) = &loaded
-            && loaded.position() > log.head().0
+        // Also a snapshot this build cannot use (of an older format, say) proves it, if intact.
+        let taken_at = match &loaded {
+            Ok(Some(loaded)) => Some(loaded.position()),
+            Ok(None) => None,
+            Err(ignored) => ignored.intact_at,
+        };
+        if let Some(snapshot) = taken_at
+            && snapshot > log.head().0
         {
             return Err(OpenEngineError::LogEndsBeforeSnapshot {
-                snapshot: loaded.position(),
+                snapshot,
                 head: log.head().0,
                 path: dir.join(SNAPSHOT_FILE),
             });
         }
         let snapshot = loaded
-            .and_then(|loaded| loaded.map(|loaded| loaded.fits(&log)).transpose())
+            .and_then(|loaded| {
+                loaded
+                    .map(|loaded| loaded.fits(&log).map_err(snapshot::Ignored::because))
+                    .transpose()
+            })
             .unwrap_or_else(|why| {
                 tracing::warn!(%why, "engine snapshot ignored: the whole log is replayed");
                 None

@@ -7,7 +7,8 @@
 //! of another format version, damaged (its blake3 does not match), bound to another log, or
 //! holding what no events could leave (the hash finds damage, not a deliberate edit) ignores
 //! it, says why, and replays the whole log. One ahead of the log proves that the log lost
-//! acknowledged records: the open refuses. A crash after a snapshot leaves it usable: the log
+//! acknowledged records: the open refuses, also when the snapshot is intact but of another
+//! format version (every version begins with the same header). A crash after a snapshot leaves it usable: the log
 //! only grows, and the open replays the records written since.
 //!
 //! ```text
@@ -99,29 +100,62 @@ pub(crate) struct Loaded {
     digest: [u8; 32],
 }
 
+/// A snapshot the open cannot use: why, and the position it was taken at if the file is intact
+/// (its hash matches), whatever its format version. Every format begins with the same header,
+/// so one that an older or newer build wrote still proves where its log had come to.
+#[derive(Debug)]
+pub(crate) struct Ignored {
+    pub(crate) why: String,
+    pub(crate) intact_at: Option<u64>,
+}
+
+impl Ignored {
+    pub(crate) fn because(why: impl Into<String>) -> Ignored {
+        Ignored { why: why.into(), intact_at: None }
+    }
+}
+
+impl std::fmt::Display for Ignored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
 /// Reads `dir`'s snapshot, if there is one (`Ok(None)` when there is none); otherwise why not.
 /// Needs no log, so that it can run while the log opens; [`Loaded::fits`] then checks it
 /// against the log.
-pub(crate) fn load(dir: &Path) -> Result<Option<Loaded>, String> {
+pub(crate) fn load(dir: &Path) -> Result<Option<Loaded>, Ignored> {
     load_in_chunks(dir, CHUNK)
 }
 
 /// [`load`], reading `chunk` bytes at a time.
-fn load_in_chunks(dir: &Path, chunk: usize) -> Result<Option<Loaded>, String> {
+fn load_in_chunks(dir: &Path, chunk: usize) -> Result<Option<Loaded>, Ignored> {
     let path = snapshot_path(dir);
+    let at_path =
+        |why: &dyn std::fmt::Display| Ignored::because(format!("{}: {why}", path.display()));
     let file = match File::open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(e) => return Err(at_path(&e)),
     };
-    let mut input = In::new(file, chunk).map_err(|e| format!("{}: {e}", path.display()))?;
-    let loaded = parse(&mut input);
+    let mut input = In::new(file, chunk).map_err(|e| at_path(&e))?;
+    let header = parse_header(&mut input);
+    let loaded = header.clone().and_then(|(version, position)| {
+        if version == FORMAT_VERSION {
+            parse(&mut input, position)
+        } else {
+            Err(format!("format version {version}, not {FORMAT_VERSION}"))
+        }
+    });
     // The hash is checked last, the file read once: what a damaged file let the parser build
     // is dropped here.
     match input.hash_matches() {
-        Ok(true) => loaded.map(Some),
-        Ok(false) => Err(format!("{}: damaged (its hash does not match)", path.display())),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Ok(true) => loaded.map(Some).map_err(|why| Ignored {
+            intact_at: header.ok().map(|(_, position)| position),
+            ..at_path(&why)
+        }),
+        Ok(false) => Err(at_path(&"damaged (its hash does not match)")),
+        Err(e) => Err(at_path(&e)),
     }
 }
 
@@ -154,18 +188,22 @@ fn read(dir: &Path, log: &Log) -> Result<Option<Restored>, String> {
 /// [`read`], reading `chunk` bytes at a time.
 #[cfg(test)]
 fn read_in_chunks(dir: &Path, log: &Log, chunk: usize) -> Result<Option<Restored>, String> {
-    load_in_chunks(dir, chunk)?.map(|loaded| loaded.fits(log)).transpose()
+    load_in_chunks(dir, chunk)
+        .map_err(|ignored| ignored.why)?
+        .map(|loaded| loaded.fits(log))
+        .transpose()
 }
 
-fn parse(input: &mut In) -> Result<Loaded, String> {
+/// The header every format version begins with: its version and position.
+fn parse_header(input: &mut In) -> Result<(u16, u64), String> {
     if input.take(MAGIC.len())? != MAGIC {
         return Err("not an engine snapshot".into());
     }
-    let version = input.u16()?;
-    if version != FORMAT_VERSION {
-        return Err(format!("format version {version}, not {FORMAT_VERSION}"));
-    }
-    let position = input.u64()?;
+    Ok((input.u16()?, input.u64()?))
+}
+
+/// The rest of a snapshot of this format version, taken at `position`.
+fn parse(input: &mut In, position: u64) -> Result<Loaded, String> {
     if position == 0 {
         return Err("taken at position 0: an empty log needs none".into());
     }

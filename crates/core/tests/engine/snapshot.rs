@@ -128,13 +128,23 @@ fn a_snapshot_of_another_log_is_ignored_and_one_past_the_log_s_end_refused() {
     }
     let later = older.path().join(SNAPSHOT_FILE);
     std::fs::copy(ours.path().join(SNAPSHOT_FILE), &later).unwrap();
-    match Engine::open(older.path(), config(&clock)) {
+    let refused = |why: &str| match Engine::open(older.path(), config(&clock)) {
         Err(OpenEngineError::LogEndsBeforeSnapshot { snapshot: 4, head: 3, path }) => {
             assert_eq!(path, later);
         }
-        Err(other) => panic!("expected the log's loss to be named, got {other}"),
-        Ok(_) => panic!("an engine opened on a log that lost acknowledged records"),
-    }
+        Err(other) => panic!("{why}: expected the log's loss to be named, got {other}"),
+        Ok(_) => panic!("{why}: an engine opened on a log that lost acknowledged records"),
+    };
+    refused("a snapshot of this build");
+    // The same proof from an intact snapshot of another format version, which this build
+    // cannot restore (as after an upgrade): its header says where it was taken.
+    let mut bytes = std::fs::read(&later).unwrap();
+    bytes[8..10].copy_from_slice(&1u16.to_le_bytes());
+    let body = bytes.len() - 32;
+    let hash = *blake3::hash(&bytes[..body]).as_bytes();
+    bytes[body..].copy_from_slice(&hash);
+    std::fs::write(&later, &bytes).unwrap();
+    refused("a snapshot of an older format");
     std::fs::remove_file(&later).unwrap();
     let engine = Engine::open(older.path(), config(&clock)).unwrap();
     holds_the_first_session(&engine);
