@@ -407,7 +407,49 @@ fn read_tenant(input: &mut In, position: u64) -> Result<(TenantId, TenantState, 
         });
         payments.insert(payment_id, payment);
     }
+    check_links(&id, &inventory, &orders, &payments)?;
     Ok((id, TenantState::restored(inventory, orders, payments), keys))
+}
+
+/// What ties a tenant's aggregates together, as the decisions keep it: each SKU reserves
+/// exactly the lines of the orders holding it, an order holding stock is for the sum of its
+/// lines, and an order's payment is for that order. Each aggregate read alone can look fine
+/// while breaking these (a writer's bug, an edit with the hash made again), and the engine
+/// would then decide on them: sell stock that orders hold, or stop at an assertion later.
+fn check_links(
+    tenant: &TenantId,
+    inventory: &GrowingMap<Sku, InventoryState>,
+    orders: &GrowingMap<OrderId, OrderState>,
+    payments: &GrowingMap<PaymentId, PaymentState>,
+) -> Result<(), String> {
+    let mut held: std::collections::HashMap<&Sku, (u64, u64)> = std::collections::HashMap::new();
+    for (order_id, order) in orders.iter() {
+        let lines = order.lines();
+        let total = order.total().map_or(0, |t| t.minor);
+        if !lines.is_empty() && total != lines.iter().map(OrderLine::amount).sum::<u64>() {
+            return Err(format!("tenant {tenant}: order {order_id}'s total is not its lines'"));
+        }
+        for line in lines {
+            let (units, holds) = held.entry(&line.sku).or_default();
+            *units += line.quantity.get();
+            *holds += 1;
+        }
+        if let Some(payment) = order.payment()
+            && payments.get(payment).and_then(PaymentState::order) != Some(order_id)
+        {
+            return Err(format!("tenant {tenant}: order {order_id}'s payment is not for it"));
+        }
+    }
+    for (sku, stock) in inventory.iter() {
+        let (units, holds) = held.remove(sku).unwrap_or_default();
+        if (stock.reserved(), stock.open_holds()) != (units, holds) {
+            return Err(format!("tenant {tenant}: SKU {sku} reserves other than its orders hold"));
+        }
+    }
+    match held.into_keys().next() {
+        Some(sku) => Err(format!("tenant {tenant}: orders hold SKU {sku}, which has no stock")),
+        None => Ok(()),
+    }
 }
 
 /// The snapshot being written: bytes gather in a chunk, which goes to the hasher and the file
@@ -655,6 +697,66 @@ mod tests {
         let statuses: std::collections::HashSet<_> = payments.map(PaymentState::status).collect();
         assert!(statuses.len() >= 3, "and payments of many: {statuses:?}");
         assert!(replayed.iter().any(|tenant| !tenant.1.is_empty()), "and keys");
+    }
+
+    /// Every aggregate of a snapshot can look right alone while they disagree with each other:
+    /// stock that reserves nothing for the orders holding it would be sold again. Such a
+    /// snapshot is refused (and the whole log replayed), as is one whose orders and payments
+    /// are not each other's.
+    #[test]
+    fn a_snapshot_whose_aggregates_disagree_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        run_day(dir.path(), 1_200);
+        let (log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let (world, last_now, position) = read(dir.path(), &log).unwrap().expect("written");
+        type Edit<'a> = &'a dyn Fn(&TenantState) -> TenantState;
+        let rewritten = |edit: Edit<'_>| {
+            let tenants = world
+                .tenants_and_keys()
+                .map(|(id, state, keys)| (id.clone(), edit(state), keys.clone()))
+                .collect();
+            write(dir.path(), &log, &World::restored(tenants), last_now, position).unwrap();
+            read(dir.path(), &log)
+        };
+        let rebuilt = |inventory: Vec<(Sku, InventoryState)>,
+                       orders: Vec<(OrderId, OrderState)>,
+                       payments: Vec<(PaymentId, PaymentState)>| {
+            let mut maps = (GrowingMap::default(), GrowingMap::default(), GrowingMap::default());
+            inventory.into_iter().for_each(|(k, v)| _ = maps.0.insert(k, v));
+            orders.into_iter().for_each(|(k, v)| _ = maps.1.insert(k, v));
+            payments.into_iter().for_each(|(k, v)| _ = maps.2.insert(k, v));
+            TenantState::restored(maps.0, maps.1, maps.2)
+        };
+        let clone_all = |state: &TenantState| {
+            (
+                state.inventories().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                state.orders().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                state.payments().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            )
+        };
+        let same: Edit<'_> = &|state| {
+            let (inventory, orders, payments) = clone_all(state);
+            rebuilt(inventory, orders, payments)
+        };
+        assert!(rewritten(same).unwrap().is_some(), "the state as it was is read back");
+
+        let nothing_reserved: Edit<'_> = &|state| {
+            let (inventory, orders, payments) = clone_all(state);
+            let inventory = inventory
+                .into_iter()
+                .map(|(sku, s)| (sku, InventoryState::restored(s.is_known(), s.on_hand(), 0, 0)))
+                .collect();
+            rebuilt(inventory, orders, payments)
+        };
+        let refused = rewritten(nothing_reserved).unwrap_err();
+        assert!(refused.contains("reserves other than its orders hold"), "{refused}");
+
+        let no_payments: Edit<'_> = &|state| {
+            let (inventory, orders, _) = clone_all(state);
+            rebuilt(inventory, orders, Vec::new())
+        };
+        let refused = rewritten(no_payments).unwrap_err();
+        assert!(refused.contains("payment is not for it"), "{refused}");
     }
 
     /// A snapshot whose hash checks out but whose contents are wrong (only a deliberate edit
