@@ -30,6 +30,11 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
         TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let demo_token = first_start(&config.data)?;
     let app = App::new(config)?;
+    if app.tenants().names().is_empty() {
+        tracing::warn!(
+            "the tenants file names no tenant (all revoked?): every request is refused until `orderly tenant add NAME`"
+        );
+    }
     let address = listener.local_addr()?;
     tracing::info!("listening on http://{address}");
     let token_file = app.config().data.join(format!("{DEMO_TENANT}.token"));
@@ -157,9 +162,33 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// On a data folder without tenants, creates the demo tenant and writes its token to
 /// `<data>/demo.token`. Returns the demo token when its file exists.
+///
+/// A folder that holds a log and the demo's token but no tenants file was served before and
+/// lost its tenants file (or had it moved): starting would make a new demo token over the old
+/// one and leave every other tenant's token refused, so the start is refused, saying what to
+/// do. A log without a demo token is a folder no server made (`orderly bench --data`): its
+/// first start makes the demo tenant, and says that the log's tenants have no token yet.
 fn first_start(data: &Path) -> anyhow::Result<Option<String>> {
     let token_file = data.join(format!("{DEMO_TENANT}.token"));
-    if !data.join(TENANTS_FILE).exists() {
+    let tenants_file = data.join(TENANTS_FILE);
+    let has_log = data.join(LOG_DIR).is_dir();
+    if !tenants_file.exists() && has_log && token_file.exists() {
+        anyhow::bail!(
+            "{} is missing, though this data folder was served before (it holds a log and {}): \
+             without it no tenant's token is accepted. Put it back (from a backup of the folder), \
+             or remove {} to start with a new demo tenant and give the others new tokens with \
+             `orderly tenant add NAME`",
+            tenants_file.display(),
+            token_file.display(),
+            token_file.display(),
+        );
+    }
+    if !tenants_file.exists() {
+        if has_log {
+            tracing::warn!(
+                "no tenants file beside the log: the tenants its events name get a token with `orderly tenant add NAME`"
+            );
+        }
         // The token's file first: a crash before the tenant is added leaves no tenants file,
         // so the next start makes both again (in the other order, a crash between would leave
         // a demo tenant whose token nobody has).

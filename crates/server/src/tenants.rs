@@ -118,9 +118,11 @@ impl Tenants {
         if *read_at == Some(modified) {
             return Ok(false);
         }
+        // Noted before the read: a file that cannot be read or parsed is tried again once it
+        // changes, not on every unknown token (each would log its failure again).
+        *read_at = Some(modified);
         let text = std::fs::read_to_string(&self.path)
             .with_context(|| format!("cannot read {}", self.path.display()))?;
-        *read_at = Some(modified);
         let by_hash = parse(&text).with_context(|| format!("in {}", self.path.display()))?;
         *self.by_hash.write().unwrap_or_else(PoisonError::into_inner) = by_hash;
         Ok(true)
@@ -291,6 +293,14 @@ mod tests {
             Some("acme".into())
         );
         assert_eq!(tenants.authenticate("orderly_unknown"), None);
+
+        // A file that cannot be read at all (a folder in its place): the same, reported once.
+        let path = data.path().join(TENANTS_FILE);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert!(tenants.reload().is_err(), "the failure is reported");
+        assert!(!tenants.reload().unwrap(), "and not tried again until the file changes");
+        assert!(tenants.authenticate(&token).is_some(), "the tokens read before stay");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! acknowledged intact; a second SIGTERM exits at once. `orderly tenant add`
 //! prints a token a running server accepts, and the first start leaves the demo tenant's token
 //! alone in `<data>/demo.token`, readable by its owner only. A second server on a folder in use
-//! is refused before it announces anything.
+//! is refused before it announces anything, as is a served folder whose tenants file was lost.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -373,6 +373,22 @@ async fn a_first_start_cut_short_after_the_token_file_is_made_again_whole() {
         std::fs::metadata(data.path().join("demo.token")).expect("file").permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "demo.token mode {mode:o}");
     assert!(!data.path().join("demo.token.new").exists(), "nothing left beside it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_folder_that_lost_its_tenants_file_is_refused_and_its_token_kept() {
+    let data = tempfile::tempdir().expect("a temporary folder");
+    let server = Running::start(data.path()).await;
+    let token = demo_token(data.path());
+    drop(server);
+    std::fs::remove_file(data.path().join("tenants")).expect("removed");
+
+    let refused = serve_to_the_end("127.0.0.1:0", data.path());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is missing, though this data folder was served before"), "{stderr}");
+    assert_eq!(demo_token(data.path()), token, "the demo's token is not made again");
+    assert!(!data.path().join("tenants").exists(), "no tenant was made");
 }
 
 #[test]
