@@ -3,7 +3,12 @@
 //! Each stream has its own reader thread following the log. A log record holds the events one
 //! command decided; they are sent together, and the last of them carries the `id:`, the
 //! record's global position, so `Last-Event-ID` resumes exactly after the last record seen: no
-//! gap, no duplicate. The thread
+//! gap, no duplicate. A stream also names where it stands when it has sent nothing for a
+//! while: an event with an `id:` and no data, which a client takes as its last event id
+//! without showing anything (so a tenant with few events, or a narrow `types=`, resumes
+//! where it left off instead of losing what came meanwhile or reading the log again from far
+//! back). One goes out as the stream opens (naming the position before its first), then at most
+//! every [`MARK_EVERY`] while records pass that it does not send. The thread
 //! hands events to the response through a bounded buffer; a client that lets the buffer fill is
 //! cut off (the stream ends, and it reconnects with `Last-Event-ID`), so a slow client never
 //! holds up commits or other clients. Streams per tenant are capped.
@@ -41,6 +46,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 pub const REVOCATION_CHECK: Duration = Duration::from_secs(1);
 /// How often an idle reader thread checks that its client is still there.
 const IDLE_CHECK: Duration = Duration::from_millis(250);
+/// How often, at most, a stream names how far it has read when it sends no events.
+const MARK_EVERY: Duration = Duration::from_secs(1);
 
 /// Where to start and what to send.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -65,7 +72,7 @@ pub struct EventsQuery {
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this position (sent by reconnecting clients); wins over `from`"),
     ),
     responses(
-        (status = 200, description = "An endless `text/event-stream`; each event's `id` is its log position and its `data` the event as JSON", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An endless `text/event-stream`; each event's `id` is its log position and its `data` the event as JSON; an `id` without `data` names how far the stream has read (as it opens, then at most once a second while it sends nothing)", content_type = "text/event-stream", body = String),
         (status = 429, description = "`too_many_streams`: the tenant has the most streams open", body = crate::error::ErrorBody),
         QueryErrors,
     ),
@@ -208,7 +215,18 @@ fn follow(
 ) {
     let prefix = format!("{tenant}/");
     let mut records = log.subscribe(from);
+    // The last record read (every one before it too), and the last id the client was sent.
+    let mut read = from.0.checked_sub(1);
+    let (mut named, mut named_at) = (None, None::<Instant>);
     while client.wanted() {
+        if read > named && named_at.is_none_or(|at| at.elapsed() >= MARK_EVERY) {
+            // Behind the events already queued, so it names no position the client lacks;
+            // with no room it waits for the next mark.
+            let at = read.expect("past what was named");
+            if client.tx.try_send(SseEvent::default().id(at.to_string())).is_ok() {
+                (named, named_at) = (read, Some(Instant::now()));
+            }
+        }
         let record = match records.next_timeout(IDLE_CHECK) {
             None => continue,
             Some(Ok(record)) => record,
@@ -217,6 +235,7 @@ fn follow(
                 return;
             }
         };
+        read = Some(record.position.0);
         // Other tenants' records are skipped before decoding.
         if !record.stream.starts_with(prefix.as_bytes()) {
             continue;
@@ -249,5 +268,6 @@ fn follow(
             }
             permit.send(sse);
         }
+        (named, named_at) = (read, Some(Instant::now()));
     }
 }

@@ -110,6 +110,33 @@ async fn from_zero_streams_the_tenants_events_in_commit_order_and_no_one_elses()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_with_nothing_to_send_names_where_it_stands_so_a_reconnect_misses_nothing() {
+    let server = Server::start();
+    let globex = server.add_tenant("globex");
+    let client = Client::of(&server).await;
+    let as_globex =
+        |uri: &str, body: serde_json::Value| server.call(support::post(uri, Some(&globex), &body));
+    let head = server.receive("mug", 10).await;
+
+    // Globex follows new events only; only acme commits. Its stream names the position before
+    // its start as it opens, then the records it read past, with no event.
+    let mut stream = client.stream(&globex, "").await;
+    stream.expect_named(head - 1, WITHIN).await;
+    let head = server.receive("tea", 3).await;
+    stream.expect_named(head - 1, WITHIN).await;
+    let last_id = stream.last_id.expect("named");
+    drop(stream);
+
+    // While it is away, globex commits; the reconnect (as a browser makes it, with the last
+    // id it was given) starts right after what it had read.
+    as_globex("/v1/inventory/gap/receive", json!({ "quantity": 1 })).await.ok(StatusCode::OK);
+    let resumed = client.events(&globex, "").header("last-event-id", last_id);
+    let mut stream = EventStream::open(resumed).await;
+    let missed = stream.expect(WITHIN).await;
+    assert_eq!((&missed.data["sku"], missed.id), (&json!("gap"), Some(head)), "{:?}", missed.data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnecting_client_gets_exactly_the_events_it_missed() {
     let server = Server::start();
     let client = Client::of(&server).await;

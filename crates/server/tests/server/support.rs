@@ -294,6 +294,9 @@ pub fn log_events(app: &Shared, tenant: &str) -> Vec<CommittedEvent> {
 pub struct EventStream {
     response: reqwest::Response,
     buffer: Vec<u8>,
+    /// The last `id:` received, also of an event without data (as a browser keeps it, to send
+    /// back as `Last-Event-ID`).
+    pub last_id: Option<u64>,
 }
 
 /// One Server-Sent Event.
@@ -315,19 +318,33 @@ impl EventStream {
         }
         let kind = response.headers().get(header::CONTENT_TYPE).expect("a content type");
         assert_eq!(kind.to_str().ok(), Some("text/event-stream"));
-        EventStream { response, buffer: Vec::new() }
+        EventStream { response, buffer: Vec::new(), last_id: None }
     }
 
-    /// The next event (comments such as keep-alives are skipped), or `None` once the server has
-    /// ended the stream. Panics when nothing comes `within`.
+    /// The next event (comments such as keep-alives, and ids alone, are skipped), or `None`
+    /// once the server has ended the stream. Panics when nothing comes `within`.
     pub async fn next(&mut self, within: Duration) -> Option<Message> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            while let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+            if let Some(message) = self.next_block(deadline, within).await? {
+                return Some(message);
+            }
+        }
+    }
+
+    /// The next block of lines: `Some(None)` for one without data, `None` once the server has
+    /// ended the stream. Panics when nothing comes by `deadline`.
+    async fn next_block(
+        &mut self,
+        deadline: tokio::time::Instant,
+        within: Duration,
+    ) -> Option<Option<Message>> {
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
                 let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
-                if let Some(message) = parse_event(&block) {
-                    return Some(message);
-                }
+                let (id, message) = parse_event(&block);
+                self.last_id = id.or(self.last_id);
+                return Some(message);
             }
             match tokio::time::timeout_at(deadline, self.response.chunk()).await {
                 Err(_) => panic!("no event within {within:?}"),
@@ -349,10 +366,26 @@ impl EventStream {
     pub async fn expect(&mut self, within: Duration) -> Message {
         self.next(within).await.expect("an event, not the end of the stream")
     }
+
+    /// Reads until the stream has named `position` (or one past it) as its last id, which must
+    /// come `within`, with no event that has data.
+    pub async fn expect_named(&mut self, position: u64, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.last_id.is_none_or(|id| id < position) {
+            match self.next_block(deadline, within).await {
+                Some(None) => {}
+                Some(Some(message)) => {
+                    panic!("an event, where ids alone were expected: {message:?}")
+                }
+                None => panic!("the stream ended"),
+            }
+        }
+    }
 }
 
-/// One event block (lines up to a blank line); `None` for a comment-only block.
-fn parse_event(block: &[u8]) -> Option<Message> {
+/// One event block (lines up to a blank line): its id, and the event if it has data (`None`
+/// for a comment, or an id alone).
+fn parse_event(block: &[u8]) -> (Option<u64>, Option<Message>) {
     let text = std::str::from_utf8(block).expect("UTF-8 events");
     let (mut id, mut data) = (None, None::<String>);
     for line in text.lines() {
@@ -371,10 +404,10 @@ fn parse_event(block: &[u8]) -> Option<Message> {
             assert!(line.is_empty() || line.starts_with(':'), "unexpected line {line:?}");
         }
     }
-    let data = data?;
+    let Some(data) = data else { return (id, None) };
     let data =
         serde_json::from_str(&data).unwrap_or_else(|e| panic!("data not JSON ({e}): {data}"));
-    Some(Message { id, data })
+    (id, Some(Message { id, data }))
 }
 
 /// The `orderly` binary of this build.
