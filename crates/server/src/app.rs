@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use orderly_core::domain::{Currency, GatewayId, TenantId};
@@ -28,6 +28,7 @@ use orderly_core::payments::{
 };
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::api;
@@ -214,6 +215,12 @@ impl App {
             .layer(RequestBodyLimitLayer::new(self.config.body_limit))
             .layer(middleware::from_fn_with_state(self.clone(), metrics::track))
             .layer(middleware::from_fn(uniform_errors))
+            // Every answer is what its Content-Type says (JSON errors echo what was sent): no
+            // browser is to guess otherwise.
+            .layer(SetResponseHeaderLayer::overriding(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ))
             .with_state(self.clone())
     }
 

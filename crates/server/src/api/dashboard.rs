@@ -20,10 +20,12 @@ pub async fn page() -> impl IntoResponse {
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
-            // The page loads nothing from elsewhere; say so, so nothing injected can either.
+            // The page loads nothing from elsewhere; say so, so nothing injected can either. No
+            // other site may frame it (to dress it up as its own, or click through it).
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
+                "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; \
+                 frame-ancestors 'none'",
             ),
         ],
         PAGE,

@@ -16,6 +16,8 @@ async fn the_dashboard_is_one_self_contained_html_page() {
     let policy = header(header::CONTENT_SECURITY_POLICY);
     assert!(policy.contains("default-src 'self'"), "{policy}");
     assert!(!policy.contains("http"), "no other origin is allowed: {policy}");
+    assert!(policy.contains("frame-ancestors 'none'"), "no other site frames it: {policy}");
+    assert_eq!(header(header::X_CONTENT_TYPE_OPTIONS), "nosniff");
     assert!(page.text.starts_with("<!doctype html>") || page.text.starts_with("<!DOCTYPE html>"));
     assert!(page.text.contains(r#"id="orders-today""#));
     assert!(page.text.contains("/v1/kpi/stream"));
