@@ -113,6 +113,10 @@ pub struct App {
     tenants: Tenants,
     metrics: Metrics,
     limiter: Option<DefaultKeyedRateLimiter<TenantId>>,
+    /// Streams opened per tenant: as many as it may hold at once, then one a second. A stream
+    /// that starts far back reads the log from there on a thread of its own, so opening them
+    /// over and over would keep a core busy.
+    stream_opens: DefaultKeyedRateLimiter<TenantId>,
     /// Streams open per tenant.
     streams: PerTenant,
     /// Requests in progress per tenant.
@@ -169,6 +173,12 @@ impl App {
     pub fn new(config: ServerConfig) -> anyhow::Result<Shared> {
         let tenants = Tenants::open(&config.data)?;
         let limiter = config.tenant_rate.map(|rate| RateLimiter::keyed(Quota::per_second(rate)));
+        let stream_burst = u32::try_from(config.streams_per_tenant)
+            .ok()
+            .and_then(NonZeroU32::new)
+            .unwrap_or(NonZeroU32::MIN);
+        let stream_opens =
+            RateLimiter::keyed(Quota::per_second(NonZeroU32::MIN).allow_burst(stream_burst));
         let mut config = config;
         let metrics = Metrics::new();
         let also = config.node.engine.log.observer.take();
@@ -179,6 +189,7 @@ impl App {
             tenants,
             metrics,
             limiter,
+            stream_opens,
             streams: PerTenant::default(),
             requests: PerTenant::default(),
             closing: AtomicBool::new(false),
@@ -339,7 +350,8 @@ impl App {
         read.insert((tenant.clone(), utc_offset), (second, json));
     }
 
-    /// A place for one more stream of `tenant`, or `429 too_many_streams`.
+    /// A place for one more stream of `tenant`, or `429 too_many_streams` (it has the most
+    /// open) or `429 rate_limited` (it opened them too often).
     pub fn open_stream(&self, tenant: &TenantId) -> Result<Slot, ApiError> {
         if self.is_closing() {
             return Err(ApiError::new(
@@ -350,14 +362,26 @@ impl App {
             .retry_after(Duration::from_secs(5)));
         }
         let most = self.config.streams_per_tenant;
-        Slot::take(&self.streams, tenant, most).ok_or_else(|| {
+        let slot = Slot::take(&self.streams, tenant, most).ok_or_else(|| {
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_streams",
                 format!("tenant {tenant} has {most} streams open, the most allowed; close one"),
             )
             .retry_after(Duration::from_secs(5))
-        })
+        })?;
+        // Only an open that found a place counts against the rate (the slot is freed again).
+        if self.stream_opens.check_key(tenant).is_err() {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "tenant {tenant} opens streams too often: {most} at once, then one a second"
+                ),
+            )
+            .retry_after(Duration::from_secs(1)));
+        }
+        Ok(slot)
     }
 
     /// `429 rate_limited` when `tenant` is over its rate.

@@ -1,5 +1,5 @@
-//! How a caller's thread should be scheduled when it shares the machine's cores with the
-//! engine, as a load driver or a benchmark's callers do.
+//! How a thread that shares the machine's cores with the engine should be scheduled: a caller
+//! (a load driver, a benchmark's callers), or work that can wait (read models, event streams).
 
 /// Makes the calling thread a Linux batch thread: one that, when it wakes, waits for its turn
 /// instead of taking the core from the thread running there. Callers that wait for answers
@@ -16,4 +16,22 @@ pub fn yield_to_engine() -> bool {
     }
     #[cfg(not(target_os = "linux"))]
     false
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10), for a thread whose work can wait
+/// while the engine and the threads answering callers are busy: the read models' committer and
+/// file writer, an event stream catching up from far back. Best effort: a refusal changes
+/// nothing but the order. On Linux a nice value is per thread; elsewhere nothing changes.
+pub fn yield_to_others() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain syscalls on the calling thread.
+        let (tid, result) = unsafe {
+            let tid = libc::gettid();
+            (tid, libc::setpriority(libc::PRIO_PROCESS, tid.cast_unsigned(), 10))
+        };
+        if result != 0 {
+            tracing::debug!(tid, "thread priority unchanged");
+        }
+    }
 }

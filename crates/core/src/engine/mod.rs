@@ -30,7 +30,7 @@ use std::time::Duration;
 use crossbeam_channel::{Sender, TrySendError};
 use orderly_store::{Log, LogConfig, LogReader, Position, Recovery, ScanProgress};
 
-pub use callers::yield_to_engine;
+pub use callers::{yield_to_engine, yield_to_others};
 pub use clock::{Clock, ManualClock, SteadyClock, SystemClock};
 pub use error::{EngineError, ExecuteError, OpenEngineError};
 pub use pages::use_small_pages;

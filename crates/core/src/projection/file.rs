@@ -240,7 +240,7 @@ impl WriteBehindFile {
         let thread = {
             let shared = shared.clone();
             std::thread::Builder::new().name("orderly-proj-write".to_owned()).spawn(move || {
-                super::host::yield_to_others();
+                crate::engine::yield_to_others();
                 shared.run(&writing)
             })?
         };

@@ -385,24 +385,6 @@ impl Run {
     }
 }
 
-/// Lowers the calling thread's scheduling priority (nice 10), for a thread whose work only
-/// makes published batches durable (the committer, the file writer): on a busy machine the
-/// host thread (what queries see) and the engine go first. Best effort: a refusal changes
-/// nothing but the order.
-pub(super) fn yield_to_others() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: plain syscalls on the calling thread (on Linux a nice value is per thread).
-        let (tid, result) = unsafe {
-            let tid = libc::gettid();
-            (tid, libc::setpriority(libc::PRIO_PROCESS, tid.cast_unsigned(), 10))
-        };
-        if result != 0 {
-            tracing::debug!(tid, "projection thread priority unchanged");
-        }
-    }
-}
-
 /// The committer thread as the host thread holds it: finished (everything published
 /// committed, then joined) however the host thread ends, a panic included.
 struct Draining {
@@ -457,7 +439,7 @@ struct Committer {
 
 impl Committer {
     fn run(mut self) -> Result<(), ProjectionError> {
-        yield_to_others();
+        crate::engine::yield_to_others();
         let result = self.commit_all();
         if result.is_err() {
             self.stop.store(true, Ordering::Release);

@@ -11,7 +11,9 @@
 //! every [`MARK_EVERY`] while records pass that it does not send. The thread
 //! hands events to the response through a bounded buffer; a client that lets the buffer fill is
 //! cut off (the stream ends, and it reconnects with `Last-Event-ID`), so a slow client never
-//! holds up commits or other clients. Streams per tenant are capped.
+//! holds up commits or other clients. Streams per tenant are capped, and so is how often a
+//! tenant opens them (its cap at once, then one a second); their threads run at a lower
+//! priority than the engine and the requests.
 
 use std::cell::Cell;
 use std::collections::HashSet;
@@ -118,6 +120,9 @@ pub async fn events(
     std::thread::Builder::new()
         .name("orderly-sse".into())
         .spawn(move || {
+            // Streams follow the commands: one catching up from far back (the whole log, read
+            // and checked record by record) takes no core from the engine or other requests.
+            orderly_core::engine::yield_to_others();
             // A token revoked while its stream is open ends the stream too (checked now and
             // then: the reader asks for every record of the log).
             let (checked, revoked) = (Cell::new(Instant::now()), Cell::new(false));

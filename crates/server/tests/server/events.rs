@@ -555,3 +555,30 @@ async fn streams_per_tenant_are_capped() {
     };
     drop((second, theirs));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_opens_streams_at_most_its_cap_at_once_then_one_a_second() {
+    let server = Server::configured(|config| config.streams_per_tenant = 2);
+    let client = Client::of(&server).await;
+    let open =
+        || async { client.events(&server.token, "?from=0").send().await.expect("an answer") };
+    // Two opened and closed at once, as a client reconnecting in a loop would.
+    for _ in 0..2 {
+        assert_eq!(open().await.status(), StatusCode::OK);
+    }
+    // The third finds a place once the server has noticed the two closed (a few ms), and is
+    // refused for its rate.
+    let body = loop {
+        let third = open().await;
+        assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(third.headers().contains_key("retry-after"));
+        let body: serde_json::Value = third.json().await.expect("JSON");
+        if support::error_code(&body) != "too_many_streams" {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(support::error_code(&body), "rate_limited", "{body}");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(open().await.status(), StatusCode::OK, "one more a second later");
+}
