@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use orderly_core::domain::TenantId;
-use orderly_core::node::LOG_DIR;
+use orderly_core::node::{LOG_DIR, READ_MODELS_FILE};
 use orderly_core::store::Log;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -163,35 +163,36 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// On a data folder without tenants, creates the demo tenant and writes its token to
 /// `<data>/demo.token`. Returns the demo token when its file exists.
 ///
-/// A folder that holds a log and the demo's token but no tenants file was served before and
-/// lost its tenants file (or had it moved): starting would make a new demo token over the old
-/// one and leave every other tenant's token refused, so the start is refused, saying what to
-/// do. A log without a demo token is a folder no server made (`orderly bench --data`): its
-/// first start makes the demo tenant, and says that the log's tenants have no token yet.
+/// A tenants file without a tenant's line counts as none: a first start cut short between
+/// creating it and appending the demo's line leaves one, and starts over. A folder that was
+/// served before (it holds the read models, which only a server or `orderly rebuild` makes)
+/// and has no tenants lost its tenants file: a new demo tenant would leave every other
+/// tenant's token refused without a word, so the start is refused, saying what to do. A log
+/// without read models is a folder no server made (`orderly bench --data`): its first start
+/// makes the demo tenant, and says that the log's tenants have no token yet.
 fn first_start(data: &Path) -> anyhow::Result<Option<String>> {
     let token_file = data.join(format!("{DEMO_TENANT}.token"));
     let tenants_file = data.join(TENANTS_FILE);
-    let has_log = data.join(LOG_DIR).is_dir();
-    if !tenants_file.exists() && has_log && token_file.exists() {
-        anyhow::bail!(
-            "{} is missing, though this data folder was served before (it holds a log and {}): \
-             without it no tenant's token is accepted. Put it back (from a backup of the folder), \
-             or remove {} to start with a new demo tenant and give the others new tokens with \
-             `orderly tenant add NAME`",
-            tenants_file.display(),
-            token_file.display(),
-            token_file.display(),
-        );
-    }
-    if !tenants_file.exists() {
-        if has_log {
+    let has_tenants = std::fs::read_to_string(&tenants_file)
+        .is_ok_and(|text| text.lines().any(|line| !line.trim().is_empty()));
+    if !has_tenants {
+        if data.join(READ_MODELS_FILE).exists() {
+            anyhow::bail!(
+                "{} is missing or names no tenant, though this data folder was served before \
+                 (it holds {READ_MODELS_FILE}): no tenant's token would be accepted. Put it back \
+                 (from a backup of the folder), or add the tenants again with \
+                 `orderly tenant add NAME` (each gets a new token) before starting",
+                tenants_file.display(),
+            );
+        }
+        if data.join(LOG_DIR).is_dir() {
             tracing::warn!(
                 "no tenants file beside the log: the tenants its events name get a token with `orderly tenant add NAME`"
             );
         }
-        // The token's file first: a crash before the tenant is added leaves no tenants file,
-        // so the next start makes both again (in the other order, a crash between would leave
-        // a demo tenant whose token nobody has).
+        // The token's file first: a crash before the tenant's line is added leaves a tenants
+        // file without one, so the next start makes both again (in the other order, a crash
+        // between would leave a demo tenant whose token nobody has).
         let demo = TenantId::new(DEMO_TENANT)?;
         tenants::add_with(data, &demo, |token| tenants::write_token_file(&token_file, token))?;
         tracing::info!("created tenant {DEMO_TENANT}; its token is in {}", token_file.display());

@@ -43,6 +43,9 @@ pub struct Tenants {
     /// When the file was last checked for changes (ms since `opened`): a known token checks
     /// it at most once a second, so a revocation is seen without a request per token.
     checked_ms: AtomicU64,
+    /// When a failure to read the file was last logged (ms since `opened`): a file that cannot
+    /// be read is tried again at every unknown token, and logged at most once a second.
+    warned_ms: AtomicU64,
     opened: Instant,
 }
 
@@ -57,6 +60,7 @@ impl Tenants {
             by_hash: RwLock::new(HashMap::new()),
             read_at: Mutex::new(None),
             checked_ms: AtomicU64::new(0),
+            warned_ms: AtomicU64::new(0),
             opened: Instant::now(),
         };
         tenants.reload()?;
@@ -68,7 +72,7 @@ impl Tenants {
         let hash = blake3::hash(token.as_bytes());
         if let Some(tenant) = self.lookup(&hash) {
             // Perhaps `tenant revoke` ended it since the file was read: checked once a second.
-            let now = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let now = self.elapsed_ms();
             let checked = self.checked_ms.load(Ordering::Relaxed);
             let due = now.saturating_sub(checked) >= RECHECK_MS
                 && self
@@ -84,12 +88,22 @@ impl Tenants {
         if self.reread() { self.lookup(&hash) } else { None }
     }
 
-    /// [`Tenants::reload`], a failure reported: true if the file changed and was read.
+    /// [`Tenants::reload`], a failure reported (at most once a second): true if the file
+    /// changed and was read.
     fn reread(&self) -> bool {
         self.reload().unwrap_or_else(|e| {
-            tracing::warn!("cannot reread {}: {e:#}", self.path.display());
+            let now = self.elapsed_ms();
+            let warned = self.warned_ms.load(Ordering::Relaxed);
+            let due = warned == 0 || now.saturating_sub(warned) >= RECHECK_MS;
+            if due && self.warned_ms.swap(now.max(1), Ordering::Relaxed) == warned {
+                tracing::warn!("cannot reread {}: {e:#}", self.path.display());
+            }
             false
         })
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The names of every tenant, sorted.
@@ -118,11 +132,12 @@ impl Tenants {
         if *read_at == Some(modified) {
             return Ok(false);
         }
-        // Noted before the read: a file that cannot be read or parsed is tried again once it
-        // changes, not on every unknown token (each would log its failure again).
-        *read_at = Some(modified);
+        // A read that failed is tried again (it may have failed for a moment: too many open
+        // files, say, and a revocation must not wait for the next change); a file read but
+        // damaged is not, until it changes.
         let text = std::fs::read_to_string(&self.path)
             .with_context(|| format!("cannot read {}", self.path.display()))?;
+        *read_at = Some(modified);
         let by_hash = parse(&text).with_context(|| format!("in {}", self.path.display()))?;
         *self.by_hash.write().unwrap_or_else(PoisonError::into_inner) = by_hash;
         Ok(true)
@@ -294,12 +309,14 @@ mod tests {
         );
         assert_eq!(tenants.authenticate("orderly_unknown"), None);
 
-        // A file that cannot be read at all (a folder in its place): the same, reported once.
+        // A file that cannot be read (a folder in its place): tried again each time (a read
+        // may fail for a moment, and must not hide a revocation until the next change), with
+        // the tokens read before kept meanwhile.
         let path = data.path().join(TENANTS_FILE);
         std::fs::remove_file(&path).unwrap();
         std::fs::create_dir(&path).unwrap();
         assert!(tenants.reload().is_err(), "the failure is reported");
-        assert!(!tenants.reload().unwrap(), "and not tried again until the file changes");
+        assert!(tenants.reload().is_err(), "and the file tried again");
         assert!(tenants.authenticate(&token).is_some(), "the tokens read before stay");
     }
 

@@ -355,9 +355,11 @@ async fn a_start_that_cannot_listen_writes_nothing_in_a_new_folder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_start_cut_short_after_the_token_file_is_made_again_whole() {
-    // What a crash between the first start's two writes leaves: the token's file, no tenant.
+    // What a crash between the first start's two writes leaves: the token's file, and a
+    // tenants file without the demo's line.
     let data = tempfile::tempdir().expect("a temporary folder");
     std::fs::write(data.path().join("demo.token"), "orderly_left_by_a_crash").expect("written");
+    std::fs::write(data.path().join("tenants"), "").expect("written");
 
     let server = Running::start(data.path()).await;
     let token = demo_token(data.path());
@@ -381,14 +383,23 @@ async fn a_served_folder_that_lost_its_tenants_file_is_refused_and_its_token_kep
     let server = Running::start(data.path()).await;
     let token = demo_token(data.path());
     drop(server);
-    std::fs::remove_file(data.path().join("tenants")).expect("removed");
-
-    let refused = serve_to_the_end("127.0.0.1:0", data.path());
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert_eq!(refused.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("is missing, though this data folder was served before"), "{stderr}");
+    let tenants = data.path().join("tenants");
+    std::fs::remove_file(&tenants).expect("removed");
+    let refused = || {
+        let refused = serve_to_the_end("127.0.0.1:0", data.path());
+        let stderr = String::from_utf8_lossy(&refused.stderr).into_owned();
+        assert_eq!(refused.status.code(), Some(1), "{stderr}");
+        let said = "is missing or names no tenant, though this data folder was served before";
+        assert!(stderr.contains(said), "{stderr}");
+    };
+    refused();
     assert_eq!(demo_token(data.path()), token, "the demo's token is not made again");
-    assert!(!data.path().join("tenants").exists(), "no tenant was made");
+    assert!(!tenants.exists(), "no tenant was made");
+    // Also without the demo's token (kept elsewhere), and with an empty tenants file.
+    std::fs::remove_file(data.path().join("demo.token")).expect("removed");
+    std::fs::write(&tenants, "").expect("written");
+    refused();
+    assert!(!data.path().join("demo.token").exists(), "no demo tenant was made");
 }
 
 #[test]
