@@ -4,10 +4,10 @@
 //! The decision thread encodes every command it accepts. Going through rkyv meant building a
 //! value to archive (a `Vec` of lines, a `Vec` of events, each event's payload in a buffer of
 //! its own, copied into the decision afterwards) and serializing it with a scratch arena: more
-//! than a third of the thread's work. The v1 layout is simple and frozen, so it is written
-//! here directly, each event's payload in place inside its decision. The codec tests hold the
-//! bytes equal to rkyv's archive of the v1 types, with short and long ids, and to the golden
-//! file; decoding still goes through rkyv's validation.
+//! than a third of the thread's work. The layout is simple and frozen, so it is written here
+//! directly, each event's payload in place inside its decision. The codec tests hold the bytes
+//! equal to rkyv's archive of the frozen types of the current version, with short and long ids
+//! and references, and to the golden file; decoding still goes through rkyv's validation.
 //!
 //! The layout, as the format features fix it (`little_endian`, `pointer_width_32`,
 //! `unaligned`: no padding anywhere):

@@ -7,8 +7,9 @@
 pub const MAX_ID_LEN: usize = 64;
 
 /// Longest gateway reference (see `GatewayReference`), in bytes: room for the forms providers
-/// use (Stripe's ids are under 40, Adyen's 16), bounded so that a payment's state stays small.
-pub const MAX_REFERENCE_LEN: usize = 128;
+/// use (Stripe documents ids of up to 255 characters; the simulated gateways' name the tenant
+/// and the order), and what the engine's snapshot writes in a length byte.
+pub const MAX_REFERENCE_LEN: usize = 255;
 
 /// Most lines one order may have; placing holds stock on every line in one decision.
 pub const MAX_LINES_PER_ORDER: usize = 50;

@@ -373,7 +373,7 @@ proptest::proptest! {
     #[test]
     fn the_codec_writes_the_bytes_of_the_frozen_types_for_any_ids(
         lens in proptest::collection::vec(1usize..=64, 6),
-        reference in proptest::option::of(1usize..=128),
+        reference in proptest::option::of(1usize..=255),
         skus in proptest::collection::vec(1usize..=64, 1..=50),
         take in 1usize..=60,
         keyed in proptest::option::of(1usize..=64),
@@ -708,4 +708,41 @@ fn a_place_under_a_fresh_order_id_is_the_same_command_whatever_id_it_got() {
         Envelope::new(tenant(), Command::Order { order: order(), command: OrderCommand::Ship });
     assert_eq!(fingerprint_of(&ship.clone().with_fresh_order_id()), fingerprint(&ship.command));
     assert_eq!(hex(&fingerprint_of(&fresh("o-1", 100)).0), PINNED_FRESH_PLACE_FINGERPRINT);
+}
+
+/// Logs written before schema version 2 hold authorizations inside decision records (an
+/// authorization and its order's confirmation): one decodes by the v1 layout, without a
+/// reference, for short and long ids; the same bytes said to be version 2 are refused, never
+/// misread.
+#[test]
+fn a_v1_decision_holding_an_authorization_decodes_without_a_reference() {
+    for (order, gateway) in [("o-7", "sim"), ("order-2025-11-28-000000042", "adyen-eu-west-1")] {
+        let v1 = codec::v1::PaymentStarted {
+            order: order.into(),
+            amount: 1_250,
+            currency: *b"EUR",
+            gateway: gateway.into(),
+            reason: 0,
+        };
+        let payload = rkyv::to_bytes::<rkyv::rancor::Error>(&v1).unwrap().to_vec();
+        let decision = archived_decision(vec![codec::v1::DecidedEvent {
+            event_type: EventType::PaymentAuthorized as u16,
+            aggregate: "o-7.p1".into(),
+            payload,
+        }]);
+        let decode = |version| {
+            codec::decode(b"acme/p/o-7.p1", EventType::Decision as u16, version, &decision)
+        };
+        let authorized = Event::Payment {
+            payment: PaymentId::new("o-7.p1").unwrap(),
+            event: PaymentEvent::PaymentAuthorized {
+                order: OrderId::new(order).unwrap(),
+                amount: eur(1_250),
+                gateway: GatewayId::new(gateway).unwrap(),
+                reference: None,
+            },
+        };
+        assert_eq!(decode(1).unwrap().events(), &[authorized]);
+        assert!(decode(2).is_err(), "v1 bytes are not read as version 2");
+    }
 }

@@ -862,3 +862,32 @@ fn an_authorization_recorded_without_a_reference_is_captured_by_asking_its_key_a
     process.stop();
     assert_eq!(pay.approvals(), 1, "asked once under the key, then captured");
 }
+
+/// The simulated gateways name an authorization by their id and its key, which holds the
+/// tenant and the order: with ids as long as the domain allows, the reference is still
+/// recorded (not left out as too long, which would send the capture back to ask for it).
+#[test]
+fn the_reference_of_an_order_with_the_longest_ids_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    let (tenant, order) = ("t".repeat(64), "o".repeat(64));
+    engine.execute_blocking(receive(&tenant, "sku-1", 10)).unwrap();
+    let pay = gateway("a-gateway-with-a-long-name", 0);
+    let process = PaymentProcess::start(engine.clone(), router(std::slice::from_ref(&pay)));
+    engine.execute_blocking(place(&tenant, &order, &[("sku-1", 2)])).unwrap();
+    settled(&engine, 1);
+    process.stop();
+    let mut events = engine.subscribe(Position(0));
+    let recorded =
+        std::iter::from_fn(|| events.next_timeout(Duration::from_millis(20))).find_map(|event| {
+            match event.unwrap().event {
+                Event::Payment {
+                    event: PaymentEvent::PaymentAuthorized { reference, .. }, ..
+                } => Some(reference),
+                _ => None,
+            }
+        });
+    let reference = recorded.flatten().expect("the reference is recorded");
+    assert!(reference.as_str().len() > 128, "{reference}");
+}
