@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
@@ -78,6 +79,10 @@ pub struct ServerConfig {
     /// How long a connection may be without a request under way (idle between requests, or
     /// with a request's headers unfinished) before it is closed.
     pub idle_timeout: Duration,
+    /// Payments through the simulated gateways ([`simulated_payments`], their books kept in
+    /// the data folder), set up when the node opens; `node.payments` is used as it is if this
+    /// is off.
+    pub simulated_gateways: bool,
     /// The node's settings.
     pub node: NodeConfig,
 }
@@ -97,6 +102,7 @@ impl ServerConfig {
             stream_patience: Duration::from_secs(10),
             requests_per_tenant: DEFAULT_REQUESTS_PER_TENANT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            simulated_gateways: false,
             node: NodeConfig::default(),
         }
     }
@@ -206,7 +212,11 @@ impl App {
 
     /// Opens the node (recovering the log, which may take a while): blocks.
     pub fn open_node(&self) -> anyhow::Result<()> {
-        let node = Node::open(&self.config.data, self.config.node.clone())?;
+        let mut config = self.config.node.clone();
+        if self.config.simulated_gateways {
+            config.payments = Some(simulated_payments(&self.config.data)?);
+        }
+        let node = Node::open(&self.config.data, config)?;
         *self.node.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(node));
         Ok(())
     }
@@ -398,11 +408,20 @@ impl App {
     }
 }
 
+/// Where the simulated gateways of a data folder keep their books, a file each.
+pub const GATEWAYS_DIR: &str = "gateways";
+
 /// The payments the server runs with until real gateways are configured: two simulated
 /// gateways, a cheaper one that declines about 2% of authorizations and a dearer one that
-/// declines none. The router prefers the cheaper while its success rate holds.
-#[must_use]
-pub fn simulated_payments() -> Arc<Router> {
+/// declines none. The router prefers the cheaper while its success rate holds. Each keeps its
+/// books in `<data>/gateways/<id>.books`, as a provider keeps them across the server's
+/// restarts: a capture, void or refund after one finds the authorization it quotes.
+///
+/// # Errors
+/// A gateway's books cannot be read or written.
+pub fn simulated_payments(data: &std::path::Path) -> anyhow::Result<Arc<Router>> {
+    let dir = data.join(GATEWAYS_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let gateway = |id: &str, decline_basis_points, fixed_minor| {
         let id = GatewayId::new(id).expect("a valid gateway id");
         let fees = ["EUR", "USD", "GBP"]
@@ -410,17 +429,14 @@ pub fn simulated_payments() -> Arc<Router> {
             .map(|code| Currency::new(code).expect("a valid currency"))
             .map(|currency| Fee { currency, fixed_minor, basis_points: 150 })
             .collect();
-        Route {
-            gateway: Arc::new(SimulatedGateway::new(SimulatedGatewayConfig {
-                decline_basis_points,
-                ..SimulatedGatewayConfig::new(id)
-            })),
-            fees,
-            currencies: None,
-        }
+        let books = dir.join(format!("{id}.books"));
+        let config =
+            SimulatedGatewayConfig { decline_basis_points, ..SimulatedGatewayConfig::new(id) };
+        let gateway = SimulatedGateway::keeping_books_in(config, &books)?;
+        Ok::<_, anyhow::Error>(Route { gateway: Arc::new(gateway), fees, currencies: None })
     };
-    Arc::new(Router::new(
-        vec![gateway("sim-card", 200, 10), gateway("sim-wallet", 0, 25)],
+    Ok(Arc::new(Router::new(
+        vec![gateway("sim-card", 200, 10)?, gateway("sim-wallet", 0, 25)?],
         RouterConfig::default(),
-    ))
+    )))
 }

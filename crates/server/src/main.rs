@@ -299,7 +299,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config.max_concurrent = args.max_concurrent;
             config.tenant_rate = std::num::NonZeroU32::new(args.tenant_rate);
             config.requests_per_tenant = args.requests_per_tenant;
-            config.node.payments = Some(orderly_server::app::simulated_payments());
+            config.simulated_gateways = true;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(serve::serve(config, args.listen))?;
             Ok(ExitCode::SUCCESS)

@@ -8,6 +8,7 @@
 
 mod breaker;
 mod gateway;
+mod journal;
 mod router;
 mod simulated;
 

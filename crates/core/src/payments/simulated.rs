@@ -2,6 +2,8 @@
 //! outage windows, deterministic for a seed, and as strict about idempotency keys and amounts as
 //! a real provider, so a flow that double-charges against it would double-charge for real.
 
+use std::io;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -12,7 +14,8 @@ use tokio::time::Instant;
 use super::gateway::{
     Authorization, AuthorizeRequest, BoxFuture, GatewayError, MoneyRequest, PaymentGateway,
 };
-use crate::domain::{GatewayId, Money, OrderId, TenantId};
+use super::journal::{Entry, Journal};
+use crate::domain::{Currency, GatewayId, InvalidValue, Money, OrderId, TenantId};
 
 /// Basis points in a whole: a decline rate of `BASIS_POINTS` declines everything.
 const BASIS_POINTS: u32 = 10_000;
@@ -65,6 +68,10 @@ impl SimulatedGatewayConfig {
 /// outcome and moves nothing, and reusing a key for a different request is
 /// [`GatewayError::Rejected`], as real providers do. A call during an outage fails before it is
 /// recorded, so retrying it with the same key after the outage is safe.
+///
+/// [`SimulatedGateway::new`] keeps the books in memory (tests, benchmarks);
+/// [`SimulatedGateway::keeping_books_in`] also in a file, so that they outlive the process as a
+/// provider's do: a capture after a restart finds the authorization it quotes.
 #[derive(Debug)]
 pub struct SimulatedGateway {
     config: SimulatedGatewayConfig,
@@ -86,6 +93,11 @@ struct Books {
     cancelled: FxHashMap<String, AuthorizeFingerprint>,
     /// Captures, voids and refunds by idempotency key, with their outcome.
     movements: FxHashMap<String, (Movement, Result<(), GatewayError>)>,
+    /// The file every change is written to first, if the books are kept in one.
+    journal: Option<Journal>,
+    /// Why a write to the journal failed: from then on, no call changes the books (each fails
+    /// as the gateway being unavailable), since the file would no longer hold them.
+    broken: Option<String>,
     calls: u64,
     approvals: u64,
     declines: u64,
@@ -118,6 +130,40 @@ enum MovementKind {
     Capture,
     Void,
     Refund,
+}
+
+impl MovementKind {
+    const ALL: [MovementKind; 3] =
+        [MovementKind::Capture, MovementKind::Void, MovementKind::Refund];
+
+    /// The name the journal writes.
+    fn name(self) -> &'static str {
+        match self {
+            MovementKind::Capture => "capture",
+            MovementKind::Void => "void",
+            MovementKind::Refund => "refund",
+        }
+    }
+
+    fn named(name: &str) -> Option<MovementKind> {
+        MovementKind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+}
+
+/// An authorization request from the journal's text.
+fn authorize_request(
+    key: String,
+    tenant: &str,
+    order: &str,
+    minor: u64,
+    currency: &str,
+) -> Result<AuthorizeRequest, InvalidValue> {
+    Ok(AuthorizeRequest {
+        idempotency_key: key,
+        tenant: TenantId::new(tenant)?,
+        order: OrderId::new(order)?,
+        amount: Money::new(minor, Currency::new(currency)?),
+    })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,6 +203,30 @@ impl SimulatedGateway {
             down: AtomicBool::new(false),
             books: Mutex::new(Books::default()),
         }
+    }
+
+    /// A gateway whose books are kept in the file at `path` as well (created if missing):
+    /// everything it did before, in an earlier process, is read back from it first.
+    ///
+    /// # Errors
+    /// The file cannot be read or written, or holds a line that is not one of its calls (a
+    /// last line cut short by a crash is dropped: that call was never answered).
+    ///
+    /// # Panics
+    /// As [`SimulatedGateway::new`].
+    pub fn keeping_books_in(config: SimulatedGatewayConfig, path: &Path) -> io::Result<Self> {
+        let gateway = SimulatedGateway::new(config);
+        let (journal, entries) = Journal::open(path)?;
+        let mut books = gateway.books();
+        for (n, entry) in entries.into_iter().enumerate() {
+            books.replay(&gateway.config.id, entry).map_err(|why| {
+                let at = format!("{} line {}", path.display(), n + 1);
+                io::Error::new(io::ErrorKind::InvalidData, format!("{at}: {why}"))
+            })?;
+        }
+        books.journal = Some(journal);
+        drop(books);
+        Ok(gateway)
     }
 
     /// The configuration the gateway was built with.
@@ -239,15 +309,44 @@ impl SimulatedGateway {
     }
 
     fn authorize_now(&self, request: &AuthorizeRequest) -> Result<Authorization, GatewayError> {
+        let declines = || self.declines_key(&request.idempotency_key);
+        self.books().authorize(&self.config.id, request, declines)
+    }
+
+    /// Voids what `request`'s key authorized, or bars the key if it authorized nothing yet.
+    fn cancel_now(&self, request: &AuthorizeRequest) -> Result<(), GatewayError> {
+        self.books().cancel(request)
+    }
+
+    /// Applies a capture, void or refund once per key; a repeated key returns the first outcome.
+    fn move_money(&self, kind: MovementKind, request: &MoneyRequest) -> Result<(), GatewayError> {
+        self.books().move_money(kind, request)
+    }
+
+    fn books(&self) -> MutexGuard<'_, Books> {
+        // Each call checks everything before changing anything, so a poisoned lock (a panic in
+        // another test thread) still guards consistent books.
+        self.books.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Books {
+    /// Authorizes under a new key (declined if `declines` says so) or answers a known key's
+    /// first outcome.
+    fn authorize(
+        &mut self,
+        id: &GatewayId,
+        request: &AuthorizeRequest,
+        declines: impl FnOnce() -> bool,
+    ) -> Result<Authorization, GatewayError> {
         let fingerprint = AuthorizeFingerprint::of(request);
-        let mut books = self.books();
-        if let Some((first, outcome)) = books.authorizations.get(&request.idempotency_key) {
+        if let Some((first, outcome)) = self.authorizations.get(&request.idempotency_key) {
             if *first != fingerprint {
                 return Err(reused_key(&request.idempotency_key));
             }
             return Ok(outcome.clone());
         }
-        if let Some(first) = books.cancelled.get(&request.idempotency_key) {
+        if let Some(first) = self.cancelled.get(&request.idempotency_key) {
             if *first != fingerprint {
                 return Err(reused_key(&request.idempotency_key));
             }
@@ -259,74 +358,129 @@ impl SimulatedGateway {
         if request.amount.minor == 0 {
             return Err(GatewayError::Rejected("cannot authorize a zero amount".to_owned()));
         }
-        let outcome = if self.declines_key(&request.idempotency_key) {
-            books.declines += 1;
-            Authorization::Declined
-        } else {
+        let approved = !declines();
+        self.record(|| Entry::Authorize {
+            key: request.idempotency_key.clone(),
+            tenant: request.tenant.to_string(),
+            order: request.order.to_string(),
+            minor: request.amount.minor,
+            currency: request.amount.currency.to_string(),
+            approved,
+        })?;
+        let outcome = if approved {
             // The key is unique among authorizations, so it makes the reference unique too.
-            let reference = format!("{}:{}", self.config.id, request.idempotency_key);
-            books.held.insert(
+            let reference = format!("{id}:{}", request.idempotency_key);
+            self.held.insert(
                 reference.clone(),
                 Held { amount: request.amount, captured: 0, refunded: 0, voided: false },
             );
-            books.approvals += 1;
+            self.approvals += 1;
             Authorization::Approved { reference }
+        } else {
+            self.declines += 1;
+            Authorization::Declined
         };
-        books
-            .authorizations
-            .insert(request.idempotency_key.clone(), (fingerprint, outcome.clone()));
+        self.authorizations.insert(request.idempotency_key.clone(), (fingerprint, outcome.clone()));
         Ok(outcome)
     }
 
     /// Voids what `request`'s key authorized, or bars the key if it authorized nothing yet.
-    fn cancel_now(&self, request: &AuthorizeRequest) -> Result<(), GatewayError> {
+    fn cancel(&mut self, request: &AuthorizeRequest) -> Result<(), GatewayError> {
         let fingerprint = AuthorizeFingerprint::of(request);
         let key = &request.idempotency_key;
-        let mut books = self.books();
-        let reference = match books.authorizations.get(key) {
+        let reference = match self.authorizations.get(key) {
             Some((first, _)) if *first != fingerprint => return Err(reused_key(key)),
             Some((_, Authorization::Declined)) => return Ok(()),
             Some((_, Authorization::Approved { reference })) => reference.clone(),
             None => {
-                let first = books.cancelled.entry(key.clone()).or_insert(fingerprint.clone());
-                return if *first == fingerprint { Ok(()) } else { Err(reused_key(key)) };
+                return match self.cancelled.get(key) {
+                    Some(first) if *first == fingerprint => Ok(()),
+                    Some(_) => Err(reused_key(key)),
+                    None => {
+                        self.record(|| Entry::cancel(request))?;
+                        self.cancelled.insert(key.clone(), fingerprint);
+                        Ok(())
+                    }
+                };
             }
         };
-        let held = books.held.get_mut(&reference).expect("an approval holds its reference");
+        let held = self.held.get(&reference).expect("an approval holds its reference");
         if held.captured > 0 {
             return Err(rejected(format!("authorization {key:?} was captured")));
         }
         if !held.voided {
-            held.voided = true;
-            books.voids += 1;
+            self.record(|| Entry::cancel(request))?;
+            self.held.get_mut(&reference).expect("just found").voided = true;
+            self.voids += 1;
         }
         Ok(())
     }
 
     /// Applies a capture, void or refund once per key; a repeated key returns the first outcome.
-    fn move_money(&self, kind: MovementKind, request: &MoneyRequest) -> Result<(), GatewayError> {
+    fn move_money(
+        &mut self,
+        kind: MovementKind,
+        request: &MoneyRequest,
+    ) -> Result<(), GatewayError> {
         let movement =
             Movement { kind, reference: request.reference.clone(), amount: request.amount };
-        let mut books = self.books();
-        if let Some((first, outcome)) = books.movements.get(&request.idempotency_key) {
+        if let Some((first, outcome)) = self.movements.get(&request.idempotency_key) {
             if *first != movement {
                 return Err(reused_key(&request.idempotency_key));
             }
             return outcome.clone();
         }
-        let outcome = books.apply(&movement);
-        books.movements.insert(request.idempotency_key.clone(), (movement, outcome.clone()));
+        self.record(|| Entry::Move {
+            kind: kind.name().to_owned(),
+            key: request.idempotency_key.clone(),
+            reference: request.reference.clone(),
+            minor: request.amount.minor,
+            currency: request.amount.currency.to_string(),
+        })?;
+        let outcome = self.apply(&movement);
+        self.movements.insert(request.idempotency_key.clone(), (movement, outcome.clone()));
         outcome
     }
 
-    fn books(&self) -> MutexGuard<'_, Books> {
-        // Each call checks everything before changing anything, so a poisoned lock (a panic in
-        // another test thread) still guards consistent books.
-        self.books.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Writes `entry` to the journal, if the books are kept in one, before the change it
+    /// describes is made; a failed write fails this call and every later change.
+    fn record(&mut self, entry: impl FnOnce() -> Entry) -> Result<(), GatewayError> {
+        if let Some(why) = &self.broken {
+            return Err(GatewayError::Unavailable(format!("its books cannot be kept: {why}")));
+        }
+        let Some(journal) = &mut self.journal else { return Ok(()) };
+        journal.append(&entry()).map_err(|e| {
+            self.broken = Some(e.to_string());
+            GatewayError::Unavailable(format!("its books cannot be kept: {e}"))
+        })
     }
-}
 
-impl Books {
+    /// Makes again a call the journal holds (the journal is not open yet, so nothing is
+    /// written). A call refused then is refused again, as it was: only an authorization the
+    /// books cannot take means the file is not this gateway's.
+    fn replay(&mut self, id: &GatewayId, entry: Entry) -> Result<(), String> {
+        let invalid = |e: InvalidValue| e.to_string();
+        match entry {
+            Entry::Authorize { key, tenant, order, minor, currency, approved } => {
+                let request =
+                    authorize_request(key, &tenant, &order, minor, &currency).map_err(invalid)?;
+                self.authorize(id, &request, || !approved).map_err(|e| e.to_string())?;
+            }
+            Entry::Cancel { key, tenant, order, minor, currency } => {
+                let request =
+                    authorize_request(key, &tenant, &order, minor, &currency).map_err(invalid)?;
+                let _ = self.cancel(&request);
+            }
+            Entry::Move { kind, key, reference, minor, currency } => {
+                let kind = MovementKind::named(&kind).ok_or(format!("no movement {kind:?}"))?;
+                let amount = Money::new(minor, Currency::new(&currency).map_err(invalid)?);
+                let request = MoneyRequest { idempotency_key: key, reference, amount };
+                let _ = self.move_money(kind, &request);
+            }
+        }
+        Ok(())
+    }
+
     /// Checks a movement against its authorization and applies it, all or nothing.
     fn apply(&mut self, movement: &Movement) -> Result<(), GatewayError> {
         let Some(held) = self.held.get_mut(&movement.reference) else {
@@ -674,6 +828,96 @@ mod tests {
         gateway.capture(&money("c", &captured, 300)).await.unwrap();
         assert!(rejected(gateway.cancel_authorization(&request("captured", 300)).await));
         assert_eq!(gateway.captured_total(), 300);
+    }
+
+    /// Books kept in a file outlive the gateway: one made again from the file knows every
+    /// authorization, capture, refund, void and cancelled key of the one before, answers their
+    /// keys with the first outcome, and goes on from there; whatever a half-declining seed
+    /// decided is read back, not decided again.
+    #[tokio::test]
+    async fn books_kept_in_a_file_outlive_the_gateway() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sim.books");
+        let open = || SimulatedGateway::keeping_books_in(config(5_000, 7), &path).unwrap();
+        let gateway = open();
+        let mut approved = Vec::new();
+        let mut declined = Vec::new();
+        for n in 0..20 {
+            let key = format!("k{n}");
+            match gateway.authorize(&request(&key, 1_000)).await.unwrap() {
+                Authorization::Approved { reference } => approved.push((key, reference)),
+                Authorization::Declined => declined.push(key),
+            }
+        }
+        assert!(approved.len() >= 4 && declined.len() >= 4, "{approved:?} {declined:?}");
+        let [(_, captured), (_, refunded), (voided_key, voided), (cancelled_key, _), ..] =
+            &approved[..]
+        else {
+            unreachable!()
+        };
+        gateway.capture(&money("c1", captured, 400)).await.unwrap();
+        gateway.capture(&money("c2", refunded, 1_000)).await.unwrap();
+        gateway.refund(&money("r1", refunded, 300)).await.unwrap();
+        gateway.void(&money("v1", voided, 1_000)).await.unwrap();
+        gateway.cancel_authorization(&request(cancelled_key, 1_000)).await.unwrap();
+        gateway.cancel_authorization(&request("never-came", 10)).await.unwrap();
+        let refused = gateway.refund(&money("r-over", refunded, 5_000)).await;
+        assert!(matches!(refused, Err(GatewayError::Rejected(_))));
+        let books = |g: &SimulatedGateway| {
+            (g.approvals(), g.declines(), g.captured_total(), g.refunded_total(), g.voids())
+        };
+        let before = books(&gateway);
+        drop(gateway);
+
+        let again = open();
+        assert_eq!(books(&again), before, "the same books");
+        for (key, reference) in &approved {
+            let answer = again.authorize(&request(key, 1_000)).await.unwrap();
+            assert_eq!(answer, Authorization::Approved { reference: reference.clone() });
+        }
+        for key in &declined {
+            assert_eq!(
+                again.authorize(&request(key, 1_000)).await.unwrap(),
+                Authorization::Declined
+            );
+        }
+        assert_eq!(books(&again), before, "repeated keys moved nothing");
+        // What is left of each authorization is known: the rest of a partial capture, the
+        // rest of a refund; a voided or cancelled one takes nothing; a refused key stays so.
+        again.capture(&money("c3", captured, 600)).await.unwrap();
+        assert!(again.capture(&money("c4", captured, 1)).await.is_err(), "all captured");
+        again.refund(&money("r2", refunded, 700)).await.unwrap();
+        assert!(again.capture(&money("c5", voided, 1)).await.is_err(), "{voided_key} voided");
+        let late = again.authorize(&request("never-came", 10)).await;
+        assert!(matches!(late, Err(GatewayError::Rejected(_))), "a cancelled key stays barred");
+        let repeated = again.refund(&money("r-over", refunded, 5_000)).await;
+        assert!(matches!(repeated, Err(GatewayError::Rejected(_))));
+        assert_eq!(again.captured_total(), 2_000);
+        assert_eq!(again.refunded_total(), 1_000);
+    }
+
+    /// A last line cut short (a crash in the middle of a write: that call was never answered)
+    /// is dropped; any other damage is named, not skipped.
+    #[tokio::test]
+    async fn a_torn_last_line_is_dropped_and_other_damage_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sim.books");
+        let gateway = SimulatedGateway::keeping_books_in(config(0, 0), &path).unwrap();
+        approve(&gateway, "a", 100).await;
+        approve(&gateway, "b", 100).await;
+        drop(gateway);
+        let whole = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, &whole[..whole.len() - 5]).unwrap();
+        let gateway = SimulatedGateway::keeping_books_in(config(0, 0), &path).unwrap();
+        assert_eq!(gateway.approvals(), 1, "the torn authorization is not in the books");
+        approve(&gateway, "c", 100).await;
+        drop(gateway);
+        let lines = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(lines.lines().count(), 2, "written after the cut: {lines}");
+
+        std::fs::write(&path, format!("{{\"call\":\"nothing\"}}\n{lines}")).unwrap();
+        let damaged = SimulatedGateway::keeping_books_in(config(0, 0), &path).unwrap_err();
+        assert!(damaged.to_string().contains("line 1"), "{damaged}");
     }
 
     #[test]

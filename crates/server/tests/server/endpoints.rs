@@ -4,7 +4,11 @@
 //! customer a page at a time, newest first; `/healthz` and `/readyz`, also before the node is
 //! open.
 
+use std::time::{Duration, Instant};
+
 use axum::http::StatusCode;
+use orderly_core::domain::GatewayId;
+use orderly_core::payments::{SimulatedGateway, SimulatedGatewayConfig};
 use orderly_server::app::App;
 use serde_json::json;
 
@@ -119,6 +123,48 @@ async fn a_paid_order_ships_is_delivered_and_refunded() {
     assert_eq!(order["status"], "delivered");
     assert_eq!(order["refunded"], 500);
     assert_eq!(order["payment"]["captured"], 2000, "{order}");
+}
+
+/// The simulated gateways keep their books in the data folder: after a restart, a paid
+/// order's capture and refund, and another's void, reach the authorizations made before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn money_moves_at_the_gateways_after_a_restart() {
+    let mut server = Server::with_payments();
+    server.receive("mug", 10).await;
+    for order in ["o-1", "o-2"] {
+        server.place(order, "c-1", &[("mug", 2)]).await;
+        server.wait_for_status(order, "confirmed").await;
+    }
+    server.restart();
+    server.post("/v1/orders/o-1/ship", &json!(null)).await.ok(StatusCode::OK);
+    let refund = json!({ "amount": 500, "currency": "EUR" });
+    server.post("/v1/orders/o-1/refund", &refund).await.ok(StatusCode::OK);
+    server.post("/v1/orders/o-2/cancel", &json!(null)).await.ok(StatusCode::OK);
+
+    // Each movement is written to its gateway's books before it is made.
+    let books: Vec<_> = ["sim-card", "sim-wallet"]
+        .iter()
+        .map(|id| server.dir().join("gateways").join(format!("{id}.books")))
+        .collect();
+    let movements = || {
+        let text: String = books.iter().filter_map(|b| std::fs::read_to_string(b).ok()).collect();
+        text.matches(r#""call":"move""#).count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while movements() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.app.shutdown().expect("the app closes");
+    let mut totals = (0, 0, 0, 0);
+    for (id, path) in ["sim-card", "sim-wallet"].iter().zip(&books) {
+        let config = SimulatedGatewayConfig::new(GatewayId::new(id).expect("an id"));
+        let gateway = SimulatedGateway::keeping_books_in(config, path).expect("the books read");
+        totals.0 += gateway.approvals();
+        totals.1 += gateway.captured_total();
+        totals.2 += gateway.refunded_total();
+        totals.3 += gateway.voids();
+    }
+    assert_eq!(totals, (2, 2_000, 500, 1), "(approvals, captured, refunded, voids)");
 }
 
 #[tokio::test]

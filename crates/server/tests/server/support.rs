@@ -50,7 +50,7 @@ impl Server {
     /// With the simulated payments, so that placed orders get confirmed.
     pub fn with_payments() -> Server {
         Server::configured(|config| {
-            config.node.payments = Some(orderly_server::app::simulated_payments());
+            config.simulated_gateways = true;
         })
     }
 
