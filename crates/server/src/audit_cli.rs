@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use orderly_core::Position;
 use orderly_core::audit::{self, AuditError, Digest, Progress, ReplayPoint};
+use orderly_core::codec::DecodeError;
 use orderly_core::domain::{OrderId, TenantId, Timestamp};
 use orderly_core::engine::CommittedEvent;
 use orderly_core::node::LOG_DIR;
@@ -53,9 +54,13 @@ fn progress_bar() -> (ProgressBar, impl FnMut(Progress)) {
 /// Prints an audit failure (JSON or text) and gives the exit code.
 fn failed(error: &AuditError, json: bool) -> ExitCode {
     let location = error.location();
+    // A record of a newer orderly is not damage: this build cannot say either way.
     let could_not_run = matches!(
         error,
-        AuditError::Io { .. } | AuditError::NoLog { .. } | AuditError::BeyondHead { .. }
+        AuditError::Io { .. }
+            | AuditError::NoLog { .. }
+            | AuditError::BeyondHead { .. }
+            | AuditError::Undecodable { error: DecodeError::NewerSchema { .. }, .. }
     );
     if json {
         let body = json!({ "ok": false, "error": {

@@ -111,6 +111,9 @@ impl AuditError {
                 Problem::MissingSegment => "missing_segment",
                 _ => "corrupt",
             },
+            AuditError::Undecodable { error: DecodeError::NewerSchema { .. }, .. } => {
+                "newer_schema"
+            }
             AuditError::Undecodable { .. } => "undecodable",
             AuditError::DigestMismatch { .. } => "digest_mismatch",
             AuditError::Inconsistent { .. } => "inconsistent",

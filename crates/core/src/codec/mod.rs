@@ -262,6 +262,15 @@ pub enum DecodeError {
         /// The record's schema version.
         schema_version: u16,
     },
+    /// A schema version after this build's: the record was written by a newer orderly (a
+    /// folder opened again by the release before an upgrade), not damaged.
+    #[error(
+        "written by a newer orderly: schema version {schema_version}, this build reads up to {CURRENT_SCHEMA}"
+    )]
+    NewerSchema {
+        /// The record's schema version.
+        schema_version: u16,
+    },
     /// The stream id does not name a tenant and an aggregate of the event's kind.
     #[error("malformed stream id {0:?}")]
     BadStream(String),
@@ -466,7 +475,10 @@ pub fn decode(
 ) -> Result<Decoded, DecodeError> {
     let unknown = DecodeError::UnknownType { event_type, schema_version };
     let Some(kind) = EventType::from_code(event_type) else { return Err(unknown) };
-    if !(1..=CURRENT_SCHEMA).contains(&schema_version) {
+    if schema_version > CURRENT_SCHEMA {
+        return Err(DecodeError::NewerSchema { schema_version });
+    }
+    if schema_version == 0 {
         return Err(unknown);
     }
     let bad_stream = || DecodeError::BadStream(String::from_utf8_lossy(stream_id).into_owned());

@@ -455,6 +455,31 @@ fn bad_input_is_a_message_and_an_exit_status() {
     }
 }
 
+/// A folder a newer orderly wrote (opened by the release before it, after an upgrade): the
+/// audit says it cannot judge it, naming why, rather than calling the log damaged.
+#[test]
+fn a_log_of_a_newer_orderly_is_not_called_damaged() {
+    use orderly_core::store::{Expected, Log, LogConfig, NewRecord};
+    let data = tempfile::tempdir().expect("a temporary folder");
+    let (log, _) = Log::open(&data.path().join("log"), LogConfig::default()).expect("a log");
+    let newer = NewRecord {
+        stream: b"acme/i/sku-1".to_vec(),
+        expected: Expected::Any,
+        event_type: orderly_core::codec::EventType::StockReceived as u16,
+        schema_version: orderly_core::codec::CURRENT_SCHEMA + 1,
+        timestamp: 1_764_000_000_000,
+        payload: vec![1, 2, 3, 4],
+    };
+    log.append(vec![newer]).expect("appended");
+    drop(log);
+    let run = audit(&["audit", "verify"], data.path(), false);
+    run.exits(2);
+    assert!(run.stderr.contains("cannot audit (newer_schema)"), "{}", run.stderr);
+    assert!(run.stderr.contains("written by a newer orderly"), "{}", run.stderr);
+    let body = audit(&["audit", "verify"], data.path(), true).json(2);
+    assert_eq!(body["error"]["code"], "newer_schema", "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuild_replaces_read_models_with_equal_ones_built_from_the_log() {
     let story = story().await;
