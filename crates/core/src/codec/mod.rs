@@ -678,31 +678,10 @@ fn payment_event(
     use EventType as T;
     Ok(match kind {
         T::PaymentAuthorized | T::PaymentDeclined => {
-            // Version 1 is version 2 without a reference: that is its whole upcaster.
-            let (order, amount, currency_code, gateway, reason, reference) = if version == 1 {
-                let p = access::<v1::ArchivedPaymentStarted>(payload)?;
-                (
-                    p.order.as_str(),
-                    p.amount.to_native(),
-                    p.currency,
-                    p.gateway.as_str(),
-                    p.reason,
-                    "",
-                )
-            } else {
-                let p = access::<v2::ArchivedPaymentStarted>(payload)?;
-                let reference = p.reference.as_str();
-                (
-                    p.order.as_str(),
-                    p.amount.to_native(),
-                    p.currency,
-                    p.gateway.as_str(),
-                    p.reason,
-                    reference,
-                )
-            };
+            let Started { order, minor, currency: code, gateway, reason, reference } =
+                payment_started(version, payload)?;
             let order = ids.order(order)?;
-            let amount = Money::new(amount, currency(currency_code)?);
+            let amount = Money::new(minor, currency(code)?);
             let gateway = GatewayId::new(gateway)?;
             if kind == T::PaymentAuthorized {
                 let reference = match reference {
@@ -720,6 +699,43 @@ fn payment_event(
         T::PaymentCaptured => PaymentEvent::PaymentCaptured { amount: amount(payload)? },
         T::PaymentVoided => PaymentEvent::PaymentVoided,
         _ => PaymentEvent::PaymentRefunded { amount: amount(payload)? },
+    })
+}
+
+/// The fields of a `PaymentStarted` payload, of either version.
+struct Started<'a> {
+    order: &'a str,
+    minor: u64,
+    currency: [u8; 3],
+    gateway: &'a str,
+    reason: u8,
+    /// Empty for none.
+    reference: &'a str,
+}
+
+/// A `PaymentStarted` payload of `version`: version 1 is version 2 without a reference, and
+/// reading it so is its whole upcaster.
+fn payment_started(version: u16, payload: &[u8]) -> Result<Started<'_>, DecodeError> {
+    Ok(if version == 1 {
+        let p = access::<v1::ArchivedPaymentStarted>(payload)?;
+        Started {
+            order: p.order.as_str(),
+            minor: p.amount.to_native(),
+            currency: p.currency,
+            gateway: p.gateway.as_str(),
+            reason: p.reason,
+            reference: "",
+        }
+    } else {
+        let p = access::<v2::ArchivedPaymentStarted>(payload)?;
+        Started {
+            order: p.order.as_str(),
+            minor: p.amount.to_native(),
+            currency: p.currency,
+            gateway: p.gateway.as_str(),
+            reason: p.reason,
+            reference: p.reference.as_str(),
+        }
     })
 }
 
