@@ -4,12 +4,14 @@
 //! appended before the call is answered. A start replays the lines through the same code.
 //!
 //! A line is written with one `write` call and no `fsync`: the books survive the process (a
-//! crash, a restart), which is what a simulator is for, not the machine. A last line cut short
-//! by a crash is the call that was never answered: it is dropped, and the file cut back to the
-//! line before.
+//! crash, a restart), which is what a simulator is for, not the machine. (After a power loss
+//! the log, which is synced, may name authorizations these books lost: their captures are then
+//! refused as of an unknown reference.) A last line cut short by a crash is the call that was
+//! never answered: it is dropped, and the file cut back to the line before. A write that fails
+//! (a full disk) is cut back too, and fails only its own call.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -46,48 +48,86 @@ impl Entry {
     }
 }
 
-/// The file the books are appended to.
+/// The file the books are appended to, locked by this gateway for as long as it is open.
 #[derive(Debug)]
 pub(super) struct Journal {
     file: File,
     path: PathBuf,
+    /// Bytes of whole lines: where the next line goes, and where a failed write is cut back to.
+    len: u64,
 }
 
 impl Journal {
-    /// Opens (or creates) the journal at `path` and returns it with the entries it holds, in
-    /// order. A damaged line other than a last one cut short is an error naming it.
-    pub(super) fn open(path: &Path) -> io::Result<(Journal, Vec<Entry>)> {
-        let mut file =
-            OpenOptions::new().read(true).append(true).create(true).open(path).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
-            })?;
-        let mut text = String::new();
-        file.read_to_string(&mut text).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
+    /// Opens (or creates) the journal at `path`, locked for this process (another gateway on
+    /// the same books, in this process or another, is refused), and hands each entry it holds
+    /// to `replay`, in order, one line at a time. A damaged line other than a last one cut
+    /// short, or one `replay` refuses, is an error naming it.
+    pub(super) fn open(
+        path: &Path,
+        mut replay: impl FnMut(Entry) -> Result<(), String>,
+    ) -> io::Result<Journal> {
+        let at_path = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| io::Error::new(e.kind(), at_path(&e)))?;
+        file.try_lock().map_err(|e| {
+            let why = format!("in use by another gateway ({e})");
+            io::Error::new(io::ErrorKind::WouldBlock, at_path(&why))
         })?;
-        let whole = text.rfind('\n').map_or(0, |end| end + 1);
-        if whole < text.len() {
-            file.set_len(whole as u64)?;
+        let mut len = 0u64;
+        let mut lines = BufReader::new(&mut file);
+        let mut line = Vec::new();
+        for number in 1.. {
+            line.clear();
+            lines
+                .read_until(b'\n', &mut line)
+                .map_err(|e| io::Error::new(e.kind(), at_path(&e)))?;
+            if line.last() != Some(&b'\n') {
+                break;
+            }
+            let damaged = |why: &dyn std::fmt::Display| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    at_path(&format!("line {number}: {why}")),
+                )
+            };
+            let entry = serde_json::from_slice(&line).map_err(|e| damaged(&e))?;
+            replay(entry).map_err(|why| damaged(&why))?;
+            len += line.len() as u64;
         }
-        let entries = text[..whole]
-            .lines()
-            .enumerate()
-            .map(|(n, line)| {
-                serde_json::from_str(line).map_err(|e| {
-                    let at = format!("{} line {}", path.display(), n + 1);
-                    io::Error::new(io::ErrorKind::InvalidData, format!("{at} is damaged: {e}"))
-                })
-            })
-            .collect::<io::Result<_>>()?;
-        Ok((Journal { file, path: path.to_path_buf() }, entries))
+        // What follows the last whole line is a write a crash cut short: that call was never
+        // answered, so it never happened.
+        file.set_len(len)?;
+        file.seek(SeekFrom::Start(len))?;
+        Ok(Journal { file, path: path.to_path_buf(), len })
     }
 
-    /// Appends `entry` as one line.
-    pub(super) fn append(&mut self, entry: &Entry) -> io::Result<()> {
+    /// Appends `entry` as one line. A write that fails (a full disk) is cut back out of the
+    /// file, so that the books stay whole and a later write can succeed.
+    pub(super) fn append(&mut self, entry: &Entry) -> Result<(), Failed> {
         let mut line = serde_json::to_vec(entry).expect("an entry serializes");
         line.push(b'\n');
-        self.file.write_all(&line).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot write {}: {e}", self.path.display()))
-        })
+        let Err(e) = self.file.write_all(&line) else {
+            self.len += line.len() as u64;
+            return Ok(());
+        };
+        let failed = format!("cannot write {}: {e}", self.path.display());
+        match self.file.set_len(self.len).and_then(|()| self.file.seek(SeekFrom::Start(self.len))) {
+            Ok(_) => Err(Failed::CutBack(failed)),
+            Err(cut) => Err(Failed::Damaged(format!("{failed}, nor cut it back: {cut}"))),
+        }
     }
+}
+
+/// Why a line was not appended.
+#[derive(Debug)]
+pub(super) enum Failed {
+    /// Nothing of it is in the file: the books are as they were.
+    CutBack(String),
+    /// Part of it may be: the file no longer holds the books.
+    Damaged(String),
 }

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::gateway::{
     Authorization, AuthorizeRequest, BoxFuture, GatewayError, MoneyRequest, PaymentGateway,
 };
-use super::journal::{Entry, Journal};
+use super::journal::{Entry, Failed, Journal};
 use crate::domain::{Currency, GatewayId, InvalidValue, Money, OrderId, TenantId};
 
 /// Basis points in a whole: a decline rate of `BASIS_POINTS` declines everything.
@@ -95,8 +95,9 @@ struct Books {
     movements: FxHashMap<String, (Movement, Result<(), GatewayError>)>,
     /// The file every change is written to first, if the books are kept in one.
     journal: Option<Journal>,
-    /// Why a write to the journal failed: from then on, no call changes the books (each fails
-    /// as the gateway being unavailable), since the file would no longer hold them.
+    /// Why a failed write could not even be cut back out of the journal: from then on, no
+    /// call changes the books (each fails as the gateway being unavailable), since the file
+    /// would no longer hold them.
     broken: Option<String>,
     calls: u64,
     approvals: u64,
@@ -216,14 +217,8 @@ impl SimulatedGateway {
     /// As [`SimulatedGateway::new`].
     pub fn keeping_books_in(config: SimulatedGatewayConfig, path: &Path) -> io::Result<Self> {
         let gateway = SimulatedGateway::new(config);
-        let (journal, entries) = Journal::open(path)?;
         let mut books = gateway.books();
-        for (n, entry) in entries.into_iter().enumerate() {
-            books.replay(&gateway.config.id, entry).map_err(|why| {
-                let at = format!("{} line {}", path.display(), n + 1);
-                io::Error::new(io::ErrorKind::InvalidData, format!("{at}: {why}"))
-            })?;
-        }
+        let journal = Journal::open(path, |entry| books.replay(&gateway.config.id, entry))?;
         books.journal = Some(journal);
         drop(books);
         Ok(gateway)
@@ -240,7 +235,8 @@ impl SimulatedGateway {
         self.down.store(down, Ordering::SeqCst);
     }
 
-    /// Calls received, including those that failed with an outage or were repeats.
+    /// Calls received since this gateway was made, including those that failed with an outage
+    /// or were repeats (not kept in its books: a gateway made again from them counts anew).
     #[must_use]
     pub fn calls(&self) -> u64 {
         self.books().calls
@@ -443,15 +439,20 @@ impl Books {
     }
 
     /// Writes `entry` to the journal, if the books are kept in one, before the change it
-    /// describes is made; a failed write fails this call and every later change.
+    /// describes is made. A failed write fails this call (as the gateway being unavailable:
+    /// retried, it may succeed); one that could not even be cut back out of the file fails
+    /// every later change too.
     fn record(&mut self, entry: impl FnOnce() -> Entry) -> Result<(), GatewayError> {
         if let Some(why) = &self.broken {
             return Err(GatewayError::Unavailable(format!("its books cannot be kept: {why}")));
         }
         let Some(journal) = &mut self.journal else { return Ok(()) };
-        journal.append(&entry()).map_err(|e| {
-            self.broken = Some(e.to_string());
-            GatewayError::Unavailable(format!("its books cannot be kept: {e}"))
+        journal.append(&entry()).map_err(|failed| {
+            let why = match failed {
+                Failed::CutBack(why) => why,
+                Failed::Damaged(why) => self.broken.insert(why).clone(),
+            };
+            GatewayError::Unavailable(format!("its books cannot be kept: {why}"))
         })
     }
 
@@ -918,6 +919,80 @@ mod tests {
         std::fs::write(&path, format!("{{\"call\":\"nothing\"}}\n{lines}")).unwrap();
         let damaged = SimulatedGateway::keeping_books_in(config(0, 0), &path).unwrap_err();
         assert!(damaged.to_string().contains("line 1"), "{damaged}");
+    }
+
+    /// A torn last line may end inside a character of a key (any text): it is dropped too.
+    #[tokio::test]
+    async fn a_torn_last_line_ending_inside_a_character_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sim.books");
+        let gateway = SimulatedGateway::keeping_books_in(config(0, 0), &path).unwrap();
+        approve(&gateway, "a", 100).await;
+        let accented = AuthorizeRequest { idempotency_key: "clé-é".into(), ..request("b", 100) };
+        gateway.authorize(&accented).await.unwrap();
+        drop(gateway);
+        let bytes = std::fs::read(&path).unwrap();
+        let inside = bytes.windows(2).rposition(|w| w == "é".as_bytes()).unwrap() + 1;
+        std::fs::write(&path, &bytes[..inside]).unwrap();
+        let gateway = SimulatedGateway::keeping_books_in(config(0, 0), &path).unwrap();
+        assert_eq!(gateway.approvals(), 1);
+    }
+
+    /// One gateway per books file: a second, in this process or another, would interleave its
+    /// lines with the first's.
+    #[test]
+    fn a_second_gateway_on_the_same_books_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sim.books");
+        let first = SimulatedGateway::keeping_books_in(config(0, 0), &path).unwrap();
+        let second = SimulatedGateway::keeping_books_in(config(0, 0), &path).unwrap_err();
+        assert!(second.to_string().contains("in use by another gateway"), "{second}");
+        drop(first);
+        SimulatedGateway::keeping_books_in(config(0, 0), &path).expect("free once it is dropped");
+    }
+
+    /// A write that fails (the disk full for a moment: here a file-size limit, in a child
+    /// process of its own) fails its call alone, leaves no part of its line in the books, and
+    /// the next call is written.
+    #[test]
+    fn a_write_that_fails_fails_only_its_own_call() {
+        const CHILD: &str = "ORDERLY_TEST_FILE_SIZE_LIMIT";
+        if std::env::var_os(CHILD).is_none() {
+            let name = "payments::simulated::tests::a_write_that_fails_fails_only_its_own_call";
+            let child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([name, "--exact", "--test-threads=1"])
+                .env(CHILD, "1")
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&child.stdout);
+            assert!(child.status.success() && said.contains("1 passed"), "{said}");
+            return;
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("sim.books");
+            let gateway = SimulatedGateway::keeping_books_in(config(0, 0), &path).unwrap();
+            approve(&gateway, "a", 100).await;
+            let len = std::fs::metadata(&path).unwrap().len();
+            let mut was = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: plain syscalls, in a process that runs this test alone.
+            let limit = |limit: libc::rlimit| unsafe {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &raw const limit), 0);
+            };
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &raw mut was) }, 0);
+            limit(libc::rlimit { rlim_cur: len + 10, ..was });
+            let full = gateway.authorize(&request("b", 100)).await;
+            assert!(matches!(full, Err(GatewayError::Unavailable(_))), "{full:?}");
+            limit(was);
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), len, "nothing of it is left");
+            approve(&gateway, "c", 100).await;
+            drop(gateway);
+            let again = SimulatedGateway::keeping_books_in(config(0, 0), &path).unwrap();
+            assert_eq!(again.approvals(), 2, "a and c");
+        });
     }
 
     #[test]
