@@ -8,7 +8,7 @@ use orderly_store::{ChainHash, ScanReport, ScannedRecord};
 
 use super::Progress;
 use super::error::{AuditError, Location};
-use crate::codec::{self, Decoded};
+use crate::codec::{self, DecodeError, Decoded};
 
 /// A committed, decoded record.
 #[derive(Debug)]
@@ -45,6 +45,11 @@ impl Batch<'_> {
 /// batch in log order, until the end or until `on_batch` breaks. `on_record` sees each record
 /// as it is verified, before its batch is complete (for checks at a position, such as a
 /// digest).
+///
+/// A record of a newer orderly (`DecodeError::NewerSchema`) ends the decoding, not the scan:
+/// the rest is still verified as the store's records (checksums, chain, positions), and
+/// `on_record` still sees it, so that damage after it, or a digest no longer extended, is
+/// still found; that error then comes first, the newer record's after.
 pub(crate) fn run(
     dir: &Path,
     progress: &mut dyn FnMut(Progress),
@@ -53,8 +58,12 @@ pub(crate) fn run(
 ) -> Result<ScanReport, AuditError> {
     let mut entries: Vec<Entry> = Vec::with_capacity(1024);
     let mut failure = None;
+    let mut newer = None;
     let report = orderly_store::scan(dir, progress, |record| {
         on_record(record);
+        if newer.is_some() {
+            return ControlFlow::Continue(());
+        }
         let decoded =
             codec::decode(record.stream, record.event_type, record.schema_version, record.payload);
         match decoded {
@@ -70,6 +79,11 @@ pub(crate) fn run(
                     offset: record.offset,
                     position: Some(record.position.0),
                 };
+                if let DecodeError::NewerSchema { .. } = error {
+                    newer = Some(AuditError::Undecodable { at, error });
+                    entries.clear();
+                    return ControlFlow::Continue(());
+                }
                 failure = Some(AuditError::Undecodable { at, error });
                 return ControlFlow::Break(());
             }
@@ -82,7 +96,7 @@ pub(crate) fn run(
         entries.clear();
         flow
     })?;
-    match failure {
+    match failure.or(newer) {
         Some(failure) => Err(failure),
         None => Ok(report),
     }

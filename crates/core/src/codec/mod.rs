@@ -473,11 +473,12 @@ pub fn decode(
     schema_version: u16,
     payload: &[u8],
 ) -> Result<Decoded, DecodeError> {
-    let unknown = DecodeError::UnknownType { event_type, schema_version };
-    let Some(kind) = EventType::from_code(event_type) else { return Err(unknown) };
+    // A newer orderly's record may be of a type this build has never heard of, too.
     if schema_version > CURRENT_SCHEMA {
         return Err(DecodeError::NewerSchema { schema_version });
     }
+    let unknown = DecodeError::UnknownType { event_type, schema_version };
+    let Some(kind) = EventType::from_code(event_type) else { return Err(unknown) };
     if schema_version == 0 {
         return Err(unknown);
     }

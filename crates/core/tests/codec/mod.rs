@@ -511,6 +511,11 @@ fn unknown_types_versions_streams_and_garbage_are_errors_not_panics() {
         Err(DecodeError::NewerSchema { schema_version: next }),
         "a version after this build's is named as a newer orderly's"
     );
+    assert_eq!(
+        codec::decode(&e.stream, 999, next, &e.payload),
+        Err(DecodeError::NewerSchema { schema_version: next }),
+        "and so is a type this build does not know, at a newer version"
+    );
     assert!(matches!(
         codec::decode(&e.stream, e.event_type, 0, &e.payload),
         Err(DecodeError::UnknownType { .. })

@@ -470,7 +470,8 @@ fn a_log_of_a_newer_orderly_is_not_called_damaged() {
         timestamp: 1_764_000_000_000,
         payload: vec![1, 2, 3, 4],
     };
-    log.append(vec![newer]).expect("appended");
+    log.append(vec![newer.clone(), newer]).expect("appended");
+    let digest = orderly_core::audit::Digest::of(&log.reader(), 2).expect("a digest").to_string();
     drop(log);
     let run = audit(&["audit", "verify"], data.path(), false);
     run.exits(2);
@@ -478,6 +479,13 @@ fn a_log_of_a_newer_orderly_is_not_called_damaged() {
     assert!(run.stderr.contains("written by a newer orderly"), "{}", run.stderr);
     let body = audit(&["audit", "verify"], data.path(), true).json(2);
     assert_eq!(body["error"]["code"], "newer_schema", "{body}");
+    // Past that record, the log is still checked as the store's records: a digest it extends
+    // leaves the answer to a newer orderly; one it no longer extends (a rewrite hiding behind
+    // a newer version) is a rewrite.
+    audit(&["audit", "verify", "--digest", &digest], data.path(), false).exits(2);
+    let rewritten = format!("2:{}", "0".repeat(64));
+    let run = audit(&["audit", "verify", "--digest", &rewritten], data.path(), true);
+    assert_eq!(run.json(1)["error"]["code"], "digest_mismatch");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
