@@ -119,10 +119,12 @@ pub struct App {
     tenants: Tenants,
     metrics: Metrics,
     limiter: Option<DefaultKeyedRateLimiter<TenantId>>,
-    /// Streams opened per tenant: as many as it may hold at once, then one a second. A stream
-    /// that starts far back reads the log from there on a thread of its own, so opening them
-    /// over and over would keep a core busy.
-    stream_opens: DefaultKeyedRateLimiter<TenantId>,
+    /// Event streams opened per tenant: as many as it may hold at once, then one a second. An
+    /// event stream that starts far back reads the log from there on a thread of its own, so
+    /// opening them over and over would keep a core busy. (A KPI stream shares the figures read
+    /// once a second: it costs nothing to open, and a dashboard is never kept out by an event
+    /// client reconnecting in a loop.)
+    event_stream_opens: DefaultKeyedRateLimiter<TenantId>,
     /// Streams open per tenant.
     streams: PerTenant,
     /// Requests in progress per tenant.
@@ -183,7 +185,7 @@ impl App {
             .ok()
             .and_then(NonZeroU32::new)
             .unwrap_or(NonZeroU32::MIN);
-        let stream_opens =
+        let event_stream_opens =
             RateLimiter::keyed(Quota::per_second(NonZeroU32::MIN).allow_burst(stream_burst));
         let mut config = config;
         let metrics = Metrics::new();
@@ -195,7 +197,7 @@ impl App {
             tenants,
             metrics,
             limiter,
-            stream_opens,
+            event_stream_opens,
             streams: PerTenant::default(),
             requests: PerTenant::default(),
             closing: AtomicBool::new(false),
@@ -361,7 +363,7 @@ impl App {
     }
 
     /// A place for one more stream of `tenant`, or `429 too_many_streams` (it has the most
-    /// open) or `429 rate_limited` (it opened them too often).
+    /// open).
     pub fn open_stream(&self, tenant: &TenantId) -> Result<Slot, ApiError> {
         if self.is_closing() {
             return Err(ApiError::new(
@@ -372,21 +374,28 @@ impl App {
             .retry_after(Duration::from_secs(5)));
         }
         let most = self.config.streams_per_tenant;
-        let slot = Slot::take(&self.streams, tenant, most).ok_or_else(|| {
+        Slot::take(&self.streams, tenant, most).ok_or_else(|| {
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_streams",
                 format!("tenant {tenant} has {most} streams open, the most allowed; close one"),
             )
             .retry_after(Duration::from_secs(5))
-        })?;
-        // Only an open that found a place counts against the rate (the slot is freed again).
-        if self.stream_opens.check_key(tenant).is_err() {
+        })
+    }
+
+    /// [`App::open_stream`] for an event stream, which also counts against how often the
+    /// tenant opens them: `429 rate_limited` beyond its cap at once, then one a second (only
+    /// an open that found a place counts; its place is freed again).
+    pub fn open_event_stream(&self, tenant: &TenantId) -> Result<Slot, ApiError> {
+        let slot = self.open_stream(tenant)?;
+        if self.event_stream_opens.check_key(tenant).is_err() {
+            let most = self.config.streams_per_tenant;
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 format!(
-                    "tenant {tenant} opens streams too often: {most} at once, then one a second"
+                    "tenant {tenant} opens event streams too often: {most} at once, then one a second"
                 ),
             )
             .retry_after(Duration::from_secs(1)));

@@ -163,8 +163,8 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// On a data folder without tenants, creates the demo tenant and writes its token to
 /// `<data>/demo.token`. Returns the demo token when its file exists.
 ///
-/// A tenants file without a tenant's line counts as none: a first start cut short between
-/// creating it and appending the demo's line leaves one, and starts over. A folder that was
+/// A tenants file that gives no tenant a token counts as none: a first start cut short
+/// between creating it and finishing the demo's line leaves one, and starts over. A folder that was
 /// served before (it holds the read models, which only a server or `orderly rebuild` makes)
 /// and has no tenants lost its tenants file: a new demo tenant would leave every other
 /// tenant's token refused without a word, so the start is refused, saying what to do. A log
@@ -173,12 +173,11 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 fn first_start(data: &Path) -> anyhow::Result<Option<String>> {
     let token_file = data.join(format!("{DEMO_TENANT}.token"));
     let tenants_file = data.join(TENANTS_FILE);
-    let has_tenants = std::fs::read_to_string(&tenants_file)
-        .is_ok_and(|text| text.lines().any(|line| !line.trim().is_empty()));
+    let has_tenants = !tenants::Tenants::open(data)?.names().is_empty();
     if !has_tenants {
         if data.join(READ_MODELS_FILE).exists() {
             anyhow::bail!(
-                "{} is missing or names no tenant, though this data folder was served before \
+                "{} is missing or gives no tenant a token, though this data folder was served before \
                  (it holds {READ_MODELS_FILE}): no tenant's token would be accepted. Put it back \
                  (from a backup of the folder), or add the tenants again with \
                  `orderly tenant add NAME` (each gets a new token) before starting",

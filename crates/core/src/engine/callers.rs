@@ -18,20 +18,56 @@ pub fn yield_to_engine() -> bool {
     false
 }
 
-/// Lowers the calling thread's scheduling priority (nice 10), for a thread whose work can wait
-/// while the engine and the threads answering callers are busy: the read models' committer and
-/// file writer, an event stream catching up from far back. Best effort: a refusal changes
-/// nothing but the order. On Linux a nice value is per thread; elsewhere nothing changes.
+/// Lowers the calling thread's scheduling priority by 10 nice steps (to at most 19, the
+/// lowest), for a thread whose work can wait while the engine and the threads answering
+/// callers are busy: the read models' committer and file writer, an event stream's reader.
+/// Never raises it (a process started at a low priority stays below it). Best effort: a
+/// refusal changes nothing but the order. On Linux a nice value is per thread; elsewhere
+/// nothing changes.
 pub fn yield_to_others() {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: plain syscalls on the calling thread.
-        let (tid, result) = unsafe {
+        // SAFETY: plain syscalls on the calling thread; errno is reset first, since -1 is
+        // also a valid priority.
+        let (tid, now, result) = unsafe {
             let tid = libc::gettid();
-            (tid, libc::setpriority(libc::PRIO_PROCESS, tid.cast_unsigned(), 10))
+            *libc::__errno_location() = 0;
+            let now = libc::getpriority(libc::PRIO_PROCESS, tid.cast_unsigned());
+            let known = *libc::__errno_location() == 0;
+            let lower = (now + 10).min(19);
+            let result = if known && lower > now {
+                libc::setpriority(libc::PRIO_PROCESS, tid.cast_unsigned(), lower)
+            } else {
+                0
+            };
+            (tid, now, result)
         };
         if result != 0 {
-            tracing::debug!(tid, "thread priority unchanged");
+            tracing::debug!(tid, now, "thread priority unchanged");
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    /// The calling thread's nice value.
+    fn nice() -> i32 {
+        // SAFETY: a plain syscall on the calling thread.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid().cast_unsigned()) }
+    }
+
+    #[test]
+    fn yielding_lowers_a_thread_by_ten_and_never_raises_it() {
+        std::thread::spawn(|| {
+            let before = nice();
+            super::yield_to_others();
+            assert_eq!(nice(), (before + 10).min(19));
+            // SAFETY: as above.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid().cast_unsigned(), 19) };
+            super::yield_to_others();
+            assert_eq!(nice(), 19, "already at the lowest, it stays there");
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -12,8 +12,8 @@
 //! hands events to the response through a bounded buffer; a client that lets the buffer fill is
 //! cut off (the stream ends, and it reconnects with `Last-Event-ID`), so a slow client never
 //! holds up commits or other clients. Streams per tenant are capped, and so is how often a
-//! tenant opens them (its cap at once, then one a second); their threads run at a lower
-//! priority than the engine and the requests.
+//! tenant opens event streams (its cap at once, then one a second); their threads run at a
+//! lower priority than the engine and the requests.
 
 use std::cell::Cell;
 use std::collections::HashSet;
@@ -113,7 +113,7 @@ pub async fn events(
     }
     let types = parse_types(query.types.as_deref())?;
     let token = bearer_token(&headers)?.to_owned();
-    let slot = app.open_stream(&tenant)?;
+    let slot = app.open_event_stream(&tenant)?;
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
     let log = node.engine().log();
     let server = app.clone();

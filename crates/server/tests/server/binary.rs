@@ -356,10 +356,10 @@ async fn a_start_that_cannot_listen_writes_nothing_in_a_new_folder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_start_cut_short_after_the_token_file_is_made_again_whole() {
     // What a crash between the first start's two writes leaves: the token's file, and a
-    // tenants file without the demo's line.
+    // tenants file with the demo's line unfinished (or not begun).
     let data = tempfile::tempdir().expect("a temporary folder");
     std::fs::write(data.path().join("demo.token"), "orderly_left_by_a_crash").expect("written");
-    std::fs::write(data.path().join("tenants"), "").expect("written");
+    std::fs::write(data.path().join("tenants"), "tenant demo 5f3a").expect("written");
 
     let server = Running::start(data.path()).await;
     let token = demo_token(data.path());
@@ -389,7 +389,8 @@ async fn a_served_folder_that_lost_its_tenants_file_is_refused_and_its_token_kep
         let refused = serve_to_the_end("127.0.0.1:0", data.path());
         let stderr = String::from_utf8_lossy(&refused.stderr).into_owned();
         assert_eq!(refused.status.code(), Some(1), "{stderr}");
-        let said = "is missing or names no tenant, though this data folder was served before";
+        let said =
+            "is missing or gives no tenant a token, though this data folder was served before";
         assert!(stderr.contains(said), "{stderr}");
     };
     refused();
