@@ -402,6 +402,11 @@ struct Faulty {
     captures_down: AtomicBool,
     /// Captures tried, made or not.
     captures_tried: std::sync::atomic::AtomicU32,
+    /// The gateway has pruned its idempotency keys (as some providers do after a day): an
+    /// authorization asked again under a key it had approved reserves the amount anew.
+    forgot_keys: AtomicBool,
+    /// Authorizations asked while `forgot_keys` was set.
+    asked_after_forgetting: std::sync::atomic::AtomicU32,
 }
 
 impl Faulty {
@@ -412,6 +417,8 @@ impl Faulty {
             first_capture_times_out: AtomicBool::new(false),
             captures_down: AtomicBool::new(false),
             captures_tried: Default::default(),
+            forgot_keys: AtomicBool::new(false),
+            asked_after_forgetting: Default::default(),
         }
     }
 }
@@ -428,6 +435,16 @@ impl PaymentGateway for Faulty {
             return Box::pin(async {
                 let _made = self.inner.authorize(request).await;
                 std::future::pending().await
+            });
+        }
+        if self.forgot_keys.load(Ordering::SeqCst) {
+            self.asked_after_forgetting.fetch_add(1, Ordering::SeqCst);
+            return Box::pin(async move {
+                let again = AuthorizeRequest {
+                    idempotency_key: format!("{}:forgotten", request.idempotency_key),
+                    ..request.clone()
+                };
+                self.inner.authorize(&again).await
             });
         }
         self.inner.authorize(request)
@@ -741,53 +758,6 @@ fn a_log_reader_does_not_keep_the_engine_s_folder_locked() {
     assert_eq!(reader.head(), again.head());
 }
 
-/// A simulated gateway that prunes its idempotency keys (as some providers do after a day):
-/// once `forget` is set, an authorization asked again under a key it had approved reserves the
-/// amount anew. Counts those asks.
-#[derive(Debug)]
-struct Forgetful {
-    inner: Arc<SimulatedGateway>,
-    forgot: AtomicBool,
-    asked_again: std::sync::atomic::AtomicU32,
-}
-
-impl PaymentGateway for Forgetful {
-    fn id(&self) -> &GatewayId {
-        self.inner.id()
-    }
-    fn authorize<'a>(
-        &'a self,
-        request: &'a AuthorizeRequest,
-    ) -> BoxFuture<'a, Result<Authorization, GatewayError>> {
-        if !self.forgot.load(Ordering::SeqCst) {
-            return self.inner.authorize(request);
-        }
-        self.asked_again.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async move {
-            let again = AuthorizeRequest {
-                idempotency_key: format!("{}:forgotten", request.idempotency_key),
-                ..request.clone()
-            };
-            self.inner.authorize(&again).await
-        })
-    }
-    fn capture<'a>(&'a self, request: &'a MoneyRequest) -> BoxFuture<'a, Result<(), GatewayError>> {
-        self.inner.capture(request)
-    }
-    fn void<'a>(&'a self, request: &'a MoneyRequest) -> BoxFuture<'a, Result<(), GatewayError>> {
-        self.inner.void(request)
-    }
-    fn refund<'a>(&'a self, request: &'a MoneyRequest) -> BoxFuture<'a, Result<(), GatewayError>> {
-        self.inner.refund(request)
-    }
-    fn cancel_authorization<'a>(
-        &'a self,
-        request: &'a AuthorizeRequest,
-    ) -> BoxFuture<'a, Result<(), GatewayError>> {
-        self.inner.cancel_authorization(request)
-    }
-}
-
 /// The log records the gateway's reference with the authorization, so a capture days later,
 /// after the engine and the process restarted, quotes it: a gateway that has forgotten the
 /// authorization's key is not asked for it again, and reserves nothing twice.
@@ -798,11 +768,7 @@ fn a_capture_quotes_the_recorded_reference_and_asks_no_authorization_again() {
     let engine = Engine::open(dir.path(), config(&clock)).unwrap();
     engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
     let inner = gateway("pay", 0);
-    let forgetful = Arc::new(Forgetful {
-        inner: inner.clone(),
-        forgot: AtomicBool::new(false),
-        asked_again: Default::default(),
-    });
+    let forgetful = Arc::new(Faulty::new(&inner));
     let start = |engine: &Engine| {
         let gateways: Vec<Arc<dyn PaymentGateway>> = vec![forgetful.clone()];
         PaymentProcess::start(engine.clone(), router_timing_out(gateways, Duration::from_secs(5)))
@@ -827,12 +793,13 @@ fn a_capture_quotes_the_recorded_reference_and_asks_no_authorization_again() {
     engine.shutdown();
     drop(engine);
     let engine = Engine::open(dir.path(), config(&clock)).unwrap();
-    forgetful.forgot.store(true, Ordering::SeqCst);
+    forgetful.forgot_keys.store(true, Ordering::SeqCst);
     engine.execute_blocking(ship("o-1")).unwrap();
     let process = start(&engine);
     captured(&inner, 2_000);
     process.stop();
-    assert_eq!(forgetful.asked_again.load(Ordering::SeqCst), 0, "no authorization asked again");
+    let asked = forgetful.asked_after_forgetting.load(Ordering::SeqCst);
+    assert_eq!(asked, 0, "no authorization asked again");
     assert_eq!(inner.approvals(), 1, "one reservation, captured");
 }
 
