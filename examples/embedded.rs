@@ -163,8 +163,10 @@ fn describe(event: &Event) -> String {
             O::OrderRefunded { amount } => format!("{order}: refunded {amount}"),
         },
         Event::Payment { payment, event } => match event {
-            P::PaymentAuthorized { amount, gateway, .. } => {
-                format!("{payment}: {} {} authorized by {gateway}", amount.minor, amount.currency)
+            P::PaymentAuthorized { amount, gateway, reference, .. } => {
+                let (minor, currency) = (amount.minor, amount.currency);
+                let reference = reference.as_ref().map_or("none".to_owned(), ToString::to_string);
+                format!("{payment}: {minor} {currency} authorized by {gateway} (ref {reference})")
             }
             P::PaymentDeclined { gateway, reason, .. } => {
                 format!("{payment}: declined by {gateway} ({reason:?})")
