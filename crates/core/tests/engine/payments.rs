@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use orderly_core::Position;
 use orderly_core::domain::{
-    CancelReason, Command, Currency, DeclineReason, Envelope, Event, GatewayId, IdempotencyKey,
-    Money, OrderCommand, OrderEvent, OrderId, PaymentCommand, PaymentEvent,
+    CancelReason, Command, Currency, DeclineReason, Envelope, Event, GatewayId, GatewayReference,
+    IdempotencyKey, Money, OrderCommand, OrderEvent, OrderId, PaymentCommand, PaymentEvent,
 };
 use orderly_core::engine::{Engine, ManualClock};
 use orderly_core::payments::{
@@ -758,6 +758,19 @@ fn a_log_reader_does_not_keep_the_engine_s_folder_locked() {
     assert_eq!(reader.head(), again.head());
 }
 
+/// The reference the log's first authorization records, if any.
+fn first_authorization_reference(engine: &Engine) -> Option<GatewayReference> {
+    let mut events = engine.subscribe(Position(0));
+    std::iter::from_fn(|| events.next_timeout(Duration::from_millis(20)))
+        .find_map(|event| match event.unwrap().event {
+            Event::Payment { event: PaymentEvent::PaymentAuthorized { reference, .. }, .. } => {
+                Some(reference)
+            }
+            _ => None,
+        })
+        .flatten()
+}
+
 /// The log records the gateway's reference with the authorization, so a capture days later,
 /// after the engine and the process restarted, quotes it: a gateway that has forgotten the
 /// authorization's key is not asked for it again, and reserves nothing twice.
@@ -777,17 +790,8 @@ fn a_capture_quotes_the_recorded_reference_and_asks_no_authorization_again() {
     engine.execute_blocking(place("acme", "o-1", &[("sku-1", 2)])).unwrap();
     settled(&engine, 1);
     process.stop();
-    let mut events = engine.subscribe(Position(0));
-    let recorded =
-        std::iter::from_fn(|| events.next_timeout(Duration::from_millis(20))).find_map(|event| {
-            match event.unwrap().event {
-                Event::Payment {
-                    event: PaymentEvent::PaymentAuthorized { reference, .. }, ..
-                } => Some(reference),
-                _ => None,
-            }
-        });
-    assert!(matches!(recorded, Some(Some(_))), "the reference is recorded: {recorded:?}");
+    let recorded = first_authorization_reference(&engine);
+    assert!(recorded.is_some(), "the reference is recorded");
 
     // Days later: the engine restarted (from its snapshot), and the gateway forgot the key.
     engine.shutdown();
@@ -845,16 +849,6 @@ fn the_reference_of_an_order_with_the_longest_ids_is_recorded() {
     engine.execute_blocking(place(&tenant, &order, &[("sku-1", 2)])).unwrap();
     settled(&engine, 1);
     process.stop();
-    let mut events = engine.subscribe(Position(0));
-    let recorded =
-        std::iter::from_fn(|| events.next_timeout(Duration::from_millis(20))).find_map(|event| {
-            match event.unwrap().event {
-                Event::Payment {
-                    event: PaymentEvent::PaymentAuthorized { reference, .. }, ..
-                } => Some(reference),
-                _ => None,
-            }
-        });
-    let reference = recorded.flatten().expect("the reference is recorded");
+    let reference = first_authorization_reference(&engine).expect("the reference is recorded");
     assert!(reference.as_str().len() > 128, "{reference}");
 }
