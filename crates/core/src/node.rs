@@ -17,8 +17,9 @@ use crate::engine::{self, Engine, OpenEngineError};
 use crate::payments::Router;
 use crate::process::PaymentProcess;
 use crate::projection::{
-    self, CustomersProjection, Hosted, InventoryProjection, KpiProjection, OpenHoldsProjection,
-    OrdersProjection, ProjectionError, ProjectionHandle, ProjectionHost, Rebuilt, WorkerConfig,
+    self, Binding, CustomersProjection, Hosted, InventoryProjection, KpiProjection,
+    OpenHoldsProjection, OrdersProjection, ProjectionError, ProjectionHandle, ProjectionHost,
+    Rebuilt, WorkerConfig,
 };
 
 /// The folder of the log inside a data folder.
@@ -149,19 +150,36 @@ impl Node {
         let read_models = projection::open_db(&file)
             .map_err(|source| NodeError::ReadModels { path: file.clone(), source })?;
         let read_models = Arc::new(read_models);
-        // A read model ahead of the log (whose tail recovery cut, or which was restored from an
-        // older copy) shows records that are gone: it is built again from the log first.
+        // Read models built from records the log does not hold (the log was put back from
+        // another copy) are all built again from the log first; so is one ahead of the log
+        // (whose tail recovery cut, or which was restored from an older copy), whose rows show
+        // records that are gone.
+        let log = engine.log();
+        let other_log = match projection::binding::check(&read_models, &log)? {
+            Binding::Broken { bound, why } => {
+                tracing::warn!(
+                    %bound,
+                    %why,
+                    "the read models were built from another log; rebuilding them from this one"
+                );
+                projection::binding::unbind(&read_models)?;
+                true
+            }
+            Binding::Holds | Binding::Unbound => false,
+        };
         let head = engine.head();
         for model in ReadModel::ALL {
             let reached = projection::checkpoint(&read_models, model.name())?;
-            if reached > head {
+            if other_log {
+                rebuild(&read_models, &log, model, &config.workers)?;
+            } else if reached > head {
                 tracing::warn!(
                     model = model.name(),
                     reached = reached.0,
                     head = head.0,
                     "the read model is ahead of the log; rebuilding it from the log"
                 );
-                rebuild(&read_models, &engine.log(), model, &config.workers)?;
+                rebuild(&read_models, &log, model, &config.workers)?;
             }
         }
         let hosted = ReadModel::ALL.map(|model| -> Hosted {

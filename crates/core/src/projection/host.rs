@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use orderly_store::LogReader;
 use redb::{Database, ReadableTable};
 
+use super::binding::{self, Binding};
 use super::pending::{self, Delta, Entry, MemberRows, Pending, Registration, TableRows};
 use super::progress::{Progress, ProjectionHandle};
 use super::reader::{self, Batches, Empty};
@@ -117,6 +118,10 @@ impl ProjectionHost {
             handles.push(ProjectionHandle::new(name, log.clone(), progress.clone()));
             let name = projection.name().into();
             members.push(Member { projection, name, progress, generation, next, _lease: lease });
+        }
+        // Checked after each checkpoint against the head, which says more when it fails.
+        if let Binding::Broken { bound, why } = binding::check(&db, &log)? {
+            return Err(ProjectionError::OtherLog { bound, why });
         }
         let stop = Arc::new(AtomicBool::new(false));
         let thread_name = match handles.as_slice() {
@@ -249,6 +254,7 @@ impl Run {
         let draining = Arc::new(AtomicBool::new(false));
         let committer = Committer {
             db: self.db.clone(),
+            log: self.log.clone(),
             names: self.members.iter().map(|m| m.projection.name().to_owned()).collect(),
             pending: self.pending.clone(),
             stop: self.stop.clone(),
@@ -422,6 +428,8 @@ impl Drop for Draining {
 /// Commits what the host published, in batches of at least [`COMMIT_EVERY`].
 struct Committer {
     db: Arc<Database>,
+    /// What the checkpoints are positions of (see [`binding`]).
+    log: LogReader,
     /// The hosted projections' names, by member index.
     names: Vec<String>,
     pending: Arc<Pending>,
@@ -494,13 +502,14 @@ impl Committer {
     }
 
     /// Writes `deltas` (oldest first) and moves each projection's checkpoint to the end of its
-    /// part, in one transaction. Parts for a generation a rebuild has replaced are dropped
+    /// part, binding the database to the log there, in one transaction. Parts for a generation a rebuild has replaced are dropped
     /// with it. On any error the transaction is dropped uncommitted.
     fn commit(&mut self, deltas: &[Arc<Delta>]) -> Result<(), ProjectionError> {
         let mut txn = self.db.begin_write()?;
         let durable = self.last_durable.elapsed() >= DURABLE_EVERY;
         // A store that cannot commit without syncing simply syncs every commit.
         let durable = durable || txn.set_durability(redb::Durability::None).is_err();
+        let mut furthest = 0;
         {
             let mut checkpoints = txn.open_table(CHECKPOINTS)?;
             for (index, name) in self.names.iter().enumerate() {
@@ -538,8 +547,10 @@ impl Committer {
                     TableRows::write_all(&txn, parts)?;
                 }
                 checkpoints.insert(name.as_str(), next)?;
+                furthest = furthest.max(next);
             }
         }
+        binding::raise(&txn, &self.log, furthest)?;
         txn.commit()?;
         if durable {
             self.last_durable = Instant::now();

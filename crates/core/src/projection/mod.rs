@@ -33,6 +33,7 @@
 //! - [`mod@kpi`]: (tenant, minute) → orders, revenue per currency, basket, cancellations,
 //!   payment declines by gateway; query [`kpis()`].
 
+pub mod binding;
 pub mod customers;
 mod file;
 mod holds;
@@ -52,6 +53,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, TableDefinition};
 
+pub use binding::Binding;
 pub use customers::{CustomerCursor, CustomersProjection, orders_of_customer};
 pub use file::{CACHE_BYTES, WRITE_BEHIND_BYTES};
 pub use holds::{OPEN_HOLDS, OpenHoldsProjection, open_holds};
@@ -157,6 +159,18 @@ pub enum ProjectionError {
         checkpoint: u64,
         /// The log's head.
         head: u64,
+    },
+    /// The read models were built from records the log does not hold: the log was put back
+    /// from another copy (another data folder's, or an older one appended to since) and the
+    /// read models kept. Rebuild them from the log (a node does so itself when it opens).
+    #[error(
+        "the read models were built from another log: bound to {bound}, but {why}; rebuild them from the log"
+    )]
+    OtherLog {
+        /// Where the read models' database is bound.
+        bound: crate::audit::Digest,
+        /// How the log differs there.
+        why: String,
     },
     /// A worker (or a rebuild) of this projection already runs on this database.
     #[error("projection {name} is already running on this database")]

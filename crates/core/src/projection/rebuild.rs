@@ -280,6 +280,7 @@ fn build<P: Projection>(
             tables.insert(table.as_str(), building.0)?;
         }
     }
+    super::binding::raise(&txn, log, reached)?;
     txn.commit()?;
     shared.switches.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     Ok(Rebuilt { generation: building, replaced: current, position: Position(reached) })

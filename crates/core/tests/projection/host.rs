@@ -4,19 +4,22 @@
 //! middle of a batch stops the host and leaves every hosted projection, model and checkpoint,
 //! as it was before the batch. (A kill -9 of a host mid-batch is in `rebuild.rs`.)
 
+use std::path::Path;
 use std::sync::Arc;
 
+use orderly_core::Position;
 use orderly_core::domain::{CustomerId, Event};
 use orderly_core::engine::{CommittedEvent, ManualClock};
+use orderly_core::node::{LOG_DIR, Node, NodeConfig, READ_MODELS_FILE};
 use orderly_core::projection::{
-    self, CustomersProjection, Hosted, InventoryProjection, KpiProjection, OrdersProjection,
-    Projection, ProjectionError, ProjectionHost, ProjectionWorker, Rows, Stage, WaitError,
-    WorkerConfig,
+    self, Binding, CustomersProjection, Hosted, InventoryProjection, KpiProjection,
+    OrdersProjection, Projection, ProjectionError, ProjectionHost, ProjectionWorker, Rows, Stage,
+    WaitError, WorkerConfig,
 };
 use redb::{Database, TableDefinition};
 
 use super::rebuild::{numbered_orders, orders};
-use super::{START, WAIT, dump, open_engine, tenant};
+use super::{START, WAIT, dump, open_engine, order_id, tenant};
 
 const TENANTS: [&str; 2] = ["acme", "globex"];
 
@@ -181,34 +184,10 @@ fn a_projection_failing_mid_batch_leaves_every_hosted_projection_as_it_was() {
 /// positions written next reach it.
 #[test]
 fn a_read_model_ahead_of_its_log_is_refused_by_a_host_and_rebuilt_by_a_node() {
-    use orderly_core::node::{LOG_DIR, Node, NodeConfig, READ_MODELS_FILE};
-
-    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
-    fn placed(db: &Database) -> u64 {
-        projection::order_status_counts(db).unwrap().iter().map(|(_, _, n)| n).sum()
-    }
-    fn caught_up(node: &Node) {
-        for projection in node.projections() {
-            projection.wait_for(node.engine().head(), WAIT).unwrap();
-        }
-    }
-
     let dir = tempfile::tempdir().unwrap();
     let (data, older) = (dir.path().join("data"), dir.path().join("older-log"));
     let clock = ManualClock::at(START);
-    let config = || NodeConfig {
-        engine: orderly_core::engine::Config {
-            clock: Arc::new(clock.clone()),
-            ..orderly_core::engine::Config::default()
-        },
-        ..NodeConfig::default()
-    };
+    let config = || node_config(&clock);
     let node = Node::open(&data, config()).unwrap();
     orders(node.engine(), 5, 1);
     caught_up(&node);
@@ -246,12 +225,88 @@ fn a_read_model_ahead_of_its_log_is_refused_by_a_host_and_rebuilt_by_a_node() {
     node.shutdown().unwrap();
 }
 
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// Orders of every tenant and status in the orders read model.
+fn placed(db: &Database) -> u64 {
+    projection::order_status_counts(db).unwrap().iter().map(|(_, _, n)| n).sum()
+}
+
+fn caught_up(node: &Node) {
+    for projection in node.projections() {
+        projection.wait_for(node.engine().head(), WAIT).unwrap();
+    }
+}
+
+fn node_config(clock: &ManualClock) -> NodeConfig {
+    NodeConfig {
+        engine: orderly_core::engine::Config {
+            clock: Arc::new(clock.clone()),
+            ..orderly_core::engine::Config::default()
+        },
+        ..NodeConfig::default()
+    }
+}
+
+/// Read models kept while the log was put back from another data folder's copy, which holds
+/// more records than they were built from, are refused by a host (their checkpoints' positions
+/// alone would pass) and built again by a node from the log it has.
+#[test]
+fn read_models_built_from_another_log_are_refused_by_a_host_and_rebuilt_by_a_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, other) = (dir.path().join("data"), dir.path().join("other"));
+    let clock = ManualClock::at(START);
+    let node = Node::open(&data, node_config(&clock)).unwrap();
+    numbered_orders(node.engine(), 0, 5, 1);
+    caught_up(&node);
+    assert_eq!(placed(node.read_models()), 10, "five orders in each of two tenants");
+    let log = node.engine().log();
+    assert_eq!(projection::binding::check(node.read_models(), &log).unwrap(), Binding::Holds);
+    node.shutdown().unwrap();
+    let node = Node::open(&other, node_config(&clock)).unwrap();
+    numbered_orders(node.engine(), 100, 8, 1);
+    node.shutdown().unwrap();
+    std::fs::remove_dir_all(data.join(LOG_DIR)).unwrap();
+    copy_dir(&other.join(LOG_DIR), &data.join(LOG_DIR));
+
+    {
+        let engine = open_engine(&data.join(LOG_DIR), &clock);
+        let db = Arc::new(projection::open_db(&data.join(READ_MODELS_FILE)).unwrap());
+        let checkpoint = projection::checkpoint(&db, OrdersProjection.name()).unwrap();
+        assert!(checkpoint <= engine.head(), "{checkpoint:?} is within the log");
+        let hosted: Vec<Hosted> = vec![OrdersProjection.into()];
+        match ProjectionHost::start(db, engine.log(), hosted, WorkerConfig::default()) {
+            Err(ProjectionError::OtherLog { bound, why }) => {
+                assert_eq!(Position(bound.head), checkpoint, "bound where the models are");
+                assert!(why.contains("another chain hash"), "{why}");
+            }
+            other => panic!("a host must refuse read models of another log: {other:?}"),
+        }
+    }
+
+    let node = Node::open(&data, node_config(&clock)).unwrap();
+    caught_up(&node);
+    let db = node.read_models();
+    assert_eq!(placed(db), 16, "only the orders of the log it has");
+    assert!(projection::order(db, &tenant("acme"), &order_id("o-100")).unwrap().is_some());
+    assert!(projection::order(db, &tenant("acme"), &order_id("o-0")).unwrap().is_none());
+    let log = node.engine().log();
+    assert_eq!(projection::binding::check(db, &log).unwrap(), Binding::Holds);
+    node.shutdown().unwrap();
+}
+
 /// A read models' file that is not one (damaged, or something else under its name) stops a
 /// node's open with an error that names the file and says it can be rebuilt from the log; once
 /// it is moved away, the node opens and builds it again.
 #[test]
 fn a_damaged_read_models_file_is_named_and_rebuilt_once_moved_away() {
-    use orderly_core::node::{Node, NodeConfig, NodeError, READ_MODELS_FILE};
+    use orderly_core::node::NodeError;
     let dir = tempfile::tempdir().unwrap();
     let node = Node::open(dir.path(), NodeConfig::default()).unwrap();
     orders(node.engine(), 3, 1);
