@@ -11,6 +11,17 @@
 //!
 //! With `--hello` the same placement requests go to a hello-world server ([`hello_server`])
 //! instead: the ceiling of the HTTP stack and of this generator on the same machine.
+//!
+//! What it counts, as a client would: a request the server sheds (`429`, or `503`/`504` with
+//! nothing lost: see the README's error table) is sent again with the same key after its
+//! `Retry-After`, and a broken connection is opened again, until the request is answered or
+//! [`LoadConfig::give_up_after`] passes (then it counts as failed, and `orderly load` exits
+//! non-zero after its report). Latency runs from when a request was meant to go to its
+//! answer, retries and waits included, and only answered requests count in it and in the
+//! rates. Without a rate the workers send back to back (closed loop: the latency is the
+//! server's service time, and a server that stalls also holds back the requests it would have
+//! been sent); with [`LoadConfig::rate`] placements are due on a fixed schedule (open loop),
+//! and one sent late because the server was slow counts from when it was due.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -60,6 +71,11 @@ pub struct LoadConfig {
     pub seed: u64,
     /// Send the placements to a hello-world server (no setup, no follow-ups).
     pub hello: bool,
+    /// Placements due per second, across all workers (open loop); `None`: back to back.
+    pub rate: Option<u32>,
+    /// How long a request is retried (shed, or its connection broken) before it counts as
+    /// failed.
+    pub give_up_after: Duration,
     /// Show a progress bar on stderr.
     pub progress: bool,
 }
@@ -71,17 +87,27 @@ pub struct LoadReport {
     pub mode: &'static str,
     /// Workers (connections).
     pub concurrency: usize,
+    /// Placements due per second (open loop), or none (closed loop).
+    pub rate: Option<u32>,
     /// Placements answered 201.
     pub orders_placed: u64,
-    /// Every request of the timed phase.
+    /// Every request of the timed phase, retries included: the sum of `statuses`.
     pub requests: u64,
+    /// Requests answered (a success or a refusal such as a sold-out `422`), each counted
+    /// once however often it was sent.
+    pub answered: u64,
+    /// Answers that shed a request (`429`, `503`, `504`): it was sent again.
+    pub shed: u64,
+    /// Requests given up: not answered within the give-up time, or answered with another
+    /// server error.
+    pub failed: u64,
     /// Length of the timed phase.
     pub seconds: f64,
     /// Requests answered per second.
     pub requests_per_sec: f64,
     /// Placements answered 201 per second.
     pub orders_per_sec: f64,
-    /// Median latency.
+    /// Median latency of the answered requests, from when each was due.
     pub p50_ms: f64,
     /// 99th percentile latency.
     pub p99_ms: f64,
@@ -89,10 +115,9 @@ pub struct LoadReport {
     pub p999_ms: f64,
     /// Slowest request.
     pub max_ms: f64,
-    /// Answers by status code.
+    /// Answers by status code (`0` for a request whose connection broke).
     pub statuses: BTreeMap<u16, u64>,
-    /// Answers that were not a success, by status (`0` for a failed connection); a 422 is
-    /// usually a flash-sale SKU sold out.
+    /// Answers that were not a success, by status; a 422 is usually a flash-sale SKU sold out.
     pub errors: BTreeMap<u16, u64>,
     /// First sends of a placement the server answered as a replay of an earlier request with
     /// the same key (`Idempotent-Replayed`): not counted as placed. None unless keys repeat.
@@ -101,16 +126,23 @@ pub struct LoadReport {
 
 /// One worker's tally.
 struct Tally {
+    /// Of answered requests, from when each was due.
     latency: Histogram<u64>,
     statuses: BTreeMap<u16, u64>,
     placed: u64,
     replayed: u64,
+    shed: u64,
+    failed: u64,
 }
 
-/// Runs the load and reports.
+/// Runs the load and reports. Requests that failed for good are in the report
+/// ([`LoadReport::failed`]), not an error.
 pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     if config.concurrency == 0 {
         bail!("concurrency must be at least 1");
+    }
+    if config.rate == Some(0) {
+        bail!("a rate must be at least 1 placement a second");
     }
     let run = run_nonce();
     if !config.hello {
@@ -137,16 +169,18 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     let started = Instant::now();
     let workers: Vec<_> = plans
         .into_iter()
+        .enumerate()
         // A worker with nothing to send opens no connection (more workers than orders).
-        .filter(|placements| !placements.is_empty())
-        .map(|placements| {
+        .filter(|(_, placements)| !placements.is_empty())
+        .map(|(worker, placements)| {
             let (config, progress) = (config.clone(), progress.clone());
-            tokio::spawn(async move { work(&config, placements, &progress).await })
+            let schedule = Schedule { started, worker, config: &config }.due_times();
+            tokio::spawn(async move { work(&config, placements, schedule, &progress).await })
         })
         .collect();
     let mut latency = Histogram::<u64>::new(3)?;
     let mut statuses = BTreeMap::new();
-    let (mut placed, mut replayed_first_sends) = (0, 0);
+    let (mut placed, mut replayed_first_sends, mut shed, mut failed) = (0, 0, 0, 0);
     for worker in workers {
         let tally = worker.await??;
         latency.add(&tally.latency)?;
@@ -155,10 +189,12 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         }
         placed += tally.placed;
         replayed_first_sends += tally.replayed;
+        shed += tally.shed;
+        failed += tally.failed;
     }
     let seconds = started.elapsed().as_secs_f64();
     progress.finish_and_clear();
-    let requests = latency.len();
+    let answered = latency.len();
     let ms = |micros: u64| micros as f64 / 1000.0;
     let errors = statuses
         .iter()
@@ -168,10 +204,14 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     Ok(LoadReport {
         mode: if config.hello { "hello" } else { "orders" },
         concurrency: config.concurrency,
+        rate: config.rate,
         orders_placed: placed,
-        requests,
+        requests: statuses.values().sum(),
+        answered,
+        shed,
+        failed,
         seconds,
-        requests_per_sec: requests as f64 / seconds,
+        requests_per_sec: answered as f64 / seconds,
         orders_per_sec: placed as f64 / seconds,
         p50_ms: ms(latency.value_at_quantile(0.5)),
         p99_ms: ms(latency.value_at_quantile(0.99)),
@@ -181,6 +221,28 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         errors,
         replayed_first_sends,
     })
+}
+
+/// When a worker's placements are due.
+struct Schedule<'a> {
+    started: Instant,
+    worker: usize,
+    config: &'a LoadConfig,
+}
+
+impl Schedule<'_> {
+    /// The due time of each of the worker's placements in turn: its `n`th is the run's
+    /// placement `n × concurrency + worker`, due at `rate` placements a second from the start;
+    /// without a rate, none (each is due when it is sent).
+    fn due_times(self) -> Option<impl Iterator<Item = Instant> + Send + 'static> {
+        let rate = f64::from(self.config.rate?);
+        let (started, worker, concurrency) = (self.started, self.worker, self.config.concurrency);
+        Some((0u64..).map(move |n| {
+            #[expect(clippy::cast_precision_loss, reason = "far below 2^52 placements")]
+            let index = (n * concurrency as u64 + worker as u64) as f64;
+            started + Duration::from_secs_f64(index / rate)
+        }))
+    }
 }
 
 /// A nonce for the keys of one run: the time in nanoseconds and the process, in base 36.
@@ -198,17 +260,24 @@ fn run_nonce() -> String {
     digits.iter().rev().collect()
 }
 
-/// Receives the catalog's stock, one request at a time, keyed for the run `run`.
+/// Receives the catalog's stock, one request at a time, keyed for the run `run`; a request
+/// shed is sent again after its `Retry-After`.
 async fn stock_catalog(config: &LoadConfig, run: &str) -> anyhow::Result<()> {
-    let mut connection = Connection::open(config.target, &config.token).await?;
+    let mut connection = Connection::new(config.target, &config.token);
+    let mut tally = Tally::new()?;
     for sku in 0..CATALOG {
         let quantity = if sku < FLASH_SKUS { FLASH_STOCK } else { PLENTY };
         let path = format!("/v1/inventory/{}/receive", sku_name(sku));
         let key = format!("load-{run}-stock-{sku}");
-        let body = json!({ "quantity": quantity }).to_string();
-        let answer = connection.post(&path, Some(&key), body).await?;
-        if !answer.status.is_success() {
-            bail!("receiving stock of {} answered {}", sku_name(sku), answer.status);
+        let body = Bytes::from(json!({ "quantity": quantity }).to_string());
+        let due = Instant::now();
+        let call = Call { path: &path, key: &key, body, due };
+        match send(&mut connection, &mut tally, config.give_up_after, call).await {
+            Some(answer) if answer.status.is_success() => {}
+            Some(answer) => {
+                bail!("receiving stock of {} answered {}", sku_name(sku), answer.status)
+            }
+            None => bail!("receiving stock of {}: no answer", sku_name(sku)),
         }
     }
     Ok(())
@@ -246,72 +315,136 @@ fn plan(run: &str, seed: u64, worker: usize, orders: u64) -> Vec<Planned> {
 async fn work(
     config: &LoadConfig,
     placements: Vec<Planned>,
+    mut schedule: Option<impl Iterator<Item = Instant>>,
     progress: &ProgressBar,
 ) -> anyhow::Result<Tally> {
-    let mut tally =
-        Tally { latency: Histogram::new(3)?, statuses: BTreeMap::new(), placed: 0, replayed: 0 };
-    let mut connection = Connection::open(config.target, &config.token).await?;
+    let mut tally = Tally::new()?;
+    let mut connection = Connection::new(config.target, &config.token);
+    let patience = config.give_up_after;
     for Planned { key, body, retry, cancel } in placements {
-        let again = retry.then(|| body.clone());
-        let (status, response, replayed) =
-            timed(&mut connection, &mut tally, "/v1/orders", &key, body).await?;
+        let due = match schedule.as_mut().and_then(Iterator::next) {
+            Some(due) => {
+                tokio::time::sleep_until(due.into()).await;
+                due
+            }
+            None => Instant::now(),
+        };
+        let body = Bytes::from(body);
+        let placement = Call { path: "/v1/orders", key: &key, body: body.clone(), due };
+        let answer = send(&mut connection, &mut tally, patience, placement).await;
         progress.inc(1);
-        if status != StatusCode::CREATED || config.hello {
+        let Some(answer) = answer.filter(|a| a.status == StatusCode::CREATED) else { continue };
+        if config.hello {
             continue;
         }
-        if replayed {
+        if answer.replayed {
             tally.replayed += 1;
             continue;
         }
         tally.placed += 1;
-        if let Some(body) = again {
-            let (status, replay, _) =
-                timed(&mut connection, &mut tally, "/v1/orders", &key, body).await?;
-            // An error answer (a broken connection, an overloaded server) is counted as such;
-            // a success that differs from the first answer breaks idempotency.
-            if status == StatusCode::CREATED && replay != response {
+        if retry {
+            let again = Call { path: "/v1/orders", key: &key, body, due: Instant::now() };
+            let replay = send(&mut connection, &mut tally, patience, again).await;
+            // A success that differs from the first answer breaks idempotency.
+            if let Some(replay) = replay
+                && replay.status == StatusCode::CREATED
+                && replay.body != answer.body
+            {
                 bail!("retrying {key} answered another order than the first response");
             }
         }
         if cancel {
-            let order: serde_json::Value = serde_json::from_slice(&response)?;
+            let order: serde_json::Value = serde_json::from_slice(&answer.body)?;
             let id = order["order_id"].as_str().context("a placed order has an id")?;
             let path = format!("/v1/orders/{id}/cancel");
-            timed(&mut connection, &mut tally, &path, &format!("{key}-cancel"), String::new())
-                .await?;
+            let key = format!("{key}-cancel");
+            let call = Call { path: &path, key: &key, body: Bytes::new(), due: Instant::now() };
+            send(&mut connection, &mut tally, patience, call).await;
         }
     }
     Ok(tally)
 }
 
-/// Sends one request, recording its latency and status; reconnects after a broken
-/// connection (status 0). Gives the status, the body and whether the server answered it as a
-/// replay of an earlier request with the same key.
-async fn timed(
+impl Tally {
+    fn new() -> anyhow::Result<Tally> {
+        Ok(Tally {
+            latency: Histogram::new(3)?,
+            statuses: BTreeMap::new(),
+            placed: 0,
+            replayed: 0,
+            shed: 0,
+            failed: 0,
+        })
+    }
+}
+
+/// One request to send until answered, and when it was due.
+struct Call<'a> {
+    path: &'a str,
+    key: &'a str,
+    body: Bytes,
+    due: Instant,
+}
+
+/// The longest wait between two sends of one request.
+const MOST_WAIT: Duration = Duration::from_secs(5);
+
+/// Sends `call` until the server answers it: after a shedding answer, again after its
+/// `Retry-After`; after a broken connection, again on a new one, waiting longer each time. The
+/// answer's latency, from when the request was due, goes in the tally; `None` (counted as
+/// failed) if `patience` passed first or the server failed otherwise.
+async fn send(
     connection: &mut Connection,
     tally: &mut Tally,
-    path: &str,
-    key: &str,
-    body: String,
-) -> anyhow::Result<(StatusCode, Bytes, bool)> {
-    let started = Instant::now();
-    let answer = connection.post(path, Some(key), body).await;
-    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    tally.latency.record(micros.max(1))?;
-    match answer {
-        Ok(answer) => {
-            *tally.statuses.entry(answer.status.as_u16()).or_default() += 1;
-            Ok((answer.status, answer.body, answer.replayed))
+    patience: Duration,
+    call: Call<'_>,
+) -> Option<Answer> {
+    let give_up = Instant::now() + patience;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let wait = match connection.post(call.path, call.key, call.body.clone()).await {
+            Ok(answer) => {
+                *tally.statuses.entry(answer.status.as_u16()).or_default() += 1;
+                if let Some(wait) = shed(&answer) {
+                    tally.shed += 1;
+                    wait
+                } else if answer.status.is_server_error() {
+                    break;
+                } else {
+                    let micros = u64::try_from(call.due.elapsed().as_micros());
+                    // Within the histogram's range: `new(3)` grows to fit.
+                    let _ = tally.latency.record(micros.unwrap_or(u64::MAX).max(1));
+                    return Some(answer);
+                }
+            }
+            Err(e) => {
+                *tally.statuses.entry(0).or_default() += 1;
+                tracing::warn!("request failed: {e:#}; trying again on a new connection");
+                backoff = (backoff * 2).min(MOST_WAIT);
+                backoff / 2
+            }
+        };
+        if Instant::now() + wait > give_up {
+            break;
         }
-        Err(e) => {
-            *tally.statuses.entry(0).or_default() += 1;
-            tracing::warn!("request failed: {e:#}; reconnecting");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            connection.reconnect().await?;
-            let failed = StatusCode::from_u16(599).unwrap_or(StatusCode::BAD_GATEWAY);
-            Ok((failed, Bytes::new(), false))
-        }
+        tokio::time::sleep(wait).await;
     }
+    tally.failed += 1;
+    None
+}
+
+/// How long to wait before sending again, if `answer` shed its request: `429`, or `503` and
+/// `504`, after which the orderly server has done nothing or answers a retry with the same key
+/// as the first request.
+fn shed(answer: &Answer) -> Option<Duration> {
+    let shedding = [
+        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::SERVICE_UNAVAILABLE,
+        StatusCode::GATEWAY_TIMEOUT,
+    ];
+    shedding
+        .contains(&answer.status)
+        .then(|| answer.retry_after.unwrap_or(Duration::from_secs(1)).min(MOST_WAIT))
 }
 
 /// A response, read whole.
@@ -320,6 +453,8 @@ struct Answer {
     body: Bytes,
     /// The server answered from an earlier request with the same idempotency key.
     replayed: bool,
+    /// Its `Retry-After`, in seconds.
+    retry_after: Option<Duration>,
 }
 
 /// 1 to 5 distinct SKUs: now and then a flash-sale SKU, otherwise popular ones more often
@@ -360,46 +495,52 @@ fn order_body(rng: &mut StdRng) -> String {
     json!({ "customer_id": customer, "currency": "EUR", "lines": lines }).to_string()
 }
 
-/// One keep-alive HTTP/1.1 connection.
+/// One keep-alive HTTP/1.1 connection, opened when a request needs it.
 struct Connection {
     target: SocketAddr,
     authorization: String,
-    sender: SendRequest<Full<Bytes>>,
+    /// `None` before the first request and after the connection broke.
+    sender: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl Connection {
-    async fn open(target: SocketAddr, token: &str) -> anyhow::Result<Connection> {
-        let sender = handshake(target).await?;
-        Ok(Connection { target, authorization: format!("Bearer {token}"), sender })
+    fn new(target: SocketAddr, token: &str) -> Connection {
+        Connection { target, authorization: format!("Bearer {token}"), sender: None }
     }
 
-    async fn reconnect(&mut self) -> anyhow::Result<()> {
-        self.sender = handshake(self.target).await?;
-        Ok(())
-    }
-
-    async fn post(
-        &mut self,
-        path: &str,
-        key: Option<&str>,
-        body: String,
-    ) -> anyhow::Result<Answer> {
-        let mut request = Request::builder()
+    /// Posts `body` to `path` with the idempotency key `key`. An error drops the connection:
+    /// the next post opens another.
+    async fn post(&mut self, path: &str, key: &str, body: Bytes) -> anyhow::Result<Answer> {
+        let request = Request::builder()
             .method(Method::POST)
             .uri(path)
             .header(header::HOST, self.target.to_string())
             .header(header::AUTHORIZATION, &self.authorization)
-            .header(header::CONTENT_TYPE, "application/json");
-        if let Some(key) = key {
-            request = request.header("idempotency-key", key);
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("idempotency-key", key)
+            .body(Full::new(body))?;
+        let sender = match &mut self.sender {
+            Some(sender) => sender,
+            None => self.sender.insert(handshake(self.target).await?),
+        };
+        let answer = async {
+            sender.ready().await?;
+            let response = sender.send_request(request).await?;
+            let status = response.status();
+            let headers = response.headers();
+            let replayed = headers.get("idempotent-replayed").is_some_and(|v| v == "true");
+            let retry_after = headers
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .map(Duration::from_secs);
+            let body = response.into_body().collect().await?.to_bytes();
+            anyhow::Ok(Answer { status, body, replayed, retry_after })
+        };
+        let answer = answer.await;
+        if answer.is_err() {
+            self.sender = None;
         }
-        let request = request.body(Full::new(Bytes::from(body)))?;
-        self.sender.ready().await?;
-        let response = self.sender.send_request(request).await?;
-        let status = response.status();
-        let replayed = response.headers().get("idempotent-replayed").is_some_and(|v| v == "true");
-        let body = response.into_body().collect().await?.to_bytes();
-        Ok(Answer { status, body, replayed })
+        answer
     }
 }
 

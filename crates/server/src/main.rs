@@ -105,6 +105,14 @@ struct LoadArgs {
     /// Send the placements to a hello-world server (`orderly hello-server`) instead.
     #[arg(long)]
     hello: bool,
+    /// Placements due per second across all connections (open loop: a placement sent late
+    /// counts from when it was due). Without it, each connection sends back to back.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    rate: Option<u32>,
+    /// Seconds a request is sent again (shed with `Retry-After`, or its connection broken)
+    /// before it counts as failed; any failed request makes the exit status 1.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    give_up_after: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -347,11 +355,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 concurrency: args.concurrency,
                 seed: args.seed,
                 hello: args.hello,
+                rate: args.rate,
+                give_up_after: Duration::from_secs(args.give_up_after),
                 progress: true,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let report = runtime.block_on(load::run(config))?;
             println!("{}", serde_json::to_string(&report)?);
+            if report.failed > 0 {
+                eprintln!("error: {} requests were not answered", report.failed);
+                return Ok(ExitCode::FAILURE);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Commands::Bench(args) => orderly_server::bench::main(args),

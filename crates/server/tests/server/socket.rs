@@ -180,19 +180,11 @@ fn check_413(answer: &str) {
 /// answered from the first run's replays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_generator_places_orders_and_a_second_run_places_new_ones() {
-    use orderly_server::load::{self, LoadConfig};
+    use orderly_server::load;
 
     let server = Server::start();
     let target = support::serve(&server.app).await;
-    let config = LoadConfig {
-        target,
-        token: server.token.clone(),
-        orders: 200,
-        concurrency: 4,
-        seed: 1,
-        hello: false,
-        progress: false,
-    };
+    let config = load_config(target, &server.token, 200, 4);
     let placed_so_far = |server: &Server| {
         let node = server.app.node().expect("open");
         node.engine().head().0
@@ -202,8 +194,9 @@ async fn the_load_generator_places_orders_and_a_second_run_places_new_ones() {
     let second = load::run(config).await.expect("the second run");
     for report in [&first, &second] {
         assert_eq!(report.replayed_first_sends, 0, "{report:?}");
-        let answered: u64 = report.statuses.values().sum();
-        assert_eq!(answered, report.requests, "{report:?}");
+        let sent: u64 = report.statuses.values().sum();
+        assert_eq!(sent, report.requests, "{report:?}");
+        assert_eq!((report.failed, report.answered + report.shed), (0, sent), "{report:?}");
         let created = report.statuses.get(&201).copied().unwrap_or_default();
         assert!(report.orders_placed > 150 && report.orders_placed <= created, "{report:?}");
     }
@@ -211,6 +204,69 @@ async fn the_load_generator_places_orders_and_a_second_run_places_new_ones() {
         placed_so_far(&server) >= after_first + second.orders_placed,
         "the second run's orders were recorded, not replayed"
     );
+}
+
+/// A config of `orderly load` for `target`: `orders` placements on `concurrency` connections.
+fn load_config(
+    target: SocketAddr,
+    token: &str,
+    orders: u64,
+    concurrency: usize,
+) -> orderly_server::load::LoadConfig {
+    orderly_server::load::LoadConfig {
+        target,
+        token: token.to_owned(),
+        orders,
+        concurrency,
+        seed: 1,
+        hello: false,
+        rate: None,
+        give_up_after: Duration::from_secs(30),
+        progress: false,
+    }
+}
+
+/// Requests a server sheds (`429`: the tenant has its most requests in progress) are sent
+/// again after `Retry-After`, as a client would: every order is placed, the shed answers are
+/// counted apart, and the latency of a request counts its waits (not only its last send).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_sends_shed_requests_again_and_counts_their_wait() {
+    let server = Server::configured(|config| config.requests_per_tenant = 1);
+    let target = support::serve(&server.app).await;
+    let report =
+        orderly_server::load::run(load_config(target, &server.token, 12, 4)).await.expect("a run");
+    assert_eq!((report.orders_placed, report.failed), (12, 0), "{report:?}");
+    assert!(report.shed > 0, "four connections, one request at a time: {report:?}");
+    assert_eq!(report.statuses.get(&429).copied(), Some(report.shed), "{report:?}");
+    assert!(report.max_ms >= 1_000.0, "a shed request waited its Retry-After: {report:?}");
+}
+
+/// A server that does not answer makes every request fail once the give-up time passes: the
+/// run still ends with its report, which counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_reports_requests_no_server_answered() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let target = closed.local_addr().expect("an address");
+    drop(closed);
+    let mut config = load_config(target, "no-token", 3, 3);
+    config.hello = true;
+    config.give_up_after = Duration::from_secs(1);
+    let report = orderly_server::load::run(config).await.expect("a report, not an error");
+    assert_eq!((report.failed, report.answered, report.orders_placed), (3, 0, 0), "{report:?}");
+    assert!(report.statuses.get(&0).is_some_and(|&n| n >= 3), "{report:?}");
+}
+
+/// With a rate, placements are due on a schedule and none is sent before it: 20 placements at
+/// 40 a second take at least the 19 intervals between the first and the last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_keeps_to_its_rate() {
+    let server = Server::start();
+    let target = support::serve(&server.app).await;
+    let mut config = load_config(target, &server.token, 20, 4);
+    config.rate = Some(40);
+    let report = orderly_server::load::run(config).await.expect("a run");
+    assert_eq!((report.orders_placed, report.failed, report.rate), (20, 0, Some(40)));
+    assert!(report.seconds >= 19.0 / 40.0, "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
