@@ -56,6 +56,8 @@ try {
   if (!(await page.evaluate(() => window.__sameDocument === true))) fail("the page reloaded");
   const state = await page.getAttribute("#state", "data-state");
   if (state !== "live") fail(`the connection state is ${state}, not live`);
+  const tenant = await page.textContent("#tenant");
+  if (!tenant.includes("demo")) fail(`the heading names the tenant as "${tenant}", not demo`);
   // The chart's outline rises above its baseline (y = 300) where minutes had orders.
   const heights = await page.evaluate(() => [...document.querySelectorAll("#chart path")]
     .flatMap((p) => [...p.getAttribute("d").matchAll(/L[\d.]+,([\d.]+)/g)].map((m) => Number(m[1]))));
@@ -67,6 +69,7 @@ try {
   // Drawn and measured in one task of the page, so that a live event cannot redraw between.
   const { overflow, shown } = await page.evaluate(() => {
     render({
+      tenant: "t".repeat(64),
       orders_today: 123456789, orders_this_minute: 98765, orders_last_minute: 123456,
       peak_per_minute: 987654, peak_minute_ms: 0, open_reservations: 12345678, cancellations: 1234567,
       revenue: ["EUR", "USD", "GBP", "JPY", "KWD", "CHF", "SEK", "NOK", "DKK", "PLN", "CZK", "HUF"]
@@ -81,6 +84,15 @@ try {
   if (count(shown) !== 123456789) fail(`the test figures were not drawn: the big number shows ${shown}`);
   if (overflow > 0) fail(`on a 360 px wide screen the page is ${overflow} px too wide`);
   await page.screenshot({ path: screenshot.replace(/\.png$/, "-phone.png"), fullPage: true });
+  // A token no header can carry (a pasted "…") is dropped and asked for again, not retried
+  // forever as if the network were down.
+  const pasted = await browser.newPage();
+  pasted.on("pageerror", (error) => fail("the page threw: " + error.message));
+  await pasted.goto(`${base}/#token=orderly_%E2%80%A6abc`);
+  await pasted.waitForFunction(() => getComputedStyle(document.getElementById("login")).display !== "none",
+    null, { timeout: 5000 }).catch(() => fail("a token with a character no token has was not asked for again"));
+  const stored = await pasted.evaluate(() => Object.keys(localStorage).length);
+  if (stored !== 0) fail("the unusable token was kept");
   console.log(JSON.stringify({ before, after: expected, screenshot }));
 } finally {
   await browser.close();

@@ -27,6 +27,8 @@ const PERIOD: Duration = Duration::from_secs(1);
 /// A tenant's figures for the current day (local to the stream's UTC offset).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DayFigures {
+    /// The tenant the figures are of.
+    pub tenant: String,
     /// When the figures were read (ms since the Unix epoch).
     pub at_ms: u64,
     /// The KPI read model includes every event below this log position.
@@ -240,6 +242,7 @@ pub fn day_figures(
         })
         .collect();
     Ok(DayFigures {
+        tenant: tenant.to_string(),
         at_ms: now_ms,
         position,
         day_start_ms: day.first_minute * MINUTE_MS,

@@ -160,6 +160,9 @@ pub struct BenchReport {
     /// The driver's thread yielded to the engine's when it woke (a Linux batch thread), as
     /// an embedding program's load generator should.
     pub driver_yields: bool,
+    /// Why `--report`'s files could not be written, if they could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report_error: Option<String>,
 }
 
 impl BenchReport {
@@ -207,22 +210,29 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     let data = match &config.data {
         Some(data) => data.clone(),
         None => {
-            scratch = tempfile::tempdir()?;
+            scratch = Scratch::new()?;
             scratch.path().to_path_buf()
         }
     };
     crate::serve::refuse_a_log_folder(&data)?;
-    // The report's folder is made before the day, so that a --report that cannot be written
-    // (a file there, no permission) is said at once, not after the whole run.
-    if let Some(dir) = &config.report {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("--report: cannot create the folder {}", dir.display()))?;
-    }
     let log_dir = data.join("log");
     if log_dir.exists() {
         let held = orderly_core::store::Log::held_elsewhere(&log_dir).unwrap_or(false);
         let why = if held { ", in use by another process" } else { "" };
         bail!("{} already holds a log{why}: the day needs an empty data folder", data.display());
+    }
+    let mut entries = std::fs::read_dir(&data).into_iter().flatten();
+    if entries.next().is_some() {
+        bail!("{} is not empty: the day needs an empty data folder", data.display());
+    }
+    // The report's folder is made, and written to, before the day, so that a --report that
+    // cannot be written (a file there, no permission) is said at once, not after the run.
+    if let Some(dir) = &config.report {
+        let probe = dir.join(".orderly-bench-probe");
+        std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&probe, b""))
+            .and_then(|()| std::fs::remove_file(&probe))
+            .with_context(|| format!("--report: cannot write in the folder {}", dir.display()))?;
     }
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let raw_mb_per_sec = machine::raw_mb_per_sec(&data, config.raw_mib)?;
@@ -354,11 +364,58 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         decision_busy: tally.cpu.as_ref().map(|cpu| cpu.decision / seconds),
         thread_cpu_seconds: tally.cpu.clone(),
         driver_yields: tally.driver_yields,
+        report_error: None,
     };
-    if let Some(dir) = &config.report {
-        report::write(dir, config, &report, &tally, &curve)?;
+    let mut report = report;
+    if let Some(dir) = &config.report
+        && let Err(e) = report::write(dir, config, &report, &tally, &curve)
+    {
+        // The day's figures are still printed, with why the files are missing.
+        report.report_error = Some(format!("{e:#}"));
     }
     Ok(report)
+}
+
+/// The day's temporary data folder, removed when dropped, and by [`remove_scratch_on_signal`]
+/// when the process is interrupted (a record day leaves about 1 GB).
+struct Scratch(tempfile::TempDir);
+
+/// The temporary data folder of the run in progress, if it has one.
+static SCRATCH: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+impl Scratch {
+    fn new() -> anyhow::Result<Scratch> {
+        let dir = tempfile::tempdir()?;
+        *SCRATCH.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(dir.path().to_path_buf());
+        Ok(Scratch(dir))
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        SCRATCH.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    }
+}
+
+/// On SIGINT or SIGTERM, removes the temporary data folder of the run in progress and ends
+/// the process (exit status 130), which would otherwise end without dropping it.
+fn remove_scratch_on_signal() {
+    let installed = ctrlc::set_handler(|| {
+        let scratch = SCRATCH.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(dir) = scratch {
+            let _ = std::fs::remove_dir_all(&dir);
+            eprintln!("\ninterrupted: removed {}", dir.display());
+        }
+        std::process::exit(130);
+    });
+    if let Err(e) = installed {
+        tracing::warn!("no handler for interruptions ({e}): a temporary folder may be left");
+    }
 }
 
 fn total(counts: &OrderCounts) -> u64 {
@@ -416,7 +473,7 @@ pub struct BenchArgs {
     /// Orders in the day (the record day by default, which peaks at about 0.9 GB of memory;
     /// at most ten record days).
     #[arg(long, default_value_t = orderly_core::workload::RECORD_DAY_ORDERS,
-          value_parser = clap::value_parser!(u64).range(0..=MAX_ORDERS))]
+          value_parser = clap::value_parser!(u64).range(1..=MAX_ORDERS))]
     orders: u64,
     /// Tenants sharing the traffic (each gets a catalog and its opening stock up front).
     #[arg(long, default_value_t = 50,
@@ -457,8 +514,13 @@ pub fn main(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         progress: true,
         ..BenchConfig::record_day(args.seed)
     };
+    remove_scratch_on_signal();
     let report = run(&config)?;
     println!("{}", serde_json::to_string(&report)?);
+    if let Some(why) = &report.report_error {
+        eprintln!("error: the report was not written: {why}");
+        return Ok(std::process::ExitCode::FAILURE);
+    }
     if report.passed() {
         Ok(std::process::ExitCode::SUCCESS)
     } else {

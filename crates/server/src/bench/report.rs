@@ -108,7 +108,11 @@ fn run_chart(path: &Path, tally: &Tally) -> anyhow::Result<()> {
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(320);
     let seconds = u32::try_from(tally.seconds.len().max(1))?;
-    let most = tally.seconds.iter().map(|s| s.commands).max().unwrap_or(1).max(1);
+    let elapsed = tally.elapsed.as_secs_f64();
+    let series = |pick: fn(&super::drive::Second) -> u64| {
+        per_second(tally.seconds.iter().map(pick), elapsed)
+    };
+    let most = series(|s| s.commands).iter().map(|(_, n)| *n).max().unwrap_or(1).max(1);
     let mut throughput = ChartBuilder::on(&top)
         .caption("answers per second of the run", ("sans-serif", 18))
         .margin(10)
@@ -116,9 +120,6 @@ fn run_chart(path: &Path, tally: &Tally) -> anyhow::Result<()> {
         .y_label_area_size(70)
         .build_cartesian_2d(0u32..seconds, 0u64..most + most / 10)?;
     throughput.configure_mesh().x_desc("second").y_desc("per second").draw()?;
-    let series = |pick: fn(&super::drive::Second) -> u64| {
-        tally.seconds.iter().zip(0u32..).map(move |(s, i)| (i, pick(s))).collect::<Vec<_>>()
-    };
     throughput
         .draw_series(LineSeries::new(series(|s| s.commands), &BLUE))?
         .label("commands")
@@ -162,6 +163,27 @@ fn run_chart(path: &Path, tally: &Tally) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `counts` of the run's seconds in turn as rates: the last second is only as long as what was
+/// left of the `elapsed` seconds, so its count is taken over its length, or left out if it is
+/// too short to be a rate.
+fn per_second(counts: impl Iterator<Item = u64>, elapsed: f64) -> Vec<(u32, u64)> {
+    counts
+        .zip(0u32..)
+        .map(|(count, i)| (count, i, (elapsed - f64::from(i)).min(1.0)))
+        .filter(|(_, _, length)| *length >= 0.25)
+        .map(|(count, i, length)| {
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss,
+                reason = "a count per second, positive and far below 2^52"
+            )]
+            let rate = (count as f64 / length).round() as u64;
+            (i, rate)
+        })
+        .collect()
+}
+
 fn curve_chart(path: &Path, curve: &[u64]) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (960, 360)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -189,4 +211,18 @@ fn curve_chart(path: &Path, curve: &[u64]) -> anyhow::Result<()> {
     ))?;
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// A run of 2.5 s: its third second is half long, so its 400 answers are 800 a second; a
+    /// run of 2.1 s leaves its last tenth of a second out.
+    #[test]
+    fn the_last_second_counts_over_its_length() {
+        assert_eq!(
+            super::per_second([1000, 900, 400].into_iter(), 2.5),
+            [(0, 1000), (1, 900), (2, 800)]
+        );
+        assert_eq!(super::per_second([1000, 900, 80].into_iter(), 2.1), [(0, 1000), (1, 900)]);
+    }
 }

@@ -408,6 +408,7 @@ fn sizes_out_of_range_are_refused_before_anything_starts() {
     let data = tempfile::tempdir().expect("a temporary folder");
     let new = data.path().join("new");
     let bench = [
+        ("--orders", "0"),
         ("--orders", "10336251"),
         ("--tenants", "0"),
         ("--tenants", "10001"),
@@ -521,8 +522,33 @@ fn a_file_given_for_a_folder_is_named_before_anything_runs() {
         &[file.as_os_str(), "--data".as_ref(), data.as_os_str()],
     );
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("--report: cannot create the folder"), "{stderr}");
+    assert!(stderr.contains("--report: cannot write in the folder"), "{stderr}");
     assert!(!data.exists(), "the day did not run");
+}
+
+/// `bench --data` takes an empty (or new) folder only: the day's log would land among files
+/// it knows nothing of (another program's, or a folder of the server's own), and its report's
+/// folder is not made for a day that does not run.
+#[test]
+fn bench_refuses_a_data_folder_that_is_not_empty() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("made");
+    std::fs::write(data.join("notes.txt"), "someone's").expect("written");
+    let report = dir.path().join("report");
+    let out = Command::new(BINARY)
+        .args(["bench", "--orders", "10", "--data"])
+        .arg(&data)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is not empty: the day needs an empty data folder"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(&data).expect("listed").collect();
+    assert_eq!(left.len(), 1, "nothing written beside the file");
+    assert!(!report.exists(), "no report folder for a day that did not run");
 }
 
 #[test]

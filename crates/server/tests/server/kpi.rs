@@ -26,7 +26,7 @@ const DAY_MS: u64 = 24 * 60 * MINUTE_MS;
 
 /// The figures of `tenant`'s `events` for the day of `now_ms`, in the JSON shape of
 /// `DayFigures` without `at_ms` and `position`: computed from the events alone.
-fn figures_from_log(events: &[CommittedEvent], now_ms: u64) -> Value {
+fn figures_from_log(tenant: &str, events: &[CommittedEvent], now_ms: u64) -> Value {
     let day_start = now_ms - now_ms % DAY_MS;
     let today = |e: &&CommittedEvent| (day_start..day_start + DAY_MS).contains(&e.recorded_at.0);
     let minute_of = |e: &CommittedEvent| (e.recorded_at.0 - day_start) / MINUTE_MS;
@@ -88,6 +88,7 @@ fn figures_from_log(events: &[CommittedEvent], now_ms: u64) -> Value {
         _ => Some((*m, *n)),
     });
     json!({
+        "tenant": tenant,
         "day_start_ms": day_start,
         "utc_offset_minutes": 0,
         "orders_today": per_minute.values().sum::<u64>(),
@@ -256,7 +257,7 @@ async fn the_kpi_stream_shows_the_figures_of_the_log() {
     let at = figures["at_ms"].as_u64().expect("at_ms");
     assert!(figures["position"].as_u64().is_some_and(|p| p >= head), "{figures}");
     let events = support::log_events(&server.app, support::TENANT);
-    let expected = figures_from_log(&events, at);
+    let expected = figures_from_log(support::TENANT, &events, at);
     assert_eq!(without_reading_time(&figures), expected);
     // The test is not vacuous: it saw what it set out to see.
     assert_eq!(expected["orders_today"], 10);
@@ -297,7 +298,11 @@ async fn day_figures_count_each_event_in_its_minute() {
         let figures = orderly_server::api::day_figures(&node, &tenant, now, 0).expect("figures");
         assert_eq!(figures.position, node.engine().head().0);
         let figures = serde_json::to_value(&figures).expect("JSON");
-        assert_eq!(without_reading_time(&figures), figures_from_log(&events, now), "at {now}");
+        assert_eq!(
+            without_reading_time(&figures),
+            figures_from_log(support::TENANT, &events, now),
+            "at {now}"
+        );
     }
     let figures = orderly_server::api::day_figures(&node, &tenant, start + 4 * MINUTE_MS, 0)
         .expect("figures");
