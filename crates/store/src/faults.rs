@@ -29,6 +29,8 @@ struct FaultState {
     cut_write: Option<(u64, usize)>,
     flip_write: Option<(u64, usize)>,
     syncs_held: bool,
+    /// No room for another file: creating one fails as `fallocate` does on a full disk.
+    disk_full: bool,
     /// Cached pages dropped ([`StorageFile::forget_cached`]), by any file.
     forgotten: u64,
     /// Per file, the writes a failed fsync left only in the cache.
@@ -90,6 +92,17 @@ impl Faults {
         self.released.notify_all();
     }
 
+    /// From now on the disk has no room for another file: a file created is left empty and
+    /// the creation fails with [`io::ErrorKind::StorageFull`], as `fallocate` fails.
+    pub fn fill_disk(&self) {
+        self.lock().disk_full = true;
+    }
+
+    /// Makes room on the disk again (see [`Faults::fill_disk`]).
+    pub fn free_disk(&self) {
+        self.lock().disk_full = false;
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, FaultState> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -116,6 +129,10 @@ impl Storage for FaultyStorage {
     }
 
     fn create(&self, name: &str, len: u64) -> io::Result<Arc<dyn StorageFile>> {
+        if self.faults.lock().disk_full {
+            std::fs::OpenOptions::new().write(true).create_new(true).open(self.path_of(name))?;
+            return Err(io::Error::new(io::ErrorKind::StorageFull, "no space left (injected)"));
+        }
         let file = self.inner.create(name, len)?;
         Ok(Arc::new(FaultyFile::new(name, file, &self.faults)))
     }

@@ -285,23 +285,23 @@ impl Log {
                 if let Some(last) = last {
                     close_segment(last).map_err(segment_io(&*storage, last))?;
                 }
-                let name = segment::name(recovered.next_position);
-                let io_err = |source| OpenError::Io { path: storage.path_of(&name), source };
-                let file = storage.create(&name, config.segment_size).map_err(io_err)?;
-                file.write_at(&segment::encode_header(recovered.next_position), 0)
-                    .and_then(|()| file.sync_data())
-                    .map_err(io_err)?;
-                let meta = Arc::new(SegmentMeta {
-                    name,
-                    first: recovered.next_position,
-                    file,
-                    committed_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
-                });
-                index.add_segment(meta.clone());
-                meta
+                begin_segment(&*storage, &mut index, recovered.next_position, config.segment_size)?
             }
         };
         let mut capacity = segment.file.size().map_err(segment_io(&*storage, &segment))?;
+        // A last segment with little room left is rolled over now, not at the first append
+        // after the open: a disk too full for the next segment (as after a roll that failed)
+        // then fails the open, rather than the first command after a start said it was ready.
+        let room = capacity.saturating_sub(segment.committed_end.load(Ordering::Acquire));
+        let segment = if holds_records(&segment) && room < config.segment_size / ROOM_TO_KEEP {
+            close_segment(&segment).map_err(segment_io(&*storage, &segment))?;
+            let next = recovered.next_position;
+            let segment = begin_segment(&*storage, &mut index, next, config.segment_size)?;
+            capacity = config.segment_size;
+            segment
+        } else {
+            segment
+        };
         // An empty last segment made with a smaller segment size would be rolled over to a file
         // of its own name when a batch does not fit: it grows to the size configured now.
         if !holds_records(&segment) && capacity < config.segment_size {
@@ -697,6 +697,34 @@ fn older_format(last: &SegmentMeta) -> std::io::Result<bool> {
 
 fn holds_records(segment: &SegmentMeta) -> bool {
     segment.committed_end.load(Ordering::Acquire) > SEGMENT_HEADER_LEN as u64
+}
+
+/// The share of a segment (one in this many) below which the room left in the last segment
+/// makes an open roll over to the next one.
+const ROOM_TO_KEEP: u64 = 16;
+
+/// Creates the segment whose first record will be at `first`, with its header, durably, and
+/// adds it to `index`.
+fn begin_segment(
+    storage: &dyn Storage,
+    index: &mut Index,
+    first: u64,
+    size: u64,
+) -> Result<Arc<SegmentMeta>, OpenError> {
+    let name = segment::name(first);
+    let io_err = |source| OpenError::Io { path: storage.path_of(&name), source };
+    let file = storage.create(&name, size).map_err(io_err)?;
+    file.write_at(&segment::encode_header(first), 0)
+        .and_then(|()| file.sync_data())
+        .map_err(io_err)?;
+    let meta = Arc::new(SegmentMeta {
+        name,
+        first,
+        file,
+        committed_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
+    });
+    index.add_segment(meta.clone());
+    Ok(meta)
 }
 
 /// Closes `last` at its last record, as a roll does, so the next segment can follow it.

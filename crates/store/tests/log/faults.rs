@@ -172,6 +172,63 @@ fn a_failure_just_before_a_segment_roll_leaves_a_log_that_reopens() {
     log.append(vec![record("s", b"goes on")]).unwrap();
 }
 
+/// A roll that fails for a full disk stops the log. Reopened on a disk still full, the log
+/// refuses to open (its last segment has no room, and the next cannot be made) rather than
+/// opening, and failing the first append after a start said it was ready; once there is room,
+/// the open makes the next segment, before any append.
+#[test]
+fn a_log_whose_last_segment_is_full_rolls_over_when_it_opens() {
+    use std::sync::Arc;
+
+    use orderly_store::faults::FaultyStorage;
+    use orderly_store::{Log, OpenError};
+
+    // The size of each segment file, in the order of their names (their first positions).
+    let segments = |dir: &std::path::Path| {
+        let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len()))
+            .collect();
+        files.sort();
+        files.into_iter().map(|(_, len)| len).collect::<Vec<u64>>()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = super::common::small_segments();
+    let (log, faults) = open_faulty(dir.path(), config.clone());
+    faults.fill_disk();
+    let mut i = 0;
+    let stopped = loop {
+        match log.append(vec![record("s", &payload(i))]) {
+            Ok(_) => i += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(stopped, AppendError::Stopped { .. }), "{stopped}");
+    assert!(stopped.to_string().contains("no space left"), "{stopped}");
+    let acked = read_all(&log);
+    drop(log);
+
+    let reopen =
+        || Log::open_on(Arc::new(FaultyStorage::new(dir.path(), faults.clone())), config.clone());
+    match reopen() {
+        Err(OpenError::Io { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::StorageFull, "{source}");
+        }
+        Ok(_) => panic!("a log with no room left and none for the next segment opened"),
+        Err(other) => panic!("{other}"),
+    }
+    // The full segment, and the file a creation that failed left empty.
+    assert_eq!(segments(dir.path())[1..], [0], "{:?}", segments(dir.path()));
+    faults.free_disk();
+    let (log, _) = reopen().expect("opens once there is room");
+    let sizes = segments(dir.path());
+    assert_eq!(sizes[1..], [config.segment_size], "the next segment, made at the open: {sizes:?}");
+    assert_eq!(read_all(&log), acked, "every acknowledged record, nothing else");
+    log.append(vec![record("s", b"goes on")]).unwrap();
+}
+
 /// After a failed fsync, Linux keeps the unwritten pages in its cache, marked clean: a reopen
 /// that read them from there would bring back a batch that was refused and never reached the
 /// disk, and acknowledge new records after it. The log drops the failed segment's cache at once
