@@ -155,31 +155,34 @@ impl Node {
         // (whose tail recovery cut, or which was restored from an older copy), whose rows show
         // records that are gone.
         let log = engine.log();
-        let other_log = match projection::binding::check(&read_models, &log)? {
+        let head = engine.head();
+        match projection::binding::check(&read_models, &log)? {
             Binding::Broken { bound, why } => {
                 tracing::warn!(
                     %bound,
                     %why,
-                    "the read models were built from another log; rebuilding them from this one"
+                    "the read models do not match the log; rebuilding every one from the log"
                 );
-                projection::binding::unbind(&read_models)?;
-                true
+                projection::binding::rebuild_all(&read_models, &log, || {
+                    for model in ReadModel::ALL {
+                        rebuild(&read_models, &log, model, &config.workers)?;
+                    }
+                    Ok(())
+                })?;
             }
-            Binding::Holds | Binding::Unbound => false,
-        };
-        let head = engine.head();
-        for model in ReadModel::ALL {
-            let reached = projection::checkpoint(&read_models, model.name())?;
-            if other_log {
-                rebuild(&read_models, &log, model, &config.workers)?;
-            } else if reached > head {
-                tracing::warn!(
-                    model = model.name(),
-                    reached = reached.0,
-                    head = head.0,
-                    "the read model is ahead of the log; rebuilding it from the log"
-                );
-                rebuild(&read_models, &log, model, &config.workers)?;
+            Binding::Holds | Binding::Unbound => {
+                for model in ReadModel::ALL {
+                    let reached = projection::checkpoint(&read_models, model.name())?;
+                    if reached > head {
+                        tracing::warn!(
+                            model = model.name(),
+                            reached = reached.0,
+                            head = head.0,
+                            "the read model is ahead of the log; rebuilding it from the log"
+                        );
+                        rebuild(&read_models, &log, model, &config.workers)?;
+                    }
+                }
             }
         }
         let hosted = ReadModel::ALL.map(|model| -> Hosted {

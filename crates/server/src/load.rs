@@ -16,7 +16,8 @@
 //! nothing lost: see the README's error table) is sent again with the same key after its
 //! `Retry-After`, and a broken connection is opened again, until the request is answered or
 //! [`LoadConfig::give_up_after`] passes (then it counts as failed, and `orderly load` exits
-//! non-zero after its report). Latency runs from when a request was meant to go to its
+//! non-zero after its report; a connection the server stopped answering sends nothing more, and
+//! its placements count as failed too, so that a dead server ends the run in that time). Latency runs from when a request was meant to go to its
 //! answer, retries and waits included, and only answered requests count in it and in the
 //! rates. Without a rate the workers send back to back (closed loop: the latency is the
 //! server's service time, and a server that stalls also holds back the requests it would have
@@ -99,7 +100,8 @@ pub struct LoadReport {
     /// Answers that shed a request (`429`, `503`, `504`): it was sent again.
     pub shed: u64,
     /// Requests given up: not answered within the give-up time, or answered with another
-    /// server error.
+    /// server error; and a connection's placements not sent once the server stopped
+    /// answering it.
     pub failed: u64,
     /// Length of the timed phase.
     pub seconds: f64,
@@ -273,11 +275,11 @@ async fn stock_catalog(config: &LoadConfig, run: &str) -> anyhow::Result<()> {
         let due = Instant::now();
         let call = Call { path: &path, key: &key, body, due };
         match send(&mut connection, &mut tally, config.give_up_after, call).await {
-            Some(answer) if answer.status.is_success() => {}
-            Some(answer) => {
+            Ok(answer) if answer.status.is_success() => {}
+            Ok(answer) => {
                 bail!("receiving stock of {} answered {}", sku_name(sku), answer.status)
             }
-            None => bail!("receiving stock of {}: no answer", sku_name(sku)),
+            Err(why) => bail!("receiving stock of {}: given up ({why:?})", sku_name(sku)),
         }
     }
     Ok(())
@@ -321,7 +323,8 @@ async fn work(
     let mut tally = Tally::new()?;
     let mut connection = Connection::new(config.target, &config.token);
     let patience = config.give_up_after;
-    for Planned { key, body, retry, cancel } in placements {
+    let mut placements = placements.into_iter();
+    while let Some(Planned { key, body, retry, cancel }) = placements.next() {
         let due = match schedule.as_mut().and_then(Iterator::next) {
             Some(due) => {
                 tokio::time::sleep_until(due.into()).await;
@@ -333,11 +336,23 @@ async fn work(
         let placement = Call { path: "/v1/orders", key: &key, body: body.clone(), due };
         let answer = send(&mut connection, &mut tally, patience, placement).await;
         progress.inc(1);
-        let Some(answer) = answer.filter(|a| a.status == StatusCode::CREATED) else { continue };
+        let answer = match answer {
+            Ok(answer) if answer.status == StatusCode::CREATED => answer,
+            Ok(_) | Err(GaveUp::Shed | GaveUp::ServerError) => continue,
+            Err(GaveUp::Unanswered) => {
+                // The server is gone or stuck: the rest is not sent, and fails with it.
+                let unsent = placements.len() as u64;
+                tally.failed += unsent;
+                progress.inc(unsent);
+                break;
+            }
+        };
         if config.hello {
             continue;
         }
-        if answer.replayed {
+        // A replay of a first send means another request used the key before; of a resend,
+        // it is this run's own first send, which the server took before its answer was lost.
+        if answer.replayed && !answer.resent {
             tally.replayed += 1;
             continue;
         }
@@ -346,7 +361,7 @@ async fn work(
             let again = Call { path: "/v1/orders", key: &key, body, due: Instant::now() };
             let replay = send(&mut connection, &mut tally, patience, again).await;
             // A success that differs from the first answer breaks idempotency.
-            if let Some(replay) = replay
+            if let Ok(replay) = replay
                 && replay.status == StatusCode::CREATED
                 && replay.body != answer.body
             {
@@ -359,7 +374,7 @@ async fn work(
             let path = format!("/v1/orders/{id}/cancel");
             let key = format!("{key}-cancel");
             let call = Call { path: &path, key: &key, body: Bytes::new(), due: Instant::now() };
-            send(&mut connection, &mut tally, patience, call).await;
+            let _ = send(&mut connection, &mut tally, patience, call).await;
         }
     }
     Ok(tally)
@@ -391,46 +406,70 @@ const MOST_WAIT: Duration = Duration::from_secs(5);
 
 /// Sends `call` until the server answers it: after a shedding answer, again after its
 /// `Retry-After`; after a broken connection, again on a new one, waiting longer each time. The
-/// answer's latency, from when the request was due, goes in the tally; `None` (counted as
-/// failed) if `patience` passed first or the server failed otherwise.
+/// answer's latency, from when the request was due, goes in the tally. Gives up (counted as
+/// failed) once `patience` has passed, a wait for an answer included, or on another server
+/// error.
 async fn send(
     connection: &mut Connection,
     tally: &mut Tally,
     patience: Duration,
     call: Call<'_>,
-) -> Option<Answer> {
+) -> Result<Answer, GaveUp> {
     let give_up = Instant::now() + patience;
     let mut backoff = Duration::from_millis(50);
-    loop {
-        let wait = match connection.post(call.path, call.key, call.body.clone()).await {
-            Ok(answer) => {
+    let mut sends = 0;
+    let gave_up = loop {
+        sends += 1;
+        let post = connection.post(call.path, call.key, call.body.clone());
+        let (wait, why) = match tokio::time::timeout_at(give_up.into(), post).await {
+            Ok(Ok(mut answer)) => {
                 *tally.statuses.entry(answer.status.as_u16()).or_default() += 1;
                 if let Some(wait) = shed(&answer) {
                     tally.shed += 1;
-                    wait
+                    (wait, GaveUp::Shed)
                 } else if answer.status.is_server_error() {
-                    break;
+                    break GaveUp::ServerError;
                 } else {
                     let micros = u64::try_from(call.due.elapsed().as_micros());
                     // Within the histogram's range: `new(3)` grows to fit.
                     let _ = tally.latency.record(micros.unwrap_or(u64::MAX).max(1));
-                    return Some(answer);
+                    answer.resent = sends > 1;
+                    return Ok(answer);
                 }
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 *tally.statuses.entry(0).or_default() += 1;
                 tracing::warn!("request failed: {e:#}; trying again on a new connection");
                 backoff = (backoff * 2).min(MOST_WAIT);
-                backoff / 2
+                (backoff / 2, GaveUp::Unanswered)
+            }
+            Err(_elapsed) => {
+                // The answer may still come on this connection: another request must not
+                // take it for its own.
+                connection.drop_connection();
+                *tally.statuses.entry(0).or_default() += 1;
+                break GaveUp::Unanswered;
             }
         };
         if Instant::now() + wait > give_up {
-            break;
+            break why;
         }
         tokio::time::sleep(wait).await;
-    }
+    };
     tally.failed += 1;
-    None
+    Err(gave_up)
+}
+
+/// Why [`send`] gave a request up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GaveUp {
+    /// Shed until the give-up time passed.
+    Shed,
+    /// Answered with a server error that is no shedding (a `500`).
+    ServerError,
+    /// No answer: no connection, or none within the give-up time. The server is gone or
+    /// stuck, so the worker sends nothing more (its other placements count as failed too).
+    Unanswered,
 }
 
 /// How long to wait before sending again, if `answer` shed its request: `429`, or `503` and
@@ -455,6 +494,9 @@ struct Answer {
     replayed: bool,
     /// Its `Retry-After`, in seconds.
     retry_after: Option<Duration>,
+    /// It answers a request sent more than once (after a shedding answer or a broken
+    /// connection): a replay then answers this run's own earlier send.
+    resent: bool,
 }
 
 /// 1 to 5 distinct SKUs: now and then a flash-sale SKU, otherwise popular ones more often
@@ -510,6 +552,11 @@ impl Connection {
 
     /// Posts `body` to `path` with the idempotency key `key`. An error drops the connection:
     /// the next post opens another.
+    /// Forgets the connection: the next post opens another.
+    fn drop_connection(&mut self) {
+        self.sender = None;
+    }
+
     async fn post(&mut self, path: &str, key: &str, body: Bytes) -> anyhow::Result<Answer> {
         let request = Request::builder()
             .method(Method::POST)
@@ -534,7 +581,7 @@ impl Connection {
                 .and_then(|v| v.to_str().ok()?.parse().ok())
                 .map(Duration::from_secs);
             let body = response.into_body().collect().await?.to_bytes();
-            anyhow::Ok(Answer { status, body, replayed, retry_after })
+            anyhow::Ok(Answer { status, body, replayed, retry_after, resent: false })
         };
         let answer = answer.await;
         if answer.is_err() {

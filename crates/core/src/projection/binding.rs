@@ -48,6 +48,10 @@ pub fn check(db: &Database, log: &LogReader) -> Result<Binding, ProjectionError>
     };
     let Some((head, hash)) = stored else { return Ok(Binding::Unbound) };
     let bound = Digest { head, hash };
+    if head == REBUILDING {
+        let why = "a rebuild of every read model from the log did not finish".to_owned();
+        return Ok(Binding::Broken { bound, why });
+    }
     let log_head = log.head().0;
     if head > log_head {
         let why = format!("the log ends at position {log_head}");
@@ -91,11 +95,30 @@ fn digest_at(log: &LogReader, head: u64) -> Result<Digest, ProjectionError> {
     }
 }
 
-/// Removes the binding: every read model is about to be rebuilt from `log`, and each rebuild
-/// binds the database again where it ends.
-pub fn unbind(db: &Database) -> Result<(), ProjectionError> {
+/// The binding's position while every read model is rebuilt ([`rebuild_all`]): past any log's
+/// head, so that a crash or an error before the last rebuild ends leaves a database that no
+/// log vouches for, which the next open rebuilds whole again (a rebuild's own commit never
+/// lowers it).
+const REBUILDING: u64 = u64::MAX;
+
+/// Marks the database as being rebuilt whole from `log` (every read model's rows may be of
+/// another log until then), runs `rebuild_each`, and binds the database to `log` at its head
+/// once every rebuild ended well.
+pub fn rebuild_all(
+    db: &Database,
+    log: &LogReader,
+    rebuild_each: impl FnOnce() -> Result<(), ProjectionError>,
+) -> Result<(), ProjectionError> {
     let txn = db.begin_write()?;
-    txn.open_table(LOG_BINDING)?.remove(KEY)?;
+    txn.open_table(LOG_BINDING)?.insert(KEY, (REBUILDING, [0; 32]))?;
+    txn.commit()?;
+    rebuild_each()?;
+    let txn = db.begin_write()?;
+    {
+        let mut table = txn.open_table(LOG_BINDING)?;
+        let digest = digest_at(log, log.head().0)?;
+        table.insert(KEY, (digest.head, digest.hash))?;
+    }
     txn.commit()?;
     Ok(())
 }

@@ -266,8 +266,7 @@ fn read_models_built_from_another_log_are_refused_by_a_host_and_rebuilt_by_a_nod
     numbered_orders(node.engine(), 0, 5, 1);
     caught_up(&node);
     assert_eq!(placed(node.read_models()), 10, "five orders in each of two tenants");
-    let log = node.engine().log();
-    assert_eq!(projection::binding::check(node.read_models(), &log).unwrap(), Binding::Holds);
+    bound_to_its_log(&node);
     node.shutdown().unwrap();
     let node = Node::open(&other, node_config(&clock)).unwrap();
     numbered_orders(node.engine(), 100, 8, 1);
@@ -288,6 +287,19 @@ fn read_models_built_from_another_log_are_refused_by_a_host_and_rebuilt_by_a_nod
             }
             other => panic!("a host must refuse read models of another log: {other:?}"),
         }
+        // A rebuild of them all that stops after its first read model (a crash, a full disk)
+        // leaves the others of the other log: the database stays refused until one finishes.
+        let db = Arc::new(projection::open_db(&data.join(READ_MODELS_FILE)).unwrap());
+        let log = engine.log();
+        let stopped = projection::binding::rebuild_all(&db, &log, || {
+            projection::rebuild(&db, &log, &InventoryProjection, &WorkerConfig::default())?;
+            Err(ProjectionError::Corrupt("stopped half way".to_owned()))
+        });
+        assert!(stopped.is_err());
+        match projection::binding::check(&db, &log).unwrap() {
+            Binding::Broken { why, .. } => assert!(why.contains("did not finish"), "{why}"),
+            other => panic!("a rebuild that stopped half way vouches for nothing: {other:?}"),
+        }
     }
 
     let node = Node::open(&data, node_config(&clock)).unwrap();
@@ -296,9 +308,22 @@ fn read_models_built_from_another_log_are_refused_by_a_host_and_rebuilt_by_a_nod
     assert_eq!(placed(db), 16, "only the orders of the log it has");
     assert!(projection::order(db, &tenant("acme"), &order_id("o-100")).unwrap().is_some());
     assert!(projection::order(db, &tenant("acme"), &order_id("o-0")).unwrap().is_none());
-    let log = node.engine().log();
-    assert_eq!(projection::binding::check(db, &log).unwrap(), Binding::Holds);
+    bound_to_its_log(&node);
     node.shutdown().unwrap();
+}
+
+/// Waits (bounded) until `node`'s read models are bound to its log: the binding is written
+/// with the commit after the batch that reached the head, which comes after it is published.
+fn bound_to_its_log(node: &Node) {
+    let log = node.engine().log();
+    let started = std::time::Instant::now();
+    loop {
+        match projection::binding::check(node.read_models(), &log).unwrap() {
+            Binding::Holds => return,
+            other if started.elapsed() > WAIT => panic!("not bound to its log: {other:?}"),
+            _ => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
+    }
 }
 
 /// A read models' file that is not one (damaged, or something else under its name) stops a

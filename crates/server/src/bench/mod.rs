@@ -221,9 +221,11 @@ pub fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         let why = if held { ", in use by another process" } else { "" };
         bail!("{} already holds a log{why}: the day needs an empty data folder", data.display());
     }
-    let mut entries = std::fs::read_dir(&data).into_iter().flatten();
-    if entries.next().is_some() {
-        bail!("{} is not empty: the day needs an empty data folder", data.display());
+    match std::fs::read_dir(&data).map(|mut entries| entries.next().is_some()) {
+        Ok(true) => bail!("{} is not empty: the day needs an empty data folder", data.display()),
+        Ok(false) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", data.display())),
     }
     // The report's folder is made, and written to, before the day, so that a --report that
     // cannot be written (a file there, no permission) is said at once, not after the run.
@@ -402,14 +404,17 @@ impl Drop for Scratch {
     }
 }
 
-/// On SIGINT or SIGTERM, removes the temporary data folder of the run in progress and ends
-/// the process (exit status 130), which would otherwise end without dropping it.
+/// On SIGINT, SIGTERM or SIGHUP, removes the temporary data folder of the run in progress and
+/// ends the process with exit status 130 (whichever signal it was), which would otherwise end
+/// without dropping the folder.
 fn remove_scratch_on_signal() {
     let installed = ctrlc::set_handler(|| {
         let scratch = SCRATCH.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(dir) = scratch {
-            let _ = std::fs::remove_dir_all(&dir);
-            eprintln!("\ninterrupted: removed {}", dir.display());
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => eprintln!("\ninterrupted: removed {}", dir.display()),
+                Err(e) => eprintln!("\ninterrupted: could not remove {}: {e}", dir.display()),
+            }
         }
         std::process::exit(130);
     });

@@ -256,6 +256,83 @@ async fn the_load_generator_reports_requests_no_server_answered() {
     assert!(report.statuses.get(&0).is_some_and(|&n| n >= 3), "{report:?}");
 }
 
+/// A server that stops answering ends the run within about the give-up time, not once per
+/// placement left: each connection gives its other placements up with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_ends_soon_when_the_server_is_gone() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let target = closed.local_addr().expect("an address");
+    drop(closed);
+    let mut config = load_config(target, "no-token", 40, 2);
+    config.hello = true;
+    config.give_up_after = Duration::from_secs(1);
+    let report = orderly_server::load::run(config).await.expect("a report");
+    assert_eq!((report.failed, report.answered), (40, 0), "{report:?}");
+    assert!(report.seconds < 10.0, "not a second per placement: {report:?}");
+}
+
+/// A server that takes connections and never answers: the wait for an answer counts in the
+/// give-up time too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_gives_up_on_a_server_that_never_answers() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let target = silent.local_addr().expect("an address");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            held.push(connection);
+        }
+    });
+    let mut config = load_config(target, "no-token", 2, 1);
+    config.hello = true;
+    config.give_up_after = Duration::from_secs(1);
+    let run = orderly_server::load::run(config);
+    let report = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("given up, not waiting forever")
+        .expect("a report");
+    assert_eq!((report.failed, report.answered), (2, 0), "{report:?}");
+}
+
+/// A placement whose first send was shed (`504`: the server took it, the answer was lost) is
+/// answered on its resend as a replay of that first send: it is this run's order, placed, and
+/// not a key another request used before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_answer_to_a_resend_counts_as_placed() {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+
+    use axum::http::{HeaderMap, header};
+    use axum::response::IntoResponse;
+
+    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap| {
+        let seen = seen.clone();
+        async move {
+            if uri.path().ends_with("/receive") {
+                return (StatusCode::CREATED, "{}").into_response();
+            }
+            let key = headers.get("idempotency-key").and_then(|k| k.to_str().ok());
+            let key = key.unwrap_or_default().to_owned();
+            if seen.lock().unwrap().insert(key.clone()) {
+                let after = [(header::RETRY_AFTER, "1")];
+                return (StatusCode::GATEWAY_TIMEOUT, after, "outcome_unknown").into_response();
+            }
+            let replayed = [("idempotent-replayed", "true")];
+            let order = json!({ "order_id": format!("o-{}", key.len()) }).to_string();
+            (StatusCode::CREATED, replayed, order).into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let target = listener.local_addr().expect("an address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let report = orderly_server::load::run(load_config(target, "a-token", 2, 2)).await;
+    let report = report.expect("a run");
+    assert_eq!((report.failed, report.replayed_first_sends), (0, 0), "{report:?}");
+    assert_eq!(report.orders_placed, 2, "{report:?}");
+    assert!(report.shed >= 2, "each first send was shed: {report:?}");
+}
+
 /// With a rate, placements are due on a schedule and none is sent before it: 20 placements at
 /// 40 a second take at least the 19 intervals between the first and the last.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
