@@ -241,33 +241,31 @@ async fn the_load_generator_sends_shed_requests_again_and_counts_their_wait() {
     assert!(report.max_ms >= 1_000.0, "a shed request waited its Retry-After: {report:?}");
 }
 
-/// A server that does not answer makes every request fail once the give-up time passes: the
-/// run still ends with its report, which counts them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_load_generator_reports_requests_no_server_answered() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
-    let target = closed.local_addr().expect("an address");
-    drop(closed);
-    let mut config = load_config(target, "no-token", 3, 3);
+/// `orderly load` sending to `target`, where no orderly server answers: straight placements
+/// (no setup), given up after a second.
+fn unanswered_config(
+    target: SocketAddr,
+    orders: u64,
+    concurrency: usize,
+) -> orderly_server::load::LoadConfig {
+    let mut config = load_config(target, "no-token", orders, concurrency);
     config.hello = true;
     config.give_up_after = Duration::from_secs(1);
-    let report = orderly_server::load::run(config).await.expect("a report, not an error");
-    assert_eq!((report.failed, report.answered, report.orders_placed), (3, 0, 0), "{report:?}");
-    assert!(report.statuses.get(&0).is_some_and(|&n| n >= 3), "{report:?}");
+    config
 }
 
-/// A server that stops answering ends the run within about the give-up time, not once per
-/// placement left: each connection gives its other placements up with it.
+/// A server that is gone makes every request fail once the give-up time passes, and ends the
+/// run within about that time, not once per placement left (each connection gives its other
+/// placements up with it): the run still ends with its report, which counts them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_load_generator_ends_soon_when_the_server_is_gone() {
+async fn the_load_generator_reports_requests_no_server_answered_and_ends_soon() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
     let target = closed.local_addr().expect("an address");
     drop(closed);
-    let mut config = load_config(target, "no-token", 40, 2);
-    config.hello = true;
-    config.give_up_after = Duration::from_secs(1);
-    let report = orderly_server::load::run(config).await.expect("a report");
-    assert_eq!((report.failed, report.answered), (40, 0), "{report:?}");
+    let report = orderly_server::load::run(unanswered_config(target, 40, 2)).await;
+    let report = report.expect("a report, not an error");
+    assert_eq!((report.failed, report.answered, report.orders_placed), (40, 0, 0), "{report:?}");
+    assert!(report.statuses.get(&0).is_some_and(|&n| n >= 2), "{report:?}");
     assert!(report.seconds < 10.0, "not a second per placement: {report:?}");
 }
 
@@ -283,10 +281,7 @@ async fn the_load_generator_gives_up_on_a_server_that_never_answers() {
             held.push(connection);
         }
     });
-    let mut config = load_config(target, "no-token", 2, 1);
-    config.hello = true;
-    config.give_up_after = Duration::from_secs(1);
-    let run = orderly_server::load::run(config);
+    let run = orderly_server::load::run(unanswered_config(target, 2, 1));
     let report = tokio::time::timeout(Duration::from_secs(20), run)
         .await
         .expect("given up, not waiting forever")
