@@ -52,7 +52,7 @@ pub const DEFAULT_STREAMS_PER_TENANT: usize = 16;
 /// layer is first come, first served over all tenants, so another tenant's request waits
 /// behind about this many of a busy tenant's. Measured on the development machine (2 cores),
 /// with one tenant on 512 connections next to another placing 200 orders a second: at 1,024
-/// the second tenant's median was 15–18 ms, at 256 10–12 ms, at 128 5–6 ms; the busy tenant
+/// the second tenant's median was 10–18 ms, at 256 10–12 ms, at 128 4–6 ms; the busy tenant
 /// alone, its excess requests answered `429` and sent again after `Retry-After`, kept 80–90%
 /// of its throughput at 128 (17.7–19.6k records/s against 22.1–22.7k). One tenant's slow or
 /// stuck requests (bodies that trickle in, commands waiting on a stalled disk) cannot hold
