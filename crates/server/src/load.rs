@@ -176,7 +176,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         .filter(|(_, placements)| !placements.is_empty())
         .map(|(worker, placements)| {
             let (config, progress) = (config.clone(), progress.clone());
-            let schedule = Schedule { started, worker, config: &config }.due_times();
+            let schedule = due_times(&config, started, worker);
             tokio::spawn(async move { work(&config, placements, schedule, &progress).await })
         })
         .collect();
@@ -225,26 +225,21 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     })
 }
 
-/// When a worker's placements are due.
-struct Schedule<'a> {
+/// The due time of each of `worker`'s placements in turn: its `n`th is the run's placement
+/// `n × concurrency + worker`, due at `rate` placements a second from `started`; without a
+/// rate, none (each is due when it is sent).
+fn due_times(
+    config: &LoadConfig,
     started: Instant,
     worker: usize,
-    config: &'a LoadConfig,
-}
-
-impl Schedule<'_> {
-    /// The due time of each of the worker's placements in turn: its `n`th is the run's
-    /// placement `n × concurrency + worker`, due at `rate` placements a second from the start;
-    /// without a rate, none (each is due when it is sent).
-    fn due_times(self) -> Option<impl Iterator<Item = Instant> + Send + 'static> {
-        let rate = f64::from(self.config.rate?);
-        let (started, worker, concurrency) = (self.started, self.worker, self.config.concurrency);
-        Some((0u64..).map(move |n| {
-            #[expect(clippy::cast_precision_loss, reason = "far below 2^52 placements")]
-            let index = (n * concurrency as u64 + worker as u64) as f64;
-            started + Duration::from_secs_f64(index / rate)
-        }))
-    }
+) -> Option<impl Iterator<Item = Instant> + Send + 'static> {
+    let rate = f64::from(config.rate?);
+    let concurrency = config.concurrency;
+    Some((0u64..).map(move |n| {
+        #[expect(clippy::cast_precision_loss, reason = "far below 2^52 placements")]
+        let index = (n * concurrency as u64 + worker as u64) as f64;
+        started + Duration::from_secs_f64(index / rate)
+    }))
 }
 
 /// A nonce for the keys of one run: the time in nanoseconds and the process, in base 36.

@@ -77,7 +77,16 @@ pub(super) fn raise(
     if reached <= bound {
         return Ok(());
     }
-    let digest = digest_at(log, reached)?;
+    bind(&mut table, log, reached)
+}
+
+/// Stores the digest of `log` at `head` as the binding.
+fn bind(
+    table: &mut redb::Table<'_, &str, (u64, [u8; 32])>,
+    log: &LogReader,
+    head: u64,
+) -> Result<(), ProjectionError> {
+    let digest = digest_at(log, head)?;
     table.insert(KEY, (digest.head, digest.hash))?;
     Ok(())
 }
@@ -114,11 +123,7 @@ pub fn rebuild_all(
     txn.commit()?;
     rebuild_each()?;
     let txn = db.begin_write()?;
-    {
-        let mut table = txn.open_table(LOG_BINDING)?;
-        let digest = digest_at(log, log.head().0)?;
-        table.insert(KEY, (digest.head, digest.hash))?;
-    }
+    bind(&mut txn.open_table(LOG_BINDING)?, log, log.head().0)?;
     txn.commit()?;
     Ok(())
 }
