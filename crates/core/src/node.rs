@@ -97,6 +97,16 @@ pub enum NodeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The folder given holds a log itself (an engine's folder, or a node's `log` folder): a
+    /// node opened on it would start a second, empty log inside it.
+    #[error(
+        "{} holds a log itself, it is not a node's data folder: give the folder that holds it, or open an Engine on it",
+        path.display()
+    )]
+    LogFolder {
+        /// The folder given.
+        path: PathBuf,
+    },
     /// The engine did not open.
     #[error(transparent)]
     Engine(#[from] OpenEngineError),
@@ -144,6 +154,11 @@ impl Node {
     pub fn open(data: &Path, config: NodeConfig) -> Result<Node, NodeError> {
         std::fs::create_dir_all(data)
             .map_err(|source| NodeError::DataDir { path: data.to_path_buf(), source })?;
+        let is_log = orderly_store::Log::is_log_folder(data)
+            .map_err(|source| NodeError::DataDir { path: data.to_path_buf(), source })?;
+        if is_log {
+            return Err(NodeError::LogFolder { path: data.to_path_buf() });
+        }
         let engine = Engine::open(&data.join(LOG_DIR), config.engine)?;
         report_recovery(&engine);
         let file = data.join(READ_MODELS_FILE);

@@ -247,6 +247,10 @@ impl From<ExecuteError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error.code(), message)
                     .with_details(json!({ "idempotency_key": key.as_str() }))
             }
+            ExecuteError::IdempotencyKeyReserved { key } => {
+                ApiError::new(StatusCode::BAD_REQUEST, error.code(), message)
+                    .with_details(json!({ "idempotency_key": key.as_str() }))
+            }
             ExecuteError::Engine(EngineError::Overloaded) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.code(), message)
                     .retry_after(Duration::from_secs(1))

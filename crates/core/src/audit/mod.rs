@@ -1,5 +1,8 @@
 //! Audit: an auditor (or an incident responder) takes a data folder and proves what happened.
 //!
+//! Every function here takes the log's own folder: an engine's folder, or a node's
+//! `{data}/log` ([`crate::node::LOG_DIR`]; the CLI's `--data` takes the data folder and adds it).
+//!
 //! Every command here reads the log **read-only and without its lock**, so it works on the
 //! folder of a running server and on a copy, and it never changes a byte (a torn tail is
 //! reported, not cut). Each is one sequential pass over the log through

@@ -19,8 +19,11 @@ pub enum ReplayPoint {
     /// The whole log.
     Head,
     /// The first `n` records (positions `0..n`, the same count as a [`Digest`]'s head): a
-    /// command answered with `position` n is in, the next one is not. (In a log written
-    /// before decision records, rounded down to a batch boundary.)
+    /// command whose record is at position `n - 1` is in, the next one is not. That `n` is
+    /// what the server answers a command with as its `position`, and in the library
+    /// [`Outcome::next_position`](crate::engine::Outcome::next_position), one past the
+    /// record's position its events carry. (In a log written before decision records,
+    /// rounded down to a batch boundary.)
     Position(u64),
     /// Every batch whose records were all admitted at or before this time (ms since the Unix
     /// epoch); replay stops at the first batch with a record stamped later.

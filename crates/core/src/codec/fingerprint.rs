@@ -14,7 +14,8 @@ pub struct Fingerprint(pub [u8; 16]);
 
 /// Bytes of canonical encoding gathered before they go to the hasher: a command's encoding
 /// is most often shorter, so it is hashed in one call, not one per field (the engine
-/// fingerprints every keyed command on its decision thread). The hash is the same either way.
+/// fingerprints every keyed command, on the thread that submits it). The hash is the same
+/// either way.
 const GATHER: usize = 256;
 
 /// The canonical encoding, hashed as it is written.

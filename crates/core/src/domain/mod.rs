@@ -20,7 +20,7 @@ mod types;
 
 pub(crate) use decider::broken_invariant;
 pub use decider::{Context, Decider};
-pub use envelope::Envelope;
+pub use envelope::{Envelope, RESERVED_KEY_PREFIX};
 pub(crate) use growing::GrowingMap;
 pub use inventory::{
     Inventory, InventoryCommand, InventoryEvent, InventoryRejection, InventoryState,

@@ -45,6 +45,15 @@ pub enum ExecuteError {
         /// The key.
         key: IdempotencyKey,
     },
+    /// The idempotency key starts with [`RESERVED_KEY_PREFIX`](crate::domain::RESERVED_KEY_PREFIX):
+    /// it belongs to the payments process, and nothing was admitted.
+    #[error(
+        "idempotency key {key} is reserved: keys starting with `pm:` are the payments process's"
+    )]
+    IdempotencyKeyReserved {
+        /// The key.
+        key: IdempotencyKey,
+    },
     /// The engine could not take the command.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -57,6 +66,7 @@ impl ExecuteError {
         match self {
             ExecuteError::Rejected(rejection) => rejection.code(),
             ExecuteError::IdempotencyKeyReused { .. } => "idempotency_key_reused",
+            ExecuteError::IdempotencyKeyReserved { .. } => "idempotency_key_reserved",
             ExecuteError::Engine(EngineError::Overloaded) => "overloaded",
             ExecuteError::Engine(EngineError::Stopped { .. }) => "engine_stopped",
             ExecuteError::Engine(EngineError::ShuttingDown) => "shutting_down",
@@ -75,6 +85,18 @@ pub enum OpenEngineError {
     /// A committed record could not be read back.
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// The folder is a node's data folder, whose log is in its `log` folder
+    /// ([`crate::node::LOG_DIR`]): an engine opened on it would start a second, empty log
+    /// beside the node's.
+    #[error(
+        "{} is a node's data folder, its log is in {}: open it with Node::open, or the engine on its log folder",
+        path.display(),
+        path.join(crate::node::LOG_DIR).display()
+    )]
+    NodeFolder {
+        /// The folder given.
+        path: std::path::PathBuf,
+    },
     /// A committed record does not decode: the log was written by an unknown version, or is
     /// damaged in a way its checksums did not catch.
     #[error("record at position {position} does not decode: {error}")]

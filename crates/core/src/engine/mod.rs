@@ -200,6 +200,7 @@ impl Engine {
     /// Opens the engine on the data folder `dir`: recovers the log, replays it into memory, and
     /// starts the decision thread.
     pub fn open(dir: &Path, config: Config) -> Result<Engine, OpenEngineError> {
+        refuse_a_node_folder(dir)?;
         // A folder another process holds is refused at once (the log's open says so), not
         // after the snapshot is read.
         if Log::held_elsewhere(dir).unwrap_or(false) {
@@ -481,6 +482,10 @@ impl Engine {
         reply: Reply,
         events: Events,
     ) -> Result<(), (ExecuteError, Reply)> {
+        if envelope.takes_a_reserved_key() {
+            let key = envelope.idempotency_key.expect("a reserved key");
+            return Err((ExecuteError::IdempotencyKeyReserved { key }, reply));
+        }
         let request = Work::Command(Request::new(envelope, reply, events));
         let requests = self.inner.requests.read().unwrap_or_else(PoisonError::into_inner);
         let Some(sender) = requests.as_ref() else {
@@ -537,6 +542,19 @@ impl Engine {
     fn outcome(&self, tenant: TenantId, answer: Answer) -> Result<Outcome, ExecuteError> {
         self.inner.answering.outcome(tenant, answer)
     }
+}
+
+/// Refuses a node's data folder given for an engine's own (a folder that holds no log but
+/// whose `log` folder does).
+fn refuse_a_node_folder(dir: &Path) -> Result<(), OpenEngineError> {
+    let is_log = |dir: &Path| {
+        Log::is_log_folder(dir)
+            .map_err(|source| orderly_store::OpenError::Io { path: dir.to_path_buf(), source })
+    };
+    if !is_log(dir)? && is_log(&dir.join(crate::node::LOG_DIR))? {
+        return Err(OpenEngineError::NodeFolder { path: dir.to_path_buf() });
+    }
+    Ok(())
 }
 
 /// The reply of a command the queue gave back.

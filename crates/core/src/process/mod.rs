@@ -4,4 +4,5 @@
 mod payments;
 mod settled;
 
-pub use payments::{PaymentProcess, RESERVED_KEY_PREFIX, payment_id_for};
+pub use crate::domain::RESERVED_KEY_PREFIX;
+pub use payments::{PaymentProcess, payment_id_for};

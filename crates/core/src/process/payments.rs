@@ -46,7 +46,7 @@ use tokio::sync::Semaphore;
 use crate::domain::{
     CancelReason, Command, DeclineReason, Envelope, Event, GatewayId, GatewayReference,
     IdempotencyKey, Money, OrderCommand, OrderEvent, OrderId, OrderStatus, PaymentCommand,
-    PaymentEvent, PaymentId, PaymentStatus, TenantId,
+    PaymentEvent, PaymentId, PaymentStatus, RESERVED_KEY_PREFIX, TenantId,
 };
 use crate::engine::{CommittedEvent, Engine, EngineError, ExecuteError, World};
 use crate::payments::{
@@ -885,12 +885,21 @@ async fn execute(
     order: &OrderId,
     command: Command,
 ) -> Recorded {
-    let envelope = Envelope::new(tenant.clone(), command).with_key(idempotency_key(step, order));
+    let envelope = Envelope::new(tenant.clone(), command)
+        .with_key(idempotency_key(step, order))
+        .from_payments_process();
     let mut pause = Duration::from_millis(10);
     loop {
         match engine.execute(envelope.clone()).await {
             Ok(_) => return Recorded::Yes,
-            Err(ExecuteError::Rejected(_) | ExecuteError::IdempotencyKeyReused { .. }) => {
+            Err(ExecuteError::Rejected(_)) => return Recorded::Refused,
+            // Only a caller's command recorded under this key before the engine reserved the
+            // process's keys can have taken it.
+            Err(
+                taken @ (ExecuteError::IdempotencyKeyReused { .. }
+                | ExecuteError::IdempotencyKeyReserved { .. }),
+            ) => {
+                tracing::error!(%tenant, %order, step, error = %taken, "payment step refused: another command holds its key");
                 return Recorded::Refused;
             }
             Err(ExecuteError::Engine(EngineError::Overloaded)) => {
@@ -904,10 +913,6 @@ async fn execute(
         }
     }
 }
-
-/// Keys starting with this belong to the payments process; callers (the server) must not send
-/// them, or they could take a key the process will need.
-pub const RESERVED_KEY_PREFIX: &str = "pm:";
 
 fn idempotency_key(step: &str, order: &OrderId) -> IdempotencyKey {
     debug_assert!(step.starts_with(RESERVED_KEY_PREFIX), "the process's keys are reserved");

@@ -13,7 +13,7 @@ use orderly_core::domain::{
     CancelReason, Command, Currency, DeclineReason, Envelope, Event, GatewayId, GatewayReference,
     IdempotencyKey, Money, OrderCommand, OrderEvent, OrderId, PaymentCommand, PaymentEvent,
 };
-use orderly_core::engine::{Engine, ManualClock};
+use orderly_core::engine::{Engine, ExecuteError, ManualClock};
 use orderly_core::payments::{
     Authorization, AuthorizeRequest, BoxFuture, BreakerState, Fee, GatewayError, MoneyRequest,
     PaymentGateway, Route, Router, RouterConfig, SimulatedGateway, SimulatedGatewayConfig,
@@ -132,6 +132,35 @@ fn an_approved_payment_confirms_and_a_declined_one_cancels_and_releases() {
     process.stop();
     assert_eq!(declining.declines(), 1);
     assert_eq!(available(&engine, "acme", "sku-1"), 7, "o-2's four units are back, o-1's held");
+}
+
+#[test]
+fn a_caller_cannot_take_a_key_the_payments_process_will_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(&ManualClock::at(START))).unwrap();
+    let taken = IdempotencyKey::new("pm:auth:o-1").unwrap();
+    let refused = |answer: Result<(), ExecuteError>| match answer {
+        Err(ExecuteError::IdempotencyKeyReserved { key }) => assert_eq!(key, taken),
+        other => panic!("a caller's `pm:` key is refused, got {other:?}"),
+    };
+    let stock = receive("acme", "sku-1", 10).with_key(taken.clone());
+    refused(engine.execute_blocking(stock.clone()).map(drop));
+    let (tx, rx) = std::sync::mpsc::channel();
+    engine.send_ack(stock, move |answer| tx.send(answer.map(drop)).unwrap());
+    refused(rx.recv().unwrap());
+    assert_eq!(engine.head(), Position(0), "nothing was admitted");
+
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    let pay = gateway("pay", 0);
+    let process = PaymentProcess::start(engine.clone(), router(std::slice::from_ref(&pay)));
+    engine.execute_blocking(place("acme", "o-1", &[("sku-1", 2)])).unwrap();
+    let events = settled(&engine, 1);
+    process.stop();
+    assert!(
+        events.iter().any(|(o, e)| o == "o-1" && matches!(e, OrderEvent::OrderConfirmed { .. })),
+        "the process records its authorization under its own key: {events:?}"
+    );
+    assert_eq!(pay.voids(), 0);
 }
 
 #[test]
@@ -644,7 +673,8 @@ fn a_start_cancels_an_order_whose_decline_was_recorded_but_not_its_cancel() {
     };
     let payment = Command::Payment { payment: payment_id_for(&order), command: decline };
     let key = IdempotencyKey::new("pm:decline:o-1").unwrap();
-    engine.execute_blocking(Envelope::new(super::tenant("acme"), payment).with_key(key)).unwrap();
+    let recorded = Envelope::new(super::tenant("acme"), payment).with_key(key);
+    engine.execute_blocking(recorded.from_payments_process()).unwrap();
     assert_eq!(available(&engine, "acme", "sku-1"), 8, "the order still holds its stock");
 
     let pay = gateway("pay", 0);

@@ -360,3 +360,35 @@ fn a_damaged_read_models_file_is_named_and_rebuilt_once_moved_away() {
     assert_eq!(placed, 6, "three orders in each of two tenants, from the log");
     node.shutdown().unwrap();
 }
+
+/// A node keeps its log in `{data}/log`, an engine in its own folder: each refuses the other's
+/// folder, which it would otherwise take for a new one and start empty beside the records.
+#[test]
+fn a_node_and_an_engine_refuse_each_others_folder() {
+    use orderly_core::engine::{Engine, OpenEngineError};
+    use orderly_core::node::NodeError;
+    let data = tempfile::tempdir().unwrap();
+    let node = Node::open(data.path(), NodeConfig::default()).unwrap();
+    orders(node.engine(), 1, 1);
+    let head = node.engine().head();
+    node.shutdown().unwrap();
+    match Engine::open(data.path(), orderly_core::engine::Config::default()) {
+        Err(error @ OpenEngineError::NodeFolder { .. }) => {
+            let message = error.to_string();
+            assert!(message.contains("Node::open"), "{message}");
+        }
+        other => panic!("an engine on a node's data folder is refused, got {other:?}"),
+    }
+
+    let log = data.path().join(LOG_DIR);
+    match Node::open(&log, NodeConfig::default()) {
+        Err(error @ NodeError::LogFolder { .. }) => {
+            assert!(error.to_string().contains("holds a log itself"), "{error}");
+        }
+        Err(other) => panic!("a node on a log's folder is refused as one, got {other}"),
+        Ok(_) => panic!("a node opened on a log's folder"),
+    }
+    assert!(!log.join(LOG_DIR).exists(), "no second log was started inside the first");
+    let engine = Engine::open(&log, orderly_core::engine::Config::default()).unwrap();
+    assert_eq!(engine.head(), head, "the engine opens the node's log on its folder");
+}
