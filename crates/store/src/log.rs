@@ -199,6 +199,11 @@ impl Log {
     /// log, cuts a torn tail, and starts the writer.
     pub fn open(dir: &Path, config: LogConfig) -> Result<(Log, Recovery), OpenError> {
         let io_err = |source| OpenError::Io { path: dir.to_path_buf(), source };
+        // Joined with a file's name, an empty path names a file in the working folder.
+        if dir.as_os_str().is_empty() {
+            let empty = std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path is empty");
+            return Err(io_err(empty));
+        }
         crate::storage::create_dir_durably(dir).map_err(io_err)?;
         let lock = DirLock::acquire(dir).map_err(|e| match e.raw_os_error() {
             Some(libc::EWOULDBLOCK) => OpenError::Locked { dir: dir.to_path_buf() },

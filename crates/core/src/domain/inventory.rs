@@ -207,7 +207,8 @@ pub enum InventoryRejection {
 }
 
 impl InventoryRejection {
-    /// Stable snake_case code, part of the API.
+    /// Stable snake_case code, part of the API: the variant's name in snake_case
+    /// (`InsufficientStock` is `insufficient_stock`).
     #[must_use]
     pub fn code(&self) -> &'static str {
         match self {

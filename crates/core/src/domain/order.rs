@@ -386,7 +386,8 @@ pub enum OrderRejection {
 }
 
 impl OrderRejection {
-    /// Stable snake_case code, part of the API.
+    /// Stable snake_case code, part of the API: the variant's name in snake_case
+    /// (`RefundExceedsCaptured` is `refund_exceeds_captured`).
     #[must_use]
     pub fn code(&self) -> &'static str {
         use OrderRejection as R;

@@ -343,7 +343,9 @@ pub enum PaymentRejection {
 }
 
 impl PaymentRejection {
-    /// Stable snake_case code, part of the API.
+    /// Stable snake_case code, part of the API: the variant's name in snake_case
+    /// (`CaptureExceedsAuthorized` is `capture_exceeds_authorized`), except `FollowsOrder`,
+    /// which is `payment_follows_order`.
     #[must_use]
     pub fn code(&self) -> &'static str {
         use PaymentRejection as R;

@@ -113,7 +113,10 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    /// Stable snake_case code, part of the API.
+    /// Stable snake_case code, part of the API: the family's own (see
+    /// [`InventoryRejection::code`], [`OrderRejection::code`], [`PaymentRejection::code`]).
+    /// Families share a code where the reason is the same (`unknown_order`,
+    /// `insufficient_stock`, `invalid_transition`, …); which aggregate refused is the variant.
     #[must_use]
     pub fn code(&self) -> &'static str {
         match self {

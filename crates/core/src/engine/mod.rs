@@ -200,7 +200,7 @@ impl Engine {
     /// Opens the engine on the data folder `dir`: recovers the log, replays it into memory, and
     /// starts the decision thread.
     pub fn open(dir: &Path, config: Config) -> Result<Engine, OpenEngineError> {
-        refuse_a_node_folder(dir)?;
+        check_folder(dir)?;
         // A folder another process holds is refused at once (the log's open says so), not
         // after the snapshot is read.
         if Log::held_elsewhere(dir).unwrap_or(false) {
@@ -544,13 +544,15 @@ impl Engine {
     }
 }
 
-/// Refuses a node's data folder given for an engine's own (a folder that holds no log but
-/// whose `log` folder does).
-fn refuse_a_node_folder(dir: &Path) -> Result<(), OpenEngineError> {
-    let is_log = |dir: &Path| {
-        Log::is_log_folder(dir)
-            .map_err(|source| orderly_store::OpenError::Io { path: dir.to_path_buf(), source })
-    };
+/// Refuses an empty path (which would put the lock in the working folder), and a node's data
+/// folder given for an engine's own (a folder that holds no log but whose `log` folder does).
+fn check_folder(dir: &Path) -> Result<(), OpenEngineError> {
+    let io_err = |source| orderly_store::OpenError::Io { path: dir.to_path_buf(), source };
+    if dir.as_os_str().is_empty() {
+        let empty = std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path is empty");
+        return Err(io_err(empty).into());
+    }
+    let is_log = |dir: &Path| Log::is_log_folder(dir).map_err(io_err);
     if !is_log(dir)? && is_log(&dir.join(crate::node::LOG_DIR))? {
         return Err(OpenEngineError::NodeFolder { path: dir.to_path_buf() });
     }

@@ -820,3 +820,19 @@ fn a_moment_s_jump_of_the_wall_clock_expires_no_hold_and_freezes_no_time() {
     assert_eq!(o2.events[0].recorded_at, Timestamp(START.0 + 1_000), "stamped by the wall clock");
     engine.shutdown();
 }
+
+/// A path that names no folder is refused with what is wrong with it, and leaves no file
+/// behind (an empty path joined with the lock's name would name one in the working folder).
+#[test]
+fn an_open_on_a_path_that_is_no_folder_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a folder").unwrap();
+    let error = Engine::open(&file, Config::default()).map(drop).unwrap_err().to_string();
+    assert!(error.contains("a-file") && error.contains("Not a directory"), "{error}");
+    let error = Engine::open(std::path::Path::new(""), Config::default()).map(drop).unwrap_err();
+    assert!(error.to_string().contains("the path is empty"), "{error}");
+    let log = orderly_store::Log::open(std::path::Path::new(""), LogConfig::default());
+    assert!(log.map(drop).unwrap_err().to_string().contains("the path is empty"));
+    assert!(!std::path::Path::new("LOCK").exists(), "no lock in the working folder");
+}
