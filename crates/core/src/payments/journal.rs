@@ -116,10 +116,22 @@ impl Journal {
             return Ok(());
         };
         let failed = format!("cannot write {}: {e}", self.path.display());
-        match self.file.set_len(self.len).and_then(|()| self.file.seek(SeekFrom::Start(self.len))) {
-            Ok(_) => Err(Failed::CutBack(failed)),
+        match self.cut_back() {
+            Ok(()) => Err(Failed::CutBack(failed)),
             Err(cut) => Err(Failed::Damaged(format!("{failed}, nor cut it back: {cut}"))),
         }
+    }
+
+    /// The file.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Cuts the file back to its last whole line (what a failed write left after it is not
+    /// the books'): once it succeeds, the file holds the books again.
+    pub(super) fn cut_back(&mut self) -> io::Result<()> {
+        self.file.set_len(self.len)?;
+        self.file.seek(SeekFrom::Start(self.len)).map(drop)
     }
 }
 
@@ -128,6 +140,7 @@ impl Journal {
 pub(super) enum Failed {
     /// Nothing of it is in the file: the books are as they were.
     CutBack(String),
-    /// Part of it may be: the file no longer holds the books.
+    /// Part of it may be: the file no longer holds the books until it is cut back
+    /// ([`Journal::cut_back`]).
     Damaged(String),
 }

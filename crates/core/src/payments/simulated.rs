@@ -95,9 +95,9 @@ struct Books {
     movements: FxHashMap<String, (Movement, Result<(), GatewayError>)>,
     /// The file every change is written to first, if the books are kept in one.
     journal: Option<Journal>,
-    /// Why a failed write could not even be cut back out of the journal: from then on, no
-    /// call changes the books (each fails as the gateway being unavailable), since the file
-    /// would no longer hold them.
+    /// Why a failed write could not even be cut back out of the journal: until a later call
+    /// cuts it back, no call changes the books (each fails as the gateway being unavailable),
+    /// since the file may not hold them.
     broken: Option<String>,
     calls: u64,
     approvals: u64,
@@ -441,16 +441,23 @@ impl Books {
     /// Writes `entry` to the journal, if the books are kept in one, before the change it
     /// describes is made. A failed write fails this call (as the gateway being unavailable:
     /// retried, it may succeed); one that could not even be cut back out of the file fails
-    /// every later change too.
+    /// every later change too, until a call cuts it back (a disk that refused for a moment).
     fn record(&mut self, entry: impl FnOnce() -> Entry) -> Result<(), GatewayError> {
-        if let Some(why) = &self.broken {
-            return Err(GatewayError::Unavailable(format!("its books cannot be kept: {why}")));
-        }
         let Some(journal) = &mut self.journal else { return Ok(()) };
+        if let Some(why) = &self.broken {
+            if journal.cut_back().is_err() {
+                return Err(GatewayError::Unavailable(format!("its books cannot be kept: {why}")));
+            }
+            tracing::warn!(books = %journal.path().display(), "the books are whole again: the simulated gateway takes calls");
+            self.broken = None;
+        }
         journal.append(&entry()).map_err(|failed| {
             let why = match failed {
                 Failed::CutBack(why) => why,
-                Failed::Damaged(why) => self.broken.insert(why).clone(),
+                Failed::Damaged(why) => {
+                    tracing::error!(%why, "the simulated gateway refuses every call until its books are cut back to their last whole line");
+                    self.broken.insert(why).clone()
+                }
             };
             GatewayError::Unavailable(format!("its books cannot be kept: {why}"))
         })
@@ -993,6 +1000,28 @@ mod tests {
             let again = SimulatedGateway::keeping_books_in(config(0, 0), &path).unwrap();
             assert_eq!(again.approvals(), 2, "a and c");
         });
+    }
+
+    /// A write that failed and could not be cut back either (a file made immutable for a
+    /// moment) left part of a line behind: the next call cuts it back and goes on, instead
+    /// of the gateway refusing every call until a restart.
+    #[tokio::test]
+    async fn books_a_failed_cut_back_left_damaged_are_mended_by_the_next_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sim.books");
+        let gateway = SimulatedGateway::keeping_books_in(config(0, 0), &path).unwrap();
+        approve(&gateway, "a", 100).await;
+        let len = std::fs::metadata(&path).unwrap().len();
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut file, b"{\"call\":\"authorize\",\"key\":\"b").unwrap();
+        let why = "cannot write sim.books: Operation not permitted, nor cut it back".to_owned();
+        gateway.books().broken = Some(why);
+        approve(&gateway, "c", 100).await;
+        let books = std::fs::read_to_string(&path).unwrap();
+        assert!(books.len() as u64 > len && !books.contains("\"b"), "{books}");
+        drop(gateway);
+        let again = SimulatedGateway::keeping_books_in(config(0, 0), &path).unwrap();
+        assert_eq!(again.approvals(), 2, "a and c");
     }
 
     #[test]
