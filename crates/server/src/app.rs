@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use orderly_core::Position;
 use orderly_core::domain::{Currency, GatewayId, TenantId};
 use orderly_core::node::{Node, NodeConfig, NodeError};
 use orderly_core::payments::{
@@ -122,6 +123,9 @@ pub type Shared = Arc<App>;
 pub struct App {
     config: ServerConfig,
     node: RwLock<Option<Arc<Node>>>,
+    /// The log's head when the node opened: the server is ready once every read model has
+    /// reached it (after a lost read models' file, they are rebuilt from the log first).
+    head_at_open: AtomicU64,
     tenants: Tenants,
     metrics: Metrics,
     limiter: Option<DefaultKeyedRateLimiter<TenantId>>,
@@ -200,6 +204,7 @@ impl App {
         Ok(Arc::new(App {
             config,
             node: RwLock::new(None),
+            head_at_open: AtomicU64::new(0),
             tenants,
             metrics,
             limiter,
@@ -225,6 +230,7 @@ impl App {
             config.payments = Some(simulated_payments(&self.config.data)?);
         }
         let node = Node::open(&self.config.data, config)?;
+        self.head_at_open.store(node.engine().head().0, Ordering::Release);
         *self.node.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(node));
         Ok(())
     }
@@ -257,6 +263,11 @@ impl App {
     pub fn node(&self) -> Result<Arc<Node>, ApiError> {
         let node = self.node.read().unwrap_or_else(PoisonError::into_inner);
         node.clone().ok_or_else(ApiError::not_ready)
+    }
+
+    /// The log's head when the node opened.
+    pub fn head_at_open(&self) -> Position {
+        Position(self.head_at_open.load(Ordering::Acquire))
     }
 
     /// Whether the node is open and accepting commands.

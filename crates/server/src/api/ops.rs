@@ -48,12 +48,15 @@ fn engine_stopped(node: &Node) -> Option<ApiError> {
     Some(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "engine_stopped", message))
 }
 
-/// Ready: the log is recovered, commands are accepted and the read models follow the log.
+/// Ready: the log is recovered, commands are accepted, and the read models have caught up with
+/// what the log held when the node opened (a load balancer sends no reads to a node whose
+/// rebuilt read models would still answer `404` for orders that exist); from then on they
+/// follow it, and how far behind they are is in the answer.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
-    responses((status = 200, body = Status), (status = 503, description = "`not_ready`: still recovering; `engine_stopped`: the log failed (a full or failing disk) and no command is accepted until a restart; `read_model_stopped`: a read model stopped and queries would be stale", body = ErrorBody))
+    responses((status = 200, body = Status), (status = 503, description = "`not_ready`: still recovering, or the read models still catching up with the log as it was at the start; `engine_stopped`: the log failed (a full or failing disk) and no command is accepted until a restart; `read_model_stopped`: a read model stopped and queries would be stale", body = ErrorBody))
 )]
 pub async fn readyz(State(app): State<Shared>) -> Result<Json<Status>, ApiError> {
     let node = app.node()?;
@@ -66,6 +69,14 @@ pub async fn readyz(State(app): State<Shared>) -> Result<Json<Status>, ApiError>
         if let Some(why) = node.projection(model).ended() {
             return Err(super::read_model_stopped(model, &why));
         }
+    }
+    let at_open = app.head_at_open();
+    let to_catch_up = node.projections().iter().map(|p| at_open.0.saturating_sub(p.reached().0));
+    if let Some(records) = to_catch_up.max().filter(|records| *records > 0) {
+        let message =
+            format!("the read models are catching up with the log: {records} records to go");
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
+            .retry_after(std::time::Duration::from_secs(1)));
     }
     let behind = node.projections().iter().map(|p| p.lag()).max().unwrap_or(0);
     let head = Some(node.engine().head().0);

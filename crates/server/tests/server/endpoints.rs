@@ -281,3 +281,47 @@ async fn before_the_node_is_open_only_healthz_answers_and_the_api_is_not_ready()
     let after = support::call(&app, support::get("/readyz", None)).await;
     after.error(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
 }
+
+/// A start whose read models' file was lost rebuilds them from the log while commands are
+/// taken: `/readyz` says `not_ready` until they reach what the log held at the start, so that
+/// a load balancer sends no reads that would answer `404` for orders that exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_waits_for_read_models_rebuilt_from_the_log() {
+    use orderly_core::domain::{Command, Envelope, Quantity, Sku, TenantId};
+    let mut server = Server::start();
+    let engine = server.app.node().expect("open").engine().clone();
+    let (done, answers) = std::sync::mpsc::channel();
+    const RECORDS: usize = 4_000;
+    for n in 0..RECORDS {
+        let sku = Sku::new(&format!("sku-{n}")).expect("an id");
+        let command = Command::ReceiveStock { sku, quantity: Quantity::new(1).expect("one") };
+        let done = done.clone();
+        let envelope = Envelope::new(TenantId::new(TENANT).expect("an id"), command);
+        engine.send_ack(envelope, move |answer| done.send(answer.is_ok()).expect("waited for"));
+    }
+    assert!(answers.iter().take(RECORDS).all(|ok| ok), "every receive is durable");
+    drop(engine);
+    server.app.shutdown().expect("closes");
+    std::fs::remove_file(server.dir().join(orderly_core::node::READ_MODELS_FILE)).expect("lost");
+
+    server.restart();
+    let at_open = server.app.head_at_open();
+    assert!(at_open.0 >= RECORDS as u64);
+    let node = server.app.node().expect("open");
+    let mut waited = 0;
+    loop {
+        let ready = support::call(&server.app, support::get("/readyz", None)).await;
+        if ready.status == StatusCode::OK {
+            for projection in node.projections() {
+                assert!(projection.reached() >= at_open, "ready before the read models caught up");
+            }
+            break;
+        }
+        ready.error(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
+        ready.assert_retry_after();
+        assert!(ready.text.contains("catching up"), "{}", ready.text);
+        waited += 1;
+        assert!(waited < 10_000, "the read models never caught up");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
