@@ -47,7 +47,8 @@ pub struct DayFigures {
     pub peak_per_minute: u64,
     /// When that minute started (ms since the Unix epoch); absent without orders.
     pub peak_minute_ms: Option<u64>,
-    /// Booked revenue per currency (totals of the orders placed today).
+    /// Booked revenue per currency: totals of the orders placed today, cancelled and refunded
+    /// ones included.
     pub revenue: Vec<CurrencyFigures>,
     /// Orders cancelled today.
     pub cancellations: u64,
