@@ -15,7 +15,7 @@ use redb::Database;
 
 use crate::engine::{self, Engine, OpenEngineError};
 use crate::payments::Router;
-use crate::process::PaymentProcess;
+use crate::process::{MoneyNotMoved, PaymentProcess};
 use crate::projection::{
     self, Binding, CustomersProjection, Hosted, InventoryProjection, KpiProjection,
     OpenHoldsProjection, OrdersProjection, ProjectionError, ProjectionHandle, ProjectionHost,
@@ -257,6 +257,14 @@ impl Node {
     /// [`projection::rebuild()`]). Blocks until done.
     pub fn rebuild(&self, model: ReadModel) -> Result<Rebuilt, NodeError> {
         Ok(rebuild(&self.read_models, &self.engine.log(), model, &self.workers)?)
+    }
+
+    /// Money the log says moved and the gateways did not move, since the payments process
+    /// started (`None` without one, or once it stopped).
+    #[must_use]
+    pub fn money_not_moved(&self) -> Option<MoneyNotMoved> {
+        let payments = self.payments.lock().unwrap_or_else(PoisonError::into_inner);
+        payments.as_ref().map(PaymentProcess::money_not_moved)
     }
 
     /// Stops the payments process (bounded: money movements in flight get a few seconds), for a

@@ -1,5 +1,6 @@
 //! Prometheus metrics: requests by route and status, the engine's queue, group commit, projection
-//! lag (in records and in time) and orders by status. Counters and histograms are updated as things happen; gauges that
+//! lag (in records and in time), orders by status, and money movements the gateways did not
+//! make. Counters and histograms are updated as things happen; gauges that
 //! mirror state are read when `/metrics` is scraped.
 
 use std::sync::atomic::AtomicU64;
@@ -39,6 +40,11 @@ struct StatusLabels {
     status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotMovedLabels {
+    outcome: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// The server's metrics and their registry.
@@ -55,6 +61,7 @@ pub struct Metrics {
     projection_lag: Family<ProjectionLabels, Gauge>,
     projection_lag_seconds: Family<ProjectionLabels, Gauge<f64, AtomicU64>>,
     orders: Family<StatusLabels, Gauge>,
+    money_not_moved: Family<NotMovedLabels, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -120,6 +127,12 @@ impl Metrics {
             "Orders by status over all tenants, per the orders read model",
             orders.clone(),
         );
+        let money_not_moved = Family::<NotMovedLabels, Gauge>::default();
+        registry.register(
+            "payment_movements_not_made",
+            "Captures, voids and refunds the log records and the gateways did not make, since the payments process started: refused (for good) or left_for_next_start",
+            money_not_moved.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -132,6 +145,7 @@ impl Metrics {
             projection_lag,
             projection_lag_seconds,
             orders,
+            money_not_moved,
         }
     }
 
@@ -170,6 +184,17 @@ impl Metrics {
             let labels = ProjectionLabels { projection: worker.name().to_owned() };
             self.projection_lag.get_or_create(&labels).set(saturate(worker.lag()));
             self.projection_lag_seconds.get_or_create(&labels).set(worker.lag_time().as_secs_f64());
+        }
+        if let Some(not_moved) = node.money_not_moved() {
+            let outcomes = [
+                ("refused", not_moved.refused),
+                ("left_for_next_start", not_moved.left_for_next_start),
+            ];
+            for (outcome, count) in outcomes {
+                self.money_not_moved
+                    .get_or_create(&NotMovedLabels { outcome })
+                    .set(saturate(count));
+            }
         }
         match projection::order_status_counts(node.read_models()) {
             Ok(counts) => {

@@ -5,4 +5,4 @@ mod payments;
 mod settled;
 
 pub use crate::domain::RESERVED_KEY_PREFIX;
-pub use payments::{PaymentProcess, payment_id_for};
+pub use payments::{MoneyNotMoved, PaymentProcess, payment_id_for};

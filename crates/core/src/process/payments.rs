@@ -93,6 +93,39 @@ pub fn payment_id_for(order: &OrderId) -> PaymentId {
 pub struct PaymentProcess {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    unmoved: Arc<Unmoved>,
+}
+
+/// Money the log says moved and the gateways did not move, since the process started: the
+/// engine records a capture, void or refund when the order ships, is cancelled or is refunded,
+/// and the process makes it at the gateway after. For operators to watch (the server's
+/// `/metrics`): each is also logged, with its order, as an error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MoneyNotMoved {
+    /// Movements the gateway refused for good (it no longer knows the authorization, say);
+    /// the log keeps them as recorded, and nothing repeats them.
+    pub refused: u64,
+    /// Movements whose tries ran out without an answer (the gateway down), or that wait
+    /// behind one: the next start makes them, in order.
+    pub left_for_next_start: u64,
+}
+
+/// The counts behind [`MoneyNotMoved`].
+#[derive(Debug, Default)]
+struct Unmoved {
+    refused: std::sync::atomic::AtomicU64,
+    left_for_next_start: std::sync::atomic::AtomicU64,
+}
+
+impl Unmoved {
+    fn count(&self, moved: Moved) {
+        let counter = match moved {
+            Moved::Yes => return,
+            Moved::Refused => &self.refused,
+            Moved::NotYet => &self.left_for_next_start,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl PaymentProcess {
@@ -132,6 +165,8 @@ impl PaymentProcess {
         );
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
+        let unmoved = Arc::new(Unmoved::default());
+        let counting = unmoved.clone();
         let (taken_over, took_over) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("orderly-payments".into())
@@ -139,12 +174,21 @@ impl PaymentProcess {
                 // Given back however the process ends (a panic included), so that another may
                 // start on the engine.
                 let _place = PaymentsPlace(engine.clone());
-                run(&engine, &router, &stopping, checkpoint.as_ref(), &taken_over);
+                run(&engine, &router, &stopping, checkpoint.as_ref(), counting, &taken_over);
             })
             .expect("the payments thread starts");
         // Also answered if the engine stopped before the take-over (or the thread panicked).
         let _ = took_over.recv();
-        PaymentProcess { stop, thread: Some(thread) }
+        PaymentProcess { stop, thread: Some(thread), unmoved }
+    }
+
+    /// Money the log says moved and the gateways did not move, since the process started.
+    #[must_use]
+    pub fn money_not_moved(&self) -> MoneyNotMoved {
+        MoneyNotMoved {
+            refused: self.unmoved.refused.load(Ordering::Relaxed),
+            left_for_next_start: self.unmoved.left_for_next_start.load(Ordering::Relaxed),
+        }
     }
 
     /// Stops reading events, lets flows in progress finish (bounded), and waits.
@@ -191,6 +235,7 @@ fn run(
     router: &Arc<Router>,
     stop: &AtomicBool,
     checkpoint: Option<&PathBuf>,
+    unmoved: Arc<Unmoved>,
     taken_over: &std::sync::mpsc::SyncSender<()>,
 ) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -207,6 +252,7 @@ fn run(
         waiting: Waiting::new(),
         movements: HashMap::new(),
         ledger: Arc::new(Mutex::new(Ledger::default())),
+        unmoved,
         settled_before: 0,
         unknown_gateways: HashSet::new(),
         to_look_up: Vec::new(),
@@ -434,6 +480,8 @@ struct Flows {
     movements: HashMap<(TenantId, PaymentId), Moving>,
     /// Which movements are settled at the gateways.
     ledger: Arc<Mutex<Ledger>>,
+    /// Movements the gateways did not make, counted.
+    unmoved: Arc<Unmoved>,
     /// Movements committed before this position were settled when the process last ran.
     settled_before: u64,
     /// Gateways named by authorizations in the log but not configured, each reported once.
@@ -620,14 +668,14 @@ impl Flows {
         position: u64,
         tenant: TenantId,
         payment: PaymentId,
-        call: BoxFuture<'static, bool>,
+        call: BoxFuture<'static, Moved>,
     ) {
         let permit = self
             .runtime
             .block_on(self.permits.clone().acquire_owned())
             .expect("the semaphore stays open");
         let previous = self.movements.remove(&(tenant.clone(), payment.clone()));
-        let ledger = self.ledger.clone();
+        let (ledger, unmoved) = (self.ledger.clone(), self.unmoved.clone());
         let settled = Arc::new(AtomicBool::new(false));
         let task = self.runtime.spawn({
             let settled = settled.clone();
@@ -639,7 +687,9 @@ impl Flows {
                     }
                     None => true,
                 };
-                if after_settled && call.await {
+                let moved = if after_settled { call.await } else { Moved::NotYet };
+                unmoved.count(moved);
+                if moved.settled() {
                     ledger.lock().unwrap_or_else(PoisonError::into_inner).settled(position);
                     settled.store(true, Ordering::Release);
                 }
@@ -806,7 +856,7 @@ async fn authorize_order(engine: &Engine, router: &Router, declined: &Declined, 
                 return;
             }
             let ids: Vec<String> = holding.iter().map(|g| g.id().to_string()).collect();
-            if !give_up(holding, request, router.config().call_timeout).await {
+            if !give_up(holding, request, router.config().call_timeout).await.settled() {
                 // Not a committed movement: nothing repeats it.
                 tracing::error!(%tenant, %order, gateways = ?ids, "an authorization that may be held was not cancelled; it lapses at the gateway");
             }
@@ -931,7 +981,6 @@ const MONEY_ATTEMPTS: u32 = 8;
 /// recorded (schema version 1) does not hold it: it is then asked again with the
 /// authorization's own key, which returns the first outcome. Each call is given up after
 /// `timeout` (the router's, so that a gateway that hangs holds no movement up for ever).
-/// Returns whether the movement is settled (see [`until_answered`]).
 async fn move_money(
     gateway: &dyn PaymentGateway,
     tenant: &TenantId,
@@ -940,7 +989,7 @@ async fn move_money(
     minor: u64,
     key: String,
     timeout: Duration,
-) -> bool {
+) -> Moved {
     let request = authorize_request(tenant, known.order.clone(), known.amount);
     until_answered(&request, what, || {
         Box::pin(async {
@@ -973,12 +1022,12 @@ async fn move_money(
 }
 
 /// Gives up what `request`'s key authorized at each of `gateways`, all at once (one that is
-/// down or hangs does not hold the others up); settled once each is.
+/// down or hangs does not hold the others up); settled once each is, refused if one was.
 async fn give_up(
     gateways: Vec<Arc<dyn PaymentGateway>>,
     request: AuthorizeRequest,
     timeout: Duration,
-) -> bool {
+) -> Moved {
     let request = Arc::new(request);
     let mut cancels = tokio::task::JoinSet::new();
     for gateway in gateways {
@@ -988,11 +1037,16 @@ async fn give_up(
             until_answered(&request, "cancel authorization", cancel).await
         });
     }
-    let mut settled = true;
+    let mut moved = Moved::Yes;
     while let Some(done) = cancels.join_next().await {
-        settled &= done.unwrap_or(false);
+        match done.unwrap_or(Moved::NotYet) {
+            Moved::Yes => {}
+            Moved::Refused if moved == Moved::Yes => moved = Moved::Refused,
+            Moved::Refused => {}
+            Moved::NotYet => moved = Moved::NotYet,
+        }
     }
-    settled
+    moved
 }
 
 /// `call`, or [`GatewayError::Timeout`] once `timeout` has passed.
@@ -1005,22 +1059,39 @@ fn within<'a, T: Send + 'a>(
     })
 }
 
+/// How a money movement ended at the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Moved {
+    /// Made.
+    Yes,
+    /// Refused for good: repeating it could not change that.
+    Refused,
+    /// The retries ran out: a committed movement then holds the checkpoint back, so that the
+    /// next start makes it.
+    NotYet,
+}
+
+impl Moved {
+    /// Whether nothing is left to try.
+    fn settled(self) -> bool {
+        self != Moved::NotYet
+    }
+}
+
 /// Makes the gateway call `call` for `request`'s order, retrying with backoff until the
-/// gateway answers. Returns whether the movement is settled: made, or refused for good
-/// (repeating it could not change that); not when the retries ran out (a committed movement
-/// then holds the checkpoint back, so that the next start makes it).
+/// gateway answers.
 async fn until_answered<'a>(
     request: &AuthorizeRequest,
     what: &str,
     call: impl Fn() -> BoxFuture<'a, Result<(), GatewayError>>,
-) -> bool {
+) -> Moved {
     let (tenant, order) = (&request.tenant, &request.order);
     for attempt in 0..MONEY_ATTEMPTS {
         match call().await {
-            Ok(()) => return true,
+            Ok(()) => return Moved::Yes,
             Err(GatewayError::Rejected(why)) => {
                 tracing::error!(%tenant, %order, what, %why, "gateway refused a money movement");
-                return true;
+                return Moved::Refused;
             }
             Err(e) => {
                 tracing::warn!(%tenant, %order, what, error = %e, attempt, "gateway call failed; retrying");
@@ -1029,5 +1100,5 @@ async fn until_answered<'a>(
         }
     }
     tracing::error!(%tenant, %order, what, attempts = MONEY_ATTEMPTS, "money not moved");
-    false
+    Moved::NotYet
 }

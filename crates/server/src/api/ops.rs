@@ -84,7 +84,7 @@ pub async fn readyz(State(app): State<Shared>) -> Result<Json<Status>, ApiError>
 }
 
 /// Prometheus metrics: requests by route and status, engine queue, group commit and fsync
-/// times, projection lag, orders by status.
+/// times, projection lag, orders by status, money movements the gateways did not make.
 #[utoipa::path(
     get,
     path = "/metrics",

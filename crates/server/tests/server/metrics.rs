@@ -85,3 +85,36 @@ fn sample(text: &str, name: &str) -> f64 {
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
 }
+
+/// A capture the log records and the gateway refuses (its books were lost, so it no longer
+/// knows the authorization) is counted where operators watch: the order reads as shipped and
+/// captured, as the log says, and the money did not move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_the_gateway_refused_is_counted() {
+    let mut server = Server::with_payments();
+    server.receive("mug", 10).await;
+    server.place("o-1", "c-1", &[("mug", 1)]).await;
+    server.wait_for_status("o-1", "confirmed").await;
+    let not_made = |text: &str, outcome: &str| {
+        let name = format!(r#"orderly_payment_movements_not_made{{outcome="{outcome}"}}"#);
+        sample(text, &name)
+    };
+    let before = server.call(support::get("/metrics", None)).await.text;
+    assert_eq!(not_made(&before, "refused"), 0.0, "{before}");
+    assert_eq!(not_made(&before, "left_for_next_start"), 0.0, "{before}");
+
+    server.app.shutdown().expect("closes");
+    std::fs::remove_dir_all(server.dir().join("gateways")).expect("the books are lost");
+    server.restart();
+    server.post("/v1/orders/o-1/ship", &serde_json::json!(null)).await.ok(StatusCode::OK);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = server.call(support::get("/metrics", None)).await.text;
+        if not_made(&text, "refused") == 1.0 {
+            assert_eq!(not_made(&text, "left_for_next_start"), 0.0, "{text}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the refused capture is never counted");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
