@@ -90,40 +90,79 @@ impl<T: DeserializeOwned> FromRequest<Shared> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, app: &Shared) -> Result<JsonBody<T>, ApiError> {
-        let is_json = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split(';').next())
-            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-        if !is_json {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the body as JSON with `Content-Type: application/json`",
-            ));
-        }
-        // The body-limit layer has refused a declared length over the limit already; this
-        // stops reading an undeclared (chunked) one as soon as it passes the limit.
-        let bytes = Bytes::from_request(request, app).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!("the request body is over the limit of {} bytes", app.body_limit()),
-                )
-            } else {
-                // The cause (a connection that broke mid-body) is the server's business.
-                tracing::debug!(cause = %rejection.body_text(), "request body unreadable");
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_body",
-                    "the request body could not be read to its end",
-                )
-            }
-        })?;
-        parse_json(&bytes).map(JsonBody)
+        refuse_unless_json(&request)?;
+        parse_json(&read_body(request, app).await?).map(JsonBody)
     }
+}
+
+/// The body of a command that takes none (ship, deliver, cancel): none, `{}` or `null`.
+/// Anything else is refused, so that a field a client meant (a cancel's reason) is not
+/// silently dropped.
+#[derive(Debug)]
+pub struct NoBody;
+
+impl FromRequest<Shared> for NoBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, app: &Shared) -> Result<NoBody, ApiError> {
+        let sent_json = refuse_unless_json(&request);
+        let bytes = read_body(request, app).await?;
+        let body = bytes.trim_ascii();
+        if body.is_empty() {
+            return Ok(NoBody);
+        }
+        sent_json?;
+        if body == b"null" {
+            return Ok(NoBody);
+        }
+        /// An object with no fields.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Nothing {}
+        parse_json::<Nothing>(&bytes).map(|Nothing {}| NoBody)
+    }
+}
+
+/// `415 unsupported_media_type` unless the request says its body is JSON.
+fn refuse_unless_json(request: &Request) -> Result<(), ApiError> {
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if is_json {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "send the body as JSON with `Content-Type: application/json`",
+    ))
+}
+
+/// The request's body, read to its end: `413 payload_too_large` past the limit,
+/// `400 invalid_body` if it breaks off.
+async fn read_body(request: Request, app: &Shared) -> Result<Bytes, ApiError> {
+    // The body-limit layer has refused a declared length over the limit already; this
+    // stops reading an undeclared (chunked) one as soon as it passes the limit.
+    Bytes::from_request(request, app).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the request body is over the limit of {} bytes", app.body_limit()),
+            )
+        } else {
+            // The cause (a connection that broke mid-body) is the server's business.
+            tracing::debug!(cause = %rejection.body_text(), "request body unreadable");
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "the request body could not be read to its end",
+            )
+        }
+    })
 }
 
 /// Parses `bytes` as a `T`, which must come as a JSON object: broken JSON is

@@ -21,7 +21,7 @@ use super::inventory::ReadAfter;
 use super::{CommandErrors, QueryErrors, execute, execute_envelope, keyed, read_at_least};
 use crate::app::Shared;
 use crate::error::{ApiError, echo};
-use crate::extract::{Caller, IdempotencyKeyHeader, JsonBody, PathText, QueryOf};
+use crate::extract::{Caller, IdempotencyKeyHeader, JsonBody, NoBody, PathText, QueryOf};
 
 /// Orders per page of a customer's orders, unless `limit` says otherwise.
 const DEFAULT_PAGE: usize = 50;
@@ -381,6 +381,7 @@ pub async fn ship(
     Caller(tenant, _in_progress): Caller,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     PathText(id): PathText,
+    _none: NoBody,
 ) -> Result<(HeaderMap, Json<OrderChanged>), ApiError> {
     change(app, tenant, key, &id, OrderCommand::Ship).await
 }
@@ -399,6 +400,7 @@ pub async fn deliver(
     Caller(tenant, _in_progress): Caller,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     PathText(id): PathText,
+    _none: NoBody,
 ) -> Result<(HeaderMap, Json<OrderChanged>), ApiError> {
     change(app, tenant, key, &id, OrderCommand::Deliver).await
 }
@@ -417,6 +419,7 @@ pub async fn cancel(
     Caller(tenant, _in_progress): Caller,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     PathText(id): PathText,
+    _none: NoBody,
 ) -> Result<(HeaderMap, Json<OrderChanged>), ApiError> {
     let command = OrderCommand::Cancel { reason: CancelReason::Requested };
     change(app, tenant, key, &id, command).await

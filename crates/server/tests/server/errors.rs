@@ -151,6 +151,42 @@ async fn a_body_that_is_not_an_object_is_422_and_records_nothing() {
     assert_eq!(ready["head"], head, "a body that is not an object was recorded");
 }
 
+/// Ship, deliver and cancel take no body: none, `{}` or `null` pass; a field (a cancel's
+/// reason) is `422` naming it and a body that is not JSON `415`, with nothing recorded, rather
+/// than silently dropped.
+#[tokio::test]
+async fn a_command_that_takes_no_body_refuses_one() {
+    let server = Server::start();
+    server.receive("mug", 10).await;
+    server.place("o-1", "c-1", &[("mug", 1)]).await;
+    server.place("o-2", "c-1", &[("mug", 1)]).await;
+    server.place("o-3", "c-1", &[("mug", 1)]).await;
+    let send = |uri: &str, content_type: Option<&str>, body: &'static str| {
+        let mut request = support::request(Method::POST, uri, Some(&server.token));
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        server.call(request.body(Body::from(body)).expect("a request"))
+    };
+    let json = Some("application/json");
+    let ready = server.call(support::get("/readyz", None)).await.ok(StatusCode::OK);
+    let reason = send("/v1/orders/o-1/cancel", json, r#"{"reason":"changed mind"}"#).await;
+    let details = reason.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(details["field"], "reason", "{details}");
+    let junk = send("/v1/orders/o-1/ship", Some("text/plain"), "ship it please").await;
+    junk.error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let list = send("/v1/orders/o-1/ship", json, "[]").await;
+    list.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let deliver = send("/v1/orders/o-1/deliver", json, r#"{"at":"door"}"#).await;
+    deliver.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let after = server.call(support::get("/readyz", None)).await.ok(StatusCode::OK);
+    assert_eq!(after["head"], ready["head"], "a refused body recorded something");
+
+    send("/v1/orders/o-1/cancel", json, "{}").await.ok(StatusCode::OK);
+    send("/v1/orders/o-2/cancel", None, "").await.ok(StatusCode::OK);
+    send("/v1/orders/o-3/cancel", json, " null ").await.ok(StatusCode::OK);
+}
+
 /// Three upper-case letters are not enough for a new order: its currency must be one ISO 4217
 /// lists. (A refund is in its order's currency, which the domain checks: an order placed
 /// before this check can still be refunded in its own.)
