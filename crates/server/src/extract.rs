@@ -45,9 +45,14 @@ impl FromRequestParts<Shared> for Caller {
 /// The bearer token of a request's `Authorization` header (for a stream, which checks now and
 /// then that its token was not revoked meanwhile).
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let header = headers.get(header::AUTHORIZATION).ok_or_else(|| {
+    let mut all = headers.get_all(header::AUTHORIZATION).iter();
+    let header = all.next().ok_or_else(|| {
         ApiError::unauthorized("missing bearer token: send `Authorization: Bearer <token>`")
     })?;
+    // Which of several a proxy or a server would take differs: none is taken.
+    if all.next().is_some() {
+        return Err(ApiError::unauthorized("send one Authorization header, not several"));
+    }
     // RFC 7235: the scheme is case-insensitive (`bearer` is as good as `Bearer`).
     header
         .to_str()

@@ -123,8 +123,10 @@ struct ServeArgs {
     /// The data folder (created if missing).
     #[arg(long, env = "ORDERLY_DATA", default_value = "./data")]
     data: PathBuf,
-    /// Largest request body accepted, in bytes.
-    #[arg(long, env = "ORDERLY_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
+    /// Largest request body accepted, in bytes (at least 1 KiB: an order of a few lines
+    /// takes a few hundred bytes).
+    #[arg(long, env = "ORDERLY_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..))]
     body_limit: usize,
     /// Seconds a request may take: then it is answered `503 request_timeout` if nothing was
     /// done, `504 outcome_unknown` once the engine had taken its command.

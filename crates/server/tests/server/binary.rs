@@ -419,6 +419,9 @@ fn sizes_out_of_range_are_refused_before_anything_starts() {
         ("--max-concurrent", "0"),
         ("--max-concurrent", "2305843009213693952"),
         ("--requests-per-tenant", "0"),
+        // Every body would be refused as too large.
+        ("--body-limit", "0"),
+        ("--body-limit", "1023"),
         ("--request-timeout", "0"),
         ("--idle-timeout", "0"),
         // hyper adds it to the clock: near 2^64 seconds overflowed in every connection.

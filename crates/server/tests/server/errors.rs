@@ -282,6 +282,14 @@ async fn a_missing_malformed_or_unknown_token_is_401() {
             );
         }
     }
+    // Two tokens, each valid: which one a proxy would have taken is anyone's guess.
+    let other = server.add_tenant("globex");
+    let request = support::request(Method::POST, "/v1/orders", Some(&server.token))
+        .header(header::AUTHORIZATION, format!("Bearer {other}"))
+        .header(header::CONTENT_TYPE, "application/json");
+    let reply = server.call(request.body(Body::from(body.to_string())).expect("a request")).await;
+    let details = reply.error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(reply.text.contains("one Authorization header"), "{details} {}", reply.text);
     // Nothing was placed by any of them.
     server.get("/v1/orders/o-1").await.error(StatusCode::NOT_FOUND, "unknown_order");
 }
