@@ -203,7 +203,9 @@ impl fmt::Display for Quantity {
 pub struct Currency([u8; 3]);
 
 impl Currency {
-    /// Checks `code` is three upper-case letters.
+    /// Checks `code` is three upper-case letters: the shape of an ISO 4217 code, not the list
+    /// (`ZZZ` passes). Which currencies to take is the caller's choice: the server takes for a
+    /// new order only the circulating ones ISO 4217 lists (`unknown_currency` otherwise).
     pub fn new(code: &str) -> Result<Currency, InvalidValue> {
         match code.as_bytes() {
             &[a, b, c] if [a, b, c].iter().all(u8::is_ascii_uppercase) => Ok(Currency([a, b, c])),
