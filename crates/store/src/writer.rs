@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rustc_hash::FxHashMap;
 
 use crate::checkpoint::Checkpoint;
@@ -434,7 +434,9 @@ pub(crate) fn on_threads_of(id: usize) -> bool {
 /// At most every `checkpoint_every`, it also records a checkpoint at the durable head before
 /// answering, as a clean stop does: after a crash, a damaged record at or before it (which,
 /// last in the log, would look like a torn write) is then refused as a loss instead of cut.
-/// Only records acknowledged since the last checkpoint are left to that ambiguity.
+/// A head synced sooner is recorded once the log has been quiet for the rest of that time, so
+/// only records acknowledged within `checkpoint_every` before a crash are left to that
+/// ambiguity, however long the log then stays idle.
 fn sync_groups(
     shared: &Shared,
     checkpoint_every: Duration,
@@ -442,7 +444,23 @@ fn sync_groups(
     spare: &Sender<Vec<u8>>,
 ) {
     let mut checkpointed = Instant::now();
-    for stage in stages {
+    let mut unrecorded: Option<Checkpoint> = None;
+    loop {
+        let next = match unrecorded {
+            None => stages.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(_) => stages.recv_timeout(checkpoint_every.saturating_sub(checkpointed.elapsed())),
+        };
+        let stage = match next {
+            Ok(stage) => stage,
+            Err(RecvTimeoutError::Timeout) => {
+                if let Some(at) = unrecorded.take() {
+                    checkpointed = Instant::now();
+                    record_checkpoint(shared, at);
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
         let mut group = match stage {
             Stage::Group(group) => group,
             Stage::Barrier(done) => {
@@ -478,10 +496,12 @@ fn sync_groups(
                         let bytes = group.buf.len() as u64;
                         observer.report(&GroupSynced { records, bytes, sync: started.elapsed() });
                     }
+                    let at = Checkpoint { position: group.head, hash: group.last_hash };
+                    unrecorded = Some(at);
                     if checkpointed.elapsed() >= checkpoint_every {
                         checkpointed = Instant::now();
-                        let at = Checkpoint { position: group.head, hash: group.last_hash };
                         record_checkpoint(shared, at);
+                        unrecorded = None;
                     }
                 }
                 Err(e) => {

@@ -104,12 +104,17 @@ fn a_damaged_last_record_of_a_log_that_stopped_cleanly_is_refused_not_cut() {
 
 #[test]
 fn after_a_crash_a_damaged_last_record_a_running_checkpoint_covers_is_refused_not_cut() {
-    // With a checkpoint after every sync, and with none while the writer runs.
-    for (every, covered) in [(Duration::ZERO, true), (Duration::MAX, false)] {
+    // With a checkpoint after every sync, with none while the writer runs, and with one at
+    // most every 50 ms: the records synced since the last are recorded once the log is idle.
+    let cases = [(Duration::ZERO, true), (Duration::MAX, false), (Duration::from_millis(50), true)];
+    for (every, covered) in cases {
         let dir = tempfile::tempdir().unwrap();
         let (log, _) = open(dir.path(), LogConfig { checkpoint_every: every, ..small_segments() });
         for i in 0..10 {
             log.append(vec![record("s", &payload(i))]).unwrap();
+        }
+        if every < Duration::from_secs(1) {
+            std::thread::sleep(every * 4);
         }
         // What a crash leaves: the files as they are while the writer runs, every record synced.
         let crashed = tempfile::tempdir().unwrap();
