@@ -70,7 +70,7 @@ fn failed(error: &AuditError, json: bool) -> ExitCode {
             "offset": location.as_ref().map(|l| l.offset),
             "position": location.as_ref().and_then(|l| l.position),
         }});
-        println!("{body}");
+        let _ = writeln!(std::io::stdout(), "{body}");
     } else if could_not_run {
         eprintln!("cannot audit ({}): {error}", error.code());
     } else {
@@ -85,7 +85,11 @@ fn failed(error: &AuditError, json: bool) -> ExitCode {
 /// Prints, as JSON on stdout, why an audit asked for JSON could not run (a bad argument, a
 /// missing folder): `{"ok":false,"error":{"code":"cannot_run","message":…}}`.
 pub fn cannot_run(why: &str) {
-    println!("{}", json!({ "ok": false, "error": { "code": "cannot_run", "message": why } }));
+    let _ = writeln!(
+        std::io::stdout(),
+        "{}",
+        json!({ "ok": false, "error": { "code": "cannot_run", "message": why } })
+    );
 }
 
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
@@ -99,6 +103,7 @@ fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
 
 /// `orderly audit verify`.
 pub fn verify(data: &Path, expected: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
     let expected = expected
         .map(|text| text.parse::<Digest>().map_err(|e| anyhow::anyhow!("--digest: {e}")))
         .transpose()?;
@@ -112,24 +117,26 @@ pub fn verify(data: &Path, expected: Option<&str>, json: bool) -> anyhow::Result
     if json {
         print_json(&json!({ "ok": true, "report": report }))?;
     } else {
-        println!(
+        writeln!(
+            out,
             "intact: {} records in {} segment(s), {} bytes; digest {}",
             report.records, report.segments, report.bytes, report.digest
-        );
+        )?;
         if let Some(extends) = &report.extends {
-            println!("extends the digest {extends}: nothing before it was rewritten");
+            writeln!(out, "extends the digest {extends}: nothing before it was rewritten")?;
         }
         if let Some(torn) = &report.torn_tail {
-            println!(
+            writeln!(
+                out,
                 "warning: {} unacknowledged byte(s) after the last complete batch in {} at offset {} \
                  (a write in progress or a torn write; never acknowledged)",
                 torn.bytes,
                 torn.segment.display(),
                 torn.offset
-            );
+            )?;
         }
         if let Some(segment) = &report.unwritten_segment {
-            println!("warning: {} was created but never written", segment.display());
+            writeln!(out, "warning: {} was created but never written", segment.display())?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -137,12 +144,13 @@ pub fn verify(data: &Path, expected: Option<&str>, json: bool) -> anyhow::Result
 
 /// `orderly audit digest`.
 pub fn digest(data: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
     let (bar, mut progress) = progress_bar();
     let result = audit::digest(&log_dir(data), &mut progress);
     bar.finish_and_clear();
     match result {
         Ok(digest) if json => print_json(&json!({ "ok": true, "digest": digest }))?,
-        Ok(digest) => println!("{digest}"),
+        Ok(digest) => writeln!(out, "{digest}")?,
         Err(error) => return Ok(failed(&error, json)),
     }
     Ok(ExitCode::SUCCESS)
@@ -150,6 +158,7 @@ pub fn digest(data: &Path, json: bool) -> anyhow::Result<ExitCode> {
 
 /// `orderly replay --at POSITION|RFC3339`.
 pub fn replay(data: &Path, at: &str, tenant: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
     let point = parse_point(at)?;
     let tenant = tenant.map(TenantId::new).transpose().context("--tenant")?;
     let (bar, mut progress) = progress_bar();
@@ -174,21 +183,27 @@ pub fn replay(data: &Path, at: &str, tenant: Option<&str>, json: bool) -> anyhow
     if json {
         return Ok(ExitCode::SUCCESS);
     }
-    println!("state as of position {} (digest {})", report.digest.head, report.digest);
+    writeln!(out, "state as of position {} (digest {})", report.digest.head, report.digest)?;
     for snapshot in &report.tenants {
         let o = &snapshot.orders;
-        println!(
+        writeln!(
+            out,
             "\ntenant {}: orders placed {} · confirmed {} · shipped {} · delivered {} · cancelled {}",
             snapshot.tenant, o.placed, o.confirmed, o.shipped, o.delivered, o.cancelled
-        );
+        )?;
         // The SKU column is as wide as the longest SKU (ids run up to 64 characters).
         let width = snapshot.skus.iter().map(|s| s.sku.len()).max().unwrap_or(0).max(24);
-        println!("  {:<width$} {:>12} {:>12} {:>12}", "sku", "on hand", "reserved", "available");
+        writeln!(
+            out,
+            "  {:<width$} {:>12} {:>12} {:>12}",
+            "sku", "on hand", "reserved", "available"
+        )?;
         for sku in &snapshot.skus {
-            println!(
+            writeln!(
+                out,
                 "  {:<width$} {:>12} {:>12} {:>12}",
                 sku.sku, sku.on_hand, sku.reserved, sku.available
-            );
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -239,6 +254,7 @@ pub fn trace(
     tenant: Option<&str>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
     let order = OrderId::new(order).context("ORDER_ID")?;
     let tenant = tenant.map(TenantId::new).transpose().context("--tenant")?;
     let (bar, mut progress) = progress_bar();
@@ -279,16 +295,18 @@ pub fn trace(
             .ok()
             .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
             .map_or_else(|| format!("{} ms", entry.timestamp), |t| format!("{t:.3}"));
-        println!(
+        writeln!(
+            out,
             "{:>10}  {time}  {:<10} {:<20} {:<32} {}",
             entry.position, entry.tenant, entry.event_type, entry.stream, value["data"]
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `orderly audit reconcile`.
 pub fn reconcile(data: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
     let (bar, mut progress) = progress_bar();
     let result = audit::reconcile(&log_dir(data), &mut progress);
     bar.finish_and_clear();
@@ -300,10 +318,11 @@ pub fn reconcile(data: &Path, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         print_json(&json!({ "ok": clean, "reconciliation": books }))?;
     } else {
-        println!("reconciled {} records (digest {})", books.digest.head, books.digest);
-        println!("stock: {} SKU(s) checked", books.stock.len());
+        writeln!(out, "reconciled {} records (digest {})", books.digest.head, books.digest)?;
+        writeln!(out, "stock: {} SKU(s) checked", books.stock.len())?;
         for money in &books.money {
-            println!(
+            writeln!(
+                out,
                 "money {}: authorized {} · captured {} · voided {} · refunded {} · declined {}",
                 money.currency,
                 money.authorized,
@@ -311,14 +330,14 @@ pub fn reconcile(data: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 money.voided,
                 money.refunded,
                 money.declined
-            );
+            )?;
         }
         for d in &books.discrepancies {
             let at = d.position.map_or_else(String::new, |p| format!(" at position {p}"));
             eprintln!("DISCREPANCY {} {}/{}{at}: {}", d.code, d.tenant, d.subject, d.detail);
         }
         if clean {
-            println!("no discrepancies");
+            writeln!(out, "no discrepancies")?;
         }
     }
     if clean {

@@ -455,6 +455,44 @@ fn bad_input_is_a_message_and_an_exit_status() {
     }
 }
 
+/// A stdout that cannot take the answer (a full disk) is an error, exit 2, never a panic.
+#[test]
+fn an_answer_stdout_cannot_take_is_exit_2_not_a_panic() {
+    let data = tempfile::tempdir().expect("a temporary folder");
+    let day = orderly(
+        ["bench", "--orders", "200", "--tenants", "2", "--data"]
+            .iter()
+            .map(OsStr::new)
+            .chain([data.path().as_os_str()]),
+    );
+    day.exits(0);
+    for command in [
+        &["audit", "verify"][..],
+        &["audit", "digest"],
+        &["audit", "reconcile"],
+        &["replay", "--at", "5"],
+    ] {
+        for json in [false, true] {
+            let full =
+                std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+            let mut args: Vec<&OsStr> = command.iter().map(OsStr::new).collect();
+            args.extend([OsStr::new("--data"), data.path().as_os_str()]);
+            if json {
+                args.push(OsStr::new("--json"));
+            }
+            let output = Command::new(BINARY)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(full)
+                .output()
+                .expect("the binary runs");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{command:?} {json}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{command:?} {json}: {stderr}");
+        }
+    }
+}
+
 /// A folder a newer orderly wrote (opened by the release before it, after an upgrade): the
 /// audit says it cannot judge it, naming why, rather than calling the log damaged.
 #[test]
