@@ -235,6 +235,9 @@ enum TenantCommand {
 
 fn main() -> ExitCode {
     orderly_core::engine::use_small_pages();
+    // A rewritten log's broken invariant is reported by the audit or the engine, by name:
+    // not printed besides as if the program had crashed.
+    orderly_core::engine::install_panic_hook();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {

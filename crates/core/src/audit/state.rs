@@ -1,11 +1,9 @@
 //! The domain's state rebuilt from the log with the domain's own `evolve`, which an audit
 //! must survive on any input.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
 use rustc_hash::FxHashMap;
 
-use crate::domain::{Event, Tenant, TenantId, TenantState, broken_invariant};
+use crate::domain::{Event, Tenant, TenantId, TenantState};
 
 /// Every tenant's aggregates, as the deciders see them.
 #[derive(Debug, Default)]
@@ -20,18 +18,18 @@ impl DomainState {
     /// decided event keeps, and panics if one breaks. A log under audit may hold anything
     /// that passes the checksums (a rewrite with recomputed checksums, a bug), so the panic is
     /// caught and returned as the invariant's message; the tenant's state is then unreliable
-    /// and the caller stops using it. (The panic hook still prints the message on stderr.)
+    /// and the caller stops using it. (The panic hook prints nothing of it where
+    /// [`crate::engine::install_panic_hook`] was installed.)
     ///
     /// The tenant is looked up, and the panic guard set, once for all of a record's events:
     /// a decision holds several, and a replay applies tens of millions.
     pub(crate) fn apply_all(&mut self, tenant: &TenantId, events: &[Event]) -> Result<(), String> {
         let state = self.tenant_mut(tenant);
-        catch_unwind(AssertUnwindSafe(|| {
+        crate::engine::catching(|| {
             for event in events {
                 Tenant::evolve_replayed(state, event);
             }
-        }))
-        .map_err(|panic| broken_invariant(&*panic))
+        })
     }
 
     /// The state of `tenant`, created empty the first time.

@@ -23,7 +23,7 @@ use super::state::{KeyEntry, Place, World};
 use crate::codec::{self, fingerprint_of};
 use crate::domain::{
     Command, Context, Decider, Envelope, Event, IdempotencyKey, OrderCommand, Rejection, Tenant,
-    Timestamp, broken_invariant,
+    Timestamp,
 };
 
 /// How often an idle decision thread wakes to expire holds that ran out.
@@ -277,11 +277,7 @@ impl DecisionThread {
     ) -> Result<Result<Vec<Event>, Rejection>, EngineError> {
         let state = self.world.state(place);
         let context = self.context(now);
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Tenant::decide(state, command, &context)
-        }))
-        .map_err(|panic| {
-            let detail = broken_invariant(&*panic);
+        super::catching(|| Tenant::decide(state, command, &context)).map_err(|detail| {
             tracing::error!(tenant = %self.world.id(place), %detail, "a command was refused: its state is inconsistent");
             EngineError::Inconsistent { detail }
         })

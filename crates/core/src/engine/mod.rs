@@ -15,6 +15,7 @@
 //! are never early and `state.rs` for what is kept in memory.
 
 mod callers;
+mod caught;
 mod clock;
 mod decision;
 mod error;
@@ -31,6 +32,8 @@ use crossbeam_channel::{Sender, TrySendError};
 use orderly_store::{Log, LogConfig, LogReader, Position, Recovery, ScanProgress};
 
 pub use callers::{yield_to_engine, yield_to_others};
+pub(crate) use caught::catching;
+pub use caught::install_panic_hook;
 pub use clock::{Clock, ManualClock, SteadyClock, SystemClock};
 pub use error::{EngineError, ExecuteError, OpenEngineError};
 pub use pages::use_small_pages;

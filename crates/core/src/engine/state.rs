@@ -4,7 +4,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use rustc_hash::FxHashMap;
 
@@ -17,7 +16,7 @@ use crate::codec::{self, Decoded, Fingerprint};
 use crate::domain::GrowingMap;
 use crate::domain::{
     Command, Decider, Event, IdempotencyKey, OrderEvent, OrderId, OrderStatus, Tenant, TenantId,
-    TenantState, Timestamp, broken_invariant,
+    TenantState, Timestamp,
 };
 
 /// Where the events of a command accepted with an idempotency key are in the log.
@@ -72,7 +71,7 @@ impl World {
                 // batch (free unless it happens), and refused, naming the record.
                 let batch = batch?;
                 let mut at = from;
-                catch_unwind(AssertUnwindSafe(|| {
+                super::catching(|| {
                     // What the records a few ahead will look up is loaded while these are
                     // replayed: a day's orders, payments and keys do not fit in cache.
                     for (_, _, decoded) in batch.iter().take(REPLAY_AHEAD) {
@@ -87,11 +86,8 @@ impl World {
                         world.replay(*position, decoded);
                         last_now = last_now.max(Timestamp(*timestamp));
                     }
-                }))
-                .map_err(|panic| OpenEngineError::Inconsistent {
-                    position: at,
-                    invariant: broken_invariant(&*panic),
-                })?;
+                })
+                .map_err(|invariant| OpenEngineError::Inconsistent { position: at, invariant })?;
             }
             if let Some((tenant, left)) = owed {
                 let invariant = format!(

@@ -455,6 +455,36 @@ fn bad_input_is_a_message_and_an_exit_status() {
     }
 }
 
+/// A log rewritten with recomputed checksums may hold an event the domain's state cannot
+/// take (two units shipped that were never held): reconcile and replay name it, and print no
+/// panic as if they had crashed (`orderly` asserts none in any run).
+#[test]
+fn an_event_the_domain_refuses_is_named_without_a_panic_printed() {
+    use orderly_core::domain::{Quantity, Sku, TenantId, Timestamp};
+    let data = tempfile::tempdir().expect("a temporary folder");
+    let config = orderly_core::store::LogConfig::default();
+    let (log, _) = orderly_core::store::Log::open(&data.path().join("log"), config).expect("a log");
+    let sku = Sku::new("mug").expect("an id");
+    let quantity = Quantity::new(2).expect("a quantity");
+    let order = orderly_core::domain::OrderId::new("o-9").expect("an id");
+    let events = [
+        InventoryEvent::StockReceived { quantity: Quantity::new(5).expect("a quantity") },
+        InventoryEvent::StockCommitted { order, quantity },
+    ];
+    let tenant = TenantId::new("acme").expect("an id");
+    for (at, event) in (1_800_000_000_000..).zip(events) {
+        let event = Event::Inventory { sku: sku.clone(), event };
+        let record = orderly_core::codec::encode_event(&tenant, &event).into_record(Timestamp(at));
+        log.append(vec![record]).expect("appended");
+    }
+    drop(log);
+    let reconcile = audit(&["audit", "reconcile"], data.path(), false);
+    reconcile.exits(1);
+    assert!(reconcile.stderr.contains("domain_rejects_event"), "{}", reconcile.stderr);
+    let replay = audit(&["replay", "--at", "2"], data.path(), false);
+    assert_eq!(replay.code, Some(1), "{}", replay.stderr);
+}
+
 /// A stdout that cannot take the answer (a full disk) is an error, exit 2, never a panic.
 #[test]
 fn an_answer_stdout_cannot_take_is_exit_2_not_a_panic() {
