@@ -490,6 +490,17 @@ impl TenantBooks {
                         format!("captured {} of {} authorized", book.captured, book.authorized),
                     ));
                 }
+                // A ship captures the order's whole total, which its authorization is: the
+                // rest of a smaller capture would be neither taken nor given back.
+                if book.captured < book.authorized {
+                    problems.push((
+                        "capture_short_of_authorized",
+                        format!(
+                            "captured {} of {} authorized: the rest is neither captured nor voided",
+                            book.captured, book.authorized
+                        ),
+                    ));
+                }
             }
             PaymentEvent::PaymentRefunded { .. } => {
                 book.refunded = book.refunded.saturating_add(amount);

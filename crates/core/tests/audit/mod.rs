@@ -376,6 +376,31 @@ fn reconcile_names_each_broken_rule_of_a_forged_log() {
     audit::verify(dir.path(), None, &mut no_progress()).unwrap();
 }
 
+/// A capture smaller than its authorization (a rewritten ship record) leaves the rest neither
+/// captured nor voided: the engine never records one (a ship captures the order's total).
+#[test]
+fn a_capture_short_of_its_authorization_is_a_discrepancy() {
+    let dir = tempfile::tempdir().unwrap();
+    let authorized = PaymentEvent::PaymentAuthorized {
+        reference: None,
+        order: order("o-1"),
+        amount: eur(4_500),
+        gateway: GatewayId::new("g").unwrap(),
+    };
+    forge(
+        dir.path(),
+        &[
+            ("acme", payment("p-1", authorized)),
+            ("acme", payment("p-1", PaymentEvent::PaymentCaptured { amount: 4_400 })),
+        ],
+    );
+    let books = audit::reconcile(dir.path(), &mut no_progress()).unwrap();
+    let short = books.discrepancies.iter().find(|d| d.code == "capture_short_of_authorized");
+    let short = short.unwrap_or_else(|| panic!("not found in {:?}", books.discrepancies));
+    assert_eq!((short.position, short.subject.as_str()), (Some(1), "p-1"));
+    assert!(short.detail.contains("captured 4400 of 4500"), "{}", short.detail);
+}
+
 /// Reconcile books each hold under its order and SKU: one order holding two SKUs closes each
 /// apart; a hold opened twice, and a close of another quantity than held, are named where
 /// they happen, and the ledger's reserved units and open holds follow the events.
