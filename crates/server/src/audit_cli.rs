@@ -267,10 +267,28 @@ pub fn trace(
     if trace.entries.is_empty() {
         if json {
             print_json(&json!({ "ok": false, "order": trace.order, "entries": [] }))?;
+        } else if let Some(tenant) = &tenant {
+            eprintln!("no events of order {order} of tenant {tenant}");
         } else {
             eprintln!("no events of order {order}");
         }
         return Ok(ExitCode::from(ANSWER_NO));
+    }
+    // Tenants choose their order ids: the same id of two tenants is two orders.
+    let mut tenants: Vec<&str> = trace.entries.iter().map(|e| e.tenant.as_str()).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    if tenants.len() > 1 {
+        let why = format!(
+            "order {order} is an order of each of the tenants {}: name one with --tenant",
+            tenants.join(", ")
+        );
+        if json {
+            cannot_run(&why);
+        } else {
+            eprintln!("{why}");
+        }
+        return Ok(ExitCode::from(CANNOT_AUDIT));
     }
     // Each event as the HTTP API's event stream shows it, with its tenant and stream.
     let mut shown = Vec::with_capacity(trace.entries.len());

@@ -485,6 +485,44 @@ fn an_event_the_domain_refuses_is_named_without_a_panic_printed() {
     assert_eq!(replay.code, Some(1), "{}", replay.stderr);
 }
 
+/// Tenants choose their order ids: an id two tenants use is traced only with `--tenant`, not
+/// as one order whose events mix both.
+#[test]
+fn an_order_id_of_two_tenants_is_traced_only_for_the_tenant_named() {
+    use orderly_core::domain::{
+        Command, CustomerId, Envelope, OrderCommand, OrderId, OrderLine, Quantity, Sku, TenantId,
+    };
+    let data = tempfile::tempdir().expect("a temporary folder");
+    let log = data.path().join("log");
+    let engine = orderly_core::engine::Engine::open(&log, Default::default()).expect("opens");
+    let (sku, one) = (Sku::new("mug").expect("an id"), Quantity::new(1).expect("one"));
+    for tenant in ["acme", "globex"] {
+        let tenant = TenantId::new(tenant).expect("an id");
+        let receive = Command::ReceiveStock { sku: sku.clone(), quantity: one };
+        engine.execute_blocking(Envelope::new(tenant.clone(), receive)).expect("received");
+        let place = OrderCommand::Place {
+            customer: CustomerId::new("c-1").expect("an id"),
+            currency: Currency::new("EUR").expect("a currency"),
+            lines: vec![OrderLine { sku: sku.clone(), quantity: one, unit_price: 100 }],
+        };
+        let order = OrderId::new("o-1").expect("an id");
+        let place = Command::Order { order, command: place };
+        engine.execute_blocking(Envelope::new(tenant, place)).expect("placed");
+    }
+    engine.shutdown();
+    drop(engine);
+    let both = audit(&["audit", "trace", "o-1"], data.path(), false);
+    assert_eq!(both.code, Some(2), "{}", both.stderr);
+    assert!(both.stderr.contains("acme, globex: name one with --tenant"), "{}", both.stderr);
+    assert_eq!(audit(&["audit", "trace", "o-1"], data.path(), true).json(2)["ok"], false);
+    let acme = audit(&["audit", "trace", "o-1", "--tenant", "acme"], data.path(), true).json(0);
+    let entries = acme["entries"].as_array().expect("entries");
+    assert!(!entries.is_empty() && entries.iter().all(|e| e["tenant"] == "acme"), "{acme}");
+    let nobody = audit(&["audit", "trace", "o-1", "--tenant", "nobody"], data.path(), false);
+    assert_eq!(nobody.code, Some(1));
+    assert!(nobody.stderr.contains("of tenant nobody"), "{}", nobody.stderr);
+}
+
 /// A stdout that cannot take the answer (a full disk) is an error, exit 2, never a panic.
 #[test]
 fn an_answer_stdout_cannot_take_is_exit_2_not_a_panic() {
