@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use orderly_core::Position;
-use orderly_core::audit::{self, AuditError, Digest, Progress, ReplayPoint};
+use orderly_core::audit::{self, AuditError, Digest, Progress, ReplayPoint, TornTailWarning};
 use orderly_core::codec::DecodeError;
 use orderly_core::domain::{OrderId, TenantId, Timestamp};
 use orderly_core::engine::CommittedEvent;
@@ -92,6 +92,21 @@ pub fn cannot_run(why: &str) {
     );
 }
 
+/// Says on stderr, for every command, what a pass left out after the last complete batch.
+fn warn_of(torn: Option<&TornTailWarning>) {
+    if let Some(torn) = torn {
+        eprintln!(
+            "warning: {} byte(s) after the last complete batch in {} at offset {} are left out: \
+             a write in progress, or one a crash cut short (neither acknowledged), unless a \
+             crash came within a second of acknowledging the last records and damaged them; \
+             a digest published since tells the two apart",
+            torn.bytes,
+            torn.segment.display(),
+            torn.offset
+        );
+    }
+}
+
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     // An error, not a panic, when stdout cannot take it (a full disk, a closed pipe).
     let mut out = std::io::stdout().lock();
@@ -114,6 +129,7 @@ pub fn verify(data: &Path, expected: Option<&str>, json: bool) -> anyhow::Result
         Ok(report) => report,
         Err(error) => return Ok(failed(&error, json)),
     };
+    warn_of(report.torn_tail.as_ref());
     if json {
         print_json(&json!({ "ok": true, "report": report }))?;
     } else {
@@ -124,16 +140,6 @@ pub fn verify(data: &Path, expected: Option<&str>, json: bool) -> anyhow::Result
         )?;
         if let Some(extends) = &report.extends {
             writeln!(out, "extends the digest {extends}: nothing before it was rewritten")?;
-        }
-        if let Some(torn) = &report.torn_tail {
-            writeln!(
-                out,
-                "warning: {} unacknowledged byte(s) after the last complete batch in {} at offset {} \
-                 (a write in progress or a torn write; never acknowledged)",
-                torn.bytes,
-                torn.segment.display(),
-                torn.offset
-            )?;
         }
         if let Some(segment) = &report.unwritten_segment {
             writeln!(out, "warning: {} was created but never written", segment.display())?;
@@ -146,12 +152,20 @@ pub fn verify(data: &Path, expected: Option<&str>, json: bool) -> anyhow::Result
 pub fn digest(data: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let (bar, mut progress) = progress_bar();
-    let result = audit::digest(&log_dir(data), &mut progress);
+    // Verified first, as `audit::digest` does, so that what it left out is said before the
+    // digest is published.
+    let result = audit::verify(&log_dir(data), None, &mut progress);
     bar.finish_and_clear();
-    match result {
-        Ok(digest) if json => print_json(&json!({ "ok": true, "digest": digest }))?,
-        Ok(digest) => writeln!(out, "{digest}")?,
+    let report = match result {
+        Ok(report) => report,
         Err(error) => return Ok(failed(&error, json)),
+    };
+    warn_of(report.torn_tail.as_ref());
+    let digest = report.digest;
+    if json {
+        print_json(&json!({ "ok": true, "digest": digest, "torn_tail": report.torn_tail }))?;
+    } else {
+        writeln!(out, "{digest}")?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -168,6 +182,7 @@ pub fn replay(data: &Path, at: &str, tenant: Option<&str>, json: bool) -> anyhow
         Ok(report) => report,
         Err(error) => return Ok(failed(&error, json)),
     };
+    warn_of(report.torn_tail.as_ref());
     // The answer is no when the tenant asked for has no events up to that point.
     let found = tenant.is_none() || !report.tenants.is_empty();
     if json {
@@ -264,6 +279,7 @@ pub fn trace(
         Ok(trace) => trace,
         Err(error) => return Ok(failed(&error, json)),
     };
+    warn_of(trace.torn_tail.as_ref());
     if trace.entries.is_empty() {
         if json {
             print_json(&json!({ "ok": false, "order": trace.order, "entries": [] }))?;
@@ -332,6 +348,7 @@ pub fn reconcile(data: &Path, json: bool) -> anyhow::Result<ExitCode> {
         Ok(books) => books,
         Err(error) => return Ok(failed(&error, json)),
     };
+    warn_of(books.torn_tail.as_ref());
     let clean = books.discrepancies.is_empty();
     if json {
         print_json(&json!({ "ok": clean, "reconciliation": books }))?;

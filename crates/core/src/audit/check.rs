@@ -33,6 +33,8 @@ pub fn check(dir: &Path, progress: &mut dyn FnMut(Progress)) -> Result<Checked, 
     let mut summary = Summary::default();
     let (scan, reconciliation, domain) =
         reconcile::book_log(dir, progress, |batch| summary.add(batch))?;
+    let torn_tail = reconciliation.torn_tail.clone();
     let state = replay::report(reconciliation.digest, summary.last_timestamp, &domain);
+    let state = ReplayReport { torn_tail, ..state };
     Ok(Checked { verify: summary.report(scan, None), reconciliation, state })
 }

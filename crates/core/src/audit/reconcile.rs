@@ -14,6 +14,7 @@ use super::digest::Digest;
 use super::error::AuditError;
 use super::pass::{self, Batch};
 use super::state::{DomainState, of_tenant};
+use super::verify::TornTailWarning;
 use crate::domain::{
     Currency, Event, InventoryEvent, OrderEvent, OrderId, PaymentEvent, PaymentId, Sku, TenantId,
 };
@@ -31,6 +32,8 @@ pub struct Reconciliation {
     pub stock: Vec<StockLedger>,
     /// Money per currency, by currency.
     pub money: Vec<MoneyTotals>,
+    /// Bytes after the last complete batch, left out (see [`TornTailWarning`]).
+    pub torn_tail: Option<TornTailWarning>,
 }
 
 /// One broken rule.
@@ -127,7 +130,8 @@ pub(crate) fn book_log(
         },
     )?;
     let digest = Digest { head: scan.records, hash: scan.last_hash };
-    let (reconciliation, domain) = books.close(digest);
+    let (mut reconciliation, domain) = books.close(digest);
+    reconciliation.torn_tail = TornTailWarning::of(&scan);
     Ok((scan, reconciliation, domain))
 }
 
@@ -304,7 +308,7 @@ impl Books {
         money.sort_by(|a, b| a.currency.cmp(&b.currency));
         let mut domain = self.domain;
         domain.tenants.retain(|tenant, _| !self.broken.contains(tenant));
-        (Reconciliation { digest, discrepancies, stock, money }, domain)
+        (Reconciliation { digest, discrepancies, stock, money, torn_tail: None }, domain)
     }
 }
 

@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::digest::Digest;
 use super::error::AuditError;
 use super::state::DomainState;
+use super::verify::TornTailWarning;
 use super::{Progress, pass};
 use crate::domain::{OrderStatus, TenantId, TenantState};
 
@@ -39,6 +40,8 @@ pub struct ReplayReport {
     pub last_timestamp: Option<u64>,
     /// Each tenant's state (only the one asked for, if one was), by tenant id.
     pub tenants: Vec<TenantSnapshot>,
+    /// Bytes after the last complete batch, left out (see [`TornTailWarning`]).
+    pub torn_tail: Option<TornTailWarning>,
 }
 
 /// One tenant's stock and orders.
@@ -99,7 +102,7 @@ pub fn replay(
     let mut stopped_before_end = false;
     // The chain hash of the record just before a position asked for, for its digest.
     let hash_before_point = std::cell::Cell::new(None);
-    pass::run(
+    let scan = pass::run(
         dir,
         progress,
         |record| {
@@ -161,7 +164,10 @@ pub fn replay(
     {
         return Err(AuditError::BeyondHead { asked, head: digest.head });
     }
-    Ok(report(digest, last_timestamp, &state))
+    Ok(ReplayReport {
+        torn_tail: TornTailWarning::of(&scan),
+        ..report(digest, last_timestamp, &state)
+    })
 }
 
 /// Whether `entry` is one whole command (a decision record), so that a replay may stop
@@ -179,7 +185,7 @@ pub(crate) fn report(
     let mut tenants: Vec<TenantSnapshot> =
         state.tenants.iter().map(|(id, state)| snapshot(id, state)).collect();
     tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
-    ReplayReport { digest, last_timestamp, tenants }
+    ReplayReport { digest, last_timestamp, tenants, torn_tail: None }
 }
 
 fn snapshot(tenant: &TenantId, state: &TenantState) -> TenantSnapshot {

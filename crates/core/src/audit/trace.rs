@@ -7,6 +7,7 @@ use rustc_hash::FxHashSet;
 use serde::Serialize;
 
 use super::error::AuditError;
+use super::verify::TornTailWarning;
 use super::{Progress, pass};
 use crate::codec::EventType;
 use crate::domain::{Event, InventoryEvent, OrderId, PaymentEvent, PaymentId, TenantId};
@@ -19,6 +20,8 @@ pub struct Trace {
     /// Every event of the order (in every tenant that has one by that id, unless a tenant was
     /// given), of the payments for it, and of the stock held for it, in log order.
     pub entries: Vec<TraceEntry>,
+    /// Bytes after the last complete batch, left out (see [`TornTailWarning`]).
+    pub torn_tail: Option<TornTailWarning>,
 }
 
 /// One event of a [`Trace`].
@@ -54,7 +57,7 @@ pub fn trace(
 ) -> Result<Trace, AuditError> {
     let mut payments: FxHashSet<(TenantId, PaymentId)> = FxHashSet::default();
     let mut entries = Vec::new();
-    pass::run(
+    let scan = pass::run(
         dir,
         progress,
         |_| {},
@@ -103,7 +106,7 @@ pub fn trace(
             ControlFlow::Continue(())
         },
     )?;
-    Ok(Trace { order: order.to_string(), entries })
+    Ok(Trace { order: order.to_string(), entries, torn_tail: TornTailWarning::of(&scan) })
 }
 
 /// The order a stock event's hold is for; a receipt or an adjustment is for none, which no

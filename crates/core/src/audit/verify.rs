@@ -143,13 +143,21 @@ impl Summary {
             first_timestamp: self.first_timestamp,
             last_timestamp: self.last_timestamp,
             extends,
-            torn_tail: scan.torn_tail.map(|t| TornTailWarning {
-                segment: t.segment,
-                offset: t.offset,
-                bytes: t.bytes,
-            }),
+            torn_tail: TornTailWarning::of(&scan),
             unwritten_segment: scan.unwritten_segment,
         }
+    }
+}
+
+impl TornTailWarning {
+    /// The warning of a pass that found bytes after the last complete batch.
+    pub(crate) fn of(scan: &orderly_store::ScanReport) -> Option<TornTailWarning> {
+        let torn = scan.torn_tail.as_ref()?;
+        Some(TornTailWarning {
+            segment: torn.segment.clone(),
+            offset: torn.offset,
+            bytes: torn.bytes,
+        })
     }
 }
 

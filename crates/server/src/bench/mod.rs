@@ -568,6 +568,7 @@ mod tests {
             discrepancies: vec![],
             stock: vec![ledger("fine", 5, 0), ledger("flash", 0, 0), ledger("short", -1, 0)],
             money: vec![],
+            torn_tail: None,
         };
         assert_eq!(oversold_skus(&books), 1, "short at the end");
         books.discrepancies = vec![

@@ -523,6 +523,39 @@ fn an_order_id_of_two_tenants_is_traced_only_for_the_tenant_named() {
     assert!(nobody.stderr.contains("of tenant nobody"), "{}", nobody.stderr);
 }
 
+/// Bytes after the last complete batch (a write in progress, or cut short by a crash) are
+/// left out by every command, and each says so on stderr, `digest` before a digest is
+/// published of a log that may have lost its last records.
+#[test]
+fn bytes_after_the_last_batch_are_said_by_every_command() {
+    let data = tempfile::tempdir().expect("a temporary folder");
+    let args = ["bench", "--orders", "100", "--tenants", "2", "--data"].map(OsStr::new);
+    orderly(args.into_iter().chain([data.path().as_os_str()])).exits(0);
+    let report = audit(&["audit", "verify"], data.path(), true).json(0);
+    let end = report["report"]["bytes"].as_u64().expect("bytes");
+    assert_eq!(segments(data.path()).len(), 1, "one segment: its committed bytes end at `end`");
+    let segment = &segments(data.path())[0];
+    let mut file = std::fs::OpenOptions::new().write(true).open(segment).expect("opens");
+    file.seek(SeekFrom::Start(end)).expect("seeks");
+    file.write_all(&[0xAB; 8]).expect("written");
+    drop(file);
+    let every = [
+        &["audit", "verify"][..],
+        &["audit", "digest"],
+        &["audit", "reconcile"],
+        &["audit", "trace", "o-1"],
+        &["replay", "--at", "2026-01-01T00:00:00Z"],
+    ];
+    for command in every {
+        let run = audit(command, data.path(), false);
+        let said = format!("8 byte(s) after the last complete batch in {}", segment.display());
+        assert!(run.stderr.contains(&said), "{command:?}: {}", run.stderr);
+        assert!(run.stderr.contains(&format!("at offset {end}")), "{command:?}: {}", run.stderr);
+    }
+    let digest = audit(&["audit", "digest"], data.path(), true).json(0);
+    assert_eq!(digest["torn_tail"]["offset"], end, "{digest}");
+}
+
 /// A stdout that cannot take the answer (a full disk) is an error, exit 2, never a panic.
 #[test]
 fn an_answer_stdout_cannot_take_is_exit_2_not_a_panic() {
