@@ -231,7 +231,9 @@ impl Books {
             {
                 self.broken.insert(tenant.clone());
                 let at = Some(entry.position);
-                self.findings.flag("domain_rejects_event", tenant, "", at, message);
+                // Named by the record's first event: the aggregate its command was about.
+                let subject = events.first().map_or("", Event::aggregate_id);
+                self.findings.flag("domain_rejects_event", tenant, subject, at, message);
             }
         }
     }
@@ -453,11 +455,9 @@ impl TenantBooks {
                     return;
                 }
                 let order_currency = self.orders.get(order).and_then(|o| o.currency);
-                if order_currency.is_some_and(|c| c != amount.currency) {
-                    let detail = format!(
-                        "order {order} is in {order_currency:?}, payment in {}",
-                        amount.currency
-                    );
+                if let Some(currency) = order_currency.filter(|c| *c != amount.currency) {
+                    let detail =
+                        format!("order {order} is in {currency}, payment in {}", amount.currency);
                     found.flag("currency_mismatch", tenant, id.as_str(), at, detail);
                 }
                 let book = PaymentBook {

@@ -22,15 +22,18 @@ impl Context {
     }
 }
 
-/// The message of a panic raised by [`Decider::evolve`]: the invariant it names. For callers
-/// that apply events they did not decide (a replay of a log that may have been tampered with)
-/// and catch the panic to report it.
+/// The message of a panic raised by [`Decider::evolve`]: the invariant it names, on one line
+/// (an `assert_eq!` adds its two sides on lines of their own). For callers that apply events
+/// they did not decide (a replay of a log that may have been tampered with) and catch the
+/// panic to report it.
 pub(crate) fn broken_invariant(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
+    let message = panic
         .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "an invariant of the domain broke".to_owned())
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("an invariant of the domain broke");
+    let lines: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    lines.join("; ")
 }
 
 /// An aggregate as a pair of pure functions.
@@ -58,4 +61,15 @@ pub trait Decider {
 
     /// Applies one event to the state.
     fn evolve(state: &mut Self::State, event: &Self::Event);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_broken_invariant_is_told_on_one_line() {
+        let panic = std::panic::catch_unwind(|| assert_eq!(1 + 1, 3, "sums hold")).unwrap_err();
+        let told = super::broken_invariant(&*panic);
+        assert!(told.starts_with("assertion `left == right` failed: sums hold; left: 2"), "{told}");
+        assert!(!told.contains('\n'), "{told}");
+    }
 }

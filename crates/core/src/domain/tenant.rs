@@ -83,6 +83,18 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The id of the aggregate the event is about (a SKU, an order or a payment id).
+    #[must_use]
+    pub fn aggregate_id(&self) -> &str {
+        match self {
+            Event::Inventory { sku, .. } => sku.as_str(),
+            Event::Order { order, .. } => order.as_str(),
+            Event::Payment { payment, .. } => payment.as_str(),
+        }
+    }
+}
+
 /// Why a command was refused: the family's rejection and the aggregate it was about.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {

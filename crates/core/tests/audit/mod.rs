@@ -363,6 +363,10 @@ fn reconcile_names_each_broken_rule_of_a_forged_log() {
         books.discrepancies.iter().map(|d| (d.code, d.position)).collect();
     assert!(found.contains(&("hold_not_open", Some(1))), "{found:?}");
     assert!(found.contains(&("domain_rejects_event", Some(1))), "{found:?}");
+    let rejected = books.discrepancies.iter().find(|d| d.code == "domain_rejects_event");
+    let rejected = rejected.expect("found above");
+    assert_eq!(rejected.subject, "sku-1", "named by its aggregate");
+    assert!(!rejected.detail.contains('\n'), "one line: {}", rejected.detail);
     assert!(found.contains(&("capture_exceeds_authorized", Some(3))), "{found:?}");
     assert!(found.contains(&("refund_exceeds_captured", Some(4))), "{found:?}");
     assert!(found.contains(&("order_refunds_exceed_captures", Some(4))), "{found:?}");
