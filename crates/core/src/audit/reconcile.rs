@@ -214,12 +214,15 @@ impl Books {
     fn add(&mut self, batch: &Batch<'_>) {
         for entry in batch.entries {
             let (tenant, events) = (entry.record.tenant(), entry.record.events());
+            // Named by the record's first event: the aggregate its command was about.
+            let subject = events.first().map_or("", Event::aggregate_id);
             if entry.timestamp < self.latest {
                 let detail = format!(
                     "admitted at {} ms, after a record admitted at {} ms",
                     entry.timestamp, self.latest
                 );
-                self.findings.flag("time_goes_back", tenant, "", Some(entry.position), detail);
+                let at = Some(entry.position);
+                self.findings.flag("time_goes_back", tenant, subject, at, detail);
             }
             self.latest = self.latest.max(entry.timestamp);
             let books = of_tenant(&mut self.tenants, tenant);
@@ -231,8 +234,6 @@ impl Books {
             {
                 self.broken.insert(tenant.clone());
                 let at = Some(entry.position);
-                // Named by the record's first event: the aggregate its command was about.
-                let subject = events.first().map_or("", Event::aggregate_id);
                 self.findings.flag("domain_rejects_event", tenant, subject, at, message);
             }
         }
