@@ -201,11 +201,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// The field an error is about. Serde reports a missing field at the object that should hold
-/// it, so its name is taken from the message: `customer_id`, not `.`; `lines[0].quantity`,
-/// not `lines[0]`. An unknown field is named as sent, so the path is cut like any echo.
+/// The field an error is about. Serde reports a missing or a duplicate field at the object
+/// that should hold it once, so its name is taken from the message: `customer_id`, not `.`;
+/// `lines[0].quantity`, not `lines[0]`. An unknown field is named as sent, so the path is cut
+/// like any echo.
 fn field_of(path: &serde_path_to_error::Path, message: &str) -> String {
-    let missing = message.strip_prefix("missing field `").and_then(|rest| rest.split('`').next());
+    let missing = ["missing field `", "duplicate field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next());
     let path = path.to_string();
     let field = match missing {
         Some(name) if path == "." => name.to_owned(),

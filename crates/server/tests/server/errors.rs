@@ -43,6 +43,19 @@ async fn broken_json_is_400_invalid_json() {
     }
 }
 
+/// A field given twice is named, as a missing one is, not as the object holding it (`.`).
+#[tokio::test]
+async fn a_field_given_twice_is_422_naming_it() {
+    let server = Server::start();
+    let request = support::request(Method::POST, "/v1/inventory/mug/receive", Some(&server.token))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"quantity": 1, "quantity": 2}"#))
+        .expect("a request");
+    let details =
+        server.call(request).await.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(details["field"], "quantity", "{details}");
+}
+
 #[tokio::test]
 async fn wrong_fields_are_422_validation_failed_naming_the_field() {
     let server = Server::start();
