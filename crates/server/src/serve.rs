@@ -10,7 +10,7 @@ use orderly_core::store::Log;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::app::{App, ServerConfig};
+use crate::app::{App, ServerConfig, Shared};
 use crate::tenants::{self, TENANTS_FILE};
 
 /// The tenant a fresh data folder starts with.
@@ -64,7 +64,7 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| opening.open_node()))
             .unwrap_or_else(|_| Err(anyhow::anyhow!("opening the data folder panicked")));
         match opened {
-            Ok(()) => tracing::info!("ready: log recovered in {:.1?}", started.elapsed()),
+            Ok(()) => read_models_caught_up(&opening, started),
             Err(e) => drop(failed_tx.send(e)),
         }
     });
@@ -128,6 +128,39 @@ pub async fn serve(config: ServerConfig, listen: SocketAddr) -> anyhow::Result<(
         Ok(error) => Err(error),
         Err(_) => closed,
     }
+}
+
+/// Says when the server is ready: once the log is recovered and every read model has reached
+/// the log's head as it was then (`/readyz`), which takes a while after a lost read models'
+/// file. Polls on the thread that opened the node, holding the node only to look, so that a
+/// stop meanwhile is not held up.
+fn read_models_caught_up(app: &Shared, started: std::time::Instant) {
+    let recovered = started.elapsed();
+    let behind = || {
+        let node = app.node().ok()?;
+        // A read model that stopped is reported where it stops, and by /readyz.
+        let stopped = node.projections().iter().any(|p| p.ended().is_some());
+        let at_open = app.head_at_open().0;
+        let behind = node.projections().iter().map(|p| at_open.saturating_sub(p.reached().0));
+        (!stopped).then(|| behind.max().unwrap_or(0))
+    };
+    match behind() {
+        Some(0) => return tracing::info!("ready: log recovered in {recovered:.1?}"),
+        Some(records) => tracing::info!(
+            records,
+            "log recovered in {recovered:.1?}, taking commands; the read models are catching up with it (/readyz says ready once they have)"
+        ),
+        None => return,
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        match behind() {
+            Some(0) => break,
+            Some(_) => {}
+            None => return,
+        }
+    }
+    tracing::info!("ready: the read models caught up in {:.1?}", started.elapsed());
 }
 
 /// Refuses `data` when it is a log's own folder (`DATA/log` given for `DATA`): a new store

@@ -65,8 +65,12 @@ pub enum Problem {
          `checkpoint` file belongs to another log; removing it verifies the whole chain)"
     )]
     CheckpointMismatch,
-    /// The log ends before the position its checkpoint recorded: durable records are gone.
-    #[error("the log ends before its checkpoint at position {checkpoint}: records are missing")]
+    /// The log ends before the position its checkpoint recorded: durable records are gone,
+    /// or the folder is a copy taken while its log ran, whose checkpoint file was copied after
+    /// its segments.
+    #[error(
+        "the log ends before its checkpoint at position {checkpoint}: records are missing (if this folder is a copy taken while a server ran, its `checkpoint` file may be newer than its segments: remove that file from the copy, and the next open verifies the whole log)"
+    )]
     EndsBeforeCheckpoint {
         /// The checkpoint's position.
         checkpoint: u64,

@@ -445,6 +445,7 @@ fn sync_groups(
 ) {
     let mut checkpointed = Instant::now();
     let mut unrecorded: Option<Checkpoint> = None;
+    let mut checkpoints = Checkpoints::default();
     loop {
         let next = match unrecorded {
             None => stages.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -455,7 +456,7 @@ fn sync_groups(
             Err(RecvTimeoutError::Timeout) => {
                 if let Some(at) = unrecorded.take() {
                     checkpointed = Instant::now();
-                    record_checkpoint(shared, at);
+                    checkpoints.record(shared, at);
                 }
                 continue;
             }
@@ -500,7 +501,7 @@ fn sync_groups(
                     unrecorded = Some(at);
                     if checkpointed.elapsed() >= checkpoint_every {
                         checkpointed = Instant::now();
-                        record_checkpoint(shared, at);
+                        checkpoints.record(shared, at);
                         unrecorded = None;
                     }
                 }
@@ -528,10 +529,33 @@ fn sync_groups(
 
 /// Writes `checkpoint`, as the writer does while it runs and when it stops. One that cannot be
 /// written is reported and the log goes on: the next checkpoint, or the next open, covers it.
-fn record_checkpoint(shared: &Shared, checkpoint: Checkpoint) {
-    if let Err(e) = crate::checkpoint::store(shared.storage.as_ref(), &checkpoint) {
+/// Returns whether it was written.
+fn record_checkpoint(shared: &Shared, checkpoint: Checkpoint) -> bool {
+    let written = crate::checkpoint::store(shared.storage.as_ref(), &checkpoint);
+    if let Err(e) = &written {
         let head = checkpoint.position;
         tracing::warn!(error = %e, head, "the log's checkpoint was not written");
+    }
+    written.is_ok()
+}
+
+/// Writes checkpoints while the log runs, saying once, not each second of a full disk, that
+/// they cannot be written, and once that they can again.
+#[derive(Default)]
+struct Checkpoints {
+    failing: bool,
+}
+
+impl Checkpoints {
+    fn record(&mut self, shared: &Shared, checkpoint: Checkpoint) {
+        let written = match self.failing {
+            false => record_checkpoint(shared, checkpoint),
+            true => crate::checkpoint::store(shared.storage.as_ref(), &checkpoint).is_ok(),
+        };
+        if written && self.failing {
+            tracing::info!(head = checkpoint.position, "the log's checkpoint is written again");
+        }
+        self.failing = !written;
     }
 }
 

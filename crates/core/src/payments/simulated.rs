@@ -99,6 +99,8 @@ struct Books {
     /// cuts it back, no call changes the books (each fails as the gateway being unavailable),
     /// since the file may not hold them.
     broken: Option<String>,
+    /// Whether the last write to the journal failed (see [`Books::record`]).
+    failing: bool,
     calls: u64,
     approvals: u64,
     declines: u64,
@@ -448,19 +450,27 @@ impl Books {
             if journal.cut_back().is_err() {
                 return Err(GatewayError::Unavailable(format!("its books cannot be kept: {why}")));
             }
-            tracing::warn!(books = %journal.path().display(), "the books are whole again: the simulated gateway takes calls");
             self.broken = None;
         }
-        journal.append(&entry()).map_err(|failed| {
-            let why = match failed {
-                Failed::CutBack(why) => why,
-                Failed::Damaged(why) => {
-                    tracing::error!(%why, "the simulated gateway refuses every call until its books are cut back to their last whole line");
-                    self.broken.insert(why).clone()
-                }
-            };
-            GatewayError::Unavailable(format!("its books cannot be kept: {why}"))
-        })
+        let written = journal.append(&entry()).map_err(|failed| match failed {
+            Failed::CutBack(why) => why,
+            Failed::Damaged(why) => self.broken.insert(why).clone(),
+        });
+        // Said once when the writes start failing (a full disk: every authorization fails as
+        // the gateway being unavailable, and the payments process declines the orders), and
+        // once when they succeed again.
+        let books = journal.path().display();
+        match (&written, self.failing) {
+            (Err(why), false) => {
+                tracing::error!(%books, %why, "the simulated gateway cannot write its books: its calls fail as unavailable, and orders are declined, until it can");
+            }
+            (Ok(()), true) => {
+                tracing::warn!(%books, "the simulated gateway writes its books again")
+            }
+            _ => {}
+        }
+        self.failing = written.is_err();
+        written.map_err(|why| GatewayError::Unavailable(format!("its books cannot be kept: {why}")))
     }
 
     /// Makes again a call the journal holds (the journal is not open yet, so nothing is

@@ -275,6 +275,7 @@ fn run(
         flows.ledger = Arc::new(Mutex::new(Ledger::resuming_at(position)));
     }
     let mut stored = (flows.settled_before, Instant::now());
+    let mut checkpoint_failing = false;
     let mut last_read = None;
     // The orders waiting for payment are taken over from the engine's state at `resume_at`
     // instead of rereading the log's whole history, and resumed once the log is durable up to
@@ -332,7 +333,13 @@ fn run(
             && stored.1.elapsed() >= CHECKPOINT_EVERY
         {
             stored = (
-                store_if_moved(path, &log, flows.ledger().settled_before(), stored.0),
+                store_if_moved(
+                    path,
+                    &log,
+                    flows.ledger().settled_before(),
+                    stored.0,
+                    &mut checkpoint_failing,
+                ),
                 Instant::now(),
             );
         }
@@ -361,23 +368,35 @@ fn run(
     runtime.shutdown_timeout(STOP_WAIT);
     if let Some(path) = checkpoint {
         let settled = ledger.lock().unwrap_or_else(PoisonError::into_inner).settled_before();
-        store_if_moved(path, &log, settled, stored.0);
+        store_if_moved(path, &log, settled, stored.0, &mut checkpoint_failing);
     }
 }
 
 /// Writes `settled_before` if it is past `stored`; returns where the file stands. A failed
-/// write is logged and tried again later: without it, a start only repeats more.
-fn store_if_moved(path: &Path, log: &LogReader, settled_before: u64, stored: u64) -> u64 {
+/// write is tried again later (without it, a start only repeats more), and logged when the
+/// writes start failing and when they succeed again, not every second of a full disk.
+fn store_if_moved(
+    path: &Path,
+    log: &LogReader,
+    settled_before: u64,
+    stored: u64,
+    failing: &mut bool,
+) -> u64 {
     if settled_before <= stored {
         return stored;
     }
-    match settled::store(path, log, settled_before) {
-        Ok(()) => settled_before,
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "payments checkpoint not written");
-            stored
+    let written = settled::store(path, log, settled_before);
+    match (&written, *failing) {
+        (Err(e), false) => {
+            tracing::warn!(path = %path.display(), error = %e, "payments checkpoint not written; tried again every second")
         }
+        (Ok(()), true) => {
+            tracing::info!(path = %path.display(), "payments checkpoint written again")
+        }
+        _ => {}
     }
+    *failing = written.is_err();
+    if *failing { stored } else { settled_before }
 }
 
 /// The orders placed and not yet confirmed or cancelled, as flows to resume, with the position
