@@ -60,6 +60,7 @@ pub struct Metrics {
     fsync_seconds: Histogram,
     projection_lag: Family<ProjectionLabels, Gauge>,
     projection_lag_seconds: Family<ProjectionLabels, Gauge<f64, AtomicU64>>,
+    projection_stopped: Family<ProjectionLabels, Gauge>,
     orders: Family<StatusLabels, Gauge>,
     money_not_moved: Family<NotMovedLabels, Gauge>,
 }
@@ -121,6 +122,12 @@ impl Metrics {
             "Age of the oldest committed record not yet in the projection's read model",
             projection_lag_seconds.clone(),
         );
+        let projection_stopped = Family::<ProjectionLabels, Gauge>::default();
+        registry.register(
+            "projection_stopped",
+            "1 once the projection stopped on an error (its read model's queries answer 503 read_model_stopped until a restart)",
+            projection_stopped.clone(),
+        );
         let orders = Family::<StatusLabels, Gauge>::default();
         registry.register(
             "orders",
@@ -144,6 +151,7 @@ impl Metrics {
             fsync_seconds,
             projection_lag,
             projection_lag_seconds,
+            projection_stopped,
             orders,
             money_not_moved,
         }
@@ -184,6 +192,7 @@ impl Metrics {
             let labels = ProjectionLabels { projection: worker.name().to_owned() };
             self.projection_lag.get_or_create(&labels).set(saturate(worker.lag()));
             self.projection_lag_seconds.get_or_create(&labels).set(worker.lag_time().as_secs_f64());
+            self.projection_stopped.get_or_create(&labels).set(i64::from(worker.ended().is_some()));
         }
         if let Some(not_moved) = node.money_not_moved() {
             let outcomes = [

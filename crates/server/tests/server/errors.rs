@@ -644,6 +644,10 @@ async fn reads_of_a_read_model_that_stopped_are_503_read_model_stopped() {
         .get("/v1/inventory/mug")
         .await
         .error(StatusCode::SERVICE_UNAVAILABLE, "read_model_stopped");
+    // And the metrics, for an alert.
+    let metrics = support::call(&server.app, support::get("/metrics", None)).await;
+    let stopped = r#"orderly_projection_stopped{projection="orders"} 1"#;
+    assert!(metrics.text.contains(stopped), "{}", metrics.text);
 }
 
 /// With an admission queue of one command, many orders at once: each is placed or refused

@@ -66,6 +66,7 @@ async fn metrics_count_requests_and_show_the_engine_the_log_and_the_read_models(
     for projection in ["inventory", "orders", "orders_by_customer", "sales_kpis"] {
         has(&format!(r#"orderly_projection_lag_positions{{projection="{projection}"}}"#));
         has(&format!(r#"orderly_projection_lag_seconds{{projection="{projection}"}}"#));
+        has(&format!(r#"orderly_projection_stopped{{projection="{projection}"}} 0"#));
     }
     // Summed over tenants: `/metrics` needs no token and names no tenant.
     has(r#"orderly_orders{status="placed"} 1"#);
