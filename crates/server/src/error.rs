@@ -219,7 +219,14 @@ pub(crate) fn command_taken() {
 /// timeout after the request's command went to the engine is `504 outcome_unknown`, not `503
 /// request_timeout`: the command may well be recorded, and a client told to simply retry would
 /// apply a command without an idempotency key twice.
+///
+/// A request refused before its body was read (`401`, `429`: the caller is checked before the
+/// body; `413`) is answered with `Connection: close`: the server closes the connection rather
+/// than read a body it does not want, and a client that keeps sending it is told so, instead
+/// of finding a broken pipe.
 pub async fn uniform_errors(request: Request, next: Next) -> Response {
+    let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
+        || request.headers().get(header::CONTENT_LENGTH).is_some_and(|n| n != "0");
     let (response, taken) = COMMAND_TAKEN
         .scope(Cell::new(false), async {
             let response = next.run(request).await;
@@ -227,13 +234,20 @@ pub async fn uniform_errors(request: Request, next: Next) -> Response {
         })
         .await;
     let status = response.status();
-    if (status.is_client_error() || status.is_server_error())
+    let mut response = if (status.is_client_error() || status.is_server_error())
         && response.extensions().get::<Shaped>().is_none()
     {
         if taken && status == StatusCode::SERVICE_UNAVAILABLE {
             return ApiError::outcome_unknown().into_response();
         }
-        return ApiError::for_status(status).into_response();
+        ApiError::for_status(status).into_response()
+    } else {
+        response
+    };
+    let unread =
+        [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS, StatusCode::PAYLOAD_TOO_LARGE];
+    if has_body && unread.contains(&status) {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }

@@ -262,6 +262,7 @@ async fn wrong_query_parameters_are_422_naming_the_parameter() {
 async fn a_missing_malformed_or_unknown_token_is_401() {
     let server = Server::start();
     let body = support::order(Some("o-1"), "c-1", &[("mug", 1)]);
+    let body_len = body.to_string().len();
     let authorizations = [
         None,
         Some("Basic dXNlcjpwYXNz".to_owned()),
@@ -277,6 +278,7 @@ async fn a_missing_malformed_or_unknown_token_is_401() {
     ];
     for authorization in authorizations {
         for method in [Method::GET, Method::POST] {
+            let sends_a_body = method == Method::POST;
             let (uri, body) = match method {
                 Method::GET => ("/v1/orders/o-1", Body::empty()),
                 _ => ("/v1/orders", Body::from(body.to_string())),
@@ -286,6 +288,10 @@ async fn a_missing_malformed_or_unknown_token_is_401() {
             if let Some(value) = &authorization {
                 request = request.header(header::AUTHORIZATION, value);
             }
+            let request = match sends_a_body {
+                true => request.header(header::CONTENT_LENGTH, body_len),
+                false => request,
+            };
             let reply = server.call(request.body(body).expect("a request")).await;
             reply.error(StatusCode::UNAUTHORIZED, "unauthorized");
             assert_eq!(
@@ -293,6 +299,9 @@ async fn a_missing_malformed_or_unknown_token_is_401() {
                 "Bearer",
                 "RFC 9110 names the scheme"
             );
+            // Its body is not read: the client is told the connection closes.
+            let closes = reply.headers.get(header::CONNECTION).is_some_and(|c| c == "close");
+            assert_eq!(closes, sends_a_body, "{authorization:?}");
         }
     }
     // Two tokens, each valid: which one a proxy would have taken is anyone's guess.
