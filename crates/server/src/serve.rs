@@ -190,8 +190,10 @@ pub fn refuse_a_held_folder(data: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long open connections get to finish once the server starts shutting down.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long open connections get to finish once the server starts shutting down: half of the
+/// 10 s a container runtime gives by default (Docker's) before it kills, so that the engine's
+/// stop and snapshot after it fit too, and the next start is not a crash's.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// On a data folder without tenants, creates the demo tenant and writes its token to
 /// `<data>/demo.token`. Returns the demo token when its file exists.

@@ -209,7 +209,7 @@ async fn sigterm_stops_the_server_cleanly() {
     assert_eq!(level.json::<Value>().await.expect("JSON")["on_hand"], 3);
 }
 
-/// A request that never finishes holds a graceful shutdown for its grace period (10 s); a
+/// A request that never finishes holds a graceful shutdown for its grace period (5 s); a
 /// second SIGTERM exits at once (status 143, as if killed by it), and what was acknowledged is
 /// there after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
