@@ -78,8 +78,8 @@ enum Commands {
     Bench(orderly_server::bench::BenchArgs),
     /// A hello-world HTTP server: the baseline `orderly load --hello` measures.
     HelloServer {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8081")]
+        /// Address to listen on (`HOST:PORT`).
+        #[arg(long, default_value = "127.0.0.1:8081", value_parser = listen_address)]
         listen: SocketAddr,
     },
 }
@@ -117,8 +117,9 @@ struct LoadArgs {
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "ORDERLY_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address to listen on (`HOST:PORT`; a name such as `localhost` is resolved).
+    #[arg(long, env = "ORDERLY_LISTEN", default_value = "127.0.0.1:8080",
+          value_parser = listen_address)]
     listen: SocketAddr,
     /// The data folder (created if missing).
     #[arg(long, env = "ORDERLY_DATA", default_value = "./data")]
@@ -413,6 +414,21 @@ fn init_logging() {
         .init();
 }
 
+/// The address to listen on for `HOST:PORT`: an IP address as it is, a name resolved (its
+/// IPv4 address first, as the default `127.0.0.1` is).
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let addresses: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("not HOST:PORT, or HOST does not resolve ({e})"))?
+        .collect();
+    let first = addresses.iter().find(|a| a.is_ipv4()).or(addresses.first());
+    first.copied().ok_or_else(|| format!("{text} resolves to no address"))
+}
+
 /// The address of `http://HOST:PORT` (or of `HOST:PORT`).
 fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
     use std::net::ToSocketAddrs;
@@ -452,4 +468,15 @@ fn rebuild(data: &std::path::Path, projection: Option<ReadModel>) -> anyhow::Res
     }
     node.shutdown()?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_listen_address_may_name_its_host() {
+        let local = super::listen_address("localhost:8080").expect("resolved");
+        assert!(local.ip().is_loopback() && local.port() == 8080, "{local}");
+        assert_eq!(super::listen_address("[::1]:9").expect("an address").port(), 9);
+        assert!(super::listen_address("8080").is_err(), "a port alone is no address");
+    }
 }
