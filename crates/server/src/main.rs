@@ -456,6 +456,8 @@ fn rebuild(data: &std::path::Path, projection: Option<ReadModel>) -> anyhow::Res
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", data.display()))?;
     for model in models {
         let started = std::time::Instant::now();
+        // Said before it starts: a rebuild of a big log takes a while.
+        eprintln!("rebuilding {} from the log's {} records…", model.name(), node.engine().head().0);
         let rebuilt = node.rebuild(model)?;
         println!(
             "rebuilt {} up to position {} in {:.1?} (generation {} replaces {})",
