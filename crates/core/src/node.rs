@@ -309,7 +309,7 @@ fn report_recovery(engine: &Engine) {
         );
     }
     if let Some(segment) = &recovery.removed_segment {
-        tracing::warn!(segment = %segment.display(), "removed a segment whose creation a crash interrupted");
+        tracing::warn!(segment = %segment.display(), "removed a segment whose creation did not finish (a crash, or a disk too full for it)");
     }
     if let Some(why) = &recovery.checkpoint_ignored {
         tracing::warn!(%why, "the log's checkpoint was ignored: the whole hash chain was verified");
