@@ -138,7 +138,10 @@ fn preallocate(file: &File, len: u64) -> io::Result<()> {
     // SAFETY: fallocate is called on a file descriptor that `file` owns and keeps open.
     let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
     if rc != 0 {
-        return Err(io::Error::last_os_error());
+        let error = io::Error::last_os_error();
+        // Said with the size asked for: a disk with some room left has not the room for this.
+        let why = format!("cannot reserve {len} bytes for a segment file: {error}");
+        return Err(io::Error::new(error.kind(), why));
     }
     Ok(())
 }
