@@ -125,7 +125,7 @@ impl Metrics {
         let projection_stopped = Family::<ProjectionLabels, Gauge>::default();
         registry.register(
             "projection_stopped",
-            "1 once the projection stopped on an error (its read model's queries answer 503 read_model_stopped until a restart)",
+            "1 once the projection stopped, which while the server runs means on an error (its read model's queries answer 503 read_model_stopped until a restart)",
             projection_stopped.clone(),
         );
         let orders = Family::<StatusLabels, Gauge>::default();

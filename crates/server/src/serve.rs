@@ -192,7 +192,8 @@ pub fn refuse_a_held_folder(data: &Path) -> anyhow::Result<()> {
 
 /// How long open connections get to finish once the server starts shutting down: half of the
 /// 10 s a container runtime gives by default (Docker's) before it kills, so that the engine's
-/// stop and snapshot after it fit too, and the next start is not a crash's.
+/// stop and snapshot usually fit after it. (A request still holding the node then, as a
+/// `min_position` wait, is given up to `read_wait` + 5 s more: a stop can take longer.)
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// On a data folder without tenants, creates the demo tenant and writes its token to

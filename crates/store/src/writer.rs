@@ -454,7 +454,8 @@ fn sync_groups(
         let stage = match next {
             Ok(stage) => stage,
             Err(RecvTimeoutError::Timeout) => {
-                if let Some(at) = unrecorded.take() {
+                // Not after a failure: what the groups left on disk is then unknown.
+                if let Some(at) = unrecorded.take().filter(|_| shared.failure().is_none()) {
                     checkpointed = Instant::now();
                     checkpoints.record(shared, at);
                 }
@@ -511,6 +512,7 @@ fn sync_groups(
                     // for records on the disk. Best effort: the log stops either way.
                     let _ = file.forget_cached();
                     shared.set_failure(format!("{e} (segment {})", group.segment.name));
+                    unrecorded = None;
                 }
             }
         }

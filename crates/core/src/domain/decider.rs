@@ -33,7 +33,10 @@ pub(crate) fn broken_invariant(panic: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("an invariant of the domain broke");
     let lines: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    lines.join("; ")
+    match lines.is_empty() {
+        true => "an invariant of the domain broke".to_owned(),
+        false => lines.join("; "),
+    }
 }
 
 /// An aggregate as a pair of pure functions.

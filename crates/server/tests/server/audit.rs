@@ -481,6 +481,8 @@ fn an_event_the_domain_refuses_is_named_without_a_panic_printed() {
     let reconcile = audit(&["audit", "reconcile"], data.path(), false);
     reconcile.exits(1);
     assert!(reconcile.stderr.contains("domain_rejects_event"), "{}", reconcile.stderr);
+    // Where the domain refused it is kept, for a bug's sake.
+    assert!(reconcile.stderr.contains("(at crates/core/src/domain/"), "{}", reconcile.stderr);
     let replay = audit(&["replay", "--at", "2"], data.path(), false);
     assert_eq!(replay.code, Some(1), "{}", replay.stderr);
 }

@@ -114,7 +114,8 @@ fn after_a_crash_a_damaged_last_record_a_running_checkpoint_covers_is_refused_no
             log.append(vec![record("s", &payload(i))]).unwrap();
         }
         if every < Duration::from_secs(1) {
-            std::thread::sleep(every * 4);
+            // Long enough for a loaded machine's sync thread to wake after `every`.
+            std::thread::sleep(every * 20);
         }
         // What a crash leaves: the files as they are while the writer runs, every record synced.
         let crashed = tempfile::tempdir().unwrap();
