@@ -199,11 +199,7 @@ impl Log {
     /// log, cuts a torn tail, and starts the writer.
     pub fn open(dir: &Path, config: LogConfig) -> Result<(Log, Recovery), OpenError> {
         let io_err = |source| OpenError::Io { path: dir.to_path_buf(), source };
-        // Joined with a file's name, an empty path names a file in the working folder.
-        if dir.as_os_str().is_empty() {
-            let empty = std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path is empty");
-            return Err(io_err(empty));
-        }
+        Log::refuse_an_empty_path(dir)?;
         crate::storage::create_dir_durably(dir).map_err(io_err)?;
         let lock = DirLock::acquire(dir).map_err(|e| match e.raw_os_error() {
             Some(libc::EWOULDBLOCK) => OpenError::Locked { dir: dir.to_path_buf() },
@@ -228,6 +224,17 @@ impl Log {
             Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(true),
             Err(e) => Err(e),
         }
+    }
+
+    /// Refuses an empty path for a log's folder: joined with a file's name, it names a file in
+    /// the working folder (a lock left there). For programs that look in the folder before
+    /// they open it.
+    pub fn refuse_an_empty_path(dir: &Path) -> Result<(), OpenError> {
+        if !dir.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let empty = std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path is empty");
+        Err(OpenError::Io { path: dir.to_path_buf(), source: empty })
     }
 
     /// Whether `dir` itself is (or was) a log's folder: it holds a segment file, or the lock

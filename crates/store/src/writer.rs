@@ -531,14 +531,11 @@ fn sync_groups(
 
 /// Writes `checkpoint`, as the writer does while it runs and when it stops. One that cannot be
 /// written is reported and the log goes on: the next checkpoint, or the next open, covers it.
-/// Returns whether it was written.
-fn record_checkpoint(shared: &Shared, checkpoint: Checkpoint) -> bool {
-    let written = crate::checkpoint::store(shared.storage.as_ref(), &checkpoint);
-    if let Err(e) = &written {
+fn record_checkpoint(shared: &Shared, checkpoint: Checkpoint) {
+    if let Err(e) = crate::checkpoint::store(shared.storage.as_ref(), &checkpoint) {
         let head = checkpoint.position;
         tracing::warn!(error = %e, head, "the log's checkpoint was not written");
     }
-    written.is_ok()
 }
 
 /// Writes checkpoints while the log runs, saying once, not each second of a full disk, that
@@ -550,14 +547,16 @@ struct Checkpoints {
 
 impl Checkpoints {
     fn record(&mut self, shared: &Shared, checkpoint: Checkpoint) {
-        let written = match self.failing {
-            false => record_checkpoint(shared, checkpoint),
-            true => crate::checkpoint::store(shared.storage.as_ref(), &checkpoint).is_ok(),
-        };
-        if written && self.failing {
-            tracing::info!(head = checkpoint.position, "the log's checkpoint is written again");
+        let written = crate::checkpoint::store(shared.storage.as_ref(), &checkpoint);
+        let head = checkpoint.position;
+        match (&written, self.failing) {
+            (Err(e), false) => {
+                tracing::warn!(error = %e, head, "the log's checkpoint was not written; tried again at the next")
+            }
+            (Ok(()), true) => tracing::info!(head, "the log's checkpoint is written again"),
+            _ => {}
         }
-        self.failing = !written;
+        self.failing = written.is_err();
     }
 }
 

@@ -550,11 +550,8 @@ impl Engine {
 /// Refuses an empty path (which would put the lock in the working folder), and a node's data
 /// folder given for an engine's own (a folder that holds no log but whose `log` folder does).
 fn check_folder(dir: &Path) -> Result<(), OpenEngineError> {
+    Log::refuse_an_empty_path(dir)?;
     let io_err = |source| orderly_store::OpenError::Io { path: dir.to_path_buf(), source };
-    if dir.as_os_str().is_empty() {
-        let empty = std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path is empty");
-        return Err(io_err(empty).into());
-    }
     let is_log = |dir: &Path| Log::is_log_folder(dir).map_err(io_err);
     if !is_log(dir)? && is_log(&dir.join(crate::node::LOG_DIR))? {
         return Err(OpenEngineError::NodeFolder { path: dir.to_path_buf() });

@@ -397,15 +397,18 @@ async fn audit_verify_works_beside_a_running_server() {
     server.kill();
 }
 
+/// Every audit command, each reading the whole log (the replay to a time after any log here).
+const EVERY_AUDIT: [&[&str]; 5] = [
+    &["audit", "verify"],
+    &["audit", "digest"],
+    &["audit", "reconcile"],
+    &["audit", "trace", "o-1"],
+    &["replay", "--at", "2099-01-01T00:00:00Z"],
+];
+
 #[test]
 fn bad_input_is_a_message_and_an_exit_status() {
-    let every_audit = [
-        &["audit", "verify"][..],
-        &["audit", "digest"],
-        &["audit", "reconcile"],
-        &["audit", "trace", "o-1"],
-        &["replay", "--at", "0"],
-    ];
+    let every_audit = EVERY_AUDIT;
     let missing = Path::new("/nonexistent/orderly-data");
     for command in every_audit {
         let run = audit(command, missing, false);
@@ -541,14 +544,7 @@ fn bytes_after_the_last_batch_are_said_by_every_command() {
     file.seek(SeekFrom::Start(end)).expect("seeks");
     file.write_all(&[0xAB; 8]).expect("written");
     drop(file);
-    let every = [
-        &["audit", "verify"][..],
-        &["audit", "digest"],
-        &["audit", "reconcile"],
-        &["audit", "trace", "o-1"],
-        &["replay", "--at", "2026-01-01T00:00:00Z"],
-    ];
-    for command in every {
+    for command in EVERY_AUDIT {
         let run = audit(command, data.path(), false);
         let said = format!("8 byte(s) after the last complete batch in {}", segment.display());
         assert!(run.stderr.contains(&said), "{command:?}: {}", run.stderr);
