@@ -29,7 +29,8 @@ pub enum Problem {
     /// A record's header is impossible (version, lengths, flags) or runs past the segment.
     #[error("malformed record header")]
     BadHeader,
-    /// A record does not carry the hash of the record before it.
+    /// A record does not carry the chain hash at the record before it (format 3: before its
+    /// batch), or its format differs from the rest of its batch's.
     #[error("hash chain broken")]
     BrokenChain,
     /// A record's position is not the one after the previous record's.

@@ -3,8 +3,8 @@
 //! Appenders hand batches to one writer ([`Log::append`], [`Log::append_with`]), a pipeline of
 //! three threads that commits whatever is queued with one `write` and one `fdatasync` (group
 //! commit) and only then answers. Positions are assigned at commit, gapless and in order. Every
-//! record carries a CRC32C and the blake3 chain hash of the record before it, so any change to
-//! the log is detected.
+//! record carries a CRC32C and the blake3 chain hash at the record before its batch (each
+//! batch is hashed whole, keyed by it), so any change to the log is detected.
 //! `docs/design/event-log.md` documents the format and why commit and recovery are safe.
 //!
 //! **Architecture Invariant:** this crate knows nothing of orders, tenants or HTTP; stream ids,

@@ -450,10 +450,11 @@ impl Log {
         self.reader().read_from(from)
     }
 
-    /// The chain hash of the committed record at `position` (see `docs/design/event-log.md`):
-    /// it commits to that record and, through the hash each record carries of the one before,
-    /// to every record before it. `None` if `position` is not committed. Read from the disk,
-    /// its checksum verified; the hash is computed, not taken from the next record.
+    /// The chain hash at the committed record at `position` (see `docs/design/event-log.md`):
+    /// it commits to that record and, through the hash each record or batch carries of what is
+    /// before it, to every record before it. `None` if `position` is not committed. Read from
+    /// the disk, checksums verified; the hash is computed (over the record's batch up to it,
+    /// for record format 3), not taken from the next record.
     pub fn chain_hash_at(&self, position: Position) -> Option<Result<ChainHash, ReadError>> {
         self.reader().chain_hash_at(position)
     }
@@ -506,8 +507,49 @@ impl LogReader {
         if position >= self.head() {
             return None;
         }
-        let mut reader = Reader::new(self.shared.clone(), position.0, position.0 + 1);
-        Some(reader.read_next_with(|view| record::chain_hash(view.bytes)))
+        Some(self.compute_chain_hash_at(position.0))
+    }
+
+    /// The chain hash at the committed record at `position`: from its own bytes for record
+    /// formats 1 and 2; for format 3, from its batch's bytes up to it. The batch is found back
+    /// by the hash all its records carry, in doubling steps, within the record's segment (a
+    /// batch never spans two).
+    fn compute_chain_hash_at(&self, position: u64) -> Result<ChainHash, ReadError> {
+        let mut reader = Reader::new(self.shared.clone(), position, position + 1);
+        let key = reader.read_next_with(|view| {
+            (view.chains_by_batch())
+                .then_some(*view.prev_hash)
+                .ok_or_else(|| record::record_chain_hash(view.bytes))
+        })?;
+        let key = match key {
+            Ok(key) => key,
+            Err(hash) => return Ok(hash),
+        };
+        let carries_key = |view: RecordView<'_>| view.chains_by_batch() && *view.prev_hash == key;
+        let segment_first = self.shared.index().locate(position).map_or(0, |(s, _)| s.first);
+        // `inside` is in the batch; the batch starts after `from` or at it.
+        let (mut inside, mut step) = (position, 32);
+        let from = loop {
+            let at = inside.saturating_sub(step).max(segment_first);
+            if at == inside {
+                break at;
+            }
+            reader.seek(at);
+            if !reader.read_next_with(carries_key)? {
+                break at;
+            }
+            (inside, step) = (at, step * 2);
+        };
+        let mut batch = Vec::new();
+        let mut reader = Reader::new(self.shared.clone(), from, position + 1);
+        for _ in from..=position {
+            reader.read_next_with(|view| {
+                if carries_key(view) {
+                    batch.extend_from_slice(view.bytes);
+                }
+            })?;
+        }
+        Ok(record::batch_chain_hash(&key, &batch))
     }
 
     /// See [`Log::read_stream`].

@@ -6,7 +6,7 @@
 //! offset size field
 //!      0    4 crc32c of bytes [4, record end): everything after this field
 //!      4    4 payload length
-//!      8    1 format version (2, or 1 in older logs); 0 marks unused space after the last record
+//!      8    1 format version (3, or 1 and 2 in older logs); 0 marks unused space after the last record
 //!      9    1 flags (bit 0: last record of its batch)
 //!     10    2 stream id length (1..=MAX_STREAM_ID_LEN)
 //!     12    2 event type
@@ -14,32 +14,44 @@
 //!     16    8 global position
 //!     24    8 stream version
 //!     32    8 timestamp (milliseconds since the Unix epoch)
-//!     40   32 chain hash of the previous record (zeros before the first record)
+//!     40   32 chain hash before the record (format 3: before its batch); zeros at first
 //!     72    . stream id, then payload
 //! ```
 //!
-//! A record's *chain hash*, which the next record carries, commits to every byte of it:
+//! The *chain hash* at a record commits to every byte of it and of every record before it:
+//! - format 3: the blake3 keyed hash, with the hash its batch's records carry (bytes [40, 72),
+//!   the chain hash at the record before the batch) as the key, over the bytes of the batch's
+//!   records back to back, up to and including this one. The next batch carries the hash at
+//!   the batch's last record;
 //! - format 2: the blake3 keyed hash with the record's own previous-record hash (bytes
-//!   [40, 72)) as the key, over the rest of its bytes ([0, 40) then [72, end));
-//! - format 1: the blake3 hash of all its bytes [0, end).
+//!   [40, 72)) as the key, over the rest of its bytes ([0, 40) then [72, end)); the next record
+//!   carries it;
+//! - format 1: the blake3 hash of all its bytes [0, end); the next record carries it.
 //!
-//! Format 2 exists for speed: the previous hash, as the key, is no longer hashed as 32 bytes
-//! of input, which is one blake3 compression in two (a 221-byte record needed four, now
-//! three), and the chain hash is most of the log's CPU cost per record.
+//! Each format exists for speed, as the chain hash is most of the log's CPU cost per record.
+//! Format 2 no longer hashes the previous hash as input. Format 3 hashes a whole batch as one
+//! input, which blake3 hashes several 1 KiB chunks at a time (SIMD), where one record at a time
+//! is hashed a 64-byte block after another: measured here, 68–90 ns a 278-byte record in a
+//! batch of 1,024, against 314–338 ns one by one. The records of a batch share one format.
 
 use crate::limits::{MAX_PAYLOAD_LEN, MAX_STREAM_ID_LEN};
 use crate::position::{Position, StreamVersion};
 
 /// Bytes of the fixed header before the stream id.
 pub(crate) const HEADER_LEN: usize = 72;
-/// The record format version written.
-pub(crate) const FORMAT_VERSION: u8 = 2;
+/// The record format version written: chained by batch.
+pub(crate) const FORMAT_VERSION: u8 = 3;
 /// The first record format: read, verified and chained, never written any more.
 const FORMAT_V1: u8 = 1;
 
-/// Whether `version` is a record format version this code reads.
+/// Whether `version` is a record format version this code reads (1 to [`FORMAT_VERSION`]).
 pub(crate) fn is_known_version(version: u8) -> bool {
-    version == FORMAT_VERSION || version == FORMAT_V1
+    (FORMAT_V1..=FORMAT_VERSION).contains(&version)
+}
+
+/// Whether records of format `version` are chained by batch, not one by one.
+pub(crate) fn chains_by_batch(version: u8) -> bool {
+    version >= 3
 }
 /// Flag bit: this record ends its batch; a batch is durable only with its last record.
 pub(crate) const FLAG_BATCH_END: u8 = 1;
@@ -117,6 +129,7 @@ pub(crate) struct RecordView<'a> {
     pub schema_version: u16,
     pub timestamp: u64,
     pub flags: u8,
+    pub version: u8,
     pub prev_hash: &'a [u8; 32],
     pub stream: &'a [u8],
     pub payload: &'a [u8],
@@ -141,9 +154,9 @@ impl RecordView<'_> {
         }
     }
 
-    /// The hash the next record must carry as its previous hash.
-    pub(crate) fn hash(&self) -> ChainHash {
-        chain_hash(self.bytes)
+    /// Whether the record is chained with the rest of its batch (format 3).
+    pub(crate) fn chains_by_batch(&self) -> bool {
+        chains_by_batch(self.version)
     }
 }
 
@@ -203,29 +216,38 @@ pub(crate) fn place(bytes: &mut [u8], position: u64, stream_version: u64, batch_
     bytes[24..32].copy_from_slice(&stream_version.to_le_bytes());
 }
 
-/// Seals the unsealed records that fill `buf` back to back, the first chained to `prev_hash`:
-/// writes each one's previous-record hash and checksum. Returns the chain hash of the last.
-pub(crate) fn seal_all(buf: &mut [u8], mut prev_hash: ChainHash) -> ChainHash {
-    let mut at = 0;
+/// Seals the unsealed records that fill `buf` back to back, whole batches chained from
+/// `chain` (the chain hash at the record before them): writes into each record the hash at
+/// the record before its batch, then its checksum. Returns the chain hash at the last.
+pub(crate) fn seal_all(buf: &mut [u8], mut chain: ChainHash) -> ChainHash {
+    let (mut at, mut batch_start) = (0, 0);
     while at < buf.len() {
-        let len = len_at(&buf[at..]);
-        prev_hash = seal(&mut buf[at..at + len], &prev_hash);
+        let record = &mut buf[at..];
+        let len = len_at(record);
+        let ends_batch = record[9] & FLAG_BATCH_END != 0;
+        record[40..HEADER_LEN].copy_from_slice(&chain);
+        let crc = crc32c::crc32c(&record[4..len]);
+        record[..4].copy_from_slice(&crc.to_le_bytes());
         at += len;
+        if ends_batch {
+            chain = batch_chain_hash(&chain, &buf[batch_start..at]);
+            batch_start = at;
+        }
     }
-    prev_hash
+    debug_assert_eq!(batch_start, buf.len(), "a group holds whole batches");
+    chain
 }
 
-/// Completes one unsealed record (`bytes` is exactly the record) and returns its chain hash.
-fn seal(bytes: &mut [u8], prev_hash: &ChainHash) -> ChainHash {
-    bytes[40..72].copy_from_slice(prev_hash);
-    let crc = crc32c::crc32c(&bytes[4..]);
-    bytes[..4].copy_from_slice(&crc.to_le_bytes());
-    chain_hash(bytes)
+/// The chain hash at the last of `records`, records of one format 3 batch back to back from
+/// its first, which carry `key`.
+pub(crate) fn batch_chain_hash(key: &ChainHash, records: &[u8]) -> ChainHash {
+    *blake3::keyed_hash(key, records).as_bytes()
 }
 
-/// The chain hash of one record's bytes.
+/// The chain hash of one record of format 1 or 2, from its own bytes.
 /// `bytes` is exactly one well-formed record.
-pub(crate) fn chain_hash(bytes: &[u8]) -> ChainHash {
+pub(crate) fn record_chain_hash(bytes: &[u8]) -> ChainHash {
+    debug_assert!(!chains_by_batch(bytes[8]), "format 3 records are chained by batch");
     if bytes[8] == FORMAT_V1 {
         return *blake3::hash(bytes).as_bytes();
     }
@@ -285,6 +307,7 @@ pub(crate) fn decode(buf: &[u8]) -> Result<RecordView<'_>, Damage> {
         schema_version: u16_at(14),
         timestamp: u64_at(32),
         flags,
+        version,
         prev_hash: bytes[40..72].try_into().expect("32 bytes"),
         stream: &bytes[HEADER_LEN..HEADER_LEN + stream_len],
         payload: &bytes[HEADER_LEN + stream_len..],

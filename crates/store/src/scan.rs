@@ -16,11 +16,11 @@ use std::sync::Arc;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Corruption, Problem};
 use crate::index::{StreamMap, stream_hash, stream_slot};
-use crate::limits::{MAX_RECORD_LEN, SEGMENT_HEADER_LEN};
+use crate::limits::{MAX_BATCH_RECORDS, MAX_RECORD_LEN, SEGMENT_HEADER_LEN};
 use crate::position::{Position, StreamVersion};
 use crate::record::{ChainHash, Damage};
 use crate::recovery::TornTail;
-use crate::segment::{self, HeaderCheck, ScanEnd};
+use crate::segment::{self, ChainAt, HeaderCheck, ScanEnd};
 use crate::storage::{DirStorage, Storage, StorageFile};
 
 /// Bytes between two progress reports.
@@ -52,15 +52,24 @@ pub struct ScannedRecord<'a> {
     pub timestamp: u64,
     /// The payload bytes.
     pub payload: &'a [u8],
-    /// The record's chain hash, which the next record carries: blake3 over all its bytes
-    /// (keyed by its previous hash from record format 2 on; see `docs/design/event-log.md`).
-    /// Zeros for the records before the checkpoint of a log being opened, whose chain is not
-    /// recomputed; [`scan`] always recomputes it.
-    pub hash: &'a ChainHash,
+    /// Where it stands in the hash chain (see [`ScannedRecord::chain_hash`]).
+    chain: ChainAt<'a>,
     /// Whether this record ends its batch.
     pub ends_batch: bool,
     /// Bytes the record takes in its segment.
     pub len: u64,
+}
+
+impl ScannedRecord<'_> {
+    /// The chain hash at this record, which commits to it and to every record before it (see
+    /// `docs/design/event-log.md`): the hash the next record carries, or the next batch's
+    /// records if it ends its batch. Computed when asked: in the middle of a batch of record
+    /// format 3, from the batch's bytes so far. `None` for the records before the checkpoint of
+    /// a log being opened, whose chain is not recomputed; [`scan`] computes every record's.
+    #[must_use]
+    pub fn chain_hash(&self) -> Option<ChainHash> {
+        self.chain.hash()
+    }
 }
 
 /// How far a scan has come, for progress bars.
@@ -411,13 +420,31 @@ impl Chain {
         let mut next_progress = 0;
         let mut failure: Option<(u64, u64, Problem)> = None;
         let mut stopped = false;
-        let (stop_offset, stop) =
-            segment::scan(segment.file, committed_end, segment.len, |offset, view, next| {
+        // Before the checkpoint of a log being opened, only the batch that ends at it is
+        // hashed, which starts at most a batch's length of records before it.
+        let hash_from = match self.checkpoint {
+            Some(c) if self.chained == Chained::FromCheckpoint => {
+                c.position.saturating_sub(MAX_BATCH_RECORDS as u64)
+            }
+            _ => 0,
+        };
+        // The record format of the batch being read: a batch's records share one.
+        let mut batch_format = None;
+        let (stop_offset, stop) = segment::scan(
+            segment.file,
+            committed_end,
+            segment.len,
+            hash_from,
+            |offset, view, chain, next| {
                 let checkpoint = self.checkpoint.filter(|c| position < c.position);
                 let skipped = checkpoint.is_some() && self.chained == Chained::FromCheckpoint;
+                // `hash` is the chain hash at the last chain point: the record before, or the
+                // record before the batch for a record of format 3.
                 let problem = if view.position != position {
                     Some(Problem::PositionGap { found: view.position })
-                } else if !skipped && *view.prev_hash != hash {
+                } else if batch_format.is_some_and(|format| format != view.version)
+                    || (!skipped && *view.prev_hash != hash)
+                {
                     Some(Problem::BrokenChain)
                 } else {
                     visitor.stream_version(view.stream, view.stream_version).err().map(|expected| {
@@ -431,21 +458,32 @@ impl Chain {
                 if let Some(next) = next {
                     visitor.upcoming(next);
                 }
-                hash = match checkpoint {
-                    None => view.hash(),
+                let chain_point = !view.chains_by_batch() || view.ends_batch();
+                batch_format = (!view.ends_batch()).then_some(view.version);
+                let chain = match checkpoint {
                     // The record just before the checkpoint ties it to these bytes: the chain
-                    // is verified onwards from its hash.
+                    // is verified onwards from its hash. A checkpoint is at a batch's end.
                     Some(c) if position + 1 == c.position => {
-                        let record_hash = view.hash();
-                        if record_hash != c.hash {
+                        if !view.ends_batch() || chain.hash() != Some(c.hash) {
                             failure = Some((offset, position, Problem::CheckpointMismatch));
                             return ControlFlow::Break(());
                         }
-                        record_hash
+                        ChainAt::Known(c.hash)
                     }
-                    Some(_) if skipped => [0; 32],
-                    _ => view.hash(),
+                    Some(_) if skipped => ChainAt::Unhashed,
+                    _ if chain_point => match chain.hash() {
+                        Some(known) => ChainAt::Known(known),
+                        // Unhashed after the checkpoint: it is not at a batch's end.
+                        None => {
+                            failure = Some((offset, position, Problem::CheckpointMismatch));
+                            return ControlFlow::Break(());
+                        }
+                    },
+                    _ => chain,
                 };
+                if chain_point {
+                    hash = chain.hash().unwrap_or([0; 32]);
+                }
                 let len = view.bytes.len() as u64;
                 let record = ScannedRecord {
                     segment: &segment.path,
@@ -457,7 +495,7 @@ impl Chain {
                     schema_version: view.schema_version,
                     timestamp: view.timestamp,
                     payload: view.payload,
-                    hash: &hash,
+                    chain,
                     ends_batch: view.ends_batch(),
                     len,
                 };
@@ -478,8 +516,9 @@ impl Chain {
                     return ControlFlow::Break(());
                 }
                 ControlFlow::Continue(())
-            })
-            .map_err(io_err)?;
+            },
+        )
+        .map_err(io_err)?;
         if let Some((offset, position, problem)) = failure {
             return Err(corrupt(offset, position, problem));
         }

@@ -3,7 +3,7 @@
 //! ```text
 //! offset size field (segment header, 64 bytes)
 //!      0    8 magic "ORDLYSEG"
-//!      8    2 segment format version (2; 1 in older logs)
+//!      8    2 segment format version (3; 1 and 2 in older logs)
 //!     10    6 reserved, zero
 //!     16    8 global position of the segment's first record
 //!     24   36 reserved, zero
@@ -16,16 +16,16 @@ use std::io;
 use std::ops::ControlFlow;
 
 use crate::limits::{MAX_RECORD_LEN, SEGMENT_HEADER_LEN};
-use crate::record::{self, Damage, HEADER_LEN, RecordView};
+use crate::record::{self, ChainHash, Damage, HEADER_LEN, RecordView};
 use crate::storage::StorageFile;
 
 const MAGIC: &[u8; 8] = b"ORDLYSEG";
-/// Segments are written with this version: 2 may hold format 2 records. Version 1 segments
-/// (format 1 records only) are still read; a log whose last segment is version 1 is given a new
-/// segment on open before anything is appended (see `Log::open`), so that a binary that knows
-/// only format 1 refuses the segment it cannot read instead of taking its records for a torn
-/// write and cutting them.
-pub(crate) const SEGMENT_FORMAT_VERSION: u16 = 2;
+/// Segments are written with this version: 3 may hold records of formats up to 3. Segments of
+/// versions 1 and 2 (records of formats up to their version) are still read; a log whose last
+/// segment is older is given a new segment on open before anything is appended (see
+/// `Log::open`), so that an older binary refuses the segment it cannot read instead of taking
+/// its records for a torn write and cutting them.
+pub(crate) const SEGMENT_FORMAT_VERSION: u16 = 3;
 /// Segment format versions this build reads.
 const READABLE_SEGMENT_VERSIONS: std::ops::RangeInclusive<u16> = 1..=SEGMENT_FORMAT_VERSION;
 /// Bytes read from a segment at a time, at most.
@@ -107,32 +107,43 @@ pub(crate) struct Window {
 }
 
 impl Window {
-    /// Makes the window hold `[offset, offset + need)`, reading ahead up to a chunk, never past
-    /// `end`. Returns the bytes from `offset` on.
+    /// Makes the window hold `[keep, offset + need)` (`keep` ≤ `offset`), reading ahead up to
+    /// a chunk, never past `end`. Returns the bytes from `keep` on.
     fn fill(
         &mut self,
         file: &dyn StorageFile,
+        keep: u64,
         offset: u64,
         need: usize,
         end: u64,
     ) -> io::Result<&[u8]> {
+        debug_assert!(keep <= offset);
         let window_end = self.start + self.data.len() as u64;
         let inside = offset >= self.start && offset <= window_end;
-        if !(inside && (offset + need as u64 <= window_end || window_end >= end)) {
+        if !(inside
+            && keep >= self.start
+            && (offset + need as u64 <= window_end || window_end >= end))
+        {
             self.read_ahead = if inside {
                 (self.read_ahead * 2).clamp(FIRST_READ, READ_CHUNK)
             } else {
                 FIRST_READ
             };
-            let want = need.max(self.read_ahead) as u64;
-            let len = usize::try_from(want.min(end.saturating_sub(offset))).expect("fits usize");
+            let want = (offset - keep) + need.max(self.read_ahead) as u64;
+            let len = usize::try_from(want.min(end.saturating_sub(keep))).expect("fits usize");
             self.data.resize(len, 0);
-            let n = file.read_at(&mut self.data, offset)?;
+            let n = file.read_at(&mut self.data, keep)?;
             self.data.truncate(n);
-            self.start = offset;
+            self.start = keep;
         }
-        let from = usize::try_from(offset - self.start).expect("offset within window");
+        let from = usize::try_from(keep - self.start).expect("offset within window");
         Ok(&self.data[from..])
+    }
+
+    /// The bytes `[from, to)`, which the last fill kept.
+    fn held(&self, from: u64, to: u64) -> &[u8] {
+        let at = |offset: u64| usize::try_from(offset - self.start).expect("within window");
+        &self.data[at(from)..at(to)]
     }
 
     /// Decodes the record at `offset`, reading no byte at or past `end`.
@@ -142,23 +153,25 @@ impl Window {
         offset: u64,
         end: u64,
     ) -> io::Result<Result<RecordView<'_>, Damage>> {
-        Ok(self.record_and_rest(file, offset, end)?.map(|(view, _)| view))
+        Ok(self.record_keeping(file, offset, offset, end)?.map(|read| read.view))
     }
 
-    /// [`Window::record_at`], with the bytes the window holds after the record: the start of
-    /// the next record, if read already.
-    fn record_and_rest(
+    /// [`Window::record_at`], keeping the bytes from `keep` on (`keep` ≤ `offset`), which it
+    /// gives with the bytes the window holds after the record.
+    fn record_keeping(
         &mut self,
         file: &dyn StorageFile,
+        keep: u64,
         offset: u64,
         end: u64,
-    ) -> io::Result<Result<RecordAndRest<'_>, Damage>> {
-        let head = self.fill(file, offset, HEADER_LEN, end)?;
-        let need = record_len_hint(head).unwrap_or(HEADER_LEN);
-        let bytes = self.fill(file, offset, need, end)?;
-        Ok(record::decode(bytes).map(|view| {
-            let rest = &bytes[view.bytes.len()..];
-            (view, rest)
+    ) -> io::Result<Result<WindowRead<'_>, Damage>> {
+        let skip = usize::try_from(offset - keep).expect("fits usize");
+        let head = self.fill(file, keep, offset, HEADER_LEN, end)?;
+        let need = record_len_hint(&head[skip..]).unwrap_or(HEADER_LEN);
+        let bytes = self.fill(file, keep, offset, need, end)?;
+        Ok(record::decode(&bytes[skip..]).map(|view| {
+            let through = skip + view.bytes.len();
+            WindowRead { view, kept: &bytes[..through], rest: &bytes[through..] }
         }))
     }
 }
@@ -174,8 +187,55 @@ pub(crate) fn record_len_hint(buf: &[u8]) -> Option<usize> {
         .then(|| record::encoded_len(stream, payload))
 }
 
-/// A record, and the bytes after it in the window (see [`Window::record_and_rest`]).
-type RecordAndRest<'a> = (RecordView<'a>, &'a [u8]);
+/// A record read by [`Window::record_keeping`].
+struct WindowRead<'a> {
+    view: RecordView<'a>,
+    /// The bytes kept before the record, and the record.
+    kept: &'a [u8],
+    /// The bytes the window holds after the record: the start of the next, if read already.
+    rest: &'a [u8],
+}
+
+/// Where a record read by [`scan`] stands in the hash chain. Its chain hash is computed only
+/// when asked ([`ChainAt::hash`]): a format 3 record's is the hash of its batch so far.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ChainAt<'a> {
+    /// A record of format 1 or 2: its bytes.
+    Record(&'a [u8]),
+    /// A record of format 3: its batch's bytes before `rest` are in `hashed` (keyed by the hash
+    /// the batch's records carry), and `rest` ends with the record.
+    Batch { hashed: &'a blake3::Hasher, rest: &'a [u8] },
+    /// The hash, computed already.
+    Known(ChainHash),
+    /// A record of format 3 in a batch the scan was told not to hash.
+    Unhashed,
+}
+
+impl ChainAt<'_> {
+    /// The chain hash at the record, or `None` if its batch is not hashed.
+    pub(crate) fn hash(&self) -> Option<ChainHash> {
+        match *self {
+            ChainAt::Record(bytes) => Some(record::record_chain_hash(bytes)),
+            ChainAt::Batch { hashed, rest } => {
+                let mut hasher = hashed.clone();
+                Some(*hasher.update(rest).finalize().as_bytes())
+            }
+            ChainAt::Known(hash) => Some(hash),
+            ChainAt::Unhashed => None,
+        }
+    }
+}
+
+/// A format 3 batch being scanned: its bytes are hashed as the scan moves past them.
+struct BatchHashing {
+    hasher: blake3::Hasher,
+    /// File offset up to which the batch's bytes are in `hasher`.
+    hashed_to: u64,
+}
+
+/// Bytes of a batch a scan gathers before it hashes them: enough for blake3 to hash many
+/// 1 KiB chunks at once, little enough that the read window keeps them cheaply.
+const HASH_EVERY: u64 = 64 << 10;
 
 /// Why a scan stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,27 +251,54 @@ pub(crate) enum ScanEnd {
 }
 
 /// Visits the records of `file` from `offset` until `end`, zeros, damage or the visitor says
-/// stop, with the stream id the next record's header names when it is already read:
-/// unverified, a hint of what the pass will look up next. Returns the offset it stopped at
-/// and why.
+/// stop, with where each stands in the hash chain (format 3 batches that start at position
+/// `hash_from` or later are hashed, earlier ones not), and with the stream id the next record's
+/// header names when it is already read: unverified, a hint of what the pass will look up
+/// next. Returns the offset it stopped at and why.
 pub(crate) fn scan(
     file: &dyn StorageFile,
     mut offset: u64,
     end: u64,
-    mut visit: impl FnMut(u64, &RecordView<'_>, Option<&[u8]>) -> ControlFlow<()>,
+    hash_from: u64,
+    mut visit: impl FnMut(u64, &RecordView<'_>, ChainAt<'_>, Option<&[u8]>) -> ControlFlow<()>,
 ) -> io::Result<(u64, ScanEnd)> {
     let mut window = Window::default();
+    let mut batch: Option<BatchHashing> = None;
     loop {
         if offset >= end {
             return Ok((offset, ScanEnd::End));
         }
-        let (view, next) = match window.record_and_rest(file, offset, end)? {
-            Ok((view, rest)) => (view, record::stream_hint(rest)),
+        // The batch's bytes the window holds are hashed before it moves on far past them.
+        if let Some(batch) = batch.as_mut().filter(|b| offset - b.hashed_to >= HASH_EVERY) {
+            batch.hasher.update(window.held(batch.hashed_to, offset));
+            batch.hashed_to = offset;
+        }
+        let keep = batch.as_ref().map_or(offset, |b| b.hashed_to);
+        let read = match window.record_keeping(file, keep, offset, end)? {
+            Ok(read) => read,
             Err(Damage::Unused) => return Ok((offset, ScanEnd::Unused)),
             Err(damage) => return Ok((offset, ScanEnd::Damaged(damage))),
         };
-        if visit(offset, &view, next).is_break() {
+        let view = read.view;
+        if !view.chains_by_batch() {
+            batch = None;
+        } else if batch.is_none() && view.position >= hash_from {
+            let hasher = blake3::Hasher::new_keyed(view.prev_hash);
+            batch = Some(BatchHashing { hasher, hashed_to: offset });
+        }
+        let chain = match &batch {
+            _ if !view.chains_by_batch() => ChainAt::Record(view.bytes),
+            Some(batch) => {
+                let unhashed = usize::try_from(batch.hashed_to - keep).expect("within window");
+                ChainAt::Batch { hashed: &batch.hasher, rest: &read.kept[unhashed..] }
+            }
+            None => ChainAt::Unhashed,
+        };
+        if visit(offset, &view, chain, record::stream_hint(read.rest)).is_break() {
             return Ok((offset, ScanEnd::Stopped));
+        }
+        if view.ends_batch() {
+            batch = None;
         }
         offset += view.bytes.len() as u64;
     }
@@ -300,14 +387,14 @@ mod tests {
     fn a_window_reads_little_for_one_record_and_whole_chunks_for_a_scan() {
         let file = Zeros { len: 8 << 20, reads: Mutex::new(Vec::new()) };
         let mut window = Window::default();
-        window.fill(&file, 0, HEADER_LEN, file.len).unwrap();
+        window.fill(&file, 0, 0, HEADER_LEN, file.len).unwrap();
         assert_eq!(*file.reads.lock().unwrap(), [FIRST_READ], "one record reads 16 KiB");
 
         // Reading on past the window's end: each refill doubles, up to a whole chunk.
         let mut offset = 0;
         for _ in 0..8 {
             offset = window.start + window.data.len() as u64;
-            window.fill(&file, offset, HEADER_LEN, file.len).unwrap();
+            window.fill(&file, offset, offset, HEADER_LEN, file.len).unwrap();
         }
         let reads = file.reads.lock().unwrap().clone();
         let kib: Vec<usize> = reads.iter().map(|n| n >> 10).collect();
@@ -315,14 +402,14 @@ mod tests {
         assert_eq!(window.start, offset);
 
         // A jump elsewhere starts again small; a read near the end stops there.
-        window.fill(&file, 1 << 20, HEADER_LEN, file.len).unwrap();
-        window.fill(&file, file.len - 1000, HEADER_LEN, file.len).unwrap();
+        window.fill(&file, 1 << 20, 1 << 20, HEADER_LEN, file.len).unwrap();
+        window.fill(&file, file.len - 1000, file.len - 1000, HEADER_LEN, file.len).unwrap();
         let reads = file.reads.lock().unwrap().clone();
         assert_eq!(reads[reads.len() - 2..], [FIRST_READ, 1000]);
 
         // A record larger than the read-ahead is read whole.
         let mut fresh = Window::default();
-        let bytes = fresh.fill(&file, 0, 3 << 20, file.len).unwrap();
+        let bytes = fresh.fill(&file, 0, 0, 3 << 20, file.len).unwrap();
         assert_eq!(bytes.len(), 3 << 20);
     }
 }

@@ -7,12 +7,13 @@ use orderly_store::ChainHash;
 use serde::{Serialize, Serializer};
 
 /// A published digest of a log, written `POS:HASH`: `head` is the number of records it covers
-/// (records `0..head`), `hash` the chain hash (blake3 over its bytes) of the record at `head - 1`,
-/// 64 lower-case hex digits; all zeros when `head` is 0.
+/// (records `0..head`), `hash` the chain hash (blake3, see `docs/design/event-log.md`) at the
+/// record at `head - 1`, 64 lower-case hex digits; all zeros when `head` is 0.
 ///
-/// Every record carries the hash of the record before it, so a log that has exactly this hash
-/// at `head - 1` holds exactly the records the digest was taken over: a change anywhere before
-/// it changes this hash, even if every checksum and later hash were recomputed.
+/// Every record carries the chain hash at the record before it or before its batch, so a log
+/// that has exactly this hash at `head - 1` holds exactly the records the digest was taken
+/// over: a change anywhere before it changes this hash, even if every checksum and later hash
+/// were recomputed.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Digest {
     /// Number of records covered: the log's head when the digest was taken.

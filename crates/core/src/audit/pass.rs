@@ -26,8 +26,8 @@ pub(crate) struct Batch<'a> {
     pub entries: &'a [Entry],
     /// The segment the batch is in (a batch never spans segments).
     pub segment: &'a Path,
-    /// The chain hash of the batch's last record.
-    pub last_hash: &'a ChainHash,
+    /// The chain hash at the batch's last record.
+    pub last_hash: ChainHash,
 }
 
 impl Batch<'_> {
@@ -91,7 +91,8 @@ pub(crate) fn run(
         if !record.ends_batch {
             return ControlFlow::Continue(());
         }
-        let batch = Batch { entries: &entries, segment: record.segment, last_hash: record.hash };
+        let last_hash = record.chain_hash().expect("an audit's scan hashes every record");
+        let batch = Batch { entries: &entries, segment: record.segment, last_hash };
         let flow = on_batch(&batch);
         entries.clear();
         flow

@@ -109,7 +109,7 @@ pub fn replay(
             if let ReplayPoint::Position(n) = point
                 && record.position.0 + 1 == n
             {
-                hash_before_point.set(Some(*record.hash));
+                hash_before_point.set(record.chain_hash());
             }
         },
         |batch| {
@@ -141,7 +141,7 @@ pub fn replay(
             }
             if let Some(applied_last) = applied.checked_sub(1).map(|i| &batch.entries[i]) {
                 let hash = if applied == batch.entries.len() {
-                    *batch.last_hash
+                    batch.last_hash
                 } else {
                     hash_before_point.get().expect("the record before the point was scanned")
                 };

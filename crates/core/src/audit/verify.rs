@@ -79,7 +79,7 @@ pub fn verify(
         progress,
         |record| {
             if Some(record.position.0) == wanted {
-                at_expected = Some(*record.hash);
+                at_expected = record.chain_hash();
             }
         },
         |batch| {

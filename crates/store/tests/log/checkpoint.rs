@@ -257,23 +257,54 @@ fn the_read_only_pass_finds_a_log_cut_short_of_its_checkpoint() {
 fn the_chain_hash_of_each_record_is_the_one_the_audit_s_full_scan_computes() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = open(dir.path(), small_segments());
-    for i in 0..30 {
-        log.append(vec![record(if i % 3 == 0 { "a" } else { "b" }, &payload(i))]).unwrap();
+    // Batches of 1 to 7 records, and one of 200 (found back from its last record in steps),
+    // over small segments.
+    append_batches(&log, (0..60).map(|n| n % 7 + 1).chain([200]));
+    assert!(segment_files(dir.path()).len() > 1, "the batches fill more than one segment");
+    assert_scan_and_reads_agree(&log, dir.path(), |_| true);
+}
+
+#[test]
+fn batches_larger_than_the_scan_s_read_window_chain_as_small_ones_do() {
+    // Megabyte batches: the scan hashes each in pieces as its read window moves on.
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), LogConfig::default());
+    append_batches(&log, [3, 6_000, 1, 5_000, 2]);
+    assert_scan_and_reads_agree(&log, dir.path(), |position| position % 331 == 0);
+}
+
+/// Appends batches of `lens` records, over two streams.
+fn append_batches(log: &Log, lens: impl IntoIterator<Item = u64>) {
+    let mut i = 0;
+    for len in lens {
+        let batch = (0..len).map(|_| {
+            i += 1;
+            record(if i % 3 == 0 { "a" } else { "b" }, &payload(i))
+        });
+        log.append(batch.collect()).unwrap();
     }
+}
+
+/// The chain hashes an audit's scan computes for every record, against those read one by one
+/// at the positions `sampled` picks and at every batch's end.
+fn assert_scan_and_reads_agree(log: &Log, dir: &Path, sampled: impl Fn(u64) -> bool) {
     let mut scanned = Vec::new();
     orderly_store::scan(
-        dir.path(),
+        dir,
         |_| {},
         |record| {
-            scanned.push(*record.hash);
+            let hash = record.chain_hash().expect("an audit's scan hashes every record");
+            scanned.push((hash, record.ends_batch));
             std::ops::ControlFlow::Continue(())
         },
     )
     .unwrap();
-    assert_eq!(scanned.len(), 30);
-    for (position, hash) in scanned.iter().enumerate() {
-        let at = orderly_store::Position(position as u64);
-        assert_eq!(log.chain_hash_at(at).unwrap().unwrap(), *hash, "record {position}");
+    assert_eq!(scanned.len() as u64, log.head().0);
+    for (position, (hash, ends_batch)) in scanned.iter().enumerate() {
+        if *ends_batch || sampled(position as u64) {
+            let at = orderly_store::Position(position as u64);
+            assert_eq!(log.chain_hash_at(at).unwrap().unwrap(), *hash, "record {position}");
+        }
     }
     assert!(log.chain_hash_at(log.head()).is_none(), "nothing at the head yet");
 }
