@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::digest::Digest;
 use super::error::AuditError;
-use super::state::DomainState;
+use super::state::{DomainState, ENTRIES_AHEAD};
 use super::verify::TornTailWarning;
 use super::{Progress, pass};
 use crate::domain::{OrderStatus, TenantId, TenantState};
@@ -128,7 +128,11 @@ pub fn replay(
                 ReplayPoint::Time(t) if batch.entries.iter().any(|e| e.timestamp > t) => 0,
                 ReplayPoint::Time(_) => batch.entries.len(),
             };
-            for entry in &batch.entries[..applied] {
+            let entries = &batch.entries[..applied];
+            for (i, entry) in entries.iter().enumerate() {
+                if let Some(ahead) = entries.get(i + ENTRIES_AHEAD) {
+                    state.prefetch(ahead.record.tenant(), ahead.record.events());
+                }
                 let of = entry.record.tenant();
                 if tenant.is_some_and(|t| t != of) {
                     continue;

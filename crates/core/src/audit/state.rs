@@ -5,6 +5,11 @@ use rustc_hash::FxHashMap;
 
 use crate::domain::{Event, Tenant, TenantId, TenantState};
 
+/// How many records ahead of the one applied a replay loads the orders and payments of: the
+/// maps of a long log do not fit in cache, and each first touch of an entry would otherwise
+/// wait for memory in turn.
+pub(crate) const ENTRIES_AHEAD: usize = 8;
+
 /// Every tenant's aggregates, as the deciders see them.
 #[derive(Debug, Default)]
 pub(crate) struct DomainState {
@@ -30,6 +35,16 @@ impl DomainState {
                 Tenant::evolve_replayed(state, event);
             }
         })
+    }
+
+    /// Starts loading the orders and payments `events` of `tenant` are about, which applying
+    /// them will look up: a hint given a few records ahead (see [`ENTRIES_AHEAD`]).
+    pub(crate) fn prefetch(&self, tenant: &TenantId, events: &[Event]) {
+        if let Some(state) = self.tenants.get(tenant) {
+            for event in events {
+                state.prefetch_for_event(event);
+            }
+        }
     }
 
     /// The state of `tenant`, created empty the first time.
