@@ -8,8 +8,9 @@
 //! refused as a loss instead of cut. The next open still reads
 //! every record — checksum, header, position and stream version, which rebuild the index and
 //! catch any damaged byte — but recomputes the blake3 chain only from the checkpoint on: it
-//! hashes the one record before the checkpoint and requires it to match, then verifies the
-//! chain onwards as before. Hashing is most of a verifying pass, so a restart costs a read
+//! hashes the batch that ends just before the checkpoint (the one record, in the older
+//! formats chained record by record) and requires it to match, then verifies the chain
+//! onwards as before. Hashing is most of a verifying pass, so a restart costs a read
 //! of the log plus a verification of what was appended since the last open. A rewrite of
 //! older records that also fixes their checksums is what the chain exists to catch: `audit
 //! verify` (a full [`crate::scan`]) recomputes the whole chain and never uses the checkpoint.

@@ -512,8 +512,8 @@ impl LogReader {
 
     /// The chain hash at the committed record at `position`: from its own bytes for record
     /// formats 1 and 2; for format 3, from its batch's bytes up to it. The batch is found back
-    /// by the hash all its records carry, in doubling steps, within the record's segment (a
-    /// batch never spans two).
+    /// by the hash all its records carry, in doubling steps (1, 2, 4, … records), within the
+    /// record's segment (a batch never spans two).
     fn compute_chain_hash_at(&self, position: u64) -> Result<ChainHash, ReadError> {
         let mut reader = Reader::new(self.shared.clone(), position, position + 1);
         let key = reader.read_next_with(|view| {
@@ -528,7 +528,7 @@ impl LogReader {
         let carries_key = |view: RecordView<'_>| view.chains_by_batch() && *view.prev_hash == key;
         let segment_first = self.shared.index().locate(position).map_or(0, |(s, _)| s.first);
         // `inside` is in the batch; the batch starts after `from` or at it.
-        let (mut inside, mut step) = (position, 32);
+        let (mut inside, mut step) = (position, 1);
         let from = loop {
             let at = inside.saturating_sub(step).max(segment_first);
             if at == inside {
@@ -540,16 +540,22 @@ impl LogReader {
             }
             (inside, step) = (at, step * 2);
         };
-        let mut batch = Vec::new();
+        // The batch's bytes, hashed a piece at a time (a batch may fill a segment).
+        let mut hasher = blake3::Hasher::new_keyed(&key);
+        let mut piece = Vec::new();
         let mut reader = Reader::new(self.shared.clone(), from, position + 1);
         for _ in from..=position {
             reader.read_next_with(|view| {
                 if carries_key(view) {
-                    batch.extend_from_slice(view.bytes);
+                    piece.extend_from_slice(view.bytes);
                 }
             })?;
+            if piece.len() as u64 >= segment::HASH_EVERY {
+                hasher.update(&piece);
+                piece.clear();
+            }
         }
-        Ok(record::batch_chain_hash(&key, &batch))
+        Ok(*hasher.update(&piece).finalize().as_bytes())
     }
 
     /// See [`Log::read_stream`].

@@ -420,8 +420,9 @@ impl Chain {
         let mut next_progress = 0;
         let mut failure: Option<(u64, u64, Problem)> = None;
         let mut stopped = false;
-        // Before the checkpoint of a log being opened, only the batch that ends at it is
-        // hashed, which starts at most a batch's length of records before it.
+        // Before the checkpoint of a log being opened, the chain is not verified. Of the batches
+        // there, those that start at most a batch's length of records before it are hashed,
+        // which includes the one that ends at it, whose hash the checkpoint names.
         let hash_from = match self.checkpoint {
             Some(c) if self.chained == Chained::FromCheckpoint => {
                 c.position.saturating_sub(MAX_BATCH_RECORDS as u64)

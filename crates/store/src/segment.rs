@@ -166,9 +166,16 @@ impl Window {
         end: u64,
     ) -> io::Result<Result<WindowRead<'_>, Damage>> {
         let skip = usize::try_from(offset - keep).expect("fits usize");
-        let head = self.fill(file, keep, offset, HEADER_LEN, end)?;
-        let need = record_len_hint(&head[skip..]).unwrap_or(HEADER_LEN);
+        // A file cut below the bytes kept (a segment closed under a reader) ends there, as a
+        // file that holds nothing at `offset` does.
+        let Some(head) = self.fill(file, keep, offset, HEADER_LEN, end)?.get(skip..) else {
+            return Ok(Err(Damage::Unused));
+        };
+        let need = record_len_hint(head).unwrap_or(HEADER_LEN);
         let bytes = self.fill(file, keep, offset, need, end)?;
+        if bytes.len() < skip {
+            return Ok(Err(Damage::Unused));
+        }
         Ok(record::decode(&bytes[skip..]).map(|view| {
             let through = skip + view.bytes.len();
             WindowRead { view, kept: &bytes[..through], rest: &bytes[through..] }
@@ -235,7 +242,7 @@ struct BatchHashing {
 
 /// Bytes of a batch a scan gathers before it hashes them: enough for blake3 to hash many
 /// 1 KiB chunks at once, little enough that the read window keeps them cheaply.
-const HASH_EVERY: u64 = 64 << 10;
+pub(crate) const HASH_EVERY: u64 = 64 << 10;
 
 /// Why a scan stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,5 +418,97 @@ mod tests {
         let mut fresh = Window::default();
         let bytes = fresh.fill(&file, 0, 0, 3 << 20, file.len).unwrap();
         assert_eq!(bytes.len(), 3 << 20);
+    }
+
+    /// Records back to back that one batch of `count` records with `payload_len`-byte payloads
+    /// fills, sealed as the writer seals them.
+    fn sealed_batch(count: u64, payload_len: usize) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for position in 0..count {
+            let at = buf.len();
+            let record = crate::record::NewRecord {
+                stream: b"s".to_vec(),
+                expected: crate::record::Expected::Any,
+                event_type: 1,
+                schema_version: 1,
+                timestamp: 0,
+                payload: vec![7; payload_len],
+            };
+            record::encode_unsealed(&record, &mut buf);
+            record::place(&mut buf[at..], position, position, position + 1 == count);
+        }
+        record::seal_all(&mut buf, [0; 32]);
+        buf
+    }
+
+    /// A file that is cut to `cut` bytes after its first `cut_after` reads: a segment closed
+    /// (cut to its last record) under a reader.
+    #[derive(Debug)]
+    struct CutUnderReader {
+        bytes: Vec<u8>,
+        cut: usize,
+        cut_after: usize,
+        reads: Mutex<usize>,
+    }
+
+    impl StorageFile for CutUnderReader {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            let mut reads = self.reads.lock().unwrap();
+            let len = if *reads >= self.cut_after { self.cut } else { self.bytes.len() };
+            *reads += 1;
+            let from = usize::try_from(offset).unwrap().min(len);
+            let n = buf.len().min(len - from);
+            buf[..n].copy_from_slice(&self.bytes[from..from + n]);
+            Ok(n)
+        }
+        fn write_at(&self, _: &[u8], _: u64) -> io::Result<()> {
+            unreachable!("read only")
+        }
+        fn sync_data(&self) -> io::Result<()> {
+            unreachable!("read only")
+        }
+        fn forget_cached(&self) -> io::Result<()> {
+            Ok(())
+        }
+        fn size(&self) -> io::Result<u64> {
+            Ok(self.bytes.len() as u64)
+        }
+        fn set_len(&self, _: u64) -> io::Result<()> {
+            unreachable!("read only")
+        }
+    }
+
+    #[test]
+    fn a_file_cut_under_a_scan_inside_a_batch_ends_the_scan_there() {
+        // A batch of 2 MB: the scan's window keeps its bytes not yet hashed, and refills from
+        // them; the file is cut below them after the first few reads.
+        let bytes = sealed_batch(200, 10_000);
+        let (len, cut) = (bytes.len() as u64, 200_000);
+        let file = CutUnderReader { bytes, cut, cut_after: 4, reads: Mutex::new(0) };
+        let mut visited = 0;
+        let (stopped_at, end) = scan(&file, 0, len, 0, |_, _, _, _| {
+            visited += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(end, ScanEnd::Unused);
+        assert!(stopped_at <= len && visited < 200, "stopped at {stopped_at} after {visited}");
+    }
+
+    #[test]
+    fn a_scan_hashes_a_batch_larger_than_its_window_as_one_input() {
+        let bytes = sealed_batch(200, 10_000);
+        let expected = record::batch_chain_hash(&[0; 32], &bytes);
+        let len = bytes.len() as u64;
+        let file = CutUnderReader { bytes, cut: 0, cut_after: usize::MAX, reads: Mutex::new(0) };
+        let mut last = None;
+        let (_, end) = scan(&file, 0, len, 0, |_, view, chain, _| {
+            if view.ends_batch() {
+                last = chain.hash();
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!((end, last), (ScanEnd::End, Some(expected)));
     }
 }

@@ -3,8 +3,8 @@
 //! Appenders encode their batches on their own threads ([`EncodedBatch`]) and queue them. The
 //! encoder thread takes whatever is queued (up to [`MAX_GROUP_BYTES`]), checks expected
 //! versions, assigns positions and copies everything into one buffer: a group, whose records
-//! still lack their checksums and chain hashes. The seal thread fills those in, record after
-//! record (the hash chain is sequential, and blake3 is most of a record's CPU cost). The sync
+//! still lack their checksums and chain hashes. The seal thread fills those in, batch after
+//! batch (the hash chain is sequential, and blake3 is most of a record's CPU cost). The sync
 //! thread makes each group durable with one `write` and one `fdatasync`; only then does it
 //! publish the new head to readers and answer the group's waiters. While group n is being
 //! synced, group n+1 is being sealed and group n+2 encoded, so no single thread does all the
