@@ -79,11 +79,6 @@ pub struct RouterConfig {
     /// [`Router::authorize`] gives up on a call after this long, as a timeout, so a gateway
     /// that hangs trips its breaker like one that refuses.
     pub call_timeout: Duration,
-    /// While no gateway answers an authorization (each down, timing out or behind an open
-    /// breaker), [`Router::authorize_patiently`] asks again, waiting longer each time, for up
-    /// to this long: an outage of every gateway delays the orders placed in it instead of
-    /// declining them. Zero asks once.
-    pub patience: Duration,
 }
 
 impl RouterConfig {
@@ -99,16 +94,7 @@ impl RouterConfig {
     /// Default [`call_timeout`](Self::call_timeout): ten seconds, above any healthy
     /// authorization.
     pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
-    /// Default [`patience`](Self::patience): ten minutes, within the engine's default
-    /// 15-minute hold, so that an order waiting for a gateway still holds its stock.
-    pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(600);
 }
-
-/// The first wait before [`Router::authorize_patiently`] asks again; each next one doubles, up
-/// to [`LONGEST_RETRY_WAIT`].
-const FIRST_RETRY_WAIT: Duration = Duration::from_secs(1);
-/// See [`FIRST_RETRY_WAIT`]: about a breaker's open time, so a recovered gateway is found soon.
-const LONGEST_RETRY_WAIT: Duration = Duration::from_secs(30);
 
 impl Default for RouterConfig {
     fn default() -> Self {
@@ -119,7 +105,6 @@ impl Default for RouterConfig {
             success_min_calls: Self::DEFAULT_SUCCESS_MIN_CALLS,
             success_band_percent: Self::DEFAULT_SUCCESS_BAND_PERCENT,
             call_timeout: Self::DEFAULT_CALL_TIMEOUT,
-            patience: Self::DEFAULT_PATIENCE,
         }
     }
 }
@@ -301,45 +286,6 @@ impl Router {
         let mut timed_out = Vec::new();
         let answer = self.authorize_noting(request, now, &mut timed_out).await;
         Routed { answer, timed_out }
-    }
-
-    /// [`Router::authorize`], asked again while no gateway answers, for up to
-    /// [`RouterConfig::patience`]: after 1 s, then twice as long each time up to 30 s. The
-    /// request's key makes each attempt at a gateway return its first outcome there, so a
-    /// gateway that approved while its answer was lost approves the same authorization again.
-    /// [`Routed::timed_out`] names the gateways that timed out in any attempt. A
-    /// [`GatewayError::Rejected`] is final at once.
-    pub async fn authorize_patiently(&self, request: &AuthorizeRequest) -> Routed {
-        let began = tokio::time::Instant::now();
-        let (mut wait, mut attempt) = (FIRST_RETRY_WAIT, 0u32);
-        let mut all_timed_out: Vec<GatewayId> = Vec::new();
-        loop {
-            let Routed { answer, timed_out } = self.authorize(request, Instant::now()).await;
-            for gateway in timed_out {
-                if !all_timed_out.contains(&gateway) {
-                    all_timed_out.push(gateway);
-                }
-            }
-            match answer {
-                Err(error)
-                    if !matches!(error, GatewayError::Rejected(_))
-                        && began.elapsed() + wait <= self.config.patience =>
-                {
-                    let (tenant, order) = (&request.tenant, &request.order);
-                    attempt += 1;
-                    tracing::warn!(%tenant, %order, %error, attempt, retry_in = ?wait, "no gateway answered the authorization; asking again");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(LONGEST_RETRY_WAIT);
-                }
-                answer => {
-                    if attempt > 0 && answer.is_ok() {
-                        let (tenant, order) = (&request.tenant, &request.order);
-                        tracing::info!(%tenant, %order, attempt, "a gateway answered the authorization after an outage");
-                    }
-                    return Routed { answer, timed_out: all_timed_out };
-                }
-            }
-        }
     }
 
     async fn authorize_noting(

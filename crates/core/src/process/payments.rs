@@ -2,8 +2,8 @@
 //! outcome; move money at the gateway when the order ships, is cancelled or refunded.
 //!
 //! ```text
-//! OrderPlaced ──▶ router.authorize_patiently (gateway IO, async) ──▶ Authorize (confirms order)
-//!                    ├─ declined, or all down past the router's patience ──▶ Decline + Cancel
+//! OrderPlaced ──▶ router.authorize (gateway IO, async) ──▶ Authorize command (confirms order)
+//!                                   ├─ declined / all down ──▶ Decline + Cancel (releases stock)
 //! PaymentCaptured / Voided / Refunded ──▶ gateway capture / void / refund
 //! OrderCancelled, no authorization recorded ──▶ cancel the authorization key where it may be held
 //! ```
@@ -834,9 +834,8 @@ impl Flows {
     }
 }
 
-/// Authorizes one order and records the outcome; on a decline, or when every gateway stayed
-/// down for the router's patience (asked again meanwhile), records the decline and cancels the
-/// order, which releases its stock (and, as a committed
+/// Authorizes one order and records the outcome; on a decline or when every gateway is down,
+/// records the decline and cancels the order, which releases its stock (and, as a committed
 /// cancel, gives up the order's authorization key where it may be held: see [`Declined`]).
 async fn authorize_order(engine: &Engine, router: &Router, declined: &Declined, flow: Flow) {
     let Flow { tenant, order, amount, began } = flow;
@@ -845,7 +844,7 @@ async fn authorize_order(engine: &Engine, router: &Router, declined: &Declined, 
     }
     let payment = payment_id_for(&order);
     let request = authorize_request(&tenant, order.clone(), amount);
-    let Routed { answer, timed_out } = router.authorize_patiently(&request).await;
+    let Routed { answer, timed_out } = router.authorize(&request, Instant::now()).await;
     let (gateway, reason) = match answer {
         Ok((gateway, Authorization::Approved { reference })) => {
             let reference = GatewayReference::new(&reference)

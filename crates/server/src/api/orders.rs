@@ -156,7 +156,7 @@ pub struct PaymentBody {
     /// The gateway that authorized or declined it.
     pub gateway: Option<String>,
     /// Why it was declined: `refused` (the customer's bank) or `gateway_unavailable` (no
-    /// gateway could be reached, asked again for 10 minutes).
+    /// gateway could be reached).
     pub decline_reason: Option<String>,
 }
 
