@@ -191,7 +191,9 @@ impl PaymentProcess {
         }
     }
 
-    /// Stops reading events, lets flows in progress finish (bounded), and waits.
+    /// Stops reading events, lets the money movements in progress finish (for a few seconds at
+    /// most), drops the authorization flows still running (the next start resumes their
+    /// orders), and waits.
     pub fn stop(mut self) {
         self.halt();
     }
