@@ -359,18 +359,34 @@ mod tests {
 
     use super::*;
 
-    /// A file of zeros that records the length of every read.
+    /// A read-only file of `bytes` that records the length of every read, and is cut to `cut`
+    /// bytes after its first `cut_after` reads: a segment closed (cut to its last record) under
+    /// a reader.
     #[derive(Debug)]
-    struct Zeros {
-        len: u64,
+    struct ReadOnlyFile {
+        bytes: Vec<u8>,
+        cut: usize,
+        cut_after: usize,
         reads: Mutex<Vec<usize>>,
     }
 
-    impl StorageFile for Zeros {
+    impl ReadOnlyFile {
+        fn new(bytes: Vec<u8>) -> ReadOnlyFile {
+            ReadOnlyFile { bytes, cut: 0, cut_after: usize::MAX, reads: Mutex::default() }
+        }
+        fn len(&self) -> u64 {
+            self.bytes.len() as u64
+        }
+    }
+
+    impl StorageFile for ReadOnlyFile {
         fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-            let n = buf.len().min(usize::try_from(self.len.saturating_sub(offset)).unwrap());
-            buf[..n].fill(0);
-            self.reads.lock().unwrap().push(n);
+            let mut reads = self.reads.lock().unwrap();
+            let len = if reads.len() >= self.cut_after { self.cut } else { self.bytes.len() };
+            let from = usize::try_from(offset).unwrap().min(len);
+            let n = buf.len().min(len - from);
+            buf[..n].copy_from_slice(&self.bytes[from..from + n]);
+            reads.push(n);
             Ok(n)
         }
         fn write_at(&self, _: &[u8], _: u64) -> io::Result<()> {
@@ -383,7 +399,7 @@ mod tests {
             Ok(())
         }
         fn size(&self) -> io::Result<u64> {
-            Ok(self.len)
+            Ok(self.len())
         }
         fn set_len(&self, _: u64) -> io::Result<()> {
             unreachable!("read only")
@@ -392,16 +408,16 @@ mod tests {
 
     #[test]
     fn a_window_reads_little_for_one_record_and_whole_chunks_for_a_scan() {
-        let file = Zeros { len: 8 << 20, reads: Mutex::new(Vec::new()) };
+        let file = ReadOnlyFile::new(vec![0; 8 << 20]);
         let mut window = Window::default();
-        window.fill(&file, 0, 0, HEADER_LEN, file.len).unwrap();
+        window.fill(&file, 0, 0, HEADER_LEN, file.len()).unwrap();
         assert_eq!(*file.reads.lock().unwrap(), [FIRST_READ], "one record reads 16 KiB");
 
         // Reading on past the window's end: each refill doubles, up to a whole chunk.
         let mut offset = 0;
         for _ in 0..8 {
             offset = window.start + window.data.len() as u64;
-            window.fill(&file, offset, offset, HEADER_LEN, file.len).unwrap();
+            window.fill(&file, offset, offset, HEADER_LEN, file.len()).unwrap();
         }
         let reads = file.reads.lock().unwrap().clone();
         let kib: Vec<usize> = reads.iter().map(|n| n >> 10).collect();
@@ -409,14 +425,14 @@ mod tests {
         assert_eq!(window.start, offset);
 
         // A jump elsewhere starts again small; a read near the end stops there.
-        window.fill(&file, 1 << 20, 1 << 20, HEADER_LEN, file.len).unwrap();
-        window.fill(&file, file.len - 1000, file.len - 1000, HEADER_LEN, file.len).unwrap();
+        window.fill(&file, 1 << 20, 1 << 20, HEADER_LEN, file.len()).unwrap();
+        window.fill(&file, file.len() - 1000, file.len() - 1000, HEADER_LEN, file.len()).unwrap();
         let reads = file.reads.lock().unwrap().clone();
         assert_eq!(reads[reads.len() - 2..], [FIRST_READ, 1000]);
 
         // A record larger than the read-ahead is read whole.
         let mut fresh = Window::default();
-        let bytes = fresh.fill(&file, 0, 0, 3 << 20, file.len).unwrap();
+        let bytes = fresh.fill(&file, 0, 0, 3 << 20, file.len()).unwrap();
         assert_eq!(bytes.len(), 3 << 20);
     }
 
@@ -441,50 +457,13 @@ mod tests {
         buf
     }
 
-    /// A file that is cut to `cut` bytes after its first `cut_after` reads: a segment closed
-    /// (cut to its last record) under a reader.
-    #[derive(Debug)]
-    struct CutUnderReader {
-        bytes: Vec<u8>,
-        cut: usize,
-        cut_after: usize,
-        reads: Mutex<usize>,
-    }
-
-    impl StorageFile for CutUnderReader {
-        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-            let mut reads = self.reads.lock().unwrap();
-            let len = if *reads >= self.cut_after { self.cut } else { self.bytes.len() };
-            *reads += 1;
-            let from = usize::try_from(offset).unwrap().min(len);
-            let n = buf.len().min(len - from);
-            buf[..n].copy_from_slice(&self.bytes[from..from + n]);
-            Ok(n)
-        }
-        fn write_at(&self, _: &[u8], _: u64) -> io::Result<()> {
-            unreachable!("read only")
-        }
-        fn sync_data(&self) -> io::Result<()> {
-            unreachable!("read only")
-        }
-        fn forget_cached(&self) -> io::Result<()> {
-            Ok(())
-        }
-        fn size(&self) -> io::Result<u64> {
-            Ok(self.bytes.len() as u64)
-        }
-        fn set_len(&self, _: u64) -> io::Result<()> {
-            unreachable!("read only")
-        }
-    }
-
     #[test]
     fn a_file_cut_under_a_scan_inside_a_batch_ends_the_scan_there() {
         // A batch of 2 MB: the scan's window keeps its bytes not yet hashed, and refills from
         // them; the file is cut below them after the first few reads.
         let bytes = sealed_batch(200, 10_000);
         let (len, cut) = (bytes.len() as u64, 200_000);
-        let file = CutUnderReader { bytes, cut, cut_after: 4, reads: Mutex::new(0) };
+        let file = ReadOnlyFile { cut, cut_after: 4, ..ReadOnlyFile::new(bytes) };
         let mut visited = 0;
         let (stopped_at, end) = scan(&file, 0, len, 0, |_, _, _, _| {
             visited += 1;
@@ -500,7 +479,7 @@ mod tests {
         let bytes = sealed_batch(200, 10_000);
         let expected = record::batch_chain_hash(&[0; 32], &bytes);
         let len = bytes.len() as u64;
-        let file = CutUnderReader { bytes, cut: 0, cut_after: usize::MAX, reads: Mutex::new(0) };
+        let file = ReadOnlyFile::new(bytes);
         let mut last = None;
         let (_, end) = scan(&file, 0, len, 0, |_, view, chain, _| {
             if view.ends_batch() {
