@@ -517,7 +517,7 @@ impl LogReader {
     fn compute_chain_hash_at(&self, position: u64) -> Result<ChainHash, ReadError> {
         let mut reader = Reader::new(self.shared.clone(), position, position + 1);
         let key = reader.read_next_with(|view| {
-            (view.chains_by_batch())
+            view.chains_by_batch()
                 .then_some(*view.prev_hash)
                 .ok_or_else(|| record::record_chain_hash(view.bytes))
         })?;
