@@ -182,6 +182,27 @@ impl TenantState {
         }
     }
 
+    /// Starts loading what `command` reaches through its order: the stock of a new order's
+    /// lines, or a placed order's payment and stock (shipping captures and commits, cancelling
+    /// voids and releases). A second hint, given once [`Self::prefetch_for`] had time to load
+    /// the order; it looks the order up.
+    pub(crate) fn prefetch_through(&self, command: &Command) {
+        let Command::Order { order, command } = command else { return };
+        let lines = match command {
+            OrderCommand::Place { lines, .. } => lines.as_slice(),
+            _ => {
+                let Some(order) = self.orders.get(order) else { return };
+                if let Some(payment) = order.payment() {
+                    self.payments.prefetch(payment);
+                }
+                order.lines()
+            }
+        };
+        for line in lines {
+            self.inventory.prefetch(&line.sku);
+        }
+    }
+
     /// Starts loading the order or payment `event` is about: a hint for a replay that sees
     /// its next events coming (SKUs are few and stay in cache).
     pub(crate) fn prefetch_for_event(&self, event: &Event) {
@@ -190,6 +211,11 @@ impl TenantState {
             Event::Payment { payment, .. } => self.payments.prefetch(payment),
             Event::Inventory { .. } => {}
         }
+    }
+
+    /// Starts loading the order `order`: a hint for a lookup a few steps ahead.
+    pub(crate) fn prefetch_order(&self, order: &OrderId) {
+        self.orders.prefetch(order);
     }
 
     /// The order `order`, if it was placed.

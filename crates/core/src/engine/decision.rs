@@ -39,6 +39,10 @@ const MAX_DECISIONS_PER_TURN: usize = 1024;
 /// what they will look up: enough to cover a trip to memory, few enough to stay within the
 /// core's outstanding misses.
 const LOOKAHEAD: usize = 8;
+/// How far ahead of the one decided a work has what it reaches through its order loaded (its
+/// order is in cache by then): the payment and stock a ship or a cancel moves, the stock of a
+/// place.
+const THROUGH_AHEAD: usize = 3;
 /// How many entries ahead of the next one the turn's answers are loaded into the cache.
 const WRITE_AHEAD: usize = 8;
 /// Most records in one turn's batch (well below the log's batch limit).
@@ -164,6 +168,9 @@ impl DecisionThread {
                 self.prefetch(&next);
                 ahead.push_back(next);
                 taken += 1;
+            }
+            if let Some(Work::Command(Request { envelope, .. })) = ahead.get(THROUGH_AHEAD) {
+                self.world.prefetch_through(&envelope.tenant, &envelope.command);
             }
             self.take(work, now);
         }

@@ -41,6 +41,8 @@ pub(super) const REPLAY_REPORT_EVERY: std::time::Duration = std::time::Duration:
 const REPLAY_BATCH: usize = 1024;
 /// How many records ahead of the one replayed the replay loads what they will look up.
 const REPLAY_AHEAD: usize = 8;
+/// How many timers that ran out ahead of the one checked have their orders loaded.
+const TIMERS_AHEAD: usize = 8;
 
 impl World {
     /// The state the records of `log` leave, and the last admission time they hold: `start`'s
@@ -333,6 +335,14 @@ impl World {
         }
     }
 
+    /// Starts loading what deciding `command` of `tenant` reaches through its order, for a
+    /// command that had its order loaded by [`Self::prefetch`] a few places back.
+    pub(crate) fn prefetch_through(&self, tenant: &TenantId, command: &Command) {
+        if let Some(&place) = self.places.get(tenant) {
+            self.tenants[place].state.prefetch_through(command);
+        }
+    }
+
     /// Starts loading the entry of `key` of `tenant`, if any, and gives the tenant's
     /// aggregates for the hints about them; `None` for a tenant not seen yet.
     fn prefetch_key(
@@ -449,18 +459,30 @@ impl World {
     }
 
     /// Takes every order still unpaid whose hold has run out by `now`.
+    ///
+    /// Most timers that run out are of orders paid or cancelled since, and each is looked up
+    /// in a map of a day's orders that does not fit in cache: the orders are loaded
+    /// [`TIMERS_AHEAD`] ahead of the one checked, so that the checks do not wait for memory in
+    /// turn.
     pub(crate) fn take_due(&mut self, now: Timestamp) -> Vec<(Place, OrderId)> {
-        let mut due = Vec::new();
+        let mut ran_out = Vec::new();
         while let Some(Timer { tenant, order, .. }) = self.timers.pop_due(now) {
-            let unpaid = self
-                .state(tenant)
-                .order(&order)
-                .is_some_and(|o| o.status() == Some(OrderStatus::Placed));
-            if unpaid {
-                due.push((tenant, order));
+            ran_out.push((tenant, order));
+        }
+        for (tenant, order) in ran_out.iter().take(TIMERS_AHEAD) {
+            self.state(*tenant).prefetch_order(order);
+        }
+        let mut unpaid = Vec::new();
+        for (i, (tenant, order)) in ran_out.iter().enumerate() {
+            if let Some((ahead, order)) = ran_out.get(i + TIMERS_AHEAD) {
+                self.state(*ahead).prefetch_order(order);
+            }
+            let placed = self.state(*tenant).order(order);
+            if placed.is_some_and(|o| o.status() == Some(OrderStatus::Placed)) {
+                unpaid.push((*tenant, order.clone()));
             }
         }
-        due
+        unpaid
     }
 }
 
