@@ -10,16 +10,17 @@
 //!
 //! Logs written before decision records hold one record per event ([`encode_event`]) and a
 //! `CommandAccepted` record per key; both stay readable. Payloads are rkyv bytes of a frozen
-//! schema version: [`v1`], and [`v2`], which added the gateway's reference to an authorization.
-//! Decoding dispatches on (event type, schema version), so an old version stays readable
-//! through an upcaster (a v1 authorization decodes with no reference).
+//! schema version: [`v1`], and [`v2`], which added the gateway's reference to an authorization
+//! (version 3 writes v2's payloads, its keys' fingerprints made by another hash:
+//! [`Fingerprint`]). Decoding dispatches on (event type, schema version), so an old version
+//! stays readable through an upcaster (a v1 authorization decodes with no reference).
 
 mod fingerprint;
 pub mod v1;
 pub mod v2;
 mod write;
 
-pub use fingerprint::{Fingerprint, fingerprint, fingerprint_of};
+pub use fingerprint::{Fingerprint, FingerprintHash, fingerprint, fingerprint_by, fingerprint_of};
 
 use crate::domain::limits::MAX_LINES_PER_ORDER;
 use crate::domain::{
@@ -29,8 +30,30 @@ use crate::domain::{
 };
 
 /// The schema version every event is written with today. Version 2 added the gateway's
-/// reference to `PaymentAuthorized` ([`v2`]); every version before it stays readable.
-pub const CURRENT_SCHEMA: u16 = 2;
+/// reference to `PaymentAuthorized` ([`v2`]). Version 3 changed no payload (its payloads
+/// are version 2's, byte for byte): the fingerprints of its idempotency keys are made by
+/// xxh3, those of earlier versions by blake3 ([`Fingerprint`]). Every version before it
+/// stays readable.
+pub const CURRENT_SCHEMA: u16 = 3;
+
+/// The first schema version whose fingerprints are made by xxh3.
+const XXH3_FINGERPRINTS: u16 = 3;
+
+/// The schema version a record holding `key`'s fingerprint is written with: the current
+/// one, or version 2 for a fingerprint made by blake3 (the payloads are the same).
+fn schema_for(fingerprint: Option<Fingerprint>) -> u16 {
+    match fingerprint.map(|f| f.hash()) {
+        Some(FingerprintHash::Blake3) => XXH3_FINGERPRINTS - 1,
+        Some(FingerprintHash::Xxh3) | None => CURRENT_SCHEMA,
+    }
+}
+
+/// The fingerprint `bytes` held by a record of schema `version`.
+fn fingerprint_in(version: u16, bytes: [u8; 16]) -> Fingerprint {
+    let hash =
+        if version < XXH3_FINGERPRINTS { FingerprintHash::Blake3 } else { FingerprintHash::Xxh3 };
+    Fingerprint::from_bytes(hash, bytes)
+}
 
 /// Stable event type codes: part of the log format, never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -375,21 +398,23 @@ pub fn encode_command_accepted(
     fingerprint: Fingerprint,
     events: u32,
 ) -> Encoded {
-    let accepted = v1::CommandAccepted { key: key.to_string(), fingerprint: fingerprint.0, events };
+    let accepted =
+        v1::CommandAccepted { key: key.to_string(), fingerprint: fingerprint.bytes(), events };
     let payload = rkyv::to_bytes::<rkyv::rancor::Error>(&accepted)
         .expect("plain data always serializes")
         .to_vec();
     Encoded {
         stream: stream(tenant, "k", ""),
         event_type: EventType::CommandAccepted as u16,
-        schema_version: CURRENT_SCHEMA,
+        schema_version: schema_for(Some(fingerprint)),
         payload,
     }
 }
 
 /// The one record of everything a command of `tenant` decided: `events` (at least one), on
 /// the stream of the first event's aggregate (the one the command was about), with the
-/// command's idempotency key and fingerprint.
+/// command's idempotency key and fingerprint (of the current schema version, or of version 2
+/// for a fingerprint made by blake3).
 #[must_use]
 pub fn encode_decision(
     tenant: &TenantId,
@@ -399,7 +424,7 @@ pub fn encode_decision(
     let mut encoded = Encoded {
         stream: Vec::new(),
         event_type: EventType::Decision as u16,
-        schema_version: CURRENT_SCHEMA,
+        schema_version: schema_for(key.map(|(_, f)| f)),
         payload: Vec::new(),
     };
     write_decision(tenant, key, events, &mut encoded.stream, &mut encoded.payload);
@@ -420,7 +445,7 @@ pub fn encode_decision_into(
     write_decision(tenant, key, events, &mut record.stream, &mut record.payload);
     record.expected = orderly_store::Expected::Any;
     record.event_type = EventType::Decision as u16;
-    record.schema_version = CURRENT_SCHEMA;
+    record.schema_version = schema_for(key.map(|(_, f)| f));
     record.timestamp = at.0;
 }
 
@@ -444,7 +469,7 @@ fn write_decision(
         .sum();
     payload.reserve(64 + 64 * events.len() + 32 * lines);
     write::Out::new(payload).decision(
-        key.map(|(key, fingerprint)| (key.as_str(), fingerprint.0)),
+        key.map(|(key, fingerprint)| (key.as_str(), fingerprint.bytes())),
         events,
         |event| (EventType::of(event) as u16, aggregate_of(event).1),
         write_payload,
@@ -508,7 +533,7 @@ pub fn decode(
             Ok(Decoded::CommandAccepted {
                 tenant,
                 key: IdempotencyKey::new(p.key.as_str())?,
-                fingerprint: Fingerprint(p.fingerprint),
+                fingerprint: fingerprint_in(schema_version, p.fingerprint),
                 events: p.events.to_native(),
             })
         }
@@ -533,7 +558,8 @@ fn decode_decision(tenant: TenantId, version: u16, payload: &[u8]) -> Result<Dec
         .key
         .as_ref()
         .map(|k| {
-            Ok::<_, DecodeError>((IdempotencyKey::new(k.key.as_str())?, Fingerprint(k.fingerprint)))
+            let fingerprint = fingerprint_in(version, k.fingerprint);
+            Ok::<_, DecodeError>((IdempotencyKey::new(k.key.as_str())?, fingerprint))
         })
         .transpose()?;
     if p.events.is_empty() {

@@ -235,35 +235,30 @@ impl DecisionThread {
         if let Some(cause) = self.log.failure() {
             return reply(Err(EngineError::Stopped { cause }.into()));
         }
-        let Envelope { tenant, idempotency_key, command, .. } = envelope;
-        let new_tenant = !self.world.knows(&tenant);
-        let place = self.world.place(&tenant);
-        let key = idempotency_key.zip(fingerprint);
-        if let Some((key, fingerprint)) = &key {
+        let new_tenant = !self.world.knows(&envelope.tenant);
+        let place = self.world.place(&envelope.tenant);
+        let key = envelope.idempotency_key.as_ref().zip(fingerprint);
+        if let Some((key, fingerprint)) = key {
             // Claimed for the record this command would write: the position it gets if
             // accepted, since nothing else is decided in between.
-            let claim =
-                KeyEntry { fingerprint: *fingerprint, first: self.next_position, records: 1 };
+            let claim = KeyEntry { fingerprint, first: self.next_position, records: 1 };
             if let Some(seen) = self.world.claim_key(place, key, claim) {
-                if seen.fingerprint == *fingerprint {
+                if seen.fingerprint.same_command(&fingerprint, &envelope) {
                     return reply(Ok(Answer::Replay { first: seen.first, records: seen.records }));
                 }
                 let reused = Err(ExecuteError::IdempotencyKeyReused { key: key.clone() });
                 return self.turn.deferred.push((reply, reused));
             }
         }
-        let refusal = match self.decide(place, &command, now) {
-            Ok(Ok(events)) => {
-                let key = key.as_ref().map(|(k, f)| (k, *f));
-                return self.commit(place, key, (events, for_reply), now, reply);
-            }
+        let refusal = match self.decide(place, &envelope.command, now) {
+            Ok(Ok(events)) => return self.commit(place, key, (events, for_reply), now, reply),
             // A rejection may rest on events not yet durable: it waits for them like an
             // acknowledgement does, so no caller is told "no" on the strength of a state that a
             // failed fsync could undo.
             Ok(Err(rejection)) => ExecuteError::Rejected(rejection),
             Err(inconsistent) => inconsistent.into(),
         };
-        if let Some((key, _)) = &key {
+        if let Some((key, _)) = key {
             self.world.release_key(place, key);
         }
         if new_tenant {

@@ -12,10 +12,11 @@
 //! only grows, and the open replays the records written since.
 //!
 //! ```text
-//! magic "OENGSNAP" · format version u16 (3) · position u64 · chain hash of record position-1 [32]
+//! magic "OENGSNAP" · format version u16 (4) · position u64 · chain hash of record position-1 [32]
 //! · last admission time u64 · tenants u32 · tenant… · blake3 of every byte before [32]
 //! tenant:    id · keys · inventory · orders · payments (each a count u64, then entries)
-//! key:       key · fingerprint [16] · first u64 · records u32
+//! key:       key · fingerprint hash u8 (0 xxh3, 1 blake3) · fingerprint [16] · first u64
+//!            · records u32
 //! inventory: sku · known u8 · on hand u64 · reserved u64 · open holds u64
 //! order:     id · status u8 · currency · total u64 · refunded u64 · hold expires at u64
 //!            · payment (u8 0, or 1 and id) · lines u8 · (sku · quantity u64 · unit price u64)…
@@ -23,8 +24,9 @@
 //!            · authorized · captured · refunded u64
 //! ```
 //! Text (ids, keys, references, currencies) is a length byte and the bytes; numbers are
-//! little-endian. Format 3 added the payment's gateway reference; a snapshot of an older format
-//! is ignored (the open replays the log).
+//! little-endian. Format 3 added the payment's gateway reference, and format 4 the hash that
+//! made a key's fingerprint; a snapshot of an older format is ignored (the open replays the
+//! log).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -35,7 +37,7 @@ use orderly_store::Log;
 use crate::audit::Digest;
 
 use super::state::{KeyEntry, Keys, World};
-use crate::codec::Fingerprint;
+use crate::codec::{Fingerprint, FingerprintHash};
 use crate::domain::GrowingMap;
 use crate::domain::limits::MAX_LINES_PER_ORDER;
 use crate::domain::order::Placed;
@@ -48,7 +50,7 @@ use crate::domain::{
 
 use super::SNAPSHOT_FILE as FILE_NAME;
 const MAGIC: &[u8; 8] = b"OENGSNAP";
-const FORMAT_VERSION: u16 = 3;
+const FORMAT_VERSION: u16 = 4;
 /// Bytes gathered before they go to the hasher and the file.
 const CHUNK: usize = 1 << 20;
 /// Most entries a map of the snapshot is made for before it is read; beyond, it grows.
@@ -239,7 +241,11 @@ fn write_tenant(out: &mut Out, id: &TenantId, state: &TenantState, keys: &Keys) 
     out.u64(keys.len() as u64)?;
     for (key, entry) in keys {
         out.text(key.as_str())?;
-        out.bytes(&entry.fingerprint.0)?;
+        out.u8(match entry.fingerprint.hash() {
+            FingerprintHash::Xxh3 => 0,
+            FingerprintHash::Blake3 => 1,
+        })?;
+        out.bytes(&entry.fingerprint.bytes())?;
         out.u64(entry.first)?;
         out.u32(entry.records)?;
     }
@@ -319,11 +325,17 @@ fn write_tenant(out: &mut Out, id: &TenantId, state: &TenantState, keys: &Keys) 
 /// snapshot that is well formed yet wrong is refused rather than trusted.
 fn read_tenant(input: &mut In, position: u64) -> Result<(TenantId, TenantState, Keys), String> {
     let id = input.id(TenantId::new)?;
-    let count = input.count(1 + 16 + 8 + 4)?;
+    let count = input.count(1 + 1 + 16 + 8 + 4)?;
     let mut keys = Keys::with_capacity(count.min(PRESIZED));
     for _ in 0..count {
         let key = input.id(IdempotencyKey::new)?;
-        let fingerprint = Fingerprint(input.take(16)?.try_into().expect("16 bytes"));
+        let hash = match input.u8()? {
+            0 => FingerprintHash::Xxh3,
+            1 => FingerprintHash::Blake3,
+            other => return Err(format!("tenant {id}: a fingerprint by hash {other}")),
+        };
+        let bytes = input.take(16)?.try_into().expect("16 bytes");
+        let fingerprint = Fingerprint::from_bytes(hash, bytes);
         let entry = KeyEntry { fingerprint, first: input.u64()?, records: input.u32()? };
         if entry.first >= position || keys.insert(key, entry).is_some() {
             return Err(format!("tenant {id}: a key past the snapshot, or twice"));

@@ -1,12 +1,15 @@
 //! Every domain event survives encoding and decoding unchanged, and the bytes of each schema
 //! version never change: the codec's bytes of today's version are compared with golden bytes
-//! checked in beside this file (`golden_v2.txt`), and those of every earlier version
-//! (`golden_v1.txt`) must still decode to the same events. Run with `ORDERLY_BLESS=1` only
-//! when adding a new event or version.
+//! checked in beside this file (`golden_v3.txt`), and those of every earlier version
+//! (`golden_v1.txt`, `golden_v2.txt`) must still decode to the same events. Run with
+//! `ORDERLY_BLESS=1` only when adding a new event or version.
 
 use std::fmt::Write as _;
 
-use orderly_core::codec::{self, DecodeError, Decoded, EventType, fingerprint, fingerprint_of};
+use orderly_core::codec::{
+    self, DecodeError, Decoded, EventType, Fingerprint, FingerprintHash, fingerprint,
+    fingerprint_by, fingerprint_of,
+};
 use orderly_core::domain::{
     CancelReason, Command, Currency, CustomerId, DeclineReason, Envelope, Event, GatewayId,
     GatewayReference, IdempotencyKey, InventoryEvent, Money, OrderCommand, OrderEvent, OrderId,
@@ -128,9 +131,12 @@ fn every_event_round_trips() {
 }
 
 /// The records the golden files hold, in their order: each sample event on its own, a key
-/// record, and a decision (an order placed with its hold, under a key); each with its name and
-/// what it decodes to.
-fn golden_records(samples: &[Event]) -> Vec<(&'static str, codec::Encoded, Decoded)> {
+/// record, and a decision (an order placed with its hold, under a key whose fingerprint
+/// `hash` made); each with its name and what it decodes to.
+fn golden_records(
+    samples: &[Event],
+    hash: FingerprintHash,
+) -> Vec<(&'static str, codec::Encoded, Decoded)> {
     let mut records: Vec<_> = samples
         .iter()
         .map(|event| {
@@ -139,7 +145,7 @@ fn golden_records(samples: &[Event]) -> Vec<(&'static str, codec::Encoded, Decod
         })
         .collect();
     let key = IdempotencyKey::new("retry-7").unwrap();
-    let fingerprint = codec::Fingerprint([7; 16]);
+    let fingerprint = Fingerprint::from_bytes(hash, [7; 16]);
     records.push((
         "command_accepted",
         codec::encode_command_accepted(&tenant(), &key, fingerprint, 3),
@@ -162,7 +168,7 @@ fn golden_path(version: u16) -> String {
 #[test]
 fn the_bytes_of_the_current_schema_version_never_change() {
     let mut lines = String::new();
-    for (name, e, _) in golden_records(&samples()) {
+    for (name, e, _) in golden_records(&samples(), FingerprintHash::Xxh3) {
         let stream = String::from_utf8(e.stream).unwrap();
         let (event_type, version) = (e.event_type, e.schema_version);
         writeln!(lines, "{name} {event_type} {version} {stream} {}", hex(&e.payload)).unwrap();
@@ -189,20 +195,65 @@ fn the_bytes_of_schema_version_1_still_decode_to_the_same_events() {
             *reference = None;
         }
     }
-    let golden = std::fs::read_to_string(golden_path(1)).expect("golden bytes are checked in");
-    let records = golden_records(&before_references);
+    golden_version_decodes(1, &golden_records(&before_references, FingerprintHash::Blake3));
+}
+
+#[test]
+fn the_bytes_of_schema_version_2_still_decode_to_the_same_events() {
+    // Version 2 differs from 3 only in its fingerprints' hash.
+    golden_version_decodes(2, &golden_records(&samples(), FingerprintHash::Blake3));
+}
+
+/// Every line of the golden file of `version` decodes to its record of `records`.
+fn golden_version_decodes(version: u16, records: &[(&str, codec::Encoded, Decoded)]) {
+    let golden =
+        std::fs::read_to_string(golden_path(version)).expect("golden bytes are checked in");
     assert_eq!(golden.lines().count(), records.len());
     for (line, (name, _, expected)) in golden.lines().zip(records) {
         let fields: Vec<&str> = line.split(' ').collect();
-        let [golden_name, event_type, "1", stream, payload] = fields[..] else {
-            panic!("a golden line of version 1: {line}")
+        let [golden_name, event_type, written, stream, payload] = fields[..] else {
+            panic!("a golden line: {line}")
         };
-        assert_eq!(golden_name, name);
+        assert_eq!((golden_name, written), (*name, version.to_string().as_str()));
         let payload = unhex(payload);
         let decoded =
-            codec::decode(stream.as_bytes(), event_type.parse().unwrap(), 1, &payload).unwrap();
-        assert_eq!(decoded, expected, "{name}");
+            codec::decode(stream.as_bytes(), event_type.parse().unwrap(), version, &payload)
+                .unwrap();
+        assert_eq!(&decoded, expected, "{name}");
     }
+}
+
+#[test]
+fn a_fingerprint_made_by_blake3_is_written_at_version_2_and_read_back_as_made_by_blake3() {
+    let key = IdempotencyKey::new("retry-7").unwrap();
+    let events = vec![samples()[0].clone()];
+    for (hash, version) in [(FingerprintHash::Blake3, 2), (FingerprintHash::Xxh3, 3)] {
+        let fingerprint = Fingerprint::from_bytes(hash, [9; 16]);
+        let e = codec::encode_decision(&tenant(), Some((&key, fingerprint)), &events);
+        assert_eq!(e.schema_version, version);
+        let decoded = codec::decode(&e.stream, e.event_type, e.schema_version, &e.payload);
+        let expected = Some((key.clone(), fingerprint));
+        assert_eq!(
+            decoded.unwrap(),
+            Decoded::Decision { tenant: tenant(), key: expected, events: events.clone() }
+        );
+        let e = codec::encode_command_accepted(&tenant(), &key, fingerprint, 1);
+        assert_eq!(e.schema_version, version);
+        let decoded = codec::decode(&e.stream, e.event_type, e.schema_version, &e.payload);
+        let accepted =
+            Decoded::CommandAccepted { tenant: tenant(), key: key.clone(), fingerprint, events: 1 };
+        assert_eq!(decoded.unwrap(), accepted);
+    }
+    // The same bytes said to be of the other version are another hash's fingerprint: never
+    // taken for the same command.
+    let blake3 = Fingerprint::Blake3([9; 16]);
+    let e = codec::encode_decision(&tenant(), Some((&key, blake3)), &events);
+    let decoded = codec::decode(&e.stream, e.event_type, 3, &e.payload).unwrap();
+    let Decoded::Decision { key: Some((_, read)), .. } = decoded else {
+        panic!("a keyed decision")
+    };
+    assert_eq!(read, Fingerprint::Xxh3([9; 16]));
+    assert_ne!(read, blake3);
 }
 
 fn unhex(text: &str) -> Vec<u8> {
@@ -329,7 +380,7 @@ fn the_codec_writes_the_bytes_of_the_frozen_types() {
     }
     let key = IdempotencyKey::new("checkout-attempt-000000000042").unwrap();
     for events in [&short, &long] {
-        for keyed in [None, Some((&key, codec::Fingerprint([5; 16])))] {
+        for keyed in [None, Some((&key, Fingerprint::Xxh3([5; 16])))] {
             let written = codec::encode_decision(&tenant(), keyed, events).payload;
             let plain = plain_decision(events, keyed);
             assert_eq!(
@@ -348,7 +399,7 @@ fn plain_decision(events: &[Event], key: Option<(&IdempotencyKey, codec::Fingerp
     let plain = codec::v1::Decision {
         key: key.map(|(key, fingerprint)| codec::v1::DecisionKey {
             key: key.to_string(),
-            fingerprint: fingerprint.0,
+            fingerprint: fingerprint.bytes(),
         }),
         events: events
             .iter()
@@ -429,7 +480,7 @@ proptest::proptest! {
         events.push(Event::Order { order, event: OrderEvent::OrderShipped });
         let events = &events[events.len().saturating_sub(take)..];
         let key = keyed.map(|len| IdempotencyKey::new(&text(len, 'k')).unwrap());
-        let key = key.as_ref().map(|key| (key, codec::Fingerprint([9; 16])));
+        let key = key.as_ref().map(|key| (key, Fingerprint::Xxh3([9; 16])));
         for event in events {
             proptest::prop_assert_eq!(
                 codec::encode_event(&tenant(), event).payload,
@@ -451,7 +502,7 @@ fn a_decision_encoded_into_a_reused_record_is_the_same_record() {
     let mut reused = codec::encode_decision(&tenant(), None, &all).into_record(Timestamp(1));
     for n in 0..all.len() {
         let events: Vec<Event> = all[n..].iter().take(3).cloned().collect();
-        for keyed in [None, Some((&key, codec::Fingerprint([3; 16])))] {
+        for keyed in [None, Some((&key, Fingerprint::Xxh3([3; 16])))] {
             let at = Timestamp(1_000 + n as u64);
             codec::encode_decision_into(&tenant(), keyed, &events, at, &mut reused);
             assert_eq!(reused, codec::encode_decision(&tenant(), keyed, &events).into_record(at));
@@ -465,7 +516,7 @@ fn a_decision_record_round_trips_on_the_stream_of_its_first_event() {
     let all = samples();
     for (n, first) in all.iter().enumerate() {
         let events: Vec<Event> = all[n..].iter().take(3).cloned().collect();
-        for keyed in [None, Some((&key, codec::Fingerprint([3; 16])))] {
+        for keyed in [None, Some((&key, Fingerprint::Xxh3([3; 16])))] {
             let e = codec::encode_decision(&tenant(), keyed, &events);
             assert_eq!(EventType::from_code(e.event_type), Some(EventType::Decision));
             let stream = codec::encode_event(&tenant(), first).stream;
@@ -485,14 +536,14 @@ fn a_decision_record_round_trips_on_the_stream_of_its_first_event() {
 #[test]
 fn the_command_accepted_record_round_trips() {
     let key = IdempotencyKey::new("retry-7").unwrap();
-    let e = codec::encode_command_accepted(&tenant(), &key, codec::Fingerprint([9; 16]), 4);
+    let e = codec::encode_command_accepted(&tenant(), &key, Fingerprint::Xxh3([9; 16]), 4);
     let decoded = codec::decode(&e.stream, e.event_type, e.schema_version, &e.payload).unwrap();
     assert_eq!(
         decoded,
         Decoded::CommandAccepted {
             tenant: tenant(),
             key,
-            fingerprint: codec::Fingerprint([9; 16]),
+            fingerprint: Fingerprint::Xxh3([9; 16]),
             events: 4
         }
     );
@@ -544,7 +595,7 @@ fn unknown_types_versions_streams_and_garbage_are_errors_not_panics() {
 /// A decision record of every sample event, under a key: the widest payload there is.
 fn decision_of_every_sample() -> codec::Encoded {
     let key = IdempotencyKey::new("retry-7").unwrap();
-    codec::encode_decision(&tenant(), Some((&key, codec::Fingerprint([5; 16]))), &samples())
+    codec::encode_decision(&tenant(), Some((&key, Fingerprint::Xxh3([5; 16]))), &samples())
 }
 
 /// Archives a hand-made v1 decision, to build payloads the encoder would never write.
@@ -623,13 +674,32 @@ fn garbage_in_a_decision_record_is_an_error_not_a_panic() {
     assert!(matches!(decode(&bad_aggregate), Err(DecodeError::InvalidValue(_))));
 }
 
-/// The fingerprint of "ship order o-1001" as first released.
-const PINNED_SHIP_FINGERPRINT: &str = "13c28ffd4c0aa9fe9f09ff68b98246b4";
+/// The fingerprints of "ship order o-1001": by blake3, as first released (schema versions 1
+/// and 2 hold them), and by xxh3, as schema version 3 first holds them.
+const PINNED_SHIP_FINGERPRINTS: [&str; 2] =
+    ["13c28ffd4c0aa9fe9f09ff68b98246b4", "12d9b730d05fd5b4e7a0b40b2755c5b3"];
 
-/// Fingerprints of longer commands as first released: an authorization, and a placement of
-/// every line an order may have with ids of every allowed length (over a KiB of encoding).
-const PINNED_AUTHORIZE_FINGERPRINT: &str = "5245278dfec69b0d873ffdd13932c0d1";
-const PINNED_LARGE_PLACE_FINGERPRINT: &str = "d41ce8254f762b8ac0671e504d669b90";
+/// Fingerprints of longer commands, by blake3 and by xxh3: an authorization, and a placement
+/// of every line an order may have with ids of every allowed length (over a KiB of encoding).
+const PINNED_AUTHORIZE_FINGERPRINTS: [&str; 2] =
+    ["5245278dfec69b0d873ffdd13932c0d1", "8623dd43cefa06dd528dccae4268e151"];
+const PINNED_LARGE_PLACE_FINGERPRINTS: [&str; 2] =
+    ["d41ce8254f762b8ac0671e504d669b90", "438bd437ecd1332d21be1b515dee3d0e"];
+
+/// The fingerprints of the command `envelope` carries, in hex: by blake3, then by xxh3 (this
+/// build's, which [`fingerprint_of`] makes).
+fn pinned(envelope: &Envelope) -> [String; 2] {
+    assert_eq!(fingerprint_of(envelope), fingerprint_by(FingerprintHash::Xxh3, envelope));
+    [FingerprintHash::Blake3, FingerprintHash::Xxh3]
+        .map(|hash| hex(&fingerprint_by(hash, envelope).bytes()))
+}
+
+/// [`pinned`] of a command of `acme`, which [`fingerprint`] makes too.
+fn pinned_command(command: &Command) -> [String; 2] {
+    let envelope = Envelope::new(tenant(), command.clone());
+    assert_eq!(fingerprint(command), fingerprint_of(&envelope));
+    pinned(&envelope)
+}
 
 #[test]
 fn fingerprints_of_long_commands_stay_put() {
@@ -654,7 +724,7 @@ fn fingerprints_of_long_commands_stay_put() {
             lines,
         },
     };
-    assert_eq!(hex(&fingerprint(&authorize).0), PINNED_AUTHORIZE_FINGERPRINT);
+    assert_eq!(pinned_command(&authorize), PINNED_AUTHORIZE_FINGERPRINTS);
     // The gateway's reference is its answer to the same authorization: a retry that learned
     // it (after schema version 2) is the same command as one recorded before.
     let mut with_reference = authorize.clone();
@@ -666,8 +736,8 @@ fn fingerprints_of_long_commands_stay_put() {
         *reference = Some(GatewayReference::new("pi_1").unwrap());
     }
     assert_ne!(with_reference, authorize);
-    assert_eq!(hex(&fingerprint(&with_reference).0), PINNED_AUTHORIZE_FINGERPRINT);
-    assert_eq!(hex(&fingerprint(&place).0), PINNED_LARGE_PLACE_FINGERPRINT);
+    assert_eq!(pinned_command(&with_reference), PINNED_AUTHORIZE_FINGERPRINTS);
+    assert_eq!(pinned_command(&place), PINNED_LARGE_PLACE_FINGERPRINTS);
 }
 
 #[test]
@@ -686,11 +756,13 @@ fn fingerprints_tell_commands_apart_and_stay_put() {
     let deliver = Command::Order { order: order(), command: OrderCommand::Deliver };
     assert_ne!(fingerprint(&ship), fingerprint(&deliver));
     // Pinned: a fingerprint is stored in the log, so its encoding must never drift.
-    assert_eq!(hex(&fingerprint(&ship).0), PINNED_SHIP_FINGERPRINT);
+    assert_eq!(pinned_command(&ship), PINNED_SHIP_FINGERPRINTS);
 }
 
-/// The fingerprint of "place 2 × SKU-1 at 100 EUR for c-42 under a fresh order id".
-const PINNED_FRESH_PLACE_FINGERPRINT: &str = "d9e9a08cb8653d77a2b0f73b1178bcc9";
+/// The fingerprints of "place 2 × SKU-1 at 100 EUR for c-42 under a fresh order id", by blake3
+/// and by xxh3.
+const PINNED_FRESH_PLACE_FINGERPRINTS: [&str; 2] =
+    ["d9e9a08cb8653d77a2b0f73b1178bcc9", "0a869ee2562a56e459898f349c9f399b"];
 
 #[test]
 fn a_place_under_a_fresh_order_id_is_the_same_command_whatever_id_it_got() {
@@ -713,7 +785,7 @@ fn a_place_under_a_fresh_order_id_is_the_same_command_whatever_id_it_got() {
     let ship =
         Envelope::new(tenant(), Command::Order { order: order(), command: OrderCommand::Ship });
     assert_eq!(fingerprint_of(&ship.clone().with_fresh_order_id()), fingerprint(&ship.command));
-    assert_eq!(hex(&fingerprint_of(&fresh("o-1", 100)).0), PINNED_FRESH_PLACE_FINGERPRINT);
+    assert_eq!(pinned(&fresh("o-1", 100)), PINNED_FRESH_PLACE_FINGERPRINTS);
 }
 
 /// Logs written before schema version 2 hold authorizations inside decision records (an
