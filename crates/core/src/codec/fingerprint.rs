@@ -1,8 +1,8 @@
 //! Command fingerprints: what makes "the same command" for an idempotency key.
 //!
 //! A fingerprint hashes a canonical encoding of the command (a tag per variant, then each
-//! field in a fixed order, strings length-prefixed), never its `Debug` text, so that it stays
-//! the same across releases; a retry after an upgrade is still recognized.
+//! field in a fixed order, strings length-prefixed), never its `Debug` text, so that the
+//! encoding stays the same across releases and a retry after an upgrade is still recognized.
 //!
 //! Two hashes have made fingerprints, and a record's schema version names which one made
 //! the fingerprint it holds: blake3 up to version 2, xxh3-128 from version 3 on (about 15

@@ -173,33 +173,80 @@ fn a_retried_key_returns_the_first_outcome_even_after_a_restart() {
 }
 
 /// Records of schema versions 1 and 2 hold fingerprints made by blake3 (version 3's are
-/// xxh3's): a retry of a command recorded then is still answered with its first outcome,
-/// after an open that replays the log and after one that restores a snapshot, and another
-/// command under its key is still refused.
+/// xxh3's): a retry of a command recorded then (in a key record of schema 1, or in a decision
+/// of schema 2, a place under a fresh order id among them) is still answered with its first
+/// outcome, after an open that replays the log and after one that restores a snapshot, and
+/// another command under its key is still refused.
 #[test]
 fn a_key_recorded_with_a_blake3_fingerprint_still_knows_its_command() {
     use orderly_core::codec::{self, FingerprintHash};
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::at(START);
-    let first = receive("acme", "s1", 3).with_key(key("k-1"));
+    let blake3 = |envelope: &Envelope| codec::fingerprint_by(FingerprintHash::Blake3, envelope);
+    let (s1, o1, expires) = (Sku::new("s1").unwrap(), OrderId::new("o-1").unwrap(), START.0 + TTL);
     let received = Event::Inventory {
-        sku: Sku::new("s1").unwrap(),
-        event: InventoryEvent::StockReceived { quantity: Quantity::new(3).unwrap() },
+        sku: s1.clone(),
+        event: InventoryEvent::StockReceived { quantity: Quantity::new(5).unwrap() },
     };
-    let blake3 = codec::fingerprint_by(FingerprintHash::Blake3, &first);
-    let before = codec::encode_decision(&tenant("acme"), Some((&key("k-1"), blake3)), &[received]);
-    assert_eq!(before.schema_version, 2, "as an orderly before version 3 wrote it");
+    let placed = vec![
+        Event::Order {
+            order: o1.clone(),
+            event: OrderEvent::OrderPlaced {
+                customer: CustomerId::new("c-1").unwrap(),
+                currency: Currency::new("EUR").unwrap(),
+                lines: vec![OrderLine {
+                    sku: s1.clone(),
+                    quantity: Quantity::new(2).unwrap(),
+                    unit_price: 1_000,
+                }],
+                total: 2_000,
+                hold_expires_at: Timestamp(expires),
+            },
+        },
+        Event::Inventory {
+            sku: s1,
+            event: InventoryEvent::StockHeld {
+                order: o1,
+                quantity: Quantity::new(2).unwrap(),
+                expires_at: Timestamp(expires),
+            },
+        },
+    ];
+    let receipt = receive("acme", "s1", 5).with_key(key("k-1"));
+    let placement = place("acme", "o-1", &[("s1", 2)]).with_fresh_order_id().with_key(key("k-2"));
+    // Key k-1 as the first engines recorded it: a key record, then its event, at schema 1.
+    let mut accepted =
+        codec::encode_command_accepted(&tenant("acme"), &key("k-1"), blake3(&receipt), 1);
+    let mut event = codec::encode_event(&tenant("acme"), &received);
+    (accepted.schema_version, event.schema_version) = (1, 1);
+    // Key k-2 in a decision, as the release before schema 3 wrote it.
+    let fresh = (&key("k-2"), blake3(&placement));
+    let decision = codec::encode_decision(&tenant("acme"), Some(fresh), &placed);
+    assert_eq!(decision.schema_version, 2, "as an orderly before schema 3 wrote it");
+    let dir = tempfile::tempdir().unwrap();
     let (log, _) = orderly_store::Log::open(dir.path(), LogConfig::default()).unwrap();
-    log.append(vec![before.into_record(START)]).unwrap();
+    for record in [accepted, event, decision] {
+        log.append(vec![record.into_record(START)]).unwrap();
+    }
     drop(log);
+    let clock = ManualClock::at(START);
     for open in ["replaying the log", "restoring the snapshot"] {
         let engine = Engine::open(dir.path(), config(&clock)).unwrap();
         assert_eq!(engine.restored_from().is_some(), open == "restoring the snapshot");
-        let again = engine.execute_blocking(first.clone()).unwrap();
-        assert!(again.replayed, "{open}: the retry is the command recorded");
-        assert_eq!(positions(&again), [0], "{open}");
-        let other = engine.execute_blocking(receive("acme", "s1", 4).with_key(key("k-1")));
-        assert_eq!(other.unwrap_err().code(), "idempotency_key_reused", "{open}");
+        let again = engine.execute_blocking(receipt.clone()).unwrap();
+        assert!(again.replayed, "{open}: the receipt is the command recorded");
+        assert_eq!(positions(&again), [1], "{open}");
+        // A retry of a place under a fresh order id gets another id, and the first order.
+        let retry = place("acme", "o-2", &[("s1", 2)]).with_fresh_order_id().with_key(key("k-2"));
+        let again = engine.execute_blocking(retry).unwrap();
+        assert!(again.replayed, "{open}: the placement is the command recorded");
+        assert_eq!(positions(&again), [2, 2], "{open}");
+        for (other, under) in [
+            (receive("acme", "s1", 4), "k-1"),
+            (place("acme", "o-1", &[("s1", 3)]).with_fresh_order_id(), "k-2"),
+        ] {
+            let refused = engine.execute_blocking(other.with_key(key(under)));
+            assert_eq!(refused.unwrap_err().code(), "idempotency_key_reused", "{open}: {under}");
+        }
+        assert_eq!(available(&engine, "acme", "s1"), 3, "{open}: the retries held nothing more");
         engine.shutdown();
     }
 }
