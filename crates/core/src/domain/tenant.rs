@@ -161,7 +161,8 @@ impl TenantState {
     }
 
     /// Starts loading the orders and payments `command` will look up first: a hint for a
-    /// decider that sees its next commands coming (SKUs are few and stay in cache).
+    /// decider that sees its next commands coming (what it reaches through its order, and the
+    /// stock of its lines, come in a second hint: [`Self::prefetch_through`]).
     pub(crate) fn prefetch_for(&self, command: &Command) {
         match command {
             Command::Order { order, command } => {
