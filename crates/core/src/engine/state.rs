@@ -462,24 +462,23 @@ impl World {
     ///
     /// Most timers that run out are of orders paid or cancelled since, and each is looked up
     /// in a map of a day's orders that does not fit in cache: the orders are loaded
-    /// [`TIMERS_AHEAD`] ahead of the one checked, so that the checks do not wait for memory in
-    /// turn.
+    /// [`TIMERS_AHEAD`] timers ahead of the one checked, so that the checks do not wait for
+    /// memory in turn (and only that many are held at once, however many ran out).
     pub(crate) fn take_due(&mut self, now: Timestamp) -> Vec<(Place, OrderId)> {
-        let mut ran_out = Vec::new();
-        while let Some(Timer { tenant, order, .. }) = self.timers.pop_due(now) {
-            ran_out.push((tenant, order));
-        }
-        for (tenant, order) in ran_out.iter().take(TIMERS_AHEAD) {
-            self.state(*tenant).prefetch_order(order);
-        }
         let mut unpaid = Vec::new();
-        for (i, (tenant, order)) in ran_out.iter().enumerate() {
-            if let Some((ahead, order)) = ran_out.get(i + TIMERS_AHEAD) {
-                self.state(*ahead).prefetch_order(order);
+        let mut ahead = VecDeque::with_capacity(TIMERS_AHEAD + 1);
+        loop {
+            if let Some(Timer { tenant, order, .. }) = self.timers.pop_due(now) {
+                self.state(tenant).prefetch_order(&order);
+                ahead.push_back((tenant, order));
+                if ahead.len() <= TIMERS_AHEAD {
+                    continue;
+                }
             }
-            let placed = self.state(*tenant).order(order);
+            let Some((tenant, order)) = ahead.pop_front() else { break };
+            let placed = self.state(tenant).order(&order);
             if placed.is_some_and(|o| o.status() == Some(OrderStatus::Placed)) {
-                unpaid.push((*tenant, order.clone()));
+                unpaid.push((tenant, order));
             }
         }
         unpaid
