@@ -516,6 +516,8 @@ impl LogReader {
     /// record's segment (a batch never spans two).
     fn compute_chain_hash_at(&self, position: u64) -> Result<ChainHash, ReadError> {
         let mut reader = Reader::new(self.shared.clone(), position, position + 1);
+        // `Ok`: the key its format 3 batch carries, to hash the batch with; `Err`: the record
+        // of an older format is its own chain point, and this is the hash at it.
         let key = reader.read_next_with(|view| {
             view.chains_by_batch()
                 .then_some(*view.prev_hash)

@@ -31,12 +31,10 @@ pub(crate) fn broken_invariant(panic: &(dyn std::any::Any + Send)) -> String {
         .downcast_ref::<String>()
         .map(String::as_str)
         .or_else(|| panic.downcast_ref::<&str>().copied())
+        .filter(|message| !message.trim().is_empty())
         .unwrap_or("an invariant of the domain broke");
     let lines: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    match lines.is_empty() {
-        true => "an invariant of the domain broke".to_owned(),
-        false => lines.join("; "),
-    }
+    lines.join("; ")
 }
 
 /// An aggregate as a pair of pure functions.
