@@ -133,9 +133,17 @@ enum Placement {
     Refused,
 }
 
+/// A step taken from the workload and not yet answered or skipped.
+struct Pending {
+    /// Its virtual time.
+    at: u64,
+    /// Once sent, what judging its answer needs. Kept here, not in the answer's callback, so
+    /// that the engine's threads carry and copy only the step's sequence number.
+    sent: Option<Sent>,
+}
+
 /// A step on its way, with what is needed to judge its answer.
 struct Sent {
-    sequence: u64,
     at: Instant,
     kind: StepKind,
     order: Option<OrderTag>,
@@ -192,8 +200,8 @@ pub(crate) fn misplaced_replays(engine: &Engine, replays: &[Replay]) -> anyhow::
     Ok(misplaced)
 }
 
-/// A step answered: what was sent, when the durable answer came, and the answer.
-type Answered = (Sent, Instant, Result<Ack, ExecuteError>);
+/// A step answered: its sequence number, when the durable answer came, and the answer.
+type Answered = (u64, Instant, Result<Ack, ExecuteError>);
 
 /// Runs every step of `workload`, at most `max_in_flight` at once, and waits until the engine
 /// has expired the holds still open when the day's last step is answered.
@@ -247,7 +255,7 @@ pub(crate) fn run(
         }
         last = last.max(step.at.0);
         let sequence = driver.first_pending + driver.pending.len() as u64;
-        driver.pending.push_back(Some(step.at.0));
+        driver.pending.push_back(Some(Pending { at: step.at.0, sent: None }));
         let placement = step.order.map(|o| usize::try_from(o.number)).transpose()?;
         match (step.kind, placement.map(|n| (n, driver.placements[n]))) {
             (StepKind::Place, Some((n, _))) => driver.placements[n] = Placement::InFlight,
@@ -319,9 +327,9 @@ struct Driver<'a> {
     placements: Vec<Placement>,
     /// Steps waiting for their order's placement to be answered, by order number.
     held: HashMap<usize, VecDeque<(u64, Step)>>,
-    /// Virtual times of the steps taken from the workload, from `first_pending` on; `None`
-    /// once answered or skipped.
-    pending: VecDeque<Option<u64>>,
+    /// The steps taken from the workload, from `first_pending` on; `None` once answered or
+    /// skipped.
+    pending: VecDeque<Option<Pending>>,
     first_pending: u64,
     started: Instant,
     progress: &'a ProgressBar,
@@ -343,7 +351,6 @@ impl Driver<'_> {
         }
         let retry = matches!(step.kind, StepKind::RetryPlace | StepKind::RetryAuthorize);
         let sent = Sent {
-            sequence,
             at: Instant::now(),
             kind: step.kind,
             order: step.order,
@@ -351,11 +358,13 @@ impl Driver<'_> {
             retry_key: step.envelope.idempotency_key.clone().filter(|_| retry),
             amount: amount_of(&step.envelope.command),
         };
+        let index = usize::try_from(sequence - self.first_pending).expect("a pending step");
+        self.pending[index].as_mut().expect("sent once").sent = Some(sent);
         let answers = in_flight.answers.clone();
         in_flight.count += 1;
         engine.send_ack(step.envelope, move |answer| {
             // The driver keeps the receiver until every step is answered.
-            let _ = answers.send((sent, Instant::now(), answer));
+            let _ = answers.send((sequence, Instant::now(), answer));
         });
     }
 
@@ -365,7 +374,7 @@ impl Driver<'_> {
             self.pending.pop_front();
             self.first_pending += 1;
         }
-        self.pending.front().copied().flatten()
+        self.pending.front().map(|step| step.as_ref().expect("popped if none").at)
     }
 
     /// Adds what an acknowledged first send moved to [`Tally::money`].
@@ -399,9 +408,13 @@ impl Driver<'_> {
 
     /// Counts one answer and checks it against what the model expects; returns the steps it
     /// releases (those held for a placement now accepted).
-    fn judge(&mut self, (sent, answered_at, answer): Answered) -> anyhow::Result<Vec<(u64, Step)>> {
-        let index = usize::try_from(sent.sequence - self.first_pending)?;
-        self.pending[index] = None;
+    fn judge(
+        &mut self,
+        (sequence, answered_at, answer): Answered,
+    ) -> anyhow::Result<Vec<(u64, Step)>> {
+        let index = usize::try_from(sequence - self.first_pending)?;
+        let sent = self.pending[index].take().and_then(|step| step.sent);
+        let sent = sent.with_context(|| format!("step {sequence} answered but not sent"))?;
         let latency = answered_at.saturating_duration_since(sent.at);
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
         self.tally.latency.saturating_record(micros);
