@@ -19,6 +19,7 @@ use orderly_store::{Expected, Log, LogReader, NewRecord, Position};
 
 use super::clock::Clock;
 use super::error::{EngineError, ExecuteError};
+use super::pipe::{Deliveries, Tagged};
 use super::state::{KeyEntry, Place, World};
 use crate::codec::{self, fingerprint_of};
 use crate::domain::{
@@ -59,10 +60,34 @@ pub(crate) enum Answer {
     Replay { first: u64, records: u32 },
 }
 
-pub(crate) type Reply = Box<dyn FnOnce(Result<Answer, ExecuteError>) + Send>;
+/// Who gets a command's answer.
+pub(crate) enum Reply {
+    /// A callback ([`Engine::execute`](super::Engine::execute), `send`, `send_ack`).
+    Call(Box<dyn FnOnce(Result<Answer, ExecuteError>) + Send>),
+    /// A [`Pipe`](super::Pipe)'s command: its answer is handed over with its batch's.
+    Tagged(Tagged),
+}
+
+impl Reply {
+    pub(crate) fn call(f: impl FnOnce(Result<Answer, ExecuteError>) + Send + 'static) -> Reply {
+        Reply::Call(Box::new(f))
+    }
+
+    /// Gives `answer` on its own (a batch's answers go through [`Deliveries`]).
+    pub(crate) fn answer(self, answer: Result<Answer, ExecuteError>) {
+        match self {
+            Reply::Call(f) => f(answer),
+            Reply::Tagged(tagged) => tagged.answer(answer),
+        }
+    }
+}
 
 /// What callers hand the decision thread. Commands and reads share one queue, so a read sees
 /// every command admitted before it.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "commands are nearly all the work: boxing them would cost an allocation each"
+)]
 pub(crate) enum Work {
     /// A command to decide.
     Command(Request),
@@ -233,7 +258,7 @@ impl DecisionThread {
     fn handle(&mut self, request: Request, now: Timestamp) {
         let Request { envelope, fingerprint, reply, events: for_reply } = request;
         if let Some(cause) = self.log.failure() {
-            return reply(Err(EngineError::Stopped { cause }.into()));
+            return reply.answer(Err(EngineError::Stopped { cause }.into()));
         }
         let new_tenant = !self.world.knows(&envelope.tenant);
         let place = self.world.place(&envelope.tenant);
@@ -244,7 +269,8 @@ impl DecisionThread {
             let claim = KeyEntry { fingerprint, first: self.next_position, records: 1 };
             if let Some(seen) = self.world.claim_key(place, key, claim) {
                 if seen.fingerprint.same_command(&fingerprint, &envelope) {
-                    return reply(Ok(Answer::Replay { first: seen.first, records: seen.records }));
+                    let replay = Answer::Replay { first: seen.first, records: seen.records };
+                    return reply.answer(Ok(replay));
                 }
                 let reused = Err(ExecuteError::IdempotencyKeyReused { key: key.clone() });
                 return self.turn.deferred.push((reply, reused));
@@ -295,7 +321,7 @@ impl DecisionThread {
             let command = Command::Order { order, command: OrderCommand::Expire };
             // A rejection means the order moved on meanwhile; nothing to expire.
             if let Ok(Ok(events)) = self.decide(place, &command, now) {
-                self.commit(place, None, (events, Events::Drop), now, Box::new(|_| {}));
+                self.commit(place, None, (events, Events::Drop), now, Reply::call(|_| {}));
             }
         }
     }
@@ -366,12 +392,14 @@ impl DecisionThread {
                     appended.first.0, expected_first,
                     "the engine is the log's only appender"
                 );
+                let mut deliveries = Deliveries::new();
                 for (reply, position, events, at) in answers {
-                    reply(Ok(Answer::Committed { position, events, at }));
+                    deliveries.give(reply, Ok(Answer::Committed { position, events, at }));
                 }
                 for (reply, answer) in deferred {
-                    reply(answer);
+                    deliveries.give(reply, answer);
                 }
+                drop(deliveries);
                 drop(in_flight);
             }
             Err(e) => {
@@ -379,12 +407,14 @@ impl DecisionThread {
                     tracing::error!(error = %e, "the log failed: the engine accepts no command until a restart");
                 }
                 let stopped = || EngineError::Stopped { cause: e.to_string() }.into();
+                let mut deliveries = Deliveries::new();
                 for (reply, ..) in answers {
-                    reply(Err(stopped()));
+                    deliveries.give(reply, Err(stopped()));
                 }
                 for (reply, _) in deferred {
-                    reply(Err(stopped()));
+                    deliveries.give(reply, Err(stopped()));
                 }
+                drop(deliveries);
                 drop(in_flight);
             }
         });
@@ -444,10 +474,14 @@ pub(crate) fn answer_when_durable(log: &LogReader, waiting: &Receiver<(u64, Defe
             log.wait_beyond(orderly_store::Position(durable_at - 1), Duration::from_millis(100));
         }
         let failure = log.failure().filter(|_| log.head().0 < durable_at);
+        let mut deliveries = Deliveries::new();
         for (reply, answer) in deferred {
             match &failure {
-                None => reply(answer),
-                Some(cause) => reply(Err(EngineError::Stopped { cause: cause.clone() }.into())),
+                None => deliveries.give(reply, answer),
+                Some(cause) => {
+                    deliveries
+                        .give(reply, Err(EngineError::Stopped { cause: cause.clone() }.into()));
+                }
             }
         }
     }

@@ -20,6 +20,7 @@ mod clock;
 mod decision;
 mod error;
 mod pages;
+mod pipe;
 mod snapshot;
 mod state;
 
@@ -37,6 +38,7 @@ pub use caught::install_panic_hook;
 pub use clock::{Clock, ManualClock, SteadyClock, SystemClock};
 pub use error::{EngineError, ExecuteError, OpenEngineError};
 pub use pages::use_small_pages;
+pub use pipe::{Pipe, PipedAck};
 
 use self::decision::{Answer, DecisionThread, Events, Reply, Request, Work};
 pub(crate) use self::state::World;
@@ -318,7 +320,7 @@ impl Engine {
     pub async fn execute(&self, envelope: Envelope) -> Result<Outcome, ExecuteError> {
         let tenant = envelope.tenant.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(envelope, Box::new(move |answer| drop(tx.send(answer))))?;
+        self.submit(envelope, Reply::call(move |answer| drop(tx.send(answer))))?;
         let answer = rx.await.map_err(|_| self.gone())??;
         match answer {
             Answer::Committed { .. } => self.outcome(tenant, answer),
@@ -356,7 +358,7 @@ impl Engine {
     {
         let on_answer =
             OnAnswer::new(self.inner.answering.clone(), envelope.tenant.clone(), on_answer);
-        let reply: Reply = Box::new(move |answer| match answer {
+        let reply = Reply::call(move |answer| match answer {
             Ok(Answer::Replay { first, records }) => on_answer.read_back(first, records),
             Ok(committed) => {
                 let outcome = on_answer.answering.outcome(on_answer.tenant.clone(), committed);
@@ -365,7 +367,7 @@ impl Engine {
             Err(error) => on_answer.answer(Err(error)),
         });
         if let Err((refused, reply)) = self.try_submit(envelope, reply, Events::Keep) {
-            reply(Err(refused));
+            reply.answer(Err(refused));
         }
     }
 
@@ -379,7 +381,7 @@ impl Engine {
         F: FnOnce(Result<Ack, ExecuteError>) + Send + 'static,
     {
         let on_ack = OnAnswer::new(self.inner.answering.clone(), envelope.tenant.clone(), on_ack);
-        let reply: Reply = Box::new(move |answer| match answer {
+        let reply = Reply::call(move |answer| match answer {
             Ok(Answer::Replay { first, records }) => on_ack.when_durable(first, records),
             Ok(Answer::Committed { position, .. }) => {
                 let ack = Ack { first: Position(position), records: 1, replayed: false };
@@ -388,8 +390,16 @@ impl Engine {
             Err(error) => on_ack.answer(Err(error)),
         });
         if let Err((refused, reply)) = self.try_submit(envelope, reply, Events::Drop) {
-            reply(Err(refused));
+            reply.answer(Err(refused));
         }
+    }
+
+    /// A [`Pipe`] into this engine: commands sent with tags, their acknowledgements received
+    /// in batches. For callers that keep thousands of commands in flight, where even
+    /// [`Engine::send_ack`]'s one callback per command costs.
+    #[must_use]
+    pub fn pipe(&self) -> Pipe {
+        Pipe::new(self.clone())
     }
 
     /// Commands admitted and waiting for the decision thread (a gauge for metrics).
@@ -403,7 +413,7 @@ impl Engine {
     pub fn execute_blocking(&self, envelope: Envelope) -> Result<Outcome, ExecuteError> {
         let tenant = envelope.tenant.clone();
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.submit(envelope, Box::new(move |answer| drop(tx.send(answer))))?;
+        self.submit(envelope, Reply::call(move |answer| drop(tx.send(answer))))?;
         let answer = rx.recv().map_err(|_| self.gone())??;
         self.outcome(tenant, answer)
     }
@@ -579,6 +589,17 @@ struct Answering {
 }
 
 impl Answering {
+    /// Hands `then` to the durable-answers thread, which calls it with the replay once the
+    /// records from `first` on are durable, or with why they never will be. If the thread is
+    /// gone, `then` is dropped, and answers why.
+    fn after_durable(&self, first: u64, records: u32, then: Reply) {
+        let read_back = self.read_back.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(durable) = read_back.clone() else { return };
+        drop(read_back);
+        let replay = Answer::Replay { first, records };
+        let _gone = durable.send((first + u64::from(records), vec![(then, Ok(replay))]));
+    }
+
     /// Why an answer never came: the log stopped (and dropped the batch) or the engine closed.
     fn gone(&self) -> ExecuteError {
         self.why_gone().into()
@@ -653,16 +674,12 @@ impl<T: 'static, F: FnOnce(Result<T, ExecuteError>) + Send + 'static> OnAnswer<T
         records: u32,
         then: impl FnOnce(Self, Answer) + Send + 'static,
     ) {
-        let read_back = self.answering.read_back.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(durable) = read_back.clone() else { return };
-        drop(read_back);
-        let replay = Answer::Replay { first, records };
-        let reply: Reply = Box::new(move |answer| match answer {
+        let answering = self.answering.clone();
+        let reply = Reply::call(move |answer| match answer {
             Ok(answer) => then(self, answer),
             Err(error) => self.answer(Err(error)),
         });
-        // If the thread is gone, the callback is dropped and answers why.
-        let _gone = durable.send((first + u64::from(records), vec![(reply, Ok(replay))]));
+        answering.after_durable(first, records, reply);
     }
 }
 

@@ -4,6 +4,7 @@
 //! `oversell.rs`); holds expire on time, also after a restart; tenants never see each other's
 //! data. `kill.rs` SIGKILLs a child engine; `payments.rs` runs the payments process.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +13,8 @@ use orderly_core::domain::{
     OrderCommand, OrderEvent, OrderId, OrderLine, Quantity, Sku, TenantId, Timestamp,
 };
 use orderly_core::engine::{
-    Ack, Config, Engine, EngineError, ExecuteError, ManualClock, OpenEngineError, Outcome,
-    SNAPSHOT_FILE,
+    Ack, Config, Engine, EngineError, ExecuteError, ManualClock, OpenEngineError, Outcome, Pipe,
+    PipedAck, SNAPSHOT_FILE,
 };
 use orderly_core::{Position, domain::Rejection};
 use orderly_store::LogConfig;
@@ -533,6 +534,82 @@ fn send_ack_answers_where_the_events_are_without_them() {
         engine.send_ack(envelope, on_ack);
     });
     assert!(matches!(refused, Err(ExecuteError::Engine(EngineError::ShuttingDown))));
+}
+
+/// Every answer waiting in `pipe` until `count` have come, by tag: each tag answered once.
+fn recv_all(pipe: &Pipe, count: usize) -> BTreeMap<u64, PipedAck> {
+    let mut got = BTreeMap::new();
+    while got.len() < count {
+        let answered = pipe.recv(Duration::from_secs(10));
+        assert!(!answered.is_empty(), "{} of {count} answered", got.len());
+        for ack in answered {
+            let tag = ack.tag;
+            assert!(got.insert(tag, ack).is_none(), "tag {tag} answered twice");
+        }
+    }
+    got
+}
+
+/// A pipe answers what `send_ack` would, each answer with its command's tag: the position of
+/// the decision record, the same again for a key seen before, the domain's refusal. Closing
+/// with commands in flight answers each once; after shutdown, a command is refused before
+/// `send` returns.
+#[test]
+fn a_pipe_answers_what_send_ack_would_under_each_command_s_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let engine = Engine::open(dir.path(), config(&clock)).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 10)).unwrap();
+    let pipe = engine.pipe();
+    assert!(pipe.recv(Duration::from_millis(10)).is_empty(), "nothing sent, nothing to take");
+    let commands = [keyed_place(), keyed_place(), place("acme", "o-2", &[("sku-1", 99)])];
+    for (tag, envelope) in (70..).zip(commands) {
+        pipe.send(envelope, tag);
+    }
+    let got = recv_all(&pipe, 3);
+    let first = got[&70].answer.as_ref().unwrap();
+    assert_eq!(*first, Ack { first: Position(1), records: 1, replayed: false });
+    let again = got[&71].answer.as_ref().unwrap();
+    assert_eq!(*again, Ack { replayed: true, ..*first }, "where the first execution is");
+    assert_eq!(got[&72].answer.as_ref().unwrap_err().code(), "insufficient_stock");
+    assert!(engine.head() >= first.next_position(), "acknowledged means durable");
+
+    for tag in 0..500 {
+        pipe.send(receive("acme", "sku-1", 1), 1_000 + tag);
+    }
+    engine.shutdown();
+    let closing = recv_all(&pipe, 500);
+    assert_eq!(closing.keys().copied().collect::<Vec<_>>(), (1_000..1_500).collect::<Vec<_>>());
+    assert!(closing.values().all(|ack| ack.answer.is_ok()), "admitted before the shutdown");
+    pipe.send(receive("acme", "sku-1", 1), 7);
+    let refused = pipe.recv(Duration::ZERO);
+    assert_eq!(refused.len(), 1, "answered before `send` returned");
+    assert_eq!(refused[0].tag, 7);
+    assert!(matches!(refused[0].answer, Err(ExecuteError::Engine(EngineError::ShuttingDown))));
+}
+
+/// When the log fails, every command in flight through a pipe is answered once, with why:
+/// none is left waiting, none is acknowledged.
+#[test]
+fn a_failed_log_answers_every_piped_command_that_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(START);
+    let faults = orderly_store::faults::Faults::new();
+    let mut config = config(&clock);
+    config.log.faults = Some(orderly_store::FaultsHandle(faults.clone()));
+    let engine = Engine::open(dir.path(), config).unwrap();
+    engine.execute_blocking(receive("acme", "sku-1", 1)).unwrap();
+    faults.fail_sync_after(0);
+    let pipe = engine.pipe();
+    for tag in 0..300 {
+        pipe.send(receive("acme", "sku-1", 1), tag);
+    }
+    let got = recv_all(&pipe, 300);
+    for (tag, ack) in &got {
+        let stopped = matches!(ack.answer, Err(ExecuteError::Engine(EngineError::Stopped { .. })));
+        assert!(stopped, "tag {tag}: {:?}", ack.answer);
+    }
+    assert_eq!(engine.head(), Position(1), "nothing after the failed sync is durable");
 }
 
 /// A `send` callback runs on the engine's own threads: one that panics loses its own answer,

@@ -9,12 +9,12 @@
 //! steps wait for its placement's answer (other orders' steps go on meanwhile); those of a
 //! placement refused (a flash-sale product sold out) are not sent.
 //!
-//! Commands go in with [`Engine::send_ack`], whose callbacks hand each answer to one channel
-//! that this thread reads: a day's millions of commands cost no future, task or wake-up each,
-//! and no copy of their events (the judge needs only whether a retry was replayed).
+//! Commands go in through a [`Pipe`], tagged with their step's number, and their answers come
+//! back a durable batch at a time: a day's millions of commands cost no future, task, callback
+//! or wake-up each, and no copy of their events (the judge needs only whether a retry was
+//! replayed).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -27,7 +27,7 @@ use orderly_core::domain::{
     Command, Event, IdempotencyKey, Money, OrderCommand, OrderEvent, OrderLine, OrderRejection,
     OrderStatus, PaymentCommand, PaymentEvent, Rejection, TenantId, Timestamp,
 };
-use orderly_core::engine::{Ack, Clock, Engine, ExecuteError, ManualClock};
+use orderly_core::engine::{Clock, Engine, ExecuteError, ManualClock, Pipe, PipedAck};
 use orderly_core::workload::{
     Fate, MAX_ADMISSION_LAG_MS, OrderTag, Step, StepKind, Workload, is_flash_sale,
 };
@@ -200,9 +200,6 @@ pub(crate) fn misplaced_replays(engine: &Engine, replays: &[Replay]) -> anyhow::
     Ok(misplaced)
 }
 
-/// A step answered: its sequence number, when the durable answer came, and the answer.
-type Answered = (u64, Instant, Result<Ack, ExecuteError>);
-
 /// Runs every step of `workload`, at most `max_in_flight` at once, and waits until the engine
 /// has expired the holds still open when the day's last step is answered.
 pub(crate) fn run(
@@ -241,16 +238,16 @@ pub(crate) fn run(
         started: Instant::now(),
         progress,
     };
-    let (answers, answered) = std::sync::mpsc::channel();
-    let mut in_flight = InFlight { count: 0, answers, answered };
+    let mut in_flight = InFlight { count: 0, pipe: engine.pipe() };
     let mut last = 0u64;
     for step in workload {
         while in_flight.count >= max_in_flight
             || driver.oldest_pending().is_some_and(|o| step.at.0 > o + MAX_ADMISSION_LAG_MS)
         {
-            let answered = in_flight.next()?;
-            for (sequence, step) in driver.judge(answered)? {
-                driver.send(engine, clock, sequence, step, &mut in_flight);
+            for answered in in_flight.next()? {
+                for (sequence, step) in driver.judge(answered)? {
+                    driver.send(clock, sequence, step, &mut in_flight);
+                }
             }
         }
         last = last.max(step.at.0);
@@ -272,12 +269,13 @@ pub(crate) fn run(
             }
             _ => {}
         }
-        driver.send(engine, clock, sequence, step, &mut in_flight);
+        driver.send(clock, sequence, step, &mut in_flight);
     }
     while in_flight.count > 0 {
-        let answered = in_flight.next()?;
-        for (sequence, step) in driver.judge(answered)? {
-            driver.send(engine, clock, sequence, step, &mut in_flight);
+        for answered in in_flight.next()? {
+            for (sequence, step) in driver.judge(answered)? {
+                driver.send(clock, sequence, step, &mut in_flight);
+            }
         }
     }
     driver.tally.elapsed = driver.started.elapsed();
@@ -297,27 +295,22 @@ pub(crate) fn run(
     Ok(driver.tally)
 }
 
-/// The steps sent and not yet answered, and the channel their answers come back on.
+/// How many steps are sent and not yet answered, and the pipe their answers come back on.
 struct InFlight {
     count: usize,
-    answers: Sender<Answered>,
-    answered: Receiver<Answered>,
+    pipe: Pipe,
 }
 
 impl InFlight {
-    /// The next answer, waiting for it. Every command is answered (the engine answers even
+    /// The next answers, waiting for them. Every command is answered (the engine answers even
     /// those it drops), so a long silence means the engine is stuck: the run fails, not hangs.
-    fn next(&mut self) -> anyhow::Result<Answered> {
+    fn next(&mut self) -> anyhow::Result<Vec<PipedAck>> {
         const PATIENCE: Duration = Duration::from_secs(60);
-        // An answer already there is taken without reading the clock for a deadline.
-        let answered = match self.answered.try_recv() {
-            Ok(answered) => answered,
-            Err(_) => self
-                .answered
-                .recv_timeout(PATIENCE)
-                .with_context(|| format!("no answer from the engine for {PATIENCE:?}"))?,
-        };
-        self.count -= 1;
+        let answered = self.pipe.recv(PATIENCE);
+        if answered.is_empty() {
+            bail!("no answer from the engine for {PATIENCE:?}");
+        }
+        self.count -= answered.len();
         Ok(answered)
     }
 }
@@ -337,14 +330,7 @@ struct Driver<'a> {
 
 impl Driver<'_> {
     /// Sends `step`, with the clock at the oldest step not yet answered.
-    fn send(
-        &mut self,
-        engine: &Engine,
-        clock: &ManualClock,
-        sequence: u64,
-        step: Step,
-        in_flight: &mut InFlight,
-    ) {
+    fn send(&mut self, clock: &ManualClock, sequence: u64, step: Step, in_flight: &mut InFlight) {
         let oldest = self.oldest_pending().unwrap_or(step.at.0);
         if clock.now().0 != oldest {
             clock.set(Timestamp(oldest));
@@ -360,12 +346,8 @@ impl Driver<'_> {
         };
         let index = usize::try_from(sequence - self.first_pending).expect("a pending step");
         self.pending[index].as_mut().expect("sent once").sent = Some(sent);
-        let answers = in_flight.answers.clone();
         in_flight.count += 1;
-        engine.send_ack(step.envelope, move |answer| {
-            // The driver keeps the receiver until every step is answered.
-            let _ = answers.send((sequence, Instant::now(), answer));
-        });
+        in_flight.pipe.send(step.envelope, sequence);
     }
 
     /// The virtual time of the oldest step taken from the workload and not yet answered.
@@ -410,7 +392,7 @@ impl Driver<'_> {
     /// releases (those held for a placement now accepted).
     fn judge(
         &mut self,
-        (sequence, answered_at, answer): Answered,
+        PipedAck { tag: sequence, answer, at: answered_at }: PipedAck,
     ) -> anyhow::Result<Vec<(u64, Step)>> {
         let index = usize::try_from(sequence - self.first_pending)?;
         let sent = self.pending[index].take().and_then(|step| step.sent);
