@@ -9,8 +9,13 @@
 //! 3. **lifecycle**: full order lives through the durable engine from many concurrent callers:
 //!    place (1–5 lines), authorize through two simulated gateways with zero latency (the
 //!    authorization confirms the order), ship (commits the stock, captures the payment). Each
-//!    command is acknowledged only after fdatasync. Reports `orders_per_sec`,
-//!    `commands_per_sec`, `ack_p50_ms`/`ack_p99_ms` per command and `log_mb_per_sec`.
+//!    command is acknowledged only after fdatasync. Twice, on one engine:
+//!    - the callers as `ORDERLY_BENCH_CALLERS` tokio tasks, each awaiting `Engine::execute` for
+//!      one command at a time: `async_orders_per_sec`, `async_ack_p99_ms`;
+//!    - then as many order lives in flight through one `Pipe` (a program with thousands of
+//!      orders in flight, each life's next command sent when the last is acknowledged):
+//!      `orders_per_sec`, `commands_per_sec`, `ack_p50_ms`/`ack_p99_ms` per command and
+//!      `log_mb_per_sec`.
 //!
 //! 4. **growth**: one tenant placing `ORDERLY_BENCH_GROWTH` orders in memory, each decision
 //!    timed alone: `longest_decision_ms` is the longest pause its state's growth caused (a map
@@ -37,7 +42,7 @@ use orderly::domain::{
     Command, Context, Currency, Decider, Envelope, GatewayId, GatewayReference, OrderCommand,
     OrderId, OrderLine, PaymentCommand, Tenant, TenantId, TenantState, Timestamp,
 };
-use orderly::engine::{Config, Engine};
+use orderly::engine::{Config, Engine, Pipe};
 use orderly::payments::{
     Authorization, AuthorizeRequest, Route, Router, RouterConfig, SimulatedGateway,
     SimulatedGatewayConfig,
@@ -159,6 +164,114 @@ fn longest_decision_ms(orders: u64) -> (f64, u64) {
     (longest.as_secs_f64() * 1e3, at)
 }
 
+/// The command an order life has in flight.
+enum Stage {
+    Place,
+    Authorize,
+    Ship,
+}
+
+/// An order life of the pipe's lifecycle.
+struct Life {
+    tenant: TenantId,
+    order: OrderId,
+    total: orderly::domain::Money,
+    stage: Stage,
+    /// When its command in flight was sent.
+    sent: Instant,
+}
+
+impl Life {
+    /// Places order `n` through `pipe`, under tag `slot`.
+    fn place(pipe: &Pipe, slot: u64, n: u64, mix: &mut Mix) -> Life {
+        let tenant = tenant(mix.below(TENANTS));
+        let order = OrderId::new(&format!("p-{n}")).unwrap();
+        let lines = mix.basket();
+        let total = lines.iter().map(OrderLine::amount).sum();
+        let total = orderly::domain::Money::new(total, Currency::new("EUR").unwrap());
+        let sent = Instant::now();
+        pipe.send(Envelope::new(tenant.clone(), place(&order, lines)), slot);
+        Life { tenant, order, total, stage: Stage::Place, sent }
+    }
+
+    /// Sends the life's next command through `pipe` once its last one is acknowledged, or
+    /// returns false when it has shipped.
+    async fn next(&mut self, pipe: &Pipe, slot: u64, router: &Router) -> bool {
+        let (command, stage) = match self.stage {
+            Stage::Place => {
+                let request = AuthorizeRequest {
+                    idempotency_key: format!("{}:{}:auth", self.tenant, self.order),
+                    tenant: self.tenant.clone(),
+                    order: self.order.clone(),
+                    amount: self.total,
+                };
+                let (gateway, answer) =
+                    router.authorize(&request, Instant::now()).await.answer.unwrap();
+                let Authorization::Approved { reference } = answer else {
+                    panic!("the simulated gateways approve every payment here")
+                };
+                let authorize = PaymentCommand::Authorize {
+                    order: self.order.clone(),
+                    amount: self.total,
+                    gateway,
+                    reference: Some(GatewayReference::new(&reference).unwrap()),
+                };
+                let payment = payment_id_for(&self.order);
+                (Command::Payment { payment, command: authorize }, Stage::Authorize)
+            }
+            Stage::Authorize => {
+                let ship = OrderCommand::Ship;
+                (Command::Order { order: self.order.clone(), command: ship }, Stage::Ship)
+            }
+            Stage::Ship => return false,
+        };
+        self.stage = stage;
+        self.sent = Instant::now();
+        pipe.send(Envelope::new(self.tenant.clone(), command), slot);
+        true
+    }
+}
+
+/// Runs `orders` order lives, `in_flight` at a time, through one pipe: each acknowledgement
+/// sends its life's next command (a shipped life makes room for a new order). Returns each
+/// command's latency in microseconds, from its send to its acknowledgement.
+async fn lifecycle_through_a_pipe(
+    engine: &Engine,
+    router: &Router,
+    orders: u64,
+    in_flight: u64,
+) -> Vec<u64> {
+    let pipe = engine.pipe();
+    let mut mix = Mix(1);
+    let mut lives: Vec<Life> =
+        (0..in_flight.min(orders)).map(|n| Life::place(&pipe, n, n, &mut mix)).collect();
+    let mut placed = lives.len() as u64;
+    let mut live = lives.len();
+    let mut latencies = Vec::with_capacity(usize::try_from(orders * 3).unwrap());
+    while live > 0 {
+        let acks = pipe.recv(Duration::from_secs(60));
+        assert!(!acks.is_empty(), "no acknowledgement for a minute");
+        for ack in acks {
+            let life = &mut lives[usize::try_from(ack.tag).unwrap()];
+            if let Err(e) = ack.answer {
+                panic!("order {} refused at {:?}: {e}", life.order, ack.at);
+            }
+            let latency = ack.at.saturating_duration_since(life.sent);
+            latencies.push(u64::try_from(latency.as_micros()).unwrap());
+            if life.next(&pipe, ack.tag, router).await {
+                continue;
+            }
+            if placed < orders {
+                *life = Life::place(&pipe, ack.tag, placed, &mut mix);
+                placed += 1;
+            } else {
+                live -= 1;
+            }
+        }
+    }
+    latencies
+}
+
 fn main() {
     // As `orderly` runs.
     orderly::engine::use_small_pages();
@@ -190,9 +303,8 @@ fn main() {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let next_order = Arc::new(AtomicU64::new(0));
-    let head_before = engine.head();
     let started = Instant::now();
-    let latencies: Vec<u64> = runtime.block_on(async {
+    let async_latencies: Vec<u64> = runtime.block_on(async {
         let tasks: Vec<_> = (0..callers)
             .map(|c| {
                 let (engine, router, next_order) =
@@ -273,6 +385,18 @@ fn main() {
         }
         all
     });
+    let async_elapsed = started.elapsed();
+    let mut async_sorted = async_latencies;
+    async_sorted.sort_unstable();
+    let async_orders_per_sec = per_sec(orders, async_elapsed);
+    eprintln!(
+        "lifecycle, {callers} tasks awaiting `execute`: {orders} orders in {:.2} s: {async_orders_per_sec:.0} orders/s",
+        async_elapsed.as_secs_f64()
+    );
+
+    let head_before = engine.head();
+    let started = Instant::now();
+    let latencies = runtime.block_on(lifecycle_through_a_pipe(&engine, &router, orders, callers));
     let elapsed = started.elapsed();
     let records = engine.head().0 - head_before.0;
     // The bytes the lifecycle's records take in the log: header, stream id and payload.
@@ -282,13 +406,13 @@ fn main() {
         .map(|r| r.map(|r| r.encoded_len() as u64).unwrap())
         .sum();
     engine.shutdown();
-    let mut sorted = latencies.clone();
+    let mut sorted = latencies;
     sorted.sort_unstable();
     let orders_per_sec = per_sec(orders, elapsed);
     let commands_per_sec = per_sec(sorted.len() as u64, elapsed);
     let log_mb_per_sec = per_sec(log_bytes, elapsed) / 1e6;
     eprintln!(
-        "lifecycle: {orders} orders in {:.2} s with {callers} callers: {orders_per_sec:.0} orders/s, {commands_per_sec:.0} commands/s, {records} records",
+        "lifecycle, {callers} order lives through a pipe: {orders} orders in {:.2} s: {orders_per_sec:.0} orders/s, {commands_per_sec:.0} commands/s, {records} records",
         elapsed.as_secs_f64()
     );
     let (longest_ms, longest_at) = longest_decision_ms(growth);
@@ -296,9 +420,10 @@ fn main() {
         "growth: the longest decision of {growth} places into one tenant took {longest_ms:.2} ms, at order {longest_at}"
     );
     println!(
-        "{{\"orders\":{orders},\"seconds\":{:.3},\"orders_per_sec\":{orders_per_sec:.0},\"commands_per_sec\":{commands_per_sec:.0},\"decide_commands_per_sec\":{decided:.0},\"ack_p50_ms\":{:.3},\"ack_p99_ms\":{:.3},\"records\":{records},\"log_mb_per_sec\":{log_mb_per_sec:.1},\"raw_mb_per_sec\":{raw:.1},\"callers\":{callers},\"longest_decision_ms\":{longest_ms:.2}}}",
+        "{{\"orders\":{orders},\"seconds\":{:.3},\"orders_per_sec\":{orders_per_sec:.0},\"commands_per_sec\":{commands_per_sec:.0},\"decide_commands_per_sec\":{decided:.0},\"ack_p50_ms\":{:.3},\"ack_p99_ms\":{:.3},\"async_orders_per_sec\":{async_orders_per_sec:.0},\"async_ack_p99_ms\":{:.3},\"records\":{records},\"log_mb_per_sec\":{log_mb_per_sec:.1},\"raw_mb_per_sec\":{raw:.1},\"callers\":{callers},\"longest_decision_ms\":{longest_ms:.2}}}",
         elapsed.as_secs_f64(),
         percentile(&sorted, 0.5),
         percentile(&sorted, 0.99),
+        percentile(&async_sorted, 0.99),
     );
 }
