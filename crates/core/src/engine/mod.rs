@@ -456,7 +456,7 @@ impl Engine {
     /// Stops admitting commands, decides and commits what was admitted, and waits for the
     /// decision thread to finish and for every admitted command's answer to be given (the
     /// callbacks of [`Engine::send`] and [`Engine::send_ack`], which must not call it, have
-    /// run when it returns). The decision thread writes a snapshot of the state once all of
+    /// run when it returns, and a [`Pipe`]'s answers are in it). The decision thread writes a snapshot of the state once all of
     /// it is durable, so that the next open replays only what comes after.
     ///
     /// The log closes, and the folder is free for another open, when the last handle is
