@@ -541,8 +541,11 @@ impl Workload {
             }
             Next::Pay { attempt } | Next::RetryAuthorize { attempt } => {
                 // The reference a gateway would answer with: one per order, the same on retry.
-                let reference = GatewayReference::new(&format!("auth-{}", life.number))
-                    .expect("a valid reference");
+                let mut reference = SmolStrBuilder::new();
+                reference.push_str("auth-");
+                reference.push_str(itoa::Buffer::new().format(life.number));
+                let reference =
+                    GatewayReference::new(reference.as_str()).expect("a valid reference");
                 let command = PaymentCommand::Authorize {
                     order,
                     amount: life.total,
