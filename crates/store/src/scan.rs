@@ -8,10 +8,13 @@
 //! valid after it, in the last segment, is a torn tail; anything else is corruption. The pass
 //! itself never writes: recovery cuts a torn tail afterwards, from what the pass reports.
 
+use std::hash::BuildHasher;
 use std::io;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use rustc_hash::FxBuildHasher;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Corruption, Problem};
@@ -21,7 +24,6 @@ use crate::record::{ChainHash, Damage};
 use crate::recovery::TornTail;
 use crate::segment::{self, ChainAt, HeaderCheck, ScanEnd};
 use crate::storage::{DirStorage, Storage, StorageFile};
-use rustc_hash::FxBuildHasher;
 
 /// Bytes between two progress reports.
 const PROGRESS_EVERY: u64 = 4 << 20;
@@ -203,7 +205,6 @@ where
     }
 
     fn upcoming(&mut self, stream: &[u8]) {
-        use std::hash::BuildHasher;
         let hash = FxBuildHasher.hash_one(stream_id_hash(stream));
         crate::prefetch::lookup(&self.versions, hash);
     }
