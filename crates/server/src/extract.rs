@@ -219,10 +219,30 @@ fn field_of(path: &serde_path_to_error::Path, message: &str) -> String {
     cut(&field, MAX_ECHO)
 }
 
-/// Serde's message with the input it quotes (an unknown field in backticks, a string in
-/// double quotes) cut after [`MAX_ECHO`] characters each, like any echo.
+/// Integer types as serde names them, and the range a client reads instead: a number too big
+/// for a `u64` (`18446744073709551616`) reaches serde as a float, and "invalid type: floating
+/// point, expected u64" does not tell why.
+const INTEGER_RANGES: [(&str, &str); 3] = [
+    ("expected u64", "expected a whole number from 0 to 18446744073709551615"),
+    ("expected i64", "expected a whole number from -9223372036854775808 to 9223372036854775807"),
+    ("expected u32", "expected a whole number from 0 to 4294967295"),
+];
+
+/// Serde's message, integer types said as ranges, with the input it quotes (an unknown field
+/// in backticks, a string in double quotes) cut after [`MAX_ECHO`] characters each, like any
+/// echo.
 fn serde_message(error: &impl std::fmt::Display) -> String {
-    let message = error.to_string();
+    let mut message = error.to_string();
+    for (serde_says, range) in INTEGER_RANGES {
+        // Where serde says what it expected: last, or before where in the input.
+        let at = message.rfind(serde_says).filter(|&at| {
+            let after = &message[at + serde_says.len()..];
+            after.is_empty() || after.starts_with(" at line ")
+        });
+        if let Some(at) = at {
+            message.replace_range(at..at + serde_says.len(), range);
+        }
+    }
     let mut shown = String::with_capacity(message.len().min(3 * MAX_ECHO));
     // The quote mark of the quoted text being read, and how many characters it has so far.
     let mut open: Option<(char, usize)> = None;

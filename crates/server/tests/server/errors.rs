@@ -458,6 +458,30 @@ async fn messages_show_ids_plainly() {
     assert!(message.starts_with(r#"no order "o-missing" up to position "#), "{message}");
 }
 
+/// A number out of an integer field's range is refused naming the range, not as serde's
+/// "floating point, expected u64" (a number past 2^64 reaches it as a float).
+#[tokio::test]
+async fn a_number_out_of_range_is_refused_naming_the_range() {
+    let server = Server::start();
+    let cases = [
+        ("/v1/inventory/mug/receive", r#"{"quantity": 18446744073709551616}"#, "quantity"),
+        ("/v1/inventory/mug/receive", r#"{"quantity": -1}"#, "quantity"),
+        ("/v1/inventory/mug/adjust", r#"{"delta": 9223372036854775808}"#, "delta"),
+    ];
+    for (uri, body, field) in cases {
+        let request = support::request(Method::POST, uri, Some(&server.token))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .expect("a request");
+        let reply = server.call(request).await;
+        let details = reply.error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(details["field"], field, "{body}");
+        let message = reply.json()["error"]["message"].as_str().expect("a message").to_owned();
+        assert!(message.contains("expected a whole number from "), "{body}: {message}");
+        assert!(!message.contains("u64") && !message.contains("i64"), "{body}: {message}");
+    }
+}
+
 /// A client's long input is not sent back in full: each message quotes at most 64 of its
 /// characters and marks the cut with "…".
 #[tokio::test]
