@@ -31,6 +31,35 @@ use crate::domain::Envelope;
 /// Made by [`Engine::pipe`]. It holds the engine open like a clone of it. Sending and
 /// receiving take `&self`: one thread may send while another receives. When
 /// [`Engine::shutdown`] returns, every admitted command's answer is in its pipe.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+///
+/// use orderly_core::domain::{Command, Envelope, Quantity, Sku, TenantId};
+/// use orderly_core::engine::{Config, Engine};
+///
+/// let dir = tempfile::tempdir()?;
+/// let engine = Engine::open(dir.path(), Config::default())?;
+/// let pipe = engine.pipe();
+/// let tenant = TenantId::new("acme")?;
+/// let skus = ["mug", "tee", "cap"];
+/// for (tag, sku) in (0..).zip(skus) {
+///     let receive = Command::ReceiveStock { sku: Sku::new(sku)?, quantity: Quantity::new(10)? };
+///     pipe.send(Envelope::new(tenant.clone(), receive), tag);
+/// }
+/// let mut durable = 0;
+/// while durable < skus.len() {
+///     for piped in pipe.recv(Duration::from_secs(10)) {
+///         let ack = piped.answer?;
+///         println!("{} received: decision record at {}", skus[piped.tag as usize], ack.first.0);
+///         durable += 1;
+///     }
+/// }
+/// engine.shutdown();
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Pipe {
     engine: Engine,
