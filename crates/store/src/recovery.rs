@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::error::OpenError;
-use crate::index::{Index, SegmentMeta, StreamMap, stream_slot};
+use crate::index::{Index, SegmentMeta, StreamId, StreamMap};
 use crate::limits::SEGMENT_HEADER_LEN;
 use crate::observer::OpenProgress;
 use crate::record::ChainHash;
@@ -87,7 +87,10 @@ struct IndexBuilder {
 impl Visitor for IndexBuilder {
     fn stream_version(&mut self, stream: &[u8], found: u64) -> Result<(), u64> {
         let index = &self.index;
-        let next = stream_slot(&mut self.pending_versions, stream, || index.stream_len(stream));
+        let next = self
+            .pending_versions
+            .entry(StreamId::of(stream))
+            .or_insert_with(|| index.stream_len(stream));
         if *next != found {
             return Err(*next);
         }

@@ -8,16 +8,14 @@
 //! valid after it, in the last segment, is a torn tail; anything else is corruption. The pass
 //! itself never writes: recovery cuts a torn tail afterwards, from what the pass reports.
 
-use std::hash::BuildHasher;
 use std::io;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustc_hash::FxBuildHasher;
-
 use crate::checkpoint::Checkpoint;
 use crate::error::{Corruption, Problem};
+use crate::index::{StreamId, StreamMap};
 use crate::limits::{MAX_BATCH_RECORDS, MAX_RECORD_LEN, SEGMENT_HEADER_LEN};
 use crate::position::{Position, StreamVersion};
 use crate::record::{ChainHash, Damage};
@@ -146,7 +144,7 @@ pub fn scan(
 ) -> Result<ScanReport, ScanError> {
     let storage = DirStorage::new(dir);
     let mut visitor =
-        ReadOnly { versions: Versions::default(), progress: &mut progress, visit: &mut visit };
+        ReadOnly { versions: StreamMap::default(), progress: &mut progress, visit: &mut visit };
     // The log's own checkpoint (what its writer verified on its last open) is a digest kept
     // beside it: a log that ends before it, or whose record before it hashes otherwise, lost
     // or changed records. The whole chain is recomputed all the same. A checkpoint that
@@ -171,21 +169,9 @@ pub fn scan(
     Err(Corruption { segment, offset: 0, position: Some(0), problem }.into())
 }
 
-/// The next version of each stream a read-only scan has seen, by [`stream_id_hash`].
-type Versions = hashbrown::HashMap<u128, u64, FxBuildHasher>;
-
-/// A stream id as a read-only scan counts its versions: a 128-bit hash (xxh3) of it, not its
-/// bytes. An entry is then 24 bytes instead of 40, over the millions of streams a long log has
-/// (a tenth of an audit's replay went to growing and paging in that map), and a lookup compares
-/// no bytes. Two ids share a count only if their hashes collide, about once in 2^128 / n² logs
-/// of n streams: far rarer than an error a checksum misses.
-fn stream_id_hash(stream: &[u8]) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(stream)
-}
-
 /// The stream versions a read-only scan has seen.
 struct ReadOnly<'v, P, V> {
-    versions: Versions,
+    versions: StreamMap<u64>,
     progress: &'v mut P,
     visit: &'v mut V,
 }
@@ -196,7 +182,7 @@ where
     V: FnMut(&ScannedRecord<'_>) -> ControlFlow<()>,
 {
     fn stream_version(&mut self, stream: &[u8], found: u64) -> Result<(), u64> {
-        let next = self.versions.entry(stream_id_hash(stream)).or_insert(0);
+        let next = self.versions.entry(StreamId::of(stream)).or_insert(0);
         if *next != found {
             return Err(*next);
         }
@@ -205,8 +191,7 @@ where
     }
 
     fn upcoming(&mut self, stream: &[u8]) {
-        let hash = FxBuildHasher.hash_one(stream_id_hash(stream));
-        crate::prefetch::lookup(&self.versions, hash);
+        crate::prefetch::lookup(&self.versions, StreamId::of(stream).map_hash());
     }
 
     fn record(&mut self, record: &ScannedRecord<'_>) -> ControlFlow<()> {
@@ -619,7 +604,7 @@ mod tests {
     fn a_read_only_scan_counts_each_stream_apart_and_names_the_version_expected() {
         let (mut progress, mut visit) = (|_| {}, |_: &ScannedRecord<'_>| ControlFlow::Continue(()));
         let mut scan =
-            ReadOnly { versions: Versions::default(), progress: &mut progress, visit: &mut visit };
+            ReadOnly { versions: StreamMap::default(), progress: &mut progress, visit: &mut visit };
         let long = [b'x'; 200];
         for (stream, version) in [
             (&b"t/o/1"[..], 0),
