@@ -164,6 +164,28 @@ fn longest_decision_ms(orders: u64) -> (f64, u64) {
     (longest.as_secs_f64() * 1e3, at)
 }
 
+/// The command recording `order`'s authorization, once the router's gateways approved it.
+async fn authorized(
+    router: &Router,
+    tenant: &TenantId,
+    order: &OrderId,
+    amount: orderly::domain::Money,
+) -> Command {
+    let request = AuthorizeRequest {
+        idempotency_key: format!("{tenant}:{order}:auth"),
+        tenant: tenant.clone(),
+        order: order.clone(),
+        amount,
+    };
+    let (gateway, answer) = router.authorize(&request, Instant::now()).await.answer.unwrap();
+    let Authorization::Approved { reference } = answer else {
+        panic!("the simulated gateways approve every payment here")
+    };
+    let reference = Some(GatewayReference::new(&reference).unwrap());
+    let command = PaymentCommand::Authorize { order: order.clone(), amount, gateway, reference };
+    Command::Payment { payment: payment_id_for(order), command }
+}
+
 /// The command an order life has in flight.
 enum Stage {
     Place,
@@ -199,25 +221,8 @@ impl Life {
     async fn next(&mut self, pipe: &Pipe, slot: u64, router: &Router) -> bool {
         let (command, stage) = match self.stage {
             Stage::Place => {
-                let request = AuthorizeRequest {
-                    idempotency_key: format!("{}:{}:auth", self.tenant, self.order),
-                    tenant: self.tenant.clone(),
-                    order: self.order.clone(),
-                    amount: self.total,
-                };
-                let (gateway, answer) =
-                    router.authorize(&request, Instant::now()).await.answer.unwrap();
-                let Authorization::Approved { reference } = answer else {
-                    panic!("the simulated gateways approve every payment here")
-                };
-                let authorize = PaymentCommand::Authorize {
-                    order: self.order.clone(),
-                    amount: self.total,
-                    gateway,
-                    reference: Some(GatewayReference::new(&reference).unwrap()),
-                };
-                let payment = payment_id_for(&self.order);
-                (Command::Payment { payment, command: authorize }, Stage::Authorize)
+                let authorize = authorized(router, &self.tenant, &self.order, self.total).await;
+                (authorize, Stage::Authorize)
             }
             Stage::Authorize => {
                 let ship = OrderCommand::Ship;
@@ -344,32 +349,8 @@ fn main() {
                         else {
                             unreachable!("a placed order records OrderPlaced")
                         };
-                        let request = AuthorizeRequest {
-                            idempotency_key: format!("{t}:{order}:auth"),
-                            tenant: t.clone(),
-                            order: order.clone(),
-                            amount: total,
-                        };
-                        let (gateway, answer) =
-                            router.authorize(&request, Instant::now()).await.answer.unwrap();
-                        let Authorization::Approved { reference } = answer else {
-                            panic!("the simulated gateways approve every payment here")
-                        };
-                        let authorize = PaymentCommand::Authorize {
-                            order: order.clone(),
-                            amount: total,
-                            gateway,
-                            reference: Some(GatewayReference::new(&reference).unwrap()),
-                        };
-                        timed(Envelope::new(
-                            t.clone(),
-                            Command::Payment {
-                                payment: payment_id_for(&order),
-                                command: authorize,
-                            },
-                        ))
-                        .await
-                        .unwrap();
+                        let authorize = authorized(&router, &t, &order, total).await;
+                        timed(Envelope::new(t.clone(), authorize)).await.unwrap();
                         timed(Envelope::new(
                             t,
                             Command::Order { order, command: OrderCommand::Ship },

@@ -146,27 +146,27 @@ impl Index {
     }
 
     /// The number of records of `stream`, committed or not.
-    pub(crate) fn stream_len(&self, stream: &[u8]) -> u64 {
-        let id = StreamId::of(stream);
+    pub(crate) fn stream_len(&self, id: StreamId) -> u64 {
         self.streams[shard_of(id)].get(&id).map_or(0, |tail| tail.len)
     }
 
     /// The number of records of `stream` at positions below `head`.
     pub(crate) fn stream_len_below(&self, stream: &[u8], head: u64) -> u64 {
-        let beyond = self.walk_back(stream).take_while(|&p| p >= head).count();
-        self.stream_len(stream) - beyond as u64
+        let id = StreamId::of(stream);
+        let beyond = self.walk_back(id).take_while(|&p| p >= head).count();
+        self.stream_len(id) - beyond as u64
     }
 
     /// Positions of `stream` below `head`, in order.
     pub(crate) fn stream_positions(&self, stream: &[u8], head: u64) -> Vec<u64> {
-        let mut positions: Vec<u64> = self.walk_back(stream).skip_while(|&p| p >= head).collect();
+        let walk = self.walk_back(StreamId::of(stream));
+        let mut positions: Vec<u64> = walk.skip_while(|&p| p >= head).collect();
         positions.reverse();
         positions
     }
 
-    /// Positions of `stream`, committed or not, from its last record back to its first.
-    fn walk_back(&self, stream: &[u8]) -> impl Iterator<Item = u64> + '_ {
-        let id = StreamId::of(stream);
+    /// Positions of stream `id`, committed or not, from its last record back to its first.
+    fn walk_back(&self, id: StreamId) -> impl Iterator<Item = u64> + '_ {
         let last = self.streams[shard_of(id)].get(&id).map(|tail| tail.last);
         std::iter::successors(last, |&position| {
             let i = usize::try_from(position - self.first_linked?).expect("fits in memory");

@@ -87,10 +87,8 @@ struct IndexBuilder {
 impl Visitor for IndexBuilder {
     fn stream_version(&mut self, stream: &[u8], found: u64) -> Result<(), u64> {
         let index = &self.index;
-        let next = self
-            .pending_versions
-            .entry(StreamId::of(stream))
-            .or_insert_with(|| index.stream_len(stream));
+        let id = StreamId::of(stream);
+        let next = self.pending_versions.entry(id).or_insert_with(|| index.stream_len(id));
         if *next != found {
             return Err(*next);
         }

@@ -21,7 +21,7 @@ use rustc_hash::FxHashMap;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::AppendError;
-use crate::index::{Index, SegmentMeta};
+use crate::index::{Index, SegmentMeta, StreamId};
 use crate::limits::{MAX_BATCH_RECORDS, MAX_GROUP_BYTES, MAX_PAYLOAD_LEN, MAX_STREAM_ID_LEN};
 use crate::limits::{MAX_POOLED_BATCH_BYTES, POOLED_BATCH_BUFFERS};
 use crate::limits::{SEGMENT_HEADER_LEN, ZEROS_AHEAD};
@@ -309,7 +309,8 @@ impl Writer {
         let index = self.shared.index();
         let mut in_batch: FxHashMap<&[u8], u64> = FxHashMap::default();
         for (stream, &expected) in batch.streams().zip(&batch.expected) {
-            let actual = *in_batch.entry(stream).or_insert_with(|| index.stream_len(stream));
+            let actual =
+                *in_batch.entry(stream).or_insert_with(|| index.stream_len(StreamId::of(stream)));
             if let Expected::Exactly(expected) = expected
                 && expected.0 != actual
             {

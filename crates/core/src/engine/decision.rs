@@ -17,6 +17,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use orderly_store::{Expected, Log, LogReader, NewRecord, Position};
 
+use super::Ack;
 use super::clock::Clock;
 use super::error::{EngineError, ExecuteError};
 use super::pipe::{Deliveries, Tagged};
@@ -58,6 +59,21 @@ pub(crate) enum Answer {
     /// The key was seen with the same command: its events are in the `records` records from
     /// `first` on.
     Replay { first: u64, records: u32 },
+}
+
+impl Answer {
+    /// Where the command's events are, as [`Engine::send_ack`](super::Engine::send_ack)
+    /// answers.
+    pub(crate) fn ack(&self) -> Ack {
+        match *self {
+            Answer::Committed { position, .. } => {
+                Ack { first: Position(position), records: 1, replayed: false }
+            }
+            Answer::Replay { first, records } => {
+                Ack { first: Position(first), records, replayed: true }
+            }
+        }
+    }
 }
 
 /// Who gets a command's answer.

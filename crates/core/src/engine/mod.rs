@@ -383,10 +383,7 @@ impl Engine {
         let on_ack = OnAnswer::new(self.inner.answering.clone(), envelope.tenant.clone(), on_ack);
         let reply = Reply::call(move |answer| match answer {
             Ok(Answer::Replay { first, records }) => on_ack.when_durable(first, records),
-            Ok(Answer::Committed { position, .. }) => {
-                let ack = Ack { first: Position(position), records: 1, replayed: false };
-                on_ack.answer(Ok(ack));
-            }
+            Ok(committed) => on_ack.answer(Ok(committed.ack())),
             Err(error) => on_ack.answer(Err(error)),
         });
         if let Err((refused, reply)) = self.try_submit(envelope, reply, Events::Drop) {
@@ -702,9 +699,7 @@ impl<F: FnOnce(Result<Outcome, ExecuteError>) + Send + 'static> OnAnswer<Outcome
 impl<F: FnOnce(Result<Ack, ExecuteError>) + Send + 'static> OnAnswer<Ack, F> {
     /// A replayed acknowledgement: given once the first execution's records are durable.
     fn when_durable(self, first: u64, records: u32) {
-        self.after_durable(first, records, move |on_ack, _| {
-            on_ack.answer(Ok(Ack { first: Position(first), records, replayed: true }));
-        });
+        self.after_durable(first, records, |on_ack, replay| on_ack.answer(Ok(replay.ack())));
     }
 }
 

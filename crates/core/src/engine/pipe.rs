@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::decision::{Answer, Events, Reply};
-use super::{Ack, Answering, Engine, ExecuteError, Position};
+use super::{Ack, Answering, Engine, ExecuteError};
 use crate::domain::Envelope;
 
 /// A caller's lane into the engine for commands it keeps many of in flight: a bulk import, a
@@ -150,14 +150,13 @@ impl Tagged {
             let Some(answering) = self.inbox.as_ref().map(|inbox| inbox.answering.clone()) else {
                 return;
             };
-            let replayed = Ack { first: Position(first), records, replayed: true };
             // Dropped uncalled (the engine stopped), `self` answers why.
             let then = Reply::call(move |durable: Result<Answer, ExecuteError>| {
-                self.give(durable.map(|_| replayed), Instant::now());
+                self.give(durable.map(|replay| replay.ack()), Instant::now());
             });
             return answering.after_durable(first, records, then);
         }
-        self.give(ack_of(answer), Instant::now());
+        self.give(answer.map(|answer| answer.ack()), Instant::now());
     }
 
     fn give(mut self, answer: Result<Ack, ExecuteError>, at: Instant) {
@@ -174,18 +173,6 @@ impl Drop for Tagged {
             inbox.give(&mut vec![PipedAck { tag: self.tag, answer, at: Instant::now() }]);
         }
     }
-}
-
-/// The acknowledgement of a committed command, or the error.
-fn ack_of(answer: Result<Answer, ExecuteError>) -> Result<Ack, ExecuteError> {
-    answer.map(|answer| match answer {
-        Answer::Committed { position, .. } => {
-            Ack { first: Position(position), records: 1, replayed: false }
-        }
-        Answer::Replay { first, records } => {
-            Ack { first: Position(first), records, replayed: true }
-        }
-    })
 }
 
 /// Gives a list of answers (a log batch's, or the deferred ones that waited for it): callbacks
@@ -213,7 +200,8 @@ impl Deliveries {
             self.deliver();
             self.inbox = Some(inbox);
         }
-        self.acks.push(PipedAck { tag: tagged.tag, answer: ack_of(answer), at: self.at });
+        let answer = answer.map(|answer| answer.ack());
+        self.acks.push(PipedAck { tag: tagged.tag, answer, at: self.at });
     }
 
     fn deliver(&mut self) {
@@ -232,6 +220,7 @@ impl Drop for Deliveries {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Position;
     use crate::engine::{Config, EngineError};
 
     /// A piped command dropped unanswered (still queued when the engine stopped, or in a
