@@ -48,6 +48,14 @@ where
             other => panic!("{kind} {value:?} must be rejected, got {other:?}"),
         }
     }
+
+    // Every byte, alone in an id: exactly the documented characters are taken.
+    let allowed = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-";
+    for byte in 0..=u8::MAX {
+        let text = String::from_utf8_lossy(&[byte]).into_owned();
+        let taken = text.parse::<T>().is_ok();
+        assert_eq!(taken, allowed.contains(&text), "{kind} of byte {byte:#04x}");
+    }
 }
 
 #[test]
