@@ -260,7 +260,7 @@ impl Books {
             if self.broken.contains(tenant) {
                 continue;
             }
-            let domain = self.domain.tenants.get(tenant);
+            let domain = self.domain.tenant(tenant);
             for (sku, l) in &books.skus {
                 let stock = domain.and_then(|t| t.inventory(sku));
                 let (on_hand, reserved) = stock.map_or((0, 0), |s| (s.on_hand(), s.reserved()));
@@ -310,7 +310,7 @@ impl Books {
         let mut money: Vec<MoneyTotals> = money.into_values().collect();
         money.sort_by(|a, b| a.currency.cmp(&b.currency));
         let mut domain = self.domain;
-        domain.tenants.retain(|tenant, _| !self.broken.contains(tenant));
+        domain.remove_tenants(|tenant| self.broken.contains(tenant));
         (Reconciliation { digest, discrepancies, stock, money, torn_tail: None }, domain)
     }
 }

@@ -1,5 +1,6 @@
 //! `replay`: the state as of a point in the log, rebuilt with the domain's own `evolve`.
 
+use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::path::Path;
 
@@ -7,7 +8,8 @@ use serde::Serialize;
 
 use super::digest::Digest;
 use super::error::AuditError;
-use super::state::{DomainState, ENTRIES_AHEAD};
+use super::pass::Entry;
+use super::state::{DomainState, ENTRIES_AHEAD, TenantSlot};
 use super::verify::TornTailWarning;
 use super::{Progress, pass};
 use crate::domain::{OrderStatus, TenantId, TenantState};
@@ -129,15 +131,21 @@ pub fn replay(
                 ReplayPoint::Time(_) => batch.entries.len(),
             };
             let entries = &batch.entries[..applied];
+            // Each entry's tenant is found when its prefetch is given, ENTRIES_AHEAD before it
+            // is applied; those of the first are found first. `None` for a tenant left out.
+            let mut ahead: VecDeque<Option<TenantSlot>> = entries
+                .iter()
+                .take(ENTRIES_AHEAD)
+                .map(|entry| prefetched(&mut state, entry, tenant))
+                .collect();
             for (i, entry) in entries.iter().enumerate() {
-                if let Some(ahead) = entries.get(i + ENTRIES_AHEAD) {
-                    state.prefetch(ahead.record.tenant(), ahead.record.events());
+                if let Some(next) = entries.get(i + ENTRIES_AHEAD) {
+                    ahead.push_back(prefetched(&mut state, next, tenant));
                 }
-                let of = entry.record.tenant();
-                if tenant.is_some_and(|t| t != of) {
+                let Some(slot) = ahead.pop_front().expect("one slot per entry") else {
                     continue;
-                }
-                if let Err(message) = state.apply_all(of, entry.record.events()) {
+                };
+                if let Err(message) = state.apply(slot, entry.record.events()) {
                     inconsistent =
                         Some(AuditError::Inconsistent { at: batch.location(entry), message });
                     return ControlFlow::Break(());
@@ -174,6 +182,19 @@ pub fn replay(
     })
 }
 
+/// The slot of `entry`'s tenant, once the state its events will look up is prefetched; `None`
+/// if only another tenant is replayed.
+fn prefetched(
+    state: &mut DomainState,
+    entry: &Entry,
+    only: Option<&TenantId>,
+) -> Option<TenantSlot> {
+    let of = entry.record.tenant();
+    let slot = only.is_none_or(|t| t == of).then(|| state.slot(of))?;
+    state.prefetch(slot, entry.record.events());
+    Some(slot)
+}
+
 /// Whether `entry` is one whole command (a decision record), so that a replay may stop
 /// after it, inside its batch.
 fn is_one_command(entry: &super::pass::Entry) -> bool {
@@ -187,7 +208,7 @@ pub(crate) fn report(
     state: &DomainState,
 ) -> ReplayReport {
     let mut tenants: Vec<TenantSnapshot> =
-        state.tenants.iter().map(|(id, state)| snapshot(id, state)).collect();
+        state.tenants().map(|(id, state)| snapshot(id, state)).collect();
     tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
     ReplayReport { digest, last_timestamp, tenants, torn_tail: None }
 }

@@ -13,11 +13,29 @@ pub(crate) const ENTRIES_AHEAD: usize = 8;
 /// Every tenant's aggregates, as the deciders see them.
 #[derive(Debug, Default)]
 pub(crate) struct DomainState {
-    pub tenants: FxHashMap<TenantId, TenantState>,
+    /// In the order first seen; a [`TenantSlot`] is an index into it.
+    tenants: Vec<(TenantId, TenantState)>,
+    slots: FxHashMap<TenantId, usize>,
 }
 
+/// Where a tenant's state is in a [`DomainState`]: a record's tenant is looked up once, for
+/// both its prefetch and its apply (three lookups of the id before, 5% of a replay).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TenantSlot(usize);
+
 impl DomainState {
-    /// Applies `events` of `tenant` (a record's, in order) with [`Tenant::evolve_replayed`].
+    /// The slot of `tenant`, whose state is created empty the first time.
+    pub(crate) fn slot(&mut self, tenant: &TenantId) -> TenantSlot {
+        if let Some(&slot) = self.slots.get(tenant) {
+            return TenantSlot(slot);
+        }
+        self.tenants.push((tenant.clone(), TenantState::default()));
+        self.slots.insert(tenant.clone(), self.tenants.len() - 1);
+        TenantSlot(self.tenants.len() - 1)
+    }
+
+    /// Applies `events` (a record's, in order) to the tenant in `slot` with
+    /// [`Tenant::evolve_replayed`].
     ///
     /// `evolve` cannot fail on a log the engine wrote: it asserts the invariants every
     /// decided event keeps, and panics if one breaks. A log under audit may hold anything
@@ -26,10 +44,10 @@ impl DomainState {
     /// and the caller stops using it. (The panic hook prints nothing of it where
     /// [`crate::engine::install_panic_hook`] was installed.)
     ///
-    /// The tenant is looked up, and the panic guard set, once for all of a record's events:
-    /// a decision holds several, and a replay applies tens of millions.
-    pub(crate) fn apply_all(&mut self, tenant: &TenantId, events: &[Event]) -> Result<(), String> {
-        let state = self.tenant_mut(tenant);
+    /// The panic guard is set once for all of a record's events: a decision holds several, and
+    /// a replay applies tens of millions.
+    pub(crate) fn apply(&mut self, slot: TenantSlot, events: &[Event]) -> Result<(), String> {
+        let state = &mut self.tenants[slot.0].1;
         crate::engine::catching(|| {
             for event in events {
                 Tenant::evolve_replayed(state, event);
@@ -37,19 +55,35 @@ impl DomainState {
         })
     }
 
-    /// Starts loading the orders and payments `events` of `tenant` are about, which applying
-    /// them will look up: a hint given a few records ahead (see [`ENTRIES_AHEAD`]).
-    pub(crate) fn prefetch(&self, tenant: &TenantId, events: &[Event]) {
-        if let Some(state) = self.tenants.get(tenant) {
-            for event in events {
-                state.prefetch_for_event(event);
-            }
+    /// [`DomainState::apply`] to `tenant`'s state.
+    pub(crate) fn apply_all(&mut self, tenant: &TenantId, events: &[Event]) -> Result<(), String> {
+        let slot = self.slot(tenant);
+        self.apply(slot, events)
+    }
+
+    /// Starts loading the orders and payments `events` of the tenant in `slot` are about, which
+    /// applying them will look up: a hint given a few records ahead (see [`ENTRIES_AHEAD`]).
+    pub(crate) fn prefetch(&self, slot: TenantSlot, events: &[Event]) {
+        let state = &self.tenants[slot.0].1;
+        for event in events {
+            state.prefetch_for_event(event);
         }
     }
 
-    /// The state of `tenant`, created empty the first time.
-    fn tenant_mut(&mut self, tenant: &TenantId) -> &mut TenantState {
-        of_tenant(&mut self.tenants, tenant)
+    /// The state of `tenant`, if any of its events was applied.
+    pub(crate) fn tenant(&self, tenant: &TenantId) -> Option<&TenantState> {
+        self.slots.get(tenant).map(|&slot| &self.tenants[slot].1)
+    }
+
+    /// Every tenant's state.
+    pub(crate) fn tenants(&self) -> impl Iterator<Item = (&TenantId, &TenantState)> {
+        self.tenants.iter().map(|(id, state)| (id, state))
+    }
+
+    /// Leaves out every tenant for which `drop` holds.
+    pub(crate) fn remove_tenants(&mut self, drop: impl Fn(&TenantId) -> bool) {
+        self.tenants.retain(|(id, _)| !drop(id));
+        self.slots = self.tenants.iter().enumerate().map(|(i, (id, _))| (id.clone(), i)).collect();
     }
 }
 
