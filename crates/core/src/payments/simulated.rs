@@ -85,10 +85,12 @@ pub struct SimulatedGateway {
 /// facing the internet).
 #[derive(Debug, Default)]
 struct Books {
-    /// Authorization outcomes by idempotency key, with the request that produced them.
-    authorizations: FxHashMap<String, (AuthorizeFingerprint, Authorization)>,
-    /// Approved authorizations by reference.
-    held: FxHashMap<String, Held>,
+    /// Authorizations by idempotency key. An approval's reference is `{gateway}:{key}`, so
+    /// that one entry per key serves both the key's repeats and the calls that quote the
+    /// reference: one map insert and one string per authorization.
+    authorizations: FxHashMap<String, Authorized>,
+    /// What an approval's reference starts with, before its key: the gateway's id and `:`.
+    reference_prefix: String,
     /// Keys cancelled before any authorization under them: one that arrives later is refused.
     cancelled: FxHashMap<String, AuthorizeFingerprint>,
     /// Captures, voids and refunds by idempotency key, with their outcome.
@@ -107,6 +109,15 @@ struct Books {
     captured_minor: u64,
     refunded_minor: u64,
     voids: u64,
+}
+
+/// An authorization under one key.
+#[derive(Debug)]
+struct Authorized {
+    /// The request that made it.
+    first: AuthorizeFingerprint,
+    /// The money it holds, if it was approved; `None` if declined.
+    held: Option<Held>,
 }
 
 /// What an authorization key was first used for.
@@ -200,11 +211,12 @@ impl SimulatedGateway {
         for outage in &config.outages {
             assert!(outage.from <= outage.until, "outage ends before it starts: {outage:?}");
         }
+        let books = Books { reference_prefix: format!("{}:", config.id), ..Books::default() };
         SimulatedGateway {
             config,
             started: Instant::now(),
             down: AtomicBool::new(false),
-            books: Mutex::new(Books::default()),
+            books: Mutex::new(books),
         }
     }
 
@@ -220,7 +232,7 @@ impl SimulatedGateway {
     pub fn keeping_books_in(config: SimulatedGatewayConfig, path: &Path) -> io::Result<Self> {
         let gateway = SimulatedGateway::new(config);
         let mut books = gateway.books();
-        let journal = Journal::open(path, |entry| books.replay(&gateway.config.id, entry))?;
+        let journal = Journal::open(path, |entry| books.replay(entry))?;
         books.journal = Some(journal);
         drop(books);
         Ok(gateway)
@@ -278,7 +290,9 @@ impl SimulatedGateway {
     /// voided.
     #[must_use]
     pub fn holding(&self) -> usize {
-        self.books().held.values().filter(|held| held.captured == 0 && !held.voided).count()
+        let books = self.books();
+        let held = books.authorizations.values().filter_map(|a| a.held.as_ref());
+        held.filter(|held| held.captured == 0 && !held.voided).count()
     }
 
     /// Whether the gateway is declining this key; a pure function of the seed and the key.
@@ -308,7 +322,7 @@ impl SimulatedGateway {
 
     fn authorize_now(&self, request: &AuthorizeRequest) -> Result<Authorization, GatewayError> {
         let declines = || self.declines_key(&request.idempotency_key);
-        self.books().authorize(&self.config.id, request, declines)
+        self.books().authorize(request, declines)
     }
 
     /// Voids what `request`'s key authorized, or bars the key if it authorized nothing yet.
@@ -333,16 +347,16 @@ impl Books {
     /// first outcome.
     fn authorize(
         &mut self,
-        id: &GatewayId,
         request: &AuthorizeRequest,
         declines: impl FnOnce() -> bool,
     ) -> Result<Authorization, GatewayError> {
         let fingerprint = AuthorizeFingerprint::of(request);
-        if let Some((first, outcome)) = self.authorizations.get(&request.idempotency_key) {
-            if *first != fingerprint {
-                return Err(reused_key(&request.idempotency_key));
+        let key = &request.idempotency_key;
+        if let Some(authorized) = self.authorizations.get(key) {
+            if authorized.first != fingerprint {
+                return Err(reused_key(key));
             }
-            return Ok(outcome.clone());
+            return Ok(self.outcome(key, authorized));
         }
         if let Some(first) = self.cancelled.get(&request.idempotency_key) {
             if *first != fingerprint {
@@ -365,31 +379,48 @@ impl Books {
             currency: request.amount.currency.to_string(),
             approved,
         })?;
-        let outcome = if approved {
-            // The key is unique among authorizations, so it makes the reference unique too.
-            let reference = format!("{id}:{}", request.idempotency_key);
-            self.held.insert(
-                reference.clone(),
-                Held { amount: request.amount, captured: 0, refunded: 0, voided: false },
-            );
+        let held = approved.then_some(Held {
+            amount: request.amount,
+            captured: 0,
+            refunded: 0,
+            voided: false,
+        });
+        if approved {
             self.approvals += 1;
-            Authorization::Approved { reference }
         } else {
             self.declines += 1;
-            Authorization::Declined
-        };
-        self.authorizations.insert(request.idempotency_key.clone(), (fingerprint, outcome.clone()));
+        }
+        let authorized = Authorized { first: fingerprint, held };
+        let outcome = self.outcome(key, &authorized);
+        self.authorizations.insert(key.clone(), authorized);
         Ok(outcome)
+    }
+
+    /// What the authorization under `key` answered. The key is unique among authorizations,
+    /// so it makes the reference unique too.
+    fn outcome(&self, key: &str, authorized: &Authorized) -> Authorization {
+        match authorized.held {
+            Some(_) => {
+                Authorization::Approved { reference: format!("{}{key}", self.reference_prefix) }
+            }
+            None => Authorization::Declined,
+        }
+    }
+
+    /// The money held by the approval `reference` names, if this gateway made it.
+    fn held_by(&mut self, reference: &str) -> Option<&mut Held> {
+        let key = reference.strip_prefix(self.reference_prefix.as_str())?;
+        self.authorizations.get_mut(key)?.held.as_mut()
     }
 
     /// Voids what `request`'s key authorized, or bars the key if it authorized nothing yet.
     fn cancel(&mut self, request: &AuthorizeRequest) -> Result<(), GatewayError> {
         let fingerprint = AuthorizeFingerprint::of(request);
         let key = &request.idempotency_key;
-        let reference = match self.authorizations.get(key) {
-            Some((first, _)) if *first != fingerprint => return Err(reused_key(key)),
-            Some((_, Authorization::Declined)) => return Ok(()),
-            Some((_, Authorization::Approved { reference })) => reference.clone(),
+        let held = match self.authorizations.get(key) {
+            Some(authorized) if authorized.first != fingerprint => return Err(reused_key(key)),
+            Some(Authorized { held: None, .. }) => return Ok(()),
+            Some(Authorized { held: Some(held), .. }) => held,
             None => {
                 return match self.cancelled.get(key) {
                     Some(first) if *first == fingerprint => Ok(()),
@@ -402,13 +433,13 @@ impl Books {
                 };
             }
         };
-        let held = self.held.get(&reference).expect("an approval holds its reference");
         if held.captured > 0 {
             return Err(rejected(format!("authorization {key:?} was captured")));
         }
         if !held.voided {
             self.record(|| Entry::cancel(request))?;
-            self.held.get_mut(&reference).expect("just found").voided = true;
+            let authorized = self.authorizations.get_mut(key).expect("just found");
+            authorized.held.as_mut().expect("approved").voided = true;
             self.voids += 1;
         }
         Ok(())
@@ -476,13 +507,13 @@ impl Books {
     /// Makes again a call the journal holds (the journal is not open yet, so nothing is
     /// written). A call refused then is refused again, as it was: only an authorization the
     /// books cannot take means the file is not this gateway's.
-    fn replay(&mut self, id: &GatewayId, entry: Entry) -> Result<(), String> {
+    fn replay(&mut self, entry: Entry) -> Result<(), String> {
         let invalid = |e: InvalidValue| e.to_string();
         match entry {
             Entry::Authorize { key, tenant, order, minor, currency, approved } => {
                 let request =
                     authorize_request(key, &tenant, &order, minor, &currency).map_err(invalid)?;
-                self.authorize(id, &request, || !approved).map_err(|e| e.to_string())?;
+                self.authorize(&request, || !approved).map_err(|e| e.to_string())?;
             }
             Entry::Cancel { key, tenant, order, minor, currency } => {
                 let request =
@@ -501,7 +532,7 @@ impl Books {
 
     /// Checks a movement against its authorization and applies it, all or nothing.
     fn apply(&mut self, movement: &Movement) -> Result<(), GatewayError> {
-        let Some(held) = self.held.get_mut(&movement.reference) else {
+        let Some(held) = self.held_by(&movement.reference) else {
             return Err(rejected(format!("unknown reference {:?}", movement.reference)));
         };
         let amount = movement.amount;
@@ -807,6 +838,12 @@ mod tests {
         let rejected = |r: Result<(), GatewayError>| matches!(r, Err(GatewayError::Rejected(_)));
 
         assert!(rejected(gateway.capture(&money("c0", "nope", 100)).await), "unknown reference");
+        // A reference names its gateway and its authorization's key: another gateway's, or
+        // one naming a key this gateway never approved, holds nothing here.
+        let elsewhere = format!("sim-b:{}", reference.split_once(':').unwrap().1);
+        assert!(rejected(gateway.capture(&money("c0", &elsewhere, 100)).await), "{elsewhere}");
+        let never = reference.replace("auth", "auth-9");
+        assert!(rejected(gateway.capture(&money("c0", &never, 100)).await), "{never}");
         assert!(rejected(gateway.capture(&money("c1", &reference, 1_001)).await), "above auth");
         assert!(rejected(gateway.refund(&money("r0", &reference, 1)).await), "nothing captured");
         assert!(rejected(gateway.void(&money("v0", &reference, 999)).await), "partial void");
