@@ -146,8 +146,50 @@ pub struct Router {
 struct RouteState {
     route: Route,
     breaker: CircuitBreaker,
-    /// Latest call outcomes, oldest first: when, and whether the gateway answered.
-    samples: Mutex<VecDeque<(Instant, bool)>>,
+    /// Latest call outcomes.
+    samples: Mutex<Samples>,
+}
+
+/// A gateway's latest call outcomes, with a running count of the answered ones, so that its
+/// success rate costs no pass over them while every sample is recent (routing asks for it on
+/// every payment).
+#[derive(Debug, Default)]
+struct Samples {
+    /// When each call ended and whether it got an answer, oldest first by time: the window's
+    /// expired calls are then always at the front.
+    calls: VecDeque<(Instant, bool)>,
+    /// How many of `calls` got an answer.
+    answered: u64,
+}
+
+impl Samples {
+    /// Adds a call that ended at `at`, keeping the latest `cap` by time.
+    fn add(&mut self, at: Instant, answered: bool, cap: usize) {
+        // Concurrent calls may be recorded a little out of time order: each goes where its
+        // time puts it (nearly always the back).
+        let index = self.calls.partition_point(|&(ended, _)| ended <= at);
+        self.calls.insert(index, (at, answered));
+        self.answered += u64::from(answered);
+        while self.calls.len() > cap {
+            if let Some((_, answered)) = self.calls.pop_front() {
+                self.answered -= u64::from(answered);
+            }
+        }
+    }
+
+    /// Answered and total calls that ended after `cutoff` (every call without a cutoff).
+    fn after(&self, cutoff: Option<Instant>) -> (u64, u64) {
+        let (mut answered, mut calls) = (self.answered, self.calls.len() as u64);
+        let Some(cutoff) = cutoff else { return (answered, calls) };
+        if self.calls.back().is_none_or(|&(ended, _)| ended <= cutoff) {
+            return (0, 0);
+        }
+        for &(_, ok) in self.calls.iter().take_while(|&&(ended, _)| ended <= cutoff) {
+            answered -= u64::from(ok);
+            calls -= 1;
+        }
+        (answered, calls)
+    }
 }
 
 /// How a call's result counts for the gateway's health.
@@ -205,7 +247,7 @@ impl Router {
             .map(|route| RouteState {
                 route,
                 breaker: CircuitBreaker::new(breaker.clone()),
-                samples: Mutex::new(VecDeque::new()),
+                samples: Mutex::new(Samples::default()),
             })
             .collect();
         Router { routes, config }
@@ -262,12 +304,8 @@ impl Router {
         } else {
             state.breaker.record_failure(now);
         }
-        let mut samples = lock(&state.samples);
-        samples.push_back((now, answered));
         let cap = usize::try_from(self.config.success_samples).unwrap_or(usize::MAX);
-        while samples.len() > cap {
-            samples.pop_front();
-        }
+        lock(&state.samples).add(now, answered, cap);
     }
 
     /// Authorizes through the best gateway that answers: tries the candidates in order, moving
@@ -392,14 +430,9 @@ impl Router {
     /// Answered and total calls in the success window at `now`.
     fn recent(&self, state: &RouteState, now: Instant) -> (u64, u64) {
         // A sample is in the window when less than the window's length before `now`: after
-        // `cutoff` (one subtraction here instead of one per sample). Without a cutoff, `now`
-        // is closer than that to the clock's origin, so every sample is.
-        let cutoff = now.checked_sub(self.config.success_window);
-        let samples = lock(&state.samples);
-        samples
-            .iter()
-            .filter(|(at, _)| cutoff.is_none_or(|cutoff| *at > cutoff))
-            .fold((0, 0), |(answered, calls), &(_, ok)| (answered + u64::from(ok), calls + 1))
+        // the cutoff. Without a cutoff, `now` is closer than that to the clock's origin, so
+        // every sample is.
+        lock(&state.samples).after(now.checked_sub(self.config.success_window))
     }
 
     fn find(&self, id: &GatewayId) -> Option<&RouteState> {
@@ -408,8 +441,8 @@ impl Router {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Updates are single pushes and pops, complete before anything can panic, so a poisoned
-    // lock still guards consistent samples.
+    // An update (an insert, pops and their counts) cannot panic midway, so a poisoned lock
+    // still guards consistent samples.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -689,6 +722,37 @@ mod tests {
             ["a", "b"],
             "then a fresh one"
         );
+    }
+
+    proptest::proptest! {
+        /// Whatever order calls are recorded in, the running counts give what a pass over the
+        /// latest `cap` calls by time (ties in the order recorded) would count after any
+        /// cutoff.
+        #[test]
+        fn samples_count_as_a_pass_over_the_latest_calls_would(
+            calls in proptest::collection::vec((0u64..1_000, proptest::bool::ANY), 0..300),
+            cap in 1usize..40,
+            cutoffs in proptest::collection::vec(0u64..1_100, 1..20),
+        ) {
+            let t0 = Instant::now();
+            let at = |ms: u64| t0 + Duration::from_millis(ms);
+            let mut samples = Samples::default();
+            for &(ms, answered) in &calls {
+                samples.add(at(ms), answered, cap);
+            }
+            let mut latest = calls.clone();
+            latest.sort_by_key(|&(ms, _)| ms);
+            let latest = &latest[latest.len().saturating_sub(cap)..];
+            for cutoff in cutoffs {
+                let recent = latest.iter().filter(|&&(ms, _)| ms > cutoff);
+                let expected = recent.fold((0, 0), |(answered, calls), &(_, ok)| {
+                    (answered + u64::from(ok), calls + 1)
+                });
+                proptest::prop_assert_eq!(samples.after(Some(at(cutoff))), expected);
+            }
+            let all = latest.iter().filter(|&&(_, ok)| ok).count() as u64;
+            proptest::prop_assert_eq!(samples.after(None), (all, latest.len() as u64));
+        }
     }
 
     #[test]

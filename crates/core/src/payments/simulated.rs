@@ -9,6 +9,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
+use smol_str::SmolStr;
 use tokio::time::Instant;
 
 use super::gateway::{
@@ -87,14 +88,16 @@ pub struct SimulatedGateway {
 struct Books {
     /// Authorizations by idempotency key. An approval's reference is `{gateway}:{key}`, so
     /// that one entry per key serves both the key's repeats and the calls that quote the
-    /// reference: one map insert and one string per authorization.
-    authorizations: FxHashMap<String, Authorized>,
+    /// reference: one map insert per authorization. Keys are kept inline (`SmolStr`, up to 23
+    /// bytes, as the payments process's are), so that growing the map rehashes keys in its own
+    /// entries rather than one heap string each.
+    authorizations: FxHashMap<SmolStr, Authorized>,
     /// What an approval's reference starts with, before its key: the gateway's id and `:`.
     reference_prefix: String,
     /// Keys cancelled before any authorization under them: one that arrives later is refused.
-    cancelled: FxHashMap<String, AuthorizeFingerprint>,
+    cancelled: FxHashMap<SmolStr, AuthorizeFingerprint>,
     /// Captures, voids and refunds by idempotency key, with their outcome.
-    movements: FxHashMap<String, (Movement, Result<(), GatewayError>)>,
+    movements: FxHashMap<SmolStr, (Movement, Result<(), GatewayError>)>,
     /// The file every change is written to first, if the books are kept in one.
     journal: Option<Journal>,
     /// Why a failed write could not even be cut back out of the journal: until a later call
@@ -309,15 +312,22 @@ impl SimulatedGateway {
             tokio::time::sleep(self.config.latency).await;
         }
         self.books().calls += 1;
-        let elapsed = Instant::now().saturating_duration_since(self.started);
-        let in_outage = self.config.outages.iter().any(|o| o.from <= elapsed && elapsed < o.until);
-        if self.down.load(Ordering::SeqCst) || in_outage {
+        if self.down.load(Ordering::SeqCst) || self.in_outage() {
             return Err(GatewayError::Unavailable(format!(
                 "simulated outage of {}",
                 self.config.id
             )));
         }
         Ok(())
+    }
+
+    /// Whether a configured outage window is open now (the clock is read only if there are any).
+    fn in_outage(&self) -> bool {
+        if self.config.outages.is_empty() {
+            return false;
+        }
+        let elapsed = Instant::now().saturating_duration_since(self.started);
+        self.config.outages.iter().any(|o| o.from <= elapsed && elapsed < o.until)
     }
 
     fn authorize_now(&self, request: &AuthorizeRequest) -> Result<Authorization, GatewayError> {
@@ -351,14 +361,14 @@ impl Books {
         declines: impl FnOnce() -> bool,
     ) -> Result<Authorization, GatewayError> {
         let fingerprint = AuthorizeFingerprint::of(request);
-        let key = &request.idempotency_key;
+        let key = request.idempotency_key.as_str();
         if let Some(authorized) = self.authorizations.get(key) {
             if authorized.first != fingerprint {
                 return Err(reused_key(key));
             }
             return Ok(self.outcome(key, authorized));
         }
-        if let Some(first) = self.cancelled.get(&request.idempotency_key) {
+        if let Some(first) = self.cancelled.get(key) {
             if *first != fingerprint {
                 return Err(reused_key(&request.idempotency_key));
             }
@@ -392,7 +402,7 @@ impl Books {
         }
         let authorized = Authorized { first: fingerprint, held };
         let outcome = self.outcome(key, &authorized);
-        self.authorizations.insert(key.clone(), authorized);
+        self.authorizations.insert(SmolStr::new(key), authorized);
         Ok(outcome)
     }
 
@@ -416,7 +426,7 @@ impl Books {
     /// Voids what `request`'s key authorized, or bars the key if it authorized nothing yet.
     fn cancel(&mut self, request: &AuthorizeRequest) -> Result<(), GatewayError> {
         let fingerprint = AuthorizeFingerprint::of(request);
-        let key = &request.idempotency_key;
+        let key = request.idempotency_key.as_str();
         let held = match self.authorizations.get(key) {
             Some(authorized) if authorized.first != fingerprint => return Err(reused_key(key)),
             Some(Authorized { held: None, .. }) => return Ok(()),
@@ -427,7 +437,7 @@ impl Books {
                     Some(_) => Err(reused_key(key)),
                     None => {
                         self.record(|| Entry::cancel(request))?;
-                        self.cancelled.insert(key.clone(), fingerprint);
+                        self.cancelled.insert(SmolStr::new(key), fingerprint);
                         Ok(())
                     }
                 };
@@ -453,7 +463,7 @@ impl Books {
     ) -> Result<(), GatewayError> {
         let movement =
             Movement { kind, reference: request.reference.clone(), amount: request.amount };
-        if let Some((first, outcome)) = self.movements.get(&request.idempotency_key) {
+        if let Some((first, outcome)) = self.movements.get(request.idempotency_key.as_str()) {
             if *first != movement {
                 return Err(reused_key(&request.idempotency_key));
             }
@@ -467,7 +477,7 @@ impl Books {
             currency: request.amount.currency.to_string(),
         })?;
         let outcome = self.apply(&movement);
-        self.movements.insert(request.idempotency_key.clone(), (movement, outcome.clone()));
+        self.movements.insert(SmolStr::new(&request.idempotency_key), (movement, outcome.clone()));
         outcome
     }
 
