@@ -3,6 +3,7 @@
 
 #![allow(dead_code, reason = "each benchmark uses a part")]
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use orderly::domain::{
@@ -44,7 +45,7 @@ impl Mix {
         }
         skus.into_iter()
             .map(|sku| OrderLine {
-                sku: Sku::new(&format!("sku-{sku}")).unwrap(),
+                sku: self::sku(sku),
                 quantity: Quantity::new(1 + self.below(2)).unwrap(),
                 unit_price: 500 + self.below(20_000),
             })
@@ -52,18 +53,29 @@ impl Mix {
     }
 }
 
+/// Tenant `t`'s id. The ids are made once, as a caller knows the ids it sends rather than
+/// formatting them for every command: the callers share the two cores with the engine.
 pub fn tenant(t: u64) -> TenantId {
-    TenantId::new(&format!("tenant-{t}")).unwrap()
+    static IDS: LazyLock<Vec<TenantId>> = LazyLock::new(|| {
+        (0..TENANTS).map(|t| TenantId::new(&format!("tenant-{t}")).unwrap()).collect()
+    });
+    IDS[usize::try_from(t).unwrap()].clone()
+}
+
+/// SKU `n` of every tenant, made once as [`tenant`]'s ids are.
+pub fn sku(n: u64) -> Sku {
+    static IDS: LazyLock<Vec<Sku>> = LazyLock::new(|| {
+        (0..SKUS_PER_TENANT).map(|n| Sku::new(&format!("sku-{n}")).unwrap()).collect()
+    });
+    IDS[usize::try_from(n).unwrap()].clone()
 }
 
 pub fn stock_commands() -> Vec<(TenantId, Command)> {
     let mut commands = Vec::new();
     for t in 0..TENANTS {
         for s in 0..SKUS_PER_TENANT {
-            let command = Command::ReceiveStock {
-                sku: Sku::new(&format!("sku-{s}")).unwrap(),
-                quantity: Quantity::new(1_000_000).unwrap(),
-            };
+            let command =
+                Command::ReceiveStock { sku: sku(s), quantity: Quantity::new(1_000_000).unwrap() };
             commands.push((tenant(t), command));
         }
     }
