@@ -341,10 +341,12 @@ impl Router {
         // failure opens the breaker from when it ended while `now` stays the caller's time base.
         // Measured on tokio's clock so that paused-time tests see the same time as gateways.
         let began = tokio::time::Instant::now();
+        // When the last call ended (the clock is read once a call).
+        let mut at = now;
         // Ranked once up front: the order should not shift under the request as its own
         // failures come in.
         for state in self.ranked(&request.amount, now) {
-            if !state.breaker.allow(now + began.elapsed()) {
+            if !state.breaker.allow(at) {
                 continue;
             }
             let gateway = &state.route.gateway;
@@ -355,7 +357,8 @@ impl Router {
                     Ok(outcome) => outcome,
                     Err(_elapsed) => Err(GatewayError::Timeout),
                 };
-            self.record(gateway.id(), &outcome, now + began.elapsed());
+            at = now + began.elapsed();
+            self.record(gateway.id(), &outcome, at);
             match outcome {
                 Ok(answer) => return Ok((gateway.id().clone(), answer)),
                 Err(error @ GatewayError::Rejected(_)) => return Err(error),
