@@ -82,6 +82,12 @@ impl StreamId {
         StreamId(xxhash_rust::xxh3::xxh3_128(stream))
     }
 
+    /// Its low and high 64 bits.
+    #[expect(clippy::cast_possible_truncation, reason = "each half is taken apart")]
+    pub(crate) fn halves(self) -> (u64, u64) {
+        (self.0 as u64, (self.0 >> 64) as u64)
+    }
+
     /// The hash a [`StreamMap`] takes it by, for [`crate::prefetch::lookup`].
     pub(crate) fn map_hash(self) -> u64 {
         FxBuildHasher.hash_one(self)

@@ -24,6 +24,7 @@ mod recovery;
 mod scan;
 mod segment;
 mod storage;
+mod versions;
 mod writer;
 
 pub use error::{AppendError, Corruption, OpenError, Problem, ReadError};

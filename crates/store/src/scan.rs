@@ -15,13 +15,13 @@ use std::sync::Arc;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Corruption, Problem};
-use crate::index::{StreamId, StreamMap};
 use crate::limits::{MAX_BATCH_RECORDS, MAX_RECORD_LEN, SEGMENT_HEADER_LEN};
 use crate::position::{Position, StreamVersion};
 use crate::record::{ChainHash, Damage};
 use crate::recovery::TornTail;
 use crate::segment::{self, ChainAt, HeaderCheck, ScanEnd};
 use crate::storage::{DirStorage, Storage, StorageFile};
+use crate::versions::StreamVersions;
 
 /// Bytes between two progress reports.
 const PROGRESS_EVERY: u64 = 4 << 20;
@@ -143,8 +143,11 @@ pub fn scan(
     mut visit: impl FnMut(&ScannedRecord<'_>) -> ControlFlow<()>,
 ) -> Result<ScanReport, ScanError> {
     let storage = DirStorage::new(dir);
-    let mut visitor =
-        ReadOnly { versions: StreamMap::default(), progress: &mut progress, visit: &mut visit };
+    let mut visitor = ReadOnly {
+        versions: StreamVersions::default(),
+        progress: &mut progress,
+        visit: &mut visit,
+    };
     // The log's own checkpoint (what its writer verified on its last open) is a digest kept
     // beside it: a log that ends before it, or whose record before it hashes otherwise, lost
     // or changed records. The whole chain is recomputed all the same. A checkpoint that
@@ -171,7 +174,7 @@ pub fn scan(
 
 /// The stream versions a read-only scan has seen.
 struct ReadOnly<'v, P, V> {
-    versions: StreamMap<u64>,
+    versions: StreamVersions,
     progress: &'v mut P,
     visit: &'v mut V,
 }
@@ -182,16 +185,11 @@ where
     V: FnMut(&ScannedRecord<'_>) -> ControlFlow<()>,
 {
     fn stream_version(&mut self, stream: &[u8], found: u64) -> Result<(), u64> {
-        let next = self.versions.entry(StreamId::of(stream)).or_insert(0);
-        if *next != found {
-            return Err(*next);
-        }
-        *next += 1;
-        Ok(())
+        self.versions.count(stream, found)
     }
 
     fn upcoming(&mut self, stream: &[u8]) {
-        crate::prefetch::lookup(&self.versions, StreamId::of(stream).map_hash());
+        self.versions.prefetch(stream);
     }
 
     fn record(&mut self, record: &ScannedRecord<'_>) -> ControlFlow<()> {
@@ -603,8 +601,11 @@ mod tests {
     #[test]
     fn a_read_only_scan_counts_each_stream_apart_and_names_the_version_expected() {
         let (mut progress, mut visit) = (|_| {}, |_: &ScannedRecord<'_>| ControlFlow::Continue(()));
-        let mut scan =
-            ReadOnly { versions: StreamMap::default(), progress: &mut progress, visit: &mut visit };
+        let mut scan = ReadOnly {
+            versions: StreamVersions::default(),
+            progress: &mut progress,
+            visit: &mut visit,
+        };
         let long = [b'x'; 200];
         for (stream, version) in [
             (&b"t/o/1"[..], 0),
