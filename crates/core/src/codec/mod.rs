@@ -683,17 +683,15 @@ fn order_event(kind: EventType, payload: &[u8], ids: &mut Ids) -> Result<OrderEv
     Ok(match kind {
         T::OrderPlaced => {
             let p = access::<v1::ArchivedOrderPlaced>(payload)?;
-            let lines = p
-                .lines
-                .iter()
-                .map(|l| {
-                    Ok(OrderLine {
-                        sku: ids.sku(l.sku.as_str())?,
-                        quantity: quantity(l.quantity.to_native())?,
-                        unit_price: l.unit_price.to_native(),
-                    })
-                })
-                .collect::<Result<_, DecodeError>>()?;
+            // Sized once: collecting `Result`s starts at four lines and grows.
+            let mut lines = Vec::with_capacity(p.lines.len());
+            for l in p.lines.iter() {
+                lines.push(OrderLine {
+                    sku: ids.sku(l.sku.as_str())?,
+                    quantity: quantity(l.quantity.to_native())?,
+                    unit_price: l.unit_price.to_native(),
+                });
+            }
             OrderEvent::OrderPlaced {
                 customer: CustomerId::new(p.customer.as_str())?,
                 currency: currency(p.currency)?,
@@ -874,7 +872,12 @@ fn currency_bytes(currency: Currency) -> [u8; 3] {
 }
 
 fn currency(bytes: [u8; 3]) -> Result<Currency, DecodeError> {
-    Ok(Currency::new(&String::from_utf8_lossy(&bytes))?)
+    let currency = match std::str::from_utf8(&bytes) {
+        Ok(code) => Currency::new(code),
+        // A lossy copy only to name bytes that are not text.
+        Err(_) => Currency::new(&String::from_utf8_lossy(&bytes)),
+    };
+    Ok(currency?)
 }
 
 fn cancel_code(reason: CancelReason) -> u8 {
