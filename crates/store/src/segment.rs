@@ -157,7 +157,9 @@ impl Window {
     }
 
     /// [`Window::record_at`], keeping the bytes from `keep` on (`keep` ≤ `offset`), which it
-    /// gives with the bytes the window holds after the record.
+    /// gives with the bytes the window holds after the record. Always inlined, with
+    /// [`record::decode`], for the reason given there.
+    #[inline(always)]
     fn record_keeping(
         &mut self,
         file: &dyn StorageFile,
