@@ -267,9 +267,10 @@ pub(crate) fn stream_hint(buf: &[u8]) -> Option<&[u8]> {
 /// Decodes the record at the start of `buf`, checking its header and checksum (not its place
 /// in the chain, which the caller knows). `Err(Damage::Unused)` means `buf` starts with zeros.
 ///
-/// Always inlined, as the window's read that calls it is into a scan's loop: a view returned
-/// through memory was read back before the checksum's chain of instructions had retired, and
-/// waited for it (a scan of 2.7M records took 0.44–0.47 s inlined against 0.51–0.54 s).
+/// Always inlined, as is the window's read that calls it, into a scan's loop: a view returned
+/// through memory was read back with wider loads than it was written with, which waited until
+/// the writes were done, behind the checksum's chain of instructions (a scan of 2.7M records
+/// took 0.44–0.47 s inlined against 0.51–0.54 s).
 #[inline(always)]
 pub(crate) fn decode(buf: &[u8]) -> Result<RecordView<'_>, Damage> {
     if buf.len() < HEADER_LEN {

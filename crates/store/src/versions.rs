@@ -35,8 +35,8 @@ const KEY_BITS: u32 = 2;
 /// Most streams are counted in `packed`, by a key of 64 bits of their hash; the entry's value
 /// holds 24 more bits of the hash (a tag) above a 40-bit count. A stream is counted in `exact`,
 /// by its whole [`StreamId`], when another stream with a different tag holds its key, or once
-/// its count would no longer fit (2^40 − 1 records, more than a log holds). So two streams share a
-/// count only if 88 bits of their hashes agree: about once in 2^88 / n² logs of n streams.
+/// its count would no longer fit in 40 bits. So two streams share a count only if 88 bits of
+/// their hashes agree: about once in 2^88 / n² logs of n streams.
 #[derive(Debug, Default)]
 pub(crate) struct StreamVersions {
     packed: hashbrown::HashMap<u64, u64, FxBuildHasher>,
