@@ -825,7 +825,6 @@ impl Ids {
     }
 }
 
-/// The amount of an `Amount` payload.
 /// The id in `slot` if it reads `text`; otherwise a new one from `text`, kept in `slot`.
 fn reuse<T: Clone>(
     slot: &mut Option<T>,
@@ -841,6 +840,7 @@ fn reuse<T: Clone>(
     Ok(id)
 }
 
+/// The amount of an `Amount` payload.
 fn amount(payload: &[u8]) -> Result<u64, DecodeError> {
     Ok(access::<v1::ArchivedAmount>(payload)?.amount.to_native())
 }
